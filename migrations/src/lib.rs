@@ -1,0 +1,15 @@
+//! Schema migrations of the televibe state database; the schema is created and changed only here.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_initial;
+
+/// The ordered list of migrations applied at start, before any actor runs.
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261129_000001_initial::Migration)]
+    }
+}

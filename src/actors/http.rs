@@ -1,0 +1,132 @@
+//! The `http` actor: hyper serving `/health/live`, `/health/ready` and `/metrics`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::core::Core;
+use crate::supervisor::ChildMessage;
+use crate::telemetry::CONTENT_TYPE;
+
+pub struct HttpActor {
+    pub core: Arc<Core>,
+}
+
+pub enum HttpMsg {
+    Panic,
+}
+
+impl ChildMessage for HttpMsg {
+    fn injected_panic() -> Self {
+        HttpMsg::Panic
+    }
+}
+
+pub struct HttpState {
+    server: JoinHandle<()>,
+}
+
+impl Actor for HttpActor {
+    type Msg = HttpMsg;
+    type State = HttpState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<HttpMsg>, _: ()) -> Result<HttpState, ActorProcessingErr> {
+        let addr = self.core.config.http_listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (http.listen): {e}"))?;
+        let bound = listener.local_addr()?;
+        std::fs::write(self.core.layout.http_addr_file(), bound.to_string())?;
+        tracing::info!(target: "televibe.http", address = %bound, "HTTP probes and metrics listening");
+        let core = self.core.clone();
+        let server = tokio::spawn(serve(listener, core));
+        Ok(HttpState { server })
+    }
+
+    async fn handle(&self, _: ActorRef<HttpMsg>, msg: HttpMsg, _: &mut HttpState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HttpMsg::Panic => panic!("injected panic in http actor"),
+        }
+    }
+
+    async fn post_stop(&self, _: ActorRef<HttpMsg>, state: &mut HttpState) -> Result<(), ActorProcessingErr> {
+        state.server.abort();
+        Ok(())
+    }
+}
+
+async fn serve(listener: TcpListener, core: Arc<Core>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(target: "televibe.http", error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let core = core.clone();
+        conns.spawn(async move {
+            let svc = service_fn(move |req| route(req, core.clone()));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+async fn route(req: Request<Incoming>, core: Arc<Core>) -> Result<Response<Full<Bytes>>, Infallible> {
+    const JSON: &str = "application/json";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, JSON, r#"{"error":"method not allowed"}"#.into()));
+    }
+    Ok(match req.uri().path() {
+        "/health/live" => match core.liveness().await {
+            Ok(()) => respond(StatusCode::OK, JSON, r#"{"status":"alive"}"#.into()),
+            Err(reason) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                JSON,
+                serde_json::json!({"status": "dead", "reason": reason}).to_string(),
+            ),
+        },
+        "/health/ready" => {
+            let r = core.readiness().await;
+            let code = if r.status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            respond(code, JSON, serde_json::to_string(&r).unwrap_or_default())
+        }
+        "/metrics" => {
+            core.breakers.refresh();
+            respond(StatusCode::OK, CONTENT_TYPE, core.metrics.encode())
+        }
+        _ => respond(StatusCode::NOT_FOUND, JSON, r#"{"error":"not found"}"#.into()),
+    })
+}
+
+/// The address the running daemon's HTTP server bound, read from its runtime file.
+pub fn bound_address(core_root: &std::path::Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(crate::layout::Layout::new(core_root).http_addr_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

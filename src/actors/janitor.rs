@@ -1,0 +1,93 @@
+//! The `janitor` actor: deletes rotated daemon logs, job logs and backups past their retention.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::core::Core;
+use crate::supervisor::ChildMessage;
+
+pub struct Janitor {
+    pub core: Arc<Core>,
+}
+
+pub enum JanitorMsg {
+    Sweep,
+    Panic,
+}
+
+impl ChildMessage for JanitorMsg {
+    fn injected_panic() -> Self {
+        JanitorMsg::Panic
+    }
+}
+
+const DAY: u64 = 86_400;
+
+impl Actor for Janitor {
+    type Msg = JanitorMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<JanitorMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        myself.send_after(Duration::from_secs(60), || JanitorMsg::Sweep);
+        myself.send_interval(Duration::from_secs(3600), || JanitorMsg::Sweep);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<JanitorMsg>, msg: JanitorMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        match msg {
+            JanitorMsg::Sweep => {
+                let core = self.core.clone();
+                // Directory walks block; keep them off the runtime's worker threads.
+                let removed = tokio::task::spawn_blocking(move || sweep(&core)).await.unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(target: "televibe.janitor", removed, "Removed files past retention");
+                }
+            }
+            JanitorMsg::Panic => panic!("injected panic in janitor"),
+        }
+        Ok(())
+    }
+}
+
+/// One pass over the retention rules; returns how many files went.
+pub fn sweep(core: &Core) -> usize {
+    let l = &core.config.raw.logging;
+    let layout = &core.layout;
+    let mut removed = 0;
+    // Rotated daemon logs only (`orchestrator.log.<date>`); the live file is never touched.
+    removed += remove_older(&layout.logs(), |n| n.starts_with("orchestrator.log."), l.retention_days);
+    removed += remove_older(&layout.job_logs(), |n| n.ends_with(".log"), l.job_log_retention_days);
+    removed += remove_older(
+        &layout.backups(),
+        |n| n.starts_with("state-") && n.ends_with(".db.gz"),
+        core.config.raw.backup.retention_days,
+    );
+    removed
+}
+
+fn remove_older(dir: &Path, wanted: impl Fn(&str) -> bool, days: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let limit = Duration::from_secs(u64::from(days) * DAY);
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !wanted(&name) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > limit);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}

@@ -1,0 +1,7 @@
+//! The root's children: one actor per file. Each accepts an injected panic for failure drills.
+
+pub mod breakers;
+pub mod http;
+pub mod janitor;
+pub mod socket;
+pub mod store;

@@ -1,0 +1,105 @@
+//! The `socket` actor: the Unix socket (mode 0600) where MCP and admin clients connect; one MCP server per connection.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rmcp::ServiceExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::core::Core;
+use crate::mcp::server::ControlServer;
+use crate::supervisor::ChildMessage;
+
+pub struct SocketActor {
+    pub core: Arc<Core>,
+}
+
+pub enum SocketMsg {
+    Panic,
+}
+
+impl ChildMessage for SocketMsg {
+    fn injected_panic() -> Self {
+        SocketMsg::Panic
+    }
+}
+
+pub struct SocketState {
+    accept: JoinHandle<()>,
+}
+
+impl Actor for SocketActor {
+    type Msg = SocketMsg;
+    type State = SocketState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<SocketMsg>, _: ()) -> Result<SocketState, ActorProcessingErr> {
+        let path = self.core.config.socket_path.clone();
+        let listener = bind_private(&path).await?;
+        tracing::info!(target: "televibe.socket", path = %path.display(), "MCP and admin socket listening");
+        let core = self.core.clone();
+        Ok(SocketState {
+            accept: tokio::spawn(accept_loop(listener, core)),
+        })
+    }
+
+    async fn handle(&self, _: ActorRef<SocketMsg>, msg: SocketMsg, _: &mut SocketState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SocketMsg::Panic => panic!("injected panic in socket actor"),
+        }
+    }
+
+    async fn post_stop(&self, _: ActorRef<SocketMsg>, state: &mut SocketState) -> Result<(), ActorProcessingErr> {
+        // Aborting the accept loop drops its JoinSet, which ends every connection; clients reconnect.
+        state.accept.abort();
+        let _ = std::fs::remove_file(&self.core.config.socket_path);
+        Ok(())
+    }
+}
+
+/// Binds the socket with mode 0600, refusing to steal it from a live daemon.
+async fn bind_private(path: &Path) -> Result<UnixListener, ActorProcessingErr> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(format!("{} is in use by another running daemon", path.display()).into());
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // The umask makes the socket private from the moment it exists; the chmod makes sure of it.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let core = core.clone();
+                conns.spawn(async move {
+                    match ControlServer::new(core).serve(stream).await {
+                        Ok(running) => {
+                            let _ = running.waiting().await;
+                        }
+                        Err(e) => tracing::debug!(target: "televibe.socket", error = %e, "MCP connection ended before initialisation"),
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(target: "televibe.socket", error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        while conns.try_join_next().is_some() {}
+    }
+}

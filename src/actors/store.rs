@@ -1,0 +1,70 @@
+//! The `store` actor: periodic `PRAGMA integrity_check`, and probe writes while the store is read-only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::core::Core;
+use crate::store::StoreError;
+use crate::supervisor::ChildMessage;
+
+pub struct StoreActor {
+    pub core: Arc<Core>,
+}
+
+pub enum StoreMsg {
+    IntegrityCheck,
+    ProbeReadOnly,
+    Panic,
+}
+
+impl ChildMessage for StoreMsg {
+    fn injected_panic() -> Self {
+        StoreMsg::Panic
+    }
+}
+
+impl Actor for StoreActor {
+    type Msg = StoreMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, myself: ActorRef<StoreMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        let s = &self.core.config.raw.store;
+        myself.send_interval(Duration::from_secs(s.integrity_check_interval_secs), || StoreMsg::IntegrityCheck);
+        myself.send_interval(Duration::from_secs(s.read_only_probe_secs), || StoreMsg::ProbeReadOnly);
+        Ok(())
+    }
+
+    async fn handle(&self, _: ActorRef<StoreMsg>, msg: StoreMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        match msg {
+            StoreMsg::IntegrityCheck => self.integrity_check().await,
+            StoreMsg::ProbeReadOnly => self.probe().await,
+            StoreMsg::Panic => panic!("injected panic in store actor"),
+        }
+        Ok(())
+    }
+}
+
+impl StoreActor {
+    async fn integrity_check(&self) {
+        match self.core.store.integrity_check().await {
+            Ok(()) => tracing::debug!(target: "televibe.store", "integrity check ok"),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                self.core.metrics.set_health("database", false);
+                self.core.store.enter_read_only("integrity check failed");
+                tracing::error!(target: "televibe.store", critical = true, error = %e, "Database integrity check failed");
+            }
+            Err(e) => tracing::warn!(target: "televibe.store", error = %e, "integrity check could not run"),
+        }
+    }
+
+    async fn probe(&self) {
+        if self.core.store.is_read_only()
+            && let Err(e) = self.core.store.probe_write().await
+        {
+            tracing::warn!(target: "televibe.store", error = %e, "store still read-only");
+        }
+    }
+}

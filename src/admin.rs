@@ -1,0 +1,105 @@
+//! `televibe admin …`: operator views of the running daemon, through the same socket as MCP clients.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::cli::AdminCommand;
+use crate::config::Config;
+use crate::mcp::client::DaemonClient;
+use crate::supervisor::TreeNode;
+
+pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
+    let client = match DaemonClient::connect(&config.socket_path).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("televibe admin: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (tool, args, json_out) = match &command {
+        AdminCommand::Tree { json } => ("get_supervision_tree", json!({}), *json),
+        AdminCommand::Breakers { json } => ("get_breakers", json!({}), *json),
+        AdminCommand::Panic { name } => ("debug_panic_actor", json!({"name": name}), true),
+    };
+    let result = client.call(tool, args).await;
+    client.close().await;
+    match result {
+        Err(e) => {
+            eprintln!("televibe admin: {e}");
+            ExitCode::from(1)
+        }
+        Ok(body) if json_out => {
+            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(body) => {
+            match command {
+                AdminCommand::Tree { .. } => match serde_json::from_value::<TreeNode>(body) {
+                    Ok(tree) => print!("{}", render_tree(&tree)),
+                    Err(e) => {
+                        eprintln!("televibe admin: unexpected answer: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
+                _ => print!("{}", render_breakers(&body)),
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `2h03m`, `4m05s`, `12s`.
+pub fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The tree as an indented table.
+pub fn render_tree(tree: &TreeNode) -> String {
+    let mut rows = Vec::new();
+    fn walk(node: &TreeNode, prefix: String, rows: &mut Vec<(String, String, u64, String)>) {
+        rows.push((
+            format!("{prefix}{}", node.name),
+            node.status.clone(),
+            node.restarts,
+            human_duration(node.uptime_secs),
+        ));
+        for child in &node.children {
+            let p = if prefix.is_empty() { "├─ ".to_string() } else { format!("   {prefix}") };
+            walk(child, p, rows);
+        }
+    }
+    walk(tree, String::new(), &mut rows);
+    let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4).max(4) + 2;
+    let mut out = format!("{:<width$}{:<12}{:>8}  {}\n", "NAME", "STATUS", "RESTARTS", "UPTIME");
+    for (name, status, restarts, uptime) in rows {
+        let pad = width.saturating_sub(name.chars().count());
+        out.push_str(&format!("{name}{:pad$}{status:<12}{restarts:>8}  {uptime}\n", ""));
+    }
+    out
+}
+
+fn render_breakers(body: &Value) -> String {
+    let mut out = format!("{:<16}{:<11}{:>9}  {}\n", "NAME", "STATE", "FAILURES", "THRESHOLDS");
+    for b in body.as_array().into_iter().flatten() {
+        let s = |k: &str| b.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            "{:<16}{:<11}{:>9}  fail {} / succeed {} / open {} s / probes {}\n",
+            s("name"),
+            s("state"),
+            s("consecutive_failures"),
+            s("failure_threshold"),
+            s("success_threshold"),
+            s("timeout_seconds"),
+            s("half_open_requests")
+        ));
+    }
+    out
+}

@@ -1,0 +1,394 @@
+//! Circuit breakers: closed → open → half-open → closed, with the spec's thresholds and the state gauge.
+//!
+//! A breaker is a small synchronous state machine behind a mutex; callers ask for a permit before the guarded
+//! operation and report its outcome. Time-driven transitions (open → half-open) are computed from tokio's clock,
+//! so tests drive them with paused time.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::BreakerSettings;
+use crate::telemetry::Metrics;
+
+/// The three breakers of the operations spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerName {
+    ClaudeCode,
+    TelegramApi,
+    GitOperations,
+}
+
+impl BreakerName {
+    pub const ALL: [BreakerName; 3] = [
+        BreakerName::ClaudeCode,
+        BreakerName::TelegramApi,
+        BreakerName::GitOperations,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerName::ClaudeCode => "claude_code",
+            BreakerName::TelegramApi => "telegram_api",
+            BreakerName::GitOperations => "git_operations",
+        }
+    }
+
+    /// The human name used in the `on_open` / `on_close` log lines.
+    pub fn title(self) -> &'static str {
+        match self {
+            BreakerName::ClaudeCode => "Claude Code",
+            BreakerName::TelegramApi => "Telegram API",
+            BreakerName::GitOperations => "Git Operations",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BreakerName> {
+        BreakerName::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+}
+
+impl fmt::Display for BreakerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state as reported to people and to the gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The gauge value of the spec: 1 closed, 0.5 half-open, 0 open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 1.0,
+            BreakerState::HalfOpen => 0.5,
+            BreakerState::Open => 0.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    Closed { consecutive_failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probes_in_flight: u32, successes: u32 },
+}
+
+/// Refusal while the breaker is open (or its half-open probes are all taken).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("circuit breaker {name} is open; retry in {retry_in_secs} s")]
+pub struct BreakerOpen {
+    pub name: BreakerName,
+    pub retry_in_secs: u64,
+}
+
+/// A snapshot for `get_breakers` and `televibe admin breakers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerStatus {
+    pub name: BreakerName,
+    pub state: BreakerState,
+    pub consecutive_failures: u32,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub timeout_seconds: u64,
+    pub half_open_requests: u32,
+    /// Seconds until an open breaker lets a probe through.
+    pub retry_in_secs: Option<u64>,
+}
+
+/// One circuit breaker.
+pub struct CircuitBreaker {
+    name: BreakerName,
+    settings: BreakerSettings,
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+}
+
+impl CircuitBreaker {
+    pub fn new(name: BreakerName, settings: BreakerSettings, metrics: Arc<Metrics>) -> Self {
+        metrics.set_breaker_state(name, BreakerState::Closed);
+        CircuitBreaker {
+            name,
+            settings,
+            inner: Mutex::new(Inner::Closed {
+                consecutive_failures: 0,
+            }),
+            metrics,
+        }
+    }
+
+    pub fn name(&self) -> BreakerName {
+        self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock only means a panic elsewhere while holding it; the state itself is always whole.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the time-driven transition open → half-open, and returns the current state.
+    pub fn state(&self) -> BreakerState {
+        let mut inner = self.lock();
+        self.tick(&mut inner);
+        public_state(&inner)
+    }
+
+    fn tick(&self, inner: &mut Inner) {
+        if let Inner::Open { until } = *inner
+            && Instant::now() >= until
+        {
+            *inner = Inner::HalfOpen {
+                probes_in_flight: 0,
+                successes: 0,
+            };
+            tracing::warn!(target: "televibe.breaker", breaker = self.name.as_str(), "Circuit breaker HALF-OPEN for {}", self.name.title());
+            self.metrics
+                .set_breaker_state(self.name, BreakerState::HalfOpen);
+        }
+    }
+
+    /// Asks to run one guarded operation. Closed: always. Half-open: at most `half_open_requests` at a time.
+    pub fn try_acquire(&self) -> Result<(), BreakerOpen> {
+        let mut inner = self.lock();
+        self.tick(&mut inner);
+        match &mut *inner {
+            Inner::Closed { .. } => Ok(()),
+            Inner::Open { until } => Err(BreakerOpen {
+                name: self.name,
+                retry_in_secs: until.saturating_duration_since(Instant::now()).as_secs() + 1,
+            }),
+            Inner::HalfOpen {
+                probes_in_flight, ..
+            } => {
+                if *probes_in_flight < self.settings.half_open_requests {
+                    *probes_in_flight += 1;
+                    Ok(())
+                } else {
+                    Err(BreakerOpen {
+                        name: self.name,
+                        retry_in_secs: 1,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Reports a guarded operation that succeeded.
+    pub fn record_success(&self) {
+        let mut inner = self.lock();
+        match &mut *inner {
+            Inner::Closed {
+                consecutive_failures,
+            } => *consecutive_failures = 0,
+            Inner::Open { .. } => {}
+            Inner::HalfOpen {
+                probes_in_flight,
+                successes,
+            } => {
+                *probes_in_flight = probes_in_flight.saturating_sub(1);
+                *successes += 1;
+                if *successes >= self.settings.success_threshold {
+                    *inner = Inner::Closed {
+                        consecutive_failures: 0,
+                    };
+                    self.on_close();
+                }
+            }
+        }
+    }
+
+    /// Reports a guarded operation that failed in a way the breaker counts.
+    pub fn record_failure(&self) {
+        self.metrics.breaker_failure(self.name);
+        let mut inner = self.lock();
+        match &mut *inner {
+            Inner::Closed {
+                consecutive_failures,
+            } => {
+                *consecutive_failures += 1;
+                if *consecutive_failures >= self.settings.failure_threshold {
+                    self.open(&mut inner);
+                }
+            }
+            Inner::Open { .. } => {}
+            Inner::HalfOpen { .. } => self.open(&mut inner),
+        }
+    }
+
+    /// Returns a half-open probe permit without an outcome (the operation never ran).
+    pub fn release(&self) {
+        if let Inner::HalfOpen {
+            probes_in_flight, ..
+        } = &mut *self.lock()
+        {
+            *probes_in_flight = probes_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Closes the breaker by hand (admin reset).
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        let was_closed = matches!(*inner, Inner::Closed { .. });
+        *inner = Inner::Closed {
+            consecutive_failures: 0,
+        };
+        if !was_closed {
+            self.on_close();
+        }
+    }
+
+    fn open(&self, inner: &mut Inner) {
+        *inner = Inner::Open {
+            until: Instant::now() + self.settings.timeout,
+        };
+        tracing::warn!(target: "televibe.breaker", breaker = self.name.as_str(), notify_admin = true, "Circuit breaker OPEN for {}", self.name.title());
+        self.metrics.set_breaker_state(self.name, BreakerState::Open);
+    }
+
+    fn on_close(&self) {
+        tracing::info!(target: "televibe.breaker", breaker = self.name.as_str(), "Circuit breaker CLOSED for {}", self.name.title());
+        self.metrics
+            .set_breaker_state(self.name, BreakerState::Closed);
+    }
+
+    pub fn status(&self) -> BreakerStatus {
+        let mut inner = self.lock();
+        self.tick(&mut inner);
+        let (consecutive_failures, retry_in_secs) = match &*inner {
+            Inner::Closed {
+                consecutive_failures,
+            } => (*consecutive_failures, None),
+            Inner::Open { until } => (
+                self.settings.failure_threshold,
+                Some(until.saturating_duration_since(Instant::now()).as_secs()),
+            ),
+            Inner::HalfOpen { .. } => (self.settings.failure_threshold, None),
+        };
+        BreakerStatus {
+            name: self.name,
+            state: public_state(&inner),
+            consecutive_failures,
+            failure_threshold: self.settings.failure_threshold,
+            success_threshold: self.settings.success_threshold,
+            timeout_seconds: self.settings.timeout.as_secs(),
+            half_open_requests: self.settings.half_open_requests,
+            retry_in_secs,
+        }
+    }
+}
+
+fn public_state(inner: &Inner) -> BreakerState {
+    match inner {
+        Inner::Closed { .. } => BreakerState::Closed,
+        Inner::Open { .. } => BreakerState::Open,
+        Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+    }
+}
+
+/// The daemon's three breakers.
+pub struct Breakers {
+    all: Vec<CircuitBreaker>,
+}
+
+impl Breakers {
+    pub fn new(settings: &[(BreakerName, BreakerSettings); 3], metrics: Arc<Metrics>) -> Self {
+        Breakers {
+            all: settings
+                .iter()
+                .map(|(n, s)| CircuitBreaker::new(*n, *s, metrics.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: BreakerName) -> &CircuitBreaker {
+        self.all
+            .iter()
+            .find(|b| b.name == name)
+            .expect("all three breakers exist")
+    }
+
+    /// Applies due time-driven transitions so the gauge is current.
+    pub fn refresh(&self) {
+        for b in &self.all {
+            b.state();
+        }
+    }
+
+    pub fn statuses(&self) -> Vec<BreakerStatus> {
+        self.all.iter().map(CircuitBreaker::status).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn breaker(f: u32, s: u32, secs: u64) -> (CircuitBreaker, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let b = CircuitBreaker::new(
+            BreakerName::GitOperations,
+            BreakerSettings {
+                failure_threshold: f,
+                success_threshold: s,
+                timeout: Duration::from_secs(secs),
+                half_open_requests: 1,
+            },
+            metrics.clone(),
+        );
+        (b, metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_threshold_and_probes_after_timeout() {
+        let (b, m) = breaker(3, 1, 30);
+        assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 1.0);
+        for _ in 0..3 {
+            b.try_acquire().unwrap();
+            b.record_failure();
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 0.0);
+        assert!(b.try_acquire().is_err());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 0.5);
+        b.try_acquire().unwrap();
+        assert!(b.try_acquire().is_err(), "exactly one probe in half-open");
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_probe_reopens_and_success_resets_the_count() {
+        let (b, _) = breaker(2, 2, 10);
+        b.record_failure();
+        b.record_success();
+        b.record_failure();
+        assert_eq!(b.state(), BreakerState::Closed, "failures must be consecutive");
+        b.record_failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        b.try_acquire().unwrap();
+        b.record_failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        b.try_acquire().unwrap();
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::HalfOpen, "needs two successes");
+        b.try_acquire().unwrap();
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+}

@@ -1,0 +1,120 @@
+//! The command line: `serve`, `mcp`, `admin …`, `config check`. Each subcommand is a library function.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigSource};
+
+#[derive(Debug, Parser)]
+#[command(name = "televibe", version, about = "Drive coding agents from a phone: supervised daemon, Telegram, MCP")]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml when present, else built-in defaults).
+    #[arg(long, global = true, env = "TELEVIBE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Bridge MCP over stdio to the running daemon (for Claude Desktop, Claude Code, any MCP client).
+    Mcp,
+    /// Inspect and operate the running daemon.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The live supervision tree: name, status, restarts, uptime.
+    Tree {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Circuit breaker states.
+    Breakers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Failure drill: make a supervised actor panic (needs debug.test_hooks = true).
+    #[command(hide = true)]
+    Panic { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets masked (exit 0 valid, 1 invalid).
+    Check,
+}
+
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    ConfigSource {
+        explicit: cli.config.clone(),
+    }
+    .load()
+    .map_err(|e| {
+        eprintln!("televibe: {e}");
+        ExitCode::from(1)
+    })
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("televibe: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let config = match load(&cli) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        match cli.command {
+            Command::Serve => match crate::daemon::serve(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("televibe: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            },
+            Command::Mcp => {
+                crate::logging::init_client();
+                match crate::mcp::bridge::run_stdio(config.socket_path.clone()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("televibe mcp: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Command::Admin { command } => {
+                crate::logging::init_client();
+                crate::admin::run(&config, command).await
+            }
+            Command::Config {
+                command: ConfigCommand::Check,
+            } => {
+                print!("{}", config.to_masked_toml());
+                match &config.file {
+                    Some(f) => eprintln!("configuration valid ({})", f.display()),
+                    None => eprintln!("configuration valid (built-in defaults and environment)"),
+                }
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}

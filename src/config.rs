@@ -1,0 +1,612 @@
+//! Configuration: built-in defaults, then `config.toml`, then `TELEVIBE_*` environment, validated once at start.
+//!
+//! The raw structs mirror the TOML file one to one and refuse unknown keys; `validate` turns them into typed
+//! values (socket addresses, durations, absolute paths) and names the offending key when a value is impossible.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with the `TELEVIBE_` prefix that are not configuration keys.
+/// They are set for agents and bridges (and `TELEVIBE_CONFIG` names the file), so the env provider skips them.
+const NON_CONFIG_ENV: &[&str] = &[
+    "CONFIG",
+    "PROJECT_ID",
+    "SESSION_ID",
+    "JOB_ID",
+    "BRANCH",
+    "WORKSPACE",
+    "JOB_TOKEN",
+];
+
+/// A configuration problem, always naming the key or file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The file and environment as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Directory holding `repos/`, `workspaces/` and `orchestrator/`.
+    pub root: PathBuf,
+    pub http: RawHttp,
+    pub socket: RawSocket,
+    pub telegram: RawTelegram,
+    pub agent: RawAgent,
+    pub jobs: RawJobs,
+    pub approvals: RawApprovals,
+    pub breakers: RawBreakers,
+    pub backup: RawBackup,
+    pub logging: RawLogging,
+    pub supervision: RawSupervision,
+    pub store: RawStore,
+    pub debug: RawDebug,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Address of `/health/live`, `/health/ready` and `/metrics`.
+    pub listen: String,
+    /// Allow a non-loopback `listen` address (off: the probes stay on this machine).
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSocket {
+    /// Unix socket for MCP and admin clients; empty means `<root>/orchestrator/televibe.sock`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelegram {
+    pub api_url: String,
+    /// Bot token; normally from `TELEVIBE_TELEGRAM__TOKEN`. Never printed.
+    pub token: String,
+    /// A file holding the bot token (used when `token` is empty).
+    pub token_file: String,
+    pub allowed_users: Vec<i64>,
+    pub admin_chat_id: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub command: String,
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJobs {
+    pub max_concurrent: u32,
+    pub max_queued_per_session: u32,
+    pub hard_timeout_secs: u64,
+    pub hang_timeout_secs: u64,
+    pub kill_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub timeout_seconds: u64,
+    pub half_open_requests: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreakers {
+    pub claude_code: RawBreaker,
+    pub telegram_api: RawBreaker,
+    pub git_operations: RawBreaker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    pub schedule: String,
+    pub retention_days: u32,
+    pub remote: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogging {
+    /// `debug`, `info`, `warning` or `error`, or a full tracing filter directive.
+    pub level: String,
+    pub retention_days: u32,
+    pub max_size_mb: u64,
+    pub job_log_retention_days: u32,
+    pub audit_retention_days: u32,
+    /// `auto` (human-readable on a terminal, JSON otherwise), `human`, `json` or `off`.
+    pub stderr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSupervision {
+    pub max_restarts: u32,
+    pub window_secs: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub busy_timeout_ms: u64,
+    pub integrity_check_interval_secs: u64,
+    pub read_only_probe_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDebug {
+    /// Enables the `debug_panic_actor` admin tool used by failure drills. Keep off in production.
+    pub test_hooks: bool,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let breaker = |f, s, t| RawBreaker {
+            failure_threshold: f,
+            success_threshold: s,
+            timeout_seconds: t,
+            half_open_requests: 1,
+        };
+        RawConfig {
+            root: PathBuf::from("/projects"),
+            http: RawHttp {
+                listen: "127.0.0.1:9464".into(),
+                allow_remote: false,
+            },
+            socket: RawSocket {
+                path: String::new(),
+            },
+            telegram: RawTelegram {
+                api_url: "https://api.telegram.org".into(),
+                token: String::new(),
+                token_file: String::new(),
+                allowed_users: Vec::new(),
+                admin_chat_id: 0,
+            },
+            agent: RawAgent {
+                command: "claude".into(),
+                extra_args: Vec::new(),
+            },
+            jobs: RawJobs {
+                max_concurrent: 3,
+                max_queued_per_session: 10,
+                hard_timeout_secs: 3600,
+                hang_timeout_secs: 600,
+                kill_grace_secs: 30,
+            },
+            approvals: RawApprovals { timeout_secs: 3600 },
+            breakers: RawBreakers {
+                claude_code: breaker(5, 2, 300),
+                telegram_api: breaker(3, 1, 60),
+                git_operations: breaker(3, 1, 30),
+            },
+            backup: RawBackup {
+                schedule: "0 */6 * * *".into(),
+                retention_days: 30,
+                remote: String::new(),
+            },
+            logging: RawLogging {
+                level: "info".into(),
+                retention_days: 30,
+                max_size_mb: 100,
+                job_log_retention_days: 7,
+                audit_retention_days: 90,
+                stderr: "auto".into(),
+            },
+            supervision: RawSupervision {
+                max_restarts: 10,
+                window_secs: 60,
+                backoff_initial_ms: 100,
+                backoff_max_ms: 30_000,
+            },
+            store: RawStore {
+                busy_timeout_ms: 5000,
+                integrity_check_interval_secs: 21_600,
+                read_only_probe_secs: 30,
+            },
+            debug: RawDebug { test_hooks: false },
+        }
+    }
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// `--config` or `TELEVIBE_CONFIG`: must exist. Without it `./config.toml` is read when present.
+    pub explicit: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    fn file(&self) -> Result<Option<PathBuf>, ConfigError> {
+        match &self.explicit {
+            Some(p) if p.is_file() => Ok(Some(p.clone())),
+            Some(p) => Err(ConfigError::MissingFile { path: p.clone() }),
+            None => {
+                let local = PathBuf::from("config.toml");
+                Ok(local.is_file().then_some(local))
+            }
+        }
+    }
+
+    /// Merges defaults, the file and the environment into a raw config.
+    pub fn load_raw(&self) -> Result<(RawConfig, Option<PathBuf>), ConfigError> {
+        let file = self.file()?;
+        let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = &file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed("TELEVIBE_")
+            .filter(|key| {
+                !NON_CONFIG_ENV
+                    .iter()
+                    .any(|skip| key.as_str().eq_ignore_ascii_case(skip))
+            })
+            .split("__");
+        fig = fig.merge(env);
+        let raw: RawConfig = fig
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        Ok((raw, file))
+    }
+
+    /// Loads and validates.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let (raw, file) = self.load_raw()?;
+        let mut cfg = Config::validate(raw)?;
+        cfg.file = file;
+        Ok(cfg)
+    }
+}
+
+/// Renders every figment error with the key path it concerns and where the value came from.
+fn describe_figment_error(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref().map(|s| format!(" (from {s})")))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{origin}", e.kind)
+            } else {
+                format!("key `{key}`: {}{origin}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One breaker's validated thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub timeout: Duration,
+    pub half_open_requests: u32,
+}
+
+/// Restart policy of a supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// At most this many restarts inside `window`; one more and the supervisor gives up.
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Validated configuration used by the daemon and the clients.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub raw: RawConfig,
+    pub file: Option<PathBuf>,
+    pub root: PathBuf,
+    pub http_listen: SocketAddr,
+    pub socket_path: PathBuf,
+    pub telegram_token: Option<String>,
+    pub breakers: [(crate::breaker::BreakerName, BreakerSettings); 3],
+    pub supervision: RestartPolicy,
+    pub log_filter: String,
+}
+
+impl Config {
+    /// Turns a raw config into typed values, refusing impossible ones with the key named.
+    pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        use crate::breaker::BreakerName;
+        if raw.root.as_os_str().is_empty() {
+            return Err(invalid("root", "must not be empty"));
+        }
+        let root = absolute(&raw.root);
+        let http_listen: SocketAddr = raw.http.listen.parse().map_err(|e| {
+            invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an address with a port in 0..=65535 like 127.0.0.1:9464 ({e})",
+                    raw.http.listen
+                ),
+            )
+        })?;
+        if !http_listen.ip().is_loopback() && !raw.http.allow_remote {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "{http_listen} is not a loopback address; set http.allow_remote = true to expose probes and metrics"
+                ),
+            ));
+        }
+        let socket_path = if raw.socket.path.is_empty() {
+            root.join("orchestrator").join("televibe.sock")
+        } else {
+            absolute(Path::new(&raw.socket.path))
+        };
+        // Linux limits a Unix socket path to 107 bytes.
+        if socket_path.as_os_str().len() > 107 {
+            return Err(invalid(
+                "socket.path",
+                format!(
+                    "{} is longer than the 107 bytes a Unix socket path may have",
+                    socket_path.display()
+                ),
+            ));
+        }
+        if !raw.telegram.api_url.starts_with("http://") && !raw.telegram.api_url.starts_with("https://")
+        {
+            return Err(invalid(
+                "telegram.api_url",
+                "must start with http:// or https://",
+            ));
+        }
+        let telegram_token = read_token(&raw.telegram)?;
+        if raw.agent.command.trim().is_empty() {
+            return Err(invalid("agent.command", "must not be empty"));
+        }
+        let j = &raw.jobs;
+        if j.max_concurrent == 0 {
+            return Err(invalid("jobs.max_concurrent", "must be at least 1"));
+        }
+        if j.max_queued_per_session == 0 {
+            return Err(invalid("jobs.max_queued_per_session", "must be at least 1"));
+        }
+        if !(1..=14_400).contains(&j.hard_timeout_secs) {
+            return Err(invalid("jobs.hard_timeout_secs", "must be in 1..=14400"));
+        }
+        if j.hang_timeout_secs == 0 {
+            return Err(invalid("jobs.hang_timeout_secs", "must be at least 1"));
+        }
+        if j.kill_grace_secs == 0 || j.kill_grace_secs > 600 {
+            return Err(invalid("jobs.kill_grace_secs", "must be in 1..=600"));
+        }
+        if raw.approvals.timeout_secs == 0 {
+            return Err(invalid("approvals.timeout_secs", "must be at least 1"));
+        }
+        let b = &raw.breakers;
+        let breakers = [
+            (
+                BreakerName::ClaudeCode,
+                breaker_settings(&b.claude_code, "breakers.claude_code")?,
+            ),
+            (
+                BreakerName::TelegramApi,
+                breaker_settings(&b.telegram_api, "breakers.telegram_api")?,
+            ),
+            (
+                BreakerName::GitOperations,
+                breaker_settings(&b.git_operations, "breakers.git_operations")?,
+            ),
+        ];
+        crate::schedule::CronSchedule::parse(&raw.backup.schedule)
+            .map_err(|e| invalid("backup.schedule", e))?;
+        if raw.backup.retention_days == 0 {
+            return Err(invalid("backup.retention_days", "must be at least 1"));
+        }
+        let log_filter = match raw.logging.level.as_str() {
+            "debug" | "info" | "error" => raw.logging.level.clone(),
+            "warning" | "warn" => "warn".into(),
+            other => {
+                tracing_subscriber::EnvFilter::try_new(other)
+                    .map_err(|e| invalid("logging.level", e.to_string()))?;
+                other.to_string()
+            }
+        };
+        if !matches!(
+            raw.logging.stderr.as_str(),
+            "auto" | "human" | "json" | "off"
+        ) {
+            return Err(invalid(
+                "logging.stderr",
+                "must be one of auto, human, json, off",
+            ));
+        }
+        if raw.logging.max_size_mb == 0 {
+            return Err(invalid("logging.max_size_mb", "must be at least 1"));
+        }
+        let s = &raw.supervision;
+        if s.window_secs == 0 {
+            return Err(invalid("supervision.window_secs", "must be at least 1"));
+        }
+        if s.backoff_initial_ms == 0 || s.backoff_max_ms < s.backoff_initial_ms {
+            return Err(invalid(
+                "supervision.backoff_max_ms",
+                "backoff_initial_ms must be at least 1 and not above backoff_max_ms",
+            ));
+        }
+        let supervision = RestartPolicy {
+            max_restarts: s.max_restarts,
+            window: Duration::from_secs(s.window_secs),
+            backoff_initial: Duration::from_millis(s.backoff_initial_ms),
+            backoff_max: Duration::from_millis(s.backoff_max_ms),
+        };
+        if raw.store.busy_timeout_ms == 0 {
+            return Err(invalid("store.busy_timeout_ms", "must be at least 1"));
+        }
+        if raw.store.integrity_check_interval_secs == 0 || raw.store.read_only_probe_secs == 0 {
+            return Err(invalid(
+                "store.integrity_check_interval_secs",
+                "store intervals must be at least 1 second",
+            ));
+        }
+        Ok(Config {
+            root,
+            http_listen,
+            socket_path,
+            telegram_token,
+            breakers,
+            supervision,
+            log_filter,
+            file: None,
+            raw,
+        })
+    }
+
+    /// The effective configuration as TOML, with every secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut raw = self.raw.clone();
+        if !raw.telegram.token.is_empty() {
+            raw.telegram.token = "********".into();
+        }
+        raw.root = self.root.clone();
+        toml_string(&raw)
+    }
+}
+
+fn toml_string(raw: &RawConfig) -> String {
+    toml::to_string_pretty(raw).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+}
+
+fn breaker_settings(b: &RawBreaker, key: &'static str) -> Result<BreakerSettings, ConfigError> {
+    if b.failure_threshold == 0 || b.success_threshold == 0 || b.half_open_requests == 0 {
+        return Err(invalid(
+            key,
+            "failure_threshold, success_threshold and half_open_requests must be at least 1",
+        ));
+    }
+    if b.timeout_seconds == 0 {
+        return Err(invalid(key, "timeout_seconds must be at least 1"));
+    }
+    Ok(BreakerSettings {
+        failure_threshold: b.failure_threshold,
+        success_threshold: b.success_threshold,
+        timeout: Duration::from_secs(b.timeout_seconds),
+        half_open_requests: b.half_open_requests,
+    })
+}
+
+fn read_token(t: &RawTelegram) -> Result<Option<String>, ConfigError> {
+    if !t.token.trim().is_empty() {
+        return Ok(Some(t.token.trim().to_string()));
+    }
+    if t.token_file.is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&t.token_file)
+        .map_err(|e| invalid("telegram.token_file", format!("{}: {e}", t.token_file)))?;
+    let token = text.trim().to_string();
+    Ok((!token.is_empty()).then_some(token))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        Config::validate(raw)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_spec() {
+        let c = from_toml("").unwrap();
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.breakers[0].1.failure_threshold, 5);
+        assert_eq!(c.breakers[0].1.timeout, Duration::from_secs(300));
+        assert_eq!(c.breakers[2].1.timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.socket_path,
+            PathBuf::from("/projects/orchestrator/televibe.sock")
+        );
+        assert!(c.telegram_token.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = from_toml("[http]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("bogus") && msg.contains("http"), "{msg}");
+    }
+
+    #[test]
+    fn bad_port_is_named() {
+        let e = from_toml("[http]\nlisten = \"127.0.0.1:99999\"\n").unwrap_err();
+        assert!(e.to_string().contains("http.listen"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = from_toml("[jobs]\nmax_concurrent = \"three\"\n").unwrap_err();
+        assert!(e.to_string().contains("jobs.max_concurrent"), "{e}");
+    }
+
+    #[test]
+    fn remote_listen_needs_opt_in() {
+        assert!(from_toml("[http]\nlisten = \"0.0.0.0:9464\"\n").is_err());
+        assert!(from_toml("[http]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n").is_ok());
+    }
+
+    #[test]
+    fn token_is_masked() {
+        let c = from_toml("[telegram]\ntoken = \"123:secret\"\n").unwrap();
+        let out = c.to_masked_toml();
+        assert!(!out.contains("secret"), "{out}");
+        assert!(out.contains("********"));
+    }
+}

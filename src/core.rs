@@ -1,0 +1,165 @@
+//! The core: the handles every front and actor shares (config, store, metrics, breakers, the tree).
+//!
+//! Fronts (MCP, admin, later Telegram) call methods here; none of them touches the database or spawns processes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use serde::Serialize;
+
+use crate::breaker::{BreakerStatus, Breakers};
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::store::Store;
+use crate::supervisor::{SupervisorMsg, TreeNode};
+use crate::telegram::TelegramProbe;
+use crate::telemetry::Metrics;
+
+/// Shared state of one daemon.
+pub struct Core {
+    pub config: Arc<Config>,
+    pub layout: Layout,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub breakers: Arc<Breakers>,
+    pub telegram: Option<TelegramProbe>,
+    pub started: Instant,
+    shutting_down: AtomicBool,
+    root: OnceLock<ActorRef<SupervisorMsg>>,
+}
+
+/// The readiness answer of the spec.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub checks: ReadinessChecks,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadinessChecks {
+    pub database: String,
+    pub telegram: String,
+    pub repos: String,
+}
+
+/// What `get_health` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub live: bool,
+    pub ready: bool,
+    pub readiness: Readiness,
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub read_only: bool,
+    pub agent_command: String,
+    pub agent_found: bool,
+    pub breakers: Vec<BreakerStatus>,
+}
+
+impl Core {
+    pub fn new(config: Arc<Config>, store: Store, metrics: Arc<Metrics>) -> Arc<Core> {
+        let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
+        let telegram = config
+            .telegram_token
+            .as_ref()
+            .map(|t| TelegramProbe::new(&config.raw.telegram.api_url, t));
+        Arc::new(Core {
+            layout: Layout::new(&config.root),
+            config,
+            store,
+            metrics,
+            breakers,
+            telegram,
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            root: OnceLock::new(),
+        })
+    }
+
+    pub fn set_root(&self, root: ActorRef<SupervisorMsg>) {
+        let _ = self.root.set(root);
+    }
+
+    pub fn root(&self) -> Option<&ActorRef<SupervisorMsg>> {
+        self.root.get()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The live supervision tree, asked of the root supervisor.
+    pub async fn supervision_tree(&self) -> Result<TreeNode, String> {
+        let root = self.root().ok_or("the supervision tree is not running")?;
+        ractor::call_t!(root, SupervisorMsg::Tree, 2000).map_err(|e| format!("supervision tree did not answer: {e}"))
+    }
+
+    /// Liveness: the root supervisor answers within 1000 ms (the spec's event-loop ping).
+    pub async fn liveness(&self) -> Result<(), String> {
+        let root = self.root().ok_or("supervision tree not started")?;
+        ractor::call_t!(root, SupervisorMsg::Healthy, 1000)
+            .map(|_| ())
+            .map_err(|e| format!("supervision tree not responding: {e}"))
+    }
+
+    /// Readiness: database `SELECT 1`, Telegram `getMe` (5 s), repos directory present.
+    pub async fn readiness(&self) -> Readiness {
+        let database = match tokio::time::timeout(Duration::from_secs(5), self.store.ping()).await {
+            Ok(Ok(())) if self.store.is_read_only() => format!(
+                "failed: read-only mode ({})",
+                self.store.read_only_reason().unwrap_or_default()
+            ),
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(_) => "failed: timeout".to_string(),
+        };
+        let telegram = match &self.telegram {
+            None => "disabled".to_string(),
+            Some(probe) => match probe.get_me(Duration::from_millis(5000)).await {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("failed: {e}"),
+            },
+        };
+        let repos_path = self.layout.repos();
+        let repos = if repos_path.is_dir() {
+            "ok".to_string()
+        } else {
+            format!("failed: {} does not exist", repos_path.display())
+        };
+        self.metrics.set_health("database", database == "ok");
+        self.metrics.set_health("telegram", telegram == "ok" || telegram == "disabled");
+        self.metrics.set_health("repos", repos == "ok");
+        let all_ok = database == "ok" && repos == "ok" && (telegram == "ok" || telegram == "disabled");
+        let shutting_down = self.is_shutting_down();
+        Readiness {
+            status: if all_ok && !shutting_down { "ready" } else { "not_ready" },
+            reason: shutting_down.then(|| "shutting down".to_string()),
+            checks: ReadinessChecks { database, telegram, repos },
+        }
+    }
+
+    pub async fn health(&self) -> Health {
+        let live = self.liveness().await.is_ok();
+        let readiness = self.readiness().await;
+        self.breakers.refresh();
+        Health {
+            live,
+            ready: readiness.status == "ready",
+            readiness,
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.started.elapsed().as_secs(),
+            read_only: self.store.is_read_only(),
+            agent_command: self.config.raw.agent.command.clone(),
+            agent_found: crate::agent_path::find(&self.config.raw.agent.command).is_some(),
+            breakers: self.breakers.statuses(),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `televibe serve`: boot in order (directories, logs, store, tree), run until a signal, stop gracefully.
+//!
+//! Boot order: the store is opened, checked and migrated before any actor starts. Shutdown order: readiness
+//! turns not-ready first, systemd is told STOPPING, then the root stops its children in reverse start order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::actors::{breakers::BreakersActor, http::HttpActor, janitor::Janitor, socket::SocketActor, store::StoreActor};
+use crate::config::Config;
+use crate::core::Core;
+use crate::layout::Layout;
+use crate::store::{Store, StoreOptions};
+use crate::supervisor::{ChildSpec, Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::telemetry::Metrics;
+use crate::{logging, sdnotify};
+
+/// Why `serve` ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Boot(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    BudgetExhausted(String),
+}
+
+impl ServeError {
+    /// Process exit code: 1 for boot problems (config, files, database), 3 when supervision gave up.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::BudgetExhausted(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// The root's children in start order (they stop in reverse).
+pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
+    let c = core.clone();
+    let store = ChildSpec::new("store", move || (StoreActor { core: c.clone() }, ()));
+    let c = core.clone();
+    let breakers = ChildSpec::new("breakers", move || (BreakersActor { core: c.clone() }, ()));
+    let c = core.clone();
+    let http = ChildSpec::new("http", move || (HttpActor { core: c.clone() }, ()));
+    let c = core.clone();
+    let janitor = ChildSpec::new("janitor", move || (Janitor { core: c.clone() }, ()));
+    let c = core.clone();
+    let socket = ChildSpec::new("socket", move || (SocketActor { core: c.clone() }, ()));
+    vec![store, breakers, http, janitor, socket]
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal condition (Err).
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let layout = Layout::new(&config.root);
+    layout.create().map_err(|e| ServeError::Boot(format!("cannot prepare root {}: {e}", config.root.display())))?;
+    let _log_guard = logging::init_daemon(
+        &layout.logs(),
+        &config.log_filter,
+        &config.raw.logging.stderr,
+        config.raw.logging.max_size_mb * 1024 * 1024,
+    )
+    .map_err(|e| ServeError::Boot(format!("cannot open logs in {}: {e}", layout.logs().display())))?;
+    let result = run(config, layout).await;
+    if let Err(e) = &result {
+        tracing::error!(target: "televibe.daemon", critical = true, error = %e, "Daemon stopped on a fatal error");
+    }
+    result
+}
+
+async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
+    tracing::info!(
+        target: "televibe.daemon",
+        version = env!("CARGO_PKG_VERSION"),
+        root = %config.root.display(),
+        config_file = %config.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into()),
+        "Daemon starting"
+    );
+    if config.telegram_token.is_none() {
+        tracing::warn!(target: "televibe.daemon", "Telegram disabled: no bot token configured (set TELEVIBE_TELEGRAM__TOKEN)");
+    }
+    if crate::agent_path::find(&config.raw.agent.command).is_none() {
+        tracing::warn!(target: "televibe.daemon", command = %config.raw.agent.command, "Agent command not found; jobs cannot run until it is installed (agent.command)");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::open(
+        &layout.state_db(),
+        StoreOptions {
+            busy_timeout: Duration::from_millis(config.raw.store.busy_timeout_ms),
+            ..Default::default()
+        },
+        metrics.clone(),
+    )
+    .await?;
+    tracing::info!(target: "televibe.store", path = %layout.state_db().display(), "State database open, integrity ok, migrations applied");
+    let core = Core::new(config.clone(), store, metrics.clone());
+    let (exhausted_tx, mut exhausted_rx) = mpsc::unbounded_channel();
+    let (root, root_handle) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            name: "root".into(),
+            policy: config.supervision,
+            children: root_children(&core),
+            metrics: Some(metrics),
+            exhausted: Some(exhausted_tx),
+        },
+    )
+    .await
+    .map_err(|e| ServeError::Boot(format!("supervision tree failed to start: {e}")))?;
+    core.set_root(root.clone());
+    sdnotify::notify("READY=1");
+    tracing::info!(target: "televibe.daemon", socket = %config.socket_path.display(), http = %config.http_listen, "Daemon ready");
+    let watchdog = sdnotify::watchdog_interval().map(|every| tokio::spawn(watchdog_loop(root.clone(), every)));
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Boot(e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Boot(e.to_string()))?;
+    let mut root_handle = root_handle;
+    let outcome = tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+        why = exhausted_rx.recv() => Err(ServeError::BudgetExhausted(why.unwrap_or_else(|| "root supervisor gave up".into()))),
+        _ = &mut root_handle => Err(ServeError::BudgetExhausted("root supervisor stopped unexpectedly".into())),
+    };
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    match outcome {
+        Ok(signal_name) => {
+            shutdown(&core, &root, signal_name).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), root_handle).await;
+            core.store.clone().close().await;
+            tracing::info!(target: "televibe.daemon", "Daemon stopped");
+            Ok(())
+        }
+        Err(e) => {
+            sdnotify::notify("STOPPING=1");
+            Err(e)
+        }
+    }
+}
+
+/// Graceful stop: not-ready first, then the children in reverse start order.
+async fn shutdown(core: &Arc<Core>, root: &ActorRef<SupervisorMsg>, signal_name: &str) {
+    tracing::info!(target: "televibe.daemon", signal = signal_name, "Shutting down: readiness now reports not_ready");
+    core.begin_shutdown();
+    sdnotify::notify("STOPPING=1");
+    let _ = ractor::call_t!(root, SupervisorMsg::Shutdown, 60_000);
+    root.stop(Some("shutdown".into()));
+}
+
+/// Pings the systemd watchdog only while every child of the root runs.
+async fn watchdog_loop(root: ActorRef<SupervisorMsg>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let healthy = matches!(ractor::call_t!(root, SupervisorMsg::Healthy, 1000), Ok(true));
+        if healthy {
+            sdnotify::notify("WATCHDOG=1");
+        } else {
+            tracing::warn!(target: "televibe.daemon", "Supervision tree unhealthy: withholding the watchdog ping");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! televibe: drive coding agents from a phone, supervised and observable.
+//!
+//! Layout:
+//! - `cli` parses commands; `daemon` boots and stops `televibe serve`.
+//! - `config` loads and validates settings; `layout` names the files under `root`.
+//! - `supervisor` is the one-for-one supervisor; `actors/` holds the root's children (store, breakers, http, janitor, socket).
+//! - `core` is the shared handle the fronts call; `store` owns SQLite (only it imports sea-orm).
+//! - `breaker` implements circuit breakers; `telemetry` the Prometheus families; `logging` the JSON log format.
+//! - `mcp` is the MCP front (server, stdio bridge, admin client); `telegram` the Telegram edge; `admin` the operator views.
+
+pub mod actors;
+pub mod admin;
+pub mod agent_path;
+pub mod breaker;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod daemon;
+pub mod layout;
+pub mod logging;
+pub mod mcp;
+pub mod schedule;
+pub mod sdnotify;
+pub mod store;
+pub mod supervisor;
+pub mod telegram;
+pub mod telemetry;

@@ -1,0 +1,363 @@
+//! Structured logs: JSON lines in the spec's format to `orchestrator.log` (daily and size rotation), and to stderr.
+//!
+//! Each line carries `timestamp` (UTC, milliseconds, `Z`), `level` (`debug`, `info`, `warning`, `error`,
+//! `critical`), `logger` (the event target with dots), `message`, `context` (span and event fields),
+//! `trace_id` and `span_id`. An event logged with the field `critical = true` at error level is `critical`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{NaiveDate, Utc};
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
+
+/// Keeps the background log writers alive; drop it last.
+pub struct LogGuard {
+    _guards: Vec<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Sets up logging for the daemon: JSON to `<dir>/orchestrator.log`, and stderr per `stderr_mode`.
+pub fn init_daemon(
+    dir: &Path,
+    filter: &str,
+    stderr_mode: &str,
+    max_size_bytes: u64,
+) -> io::Result<LogGuard> {
+    let file = RotatingFile::open(dir, "orchestrator.log", max_size_bytes)?;
+    let (file_writer, file_guard) = tracing_appender::non_blocking(file);
+    let mut guards = vec![file_guard];
+    let file_layer = JsonLayer::new(file_writer);
+    let human = match stderr_mode {
+        "human" => true,
+        "auto" => io::stderr().is_terminal(),
+        _ => false,
+    };
+    let stderr_json = match stderr_mode {
+        "json" => true,
+        "auto" => !io::stderr().is_terminal(),
+        _ => false,
+    };
+    let (err_writer, err_guard) = tracing_appender::non_blocking(io::stderr());
+    guards.push(err_guard);
+    let human_layer = human.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(err_writer.clone())
+            .with_target(true)
+    });
+    let json_err_layer = stderr_json.then(|| JsonLayer::new(err_writer));
+    Registry::default()
+        .with(EnvFilter::new(filter))
+        .with(file_layer)
+        .with(human_layer)
+        .with(json_err_layer)
+        .try_init()
+        .map_err(io::Error::other)?;
+    Ok(LogGuard { _guards: guards })
+}
+
+/// Sets up logging for short-lived clients (bridge, admin): warnings and errors to stderr only,
+/// because stdout belongs to the protocol or the printed result.
+pub fn init_client() {
+    let _ = Registry::default()
+        .with(EnvFilter::new("warn"))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_target(false),
+        )
+        .try_init();
+}
+
+/// Ids kept in a span's extensions.
+struct SpanInfo {
+    trace_id: String,
+    span_id: String,
+    fields: Map<String, Value>,
+}
+
+/// The spec-format JSON layer.
+pub struct JsonLayer<W> {
+    make_writer: W,
+}
+
+impl<W> JsonLayer<W> {
+    pub fn new(make_writer: W) -> Self {
+        JsonLayer { make_writer }
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct FieldVisitor<'a> {
+    fields: &'a mut Map<String, Value>,
+    message: Option<String>,
+}
+
+impl Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = Some(text);
+        } else {
+            self.fields.insert(field.name().into(), Value::String(text));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = Some(value.into());
+        } else {
+            self.fields.insert(field.name().into(), value.into());
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.fields.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.fields.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.fields.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.fields.insert(field.name().into(), value.into());
+    }
+}
+
+impl<S, W> Layer<S> for JsonLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let trace_id = span
+            .parent()
+            .and_then(|p| p.extensions().get::<SpanInfo>().map(|i| i.trace_id.clone()))
+            .unwrap_or_else(|| random_hex(16));
+        let mut fields = Map::new();
+        attrs.record(&mut FieldVisitor {
+            fields: &mut fields,
+            message: None,
+        });
+        span.extensions_mut().insert(SpanInfo {
+            trace_id,
+            span_id: random_hex(8),
+            fields,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(info) = span.extensions_mut().get_mut::<SpanInfo>()
+        {
+            values.record(&mut FieldVisitor {
+                fields: &mut info.fields,
+                message: None,
+            });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut context = Map::new();
+        let mut trace_id = None;
+        let mut span_id = None;
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(info) = span.extensions().get::<SpanInfo>() {
+                    for (k, v) in &info.fields {
+                        context.insert(k.clone(), v.clone());
+                    }
+                    trace_id = Some(info.trace_id.clone());
+                    span_id = Some(info.span_id.clone());
+                }
+            }
+        }
+        let mut visitor = FieldVisitor {
+            fields: &mut context,
+            message: None,
+        };
+        event.record(&mut visitor);
+        let message = visitor.message.take().unwrap_or_default();
+        let critical = context.remove("critical") == Some(Value::Bool(true));
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            Level::ERROR if critical => "critical",
+            Level::ERROR => "error",
+            Level::WARN => "warning",
+            Level::INFO => "info",
+            _ => "debug",
+        };
+        let line = serde_json::json!({
+            "timestamp": Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            "level": level,
+            "logger": meta.target().replace("::", "."),
+            "message": message,
+            "context": Value::Object(context),
+            // An event outside any span is a trace of its own.
+            "trace_id": trace_id.unwrap_or_else(|| random_hex(16)),
+            "span_id": span_id.unwrap_or_else(|| random_hex(8)),
+        });
+        let mut text = line.to_string();
+        text.push('\n');
+        let _ = self.make_writer.make_writer().write_all(text.as_bytes());
+    }
+}
+
+/// `orchestrator.log` that rotates to `orchestrator.log.<date>` at UTC midnight and past `max_size` bytes.
+pub struct RotatingFile {
+    dir: PathBuf,
+    name: String,
+    max_size: u64,
+    state: Arc<Mutex<FileState>>,
+}
+
+struct FileState {
+    file: File,
+    date: NaiveDate,
+    size: u64,
+}
+
+impl RotatingFile {
+    pub fn open(dir: &Path, name: &str, max_size: u64) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(name);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let meta = file.metadata()?;
+        let date = meta
+            .modified()
+            .ok()
+            .map(|t| chrono::DateTime::<Utc>::from(t).date_naive())
+            .unwrap_or_else(|| Utc::now().date_naive());
+        Ok(RotatingFile {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            max_size,
+            state: Arc::new(Mutex::new(FileState {
+                file,
+                date,
+                size: meta.len(),
+            })),
+        })
+    }
+
+    fn rotate(&self, st: &mut FileState) -> io::Result<()> {
+        let current = self.dir.join(&self.name);
+        let base = format!("{}.{}", self.name, st.date.format("%Y-%m-%d"));
+        let mut target = self.dir.join(&base);
+        let mut n = 1;
+        while target.exists() {
+            target = self.dir.join(format!("{base}.{n}"));
+            n += 1;
+        }
+        std::fs::rename(&current, &target)?;
+        st.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&current)?;
+        st.size = 0;
+        st.date = Utc::now().date_naive();
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let state = self.state.clone();
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let today = Utc::now().date_naive();
+        if (today != st.date || st.size + buf.len() as u64 > self.max_size) && st.size > 0 {
+            self.rotate(&mut st)?;
+        }
+        st.date = today;
+        let n = st.file.write(buf)?;
+        st.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file
+            .flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn lines_have_the_spec_shape() {
+        let buf = Buf::default();
+        let sub = Registry::default().with(JsonLayer::new(buf.clone()));
+        tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!("job", job_id = "550e8400", session_id = "S12");
+            let _g = span.enter();
+            tracing::info!(target: "televibe::runner", instruction_preview = "implement login", "Job started");
+            tracing::warn!("slow");
+            tracing::error!(critical = true, "database error");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        let l = &lines[0];
+        assert_eq!(l["level"], "info");
+        assert_eq!(l["logger"], "televibe.runner");
+        assert_eq!(l["message"], "Job started");
+        assert_eq!(l["context"]["job_id"], "550e8400");
+        assert_eq!(l["context"]["instruction_preview"], "implement login");
+        let ts = l["timestamp"].as_str().unwrap();
+        assert!(ts.ends_with('Z') && ts.len() == 24, "{ts}");
+        assert_eq!(lines[1]["level"], "warning");
+        assert_eq!(lines[2]["level"], "critical");
+        assert_eq!(l["trace_id"], lines[1]["trace_id"], "same span, same trace");
+        assert_eq!(l["span_id"].as_str().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn rotates_past_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = RotatingFile::open(dir.path(), "orchestrator.log", 100).unwrap();
+        f.write_all(&[b'a'; 80]).unwrap();
+        f.write_all(&[b'b'; 80]).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(std::fs::read(dir.path().join("orchestrator.log")).unwrap(), vec![b'b'; 80]);
+    }
+}

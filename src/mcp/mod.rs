@@ -1,0 +1,8 @@
+//! The MCP front: the tool server on the daemon's socket, the stdio bridge, and the client used by admin commands.
+//!
+//! Only this module knows MCP types.
+
+pub mod bridge;
+pub mod client;
+pub mod errors;
+pub mod server;

@@ -1,0 +1,78 @@
+//! The MCP tool server each socket connection gets.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{ErrorData as McpError, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::errors::{ErrorCode, ToolError, ok_json};
+use crate::core::Core;
+use crate::supervisor::SupervisorMsg;
+
+/// The tools of one connection.
+#[derive(Clone)]
+pub struct ControlServer {
+    core: Arc<Core>,
+    tool_router: ToolRouter<ControlServer>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PanicActorParams {
+    /// Name of a child of the root supervisor, as `get_supervision_tree` shows it.
+    pub name: String,
+}
+
+#[tool_router]
+impl ControlServer {
+    pub fn new(core: Arc<Core>) -> ControlServer {
+        let mut tool_router = Self::tool_router();
+        if !core.config.raw.debug.test_hooks {
+            tool_router.remove_route("debug_panic_actor");
+        }
+        ControlServer { core, tool_router }
+    }
+
+    #[tool(description = "Daemon health: liveness, readiness checks (database, telegram, repos), read-only mode, agent command, breakers.")]
+    async fn get_health(&self) -> Result<CallToolResult, McpError> {
+        Ok(ok_json(&self.core.health().await))
+    }
+
+    #[tool(description = "The live supervision tree: each actor's name, status, restarts and uptime.")]
+    async fn get_supervision_tree(&self) -> Result<CallToolResult, McpError> {
+        Ok(match self.core.supervision_tree().await {
+            Ok(tree) => ok_json(&tree),
+            Err(e) => ToolError::new(ErrorCode::InternalError, e, "check the daemon log; it may be shutting down").into_result(),
+        })
+    }
+
+    #[tool(description = "State of the circuit breakers claude_code, telegram_api and git_operations.")]
+    async fn get_breakers(&self) -> Result<CallToolResult, McpError> {
+        Ok(ok_json(&self.core.breakers.statuses()))
+    }
+
+    #[tool(description = "Failure drill: make a supervised actor panic (only with debug.test_hooks = true).")]
+    async fn debug_panic_actor(&self, Parameters(p): Parameters<PanicActorParams>) -> Result<CallToolResult, McpError> {
+        let Some(root) = self.core.root() else {
+            return Ok(ToolError::new(ErrorCode::InternalError, "supervision tree not running", "retry in a moment").into_result());
+        };
+        let name = p.name.clone();
+        Ok(match ractor::call_t!(root, SupervisorMsg::PanicChild, 2000, name) {
+            Ok(Ok(())) => ok_json(&serde_json::json!({"panicked": p.name})),
+            Ok(Err(e)) => ToolError::new(ErrorCode::InternalError, e, "use a name from get_supervision_tree").into_result(),
+            Err(e) => ToolError::new(ErrorCode::InternalError, e.to_string(), "retry").into_result(),
+        })
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for ControlServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("televibe", env!("CARGO_PKG_VERSION")))
+            .with_instructions("TeleVibeCode daemon: projects, sessions on git worktrees, agent jobs, approvals, health.")
+    }
+}

@@ -1,0 +1,414 @@
+//! The SQLite store: WAL, busy timeout, foreign keys, integrity check at open, migrations, and the write gate.
+//!
+//! Only this module imports sea-orm. A write that fails because of the disk or the file (full, I/O error,
+//! read-only file, corruption) flips the store into read-only mode: reads keep working, writes answer
+//! `READ_ONLY` until a probe write succeeds again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement};
+
+use crate::telemetry::Metrics;
+
+/// The spec's degraded-mode message.
+pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{READ_ONLY_MESSAGE} ({reason})")]
+    ReadOnly { reason: String },
+    #[error(
+        "state database {path} is corrupted ({detail}). The daemon refuses to start on it. To restore: \
+         stop the daemon; move {path} to {path}.corrupted; decompress the newest backup from {backups} \
+         (gunzip -c state-<timestamp>.db.gz > {path}); check it with `sqlite3 {path} 'PRAGMA integrity_check'` \
+         (must print ok); start the daemon again"
+    )]
+    Corrupt {
+        path: String,
+        backups: String,
+        detail: String,
+    },
+    #[error("cannot open state database {path}: {detail}")]
+    Open { path: String, detail: String },
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// Whether a database error means the file or disk can no longer take writes.
+fn is_storage_failure(err: &DbErr) -> bool {
+    let text = err.to_string().to_lowercase();
+    [
+        "database or disk is full",
+        "disk i/o error",
+        "readonly database",
+        "read-only",
+        "database disk image is malformed",
+        "file is not a database",
+        "unable to open database file",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
+fn looks_corrupt(text: &str) -> bool {
+    let t = text.to_lowercase();
+    t.contains("file is not a database") || t.contains("malformed") || t.contains("corrupt")
+}
+
+/// A handle on the state database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    path: PathBuf,
+    read_only: Arc<AtomicBool>,
+    read_only_reason: Arc<Mutex<Option<String>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub busy_timeout: Duration,
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 4,
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the database, checks its integrity and applies pending migrations.
+    pub async fn open(path: &Path, opts: StoreOptions, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let backups = path
+            .parent()
+            .map(|p| p.join("backups").display().to_string())
+            .unwrap_or_default();
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: shown.clone(),
+            backups: backups.clone(),
+            detail,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+                path: shown.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        let file = path.to_path_buf();
+        let busy = opts.busy_timeout;
+        let mut co = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+        co.max_connections(opts.max_connections)
+            .min_connections(1)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(move |o| {
+                o.filename(&file)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(co).await.map_err(|e| {
+            let detail = e.to_string();
+            if looks_corrupt(&detail) {
+                corrupt(detail)
+            } else {
+                StoreError::Open {
+                    path: shown.clone(),
+                    detail,
+                }
+            }
+        })?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+            read_only: Arc::new(AtomicBool::new(false)),
+            read_only_reason: Arc::new(Mutex::new(None)),
+            metrics,
+        };
+        match store.integrity_check().await {
+            Ok(()) => {}
+            Err(StoreError::Db(e)) => return Err(corrupt(e.to_string())),
+            Err(e) => return Err(e),
+        }
+        Migrator::up(&store.db, None).await.map_err(|e| {
+            let detail = e.to_string();
+            if looks_corrupt(&detail) {
+                corrupt(detail)
+            } else {
+                StoreError::Open {
+                    path: shown.clone(),
+                    detail: format!("migrations failed: {detail}"),
+                }
+            }
+        })?;
+        store.metrics.set_health("database", true);
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `PRAGMA integrity_check`; anything but `ok` is corruption.
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA integrity_check",
+            ))
+            .await?;
+        let lines: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+            .collect();
+        if lines.len() == 1 && lines[0] == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                backups: self
+                    .path
+                    .parent()
+                    .map(|p| p.join("backups").display().to_string())
+                    .unwrap_or_default(),
+                detail: lines.join("; "),
+            })
+        }
+    }
+
+    /// The readiness query of the spec: `SELECT 1`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT 1"))
+            .await?;
+        Ok(())
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::SeqCst)
+    }
+
+    pub fn read_only_reason(&self) -> Option<String> {
+        self.read_only_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Flips the store into read-only mode (idempotent); returns true when this call flipped it.
+    pub fn enter_read_only(&self, reason: &str) -> bool {
+        let flipped = !self.read_only.swap(true, Ordering::SeqCst);
+        if flipped {
+            *self
+                .read_only_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+            self.metrics.database_read_only.set(1);
+            tracing::error!(target: "televibe.store", critical = true, reason, "Store entered read-only mode: writes disabled");
+        }
+        flipped
+    }
+
+    fn leave_read_only(&self) {
+        if self.read_only.swap(false, Ordering::SeqCst) {
+            *self
+                .read_only_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            self.metrics.database_read_only.set(0);
+            tracing::info!(target: "televibe.store", "Store left read-only mode: a write succeeded again");
+        }
+    }
+
+    /// Runs a write through the gate: refused while read-only; a storage failure flips read-only mode.
+    pub async fn write<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
+        if self.is_read_only() {
+            return Err(StoreError::ReadOnly {
+                reason: self.read_only_reason().unwrap_or_default(),
+            });
+        }
+        match f(self.db.clone()).await {
+            Ok(v) => Ok(v),
+            Err(e) if is_storage_failure(&e) => {
+                let reason = e.to_string();
+                self.enter_read_only(&reason);
+                Err(StoreError::ReadOnly { reason })
+            }
+            Err(e) => Err(StoreError::Db(e)),
+        }
+    }
+
+    /// Read access for queries; reads work in read-only mode too.
+    pub fn reader(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Tries one small write past the gate; success leaves read-only mode.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().to_rfc3339();
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "INSERT INTO kv(key, value, updated_at) VALUES ('store.probe', ?, ?) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            [now.clone().into(), now.into()],
+        );
+        match self.db.execute_raw(stmt).await {
+            Ok(_) => {
+                self.leave_read_only();
+                Ok(())
+            }
+            Err(e) => {
+                if is_storage_failure(&e) {
+                    self.enter_read_only(&e.to_string());
+                }
+                Err(StoreError::Db(e))
+            }
+        }
+    }
+
+    /// Reads a value of the key-value table.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT value FROM kv WHERE key = ?",
+                [key.into()],
+            ))
+            .await?;
+        Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()))
+    }
+
+    /// Writes a value of the key-value table through the gate.
+    pub async fn kv_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(|db| async move {
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "INSERT INTO kv(key, value, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                [key.into(), value.into(), chrono::Utc::now().to_rfc3339().into()],
+            ))
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Names of the tables, for checks that the schema came from the migrations.
+    pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+            .collect())
+    }
+
+    /// Runs one statement on one pooled connection (test drills: `PRAGMA query_only = 1`).
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<(), StoreError> {
+        self.db.execute_unprepared(sql).await?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open(dir: &Path, conns: u32) -> Result<Store, StoreError> {
+        Store::open(
+            &dir.join("state.db"),
+            StoreOptions {
+                max_connections: conns,
+                ..Default::default()
+            },
+            Arc::new(Metrics::new()),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn migrations_create_the_full_schema_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 2).await.unwrap();
+        let tables = store.table_names().await.unwrap();
+        for t in ["approvals", "audit", "events", "jobs", "kv", "projects", "sessions"] {
+            assert!(tables.contains(&t.to_string()), "{tables:?}");
+        }
+        let row = store
+            .reader()
+            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA journal_mode"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get_by_index::<String>(0).unwrap(), "wal");
+        let fk = store
+            .reader()
+            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA foreign_keys"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fk.try_get_by_index::<i32>(0).unwrap(), 1);
+        store.close().await;
+        // Opening again applies nothing new and keeps data.
+        let store = open(dir.path(), 1).await.unwrap();
+        store.kv_set("a", "1").await.unwrap();
+        assert_eq!(store.kv_get("a").await.unwrap().as_deref(), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn garbage_file_is_refused_with_restore_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.db"), vec![0x5a; 8192]).unwrap();
+        let err = open(dir.path(), 1).await.err().expect("must refuse");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("backups"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn failed_write_flips_read_only_and_a_good_probe_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1).await.unwrap();
+        store.kv_set("k", "before").await.unwrap();
+        // The single pooled connection now refuses writes the way a read-only file does.
+        store.execute_unchecked("PRAGMA query_only = 1").await.unwrap();
+        let err = store.kv_set("k", "after").await.unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
+        assert!(store.is_read_only());
+        // Reads keep working, and later writes are refused at the gate.
+        assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some("before"));
+        assert!(matches!(store.kv_set("x", "y").await, Err(StoreError::ReadOnly { .. })));
+        assert!(store.probe_write().await.is_err());
+        store.execute_unchecked("PRAGMA query_only = 0").await.unwrap();
+        store.probe_write().await.unwrap();
+        assert!(!store.is_read_only());
+        store.kv_set("k", "after").await.unwrap();
+    }
+}

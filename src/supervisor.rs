@@ -1,0 +1,466 @@
+//! A one-for-one supervisor actor: restarts a failed child with exponential backoff inside a restart budget.
+//!
+//! The budget is Erlang's intensity rule: more than `max_restarts` restarts within `window` and the supervisor
+//! gives up by failing itself, which escalates to its parent; at the root it ends the process non-zero.
+//! Children are spawned in order and stopped in reverse order. The supervisor also answers for the live tree.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::RestartPolicy;
+use crate::telemetry::Metrics;
+
+type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
+type SpawnFn = Arc<dyn Fn(ActorCell) -> SpawnFuture + Send + Sync>;
+type PanicFn = Arc<dyn Fn(&ActorCell) + Send + Sync>;
+
+/// Messages every supervised actor accepts besides its own: a test hook that makes it panic.
+pub trait ChildMessage: ractor::Message {
+    /// The message that makes the actor panic inside its handler (used by failure drills only).
+    fn injected_panic() -> Self;
+}
+
+/// How to (re)start one child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub name: String,
+    spawn: SpawnFn,
+    inject_panic: PanicFn,
+}
+
+impl ChildSpec {
+    /// A child built by `make` each time it (re)starts.
+    pub fn new<A, F>(name: &str, make: F) -> ChildSpec
+    where
+        A: Actor,
+        A::Msg: ChildMessage,
+        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        ChildSpec {
+            name: name.to_string(),
+            spawn: Arc::new(move |sup: ActorCell| {
+                let (actor, args) = make();
+                Box::pin(async move {
+                    // Names stay in the supervisor, not ractor's process-global registry, so several
+                    // trees can live in one process (tests) and names never collide across hosts.
+                    Actor::spawn_linked(None, actor, args, sup)
+                        .await
+                        .map(|(r, _)| r.get_cell())
+                })
+            }),
+            inject_panic: Arc::new(|cell: &ActorCell| {
+                let r: ActorRef<A::Msg> = cell.clone().into();
+                let _ = r.cast(A::Msg::injected_panic());
+            }),
+        }
+    }
+}
+
+/// Status of a node in the live tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Running,
+    Restarting,
+    Stopped,
+}
+
+/// One node of `get_supervision_tree` / `televibe admin tree`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct TreeNode {
+    pub name: String,
+    pub status: String,
+    pub restarts: u64,
+    pub uptime_secs: u64,
+    pub children: Vec<TreeNode>,
+}
+
+struct ChildRecord {
+    spec: ChildSpec,
+    cell: Option<ActorCell>,
+    status: NodeStatus,
+    restarts: u64,
+    started: Instant,
+}
+
+pub struct SupervisorState {
+    name: String,
+    policy: RestartPolicy,
+    children: Vec<ChildRecord>,
+    recent: VecDeque<Instant>,
+    started: Instant,
+    shutting_down: bool,
+    metrics: Option<Arc<Metrics>>,
+    exhausted: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// Arguments of a supervisor.
+pub struct SupervisorArgs {
+    pub name: String,
+    pub policy: RestartPolicy,
+    pub children: Vec<ChildSpec>,
+    pub metrics: Option<Arc<Metrics>>,
+    /// Told why, when the restart budget runs out (the root's owner exits non-zero on it).
+    pub exhausted: Option<mpsc::UnboundedSender<String>>,
+}
+
+pub enum SupervisorMsg {
+    /// Start a child again after its backoff.
+    Restart(String),
+    /// The live tree below and including this supervisor.
+    Tree(RpcReplyPort<TreeNode>),
+    /// True while every child runs (the watchdog pings only then).
+    Healthy(RpcReplyPort<bool>),
+    /// Test hook: make the named child panic.
+    PanicChild(String, RpcReplyPort<Result<(), String>>),
+    /// Stop the children in reverse start order, then answer.
+    Shutdown(RpcReplyPort<()>),
+    /// Test hook: the supervisor itself panics (escalation drills).
+    InjectedPanic,
+}
+
+impl ChildMessage for SupervisorMsg {
+    fn injected_panic() -> Self {
+        SupervisorMsg::InjectedPanic
+    }
+}
+
+pub struct Supervisor;
+
+impl SupervisorState {
+    fn find(&mut self, cell: &ActorCell) -> Option<usize> {
+        self.children
+            .iter()
+            .position(|c| c.cell.as_ref().is_some_and(|x| x.get_id() == cell.get_id()))
+    }
+
+    /// Records one restart against the budget; false when the budget is exhausted.
+    fn charge_restart(&mut self) -> bool {
+        let now = Instant::now();
+        self.recent.push_back(now);
+        while let Some(first) = self.recent.front() {
+            if now.duration_since(*first) > self.policy.window {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.recent.len() as u32 <= self.policy.max_restarts
+    }
+
+    fn backoff(&self) -> Duration {
+        let n = self.recent.len().saturating_sub(1).min(16) as u32;
+        (self.policy.backoff_initial * 2u32.pow(n)).min(self.policy.backoff_max)
+    }
+
+    fn tree(&self) -> TreeNode {
+        TreeNode {
+            name: self.name.clone(),
+            status: if self.shutting_down {
+                "stopping".into()
+            } else {
+                "running".into()
+            },
+            restarts: 0,
+            uptime_secs: self.started.elapsed().as_secs(),
+            children: self
+                .children
+                .iter()
+                .map(|c| TreeNode {
+                    name: c.spec.name.clone(),
+                    status: match c.status {
+                        NodeStatus::Running => "running",
+                        NodeStatus::Restarting => "restarting",
+                        NodeStatus::Stopped => "stopped",
+                    }
+                    .into(),
+                    restarts: c.restarts,
+                    uptime_secs: match c.status {
+                        NodeStatus::Running => c.started.elapsed().as_secs(),
+                        _ => 0,
+                    },
+                    children: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    async fn start_child(&mut self, idx: usize, myself: &ActorRef<SupervisorMsg>) -> Result<(), SpawnErr> {
+        let spawn = self.children[idx].spec.spawn.clone();
+        let cell = spawn(myself.get_cell()).await?;
+        let rec = &mut self.children[idx];
+        rec.cell = Some(cell);
+        rec.status = NodeStatus::Running;
+        rec.started = Instant::now();
+        Ok(())
+    }
+
+    /// A child ended unexpectedly: restart it after backoff, or give up when the budget is spent.
+    fn on_child_exit(&mut self, idx: usize, why: String, myself: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+        let name = self.children[idx].spec.name.clone();
+        self.children[idx].cell = None;
+        self.children[idx].status = NodeStatus::Restarting;
+        if !self.charge_restart() {
+            let msg = format!(
+                "supervisor {}: restart budget exhausted ({} restarts within {} s); last failure in {name}: {why}",
+                self.name,
+                self.policy.max_restarts,
+                self.policy.window.as_secs()
+            );
+            tracing::error!(target: "televibe.supervisor", critical = true, supervisor = %self.name, actor = %name, "{msg}");
+            if let Some(tx) = &self.exhausted {
+                let _ = tx.send(msg.clone());
+            }
+            return Err(msg.into());
+        }
+        let delay = self.backoff();
+        tracing::warn!(target: "televibe.supervisor", supervisor = %self.name, actor = %name, reason = %why, backoff_ms = delay.as_millis() as u64, "Actor failed; restarting after backoff");
+        myself.send_after(delay, move || SupervisorMsg::Restart(name));
+        Ok(())
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            name: args.name,
+            policy: args.policy,
+            children: args
+                .children
+                .into_iter()
+                .map(|spec| ChildRecord {
+                    spec,
+                    cell: None,
+                    status: NodeStatus::Stopped,
+                    restarts: 0,
+                    started: Instant::now(),
+                })
+                .collect(),
+            recent: VecDeque::new(),
+            started: Instant::now(),
+            shutting_down: false,
+            metrics: args.metrics,
+            exhausted: args.exhausted,
+        };
+        for idx in 0..state.children.len() {
+            if let Some(m) = &state.metrics {
+                m.register_actor(&state.children[idx].spec.name);
+            }
+            state.start_child(idx, &myself).await.map_err(|e| {
+                format!("starting {} failed: {e}", state.children[idx].spec.name)
+            })?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::InjectedPanic => panic!("injected panic in supervisor {}", state.name),
+            SupervisorMsg::Restart(name) => restart(&myself, state, &name).await,
+            SupervisorMsg::Tree(reply) => {
+                let _ = reply.send(state.tree());
+                Ok(())
+            }
+            SupervisorMsg::Healthy(reply) => {
+                let _ = reply.send(!state.shutting_down && state.children.iter().all(|c| c.status == NodeStatus::Running));
+                Ok(())
+            }
+            SupervisorMsg::PanicChild(name, reply) => {
+                let _ = reply.send(inject_panic(state, &name));
+                Ok(())
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                shutdown_children(state).await;
+                let _ = reply.send(());
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into()))),
+            _ => return Ok(()),
+        };
+        if state.shutting_down {
+            return Ok(());
+        }
+        // Every child is permanent: a stop it did not get from us counts as a failure.
+        match state.find(&cell) {
+            Some(idx) => state.on_child_exit(idx, why, &myself),
+            None => Ok(()),
+        }
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        shutdown_children(state).await;
+        Ok(())
+    }
+}
+
+async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, name: &str) -> Result<(), ActorProcessingErr> {
+    if state.shutting_down {
+        return Ok(());
+    }
+    let Some(idx) = state.children.iter().position(|c| c.spec.name == name) else {
+        return Ok(());
+    };
+    if state.children[idx].status != NodeStatus::Restarting {
+        return Ok(());
+    }
+    state.children[idx].restarts += 1;
+    if let Some(m) = &state.metrics {
+        m.actor_restarted(name);
+    }
+    match state.start_child(idx, myself).await {
+        Ok(()) => {
+            tracing::info!(target: "televibe.supervisor", supervisor = %state.name, actor = name, restarts = state.children[idx].restarts, "Actor restarted");
+            Ok(())
+        }
+        Err(e) => state.on_child_exit(idx, format!("restart failed: {e}"), myself),
+    }
+}
+
+fn inject_panic(state: &SupervisorState, name: &str) -> Result<(), String> {
+    let child = state
+        .children
+        .iter()
+        .find(|c| c.spec.name == name)
+        .ok_or_else(|| format!("no actor named {name:?} under {}", state.name))?;
+    let cell = child
+        .cell
+        .as_ref()
+        .ok_or_else(|| format!("actor {name} is not running"))?;
+    (child.spec.inject_panic)(cell);
+    Ok(())
+}
+
+async fn shutdown_children(state: &mut SupervisorState) {
+    state.shutting_down = true;
+    for child in state.children.iter_mut().rev() {
+        if let Some(cell) = child.cell.take() {
+            let _ = cell
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
+                .await;
+        }
+        child.status = NodeStatus::Stopped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that panics on demand and counts its starts.
+    struct Flaky {
+        starts: Arc<std::sync::atomic::AtomicU32>,
+    }
+    enum FlakyMsg {
+        Panic,
+    }
+    impl ChildMessage for FlakyMsg {
+        fn injected_panic() -> Self {
+            FlakyMsg::Panic
+        }
+    }
+    impl Actor for Flaky {
+        type Msg = FlakyMsg;
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<FlakyMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        async fn handle(&self, _: ActorRef<FlakyMsg>, msg: FlakyMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+            match msg {
+                FlakyMsg::Panic => panic!("flaky child panics on purpose"),
+            }
+        }
+    }
+
+    fn policy(max: u32) -> RestartPolicy {
+        RestartPolicy {
+            max_restarts: max,
+            window: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+        }
+    }
+
+    async fn tree(sup: &ActorRef<SupervisorMsg>) -> TreeNode {
+        ractor::call!(sup, SupervisorMsg::Tree).unwrap()
+    }
+
+    async fn wait_running(sup: &ActorRef<SupervisorMsg>, restarts: u64) -> TreeNode {
+        for _ in 0..500 {
+            let t = tree(sup).await;
+            if t.children[0].status == "running" && t.children[0].restarts == restarts {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("child never came back with {restarts} restarts: {:?}", tree(sup).await);
+    }
+
+    fn spawn_args(max: u32, starts: Arc<std::sync::atomic::AtomicU32>, metrics: Arc<Metrics>) -> (SupervisorArgs, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let child = ChildSpec::new("flaky", move || (Flaky { starts: starts.clone() }, ()));
+        (
+            SupervisorArgs {
+                name: "root".into(),
+                policy: policy(max),
+                children: vec![child],
+                metrics: Some(metrics),
+                exhausted: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn panicking_child_is_restarted_and_counted() {
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let metrics = Arc::new(Metrics::new());
+        let (args, _rx) = spawn_args(5, starts.clone(), metrics.clone());
+        let (sup, _h) = Actor::spawn(None, Supervisor, args).await.unwrap();
+        for n in 1..=3u64 {
+            ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into()).unwrap().unwrap();
+            let t = wait_running(&sup, n).await;
+            assert_eq!(t.children[0].name, "flaky");
+        }
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert!(metrics.encode().contains("televibe_actor_restarts_total{actor=\"flaky\"} 3"));
+        assert!(ractor::call!(sup, SupervisorMsg::Healthy).unwrap());
+        sup.stop(None);
+    }
+
+    #[tokio::test]
+    async fn exhausted_budget_fails_the_supervisor() {
+        let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (args, mut rx) = spawn_args(2, starts.clone(), Arc::new(Metrics::new()));
+        let (sup, handle) = Actor::spawn(None, Supervisor, args).await.unwrap();
+        for n in 1..=2u64 {
+            ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into()).unwrap().unwrap();
+            wait_running(&sup, n).await;
+        }
+        // The third failure inside the window is one more than the budget allows.
+        ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into()).unwrap().unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        assert!(why.contains("restart budget exhausted"), "{why}");
+        tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap();
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+}

@@ -1,0 +1,64 @@
+//! The Telegram edge. Only this module imports frankenstein; at this stage it holds the readiness probe.
+
+use std::time::Duration;
+
+use frankenstein::AsyncTelegramApi;
+use frankenstein::client_reqwest::Bot;
+
+/// Calls `getMe` for the readiness check.
+#[derive(Clone)]
+pub struct TelegramProbe {
+    bot: Bot,
+}
+
+impl TelegramProbe {
+    /// `api_url` is the Bot API base (`telegram.api_url`); the token is appended as `/bot<token>`.
+    pub fn new(api_url: &str, token: &str) -> TelegramProbe {
+        let client = frankenstein::reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let url = format!("{}/bot{token}", api_url.trim_end_matches('/'));
+        TelegramProbe {
+            bot: Bot::builder().api_url(url).client(client).build(),
+        }
+    }
+
+    /// `getMe` within `timeout`. Errors never include the token (it is part of the URL).
+    pub async fn get_me(&self, timeout: Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.bot.get_me()).await {
+            Err(_) => Err("timeout".into()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(frankenstein::Error::Api(e))) => Err(format!("{} {}", e.error_code, e.description)),
+            Ok(Err(frankenstein::Error::HttpReqwest(e))) => Err(describe_reqwest(e)),
+            Ok(Err(other)) => Err(redact(&other.to_string())),
+        }
+    }
+}
+
+fn describe_reqwest(e: frankenstein::reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection refused".into()
+    } else if e.is_timeout() {
+        "timeout".into()
+    } else {
+        redact(&e.without_url().to_string())
+    }
+}
+
+/// Removes anything that looks like a bot token path segment from an error text.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_inclusive(['/', ' ']) {
+        if word.starts_with("bot") && word.contains(':') {
+            out.push_str("bot<redacted>");
+            if word.ends_with('/') {
+                out.push('/');
+            }
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
