@@ -30,7 +30,10 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(body) if json_out => {
-            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Ok(body) => {
@@ -72,24 +75,47 @@ pub fn render_tree(tree: &TreeNode) -> String {
             human_duration(node.uptime_secs),
         ));
         for child in &node.children {
-            let p = if prefix.is_empty() { "├─ ".to_string() } else { format!("   {prefix}") };
+            let p = if prefix.is_empty() {
+                "├─ ".to_string()
+            } else {
+                format!("   {prefix}")
+            };
             walk(child, p, rows);
         }
     }
     walk(tree, String::new(), &mut rows);
-    let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4).max(4) + 2;
-    let mut out = format!("{:<width$}{:<12}{:>8}  {}\n", "NAME", "STATUS", "RESTARTS", "UPTIME");
+    let width = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4)
+        + 2;
+    let mut out = format!(
+        "{:<width$}{:<12}{:>8}  {}\n",
+        "NAME", "STATUS", "RESTARTS", "UPTIME"
+    );
     for (name, status, restarts, uptime) in rows {
         let pad = width.saturating_sub(name.chars().count());
-        out.push_str(&format!("{name}{:pad$}{status:<12}{restarts:>8}  {uptime}\n", ""));
+        out.push_str(&format!(
+            "{name}{:pad$}{status:<12}{restarts:>8}  {uptime}\n",
+            ""
+        ));
     }
     out
 }
 
 fn render_breakers(body: &Value) -> String {
-    let mut out = format!("{:<16}{:<11}{:>9}  {}\n", "NAME", "STATE", "FAILURES", "THRESHOLDS");
+    let mut out = format!(
+        "{:<16}{:<11}{:>9}  {}\n",
+        "NAME", "STATE", "FAILURES", "THRESHOLDS"
+    );
     for b in body.as_array().into_iter().flatten() {
-        let s = |k: &str| b.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        let s = |k: &str| {
+            b.get(k)
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
         out.push_str(&format!(
             "{:<16}{:<11}{:>9}  fail {} / succeed {} / open {} s / probes {}\n",
             s("name"),

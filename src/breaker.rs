@@ -79,9 +79,16 @@ impl BreakerState {
 
 #[derive(Debug)]
 enum Inner {
-    Closed { consecutive_failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probes_in_flight: u32, successes: u32 },
+    Closed {
+        consecutive_failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probes_in_flight: u32,
+        successes: u32,
+    },
 }
 
 /// Refusal while the breaker is open (or its half-open probes are all taken).
@@ -252,7 +259,8 @@ impl CircuitBreaker {
             until: Instant::now() + self.settings.timeout,
         };
         tracing::warn!(target: "televibe.breaker", breaker = self.name.as_str(), notify_admin = true, "Circuit breaker OPEN for {}", self.name.title());
-        self.metrics.set_breaker_state(self.name, BreakerState::Open);
+        self.metrics
+            .set_breaker_state(self.name, BreakerState::Open);
     }
 
     fn on_close(&self) {
@@ -376,7 +384,11 @@ mod tests {
         b.record_failure();
         b.record_success();
         b.record_failure();
-        assert_eq!(b.state(), BreakerState::Closed, "failures must be consecutive");
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "failures must be consecutive"
+        );
         b.record_failure();
         assert_eq!(b.state(), BreakerState::Open);
         tokio::time::advance(Duration::from_secs(10)).await;

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigSource};
 
 #[derive(Debug, Parser)]
-#[command(name = "televibe", version, about = "Drive coding agents from a phone: supervised daemon, Telegram, MCP")]
+#[command(
+    name = "televibe",
+    version,
+    about = "Drive coding agents from a phone: supervised daemon, Telegram, MCP"
+)]
 pub struct Cli {
     /// Configuration file (default: ./config.toml when present, else built-in defaults).
     #[arg(long, global = true, env = "TELEVIBE_CONFIG")]
@@ -71,7 +75,10 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("televibe: cannot start the async runtime: {e}");

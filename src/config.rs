@@ -386,7 +386,8 @@ impl Config {
                 ),
             ));
         }
-        if !raw.telegram.api_url.starts_with("http://") && !raw.telegram.api_url.starts_with("https://")
+        if !raw.telegram.api_url.starts_with("http://")
+            && !raw.telegram.api_url.starts_with("https://")
         {
             return Err(invalid(
                 "telegram.api_url",

@@ -99,7 +99,8 @@ impl Core {
     /// The live supervision tree, asked of the root supervisor.
     pub async fn supervision_tree(&self) -> Result<TreeNode, String> {
         let root = self.root().ok_or("the supervision tree is not running")?;
-        ractor::call_t!(root, SupervisorMsg::Tree, 2000).map_err(|e| format!("supervision tree did not answer: {e}"))
+        ractor::call_t!(root, SupervisorMsg::Tree, 2000)
+            .map_err(|e| format!("supervision tree did not answer: {e}"))
     }
 
     /// Liveness: the root supervisor answers within 1000 ms (the spec's event-loop ping).
@@ -135,14 +136,24 @@ impl Core {
             format!("failed: {} does not exist", repos_path.display())
         };
         self.metrics.set_health("database", database == "ok");
-        self.metrics.set_health("telegram", telegram == "ok" || telegram == "disabled");
+        self.metrics
+            .set_health("telegram", telegram == "ok" || telegram == "disabled");
         self.metrics.set_health("repos", repos == "ok");
-        let all_ok = database == "ok" && repos == "ok" && (telegram == "ok" || telegram == "disabled");
+        let all_ok =
+            database == "ok" && repos == "ok" && (telegram == "ok" || telegram == "disabled");
         let shutting_down = self.is_shutting_down();
         Readiness {
-            status: if all_ok && !shutting_down { "ready" } else { "not_ready" },
+            status: if all_ok && !shutting_down {
+                "ready"
+            } else {
+                "not_ready"
+            },
             reason: shutting_down.then(|| "shutting down".to_string()),
-            checks: ReadinessChecks { database, telegram, repos },
+            checks: ReadinessChecks {
+                database,
+                telegram,
+                repos,
+            },
         }
     }
 

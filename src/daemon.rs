@@ -10,7 +10,10 @@ use ractor::{Actor, ActorRef};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::actors::{breakers::BreakersActor, http::HttpActor, janitor::Janitor, socket::SocketActor, store::StoreActor};
+use crate::actors::{
+    breakers::BreakersActor, http::HttpActor, janitor::Janitor, socket::SocketActor,
+    store::StoreActor,
+};
 use crate::config::Config;
 use crate::core::Core;
 use crate::layout::Layout;
@@ -59,14 +62,24 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let layout = Layout::new(&config.root);
-    layout.create().map_err(|e| ServeError::Boot(format!("cannot prepare root {}: {e}", config.root.display())))?;
+    layout.create().map_err(|e| {
+        ServeError::Boot(format!(
+            "cannot prepare root {}: {e}",
+            config.root.display()
+        ))
+    })?;
     let _log_guard = logging::init_daemon(
         &layout.logs(),
         &config.log_filter,
         &config.raw.logging.stderr,
         config.raw.logging.max_size_mb * 1024 * 1024,
     )
-    .map_err(|e| ServeError::Boot(format!("cannot open logs in {}: {e}", layout.logs().display())))?;
+    .map_err(|e| {
+        ServeError::Boot(format!(
+            "cannot open logs in {}: {e}",
+            layout.logs().display()
+        ))
+    })?;
     let result = run(config, layout).await;
     if let Err(e) = &result {
         tracing::error!(target: "televibe.daemon", critical = true, error = %e, "Daemon stopped on a fatal error");
@@ -117,7 +130,8 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     core.set_root(root.clone());
     sdnotify::notify("READY=1");
     tracing::info!(target: "televibe.daemon", socket = %config.socket_path.display(), http = %config.http_listen, "Daemon ready");
-    let watchdog = sdnotify::watchdog_interval().map(|every| tokio::spawn(watchdog_loop(root.clone(), every)));
+    let watchdog =
+        sdnotify::watchdog_interval().map(|every| tokio::spawn(watchdog_loop(root.clone(), every)));
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Boot(e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Boot(e.to_string()))?;
@@ -160,7 +174,10 @@ async fn watchdog_loop(root: ActorRef<SupervisorMsg>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let healthy = matches!(ractor::call_t!(root, SupervisorMsg::Healthy, 1000), Ok(true));
+        let healthy = matches!(
+            ractor::call_t!(root, SupervisorMsg::Healthy, 1000),
+            Ok(true)
+        );
         if healthy {
             sdnotify::notify("WATCHDOG=1");
         } else {

@@ -54,7 +54,7 @@ pub fn init_daemon(
             .with_writer(err_writer.clone())
             .with_target(true)
     });
-    let json_err_layer = stderr_json.then(|| JsonLayer::new(err_writer));
+    let json_err_layer = stderr_json.then(|| JsonLayer::follower(err_writer));
     Registry::default()
         .with(EnvFilter::new(filter))
         .with(file_layer)
@@ -88,11 +88,24 @@ struct SpanInfo {
 /// The spec-format JSON layer.
 pub struct JsonLayer<W> {
     make_writer: W,
+    /// Only one layer per registry updates span fields, so values are recorded once.
+    records_spans: bool,
 }
 
 impl<W> JsonLayer<W> {
     pub fn new(make_writer: W) -> Self {
-        JsonLayer { make_writer }
+        JsonLayer {
+            make_writer,
+            records_spans: true,
+        }
+    }
+
+    /// A second JSON layer on the same registry: it reads span data but leaves recording to the first.
+    pub fn follower(make_writer: W) -> Self {
+        JsonLayer {
+            make_writer,
+            records_spans: false,
+        }
     }
 }
 
@@ -144,6 +157,10 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
+        // Several JSON layers (file and stderr) share one registry; the first one records the span.
+        if span.extensions().get::<SpanInfo>().is_some() {
+            return;
+        }
         let trace_id = span
             .parent()
             .and_then(|p| p.extensions().get::<SpanInfo>().map(|i| i.trace_id.clone()))
@@ -161,7 +178,8 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id)
+        if self.records_spans
+            && let Some(span) = ctx.span(id)
             && let Some(info) = span.extensions_mut().get_mut::<SpanInfo>()
         {
             values.record(&mut FieldVisitor {
@@ -331,7 +349,10 @@ mod tests {
             tracing::error!(critical = true, "database error");
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         let l = &lines[0];
         assert_eq!(l["level"], "info");
@@ -358,6 +379,9 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
-        assert_eq!(std::fs::read(dir.path().join("orchestrator.log")).unwrap(), vec![b'b'; 80]);
+        assert_eq!(
+            std::fs::read(dir.path().join("orchestrator.log")).unwrap(),
+            vec![b'b'; 80]
+        );
     }
 }

@@ -101,7 +101,8 @@ fn parse_field(text: &str, lo: u32, hi: u32) -> Result<Vec<u32>, String> {
 }
 
 fn num(s: &str) -> Result<u32, String> {
-    s.parse::<u32>().map_err(|_| format!("{s:?} is not a number"))
+    s.parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a number"))
 }
 
 #[cfg(test)]
@@ -126,7 +127,14 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "* * * *", "61 * * * *", "*/0 * * * *", "a * * * *", "5-1 * * * *"] {
+        for bad in [
+            "",
+            "* * * *",
+            "61 * * * *",
+            "*/0 * * * *",
+            "a * * * *",
+            "5-1 * * * *",
+        ] {
             assert!(CronSchedule::parse(bad).is_err(), "{bad}");
         }
     }

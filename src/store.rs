@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+};
 
 use crate::telemetry::Metrics;
 
@@ -88,7 +90,11 @@ impl Default for StoreOptions {
 
 impl Store {
     /// Opens (creating if missing) the database, checks its integrity and applies pending migrations.
-    pub async fn open(path: &Path, opts: StoreOptions, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+    pub async fn open(
+        path: &Path,
+        opts: StoreOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let backups = path
             .parent()
@@ -359,19 +365,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), 2).await.unwrap();
         let tables = store.table_names().await.unwrap();
-        for t in ["approvals", "audit", "events", "jobs", "kv", "projects", "sessions"] {
+        for t in [
+            "approvals",
+            "audit",
+            "events",
+            "jobs",
+            "kv",
+            "projects",
+            "sessions",
+        ] {
             assert!(tables.contains(&t.to_string()), "{tables:?}");
         }
         let row = store
             .reader()
-            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA journal_mode"))
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA journal_mode",
+            ))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(row.try_get_by_index::<String>(0).unwrap(), "wal");
         let fk = store
             .reader()
-            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA foreign_keys"))
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA foreign_keys",
+            ))
             .await
             .unwrap()
             .unwrap();
@@ -398,15 +418,24 @@ mod tests {
         let store = open(dir.path(), 1).await.unwrap();
         store.kv_set("k", "before").await.unwrap();
         // The single pooled connection now refuses writes the way a read-only file does.
-        store.execute_unchecked("PRAGMA query_only = 1").await.unwrap();
+        store
+            .execute_unchecked("PRAGMA query_only = 1")
+            .await
+            .unwrap();
         let err = store.kv_set("k", "after").await.unwrap_err();
         assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
         assert!(store.is_read_only());
         // Reads keep working, and later writes are refused at the gate.
         assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some("before"));
-        assert!(matches!(store.kv_set("x", "y").await, Err(StoreError::ReadOnly { .. })));
+        assert!(matches!(
+            store.kv_set("x", "y").await,
+            Err(StoreError::ReadOnly { .. })
+        ));
         assert!(store.probe_write().await.is_err());
-        store.execute_unchecked("PRAGMA query_only = 0").await.unwrap();
+        store
+            .execute_unchecked("PRAGMA query_only = 0")
+            .await
+            .unwrap();
         store.probe_write().await.unwrap();
         assert!(!store.is_read_only());
         store.kv_set("k", "after").await.unwrap();

@@ -10,7 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -193,7 +195,11 @@ impl SupervisorState {
         }
     }
 
-    async fn start_child(&mut self, idx: usize, myself: &ActorRef<SupervisorMsg>) -> Result<(), SpawnErr> {
+    async fn start_child(
+        &mut self,
+        idx: usize,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), SpawnErr> {
         let spawn = self.children[idx].spec.spawn.clone();
         let cell = spawn(myself.get_cell()).await?;
         let rec = &mut self.children[idx];
@@ -204,7 +210,12 @@ impl SupervisorState {
     }
 
     /// A child ended unexpectedly: restart it after backoff, or give up when the budget is spent.
-    fn on_child_exit(&mut self, idx: usize, why: String, myself: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+    fn on_child_exit(
+        &mut self,
+        idx: usize,
+        why: String,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         let name = self.children[idx].spec.name.clone();
         self.children[idx].cell = None;
         self.children[idx].status = NodeStatus::Restarting;
@@ -233,7 +244,11 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
             name: args.name,
             policy: args.policy,
@@ -258,14 +273,20 @@ impl Actor for Supervisor {
             if let Some(m) = &state.metrics {
                 m.register_actor(&state.children[idx].spec.name);
             }
-            state.start_child(idx, &myself).await.map_err(|e| {
-                format!("starting {} failed: {e}", state.children[idx].spec.name)
-            })?;
+            state
+                .start_child(idx, &myself)
+                .await
+                .map_err(|e| format!("starting {} failed: {e}", state.children[idx].spec.name))?;
         }
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::InjectedPanic => panic!("injected panic in supervisor {}", state.name),
             SupervisorMsg::Restart(name) => restart(&myself, state, &name).await,
@@ -274,7 +295,13 @@ impl Actor for Supervisor {
                 Ok(())
             }
             SupervisorMsg::Healthy(reply) => {
-                let _ = reply.send(!state.shutting_down && state.children.iter().all(|c| c.status == NodeStatus::Running));
+                let _ = reply.send(
+                    !state.shutting_down
+                        && state
+                            .children
+                            .iter()
+                            .all(|c| c.status == NodeStatus::Running),
+                );
                 Ok(())
             }
             SupervisorMsg::PanicChild(name, reply) => {
@@ -289,10 +316,18 @@ impl Actor for Supervisor {
         }
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<Self::Msg>, evt: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into()))),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
+            ),
             _ => return Ok(()),
         };
         if state.shutting_down {
@@ -305,13 +340,21 @@ impl Actor for Supervisor {
         }
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         shutdown_children(state).await;
         Ok(())
     }
 }
 
-async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, name: &str) -> Result<(), ActorProcessingErr> {
+async fn restart(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    name: &str,
+) -> Result<(), ActorProcessingErr> {
     if state.shutting_down {
         return Ok(());
     }
@@ -381,10 +424,16 @@ mod tests {
         type State = ();
         type Arguments = ();
         async fn pre_start(&self, _: ActorRef<FlakyMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-            self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.starts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
-        async fn handle(&self, _: ActorRef<FlakyMsg>, msg: FlakyMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+        async fn handle(
+            &self,
+            _: ActorRef<FlakyMsg>,
+            msg: FlakyMsg,
+            _: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
             match msg {
                 FlakyMsg::Panic => panic!("flaky child panics on purpose"),
             }
@@ -412,12 +461,26 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("child never came back with {restarts} restarts: {:?}", tree(sup).await);
+        panic!(
+            "child never came back with {restarts} restarts: {:?}",
+            tree(sup).await
+        );
     }
 
-    fn spawn_args(max: u32, starts: Arc<std::sync::atomic::AtomicU32>, metrics: Arc<Metrics>) -> (SupervisorArgs, mpsc::UnboundedReceiver<String>) {
+    fn spawn_args(
+        max: u32,
+        starts: Arc<std::sync::atomic::AtomicU32>,
+        metrics: Arc<Metrics>,
+    ) -> (SupervisorArgs, mpsc::UnboundedReceiver<String>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let child = ChildSpec::new("flaky", move || (Flaky { starts: starts.clone() }, ()));
+        let child = ChildSpec::new("flaky", move || {
+            (
+                Flaky {
+                    starts: starts.clone(),
+                },
+                (),
+            )
+        });
         (
             SupervisorArgs {
                 name: "root".into(),
@@ -437,12 +500,18 @@ mod tests {
         let (args, _rx) = spawn_args(5, starts.clone(), metrics.clone());
         let (sup, _h) = Actor::spawn(None, Supervisor, args).await.unwrap();
         for n in 1..=3u64 {
-            ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into()).unwrap().unwrap();
+            ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into())
+                .unwrap()
+                .unwrap();
             let t = wait_running(&sup, n).await;
             assert_eq!(t.children[0].name, "flaky");
         }
         assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 4);
-        assert!(metrics.encode().contains("televibe_actor_restarts_total{actor=\"flaky\"} 3"));
+        assert!(
+            metrics
+                .encode()
+                .contains("televibe_actor_restarts_total{actor=\"flaky\"} 3")
+        );
         assert!(ractor::call!(sup, SupervisorMsg::Healthy).unwrap());
         sup.stop(None);
     }
@@ -453,14 +522,24 @@ mod tests {
         let (args, mut rx) = spawn_args(2, starts.clone(), Arc::new(Metrics::new()));
         let (sup, handle) = Actor::spawn(None, Supervisor, args).await.unwrap();
         for n in 1..=2u64 {
-            ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into()).unwrap().unwrap();
+            ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into())
+                .unwrap()
+                .unwrap();
             wait_running(&sup, n).await;
         }
         // The third failure inside the window is one more than the budget allows.
-        ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into()).unwrap().unwrap();
-        let why = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        ractor::call!(sup, SupervisorMsg::PanicChild, "flaky".into())
+            .unwrap()
+            .unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(why.contains("restart budget exhausted"), "{why}");
-        tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }

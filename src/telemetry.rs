@@ -160,37 +160,128 @@ impl Metrics {
                 name: name.as_str().into(),
             });
         }
-        m.start_time_seconds
-            .set(chrono::Utc::now().timestamp());
+        m.start_time_seconds.set(chrono::Utc::now().timestamp());
         m
     }
 
     fn register_all(&mut self) {
         // prometheus-client appends `_total` to counters itself, so counters are registered without it.
         let r = &mut self.registry;
-        r.register("televibe_sessions", "Total sessions created", self.sessions_total.clone());
-        r.register("televibe_sessions_active", "Currently active sessions", self.sessions_active.clone());
-        r.register("televibe_session_duration_seconds", "Session lifetime duration", self.session_duration_seconds.clone());
-        r.register("televibe_session_last_activity_timestamp", "Unix time of the last activity of a session", self.session_last_activity_timestamp.clone());
-        r.register("televibe_jobs", "Total jobs processed", self.jobs_total.clone());
-        r.register("televibe_jobs_active", "Currently running jobs", self.jobs_active.clone());
-        r.register("televibe_job_duration_seconds", "Job execution duration", self.job_duration_seconds.clone());
-        r.register("televibe_job_queue_size", "Jobs waiting in queue", self.job_queue_size.clone());
-        r.register("televibe_job_start_timestamp", "Unix time a running job started", self.job_start_timestamp.clone());
-        r.register("televibe_approvals", "Total approval requests", self.approvals_total.clone());
-        r.register("televibe_approvals_pending", "Currently pending approvals", self.approvals_pending.clone());
-        r.register("televibe_approval_response_seconds", "Time to approve/deny", self.approval_response_seconds.clone());
-        r.register("televibe_events", "Total events emitted", self.events_total.clone());
-        r.register("televibe_event_delivery_seconds", "Time from emit to Telegram delivery", self.event_delivery_seconds.clone());
-        r.register("televibe_notifications_dropped", "Progress notifications dropped because the queue was full", self.notifications_dropped_total.clone());
-        r.register("televibe_circuit_breaker_state", "Circuit breaker state (1=closed, 0.5=half-open, 0=open)", self.circuit_breaker_state.clone());
-        r.register("televibe_circuit_breaker_failures", "Circuit breaker failure count", self.circuit_breaker_failures_total.clone());
-        r.register("televibe_workspace_disk_bytes", "Disk usage per workspace", self.workspace_disk_bytes.clone());
-        r.register("televibe_log_file_bytes", "Log file size per job", self.log_file_bytes.clone());
-        r.register("televibe_actor_restarts", "Restarts of a supervised actor", self.actor_restarts_total.clone());
-        r.register("televibe_health_check", "Result of the last health check (1=ok, 0=failed)", self.health_check.clone());
-        r.register("televibe_database_read_only", "1 while the store refuses writes after a write failure", self.database_read_only.clone());
-        r.register("televibe_start_time_seconds", "Unix time the daemon started", self.start_time_seconds.clone());
+        r.register(
+            "televibe_sessions",
+            "Total sessions created",
+            self.sessions_total.clone(),
+        );
+        r.register(
+            "televibe_sessions_active",
+            "Currently active sessions",
+            self.sessions_active.clone(),
+        );
+        r.register(
+            "televibe_session_duration_seconds",
+            "Session lifetime duration",
+            self.session_duration_seconds.clone(),
+        );
+        r.register(
+            "televibe_session_last_activity_timestamp",
+            "Unix time of the last activity of a session",
+            self.session_last_activity_timestamp.clone(),
+        );
+        r.register(
+            "televibe_jobs",
+            "Total jobs processed",
+            self.jobs_total.clone(),
+        );
+        r.register(
+            "televibe_jobs_active",
+            "Currently running jobs",
+            self.jobs_active.clone(),
+        );
+        r.register(
+            "televibe_job_duration_seconds",
+            "Job execution duration",
+            self.job_duration_seconds.clone(),
+        );
+        r.register(
+            "televibe_job_queue_size",
+            "Jobs waiting in queue",
+            self.job_queue_size.clone(),
+        );
+        r.register(
+            "televibe_job_start_timestamp",
+            "Unix time a running job started",
+            self.job_start_timestamp.clone(),
+        );
+        r.register(
+            "televibe_approvals",
+            "Total approval requests",
+            self.approvals_total.clone(),
+        );
+        r.register(
+            "televibe_approvals_pending",
+            "Currently pending approvals",
+            self.approvals_pending.clone(),
+        );
+        r.register(
+            "televibe_approval_response_seconds",
+            "Time to approve/deny",
+            self.approval_response_seconds.clone(),
+        );
+        r.register(
+            "televibe_events",
+            "Total events emitted",
+            self.events_total.clone(),
+        );
+        r.register(
+            "televibe_event_delivery_seconds",
+            "Time from emit to Telegram delivery",
+            self.event_delivery_seconds.clone(),
+        );
+        r.register(
+            "televibe_notifications_dropped",
+            "Progress notifications dropped because the queue was full",
+            self.notifications_dropped_total.clone(),
+        );
+        r.register(
+            "televibe_circuit_breaker_state",
+            "Circuit breaker state (1=closed, 0.5=half-open, 0=open)",
+            self.circuit_breaker_state.clone(),
+        );
+        r.register(
+            "televibe_circuit_breaker_failures",
+            "Circuit breaker failure count",
+            self.circuit_breaker_failures_total.clone(),
+        );
+        r.register(
+            "televibe_workspace_disk_bytes",
+            "Disk usage per workspace",
+            self.workspace_disk_bytes.clone(),
+        );
+        r.register(
+            "televibe_log_file_bytes",
+            "Log file size per job",
+            self.log_file_bytes.clone(),
+        );
+        r.register(
+            "televibe_actor_restarts",
+            "Restarts of a supervised actor",
+            self.actor_restarts_total.clone(),
+        );
+        r.register(
+            "televibe_health_check",
+            "Result of the last health check (1=ok, 0=failed)",
+            self.health_check.clone(),
+        );
+        r.register(
+            "televibe_database_read_only",
+            "1 while the store refuses writes after a write failure",
+            self.database_read_only.clone(),
+        );
+        r.register(
+            "televibe_start_time_seconds",
+            "Unix time the daemon started",
+            self.start_time_seconds.clone(),
+        );
     }
 
     /// The text exposition (format 0.0.4) of every family.
@@ -263,9 +354,18 @@ mod tests {
             })
             .observe(42.0);
         let text = m.encode();
-        assert!(text.contains("# TYPE televibe_circuit_breaker_state gauge"), "{text}");
-        assert!(text.contains("televibe_circuit_breaker_state{name=\"claude_code\"} 1"), "{text}");
-        assert!(text.contains("# TYPE televibe_circuit_breaker_failures_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE televibe_circuit_breaker_state gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("televibe_circuit_breaker_state{name=\"claude_code\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE televibe_circuit_breaker_failures_total counter"),
+            "{text}"
+        );
         assert!(text.contains("televibe_job_duration_seconds_bucket{project_id=\"myapp\",status=\"done\",le=\"60\"} 1"), "{text}");
         assert!(text.contains("le=\"1800\""), "{text}");
     }

@@ -28,12 +28,21 @@ impl Actor for BreakersActor {
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, myself: ActorRef<BreakersMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BreakersMsg>,
+        _: (),
+    ) -> Result<(), ActorProcessingErr> {
         myself.send_interval(Duration::from_secs(1), || BreakersMsg::Tick);
         Ok(())
     }
 
-    async fn handle(&self, _: ActorRef<BreakersMsg>, msg: BreakersMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<BreakersMsg>,
+        msg: BreakersMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             BreakersMsg::Tick => self.core.breakers.refresh(),
             BreakersMsg::Panic => panic!("injected panic in breakers actor"),

@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::core::Core;
 use crate::supervisor::ChildMessage;
@@ -33,8 +33,9 @@ impl ChildMessage for HttpMsg {
     }
 }
 
+/// The server task dies with the state, so a panicked actor never leaves a listener behind.
 pub struct HttpState {
-    server: JoinHandle<()>,
+    _server: AbortOnDropHandle<()>,
 }
 
 impl Actor for HttpActor {
@@ -42,28 +43,46 @@ impl Actor for HttpActor {
     type State = HttpState;
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<HttpMsg>, _: ()) -> Result<HttpState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<HttpMsg>,
+        _: (),
+    ) -> Result<HttpState, ActorProcessingErr> {
         let addr = self.core.config.http_listen;
-        let listener = TcpListener::bind(addr)
+        let listener = bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} (http.listen): {e}"))?;
         let bound = listener.local_addr()?;
         std::fs::write(self.core.layout.http_addr_file(), bound.to_string())?;
         tracing::info!(target: "televibe.http", address = %bound, "HTTP probes and metrics listening");
         let core = self.core.clone();
-        let server = tokio::spawn(serve(listener, core));
-        Ok(HttpState { server })
+        let server = AbortOnDropHandle::new(tokio::spawn(serve(listener, core)));
+        Ok(HttpState { _server: server })
     }
 
-    async fn handle(&self, _: ActorRef<HttpMsg>, msg: HttpMsg, _: &mut HttpState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<HttpMsg>,
+        msg: HttpMsg,
+        _: &mut HttpState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             HttpMsg::Panic => panic!("injected panic in http actor"),
         }
     }
+}
 
-    async fn post_stop(&self, _: ActorRef<HttpMsg>, state: &mut HttpState) -> Result<(), ActorProcessingErr> {
-        state.server.abort();
-        Ok(())
+/// Binds, retrying briefly while a previous incarnation's listener is being torn down.
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -81,7 +100,9 @@ async fn serve(listener: TcpListener, core: Arc<Core>) {
         let core = core.clone();
         conns.spawn(async move {
             let svc = service_fn(move |req| route(req, core.clone()));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
         while conns.try_join_next().is_some() {}
     }
@@ -95,10 +116,17 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-async fn route(req: Request<Incoming>, core: Arc<Core>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn route(
+    req: Request<Incoming>,
+    core: Arc<Core>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     const JSON: &str = "application/json";
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, JSON, r#"{"error":"method not allowed"}"#.into()));
+        return Ok(respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            JSON,
+            r#"{"error":"method not allowed"}"#.into(),
+        ));
     }
     Ok(match req.uri().path() {
         "/health/live" => match core.liveness().await {
@@ -111,14 +139,22 @@ async fn route(req: Request<Incoming>, core: Arc<Core>) -> Result<Response<Full<
         },
         "/health/ready" => {
             let r = core.readiness().await;
-            let code = if r.status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if r.status == "ready" {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             respond(code, JSON, serde_json::to_string(&r).unwrap_or_default())
         }
         "/metrics" => {
             core.breakers.refresh();
             respond(StatusCode::OK, CONTENT_TYPE, core.metrics.encode())
         }
-        _ => respond(StatusCode::NOT_FOUND, JSON, r#"{"error":"not found"}"#.into()),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            JSON,
+            r#"{"error":"not found"}"#.into(),
+        ),
     })
 }
 

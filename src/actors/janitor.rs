@@ -31,18 +31,29 @@ impl Actor for Janitor {
     type State = ();
     type Arguments = ();
 
-    async fn pre_start(&self, myself: ActorRef<JanitorMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<JanitorMsg>,
+        _: (),
+    ) -> Result<(), ActorProcessingErr> {
         myself.send_after(Duration::from_secs(60), || JanitorMsg::Sweep);
         myself.send_interval(Duration::from_secs(3600), || JanitorMsg::Sweep);
         Ok(())
     }
 
-    async fn handle(&self, _: ActorRef<JanitorMsg>, msg: JanitorMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<JanitorMsg>,
+        msg: JanitorMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             JanitorMsg::Sweep => {
                 let core = self.core.clone();
                 // Directory walks block; keep them off the runtime's worker threads.
-                let removed = tokio::task::spawn_blocking(move || sweep(&core)).await.unwrap_or(0);
+                let removed = tokio::task::spawn_blocking(move || sweep(&core))
+                    .await
+                    .unwrap_or(0);
                 if removed > 0 {
                     tracing::info!(target: "televibe.janitor", removed, "Removed files past retention");
                 }
@@ -59,8 +70,16 @@ pub fn sweep(core: &Core) -> usize {
     let layout = &core.layout;
     let mut removed = 0;
     // Rotated daemon logs only (`orchestrator.log.<date>`); the live file is never touched.
-    removed += remove_older(&layout.logs(), |n| n.starts_with("orchestrator.log."), l.retention_days);
-    removed += remove_older(&layout.job_logs(), |n| n.ends_with(".log"), l.job_log_retention_days);
+    removed += remove_older(
+        &layout.logs(),
+        |n| n.starts_with("orchestrator.log."),
+        l.retention_days,
+    );
+    removed += remove_older(
+        &layout.job_logs(),
+        |n| n.ends_with(".log"),
+        l.job_log_retention_days,
+    );
     removed += remove_older(
         &layout.backups(),
         |n| n.starts_with("state-") && n.ends_with(".db.gz"),
@@ -70,7 +89,9 @@ pub fn sweep(core: &Core) -> usize {
 }
 
 fn remove_older(dir: &Path, wanted: impl Fn(&str) -> bool, days: u32) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     let limit = Duration::from_secs(u64::from(days) * DAY);
     let now = SystemTime::now();
     let mut removed = 0;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rmcp::ServiceExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::core::Core;
 use crate::mcp::server::ControlServer;
@@ -27,8 +27,17 @@ impl ChildMessage for SocketMsg {
     }
 }
 
+/// Dropping the state (stop or panic) aborts the accept loop, which ends every connection, and removes
+/// the socket file; clients reconnect to the restarted actor.
 pub struct SocketState {
-    accept: JoinHandle<()>,
+    _accept: AbortOnDropHandle<()>,
+    path: std::path::PathBuf,
+}
+
+impl Drop for SocketState {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Actor for SocketActor {
@@ -36,27 +45,30 @@ impl Actor for SocketActor {
     type State = SocketState;
     type Arguments = ();
 
-    async fn pre_start(&self, _: ActorRef<SocketMsg>, _: ()) -> Result<SocketState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<SocketMsg>,
+        _: (),
+    ) -> Result<SocketState, ActorProcessingErr> {
         let path = self.core.config.socket_path.clone();
         let listener = bind_private(&path).await?;
         tracing::info!(target: "televibe.socket", path = %path.display(), "MCP and admin socket listening");
         let core = self.core.clone();
         Ok(SocketState {
-            accept: tokio::spawn(accept_loop(listener, core)),
+            _accept: AbortOnDropHandle::new(tokio::spawn(accept_loop(listener, core))),
+            path,
         })
     }
 
-    async fn handle(&self, _: ActorRef<SocketMsg>, msg: SocketMsg, _: &mut SocketState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<SocketMsg>,
+        msg: SocketMsg,
+        _: &mut SocketState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SocketMsg::Panic => panic!("injected panic in socket actor"),
         }
-    }
-
-    async fn post_stop(&self, _: ActorRef<SocketMsg>, state: &mut SocketState) -> Result<(), ActorProcessingErr> {
-        // Aborting the accept loop drops its JoinSet, which ends every connection; clients reconnect.
-        state.accept.abort();
-        let _ = std::fs::remove_file(&self.core.config.socket_path);
-        Ok(())
     }
 }
 
@@ -66,6 +78,7 @@ async fn bind_private(path: &Path) -> Result<UnixListener, ActorProcessingErr> {
         if UnixStream::connect(path).await.is_ok() {
             return Err(format!("{} is in use by another running daemon", path.display()).into());
         }
+        // A stale file from a crashed run: nobody answers on it.
         std::fs::remove_file(path)?;
     }
     if let Some(dir) = path.parent() {

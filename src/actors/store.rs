@@ -32,12 +32,21 @@ impl Actor for StoreActor {
 
     async fn pre_start(&self, myself: ActorRef<StoreMsg>, _: ()) -> Result<(), ActorProcessingErr> {
         let s = &self.core.config.raw.store;
-        myself.send_interval(Duration::from_secs(s.integrity_check_interval_secs), || StoreMsg::IntegrityCheck);
-        myself.send_interval(Duration::from_secs(s.read_only_probe_secs), || StoreMsg::ProbeReadOnly);
+        myself.send_interval(Duration::from_secs(s.integrity_check_interval_secs), || {
+            StoreMsg::IntegrityCheck
+        });
+        myself.send_interval(Duration::from_secs(s.read_only_probe_secs), || {
+            StoreMsg::ProbeReadOnly
+        });
         Ok(())
     }
 
-    async fn handle(&self, _: ActorRef<StoreMsg>, msg: StoreMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<StoreMsg>,
+        msg: StoreMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             StoreMsg::IntegrityCheck => self.integrity_check().await,
             StoreMsg::ProbeReadOnly => self.probe().await,
@@ -56,7 +65,9 @@ impl StoreActor {
                 self.core.store.enter_read_only("integrity check failed");
                 tracing::error!(target: "televibe.store", critical = true, error = %e, "Database integrity check failed");
             }
-            Err(e) => tracing::warn!(target: "televibe.store", error = %e, "integrity check could not run"),
+            Err(e) => {
+                tracing::warn!(target: "televibe.store", error = %e, "integrity check could not run")
+            }
         }
     }
 

@@ -93,7 +93,10 @@ where
                 }
                 Err(e) => {
                     if backoff >= Duration::from_secs(1) {
-                        tracing::warn!("daemon socket {} unavailable: {e}; retrying", socket.display());
+                        tracing::warn!(
+                            "daemon socket {} unavailable: {e}; retrying",
+                            socket.display()
+                        );
                     }
                     next_attempt = Instant::now() + backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -106,8 +109,23 @@ where
             let mut kept = Vec::new();
             for (line, since) in pending.drain(..) {
                 if now.duration_since(since) >= UNAVAILABLE_AFTER {
-                    if let Some(id) = serde_json::from_str::<Value>(&line).ok().as_ref().and_then(request_id) {
-                        output.write_all(format!("{}\n", error_reply(&id, "televibe daemon unavailable: is `televibe serve` running?")).as_bytes()).await?;
+                    if let Some(id) = serde_json::from_str::<Value>(&line)
+                        .ok()
+                        .as_ref()
+                        .and_then(request_id)
+                    {
+                        output
+                            .write_all(
+                                format!(
+                                    "{}\n",
+                                    error_reply(
+                                        &id,
+                                        "televibe daemon unavailable: is `televibe serve` running?"
+                                    )
+                                )
+                                .as_bytes(),
+                            )
+                            .await?;
                         output.flush().await?;
                     }
                 } else {
@@ -120,7 +138,9 @@ where
             }
         }
         let wait = if link.is_none() {
-            next_attempt.saturating_duration_since(Instant::now()).max(Duration::from_millis(10))
+            next_attempt
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10))
         } else {
             Duration::from_secs(3600)
         };
@@ -195,10 +215,18 @@ async fn next_daemon_line(link: &mut Option<Link>) -> std::io::Result<Option<Str
 }
 
 /// Sends the queued client lines; requests among them become in flight.
-async fn flush_pending(l: &mut Link, pending: &mut Vec<(String, Instant)>, in_flight: &mut HashSet<String>) -> std::io::Result<()> {
+async fn flush_pending(
+    l: &mut Link,
+    pending: &mut Vec<(String, Instant)>,
+    in_flight: &mut HashSet<String>,
+) -> std::io::Result<()> {
     while !pending.is_empty() {
         let (line, _) = &pending[0];
-        if let Some(id) = serde_json::from_str::<Value>(line).ok().as_ref().and_then(request_id) {
+        if let Some(id) = serde_json::from_str::<Value>(line)
+            .ok()
+            .as_ref()
+            .and_then(request_id)
+        {
             in_flight.insert(id.to_string());
         }
         l.writer.write_all(format!("{line}\n").as_bytes()).await?;
@@ -208,7 +236,11 @@ async fn flush_pending(l: &mut Link, pending: &mut Vec<(String, Instant)>, in_fl
 }
 
 /// The daemon connection dropped: answer what was in flight, forget the link.
-async fn lost<W: AsyncWrite + Unpin>(link: &mut Option<Link>, in_flight: &mut HashSet<String>, output: &mut W) -> std::io::Result<()> {
+async fn lost<W: AsyncWrite + Unpin>(
+    link: &mut Option<Link>,
+    in_flight: &mut HashSet<String>,
+    output: &mut W,
+) -> std::io::Result<()> {
     *link = None;
     for id in in_flight.drain() {
         let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);

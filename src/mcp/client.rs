@@ -10,7 +10,9 @@ use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the daemon at {path}: {detail} (is `televibe serve` running with this config?)")]
+    #[error(
+        "cannot reach the daemon at {path}: {detail} (is `televibe serve` running with this config?)"
+    )]
     Connect { path: String, detail: String },
     #[error("MCP error: {0}")]
     Protocol(String),
@@ -29,10 +31,12 @@ pub struct DaemonClient {
 
 impl DaemonClient {
     pub async fn connect(socket: &Path) -> Result<DaemonClient, ClientError> {
-        let stream = UnixStream::connect(socket).await.map_err(|e| ClientError::Connect {
-            path: socket.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| ClientError::Connect {
+                path: socket.display().to_string(),
+                detail: e.to_string(),
+            })?;
         let service = ().serve(stream).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         Ok(DaemonClient { service })
     }
@@ -56,7 +60,12 @@ impl DaemonClient {
                 .unwrap_or(Value::Null)
         });
         if res.is_error == Some(true) {
-            let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let s = |k: &str| {
+                body.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             return Err(ClientError::Tool {
                 code: s("code"),
                 message: s("message"),

@@ -53,6 +53,11 @@ impl ToolError {
 pub fn ok_json<T: Serialize>(value: &T) -> CallToolResult {
     match serde_json::to_value(value) {
         Ok(v) => CallToolResult::structured(v),
-        Err(e) => ToolError::new(ErrorCode::InternalError, format!("cannot encode result: {e}"), "report this as a bug").into_result(),
+        Err(e) => ToolError::new(
+            ErrorCode::InternalError,
+            format!("cannot encode result: {e}"),
+            "report this as a bug",
+        )
+        .into_result(),
     }
 }

@@ -36,35 +36,65 @@ impl ControlServer {
         ControlServer { core, tool_router }
     }
 
-    #[tool(description = "Daemon health: liveness, readiness checks (database, telegram, repos), read-only mode, agent command, breakers.")]
+    #[tool(
+        description = "Daemon health: liveness, readiness checks (database, telegram, repos), read-only mode, agent command, breakers."
+    )]
     async fn get_health(&self) -> Result<CallToolResult, McpError> {
         Ok(ok_json(&self.core.health().await))
     }
 
-    #[tool(description = "The live supervision tree: each actor's name, status, restarts and uptime.")]
+    #[tool(
+        description = "The live supervision tree: each actor's name, status, restarts and uptime."
+    )]
     async fn get_supervision_tree(&self) -> Result<CallToolResult, McpError> {
         Ok(match self.core.supervision_tree().await {
             Ok(tree) => ok_json(&tree),
-            Err(e) => ToolError::new(ErrorCode::InternalError, e, "check the daemon log; it may be shutting down").into_result(),
+            Err(e) => ToolError::new(
+                ErrorCode::InternalError,
+                e,
+                "check the daemon log; it may be shutting down",
+            )
+            .into_result(),
         })
     }
 
-    #[tool(description = "State of the circuit breakers claude_code, telegram_api and git_operations.")]
+    #[tool(
+        description = "State of the circuit breakers claude_code, telegram_api and git_operations."
+    )]
     async fn get_breakers(&self) -> Result<CallToolResult, McpError> {
         Ok(ok_json(&self.core.breakers.statuses()))
     }
 
-    #[tool(description = "Failure drill: make a supervised actor panic (only with debug.test_hooks = true).")]
-    async fn debug_panic_actor(&self, Parameters(p): Parameters<PanicActorParams>) -> Result<CallToolResult, McpError> {
+    #[tool(
+        description = "Failure drill: make a supervised actor panic (only with debug.test_hooks = true)."
+    )]
+    async fn debug_panic_actor(
+        &self,
+        Parameters(p): Parameters<PanicActorParams>,
+    ) -> Result<CallToolResult, McpError> {
         let Some(root) = self.core.root() else {
-            return Ok(ToolError::new(ErrorCode::InternalError, "supervision tree not running", "retry in a moment").into_result());
+            return Ok(ToolError::new(
+                ErrorCode::InternalError,
+                "supervision tree not running",
+                "retry in a moment",
+            )
+            .into_result());
         };
         let name = p.name.clone();
-        Ok(match ractor::call_t!(root, SupervisorMsg::PanicChild, 2000, name) {
-            Ok(Ok(())) => ok_json(&serde_json::json!({"panicked": p.name})),
-            Ok(Err(e)) => ToolError::new(ErrorCode::InternalError, e, "use a name from get_supervision_tree").into_result(),
-            Err(e) => ToolError::new(ErrorCode::InternalError, e.to_string(), "retry").into_result(),
-        })
+        Ok(
+            match ractor::call_t!(root, SupervisorMsg::PanicChild, 2000, name) {
+                Ok(Ok(())) => ok_json(&serde_json::json!({"panicked": p.name})),
+                Ok(Err(e)) => ToolError::new(
+                    ErrorCode::InternalError,
+                    e,
+                    "use a name from get_supervision_tree",
+                )
+                .into_result(),
+                Err(e) => {
+                    ToolError::new(ErrorCode::InternalError, e.to_string(), "retry").into_result()
+                }
+            },
+        )
     }
 }
 

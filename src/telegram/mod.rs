@@ -30,7 +30,9 @@ impl TelegramProbe {
         match tokio::time::timeout(timeout, self.bot.get_me()).await {
             Err(_) => Err("timeout".into()),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(frankenstein::Error::Api(e))) => Err(format!("{} {}", e.error_code, e.description)),
+            Ok(Err(frankenstein::Error::Api(e))) => {
+                Err(format!("{} {}", e.error_code, e.description))
+            }
             Ok(Err(frankenstein::Error::HttpReqwest(e))) => Err(describe_reqwest(e)),
             Ok(Err(other)) => Err(redact(&other.to_string())),
         }

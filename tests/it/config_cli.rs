@@ -1,0 +1,93 @@
+//! Configuration errors fail fast and name the key; `config check` prints the effective config masked.
+
+use crate::harness::*;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn unknown_key_fails_serve_and_check_naming_it() {
+    let env = Env::new("[jobs]\nmax_concurent = 3");
+    for args in [&["serve"][..], &["config", "check"][..]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("max_concurent") && err.contains("jobs"),
+            "{err}"
+        );
+    }
+    assert!(!env.root().exists(), "a bad config changes nothing on disk");
+}
+
+#[test]
+fn bad_port_fails_naming_http_listen() {
+    let env = Env::new("");
+    std::fs::write(
+        env.config(),
+        format!(
+            "root = \"{}\"\n[http]\nlisten = \"127.0.0.1:70000\"\n",
+            env.root().display()
+        ),
+    )
+    .unwrap();
+    let out = env.run(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("http.listen"), "{}", stderr(&out));
+}
+
+#[test]
+fn wrong_type_from_environment_names_the_key() {
+    let env = Env::new("");
+    let out = env
+        .command(&["config", "check"])
+        .env("TELEVIBE_JOBS__MAX_CONCURRENT", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("jobs.max_concurrent"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_prints_effective_config_with_secrets_masked() {
+    let env = Env::new("[jobs]\nmax_concurrent = 2");
+    let out = env
+        .command(&["config", "check"])
+        .env("TELEVIBE_TELEGRAM__TOKEN", "42:very-secret")
+        .env("TELEVIBE_TELEGRAM__ALLOWED_USERS", "[111, 222]")
+        .env("TELEVIBE_BREAKERS__CLAUDE_CODE__TIMEOUT_SECONDS", "120")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("very-secret"), "{text}");
+    assert!(text.contains("token = \"********\""), "{text}");
+    assert!(text.contains("max_concurrent = 2"), "{text}");
+    assert!(
+        text.contains("allowed_users = [\n    111,\n    222,\n]")
+            || text.contains("allowed_users = [111, 222]"),
+        "{text}"
+    );
+    assert!(text.contains("timeout_seconds = 120"), "{text}");
+    assert!(
+        text.contains("api_url = \"https://api.telegram.org\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_explicit_config_file_is_an_error() {
+    let env = Env::new("");
+    let out = std::process::Command::new(BIN)
+        .args(["--config", "/nonexistent/televibe.toml", "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/nonexistent/televibe.toml"));
+    drop(env);
+}

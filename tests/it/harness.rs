@@ -1,0 +1,259 @@
+//! Test harness: a daemon as a child process on a temp root, plus small HTTP and CLI helpers.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_televibe");
+
+/// A temp directory with a config file whose root lives inside it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// `extra` is appended to a config that sets the root, port 0 and test hooks.
+    pub fn new(extra: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("tv")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let env = Env { dir };
+        env.write_config(extra);
+        env
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        // Port 0 unless the test brings its own [http] section.
+        let http = if extra.contains("[http]") {
+            ""
+        } else {
+            "[http]\nlisten = \"127.0.0.1:0\"\n"
+        };
+        let text = format!(
+            "root = \"{}\"\n{}\n{http}[debug]\ntest_hooks = true\n[logging]\nstderr = \"json\"\n",
+            self.root().display(),
+            extra
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+    pub fn orchestrator(&self) -> PathBuf {
+        self.root().join("orchestrator")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.orchestrator().join("televibe.sock")
+    }
+
+    /// A `televibe` command with `--config` set and a clean `TELEVIBE_*` environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(self.config()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TELEVIBE_") || k == "NOTIFY_SOCKET" || k.starts_with("WATCHDOG_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Starts `televibe serve` and waits until `/health/live` answers.
+    pub fn start(&self) -> Daemon {
+        self.start_with(|_| {})
+    }
+
+    pub fn start_with(&self, tweak: impl FnOnce(&mut Command)) -> Daemon {
+        let _ = std::fs::remove_file(self.orchestrator().join("http.addr"));
+        let stderr = std::fs::File::create(self.dir.path().join("daemon.stderr")).unwrap();
+        let mut cmd = self.command(&["serve"]);
+        cmd.stdout(Stdio::null()).stderr(stderr);
+        tweak(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        let mut d = Daemon {
+            child,
+            addr: None,
+            orchestrator: self.orchestrator(),
+            stderr: self.dir.path().join("daemon.stderr"),
+        };
+        d.wait_live();
+        d
+    }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: Option<SocketAddr>,
+    orchestrator: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn wait_live(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("daemon exited early with {status}: {}", self.stderr_text());
+            }
+            if let Ok(text) = std::fs::read_to_string(self.orchestrator.join("http.addr"))
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+                && self.orchestrator.join("televibe.sock").exists()
+                && http_get(addr, "/health/live")
+                    .map(|r| r.0 == 200)
+                    .unwrap_or(false)
+            {
+                self.addr = Some(addr);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon never became live: {}", self.stderr_text());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("daemon is live")
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr(), path).unwrap()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        wait_exit(&mut self.child, Duration::from_secs(30))
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        wait_exit(&mut self.child, limit)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+/// The `Content-Type` header of a GET.
+pub fn http_content_type(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A tool the test suite needs from the machine; missing tools fail loudly, never skip.
+pub fn required_tool(name: &str, install_hint: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{name} not found on PATH: {install_hint}"))
+}
+
+/// The pinned Claude Code CLI installed by `scripts/test` into `.claude-cli/`.
+pub fn claude_cli() -> PathBuf {
+    if let Some(p) = std::env::var_os("TELEVIBE_TEST_CLAUDE") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".claude-cli/node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+    assert!(
+        p.is_file(),
+        "Claude Code CLI 2.1.328 not found at {}: run scripts/test (it installs it with npm)",
+        p.display()
+    );
+    p
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

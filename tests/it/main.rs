@@ -1,0 +1,7 @@
+//! Integration tests: the real `televibe` binary on a temp root, real SQLite, real sockets, real MCP clients.
+
+mod config_cli;
+mod harness;
+mod mcp_bridge;
+mod probes;
+mod supervision;

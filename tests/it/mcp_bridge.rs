@@ -1,0 +1,272 @@
+//! `televibe mcp` against real clients: rmcp's client, Claude Code's captured handshake, and the real Claude Code CLI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+
+use crate::harness::*;
+
+fn spawn_bridge(env: &Env) -> Child {
+    env.command(&["mcp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn structured(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    tool: &str,
+) -> serde_json::Value {
+    let r = client
+        .call_tool(CallToolRequestParams::new(tool.to_string()))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{tool}: {r:?}");
+    r.structured_content.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rmcp_client_through_the_bridge_survives_a_daemon_restart() {
+    let env = Env::new("");
+    let d = env.start();
+    let mut bridge = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(env.config())
+        .arg("mcp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (stdout, stdin) = (bridge.stdout.take().unwrap(), bridge.stdin.take().unwrap());
+    let client = ().serve((stdout, stdin)).await.unwrap();
+    let info = client.peer_info().unwrap();
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("televibe")
+    );
+    let tools: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for t in ["get_health", "get_supervision_tree"] {
+        assert!(tools.contains(&t.to_string()), "{tools:?}");
+    }
+    let health = structured(&client, "get_health").await;
+    assert_eq!(health["live"], true);
+    assert_eq!(health["readiness"]["checks"]["telegram"], "disabled");
+    let tree = structured(&client, "get_supervision_tree").await;
+    assert_eq!(tree["name"], "root");
+
+    // The daemon restarts; the same client keeps working through the bridge.
+    assert!(d.stop().success());
+    let d2 = env.start();
+    let tree = tokio::time::timeout(
+        Duration::from_secs(20),
+        structured(&client, "get_supervision_tree"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tree["children"].as_array().unwrap().len(), 5);
+    let _ = client.cancel().await;
+    drop(d2);
+}
+
+/// Sends one line and reads lines until the answer with `id` arrives.
+fn exchange(
+    stdin: &mut ChildStdin,
+    rx: &mpsc::Receiver<String>,
+    line: &str,
+    id: Option<&serde_json::Value>,
+) -> Option<serde_json::Value> {
+    writeln!(stdin, "{line}").unwrap();
+    stdin.flush().unwrap();
+    let id = id?;
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("answer within 10 s");
+        let v = json(&l);
+        if &v["id"] == id {
+            return Some(v);
+        }
+    }
+}
+
+#[test]
+fn claude_code_handshake_from_the_capture_is_answered() {
+    let env = Env::new("");
+    let d = env.start();
+    let mut bridge = spawn_bridge(&env);
+    let mut stdin = bridge.stdin.take().unwrap();
+    let stdout = bridge.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let capture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/claude-code-2.1.328-handshake.jsonl"
+    ))
+    .unwrap();
+    let mut answers = Vec::new();
+    for line in capture.lines() {
+        let v = json(line);
+        let id = v.get("id").cloned();
+        answers.push((
+            v["method"].as_str().unwrap().to_string(),
+            exchange(&mut stdin, &rx, line, id.as_ref()),
+        ));
+    }
+    let discover = answers[0].1.as_ref().unwrap();
+    assert_eq!(answers[0].0, "server/discover");
+    assert!(
+        discover.get("result").is_some(),
+        "discover probe must get a result: {discover}"
+    );
+    let init = answers[1].1.as_ref().unwrap();
+    assert_eq!(init["result"]["protocolVersion"], "2025-11-25", "{init}");
+    assert_eq!(init["result"]["serverInfo"]["name"], "televibe");
+    assert!(init["result"]["capabilities"]["tools"].is_object());
+    let list = answers[3].1.as_ref().unwrap();
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"get_health") && names.contains(&"get_supervision_tree"),
+        "{names:?}"
+    );
+    drop(stdin);
+    assert!(
+        wait_exit(&mut bridge, Duration::from_secs(10)).success(),
+        "bridge exits when its client closes stdin"
+    );
+    drop(d);
+}
+
+#[test]
+fn unknown_tool_is_a_json_rpc_error_and_bad_json_is_survived() {
+    let env = Env::new("");
+    let d = env.start();
+    let mut bridge = spawn_bridge(&env);
+    let mut stdin = bridge.stdin.take().unwrap();
+    let stdout = bridge.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    exchange(&mut stdin, &rx, init, Some(&serde_json::json!(1))).unwrap();
+    exchange(
+        &mut stdin,
+        &rx,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        None,
+    );
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}"#;
+    let r = exchange(&mut stdin, &rx, call, Some(&serde_json::json!(2))).unwrap();
+    assert!(r.get("error").is_some(), "{r}");
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_health","arguments":{}}}"#;
+    let r = exchange(&mut stdin, &rx, call, Some(&serde_json::json!(3))).unwrap();
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    drop(stdin);
+    let _ = wait_exit(&mut bridge, Duration::from_secs(10));
+    drop(d);
+}
+
+#[test]
+fn real_claude_code_cli_connects_through_the_bridge() {
+    let claude = claude_cli();
+    let env = Env::new("");
+    let d = env.start();
+    let home = env.dir.path().join("home");
+    let work = env.dir.path().join("work");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let mcp = serde_json::json!({"mcpServers": {"televibe": {
+        "type": "stdio", "command": BIN, "args": ["--config", env.config(), "mcp"]}}});
+    // Nothing listens on the model API address: the CLI prints its init event, then retries; we stop it then.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cli = std::process::Command::new(claude)
+        .args([
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--strict-mcp-config",
+            "--mcp-config",
+        ])
+        .arg(mcp.to_string())
+        .current_dir(&work)
+        .env("HOME", &home)
+        .env("ANTHROPIC_API_KEY", "sk-test")
+        .env(
+            "ANTHROPIC_BASE_URL",
+            format!("http://127.0.0.1:{dead_port}"),
+        )
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cli.stdin.take().unwrap().write_all(b"say hi").unwrap();
+    let stdout = cli.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let init = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("system/init from the CLI");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["type"] == "system" && v["subtype"] == "init" {
+            break v;
+        }
+    };
+    let _ = cli.kill();
+    let _ = cli.wait();
+    let servers = init["mcp_servers"].as_array().unwrap();
+    let televibe = servers
+        .iter()
+        .find(|s| s["name"] == "televibe")
+        .unwrap_or_else(|| panic!("{init}"));
+    assert_eq!(televibe["status"], "connected", "{init}");
+    let tools: Vec<&str> = init["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(tools.contains(&"mcp__televibe__get_health"), "{tools:?}");
+    assert!(
+        tools.contains(&"mcp__televibe__get_supervision_tree"),
+        "{tools:?}"
+    );
+    drop(d);
+}

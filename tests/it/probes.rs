@@ -1,0 +1,231 @@
+//! Probes, metrics, logs and the store's boot checks, against the real daemon.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn live_ready_and_metrics_follow_the_spec() {
+    let env = Env::new("");
+    let d = env.start();
+    assert_eq!(
+        d.get("/health/live"),
+        (200, r#"{"status":"alive"}"#.to_string())
+    );
+    let (code, body) = d.get("/health/ready");
+    assert_eq!(code, 200, "{body}");
+    let ready = json(&body);
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["database"], "ok");
+    assert_eq!(ready["checks"]["repos"], "ok");
+    assert_eq!(
+        ready["checks"]["telegram"], "disabled",
+        "no token configured"
+    );
+
+    let ct = http_content_type(d.addr(), "/metrics");
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    let (code, metrics) = d.get("/metrics");
+    assert_eq!(code, 200);
+    for name in ["claude_code", "telegram_api", "git_operations"] {
+        assert!(
+            metrics.contains(&format!(
+                "televibe_circuit_breaker_state{{name=\"{name}\"}} 1"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "televibe_circuit_breaker_failures_total{{name=\"{name}\"}} 0"
+            )),
+            "{metrics}"
+        );
+    }
+    for actor in ["store", "breakers", "http", "janitor", "socket"] {
+        assert!(
+            metrics.contains(&format!(
+                "televibe_actor_restarts_total{{actor=\"{actor}\"}} 0"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("televibe_health_check{check=\"database\"} 1"),
+        "{metrics}"
+    );
+
+    let promtool = required_tool(
+        "promtool",
+        "install the Debian package prometheus (scripts/test does)",
+    );
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.get("/nope").0, 404);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn readiness_reports_a_missing_repos_directory() {
+    let env = Env::new("");
+    let d = env.start();
+    std::fs::remove_dir(env.root().join("repos")).unwrap();
+    let (code, body) = d.get("/health/ready");
+    assert_eq!(code, 503, "{body}");
+    let ready = json(&body);
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(ready["checks"]["database"], "ok");
+    assert!(
+        ready["checks"]["repos"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: "),
+        "{body}"
+    );
+    assert_eq!(
+        d.get("/health/live").0,
+        200,
+        "liveness does not depend on readiness"
+    );
+    std::fs::create_dir(env.root().join("repos")).unwrap();
+    assert_eq!(d.get("/health/ready").0, 200);
+}
+
+#[test]
+fn readiness_reports_an_unreachable_telegram() {
+    // A token with a Bot API URL where nothing listens: getMe fails, so not ready.
+    let port = free_port();
+    let env = Env::new(&format!(
+        "[telegram]\napi_url = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}/token\"",
+        std::env::temp_dir().join("tv-no-such-dir").display()
+    ));
+    // token_file pointing nowhere is a config error naming the key.
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("telegram.token_file"));
+
+    let env = Env::new(&format!(
+        "[telegram]\napi_url = \"http://127.0.0.1:{port}\""
+    ));
+    let d = env.start_with(|c| {
+        c.env("TELEVIBE_TELEGRAM__TOKEN", "123456:secret-token-value");
+    });
+    let (code, body) = d.get("/health/ready");
+    assert_eq!(code, 503, "{body}");
+    let ready = json(&body);
+    assert_eq!(
+        ready["checks"]["telegram"], "failed: connection refused",
+        "{body}"
+    );
+    drop(d);
+    let log = std::fs::read_to_string(env.orchestrator().join("logs/orchestrator.log")).unwrap();
+    assert!(
+        !log.contains("secret-token-value"),
+        "the token must never be logged"
+    );
+}
+
+#[test]
+fn json_log_lines_have_the_spec_fields() {
+    let env = Env::new("");
+    let d = env.start();
+    assert!(d.stop().success());
+    let log = std::fs::read_to_string(env.orchestrator().join("logs/orchestrator.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(json).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        for key in [
+            "timestamp",
+            "level",
+            "logger",
+            "message",
+            "context",
+            "trace_id",
+            "span_id",
+        ] {
+            assert!(l.get(key).is_some(), "missing {key} in {l}");
+        }
+        let ts = l["timestamp"].as_str().unwrap();
+        assert!(
+            ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.',
+            "{ts}"
+        );
+        assert!(
+            ["debug", "info", "warning", "error", "critical"]
+                .contains(&l["level"].as_str().unwrap())
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "Daemon ready" && l["logger"] == "televibe.daemon")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("Telegram disabled"))
+    );
+}
+
+#[test]
+fn garbage_state_db_is_refused_with_restore_steps() {
+    let env = Env::new("");
+    std::fs::create_dir_all(env.orchestrator()).unwrap();
+    std::fs::write(env.orchestrator().join("state.db"), vec![0x42u8; 16384]).unwrap();
+    let mut child = env
+        .command(&["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("corrupted") && err.contains("backups") && err.contains("integrity_check"),
+        "{err}"
+    );
+    assert!(
+        !env.socket().exists(),
+        "no actor may start on a corrupted database"
+    );
+}
+
+#[test]
+fn damaged_pages_are_refused_at_start() {
+    let env = Env::new("");
+    let d = env.start();
+    assert!(d.stop().success());
+    let db = env.orchestrator().join("state.db");
+    // Overwrite the middle of the schema's table pages, keeping the header valid.
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 8192, "database has several pages");
+    for b in &mut bytes[4096 + 8..4096 + 2048] {
+        *b = 0xff;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let out = env.run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("corrupted"), "{err}");
+}
