@@ -77,6 +77,10 @@ where
     let mut replaying = false;
 
     loop {
+        // The client hung up: leave once nothing it asked for is still owed an answer.
+        if !client_open && pending.is_empty() && in_flight.is_empty() {
+            return Ok(());
+        }
         if link.is_none() && Instant::now() >= next_attempt {
             match connect(&socket).await {
                 Ok(mut l) => {
@@ -133,9 +137,6 @@ where
                 }
             }
             pending = kept;
-            if !client_open && pending.is_empty() {
-                return Ok(());
-            }
         }
         let wait = if link.is_none() {
             next_attempt
@@ -148,7 +149,6 @@ where
             line = from_client.recv(), if client_open => {
                 let Some(line) = line else {
                     client_open = false;
-                    if link.is_none() || pending.is_empty() { if in_flight.is_empty() { return Ok(()); } }
                     continue;
                 };
                 if line.trim().is_empty() { continue; }
@@ -191,14 +191,10 @@ where
                         }
                         output.write_all(format!("{line}\n").as_bytes()).await?;
                         output.flush().await?;
-                        if !client_open && in_flight.is_empty() && pending.is_empty() {
-                            return Ok(());
-                        }
                     }
                     _ => {
                         lost(&mut link, &mut in_flight, &mut output).await?;
                         next_attempt = Instant::now() + Duration::from_millis(50);
-                        if !client_open && pending.is_empty() { return Ok(()); }
                     }
                 }
             }
