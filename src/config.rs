@@ -579,6 +579,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_toml_documents_the_real_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+        let shipped: RawConfig = Figment::from(Toml::file_exact(path)).extract().unwrap();
+        assert_eq!(toml_string(&shipped), toml_string(&RawConfig::default()));
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e = from_toml("[http]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
         let msg = e.to_string();

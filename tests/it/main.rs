@@ -1,5 +1,6 @@
 //! Integration tests: the real `televibe` binary on a temp root, real SQLite, real sockets, real MCP clients.
 
+mod alerts;
 mod config_cli;
 mod harness;
 mod mcp_bridge;
