@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::cli::AdminCommand;
+use crate::cli::{AdminCommand, BreakersCommand};
 use crate::config::Config;
 use crate::mcp::client::DaemonClient;
 use crate::supervisor::TreeNode;
@@ -19,7 +19,17 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
     };
     let (tool, args, json_out) = match &command {
         AdminCommand::Tree { json } => ("get_supervision_tree", json!({}), *json),
-        AdminCommand::Breakers { json } => ("get_breakers", json!({}), *json),
+        AdminCommand::Breakers {
+            json,
+            command: None,
+        } => ("get_breakers", json!({}), *json),
+        AdminCommand::Breakers {
+            json,
+            command: Some(BreakersCommand::Reset { name }),
+        } => ("reset_breaker", json!({"name": name}), *json),
+        AdminCommand::Sessions { json, all } => {
+            ("list_sessions", json!({"include_closed": all}), *json)
+        }
         AdminCommand::Panic { name } => ("debug_panic_actor", json!({"name": name}), true),
     };
     let result = client.call(tool, args).await;
@@ -45,6 +55,10 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
                         return ExitCode::from(1);
                     }
                 },
+                AdminCommand::Sessions { .. } => print!("{}", render_sessions(&body)),
+                AdminCommand::Breakers {
+                    command: Some(_), ..
+                } => print!("{}", render_breakers(&json!([body]))),
                 _ => print!("{}", render_breakers(&body)),
             }
             ExitCode::SUCCESS
@@ -125,6 +139,31 @@ fn render_breakers(body: &Value) -> String {
             s("success_threshold"),
             s("timeout_seconds"),
             s("half_open_requests")
+        ));
+    }
+    out
+}
+
+fn render_sessions(body: &Value) -> String {
+    let mut out = format!(
+        "{:<7}{:<16}{:<28}{:<9}{:<22}{}\n",
+        "ID", "PROJECT", "BRANCH", "STATE", "LAST ACTIVITY", "WORKTREE"
+    );
+    for s in body.as_array().into_iter().flatten() {
+        let f = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut worktree = f("worktree_path");
+        if s.get("worktree_missing").and_then(Value::as_bool) == Some(true) {
+            worktree.push_str(" (missing)");
+        }
+        let activity: String = f("last_activity_at").chars().take(19).collect();
+        out.push_str(&format!(
+            "{:<7}{:<16}{:<28}{:<9}{:<22}{}\n",
+            f("id"),
+            f("project_id"),
+            f("branch"),
+            f("state"),
+            activity.replace('T', " "),
+            worktree
         ));
     }
     out

@@ -27,6 +27,8 @@ pub enum Command {
     Serve,
     /// Bridge MCP over stdio to the running daemon (for Claude Desktop, Claude Code, any MCP client).
     Mcp,
+    /// Check the installation: config, directories, database, daemon, worktrees (exit 1 on problems).
+    Doctor,
     /// Inspect and operate the running daemon.
     Admin {
         #[command(subcommand)]
@@ -46,14 +48,29 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Circuit breaker states.
+    /// Circuit breaker states; `reset <name>` closes one (audited).
     Breakers {
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<BreakersCommand>,
+    },
+    /// Sessions (open ones; --all includes closed history).
+    Sessions {
         #[arg(long)]
         json: bool,
+        #[arg(long)]
+        all: bool,
     },
     /// Failure drill: make a supervised actor panic (needs debug.test_hooks = true).
     #[command(hide = true)]
     Panic { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreakersCommand {
+    /// Close a breaker by hand: claude_code, telegram_api or git_operations.
+    Reset { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +124,10 @@ pub fn run(cli: Cli) -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
+            }
+            Command::Doctor => {
+                crate::logging::init_client();
+                crate::doctor::run(&config).await
             }
             Command::Admin { command } => {
                 crate::logging::init_client();

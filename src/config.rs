@@ -56,6 +56,9 @@ pub struct RawConfig {
     pub breakers: RawBreakers,
     pub backup: RawBackup,
     pub logging: RawLogging,
+    pub projects: RawProjects,
+    pub sessions: RawSessions,
+    pub git: RawGit,
     pub supervision: RawSupervision,
     pub store: RawStore,
     pub debug: RawDebug,
@@ -152,6 +155,31 @@ pub struct RawLogging {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawProjects {
+    /// Directories besides `<root>/repos` where repositories may be registered.
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    pub max_per_project: u32,
+    pub max_total: u32,
+    /// Branch name given to a session created without one: `<prefix>S<n>`.
+    pub branch_prefix: String,
+    /// How often the janitor measures workspace disk usage.
+    pub disk_usage_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGit {
+    /// A git operation running longer than this counts as a failure of the git_operations breaker.
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawSupervision {
     pub max_restarts: u32,
     pub window_secs: u64,
@@ -228,6 +256,16 @@ impl Default for RawConfig {
                 audit_retention_days: 90,
                 stderr: "auto".into(),
             },
+            projects: RawProjects {
+                allowed_roots: Vec::new(),
+            },
+            sessions: RawSessions {
+                max_per_project: 10,
+                max_total: 50,
+                branch_prefix: "televibe/".into(),
+                disk_usage_interval_secs: 300,
+            },
+            git: RawGit { timeout_secs: 60 },
             supervision: RawSupervision {
                 max_restarts: 10,
                 window_secs: 60,
@@ -344,6 +382,8 @@ pub struct Config {
     pub breakers: [(crate::breaker::BreakerName, BreakerSettings); 3],
     pub supervision: RestartPolicy,
     pub log_filter: String,
+    /// Absolute directories besides `<root>/repos` where projects may live.
+    pub allowed_roots: Vec<PathBuf>,
 }
 
 impl Config {
@@ -458,6 +498,40 @@ impl Config {
         if raw.logging.max_size_mb == 0 {
             return Err(invalid("logging.max_size_mb", "must be at least 1"));
         }
+        let allowed_roots = raw
+            .projects
+            .allowed_roots
+            .iter()
+            .map(|p| {
+                if p.is_absolute() {
+                    Ok(p.clone())
+                } else {
+                    Err(invalid(
+                        "projects.allowed_roots",
+                        format!("{} is not an absolute path", p.display()),
+                    ))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ss = &raw.sessions;
+        if ss.max_per_project == 0 || ss.max_total == 0 {
+            return Err(invalid(
+                "sessions.max_per_project",
+                "session limits must be at least 1",
+            ));
+        }
+        let prefix_probe = format!("{}S1", ss.branch_prefix);
+        crate::domain::validate_branch(&prefix_probe)
+            .map_err(|e| invalid("sessions.branch_prefix", e.0))?;
+        if ss.disk_usage_interval_secs == 0 {
+            return Err(invalid(
+                "sessions.disk_usage_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if raw.git.timeout_secs == 0 {
+            return Err(invalid("git.timeout_secs", "must be at least 1"));
+        }
         let s = &raw.supervision;
         if s.window_secs == 0 {
             return Err(invalid("supervision.window_secs", "must be at least 1"));
@@ -491,6 +565,7 @@ impl Config {
             breakers,
             supervision,
             log_filter,
+            allowed_roots,
             file: None,
             raw,
         })

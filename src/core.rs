@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use serde::Serialize;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use crate::audit::Audit;
 use crate::breaker::{BreakerStatus, Breakers};
 use crate::config::Config;
+use crate::errors::CoreError;
+use crate::git::Git;
 use crate::layout::Layout;
+use crate::sessions::actor::SessionMsg;
 use crate::store::Store;
 use crate::supervisor::{SupervisorMsg, TreeNode};
 use crate::telegram::TelegramProbe;
@@ -25,7 +32,15 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub breakers: Arc<Breakers>,
     pub telegram: Option<TelegramProbe>,
+    pub git: Git,
+    pub audit: Audit,
     pub started: Instant,
+    /// Running session actors by session id (each registers itself when it starts).
+    pub session_actors: Mutex<HashMap<String, ActorRef<SessionMsg>>>,
+    /// Serialises session creation: limits, numbering and branch checks happen under it.
+    pub session_create: tokio::sync::Mutex<()>,
+    /// Label sets of `televibe_sessions_active` set last time, so vanished ones go back to 0.
+    pub session_gauge_labels: Mutex<HashSet<(String, String)>>,
     shutting_down: AtomicBool,
     root: OnceLock<ActorRef<SupervisorMsg>>,
 }
@@ -67,14 +82,23 @@ impl Core {
             .telegram_token
             .as_ref()
             .map(|t| TelegramProbe::new(&config.raw.telegram.api_url, t));
+        let layout = Layout::new(&config.root);
         Arc::new(Core {
-            layout: Layout::new(&config.root),
+            git: Git::new(
+                breakers.clone(),
+                Duration::from_secs(config.raw.git.timeout_secs),
+            ),
+            audit: Audit::new(layout.audit_log()),
+            layout,
             config,
             store,
             metrics,
             breakers,
             telegram,
             started: Instant::now(),
+            session_actors: Mutex::new(HashMap::new()),
+            session_create: tokio::sync::Mutex::new(()),
+            session_gauge_labels: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
             root: OnceLock::new(),
         })
@@ -101,6 +125,16 @@ impl Core {
         let root = self.root().ok_or("the supervision tree is not running")?;
         ractor::call_t!(root, SupervisorMsg::Tree, 2000)
             .map_err(|e| format!("supervision tree did not answer: {e}"))
+    }
+
+    /// The running child of the root with this name.
+    pub async fn root_child(&self, name: &str) -> Result<ractor::ActorCell, CoreError> {
+        let root = self
+            .root()
+            .ok_or_else(|| CoreError::internal("supervision tree not running"))?;
+        ractor::call_t!(root, SupervisorMsg::Child, 2000, name.to_string())
+            .map_err(|e| CoreError::internal(format!("supervision tree did not answer: {e}")))?
+            .ok_or_else(|| CoreError::internal(format!("{name} is restarting; retry in a moment")))
     }
 
     /// Liveness: the root supervisor answers within 1000 ms (the spec's event-loop ping).

@@ -54,8 +54,23 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     let c = core.clone();
     let janitor = ChildSpec::new("janitor", move || (Janitor { core: c.clone() }, ()));
     let c = core.clone();
+    let sessions = ChildSpec::new("sessions", move || {
+        (
+            Supervisor,
+            SupervisorArgs {
+                name: "sessions".into(),
+                policy: c.config.supervision,
+                children: Vec::new(),
+                metrics: Some(c.metrics.clone()),
+                exhausted: None,
+                initial: Some(crate::sessions::initial_sessions(c.clone())),
+            },
+        )
+    })
+    .supervisor();
+    let c = core.clone();
     let socket = ChildSpec::new("socket", move || (SocketActor { core: c.clone() }, ()));
-    vec![store, breakers, http, janitor, socket]
+    vec![store, breakers, http, janitor, sessions, socket]
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal condition (Err).
@@ -123,6 +138,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
             children: root_children(&core),
             metrics: Some(metrics),
             exhausted: Some(exhausted_tx),
+            initial: None,
         },
     )
     .await

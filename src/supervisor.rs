@@ -22,6 +22,18 @@ use crate::telemetry::Metrics;
 type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
 type SpawnFn = Arc<dyn Fn(ActorCell) -> SpawnFuture + Send + Sync>;
 type PanicFn = Arc<dyn Fn(&ActorCell) + Send + Sync>;
+type InitialFuture = Pin<Box<dyn Future<Output = Result<Vec<ChildSpec>, String>> + Send>>;
+/// Builds children when a supervisor starts (e.g. one per open session, read from the store).
+pub type InitialChildren = Arc<dyn Fn() -> InitialFuture + Send + Sync>;
+
+/// When a child is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Always: any exit the supervisor did not ask for is a failure.
+    Permanent,
+    /// Only after a failure (panic or error); a normal stop removes the child.
+    Transient,
+}
 
 /// Messages every supervised actor accepts besides its own: a test hook that makes it panic.
 pub trait ChildMessage: ractor::Message {
@@ -35,6 +47,9 @@ pub struct ChildSpec {
     pub name: String,
     spawn: SpawnFn,
     inject_panic: PanicFn,
+    restart: Restart,
+    /// The child is itself a `Supervisor`: the tree shows its children.
+    supervises: bool,
 }
 
 impl ChildSpec {
@@ -62,7 +77,21 @@ impl ChildSpec {
                 let r: ActorRef<A::Msg> = cell.clone().into();
                 let _ = r.cast(A::Msg::injected_panic());
             }),
+            restart: Restart::Permanent,
+            supervises: false,
         }
+    }
+
+    /// Restarted only after failures; a normal stop removes it.
+    pub fn transient(mut self) -> ChildSpec {
+        self.restart = Restart::Transient;
+        self
+    }
+
+    /// Marks a child that is a `Supervisor`, so the live tree descends into it.
+    pub fn supervisor(mut self) -> ChildSpec {
+        self.supervises = true;
+        self
     }
 }
 
@@ -112,6 +141,8 @@ pub struct SupervisorArgs {
     pub metrics: Option<Arc<Metrics>>,
     /// Told why, when the restart budget runs out (the root's owner exits non-zero on it).
     pub exhausted: Option<mpsc::UnboundedSender<String>>,
+    /// More children, built at every start of the supervisor (after `children`).
+    pub initial: Option<InitialChildren>,
 }
 
 pub enum SupervisorMsg {
@@ -123,6 +154,10 @@ pub enum SupervisorMsg {
     Healthy(RpcReplyPort<bool>),
     /// Test hook: make the named child panic.
     PanicChild(String, RpcReplyPort<Result<(), String>>),
+    /// The cell of a running child, by name.
+    Child(String, RpcReplyPort<Option<ActorCell>>),
+    /// Start one more child (dynamic children such as sessions).
+    StartChild(ChildSpec, RpcReplyPort<Result<(), String>>),
     /// Stop the children in reverse start order, then answer.
     Shutdown(RpcReplyPort<()>),
     /// Test hook: the supervisor itself panics (escalation drills).
@@ -163,7 +198,22 @@ impl SupervisorState {
         (self.policy.backoff_initial * 2u32.pow(n)).min(self.policy.backoff_max)
     }
 
-    fn tree(&self) -> TreeNode {
+    async fn tree(&self) -> TreeNode {
+        let mut node = self.flat_tree();
+        for (child, rec) in node.children.iter_mut().zip(&self.children) {
+            if rec.spec.supervises
+                && let Some(cell) = &rec.cell
+            {
+                let r: ActorRef<SupervisorMsg> = cell.clone().into();
+                if let Ok(sub) = ractor::call_t!(r, SupervisorMsg::Tree, 1000) {
+                    child.children = sub.children;
+                }
+            }
+        }
+        node
+    }
+
+    fn flat_tree(&self) -> TreeNode {
         TreeNode {
             name: self.name.clone(),
             status: if self.shutting_down {
@@ -269,6 +319,20 @@ impl Actor for Supervisor {
             metrics: args.metrics,
             exhausted: args.exhausted,
         };
+        if let Some(initial) = &args.initial {
+            let more = initial()
+                .await
+                .map_err(|e| format!("supervisor {}: cannot build children: {e}", state.name))?;
+            state
+                .children
+                .extend(more.into_iter().map(|spec| ChildRecord {
+                    spec,
+                    cell: None,
+                    status: NodeStatus::Stopped,
+                    restarts: 0,
+                    started: Instant::now(),
+                }));
+        }
         for idx in 0..state.children.len() {
             if let Some(m) = &state.metrics {
                 m.register_actor(&state.children[idx].spec.name);
@@ -291,7 +355,20 @@ impl Actor for Supervisor {
             SupervisorMsg::InjectedPanic => panic!("injected panic in supervisor {}", state.name),
             SupervisorMsg::Restart(name) => restart(&myself, state, &name).await,
             SupervisorMsg::Tree(reply) => {
-                let _ = reply.send(state.tree());
+                let _ = reply.send(state.tree().await);
+                Ok(())
+            }
+            SupervisorMsg::Child(name, reply) => {
+                let cell = state
+                    .children
+                    .iter()
+                    .find(|c| c.spec.name == name)
+                    .and_then(|c| c.cell.clone());
+                let _ = reply.send(cell);
+                Ok(())
+            }
+            SupervisorMsg::StartChild(spec, reply) => {
+                let _ = reply.send(start_new_child(&myself, state, spec).await);
                 Ok(())
             }
             SupervisorMsg::Healthy(reply) => {
@@ -305,7 +382,7 @@ impl Actor for Supervisor {
                 Ok(())
             }
             SupervisorMsg::PanicChild(name, reply) => {
-                let _ = reply.send(inject_panic(state, &name));
+                let _ = reply.send(inject_panic(state, &name).await);
                 Ok(())
             }
             SupervisorMsg::Shutdown(reply) => {
@@ -333,11 +410,15 @@ impl Actor for Supervisor {
         if state.shutting_down {
             return Ok(());
         }
-        // Every child is permanent: a stop it did not get from us counts as a failure.
-        match state.find(&cell) {
-            Some(idx) => state.on_child_exit(idx, why, &myself),
-            None => Ok(()),
+        let Some(idx) = state.find(&cell) else {
+            return Ok(());
+        };
+        // A transient child that stopped normally is done; every other unexpected exit is a failure.
+        if state.children[idx].spec.restart == Restart::Transient && why.starts_with("stopped") {
+            state.children.remove(idx);
+            return Ok(());
         }
+        state.on_child_exit(idx, why, &myself)
     }
 
     async fn post_stop(
@@ -377,7 +458,51 @@ async fn restart(
     }
 }
 
-fn inject_panic(state: &SupervisorState, name: &str) -> Result<(), String> {
+async fn start_new_child(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    spec: ChildSpec,
+) -> Result<(), String> {
+    if state.shutting_down {
+        return Err(format!("supervisor {} is shutting down", state.name));
+    }
+    if state.children.iter().any(|c| c.spec.name == spec.name) {
+        return Err(format!("{} is already running", spec.name));
+    }
+    if let Some(m) = &state.metrics {
+        m.register_actor(&spec.name);
+    }
+    state.children.push(ChildRecord {
+        spec,
+        cell: None,
+        status: NodeStatus::Stopped,
+        restarts: 0,
+        started: Instant::now(),
+    });
+    let idx = state.children.len() - 1;
+    if let Err(e) = state.start_child(idx, myself).await {
+        let rec = state.children.remove(idx);
+        return Err(format!("starting {} failed: {e}", rec.spec.name));
+    }
+    Ok(())
+}
+
+/// `name` is a child's name, or `child/grandchild` to reach into a child supervisor.
+async fn inject_panic(state: &SupervisorState, name: &str) -> Result<(), String> {
+    if let Some((first, rest)) = name.split_once('/') {
+        let child = state
+            .children
+            .iter()
+            .find(|c| c.spec.name == first && c.spec.supervises)
+            .ok_or_else(|| format!("no supervisor named {first:?} under {}", state.name))?;
+        let cell = child
+            .cell
+            .clone()
+            .ok_or_else(|| format!("{first} is not running"))?;
+        let sub: ActorRef<SupervisorMsg> = cell.into();
+        return ractor::call_t!(sub, SupervisorMsg::PanicChild, 2000, rest.to_string())
+            .map_err(|e| e.to_string())?;
+    }
     let child = state
         .children
         .iter()
@@ -488,6 +613,7 @@ mod tests {
                 children: vec![child],
                 metrics: Some(metrics),
                 exhausted: Some(tx),
+                initial: None,
             },
             rx,
         )

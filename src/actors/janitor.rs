@@ -1,4 +1,5 @@
-//! The `janitor` actor: deletes rotated daemon logs, job logs and backups past their retention.
+//! The `janitor` actor: deletes rotated daemon logs, job logs and backups past their retention, and
+//! measures workspace disk usage (`televibe_workspace_disk_bytes`) off the request path.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub struct Janitor {
 
 pub enum JanitorMsg {
     Sweep,
+    MeasureWorkspaces,
     Panic,
 }
 
@@ -38,6 +40,9 @@ impl Actor for Janitor {
     ) -> Result<(), ActorProcessingErr> {
         myself.send_after(Duration::from_secs(60), || JanitorMsg::Sweep);
         myself.send_interval(Duration::from_secs(3600), || JanitorMsg::Sweep);
+        myself.send_after(Duration::from_secs(5), || JanitorMsg::MeasureWorkspaces);
+        let every = Duration::from_secs(self.core.config.raw.sessions.disk_usage_interval_secs);
+        myself.send_interval(every, || JanitorMsg::MeasureWorkspaces);
         Ok(())
     }
 
@@ -58,6 +63,7 @@ impl Actor for Janitor {
                     tracing::info!(target: "televibe.janitor", removed, "Removed files past retention");
                 }
             }
+            JanitorMsg::MeasureWorkspaces => self.core.measure_workspaces().await,
             JanitorMsg::Panic => panic!("injected panic in janitor"),
         }
         Ok(())

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use rmcp::model::{CallToolRequestParams, JsonObject};
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, JsonObject,
+};
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
@@ -24,9 +26,12 @@ pub enum ClientError {
     },
 }
 
+/// The client name `televibe admin` announces; audit records name such callers `admin`.
+pub const ADMIN_CLIENT_NAME: &str = "televibe-admin";
+
 /// A connected client.
 pub struct DaemonClient {
-    service: RunningService<RoleClient, ()>,
+    service: RunningService<RoleClient, ClientConfig>,
 }
 
 impl DaemonClient {
@@ -37,7 +42,14 @@ impl DaemonClient {
                 path: socket.display().to_string(),
                 detail: e.to_string(),
             })?;
-        let service = ().serve(stream).await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let info = ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new(ADMIN_CLIENT_NAME, env!("CARGO_PKG_VERSION")),
+        );
+        let service = info
+            .serve(stream)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         Ok(DaemonClient { service })
     }
 

@@ -3,49 +3,19 @@
 use rmcp::model::CallToolResult;
 use serde::Serialize;
 
-/// The error codes of the product's MCP interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    ProjectNotFound,
-    SessionNotFound,
-    JobNotFound,
-    InvalidPath,
-    NotARepository,
-    InstructionEmpty,
-    InstructionTooLong,
-    BranchConflict,
-    SessionBusy,
-    SessionClosing,
-    QueueFull,
-    ApprovalNotFound,
-    ApprovalAlreadyDecided,
-    ReadOnly,
-    BreakerOpen,
-    GitError,
-    RunnerError,
-    InternalError,
-}
-
-/// A failed tool call as the client sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolError {
-    pub code: ErrorCode,
-    pub message: String,
-    pub suggestion: String,
-}
+pub use crate::errors::{CoreError as ToolError, ErrorCode};
 
 impl ToolError {
-    pub fn new(code: ErrorCode, message: impl Into<String>, suggestion: impl Into<String>) -> Self {
-        ToolError {
-            code,
-            message: message.into(),
-            suggestion: suggestion.into(),
-        }
-    }
-
     pub fn into_result(self) -> CallToolResult {
         CallToolResult::structured_error(serde_json::to_value(&self).unwrap_or_default())
+    }
+}
+
+/// A core answer as a tool result.
+pub fn respond<T: Serialize>(r: Result<T, ToolError>) -> CallToolResult {
+    match r {
+        Ok(v) => ok_json(&v),
+        Err(e) => e.into_result(),
     }
 }
 

@@ -6,3 +6,4 @@ pub mod bridge;
 pub mod client;
 pub mod errors;
 pub mod server;
+pub mod tools;

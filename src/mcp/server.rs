@@ -5,7 +5,9 @@ use std::sync::Arc;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData as McpError, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::{
+    ErrorData as McpError, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router,
+};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -16,8 +18,23 @@ use crate::supervisor::SupervisorMsg;
 /// The tools of one connection.
 #[derive(Clone)]
 pub struct ControlServer {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
     tool_router: ToolRouter<ControlServer>,
+}
+
+/// Who is calling, for audit records: `admin` for `televibe admin`, else `mcp:<client name>`.
+pub fn caller(peer: &Peer<RoleServer>) -> String {
+    match peer.peer_info().map(|i| i.client_info.name.clone()) {
+        Some(name) if name == crate::mcp::client::ADMIN_CLIENT_NAME => "admin".into(),
+        Some(name) => format!("mcp:{name}"),
+        None => "mcp".into(),
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct BreakerParams {
+    /// claude_code, telegram_api or git_operations.
+    pub name: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -29,7 +46,7 @@ pub struct PanicActorParams {
 #[tool_router]
 impl ControlServer {
     pub fn new(core: Arc<Core>) -> ControlServer {
-        let mut tool_router = Self::tool_router();
+        let mut tool_router = Self::tool_router() + Self::domain_router();
         if !core.config.raw.debug.test_hooks {
             tool_router.remove_route("debug_panic_actor");
         }

@@ -17,6 +17,13 @@ use sea_orm::{
 
 use crate::telemetry::Metrics;
 
+mod entities;
+mod projects;
+mod records;
+mod types;
+
+pub use types::{AuditRecord, NewSession, Project, Session, SessionState};
+
 /// The spec's degraded-mode message.
 pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";
 
@@ -161,6 +168,38 @@ impl Store {
         })?;
         store.metrics.set_health("database", true);
         Ok(store)
+    }
+
+    /// Opens an existing database read-only, without migrations (offline tools such as `doctor`).
+    pub async fn open_read_only(path: &Path, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        if !path.is_file() {
+            return Err(StoreError::Open {
+                path: shown,
+                detail: "no such file".into(),
+            });
+        }
+        let file = path.to_path_buf();
+        let mut co = ConnectOptions::new(format!("sqlite://{}?mode=ro", path.display()));
+        co.max_connections(1)
+            .min_connections(1)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(move |o| {
+                o.filename(&file)
+                    .read_only(true)
+                    .busy_timeout(Duration::from_secs(5))
+            });
+        let db = Database::connect(co).await.map_err(|e| StoreError::Open {
+            path: shown,
+            detail: e.to_string(),
+        })?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            read_only: Arc::new(AtomicBool::new(true)),
+            read_only_reason: Arc::new(Mutex::new(Some("opened read-only".into()))),
+            metrics,
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -1,0 +1,562 @@
+//! Git operations (gix): inspect repositories, create and remove linked worktrees, branches, dirtiness, prune.
+//!
+//! Every operation runs on the blocking pool under a timeout and through the `git_operations` breaker. Only
+//! real git failures (errors reading or writing the repository, timeouts) count against the breaker; refusals
+//! that git answered correctly (not a repository, branch checked out, dirty worktree) do not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use gix::bstr::BStr;
+use gix::refs::transaction::PreviousValue;
+
+use crate::breaker::{BreakerName, BreakerOpen, Breakers};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GitError {
+    #[error(transparent)]
+    BreakerOpen(#[from] BreakerOpen),
+    #[error("{0} is not a git repository")]
+    NotARepository(String),
+    #[error("{0}")]
+    InvalidBranch(String),
+    #[error("branch {branch} is checked out in {at}")]
+    BranchCheckedOut { branch: String, at: String },
+    #[error("branch {0} does not exist")]
+    BranchMissing(String),
+    #[error("worktree {0} has uncommitted changes")]
+    Dirty(String),
+    #[error("git operation timed out after {0} s")]
+    Timeout(u64),
+    #[error("git failed: {0}")]
+    Failed(String),
+}
+
+impl GitError {
+    /// Whether the `git_operations` breaker counts this outcome as a failure.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, GitError::Timeout(_) | GitError::Failed(_))
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> GitError {
+    GitError::Failed(e.to_string())
+}
+
+/// What registration needs to know about a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInfo {
+    pub default_branch: String,
+    pub remote_url: Option<String>,
+}
+
+/// A linked worktree as git knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorktreeInfo {
+    pub path: PathBuf,
+    pub branch: Option<String>,
+}
+
+/// The git module's handle.
+pub struct Git {
+    breakers: Arc<Breakers>,
+    timeout: Duration,
+}
+
+impl Git {
+    pub fn new(breakers: Arc<Breakers>, timeout: Duration) -> Git {
+        Git { breakers, timeout }
+    }
+
+    async fn guarded<T, F>(&self, op: F) -> Result<T, GitError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, GitError> + Send + 'static,
+    {
+        let breaker = self.breakers.get(BreakerName::GitOperations);
+        breaker.try_acquire()?;
+        let outcome =
+            match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(op)).await {
+                Err(_) => Err(GitError::Timeout(self.timeout.as_secs())),
+                Ok(Err(join)) => Err(failed(format!("git task panicked: {join}"))),
+                Ok(Ok(r)) => r,
+            };
+        match &outcome {
+            Err(e) if e.is_failure() => {
+                tracing::warn!(target: "televibe.git", error = %e, "git operation failed");
+                breaker.record_failure();
+            }
+            _ => breaker.record_success(),
+        }
+        outcome
+    }
+
+    /// Default branch and origin URL; `NotARepository` when `path` holds no repository.
+    pub async fn inspect(&self, path: &Path) -> Result<RepoInfo, GitError> {
+        let path = path.to_path_buf();
+        self.guarded(move || inspect_sync(&path)).await
+    }
+
+    /// Creates (or reuses) `branch` from `base` and a linked worktree for it at `dest`.
+    /// Returns whether the branch was created. Nothing is left behind on failure.
+    pub async fn create_worktree(
+        &self,
+        repo: &Path,
+        branch: &str,
+        base: &str,
+        dest: &Path,
+    ) -> Result<bool, GitError> {
+        let (repo, branch, base, dest) = (
+            repo.to_path_buf(),
+            branch.to_string(),
+            base.to_string(),
+            dest.to_path_buf(),
+        );
+        self.guarded(move || create_worktree_sync(&repo, &branch, &base, &dest))
+            .await
+    }
+
+    /// Removes the linked worktree at `dest` (its branch stays). A missing directory is pruned instead.
+    pub async fn remove_worktree(
+        &self,
+        repo: &Path,
+        dest: &Path,
+        force: bool,
+    ) -> Result<(), GitError> {
+        let (repo, dest) = (repo.to_path_buf(), dest.to_path_buf());
+        self.guarded(move || remove_worktree_sync(&repo, &dest, force))
+            .await
+    }
+
+    pub async fn delete_branch(&self, repo: &Path, branch: &str) -> Result<(), GitError> {
+        let (repo, branch) = (repo.to_path_buf(), branch.to_string());
+        self.guarded(move || delete_branch_sync(&repo, &branch))
+            .await
+    }
+
+    /// Uncommitted changes, untracked files included.
+    pub async fn is_dirty(&self, worktree: &Path) -> Result<bool, GitError> {
+        let wt = worktree.to_path_buf();
+        self.guarded(move || is_dirty_sync(&wt)).await
+    }
+
+    /// Like `git worktree prune`: forgets linked worktrees whose directories are gone.
+    pub async fn prune(&self, repo: &Path) -> Result<usize, GitError> {
+        let repo = repo.to_path_buf();
+        self.guarded(move || prune_sync(&repo)).await
+    }
+
+    pub async fn worktrees(&self, repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
+        let repo = repo.to_path_buf();
+        self.guarded(move || worktrees_sync(&repo)).await
+    }
+}
+
+/// Opens with a committer fallback, so reflogs can be written on machines without `user.name`.
+fn open_opts(path: &Path) -> Result<gix::Repository, gix::Error> {
+    let opts = gix::open::Options::default().config_overrides([
+        "gitoxide.committer.nameFallback=televibe",
+        "gitoxide.committer.emailFallback=televibe@localhost",
+    ]);
+    gix::open_opts(path, opts)
+}
+
+/// Opens a repository that is supposed to exist: any error is a git failure.
+fn open_existing(path: &Path) -> Result<gix::Repository, GitError> {
+    open_opts(path).map_err(|e| failed(format!("cannot open repository {}: {e}", path.display())))
+}
+
+fn inspect_sync(path: &Path) -> Result<RepoInfo, GitError> {
+    let repo = match open_opts(path) {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            return Err(GitError::NotARepository(path.display().to_string()));
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "cannot open repository {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let default_branch = repo
+        .head_name()
+        .map_err(failed)?
+        .map(|n| n.shorten().to_string())
+        .unwrap_or_else(|| "main".to_string());
+    let remote_url = match repo.try_find_remote("origin") {
+        None => None,
+        Some(r) => r.ok().and_then(|r| {
+            r.url(gix::remote::Direction::Fetch)
+                .map(|u| u.to_bstring().to_string())
+        }),
+    };
+    Ok(RepoInfo {
+        default_branch,
+        remote_url,
+    })
+}
+
+fn validate_branch(branch: &str) -> Result<(), GitError> {
+    crate::domain::validate_branch(branch).map_err(|e| GitError::InvalidBranch(e.0))?;
+    let full = format!("refs/heads/{branch}");
+    gix::validate::reference::branch_name(BStr::new(full.as_bytes()))
+        .map(|_| ())
+        .map_err(|e| GitError::InvalidBranch(format!("invalid branch name {branch:?}: {e}")))
+}
+
+/// Where `refs/heads/<branch>` is checked out (main worktree or a linked one), if anywhere.
+fn checked_out_at(repo: &gix::Repository, full: &str) -> Result<Option<String>, GitError> {
+    if let Some(head) = repo.head_name().map_err(failed)?
+        && head.as_bstr() == full
+        && let Some(dir) = repo.workdir()
+    {
+        return Ok(Some(dir.display().to_string()));
+    }
+    for proxy in repo.worktrees().map_err(failed)? {
+        let base = proxy.base().map_err(failed)?;
+        let wt = proxy
+            .into_repo_with_possibly_inaccessible_worktree()
+            .map_err(failed)?;
+        if let Some(head) = wt.head_name().map_err(failed)?
+            && head.as_bstr() == full
+        {
+            return Ok(Some(base.display().to_string()));
+        }
+    }
+    Ok(None)
+}
+
+fn create_worktree_sync(
+    repo_path: &Path,
+    branch: &str,
+    base: &str,
+    dest: &Path,
+) -> Result<bool, GitError> {
+    validate_branch(branch)?;
+    let repo = open_existing(repo_path)?;
+    let full = format!("refs/heads/{branch}");
+    let exists = repo
+        .try_find_reference(full.as_str())
+        .map_err(failed)?
+        .is_some();
+    if exists && let Some(at) = checked_out_at(&repo, &full)? {
+        return Err(GitError::BranchCheckedOut {
+            branch: branch.to_string(),
+            at,
+        });
+    }
+    if !exists {
+        let base_full = format!("refs/heads/{base}");
+        let mut base_ref = match repo
+            .try_find_reference(base_full.as_str())
+            .map_err(failed)?
+        {
+            Some(r) => r,
+            None => return Err(GitError::BranchMissing(base.to_string())),
+        };
+        let target = base_ref
+            .peel_to_commit()
+            .map_err(|e| failed(format!("cannot read the commit of {base}: {e}")))?
+            .id;
+        repo.reference(
+            full.clone(),
+            target,
+            PreviousValue::MustNotExist,
+            format!("branch: Created from {base}"),
+        )
+        .map_err(failed)?;
+    }
+    let name: gix::refs::FullName = full.clone().try_into().map_err(failed)?;
+    let interrupt = AtomicBool::new(false);
+    match repo.add_worktree(
+        dest,
+        gix::worktree::add::Head::Attached(name),
+        gix::progress::Discard,
+        &interrupt,
+    ) {
+        Ok(_) => Ok(!exists),
+        Err(e) => {
+            if !exists {
+                // Leave the repository as it was: the branch was ours.
+                if let Ok(Some(r)) = repo.try_find_reference(full.as_str()) {
+                    let _ = r.delete();
+                }
+            }
+            if let Some(gix::worktree::add::Error::CheckedOut { worktree_dirs, .. }) =
+                e.downcast_any_ref()
+            {
+                return Err(GitError::BranchCheckedOut {
+                    branch: branch.to_string(),
+                    at: worktree_dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            Err(failed(format!(
+                "cannot add worktree {}: {e}",
+                dest.display()
+            )))
+        }
+    }
+}
+
+fn remove_worktree_sync(repo_path: &Path, dest: &Path, force: bool) -> Result<(), GitError> {
+    let repo = open_existing(repo_path)?;
+    if !dest.exists() {
+        prune_repo(&repo)?;
+        return Ok(());
+    }
+    let how = if force {
+        gix::worktree::remove::Force::DiscardChanges
+    } else {
+        gix::worktree::remove::Force::Never
+    };
+    let target = repo.prepare_remove_worktree(dest).map_err(|e| {
+        failed(format!(
+            "{} is not a worktree of {}: {e}",
+            dest.display(),
+            repo_path.display()
+        ))
+    })?;
+    target.remove(how, gix::progress::Discard).map_err(|e| {
+        if let Some(gix::worktree::remove::Error::Dirty { .. }) = e.downcast_any_ref() {
+            GitError::Dirty(dest.display().to_string())
+        } else {
+            failed(format!("cannot remove worktree {}: {e}", dest.display()))
+        }
+    })
+}
+
+fn delete_branch_sync(repo_path: &Path, branch: &str) -> Result<(), GitError> {
+    let mut repo = open_existing(repo_path)?;
+    let full: gix::refs::FullName = format!("refs/heads/{branch}").try_into().map_err(failed)?;
+    repo.delete_local_branches([full])
+        .map(|_| ())
+        .map_err(|e| failed(format!("cannot delete branch {branch}: {e}")))
+}
+
+fn is_dirty_sync(wt: &Path) -> Result<bool, GitError> {
+    let repo = open_existing(wt)?;
+    let dirwalk = repo.dirwalk_options().map_err(failed)?;
+    let mut iter = repo
+        .status(gix::progress::Discard)
+        .map_err(failed)?
+        .index_worktree_options_mut(|o| o.dirwalk_options = Some(dirwalk))
+        .untracked_files(gix::status::UntrackedFiles::Files)
+        .index_worktree_submodules(gix::status::Submodule::AsConfigured { check_dirty: true })
+        .into_iter(None)
+        .map_err(failed)?;
+    Ok(iter.next().transpose().map_err(failed)?.is_some())
+}
+
+fn prune_repo(repo: &gix::Repository) -> Result<usize, GitError> {
+    let mut pruned = 0;
+    for proxy in repo.worktrees().map_err(failed)? {
+        if proxy.is_prunable() {
+            proxy
+                .remove(gix::worktree::remove::Force::Never, gix::progress::Discard)
+                .map_err(|e| failed(format!("cannot prune a stale worktree entry: {e}")))?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
+
+fn prune_sync(repo_path: &Path) -> Result<usize, GitError> {
+    prune_repo(&open_existing(repo_path)?)
+}
+
+fn worktrees_sync(repo_path: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
+    let repo = open_existing(repo_path)?;
+    let mut out = Vec::new();
+    for proxy in repo.worktrees().map_err(failed)? {
+        let path = proxy.base().map_err(failed)?;
+        let branch = proxy
+            .into_repo_with_possibly_inaccessible_worktree()
+            .ok()
+            .and_then(|r| r.head_name().ok().flatten())
+            .map(|n| n.shorten().to_string());
+        out.push(WorktreeInfo { path, branch });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerState;
+    use crate::config::BreakerSettings;
+    use crate::telemetry::Metrics;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-C"])
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn repo(dir: &Path) -> PathBuf {
+        let r = dir.join("repo");
+        std::fs::create_dir_all(&r).unwrap();
+        git(&r, &["init", "-q", "-b", "main"]);
+        std::fs::write(r.join("README"), "hello\n").unwrap();
+        git(&r, &["add", "README"]);
+        git(&r, &["commit", "-q", "-m", "init"]);
+        r
+    }
+
+    fn setup() -> (Git, Arc<Metrics>, Arc<Breakers>) {
+        let metrics = Arc::new(Metrics::new());
+        let s = |f, t| BreakerSettings {
+            failure_threshold: f,
+            success_threshold: 1,
+            timeout: Duration::from_secs(t),
+            half_open_requests: 1,
+        };
+        let breakers = Arc::new(Breakers::new(
+            &[
+                (BreakerName::ClaudeCode, s(5, 300)),
+                (BreakerName::TelegramApi, s(3, 60)),
+                (BreakerName::GitOperations, s(3, 30)),
+            ],
+            metrics.clone(),
+        ));
+        (
+            Git::new(breakers.clone(), Duration::from_secs(60)),
+            metrics,
+            breakers,
+        )
+    }
+
+    #[tokio::test]
+    async fn worktree_lifecycle_matches_git_cli() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = repo(tmp.path());
+        let (g, _, _) = setup();
+        let info = g.inspect(&r).await.unwrap();
+        assert_eq!(info.default_branch, "main");
+        let wt = tmp.path().join("ws/S1");
+        assert!(
+            g.create_worktree(&r, "feature/x", "main", &wt)
+                .await
+                .unwrap(),
+            "branch created"
+        );
+        let list = git(&r, &["worktree", "list", "--porcelain"]);
+        assert!(
+            list.contains(&format!("worktree {}", wt.display())),
+            "{list}"
+        );
+        assert!(list.contains("branch refs/heads/feature/x"), "{list}");
+        assert!(!g.is_dirty(&wt).await.unwrap());
+        std::fs::write(wt.join("new.txt"), "x").unwrap();
+        assert!(g.is_dirty(&wt).await.unwrap(), "untracked files count");
+        assert!(matches!(
+            g.remove_worktree(&r, &wt, false).await,
+            Err(GitError::Dirty(_))
+        ));
+        // The branch is checked out there, so a second worktree on it is refused.
+        let other = tmp.path().join("ws/S2");
+        assert!(matches!(
+            g.create_worktree(&r, "feature/x", "main", &other).await,
+            Err(GitError::BranchCheckedOut { .. })
+        ));
+        assert!(matches!(
+            g.create_worktree(&r, "main", "main", &other).await,
+            Err(GitError::BranchCheckedOut { .. })
+        ));
+        assert!(!other.exists());
+        g.remove_worktree(&r, &wt, true).await.unwrap();
+        assert!(!wt.exists());
+        assert!(!git(&r, &["worktree", "list"]).contains("ws/S1"));
+        // The branch stays and is reused by the next worktree.
+        assert!(
+            !g.create_worktree(&r, "feature/x", "main", &other)
+                .await
+                .unwrap(),
+            "existing branch reused"
+        );
+        g.remove_worktree(&r, &other, false).await.unwrap();
+        g.delete_branch(&r, "feature/x").await.unwrap();
+        assert!(!git(&r, &["branch", "--list"]).contains("feature/x"));
+        assert!(matches!(
+            g.create_worktree(&r, "y", "nope", &other).await,
+            Err(GitError::BranchMissing(_))
+        ));
+        assert!(matches!(
+            g.create_worktree(&r, "-x", "main", &other).await,
+            Err(GitError::InvalidBranch(_))
+        ));
+        assert!(matches!(
+            g.inspect(tmp.path()).await,
+            Err(GitError::NotARepository(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn prune_forgets_deleted_worktrees() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = repo(tmp.path());
+        let (g, _, _) = setup();
+        let wt = tmp.path().join("ws/S1");
+        g.create_worktree(&r, "b1", "main", &wt).await.unwrap();
+        std::fs::remove_dir_all(&wt).unwrap();
+        assert_eq!(g.prune(&r).await.unwrap(), 1);
+        assert!(!git(&r, &["worktree", "list"]).contains("ws/S1"));
+        assert!(g.worktrees(&r).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn three_failures_open_the_breaker_and_a_probe_closes_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = repo(tmp.path());
+        let (g, metrics, breakers) = setup();
+        let gauge = || metrics.breaker_gauge(BreakerName::GitOperations);
+        assert_eq!(gauge(), 1.0);
+        // As root, permissions do not stop reads; a configuration git cannot parse does.
+        let head = std::fs::read(r.join(".git/config")).unwrap();
+        std::fs::write(r.join(".git/config"), b"[core\n\tbroken = = =\n").unwrap();
+        let wt = tmp.path().join("ws/S1");
+        for _ in 0..3 {
+            let r = g.create_worktree(&r, "b", "main", &wt).await;
+            assert!(matches!(r, Err(GitError::Failed(_))), "{r:?}");
+        }
+        assert_eq!(gauge(), 0.0);
+        assert!(
+            metrics
+                .encode()
+                .contains("televibe_circuit_breaker_failures_total{name=\"git_operations\"} 3")
+        );
+        assert!(matches!(
+            g.create_worktree(&r, "b", "main", &wt).await,
+            Err(GitError::BreakerOpen(_))
+        ));
+        std::fs::write(r.join(".git/config"), &head).unwrap();
+        // Still open until the timeout has passed, even with the repository repaired.
+        assert!(matches!(g.inspect(&r).await, Err(GitError::BreakerOpen(_))));
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        breakers.refresh();
+        assert_eq!(gauge(), 0.5);
+        assert_eq!(
+            breakers.get(BreakerName::GitOperations).state(),
+            BreakerState::HalfOpen
+        );
+        tokio::time::resume();
+        g.create_worktree(&r, "b", "main", &wt).await.unwrap();
+        assert_eq!(gauge(), 1.0);
+    }
+}

@@ -1,0 +1,153 @@
+//! MCP tools for projects and sessions.
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{ErrorData as McpError, Peer, RoleServer, tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::errors::respond;
+use super::server::{ControlServer, caller};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ProjectParams {
+    /// Project id, e.g. `myapp`.
+    pub project_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RegisterParams {
+    /// Path of the repository: absolute, or relative to `<root>/repos`.
+    pub path: String,
+    /// Display name; the project id is its slug (default: the directory name).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListSessionsParams {
+    /// Only this project's sessions.
+    pub project_id: Option<String>,
+    /// Include closed sessions (history).
+    pub include_closed: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateSessionParams {
+    pub project_id: String,
+    /// Branch to work on: created from `base` if missing, reused if it exists and is unused.
+    /// Default: `<sessions.branch_prefix>S<n>`.
+    pub branch: Option<String>,
+    /// Branch a new branch starts from (default: the project's default branch).
+    pub base: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SessionParams {
+    /// Session id, e.g. `S12`.
+    pub session_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CloseSessionParams {
+    pub session_id: String,
+    /// Close even with uncommitted changes or a running job (changes are discarded).
+    pub force: Option<bool>,
+    /// Also delete the session's branch (kept by default).
+    pub delete_branch: Option<bool>,
+}
+
+#[tool_router(router = domain_router, vis = "pub(crate)")]
+impl ControlServer {
+    #[tool(description = "List registered projects (git repositories).")]
+    async fn list_projects(&self) -> Result<CallToolResult, McpError> {
+        Ok(respond(self.core.list_projects().await))
+    }
+
+    #[tool(description = "Get one project by id.")]
+    async fn get_project(
+        &self,
+        Parameters(p): Parameters<ProjectParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(self.core.get_project(&p.project_id).await))
+    }
+
+    #[tool(
+        description = "Register a git repository as a project. The path must be inside <root>/repos (or an allowed root); registering a path twice returns the existing project."
+    )]
+    async fn register_project(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<RegisterParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core
+                .register_project(&caller(&peer), &p.path, p.name.as_deref())
+                .await,
+        ))
+    }
+
+    #[tool(
+        description = "Register every git repository one level below <root>/repos that is not registered yet."
+    )]
+    async fn scan_projects(&self, peer: Peer<RoleServer>) -> Result<CallToolResult, McpError> {
+        Ok(respond(self.core.scan_projects(&caller(&peer)).await))
+    }
+
+    #[tool(description = "List sessions (open ones unless include_closed), newest first.")]
+    async fn list_sessions(
+        &self,
+        Parameters(p): Parameters<ListSessionsParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core
+                .list_sessions(p.project_id.as_deref(), p.include_closed.unwrap_or(false))
+                .await,
+        ))
+    }
+
+    #[tool(description = "Open a session: a branch of the project plus its own git worktree.")]
+    async fn create_session(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<CreateSessionParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core
+                .create_session(
+                    &caller(&peer),
+                    &p.project_id,
+                    p.branch.as_deref(),
+                    p.base.as_deref(),
+                )
+                .await,
+        ))
+    }
+
+    #[tool(description = "Get one session by id (S<n>).")]
+    async fn get_session(
+        &self,
+        Parameters(p): Parameters<SessionParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(self.core.get_session(&p.session_id).await))
+    }
+
+    #[tool(
+        description = "Close a session: removes its worktree (refused with uncommitted changes or a running job unless force), keeps the branch unless delete_branch."
+    )]
+    async fn close_session(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<CloseSessionParams>,
+    ) -> Result<CallToolResult, McpError> {
+        let r = self
+            .core
+            .close_session(
+                &caller(&peer),
+                &p.session_id,
+                p.force.unwrap_or(false),
+                p.delete_branch.unwrap_or(false),
+            )
+            .await;
+        Ok(respond(r))
+    }
+}

@@ -1,0 +1,214 @@
+//! Projects: register a git repository by path, scan `<root>/repos`, list and get.
+//!
+//! A path is canonicalised (symlinks resolved) before the allowed-roots check, so a symlink inside
+//! `repos/` that points elsewhere is refused like the path it points to.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::AuditSubject;
+use crate::core::Core;
+use crate::domain::{is_project_id, slugify};
+use crate::errors::{CoreError, ErrorCode};
+use crate::store::Project;
+
+/// The answer of `register_project`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registration {
+    pub project: Project,
+    /// True when the path was registered before; the existing project is returned unchanged.
+    pub already_registered: bool,
+}
+
+/// The answer of `scan_projects`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ScanReport {
+    pub registered: Vec<Project>,
+    pub already_registered: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+fn invalid_path(message: String) -> CoreError {
+    CoreError::new(
+        ErrorCode::InvalidPath,
+        message,
+        "give a git repository inside <root>/repos (or a directory listed in projects.allowed_roots)",
+    )
+}
+
+impl Core {
+    /// Directories where projects may live, canonicalised.
+    fn allowed_project_roots(&self) -> Vec<PathBuf> {
+        std::iter::once(self.layout.repos())
+            .chain(self.config.allowed_roots.iter().cloned())
+            .filter_map(|p| p.canonicalize().ok())
+            .collect()
+    }
+
+    /// Resolves what a user typed to a canonical directory inside an allowed root.
+    pub fn resolve_project_path(&self, typed: &str) -> Result<PathBuf, CoreError> {
+        let typed = typed.trim();
+        if typed.is_empty() {
+            return Err(invalid_path("the path is empty".into()));
+        }
+        let raw = Path::new(typed);
+        let candidate = if raw.is_absolute() {
+            raw.to_path_buf()
+        } else {
+            self.layout.repos().join(raw)
+        };
+        let canonical = candidate
+            .canonicalize()
+            .map_err(|e| invalid_path(format!("{}: {e}", candidate.display())))?;
+        if !canonical.is_dir() {
+            return Err(invalid_path(format!(
+                "{} is not a directory",
+                canonical.display()
+            )));
+        }
+        let inside = self
+            .allowed_project_roots()
+            .iter()
+            .any(|root| canonical.starts_with(root) && canonical != *root);
+        if !inside {
+            return Err(invalid_path(format!(
+                "{} (resolved from {}) is outside the allowed roots",
+                canonical.display(),
+                candidate.display()
+            )));
+        }
+        Ok(canonical)
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>, CoreError> {
+        Ok(self.store.projects().await?)
+    }
+
+    pub async fn get_project(&self, id: &str) -> Result<Project, CoreError> {
+        self.store.project(id).await?.ok_or_else(|| {
+            CoreError::new(
+                ErrorCode::ProjectNotFound,
+                format!("no project {id:?}"),
+                "list projects with list_projects, or register one with register_project",
+            )
+        })
+    }
+
+    /// Registers the repository at `path` (absolute, or relative to `<root>/repos`).
+    pub async fn register_project(
+        &self,
+        actor: &str,
+        path: &str,
+        name: Option<&str>,
+    ) -> Result<Registration, CoreError> {
+        let canonical = self.resolve_project_path(path)?;
+        let repo_path = canonical.display().to_string();
+        if let Some(existing) = self.store.project_by_path(&repo_path).await? {
+            return Ok(Registration {
+                project: existing,
+                already_registered: true,
+            });
+        }
+        let info = self.git.inspect(&canonical).await?;
+        let dir_name = canonical
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let display_name = name.map(str::to_string).unwrap_or(dir_name);
+        let id = self.free_project_id(&slugify(&display_name)).await?;
+        let project = Project {
+            id,
+            name: display_name,
+            repo_path,
+            default_branch: info.default_branch,
+            remote_url: info.remote_url,
+            created_at: chrono::Utc::now(),
+        };
+        self.store.insert_project(&project).await?;
+        self.audit
+            .record(
+                &self.store,
+                "project.registered",
+                actor,
+                AuditSubject {
+                    project_id: Some(project.id.clone()),
+                    ..Default::default()
+                },
+                json!({"path": project.repo_path, "default_branch": project.default_branch}),
+            )
+            .await;
+        tracing::info!(target: "televibe.projects", project_id = %project.id, path = %project.repo_path, "Project registered");
+        Ok(Registration {
+            project,
+            already_registered: false,
+        })
+    }
+
+    /// `base`, or `base-2`, `base-3`… whichever is not taken.
+    async fn free_project_id(&self, base: &str) -> Result<String, CoreError> {
+        debug_assert!(is_project_id(base));
+        for n in 1..1000 {
+            let candidate = if n == 1 {
+                base.to_string()
+            } else {
+                let suffix = format!("-{n}");
+                let keep = 63 - suffix.len();
+                format!(
+                    "{}{suffix}",
+                    base.chars()
+                        .take(keep)
+                        .collect::<String>()
+                        .trim_end_matches('-')
+                )
+            };
+            if self.store.project(&candidate).await?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(CoreError::internal(format!(
+            "no free project id derived from {base}"
+        )))
+    }
+
+    /// Registers every git repository one level below `<root>/repos` that is not registered yet.
+    pub async fn scan_projects(&self, actor: &str) -> Result<ScanReport, CoreError> {
+        let repos = self.layout.repos();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&repos)
+            .map_err(|e| CoreError::internal(format!("cannot read {}: {e}", repos.display())))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        entries.sort();
+        let mut report = ScanReport::default();
+        for path in entries {
+            let shown = path.display().to_string();
+            if !path.is_dir() {
+                continue;
+            }
+            match self.register_project(actor, &shown, None).await {
+                Ok(r) if r.already_registered => report.already_registered.push(r.project.id),
+                Ok(r) => report.registered.push(r.project),
+                Err(e) if matches!(e.code, ErrorCode::NotARepository | ErrorCode::InvalidPath) => {
+                    report.skipped.push(Skipped {
+                        path: shown,
+                        reason: e.message,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+}

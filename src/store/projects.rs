@@ -1,0 +1,216 @@
+//! Queries and writes of projects and sessions.
+
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, Set, Statement,
+};
+
+use super::entities::{project, session};
+use super::types::{NewSession, Project, Session, SessionState};
+use super::{Store, StoreError};
+
+impl From<project::Model> for Project {
+    fn from(m: project::Model) -> Self {
+        Project {
+            id: m.id,
+            name: m.name,
+            repo_path: m.repo_path,
+            default_branch: m.default_branch,
+            remote_url: m.remote_url,
+            created_at: m.created_at,
+        }
+    }
+}
+
+impl From<session::Model> for Session {
+    fn from(m: session::Model) -> Self {
+        Session {
+            id: m.id,
+            project_id: m.project_id,
+            branch: m.branch,
+            base_branch: m.base_branch,
+            branch_created: m.branch_created,
+            worktree_path: m.worktree_path,
+            worktree_missing: m.worktree_missing,
+            state: m.state,
+            conversation_id: m.conversation_id,
+            created_at: m.created_at,
+            last_activity_at: m.last_activity_at,
+            closed_at: m.closed_at,
+        }
+    }
+}
+
+impl Store {
+    pub async fn projects(&self) -> Result<Vec<Project>, StoreError> {
+        Ok(project::Entity::find()
+            .order_by_asc(project::Column::Id)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(Project::from)
+            .collect())
+    }
+
+    pub async fn project(&self, id: &str) -> Result<Option<Project>, StoreError> {
+        Ok(project::Entity::find_by_id(id.to_string())
+            .one(self.reader())
+            .await?
+            .map(Project::from))
+    }
+
+    pub async fn project_by_path(&self, path: &str) -> Result<Option<Project>, StoreError> {
+        Ok(project::Entity::find()
+            .filter(project::Column::RepoPath.eq(path))
+            .one(self.reader())
+            .await?
+            .map(Project::from))
+    }
+
+    pub async fn insert_project(&self, p: &Project) -> Result<(), StoreError> {
+        let am = project::ActiveModel {
+            id: Set(p.id.clone()),
+            name: Set(p.name.clone()),
+            repo_path: Set(p.repo_path.clone()),
+            default_branch: Set(p.default_branch.clone()),
+            remote_url: Set(p.remote_url.clone()),
+            created_at: Set(p.created_at),
+        };
+        self.write(|db| async move { am.insert(&db).await.map(|_| ()) })
+            .await
+    }
+
+    /// Sessions, newest first; closed ones only when asked.
+    pub async fn sessions(
+        &self,
+        project_id: Option<&str>,
+        include_closed: bool,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut q = session::Entity::find().order_by_desc(session::Column::Seq);
+        if let Some(p) = project_id {
+            q = q.filter(session::Column::ProjectId.eq(p));
+        }
+        if !include_closed {
+            q = q.filter(session::Column::State.ne(SessionState::Closed));
+        }
+        Ok(q.all(self.reader())
+            .await?
+            .into_iter()
+            .map(Session::from)
+            .collect())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        Ok(session::Entity::find()
+            .filter(session::Column::Id.eq(id))
+            .one(self.reader())
+            .await?
+            .map(Session::from))
+    }
+
+    /// The open session on a branch of a project, if any.
+    pub async fn open_session_on_branch(
+        &self,
+        project_id: &str,
+        branch: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        Ok(session::Entity::find()
+            .filter(session::Column::ProjectId.eq(project_id))
+            .filter(session::Column::Branch.eq(branch))
+            .filter(session::Column::State.ne(SessionState::Closed))
+            .one(self.reader())
+            .await?
+            .map(Session::from))
+    }
+
+    pub async fn count_open_sessions(&self, project_id: Option<&str>) -> Result<u64, StoreError> {
+        let mut q = session::Entity::find().filter(session::Column::State.ne(SessionState::Closed));
+        if let Some(p) = project_id {
+            q = q.filter(session::Column::ProjectId.eq(p));
+        }
+        Ok(q.count(self.reader()).await?)
+    }
+
+    /// The number the next session would get: one above every number ever used (AUTOINCREMENT's counter).
+    pub async fn next_session_seq(&self) -> Result<i64, StoreError> {
+        let row = self
+            .reader()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'sessions'), 0), COALESCE((SELECT MAX(seq) FROM sessions), 0)) + 1",
+            ))
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+            .unwrap_or(1))
+    }
+
+    /// Inserts session `S<seq>` (the caller serialises creations and picked an unused `seq`).
+    pub async fn insert_session(&self, seq: i64, new: &NewSession) -> Result<Session, StoreError> {
+        let now = Utc::now();
+        let id = format!("S{seq}");
+        let am = session::ActiveModel {
+            seq: Set(seq),
+            id: Set(id.clone()),
+            project_id: Set(new.project_id.clone()),
+            branch: Set(new.branch.clone()),
+            base_branch: Set(new.base_branch.clone()),
+            branch_created: Set(new.branch_created),
+            worktree_path: Set(new.workspace_dir.join(&id).display().to_string()),
+            worktree_missing: Set(false),
+            state: Set(SessionState::Idle),
+            conversation_id: Set(None),
+            created_at: Set(now),
+            last_activity_at: Set(now),
+            closed_at: Set(None),
+        };
+        let model = self.write(|db| async move { am.insert(&db).await }).await?;
+        Ok(model.into())
+    }
+
+    /// Removes a session row that never got its worktree (creation failed); its number stays used.
+    pub async fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(|db| async move {
+            session::Entity::delete_many()
+                .filter(session::Column::Id.eq(id))
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn set_session_state(&self, id: &str, state: SessionState) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(|db| async move {
+            let now = Utc::now();
+            let mut q = session::Entity::update_many()
+                .col_expr(session::Column::State, Expr::value(state))
+                .col_expr(session::Column::LastActivityAt, Expr::value(now));
+            if state == SessionState::Closed {
+                q = q.col_expr(session::Column::ClosedAt, Expr::value(Some(now)));
+            }
+            q.filter(session::Column::Id.eq(id))
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn set_worktree_missing(&self, id: &str, missing: bool) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(|db| async move {
+            session::Entity::update_many()
+                .col_expr(session::Column::WorktreeMissing, Expr::value(missing))
+                .filter(session::Column::Id.eq(id))
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+}

@@ -1,0 +1,87 @@
+//! Append-only records: audit rows and the events outbox; job counts used by sessions.
+
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, Set, Statement};
+
+use super::entities::{audit, event};
+use super::types::AuditRecord;
+use super::{Store, StoreError};
+
+impl Store {
+    pub async fn insert_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
+        let am = audit::ActiveModel {
+            event: Set(r.event.clone()),
+            actor: Set(r.actor.clone()),
+            project_id: Set(r.project_id.clone()),
+            session_id: Set(r.session_id.clone()),
+            job_id: Set(r.job_id.clone()),
+            details: Set(r.details.to_string()),
+            created_at: Set(r.timestamp),
+            ..Default::default()
+        };
+        self.write(|db| async move { am.insert(&db).await.map(|_| ()) })
+            .await
+    }
+
+    /// Audit rows of one event type, oldest first (for tests and `doctor`).
+    pub async fn audit_events(
+        &self,
+        event_name: &str,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, StoreError> {
+        let rows = self
+            .reader()
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT actor, project_id, session_id FROM audit WHERE event = ? ORDER BY id",
+                [event_name.into()],
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get_by_index::<String>(0).unwrap_or_default(),
+                    r.try_get_by_index::<Option<String>>(1).unwrap_or_default(),
+                    r.try_get_by_index::<Option<String>>(2).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Adds an event to the outbox (delivered later by the notifier).
+    pub async fn insert_event(
+        &self,
+        event_type: &str,
+        project_id: Option<&str>,
+        session_id: Option<&str>,
+        job_id: Option<&str>,
+        payload: serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        let am = event::ActiveModel {
+            event_type: Set(event_type.to_string()),
+            project_id: Set(project_id.map(str::to_string)),
+            session_id: Set(session_id.map(str::to_string)),
+            job_id: Set(job_id.map(str::to_string)),
+            payload: Set(payload.to_string()),
+            created_at: Set(chrono::Utc::now()),
+            delivered_at: Set(None),
+            ..Default::default()
+        };
+        self.write(|db| async move { am.insert(&db).await.map(|m| m.id) })
+            .await
+    }
+
+    /// Jobs of a session that hold it busy (running or waiting for an approval).
+    pub async fn active_jobs_of_session(&self, session_id: &str) -> Result<u64, StoreError> {
+        let row = self
+            .reader()
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT COUNT(*) FROM jobs WHERE session_id = ? AND status IN ('running', 'waiting_approval')",
+                [session_id.into()],
+            ))
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+            .unwrap_or(0) as u64)
+    }
+}
