@@ -55,11 +55,11 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
                         return ExitCode::from(1);
                     }
                 },
-                AdminCommand::Sessions { .. } => print!("{}", render_sessions(&body)),
+                AdminCommand::Sessions { .. } => print!("{}", render_sessions(&body["sessions"])),
                 AdminCommand::Breakers {
                     command: Some(_), ..
                 } => print!("{}", render_breakers(&json!([body]))),
-                _ => print!("{}", render_breakers(&body)),
+                _ => print!("{}", render_breakers(&body["breakers"])),
             }
             ExitCode::SUCCESS
         }

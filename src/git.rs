@@ -181,6 +181,16 @@ fn inspect_sync(path: &Path) -> Result<RepoInfo, GitError> {
             )));
         }
     };
+    // A `.git` directory or a subdirectory opens as some repository, but the project is its work tree.
+    if let Some(workdir) = repo.workdir()
+        && workdir.canonicalize().ok() != path.canonicalize().ok()
+    {
+        return Err(GitError::NotARepository(format!(
+            "{} (the repository is {})",
+            path.display(),
+            workdir.display()
+        )));
+    }
     let default_branch = repo
         .head_name()
         .map_err(failed)?

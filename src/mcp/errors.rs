@@ -11,6 +11,11 @@ impl ToolError {
     }
 }
 
+/// A list answer as a tool result: `structuredContent` must be an object, so the list goes under `key`.
+pub fn respond_list<T: Serialize>(key: &str, r: Result<Vec<T>, ToolError>) -> CallToolResult {
+    respond(r.map(|items| serde_json::json!({ key: items })))
+}
+
 /// A core answer as a tool result.
 pub fn respond<T: Serialize>(r: Result<T, ToolError>) -> CallToolResult {
     match r {

@@ -79,7 +79,9 @@ impl ControlServer {
         description = "State of the circuit breakers claude_code, telegram_api and git_operations."
     )]
     async fn get_breakers(&self) -> Result<CallToolResult, McpError> {
-        Ok(ok_json(&self.core.breakers.statuses()))
+        Ok(ok_json(
+            &serde_json::json!({"breakers": self.core.breakers.statuses()}),
+        ))
     }
 
     #[tool(

@@ -6,7 +6,7 @@ use rmcp::{ErrorData as McpError, Peer, RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::errors::respond;
+use super::errors::{respond, respond_list};
 use super::server::{ControlServer, caller};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -60,7 +60,7 @@ pub struct CloseSessionParams {
 impl ControlServer {
     #[tool(description = "List registered projects (git repositories).")]
     async fn list_projects(&self) -> Result<CallToolResult, McpError> {
-        Ok(respond(self.core.list_projects().await))
+        Ok(respond_list("projects", self.core.list_projects().await))
     }
 
     #[tool(description = "Get one project by id.")]
@@ -98,7 +98,8 @@ impl ControlServer {
         &self,
         Parameters(p): Parameters<ListSessionsParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond(
+        Ok(respond_list(
+            "sessions",
             self.core
                 .list_sessions(p.project_id.as_deref(), p.include_closed.unwrap_or(false))
                 .await,

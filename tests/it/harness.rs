@@ -257,3 +257,125 @@ pub fn claude_cli() -> PathBuf {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// An rmcp client speaking to the daemon through a `televibe mcp` bridge process.
+pub struct Mcp {
+    pub client: rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    _bridge: tokio::process::Child,
+}
+
+/// A refused tool call: `code` and `message` of the `isError` body.
+#[derive(Debug, Clone)]
+pub struct ToolErr {
+    pub code: String,
+    pub message: String,
+}
+
+impl Mcp {
+    pub async fn connect(env: &Env) -> Mcp {
+        use rmcp::ServiceExt;
+        let mut bridge = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(env.config())
+            .arg("mcp")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let io = (bridge.stdout.take().unwrap(), bridge.stdin.take().unwrap());
+        let client = ().serve(io).await.unwrap();
+        Mcp {
+            client,
+            _bridge: bridge,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        tool: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, ToolErr> {
+        let mut p = rmcp::model::CallToolRequestParams::new(tool.to_string());
+        if let serde_json::Value::Object(m) = args {
+            p.arguments = Some(m);
+        }
+        let r = self
+            .client
+            .call_tool(p)
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        let body = r
+            .structured_content
+            .clone()
+            .unwrap_or(serde_json::Value::Null);
+        if r.is_error == Some(true) {
+            Err(ToolErr {
+                code: body["code"].as_str().unwrap_or("").to_string(),
+                message: body["message"].as_str().unwrap_or("").to_string(),
+            })
+        } else {
+            Ok(body)
+        }
+    }
+
+    /// A call that must be refused with `code`.
+    pub async fn refused(&self, tool: &str, args: serde_json::Value, code: &str) -> ToolErr {
+        match self.call(tool, args.clone()).await {
+            Ok(v) => panic!("{tool} {args} should fail with {code}, got {v}"),
+            Err(e) => {
+                assert_eq!(e.code, code, "{tool} {args}: {}", e.message);
+                e
+            }
+        }
+    }
+}
+
+/// Runs git in `dir` with a fixed identity; panics on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-C",
+        ])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A repository with one commit on `main`.
+pub fn make_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    git(path, &["init", "-q", "-b", "main"]);
+    std::fs::write(path.join("README.md"), "# test\n").unwrap();
+    git(path, &["add", "README.md"]);
+    git(path, &["commit", "-q", "-m", "initial"]);
+}
+
+/// Every file and directory below `dir`, for "nothing changed" assertions.
+pub fn tree_listing(dir: &Path) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(d) {
+            for e in entries.flatten() {
+                out.push(e.path());
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}

@@ -5,4 +5,5 @@ mod config_cli;
 mod harness;
 mod mcp_bridge;
 mod probes;
+mod sessions;
 mod supervision;

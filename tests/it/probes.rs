@@ -43,7 +43,7 @@ fn live_ready_and_metrics_follow_the_spec() {
             "{metrics}"
         );
     }
-    for actor in ["store", "breakers", "http", "janitor", "socket"] {
+    for actor in ["store", "breakers", "http", "janitor", "sessions", "socket"] {
         assert!(
             metrics.contains(&format!(
                 "televibe_actor_restarts_total{{actor=\"{actor}\"}} 0"
