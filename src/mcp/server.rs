@@ -84,6 +84,34 @@ impl ControlServer {
         ))
     }
 
+    #[tool(description = "Close a circuit breaker by hand (audited as admin.breaker_reset).")]
+    async fn reset_breaker(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<BreakerParams>,
+    ) -> Result<CallToolResult, McpError> {
+        let Some(name) = crate::breaker::BreakerName::parse(&p.name) else {
+            return Ok(ToolError::new(
+                ErrorCode::InternalError,
+                format!("no breaker named {:?}", p.name),
+                "use claude_code, telegram_api or git_operations",
+            )
+            .into_result());
+        };
+        self.core.breakers.get(name).reset();
+        self.core
+            .audit
+            .record(
+                &self.core.store,
+                "admin.breaker_reset",
+                &caller(&peer),
+                Default::default(),
+                serde_json::json!({"breaker": name.as_str()}),
+            )
+            .await;
+        Ok(ok_json(&self.core.breakers.get(name).status()))
+    }
+
     #[tool(
         description = "Failure drill: make a supervised actor panic (only with debug.test_hooks = true)."
     )]

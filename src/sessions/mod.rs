@@ -408,6 +408,12 @@ impl Core {
             let bytes = tokio::task::spawn_blocking(move || disk_usage(&path))
                 .await
                 .unwrap_or(0);
+            // A session closed while it was being measured must not get its gauge back.
+            let still_open =
+                matches!(self.store.session(&s.id).await, Ok(Some(now)) if now.state.is_open());
+            if !still_open {
+                continue;
+            }
             self.metrics
                 .workspace_disk_bytes
                 .get_or_create(&SessionLabel {

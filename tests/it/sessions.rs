@@ -600,3 +600,42 @@ async fn admin_resets_an_open_breaker_and_it_is_audited() {
     assert_eq!(reset["details"]["breaker"], "git_operations");
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workspace_disk_usage_is_measured_in_the_background() {
+    let env = Env::new("[sessions]\ndisk_usage_interval_secs = 1");
+    let d = env.start();
+    make_repo(&env.root().join("repos/app"));
+    let mcp = Mcp::connect(&env).await;
+    mcp.call("register_project", json!({"path": "app"}))
+        .await
+        .unwrap();
+    mcp.call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    std::fs::write(
+        env.root().join("workspaces/app/S1/big.bin"),
+        vec![7u8; 100_000],
+    )
+    .unwrap();
+    eventually(
+        std::time::Duration::from_secs(15),
+        "disk usage gauge",
+        || {
+            let (_, m) = d.get("/metrics");
+            m.lines()
+                .find(|l| l.starts_with("televibe_workspace_disk_bytes{session_id=\"S1\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .is_some_and(|bytes| bytes > 100_000)
+        },
+    );
+    mcp.call("close_session", json!({"session_id": "S1", "force": true}))
+        .await
+        .unwrap();
+    let (_, m) = d.get("/metrics");
+    assert!(
+        !m.contains("televibe_workspace_disk_bytes{session_id=\"S1\"}"),
+        "closed sessions leave the gauge"
+    );
+    drop(d);
+}
