@@ -17,6 +17,7 @@ use crate::store::Project;
 /// The answer of `register_project`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Registration {
+    #[serde(flatten)]
     pub project: Project,
     /// True when the path was registered before; the existing project is returned unchanged.
     pub already_registered: bool,

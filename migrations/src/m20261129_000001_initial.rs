@@ -53,6 +53,7 @@ CREATE TABLE jobs (
     pid               INTEGER,
     pgid              INTEGER,
     log_path          TEXT,
+    base_commit       TEXT,
     is_error          INTEGER,
     result_subtype    TEXT,
     result_text       TEXT,

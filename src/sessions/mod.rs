@@ -24,6 +24,7 @@ use actor::{CloseRequest, SessionActor, SessionMsg};
 /// What `close_session` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Closed {
+    #[serde(flatten)]
     pub session: Session,
     pub branch_deleted: bool,
 }

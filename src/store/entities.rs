@@ -97,3 +97,49 @@ pub mod event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod job {
+    use sea_orm::entity::prelude::*;
+
+    use crate::store::{ErrorType, JobStatus};
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub seq: i64,
+        pub session_id: String,
+        pub instruction: String,
+        pub status: JobStatus,
+        pub error_type: Option<ErrorType>,
+        pub error: Option<String>,
+        pub exit_code: Option<i32>,
+        pub signal: Option<i32>,
+        pub pid: Option<i32>,
+        pub pgid: Option<i32>,
+        pub log_path: Option<String>,
+        pub base_commit: Option<String>,
+        pub is_error: Option<bool>,
+        pub result_subtype: Option<String>,
+        pub result_text: Option<String>,
+        pub terminal_reason: Option<String>,
+        pub num_turns: Option<i64>,
+        #[sea_orm(column_type = "Double", nullable)]
+        pub total_cost_usd: Option<f64>,
+        pub input_tokens: Option<i64>,
+        pub output_tokens: Option<i64>,
+        pub api_error_status: Option<i64>,
+        pub files_changed: Option<String>,
+        pub diff_stat: Option<String>,
+        pub queued_at: DateTimeUtc,
+        pub started_at: Option<DateTimeUtc>,
+        pub finished_at: Option<DateTimeUtc>,
+        pub heartbeat_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -18,11 +18,14 @@ use sea_orm::{
 use crate::telemetry::Metrics;
 
 mod entities;
+mod jobs;
 mod projects;
 mod records;
 mod types;
 
-pub use types::{AuditRecord, NewSession, Project, Session, SessionState};
+pub use types::{
+    AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession, Project, Session, SessionState,
+};
 
 /// The spec's degraded-mode message.
 pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";

@@ -89,3 +89,131 @@ pub struct AuditRecord {
     pub details: serde_json::Value,
     pub timestamp: DateTime<Utc>,
 }
+
+/// Job statuses: `queued → running → done | failed | canceled`; `running ↔ waiting_approval`; `queued → canceled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    #[sea_orm(string_value = "queued")]
+    Queued,
+    #[sea_orm(string_value = "running")]
+    Running,
+    #[sea_orm(string_value = "waiting_approval")]
+    WaitingApproval,
+    #[sea_orm(string_value = "done")]
+    Done,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    #[sea_orm(string_value = "canceled")]
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::WaitingApproval => "waiting_approval",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::WaitingApproval,
+            Self::Done,
+            Self::Failed,
+            Self::Canceled,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Canceled
+        )
+    }
+}
+
+/// Why a job failed or was canceled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    #[sea_orm(string_value = "timeout")]
+    Timeout,
+    #[sea_orm(string_value = "hung")]
+    Hung,
+    #[sea_orm(string_value = "killed")]
+    Killed,
+    #[sea_orm(string_value = "agent_error")]
+    AgentError,
+    #[sea_orm(string_value = "api_error")]
+    ApiError,
+    #[sea_orm(string_value = "orchestrator_restart")]
+    OrchestratorRestart,
+    #[sea_orm(string_value = "approval_timeout")]
+    ApprovalTimeout,
+    #[sea_orm(string_value = "internal")]
+    Internal,
+}
+
+/// One agent run on one instruction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub session_id: String,
+    pub instruction: String,
+    pub status: JobStatus,
+    pub error_type: Option<ErrorType>,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    pub log_path: Option<String>,
+    pub base_commit: Option<String>,
+    pub is_error: Option<bool>,
+    pub result_subtype: Option<String>,
+    pub result_text: Option<String>,
+    pub terminal_reason: Option<String>,
+    pub num_turns: Option<i64>,
+    pub total_cost_usd: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub api_error_status: Option<i64>,
+    pub files_changed: Vec<String>,
+    pub diff_stat: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// How a job ended, written in one update.
+#[derive(Debug, Clone, Default)]
+pub struct JobOutcome {
+    pub status: Option<JobStatus>,
+    pub error_type: Option<ErrorType>,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub is_error: Option<bool>,
+    pub result_subtype: Option<String>,
+    pub result_text: Option<String>,
+    pub terminal_reason: Option<String>,
+    pub num_turns: Option<i64>,
+    pub total_cost_usd: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub api_error_status: Option<i64>,
+    pub files_changed: Vec<String>,
+    pub diff_stat: Option<String>,
+}

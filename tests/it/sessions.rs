@@ -32,8 +32,8 @@ async fn sessions_on_worktrees_lifecycle() {
         .await
         .unwrap();
     assert_eq!(reg["already_registered"], false);
-    assert_eq!(reg["project"]["id"], "app");
-    assert_eq!(reg["project"]["default_branch"], "main");
+    assert_eq!(reg["id"], "app");
+    assert_eq!(reg["default_branch"], "main");
     let again = mcp
         .call(
             "register_project",
@@ -42,7 +42,7 @@ async fn sessions_on_worktrees_lifecycle() {
         .await
         .unwrap();
     assert_eq!(again["already_registered"], true);
-    assert_eq!(again["project"]["id"], "app");
+    assert_eq!(again["id"], "app");
     assert_eq!(
         mcp.call("list_projects", json!({})).await.unwrap()["projects"]
             .as_array()
@@ -145,7 +145,7 @@ async fn sessions_on_worktrees_lifecycle() {
         .call("close_session", json!({"session_id": "S1"}))
         .await
         .unwrap();
-    assert_eq!(closed["session"]["state"], "closed");
+    assert_eq!(closed["state"], "closed");
     assert_eq!(closed["branch_deleted"], false);
     assert!(!ws1.exists());
     assert!(!worktrees(&repo).contains(&ws1.display().to_string()));

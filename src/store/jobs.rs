@@ -1,0 +1,246 @@
+//! Queries and writes of jobs.
+
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
+
+use super::entities::job;
+use super::types::{Job, JobOutcome, JobStatus};
+use super::{Store, StoreError};
+
+impl From<job::Model> for Job {
+    fn from(m: job::Model) -> Self {
+        Job {
+            id: m.id,
+            session_id: m.session_id,
+            instruction: m.instruction,
+            status: m.status,
+            error_type: m.error_type,
+            error: m.error,
+            exit_code: m.exit_code,
+            signal: m.signal,
+            pid: m.pid,
+            pgid: m.pgid,
+            log_path: m.log_path,
+            base_commit: m.base_commit,
+            is_error: m.is_error,
+            result_subtype: m.result_subtype,
+            result_text: m.result_text,
+            terminal_reason: m.terminal_reason,
+            num_turns: m.num_turns,
+            total_cost_usd: m.total_cost_usd,
+            input_tokens: m.input_tokens,
+            output_tokens: m.output_tokens,
+            api_error_status: m.api_error_status,
+            files_changed: m
+                .files_changed
+                .and_then(|f| serde_json::from_str(&f).ok())
+                .unwrap_or_default(),
+            diff_stat: m.diff_stat,
+            queued_at: m.queued_at,
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            heartbeat_at: m.heartbeat_at,
+        }
+    }
+}
+
+impl Store {
+    /// Queues a job; its FIFO position comes from a per-table sequence taken in the same statement.
+    pub async fn insert_job(
+        &self,
+        id: &str,
+        session_id: &str,
+        instruction: &str,
+    ) -> Result<Job, StoreError> {
+        let (id, session_id, instruction) = (
+            id.to_string(),
+            session_id.to_string(),
+            instruction.to_string(),
+        );
+        let job_id = id.clone();
+        self.write(|db| async move {
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "INSERT INTO jobs (id, seq, session_id, instruction, status, queued_at) \
+                 VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, 'queued', ?)",
+                [
+                    id.into(),
+                    session_id.into(),
+                    instruction.into(),
+                    Utc::now().into(),
+                ],
+            ))
+            .await
+            .map(|_| ())
+        })
+        .await?;
+        self.job(&job_id)
+            .await?
+            .ok_or_else(|| StoreError::Db(sea_orm::DbErr::RecordNotFound(job_id)))
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        Ok(job::Entity::find_by_id(id.to_string())
+            .one(self.reader())
+            .await?
+            .map(Job::from))
+    }
+
+    /// Jobs whose id starts with `prefix` (at most 2: enough to tell unique from ambiguous).
+    pub async fn jobs_by_prefix(&self, prefix: &str) -> Result<Vec<Job>, StoreError> {
+        Ok(job::Entity::find()
+            .filter(job::Column::Id.starts_with(prefix))
+            .limit(2)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(Job::from)
+            .collect())
+    }
+
+    /// Newest first.
+    pub async fn jobs(
+        &self,
+        session_id: Option<&str>,
+        status: Option<JobStatus>,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut q = job::Entity::find()
+            .order_by_desc(job::Column::Seq)
+            .limit(limit);
+        if let Some(s) = session_id {
+            q = q.filter(job::Column::SessionId.eq(s));
+        }
+        if let Some(st) = status {
+            q = q.filter(job::Column::Status.eq(st));
+        }
+        Ok(q.all(self.reader())
+            .await?
+            .into_iter()
+            .map(Job::from)
+            .collect())
+    }
+
+    /// Queued jobs of a session in FIFO order.
+    pub async fn queued_jobs(&self, session_id: &str) -> Result<Vec<Job>, StoreError> {
+        Ok(job::Entity::find()
+            .filter(job::Column::SessionId.eq(session_id))
+            .filter(job::Column::Status.eq(JobStatus::Queued))
+            .order_by_asc(job::Column::Seq)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(Job::from)
+            .collect())
+    }
+
+    /// Jobs a crash could have left mid-run.
+    pub async fn unfinished_running_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        Ok(job::Entity::find()
+            .filter(job::Column::Status.is_in([JobStatus::Running, JobStatus::WaitingApproval]))
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(Job::from)
+            .collect())
+    }
+
+    pub async fn mark_job_running(
+        &self,
+        id: &str,
+        pid: i32,
+        log_path: &str,
+        base_commit: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (id, log_path) = (id.to_string(), log_path.to_string());
+        self.write(|db| async move {
+            let now = Utc::now();
+            job::Entity::update_many()
+                .col_expr(job::Column::Status, Expr::value(JobStatus::Running))
+                .col_expr(job::Column::Pid, Expr::value(pid))
+                .col_expr(job::Column::Pgid, Expr::value(pid))
+                .col_expr(job::Column::LogPath, Expr::value(log_path))
+                .col_expr(job::Column::BaseCommit, Expr::value(base_commit))
+                .col_expr(job::Column::StartedAt, Expr::value(now))
+                .col_expr(job::Column::HeartbeatAt, Expr::value(now))
+                .filter(job::Column::Id.eq(id))
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn job_heartbeat(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(|db| async move {
+            job::Entity::update_many()
+                .col_expr(job::Column::HeartbeatAt, Expr::value(Utc::now()))
+                .filter(job::Column::Id.eq(id))
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Writes a final state, only if the job is not final yet (the first ending wins).
+    pub async fn finish_job(&self, id: &str, o: JobOutcome) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        let status = o.status.unwrap_or(JobStatus::Failed);
+        let files = serde_json::to_string(&o.files_changed).unwrap_or_else(|_| "[]".into());
+        let changed = self
+            .write(|db| async move {
+                job::Entity::update_many()
+                    .col_expr(job::Column::Status, Expr::value(status))
+                    .col_expr(job::Column::ErrorType, Expr::value(o.error_type))
+                    .col_expr(job::Column::Error, Expr::value(o.error))
+                    .col_expr(job::Column::ExitCode, Expr::value(o.exit_code))
+                    .col_expr(job::Column::Signal, Expr::value(o.signal))
+                    .col_expr(job::Column::IsError, Expr::value(o.is_error))
+                    .col_expr(job::Column::ResultSubtype, Expr::value(o.result_subtype))
+                    .col_expr(job::Column::ResultText, Expr::value(o.result_text))
+                    .col_expr(job::Column::TerminalReason, Expr::value(o.terminal_reason))
+                    .col_expr(job::Column::NumTurns, Expr::value(o.num_turns))
+                    .col_expr(job::Column::TotalCostUsd, Expr::value(o.total_cost_usd))
+                    .col_expr(job::Column::InputTokens, Expr::value(o.input_tokens))
+                    .col_expr(job::Column::OutputTokens, Expr::value(o.output_tokens))
+                    .col_expr(job::Column::ApiErrorStatus, Expr::value(o.api_error_status))
+                    .col_expr(job::Column::FilesChanged, Expr::value(files))
+                    .col_expr(job::Column::DiffStat, Expr::value(o.diff_stat))
+                    .col_expr(job::Column::FinishedAt, Expr::value(Utc::now()))
+                    .filter(job::Column::Id.eq(id))
+                    .filter(job::Column::Status.is_not_in([
+                        JobStatus::Done,
+                        JobStatus::Failed,
+                        JobStatus::Canceled,
+                    ]))
+                    .exec(&db)
+                    .await
+            })
+            .await?;
+        Ok(changed.rows_affected > 0)
+    }
+
+    pub async fn set_conversation_id(
+        &self,
+        session_id: &str,
+        conversation: &str,
+    ) -> Result<(), StoreError> {
+        let (sid, conv) = (session_id.to_string(), conversation.to_string());
+        self.write(|db| async move {
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "UPDATE sessions SET conversation_id = ?, last_activity_at = ? WHERE id = ?",
+                [conv.into(), Utc::now().into(), sid.into()],
+            ))
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+}
