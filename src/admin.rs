@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::cli::{AdminCommand, BreakersCommand};
+use crate::cli::{AdminCommand, BreakersCommand, JobCommand};
 use crate::config::Config;
 use crate::mcp::client::DaemonClient;
 use crate::supervisor::TreeNode;
@@ -27,6 +27,19 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
             json,
             command: Some(BreakersCommand::Reset { name }),
         } => ("reset_breaker", json!({"name": name}), *json),
+        AdminCommand::Jobs {
+            json,
+            session,
+            status,
+        } => (
+            "list_jobs",
+            json!({"session_id": session, "status": status}),
+            *json,
+        ),
+        AdminCommand::Job {
+            json,
+            command: JobCommand::Kill { id },
+        } => ("kill_job", json!({"job_id": id}), *json),
         AdminCommand::Sessions { json, all } => {
             ("list_sessions", json!({"include_closed": all}), *json)
         }
@@ -55,6 +68,8 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
                         return ExitCode::from(1);
                     }
                 },
+                AdminCommand::Jobs { .. } => print!("{}", render_jobs(&body["jobs"])),
+                AdminCommand::Job { .. } => print!("{}", render_jobs(&json!([body]))),
                 AdminCommand::Sessions { .. } => print!("{}", render_sessions(&body["sessions"])),
                 AdminCommand::Breakers {
                     command: Some(_), ..
@@ -164,6 +179,34 @@ fn render_sessions(body: &Value) -> String {
             f("state"),
             activity.replace('T', " "),
             worktree
+        ));
+    }
+    out
+}
+
+fn render_jobs(body: &Value) -> String {
+    let mut out = format!(
+        "{:<10}{:<8}{:<18}{:<21}{:<22}{}\n",
+        "JOB", "SESSION", "STATUS", "ERROR TYPE", "QUEUED", "INSTRUCTION"
+    );
+    for j in body.as_array().into_iter().flatten() {
+        let f = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let queued: String = f("queued_at").chars().take(19).collect();
+        let instruction: String = f("instruction")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(50)
+            .collect();
+        out.push_str(&format!(
+            "{:<10}{:<8}{:<18}{:<21}{:<22}{}\n",
+            f("id").chars().take(8).collect::<String>(),
+            f("session_id"),
+            f("status"),
+            f("error_type"),
+            queued.replace('T', " "),
+            instruction
         ));
     }
     out

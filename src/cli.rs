@@ -55,6 +55,24 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: Option<BreakersCommand>,
     },
+    /// Jobs, newest first.
+    Jobs {
+        #[arg(long)]
+        json: bool,
+        /// Only this session's jobs.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only jobs with this status.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One job: `job kill <id>` runs the stuck-job runbook (TERM, grace, KILL, failed "Manual termination").
+    Job {
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Sessions (open ones; --all includes closed history).
     Sessions {
         #[arg(long)]
@@ -65,6 +83,12 @@ pub enum AdminCommand {
     /// Failure drill: make a supervised actor panic (needs debug.test_hooks = true).
     #[command(hide = true)]
     Panic { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Stop a stuck job: SIGTERM to its process group, wait the grace period, SIGKILL; mark it failed.
+    Kill { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -97,6 +97,8 @@ pub struct RawTelegram {
 pub struct RawAgent {
     pub command: String,
     pub extra_args: Vec<String>,
+    /// Variables added to the agent's (scrubbed) environment, e.g. ANTHROPIC_BASE_URL.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +109,8 @@ pub struct RawJobs {
     pub hard_timeout_secs: u64,
     pub hang_timeout_secs: u64,
     pub kill_grace_secs: u64,
+    /// A job log stops growing here (one marker line, then nothing).
+    pub max_log_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +233,7 @@ impl Default for RawConfig {
             agent: RawAgent {
                 command: "claude".into(),
                 extra_args: Vec::new(),
+                env: Default::default(),
             },
             jobs: RawJobs {
                 max_concurrent: 3,
@@ -236,6 +241,7 @@ impl Default for RawConfig {
                 hard_timeout_secs: 3600,
                 hang_timeout_secs: 600,
                 kill_grace_secs: 30,
+                max_log_bytes: 100 * 1024 * 1024,
             },
             approvals: RawApprovals { timeout_secs: 3600 },
             breakers: RawBreakers {
@@ -453,6 +459,20 @@ impl Config {
         }
         if j.kill_grace_secs == 0 || j.kill_grace_secs > 600 {
             return Err(invalid("jobs.kill_grace_secs", "must be in 1..=600"));
+        }
+        if j.max_log_bytes < 4096 {
+            return Err(invalid("jobs.max_log_bytes", "must be at least 4096"));
+        }
+        if let Some(k) = raw
+            .agent
+            .env
+            .keys()
+            .find(|k| k.starts_with("TELEVIBE_") || k.is_empty() || k.contains('='))
+        {
+            return Err(invalid(
+                "agent.env",
+                format!("{k:?} cannot be set for agents"),
+            ));
         }
         if raw.approvals.timeout_secs == 0 {
             return Err(invalid("approvals.timeout_secs", "must be at least 1"));

@@ -39,6 +39,10 @@ pub struct Core {
     pub session_actors: Mutex<HashMap<String, ActorRef<SessionMsg>>>,
     /// Serialises session creation: limits, numbering and branch checks happen under it.
     pub session_create: tokio::sync::Mutex<()>,
+    /// Run slots: `jobs.max_concurrent` permits, held by running jobs.
+    pub job_slots: Arc<tokio::sync::Semaphore>,
+    /// Whether users were told that the Claude API is unavailable (reset when a job starts again).
+    pub claude_notice_sent: AtomicBool,
     /// Label sets of `televibe_sessions_active` set last time, so vanished ones go back to 0.
     pub session_gauge_labels: Mutex<HashSet<(String, String)>>,
     shutting_down: AtomicBool,
@@ -83,6 +87,9 @@ impl Core {
             .as_ref()
             .map(|t| TelegramProbe::new(&config.raw.telegram.api_url, t));
         let layout = Layout::new(&config.root);
+        let job_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.raw.jobs.max_concurrent as usize,
+        ));
         Arc::new(Core {
             git: Git::new(
                 breakers.clone(),
@@ -98,6 +105,8 @@ impl Core {
             started: Instant::now(),
             session_actors: Mutex::new(HashMap::new()),
             session_create: tokio::sync::Mutex::new(()),
+            job_slots,
+            claude_notice_sent: AtomicBool::new(false),
             session_gauge_labels: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
             root: OnceLock::new(),

@@ -148,6 +148,28 @@ impl Git {
         self.guarded(move || prune_sync(&repo)).await
     }
 
+    /// The commit a worktree's HEAD points at (None for an unborn branch).
+    pub async fn head_commit(&self, worktree: &Path) -> Result<Option<String>, GitError> {
+        let wt = worktree.to_path_buf();
+        self.guarded(move || {
+            let repo = open_existing(&wt)?;
+            Ok(repo.head_id().ok().map(|id| id.to_string()))
+        })
+        .await
+    }
+
+    /// Files changed in a worktree since `base` (commits and uncommitted changes, untracked files
+    /// included) and git's short diff stat. Uses the git CLI (by argv): gix has no diff stat.
+    pub async fn changes(
+        &self,
+        worktree: &Path,
+        base: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), GitError> {
+        let (wt, base) = (worktree.to_path_buf(), base.map(str::to_string));
+        self.guarded(move || changes_sync(&wt, base.as_deref()))
+            .await
+    }
+
     pub async fn worktrees(&self, repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
         let repo = repo.to_path_buf();
         self.guarded(move || worktrees_sync(&repo)).await
@@ -379,6 +401,63 @@ fn prune_repo(repo: &gix::Repository) -> Result<usize, GitError> {
 
 fn prune_sync(repo_path: &Path) -> Result<usize, GitError> {
     prune_repo(&open_existing(repo_path)?)
+}
+
+fn git_cli(wt: &Path, args: &[&str]) -> Result<String, GitError> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(wt)
+        .args(args)
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .output()
+        .map_err(|e| failed(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "git {} exited with {}: {}",
+            args.join(" "),
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn changes_sync(wt: &Path, base: Option<&str>) -> Result<(Vec<String>, Option<String>), GitError> {
+    let mut files: Vec<String> =
+        git_cli(wt, &["status", "--porcelain=v1", "-uall", "--no-renames"])?
+            .lines()
+            .filter(|l| l.len() > 3)
+            .map(|l| l[3..].trim_matches('"').to_string())
+            .collect();
+    let mut stat = None;
+    if let Some(base) = base {
+        let range = format!("{base}..HEAD");
+        files.extend(
+            git_cli(wt, &["diff", "--name-only", &range])?
+                .lines()
+                .map(str::to_string),
+        );
+        let short = git_cli(wt, &["diff", "--shortstat", base])?
+            .trim()
+            .to_string();
+        stat = (!short.is_empty()).then_some(short);
+    }
+    let untracked = git_cli(wt, &["ls-files", "--others", "--exclude-standard"])?
+        .lines()
+        .count();
+    if untracked > 0 {
+        let extra = format!(
+            "{untracked} untracked file{}",
+            if untracked == 1 { "" } else { "s" }
+        );
+        stat = Some(match stat {
+            Some(s) => format!("{s}, {extra}"),
+            None => extra,
+        });
+    }
+    files.sort();
+    files.dedup();
+    Ok((files, stat))
 }
 
 fn worktrees_sync(repo_path: &Path) -> Result<Vec<WorktreeInfo>, GitError> {

@@ -21,6 +21,7 @@ pub mod doctor;
 pub mod domain;
 pub mod errors;
 pub mod git;
+pub mod jobs;
 pub mod layout;
 pub mod logging;
 pub mod mcp;

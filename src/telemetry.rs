@@ -331,6 +331,14 @@ impl Metrics {
             .inc();
     }
 
+    pub fn set_log_bytes(&self, job_id: &str, bytes: u64) {
+        self.log_file_bytes
+            .get_or_create(&JobLabel {
+                job_id: job_id.into(),
+            })
+            .set(bytes as i64);
+    }
+
     pub fn set_health(&self, check: &str, ok: bool) {
         self.health_check
             .get_or_create(&CheckLabel {

@@ -7,3 +7,4 @@ pub mod client;
 pub mod errors;
 pub mod server;
 pub mod tools;
+pub mod tools_jobs;

@@ -46,7 +46,7 @@ pub struct PanicActorParams {
 #[tool_router]
 impl ControlServer {
     pub fn new(core: Arc<Core>) -> ControlServer {
-        let mut tool_router = Self::tool_router() + Self::domain_router();
+        let mut tool_router = Self::tool_router() + Self::domain_router() + Self::jobs_router();
         if !core.config.raw.debug.test_hooks {
             tool_router.remove_route("debug_panic_actor");
         }

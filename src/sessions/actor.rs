@@ -3,13 +3,20 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Closed, subject};
+use crate::breaker::{BreakerName, BreakerState};
 use crate::core::Core;
 use crate::errors::{CoreError, ErrorCode};
-use crate::store::{Session, SessionState};
+use crate::jobs::outcome::StopReason;
+use crate::jobs::process;
+use crate::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
+use crate::store::{ErrorType, Job, JobOutcome, JobStatus, Session, SessionState};
 use crate::supervisor::ChildMessage;
 
 pub struct SessionActor {
@@ -30,6 +37,16 @@ pub struct CloseRequest {
 pub enum SessionMsg {
     Snapshot(RpcReplyPort<Session>),
     Close(CloseRequest, RpcReplyPort<Result<Closed, CoreError>>),
+    /// Start the next queued job if the session, the breaker and a run slot allow it.
+    TryStart,
+    SlotGranted(OwnedSemaphorePermit),
+    JobFinished(String),
+    Heartbeat(String),
+    /// Cancel a job of this session (job id, who).
+    CancelJob(String, String, RpcReplyPort<Result<(), CoreError>>),
+    /// The manual-termination runbook for the running job; false when it is not running here.
+    KillJob(String, RpcReplyPort<bool>),
+    Tick,
     Panic,
 }
 
@@ -39,14 +56,35 @@ impl ChildMessage for SessionMsg {
     }
 }
 
+/// The job this session runs now.
+struct Running {
+    job_id: String,
+    runner: ActorRef<RunnerMsg>,
+    last_heartbeat: Instant,
+}
+
 pub struct SessionActorState {
     session: Session,
     core: Arc<Core>,
     me: ActorRef<SessionMsg>,
+    running: Option<Running>,
+    waiting_for_slot: bool,
+    /// A half-open breaker's probe permit taken for the job waiting for a slot.
+    holds_probe: bool,
 }
+
+/// A runner that stops heart-beating this long is presumed dead (spec RTO: 60 s).
+const HEARTBEAT_LIMIT: Duration = Duration::from_secs(45);
 
 impl Drop for SessionActorState {
     fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            // The runner dies with its session; the restarted session fails the job it finds running.
+            r.runner.kill();
+        }
+        if self.holds_probe {
+            self.core.breakers.get(BreakerName::ClaudeCode).release();
+        }
         let mut map = self
             .core
             .session_actors
@@ -80,15 +118,38 @@ impl Actor for SessionActor {
         if session.state == SessionState::Closed {
             return Err(format!("session {} is closed", self.id).into());
         }
+        // A job still `running` here lost its runner with the previous incarnation of this actor.
+        for job in self.core.store.unfinished_running_jobs().await? {
+            if job.session_id == session.id {
+                fail_orphan(
+                    &self.core,
+                    &job,
+                    "the session actor restarted while the job was running",
+                )
+                .await;
+            }
+        }
+        if session.state == SessionState::Running {
+            self.core
+                .store
+                .set_session_state(&session.id, SessionState::Idle)
+                .await?;
+        }
+        let session = self.core.store.session(&self.id).await?.unwrap_or(session);
         self.core
             .session_actors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session.id.clone(), myself.clone());
+        myself.send_interval(Duration::from_secs(10), || SessionMsg::Tick);
+        let _ = myself.cast(SessionMsg::TryStart);
         Ok(SessionActorState {
             session,
             core: self.core.clone(),
             me: myself,
+            running: None,
+            waiting_for_slot: false,
+            holds_probe: false,
         })
     }
 
@@ -96,24 +157,341 @@ impl Actor for SessionActor {
         &self,
         myself: ActorRef<SessionMsg>,
         msg: SessionMsg,
-        state: &mut SessionActorState,
+        st: &mut SessionActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SessionMsg::Snapshot(reply) => {
-                let _ = reply.send(state.session.clone());
+                let _ = reply.send(st.session.clone());
             }
             SessionMsg::Close(req, reply) => {
-                let result = close(&self.core, &mut state.session, &req).await;
+                let result = self.close(st, &req).await;
                 let closed = result.is_ok();
                 let _ = reply.send(result);
                 if closed {
                     myself.stop(Some("closed".into()));
                 }
             }
-            SessionMsg::Panic => panic!("injected panic in session actor {}", state.session.id),
+            SessionMsg::TryStart => self.try_start(&myself, st).await,
+            SessionMsg::SlotGranted(permit) => {
+                st.waiting_for_slot = false;
+                self.start_next(&myself, st, permit).await;
+            }
+            SessionMsg::JobFinished(job_id) => self.job_ended(&myself, st, &job_id, None).await,
+            SessionMsg::Heartbeat(job_id) => {
+                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
+                    r.last_heartbeat = Instant::now();
+                }
+            }
+            SessionMsg::CancelJob(job_id, by, reply) => {
+                let _ = reply.send(self.cancel(st, &job_id, &by).await);
+            }
+            SessionMsg::KillJob(job_id, reply) => {
+                let here = st.running.as_ref().filter(|r| r.job_id == job_id);
+                if let Some(r) = here {
+                    let _ = r.runner.cast(RunnerMsg::Stop(StopReason::Manual));
+                }
+                let _ = reply.send(here.is_some());
+            }
+            SessionMsg::Tick => self.tick(&myself, st).await,
+            SessionMsg::Panic => panic!("injected panic in session actor {}", st.session.id),
         }
         Ok(())
     }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        evt: SupervisionEvent,
+        st: &mut SessionActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, crash) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                (cell, Some(format!("runner crashed: {err}")))
+            }
+            SupervisionEvent::ActorTerminated(cell, ..) => (cell, None),
+            _ => return Ok(()),
+        };
+        let Some(job_id) = st
+            .running
+            .as_ref()
+            .filter(|r| r.runner.get_id() == cell.get_id())
+            .map(|r| r.job_id.clone())
+        else {
+            return Ok(());
+        };
+        let why = crash.unwrap_or_else(|| "runner stopped before writing an outcome".into());
+        self.job_ended(&myself, st, &job_id, Some(why)).await;
+        Ok(())
+    }
+}
+
+/// Kills what is left of a job's process group and fails it (`internal`).
+async fn fail_orphan(core: &Core, job: &Job, why: &str) {
+    if let Some(pgid) = job.pgid {
+        process::signal_group(pgid, libc::SIGKILL);
+    }
+    let outcome = JobOutcome {
+        status: Some(JobStatus::Failed),
+        error_type: Some(ErrorType::Internal),
+        error: Some(why.to_string()),
+        ..Default::default()
+    };
+    if core
+        .store
+        .finish_job(&job.id, outcome)
+        .await
+        .unwrap_or(false)
+    {
+        core.breakers.get(BreakerName::ClaudeCode).release();
+        core.after_job_end(job, JobStatus::Failed, why).await;
+        tracing::error!(target: "televibe.sessions", job_id = %job.id, reason = why, "Job failed: its runner is gone");
+    }
+}
+
+impl SessionActor {
+    async fn try_start(&self, myself: &ActorRef<SessionMsg>, st: &mut SessionActorState) {
+        if st.running.is_some()
+            || st.waiting_for_slot
+            || !matches!(st.session.state, SessionState::Idle | SessionState::Running)
+        {
+            return;
+        }
+        match self.core.store.queued_jobs(&st.session.id).await {
+            Ok(q) if !q.is_empty() => {}
+            _ => return,
+        }
+        let breaker = self.core.breakers.get(BreakerName::ClaudeCode);
+        if breaker.state() == BreakerState::Closed {
+            self.core
+                .claude_notice_sent
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        if breaker.try_acquire().is_err() {
+            // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.
+            self.core.notify_claude_unavailable(&st.session).await;
+            return;
+        }
+        st.holds_probe = breaker.state() == BreakerState::HalfOpen;
+        match self.core.job_slots.clone().try_acquire_owned() {
+            Ok(permit) => self.start_next(myself, st, permit).await,
+            Err(_) => {
+                st.waiting_for_slot = true;
+                let (slots, me) = (self.core.job_slots.clone(), myself.clone());
+                tokio::spawn(async move {
+                    if let Ok(permit) = slots.acquire_owned().await {
+                        let _ = me.cast(SessionMsg::SlotGranted(permit));
+                    }
+                });
+            }
+        }
+    }
+
+    async fn start_next(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let core = &self.core;
+        st.holds_probe = false;
+        let breaker = core.breakers.get(BreakerName::ClaudeCode);
+        let next = core
+            .store
+            .queued_jobs(&st.session.id)
+            .await
+            .ok()
+            .and_then(|q| q.into_iter().next());
+        let (Some(job), Ok(project)) = (next, core.get_project(&st.session.project_id).await)
+        else {
+            breaker.release();
+            return;
+        };
+        if let Ok(Some(fresh)) = core.store.session(&st.session.id).await {
+            st.session = fresh;
+        }
+        let _ = core
+            .store
+            .set_session_state(&st.session.id, SessionState::Running)
+            .await;
+        st.session.state = SessionState::Running;
+        core.refresh_session_metrics().await;
+        let args = RunnerArgs {
+            job: job.clone(),
+            session: st.session.clone(),
+            project,
+            permit,
+            session_ref: myself.clone(),
+        };
+        let runner = Runner { core: core.clone() };
+        match Actor::spawn_linked(None, runner, args, myself.get_cell()).await {
+            Ok((runner, _)) => {
+                st.running = Some(Running {
+                    job_id: job.id,
+                    runner,
+                    last_heartbeat: Instant::now(),
+                });
+            }
+            Err(e) => {
+                let why = format!("cannot start the agent: {e}");
+                let outcome = JobOutcome {
+                    status: Some(JobStatus::Failed),
+                    error_type: Some(ErrorType::Internal),
+                    error: Some(why.clone()),
+                    ..Default::default()
+                };
+                breaker.release();
+                if core
+                    .store
+                    .finish_job(&job.id, outcome)
+                    .await
+                    .unwrap_or(false)
+                {
+                    core.after_job_end(&job, JobStatus::Failed, &why).await;
+                }
+                tracing::error!(target: "televibe.sessions", job_id = %job.id, error = %why, "Job failed to start");
+                self.set_idle(st).await;
+                let _ = myself.cast(SessionMsg::TryStart);
+            }
+        }
+    }
+
+    /// The running job ended (normally, or its runner is gone: `crash` says why).
+    async fn job_ended(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        job_id: &str,
+        crash: Option<String>,
+    ) {
+        if st.running.as_ref().is_none_or(|r| r.job_id != job_id) {
+            let _ = myself.cast(SessionMsg::TryStart);
+            return;
+        }
+        st.running = None;
+        if let Some(why) = crash
+            && let Ok(Some(job)) = self.core.store.job(job_id).await
+            && !job.status.is_final()
+        {
+            fail_orphan(&self.core, &job, &why).await;
+        }
+        self.set_idle(st).await;
+        let _ = myself.cast(SessionMsg::TryStart);
+    }
+
+    async fn set_idle(&self, st: &mut SessionActorState) {
+        if st.session.state == SessionState::Running {
+            let _ = self
+                .core
+                .store
+                .set_session_state(&st.session.id, SessionState::Idle)
+                .await;
+            st.session.state = SessionState::Idle;
+            self.core.refresh_session_metrics().await;
+        }
+    }
+
+    async fn tick(&self, myself: &ActorRef<SessionMsg>, st: &mut SessionActorState) {
+        let stale = st
+            .running
+            .as_ref()
+            .filter(|r| r.last_heartbeat.elapsed() > HEARTBEAT_LIMIT)
+            .map(|r| (r.job_id.clone(), r.runner.clone()));
+        if let Some((job_id, runner)) = stale {
+            tracing::error!(target: "televibe.sessions", job_id = %job_id, "Runner stopped heart-beating; killing its process group");
+            runner.kill();
+            st.running = None;
+            if let Ok(Some(job)) = self.core.store.job(&job_id).await {
+                fail_hung(&self.core, &job).await;
+            }
+            self.set_idle(st).await;
+        }
+        let _ = myself.cast(SessionMsg::TryStart);
+    }
+
+    async fn cancel(
+        &self,
+        st: &mut SessionActorState,
+        job_id: &str,
+        by: &str,
+    ) -> Result<(), CoreError> {
+        if let Some(r) = st.running.as_ref().filter(|r| r.job_id == job_id) {
+            let _ = r
+                .runner
+                .cast(RunnerMsg::Stop(StopReason::Canceled { by: by.to_string() }));
+            return Ok(());
+        }
+        cancel_queued(&self.core, job_id, &format!("canceled by {by}")).await
+    }
+
+    async fn close(
+        &self,
+        st: &mut SessionActorState,
+        req: &CloseRequest,
+    ) -> Result<Closed, CoreError> {
+        if req.force
+            && let Some(r) = st.running.as_ref()
+        {
+            // The agent must not write into a worktree being removed: kill now, the runner records the cancel.
+            if let Ok(Some(job)) = self.core.store.job(&r.job_id).await
+                && let Some(pgid) = job.pgid
+            {
+                process::signal_group(pgid, libc::SIGKILL);
+            }
+            let _ = r.runner.cast(RunnerMsg::Stop(StopReason::SessionClosed));
+        }
+        let closed = close(&self.core, &mut st.session, req).await?;
+        for job in self
+            .core
+            .store
+            .queued_jobs(&st.session.id)
+            .await
+            .unwrap_or_default()
+        {
+            let _ = cancel_queued(&self.core, &job.id, "its session was closed").await;
+        }
+        Ok(closed)
+    }
+}
+
+async fn fail_hung(core: &Core, job: &Job) {
+    if let Some(pgid) = job.pgid {
+        process::signal_group(pgid, libc::SIGKILL);
+    }
+    let outcome = JobOutcome {
+        status: Some(JobStatus::Failed),
+        error_type: Some(ErrorType::Hung),
+        error: Some("its runner stopped heart-beating".into()),
+        ..Default::default()
+    };
+    if core
+        .store
+        .finish_job(&job.id, outcome)
+        .await
+        .unwrap_or(false)
+    {
+        core.breakers.get(BreakerName::ClaudeCode).record_failure();
+        core.after_job_end(job, JobStatus::Failed, "its runner stopped heart-beating")
+            .await;
+    }
+}
+
+/// Cancels a job that has not started; a job that already ended is left as it is.
+async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Result<(), CoreError> {
+    let Some(job) = core.store.job(job_id).await? else {
+        return Err(crate::jobs::job_not_found(job_id));
+    };
+    if job.status != JobStatus::Queued {
+        return Ok(());
+    }
+    let outcome = JobOutcome {
+        status: Some(JobStatus::Canceled),
+        error: Some(why.to_string()),
+        ..Default::default()
+    };
+    if core.store.finish_job(&job.id, outcome).await? {
+        core.after_job_end(&job, JobStatus::Canceled, why).await;
+    }
+    Ok(())
 }
 
 async fn close(

@@ -70,6 +70,44 @@ impl Store {
             .await
     }
 
+    /// How many outbox events of a type exist.
+    pub async fn reader_count_events(&self, event_type: &str) -> Result<u64, StoreError> {
+        let row = self
+            .reader()
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT COUNT(*) FROM events WHERE event_type = ?",
+                [event_type.into()],
+            ))
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+            .unwrap_or(0) as u64)
+    }
+
+    /// Outbox events of a job, oldest first: (event type, payload).
+    pub async fn events_of_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let rows = self
+            .reader()
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT event_type, payload FROM events WHERE job_id = ? ORDER BY id",
+                [job_id.into()],
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let t = r.try_get_by_index::<String>(0).unwrap_or_default();
+                let p = r.try_get_by_index::<String>(1).unwrap_or_default();
+                (t, serde_json::from_str(&p).unwrap_or_default())
+            })
+            .collect())
+    }
+
     /// Jobs of a session that hold it busy (running or waiting for an approval).
     pub async fn active_jobs_of_session(&self, session_id: &str) -> Result<u64, StoreError> {
         let row = self

@@ -2,7 +2,9 @@
 
 mod alerts;
 mod config_cli;
+mod fake_model;
 mod harness;
+mod jobs;
 mod mcp_bridge;
 mod probes;
 mod sessions;

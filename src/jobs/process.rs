@@ -1,0 +1,179 @@
+//! Agent processes: spawning by argv in a new process group, signalling the group, reading its CPU time.
+//!
+//! Only the runner spawns processes. Signals go to the process group the runner created (`-pgid`), never
+//! to a pid read back from somewhere.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// Environment variables never passed to an agent, on top of everything starting with `TELEVIBE_`.
+const SCRUBBED: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
+
+/// What the agent process is started with.
+pub struct AgentCommand<'a> {
+    pub program: &'a Path,
+    pub args: Vec<String>,
+    pub cwd: &'a Path,
+    /// Added after scrubbing (`TELEVIBE_PROJECT_ID`… and `agent.env`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The daemon's environment minus its own settings and secrets.
+pub fn scrubbed_env() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| !k.starts_with("TELEVIBE_") && !SCRUBBED.contains(&k.as_str()))
+        .collect()
+}
+
+/// Spawns the agent as the leader of a new process group, with piped stdio.
+pub fn spawn(cmd: &AgentCommand<'_>) -> std::io::Result<Child> {
+    Command::new(cmd.program)
+        .args(&cmd.args)
+        .current_dir(cmd.cwd)
+        .env_clear()
+        .envs(scrubbed_env())
+        .envs(cmd.env.iter().cloned())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Sends `signal` to every process of the group; false when the group is gone.
+pub fn signal_group(pgid: i32, signal: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) with a negative pid addresses the process group; it has no memory effects.
+    unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+/// Whether any process of the group is still alive (zombies excluded).
+pub fn group_alive(pgid: i32) -> bool {
+    !group_members(pgid).is_empty()
+}
+
+/// Pids of the live processes in group `pgid`, from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(stat) = read_stat(pid)
+            && stat.pgrp == pgid
+            && stat.state != 'Z'
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// CPU ticks (user + system) used by the live processes of the group.
+pub fn group_cpu_ticks(pgid: i32) -> u64 {
+    group_members(pgid)
+        .into_iter()
+        .filter_map(read_stat)
+        .map(|s| s.utime + s.stime)
+        .sum()
+}
+
+struct Stat {
+    state: char,
+    pgrp: i32,
+    utime: u64,
+    stime: u64,
+}
+
+fn read_stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces; fields continue after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        utime: f.get(11)?.parse().ok()?,
+        stime: f.get(12)?.parse().ok()?,
+    })
+}
+
+/// TERM the group, wait up to `grace` for it to go, then KILL. Returns true if SIGKILL was needed.
+pub async fn terminate_group(pgid: i32, grace: std::time::Duration) -> bool {
+    if !signal_group(pgid, libc::SIGTERM) {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !group_alive(pgid) {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    signal_group(pgid, libc::SIGKILL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn group_signals_reach_grandchildren() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = AgentCommand {
+            program: Path::new("/bin/sh"),
+            args: vec!["-c".into(), "sleep 300 & sleep 300 & wait".into()],
+            cwd: dir.path(),
+            env: vec![],
+        };
+        let child = spawn(&cmd).unwrap();
+        let pgid = child.id().unwrap() as i32;
+        let mut members = Vec::new();
+        for _ in 0..100 {
+            members = group_members(pgid);
+            if members.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(members.len() >= 3, "{members:?}");
+        terminate_group(pgid, std::time::Duration::from_secs(5)).await;
+        let mut child = child;
+        let _ = child.wait().await;
+        for _ in 0..100 {
+            if !group_alive(pgid) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!group_alive(pgid), "no member survives");
+    }
+
+    #[test]
+    fn scrubbed_env_drops_daemon_settings() {
+        // SAFETY: tests in this binary do not read these variables concurrently.
+        unsafe {
+            std::env::set_var("TELEVIBE_TELEGRAM__TOKEN", "secret");
+            std::env::set_var("NOTIFY_SOCKET", "/x");
+        }
+        let env = scrubbed_env();
+        assert!(!env.contains_key("TELEVIBE_TELEGRAM__TOKEN"));
+        assert!(!env.contains_key("NOTIFY_SOCKET"));
+        assert!(env.contains_key("PATH"));
+    }
+}

@@ -1,0 +1,421 @@
+//! `job:<id>`: runs one agent process for one job, child of its session actor.
+//!
+//! It owns the process group, the job log, the stream parser, the heartbeat and the timers. Readers of
+//! stdout and stderr write the log and send parsed events here; the runner turns them into job events.
+//! When the process has exited and both streams are closed, the runner writes the outcome and stops.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::log::JobLog;
+use super::outcome::{StopReason, decide};
+use super::process::{self, AgentCommand};
+use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
+use crate::core::Core;
+use crate::sessions::actor::SessionMsg;
+use crate::store::{Job, Project, Session};
+use crate::supervisor::ChildMessage;
+
+pub struct Runner {
+    pub core: Arc<Core>,
+}
+
+pub struct RunnerArgs {
+    pub job: Job,
+    pub session: Session,
+    pub project: Project,
+    pub permit: OwnedSemaphorePermit,
+    pub session_ref: ActorRef<SessionMsg>,
+}
+
+pub enum RunnerMsg {
+    Events(Vec<StreamEvent>),
+    StreamClosed,
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    Tick,
+    HardTimeout,
+    Stop(StopReason),
+    KillNow,
+    Finalize,
+    Panic,
+}
+
+impl ChildMessage for RunnerMsg {
+    fn injected_panic() -> Self {
+        RunnerMsg::Panic
+    }
+}
+
+pub struct RunnerState {
+    job: Job,
+    session: Session,
+    project: Project,
+    pgid: i32,
+    log: Arc<JobLog>,
+    _permit: OwnedSemaphorePermit,
+    session_ref: ActorRef<SessionMsg>,
+    last_output_ms: Arc<AtomicI64>,
+    last_cpu: u64,
+    last_cpu_change: Instant,
+    started: Instant,
+    stop: Option<StopReason>,
+    exit: Option<(Option<i32>, Option<i32>)>,
+    streams_open: u8,
+    result: Option<ResultEvent>,
+    last_text: Option<String>,
+    tools: HashMap<String, (String, String)>,
+    malformed: u64,
+    finished: bool,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The argv after the program: stream-json, resume, then `agent.extra_args`.
+pub fn agent_args(core: &Core, session: &Session) -> Vec<String> {
+    let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
+        .map(String::from)
+        .to_vec();
+    if let Some(conv) = &session.conversation_id {
+        args.push("--resume".into());
+        args.push(conv.clone());
+    }
+    args.extend(core.config.raw.agent.extra_args.iter().cloned());
+    args
+}
+
+impl Actor for Runner {
+    type Msg = RunnerMsg;
+    type State = RunnerState;
+    type Arguments = RunnerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RunnerMsg>,
+        mut a: RunnerArgs,
+    ) -> Result<RunnerState, ActorProcessingErr> {
+        let core = &self.core;
+        let program = crate::agent_path::find(&core.config.raw.agent.command).ok_or_else(|| {
+            format!(
+                "agent command {:?} not found (agent.command)",
+                core.config.raw.agent.command
+            )
+        })?;
+        let worktree = PathBuf::from(&a.session.worktree_path);
+        let base_commit = core.git.head_commit(&worktree).await.ok().flatten();
+        a.job.base_commit = base_commit.clone();
+        let log_path = core.layout.job_logs().join(format!("{}.log", a.job.id));
+        let log = Arc::new(JobLog::create(
+            &log_path,
+            core.config.raw.jobs.max_log_bytes,
+        )?);
+        let mut env = vec![
+            ("TELEVIBE_PROJECT_ID".to_string(), a.project.id.clone()),
+            ("TELEVIBE_SESSION_ID".to_string(), a.session.id.clone()),
+            ("TELEVIBE_JOB_ID".to_string(), a.job.id.clone()),
+            ("TELEVIBE_BRANCH".to_string(), a.session.branch.clone()),
+            (
+                "TELEVIBE_WORKSPACE".to_string(),
+                a.session.worktree_path.clone(),
+            ),
+        ];
+        env.extend(
+            core.config
+                .raw
+                .agent
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let cmd = AgentCommand {
+            program: &program,
+            args: agent_args(core, &a.session),
+            cwd: &worktree,
+            env,
+        };
+        let mut child =
+            process::spawn(&cmd).map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let pid = child
+            .id()
+            .ok_or("agent exited before it could be tracked")? as i32;
+        let last_output_ms = Arc::new(AtomicI64::new(now_ms()));
+
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let prompt = a.job.instruction.clone();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (me, log2, last) = (myself.clone(), log.clone(), last_output_ms.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                last.store(now_ms(), Ordering::Relaxed);
+                log2.line("stdout", &line);
+                let events = parse_line(&line);
+                if !events.is_empty() {
+                    let _ = me.cast(RunnerMsg::Events(events));
+                }
+            }
+            let _ = me.cast(RunnerMsg::StreamClosed);
+        });
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (me, log2, last) = (myself.clone(), log.clone(), last_output_ms.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                last.store(now_ms(), Ordering::Relaxed);
+                log2.line("stderr", &line);
+            }
+            let _ = me.cast(RunnerMsg::StreamClosed);
+        });
+        let me = myself.clone();
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let status = child.wait().await.ok();
+            let _ = me.cast(RunnerMsg::Exited {
+                code: status.and_then(|s| s.code()),
+                signal: status.and_then(|s| s.signal()),
+            });
+        });
+
+        core.store
+            .mark_job_running(&a.job.id, pid, &log_path.display().to_string(), base_commit)
+            .await?;
+        core.job_started(&a.job, &a.session, pid).await;
+        let jobs = &core.config.raw.jobs;
+        let tick = Duration::from_millis((jobs.hang_timeout_secs * 1000 / 4).clamp(250, 5000));
+        myself.send_interval(tick, || RunnerMsg::Tick);
+        myself.send_after(Duration::from_secs(jobs.hard_timeout_secs), || {
+            RunnerMsg::HardTimeout
+        });
+        tracing::info!(target: "televibe.runner", job_id = %a.job.id, session_id = %a.session.id, project_id = %a.project.id, pid, instruction_preview = %preview(&a.job.instruction), "Job started");
+        Ok(RunnerState {
+            job: a.job,
+            session: a.session,
+            project: a.project,
+            pgid: pid,
+            log,
+            _permit: a.permit,
+            session_ref: a.session_ref,
+            last_output_ms,
+            last_cpu: 0,
+            last_cpu_change: Instant::now(),
+            started: Instant::now(),
+            stop: None,
+            exit: None,
+            streams_open: 2,
+            result: None,
+            last_text: None,
+            tools: HashMap::new(),
+            malformed: 0,
+            finished: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RunnerMsg>,
+        msg: RunnerMsg,
+        st: &mut RunnerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RunnerMsg::Events(events) => self.on_events(st, events).await,
+            RunnerMsg::StreamClosed => {
+                st.streams_open = st.streams_open.saturating_sub(1);
+                if st.streams_open == 0 && st.exit.is_some() {
+                    self.finalize(&myself, st).await;
+                }
+            }
+            RunnerMsg::Exited { code, signal } => {
+                st.exit = Some((code, signal));
+                // The leader is gone; whatever it left in its group goes with it.
+                process::signal_group(st.pgid, libc::SIGKILL);
+                if st.streams_open == 0 {
+                    self.finalize(&myself, st).await;
+                } else {
+                    myself.send_after(Duration::from_secs(3), || RunnerMsg::Finalize);
+                }
+            }
+            RunnerMsg::Tick => self.on_tick(&myself, st).await,
+            RunnerMsg::HardTimeout => begin_stop(&myself, st, StopReason::Timeout, self.grace()),
+            RunnerMsg::Stop(reason) => begin_stop(&myself, st, reason, self.grace()),
+            RunnerMsg::KillNow => {
+                process::signal_group(st.pgid, libc::SIGKILL);
+            }
+            RunnerMsg::Finalize => self.finalize(&myself, st).await,
+            RunnerMsg::Panic => panic!("injected panic in runner of job {}", st.job.id),
+        }
+        Ok(())
+    }
+}
+
+fn begin_stop(
+    myself: &ActorRef<RunnerMsg>,
+    st: &mut RunnerState,
+    reason: StopReason,
+    grace: Duration,
+) {
+    if st.stop.is_some() || st.exit.is_some() {
+        return;
+    }
+    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, reason = ?reason, "Stopping job: SIGTERM to its process group");
+    st.stop = Some(reason);
+    process::signal_group(st.pgid, libc::SIGTERM);
+    myself.send_after(grace, || RunnerMsg::KillNow);
+}
+
+pub fn preview(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 60 {
+        format!("{}...", one.chars().take(57).collect::<String>())
+    } else {
+        one
+    }
+}
+
+impl Runner {
+    fn grace(&self) -> Duration {
+        Duration::from_secs(self.core.config.raw.jobs.kill_grace_secs)
+    }
+
+    async fn on_events(&self, st: &mut RunnerState, events: Vec<StreamEvent>) {
+        let core = &self.core;
+        for ev in events {
+            match ev {
+                StreamEvent::Init { session_id, .. } => {
+                    if st.session.conversation_id.as_deref() != Some(session_id.as_str()) {
+                        let _ = core
+                            .store
+                            .set_conversation_id(&st.session.id, &session_id)
+                            .await;
+                        st.session.conversation_id = Some(session_id);
+                    }
+                }
+                StreamEvent::ToolUse { id, name, input } => {
+                    let target = tool_target(&name, &input);
+                    core.job_event(
+                        "job.tool_started",
+                        &st.job,
+                        &st.session,
+                        json!({"tool": name, "target": target, "tool_use_id": id}),
+                    )
+                    .await;
+                    st.tools.insert(id, (name, target));
+                }
+                StreamEvent::ToolResult {
+                    tool_use_id,
+                    is_error,
+                } => {
+                    let (name, target) = st.tools.get(&tool_use_id).cloned().unwrap_or_default();
+                    core.job_event(
+                        "job.tool_completed",
+                        &st.job,
+                        &st.session,
+                        json!({"tool": name, "target": target, "tool_use_id": tool_use_id, "is_error": is_error}),
+                    )
+                    .await;
+                }
+                StreamEvent::AssistantText(t) => st.last_text = Some(t),
+                StreamEvent::Result(r) => st.result = Some(r),
+                StreamEvent::ApiRetry {
+                    attempt,
+                    max_retries,
+                    error_status,
+                    ..
+                } => {
+                    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, "Agent retries the model API");
+                }
+                StreamEvent::PermissionDenied { tool_name, .. } => {
+                    tracing::info!(target: "televibe.runner", job_id = %st.job.id, tool = %tool_name, "Agent was denied a tool");
+                }
+                StreamEvent::Malformed(_) => {
+                    st.malformed += 1;
+                    if st.malformed <= 3 {
+                        tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "Malformed line from the agent (kept in the job log)");
+                    }
+                }
+                StreamEvent::Unknown(_) => {}
+            }
+        }
+    }
+
+    async fn on_tick(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
+        let core = &self.core;
+        let _ = core.store.job_heartbeat(&st.job.id).await;
+        let _ = st
+            .session_ref
+            .cast(SessionMsg::Heartbeat(st.job.id.clone()));
+        core.metrics.set_log_bytes(&st.job.id, st.log.bytes());
+        if st.exit.is_some() || st.stop.is_some() {
+            return;
+        }
+        let cpu = process::group_cpu_ticks(st.pgid);
+        if cpu != st.last_cpu {
+            st.last_cpu = cpu;
+            st.last_cpu_change = Instant::now();
+        }
+        let quiet_output = Duration::from_millis(
+            (now_ms() - st.last_output_ms.load(Ordering::Relaxed)).max(0) as u64,
+        );
+        let quiet = quiet_output.min(st.last_cpu_change.elapsed());
+        if quiet >= Duration::from_secs(core.config.raw.jobs.hang_timeout_secs) {
+            begin_stop(myself, st, StopReason::Hung, self.grace());
+        }
+    }
+
+    async fn finalize(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
+        if st.finished {
+            return;
+        }
+        st.finished = true;
+        let core = &self.core;
+        let (code, signal) = st.exit.unwrap_or((None, None));
+        let mut outcome = decide(
+            code,
+            signal,
+            st.stop.as_ref(),
+            st.result.as_ref(),
+            st.log.truncated(),
+        );
+        let worktree = PathBuf::from(&st.session.worktree_path);
+        if worktree.is_dir()
+            && let Ok((files, stat)) = core
+                .git
+                .changes(&worktree, st.job.base_commit.as_deref())
+                .await
+        {
+            outcome.outcome.files_changed = files;
+            outcome.outcome.diff_stat = stat;
+        }
+        if outcome.outcome.result_text.is_none() {
+            outcome.outcome.result_text = st.last_text.clone();
+        }
+        core.job_finished(
+            &st.job,
+            &st.session,
+            &st.project,
+            outcome,
+            st.started.elapsed(),
+            st.log.bytes(),
+        )
+        .await;
+        let _ = st
+            .session_ref
+            .cast(SessionMsg::JobFinished(st.job.id.clone()));
+        myself.stop(Some("job finished".into()));
+    }
+}

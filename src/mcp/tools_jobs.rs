@@ -1,0 +1,113 @@
+//! MCP tools for jobs.
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{ErrorData as McpError, Peer, RoleServer, tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::errors::{respond, respond_list};
+use super::server::{ControlServer, caller};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RunParams {
+    /// Session id, e.g. `S12`.
+    pub session_id: String,
+    /// What the agent should do (1 to 10,000 characters).
+    pub instruction: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct JobParams {
+    /// Job id, or a unique prefix of at least 8 characters.
+    pub job_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListJobsParams {
+    pub session_id: Option<String>,
+    /// queued, running, waiting_approval, done, failed or canceled.
+    pub status: Option<String>,
+    /// At most this many, newest first (default 50).
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct LogParams {
+    pub job_id: String,
+    /// How many lines from the end (default 100, at most 5000).
+    pub lines: Option<usize>,
+}
+
+#[tool_router(router = jobs_router, vis = "pub(crate)")]
+impl ControlServer {
+    #[tool(
+        description = "Queue an instruction for the agent in a session; answers the job and its queue position."
+    )]
+    async fn run_instruction(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<RunParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core
+                .run_instruction(&caller(&peer), &p.session_id, &p.instruction)
+                .await,
+        ))
+    }
+
+    #[tool(description = "Get a job: status, error, result, turns, cost, files changed.")]
+    async fn get_job(
+        &self,
+        Parameters(p): Parameters<JobParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(self.core.get_job(&p.job_id).await))
+    }
+
+    #[tool(description = "List jobs, newest first, optionally of one session or one status.")]
+    async fn list_jobs(
+        &self,
+        Parameters(p): Parameters<ListJobsParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond_list(
+            "jobs",
+            self.core
+                .list_jobs(p.session_id.as_deref(), p.status.as_deref(), p.limit)
+                .await,
+        ))
+    }
+
+    #[tool(
+        description = "Cancel a job: a queued one at once, a running one with SIGTERM, then SIGKILL after the grace period."
+    )]
+    async fn cancel_job(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<JobParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core.cancel_job(&caller(&peer), &p.job_id).await,
+        ))
+    }
+
+    #[tool(
+        description = "The last lines of a job's log (stdout and stderr, tagged); truncated says earlier lines exist."
+    )]
+    async fn get_job_logs(
+        &self,
+        Parameters(p): Parameters<LogParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(self.core.job_logs(&p.job_id, p.lines).await))
+    }
+
+    #[tool(
+        description = "Operator runbook for a stuck job: SIGTERM, grace, SIGKILL, failed with Manual termination (audited)."
+    )]
+    async fn kill_job(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<JobParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(self.core.kill_job(&caller(&peer), &p.job_id).await))
+    }
+}

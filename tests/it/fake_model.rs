@@ -1,0 +1,218 @@
+//! A loopback fake of the Anthropic Messages API, scripted per test, speaking SSE like the real one.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// What the fake answers to one streaming request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    ToolUse {
+        name: String,
+        input: Value,
+    },
+    Text(String),
+    Error {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+}
+
+type Script = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
+pub struct FakeModel {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeModel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Whether the request's last message carries a tool result (the tool ran; the model should finish).
+pub fn after_tool(req: &Value) -> bool {
+    req["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| {
+            m["content"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
+        })
+}
+
+/// All text of the request's messages, for matching on instructions.
+pub fn text_of(req: &Value) -> String {
+    req["messages"].to_string()
+}
+
+impl FakeModel {
+    pub async fn start(script: impl Fn(&Value) -> Reply + Send + Sync + 'static) -> FakeModel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(script);
+        let reqs = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (script, reqs) = (script.clone(), reqs.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(req, script.clone(), reqs.clone()));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeModel {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    script: Script,
+    reqs: Arc<Mutex<Vec<Value>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if path.ends_with("/count_tokens") {
+        return Ok(json_response(200, json!({"input_tokens": 10})));
+    }
+    if !path.starts_with("/v1/messages") {
+        return Ok(json_response(
+            404,
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "not found"}}),
+        ));
+    }
+    reqs.lock().unwrap().push(json_body.clone());
+    let reply = script(&json_body);
+    if let Reply::Error {
+        status,
+        kind,
+        message,
+    } = &reply
+    {
+        return Ok(json_response(
+            *status,
+            json!({"type": "error", "error": {"type": kind, "message": message}}),
+        ));
+    }
+    if json_body["stream"] != true {
+        let text = match &reply {
+            Reply::Text(t) => t.clone(),
+            _ => "ok".into(),
+        };
+        return Ok(json_response(
+            200,
+            json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": "claude-test",
+                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+                   "usage": {"input_tokens": 10, "output_tokens": 5}}),
+        ));
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Full::new(Bytes::from(sse(&reply))))
+        .unwrap())
+}
+
+fn json_response(status: u16, v: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("request-id", "req_fake")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap()
+}
+
+fn event(out: &mut String, name: &str, data: Value) {
+    out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+}
+
+fn sse(reply: &Reply) -> String {
+    let mut out = String::new();
+    event(
+        &mut out,
+        "message_start",
+        json!({"type": "message_start", "message": {"id": format!("msg_{}", uuid::Uuid::new_v4().simple()), "type": "message", "role": "assistant",
+            "model": "claude-test", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+    );
+    let stop = match reply {
+        Reply::ToolUse { name, input } => {
+            event(
+                &mut out,
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": name, "input": {}}}),
+            );
+            event(
+                &mut out,
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+            );
+            "tool_use"
+        }
+        Reply::Text(t) => {
+            event(
+                &mut out,
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            );
+            event(
+                &mut out,
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
+            );
+            "end_turn"
+        }
+        Reply::Error { .. } => unreachable!("errors are plain HTTP answers"),
+    };
+    event(
+        &mut out,
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    );
+    event(
+        &mut out,
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 12}}),
+    );
+    event(&mut out, "message_stop", json!({"type": "message_stop"}));
+    out
+}

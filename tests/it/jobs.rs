@@ -1,0 +1,627 @@
+//! Jobs end to end: the real Claude Code CLI against the fake model API, and a scripted fake agent for the
+//! cases the real CLI cannot be made to do.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fake_model::{FakeModel, Reply, after_tool, text_of};
+use crate::harness::*;
+
+const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
+
+/// Registers `repos/app` and opens session S1.
+async fn session(env: &Env, mcp: &Mcp) -> PathBuf {
+    make_repo(&env.root().join("repos/app"));
+    mcp.call("register_project", json!({"path": "app"}))
+        .await
+        .unwrap();
+    let s = mcp
+        .call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    PathBuf::from(s["worktree_path"].as_str().unwrap())
+}
+
+async fn run(mcp: &Mcp, session: &str, instruction: &str) -> String {
+    let q = mcp
+        .call(
+            "run_instruction",
+            json!({"session_id": session, "instruction": instruction}),
+        )
+        .await
+        .unwrap();
+    q["id"].as_str().unwrap().to_string()
+}
+
+async fn wait_status(mcp: &Mcp, id: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let j = mcp.call("get_job", json!({"job_id": id})).await.unwrap();
+        if pred(j["status"].as_str().unwrap()) {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} still {} after {limit:?}: {j}",
+            j["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_final(mcp: &Mcp, id: &str, limit: Duration) -> Value {
+    wait_status(mcp, id, limit, |s| {
+        ["done", "failed", "canceled"].contains(&s)
+    })
+    .await
+}
+
+fn group_gone(job: &Value) -> bool {
+    let pgid = job["pgid"].as_i64().unwrap() as i32;
+    televibe::jobs::process::group_members(pgid).is_empty()
+}
+
+async fn events(env: &Env, job_id: &str) -> Vec<(String, Value)> {
+    let store = televibe::store::Store::open_read_only(
+        &env.orchestrator().join("state.db"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let ev = store.events_of_job(job_id).await.unwrap();
+    store.close().await;
+    ev
+}
+
+fn fake_agent_config(extra: &str) -> String {
+    format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n{extra}")
+}
+
+fn metric(d: &Daemon, prefix: &str) -> Option<f64> {
+    let (_, m) = d.get("/metrics");
+    m.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_claude_code_runs_tools_resumes_and_reports_api_errors() {
+    let claude = claude_cli();
+    let env = Env::new("");
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let target = env
+        .root()
+        .join("workspaces/app/S1/hello.txt")
+        .display()
+        .to_string();
+    let model = FakeModel::start(move |req| {
+        if after_tool(req) {
+            Reply::Text("Created hello.txt.".into())
+        } else if text_of(req).contains("FAIL400") {
+            Reply::Error {
+                status: 400,
+                kind: "invalid_request_error".into(),
+                message: "fake invalid_request_error".into(),
+            }
+        } else if text_of(req).contains("second question") {
+            Reply::Text("Second job done.".into())
+        } else {
+            Reply::ToolUse {
+                name: "Write".into(),
+                input: json!({"file_path": target, "content": "hello\n"}),
+            }
+        }
+    })
+    .await;
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
+         env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\
+         [jobs]\nhard_timeout_secs = 120\n",
+        claude.display(),
+        model.url(),
+        home.display()
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let wt = session(&env, &mcp).await;
+
+    let first = run(&mcp, "S1", "create hello.txt please").await;
+    let j1 = wait_final(&mcp, &first, Duration::from_secs(90)).await;
+    assert_eq!(j1["status"], "done", "{j1}");
+    assert_eq!(
+        std::fs::read_to_string(wt.join("hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(j1["num_turns"], 2);
+    assert!(
+        j1["files_changed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("hello.txt")),
+        "{j1}"
+    );
+    assert!(
+        j1["diff_stat"]
+            .as_str()
+            .unwrap()
+            .contains("1 untracked file"),
+        "{j1}"
+    );
+    assert_eq!(j1["result_text"], "Created hello.txt.");
+    let kinds: Vec<String> = events(&env, &first)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "job.queued",
+            "job.started",
+            "job.tool_started",
+            "job.tool_completed",
+            "job.completed"
+        ],
+        "{kinds:?}"
+    );
+    let started = events(&env, &first)
+        .await
+        .into_iter()
+        .find(|e| e.0 == "job.tool_started")
+        .unwrap()
+        .1;
+    assert_eq!(started["tool"], "Write");
+    let conv = mcp
+        .call("get_session", json!({"session_id": "S1"}))
+        .await
+        .unwrap()["conversation_id"]
+        .clone();
+    assert!(conv.is_string(), "conversation id stored from system/init");
+
+    // The second job resumes the conversation: the model sees the first instruction again.
+    let second = run(&mcp, "S1", "second question").await;
+    let j2 = wait_final(&mcp, &second, Duration::from_secs(90)).await;
+    assert_eq!(j2["status"], "done", "{j2}");
+    assert_eq!(j2["result_text"], "Second job done.");
+    assert!(
+        model
+            .requests()
+            .iter()
+            .any(|r| text_of(r).contains("second question")
+                && text_of(r).contains("create hello.txt please"))
+    );
+
+    let third = run(&mcp, "S1", "FAIL400 now").await;
+    let j3 = wait_final(&mcp, &third, Duration::from_secs(90)).await;
+    assert_eq!(
+        (j3["status"].as_str(), j3["error_type"].as_str()),
+        (Some("failed"), Some("api_error")),
+        "{j3}"
+    );
+    assert_eq!(j3["api_error_status"], 400);
+    assert_eq!(j3["exit_code"], 1);
+    assert_eq!(
+        metric(
+            &d,
+            "televibe_circuit_breaker_failures_total{name=\"claude_code\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &d,
+            "televibe_jobs_total{project_id=\"app\",status=\"done\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &d,
+            "televibe_jobs_total{project_id=\"app\",status=\"failed\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &d,
+            "televibe_job_duration_seconds_count{project_id=\"app\",status=\"done\"}"
+        ),
+        Some(2.0)
+    );
+
+    let short = &first[..8];
+    assert_eq!(
+        mcp.call("get_job", json!({"job_id": short})).await.unwrap()["id"],
+        first.as_str()
+    );
+    let logs = mcp
+        .call("get_job_logs", json!({"job_id": first, "lines": 3}))
+        .await
+        .unwrap();
+    assert_eq!(logs["lines"].as_array().unwrap().len(), 3);
+    assert_eq!(logs["truncated"], true);
+    assert!(
+        logs["lines"][2]
+            .as_str()
+            .unwrap()
+            .contains("\"type\":\"result\""),
+        "{logs}"
+    );
+    assert_eq!(
+        mcp.call("list_jobs", json!({"session_id": "S1"}))
+            .await
+            .unwrap()["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_rules_and_validation() {
+    let env = Env::new(&fake_agent_config("max_queued_per_session = 2"));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    mcp.refused(
+        "run_instruction",
+        json!({"session_id": "S1", "instruction": "  "}),
+        "INSTRUCTION_EMPTY",
+    )
+    .await;
+    mcp.refused(
+        "run_instruction",
+        json!({"session_id": "S1", "instruction": "x".repeat(10_001)}),
+        "INSTRUCTION_TOO_LONG",
+    )
+    .await;
+    mcp.refused(
+        "run_instruction",
+        json!({"session_id": "S9", "instruction": "hi"}),
+        "SESSION_NOT_FOUND",
+    )
+    .await;
+    let running = run(&mcp, "S1", "slow").await;
+    wait_status(&mcp, &running, Duration::from_secs(10), |s| s == "running").await;
+    let a = mcp
+        .call(
+            "run_instruction",
+            json!({"session_id": "S1", "instruction": "first queued"}),
+        )
+        .await
+        .unwrap();
+    let b = mcp
+        .call(
+            "run_instruction",
+            json!({"session_id": "S1", "instruction": "second queued"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (a["position"].as_i64(), b["position"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(a["status"], "queued");
+    mcp.refused(
+        "run_instruction",
+        json!({"session_id": "S1", "instruction": "one too many"}),
+        "QUEUE_FULL",
+    )
+    .await;
+    assert_eq!(
+        metric(&d, "televibe_job_queue_size{session_id=\"S1\"}"),
+        Some(2.0)
+    );
+    // A queued job is canceled at once; the running one is stopped; the remaining one runs next.
+    let c = mcp
+        .call("cancel_job", json!({"job_id": a["id"]}))
+        .await
+        .unwrap();
+    assert_eq!(c["status"], "canceled");
+    mcp.call("cancel_job", json!({"job_id": running}))
+        .await
+        .unwrap();
+    let stopped = wait_final(&mcp, &running, Duration::from_secs(10)).await;
+    assert_eq!(stopped["status"], "canceled");
+    let last = wait_final(&mcp, b["id"].as_str().unwrap(), Duration::from_secs(10)).await;
+    assert_eq!(last["status"], "done", "{last}");
+    assert_eq!(last["result_text"], "ok");
+    assert_eq!(
+        metric(&d, "televibe_job_queue_size{session_id=\"S1\"}"),
+        Some(0.0)
+    );
+    mcp.refused("get_job", json!({"job_id": "nonexistent"}), "JOB_NOT_FOUND")
+        .await;
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hang_without_output_or_cpu_is_killed() {
+    let env = Env::new(&fake_agent_config("hang_timeout_secs = 2"));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "hang").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(20)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["error_type"].as_str()),
+        (Some("failed"), Some("hung")),
+        "{j}"
+    );
+    assert!(group_gone(&j));
+    assert_eq!(
+        mcp.call("get_session", json!({"session_id": "S1"}))
+            .await
+            .unwrap()["state"],
+        "idle"
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ignored_means_sigkill_after_grace_and_no_orphans() {
+    let env = Env::new(&fake_agent_config(""));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    for instruction in ["ignore-term", "grandchildren"] {
+        let id = run(&mcp, "S1", instruction).await;
+        let running = wait_status(&mcp, &id, Duration::from_secs(10), |s| s == "running").await;
+        let pgid = running["pgid"].as_i64().unwrap() as i32;
+        eventually(Duration::from_secs(5), "agent processes up", || {
+            televibe::jobs::process::group_members(pgid).len() >= 2
+        });
+        let asked = Instant::now();
+        mcp.call("cancel_job", json!({"job_id": id})).await.unwrap();
+        let j = wait_final(&mcp, &id, Duration::from_secs(15)).await;
+        assert_eq!(j["status"], "canceled", "{j}");
+        if instruction == "ignore-term" {
+            assert!(
+                asked.elapsed() >= Duration::from_millis(900),
+                "SIGKILL only after the grace period"
+            );
+            assert_eq!(j["signal"], libc::SIGKILL);
+        }
+        assert!(
+            group_gone(&j),
+            "{instruction}: a process of the group survived"
+        );
+    }
+    // A leader that exits leaving children behind: they go with it.
+    let id = run(&mcp, "S1", "orphans").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(10)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    eventually(Duration::from_secs(5), "orphans killed", || group_gone(&j));
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_flood_is_capped_and_malformed_lines_survive() {
+    let env = Env::new(&fake_agent_config(""));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "flood").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(120)).await;
+    let log = PathBuf::from(j["log_path"].as_str().unwrap());
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= 100 * 1024 * 1024, "{size}");
+    assert!(size > 99 * 1024 * 1024, "{size}");
+    let logs = mcp
+        .call("get_job_logs", json!({"job_id": id, "lines": 1}))
+        .await
+        .unwrap();
+    assert_eq!(logs["log_capped"], true);
+    assert_eq!(logs["lines"][0], televibe::jobs::log::TRUNCATION_MARKER);
+    assert_eq!(j["status"], "failed", "no result event: {j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("log truncated"),
+        "{j}"
+    );
+
+    let id = run(&mcp, "S1", "malformed").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(10)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(j["result_text"], "survived");
+    let text = std::fs::read_to_string(j["log_path"].as_str().unwrap()).unwrap();
+    assert!(
+        text.contains(" stdout this is not json") && text.contains("mystery_event"),
+        "{text}"
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hard_timeout_fails_the_job() {
+    let env = Env::new(&fake_agent_config("hard_timeout_secs = 1"));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "slow").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(15)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["error_type"].as_str()),
+        (Some("failed"), Some("timeout")),
+        "{j}"
+    );
+    assert!(group_gone(&j));
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
+    let env = Env::new(&fake_agent_config(
+        "[breakers.claude_code]\nfailure_threshold = 1\nsuccess_threshold = 1\ntimeout_seconds = 2\nhalf_open_requests = 1",
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let crash = run(&mcp, "S1", "crash").await;
+    let j = wait_final(&mcp, &crash, Duration::from_secs(10)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["exit_code"].as_i64()),
+        (Some("failed"), Some(2))
+    );
+    assert_eq!(
+        metric(&d, "televibe_circuit_breaker_state{name=\"claude_code\"}"),
+        Some(0.0)
+    );
+    let a = run(&mcp, "S1", "after the outage").await;
+    let b = run(&mcp, "S1", "after the outage too").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mcp.call("get_job", json!({"job_id": a})).await.unwrap()["status"],
+        "queued",
+        "no job starts while open"
+    );
+    assert_eq!(
+        mcp.call("list_sessions", json!({})).await.unwrap()["sessions"][0]["state"],
+        "idle",
+        "status keeps working"
+    );
+    let ja = wait_final(&mcp, &a, Duration::from_secs(30)).await;
+    let jb = wait_final(&mcp, &b, Duration::from_secs(30)).await;
+    assert_eq!(
+        (ja["status"].as_str(), jb["status"].as_str()),
+        (Some("done"), Some("done"))
+    );
+    assert!(
+        jb["started_at"].as_str() >= ja["finished_at"].as_str(),
+        "the probe ran alone"
+    );
+    assert_eq!(
+        metric(&d, "televibe_circuit_breaker_state{name=\"claude_code\"}"),
+        Some(1.0)
+    );
+    let store = televibe::store::Store::open_read_only(
+        &env.orchestrator().join("state.db"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let notices = store
+        .reader_count_events("claude.unavailable")
+        .await
+        .unwrap();
+    assert_eq!(notices, 1, "the user is told once");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_job_kill_follows_the_runbook() {
+    let env = Env::new(&fake_agent_config(""));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "ignore-term").await;
+    wait_status(&mcp, &id, Duration::from_secs(10), |s| s == "running").await;
+    let out = env.run(&["admin", "job", "kill", &id[..8], "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        (
+            j["status"].as_str(),
+            j["error_type"].as_str(),
+            j["error"].as_str()
+        ),
+        (Some("failed"), Some("killed"), Some("Manual termination"))
+    );
+    assert!(group_gone(&j));
+    assert_eq!(
+        mcp.call("get_session", json!({"session_id": "S1"}))
+            .await
+            .unwrap()["state"],
+        "idle"
+    );
+    let told = events(&env, &id)
+        .await
+        .into_iter()
+        .find(|e| e.0 == "job.failed")
+        .unwrap()
+        .1;
+    assert!(
+        told["error"]
+            .as_str()
+            .unwrap()
+            .contains("Manual termination"),
+        "{told}"
+    );
+    let out = env.run(&["admin", "jobs"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id[..8]));
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_daemon_mid_job_then_recovery() {
+    let env = Env::new(&fake_agent_config(""));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let stuck = run(&mcp, "S1", "grandchildren").await;
+    let j = wait_status(&mcp, &stuck, Duration::from_secs(10), |s| s == "running").await;
+    let pgid = j["pgid"].as_i64().unwrap() as i32;
+    let next = run(&mcp, "S1", "after restart").await;
+    drop(mcp);
+    d.signal(libc::SIGKILL);
+    let mut d = d;
+    d.wait_exit(Duration::from_secs(5));
+    assert!(
+        !televibe::jobs::process::group_members(pgid).is_empty(),
+        "the agent outlives a kill -9 of the daemon"
+    );
+    let d2 = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let j = mcp.call("get_job", json!({"job_id": stuck})).await.unwrap();
+    assert_eq!(
+        (j["status"].as_str(), j["error_type"].as_str()),
+        (Some("failed"), Some("orchestrator_restart")),
+        "{j}"
+    );
+    assert!(
+        televibe::jobs::process::group_members(pgid).is_empty(),
+        "the old group is killed at boot"
+    );
+    let n = wait_final(&mcp, &next, Duration::from_secs(15)).await;
+    assert_eq!(n["status"], "done", "queued jobs resume: {n}");
+    drop(d2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_session_actor_takes_its_runner_and_process_group_with_it() {
+    let env = Env::new(&fake_agent_config(""));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "grandchildren").await;
+    let running = wait_status(&mcp, &id, Duration::from_secs(10), |s| s == "running").await;
+    let next = run(&mcp, "S1", "next one").await;
+    assert!(
+        env.run(&["admin", "panic", "sessions/session:S1"])
+            .status
+            .success()
+    );
+    let j = wait_final(&mcp, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["error_type"].as_str()),
+        (Some("failed"), Some("internal")),
+        "{j}"
+    );
+    eventually(Duration::from_secs(5), "group killed", || {
+        group_gone(&running)
+    });
+    assert_eq!(
+        wait_final(&mcp, &next, Duration::from_secs(15)).await["status"],
+        "done"
+    );
+    let _ = Path::new(FAKE_AGENT);
+    drop(d);
+}
