@@ -50,7 +50,13 @@ pub struct ChildSpec {
     restart: Restart,
     /// The child is itself a `Supervisor`: the tree shows its children.
     supervises: bool,
+    /// How to ask a non-supervisor child for the nodes below it (e.g. a session's running job).
+    below: Option<BelowFn>,
 }
+
+type BelowFuture = Pin<Box<dyn Future<Output = Vec<TreeNode>> + Send>>;
+/// Asks a child actor for the tree nodes it owns.
+pub type BelowFn = Arc<dyn Fn(ActorCell) -> BelowFuture + Send + Sync>;
 
 impl ChildSpec {
     /// A child built by `make` each time it (re)starts.
@@ -79,12 +85,19 @@ impl ChildSpec {
             }),
             restart: Restart::Permanent,
             supervises: false,
+            below: None,
         }
     }
 
     /// Restarted only after failures; a normal stop removes it.
     pub fn transient(mut self) -> ChildSpec {
         self.restart = Restart::Transient;
+        self
+    }
+
+    /// Lets the live tree show what the child owns (it is no supervisor but has children).
+    pub fn with_below(mut self, below: BelowFn) -> ChildSpec {
+        self.below = Some(below);
         self
     }
 
@@ -208,6 +221,8 @@ impl SupervisorState {
                 if let Ok(sub) = ractor::call_t!(r, SupervisorMsg::Tree, 1000) {
                     child.children = sub.children;
                 }
+            } else if let (Some(below), Some(cell)) = (&rec.spec.below, &rec.cell) {
+                child.children = below(cell.clone()).await;
             }
         }
         node

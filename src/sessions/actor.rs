@@ -17,7 +17,7 @@ use crate::jobs::outcome::StopReason;
 use crate::jobs::process;
 use crate::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
 use crate::store::{ErrorType, Job, JobOutcome, JobStatus, Session, SessionState};
-use crate::supervisor::ChildMessage;
+use crate::supervisor::{ChildMessage, TreeNode};
 
 pub struct SessionActor {
     pub core: Arc<Core>,
@@ -47,6 +47,8 @@ pub enum SessionMsg {
     /// The manual-termination runbook for the running job; false when it is not running here.
     KillJob(String, RpcReplyPort<bool>),
     Tick,
+    /// The tree nodes below this session: its running job's runner.
+    Below(RpcReplyPort<Vec<TreeNode>>),
     Panic,
 }
 
@@ -61,6 +63,7 @@ struct Running {
     job_id: String,
     runner: ActorRef<RunnerMsg>,
     last_heartbeat: Instant,
+    started: Instant,
 }
 
 pub struct SessionActorState {
@@ -193,6 +196,20 @@ impl Actor for SessionActor {
                 let _ = reply.send(here.is_some());
             }
             SessionMsg::Tick => self.tick(&myself, st).await,
+            SessionMsg::Below(reply) => {
+                let nodes = st
+                    .running
+                    .iter()
+                    .map(|r| TreeNode {
+                        name: format!("job:{}", r.job_id),
+                        status: "running".into(),
+                        restarts: 0,
+                        uptime_secs: r.started.elapsed().as_secs(),
+                        children: Vec::new(),
+                    })
+                    .collect();
+                let _ = reply.send(nodes);
+            }
             SessionMsg::Panic => panic!("injected panic in session actor {}", st.session.id),
         }
         Ok(())
@@ -329,6 +346,7 @@ impl SessionActor {
                     job_id: job.id,
                     runner,
                     last_heartbeat: Instant::now(),
+                    started: Instant::now(),
                 });
             }
             Err(e) => {

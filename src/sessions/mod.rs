@@ -51,6 +51,12 @@ pub fn session_child(core: &Arc<Core>, id: &str) -> ChildSpec {
         )
     })
     .transient()
+    .with_below(Arc::new(|cell| {
+        Box::pin(async move {
+            let r: ractor::ActorRef<SessionMsg> = cell.into();
+            ractor::call_t!(r, SessionMsg::Below, 1000).unwrap_or_default()
+        })
+    }))
 }
 
 /// Boot reconciliation, run whenever the `sessions` supervisor starts; returns one child per open session.

@@ -28,6 +28,11 @@ case "$prompt" in
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"survived"}'
     exit 0 ;;
   *crash*) echo 'boom' >&2; exit 2 ;;
+  *env*)
+    env | sort
+    echo "cwd=$(pwd)"
+    echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"env printed"}'
+    exit 0 ;;
   *slow*) sleep 30 ;;
   *) echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok"}' ;;
 esac

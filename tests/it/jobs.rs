@@ -232,6 +232,26 @@ async fn real_claude_code_runs_tools_resumes_and_reports_api_errors() {
         Some(2.0)
     );
 
+    let (_, metrics) = d.get("/metrics");
+    let mut promtool = std::process::Command::new(required_tool(
+        "promtool",
+        "install the Debian package prometheus",
+    ))
+    .args(["check", "metrics"])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let short = &first[..8];
     assert_eq!(
         mcp.call("get_job", json!({"job_id": short})).await.unwrap()["id"],
@@ -314,6 +334,39 @@ async fn queue_rules_and_validation() {
     )
     .await;
     assert_eq!(
+        metric(&d, "televibe_jobs_active{project_id=\"app\"}"),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &d,
+            &format!("televibe_job_start_timestamp{{job_id=\"{running}\"}}")
+        )
+        .is_some()
+    );
+    let tree = json(&String::from_utf8_lossy(
+        &env.run(&["admin", "tree", "--json"]).stdout,
+    ));
+    let sessions = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sessions")
+        .unwrap()
+        .clone();
+    let s1 = sessions["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "session:S1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        s1["children"][0]["name"],
+        format!("job:{running}"),
+        "{tree}"
+    );
+    assert_eq!(
         metric(&d, "televibe_job_queue_size{session_id=\"S1\"}"),
         Some(2.0)
     );
@@ -334,6 +387,17 @@ async fn queue_rules_and_validation() {
     assert_eq!(
         metric(&d, "televibe_job_queue_size{session_id=\"S1\"}"),
         Some(0.0)
+    );
+    assert_eq!(
+        metric(&d, "televibe_jobs_active{project_id=\"app\"}"),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &d,
+            &format!("televibe_job_start_timestamp{{job_id=\"{running}\"}}")
+        )
+        .is_none()
     );
     mcp.refused("get_job", json!({"job_id": "nonexistent"}), "JOB_NOT_FOUND")
         .await;
@@ -461,6 +525,9 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
     session(&env, &mcp).await;
+    mcp.call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
     let crash = run(&mcp, "S1", "crash").await;
     let j = wait_final(&mcp, &crash, Duration::from_secs(10)).await;
     assert_eq!(
@@ -471,8 +538,9 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
         metric(&d, "televibe_circuit_breaker_state{name=\"claude_code\"}"),
         Some(0.0)
     );
+    // Two sessions, two queued jobs: nothing starts while open, then exactly one probe runs alone.
     let a = run(&mcp, "S1", "after the outage").await;
-    let b = run(&mcp, "S1", "after the outage too").await;
+    let b = run(&mcp, "S2", "after the outage too").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         mcp.call("get_job", json!({"job_id": a})).await.unwrap()["status"],
@@ -480,8 +548,15 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
         "no job starts while open"
     );
     assert_eq!(
-        mcp.call("list_sessions", json!({})).await.unwrap()["sessions"][0]["state"],
-        "idle",
+        mcp.call("get_job", json!({"job_id": b})).await.unwrap()["status"],
+        "queued"
+    );
+    assert_eq!(
+        mcp.call("list_sessions", json!({})).await.unwrap()["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
         "status keeps working"
     );
     let ja = wait_final(&mcp, &a, Duration::from_secs(30)).await;
@@ -490,9 +565,14 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
         (ja["status"].as_str(), jb["status"].as_str()),
         (Some("done"), Some("done"))
     );
+    let (first, second) = if ja["started_at"].as_str() < jb["started_at"].as_str() {
+        (&ja, &jb)
+    } else {
+        (&jb, &ja)
+    };
     assert!(
-        jb["started_at"].as_str() >= ja["finished_at"].as_str(),
-        "the probe ran alone"
+        second["started_at"].as_str() >= first["finished_at"].as_str(),
+        "the probe ran alone: {first} {second}"
     );
     assert_eq!(
         metric(&d, "televibe_circuit_breaker_state{name=\"claude_code\"}"),
@@ -504,11 +584,64 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
     )
     .await
     .unwrap();
-    let notices = store
-        .reader_count_events("claude.unavailable")
+    assert_eq!(
+        store
+            .reader_count_events("claude.unavailable")
+            .await
+            .unwrap(),
+        1,
+        "the user is told once"
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_holds_across_sessions_and_the_agent_env_is_scrubbed() {
+    let port = free_port();
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\nenv = {{ EXTRA_FOR_AGENT = \"yes\" }}\n[jobs]\nmax_concurrent = 1\nkill_grace_secs = 1\n[telegram]\napi_url = \"http://127.0.0.1:{port}\""
+    ));
+    let d = env.start_with(|c| {
+        c.env("TELEVIBE_TELEGRAM__TOKEN", "4242:very-secret-token");
+    });
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    mcp.call("create_session", json!({"project_id": "app"}))
         .await
         .unwrap();
-    assert_eq!(notices, 1, "the user is told once");
+    let slow = run(&mcp, "S1", "slow").await;
+    wait_status(&mcp, &slow, Duration::from_secs(10), |s| s == "running").await;
+    let other = run(&mcp, "S2", "env").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        mcp.call("get_job", json!({"job_id": other})).await.unwrap()["status"],
+        "queued",
+        "one slot, taken by S1"
+    );
+    mcp.call("cancel_job", json!({"job_id": slow}))
+        .await
+        .unwrap();
+    let j = wait_final(&mcp, &other, Duration::from_secs(15)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    let log = std::fs::read_to_string(j["log_path"].as_str().unwrap()).unwrap();
+    assert!(
+        !log.contains("very-secret-token") && !log.contains("TELEVIBE_TELEGRAM"),
+        "secrets reach the agent: {log}"
+    );
+    for expected in [
+        format!("TELEVIBE_JOB_ID={other}"),
+        "TELEVIBE_SESSION_ID=S2".to_string(),
+        "TELEVIBE_PROJECT_ID=app".to_string(),
+        "TELEVIBE_BRANCH=televibe/S2".to_string(),
+        format!(
+            "TELEVIBE_WORKSPACE={}",
+            env.root().join("workspaces/app/S2").display()
+        ),
+        format!("cwd={}", env.root().join("workspaces/app/S2").display()),
+        "EXTRA_FOR_AGENT=yes".to_string(),
+    ] {
+        assert!(log.contains(&expected), "missing {expected} in {log}");
+    }
     drop(d);
 }
 
