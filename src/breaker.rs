@@ -165,11 +165,12 @@ impl CircuitBreaker {
     }
 
     /// Asks to run one guarded operation. Closed: always. Half-open: at most `half_open_requests` at a time.
-    pub fn try_acquire(&self) -> Result<(), BreakerOpen> {
+    /// Answers whether the operation is a half-open probe.
+    pub fn try_acquire(&self) -> Result<bool, BreakerOpen> {
         let mut inner = self.lock();
         self.tick(&mut inner);
         match &mut *inner {
-            Inner::Closed { .. } => Ok(()),
+            Inner::Closed { .. } => Ok(false),
             Inner::Open { until } => Err(BreakerOpen {
                 name: self.name,
                 retry_in_secs: until.saturating_duration_since(Instant::now()).as_secs() + 1,
@@ -179,7 +180,7 @@ impl CircuitBreaker {
             } => {
                 if *probes_in_flight < self.settings.half_open_requests {
                     *probes_in_flight += 1;
-                    Ok(())
+                    Ok(true)
                 } else {
                     Err(BreakerOpen {
                         name: self.name,
@@ -190,14 +191,15 @@ impl CircuitBreaker {
         }
     }
 
-    /// Reports a guarded operation that succeeded.
-    pub fn record_success(&self) {
+    /// Reports a guarded operation that succeeded. Only probes move a half-open breaker.
+    pub fn record_success(&self, probe: bool) {
         let mut inner = self.lock();
         match &mut *inner {
             Inner::Closed {
                 consecutive_failures,
             } => *consecutive_failures = 0,
             Inner::Open { .. } => {}
+            Inner::HalfOpen { .. } if !probe => {}
             Inner::HalfOpen {
                 probes_in_flight,
                 successes,
@@ -232,8 +234,11 @@ impl CircuitBreaker {
         }
     }
 
-    /// Returns a half-open probe permit without an outcome (the operation never ran).
-    pub fn release(&self) {
+    /// Gives a half-open probe permit back without an outcome (the operation never ran or said nothing).
+    pub fn release(&self, probe: bool) {
+        if !probe {
+            return;
+        }
         if let Inner::HalfOpen {
             probes_in_flight, ..
         } = &mut *self.lock()
@@ -325,6 +330,17 @@ impl Breakers {
             .expect("all three breakers exist")
     }
 
+    /// A permit for one guarded operation; it gives itself back when dropped without an outcome.
+    pub fn acquire(self: &Arc<Self>, name: BreakerName) -> Result<BreakerPermit, BreakerOpen> {
+        let probe = self.get(name).try_acquire()?;
+        Ok(BreakerPermit {
+            breakers: self.clone(),
+            name,
+            probe,
+            done: false,
+        })
+    }
+
     /// Applies due time-driven transitions so the gauge is current.
     pub fn refresh(&self) {
         for b in &self.all {
@@ -334,6 +350,45 @@ impl Breakers {
 
     pub fn statuses(&self) -> Vec<BreakerStatus> {
         self.all.iter().map(CircuitBreaker::status).collect()
+    }
+}
+
+/// Permission for one guarded operation. Report its outcome with `success` or `failure`; dropping it
+/// without one (crash, cancel) returns a half-open probe slot, so probes never leak.
+pub struct BreakerPermit {
+    breakers: Arc<Breakers>,
+    name: BreakerName,
+    probe: bool,
+    done: bool,
+}
+
+impl BreakerPermit {
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    pub fn success(mut self) {
+        self.done = true;
+        self.breakers.get(self.name).record_success(self.probe);
+    }
+
+    pub fn failure(mut self) {
+        self.done = true;
+        self.breakers.get(self.name).record_failure();
+    }
+}
+
+impl Drop for BreakerPermit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breakers.get(self.name).release(self.probe);
+        }
+    }
+}
+
+impl std::fmt::Debug for BreakerPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BreakerPermit({}, probe: {})", self.name, self.probe)
     }
 }
 
@@ -362,7 +417,7 @@ mod tests {
         let (b, m) = breaker(3, 1, 30);
         assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 1.0);
         for _ in 0..3 {
-            b.try_acquire().unwrap();
+            assert!(!b.try_acquire().unwrap());
             b.record_failure();
         }
         assert_eq!(b.state(), BreakerState::Open);
@@ -371,9 +426,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(30)).await;
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 0.5);
-        b.try_acquire().unwrap();
+        assert!(b.try_acquire().unwrap(), "a probe");
         assert!(b.try_acquire().is_err(), "exactly one probe in half-open");
-        b.record_success();
+        b.record_success(false);
+        assert_eq!(
+            b.state(),
+            BreakerState::HalfOpen,
+            "a non-probe success proves nothing"
+        );
+        b.record_success(true);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 1.0);
     }
@@ -382,7 +443,7 @@ mod tests {
     async fn failed_probe_reopens_and_success_resets_the_count() {
         let (b, _) = breaker(2, 2, 10);
         b.record_failure();
-        b.record_success();
+        b.record_success(false);
         b.record_failure();
         assert_eq!(
             b.state(),
@@ -392,15 +453,20 @@ mod tests {
         b.record_failure();
         assert_eq!(b.state(), BreakerState::Open);
         tokio::time::advance(Duration::from_secs(10)).await;
-        b.try_acquire().unwrap();
+        assert!(b.try_acquire().unwrap());
         b.record_failure();
         assert_eq!(b.state(), BreakerState::Open);
         tokio::time::advance(Duration::from_secs(10)).await;
-        b.try_acquire().unwrap();
-        b.record_success();
+        assert!(b.try_acquire().unwrap());
+        b.release(true);
+        assert!(
+            b.try_acquire().unwrap(),
+            "a released probe slot is free again"
+        );
+        b.record_success(true);
         assert_eq!(b.state(), BreakerState::HalfOpen, "needs two successes");
-        b.try_acquire().unwrap();
-        b.record_success();
+        assert!(b.try_acquire().unwrap());
+        b.record_success(true);
         assert_eq!(b.state(), BreakerState::Closed);
     }
 }

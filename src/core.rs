@@ -39,6 +39,8 @@ pub struct Core {
     pub session_actors: Mutex<HashMap<String, ActorRef<SessionMsg>>>,
     /// Serialises session creation: limits, numbering and branch checks happen under it.
     pub session_create: tokio::sync::Mutex<()>,
+    /// Jobs this daemon counts in `televibe_jobs_active` (so a gauge never goes below what it added).
+    pub active_jobs: Mutex<HashSet<String>>,
     /// Run slots: `jobs.max_concurrent` permits, held by running jobs.
     pub job_slots: Arc<tokio::sync::Semaphore>,
     /// Whether users were told that the Claude API is unavailable (reset when a job starts again).
@@ -106,6 +108,7 @@ impl Core {
             session_actors: Mutex::new(HashMap::new()),
             session_create: tokio::sync::Mutex::new(()),
             job_slots,
+            active_jobs: Mutex::new(HashSet::new()),
             claude_notice_sent: AtomicBool::new(false),
             session_gauge_labels: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),

@@ -103,6 +103,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 }
 
 async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
+    // Agents run as this user: keep them from reading this process's memory and environment
+    // (`/proc/<pid>/environ` holds the bot token when it came from the environment).
+    // SAFETY: prctl(PR_SET_DUMPABLE) only changes a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     tracing::info!(
         target: "televibe.daemon",
         version = env!("CARGO_PKG_VERSION"),

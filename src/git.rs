@@ -75,8 +75,7 @@ impl Git {
         T: Send + 'static,
         F: FnOnce() -> Result<T, GitError> + Send + 'static,
     {
-        let breaker = self.breakers.get(BreakerName::GitOperations);
-        breaker.try_acquire()?;
+        let permit = self.breakers.acquire(BreakerName::GitOperations)?;
         let outcome =
             match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(op)).await {
                 Err(_) => Err(GitError::Timeout(self.timeout.as_secs())),
@@ -86,9 +85,9 @@ impl Git {
         match &outcome {
             Err(e) if e.is_failure() => {
                 tracing::warn!(target: "televibe.git", error = %e, "git operation failed");
-                breaker.record_failure();
+                permit.failure();
             }
-            _ => breaker.record_success(),
+            _ => permit.success(),
         }
         outcome
     }
@@ -404,11 +403,31 @@ fn prune_sync(repo_path: &Path) -> Result<usize, GitError> {
 }
 
 fn git_cli(wt: &Path, args: &[&str]) -> Result<String, GitError> {
-    let out = std::process::Command::new("git")
+    // The worktree belongs to an agent, which can edit the repository's config: run git with a clean
+    // environment and with every config-driven command (fsmonitor, hooks, external diff, textconv) off.
+    let mut cmd = std::process::Command::new("git");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args([
+            "-c",
+            "core.fsmonitor=",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "diff.external=",
+            "-c",
+            "core.pager=cat",
+        ])
         .arg("-C")
         .arg(wt)
-        .args(args)
-        .env("GIT_OPTIONAL_LOCKS", "0")
+        .args(args);
+    if args.first() == Some(&"diff") {
+        cmd.args(["--no-ext-diff", "--no-textconv"]);
+    }
+    let out = cmd
         .output()
         .map_err(|e| failed(format!("cannot run git: {e}")))?;
     if !out.status.success() {

@@ -52,6 +52,8 @@ CREATE TABLE jobs (
     signal            INTEGER,
     pid               INTEGER,
     pgid              INTEGER,
+    boot_id           TEXT,
+    leader_start      INTEGER,
     log_path          TEXT,
     base_commit       TEXT,
     is_error          INTEGER,

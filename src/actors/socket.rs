@@ -1,6 +1,6 @@
 //! The `socket` actor: the Unix socket (mode 0600) where MCP and admin clients connect; one MCP server per connection.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,12 +84,23 @@ async fn bind_private(path: &Path) -> Result<UnixListener, ActorProcessingErr> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // The umask makes the socket private from the moment it exists; the chmod makes sure of it.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Bind inside a fresh 0700 directory, make the socket 0600, then move it into place: it is never
+    // reachable by others, and the process umask (which agents inherit) is left alone.
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let private = dir.join(format!(".televibe-bind-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("sock");
+    let bound =
+        UnixListener::bind(&staged).map_err(|e| format!("cannot bind {}: {e}", path.display()));
+    let placed = bound.and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&staged, path)
+            .map_err(|e| format!("cannot move the socket to {}: {e}", path.display()))?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_dir_all(&private);
+    let listener = placed?;
     Ok(listener)
 }
 

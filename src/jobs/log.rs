@@ -1,7 +1,7 @@
 //! The job log `logs/jobs/<job_id>.log`: every stdout and stderr line, tagged, capped with a final marker.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -95,13 +95,21 @@ pub fn tail(path: &Path, n: usize) -> std::io::Result<(Vec<String>, bool)> {
         newlines += chunk.iter().filter(|b| **b == b'\n').count();
     }
     f.seek(SeekFrom::Start(start))?;
-    let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
-    // The first line may be partial when reading did not start at the beginning.
-    let lines = if start > 0 && !lines.is_empty() {
-        lines[1..].to_vec()
-    } else {
-        lines
-    };
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut raw)?;
+    // Split raw bytes first: a chunk boundary may cut a multi-byte character, and agents print anything.
+    let mut parts: Vec<&[u8]> = raw.split(|b| *b == b'\n').collect();
+    if parts.last().is_some_and(|p| p.is_empty()) {
+        parts.pop();
+    }
+    // The first piece may be partial when reading did not start at the beginning.
+    if start > 0 && !parts.is_empty() {
+        parts.remove(0);
+    }
+    let lines: Vec<String> = parts
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
     let more = start > 0 || lines.len() > n;
     let skip = lines.len().saturating_sub(n);
     Ok((lines[skip..].to_vec(), more))

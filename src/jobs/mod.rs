@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::audit::AuditSubject;
-use crate::breaker::BreakerName;
+use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::errors::{CoreError, ErrorCode};
 use crate::sessions::actor::SessionMsg;
@@ -139,7 +139,13 @@ impl Core {
             ));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let job = self.store.insert_job(&id, &session.id, instruction).await?;
+        let Some(job) = self.store.insert_job(&id, &session.id, instruction).await? else {
+            return Err(CoreError::new(
+                ErrorCode::SessionClosing,
+                format!("session {} was closed", session.id),
+                "open a new session (create_session) on the same branch",
+            ));
+        };
         let position = queued.len() + 1;
         self.job_event(
             "job.queued",
@@ -280,7 +286,7 @@ impl Core {
         };
         if !delivered {
             // No runner owns it: do the runbook here.
-            if let Some(pgid) = job.pgid {
+            if let Some(pgid) = job.recorded_group() {
                 process::terminate_group(pgid, grace).await;
             }
             let outcome = JobOutcome {
@@ -332,6 +338,10 @@ impl Core {
         let project = ProjectLabel {
             project_id: session.project_id.clone(),
         };
+        self.active_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id.clone());
         self.metrics.jobs_active.get_or_create(&project).inc();
         self.metrics
             .job_start_timestamp
@@ -357,13 +367,15 @@ impl Core {
         project: &Project,
         d: Decision,
         elapsed: Duration,
-        log_bytes: u64,
+        breaker: Option<BreakerPermit>,
     ) {
-        let breaker = self.breakers.get(BreakerName::ClaudeCode);
-        match d.breaker {
-            BreakerVerdict::Success => breaker.record_success(),
-            BreakerVerdict::Failure => breaker.record_failure(),
-            BreakerVerdict::Neutral => breaker.release(),
+        if let Some(permit) = breaker {
+            match d.breaker {
+                BreakerVerdict::Success => permit.success(),
+                BreakerVerdict::Failure => permit.failure(),
+                // Dropping it gives a probe slot back.
+                BreakerVerdict::Neutral => drop(permit),
+            }
         }
         let status = d.outcome.status.unwrap_or(JobStatus::Failed);
         let summary = json!({
@@ -393,16 +405,7 @@ impl Core {
             .job_duration_seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-        self.metrics
-            .jobs_active
-            .get_or_create(&ProjectLabel {
-                project_id: project.id.clone(),
-            })
-            .dec();
-        self.metrics.job_start_timestamp.remove(&JobLabel {
-            job_id: job.id.clone(),
-        });
-        self.metrics.set_log_bytes(&job.id, log_bytes);
+        self.job_inactive(&job.id, &project.id);
         let event = match status {
             JobStatus::Done => "job.completed",
             JobStatus::Canceled => "job.canceled",
@@ -411,6 +414,30 @@ impl Core {
         self.metrics.jobs_total.get_or_create(&labels).inc();
         self.job_event(event, job, session, summary).await;
         tracing::info!(target: "televibe.runner", job_id = %job.id, session_id = %session.id, status = status.as_str(), error = %error, "Job finished");
+    }
+
+    /// Takes a job out of the running gauges, once, and only if this daemon counted it in.
+    fn job_inactive(&self, job_id: &str, project_id: &str) {
+        if !self
+            .active_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job_id)
+        {
+            return;
+        }
+        self.metrics
+            .jobs_active
+            .get_or_create(&ProjectLabel {
+                project_id: project_id.to_string(),
+            })
+            .dec();
+        // Per-job gauges exist while the job runs, so their label set stays bounded.
+        let label = JobLabel {
+            job_id: job_id.to_string(),
+        };
+        self.metrics.job_start_timestamp.remove(&label);
+        self.metrics.log_file_bytes.remove(&label);
     }
 
     /// Bookkeeping for a job ended without a runner (queued cancel, recovery, manual kill of an orphan).
@@ -423,17 +450,7 @@ impl Core {
             status: status.as_str().into(),
         };
         self.metrics.jobs_total.get_or_create(&labels).inc();
-        if job.status == JobStatus::Running || job.status == JobStatus::WaitingApproval {
-            self.metrics
-                .jobs_active
-                .get_or_create(&ProjectLabel {
-                    project_id: session.project_id.clone(),
-                })
-                .dec();
-            self.metrics.job_start_timestamp.remove(&JobLabel {
-                job_id: job.id.clone(),
-            });
-        }
+        self.job_inactive(&job.id, &session.project_id);
         let event = if status == JobStatus::Canceled {
             "job.canceled"
         } else {
@@ -448,15 +465,17 @@ impl Core {
         self.set_queue_gauge(&session.id).await;
     }
 
-    /// At boot: jobs left `running` are failed (`orchestrator_restart`) after their process group is killed.
+    /// At boot (and whenever the `sessions` supervisor starts): jobs left `running` are failed
+    /// (`orchestrator_restart`) after their process group, if still alive and still theirs, is killed.
+    /// The jobs are written off, so the groups get SIGKILL at once rather than a grace period each.
+    /// Writes are best effort: a read-only store must not keep the daemon from starting.
     pub async fn recover_jobs(&self) -> Result<(), CoreError> {
-        let grace = Duration::from_secs(self.config.raw.jobs.kill_grace_secs);
         for job in self.store.unfinished_running_jobs().await? {
-            if let Some(pgid) = job.pgid
+            if let Some(pgid) = job.recorded_group()
                 && process::group_alive(pgid)
             {
                 tracing::warn!(target: "televibe.jobs", job_id = %job.id, pgid, "Killing the process group of a job left running by the previous daemon");
-                process::terminate_group(pgid, grace).await;
+                process::signal_group(pgid, libc::SIGKILL);
             }
             let outcome = JobOutcome {
                 status: Some(JobStatus::Failed),
@@ -464,14 +483,20 @@ impl Core {
                 error: Some("the daemon restarted while the job was running".into()),
                 ..Default::default()
             };
-            if self.store.finish_job(&job.id, outcome).await? {
-                self.after_job_end(
-                    &job,
-                    JobStatus::Failed,
-                    "the daemon restarted while the job was running",
-                )
-                .await;
-                tracing::warn!(target: "televibe.jobs", job_id = %job.id, "Job failed: orchestrator_restart");
+            match self.store.finish_job(&job.id, outcome).await {
+                Ok(true) => {
+                    self.after_job_end(
+                        &job,
+                        JobStatus::Failed,
+                        "the daemon restarted while the job was running",
+                    )
+                    .await;
+                    tracing::warn!(target: "televibe.jobs", job_id = %job.id, "Job failed: orchestrator_restart");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(target: "televibe.jobs", job_id = %job.id, error = %e, "cannot record the failed job; retried at the next start")
+                }
             }
         }
         Ok(())

@@ -98,6 +98,7 @@ struct Stat {
     pgrp: i32,
     utime: u64,
     stime: u64,
+    start: u64,
 }
 
 fn read_stat(pid: i32) -> Option<Stat> {
@@ -110,7 +111,34 @@ fn read_stat(pid: i32) -> Option<Stat> {
         pgrp: f.get(2)?.parse().ok()?,
         utime: f.get(11)?.parse().ok()?,
         stime: f.get(12)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
     })
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// When a process started, in clock ticks since boot.
+pub fn start_ticks(pid: i32) -> Option<u64> {
+    read_stat(pid).map(|s| s.start)
+}
+
+/// Whether the process group recorded for a job is still the one the runner created: same boot, and the
+/// leader (if alive) is the same process. Used before signalling a pgid read back from the database.
+pub fn is_recorded_group(pgid: i32, boot: Option<&str>, leader_start: Option<i64>) -> bool {
+    if pgid <= 1 || boot.is_none() || boot != boot_id().as_deref() {
+        return false;
+    }
+    match (read_stat(pgid), leader_start) {
+        (Some(stat), Some(start)) => stat.start as i64 == start,
+        // The leader is gone; its group may live on in children, which only it could have made.
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
 }
 
 /// TERM the group, wait up to `grace` for it to go, then KILL. Returns true if SIGKILL was needed.
@@ -162,6 +190,32 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(!group_alive(pgid), "no member survives");
+    }
+
+    #[tokio::test]
+    async fn a_recorded_group_is_only_signalled_while_it_is_still_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = AgentCommand {
+            program: Path::new("/bin/sleep"),
+            args: vec!["30".into()],
+            cwd: dir.path(),
+            env: vec![],
+        };
+        let mut child = spawn(&cmd).unwrap();
+        let pid = child.id().unwrap() as i32;
+        let start = start_ticks(pid).map(|t| t as i64);
+        let boot = boot_id();
+        assert!(is_recorded_group(pid, boot.as_deref(), start));
+        assert!(
+            !is_recorded_group(pid, Some("another-boot"), start),
+            "a pgid from another boot is never ours"
+        );
+        assert!(
+            !is_recorded_group(pid, boot.as_deref(), start.map(|s| s + 1)),
+            "a reused pid is not ours"
+        );
+        assert!(!is_recorded_group(1, boot.as_deref(), start));
+        child.kill().await.unwrap();
     }
 
     #[test]

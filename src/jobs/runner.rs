@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::log::JobLog;
 use super::outcome::{StopReason, decide};
 use super::process::{self, AgentCommand};
 use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
+use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::sessions::actor::SessionMsg;
 use crate::store::{Job, Project, Session};
@@ -33,6 +34,8 @@ pub struct RunnerArgs {
     pub session: Session,
     pub project: Project,
     pub permit: OwnedSemaphorePermit,
+    /// The `claude_code` permit this job runs under (a probe when the breaker is half-open).
+    pub breaker: Option<BreakerPermit>,
     pub session_ref: ActorRef<SessionMsg>,
 }
 
@@ -48,6 +51,8 @@ pub enum RunnerMsg {
     Stop(StopReason),
     KillNow,
     Finalize,
+    /// The worktree's changes are measured; write the outcome.
+    Complete(Option<(Vec<String>, Option<String>)>),
     Panic,
 }
 
@@ -64,6 +69,7 @@ pub struct RunnerState {
     pgid: i32,
     log: Arc<JobLog>,
     _permit: OwnedSemaphorePermit,
+    breaker: Option<BreakerPermit>,
     session_ref: ActorRef<SessionMsg>,
     last_output_ms: Arc<AtomicI64>,
     last_cpu: u64,
@@ -76,6 +82,7 @@ pub struct RunnerState {
     last_text: Option<String>,
     tools: HashMap<String, (String, String)>,
     malformed: u64,
+    finishing: bool,
     finished: bool,
 }
 
@@ -161,8 +168,9 @@ impl Actor for Runner {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (me, log2, last) = (myself.clone(), log.clone(), last_output_ms.clone());
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while let Ok(Some(line)) = read_line_capped(&mut reader, &mut buf).await {
                 last.store(now_ms(), Ordering::Relaxed);
                 log2.line("stdout", &line);
                 let events = parse_line(&line);
@@ -175,8 +183,9 @@ impl Actor for Runner {
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (me, log2, last) = (myself.clone(), log.clone(), last_output_ms.clone());
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            while let Ok(Some(line)) = read_line_capped(&mut reader, &mut buf).await {
                 last.store(now_ms(), Ordering::Relaxed);
                 log2.line("stderr", &line);
             }
@@ -192,9 +201,25 @@ impl Actor for Runner {
             });
         });
 
-        core.store
+        let marked = core
+            .store
             .mark_job_running(&a.job.id, pid, &log_path.display().to_string(), base_commit)
-            .await?;
+            .await;
+        match marked {
+            Ok(true) => {}
+            // Canceled or killed while starting, or the store refused: the agent must not outlive this.
+            Ok(false) => {
+                process::signal_group(pid, libc::SIGKILL);
+                return Err(format!("job {} was ended before its agent started", a.job.id).into());
+            }
+            Err(e) => {
+                process::signal_group(pid, libc::SIGKILL);
+                return Err(e.into());
+            }
+        }
+        let _ = a
+            .session_ref
+            .cast(SessionMsg::RunnerStarted(a.job.id.clone(), pid));
         core.job_started(&a.job, &a.session, pid).await;
         let jobs = &core.config.raw.jobs;
         let tick = Duration::from_millis((jobs.hang_timeout_secs * 1000 / 4).clamp(250, 5000));
@@ -210,6 +235,7 @@ impl Actor for Runner {
             pgid: pid,
             log,
             _permit: a.permit,
+            breaker: a.breaker,
             session_ref: a.session_ref,
             last_output_ms,
             last_cpu: 0,
@@ -222,6 +248,7 @@ impl Actor for Runner {
             last_text: None,
             tools: HashMap::new(),
             malformed: 0,
+            finishing: false,
             finished: false,
         })
     }
@@ -257,6 +284,7 @@ impl Actor for Runner {
                 process::signal_group(st.pgid, libc::SIGKILL);
             }
             RunnerMsg::Finalize => self.finalize(&myself, st).await,
+            RunnerMsg::Complete(changes) => self.complete(&myself, st, changes).await,
             RunnerMsg::Panic => panic!("injected panic in runner of job {}", st.job.id),
         }
         Ok(())
@@ -276,6 +304,44 @@ fn begin_stop(
     st.stop = Some(reason);
     process::signal_group(st.pgid, libc::SIGTERM);
     myself.send_after(grace, || RunnerMsg::KillNow);
+}
+
+/// Longest line kept whole; the rest of a longer line is dropped (the log and parser get the start).
+const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The next line, lossily decoded (agents may print invalid UTF-8) and capped at `MAX_LINE_BYTES`,
+/// so a reader never stops draining the pipe and never holds an unbounded line.
+async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<String>> {
+    buf.clear();
+    let mut seen_any = false;
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(seen_any.then(|| {
+                String::from_utf8_lossy(buf)
+                    .trim_end_matches('\r')
+                    .to_string()
+            }));
+        }
+        seen_any = true;
+        let (chunk, consumed, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(pos) => (&available[..pos], pos + 1, true),
+            None => (available, available.len(), false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        r.consume(consumed);
+        if done {
+            return Ok(Some(
+                String::from_utf8_lossy(buf)
+                    .trim_end_matches('\r')
+                    .to_string(),
+            ));
+        }
+    }
 }
 
 pub fn preview(text: &str) -> String {
@@ -377,7 +443,32 @@ impl Runner {
         }
     }
 
+    /// The process is gone and its output read: measure the worktree off the handler (git may take a
+    /// while and heartbeats must go on), then `Complete`.
     async fn finalize(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
+        if st.finishing {
+            return;
+        }
+        st.finishing = true;
+        let worktree = PathBuf::from(&st.session.worktree_path);
+        let base = st.job.base_commit.clone();
+        let (core, me) = (self.core.clone(), myself.clone());
+        tokio::spawn(async move {
+            let changes = if worktree.is_dir() {
+                core.git.changes(&worktree, base.as_deref()).await.ok()
+            } else {
+                None
+            };
+            let _ = me.cast(RunnerMsg::Complete(changes));
+        });
+    }
+
+    async fn complete(
+        &self,
+        myself: &ActorRef<RunnerMsg>,
+        st: &mut RunnerState,
+        changes: Option<(Vec<String>, Option<String>)>,
+    ) {
         if st.finished {
             return;
         }
@@ -391,13 +482,7 @@ impl Runner {
             st.result.as_ref(),
             st.log.truncated(),
         );
-        let worktree = PathBuf::from(&st.session.worktree_path);
-        if worktree.is_dir()
-            && let Ok((files, stat)) = core
-                .git
-                .changes(&worktree, st.job.base_commit.as_deref())
-                .await
-        {
+        if let Some((files, stat)) = changes {
             outcome.outcome.files_changed = files;
             outcome.outcome.diff_stat = stat;
         }
@@ -410,12 +495,21 @@ impl Runner {
             &st.project,
             outcome,
             st.started.elapsed(),
-            st.log.bytes(),
+            st.breaker.take(),
         )
         .await;
         let _ = st
             .session_ref
             .cast(SessionMsg::JobFinished(st.job.id.clone()));
         myself.stop(Some("job finished".into()));
+    }
+}
+
+impl Drop for RunnerState {
+    fn drop(&mut self) {
+        // A runner that goes away before the end (killed, crashed, its session gone) takes its agent with it.
+        if !self.finished {
+            process::signal_group(self.pgid, libc::SIGKILL);
+        }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Closed, subject};
-use crate::breaker::{BreakerName, BreakerState};
+use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
 use crate::core::Core;
 use crate::errors::{CoreError, ErrorCode};
 use crate::jobs::outcome::StopReason;
@@ -41,6 +41,8 @@ pub enum SessionMsg {
     TryStart,
     SlotGranted(OwnedSemaphorePermit),
     JobFinished(String),
+    /// The runner's process group is up (job id, pgid).
+    RunnerStarted(String, i32),
     Heartbeat(String),
     /// Cancel a job of this session (job id, who).
     CancelJob(String, String, RpcReplyPort<Result<(), CoreError>>),
@@ -64,6 +66,7 @@ struct Running {
     runner: ActorRef<RunnerMsg>,
     last_heartbeat: Instant,
     started: Instant,
+    pgid: Option<i32>,
 }
 
 pub struct SessionActorState {
@@ -72,8 +75,8 @@ pub struct SessionActorState {
     me: ActorRef<SessionMsg>,
     running: Option<Running>,
     waiting_for_slot: bool,
-    /// A half-open breaker's probe permit taken for the job waiting for a slot.
-    holds_probe: bool,
+    /// The `claude_code` permit taken for the job waiting for a run slot (returned if dropped).
+    pending_breaker: Option<BreakerPermit>,
 }
 
 /// A runner that stops heart-beating this long is presumed dead (spec RTO: 60 s).
@@ -82,11 +85,11 @@ const HEARTBEAT_LIMIT: Duration = Duration::from_secs(45);
 impl Drop for SessionActorState {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
-            // The runner dies with its session; the restarted session fails the job it finds running.
+            // The runner and its processes die with their session; whoever comes next fails the job.
             r.runner.kill();
-        }
-        if self.holds_probe {
-            self.core.breakers.get(BreakerName::ClaudeCode).release();
+            if let Some(pgid) = r.pgid {
+                process::signal_group(pgid, libc::SIGKILL);
+            }
         }
         let mut map = self
             .core
@@ -132,11 +135,14 @@ impl Actor for SessionActor {
                 .await;
             }
         }
-        if session.state == SessionState::Running {
-            self.core
+        if session.state == SessionState::Running
+            && let Err(e) = self
+                .core
                 .store
                 .set_session_state(&session.id, SessionState::Idle)
-                .await?;
+                .await
+        {
+            tracing::warn!(target: "televibe.sessions", session_id = %session.id, error = %e, "session left running in the store");
         }
         let session = self.core.store.session(&self.id).await?.unwrap_or(session);
         self.core
@@ -152,7 +158,7 @@ impl Actor for SessionActor {
             me: myself,
             running: None,
             waiting_for_slot: false,
-            holds_probe: false,
+            pending_breaker: None,
         })
     }
 
@@ -177,9 +183,20 @@ impl Actor for SessionActor {
             SessionMsg::TryStart => self.try_start(&myself, st).await,
             SessionMsg::SlotGranted(permit) => {
                 st.waiting_for_slot = false;
-                self.start_next(&myself, st, permit).await;
+                let breaker = match st.pending_breaker.take() {
+                    Some(b) => Ok(b),
+                    None => self.core.breakers.acquire(BreakerName::ClaudeCode),
+                };
+                if let Ok(breaker) = breaker {
+                    self.start_next(&myself, st, permit, breaker).await;
+                }
             }
             SessionMsg::JobFinished(job_id) => self.job_ended(&myself, st, &job_id, None).await,
+            SessionMsg::RunnerStarted(job_id, pgid) => {
+                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
+                    r.pgid = Some(pgid);
+                }
+            }
             SessionMsg::Heartbeat(job_id) => {
                 if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
                     r.last_heartbeat = Instant::now();
@@ -244,7 +261,7 @@ impl Actor for SessionActor {
 
 /// Kills what is left of a job's process group and fails it (`internal`).
 async fn fail_orphan(core: &Core, job: &Job, why: &str) {
-    if let Some(pgid) = job.pgid {
+    if let Some(pgid) = job.recorded_group() {
         process::signal_group(pgid, libc::SIGKILL);
     }
     let outcome = JobOutcome {
@@ -259,7 +276,6 @@ async fn fail_orphan(core: &Core, job: &Job, why: &str) {
         .await
         .unwrap_or(false)
     {
-        core.breakers.get(BreakerName::ClaudeCode).release();
         core.after_job_end(job, JobStatus::Failed, why).await;
         tracing::error!(target: "televibe.sessions", job_id = %job.id, reason = why, "Job failed: its runner is gone");
     }
@@ -267,8 +283,10 @@ async fn fail_orphan(core: &Core, job: &Job, why: &str) {
 
 impl SessionActor {
     async fn try_start(&self, myself: &ActorRef<SessionMsg>, st: &mut SessionActorState) {
+        // In read-only mode jobs cannot be recorded, so none starts (spec: "Jobs cannot be created").
         if st.running.is_some()
             || st.waiting_for_slot
+            || self.core.store.is_read_only()
             || !matches!(st.session.state, SessionState::Idle | SessionState::Running)
         {
             return;
@@ -283,16 +301,16 @@ impl SessionActor {
                 .claude_notice_sent
                 .store(false, std::sync::atomic::Ordering::SeqCst);
         }
-        if breaker.try_acquire().is_err() {
+        let Ok(breaker_permit) = self.core.breakers.acquire(BreakerName::ClaudeCode) else {
             // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.
             self.core.notify_claude_unavailable(&st.session).await;
             return;
-        }
-        st.holds_probe = breaker.state() == BreakerState::HalfOpen;
+        };
         match self.core.job_slots.clone().try_acquire_owned() {
-            Ok(permit) => self.start_next(myself, st, permit).await,
+            Ok(permit) => self.start_next(myself, st, permit, breaker_permit).await,
             Err(_) => {
                 st.waiting_for_slot = true;
+                st.pending_breaker = Some(breaker_permit);
                 let (slots, me) = (self.core.job_slots.clone(), myself.clone());
                 tokio::spawn(async move {
                     if let Ok(permit) = slots.acquire_owned().await {
@@ -308,10 +326,9 @@ impl SessionActor {
         myself: &ActorRef<SessionMsg>,
         st: &mut SessionActorState,
         permit: OwnedSemaphorePermit,
+        breaker: BreakerPermit,
     ) {
         let core = &self.core;
-        st.holds_probe = false;
-        let breaker = core.breakers.get(BreakerName::ClaudeCode);
         let next = core
             .store
             .queued_jobs(&st.session.id)
@@ -320,7 +337,6 @@ impl SessionActor {
             .and_then(|q| q.into_iter().next());
         let (Some(job), Ok(project)) = (next, core.get_project(&st.session.project_id).await)
         else {
-            breaker.release();
             return;
         };
         if let Ok(Some(fresh)) = core.store.session(&st.session.id).await {
@@ -337,6 +353,7 @@ impl SessionActor {
             session: st.session.clone(),
             project,
             permit,
+            breaker: Some(breaker),
             session_ref: myself.clone(),
         };
         let runner = Runner { core: core.clone() };
@@ -347,6 +364,7 @@ impl SessionActor {
                     runner,
                     last_heartbeat: Instant::now(),
                     started: Instant::now(),
+                    pgid: None,
                 });
             }
             Err(e) => {
@@ -357,18 +375,20 @@ impl SessionActor {
                     error: Some(why.clone()),
                     ..Default::default()
                 };
-                breaker.release();
-                if core
+                tracing::error!(target: "televibe.sessions", job_id = %job.id, error = %why, "Job failed to start");
+                let recorded = core
                     .store
                     .finish_job(&job.id, outcome)
                     .await
-                    .unwrap_or(false)
-                {
+                    .unwrap_or(false);
+                if recorded {
                     core.after_job_end(&job, JobStatus::Failed, &why).await;
                 }
-                tracing::error!(target: "televibe.sessions", job_id = %job.id, error = %why, "Job failed to start");
                 self.set_idle(st).await;
-                let _ = myself.cast(SessionMsg::TryStart);
+                // Only go on when the failure is on record; otherwise the same job would start again at once.
+                if recorded {
+                    let _ = myself.cast(SessionMsg::TryStart);
+                }
             }
         }
     }
@@ -386,10 +406,12 @@ impl SessionActor {
             return;
         }
         st.running = None;
-        if let Some(why) = crash
-            && let Ok(Some(job)) = self.core.store.job(job_id).await
+        // Whatever ended the runner, its job must not stay open.
+        if let Ok(Some(job)) = self.core.store.job(job_id).await
             && !job.status.is_final()
         {
+            let why =
+                crash.unwrap_or_else(|| "its runner ended without recording an outcome".into());
             fail_orphan(&self.core, &job, &why).await;
         }
         self.set_idle(st).await;
@@ -447,15 +469,32 @@ impl SessionActor {
         req: &CloseRequest,
     ) -> Result<Closed, CoreError> {
         if req.force
-            && let Some(r) = st.running.as_ref()
+            && let Some(r) = st.running.take()
         {
-            // The agent must not write into a worktree being removed: kill now, the runner records the cancel.
-            if let Ok(Some(job)) = self.core.store.job(&r.job_id).await
-                && let Some(pgid) = job.pgid
-            {
+            // The agent must not write into a worktree being removed: kill it now and record the cancel here,
+            // because this actor (and the runner with it) stops once the session is closed.
+            if let Some(pgid) = r.pgid {
                 process::signal_group(pgid, libc::SIGKILL);
             }
-            let _ = r.runner.cast(RunnerMsg::Stop(StopReason::SessionClosed));
+            r.runner.kill();
+            if let Ok(Some(job)) = self.core.store.job(&r.job_id).await {
+                let outcome = JobOutcome {
+                    status: Some(JobStatus::Canceled),
+                    error: Some("its session was closed".into()),
+                    ..Default::default()
+                };
+                if self
+                    .core
+                    .store
+                    .finish_job(&job.id, outcome)
+                    .await
+                    .unwrap_or(false)
+                {
+                    self.core
+                        .after_job_end(&job, JobStatus::Canceled, "its session was closed")
+                        .await;
+                }
+            }
         }
         let closed = close(&self.core, &mut st.session, req).await?;
         for job in self
@@ -472,7 +511,7 @@ impl SessionActor {
 }
 
 async fn fail_hung(core: &Core, job: &Job) {
-    if let Some(pgid) = job.pgid {
+    if let Some(pgid) = job.recorded_group() {
         process::signal_group(pgid, libc::SIGKILL);
     }
     let outcome = JobOutcome {
@@ -487,7 +526,6 @@ async fn fail_hung(core: &Core, job: &Job) {
         .await
         .unwrap_or(false)
     {
-        core.breakers.get(BreakerName::ClaudeCode).record_failure();
         core.after_job_end(job, JobStatus::Failed, "its runner stopped heart-beating")
             .await;
     }
@@ -546,7 +584,11 @@ async fn close(
         .set_session_state(&session.id, SessionState::Closing)
         .await?;
     if let Err(e) = core.git.remove_worktree(repo, worktree, req.force).await {
-        core.store.set_session_state(&session.id, before).await?;
+        // After a timeout the removal may still be going on: the session stays `closing` and the next
+        // reconciliation finishes or reopens it. Any other refusal changed nothing: reopen it now.
+        if !matches!(e, crate::git::GitError::Timeout(_)) {
+            core.store.set_session_state(&session.id, before).await?;
+        }
         return Err(e.into());
     }
     let branch_deleted = if req.delete_branch {

@@ -293,7 +293,9 @@ impl Core {
             force,
             delete_branch,
         };
-        ractor::call_t!(actor_ref, SessionMsg::Close, 120_000, req).map_err(|e| {
+        // Dirty check, removal and branch deletion each may take up to git.timeout_secs.
+        let limit = (4 * self.config.raw.git.timeout_secs + 30) * 1000;
+        ractor::call_t!(actor_ref, SessionMsg::Close, limit, req).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?
     }
@@ -311,37 +313,65 @@ impl Core {
                 }
             }
         }
+        // Writes here are best effort: a read-only store must not keep the daemon from starting.
+        let warn = |what: &str, id: &str, r: Result<(), crate::store::StoreError>| {
+            if let Err(e) = r {
+                tracing::error!(target: "televibe.sessions", session_id = id, error = %e, "reconciliation could not {what}");
+            }
+        };
         for s in self.store.sessions(None, false).await? {
             let exists = Path::new(&s.worktree_path).is_dir();
             match s.state {
+                // A close interrupted after its worktree was removed: finish it.
                 SessionState::Closing if !exists => {
-                    self.store
-                        .set_session_state(&s.id, SessionState::Closed)
-                        .await?
+                    warn(
+                        "close a session",
+                        &s.id,
+                        self.store
+                            .set_session_state(&s.id, SessionState::Closed)
+                            .await,
+                    );
+                    for job in self.store.queued_jobs(&s.id).await.unwrap_or_default() {
+                        let outcome = crate::store::JobOutcome {
+                            status: Some(crate::store::JobStatus::Canceled),
+                            error: Some("its session was closed".into()),
+                            ..Default::default()
+                        };
+                        let _ = self.store.finish_job(&job.id, outcome).await;
+                    }
+                    continue;
                 }
-                // No job survives a restart; the jobs recovery reports them.
-                SessionState::Closing | SessionState::Running | SessionState::Blocked => {
+                // A close interrupted before: the session stays open. No job survives a restart.
+                SessionState::Closing | SessionState::Running | SessionState::Blocked => warn(
+                    "reset a session",
+                    &s.id,
                     self.store
                         .set_session_state(&s.id, SessionState::Idle)
-                        .await?
-                }
+                        .await,
+                ),
                 _ => {}
             }
-            if !exists && !s.worktree_missing && s.state != SessionState::Closing {
-                self.store.set_worktree_missing(&s.id, true).await?;
+            if !exists && !s.worktree_missing {
+                warn(
+                    "mark a worktree missing",
+                    &s.id,
+                    self.store.set_worktree_missing(&s.id, true).await,
+                );
                 tracing::warn!(target: "televibe.sessions", session_id = %s.id, path = %s.worktree_path, "Session worktree is missing");
-                let _ = self
-                    .store
-                    .insert_event(
-                        "session.worktree_missing",
-                        Some(&s.project_id),
-                        Some(&s.id),
-                        None,
-                        json!({"path": s.worktree_path}),
-                    )
-                    .await;
+                self.emit(
+                    "session.worktree_missing",
+                    Some(&s.project_id),
+                    Some(&s.id),
+                    None,
+                    json!({"path": s.worktree_path}),
+                )
+                .await;
             } else if exists && s.worktree_missing {
-                self.store.set_worktree_missing(&s.id, false).await?;
+                warn(
+                    "clear a worktree mark",
+                    &s.id,
+                    self.store.set_worktree_missing(&s.id, false).await,
+                );
             }
         }
         Ok(())

@@ -118,6 +118,8 @@ pub mod job {
         pub signal: Option<i32>,
         pub pid: Option<i32>,
         pub pgid: Option<i32>,
+        pub boot_id: Option<String>,
+        pub leader_start: Option<i64>,
         pub log_path: Option<String>,
         pub base_commit: Option<String>,
         pub is_error: Option<bool>,

@@ -24,6 +24,8 @@ impl From<job::Model> for Job {
             signal: m.signal,
             pid: m.pid,
             pgid: m.pgid,
+            boot_id: m.boot_id,
+            leader_start: m.leader_start,
             log_path: m.log_path,
             base_commit: m.base_commit,
             is_error: m.is_error,
@@ -50,37 +52,42 @@ impl From<job::Model> for Job {
 
 impl Store {
     /// Queues a job; its FIFO position comes from a per-table sequence taken in the same statement.
+    /// Queues a job in an open session; `None` when the session is closing or closed. The FIFO position
+    /// comes from a sequence taken in the same statement.
     pub async fn insert_job(
         &self,
         id: &str,
         session_id: &str,
         instruction: &str,
-    ) -> Result<Job, StoreError> {
+    ) -> Result<Option<Job>, StoreError> {
         let (id, session_id, instruction) = (
             id.to_string(),
             session_id.to_string(),
             instruction.to_string(),
         );
         let job_id = id.clone();
-        self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                "INSERT INTO jobs (id, seq, session_id, instruction, status, queued_at) \
-                 VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, 'queued', ?)",
-                [
-                    id.into(),
-                    session_id.into(),
-                    instruction.into(),
-                    Utc::now().into(),
-                ],
-            ))
-            .await
-            .map(|_| ())
-        })
-        .await?;
-        self.job(&job_id)
-            .await?
-            .ok_or_else(|| StoreError::Db(sea_orm::DbErr::RecordNotFound(job_id)))
+        let inserted = self
+            .write(|db| async move {
+                db.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    "INSERT INTO jobs (id, seq, session_id, instruction, status, queued_at) \
+                     SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, 'queued', ? \
+                     FROM sessions WHERE id = ? AND state NOT IN ('closing', 'closed')",
+                    [
+                        id.into(),
+                        instruction.into(),
+                        Utc::now().into(),
+                        session_id.into(),
+                    ],
+                ))
+                .await
+                .map(|r| r.rows_affected())
+            })
+            .await?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        self.job(&job_id).await
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -149,30 +156,40 @@ impl Store {
             .collect())
     }
 
+    /// Moves a queued job to running; false when it is no longer queued (canceled meanwhile).
     pub async fn mark_job_running(
         &self,
         id: &str,
         pid: i32,
         log_path: &str,
         base_commit: Option<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (id, log_path) = (id.to_string(), log_path.to_string());
-        self.write(|db| async move {
-            let now = Utc::now();
-            job::Entity::update_many()
-                .col_expr(job::Column::Status, Expr::value(JobStatus::Running))
-                .col_expr(job::Column::Pid, Expr::value(pid))
-                .col_expr(job::Column::Pgid, Expr::value(pid))
-                .col_expr(job::Column::LogPath, Expr::value(log_path))
-                .col_expr(job::Column::BaseCommit, Expr::value(base_commit))
-                .col_expr(job::Column::StartedAt, Expr::value(now))
-                .col_expr(job::Column::HeartbeatAt, Expr::value(now))
-                .filter(job::Column::Id.eq(id))
-                .exec(&db)
-                .await
-                .map(|_| ())
-        })
-        .await
+        let boot = crate::jobs::process::boot_id();
+        let start = crate::jobs::process::start_ticks(pid);
+        let res = self
+            .write(|db| async move {
+                let now = Utc::now();
+                job::Entity::update_many()
+                    .col_expr(job::Column::Status, Expr::value(JobStatus::Running))
+                    .col_expr(job::Column::Pid, Expr::value(pid))
+                    .col_expr(job::Column::Pgid, Expr::value(pid))
+                    .col_expr(job::Column::BootId, Expr::value(boot))
+                    .col_expr(
+                        job::Column::LeaderStart,
+                        Expr::value(start.map(|t| t as i64)),
+                    )
+                    .col_expr(job::Column::LogPath, Expr::value(log_path))
+                    .col_expr(job::Column::BaseCommit, Expr::value(base_commit))
+                    .col_expr(job::Column::StartedAt, Expr::value(now))
+                    .col_expr(job::Column::HeartbeatAt, Expr::value(now))
+                    .filter(job::Column::Id.eq(id))
+                    .filter(job::Column::Status.eq(JobStatus::Queued))
+                    .exec(&db)
+                    .await
+            })
+            .await?;
+        Ok(res.rows_affected > 0)
     }
 
     pub async fn job_heartbeat(&self, id: &str) -> Result<(), StoreError> {

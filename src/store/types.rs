@@ -178,6 +178,11 @@ pub struct Job {
     pub signal: Option<i32>,
     pub pid: Option<i32>,
     pub pgid: Option<i32>,
+    /// The kernel boot and the leader's start time, so a pgid read back is only signalled if still ours.
+    #[serde(skip)]
+    pub boot_id: Option<String>,
+    #[serde(skip)]
+    pub leader_start: Option<i64>,
     pub log_path: Option<String>,
     pub base_commit: Option<String>,
     pub is_error: Option<bool>,
@@ -195,6 +200,15 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// The job's process group id, if it is still the group its runner created (checked before signalling).
+    pub fn recorded_group(&self) -> Option<i32> {
+        let pgid = self.pgid?;
+        crate::jobs::process::is_recorded_group(pgid, self.boot_id.as_deref(), self.leader_start)
+            .then_some(pgid)
+    }
 }
 
 /// How a job ended, written in one update.

@@ -23,6 +23,7 @@ case "$prompt" in
     echo
     exit 0 ;;
   *malformed*)
+    printf 'invalid utf-8 \377\376 here\n'
     echo 'this is not json'
     echo '{"type":"mystery_event","x":1}'
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"survived"}'

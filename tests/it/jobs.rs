@@ -494,7 +494,9 @@ async fn output_flood_is_capped_and_malformed_lines_survive() {
     assert_eq!(j["result_text"], "survived");
     let text = std::fs::read_to_string(j["log_path"].as_str().unwrap()).unwrap();
     assert!(
-        text.contains(" stdout this is not json") && text.contains("mystery_event"),
+        text.contains(" stdout this is not json")
+            && text.contains("mystery_event")
+            && text.contains("invalid utf-8 \u{fffd}\u{fffd} here"),
         "{text}"
     );
     drop(d);
@@ -756,5 +758,40 @@ async fn a_dead_session_actor_takes_its_runner_and_process_group_with_it() {
         "done"
     );
     let _ = Path::new(FAKE_AGENT);
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_close_cancels_the_running_job_and_kills_its_group() {
+    let env = Env::new(&fake_agent_config(""));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let wt = session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "grandchildren").await;
+    let running = wait_status(&mcp, &id, Duration::from_secs(10), |s| s == "running").await;
+    let queued = run(&mcp, "S1", "never runs").await;
+    mcp.refused("close_session", json!({"session_id": "S1"}), "SESSION_BUSY")
+        .await;
+    mcp.call("close_session", json!({"session_id": "S1", "force": true}))
+        .await
+        .unwrap();
+    let j = mcp.call("get_job", json!({"job_id": id})).await.unwrap();
+    assert_eq!(j["status"], "canceled", "{j}");
+    assert_eq!(
+        mcp.call("get_job", json!({"job_id": queued}))
+            .await
+            .unwrap()["status"],
+        "canceled"
+    );
+    eventually(Duration::from_secs(5), "group killed", || {
+        group_gone(&running)
+    });
+    assert!(!wt.exists());
+    mcp.refused(
+        "run_instruction",
+        json!({"session_id": "S1", "instruction": "more"}),
+        "SESSION_CLOSING",
+    )
+    .await;
     drop(d);
 }
