@@ -39,6 +39,10 @@ pub struct Core {
     pub session_actors: Mutex<HashMap<String, ActorRef<SessionMsg>>>,
     /// Serialises session creation: limits, numbering and branch checks happen under it.
     pub session_create: tokio::sync::Mutex<()>,
+    /// The notifier, while it runs (the Telegram front hands it replies).
+    notifier: Mutex<Option<ActorRef<crate::notifier::NotifierMsg>>>,
+    /// The Bot API client, when a token is configured.
+    pub telegram_client: Option<crate::telegram::client::TelegramClient>,
     /// Jobs this daemon counts in `televibe_jobs_active` (so a gauge never goes below what it added).
     pub active_jobs: Mutex<HashSet<String>>,
     /// Run slots: `jobs.max_concurrent` permits, held by running jobs.
@@ -89,6 +93,13 @@ impl Core {
             .as_ref()
             .map(|t| TelegramProbe::new(&config.raw.telegram.api_url, t));
         let layout = Layout::new(&config.root);
+        let telegram_client = config.telegram_token.as_ref().map(|t| {
+            crate::telegram::client::TelegramClient::new(
+                &config.raw.telegram.api_url,
+                t,
+                breakers.clone(),
+            )
+        });
         let job_slots = Arc::new(tokio::sync::Semaphore::new(
             config.raw.jobs.max_concurrent as usize,
         ));
@@ -109,6 +120,8 @@ impl Core {
             session_create: tokio::sync::Mutex::new(()),
             job_slots,
             active_jobs: Mutex::new(HashSet::new()),
+            notifier: Mutex::new(None),
+            telegram_client,
             claude_notice_sent: AtomicBool::new(false),
             session_gauge_labels: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
@@ -137,6 +150,87 @@ impl Core {
         let root = self.root().ok_or("the supervision tree is not running")?;
         ractor::call_t!(root, SupervisorMsg::Tree, 2000)
             .map_err(|e| format!("supervision tree did not answer: {e}"))
+    }
+
+    pub fn set_notifier(&self, n: Option<ActorRef<crate::notifier::NotifierMsg>>) {
+        *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
+    /// Hands a message to the notifier (dropped when Telegram is not configured or the notifier restarts).
+    pub fn notify_out(&self, out: crate::notifier::Outgoing) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = n.cast(crate::notifier::NotifierMsg::Send(out));
+        }
+    }
+
+    /// Where notices without a session go: `telegram.admin_chat_id`, else each allowed user's private chat.
+    pub fn notice_chats(&self) -> Vec<i64> {
+        let t = &self.config.raw.telegram;
+        if t.admin_chat_id != 0 {
+            vec![t.admin_chat_id]
+        } else {
+            t.allowed_users.clone()
+        }
+    }
+
+    /// The chat that follows a session: the last one that used it, else the notice chat.
+    pub async fn session_chat(&self, session_id: &str) -> Option<i64> {
+        let stored = self
+            .store
+            .kv_get(&format!("telegram.chat.{session_id}"))
+            .await
+            .ok()
+            .flatten();
+        stored
+            .and_then(|v| v.parse().ok())
+            .or_else(|| self.notice_chats().into_iter().next())
+    }
+
+    pub async fn set_session_chat(&self, session_id: &str, chat_id: i64) {
+        let _ = self
+            .store
+            .kv_set(&format!("telegram.chat.{session_id}"), &chat_id.to_string())
+            .await;
+    }
+
+    /// The tracker message of a job (chat, message id), kept so edits continue after a restart.
+    pub async fn tracker_message(&self, job_id: &str) -> Option<(i64, i64)> {
+        let v = self
+            .store
+            .kv_get(&format!("telegram.tracker.{job_id}"))
+            .await
+            .ok()
+            .flatten()?;
+        let (c, m) = v.split_once(':')?;
+        Some((c.parse().ok()?, m.parse().ok()?))
+    }
+
+    pub async fn remember_tracker(&self, job_id: &str, chat_id: i64, message_id: i64) {
+        let _ = self
+            .store
+            .kv_set(
+                &format!("telegram.tracker.{job_id}"),
+                &format!("{chat_id}:{message_id}"),
+            )
+            .await;
+    }
+
+    /// The session's changes against its base branch (uncommitted ones included) and its new files.
+    pub async fn session_diff(&self, s: &crate::store::Session) -> Result<String, CoreError> {
+        let wt = std::path::Path::new(&s.worktree_path);
+        if !wt.is_dir() {
+            return Err(CoreError::new(
+                crate::errors::ErrorCode::GitError,
+                format!("the worktree of {} is missing", s.id),
+                "close the session and open a new one on the branch",
+            ));
+        }
+        Ok(self.git.diff(wt, &s.base_branch).await?)
     }
 
     /// The running child of the root with this name.

@@ -70,7 +70,32 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     .supervisor();
     let c = core.clone();
     let socket = ChildSpec::new("socket", move || (SocketActor { core: c.clone() }, ()));
-    vec![store, breakers, http, janitor, sessions, socket]
+    let mut children = vec![store, breakers, http, janitor, sessions];
+    // Telegram's actors exist only with a bot token.
+    if let Some(client) = core.telegram_client.clone() {
+        let (c, cl) = (core.clone(), client.clone());
+        children.push(ChildSpec::new("notifier", move || {
+            (
+                crate::notifier::Notifier {
+                    core: c.clone(),
+                    client: cl.clone(),
+                },
+                (),
+            )
+        }));
+        let c = core.clone();
+        children.push(ChildSpec::new("telegram", move || {
+            (
+                crate::telegram::poller::Poller {
+                    core: c.clone(),
+                    client: client.clone(),
+                },
+                (),
+            )
+        }));
+    }
+    children.push(socket);
+    children
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal condition (Err).

@@ -169,6 +169,21 @@ impl Git {
             .await
     }
 
+    /// `git diff <base>` of a worktree (working tree included) plus its untracked files.
+    pub async fn diff(&self, worktree: &Path, base: &str) -> Result<String, GitError> {
+        let (wt, base) = (worktree.to_path_buf(), base.to_string());
+        self.guarded(move || {
+            let mut out = git_cli(&wt, &["diff", &base])?;
+            let untracked = git_cli(&wt, &["ls-files", "--others", "--exclude-standard"])?;
+            if !untracked.trim().is_empty() {
+                out.push_str("\n# untracked files\n");
+                out.push_str(&untracked);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     pub async fn worktrees(&self, repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
         let repo = repo.to_path_buf();
         self.guarded(move || worktrees_sync(&repo)).await

@@ -25,6 +25,7 @@ pub mod jobs;
 pub mod layout;
 pub mod logging;
 pub mod mcp;
+pub mod notifier;
 pub mod projects;
 pub mod schedule;
 pub mod sdnotify;

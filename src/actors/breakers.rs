@@ -1,10 +1,12 @@
-//! The `breakers` actor: applies time-driven breaker transitions every second so the gauge and logs are current.
+//! The `breakers` actor: applies time-driven breaker transitions every second so the gauge and logs are
+//! current, and turns a breaker that opens into a `breaker.opened` outbox event (the spec's notify_admin).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::breaker::BreakerState;
 use crate::core::Core;
 use crate::supervisor::ChildMessage;
 
@@ -25,26 +27,50 @@ impl ChildMessage for BreakersMsg {
 
 impl Actor for BreakersActor {
     type Msg = BreakersMsg;
-    type State = ();
+    /// The states seen at the last tick.
+    type State = Vec<BreakerState>;
     type Arguments = ();
 
     async fn pre_start(
         &self,
         myself: ActorRef<BreakersMsg>,
         _: (),
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> Result<Vec<BreakerState>, ActorProcessingErr> {
         myself.send_interval(Duration::from_secs(1), || BreakersMsg::Tick);
-        Ok(())
+        Ok(self
+            .core
+            .breakers
+            .statuses()
+            .iter()
+            .map(|s| s.state)
+            .collect())
     }
 
     async fn handle(
         &self,
         _: ActorRef<BreakersMsg>,
         msg: BreakersMsg,
-        _: &mut (),
+        last: &mut Vec<BreakerState>,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            BreakersMsg::Tick => self.core.breakers.refresh(),
+            BreakersMsg::Tick => {
+                self.core.breakers.refresh();
+                let now = self.core.breakers.statuses();
+                for (i, s) in now.iter().enumerate() {
+                    if s.state == BreakerState::Open && last.get(i) != Some(&BreakerState::Open) {
+                        self.core
+                            .emit(
+                                "breaker.opened",
+                                None,
+                                None,
+                                None,
+                                serde_json::json!({"breaker": s.name.as_str()}),
+                            )
+                            .await;
+                    }
+                }
+                *last = now.iter().map(|s| s.state).collect();
+            }
             BreakersMsg::Panic => panic!("injected panic in breakers actor"),
         }
         Ok(())

@@ -24,7 +24,8 @@ mod records;
 mod types;
 
 pub use types::{
-    AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession, Project, Session, SessionState,
+    AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession, OutboxEvent, Project, Session,
+    SessionState,
 };
 
 /// The spec's degraded-mode message.

@@ -1,9 +1,12 @@
 //! Append-only records: audit rows and the events outbox; job counts used by sessions.
 
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbBackend, Set, Statement};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement,
+};
 
 use super::entities::{audit, event};
-use super::types::AuditRecord;
+use super::types::{AuditRecord, OutboxEvent};
 use super::{Store, StoreError};
 
 impl Store {
@@ -68,6 +71,53 @@ impl Store {
         };
         self.write(|db| async move { am.insert(&db).await.map(|m| m.id) })
             .await
+    }
+
+    /// Undelivered outbox rows after `after_id`, oldest first.
+    pub async fn undelivered_events(
+        &self,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        Ok(event::Entity::find()
+            .filter(event::Column::Id.gt(after_id))
+            .filter(event::Column::DeliveredAt.is_null())
+            .order_by_asc(event::Column::Id)
+            .limit(limit)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|m| OutboxEvent {
+                id: m.id,
+                event_type: m.event_type,
+                project_id: m.project_id,
+                session_id: m.session_id,
+                job_id: m.job_id,
+                payload: serde_json::from_str(&m.payload).unwrap_or_default(),
+                created_at: m.created_at,
+            })
+            .collect())
+    }
+
+    /// Marks outbox rows delivered (only once: the first delivery time stays).
+    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        self.write(|db| async move {
+            event::Entity::update_many()
+                .col_expr(
+                    event::Column::DeliveredAt,
+                    sea_orm::sea_query::Expr::value(Some(chrono::Utc::now())),
+                )
+                .filter(event::Column::Id.is_in(ids))
+                .filter(event::Column::DeliveredAt.is_null())
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// How many outbox events of a type exist.

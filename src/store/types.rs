@@ -78,6 +78,18 @@ pub struct NewSession {
     pub workspace_dir: std::path::PathBuf,
 }
 
+/// An outbox row waiting for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    pub id: i64,
+    pub event_type: String,
+    pub project_id: Option<String>,
+    pub session_id: Option<String>,
+    pub job_id: Option<String>,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
 /// An audit record.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {

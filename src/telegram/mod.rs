@@ -1,4 +1,10 @@
-//! The Telegram edge. Only this module imports frankenstein; at this stage it holds the readiness probe.
+//! The Telegram edge. Only this module imports frankenstein: the Bot API client, the poller actor, the
+//! command front and the HTML rendering; the notifier sends through the client.
+
+pub mod client;
+pub mod front;
+pub mod poller;
+pub mod render;
 
 use std::time::Duration;
 

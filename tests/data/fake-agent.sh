@@ -29,6 +29,19 @@ case "$prompt" in
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"survived"}'
     exit 0 ;;
   *crash*) echo 'boom' >&2; exit 2 ;;
+  *chatty*)
+    # 120 tool uses and their results: 240 progress events.
+    i=0
+    while [ $i -lt 120 ]; do
+      echo "{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_$i\",\"name\":\"Bash\",\"input\":{\"command\":\"echo step $i\"}}]}}"
+      echo "{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_$i\",\"is_error\":false}]}}"
+      i=$((i+1))
+    done
+    echo '{"type":"result","subtype":"success","is_error":false,"num_turns":120,"result":"chatty done"}'
+    exit 0 ;;
+  *html*)
+    echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"<b>unclosed & <script>alert(1)</script> &amp; done"}'
+    exit 0 ;;
   *env*)
     env | sort
     echo "cwd=$(pwd)"

@@ -3,9 +3,11 @@
 mod alerts;
 mod config_cli;
 mod fake_model;
+mod fake_telegram;
 mod harness;
 mod jobs;
 mod mcp_bridge;
 mod probes;
 mod sessions;
 mod supervision;
+mod telegram;

@@ -1,0 +1,539 @@
+//! The `notifier` actor: the only sender to Telegram. It reads the events outbox, keeps job tracker
+//! messages up to date (edited in place, at most once a second, changes coalesced), and sends replies.
+//!
+//! Its memory queue holds at most 1000 items; when full, progress items go first (counted in
+//! `televibe_notifications_dropped_total`), and results, failures and notices wait in the outbox instead.
+//! Pacing: about one message a second per chat and 30 a second overall; a 429 pauses everything for its
+//! `retry_after`; while Telegram is unreachable the queue is kept and flushed when it is back. An outbox
+//! row is marked delivered once the message carrying it went out, so after a restart it is sent once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
+
+use crate::core::Core;
+use crate::store::{JobStatus, OutboxEvent, READ_ONLY_MESSAGE};
+use crate::supervisor::ChildMessage;
+use crate::telegram::client::{Button, TelegramClient, TgError};
+use crate::telegram::front::tracker_buttons;
+use crate::telegram::render::{self, ToolLine, Tracker, escape};
+use crate::telemetry::EventTypeLabel;
+
+/// The spec's cap on queued notifications.
+pub const QUEUE_CAP: usize = 1000;
+const PER_CHAT_GAP: Duration = Duration::from_millis(1000);
+const GLOBAL_PER_SECOND: usize = 30;
+const TRACKER_EDIT_GAP: Duration = Duration::from_millis(1000);
+
+/// Something to send.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Text {
+        chat_id: i64,
+        html: String,
+        buttons: Vec<Button>,
+        /// Outbox rows this message delivers (marked delivered once it is sent).
+        events: Vec<OutboxEvent>,
+    },
+    Document {
+        chat_id: i64,
+        filename: String,
+        bytes: Vec<u8>,
+        caption: String,
+    },
+    Answer {
+        callback_id: String,
+        text: String,
+    },
+    /// Create or edit the tracker message of a job from its current state.
+    Tracker {
+        job_id: String,
+    },
+}
+
+impl Outgoing {
+    pub fn text(chat_id: i64, html: String, buttons: Vec<Button>) -> Outgoing {
+        Outgoing::Text {
+            chat_id,
+            html,
+            buttons,
+            events: Vec::new(),
+        }
+    }
+}
+
+pub enum NotifierMsg {
+    Send(Outgoing),
+    Tick,
+    Panic,
+}
+
+impl ChildMessage for NotifierMsg {
+    fn injected_panic() -> Self {
+        NotifierMsg::Panic
+    }
+}
+
+/// A job's tracker: what it shows and where.
+struct TrackerState {
+    chat_id: i64,
+    message_id: Option<i64>,
+    view: Tracker,
+    /// Events folded into the view but not yet shown.
+    unsent: Vec<OutboxEvent>,
+    last_edit: Option<Instant>,
+    queued: bool,
+}
+
+pub struct Notifier {
+    pub core: Arc<Core>,
+    pub client: TelegramClient,
+}
+
+pub struct NotifierState {
+    queue: VecDeque<Outgoing>,
+    trackers: HashMap<String, TrackerState>,
+    cursor: i64,
+    paused_until: Option<Instant>,
+    backoff: Duration,
+    chat_next: HashMap<i64, Instant>,
+    sent_window: VecDeque<Instant>,
+    read_only_told: bool,
+}
+
+impl Actor for Notifier {
+    type Msg = NotifierMsg;
+    type State = NotifierState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NotifierMsg>,
+        _: (),
+    ) -> Result<NotifierState, ActorProcessingErr> {
+        self.core.set_notifier(Some(myself.clone()));
+        myself.send_interval(Duration::from_millis(100), || NotifierMsg::Tick);
+        Ok(NotifierState {
+            queue: VecDeque::new(),
+            trackers: HashMap::new(),
+            cursor: 0,
+            paused_until: None,
+            backoff: Duration::from_millis(500),
+            chat_next: HashMap::new(),
+            sent_window: VecDeque::new(),
+            read_only_told: false,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<NotifierMsg>,
+        _: &mut NotifierState,
+    ) -> Result<(), ActorProcessingErr> {
+        self.core.set_notifier(None);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<NotifierMsg>,
+        msg: NotifierMsg,
+        st: &mut NotifierState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NotifierMsg::Send(out) => self.enqueue(st, out),
+            NotifierMsg::Tick => self.tick(st).await,
+            NotifierMsg::Panic => panic!("injected panic in notifier"),
+        }
+        Ok(())
+    }
+}
+
+fn is_progress(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "job.queued" | "job.started" | "job.tool_started" | "job.tool_completed"
+    )
+}
+
+impl Notifier {
+    fn enqueue(&self, st: &mut NotifierState, out: Outgoing) {
+        if st.queue.len() >= QUEUE_CAP {
+            // Progress goes first; a tracker keeps its state, so dropping its item loses only an edit.
+            if let Some(pos) = st.queue.iter().position(|o| matches!(o, Outgoing::Tracker { job_id } if !st.trackers.get(job_id).is_some_and(|t| t.view.is_final()))) {
+                if let Some(Outgoing::Tracker { job_id }) = st.queue.remove(pos)
+                    && let Some(t) = st.trackers.get_mut(&job_id)
+                {
+                    t.queued = false;
+                }
+                self.core.metrics.notifications_dropped_total.inc();
+            }
+        }
+        st.queue.push_back(out);
+    }
+
+    async fn tick(&self, st: &mut NotifierState) {
+        self.tell_read_only(st);
+        self.read_outbox(st).await;
+        self.flush(st).await;
+    }
+
+    fn tell_read_only(&self, st: &mut NotifierState) {
+        let ro = self.core.store.is_read_only();
+        if ro && !st.read_only_told {
+            st.read_only_told = true;
+            for chat in self.core.notice_chats() {
+                self.enqueue(
+                    st,
+                    Outgoing::text(chat, escape(READ_ONLY_MESSAGE), Vec::new()),
+                );
+            }
+        } else if !ro {
+            st.read_only_told = false;
+        }
+    }
+
+    /// Reads new outbox rows, unless the queue is full: then they wait in SQLite.
+    async fn read_outbox(&self, st: &mut NotifierState) {
+        if st.queue.len() >= QUEUE_CAP {
+            return;
+        }
+        let Ok(events) = self.core.store.undelivered_events(st.cursor, 200).await else {
+            return;
+        };
+        for ev in events {
+            st.cursor = ev.id;
+            self.on_event(st, ev).await;
+        }
+    }
+
+    async fn on_event(&self, st: &mut NotifierState, ev: OutboxEvent) {
+        let core = &self.core;
+        let chat = match &ev.session_id {
+            Some(s) => core.session_chat(s).await,
+            None => core.notice_chats().into_iter().next(),
+        };
+        let Some(chat) = chat else {
+            // Nobody to tell: done.
+            let _ = core.store.mark_delivered(&[ev.id]).await;
+            return;
+        };
+        match ev.event_type.as_str() {
+            t if t.starts_with("job.") => self.on_job_event(st, chat, ev).await,
+            "claude.unavailable" | "session.worktree_missing" | "breaker.opened" => {
+                let html = match ev.event_type.as_str() {
+                    "claude.unavailable" => escape(
+                        ev.payload["message"]
+                            .as_str()
+                            .unwrap_or(crate::jobs::CLAUDE_UNAVAILABLE),
+                    ),
+                    "breaker.opened" => format!(
+                        "⚠️ Circuit breaker <b>{}</b> opened",
+                        escape(ev.payload["breaker"].as_str().unwrap_or("?"))
+                    ),
+                    _ => format!(
+                        "⚠️ Session {} lost its worktree {}",
+                        escape(ev.session_id.as_deref().unwrap_or("?")),
+                        render::code(ev.payload["path"].as_str().unwrap_or(""))
+                    ),
+                };
+                let target = if ev.event_type == "breaker.opened" {
+                    core.notice_chats().into_iter().next().unwrap_or(chat)
+                } else {
+                    chat
+                };
+                self.enqueue(
+                    st,
+                    Outgoing::Text {
+                        chat_id: target,
+                        html,
+                        buttons: Vec::new(),
+                        events: vec![ev],
+                    },
+                );
+            }
+            _ => {
+                let _ = core.store.mark_delivered(&[ev.id]).await;
+            }
+        }
+    }
+
+    async fn on_job_event(&self, st: &mut NotifierState, chat: i64, ev: OutboxEvent) {
+        let Some(job_id) = ev.job_id.clone() else {
+            let _ = self.core.store.mark_delivered(&[ev.id]).await;
+            return;
+        };
+        if !st.trackers.contains_key(&job_id) {
+            let known = self.core.tracker_message(&job_id).await;
+            let job = self.core.store.job(&job_id).await.ok().flatten();
+            let view = Tracker {
+                job_id: job_id.clone(),
+                session_id: ev.session_id.clone().unwrap_or_default(),
+                project_id: ev.project_id.clone().unwrap_or_default(),
+                instruction: job
+                    .as_ref()
+                    .map(|j| j.instruction.clone())
+                    .unwrap_or_default(),
+                status: Some(JobStatus::Queued),
+                ..Default::default()
+            };
+            st.trackers.insert(
+                job_id.clone(),
+                TrackerState {
+                    chat_id: known.map(|k| k.0).unwrap_or(chat),
+                    message_id: known.map(|k| k.1),
+                    view,
+                    unsent: Vec::new(),
+                    last_edit: None,
+                    queued: false,
+                },
+            );
+        }
+        let t = st.trackers.get_mut(&job_id).expect("inserted above");
+        apply(&mut t.view, &ev);
+        if is_progress(&ev.event_type) && t.unsent.iter().any(|u| is_progress(&u.event_type)) {
+            // Coalesced: an earlier progress change is replaced before it was shown.
+            self.core.metrics.notifications_dropped_total.inc();
+        }
+        t.unsent.push(ev);
+        if !t.queued {
+            t.queued = true;
+            self.enqueue(st, Outgoing::Tracker { job_id });
+        }
+    }
+
+    /// Sends what pacing allows, in order per chat.
+    async fn flush(&self, st: &mut NotifierState) {
+        let now = Instant::now();
+        if st.paused_until.is_some_and(|p| now < p) {
+            return;
+        }
+        let mut skipped_chats: Vec<i64> = Vec::new();
+        let mut i = 0;
+        while i < st.queue.len() {
+            while st
+                .sent_window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                st.sent_window.pop_front();
+            }
+            if st.sent_window.len() >= GLOBAL_PER_SECOND {
+                return;
+            }
+            let chat = self.chat_of(st, &st.queue[i]);
+            let paced = chat.is_some_and(|c| {
+                skipped_chats.contains(&c) || st.chat_next.get(&c).is_some_and(|n| now < *n)
+            });
+            let tracker_wait = match &st.queue[i] {
+                Outgoing::Tracker { job_id } => st
+                    .trackers
+                    .get(job_id)
+                    .and_then(|t| t.last_edit)
+                    .is_some_and(|l| now.duration_since(l) < TRACKER_EDIT_GAP),
+                _ => false,
+            };
+            if paced || tracker_wait {
+                if let Some(c) = chat {
+                    skipped_chats.push(c);
+                }
+                i += 1;
+                continue;
+            }
+            let item = st.queue.remove(i).expect("index checked");
+            match self.deliver(st, &item).await {
+                Ok(()) => {
+                    st.backoff = Duration::from_millis(500);
+                    st.sent_window.push_back(Instant::now());
+                    if let Some(c) = chat {
+                        st.chat_next.insert(c, Instant::now() + PER_CHAT_GAP);
+                    }
+                }
+                Err(TgError::RetryAfter(secs)) => {
+                    st.queue.insert(i, item);
+                    st.paused_until = Some(Instant::now() + Duration::from_secs(secs));
+                    tracing::warn!(target: "televibe.notifier", retry_after = secs, "Telegram rate limit: pausing");
+                    return;
+                }
+                Err(TgError::Unavailable(_) | TgError::BreakerOpen) => {
+                    st.queue.insert(i, item);
+                    st.paused_until = Some(Instant::now() + st.backoff);
+                    st.backoff = (st.backoff * 2).min(Duration::from_secs(5));
+                    return;
+                }
+                Err(e) => {
+                    // Telegram refused this message for good: drop it, but never retry it forever.
+                    tracing::error!(target: "televibe.notifier", error = %e, "message refused by Telegram; dropped");
+                    self.settle(st, &item).await;
+                }
+            }
+        }
+    }
+
+    fn chat_of(&self, st: &NotifierState, item: &Outgoing) -> Option<i64> {
+        match item {
+            Outgoing::Text { chat_id, .. } | Outgoing::Document { chat_id, .. } => Some(*chat_id),
+            Outgoing::Tracker { job_id } => st.trackers.get(job_id).map(|t| t.chat_id),
+            Outgoing::Answer { .. } => None,
+        }
+    }
+
+    async fn deliver(&self, st: &mut NotifierState, item: &Outgoing) -> Result<(), TgError> {
+        let c = &self.client;
+        match item {
+            Outgoing::Text {
+                chat_id,
+                html,
+                buttons,
+                ..
+            } => c.send_html(*chat_id, html, buttons).await.map(|_| ())?,
+            Outgoing::Document {
+                chat_id,
+                filename,
+                bytes,
+                caption,
+            } => c.send_document(*chat_id, filename, bytes, caption).await?,
+            Outgoing::Answer { callback_id, text } => {
+                // A stale query cannot be answered; that is not worth a retry.
+                match c.answer_callback(callback_id, text).await {
+                    Err(TgError::Rejected { .. }) | Ok(()) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Outgoing::Tracker { job_id } => {
+                let Some(t) = st.trackers.get(job_id) else {
+                    return Ok(());
+                };
+                let html = t.view.render();
+                let status = t.view.status.unwrap_or(JobStatus::Queued);
+                let buttons = tracker_buttons(job_id, status);
+                match t.message_id {
+                    Some(mid) => c.edit_html(t.chat_id, mid, &html, &buttons).await?,
+                    None => {
+                        let mid = c.send_html(t.chat_id, &html, &buttons).await?;
+                        let chat = t.chat_id;
+                        if let Some(t) = st.trackers.get_mut(job_id) {
+                            t.message_id = Some(mid);
+                        }
+                        self.core.remember_tracker(job_id, chat, mid).await;
+                    }
+                }
+            }
+        }
+        self.settle(st, item).await;
+        Ok(())
+    }
+
+    /// The item is done (sent, or refused for good): its outbox rows are delivered.
+    async fn settle(&self, st: &mut NotifierState, item: &Outgoing) {
+        let events: Vec<OutboxEvent> = match item {
+            Outgoing::Text { events, .. } => events.clone(),
+            Outgoing::Tracker { job_id } => match st.trackers.get_mut(job_id) {
+                Some(t) => {
+                    t.queued = false;
+                    t.last_edit = Some(Instant::now());
+                    std::mem::take(&mut t.unsent)
+                }
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        if let Outgoing::Tracker { job_id } = item
+            && st
+                .trackers
+                .get(job_id)
+                .is_some_and(|t| t.view.is_final() && t.unsent.is_empty())
+        {
+            st.trackers.remove(job_id);
+        }
+        if events.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        if let Err(e) = self.core.store.mark_delivered(&ids).await {
+            tracing::warn!(target: "televibe.notifier", error = %e, "delivery not recorded");
+        }
+        let now = chrono::Utc::now();
+        for e in events {
+            let secs = (now - e.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+            self.core
+                .metrics
+                .event_delivery_seconds
+                .get_or_create(&EventTypeLabel {
+                    event_type: e.event_type.clone(),
+                })
+                .observe(secs);
+        }
+    }
+}
+
+/// Folds one job event into a tracker's view.
+fn apply(view: &mut Tracker, ev: &OutboxEvent) {
+    let p = &ev.payload;
+    let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+    match ev.event_type.as_str() {
+        "job.queued" if view.instruction.is_empty() => {
+            view.instruction = s("instruction_preview").unwrap_or_default();
+        }
+        "job.started" => {
+            view.status = Some(JobStatus::Running);
+            view.started_unix = Some(ev.created_at.timestamp());
+        }
+        "job.tool_started" => {
+            view.tools.push(ToolLine {
+                tool: s("tool").unwrap_or_default(),
+                target: s("target").unwrap_or_default(),
+                done: false,
+                failed: false,
+            });
+            // Only recent tools are shown; older ones need not be kept.
+            if view.tools.len() > 50 {
+                view.tools.drain(..view.tools.len() - render::TRACKER_TOOLS);
+            }
+        }
+        "job.tool_completed" => {
+            let target = s("target").unwrap_or_default();
+            let tool = s("tool").unwrap_or_default();
+            if let Some(t) = view
+                .tools
+                .iter_mut()
+                .rev()
+                .find(|t| !t.done && t.tool == tool && t.target == target)
+            {
+                t.done = true;
+                t.failed = p.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            }
+        }
+        "job.completed" | "job.failed" | "job.canceled" => {
+            view.status = s("status").as_deref().and_then(JobStatus::parse).or(Some(
+                match ev.event_type.as_str() {
+                    "job.completed" => JobStatus::Done,
+                    "job.canceled" => JobStatus::Canceled,
+                    _ => JobStatus::Failed,
+                },
+            ));
+            view.error = s("error");
+            view.result = s("result");
+            view.turns = p.get("num_turns").and_then(Value::as_i64);
+            view.cost = p.get("total_cost_usd").and_then(Value::as_f64);
+            view.finished_secs = p.get("duration_secs").and_then(Value::as_f64);
+            view.files = p
+                .get("files_changed")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            view.diff_stat = s("diff_stat");
+            if let Some(m) = s("message") {
+                view.error = Some(m);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,319 @@
+//! The Bot API client (frankenstein) behind the `telegram_api` breaker, with errors sorted for callers.
+//!
+//! Breaker failures are the spec's: HTTP 500/502/503/504, timeouts and connection errors, and 429.
+//! A 400 such as "message is not modified" is Telegram working correctly and counts as a success.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use frankenstein::AsyncTelegramApi;
+use frankenstein::client_reqwest::Bot;
+use frankenstein::methods::{
+    AnswerCallbackQueryParams, DeleteWebhookParams, EditMessageTextParams, GetUpdatesParams,
+    SendDocumentParams, SendMessageParams, SetMyCommandsParams,
+};
+use frankenstein::types::{
+    AllowedUpdate, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions,
+    MaybeInaccessibleMessage, ReplyMarkup,
+};
+use frankenstein::updates::UpdateContent;
+use frankenstein::{Error, ParseMode};
+
+use crate::breaker::{BreakerName, Breakers};
+
+/// What went wrong with a Bot API call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TgError {
+    #[error("telegram_api breaker is open")]
+    BreakerOpen,
+    #[error("rate limited: retry after {0} s")]
+    RetryAfter(u64),
+    /// Network loss, timeouts, 5xx: worth retrying later.
+    #[error("Telegram unavailable: {0}")]
+    Unavailable(String),
+    /// Telegram refused this request (4xx other than 429); retrying it unchanged will not help.
+    #[error("Telegram refused: {code} {description}")]
+    Rejected { code: u64, description: String },
+}
+
+impl TgError {
+    pub fn not_modified(&self) -> bool {
+        matches!(self, TgError::Rejected { description, .. } if description.contains("message is not modified"))
+    }
+}
+
+/// An inline button: label and callback data (at most 64 bytes).
+pub type Button = (String, String);
+
+/// One incoming update the bot understands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Text {
+        chat_id: i64,
+        user_id: i64,
+        message_id: i64,
+        text: String,
+        reply_to: Option<(i64, String)>,
+    },
+    Callback {
+        id: String,
+        user_id: i64,
+        chat_id: i64,
+        message_id: i64,
+        data: String,
+    },
+    Ignored,
+}
+
+#[derive(Clone)]
+pub struct TelegramClient {
+    bot: Bot,
+    breakers: Arc<Breakers>,
+}
+
+/// Seconds a getUpdates call waits on the server.
+pub const LONG_POLL_SECS: u32 = 25;
+
+impl TelegramClient {
+    pub fn new(api_url: &str, token: &str, breakers: Arc<Breakers>) -> TelegramClient {
+        let client = frankenstein::reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // Longer than the long poll, so an idle poll is not a timeout.
+            .timeout(Duration::from_secs(u64::from(LONG_POLL_SECS) + 15))
+            .build()
+            .unwrap_or_default();
+        TelegramClient {
+            bot: Bot::builder()
+                .api_url(format!("{}/bot{token}", api_url.trim_end_matches('/')))
+                .client(client)
+                .build(),
+            breakers,
+        }
+    }
+
+    /// Runs one call through the breaker and sorts its error.
+    async fn guarded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, TgError> {
+        let permit = self
+            .breakers
+            .acquire(BreakerName::TelegramApi)
+            .map_err(|_| TgError::BreakerOpen)?;
+        match call.await {
+            Ok(v) => {
+                permit.success();
+                Ok(v)
+            }
+            Err(e) => {
+                let err = classify(e);
+                match &err {
+                    TgError::RetryAfter(_) | TgError::Unavailable(_) => permit.failure(),
+                    _ => permit.success(),
+                }
+                Err(err)
+            }
+        }
+    }
+
+    pub async fn get_me(&self) -> Result<(), TgError> {
+        self.guarded(self.bot.get_me()).await.map(|_| ())
+    }
+
+    pub async fn delete_webhook(&self) -> Result<(), TgError> {
+        let p = DeleteWebhookParams::builder()
+            .drop_pending_updates(false)
+            .build();
+        self.guarded(self.bot.delete_webhook(&p)).await.map(|_| ())
+    }
+
+    pub async fn set_commands(&self, commands: &[(&str, &str)]) -> Result<(), TgError> {
+        let p = SetMyCommandsParams::builder()
+            .commands(
+                commands
+                    .iter()
+                    .map(|(c, d)| BotCommand::builder().command(*c).description(*d).build())
+                    .collect::<Vec<_>>(),
+            )
+            .build();
+        self.guarded(self.bot.set_my_commands(&p)).await.map(|_| ())
+    }
+
+    /// Long-polls for updates from `offset`; returns (update id, update) pairs.
+    pub async fn get_updates(&self, offset: i64) -> Result<Vec<(i64, Incoming)>, TgError> {
+        let p = GetUpdatesParams::builder()
+            .offset(offset)
+            .timeout(LONG_POLL_SECS)
+            .limit(100)
+            .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
+            .build();
+        let resp = self.guarded(self.bot.get_updates(&p)).await?;
+        Ok(resp
+            .result
+            .into_iter()
+            .map(|u| (i64::from(u.update_id), incoming(u.content)))
+            .collect())
+    }
+
+    pub async fn send_html(
+        &self,
+        chat_id: i64,
+        html: &str,
+        buttons: &[Button],
+    ) -> Result<i64, TgError> {
+        let p = SendMessageParams::builder()
+            .chat_id(chat_id)
+            .text(html)
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(LinkPreviewOptions::DISABLED)
+            .maybe_reply_markup(
+                (!buttons.is_empty()).then(|| ReplyMarkup::InlineKeyboardMarkup(keyboard(buttons))),
+            )
+            .build();
+        let m = self.guarded(self.bot.send_message(&p)).await?;
+        Ok(i64::from(m.result.message_id))
+    }
+
+    /// Edits a message; "message is not modified" counts as done.
+    pub async fn edit_html(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        html: &str,
+        buttons: &[Button],
+    ) -> Result<(), TgError> {
+        let p = EditMessageTextParams::builder()
+            .chat_id(chat_id)
+            .message_id(message_id as i32)
+            .text(html)
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(LinkPreviewOptions::DISABLED)
+            .reply_markup(keyboard(buttons))
+            .build();
+        match self.guarded(self.bot.edit_message_text(&p)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.not_modified() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn answer_callback(&self, id: &str, text: &str) -> Result<(), TgError> {
+        let text: String = text.chars().take(200).collect();
+        let p = AnswerCallbackQueryParams::builder()
+            .callback_query_id(id)
+            .text(text)
+            .build();
+        self.guarded(self.bot.answer_callback_query(&p))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends `bytes` as a document named `filename` (staged in a private temp file: the client uploads paths).
+    pub async fn send_document(
+        &self,
+        chat_id: i64,
+        filename: &str,
+        bytes: &[u8],
+        caption_html: &str,
+    ) -> Result<(), TgError> {
+        let dir = tempfile::Builder::new()
+            .prefix("televibe-upload")
+            .tempdir()
+            .map_err(|e| TgError::Unavailable(format!("cannot stage the upload: {e}")))?;
+        let path: PathBuf = dir.path().join(filename);
+        std::fs::write(&path, bytes)
+            .map_err(|e| TgError::Unavailable(format!("cannot stage the upload: {e}")))?;
+        let p = SendDocumentParams::builder()
+            .chat_id(chat_id)
+            .document(path)
+            .caption(caption_html)
+            .parse_mode(ParseMode::Html)
+            .build();
+        self.guarded(self.bot.send_document(&p)).await.map(|_| ())
+    }
+}
+
+fn keyboard(buttons: &[Button]) -> InlineKeyboardMarkup {
+    let row: Vec<InlineKeyboardButton> = buttons
+        .iter()
+        .map(|(label, data)| {
+            InlineKeyboardButton::builder()
+                .text(label.as_str())
+                .callback_data(data.as_str())
+                .build()
+        })
+        .collect();
+    let rows = if row.is_empty() {
+        Vec::new()
+    } else {
+        vec![row]
+    };
+    InlineKeyboardMarkup::builder()
+        .inline_keyboard(rows)
+        .build()
+}
+
+fn incoming(content: UpdateContent) -> Incoming {
+    match content {
+        UpdateContent::Message(m) => {
+            let (Some(text), Some(from)) = (m.text.clone(), m.from.as_ref()) else {
+                return Incoming::Ignored;
+            };
+            Incoming::Text {
+                chat_id: m.chat.id,
+                user_id: from.id as i64,
+                message_id: i64::from(m.message_id),
+                text,
+                reply_to: m
+                    .reply_to_message
+                    .as_ref()
+                    .map(|r| (i64::from(r.message_id), r.text.clone().unwrap_or_default())),
+            }
+        }
+        UpdateContent::CallbackQuery(q) => {
+            let (chat_id, message_id) = match &q.message {
+                Some(MaybeInaccessibleMessage::Message(m)) => (m.chat.id, i64::from(m.message_id)),
+                Some(MaybeInaccessibleMessage::InaccessibleMessage(m)) => {
+                    (m.chat.id, i64::from(m.message_id))
+                }
+                None => (0, 0),
+            };
+            Incoming::Callback {
+                id: q.id.clone(),
+                user_id: q.from.id as i64,
+                chat_id,
+                message_id,
+                data: q.data.clone().unwrap_or_default(),
+            }
+        }
+        _ => Incoming::Ignored,
+    }
+}
+
+fn classify(e: Error) -> TgError {
+    match e {
+        Error::Api(r) => match r.error_code {
+            429 => TgError::RetryAfter(
+                r.parameters
+                    .and_then(|p| p.retry_after)
+                    .map(u64::from)
+                    .unwrap_or(1),
+            ),
+            500 | 502 | 503 | 504 => {
+                TgError::Unavailable(format!("{} {}", r.error_code, r.description))
+            }
+            code => TgError::Rejected {
+                code,
+                description: r.description,
+            },
+        },
+        Error::HttpReqwest(e) if e.is_timeout() => TgError::Unavailable("timeout".into()),
+        Error::HttpReqwest(e) if e.is_connect() => {
+            TgError::Unavailable("connection refused".into())
+        }
+        Error::HttpReqwest(e) => TgError::Unavailable(e.without_url().to_string()),
+        Error::JsonDecode { .. } => TgError::Unavailable("unreadable answer".into()),
+        other => TgError::Rejected {
+            code: 0,
+            description: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,137 @@
+//! The `telegram` actor: getUpdates long polling with the offset kept in SQLite (an update is never
+//! handled twice, even across restarts), reconnect with exponential backoff and jitter, `deleteWebhook`
+//! and `setMyCommands` at start. Updates are handled one at a time, in order, by the front.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio_util::task::AbortOnDropHandle;
+
+use super::client::{Incoming, TelegramClient, TgError};
+use super::front::{COMMANDS, Front};
+use crate::core::Core;
+use crate::supervisor::ChildMessage;
+
+const OFFSET_KEY: &str = "telegram.offset";
+/// The longest wait between reconnect attempts: well inside the spec's 60 s RTO.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+pub struct Poller {
+    pub core: Arc<Core>,
+    pub client: TelegramClient,
+}
+
+pub enum PollerMsg {
+    Handle(Incoming, RpcReplyPort<()>),
+    Panic,
+}
+
+impl ChildMessage for PollerMsg {
+    fn injected_panic() -> Self {
+        PollerMsg::Panic
+    }
+}
+
+pub struct PollerState {
+    front: Front,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Actor for Poller {
+    type Msg = PollerMsg;
+    type State = PollerState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PollerMsg>,
+        _: (),
+    ) -> Result<PollerState, ActorProcessingErr> {
+        let task = tokio::spawn(poll_loop(self.core.clone(), self.client.clone(), myself));
+        Ok(PollerState {
+            front: Front::new(self.core.clone()),
+            _task: AbortOnDropHandle::new(task),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<PollerMsg>,
+        msg: PollerMsg,
+        st: &mut PollerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PollerMsg::Handle(update, reply) => {
+                st.front.handle(update).await;
+                let _ = reply.send(());
+            }
+            PollerMsg::Panic => panic!("injected panic in telegram poller"),
+        }
+        Ok(())
+    }
+}
+
+fn jittered(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::random_range(0..=ms / 2))
+}
+
+async fn poll_loop(core: Arc<Core>, client: TelegramClient, me: ActorRef<PollerMsg>) {
+    let mut backoff = Duration::from_millis(500);
+    // Start-up calls, retried until they work.
+    loop {
+        match (
+            client.delete_webhook().await,
+            client.set_commands(COMMANDS).await,
+        ) {
+            (Ok(()), Ok(())) => break,
+            (a, b) => {
+                let e = a
+                    .err()
+                    .or(b.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                tracing::warn!(target: "televibe.telegram", error = %e, "Telegram start-up calls failed; retrying");
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    tracing::info!(target: "televibe.telegram", "Telegram connected: polling for updates");
+    backoff = Duration::from_millis(500);
+    let mut offset: i64 = core
+        .store
+        .kv_get(OFFSET_KEY)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    loop {
+        match client.get_updates(offset).await {
+            Ok(updates) => {
+                if backoff > Duration::from_millis(500) {
+                    tracing::info!(target: "televibe.telegram", "Telegram reachable again");
+                }
+                backoff = Duration::from_millis(500);
+                for (id, update) in updates {
+                    // The offset is stored before the update is handled: a crash can lose it, never repeat it.
+                    offset = id + 1;
+                    if let Err(e) = core.store.kv_set(OFFSET_KEY, &offset.to_string()).await {
+                        tracing::error!(target: "televibe.telegram", error = %e, "update offset not stored");
+                    }
+                    if update != Incoming::Ignored {
+                        let _ = ractor::call_t!(me, PollerMsg::Handle, 300_000, update);
+                    }
+                }
+            }
+            Err(TgError::BreakerOpen) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(e) => {
+                tracing::warn!(target: "televibe.telegram", error = %e, backoff_ms = backoff.as_millis() as u64, "getUpdates failed; reconnecting");
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}

@@ -1,0 +1,780 @@
+//! A loopback fake of the Telegram Bot API, faithful to the behaviour the bot relies on: the `{ok, result}`
+//! envelope and error strings, getUpdates long polling with offsets and 409 for a second poller, text and
+//! button-data limits, HTML entity checking, "message is not modified", 429 with retry_after, 5xx, dropped
+//! connections and slow answers. It records every call with a timestamp and can inject messages and taps.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "123456:TEST-token";
+
+/// How the next calls of a method fail.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    Status(u16),
+    RetryAfter(u64),
+    Slow(Duration),
+}
+
+/// One recorded call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub at: Instant,
+    pub method: String,
+    pub params: Value,
+    /// The error code answered, if the call failed.
+    pub error: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub chat_id: i64,
+    pub message_id: i64,
+    pub text: String,
+    pub markup: Value,
+    pub edits: u32,
+}
+
+#[derive(Default)]
+struct State {
+    updates: VecDeque<Value>,
+    next_update_id: i64,
+    next_message_id: i64,
+    messages: HashMap<(i64, i64), Sent>,
+    documents: Vec<(i64, String, usize, String)>,
+    callbacks: HashMap<String, Instant>,
+    answered: Vec<(String, String)>,
+    calls: Vec<Call>,
+    faults: HashMap<String, VecDeque<Fault>>,
+    poll_generation: u64,
+}
+
+pub struct FakeTelegram {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    notify: Arc<tokio::sync::Notify>,
+    down: Arc<AtomicBool>,
+    callback_ids: AtomicU64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeTelegram {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeTelegram {
+    pub async fn start() -> FakeTelegram {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            next_update_id: 1000,
+            next_message_id: 1,
+            ..Default::default()
+        }));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let down = Arc::new(AtomicBool::new(false));
+        let (st, nt, dn) = (state.clone(), notify.clone(), down.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                if dn.load(Ordering::SeqCst) {
+                    // Network loss: the connection is dropped without an answer.
+                    drop(stream);
+                    continue;
+                }
+                let (st, nt, dn) = (st.clone(), nt.clone(), dn.clone());
+                tokio::spawn(async move {
+                    let svc =
+                        service_fn(move |req| handle(req, st.clone(), nt.clone(), dn.clone()));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeTelegram {
+            addr,
+            state,
+            notify,
+            down,
+            callback_ids: AtomicU64::new(1),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Network loss (true) or back (false): while down every connection is dropped.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        // Long polls in progress end as a lost connection would.
+        self.notify.notify_waiters();
+    }
+
+    pub fn fail_next(&self, method: &str, n: usize, fault: Fault) {
+        let mut st = self.state.lock().unwrap();
+        let q = st.faults.entry(method.to_lowercase()).or_default();
+        for _ in 0..n {
+            q.push_back(fault.clone());
+        }
+    }
+
+    fn push_update(&self, content: Value) {
+        let mut st = self.state.lock().unwrap();
+        let id = st.next_update_id;
+        st.next_update_id += 1;
+        let mut u = content;
+        u["update_id"] = json!(id);
+        st.updates.push_back(u);
+        drop(st);
+        self.notify.notify_waiters();
+    }
+
+    /// A user writes in their private chat (chat id = user id).
+    pub fn send_text(&self, user_id: i64, text: &str) {
+        self.send_text_reply(user_id, text, None);
+    }
+
+    pub fn send_text_reply(&self, user_id: i64, text: &str, reply_to: Option<i64>) {
+        let message_id = {
+            let mut st = self.state.lock().unwrap();
+            st.next_message_id += 1;
+            st.next_message_id
+        };
+        let mut msg = json!({
+            "message_id": message_id,
+            "date": chrono::Utc::now().timestamp(),
+            "chat": {"id": user_id, "type": "private", "first_name": "Tester"},
+            "from": {"id": user_id, "is_bot": false, "first_name": "Tester"},
+            "text": text,
+        });
+        if text.starts_with('/') {
+            let len = text.split_whitespace().next().unwrap_or("").len();
+            msg["entities"] = json!([{"type": "bot_command", "offset": 0, "length": len}]);
+        }
+        if let Some(r) = reply_to {
+            msg["reply_to_message"] = json!({
+                "message_id": r, "date": 0,
+                "chat": {"id": user_id, "type": "private", "first_name": "Tester"},
+                "from": {"id": 1, "is_bot": true, "first_name": "televibe"},
+                "text": self.message_text(user_id, r).unwrap_or_default(),
+            });
+        }
+        self.push_update(json!({"message": msg}));
+    }
+
+    /// A user taps an inline button of a message; returns the callback query id.
+    pub fn tap(&self, user_id: i64, chat_id: i64, message_id: i64, data: &str) -> String {
+        let id = format!("cbq{}", self.callback_ids.fetch_add(1, Ordering::SeqCst));
+        self.state
+            .lock()
+            .unwrap()
+            .callbacks
+            .insert(id.clone(), Instant::now());
+        self.push_update(json!({"callback_query": {
+            "id": id,
+            "from": {"id": user_id, "is_bot": false, "first_name": "Tester"},
+            "chat_instance": "ci",
+            "data": data,
+            "message": {
+                "message_id": message_id, "date": 0,
+                "chat": {"id": chat_id, "type": "private", "first_name": "Tester"},
+                "from": {"id": 1, "is_bot": true, "first_name": "televibe"},
+                "text": self.message_text(chat_id, message_id).unwrap_or_default(),
+            }
+        }}));
+        id
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method.eq_ignore_ascii_case(method))
+            .collect()
+    }
+
+    /// Messages the bot sent to a chat, oldest first, with their current text.
+    pub fn messages(&self, chat_id: i64) -> Vec<Sent> {
+        let st = self.state.lock().unwrap();
+        let mut v: Vec<Sent> = st
+            .messages
+            .values()
+            .filter(|m| m.chat_id == chat_id)
+            .cloned()
+            .collect();
+        v.sort_by_key(|m| m.message_id);
+        v
+    }
+
+    pub fn message_text(&self, chat_id: i64, message_id: i64) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .messages
+            .get(&(chat_id, message_id))
+            .map(|m| m.text.clone())
+    }
+
+    pub fn documents(&self, chat_id: i64) -> Vec<(String, usize, String)> {
+        self.state
+            .lock()
+            .unwrap()
+            .documents
+            .iter()
+            .filter(|d| d.0 == chat_id)
+            .map(|d| (d.1.clone(), d.2, d.3.clone()))
+            .collect()
+    }
+
+    pub fn answered_callbacks(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().answered.clone()
+    }
+
+    /// Updates not yet confirmed by an offset.
+    pub fn pending_updates(&self) -> usize {
+        self.state.lock().unwrap().updates.len()
+    }
+}
+
+fn envelope(result: Value) -> (u16, Value) {
+    (200, json!({"ok": true, "result": result}))
+}
+
+fn error(code: u16, description: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"ok": false, "error_code": code, "description": description}),
+    )
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    notify: Arc<tokio::sync::Notify>,
+    down: Arc<AtomicBool>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let Some(rest) = path.strip_prefix("/bot") else {
+        return Ok(reply(error(404, "Not Found")));
+    };
+    let Some((token, method)) = rest.split_once('/') else {
+        return Ok(reply(error(404, "Not Found")));
+    };
+    if token != TOKEN {
+        return Ok(reply(error(401, "Unauthorized: invalid token specified")));
+    }
+    let method = method.to_lowercase();
+    let mut params = parse_params(&content_type, &body, &query);
+    let fault = state
+        .lock()
+        .unwrap()
+        .faults
+        .get_mut(&method)
+        .and_then(|q| q.pop_front());
+    if let Some(Fault::Slow(d)) = &fault {
+        tokio::time::sleep(*d).await;
+    }
+    let (code, value) = match fault {
+        Some(Fault::Status(code)) => error(code, &format!("Internal Server Error ({code})")),
+        Some(Fault::RetryAfter(secs)) => (
+            429,
+            json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {secs}"),
+                   "parameters": {"retry_after": secs}}),
+        ),
+        _ => dispatch(&method, &mut params, &state, &notify, &down).await,
+    };
+    state.lock().unwrap().calls.push(Call {
+        at: Instant::now(),
+        method: method.clone(),
+        params: params.clone(),
+        error: (code != 200).then_some(code),
+    });
+    let mut resp = reply((code, value.clone()));
+    if let Some(secs) = value.get("parameters").and_then(|p| p.get("retry_after")) {
+        resp.headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    Ok(resp)
+}
+
+fn reply((code, value): (u16, Value)) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .unwrap()
+}
+
+/// Query string, form, JSON or multipart parameters as one JSON object.
+fn parse_params(content_type: &str, body: &[u8], query: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    for (k, v) in form_pairs(query) {
+        out.insert(k, Value::String(v));
+    }
+    if content_type.starts_with("application/json") {
+        if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) {
+            out.extend(m);
+        }
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        for (k, v) in form_pairs(&String::from_utf8_lossy(body)) {
+            out.insert(k, Value::String(v));
+        }
+    } else if let Some(boundary) = content_type.split("boundary=").nth(1) {
+        for (name, filename, data) in multipart(body, boundary.trim_matches('"')) {
+            match filename {
+                Some(f) => {
+                    out.insert(name, json!({"filename": f, "size": data.len(), "head": String::from_utf8_lossy(&data[..data.len().min(200)])}));
+                }
+                None => {
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let v = serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .filter(|v| v.is_object() || v.is_array());
+                    out.insert(name, v.unwrap_or(Value::String(text)));
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+fn form_pairs(s: &str) -> Vec<(String, String)> {
+    fn decode(x: &str) -> String {
+        let bytes = x.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match std::str::from_utf8(&bytes[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Option<String>, Vec<u8>)> {
+    let sep = format!("--{boundary}");
+    let text = body;
+    let mut parts = Vec::new();
+    let positions: Vec<usize> = text
+        .windows(sep.len())
+        .enumerate()
+        .filter(|(_, w)| *w == sep.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    for pair in positions.windows(2) {
+        let chunk = &text[pair[0] + sep.len()..pair[1]];
+        let Some(split) = chunk.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&chunk[..split]).to_string();
+        let mut data = chunk[split + 4..].to_vec();
+        if data.ends_with(b"\r\n") {
+            data.truncate(data.len() - 2);
+        }
+        let attr = |name: &str| {
+            head.split(';').find_map(|p| {
+                p.trim()
+                    .strip_prefix(&format!("{name}="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        };
+        if let Some(name) = attr("name") {
+            parts.push((name, attr("filename"), data));
+        }
+    }
+    parts
+}
+
+fn num(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+const HTML_TAGS: &[&str] = &[
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "code",
+    "pre",
+    "a",
+    "tg-spoiler",
+    "span",
+    "blockquote",
+    "tg-emoji",
+];
+
+/// Checks HTML the way the Bot API does and returns the visible text, or the error description.
+pub fn parse_html(text: &str) -> Result<String, String> {
+    let mut visible = String::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '<' => {
+                let end = rest.find('>').ok_or_else(|| {
+                    "Bad Request: can't parse entities: unclosed start tag".to_string()
+                })?;
+                let inner = &rest[1..end];
+                if let Some(name) = inner.strip_prefix('/') {
+                    let name = name.trim().to_lowercase();
+                    match stack.pop() {
+                        Some(open) if open == name => {}
+                        _ => {
+                            return Err(format!(
+                                "Bad Request: can't parse entities: unexpected end tag \"{name}\""
+                            ));
+                        }
+                    }
+                } else {
+                    let name = inner.split_whitespace().next().unwrap_or("").to_lowercase();
+                    if !HTML_TAGS.contains(&name.as_str()) {
+                        return Err(format!(
+                            "Bad Request: can't parse entities: unsupported start tag \"{name}\""
+                        ));
+                    }
+                    stack.push(name);
+                }
+                rest = &rest[end + 1..];
+            }
+            '&' => {
+                let end = rest.find(';').filter(|e| *e <= 10).ok_or_else(|| {
+                    "Bad Request: can't parse entities: character entity expected".to_string()
+                })?;
+                let entity = &rest[1..end];
+                let ch = match entity {
+                    "lt" => "<".to_string(),
+                    "gt" => ">".to_string(),
+                    "amp" => "&".to_string(),
+                    "quot" => "\"".to_string(),
+                    e if e.starts_with('#') => e[1..]
+                        .parse::<u32>()
+                        .ok()
+                        .and_then(char::from_u32)
+                        .map(String::from)
+                        .ok_or("Bad Request: can't parse entities: bad numeric entity")?,
+                    _ => {
+                        return Err(format!(
+                            "Bad Request: can't parse entities: unsupported entity \"&{entity};\""
+                        ));
+                    }
+                };
+                visible.push_str(&ch);
+                rest = &rest[end + 1..];
+            }
+            _ => {
+                visible.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    if let Some(open) = stack.pop() {
+        return Err(format!(
+            "Bad Request: can't parse entities: can't find end tag corresponding to start tag \"{open}\""
+        ));
+    }
+    Ok(visible)
+}
+
+fn check_text(params: &Value, key: &str) -> Result<String, (u16, Value)> {
+    let text = params
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let visible = if params
+        .get("parse_mode")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.eq_ignore_ascii_case("html"))
+    {
+        parse_html(&text).map_err(|e| error(400, &e))?
+    } else {
+        text.clone()
+    };
+    if visible.trim().is_empty() {
+        return Err(error(400, "Bad Request: message text is empty"));
+    }
+    if visible.chars().count() > 4096 {
+        return Err(error(400, "Bad Request: message is too long"));
+    }
+    Ok(text)
+}
+
+fn check_markup(params: &Value) -> Result<Value, (u16, Value)> {
+    let markup = params.get("reply_markup").cloned().unwrap_or(Value::Null);
+    let markup = match markup {
+        Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::Null),
+        other => other,
+    };
+    for row in markup
+        .get("inline_keyboard")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for b in row.as_array().into_iter().flatten() {
+            if let Some(d) = b.get("callback_data").and_then(Value::as_str)
+                && (d.is_empty() || d.len() > 64)
+            {
+                return Err(error(400, "Bad Request: BUTTON_DATA_INVALID"));
+            }
+        }
+    }
+    Ok(markup)
+}
+
+async fn dispatch(
+    method: &str,
+    params: &mut Value,
+    state: &Arc<Mutex<State>>,
+    notify: &Arc<tokio::sync::Notify>,
+    down: &Arc<AtomicBool>,
+) -> (u16, Value) {
+    match method {
+        "getme" => envelope(
+            json!({"id": 1, "is_bot": true, "first_name": "televibe", "username": "televibe_test_bot"}),
+        ),
+        "deletewebhook" | "setmycommands" => envelope(json!(true)),
+        "getupdates" => get_updates(params, state, notify, down).await,
+        "sendmessage" => {
+            let Some(chat_id) = params.get("chat_id").and_then(num) else {
+                return error(400, "Bad Request: chat_id is empty");
+            };
+            let text = match check_text(params, "text") {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            let markup = match check_markup(params) {
+                Ok(m) => m,
+                Err(e) => return e,
+            };
+            let mut st = state.lock().unwrap();
+            st.next_message_id += 1;
+            let message_id = st.next_message_id;
+            st.messages.insert(
+                (chat_id, message_id),
+                Sent {
+                    chat_id,
+                    message_id,
+                    text: text.clone(),
+                    markup,
+                    edits: 0,
+                },
+            );
+            envelope(
+                json!({"message_id": message_id, "date": chrono::Utc::now().timestamp(),
+                "chat": {"id": chat_id, "type": "private", "first_name": "Tester"},
+                "from": {"id": 1, "is_bot": true, "first_name": "televibe"}, "text": text}),
+            )
+        }
+        "editmessagetext" => {
+            let (Some(chat_id), Some(message_id)) = (
+                params.get("chat_id").and_then(num),
+                params.get("message_id").and_then(num),
+            ) else {
+                return error(400, "Bad Request: message to edit not found");
+            };
+            let text = match check_text(params, "text") {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            let markup = match check_markup(params) {
+                Ok(m) => m,
+                Err(e) => return e,
+            };
+            let mut st = state.lock().unwrap();
+            let Some(m) = st.messages.get_mut(&(chat_id, message_id)) else {
+                return error(400, "Bad Request: message to edit not found");
+            };
+            if m.text == text && m.markup == markup {
+                return error(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                );
+            }
+            m.text = text.clone();
+            m.markup = markup;
+            m.edits += 1;
+            envelope(
+                json!({"message_id": message_id, "date": 0, "chat": {"id": chat_id, "type": "private", "first_name": "Tester"}, "text": text}),
+            )
+        }
+        "answercallbackquery" => {
+            let id = params
+                .get("callback_query_id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let text = params
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if text.chars().count() > 200 {
+                return error(400, "Bad Request: MESSAGE_TOO_LONG");
+            }
+            let mut st = state.lock().unwrap();
+            match st.callbacks.remove(&id) {
+                Some(at) if at.elapsed() < Duration::from_secs(15) => {
+                    st.answered.push((id, text));
+                    envelope(json!(true))
+                }
+                _ => error(
+                    400,
+                    "Bad Request: query is too old and response timeout expired or query ID is invalid",
+                ),
+            }
+        }
+        "senddocument" => {
+            let Some(chat_id) = params.get("chat_id").and_then(num) else {
+                return error(400, "Bad Request: chat_id is empty");
+            };
+            let doc = params.get("document").cloned().unwrap_or(Value::Null);
+            let caption = params
+                .get("caption")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if caption.chars().count() > 1024 {
+                return error(400, "Bad Request: message caption is too long");
+            }
+            let name = doc
+                .get("filename")
+                .and_then(Value::as_str)
+                .unwrap_or("file")
+                .to_string();
+            let size = doc.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let mut st = state.lock().unwrap();
+            st.next_message_id += 1;
+            let message_id = st.next_message_id;
+            st.documents.push((chat_id, name.clone(), size, caption));
+            envelope(
+                json!({"message_id": message_id, "date": 0, "chat": {"id": chat_id, "type": "private", "first_name": "Tester"},
+                "document": {"file_id": "f", "file_unique_id": "u", "file_name": name}}),
+            )
+        }
+        _ => error(404, "Not Found: method not found"),
+    }
+}
+
+async fn get_updates(
+    params: &Value,
+    state: &Arc<Mutex<State>>,
+    notify: &Arc<tokio::sync::Notify>,
+    down: &Arc<AtomicBool>,
+) -> (u16, Value) {
+    let offset = params.get("offset").and_then(num).unwrap_or(0);
+    let limit = params
+        .get("limit")
+        .and_then(num)
+        .unwrap_or(100)
+        .clamp(1, 100) as usize;
+    let timeout = params
+        .get("timeout")
+        .and_then(num)
+        .unwrap_or(0)
+        .clamp(0, 50) as u64;
+    let generation = {
+        let mut st = state.lock().unwrap();
+        st.poll_generation += 1;
+        st.poll_generation
+    };
+    // A newer poll ends this one with 409.
+    notify.notify_waiters();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let notified = notify.notified();
+        {
+            let mut st = state.lock().unwrap();
+            if st.poll_generation != generation {
+                return error(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                );
+            }
+            if offset > 0 {
+                while st
+                    .updates
+                    .front()
+                    .and_then(|u| u["update_id"].as_i64())
+                    .is_some_and(|id| id < offset)
+                {
+                    st.updates.pop_front();
+                }
+            }
+            let ready: Vec<Value> = st.updates.iter().take(limit).cloned().collect();
+            if !ready.is_empty() || timeout == 0 {
+                return envelope(Value::Array(ready));
+            }
+        }
+        if down.load(Ordering::SeqCst) {
+            return error(502, "Bad Gateway");
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return envelope(json!([]));
+        }
+    }
+}

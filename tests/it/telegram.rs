@@ -1,0 +1,560 @@
+//! The Telegram front and notifier against the fake Bot API, through frankenstein as in production.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::fake_model::{FakeModel, Reply, after_tool};
+use crate::fake_telegram::{FakeTelegram, Fault, TOKEN};
+use crate::harness::*;
+
+const USER: i64 = 4242;
+const STRANGER: i64 = 666;
+const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
+
+fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
+    format!(
+        "[telegram]\napi_url = \"{}\"\nallowed_users = [{USER}]\n{extra}",
+        tg.url()
+    )
+}
+
+fn start(env: &Env) -> Daemon {
+    env.start_with(|c| {
+        c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
+    })
+}
+
+async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// The texts the bot sent to the user, oldest first.
+fn texts(tg: &FakeTelegram) -> Vec<String> {
+    tg.messages(USER).into_iter().map(|m| m.text).collect()
+}
+
+async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
+    let before = tg.messages(USER).len();
+    tg.send_text(USER, text);
+    until(
+        Duration::from_secs(20),
+        &format!("a reply to {text:?} containing {expect:?}"),
+        || {
+            tg.messages(USER)
+                .iter()
+                .skip(before)
+                .any(|m| m.text.contains(expect))
+        },
+    )
+    .await;
+}
+
+fn tracker(tg: &FakeTelegram, marker: &str) -> Option<crate::fake_telegram::Sent> {
+    tg.messages(USER)
+        .into_iter()
+        .find(|m| m.text.contains("<b>Job ") && m.text.contains(marker))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_drives_a_real_claude_job_from_the_phone() {
+    let claude = claude_cli();
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let target = env
+        .root()
+        .join("workspaces/app/S1/hello.txt")
+        .display()
+        .to_string();
+    let model = FakeModel::start(move |req| {
+        if after_tool(req) {
+            Reply::Text("Created <hello.txt> & done.".into())
+        } else {
+            Reply::ToolUse {
+                name: "Write".into(),
+                input: json!({"file_path": target, "content": "hello\n"}),
+            }
+        }
+    })
+    .await;
+    env.write_config(&telegram_config(
+        &tg,
+        &format!(
+            "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
+             env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n",
+            claude.display(),
+            model.url(),
+            home.display()
+        ),
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    until(
+        Duration::from_secs(10),
+        "setMyCommands and deleteWebhook",
+        || !tg.calls_of("setMyCommands").is_empty() && !tg.calls_of("deleteWebhook").is_empty(),
+    )
+    .await;
+    let (code, body) = d.get("/health/ready");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["checks"]["telegram"], "ok");
+
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    tg.send_text(USER, "create hello.txt please");
+    until(Duration::from_secs(90), "the tracker reaches done", || {
+        tracker(&tg, "✅").is_some()
+    })
+    .await;
+    let t = tracker(&tg, "✅").unwrap();
+    assert!(
+        t.text.contains("Session S1") && t.text.contains("create hello.txt please"),
+        "{}",
+        t.text
+    );
+    assert!(
+        t.text.contains("Created &lt;hello.txt&gt; &amp; done."),
+        "agent text is escaped: {}",
+        t.text
+    );
+    assert!(
+        t.text.contains("<code>hello.txt</code>"),
+        "files changed: {}",
+        t.text
+    );
+    assert_eq!(
+        tg.messages(USER)
+            .iter()
+            .filter(|m| m.text.contains("<b>Job "))
+            .count(),
+        1
+    );
+    assert!(
+        t.markup.to_string().contains("log:"),
+        "Log / Diff buttons when done: {}",
+        t.markup
+    );
+    assert!(
+        std::fs::read_to_string(env.root().join("workspaces/app/S1/hello.txt")).unwrap()
+            == "hello\n"
+    );
+    // A reply to the tracker runs in its session; /diff sends the change.
+    say(&tg, "/diff", "hello.txt").await;
+    say(&tg, "/jobs", "create hello.txt").await;
+    say(&tg, "/status", "Active session: <b>S1</b>").await;
+    assert!(
+        tg.calls().iter().all(|c| c.error != Some(400)),
+        "no message was refused: {:?}",
+        tg.calls()
+            .iter()
+            .filter(|c| c.error.is_some())
+            .collect::<Vec<_>>()
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_button_stale_button_forged_callback_and_strangers() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(
+        &tg,
+        &format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n"),
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    tg.send_text(USER, "/run S1 slow");
+    until(
+        Duration::from_secs(20),
+        "a running tracker with a Cancel button",
+        || tracker(&tg, "⚙️").is_some_and(|t| t.markup.to_string().contains("cancel:")),
+    )
+    .await;
+    let t = tracker(&tg, "⚙️").unwrap();
+    let data = t.markup["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tg.tap(USER, USER, t.message_id, &data);
+    until(
+        Duration::from_secs(20),
+        "the tracker shows the cancel",
+        || {
+            tg.message_text(USER, t.message_id)
+                .is_some_and(|x| x.contains("🚫"))
+        },
+    )
+    .await;
+    // The same button again: stale, told so, nothing happens.
+    let stale = tg.tap(USER, USER, t.message_id, &data);
+    until(Duration::from_secs(10), "stale tap answered", || {
+        tg.answered_callbacks()
+            .iter()
+            .any(|(id, text)| *id == stale && text.contains("already"))
+    })
+    .await;
+    let forged = tg.tap(USER, USER, t.message_id, "cancel:00000000-dead-beef");
+    until(Duration::from_secs(10), "forged tap answered", || {
+        tg.answered_callbacks()
+            .iter()
+            .any(|(id, text)| *id == forged && text.contains("Unknown"))
+    })
+    .await;
+    let weird = tg.tap(USER, USER, t.message_id, "rm -rf /");
+    until(Duration::from_secs(10), "odd data answered", || {
+        tg.answered_callbacks().iter().any(|(id, _)| *id == weird)
+    })
+    .await;
+
+    // A stranger: one "access denied", an audit record, nothing else.
+    tg.send_text(STRANGER, "/new app");
+    tg.send_text(STRANGER, "/close S1");
+    let tap = tg.tap(STRANGER, STRANGER, t.message_id, &data);
+    until(Duration::from_secs(10), "stranger handled", || {
+        tg.answered_callbacks().iter().any(|(id, _)| *id == tap)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let denied: Vec<_> = tg
+        .messages(STRANGER)
+        .into_iter()
+        .filter(|m| m.text.contains("access denied"))
+        .collect();
+    assert_eq!(denied.len(), 1, "rate-limited denial");
+    let audit = std::fs::read_to_string(env.orchestrator().join("logs/audit.log")).unwrap();
+    assert_eq!(
+        audit.matches("telegram.access_denied").count(),
+        3,
+        "{audit}"
+    );
+    let mcp = Mcp::connect(&env).await;
+    assert_eq!(
+        mcp.call("list_sessions", json!({})).await.unwrap()["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the stranger changed nothing"
+    );
+
+    // HTML metacharacters in agent output are escaped, and Telegram accepts every message.
+    tg.send_text(USER, "/run html");
+    until(
+        Duration::from_secs(20),
+        "the html job's tracker is done",
+        || tracker(&tg, "✅").is_some(),
+    )
+    .await;
+    let done = tracker(&tg, "✅").unwrap();
+    assert!(
+        done.text.contains("&lt;b&gt;unclosed &amp; &lt;script&gt;"),
+        "{}",
+        done.text
+    );
+    assert!(
+        tg.calls().iter().all(|c| c.error != Some(400)),
+        "{:?}",
+        tg.calls()
+            .iter()
+            .filter(|c| c.error.is_some())
+            .map(|c| (&c.method, c.error))
+            .collect::<Vec<_>>()
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_burst_is_honoured_and_chats_are_paced() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(&tg, ""));
+    let d = start(&env);
+    say(&tg, "/help", "TeleVibeCode").await;
+    tg.fail_next("sendMessage", 1, Fault::RetryAfter(2));
+    for _ in 0..5 {
+        tg.send_text(USER, "/projects");
+    }
+    until(Duration::from_secs(30), "five replies", || {
+        texts(&tg).iter().filter(|t| t.contains("Projects")).count() == 5
+    })
+    .await;
+    let sends = tg.calls_of("sendMessage");
+    let limited = sends
+        .iter()
+        .find(|c| c.error == Some(429))
+        .expect("the fake answered 429")
+        .at;
+    let ok: Vec<Instant> = sends
+        .iter()
+        .filter(|c| c.error.is_none() && c.at > limited)
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(ok.len(), 5, "no message lost");
+    assert!(
+        ok[0].duration_since(limited) >= Duration::from_millis(1950),
+        "sent before retry_after: {:?}",
+        ok[0].duration_since(limited)
+    );
+    for w in ok.windows(2) {
+        assert!(
+            w[1].duration_since(w[0]) >= Duration::from_millis(900),
+            "per-chat pacing: {:?}",
+            w[1].duration_since(w[0])
+        );
+    }
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn telegram_down_longer_than_the_breaker_then_back() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(
+        &tg,
+        &format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nmax_concurrent = 5\n[breakers.telegram_api]\nfailure_threshold = 3\nsuccess_threshold = 1\ntimeout_seconds = 2\nhalf_open_requests = 1\n"),
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    for _ in 0..5 {
+        say(&tg, "/new app", "Session <b>S").await;
+    }
+    tg.set_down(true);
+    let mcp = Mcp::connect(&env).await;
+    let mut jobs = Vec::new();
+    for s in 1..=5 {
+        let q = mcp
+            .call(
+                "run_instruction",
+                json!({"session_id": format!("S{s}"), "instruction": "chatty"}),
+            )
+            .await
+            .unwrap();
+        jobs.push(q["id"].as_str().unwrap().to_string());
+    }
+    for id in &jobs {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while mcp.call("get_job", json!({"job_id": id})).await.unwrap()["status"] != "done" {
+            assert!(Instant::now() < deadline, "job {id} did not finish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Down for longer than the breaker's timeout (2 s here): it opened.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, m) = d.get("/metrics");
+    let failures: f64 = m
+        .lines()
+        .find(|l| l.starts_with("televibe_circuit_breaker_failures_total{name=\"telegram_api\"}"))
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failures >= 3.0, "{failures}");
+    let store = televibe::store::Store::open_read_only(
+        &env.orchestrator().join("state.db"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        store.reader_count_events("breaker.opened").await.unwrap() >= 1,
+        "the opened breaker is a notice for the admin"
+    );
+    tg.set_down(false);
+    until(Duration::from_secs(60), "every result delivered", || {
+        jobs.iter().all(|id| {
+            tg.messages(USER)
+                .iter()
+                .any(|m| m.text.contains(&format!("<b>Job {}", &id[..8])) && m.text.contains("✅"))
+        })
+    })
+    .await;
+    for id in &jobs {
+        let n = tg
+            .messages(USER)
+            .iter()
+            .filter(|m| m.text.contains(&format!("<b>Job {}", &id[..8])))
+            .count();
+        assert_eq!(n, 1, "job {id}: one tracker, delivered once");
+    }
+    let (_, m) = d.get("/metrics");
+    let dropped: f64 = m
+        .lines()
+        .find(|l| l.starts_with("televibe_notifications_dropped_total"))
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let progress: f64 = ["job.tool_started", "job.tool_completed"]
+        .iter()
+        .map(|t| {
+            m.lines()
+                .find(|l| l.starts_with(&format!("televibe_events_total{{event_type=\"{t}\"}}")))
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        })
+        .sum();
+    assert!(progress >= 1200.0, "{progress}");
+    assert!(
+        dropped >= progress - 50.0,
+        "coalesced progress is counted as dropped: {dropped} of {progress}"
+    );
+    let job_rows: Vec<_> = store
+        .undelivered_events(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.job_id.is_some())
+        .collect();
+    assert!(job_rows.is_empty(), "the outbox is drained: {job_rows:?}");
+    // Messages sent while down wait; after the network returns the poller is back within the RTO.
+    say(&tg, "/help", "TeleVibeCode").await;
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_with_undelivered_results_then_each_delivered_once() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(
+        &tg,
+        &format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n"),
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    tg.set_down(true);
+    let mcp = Mcp::connect(&env).await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(
+            mcp.call(
+                "run_instruction",
+                json!({"session_id": "S1", "instruction": "quick one"}),
+            )
+            .await
+            .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for id in &jobs {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mcp.call("get_job", json!({"job_id": id})).await.unwrap()["status"] != "done" {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(mcp);
+    d.signal(libc::SIGKILL);
+    let mut d = d;
+    d.wait_exit(Duration::from_secs(5));
+    tg.set_down(false);
+    let d2 = start(&env);
+    until(
+        Duration::from_secs(30),
+        "results delivered after the restart",
+        || {
+            jobs.iter().all(|id| {
+                tg.messages(USER).iter().any(|m| {
+                    m.text.contains(&format!("<b>Job {}", &id[..8])) && m.text.contains("✅")
+                })
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &jobs {
+        let n = tg
+            .messages(USER)
+            .iter()
+            .filter(|m| m.text.contains(&format!("<b>Job {}", &id[..8])))
+            .count();
+        assert_eq!(n, 1, "job {id} delivered exactly once");
+    }
+    // Updates are not handled twice across restarts.
+    let helps_before = texts(&tg)
+        .iter()
+        .filter(|t| t.contains("TeleVibeCode"))
+        .count();
+    say(&tg, "/help", "TeleVibeCode").await;
+    drop(d2);
+    let d3 = start(&env);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        texts(&tg)
+            .iter()
+            .filter(|t| t.contains("TeleVibeCode"))
+            .count(),
+        helps_before + 1
+    );
+    assert_eq!(tg.pending_updates(), 0);
+    drop(d3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_errors_slow_answers_and_long_output_as_a_document() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(
+        &tg,
+        &format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n"),
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    tg.fail_next("sendMessage", 2, Fault::Status(500));
+    tg.fail_next("sendMessage", 1, Fault::Slow(Duration::from_secs(2)));
+    say(&tg, "/help", "TeleVibeCode").await;
+    assert_eq!(
+        tg.calls_of("sendMessage")
+            .iter()
+            .filter(|c| c.error == Some(500))
+            .count(),
+        2,
+        "retried after 500s"
+    );
+    tg.send_text(USER, "chatty");
+    until(Duration::from_secs(30), "the chatty job is done", || {
+        tracker(&tg, "✅").is_some()
+    })
+    .await;
+    tg.send_text(USER, "/tail");
+    until(Duration::from_secs(20), "the log as a document", || {
+        !tg.documents(USER).is_empty()
+    })
+    .await;
+    let (name, size, caption) = tg.documents(USER).remove(0);
+    assert!(name.ends_with(".log") && size > 3500, "{name} {size}");
+    assert!(caption.contains("Log of job"), "{caption}");
+    for c in tg
+        .calls_of("sendMessage")
+        .iter()
+        .filter(|c| c.error.is_none())
+    {
+        assert_eq!(c.params["parse_mode"], "HTML", "{:?}", c.params);
+    }
+    drop(d);
+}
