@@ -4,7 +4,6 @@
 //! connections and slow answers. It records every call with a timestamp and can inject messages and taps.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -275,7 +274,11 @@ async fn handle(
     state: Arc<Mutex<State>>,
     notify: Arc<tokio::sync::Notify>,
     down: Arc<AtomicBool>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    // Network loss also cuts connections kept alive from before: no answer, the connection drops.
+    if down.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("network down"));
+    }
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let content_type = req
@@ -309,6 +312,9 @@ async fn handle(
         .and_then(|q| q.pop_front());
     if let Some(Fault::Slow(d)) = &fault {
         tokio::time::sleep(*d).await;
+    }
+    if down.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("network down"));
     }
     let (code, value) = match fault {
         Some(Fault::Status(code)) => error(code, &format!("Internal Server Error ({code})")),
