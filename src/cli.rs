@@ -26,7 +26,14 @@ pub enum Command {
     /// Run the daemon.
     Serve,
     /// Bridge MCP over stdio to the running daemon (for Claude Desktop, Claude Code, any MCP client).
-    Mcp,
+    Mcp {
+        /// A job's approval connection: the job id (its secret comes in TELEVIBE_JOB_TOKEN).
+        #[arg(long)]
+        job: Option<String>,
+        /// The daemon's socket (skips reading the configuration).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Check the installation: config, directories, database, daemon, worktrees (exit 1 on problems).
     Doctor,
     /// Inspect and operate the running daemon.
@@ -103,6 +110,27 @@ pub enum ConfigCommand {
     Check,
 }
 
+async fn bridge(socket: PathBuf, job: Option<&str>) -> ExitCode {
+    crate::logging::init_client();
+    let preamble = match job {
+        None => None,
+        Some(id) => match std::env::var("TELEVIBE_JOB_TOKEN") {
+            Ok(token) if !token.is_empty() => Some(crate::mcp::bridge::job_preamble(id, &token)),
+            _ => {
+                eprintln!("televibe mcp --job: TELEVIBE_JOB_TOKEN is not set");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    match crate::mcp::bridge::run_stdio(socket, preamble).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("televibe mcp: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn load(cli: &Cli) -> Result<Config, ExitCode> {
     ConfigSource {
         explicit: cli.config.clone(),
@@ -127,6 +155,13 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        if let Command::Mcp {
+            job,
+            socket: Some(socket),
+        } = &cli.command
+        {
+            return bridge(socket.clone(), job.as_deref()).await;
+        }
         let config = match load(&cli) {
             Ok(c) => c,
             Err(code) => return code,
@@ -139,16 +174,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(e.exit_code())
                 }
             },
-            Command::Mcp => {
-                crate::logging::init_client();
-                match crate::mcp::bridge::run_stdio(config.socket_path.clone()).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("televibe mcp: {e}");
-                        ExitCode::from(1)
-                    }
-                }
-            }
+            Command::Mcp { job, .. } => bridge(config.socket_path.clone(), job.as_deref()).await,
             Command::Doctor => {
                 crate::logging::init_client();
                 crate::doctor::run(&config).await

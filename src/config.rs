@@ -117,6 +117,10 @@ pub struct RawJobs {
 #[serde(deny_unknown_fields)]
 pub struct RawApprovals {
     pub timeout_secs: u64,
+    /// Bash command prefixes allowed without asking (never for commands with `;`, `|`, `&`, `>`, `$`…).
+    pub auto_allow: Vec<String>,
+    /// Bash command fragments always denied.
+    pub auto_deny: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -243,7 +247,17 @@ impl Default for RawConfig {
                 kill_grace_secs: 30,
                 max_log_bytes: 100 * 1024 * 1024,
             },
-            approvals: RawApprovals { timeout_secs: 3600 },
+            approvals: RawApprovals {
+                timeout_secs: 3600,
+                auto_allow: crate::approvals::policy::DEFAULT_ALLOW
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                auto_deny: crate::approvals::policy::DEFAULT_DENY
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            },
             breakers: RawBreakers {
                 claude_code: breaker(5, 2, 300),
                 telegram_api: breaker(3, 1, 60),

@@ -43,6 +43,10 @@ pub struct Core {
     notifier: Mutex<Option<ActorRef<crate::notifier::NotifierMsg>>>,
     /// The Bot API client, when a token is configured.
     pub telegram_client: Option<crate::telegram::client::TelegramClient>,
+    /// Approval calls waiting for a person.
+    pub approval_waiters: Mutex<crate::approvals::Waiters>,
+    /// Per-job secrets of the approval tool connections (job id → token), alive while the job runs.
+    job_tokens: Mutex<HashMap<String, String>>,
     /// Jobs this daemon counts in `televibe_jobs_active` (so a gauge never goes below what it added).
     pub active_jobs: Mutex<HashSet<String>>,
     /// Run slots: `jobs.max_concurrent` permits, held by running jobs.
@@ -120,6 +124,8 @@ impl Core {
             session_create: tokio::sync::Mutex::new(()),
             job_slots,
             active_jobs: Mutex::new(HashSet::new()),
+            approval_waiters: Mutex::new(Default::default()),
+            job_tokens: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
             telegram_client,
             claude_notice_sent: AtomicBool::new(false),
@@ -150,6 +156,39 @@ impl Core {
         let root = self.root().ok_or("the supervision tree is not running")?;
         ractor::call_t!(root, SupervisorMsg::Tree, 2000)
             .map_err(|e| format!("supervision tree did not answer: {e}"))
+    }
+
+    /// A fresh secret for a job's approval connection (256 random bits).
+    pub fn issue_job_token(&self, job_id: &str) -> String {
+        let mut b = [0u8; 32];
+        rand::fill(&mut b[..]);
+        let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        self.job_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job_id.to_string(), token.clone());
+        token
+    }
+
+    pub fn revoke_job_token(&self, job_id: &str) {
+        self.job_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job_id);
+    }
+
+    /// Whether `token` is the live secret of job `job_id` (compared in constant time).
+    pub fn job_token_valid(&self, job_id: &str, token: &str) -> bool {
+        let tokens = self.job_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(expected) = tokens.get(job_id) else {
+            return false;
+        };
+        expected.len() == token.len()
+            && expected
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     pub fn set_notifier(&self, n: Option<ActorRef<crate::notifier::NotifierMsg>>) {

@@ -11,6 +11,7 @@
 pub mod actors;
 pub mod admin;
 pub mod agent_path;
+pub mod approvals;
 pub mod audit;
 pub mod breaker;
 pub mod cli;

@@ -52,6 +52,17 @@ pub enum Outgoing {
     Tracker {
         job_id: String,
     },
+    /// Send an approval request (with its buttons while it is pending).
+    Approval {
+        approval_id: String,
+        chat_id: i64,
+        events: Vec<OutboxEvent>,
+    },
+    /// Show an approval's decision in its message, buttons removed.
+    ApprovalDecided {
+        approval_id: String,
+        events: Vec<OutboxEvent>,
+    },
 }
 
 impl Outgoing {
@@ -223,6 +234,37 @@ impl Notifier {
         };
         match ev.event_type.as_str() {
             t if t.starts_with("job.") => self.on_job_event(st, chat, ev).await,
+            "approval.requested" => {
+                let approval_id = ev.payload["approval_id"].as_str().unwrap_or("").to_string();
+                self.enqueue(
+                    st,
+                    Outgoing::Approval {
+                        approval_id,
+                        chat_id: chat,
+                        events: vec![ev],
+                    },
+                );
+            }
+            "approval.decided" | "approval.expired" => {
+                let approval_id = ev.payload["approval_id"].as_str().unwrap_or("").to_string();
+                if ev.event_type == "approval.expired" {
+                    self.enqueue(
+                        st,
+                        Outgoing::text(
+                            chat,
+                            "⏰ An approval request expired: the job was canceled.".into(),
+                            Vec::new(),
+                        ),
+                    );
+                }
+                self.enqueue(
+                    st,
+                    Outgoing::ApprovalDecided {
+                        approval_id,
+                        events: vec![ev],
+                    },
+                );
+            }
             "claude.unavailable" | "session.worktree_missing" | "breaker.opened" => {
                 let html = match ev.event_type.as_str() {
                     "claude.unavailable" => escape(
@@ -377,7 +419,8 @@ impl Notifier {
         match item {
             Outgoing::Text { chat_id, .. } | Outgoing::Document { chat_id, .. } => Some(*chat_id),
             Outgoing::Tracker { job_id } => st.trackers.get(job_id).map(|t| t.chat_id),
-            Outgoing::Answer { .. } => None,
+            Outgoing::Approval { chat_id, .. } => Some(*chat_id),
+            Outgoing::ApprovalDecided { .. } | Outgoing::Answer { .. } => None,
         }
     }
 
@@ -401,6 +444,34 @@ impl Notifier {
                 match c.answer_callback(callback_id, text).await {
                     Err(TgError::Rejected { .. }) | Ok(()) => {}
                     Err(e) => return Err(e),
+                }
+            }
+            Outgoing::Approval {
+                approval_id,
+                chat_id,
+                ..
+            } => {
+                if let Some(a) = self.core.store.approval(approval_id).await.ok().flatten() {
+                    let html = self.render_approval(&a).await;
+                    let buttons = if a.state == crate::store::ApprovalState::Pending {
+                        crate::telegram::front::approval_buttons(&a.id)
+                    } else {
+                        Vec::new()
+                    };
+                    let mid = c.send_html(*chat_id, &html, &buttons).await?;
+                    let _ = self
+                        .core
+                        .store
+                        .set_approval_message(&a.id, *chat_id, mid)
+                        .await;
+                }
+            }
+            Outgoing::ApprovalDecided { approval_id, .. } => {
+                if let Some(a) = self.core.store.approval(approval_id).await.ok().flatten()
+                    && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
+                {
+                    let html = self.render_approval(&a).await;
+                    c.edit_html(chat, mid, &html, &[]).await?;
                 }
             }
             Outgoing::Tracker { job_id } => {
@@ -427,10 +498,58 @@ impl Notifier {
         Ok(())
     }
 
+    /// An approval request for people: tool, command or path, session, project, branch, a bounded preview,
+    /// and once decided, who decided and when.
+    async fn render_approval(&self, a: &crate::store::Approval) -> String {
+        let session = self.core.get_session(&a.session_id).await.ok();
+        let (project, branch) = session
+            .map(|s| (s.project_id, s.branch))
+            .unwrap_or_default();
+        let target = crate::approvals::render_input(&a.tool_name, &a.tool_input);
+        let preview = render::cut(&a.tool_input.to_string(), 600);
+        let mut html = format!(
+            "✋ <b>Approval needed</b> · Session {} · {} · {}\nTool: <b>{}</b> ({})\n<pre>{}</pre>\n<i>{}</i>",
+            escape(&a.session_id),
+            escape(&project),
+            render::code(&branch),
+            escape(&a.tool_name),
+            escape(&a.scope),
+            escape(&target),
+            escape(&preview)
+        );
+        match a.state {
+            crate::store::ApprovalState::Pending => {}
+            crate::store::ApprovalState::Expired => {
+                html.push_str("\n\n⏰ <b>Expired</b>: denied, job canceled")
+            }
+            state => {
+                let icon = if state == crate::store::ApprovalState::Approved {
+                    "✅"
+                } else {
+                    "❌"
+                };
+                let when = a
+                    .decided_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default();
+                html.push_str(&format!(
+                    "\n\n{icon} <b>{}</b> ({}) by {} at {}",
+                    escape(state.as_str()),
+                    escape(a.decision.as_deref().unwrap_or("")),
+                    escape(a.decided_by.as_deref().unwrap_or("?")),
+                    escape(&when)
+                ));
+            }
+        }
+        render::cut_html(&html)
+    }
+
     /// The item is done (sent, or refused for good): its outbox rows are delivered.
     async fn settle(&self, st: &mut NotifierState, item: &Outgoing) {
         let events: Vec<OutboxEvent> = match item {
-            Outgoing::Text { events, .. } => events.clone(),
+            Outgoing::Text { events, .. }
+            | Outgoing::Approval { events, .. }
+            | Outgoing::ApprovalDecided { events, .. } => events.clone(),
             Outgoing::Tracker { job_id } => match st.trackers.get_mut(job_id) {
                 Some(t) => {
                     t.queued = false;

@@ -65,6 +65,7 @@ CREATE TABLE jobs (
     input_tokens      INTEGER,
     output_tokens     INTEGER,
     api_error_status  INTEGER,
+    permission_denials INTEGER,
     files_changed     TEXT,
     diff_stat         TEXT,
     queued_at         TEXT NOT NULL,

@@ -10,6 +10,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::core::Core;
+use crate::mcp::job::JobServer;
 use crate::mcp::server::ControlServer;
 use crate::supervisor::ChildMessage;
 
@@ -110,14 +111,7 @@ async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let core = core.clone();
-                conns.spawn(async move {
-                    match ControlServer::new(core).serve(stream).await {
-                        Ok(running) => {
-                            let _ = running.waiting().await;
-                        }
-                        Err(e) => tracing::debug!(target: "televibe.socket", error = %e, "MCP connection ended before initialisation"),
-                    }
-                });
+                conns.spawn(serve_connection(stream, core));
             }
             Err(e) => {
                 tracing::warn!(target: "televibe.socket", error = %e, "accept failed");
@@ -125,5 +119,56 @@ async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
             }
         }
         while conns.try_join_next().is_some() {}
+    }
+}
+
+/// A job's approval connection starts with `{"televibe_job": id, "token": secret}`; anything else is a
+/// regular MCP client and its first line is handed on to the server unread.
+async fn serve_connection(stream: UnixStream, core: Arc<Core>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut first = String::new();
+    let read_first = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        // Bounded: a first line is a JSON-RPC message or the preamble, never megabytes.
+        (&mut reader).take(1 << 20).read_line(&mut first).await
+    })
+    .await;
+    if !matches!(read_first, Ok(Ok(n)) if n > 0) {
+        return;
+    }
+    let preamble = serde_json::from_str::<serde_json::Value>(&first)
+        .ok()
+        .filter(|v| v.get("televibe_job").is_some());
+    let running = match preamble {
+        Some(p) => {
+            let job = p["televibe_job"].as_str().unwrap_or("").to_string();
+            let token = p["token"].as_str().unwrap_or("");
+            if !core.job_token_valid(&job, token) {
+                tracing::warn!(target: "televibe.socket", job_id = %job, "Approval connection refused: wrong or expired job secret");
+                let _ = write.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"unknown or finished job\"}}\n").await;
+                return;
+            }
+            match JobServer::new(core, job).serve((reader, write)).await {
+                Ok(r) => {
+                    let _ = r.waiting().await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        None => {
+            let replay = std::io::Cursor::new(first.into_bytes()).chain(reader);
+            match ControlServer::new(core).serve((replay, write)).await {
+                Ok(r) => {
+                    let _ = r.waiting().await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(e) = running {
+        tracing::debug!(target: "televibe.socket", error = %e, "MCP connection ended before initialisation");
     }
 }

@@ -418,6 +418,8 @@ impl Core {
 
     /// Takes a job out of the running gauges, once, and only if this daemon counted it in.
     fn job_inactive(&self, job_id: &str, project_id: &str) {
+        // The job's approval connection dies with the job.
+        self.revoke_job_token(job_id);
         if !self
             .active_jobs
             .lock()

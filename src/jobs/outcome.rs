@@ -17,6 +17,8 @@ pub enum StopReason {
     Manual,
     /// Its session was closed with force.
     SessionClosed,
+    /// A permission request went unanswered for `approvals.timeout_secs`.
+    ApprovalTimeout,
 }
 
 /// What the `claude_code` breaker makes of a job.
@@ -78,6 +80,7 @@ pub fn decide(
         o.input_tokens = r.input_tokens;
         o.output_tokens = r.output_tokens;
         o.api_error_status = r.api_error_status;
+        o.permission_denials = Some(r.permission_denials as i64);
     }
     let (status, error_type, error): (JobStatus, Option<ErrorType>, Option<String>) = match stop {
         Some(StopReason::Canceled { by }) => {
@@ -87,6 +90,11 @@ pub fn decide(
             JobStatus::Canceled,
             None,
             Some("its session was closed".into()),
+        ),
+        Some(StopReason::ApprovalTimeout) => (
+            JobStatus::Canceled,
+            Some(ErrorType::ApprovalTimeout),
+            Some("an approval request timed out".into()),
         ),
         Some(StopReason::Timeout) => (
             JobStatus::Failed,

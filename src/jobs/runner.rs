@@ -91,10 +91,33 @@ fn now_ms() -> i64 {
 }
 
 /// The argv after the program: stream-json, resume, then `agent.extra_args`.
-pub fn agent_args(core: &Core, session: &Session) -> Vec<String> {
+/// The MCP server a job's Claude starts: `televibe mcp --job <id>` with the job's secret, which sees
+/// exactly one tool, `approval_prompt`, for this job only.
+pub fn mcp_config(core: &Core, job_id: &str, token: &str) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "televibe".into());
+    serde_json::json!({"mcpServers": {"televibe": {
+        "type": "stdio",
+        "command": exe,
+        "args": ["mcp", "--job", job_id, "--socket", core.config.socket_path.display().to_string()],
+        "env": {"TELEVIBE_JOB_TOKEN": token},
+    }}})
+    .to_string()
+}
+
+/// The tool name Claude Code calls for permissions.
+pub const PERMISSION_TOOL: &str = "mcp__televibe__approval_prompt";
+
+pub fn agent_args(core: &Core, session: &Session, job_id: &str, token: &str) -> Vec<String> {
     let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
         .map(String::from)
         .to_vec();
+    args.extend(["--mcp-config".to_string(), mcp_config(core, job_id, token)]);
+    args.extend([
+        "--permission-prompt-tool".to_string(),
+        PERMISSION_TOOL.to_string(),
+    ]);
     if let Some(conv) = &session.conversation_id {
         args.push("--resume".into());
         args.push(conv.clone());
@@ -146,9 +169,10 @@ impl Actor for Runner {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
+        let token = core.issue_job_token(&a.job.id);
         let cmd = AgentCommand {
             program: &program,
-            args: agent_args(core, &a.session),
+            args: agent_args(core, &a.session, &a.job.id, &token),
             cwd: &worktree,
             env,
         };
@@ -438,7 +462,11 @@ impl Runner {
             (now_ms() - st.last_output_ms.load(Ordering::Relaxed)).max(0) as u64,
         );
         let quiet = quiet_output.min(st.last_cpu_change.elapsed());
-        if quiet >= Duration::from_secs(core.config.raw.jobs.hang_timeout_secs) {
+        // Waiting for a person is not a hang.
+        if core.job_waits_for_approval(&st.job.id) {
+            st.last_cpu_change = Instant::now();
+            st.last_output_ms.store(now_ms(), Ordering::Relaxed);
+        } else if quiet >= Duration::from_secs(core.config.raw.jobs.hang_timeout_secs) {
             begin_stop(myself, st, StopReason::Hung, self.grace());
         }
     }

@@ -22,8 +22,13 @@ const REPLAY_ID: &str = "televibe-bridge-replay";
 const UNAVAILABLE_AFTER: Duration = Duration::from_secs(30);
 
 /// Runs the bridge on the process's stdin and stdout until stdin closes.
-pub async fn run_stdio(socket: PathBuf) -> std::io::Result<()> {
-    run(socket, tokio::io::stdin(), tokio::io::stdout()).await
+pub async fn run_stdio(socket: PathBuf, preamble: Option<String>) -> std::io::Result<()> {
+    run(socket, preamble, tokio::io::stdin(), tokio::io::stdout()).await
+}
+
+/// The first line a job's approval connection sends: its job id and secret.
+pub fn job_preamble(job_id: &str, token: &str) -> String {
+    json!({"televibe_job": job_id, "token": token}).to_string()
 }
 
 struct Link {
@@ -31,9 +36,12 @@ struct Link {
     lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
 }
 
-async fn connect(socket: &Path) -> std::io::Result<Link> {
+async fn connect(socket: &Path, preamble: Option<&str>) -> std::io::Result<Link> {
     let stream = UnixStream::connect(socket).await?;
-    let (r, w) = stream.into_split();
+    let (r, mut w) = stream.into_split();
+    if let Some(p) = preamble {
+        w.write_all(format!("{p}\n").as_bytes()).await?;
+    }
     Ok(Link {
         writer: w,
         lines: BufReader::new(r).lines(),
@@ -52,7 +60,12 @@ fn error_reply(id: &Value, message: &str) -> String {
 }
 
 /// The bridge loop over any reader and writer (tests drive it in-process).
-pub async fn run<R, W>(socket: PathBuf, input: R, mut output: W) -> std::io::Result<()>
+pub async fn run<R, W>(
+    socket: PathBuf,
+    preamble: Option<String>,
+    input: R,
+    mut output: W,
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
@@ -82,7 +95,7 @@ where
             return Ok(());
         }
         if link.is_none() && Instant::now() >= next_attempt {
-            match connect(&socket).await {
+            match connect(&socket, preamble.as_deref()).await {
                 Ok(mut l) => {
                     backoff = Duration::from_millis(50);
                     if let Some(init) = &initialize {

@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod client;
 pub mod errors;
+pub mod job;
 pub mod server;
 pub mod tools;
 pub mod tools_jobs;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::errors::{respond, respond_list};
 use super::server::{ControlServer, caller};
+use crate::approvals::Choice;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RunParams {
@@ -37,6 +38,20 @@ pub struct LogParams {
     pub job_id: String,
     /// How many lines from the end (default 100, at most 5000).
     pub lines: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ApproveParams {
+    pub approval_id: String,
+    /// Also allow the same tool and command (or path) for the rest of the session.
+    pub for_session: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DenyParams {
+    pub approval_id: String,
+    /// Also stop the job.
+    pub stop: Option<bool>,
 }
 
 #[tool_router(router = jobs_router, vis = "pub(crate)")]
@@ -109,5 +124,51 @@ impl ControlServer {
         Parameters(p): Parameters<JobParams>,
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(self.core.kill_job(&caller(&peer), &p.job_id).await))
+    }
+
+    #[tool(description = "Approval requests waiting for a decision.")]
+    async fn list_pending_approvals(&self) -> Result<CallToolResult, McpError> {
+        Ok(respond_list(
+            "approvals",
+            self.core.list_pending_approvals().await,
+        ))
+    }
+
+    #[tool(
+        description = "Approve a pending request (for_session: also the same tool and command for the rest of the session)."
+    )]
+    async fn approve(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<ApproveParams>,
+    ) -> Result<CallToolResult, McpError> {
+        let choice = if p.for_session.unwrap_or(false) {
+            Choice::ApproveSession
+        } else {
+            Choice::ApproveOnce
+        };
+        Ok(respond(
+            self.core
+                .decide_approval(&p.approval_id, choice, &caller(&peer))
+                .await,
+        ))
+    }
+
+    #[tool(description = "Deny a pending request (stop: also stop the job).")]
+    async fn deny(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<DenyParams>,
+    ) -> Result<CallToolResult, McpError> {
+        let choice = if p.stop.unwrap_or(false) {
+            Choice::DenyStop
+        } else {
+            Choice::Deny
+        };
+        Ok(respond(
+            self.core
+                .decide_approval(&p.approval_id, choice, &caller(&peer))
+                .await,
+        ))
     }
 }

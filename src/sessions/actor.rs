@@ -46,6 +46,8 @@ pub enum SessionMsg {
     Heartbeat(String),
     /// Cancel a job of this session (job id, who).
     CancelJob(String, String, RpcReplyPort<Result<(), CoreError>>),
+    /// Stop the running job for a reason (an approval expired, or a person denied and stopped it).
+    StopJob(String, StopReason),
     /// The manual-termination runbook for the running job; false when it is not running here.
     KillJob(String, RpcReplyPort<bool>),
     Tick,
@@ -204,6 +206,11 @@ impl Actor for SessionActor {
             }
             SessionMsg::CancelJob(job_id, by, reply) => {
                 let _ = reply.send(self.cancel(st, &job_id, &by).await);
+            }
+            SessionMsg::StopJob(job_id, reason) => {
+                if let Some(r) = st.running.as_ref().filter(|r| r.job_id == job_id) {
+                    let _ = r.runner.cast(RunnerMsg::Stop(reason));
+                }
             }
             SessionMsg::KillJob(job_id, reply) => {
                 let here = st.running.as_ref().filter(|r| r.job_id == job_id);

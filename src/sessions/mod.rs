@@ -64,6 +64,7 @@ pub fn initial_sessions(core: Arc<Core>) -> InitialChildren {
     Arc::new(move || {
         let core = core.clone();
         Box::pin(async move {
+            core.expire_orphaned_approvals().await;
             core.recover_jobs().await.map_err(|e| e.to_string())?;
             core.reconcile_sessions().await.map_err(|e| e.to_string())?;
             let open = core

@@ -132,12 +132,45 @@ pub mod job {
         pub input_tokens: Option<i64>,
         pub output_tokens: Option<i64>,
         pub api_error_status: Option<i64>,
+        pub permission_denials: Option<i64>,
         pub files_changed: Option<String>,
         pub diff_stat: Option<String>,
         pub queued_at: DateTimeUtc,
         pub started_at: Option<DateTimeUtc>,
         pub finished_at: Option<DateTimeUtc>,
         pub heartbeat_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod approval {
+    use sea_orm::entity::prelude::*;
+
+    use crate::store::ApprovalState;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "approvals")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub job_id: String,
+        pub session_id: String,
+        pub tool_name: String,
+        pub tool_input: String,
+        pub tool_use_id: Option<String>,
+        pub scope: String,
+        pub state: ApprovalState,
+        pub decision: Option<String>,
+        pub decided_by: Option<String>,
+        pub requested_at: DateTimeUtc,
+        pub decided_at: Option<DateTimeUtc>,
+        pub expires_at: DateTimeUtc,
+        pub telegram_chat_id: Option<i64>,
+        pub telegram_message_id: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -37,6 +37,7 @@ impl From<job::Model> for Job {
             input_tokens: m.input_tokens,
             output_tokens: m.output_tokens,
             api_error_status: m.api_error_status,
+            permission_denials: m.permission_denials,
             files_changed: m
                 .files_changed
                 .and_then(|f| serde_json::from_str(&f).ok())
@@ -227,6 +228,10 @@ impl Store {
                     .col_expr(job::Column::InputTokens, Expr::value(o.input_tokens))
                     .col_expr(job::Column::OutputTokens, Expr::value(o.output_tokens))
                     .col_expr(job::Column::ApiErrorStatus, Expr::value(o.api_error_status))
+                    .col_expr(
+                        job::Column::PermissionDenials,
+                        Expr::value(o.permission_denials),
+                    )
                     .col_expr(job::Column::FilesChanged, Expr::value(files))
                     .col_expr(job::Column::DiffStat, Expr::value(o.diff_stat))
                     .col_expr(job::Column::FinishedAt, Expr::value(Utc::now()))

@@ -17,6 +17,7 @@ use sea_orm::{
 
 use crate::telemetry::Metrics;
 
+mod approvals;
 mod entities;
 mod jobs;
 mod projects;
@@ -24,8 +25,8 @@ mod records;
 mod types;
 
 pub use types::{
-    AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession, OutboxEvent, Project, Session,
-    SessionState,
+    Approval, ApprovalState, AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession,
+    OutboxEvent, Project, Session, SessionState,
 };
 
 /// The spec's degraded-mode message.

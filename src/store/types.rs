@@ -78,6 +78,53 @@ pub struct NewSession {
     pub workspace_dir: std::path::PathBuf,
 }
 
+/// Approval states: `pending → approved | denied | expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "approved")]
+    Approved,
+    #[sea_orm(string_value = "denied")]
+    Denied,
+    #[sea_orm(string_value = "expired")]
+    Expired,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+        }
+    }
+}
+
+/// One permission request of an agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Approval {
+    pub id: String,
+    pub job_id: String,
+    pub session_id: String,
+    pub tool_name: String,
+    /// The tool input as the agent sent it (shown in a bounded preview).
+    pub tool_input: serde_json::Value,
+    pub tool_use_id: Option<String>,
+    pub scope: String,
+    pub state: ApprovalState,
+    pub decision: Option<String>,
+    pub decided_by: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub telegram_chat_id: Option<i64>,
+    pub telegram_message_id: Option<i64>,
+}
+
 /// An outbox row waiting for delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
@@ -206,6 +253,8 @@ pub struct Job {
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub api_error_status: Option<i64>,
+    /// Tool uses the agent was denied (by a person, the policy or an expiry).
+    pub permission_denials: Option<i64>,
     pub files_changed: Vec<String>,
     pub diff_stat: Option<String>,
     pub queued_at: DateTime<Utc>,
@@ -240,6 +289,8 @@ pub struct JobOutcome {
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub api_error_status: Option<i64>,
+    /// Tool uses the agent was denied (by a person, the policy or an expiry).
+    pub permission_denials: Option<i64>,
     pub files_changed: Vec<String>,
     pub diff_stat: Option<String>,
 }

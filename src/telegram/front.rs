@@ -561,6 +561,19 @@ impl Front {
                 },
                 Err(_) => "Unknown or expired button".to_string(),
             },
+            "ap" => {
+                let (id, code) = arg.split_once(':').unwrap_or((arg, ""));
+                match crate::approvals::Choice::from_code(code) {
+                    Some(choice) => match self.core.decide_approval(id, choice, &actor).await {
+                        Ok(a) => format!("{} ✓", a.state.as_str()),
+                        Err(e) if e.code == ErrorCode::ApprovalAlreadyDecided => {
+                            format!("Already decided: {}", e.message)
+                        }
+                        Err(_) => "Unknown or expired button".to_string(),
+                    },
+                    None => "Unknown or expired button".to_string(),
+                }
+            }
             "log" => match self.core.get_job(arg).await {
                 Ok(j) => {
                     let _ = self.tail(chat_id, &j.id).await;
@@ -602,6 +615,19 @@ pub fn session_in_text(text: &str) -> Option<String> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     (!digits.is_empty()).then(|| format!("S{digits}"))
+}
+
+/// The buttons of an approval request (callback data `ap:<32 hex>:<a|s|d|x>`, 37 bytes).
+pub fn approval_buttons(approval_id: &str) -> Vec<Button> {
+    vec![
+        ("✅ Approve".into(), format!("ap:{approval_id}:a")),
+        (
+            "✅ Approve for this session".into(),
+            format!("ap:{approval_id}:s"),
+        ),
+        ("❌ Deny".into(), format!("ap:{approval_id}:d")),
+        ("⛔ Deny and stop".into(), format!("ap:{approval_id}:x")),
+    ]
 }
 
 /// The buttons of a job tracker: Cancel while it runs, Log and Diff once done (each ≤ 64 bytes).

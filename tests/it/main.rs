@@ -1,6 +1,7 @@
 //! Integration tests: the real `televibe` binary on a temp root, real SQLite, real sockets, real MCP clients.
 
 mod alerts;
+mod approvals;
 mod config_cli;
 mod fake_model;
 mod fake_telegram;

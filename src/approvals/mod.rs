@@ -1,0 +1,423 @@
+//! Approvals: a job's Claude asks before a risky tool use; the policy answers first, else a person does,
+//! from Telegram or an MCP client. The first decision wins; an unanswered request expires.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::audit::AuditSubject;
+use crate::core::Core;
+use crate::errors::{CoreError, ErrorCode};
+use crate::jobs::outcome::StopReason;
+use crate::store::{Approval, ApprovalState, Job, SessionState};
+use crate::telemetry::{ScopeLabel, ScopeResultLabel};
+use policy::{Policy, Verdict};
+
+/// A person's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    ApproveOnce,
+    ApproveSession,
+    Deny,
+    DenyStop,
+}
+
+impl Choice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::ApproveOnce => "approve_once",
+            Choice::ApproveSession => "approve_session",
+            Choice::Deny => "deny",
+            Choice::DenyStop => "deny_stop",
+        }
+    }
+
+    pub fn approves(self) -> bool {
+        matches!(self, Choice::ApproveOnce | Choice::ApproveSession)
+    }
+
+    /// From a button's one-letter code.
+    pub fn from_code(c: &str) -> Option<Choice> {
+        match c {
+            "a" => Some(Choice::ApproveOnce),
+            "s" => Some(Choice::ApproveSession),
+            "d" => Some(Choice::Deny),
+            "x" => Some(Choice::DenyStop),
+            _ => None,
+        }
+    }
+}
+
+/// Waiting approval calls, by approval id.
+#[derive(Default)]
+pub struct Waiters {
+    map: HashMap<String, (String, oneshot::Sender<(Choice, String)>)>,
+}
+
+/// The answer Claude Code expects from the permission prompt tool, echoing the input when allowing.
+pub fn answer(allow: bool, input: &Value, message: &str, interrupt: bool) -> String {
+    if allow {
+        json!({"behavior": "allow", "updatedInput": input}).to_string()
+    } else {
+        json!({"behavior": "deny", "message": message, "interrupt": interrupt}).to_string()
+    }
+}
+
+fn not_found(id: &str) -> CoreError {
+    CoreError::new(
+        ErrorCode::ApprovalNotFound,
+        format!("no approval {id:?}"),
+        "list them with list_pending_approvals",
+    )
+}
+
+impl Core {
+    fn policy(&self) -> Policy {
+        Policy {
+            allow: self.config.raw.approvals.auto_allow.clone(),
+            deny: self.config.raw.approvals.auto_deny.clone(),
+        }
+    }
+
+    /// Whether a job waits for a person (its runner does not count that as a hang).
+    pub fn job_waits_for_approval(&self, job_id: &str) -> bool {
+        self.approval_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .values()
+            .any(|(j, _)| j == job_id)
+    }
+
+    fn count(&self, scope: &str, result: &str) {
+        self.metrics
+            .approvals_total
+            .get_or_create(&ScopeResultLabel {
+                scope: scope.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    async fn audit_decision(&self, job: &Job, event: &str, actor: &str, details: Value) {
+        self.audit
+            .record(
+                &self.store,
+                event,
+                actor,
+                AuditSubject {
+                    session_id: Some(job.session_id.clone()),
+                    job_id: Some(job.id.clone()),
+                    ..Default::default()
+                },
+                details,
+            )
+            .await;
+    }
+
+    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects.
+    pub async fn request_approval(
+        &self,
+        job_id: &str,
+        tool: &str,
+        input: Value,
+        tool_use_id: Option<String>,
+    ) -> Result<String, CoreError> {
+        let job = self.get_job(job_id).await?;
+        if job.status.is_final() {
+            return Err(CoreError::new(
+                ErrorCode::JobNotFound,
+                format!("job {job_id} has ended"),
+                "nothing to approve",
+            ));
+        }
+        let scope = policy::scope(tool, &input);
+        let grants = self.store.grants(&job.session_id).await?;
+        let preview = render_input(tool, &input);
+        match self.policy().evaluate(tool, &input, &grants) {
+            Verdict::Allow(why) => {
+                self.count(scope, "approved");
+                self.audit_decision(
+                    &job,
+                    "job.approved",
+                    "policy",
+                    json!({"tool": tool, "input": preview, "scope": scope, "reason": why}),
+                )
+                .await;
+                return Ok(answer(true, &input, "", false));
+            }
+            Verdict::Deny(why) => {
+                self.count(scope, "denied");
+                self.audit_decision(
+                    &job,
+                    "job.denied",
+                    "policy",
+                    json!({"tool": tool, "input": preview, "scope": scope, "reason": why}),
+                )
+                .await;
+                return Ok(answer(false, &input, &why, false));
+            }
+            Verdict::Ask => {}
+        }
+        let timeout = Duration::from_secs(self.config.raw.approvals.timeout_secs);
+        let now = chrono::Utc::now();
+        let approval = Approval {
+            id: {
+                let mut b = [0u8; 16];
+                rand::fill(&mut b[..]);
+                b.iter().map(|x| format!("{x:02x}")).collect()
+            },
+            job_id: job.id.clone(),
+            session_id: job.session_id.clone(),
+            tool_name: tool.to_string(),
+            tool_input: input.clone(),
+            tool_use_id,
+            scope: scope.to_string(),
+            state: ApprovalState::Pending,
+            decision: None,
+            decided_by: None,
+            requested_at: now,
+            decided_at: None,
+            expires_at: now + chrono::Duration::from_std(timeout).unwrap_or_default(),
+            telegram_chat_id: None,
+            telegram_message_id: None,
+        };
+        self.store.insert_approval(&approval).await?;
+        let (tx, rx) = oneshot::channel();
+        self.approval_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .insert(approval.id.clone(), (job.id.clone(), tx));
+        self.metrics.approvals_pending.inc();
+        let _ = self.store.set_job_waiting(&job.id, true).await;
+        let _ = self
+            .store
+            .set_session_state(&job.session_id, SessionState::Blocked)
+            .await;
+        self.audit_decision(
+            &job,
+            "job.approval_needed",
+            "agent",
+            json!({"approval_id": approval.id, "tool": tool, "input": preview, "scope": scope}),
+        )
+        .await;
+        let session = self.get_session(&job.session_id).await.ok();
+        self.emit(
+            "approval.requested",
+            session.as_ref().map(|s| s.project_id.as_str()),
+            Some(&job.session_id),
+            Some(&job.id),
+            json!({"approval_id": approval.id}),
+        )
+        .await;
+        tracing::info!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, tool, scope, "Approval needed");
+
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        self.approval_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .remove(&approval.id);
+        self.metrics.approvals_pending.dec();
+        let _ = self.store.set_job_waiting(&job.id, false).await;
+        let _ = self
+            .store
+            .set_session_state(&job.session_id, SessionState::Running)
+            .await;
+        let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
+        self.metrics
+            .approval_response_seconds
+            .get_or_create(&ScopeLabel {
+                scope: scope.into(),
+            })
+            .observe(waited);
+        match outcome {
+            Ok(Ok((choice, by))) => {
+                if choice == Choice::DenyStop {
+                    self.stop_job(&job, StopReason::Canceled { by }).await;
+                }
+                Ok(if choice.approves() {
+                    answer(true, &input, "", false)
+                } else {
+                    answer(
+                        false,
+                        &input,
+                        "Denied by the user",
+                        choice == Choice::DenyStop,
+                    )
+                })
+            }
+            // Expired (or the daemon lost the waiter): deny with interrupt and end the job.
+            _ => {
+                if self
+                    .store
+                    .decide_approval(&approval.id, ApprovalState::Expired, "expired", "expiry")
+                    .await
+                    .unwrap_or(false)
+                {
+                    self.count(scope, "expired");
+                    self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
+                    self.emit(
+                        "approval.expired",
+                        session.as_ref().map(|s| s.project_id.as_str()),
+                        Some(&job.session_id),
+                        Some(&job.id),
+                        json!({"approval_id": approval.id}),
+                    )
+                    .await;
+                    self.stop_job(&job, StopReason::ApprovalTimeout).await;
+                }
+                Ok(answer(
+                    false,
+                    &input,
+                    "The approval request timed out",
+                    true,
+                ))
+            }
+        }
+    }
+
+    async fn stop_job(&self, job: &Job, reason: StopReason) {
+        if let Some(session) = self.session_actor(&job.session_id) {
+            let _ = session.cast(crate::sessions::actor::SessionMsg::StopJob(
+                job.id.clone(),
+                reason,
+            ));
+        }
+    }
+
+    /// A person decides. The first decision wins; later ones get APPROVAL_ALREADY_DECIDED.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        choice: Choice,
+        actor: &str,
+    ) -> Result<Approval, CoreError> {
+        let a = self
+            .store
+            .approval(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let state = if choice.approves() {
+            ApprovalState::Approved
+        } else {
+            ApprovalState::Denied
+        };
+        if !self
+            .store
+            .decide_approval(id, state, choice.as_str(), actor)
+            .await?
+        {
+            let a = self
+                .store
+                .approval(id)
+                .await?
+                .ok_or_else(|| not_found(id))?;
+            return Err(CoreError::new(
+                ErrorCode::ApprovalAlreadyDecided,
+                format!(
+                    "already {} by {}",
+                    a.state.as_str(),
+                    a.decided_by.as_deref().unwrap_or("?")
+                ),
+                "nothing to do",
+            ));
+        }
+        if choice == Choice::ApproveSession {
+            self.store
+                .insert_grant(
+                    &a.session_id,
+                    &a.tool_name,
+                    &policy::grant_pattern(&a.tool_name, &a.tool_input),
+                    actor,
+                )
+                .await?;
+        }
+        self.count(
+            &a.scope,
+            if choice.approves() {
+                "approved"
+            } else {
+                "denied"
+            },
+        );
+        if let Ok(job) = self.get_job(&a.job_id).await {
+            let event = if choice.approves() {
+                "job.approved"
+            } else {
+                "job.denied"
+            };
+            self.audit_decision(
+                &job,
+                event,
+                actor,
+                json!({"approval_id": a.id, "tool": a.tool_name, "decision": choice.as_str()}),
+            )
+            .await;
+        }
+        let waiter = self
+            .approval_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .remove(id);
+        if let Some((_, tx)) = waiter {
+            let _ = tx.send((choice, actor.to_string()));
+        }
+        self.emit(
+            "approval.decided",
+            None,
+            Some(&a.session_id),
+            Some(&a.job_id),
+            json!({"approval_id": a.id}),
+        )
+        .await;
+        tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), actor, "Approval decided");
+        self.store.approval(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    pub async fn list_pending_approvals(&self) -> Result<Vec<Approval>, CoreError> {
+        Ok(self.store.pending_approvals().await?)
+    }
+
+    /// At boot no waiting call survives: pending approvals expire and their buttons are retired.
+    pub async fn expire_orphaned_approvals(&self) {
+        match self
+            .store
+            .expire_pending_approvals(chrono::Utc::now())
+            .await
+        {
+            Ok(expired) => {
+                for a in expired {
+                    self.count(&a.scope, "expired");
+                    self.emit(
+                        "approval.decided",
+                        None,
+                        Some(&a.session_id),
+                        Some(&a.job_id),
+                        json!({"approval_id": a.id}),
+                    )
+                    .await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "televibe.approvals", error = %e, "pending approvals not expired")
+            }
+        }
+    }
+}
+
+/// The command or path a request is about, bounded for messages and logs.
+pub fn render_input(tool: &str, input: &Value) -> String {
+    let target = crate::jobs::stream::tool_target(tool, input);
+    if target.is_empty() {
+        crate::telegram::render::cut(&input.to_string(), 300)
+    } else {
+        target
+    }
+}
