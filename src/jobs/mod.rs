@@ -406,6 +406,7 @@ impl Core {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.job_inactive(&job.id, &project.id);
+        self.end_approvals_of_job(&job.id).await;
         let event = match status {
             JobStatus::Done => "job.completed",
             JobStatus::Canceled => "job.canceled",
@@ -453,6 +454,7 @@ impl Core {
         };
         self.metrics.jobs_total.get_or_create(&labels).inc();
         self.job_inactive(&job.id, &session.project_id);
+        self.end_approvals_of_job(&job.id).await;
         let event = if status == JobStatus::Canceled {
             "job.canceled"
         } else {

@@ -95,6 +95,7 @@ pub fn group_cpu_ticks(pgid: i32) -> u64 {
 
 struct Stat {
     state: char,
+    ppid: i32,
     pgrp: i32,
     utime: u64,
     stime: u64,
@@ -108,11 +109,28 @@ fn read_stat(pid: i32) -> Option<Stat> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(Stat {
         state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
         pgrp: f.get(2)?.parse().ok()?,
         utime: f.get(11)?.parse().ok()?,
         stime: f.get(12)?.parse().ok()?,
         start: f.get(19)?.parse().ok()?,
     })
+}
+
+/// The process groups of a process and of its ancestors (a child that left its group with `setpgid`
+/// still descends from it).
+pub fn lineage_groups(pid: i32) -> Vec<i32> {
+    let mut groups = Vec::new();
+    let mut cur = pid;
+    for _ in 0..64 {
+        let Some(stat) = read_stat(cur) else { break };
+        groups.push(stat.pgrp);
+        if stat.ppid <= 1 {
+            break;
+        }
+        cur = stat.ppid;
+    }
+    groups
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`).

@@ -97,14 +97,30 @@ where
         if link.is_none() && Instant::now() >= next_attempt {
             match connect(&socket, preamble.as_deref()).await {
                 Ok(mut l) => {
-                    backoff = Duration::from_millis(50);
                     if let Some(init) = &initialize {
                         let mut replay = init.clone();
                         replay["id"] = json!(REPLAY_ID);
-                        l.writer.write_all(format!("{replay}\n").as_bytes()).await?;
+                        // A daemon that drops us right away is just not back yet.
+                        if l.writer
+                            .write_all(format!("{replay}\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            next_attempt = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            continue;
+                        }
                         replaying = true;
                     } else {
-                        flush_pending(&mut l, &mut pending, &mut in_flight).await?;
+                        if flush_pending(&mut l, &mut pending, &mut in_flight)
+                            .await
+                            .is_err()
+                        {
+                            lost(&mut link, &mut in_flight, &mut output).await?;
+                            next_attempt = Instant::now() + backoff;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            continue;
+                        }
                     }
                     link = Some(l);
                 }
@@ -184,6 +200,8 @@ where
             line = next_daemon_line(&mut link), if link.is_some() => {
                 match line {
                     Ok(Some(line)) => {
+                        // The daemon answers: it is back for real.
+                        backoff = Duration::from_millis(50);
                         let parsed: Option<Value> = serde_json::from_str(&line).ok();
                         let id = parsed.as_ref().and_then(|m| m.get("id")).cloned();
                         if replaying && id == Some(json!(REPLAY_ID)) {
@@ -207,7 +225,8 @@ where
                     }
                     _ => {
                         lost(&mut link, &mut in_flight, &mut output).await?;
-                        next_attempt = Instant::now() + Duration::from_millis(50);
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
             }

@@ -201,6 +201,28 @@ impl Store {
         .await
     }
 
+    /// Changes a session's state only from `from` (false when it was in another state).
+    pub async fn set_session_state_if(
+        &self,
+        id: &str,
+        from: SessionState,
+        to: SessionState,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        let res = self
+            .write(|db| async move {
+                session::Entity::update_many()
+                    .col_expr(session::Column::State, Expr::value(to))
+                    .col_expr(session::Column::LastActivityAt, Expr::value(Utc::now()))
+                    .filter(session::Column::Id.eq(id))
+                    .filter(session::Column::State.eq(from))
+                    .exec(&db)
+                    .await
+            })
+            .await?;
+        Ok(res.rows_affected > 0)
+    }
+
     pub async fn set_worktree_missing(&self, id: &str, missing: bool) -> Result<(), StoreError> {
         let id = id.to_string();
         self.write(|db| async move {

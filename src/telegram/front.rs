@@ -34,6 +34,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("tail", "End of a job's log: /tail [job]"),
     ("cancel", "Cancel a job: /cancel [job]"),
     ("diff", "Changes of a session: /diff [S3]"),
+    ("approvals", "Pending approval requests"),
     ("health", "Readiness checks"),
 ];
 
@@ -42,7 +43,7 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /new &lt;project&gt; [branch] · /sessions · /use S3 · /close S3 [force]\n\
 /run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
 /jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
-/status · /health";
+/approvals · /status · /health";
 
 pub struct Front {
     core: Arc<Core>,
@@ -206,6 +207,7 @@ impl Front {
             "cancel" => self.cancel(chat_id, &actor, rest).await,
             "diff" => self.diff(chat_id, rest).await,
             "health" => self.health(chat_id).await,
+            "approvals" => self.approvals(chat_id).await,
             other => {
                 self.reply(
                     chat_id,
@@ -385,6 +387,22 @@ impl Front {
         Ok(())
     }
 
+    /// Pending approvals, each sent again with its buttons (a lost message can still be decided).
+    async fn approvals(&self, chat_id: i64) -> Result<(), CoreError> {
+        let pending = self.core.list_pending_approvals().await?;
+        if pending.is_empty() {
+            self.reply(chat_id, "No pending approvals.".into());
+        }
+        for a in pending {
+            self.send(Outgoing::Approval {
+                approval_id: a.id,
+                chat_id,
+                events: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
     async fn health(&self, chat_id: i64) -> Result<(), CoreError> {
         let r = self.core.readiness().await;
         self.reply(
@@ -507,10 +525,14 @@ impl Front {
         } else if text.chars().count() <= 3500 {
             self.reply(chat_id, format!("{caption}\n<pre>{}</pre>", escape(text)));
         } else {
+            // Uploads stay small enough to go through; the end of a log or diff is what matters.
+            const MAX_DOCUMENT: usize = 5 * 1024 * 1024;
+            let bytes = text.as_bytes();
+            let bytes = &bytes[bytes.len().saturating_sub(MAX_DOCUMENT)..];
             self.send(Outgoing::Document {
                 chat_id,
                 filename: filename.to_string(),
-                bytes: text.as_bytes().to_vec(),
+                bytes: bytes.to_vec(),
                 caption: caption.to_string(),
             });
         }

@@ -34,7 +34,7 @@ impl ChildMessage for PollerMsg {
 }
 
 pub struct PollerState {
-    front: Front,
+    front: Arc<Front>,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -50,7 +50,7 @@ impl Actor for Poller {
     ) -> Result<PollerState, ActorProcessingErr> {
         let task = tokio::spawn(poll_loop(self.core.clone(), self.client.clone(), myself));
         Ok(PollerState {
-            front: Front::new(self.core.clone()),
+            front: Arc::new(Front::new(self.core.clone())),
             _task: AbortOnDropHandle::new(task),
         })
     }
@@ -62,6 +62,13 @@ impl Actor for Poller {
         st: &mut PollerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            // Button taps (approvals, cancel) are quick and independent: they do not wait behind a slow
+            // command. Commands run one at a time, in order.
+            PollerMsg::Handle(update @ Incoming::Callback { .. }, reply) => {
+                let front = st.front.clone();
+                tokio::spawn(async move { front.handle(update).await });
+                let _ = reply.send(());
+            }
             PollerMsg::Handle(update, reply) => {
                 st.front.handle(update).await;
                 let _ = reply.send(());

@@ -73,17 +73,6 @@ fn is_final(j: &Value) -> bool {
     ["done", "failed", "canceled"].contains(&j["status"].as_str().unwrap_or(""))
 }
 
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 /// The `televibe mcp --job <id>` process Claude started for a job, and its secret.
 fn job_bridge(job: &str) -> Option<(i32, String)> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -427,6 +416,36 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
     );
     assert!(wt1.join("hello.txt").exists());
 
+    // A job canceled while it asks: its request ends with it, and the session is not left blocked.
+    let (s0, _) = new_session(&mcp).await;
+    let job0 = run(&mcp, &s0, "write hello").await;
+    wait_job(
+        &mcp,
+        &job0,
+        |j| j["status"] == "waiting_approval",
+        Duration::from_secs(60),
+    )
+    .await;
+    mcp.call("cancel_job", json!({"job_id": job0}))
+        .await
+        .unwrap();
+    wait_job(&mcp, &job0, is_final, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mcp.call("list_pending_approvals", json!({})).await.unwrap()["approvals"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the request outlived its job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        mcp.call("get_session", json!({"session_id": s0}))
+            .await
+            .unwrap()["state"],
+        "idle"
+    );
+
     // Nobody answers: the request expires, the job is canceled, nothing ran.
     let (s2, wt2) = new_session(&mcp).await;
     let job = run(&mcp, &s2, "write hello").await;
@@ -439,7 +458,7 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
     assert!(!wt2.join("hello.txt").exists());
     let (_, m) = d.get("/metrics");
     assert!(
-        m.contains("televibe_approvals_total{scope=\"shell\",result=\"expired\"} 1"),
+        m.contains("televibe_approvals_total{scope=\"shell\",result=\"expired\"} 2"),
         "{m}"
     );
     drop(d);

@@ -129,6 +129,14 @@ impl Daemon {
         http_get(self.addr(), path).unwrap()
     }
 
+    /// The value of the first sample of `/metrics` whose line starts with `prefix`.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, m) = self.get("/metrics");
+        m.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
@@ -224,6 +232,18 @@ pub fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
             return;
         }
         std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Awaits `cond` (polled every 50 ms) or panics naming `what` after `limit`.
+pub async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for: {what}");
 }

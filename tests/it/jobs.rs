@@ -79,13 +79,6 @@ fn fake_agent_config(extra: &str) -> String {
     format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n{extra}")
 }
 
-fn metric(d: &Daemon, prefix: &str) -> Option<f64> {
-    let (_, m) = d.get("/metrics");
-    m.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn real_claude_code_runs_tools_resumes_and_reports_api_errors() {
     let claude = claude_cli();
@@ -204,31 +197,19 @@ async fn real_claude_code_runs_tools_resumes_and_reports_api_errors() {
     assert_eq!(j3["api_error_status"], 400);
     assert_eq!(j3["exit_code"], 1);
     assert_eq!(
-        metric(
-            &d,
-            "televibe_circuit_breaker_failures_total{name=\"claude_code\"}"
-        ),
+        d.metric("televibe_circuit_breaker_failures_total{name=\"claude_code\"}"),
         Some(1.0)
     );
     assert_eq!(
-        metric(
-            &d,
-            "televibe_jobs_total{project_id=\"app\",status=\"done\"}"
-        ),
+        d.metric("televibe_jobs_total{project_id=\"app\",status=\"done\"}"),
         Some(2.0)
     );
     assert_eq!(
-        metric(
-            &d,
-            "televibe_jobs_total{project_id=\"app\",status=\"failed\"}"
-        ),
+        d.metric("televibe_jobs_total{project_id=\"app\",status=\"failed\"}"),
         Some(1.0)
     );
     assert_eq!(
-        metric(
-            &d,
-            "televibe_job_duration_seconds_count{project_id=\"app\",status=\"done\"}"
-        ),
+        d.metric("televibe_job_duration_seconds_count{project_id=\"app\",status=\"done\"}"),
         Some(2.0)
     );
 
@@ -334,14 +315,13 @@ async fn queue_rules_and_validation() {
     )
     .await;
     assert_eq!(
-        metric(&d, "televibe_jobs_active{project_id=\"app\"}"),
+        d.metric("televibe_jobs_active{project_id=\"app\"}"),
         Some(1.0)
     );
     assert!(
-        metric(
-            &d,
-            &format!("televibe_job_start_timestamp{{job_id=\"{running}\"}}")
-        )
+        d.metric(&format!(
+            "televibe_job_start_timestamp{{job_id=\"{running}\"}}"
+        ))
         .is_some()
     );
     let tree = json(&String::from_utf8_lossy(
@@ -367,7 +347,7 @@ async fn queue_rules_and_validation() {
         "{tree}"
     );
     assert_eq!(
-        metric(&d, "televibe_job_queue_size{session_id=\"S1\"}"),
+        d.metric("televibe_job_queue_size{session_id=\"S1\"}"),
         Some(2.0)
     );
     // A queued job is canceled at once; the running one is stopped; the remaining one runs next.
@@ -385,18 +365,17 @@ async fn queue_rules_and_validation() {
     assert_eq!(last["status"], "done", "{last}");
     assert_eq!(last["result_text"], "ok");
     assert_eq!(
-        metric(&d, "televibe_job_queue_size{session_id=\"S1\"}"),
+        d.metric("televibe_job_queue_size{session_id=\"S1\"}"),
         Some(0.0)
     );
     assert_eq!(
-        metric(&d, "televibe_jobs_active{project_id=\"app\"}"),
+        d.metric("televibe_jobs_active{project_id=\"app\"}"),
         Some(0.0)
     );
     assert!(
-        metric(
-            &d,
-            &format!("televibe_job_start_timestamp{{job_id=\"{running}\"}}")
-        )
+        d.metric(&format!(
+            "televibe_job_start_timestamp{{job_id=\"{running}\"}}"
+        ))
         .is_none()
     );
     mcp.refused("get_job", json!({"job_id": "nonexistent"}), "JOB_NOT_FOUND")
@@ -537,7 +516,7 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
         (Some("failed"), Some(2))
     );
     assert_eq!(
-        metric(&d, "televibe_circuit_breaker_state{name=\"claude_code\"}"),
+        d.metric("televibe_circuit_breaker_state{name=\"claude_code\"}"),
         Some(0.0)
     );
     // Two sessions, two queued jobs: nothing starts while open, then exactly one probe runs alone.
@@ -577,7 +556,7 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
         "the probe ran alone: {first} {second}"
     );
     assert_eq!(
-        metric(&d, "televibe_circuit_breaker_state{name=\"claude_code\"}"),
+        d.metric("televibe_circuit_breaker_state{name=\"claude_code\"}"),
         Some(1.0)
     );
     let store = televibe::store::Store::open_read_only(
@@ -793,5 +772,30 @@ async fn forced_close_cancels_the_running_job_and_kills_its_group() {
         "SESSION_CLOSING",
     )
     .await;
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_cannot_use_the_control_socket() {
+    let env = Env::new("");
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\nenv = {{ TV_BIN = \"{BIN}\", TV_SOCKET = \"{}\" }}\n",
+        env.socket().display()
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "control-socket").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    let log = std::fs::read_to_string(j["log_path"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains("agents may not use the control socket"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("\"result\":{\"protocolVersion\""),
+        "the agent got an MCP session: {log}"
+    );
     drop(d);
 }

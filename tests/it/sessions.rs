@@ -383,11 +383,7 @@ async fn git_breaker_opens_fails_fast_and_recovers() {
         .await
         .unwrap();
     let gauge = || {
-        let (_, m) = d.get("/metrics");
-        m.lines()
-            .find(|l| l.starts_with("televibe_circuit_breaker_state{name=\"git_operations\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .map(|v| v.parse::<f64>().unwrap())
+        d.metric("televibe_circuit_breaker_state{name=\"git_operations\"}")
             .unwrap()
     };
     assert_eq!(gauge(), 1.0);

@@ -25,17 +25,6 @@ fn start(env: &Env) -> Daemon {
     })
 }
 
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 /// The texts the bot sent to the user, oldest first.
 fn texts(tg: &FakeTelegram) -> Vec<String> {
     tg.messages(USER).into_iter().map(|m| m.text).collect()
@@ -352,15 +341,8 @@ async fn telegram_down_longer_than_the_breaker_then_back() {
     }
     // Down for longer than the breaker's timeout (2 s here): it opened.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, m) = d.get("/metrics");
-    let failures: f64 = m
-        .lines()
-        .find(|l| l.starts_with("televibe_circuit_breaker_failures_total{name=\"telegram_api\"}"))
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
+    let failures = d
+        .metric("televibe_circuit_breaker_failures_total{name=\"telegram_api\"}")
         .unwrap();
     assert!(failures >= 3.0, "{failures}");
     let store = televibe::store::Store::open_read_only(
@@ -390,26 +372,11 @@ async fn telegram_down_longer_than_the_breaker_then_back() {
             .count();
         assert_eq!(n, 1, "job {id}: one tracker, delivered once");
     }
-    let (_, m) = d.get("/metrics");
-    let dropped: f64 = m
-        .lines()
-        .find(|l| l.starts_with("televibe_notifications_dropped_total"))
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let dropped = d.metric("televibe_notifications_dropped_total").unwrap();
     let progress: f64 = ["job.tool_started", "job.tool_completed"]
         .iter()
         .map(|t| {
-            m.lines()
-                .find(|l| l.starts_with(&format!("televibe_events_total{{event_type=\"{t}\"}}")))
-                .unwrap()
-                .rsplit(' ')
-                .next()
-                .unwrap()
-                .parse::<f64>()
+            d.metric(&format!("televibe_events_total{{event_type=\"{t}\"}}"))
                 .unwrap()
         })
         .sum();
