@@ -111,6 +111,8 @@ pub struct RawJobs {
     pub kill_grace_secs: u64,
     /// A job log stops growing here (one marker line, then nothing).
     pub max_log_bytes: u64,
+    /// A runner silent this long is presumed dead: its session kills the group and fails the job.
+    pub heartbeat_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +248,7 @@ impl Default for RawConfig {
                 hang_timeout_secs: 600,
                 kill_grace_secs: 30,
                 max_log_bytes: 100 * 1024 * 1024,
+                heartbeat_timeout_secs: 45,
             },
             approvals: RawApprovals {
                 timeout_secs: 3600,
@@ -473,6 +476,12 @@ impl Config {
         }
         if j.kill_grace_secs == 0 || j.kill_grace_secs > 600 {
             return Err(invalid("jobs.kill_grace_secs", "must be in 1..=600"));
+        }
+        if !(2..=50).contains(&j.heartbeat_timeout_secs) {
+            return Err(invalid(
+                "jobs.heartbeat_timeout_secs",
+                "must be in 2..=50 (the spec's runner RTO is 60 s)",
+            ));
         }
         if j.max_log_bytes < 4096 {
             return Err(invalid("jobs.max_log_bytes", "must be at least 4096"));

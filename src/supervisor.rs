@@ -52,7 +52,12 @@ pub struct ChildSpec {
     supervises: bool,
     /// How to ask a non-supervisor child for the nodes below it (e.g. a session's running job).
     below: Option<BelowFn>,
+    /// Failure drills below a non-supervisor child (`session:S1/runner`).
+    drill: Option<DrillFn>,
 }
+
+/// Passes a failure drill (`rest` of the path) to a child that owns actors of its own.
+pub type DrillFn = Arc<dyn Fn(&ActorCell, &str) -> Result<(), String> + Send + Sync>;
 
 type BelowFuture = Pin<Box<dyn Future<Output = Vec<TreeNode>> + Send>>;
 /// Asks a child actor for the tree nodes it owns.
@@ -86,12 +91,19 @@ impl ChildSpec {
             restart: Restart::Permanent,
             supervises: false,
             below: None,
+            drill: None,
         }
     }
 
     /// Restarted only after failures; a normal stop removes it.
     pub fn transient(mut self) -> ChildSpec {
         self.restart = Restart::Transient;
+        self
+    }
+
+    /// Lets failure drills reach what the child owns.
+    pub fn with_drill(mut self, drill: DrillFn) -> ChildSpec {
+        self.drill = Some(drill);
         self
     }
 
@@ -505,6 +517,17 @@ async fn start_new_child(
 /// `name` is a child's name, or `child/grandchild` to reach into a child supervisor.
 async fn inject_panic(state: &SupervisorState, name: &str) -> Result<(), String> {
     if let Some((first, rest)) = name.split_once('/') {
+        if let Some(child) = state
+            .children
+            .iter()
+            .find(|c| c.spec.name == first && c.spec.drill.is_some())
+        {
+            let cell = child
+                .cell
+                .as_ref()
+                .ok_or_else(|| format!("{first} is not running"))?;
+            return (child.spec.drill.as_ref().expect("checked"))(cell, rest);
+        }
         let child = state
             .children
             .iter()

@@ -51,6 +51,8 @@ pub enum RunnerMsg {
     Stop(StopReason),
     KillNow,
     Finalize,
+    /// Failure drill: the handler blocks, so the runner stops heart-beating like a wedged one.
+    Stall,
     /// The worktree's changes are measured; write the outcome.
     Complete(Option<(Vec<String>, Option<String>)>),
     Panic,
@@ -246,7 +248,12 @@ impl Actor for Runner {
             .cast(SessionMsg::RunnerStarted(a.job.id.clone(), pid));
         core.job_started(&a.job, &a.session, pid).await;
         let jobs = &core.config.raw.jobs;
-        let tick = Duration::from_millis((jobs.hang_timeout_secs * 1000 / 4).clamp(250, 5000));
+        // Heartbeats come well inside the session's limit; hang checks a few times per hang timeout.
+        let tick = Duration::from_millis(
+            (jobs.hang_timeout_secs * 1000 / 4)
+                .min(jobs.heartbeat_timeout_secs * 1000 / 3)
+                .clamp(250, 5000),
+        );
         myself.send_interval(tick, || RunnerMsg::Tick);
         myself.send_after(Duration::from_secs(jobs.hard_timeout_secs), || {
             RunnerMsg::HardTimeout
@@ -310,6 +317,7 @@ impl Actor for Runner {
             RunnerMsg::Finalize => self.finalize(&myself, st).await,
             RunnerMsg::Complete(changes) => self.complete(&myself, st, changes).await,
             RunnerMsg::Panic => panic!("injected panic in runner of job {}", st.job.id),
+            RunnerMsg::Stall => tokio::time::sleep(Duration::from_secs(24 * 3600)).await,
         }
         Ok(())
     }

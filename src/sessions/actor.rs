@@ -51,6 +51,8 @@ pub enum SessionMsg {
     /// The manual-termination runbook for the running job; false when it is not running here.
     KillJob(String, RpcReplyPort<bool>),
     Tick,
+    /// Failure drills on the running job's runner: `runner` (panic) or `runner-stall` (stops heart-beating).
+    Drill(String),
     /// The tree nodes below this session: its running job's runner.
     Below(RpcReplyPort<Vec<TreeNode>>),
     Panic,
@@ -82,7 +84,9 @@ pub struct SessionActorState {
 }
 
 /// A runner that stops heart-beating this long is presumed dead (spec RTO: 60 s).
-const HEARTBEAT_LIMIT: Duration = Duration::from_secs(45);
+fn heartbeat_limit(core: &Core) -> Duration {
+    Duration::from_secs(core.config.raw.jobs.heartbeat_timeout_secs)
+}
 
 impl Drop for SessionActorState {
     fn drop(&mut self) {
@@ -152,7 +156,10 @@ impl Actor for SessionActor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session.id.clone(), myself.clone());
-        myself.send_interval(Duration::from_secs(10), || SessionMsg::Tick);
+        let every = Duration::from_millis(
+            (self.core.config.raw.jobs.heartbeat_timeout_secs * 1000 / 2).min(10_000),
+        );
+        myself.send_interval(every, || SessionMsg::Tick);
         let _ = myself.cast(SessionMsg::TryStart);
         Ok(SessionActorState {
             session,
@@ -220,6 +227,14 @@ impl Actor for SessionActor {
                 let _ = reply.send(here.is_some());
             }
             SessionMsg::Tick => self.tick(&myself, st).await,
+            SessionMsg::Drill(what) => {
+                if let Some(r) = st.running.as_ref() {
+                    let _ = r.runner.cast(match what.as_str() {
+                        "runner-stall" => RunnerMsg::Stall,
+                        _ => RunnerMsg::Panic,
+                    });
+                }
+            }
             SessionMsg::Below(reply) => {
                 let nodes = st
                     .running
@@ -441,7 +456,7 @@ impl SessionActor {
         let stale = st
             .running
             .as_ref()
-            .filter(|r| r.last_heartbeat.elapsed() > HEARTBEAT_LIMIT)
+            .filter(|r| r.last_heartbeat.elapsed() > heartbeat_limit(&self.core))
             .map(|r| (r.job_id.clone(), r.runner.clone()));
         if let Some((job_id, runner)) = stale {
             tracing::error!(target: "televibe.sessions", job_id = %job_id, "Runner stopped heart-beating; killing its process group");

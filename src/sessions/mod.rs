@@ -51,6 +51,11 @@ pub fn session_child(core: &Arc<Core>, id: &str) -> ChildSpec {
         )
     })
     .transient()
+    .with_drill(Arc::new(|cell, what| {
+        let r: ractor::ActorRef<SessionMsg> = cell.clone().into();
+        r.cast(SessionMsg::Drill(what.to_string()))
+            .map_err(|e| e.to_string())
+    }))
     .with_below(Arc::new(|cell| {
         Box::pin(async move {
             let r: ractor::ActorRef<SessionMsg> = cell.into();

@@ -799,3 +799,47 @@ async fn a_job_cannot_use_the_control_socket() {
     );
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_or_silent_runner_is_caught_by_its_session() {
+    let env = Env::new(&fake_agent_config("heartbeat_timeout_secs = 3"));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    for (drill, error_type) in [("runner", "internal"), ("runner-stall", "hung")] {
+        let id = run(&mcp, "S1", "grandchildren").await;
+        let running = wait_status(&mcp, &id, Duration::from_secs(10), |s| s == "running").await;
+        let asked = Instant::now();
+        let out = env.run(&["admin", "panic", &format!("sessions/session:S1/{drill}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = wait_final(&mcp, &id, Duration::from_secs(60)).await;
+        assert_eq!(
+            (j["status"].as_str(), j["error_type"].as_str()),
+            (Some("failed"), Some(error_type)),
+            "{drill}: {j}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(60),
+            "detected within the spec's 60 s"
+        );
+        eventually(Duration::from_secs(5), "group killed", || {
+            group_gone(&running)
+        });
+        assert_eq!(
+            mcp.call("get_session", json!({"session_id": "S1"}))
+                .await
+                .unwrap()["state"],
+            "idle"
+        );
+    }
+    let next = run(&mcp, "S1", "after the drills").await;
+    assert_eq!(
+        wait_final(&mcp, &next, Duration::from_secs(15)).await["status"],
+        "done"
+    );
+    drop(d);
+}
