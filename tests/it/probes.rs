@@ -229,3 +229,106 @@ fn damaged_pages_are_refused_at_start() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("corrupted"), "{err}");
 }
+
+/// The disk under the database fills up: writes are refused with READ_ONLY, reads go on, readiness says
+/// so, and once space is back a probe write lifts the mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
+    use serde_json::json;
+    let mnt = tempfile::Builder::new()
+        .prefix("tvdisk")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .expect("mount(8)");
+    assert!(
+        status.success(),
+        "this drill mounts a small tmpfs (needs root, as CI has)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.path().to_path_buf());
+    // The daemon's root lives on the small disk (the harness finds it through a symlink).
+    let env =
+        Env::new("[store]\nread_only_probe_secs = 1\n[agent]\ncommand = \"/nonexistent/agent\"");
+    let root = mnt.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(&root, env.root()).unwrap();
+    make_repo(&root.join("repos/app"));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    mcp.call("register_project", json!({"path": "app"}))
+        .await
+        .unwrap();
+    mcp.call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    // Fill the disk.
+    let filler = mnt.path().join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // Writes go on while SQLite still has room in pages it already holds; then one fails for good.
+    let big = "x".repeat(10_000);
+    let mut refused = None;
+    for _ in 0..500 {
+        match mcp
+            .call(
+                "run_instruction",
+                json!({"session_id": "S1", "instruction": big}),
+            )
+            .await
+        {
+            Err(e) if e.code == "READ_ONLY" => {
+                refused = Some(e);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let err = refused.expect("a write fails once the disk is full");
+    assert!(err.message.contains("read-only mode"), "{}", err.message);
+    mcp.refused(
+        "run_instruction",
+        json!({"session_id": "S1", "instruction": "more"}),
+        "READ_ONLY",
+    )
+    .await;
+    assert_eq!(
+        mcp.call("list_projects", json!({})).await.unwrap()["projects"][0]["id"],
+        "app",
+        "reads keep working"
+    );
+    let (code, body) = d.get("/health/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        json(&body)["checks"]["database"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: read-only mode"),
+        "{body}"
+    );
+    assert_eq!(d.metric("televibe_database_read_only"), Some(1.0));
+    // Space comes back: the probe write lifts read-only mode.
+    std::fs::remove_file(&filler).unwrap();
+    eventually(Duration::from_secs(15), "ready again", || {
+        d.get("/health/ready").0 == 200
+    });
+    mcp.call(
+        "run_instruction",
+        json!({"session_id": "S1", "instruction": "after the disk was freed"}),
+    )
+    .await
+    .unwrap();
+    drop(d);
+}
