@@ -435,18 +435,23 @@ impl Core {
                 .unwrap_or(false)
                 && let Ok(Some(a)) = self.store.approval(&id).await
             {
-                self.count(&a.scope, "expired");
-                self.emit(
-                    "approval.decided",
-                    None,
-                    Some(&a.session_id),
-                    Some(&a.job_id),
-                    json!({"approval_id": a.id}),
-                )
-                .await;
+                self.retire_expired(&a).await;
             }
             let _ = tx.send((Choice::Deny, "daemon".into()));
         }
+    }
+
+    /// An approval that expired without a person: counted, and its message loses its buttons.
+    async fn retire_expired(&self, a: &Approval) {
+        self.count(&a.scope, "expired");
+        self.emit(
+            "approval.decided",
+            None,
+            Some(&a.session_id),
+            Some(&a.job_id),
+            json!({"approval_id": a.id}),
+        )
+        .await;
     }
 
     pub async fn list_pending_approvals(&self) -> Result<Vec<Approval>, CoreError> {
@@ -462,15 +467,7 @@ impl Core {
         {
             Ok(expired) => {
                 for a in expired {
-                    self.count(&a.scope, "expired");
-                    self.emit(
-                        "approval.decided",
-                        None,
-                        Some(&a.session_id),
-                        Some(&a.job_id),
-                        json!({"approval_id": a.id}),
-                    )
-                    .await;
+                    self.retire_expired(&a).await;
                 }
             }
             Err(e) => {

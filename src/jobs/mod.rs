@@ -405,8 +405,7 @@ impl Core {
             .job_duration_seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-        self.job_inactive(&job.id, &project.id);
-        self.end_approvals_of_job(&job.id).await;
+        self.job_inactive(&job.id, &project.id).await;
         let event = match status {
             JobStatus::Done => "job.completed",
             JobStatus::Canceled => "job.canceled",
@@ -417,10 +416,11 @@ impl Core {
         tracing::info!(target: "televibe.runner", job_id = %job.id, session_id = %session.id, status = status.as_str(), error = %error, "Job finished");
     }
 
-    /// Takes a job out of the running gauges, once, and only if this daemon counted it in.
-    fn job_inactive(&self, job_id: &str, project_id: &str) {
-        // The job's approval connection dies with the job.
+    /// A job ended: its approval connection and pending requests end with it, and it leaves the running
+    /// gauges (once, and only if this daemon counted it in).
+    async fn job_inactive(&self, job_id: &str, project_id: &str) {
         self.revoke_job_token(job_id);
+        self.end_approvals_of_job(job_id).await;
         if !self
             .active_jobs
             .lock()
@@ -453,8 +453,7 @@ impl Core {
             status: status.as_str().into(),
         };
         self.metrics.jobs_total.get_or_create(&labels).inc();
-        self.job_inactive(&job.id, &session.project_id);
-        self.end_approvals_of_job(&job.id).await;
+        self.job_inactive(&job.id, &session.project_id).await;
         let event = if status == JobStatus::Canceled {
             "job.canceled"
         } else {
