@@ -99,6 +99,12 @@ pub struct RawAgent {
     pub extra_args: Vec<String>,
     /// Variables added to the agent's (scrubbed) environment, e.g. ANTHROPIC_BASE_URL.
     pub env: std::collections::BTreeMap<String, String>,
+    /// `bwrap` (every job in a bubblewrap sandbox) or `none` (the operator's explicit choice).
+    pub sandbox: String,
+    /// Paths hidden inside the sandbox besides the daemon's own (`~/` is the agent's home).
+    pub sandbox_hide: Vec<String>,
+    /// Paths left writable inside the sandbox besides the worktree (e.g. a build cache).
+    pub sandbox_write: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +174,8 @@ pub struct RawLogging {
 pub struct RawProjects {
     /// Directories besides `<root>/repos` where repositories may be registered.
     pub allowed_roots: Vec<PathBuf>,
+    /// Project ids whose repository settings (`.claude/` hooks, MCP servers) the agent may load.
+    pub trusted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,6 +248,12 @@ impl Default for RawConfig {
                 command: "claude".into(),
                 extra_args: Vec::new(),
                 env: Default::default(),
+                sandbox: "bwrap".into(),
+                sandbox_hide: crate::jobs::sandbox::DEFAULT_HIDDEN
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                sandbox_write: Vec::new(),
             },
             jobs: RawJobs {
                 max_concurrent: 3,
@@ -281,6 +295,7 @@ impl Default for RawConfig {
             },
             projects: RawProjects {
                 allowed_roots: Vec::new(),
+                trusted: Vec::new(),
             },
             sessions: RawSessions {
                 max_per_project: 10,
@@ -417,6 +432,12 @@ impl Config {
             return Err(invalid("root", "must not be empty"));
         }
         let root = absolute(&raw.root);
+        if !matches!(raw.agent.sandbox.as_str(), "bwrap" | "none") {
+            return Err(invalid(
+                "agent.sandbox",
+                format!("{:?} is not \"bwrap\" or \"none\"", raw.agent.sandbox),
+            ));
+        }
         let http_listen: SocketAddr = raw.http.listen.parse().map_err(|e| {
             invalid(
                 "http.listen",

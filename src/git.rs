@@ -135,6 +135,25 @@ impl Git {
             .await
     }
 
+    /// Moves `branch` from `expected` to commit `to` (a job's commits made in its sandbox), only if
+    /// the branch is still at `expected` and `to` is a commit of this repository.
+    pub async fn adopt_branch(
+        &self,
+        repo: &Path,
+        branch: &str,
+        expected: Option<&str>,
+        to: &str,
+    ) -> Result<(), GitError> {
+        let (repo, branch, expected, to) = (
+            repo.to_path_buf(),
+            branch.to_string(),
+            expected.map(str::to_string),
+            to.to_string(),
+        );
+        self.guarded(move || adopt_branch_sync(&repo, &branch, expected.as_deref(), &to))
+            .await
+    }
+
     /// Uncommitted changes, untracked files included.
     pub async fn is_dirty(&self, worktree: &Path) -> Result<bool, GitError> {
         let wt = worktree.to_path_buf();
@@ -173,7 +192,8 @@ impl Git {
     pub async fn diff(&self, worktree: &Path, base: &str) -> Result<String, GitError> {
         let (wt, base) = (worktree.to_path_buf(), base.to_string());
         self.guarded(move || {
-            let mut out = git_cli(&wt, &["diff", &base])?;
+            validate_revision(&base)?;
+            let mut out = git_cli(&wt, &["diff", "--end-of-options", &base])?;
             let untracked = git_cli(&wt, &["ls-files", "--others", "--exclude-standard"])?;
             if !untracked.trim().is_empty() {
                 out.push_str("\n# untracked files\n");
@@ -245,6 +265,53 @@ fn inspect_sync(path: &Path) -> Result<RepoInfo, GitError> {
     })
 }
 
+fn adopt_branch_sync(
+    repo_path: &Path,
+    branch: &str,
+    expected: Option<&str>,
+    to: &str,
+) -> Result<(), GitError> {
+    validate_branch(branch)?;
+    let repo = open_existing(repo_path)?;
+    let to = gix::ObjectId::from_hex(to.as_bytes()).map_err(failed)?;
+    let commit = repo.find_object(to).map_err(|e| {
+        failed(format!(
+            "the job's commit {to} is not in the repository: {e}"
+        ))
+    })?;
+    if commit.kind != gix::object::Kind::Commit {
+        return Err(failed(format!("{to} is not a commit")));
+    }
+    let full = format!("refs/heads/{branch}");
+    let current = repo
+        .try_find_reference(full.as_str())
+        .map_err(failed)?
+        .and_then(|r| r.target().try_id().map(|id| id.to_owned()));
+    let current_hex = current.map(|id| id.to_string());
+    if current_hex.as_deref() != expected {
+        return Err(failed(format!(
+            "branch {branch} moved during the job (now {}); the job's commit {to} is left unreferenced",
+            current_hex.as_deref().unwrap_or("missing")
+        )));
+    }
+    let previous = match current {
+        Some(id) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
+        None => PreviousValue::MustNotExist,
+    };
+    repo.reference(full, to, previous, "televibe: commits of a sandboxed job")
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// A revision typed by someone (a session's base): a valid branch name, or a full commit id. Never
+/// anything git could read as an option.
+pub fn validate_revision(rev: &str) -> Result<(), GitError> {
+    if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    validate_branch(rev)
+}
+
 fn validate_branch(branch: &str) -> Result<(), GitError> {
     crate::domain::validate_branch(branch).map_err(|e| GitError::InvalidBranch(e.0))?;
     let full = format!("refs/heads/{branch}");
@@ -282,6 +349,8 @@ fn create_worktree_sync(
     dest: &Path,
 ) -> Result<bool, GitError> {
     validate_branch(branch)?;
+    validate_revision(base)
+        .map_err(|e| GitError::InvalidBranch(format!("invalid base {base:?}: {e}")))?;
     let repo = open_existing(repo_path)?;
     let full = format!("refs/heads/{branch}");
     let exists = repo
@@ -437,10 +506,16 @@ fn git_cli(wt: &Path, args: &[&str]) -> Result<String, GitError> {
             "core.pager=cat",
         ])
         .arg("-C")
-        .arg(wt)
-        .args(args);
-    if args.first() == Some(&"diff") {
-        cmd.args(["--no-ext-diff", "--no-textconv"]);
+        .arg(wt);
+    match args.split_first() {
+        // Options go before any `--end-of-options`, right after the subcommand.
+        Some((&"diff", rest)) => {
+            cmd.args(["diff", "--no-ext-diff", "--no-textconv"])
+                .args(rest);
+        }
+        _ => {
+            cmd.args(args);
+        }
     }
     let out = cmd
         .output()
@@ -465,13 +540,14 @@ fn changes_sync(wt: &Path, base: Option<&str>) -> Result<(Vec<String>, Option<St
             .collect();
     let mut stat = None;
     if let Some(base) = base {
+        validate_revision(base)?;
         let range = format!("{base}..HEAD");
         files.extend(
-            git_cli(wt, &["diff", "--name-only", &range])?
+            git_cli(wt, &["diff", "--name-only", "--end-of-options", &range])?
                 .lines()
                 .map(str::to_string),
         );
-        let short = git_cli(wt, &["diff", "--shortstat", base])?
+        let short = git_cli(wt, &["diff", "--shortstat", "--end-of-options", base])?
             .trim()
             .to_string();
         stat = (!short.is_empty()).then_some(short);

@@ -109,10 +109,27 @@ impl Core {
         actor: &str,
         path: &str,
         name: Option<&str>,
+        trusted: bool,
     ) -> Result<Registration, CoreError> {
         let canonical = self.resolve_project_path(path)?;
         let repo_path = canonical.display().to_string();
-        if let Some(existing) = self.store.project_by_path(&repo_path).await? {
+        if let Some(mut existing) = self.store.project_by_path(&repo_path).await? {
+            if trusted && !existing.trusted {
+                self.store.set_project_trusted(&existing.id, true).await?;
+                existing.trusted = true;
+                self.audit
+                    .record(
+                        &self.store,
+                        "project.trusted",
+                        actor,
+                        AuditSubject {
+                            project_id: Some(existing.id.clone()),
+                            ..Default::default()
+                        },
+                        json!({"path": existing.repo_path}),
+                    )
+                    .await;
+            }
             return Ok(Registration {
                 project: existing,
                 already_registered: true,
@@ -132,6 +149,7 @@ impl Core {
             default_branch: info.default_branch,
             remote_url: info.remote_url,
             created_at: chrono::Utc::now(),
+            trusted,
         };
         self.store.insert_project(&project).await?;
         self.audit
@@ -143,7 +161,7 @@ impl Core {
                     project_id: Some(project.id.clone()),
                     ..Default::default()
                 },
-                json!({"path": project.repo_path, "default_branch": project.default_branch}),
+                json!({"path": project.repo_path, "default_branch": project.default_branch, "trusted": project.trusted}),
             )
             .await;
         tracing::info!(target: "televibe.projects", project_id = %project.id, path = %project.repo_path, "Project registered");
@@ -198,7 +216,7 @@ impl Core {
             if !path.is_dir() {
                 continue;
             }
-            match self.register_project(actor, &shown, None).await {
+            match self.register_project(actor, &shown, None, false).await {
                 Ok(r) if r.already_registered => report.already_registered.push(r.project.id),
                 Ok(r) => report.registered.push(r.project),
                 Err(e) if matches!(e.code, ErrorCode::NotARepository | ErrorCode::InvalidPath) => {

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_initial;
 mod m20261129_000002_session_grants;
+mod m20261202_000003_project_trust;
 
 /// The ordered list of migrations applied at start, before any actor runs.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261129_000001_initial::Migration),
             Box::new(m20261129_000002_session_grants::Migration),
+            Box::new(m20261202_000003_project_trust::Migration),
         ]
     }
 }

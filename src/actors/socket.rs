@@ -10,7 +10,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::core::Core;
-use crate::mcp::job::JobServer;
 use crate::mcp::server::ControlServer;
 use crate::supervisor::ChildMessage;
 
@@ -122,65 +121,72 @@ async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
     }
 }
 
-/// A job's approval connection starts with `{"televibe_job": id, "token": secret}`; anything else is a
-/// regular MCP client and its first line is handed on to the server unread.
+/// A control connection: MCP for the operator's clients. A job never gets one: its approval server
+/// reaches the daemon through the job's own endpoint inside its sandbox, and the peer check below is
+/// a second wall behind the sandbox.
 async fn serve_connection(stream: UnixStream, core: Arc<Core>) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    // Processes of a running job (the agent and what it starts) may not use the control socket: they could
-    // approve their own requests. Their job's approval connection is the only way in for them.
+    // Decided from the credentials taken when the connection was accepted: a peer that is already gone
+    // (it connected, handed the socket to a child and exited) cannot be checked and is refused.
     let peer_pid = stream.peer_cred().ok().and_then(|c| c.pid());
+    let refusal = match peer_pid {
+        None => Some("peer credentials unavailable"),
+        Some(pid) => peer_refusal(&core, pid).await,
+    };
     let (read, mut write) = stream.into_split();
+    if let Some(why) = refusal {
+        tracing::warn!(target: "televibe.socket", pid = peer_pid.unwrap_or(0), reason = why, "Control connection refused");
+        let _ = write
+            .write_all(
+                format!("{{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{{\"code\":-32001,\"message\":\"agents may not use the control socket ({why})\"}}}}\n")
+                    .as_bytes(),
+            )
+            .await;
+        return;
+    }
     let mut reader = BufReader::new(read);
     let mut first = String::new();
     let read_first = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        // Bounded: a first line is a JSON-RPC message or the preamble, never megabytes.
+        // Bounded: a first line is a JSON-RPC message, never megabytes.
         (&mut reader).take(1 << 20).read_line(&mut first).await
     })
     .await;
     if !matches!(read_first, Ok(Ok(n)) if n > 0) {
         return;
     }
-    let preamble = serde_json::from_str::<serde_json::Value>(&first)
-        .ok()
-        .filter(|v| v.get("televibe_job").is_some());
-    let running = match preamble {
-        Some(p) => {
-            let job = p["televibe_job"].as_str().unwrap_or("").to_string();
-            let token = p["token"].as_str().unwrap_or("");
-            if !core.job_token_valid(&job, token) {
-                tracing::warn!(target: "televibe.socket", job_id = %job, "Approval connection refused: wrong or expired job secret");
-                let _ = write.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"unknown or finished job\"}}\n").await;
-                return;
-            }
-            match JobServer::new(core, job).serve((reader, write)).await {
-                Ok(r) => {
-                    let _ = r.waiting().await;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+    if serde_json::from_str::<serde_json::Value>(&first)
+        .is_ok_and(|v| v.get("televibe_job").is_some())
+    {
+        tracing::warn!(target: "televibe.socket", "Approval connection refused on the control socket: jobs use their own endpoint");
+        let _ = write.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"job connections are served on the job's own endpoint\"}}\n").await;
+        return;
+    }
+    let replay = std::io::Cursor::new(first.into_bytes()).chain(reader);
+    let running = match ControlServer::new(core).serve((replay, write)).await {
+        Ok(r) => {
+            let _ = r.waiting().await;
+            Ok(())
         }
-        None => {
-            if let Some(pid) = peer_pid
-                && from_a_running_job(&core, pid).await
-            {
-                tracing::warn!(target: "televibe.socket", pid, "Control connection refused: it comes from a running job");
-                let _ = write.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"agents may not use the control socket\"}}\n").await;
-                return;
-            }
-            let replay = std::io::Cursor::new(first.into_bytes()).chain(reader);
-            match ControlServer::new(core).serve((replay, write)).await {
-                Ok(r) => {
-                    let _ = r.waiting().await;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        }
+        Err(e) => Err(e),
     };
     if let Err(e) = running {
         tracing::debug!(target: "televibe.socket", error = %e, "MCP connection ended before initialisation");
     }
+}
+
+/// Why peer `pid` may not have a control connection, if it may not: it is gone, it lives in another
+/// PID namespace (every sandboxed job does), or it is or descends from a running job's process group.
+async fn peer_refusal(core: &Core, pid: i32) -> Option<&'static str> {
+    let own_ns = std::fs::read_link("/proc/self/ns/pid").ok();
+    let Ok(peer_ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+        return Some("the connecting process is gone");
+    };
+    if own_ns.is_some_and(|ns| ns != peer_ns) {
+        return Some("it runs in another PID namespace");
+    }
+    from_a_running_job(core, pid)
+        .await
+        .then_some("it comes from a running job")
 }
 
 /// Whether process `pid` is, or descends from, a process of a running job's group.

@@ -7,6 +7,7 @@ pub mod log;
 pub mod outcome;
 pub mod process;
 pub mod runner;
+pub mod sandbox;
 pub mod stream;
 
 use std::path::Path;

@@ -25,6 +25,8 @@ pub struct AgentCommand<'a> {
     pub cwd: &'a Path,
     /// Added after scrubbing (`TELEVIBE_PROJECT_ID`… and `agent.env`).
     pub env: Vec<(String, String)>,
+    /// The sandbox the agent runs in; `None` only when the operator chose `agent.sandbox = "none"`.
+    pub sandbox: Option<&'a super::sandbox::SandboxPlan>,
 }
 
 /// The daemon's environment minus its own settings and secrets.
@@ -36,8 +38,19 @@ pub fn scrubbed_env() -> HashMap<String, String> {
 
 /// Spawns the agent as the leader of a new process group, with piped stdio.
 pub fn spawn(cmd: &AgentCommand<'_>) -> std::io::Result<Child> {
-    Command::new(cmd.program)
-        .args(&cmd.args)
+    let mut command = match cmd.sandbox {
+        Some(plan) => {
+            let mut c = Command::new(&plan.bwrap);
+            c.args(plan.argv(cmd.program, &cmd.args));
+            c
+        }
+        None => {
+            let mut c = Command::new(cmd.program);
+            c.args(&cmd.args);
+            c
+        }
+    };
+    command
         .current_dir(cmd.cwd)
         .env_clear()
         .envs(scrubbed_env())
@@ -186,6 +199,7 @@ mod tests {
             args: vec!["-c".into(), "sleep 300 & sleep 300 & wait".into()],
             cwd: dir.path(),
             env: vec![],
+            sandbox: None,
         };
         let child = spawn(&cmd).unwrap();
         let pgid = child.id().unwrap() as i32;
@@ -218,6 +232,7 @@ mod tests {
             args: vec!["30".into()],
             cwd: dir.path(),
             env: vec![],
+            sandbox: None,
         };
         let mut child = spawn(&cmd).unwrap();
         let pid = child.id().unwrap() as i32;

@@ -18,6 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::log::JobLog;
 use super::outcome::{StopReason, decide};
 use super::process::{self, AgentCommand};
+use super::sandbox::{self, SandboxPlan};
 use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
@@ -86,6 +87,48 @@ pub struct RunnerState {
     malformed: u64,
     finishing: bool,
     finished: bool,
+    endpoint: JobEndpoint,
+}
+
+/// The job's approval endpoint and run directory: the listener stops and the directory (socket, copy of
+/// the refs) goes when the runner's state drops, so the endpoint dies with the job.
+struct JobEndpoint {
+    _serve: tokio_util::task::AbortOnDropHandle<()>,
+    run_dir: PathBuf,
+    sandboxed: bool,
+}
+
+impl Drop for JobEndpoint {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// Binds the job's approval socket (0600, in a 0700 directory of its run directory) and serves it.
+fn open_endpoint(
+    core: &Arc<Core>,
+    job_id: &str,
+    run_dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, tokio_util::task::AbortOnDropHandle<()>), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = sandbox::approval_dir(run_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    let serve = tokio::spawn(crate::mcp::job::serve_endpoint(
+        listener,
+        core.clone(),
+        job_id.to_string(),
+    ));
+    Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
 }
 
 fn now_ms() -> i64 {
@@ -95,14 +138,14 @@ fn now_ms() -> i64 {
 /// The argv after the program: stream-json, resume, then `agent.extra_args`.
 /// The MCP server a job's Claude starts: `televibe mcp --job <id>` with the job's secret, which sees
 /// exactly one tool, `approval_prompt`, for this job only.
-pub fn mcp_config(core: &Core, job_id: &str, token: &str) -> String {
+pub fn mcp_config(job_id: &str, token: &str, endpoint: &std::path::Path) -> String {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "televibe".into());
     serde_json::json!({"mcpServers": {"televibe": {
         "type": "stdio",
         "command": exe,
-        "args": ["mcp", "--job", job_id, "--socket", core.config.socket_path.display().to_string()],
+        "args": ["mcp", "--job", job_id, "--socket", endpoint.display().to_string()],
         "env": {"TELEVIBE_JOB_TOKEN": token},
     }}})
     .to_string()
@@ -111,11 +154,26 @@ pub fn mcp_config(core: &Core, job_id: &str, token: &str) -> String {
 /// The tool name Claude Code calls for permissions.
 pub const PERMISSION_TOOL: &str = "mcp__televibe__approval_prompt";
 
-pub fn agent_args(core: &Core, session: &Session, job_id: &str, token: &str) -> Vec<String> {
+/// The agent's argv. Unless the project is trusted, repository settings are not loaded: no hooks or
+/// MCP servers from `.claude/` or `.mcp.json` (CLAUDE.md, being text, still is).
+pub fn agent_args(
+    core: &Core,
+    session: &Session,
+    job_id: &str,
+    token: &str,
+    endpoint: &std::path::Path,
+    trusted: bool,
+) -> Vec<String> {
     let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
         .map(String::from)
         .to_vec();
-    args.extend(["--mcp-config".to_string(), mcp_config(core, job_id, token)]);
+    args.extend([
+        "--mcp-config".to_string(),
+        mcp_config(job_id, token, endpoint),
+    ]);
+    if !trusted {
+        args.extend(["--strict-mcp-config", "--setting-sources", "user"].map(String::from));
+    }
     args.extend([
         "--permission-prompt-tool".to_string(),
         PERMISSION_TOOL.to_string(),
@@ -171,12 +229,22 @@ impl Actor for Runner {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
+        let run_dir = core.layout.orchestrator().join("run").join(&a.job.id);
+        let plan = self.sandbox_plan(&a, &program, &run_dir, base_commit.as_deref())?;
+        let (endpoint_path, serve) = open_endpoint(core, &a.job.id, &run_dir)?;
+        let endpoint = JobEndpoint {
+            _serve: serve,
+            run_dir,
+            sandboxed: plan.is_some(),
+        };
         let token = core.issue_job_token(&a.job.id);
+        let trusted = a.project.trusted || core.config.raw.projects.trusted.contains(&a.project.id);
         let cmd = AgentCommand {
             program: &program,
-            args: agent_args(core, &a.session, &a.job.id, &token),
+            args: agent_args(core, &a.session, &a.job.id, &token, &endpoint_path, trusted),
             cwd: &worktree,
             env,
+            sandbox: plan.as_ref(),
         };
         let mut child =
             process::spawn(&cmd).map_err(|e| format!("cannot start {}: {e}", program.display()))?;
@@ -281,6 +349,7 @@ impl Actor for Runner {
             malformed: 0,
             finishing: false,
             finished: false,
+            endpoint,
         })
     }
 
@@ -386,6 +455,37 @@ pub fn preview(text: &str) -> String {
 }
 
 impl Runner {
+    /// The job's sandbox, or `None` when the operator set `agent.sandbox = "none"`. A job that should
+    /// be sandboxed but cannot be does not start.
+    fn sandbox_plan(
+        &self,
+        a: &RunnerArgs,
+        program: &std::path::Path,
+        run_dir: &std::path::Path,
+        head: Option<&str>,
+    ) -> Result<Option<SandboxPlan>, String> {
+        let config = &self.core.config;
+        if config.raw.agent.sandbox == "none" {
+            return Ok(None);
+        }
+        let bwrap = crate::agent_path::find("bwrap").ok_or(
+            "cannot sandbox the agent: bwrap is not installed (Debian package bubblewrap); \
+             agent.sandbox = \"none\" runs agents unconfined",
+        )?;
+        let plan = sandbox::plan_for(
+            config,
+            bwrap,
+            std::path::Path::new(&a.project.repo_path),
+            std::path::Path::new(&a.session.worktree_path),
+            run_dir.to_path_buf(),
+            program,
+        )
+        .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
+        plan.prepare(&a.session.branch, head)
+            .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
+        Ok(Some(plan))
+    }
+
     fn grace(&self) -> Duration {
         Duration::from_secs(self.core.config.raw.jobs.kill_grace_secs)
     }
@@ -489,7 +589,28 @@ impl Runner {
         let worktree = PathBuf::from(&st.session.worktree_path);
         let base = st.job.base_commit.clone();
         let (core, me) = (self.core.clone(), myself.clone());
+        let adopt = st
+            .endpoint
+            .sandboxed
+            .then(|| sandbox::branch_after(&st.endpoint.run_dir, &st.session.branch))
+            .flatten()
+            .filter(|after| Some(after) != base.as_ref());
+        let (repo, branch, job_id) = (
+            PathBuf::from(&st.project.repo_path),
+            st.session.branch.clone(),
+            st.job.id.clone(),
+        );
         tokio::spawn(async move {
+            // The job committed into its private copy of the refs: move the session's branch (and
+            // only it) to where the job left it, if nobody moved it meanwhile.
+            if let Some(after) = adopt
+                && let Err(e) = core
+                    .git
+                    .adopt_branch(&repo, &branch, base.as_deref(), &after)
+                    .await
+            {
+                tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's commits could not be kept on its branch");
+            }
             let changes = if worktree.is_dir() {
                 core.git.changes(&worktree, base.as_deref()).await.ok()
             } else {

@@ -66,3 +66,52 @@ impl ServerHandler for JobServer {
             .with_server_info(Implementation::new("televibe", env!("CARGO_PKG_VERSION")))
     }
 }
+
+/// Serves job `job_id`'s own approval endpoint: every connection must open with the job's preamble
+/// (`{"televibe_job": id, "token": secret}`) and then sees only `approval_prompt` for this job. The
+/// listener lives in the job's sandbox and ends with the job (aborting this future ends every
+/// connection it serves).
+pub async fn serve_endpoint(listener: tokio::net::UnixListener, core: Arc<Core>, job_id: String) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                conns.spawn(serve_job_connection(stream, core.clone(), job_id.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(target: "televibe.socket", job_id = %job_id, error = %e, "approval endpoint accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+async fn serve_job_connection(stream: tokio::net::UnixStream, core: Arc<Core>, job_id: String) {
+    use rmcp::ServiceExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut first = String::new();
+    let read_first = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        (&mut reader).take(4096).read_line(&mut first).await
+    })
+    .await;
+    if !matches!(read_first, Ok(Ok(n)) if n > 0) {
+        return;
+    }
+    let preamble = serde_json::from_str::<Value>(&first).unwrap_or(Value::Null);
+    let token = preamble["token"].as_str().unwrap_or("");
+    if preamble["televibe_job"].as_str() != Some(job_id.as_str())
+        || !core.job_token_valid(&job_id, token)
+    {
+        tracing::warn!(target: "televibe.socket", job_id = %job_id, "Approval connection refused: wrong job or secret");
+        let _ = write
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"unknown or finished job\"}}\n")
+            .await;
+        return;
+    }
+    if let Ok(running) = JobServer::new(core, job_id).serve((reader, write)).await {
+        let _ = running.waiting().await;
+    }
+}

@@ -21,6 +21,9 @@ pub struct RegisterParams {
     pub path: String,
     /// Display name; the project id is its slug (default: the directory name).
     pub name: Option<String>,
+    /// Let the agent load the repository's own settings (`.claude/` hooks, `.mcp.json` servers),
+    /// still inside the sandbox. Default false. Setting it on a registered project marks it trusted.
+    pub trusted: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -81,7 +84,12 @@ impl ControlServer {
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(
             self.core
-                .register_project(&caller(&peer), &p.path, p.name.as_deref())
+                .register_project(
+                    &caller(&peer),
+                    &p.path,
+                    p.name.as_deref(),
+                    p.trusted.unwrap_or(false),
+                )
                 .await,
         ))
     }

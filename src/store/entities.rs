@@ -13,6 +13,7 @@ pub mod project {
         pub default_branch: String,
         pub remote_url: Option<String>,
         pub created_at: DateTimeUtc,
+        pub trusted: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -20,6 +20,7 @@ impl From<project::Model> for Project {
             default_branch: m.default_branch,
             remote_url: m.remote_url,
             created_at: m.created_at,
+            trusted: m.trusted,
         }
     }
 }
@@ -77,9 +78,23 @@ impl Store {
             default_branch: Set(p.default_branch.clone()),
             remote_url: Set(p.remote_url.clone()),
             created_at: Set(p.created_at),
+            trusted: Set(p.trusted),
         };
         self.write(|db| async move { am.insert(&db).await.map(|_| ()) })
             .await
+    }
+
+    pub async fn set_project_trusted(&self, id: &str, trusted: bool) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(|db| async move {
+            project::Entity::update_many()
+                .col_expr(project::Column::Trusted, Expr::value(trusted))
+                .filter(project::Column::Id.eq(id))
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Sessions, newest first; closed ones only when asked.

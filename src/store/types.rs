@@ -46,6 +46,8 @@ pub struct Project {
     pub default_branch: String,
     pub remote_url: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The agent may load this repository's own settings (hooks, MCP servers), still sandboxed.
+    pub trusted: bool,
 }
 
 /// A session: one worktree on one branch.

@@ -21,7 +21,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("start", "Start and show help"),
     ("help", "Show the commands"),
     ("projects", "List projects"),
-    ("register", "Register a repository: /register <path>"),
+    (
+        "register",
+        "Register a repository: /register <path> [trusted]",
+    ),
     ("scan", "Register every repository in repos/"),
     ("new", "Open a session: /new <project> [branch]"),
     ("sessions", "List open sessions"),
@@ -236,7 +239,15 @@ impl Front {
     }
 
     async fn register(&self, chat_id: i64, actor: &str, path: &str) -> Result<(), CoreError> {
-        let r = self.core.register_project(actor, path, None).await?;
+        // `/register <path> trusted` lets the agent load the repository's own settings.
+        let (path, trusted) = match path.trim().rsplit_once(char::is_whitespace) {
+            Some((p, "trusted")) => (p.trim(), true),
+            _ => (path.trim(), false),
+        };
+        let r = self
+            .core
+            .register_project(actor, path, None, trusted)
+            .await?;
         let verb = if r.already_registered {
             "Already registered"
         } else {

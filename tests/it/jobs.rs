@@ -12,7 +12,7 @@ use crate::harness::*;
 const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
 
 /// Registers `repos/app` and opens session S1.
-async fn session(env: &Env, mcp: &Mcp) -> PathBuf {
+pub(crate) async fn session(env: &Env, mcp: &Mcp) -> PathBuf {
     make_repo(&env.root().join("repos/app"));
     mcp.call("register_project", json!({"path": "app"}))
         .await
@@ -24,7 +24,7 @@ async fn session(env: &Env, mcp: &Mcp) -> PathBuf {
     PathBuf::from(s["worktree_path"].as_str().unwrap())
 }
 
-async fn run(mcp: &Mcp, session: &str, instruction: &str) -> String {
+pub(crate) async fn run(mcp: &Mcp, session: &str, instruction: &str) -> String {
     let q = mcp
         .call(
             "run_instruction",
@@ -35,7 +35,12 @@ async fn run(mcp: &Mcp, session: &str, instruction: &str) -> String {
     q["id"].as_str().unwrap().to_string()
 }
 
-async fn wait_status(mcp: &Mcp, id: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> Value {
+pub(crate) async fn wait_status(
+    mcp: &Mcp,
+    id: &str,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Value {
     let deadline = Instant::now() + limit;
     loop {
         let j = mcp.call("get_job", json!({"job_id": id})).await.unwrap();
@@ -51,7 +56,7 @@ async fn wait_status(mcp: &Mcp, id: &str, limit: Duration, pred: impl Fn(&str) -
     }
 }
 
-async fn wait_final(mcp: &Mcp, id: &str, limit: Duration) -> Value {
+pub(crate) async fn wait_final(mcp: &Mcp, id: &str, limit: Duration) -> Value {
     wait_status(mcp, id, limit, |s| {
         ["done", "failed", "canceled"].contains(&s)
     })

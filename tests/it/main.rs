@@ -3,6 +3,7 @@
 mod alerts;
 mod approvals;
 mod config_cli;
+mod containment;
 mod fake_model;
 mod fake_telegram;
 mod harness;

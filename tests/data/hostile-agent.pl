@@ -1,0 +1,136 @@
+#!/usr/bin/perl
+# A hostile stand-in for the agent CLI: it tries to get around the approval wall and out of its
+# worktree, and prints one line per attempt: "HOSTILE <attempt> reached|blocked <detail>".
+# Targets come from its environment (TV_ROOT, TV_SOCKET, TV_CONFIG, TV_OTHER, TV_OUTSIDE).
+use strict;
+use warnings;
+use IO::Socket::UNIX;
+use POSIX qw(setsid _exit);
+
+$| = 1;
+# A refused connection is closed by the daemon: writing to it must fail, not kill the attempt.
+$SIG{PIPE} = 'IGNORE';
+my $prompt = <STDIN> // '';
+
+sub report { my ($what, $ok, $detail) = @_; $detail //= ''; $detail =~ s/\s+/ /g;
+  print "HOSTILE $what " . ($ok ? 'reached' : 'blocked') . " $detail\n"; }
+
+# One MCP exchange on the control socket: reached when the daemon answers initialize.
+sub talk {
+  my ($sock) = @_;
+  print $sock '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1"}}}' . "\n";
+  my $line = <$sock> // '';
+  return ($line =~ /protocolVersion/ ? 1 : 0, $line);
+}
+
+sub connect_control { IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ENV{TV_SOCKET}) }
+
+# The attempt runs in a grandchild whose parents are gone; its verdict comes back through a pipe.
+sub detached {
+  my ($name, $code) = @_;
+  pipe(my $r, my $w) or die;
+  my $pid = fork();
+  if ($pid == 0) {
+    close $r;
+    setsid() if $name =~ /setsid/;
+    my $inner = fork();
+    if ($inner == 0) { sleep 1; my ($ok, $d) = $code->(); print $w "$ok $d\n"; close $w; _exit(0); }
+    _exit(0);
+  }
+  close $w; waitpid($pid, 0);
+  my $line = <$r> // '0 no answer'; chomp $line;
+  my ($ok, $d) = split / /, $line, 2;
+  report($name, $ok, $d);
+}
+
+sub attempt_socket {
+  if (my $s = connect_control()) { my ($ok, $d) = talk($s); report('socket-direct', $ok, $d) }
+  else { report('socket-direct', 0, "connect: $!") }
+
+  # The fork trick: connect, hand the socket to a child, and let the connecting process exit.
+  pipe(my $r, my $w) or die;
+  my $pid = fork();
+  if ($pid == 0) {
+    my $c = connect_control();
+    if (!$c) { print $w "0 connect: $!\n"; close $w; _exit(0) }
+    my $child = fork();
+    if ($child == 0) { sleep 1; my ($ok, $d) = talk($c); print $w "$ok $d\n"; close $w; _exit(0); }
+    _exit(0);
+  }
+  close $w; waitpid($pid, 0);
+  my $line = <$r> // '0 no answer'; chomp $line;
+  my ($fok, $fd) = split / /, $line, 2;
+  report('socket-fork', $fok, $fd);
+
+  detached('socket-setsid', sub {
+    my $c = connect_control() or return (0, "connect: $!");
+    return talk($c);
+  });
+}
+
+sub read_file {
+  my ($name, $path) = @_;
+  if (open(my $f, '<', $path)) { local $/; my $t = <$f> // ''; report($name, length($t) > 0, length($t) . " bytes of $path") }
+  else { report($name, 0, "$path: $!") }
+}
+
+sub write_file {
+  my ($name, $path) = @_;
+  if (open(my $f, '>', $path)) { print $f "pwned\n"; close $f; report($name, 1, $path) }
+  else { report($name, 0, "$path: $!") }
+}
+
+sub attempt_read {
+  read_file('read-db', "$ENV{TV_ROOT}/orchestrator/state.db");
+  read_file('read-config', $ENV{TV_CONFIG});
+  # The daemon's environment, wherever it is: any process running `televibe serve`.
+  my $found = 0;
+  for my $dir (glob('/proc/[0-9]*')) {
+    open(my $c, '<', "$dir/cmdline") or next;
+    local $/; my $cmd = <$c> // '';
+    next unless $cmd =~ /\bserve\b/ && $cmd =~ /televibe/;
+    $found = 1;
+    read_file('read-environ', "$dir/environ");
+  }
+  report('read-environ', 0, 'no daemon process visible') unless $found;
+}
+
+sub attempt_write {
+  write_file('write-other-worktree', "$ENV{TV_OTHER}/pwned.txt");
+  write_file('write-outside', "$ENV{TV_OUTSIDE}/pwned.txt");
+  write_file('write-home', "$ENV{HOME}/pwned.txt");
+  my $common = `git rev-parse --git-common-dir`; chomp $common;
+  if (open(my $f, '>>', "$common/config")) { print $f "[core]\n\tfsmonitor = touch $ENV{TV_OUTSIDE}/fsmonitor-ran\n"; close $f; report('write-git-config', 1, "$common/config") }
+  else { report('write-git-config', 0, "$common/config: $!") }
+  write_file('write-git-hook', "$common/hooks/post-commit");
+  write_file('write-other-branch', "$common/refs/heads/main");
+}
+
+sub attempt_daemonise {
+  # A detached grandchild in its own session that should outlive the job.
+  my $pid = fork();
+  if ($pid == 0) {
+    setsid();
+    my $inner = fork();
+    if ($inner == 0) { exec('sleep', '4242') or _exit(1) }
+    _exit(0);
+  }
+  waitpid($pid, 0);
+  report('daemonise', 1, 'left sleep 4242 behind');
+}
+
+sub attempt_commit {
+  open(my $f, '>', 'own.txt') or return report('own-worktree', 0, "own.txt: $!");
+  print $f "mine\n"; close $f;
+  my $out = `git add own.txt 2>&1 && git -c user.name=agent -c user.email=agent\@example.com commit -q -m 'own work' 2>&1 && git rev-parse HEAD 2>&1`;
+  my $ok = $? == 0;
+  report('own-commit', $ok, $out);
+}
+
+attempt_socket() if $prompt =~ /socket/;
+attempt_read() if $prompt =~ /read/;
+attempt_write() if $prompt =~ /write/;
+attempt_daemonise() if $prompt =~ /daemonise/;
+attempt_commit() if $prompt =~ /commit/;
+print '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"hostile run over"}' . "\n";
+exit 0;

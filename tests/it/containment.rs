@@ -1,0 +1,217 @@
+//! Containment: a hostile scripted agent tries to get around the approval wall and out of its worktree,
+//! and fails at each attempt; an ordinary agent can still write and commit in its own worktree.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+use crate::jobs::{run, session, wait_final};
+
+const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hostile-agent.pl");
+
+/// A daemon whose agent is the hostile script, with sessions S1 (where it runs) and S2 (a neighbour).
+struct Hostile {
+    env: Env,
+    _daemon: Daemon,
+    mcp: Mcp,
+    own: PathBuf,
+    other: PathBuf,
+    /// A directory on the host outside every worktree (not under /tmp, which the sandbox replaces).
+    outside: PathBuf,
+}
+
+async fn hostile(sandbox: &str) -> Hostile {
+    let env = Env::new("");
+    let outside = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/containment")
+        .join(env.dir.path().file_name().unwrap());
+    std::fs::create_dir_all(&outside).unwrap();
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{HOSTILE}\"\nsandbox = \"{sandbox}\"\n\
+         env = {{ TV_ROOT = \"{root}\", TV_SOCKET = \"{sock}\", TV_CONFIG = \"{config}\", \
+         TV_OTHER = \"{root}/workspaces/app/S2\", TV_OUTSIDE = \"{outside}\", HOME = \"{home}\" }}\n\
+         [jobs]\nkill_grace_secs = 1\n",
+        root = env.root().display(),
+        sock = env.socket().display(),
+        config = env.config().display(),
+        outside = outside.display(),
+        home = env.dir.path().join("home").display(),
+    ));
+    std::fs::create_dir_all(env.dir.path().join("home")).unwrap();
+    let daemon = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let own = session(&env, &mcp).await;
+    let s2 = mcp
+        .call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    let other = PathBuf::from(s2["worktree_path"].as_str().unwrap());
+    Hostile {
+        env,
+        _daemon: daemon,
+        mcp,
+        own,
+        other,
+        outside,
+    }
+}
+
+impl Hostile {
+    /// Runs the hostile agent with `instruction` in S1 and returns its attempts: name → (reached, detail).
+    async fn attempt(&self, instruction: &str) -> HashMap<String, (bool, String)> {
+        let id = run(&self.mcp, "S1", instruction).await;
+        let job = wait_final(&self.mcp, &id, Duration::from_secs(60)).await;
+        assert_eq!(job["status"], "done", "{job}");
+        let log = std::fs::read_to_string(job["log_path"].as_str().unwrap()).unwrap();
+        let attempts: HashMap<_, _> = log
+            .lines()
+            .filter_map(|l| l.split_once("HOSTILE ").map(|(_, rest)| rest))
+            .filter_map(|rest| {
+                let mut w = rest.splitn(3, ' ');
+                let (name, verdict) = (w.next()?, w.next()?);
+                Some((
+                    name.to_string(),
+                    (verdict == "reached", w.next().unwrap_or("").to_string()),
+                ))
+            })
+            .collect();
+        assert!(!attempts.is_empty(), "the hostile agent did not run: {log}");
+        attempts
+    }
+}
+
+fn assert_blocked(attempts: &HashMap<String, (bool, String)>, name: &str) {
+    let (reached, detail) = attempts
+        .get(name)
+        .unwrap_or_else(|| panic!("attempt {name} missing: {attempts:?}"));
+    assert!(!reached, "{name} got through: {detail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandboxed_agent_cannot_reach_the_control_socket() {
+    let h = hostile("bwrap").await;
+    let attempts = h.attempt("socket").await;
+    for name in ["socket-direct", "socket-fork", "socket-setsid"] {
+        assert_blocked(&attempts, name);
+    }
+    assert_eq!(
+        h.mcp
+            .call("list_pending_approvals", json!({}))
+            .await
+            .unwrap()["approvals"],
+        json!([]),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsandboxed_the_peer_check_still_refuses_a_vanished_peer() {
+    // Defence in depth: with the sandbox off, the control socket is visible, and the peer check is what
+    // stands: a peer that connected and handed the connection to a child (the fork trick) is judged by
+    // the credentials taken at accept, so it is refused whether it was still there or already gone.
+    let h = hostile("none").await;
+    let attempts = h.attempt("socket").await;
+    assert_blocked(&attempts, "socket-direct");
+    assert_blocked(&attempts, "socket-fork");
+    let (_, detail) = &attempts["socket-fork"];
+    assert!(
+        detail.contains("agents may not use the control socket"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandboxed_agent_cannot_read_the_daemon_state() {
+    let h = hostile("bwrap").await;
+    let attempts = h.attempt("read").await;
+    for name in ["read-db", "read-config", "read-environ"] {
+        assert_blocked(&attempts, name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandboxed_agent_cannot_write_outside_its_worktree() {
+    let h = hostile("bwrap").await;
+    let repo = h.env.root().join("repos/app");
+    let main_before = git(&repo, &["rev-parse", "main"]);
+    let config_before = std::fs::read_to_string(repo.join(".git/config")).unwrap();
+    let attempts = h.attempt("write").await;
+    for name in [
+        "write-other-worktree",
+        "write-outside",
+        "write-git-config",
+        "write-git-hook",
+    ] {
+        assert_blocked(&attempts, name);
+    }
+    // What the sandbox let it write (its private /tmp, a copy of the refs) never reaches the host.
+    assert!(!h.other.join("pwned.txt").exists());
+    assert!(!h.outside.join("pwned.txt").exists());
+    assert!(!h.env.dir.path().join("home/pwned.txt").exists());
+    assert!(!repo.join(".git/hooks/post-commit").exists());
+    assert_eq!(
+        std::fs::read_to_string(repo.join(".git/config")).unwrap(),
+        config_before
+    );
+    assert_eq!(git(&repo, &["rev-parse", "main"]), main_before);
+    // The daemon's own git commands in the worktree still run clean (no fsmonitor planted).
+    let diff = h
+        .mcp
+        .call("get_session", json!({"session_id": "S1"}))
+        .await
+        .unwrap();
+    assert_eq!(diff["state"], "idle");
+    assert!(!h.outside.join("fsmonitor-ran").exists());
+}
+
+fn sleepers() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x004242\x00")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemonised_process_does_not_outlive_its_job() {
+    let h = hostile("bwrap").await;
+    let attempts = h.attempt("daemonise").await;
+    assert!(attempts["daemonise"].0, "{attempts:?}");
+    eventually(Duration::from_secs(10), "no sleep 4242 left", || {
+        sleepers().is_empty()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandboxed_agent_writes_and_commits_its_own_worktree() {
+    let h = hostile("bwrap").await;
+    let attempts = h.attempt("commit").await;
+    let (ok, detail) = &attempts["own-commit"];
+    assert!(ok, "{detail}");
+    let commit = detail.split_whitespace().last().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(h.own.join("own.txt")).unwrap(),
+        "mine\n"
+    );
+    let repo = h.env.root().join("repos/app");
+    assert_eq!(
+        git(&repo, &["rev-parse", "televibe/S1"]).trim(),
+        commit,
+        "the job's commit is on the session's branch"
+    );
+    assert_eq!(
+        git(&repo, &["log", "-1", "--format=%s", "televibe/S1"]).trim(),
+        "own work"
+    );
+    let s1 = h
+        .mcp
+        .call("get_session", json!({"session_id": "S1"}))
+        .await
+        .unwrap();
+    assert_eq!(s1["state"], "idle", "{s1}");
+}
