@@ -125,9 +125,12 @@ pub struct RawJobs {
 #[serde(deny_unknown_fields)]
 pub struct RawApprovals {
     pub timeout_secs: u64,
-    /// Bash command prefixes allowed without asking (never for commands with `;`, `|`, `&`, `>`, `$`…).
+    /// Read-only command forms allowed without asking: program, subcommands, then the options allowed
+    /// (`-n=` takes a value, a final `*` allows any further words, a final `$` no operands); operands must
+    /// be paths inside the worktree. Only a single simple command without shell syntax can match.
     pub auto_allow: Vec<String>,
-    /// Bash command fragments always denied.
+    /// Commands always denied, matched after normalising (option order, clustering, long forms, `--`,
+    /// git's global options, force and delete refspecs), in every part of a compound command.
     pub auto_deny: Vec<String>,
 }
 
@@ -432,6 +435,15 @@ impl Config {
             return Err(invalid("root", "must not be empty"));
         }
         let root = absolute(&raw.root);
+        for (key, rules) in [
+            ("approvals.auto_allow", &raw.approvals.auto_allow),
+            ("approvals.auto_deny", &raw.approvals.auto_deny),
+        ] {
+            for rule in rules {
+                crate::approvals::policy::check_rule(rule)
+                    .map_err(|e| invalid(key, format!("rule {rule:?}: {e}")))?;
+            }
+        }
         if !matches!(raw.agent.sandbox.as_str(), "bwrap" | "none") {
             return Err(invalid(
                 "agent.sandbox",

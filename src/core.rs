@@ -57,6 +57,8 @@ pub struct Core {
     pub session_gauge_labels: Mutex<HashSet<(String, String)>>,
     shutting_down: AtomicBool,
     root: OnceLock<ActorRef<SupervisorMsg>>,
+    /// The last sandbox check and when it ran (readiness asks often; bwrap is started at most once a minute).
+    sandbox_checked: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// The readiness answer of the spec.
@@ -73,6 +75,8 @@ pub struct ReadinessChecks {
     pub database: String,
     pub telegram: String,
     pub repos: String,
+    /// `ok`, `failed: …` (jobs cannot start), or `none (agents run unconfined)` by the operator's choice.
+    pub sandbox: String,
 }
 
 /// What `get_health` answers.
@@ -132,6 +136,7 @@ impl Core {
             session_gauge_labels: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
             root: OnceLock::new(),
+            sandbox_checked: Mutex::new(None),
         })
     }
 
@@ -318,8 +323,11 @@ impl Core {
         self.metrics
             .set_health("telegram", telegram == "ok" || telegram == "disabled");
         self.metrics.set_health("repos", repos == "ok");
-        let all_ok =
-            database == "ok" && repos == "ok" && (telegram == "ok" || telegram == "disabled");
+        let sandbox = self.sandbox_status();
+        let all_ok = database == "ok"
+            && repos == "ok"
+            && (telegram == "ok" || telegram == "disabled")
+            && !sandbox.starts_with("failed");
         let shutting_down = self.is_shutting_down();
         Readiness {
             status: if all_ok && !shutting_down {
@@ -332,8 +340,32 @@ impl Core {
                 database,
                 telegram,
                 repos,
+                sandbox,
             },
         }
+    }
+
+    /// Whether jobs can be sandboxed, checked by starting an empty sandbox at most once a minute.
+    pub fn sandbox_status(&self) -> String {
+        if self.config.raw.agent.sandbox == "none" {
+            return crate::jobs::sandbox::UNCONFINED.to_string();
+        }
+        let mut cached = self
+            .sandbox_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, status)) = cached.as_ref()
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return status.clone();
+        }
+        let status = match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref())
+        {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        *cached = Some((std::time::Instant::now(), status.clone()));
+        status
     }
 
     pub async fn health(&self) -> Health {

@@ -147,6 +147,12 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     if crate::agent_path::find(&config.raw.agent.command).is_none() {
         tracing::warn!(target: "televibe.daemon", command = %config.raw.agent.command, "Agent command not found; jobs cannot run until it is installed (agent.command)");
     }
+    if config.raw.agent.sandbox == "none" {
+        tracing::warn!(target: "televibe.daemon", "Sandbox disabled (agent.sandbox = \"none\"): agents run unconfined and can read and write everything this user can, the daemon's state included");
+    } else if let Err(e) = crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref())
+    {
+        tracing::error!(target: "televibe.daemon", error = %e, "Sandbox unavailable: jobs will fail until bubblewrap works (or agent.sandbox = \"none\")");
+    }
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(
         &layout.state_db(),

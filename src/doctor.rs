@@ -75,6 +75,19 @@ pub async fn run(config: &Config) -> ExitCode {
             config.raw.agent.command
         )),
     }
+    if config.raw.agent.sandbox == "none" {
+        r.warn(&format!(
+            "sandbox: {}: agent.sandbox = \"none\", jobs can read and write everything this user can",
+            crate::jobs::sandbox::UNCONFINED
+        ));
+    } else {
+        match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref()) {
+            Ok(()) => r.ok("sandbox: ok (bubblewrap)"),
+            Err(e) => r.fail(&format!(
+                "sandbox: failed: {e}; jobs cannot start (install bubblewrap, or set agent.sandbox = \"none\" to run agents unconfined)"
+            )),
+        }
+    }
     check_daemon(config, &mut r).await;
     check_store(&layout, &mut r).await;
     if r.failures > 0 {

@@ -138,7 +138,14 @@ impl Core {
         let scope = policy::scope(tool, &input);
         let grants = self.store.grants(&job.session_id).await?;
         let preview = render_input(tool, &input);
-        let (allow, why) = match self.policy().evaluate(tool, &input, &grants) {
+        // Paths in a command are judged against the session's worktree; without one nothing is auto-allowed.
+        let worktree = self
+            .store
+            .session(&job.session_id)
+            .await?
+            .map(|s| std::path::PathBuf::from(s.worktree_path))
+            .unwrap_or_else(|| std::path::PathBuf::from("/nonexistent/worktree"));
+        let (allow, why) = match self.policy().evaluate(tool, &input, &grants, &worktree) {
             Verdict::Allow(why) => (true, why),
             Verdict::Deny(why) => (false, why),
             Verdict::Ask => {

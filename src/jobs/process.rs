@@ -72,6 +72,22 @@ pub fn signal_group(pgid: i32, signal: i32) -> bool {
     unsafe { libc::kill(-pgid, signal) == 0 }
 }
 
+/// Asks the group to stop: SIGTERM to each member except the sandbox's own processes. Bubblewrap dies
+/// at SIGTERM and its PID namespace goes with it at once, which would turn the grace period into an
+/// immediate kill; the agent gets its SIGTERM directly instead, and the sandbox ends when it exits
+/// (or at the SIGKILL after the grace). False when the group is gone.
+pub fn terminate_signal(pgid: i32) -> bool {
+    let members = group_members(pgid);
+    for pid in &members {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end() != "bwrap" {
+            // SAFETY: kill(2) on a member of the group we created; no memory effects.
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+        }
+    }
+    !members.is_empty()
+}
+
 /// Whether any process of the group is still alive (zombies excluded).
 pub fn group_alive(pgid: i32) -> bool {
     !group_members(pgid).is_empty()
@@ -174,7 +190,7 @@ pub fn is_recorded_group(pgid: i32, boot: Option<&str>, leader_start: Option<i64
 
 /// TERM the group, wait up to `grace` for it to go, then KILL. Returns true if SIGKILL was needed.
 pub async fn terminate_group(pgid: i32, grace: std::time::Duration) -> bool {
-    if !signal_group(pgid, libc::SIGTERM) {
+    if pgid <= 1 || !terminate_signal(pgid) {
         return false;
     }
     let deadline = tokio::time::Instant::now() + grace;

@@ -403,7 +403,7 @@ fn begin_stop(
     }
     tracing::warn!(target: "televibe.runner", job_id = %st.job.id, reason = ?reason, "Stopping job: SIGTERM to its process group");
     st.stop = Some(reason);
-    process::signal_group(st.pgid, libc::SIGTERM);
+    process::terminate_signal(st.pgid);
     myself.send_after(grace, || RunnerMsg::KillNow);
 }
 

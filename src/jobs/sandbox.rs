@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
+/// How readiness and `doctor` show `agent.sandbox = "none"`.
+pub const UNCONFINED: &str = "none (agents run unconfined)";
+
 /// Credential places hidden by default (`agent.sandbox_hide`): the agent keeps the network, so what
 /// it can read it can send away.
 pub const DEFAULT_HIDDEN: &[&str] = &[

@@ -29,12 +29,6 @@ case "$prompt" in
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"survived"}'
     exit 0 ;;
   *crash*) echo 'boom' >&2; exit 2 ;;
-  *control-socket*)
-    # Tries the daemon's control socket from inside a job.
-    printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"agent","version":"1"}}}' \
-      | timeout 5 "$TV_BIN" mcp --socket "$TV_SOCKET" 2>&1 | head -n 1
-    echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"tried"}'
-    exit 0 ;;
   *chatty*)
     # 120 tool uses and their results: 240 progress events.
     i=0

@@ -189,12 +189,43 @@ async fn people_decide_from_the_phone() {
         4,
         "Approve · Approve for this session · Deny · Deny and stop"
     );
-    // The job's own connection (its secret read from its bridge process) offers exactly one tool.
+    // The job's own endpoint (its secret read from its bridge process) offers exactly one tool; the
+    // control socket refuses a job connection even with the right secret.
     let (pid, token) = job_bridge(&job).expect("the job's `televibe mcp --job` process");
     let _ = pid;
-    let mut bridge = tokio::process::Command::new(BIN)
+    let mut refused = tokio::process::Command::new(BIN)
         .args(["mcp", "--job", &job, "--socket"])
         .arg(env.socket())
+        .env("TELEVIBE_JOB_TOKEN", &token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = refused.stdin.take().unwrap();
+        stdin
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n")
+            .await
+            .unwrap();
+        drop(stdin);
+    }
+    let refused = tokio::time::timeout(Duration::from_secs(40), refused.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("job's own endpoint"),
+        "{refused:?}"
+    );
+    let endpoint = env
+        .orchestrator()
+        .join("run")
+        .join(&job)
+        .join("approval/sock");
+    let mut bridge = tokio::process::Command::new(BIN)
+        .args(["mcp", "--job", &job, "--socket"])
+        .arg(&endpoint)
         .env("TELEVIBE_JOB_TOKEN", &token)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

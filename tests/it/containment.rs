@@ -215,3 +215,91 @@ async fn a_sandboxed_agent_writes_and_commits_its_own_worktree() {
         .unwrap();
     assert_eq!(s1["state"], "idle", "{s1}");
 }
+
+/// A repository whose committed `.claude/settings.json` runs hooks at session start and on every prompt:
+/// each writes one marker inside the worktree and one outside it.
+fn repo_with_hooks(repo: &Path, outside: &Path) {
+    make_repo(repo);
+    let hook = |name: &str| {
+        json!([{"hooks": [{"type": "command",
+            "command": format!("touch {}/{name}-outside; touch ./{name}-inside", outside.display())}]}])
+    };
+    let settings = json!({"hooks": {
+        "SessionStart": hook("session-start"),
+        "UserPromptSubmit": hook("prompt"),
+    }});
+    std::fs::create_dir_all(repo.join(".claude")).unwrap();
+    std::fs::write(repo.join(".claude/settings.json"), settings.to_string()).unwrap();
+    git(repo, &["add", ".claude/settings.json"]);
+    git(repo, &["commit", "-q", "-m", "hooks"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repository_hooks_are_off_unless_trusted_and_stay_in_the_sandbox_when_trusted() {
+    let model = crate::fake_model::FakeModel::start(|_| {
+        crate::fake_model::Reply::Text("nothing to do".into())
+    })
+    .await;
+    let env = Env::new("");
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let outside = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/containment")
+        .join(env.dir.path().file_name().unwrap());
+    std::fs::create_dir_all(&outside).unwrap();
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{}\"\nenv = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n[jobs]\nhard_timeout_secs = 120\n",
+        claude_cli().display(),
+        model.url(),
+        home.display()
+    ));
+    repo_with_hooks(&env.root().join("repos/app"), &outside);
+    let _d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let p = mcp
+        .call("register_project", json!({"path": "app"}))
+        .await
+        .unwrap();
+    assert_eq!(p["trusted"], false);
+    let s = mcp
+        .call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    let wt = PathBuf::from(s["worktree_path"].as_str().unwrap());
+    let markers = |dir: &Path| -> Vec<String> {
+        let mut m: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with("-inside") || n.ends_with("-outside"))
+            .collect();
+        m.sort();
+        m
+    };
+
+    let id = run(&mcp, "S1", "say something").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(90)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(markers(&wt), Vec::<String>::new(), "untrusted: no hook ran");
+    assert_eq!(markers(&outside), Vec::<String>::new());
+
+    let p = mcp
+        .call("register_project", json!({"path": "app", "trusted": true}))
+        .await
+        .unwrap();
+    assert_eq!(p["trusted"], true, "{p}");
+    let id = run(&mcp, "S1", "say something again").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(90)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert!(
+        markers(&wt).contains(&"prompt-inside".to_string()),
+        "trusted: the hooks ran, in the worktree: {:?}",
+        markers(&wt)
+    );
+    assert_eq!(
+        markers(&outside),
+        Vec::<String>::new(),
+        "even trusted hooks cannot write outside the sandbox"
+    );
+}
