@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
+/// The agent's user-level settings, read-only inside the sandbox.
+const USER_SETTINGS: &str = ".claude/settings.json";
+
 /// How readiness and `doctor` show `agent.sandbox = "none"`.
 pub const UNCONFINED: &str = "none (agents run unconfined)";
 
@@ -225,6 +228,10 @@ impl SandboxPlan {
             let p = self.home.join(state);
             path_arg(&mut a, "--bind", &p, &p);
         }
+        // The user-level settings (hooks, plugins) stay as the operator wrote them: a job must not
+        // leave hooks behind for later jobs of other projects.
+        let settings = self.home.join(USER_SETTINGS);
+        path_arg(&mut a, "--ro-bind", &settings, &settings);
         for w in self.writable.iter().filter(|w| w.exists()) {
             path_arg(&mut a, "--bind", w, w);
         }
@@ -262,6 +269,10 @@ impl SandboxPlan {
         std::fs::create_dir_all(self.git_common.join("logs"))?;
         std::fs::create_dir_all(approval_dir(&self.run_dir))?;
         std::fs::create_dir_all(self.home.join(".claude"))?;
+        let settings = self.home.join(USER_SETTINGS);
+        if !settings.exists() {
+            std::fs::write(&settings, "{}\n")?;
+        }
         let state = self.home.join(".claude.json");
         if !state.exists() {
             std::fs::write(&state, "{}\n")?;

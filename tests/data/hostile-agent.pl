@@ -99,6 +99,7 @@ sub attempt_write {
   write_file('write-other-worktree', "$ENV{TV_OTHER}/pwned.txt");
   write_file('write-outside', "$ENV{TV_OUTSIDE}/pwned.txt");
   write_file('write-home', "$ENV{HOME}/pwned.txt");
+  write_file('write-user-settings', "$ENV{HOME}/.claude/settings.json");
   my $common = `git rev-parse --git-common-dir`; chomp $common;
   if (open(my $f, '>>', "$common/config")) { print $f "[core]\n\tfsmonitor = touch $ENV{TV_OUTSIDE}/fsmonitor-ran\n"; close $f; report('write-git-config', 1, "$common/config") }
   else { report('write-git-config', 0, "$common/config: $!") }

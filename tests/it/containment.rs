@@ -143,6 +143,7 @@ async fn a_sandboxed_agent_cannot_write_outside_its_worktree() {
         "write-outside",
         "write-git-config",
         "write-git-hook",
+        "write-user-settings",
     ] {
         assert_blocked(&attempts, name);
     }
@@ -301,5 +302,65 @@ async fn repository_hooks_are_off_unless_trusted_and_stay_in_the_sandbox_when_tr
         markers(&outside),
         Vec::<String>::new(),
         "even trusted hooks cannot write outside the sandbox"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_bubblewrap_jobs_fail_clearly_and_readiness_tells() {
+    // A PATH with git but no bwrap.
+    let env = Env::new("");
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(required_tool("git", "apt-get install git"), bin.join("git"))
+        .unwrap();
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{}\"\n",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh")
+    ));
+    let d = env.start_with(|c| {
+        c.env("PATH", &bin);
+    });
+    let (code, body) = d.get("/health/ready");
+    assert_eq!(code, 503, "{body}");
+    let body = json(&body);
+    assert!(
+        body["checks"]["sandbox"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("failed: ") && s.contains("bwrap")),
+        "{body}"
+    );
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "anything").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "failed", "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bubblewrap")),
+        "{j}"
+    );
+    drop(d);
+
+    // The operator's explicit opt-out: ready, shown as unconfined, warned about at start.
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{}\"\nsandbox = \"none\"\n",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh")
+    ));
+    let d = env.start_with(|c| {
+        c.env("PATH", &bin);
+    });
+    let (code, body) = d.get("/health/ready");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json(&body)["checks"]["sandbox"],
+        "none (agents run unconfined)"
+    );
+    assert!(d.stderr_text().contains("Sandbox disabled"));
+    let doctor = env.run(&["doctor"]);
+    assert!(
+        String::from_utf8_lossy(&doctor.stdout).contains("agents run unconfined"),
+        "{}",
+        String::from_utf8_lossy(&doctor.stdout)
     );
 }

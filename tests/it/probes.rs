@@ -20,6 +20,7 @@ fn live_ready_and_metrics_follow_the_spec() {
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["database"], "ok");
     assert_eq!(ready["checks"]["repos"], "ok");
+    assert_eq!(ready["checks"]["sandbox"], "ok", "bubblewrap works here");
     assert_eq!(
         ready["checks"]["telegram"], "disabled",
         "no token configured"

@@ -635,3 +635,35 @@ async fn workspace_disk_usage_is_measured_in_the_background() {
     );
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_that_looks_like_an_option_is_refused_and_writes_nothing() {
+    let env = Env::new("");
+    let d = env.start();
+    let repo = env.root().join("repos/app");
+    make_repo(&repo);
+    git(&repo, &["branch", "existing"]);
+    let mcp = Mcp::connect(&env).await;
+    mcp.call("register_project", json!({"path": "app"}))
+        .await
+        .unwrap();
+    let target = env.dir.path().join("injected.diff");
+    let base = format!("--output={}", target.display());
+    for branch in ["existing", "fresh"] {
+        let e = mcp
+            .refused(
+                "create_session",
+                json!({"project_id": "app", "branch": branch, "base": base}),
+                "GIT_ERROR",
+            )
+            .await;
+        assert!(e.message.contains("base"), "{}", e.message);
+    }
+    assert!(!target.exists(), "git wrote the injected output file");
+    assert_eq!(
+        mcp.call("list_sessions", json!({})).await.unwrap()["sessions"],
+        json!([])
+    );
+    assert_eq!(worktrees(&repo).len(), 1, "no worktree was added");
+    drop(d);
+}
