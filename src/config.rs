@@ -444,6 +444,20 @@ impl Config {
                     .map_err(|e| invalid(key, format!("rule {rule:?}: {e}")))?;
             }
         }
+        for (key, paths) in [
+            ("agent.sandbox_hide", &raw.agent.sandbox_hide),
+            ("agent.sandbox_write", &raw.agent.sandbox_write),
+        ] {
+            if let Some(p) = paths
+                .iter()
+                .find(|p| !(p.starts_with('/') || p.starts_with("~/")) || p.contains('\0'))
+            {
+                return Err(invalid(
+                    key,
+                    format!("{p:?} is not an absolute path or a path under ~/"),
+                ));
+            }
+        }
         if !matches!(raw.agent.sandbox.as_str(), "bwrap" | "none") {
             return Err(invalid(
                 "agent.sandbox",

@@ -108,6 +108,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             config.root.display()
         ))
     })?;
+    // Run directories of jobs of an earlier run (approval sockets, copies of refs): those jobs are over.
+    let _ = std::fs::remove_dir_all(layout.orchestrator().join("run"));
     let _log_guard = logging::init_daemon(
         &layout.logs(),
         &config.log_filter,

@@ -77,9 +77,14 @@ pub fn plan_for(
     ];
     hidden_dirs.extend(config.allowed_roots.iter().cloned());
     let mut hidden_files = vec![config.socket_path.clone()];
-    hidden_files.extend(config.file.iter().cloned());
+    hidden_files.extend(
+        config
+            .file
+            .iter()
+            .filter_map(|f| std::path::absolute(f).ok()),
+    );
     if !config.raw.telegram.token_file.is_empty() {
-        hidden_files.push(PathBuf::from(&config.raw.telegram.token_file));
+        hidden_files.extend(std::path::absolute(&config.raw.telegram.token_file).ok());
     }
     for p in &config.raw.agent.sandbox_hide {
         let p = expand(p, &home);

@@ -91,3 +91,24 @@ fn missing_explicit_config_file_is_an_error() {
     assert!(stderr(&out).contains("/nonexistent/televibe.toml"));
     drop(env);
 }
+
+#[test]
+fn bad_sandbox_and_policy_settings_are_refused_naming_the_key() {
+    for (extra, key) in [
+        ("[agent]\nsandbox = \"maybe\"", "agent.sandbox"),
+        (
+            "[agent]\nsandbox_hide = [\"relative/dir\"]",
+            "agent.sandbox_hide",
+        ),
+        (
+            "[approvals]\nauto_allow = [\"ls; rm -rf x\"]",
+            "approvals.auto_allow",
+        ),
+        ("[approvals]\nauto_deny = [\"\"]", "approvals.auto_deny"),
+    ] {
+        let env = Env::new(extra);
+        let out = env.run(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(1), "{extra}");
+        assert!(stderr(&out).contains(key), "{extra}: {}", stderr(&out));
+    }
+}
