@@ -2,6 +2,7 @@
 //! from Telegram or an MCP client. The first decision wins; an unanswered request expires.
 
 pub mod policy;
+mod shell;
 
 use std::collections::HashMap;
 use std::time::Duration;
