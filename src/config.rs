@@ -89,6 +89,8 @@ pub struct RawTelegram {
     /// A file holding the bot token (used when `token` is empty).
     pub token_file: String,
     pub allowed_users: Vec<i64>,
+    /// Group chats (negative ids) where allowed users are served besides their private chats.
+    pub allowed_chats: Vec<i64>,
     pub admin_chat_id: i64,
 }
 
@@ -234,6 +236,7 @@ impl Default for RawConfig {
                 token: String::new(),
                 token_file: String::new(),
                 allowed_users: Vec::new(),
+                allowed_chats: Vec::new(),
                 admin_chat_id: 0,
             },
             agent: RawAgent {
@@ -455,6 +458,14 @@ impl Config {
             return Err(invalid(
                 "telegram.api_url",
                 "must start with http:// or https://",
+            ));
+        }
+        if let Some(id) = raw.telegram.allowed_chats.iter().find(|id| **id >= 0) {
+            return Err(invalid(
+                "telegram.allowed_chats",
+                format!(
+                    "{id} is not a group chat id (those are negative); private chats are served through telegram.allowed_users"
+                ),
             ));
         }
         let telegram_token = read_token(&raw.telegram)?;
@@ -819,6 +830,14 @@ mod tests {
         for k in ["token_file", "key_path", "HOME", "api_url", "allowed_users"] {
             assert!(!secret_looking(k), "{k}");
         }
+    }
+
+    #[test]
+    fn allowed_chats_are_group_ids() {
+        let c = from_toml("[telegram]\nallowed_chats = [-1001234]\n").unwrap();
+        assert_eq!(c.raw.telegram.allowed_chats, vec![-1001234]);
+        let e = from_toml("[telegram]\nallowed_chats = [4242]\n").unwrap_err();
+        assert!(e.to_string().contains("telegram.allowed_chats"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod front;
+pub mod gate;
 pub mod poller;
 pub mod render;
 
