@@ -579,3 +579,33 @@ async fn group_chats_are_served_only_when_listed() {
     assert_eq!(audit.matches("telegram.access_denied").count(), 1, "{audit}");
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_probes_share_one_get_me() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(&tg, ""));
+    let d = start(&env);
+    let addr = d.addr();
+    // Probes in a burst, some at the same time: Telegram sees a single getMe.
+    let bursts: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| http_get(addr, "/health/ready").unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for b in bursts {
+        for (code, body) in b.join().unwrap() {
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(json(&body)["checks"]["telegram"], "ok");
+        }
+    }
+    let mcp = Mcp::connect(&env).await;
+    let health = mcp.call("get_health", json!({})).await.unwrap();
+    assert_eq!(health["readiness"]["checks"]["telegram"], "ok");
+    assert_eq!(tg.calls_of("getMe").len(), 1, "one getMe for 21 probes");
+    drop(d);
+}
