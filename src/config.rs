@@ -71,6 +71,10 @@ pub struct RawHttp {
     pub listen: String,
     /// Allow a non-loopback `listen` address (off: the probes stay on this machine).
     pub allow_remote: bool,
+    /// A connection must send a complete request head within this many seconds.
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; more are closed when accepted.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +231,8 @@ impl Default for RawConfig {
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
                 allow_remote: false,
+                header_read_timeout_secs: 10,
+                max_connections: 64,
             },
             socket: RawSocket {
                 path: String::new(),
@@ -436,6 +442,12 @@ impl Config {
                     "{http_listen} is not a loopback address; set http.allow_remote = true to expose probes and metrics"
                 ),
             ));
+        }
+        if !(1..=300).contains(&raw.http.header_read_timeout_secs) {
+            return Err(invalid("http.header_read_timeout_secs", "must be in 1..=300"));
+        }
+        if raw.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
         }
         let socket_path = if raw.socket.path.is_empty() {
             root.join("orchestrator").join("televibe.sock")
