@@ -444,7 +444,10 @@ impl Config {
             ));
         }
         if !(1..=300).contains(&raw.http.header_read_timeout_secs) {
-            return Err(invalid("http.header_read_timeout_secs", "must be in 1..=300"));
+            return Err(invalid(
+                "http.header_read_timeout_secs",
+                "must be in 1..=300",
+            ));
         }
         if raw.http.max_connections == 0 {
             return Err(invalid("http.max_connections", "must be at least 1"));
@@ -836,7 +839,15 @@ mod tests {
 
     #[test]
     fn secret_looking_names() {
-        for k in ["token", "API_KEY", "apikey", "Secret", "db_password", "PASSWD", "aws_credentials"] {
+        for k in [
+            "token",
+            "API_KEY",
+            "apikey",
+            "Secret",
+            "db_password",
+            "PASSWD",
+            "aws_credentials",
+        ] {
             assert!(secret_looking(k), "{k}");
         }
         for k in ["token_file", "key_path", "HOME", "api_url", "allowed_users"] {

@@ -94,7 +94,9 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn serve(listener: TcpListener, core: Arc<Core>) {
     let header_timeout =
         std::time::Duration::from_secs(core.config.raw.http.header_read_timeout_secs);
-    let slots = Arc::new(Semaphore::new(core.config.raw.http.max_connections as usize));
+    let slots = Arc::new(Semaphore::new(
+        core.config.raw.http.max_connections as usize,
+    ));
     let mut refused_warned: Option<std::time::Instant> = None;
     let mut conns = tokio::task::JoinSet::new();
     loop {

@@ -14,8 +14,8 @@ use frankenstein::methods::{
     SendDocumentParams, SendMessageParams, SetMyCommandsParams,
 };
 use frankenstein::types::{
-    AllowedUpdate, BotCommand, ChatType, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions,
-    MaybeInaccessibleMessage, ReplyMarkup,
+    AllowedUpdate, BotCommand, ChatType, InlineKeyboardButton, InlineKeyboardMarkup,
+    LinkPreviewOptions, MaybeInaccessibleMessage, ReplyMarkup,
 };
 use frankenstein::updates::UpdateContent;
 use frankenstein::{Error, ParseMode};

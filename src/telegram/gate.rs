@@ -43,7 +43,8 @@ impl Allowlist<'_> {
         // In a private chat Telegram uses the user's id as the chat id; both are checked so that a
         // private chat with somebody else can never be mistaken for the user's own.
         let own_private = o.private && o.chat_id == o.user_id;
-        let listed = o.chat_id != 0 && (self.chats.contains(&o.chat_id) || o.chat_id == self.admin_chat);
+        let listed =
+            o.chat_id != 0 && (self.chats.contains(&o.chat_id) || o.chat_id == self.admin_chat);
         if own_private || listed {
             Access::Serve
         } else {
@@ -87,7 +88,9 @@ impl Denials {
     /// While `cap` users were refused within the last interval, further strangers get nothing at all.
     pub fn due(&mut self, user: i64, now: Instant) -> bool {
         let since_prune = now.saturating_duration_since(self.pruned_at);
-        if since_prune >= DENIAL_INTERVAL || (self.last.len() >= self.cap && since_prune >= FULL_PRUNE_GAP) {
+        if since_prune >= DENIAL_INTERVAL
+            || (self.last.len() >= self.cap && since_prune >= FULL_PRUNE_GAP)
+        {
             self.last
                 .retain(|_, t| now.saturating_duration_since(*t) < DENIAL_INTERVAL);
             self.pruned_at = now;

@@ -22,8 +22,11 @@ pub const GET_ME_CACHE: Duration = Duration::from_secs(30);
 pub struct TelegramProbe {
     bot: Bot,
     /// The last answer and when it came. Held across the call, so concurrent probes wait for one `getMe`.
-    last: Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>,
+    last: Arc<tokio::sync::Mutex<Option<GetMeAnswer>>>,
 }
+
+/// A `getMe` result and when it came.
+type GetMeAnswer = (Instant, Result<(), String>);
 
 impl TelegramProbe {
     /// `api_url` is the Bot API base (`telegram.api_url`); the token is appended as `/bot<token>`.

@@ -279,7 +279,11 @@ fn fields_html(fields: &[(String, String)]) -> String {
     let mut out = String::new();
     for (name, value) in fields {
         if value.contains('\n') || value.chars().count() > 80 {
-            out.push_str(&format!("<b>{}</b>\n<pre>{}</pre>\n", escape(name), escape(value)));
+            out.push_str(&format!(
+                "<b>{}</b>\n<pre>{}</pre>\n",
+                escape(name),
+                escape(value)
+            ));
         } else {
             out.push_str(&format!("<b>{}</b>: {}\n", escape(name), code(value)));
         }
@@ -466,8 +470,15 @@ mod tests {
         let trojan = "rm -rf ~/safe\u{202e}txt.exe\u{2066}x\u{2069}\u{200b}\r\u{0007}\u{feff}\u{e0041}\u{200f}";
         let shown = visible(trojan);
         for tag in [
-            "⟨U+202E⟩", "⟨U+2066⟩", "⟨U+2069⟩", "⟨U+200B⟩", "⟨U+000D⟩", "⟨U+0007⟩", "⟨U+FEFF⟩",
-            "⟨U+E0041⟩", "⟨U+200F⟩",
+            "⟨U+202E⟩",
+            "⟨U+2066⟩",
+            "⟨U+2069⟩",
+            "⟨U+200B⟩",
+            "⟨U+000D⟩",
+            "⟨U+0007⟩",
+            "⟨U+FEFF⟩",
+            "⟨U+E0041⟩",
+            "⟨U+200F⟩",
         ] {
             assert!(shown.contains(tag), "{tag} in {shown}");
         }
@@ -478,16 +489,29 @@ mod tests {
     #[test]
     fn an_approval_shows_the_whole_input_with_hidden_characters_visible() {
         let command = format!("echo start && {} && echo end\u{202e}", "x".repeat(300));
-        let input = serde_json::json!({"command": command, "description": "long <one>", "timeout": 5});
+        let input =
+            serde_json::json!({"command": command, "description": "long <one>", "timeout": 5});
         let v = approval_view("<b>head</b>", "", "0123456789abcdef", "Bash", &input);
         assert!(v.attachment.is_none());
         assert!(v.html.contains(&"x".repeat(300)), "{}", v.html);
         assert!(v.html.contains("echo end⟨U+202E⟩"), "{}", v.html);
         assert!(!v.html.contains('\u{202e}'));
-        assert!(v.html.contains("<b>description</b>: <code>long &lt;one&gt;</code>"), "{}", v.html);
-        assert!(v.html.contains("<b>timeout</b>: <code>5</code>"), "{}", v.html);
+        assert!(
+            v.html
+                .contains("<b>description</b>: <code>long &lt;one&gt;</code>"),
+            "{}",
+            v.html
+        );
+        assert!(
+            v.html.contains("<b>timeout</b>: <code>5</code>"),
+            "{}",
+            v.html
+        );
         let command_at = v.html.find("command").unwrap();
-        assert!(command_at < v.html.find("description").unwrap(), "main field first");
+        assert!(
+            command_at < v.html.find("description").unwrap(),
+            "main field first"
+        );
     }
 
     #[test]
@@ -495,15 +519,32 @@ mod tests {
         let content: String = (0..400).map(|i| format!("line {i} <&>\n")).collect();
         let content = format!("{content}tail\u{2067}END");
         let input = serde_json::json!({"file_path": "/w/a.txt", "content": content});
-        let v = approval_view("<b>head</b>", "\n\nfooter", "0123456789abcdef", "Write", &input);
-        assert!(v.html.chars().count() <= MAX_TEXT, "{}", v.html.chars().count());
+        let v = approval_view(
+            "<b>head</b>",
+            "\n\nfooter",
+            "0123456789abcdef",
+            "Write",
+            &input,
+        );
+        assert!(
+            v.html.chars().count() <= MAX_TEXT,
+            "{}",
+            v.html.chars().count()
+        );
         assert!(v.html.contains("Not shown whole"), "{}", v.html);
         assert!(v.html.contains("approval-01234567.txt"), "{}", v.html);
-        assert!(v.html.contains("/w/a.txt") && v.html.ends_with("footer"), "{}", v.html);
+        assert!(
+            v.html.contains("/w/a.txt") && v.html.ends_with("footer"),
+            "{}",
+            v.html
+        );
         let (name, text) = v.attachment.expect("a file");
         assert_eq!(name, "approval-01234567.txt");
         assert!(text.contains("line 0 <&>\nline 1"), "raw text in the file");
-        assert!(text.contains("line 399 <&>\ntail⟨U+2067⟩END"), "whole, visible: {text}");
+        assert!(
+            text.contains("line 399 <&>\ntail⟨U+2067⟩END"),
+            "whole, visible: {text}"
+        );
         assert!(text.contains("file_path:\n/w/a.txt"), "{text}");
     }
 

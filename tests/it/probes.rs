@@ -360,7 +360,11 @@ fn slow_and_surplus_http_connections_are_closed() {
     // Both slots are taken: one more connection is closed at once, without an answer.
     let mut surplus = std::net::TcpStream::connect(d.addr()).unwrap();
     let _ = surplus.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
-    let answer = closed_within(&mut surplus, Duration::from_secs(1), "the surplus connection");
+    let answer = closed_within(
+        &mut surplus,
+        Duration::from_secs(1),
+        "the surplus connection",
+    );
     assert!(!answer.contains("200"), "{answer}");
     // Half a request line never completes: the server hangs up after the header timeout.
     let answer = closed_within(&mut slow, Duration::from_secs(15), "the slow connection");

@@ -545,17 +545,23 @@ async fn group_chats_are_served_only_when_listed() {
     for _ in 0..3 {
         tg.send_group_text(UNLISTED, USER, "/projects");
     }
-    until(Duration::from_secs(10), "the unlisted group is told", || {
-        !tg.messages(UNLISTED).is_empty()
-    })
+    until(
+        Duration::from_secs(10),
+        "the unlisted group is told",
+        || !tg.messages(UNLISTED).is_empty(),
+    )
     .await;
     // In a listed group the same user is served.
     tg.send_group_text(LISTED, USER, "/projects");
-    until(Duration::from_secs(10), "the listed group is served", || {
-        tg.messages(LISTED)
-            .iter()
-            .any(|m| m.text.contains("Projects"))
-    })
+    until(
+        Duration::from_secs(10),
+        "the listed group is served",
+        || {
+            tg.messages(LISTED)
+                .iter()
+                .any(|m| m.text.contains("Projects"))
+        },
+    )
     .await;
     // A stranger in the listed group is still a stranger.
     tg.send_group_text(LISTED, STRANGER, "/projects");
@@ -576,7 +582,11 @@ async fn group_chats_are_served_only_when_listed() {
     assert!(tg.messages(USER).is_empty(), "nothing went elsewhere");
     let audit = std::fs::read_to_string(env.orchestrator().join("logs/audit.log")).unwrap();
     assert_eq!(audit.matches("telegram.chat_refused").count(), 1, "{audit}");
-    assert_eq!(audit.matches("telegram.access_denied").count(), 1, "{audit}");
+    assert_eq!(
+        audit.matches("telegram.access_denied").count(),
+        1,
+        "{audit}"
+    );
     drop(d);
 }
 
