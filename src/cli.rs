@@ -142,8 +142,23 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
+/// Lets a closed stdout end the process quietly, as it does for other command-line tools
+/// (`televibe admin jobs | head`). The Rust runtime ignores SIGPIPE, which turns a reader that went away
+/// into a panic on the next print; the daemon and the stdio bridge keep ignoring it, since they handle
+/// write errors themselves and must not die because one peer left.
+fn quiet_on_closed_stdout(command: &Command) {
+    if matches!(command, Command::Serve | Command::Mcp { .. }) {
+        return;
+    }
+    // SAFETY: called at start, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    quiet_on_closed_stdout(&cli.command);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -71,6 +71,10 @@ pub struct RawHttp {
     pub listen: String,
     /// Allow a non-loopback `listen` address (off: the probes stay on this machine).
     pub allow_remote: bool,
+    /// A connection must send a complete request head within this many seconds.
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; more are closed when accepted.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +93,8 @@ pub struct RawTelegram {
     /// A file holding the bot token (used when `token` is empty).
     pub token_file: String,
     pub allowed_users: Vec<i64>,
+    /// Group chats (negative ids) where allowed users are served besides their private chats.
+    pub allowed_chats: Vec<i64>,
     pub admin_chat_id: i64,
 }
 
@@ -236,6 +242,8 @@ impl Default for RawConfig {
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
                 allow_remote: false,
+                header_read_timeout_secs: 10,
+                max_connections: 64,
             },
             socket: RawSocket {
                 path: String::new(),
@@ -245,6 +253,7 @@ impl Default for RawConfig {
                 token: String::new(),
                 token_file: String::new(),
                 allowed_users: Vec::new(),
+                allowed_chats: Vec::new(),
                 admin_chat_id: 0,
             },
             agent: RawAgent {
@@ -481,6 +490,15 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=300).contains(&raw.http.header_read_timeout_secs) {
+            return Err(invalid(
+                "http.header_read_timeout_secs",
+                "must be in 1..=300",
+            ));
+        }
+        if raw.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
         let socket_path = if raw.socket.path.is_empty() {
             root.join("orchestrator").join("televibe.sock")
         } else {
@@ -502,6 +520,14 @@ impl Config {
             return Err(invalid(
                 "telegram.api_url",
                 "must start with http:// or https://",
+            ));
+        }
+        if let Some(id) = raw.telegram.allowed_chats.iter().find(|id| **id >= 0) {
+            return Err(invalid(
+                "telegram.allowed_chats",
+                format!(
+                    "{id} is not a group chat id (those are negative); private chats are served through telegram.allowed_users"
+                ),
             ));
         }
         let telegram_token = read_token(&raw.telegram)?;
@@ -661,15 +687,67 @@ impl Config {
         })
     }
 
-    /// The effective configuration as TOML, with every secret masked.
+    /// The effective configuration as TOML, with every secret masked: any string under a key whose name looks
+    /// secret (see [`secret_looking`]), `agent.env` entries included, and the password of any URL.
     pub fn to_masked_toml(&self) -> String {
         let mut raw = self.raw.clone();
-        if !raw.telegram.token.is_empty() {
-            raw.telegram.token = "********".into();
-        }
         raw.root = self.root.clone();
-        toml_string(&raw)
+        // Masking walks the generic TOML value so that a key added later is covered without a list to keep;
+        // the masked value is read back into the typed struct so the output keeps the file's key order.
+        let masked = toml::Value::try_from(&raw)
+            .map_err(|e| e.to_string())
+            .and_then(|mut v| {
+                mask_value(&mut v, false);
+                v.try_into::<RawConfig>().map_err(|e| e.to_string())
+            });
+        match masked {
+            Ok(raw) => toml_string(&raw),
+            // Never fall back to the unmasked text.
+            Err(e) => format!("# cannot render the masked configuration: {e}\n"),
+        }
     }
+}
+
+/// What a masked value is printed as.
+pub const MASK: &str = "********";
+
+/// Whether a key names a secret: it contains TOKEN, KEY, SECRET, PASSWORD, PASSWD or CREDENTIAL in any case.
+/// A key ending in `_file` or `_path` holds where a secret lives, not the secret, and is shown.
+pub fn secret_looking(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    if k.ends_with("_FILE") || k.ends_with("_PATH") {
+        return false;
+    }
+    ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// Masks every non-empty string below a secret-looking key, and the user information of URLs anywhere.
+fn mask_value(v: &mut toml::Value, secret: bool) {
+    match v {
+        toml::Value::String(s) if secret && !s.is_empty() => *s = MASK.into(),
+        toml::Value::String(s) => {
+            if let Some(m) = mask_url_credentials(s) {
+                *s = m;
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(|i| mask_value(i, secret)),
+        toml::Value::Table(t) => {
+            for (k, item) in t.iter_mut() {
+                mask_value(item, secret || secret_looking(k));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://********@host/…`; `None` when there is nothing to hide.
+fn mask_url_credentials(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(format!("{scheme}://{MASK}{}", &rest[at..]))
 }
 
 fn toml_string(raw: &RawConfig) -> String {
@@ -773,6 +851,63 @@ mod tests {
     fn remote_listen_needs_opt_in() {
         assert!(from_toml("[http]\nlisten = \"0.0.0.0:9464\"\n").is_err());
         assert!(from_toml("[http]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n").is_ok());
+    }
+
+    #[test]
+    fn every_secret_looking_value_is_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "123:from-file\n").unwrap();
+        let c = from_toml(&format!(
+            "[telegram]\ntoken_file = \"{}\"\n\
+             [agent]\nenv = {{ ANTHROPIC_API_KEY = \"sk-live-1\", github_token = \"ghp-2\", \
+             Db_Password = \"pw-3\", CLIENT_SECRET = \"cs-4\", EMPTY_KEY = \"\", HOME = \"/home/me\" }}\n\
+             [backup]\nremote = \"s3://AKIA5:topsecret6@bucket.example/x\"\n",
+            token_file.display()
+        ))
+        .unwrap();
+        let out = c.to_masked_toml();
+        for secret in ["sk-live-1", "ghp-2", "pw-3", "cs-4", "AKIA5", "topsecret6"] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
+        }
+        assert!(out.contains("ANTHROPIC_API_KEY = \"********\""), "{out}");
+        assert!(out.contains("EMPTY_KEY = \"\""), "empty stays empty: {out}");
+        assert!(out.contains("/home/me"), "ordinary values are shown: {out}");
+        assert!(!out.contains("from-file"), "{out}");
+        assert!(
+            out.contains(&token_file.display().to_string()),
+            "a path is not a secret: {out}"
+        );
+        assert!(out.contains("s3://********@bucket.example/x"), "{out}");
+        // The masked text is still the configuration, in the file's order.
+        let root = out.find("root =").unwrap();
+        assert!(root < out.find("[http]").unwrap(), "{out}");
+    }
+
+    #[test]
+    fn secret_looking_names() {
+        for k in [
+            "token",
+            "API_KEY",
+            "apikey",
+            "Secret",
+            "db_password",
+            "PASSWD",
+            "aws_credentials",
+        ] {
+            assert!(secret_looking(k), "{k}");
+        }
+        for k in ["token_file", "key_path", "HOME", "api_url", "allowed_users"] {
+            assert!(!secret_looking(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn allowed_chats_are_group_ids() {
+        let c = from_toml("[telegram]\nallowed_chats = [-1001234]\n").unwrap();
+        assert_eq!(c.raw.telegram.allowed_chats, vec![-1001234]);
+        let e = from_toml("[telegram]\nallowed_chats = [4242]\n").unwrap_err();
+        assert!(e.to_string().contains("telegram.allowed_chats"), "{e}");
     }
 
     #[test]

@@ -295,7 +295,7 @@ impl Core {
             .map_err(|e| format!("supervision tree not responding: {e}"))
     }
 
-    /// Readiness: database `SELECT 1`, Telegram `getMe` (5 s), repos directory present.
+    /// Readiness: database `SELECT 1`, Telegram `getMe` (5 s, its answer reused for 30 s), repos directory present.
     pub async fn readiness(&self) -> Readiness {
         let database = match tokio::time::timeout(Duration::from_secs(5), self.store.ping()).await {
             Ok(Ok(())) if self.store.is_read_only() => format!(
@@ -308,7 +308,7 @@ impl Core {
         };
         let telegram = match &self.telegram {
             None => "disabled".to_string(),
-            Some(probe) => match probe.get_me(Duration::from_millis(5000)).await {
+            Some(probe) => match probe.cached_get_me(Duration::from_millis(5000)).await {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("failed: {e}"),
             },

@@ -452,7 +452,18 @@ impl Notifier {
                 ..
             } => {
                 if let Some(a) = self.core.store.approval(approval_id).await.ok().flatten() {
-                    let html = self.render_approval(&a).await;
+                    let view = self.render_approval(&a).await;
+                    // The whole input goes first, so it is there before anyone can tap a button.
+                    if let Some((filename, text)) = &view.attachment {
+                        let caption = format!(
+                            "Whole input of the approval request for {} in Session {}",
+                            escape(&a.tool_name),
+                            escape(&a.session_id)
+                        );
+                        c.send_document(*chat_id, filename, text.as_bytes(), &caption)
+                            .await?;
+                    }
+                    let html = view.html;
                     let buttons = if a.state == crate::store::ApprovalState::Pending {
                         crate::telegram::front::approval_buttons(&a.id)
                     } else {
@@ -470,7 +481,7 @@ impl Notifier {
                 if let Some(a) = self.core.store.approval(approval_id).await.ok().flatten()
                     && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
                 {
-                    let html = self.render_approval(&a).await;
+                    let html = self.render_approval(&a).await.html;
                     c.edit_html(chat, mid, &html, &[]).await?;
                 }
             }
@@ -506,29 +517,25 @@ impl Notifier {
         Ok(())
     }
 
-    /// An approval request for people: tool, command or path, session, project, branch, a bounded preview,
-    /// and once decided, who decided and when.
-    async fn render_approval(&self, a: &crate::store::Approval) -> String {
+    /// An approval request for people: tool, session, project, branch and the whole input (a file when it
+    /// does not fit, see `render::approval_view`), and once decided, who decided and when.
+    async fn render_approval(&self, a: &crate::store::Approval) -> render::ApprovalView {
         let session = self.core.get_session(&a.session_id).await.ok();
         let (project, branch) = session
             .map(|s| (s.project_id, s.branch))
             .unwrap_or_default();
-        let target = crate::approvals::render_input(&a.tool_name, &a.tool_input);
-        let preview = render::cut(&a.tool_input.to_string(), 600);
-        let mut html = format!(
-            "✋ <b>Approval needed</b> · Session {} · {} · {}\nTool: <b>{}</b> ({})\n<pre>{}</pre>\n<i>{}</i>",
+        let header = format!(
+            "✋ <b>Approval needed</b> · Session {} · {} · {}\nTool: <b>{}</b> ({})",
             escape(&a.session_id),
             escape(&project),
             render::code(&branch),
-            escape(&a.tool_name),
+            escape(&render::visible(&a.tool_name)),
             escape(&a.scope),
-            escape(&target),
-            escape(&preview)
         );
-        match a.state {
-            crate::store::ApprovalState::Pending => {}
+        let footer = match a.state {
+            crate::store::ApprovalState::Pending => String::new(),
             crate::store::ApprovalState::Expired => {
-                html.push_str("\n\n⏰ <b>Expired</b>: denied, job canceled")
+                "\n⏰ <b>Expired</b>: denied, job canceled".to_string()
             }
             state => {
                 let icon = if state == crate::store::ApprovalState::Approved {
@@ -540,16 +547,16 @@ impl Notifier {
                     .decided_at
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                     .unwrap_or_default();
-                html.push_str(&format!(
-                    "\n\n{icon} <b>{}</b> ({}) by {} at {}",
+                format!(
+                    "\n{icon} <b>{}</b> ({}) by {} at {}",
                     escape(state.as_str()),
                     escape(a.decision.as_deref().unwrap_or("")),
-                    escape(a.decided_by.as_deref().unwrap_or("?")),
+                    escape(&render::cut(a.decided_by.as_deref().unwrap_or("?"), 100)),
                     escape(&when)
-                ));
+                )
             }
-        }
-        render::cut_html(&html)
+        };
+        render::approval_view(&header, &footer, &a.id, &a.tool_name, &a.tool_input)
     }
 
     /// The item is done (sent, or refused for good): its outbox rows are delivered.

@@ -10,9 +10,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::core::Core;
@@ -86,7 +87,17 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
 }
 
+/// Serves connections, each under a header-read timeout and within a cap on connections at once, so slow or
+/// numerous clients cannot hold the daemon's file descriptors and tasks: a client that does not finish its
+/// request head in `http.header_read_timeout_secs` is disconnected, and one beyond `http.max_connections`
+/// is closed as soon as it is accepted.
 async fn serve(listener: TcpListener, core: Arc<Core>) {
+    let header_timeout =
+        std::time::Duration::from_secs(core.config.raw.http.header_read_timeout_secs);
+    let slots = Arc::new(Semaphore::new(
+        core.config.raw.http.max_connections as usize,
+    ));
+    let mut refused_warned: Option<std::time::Instant> = None;
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, _peer) = match listener.accept().await {
@@ -97,14 +108,25 @@ async fn serve(listener: TcpListener, core: Arc<Core>) {
                 continue;
             }
         };
+        while conns.try_join_next().is_some() {}
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            if refused_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+                refused_warned = Some(std::time::Instant::now());
+                tracing::warn!(target: "televibe.http", max_connections = core.config.raw.http.max_connections, "HTTP connection refused: too many at once");
+            }
+            continue;
+        };
         let core = core.clone();
         conns.spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req| route(req, core.clone()));
             let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
-        while conns.try_join_next().is_some() {}
     }
 }
 

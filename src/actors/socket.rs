@@ -162,6 +162,7 @@ async fn serve_connection(stream: UnixStream, core: Arc<Core>) {
         return;
     }
     let replay = std::io::Cursor::new(first.into_bytes()).chain(reader);
+    let (replay, write, _pumps) = crate::mcp::lines::guard(replay, write);
     let running = match ControlServer::new(core).serve((replay, write)).await {
         Ok(r) => {
             let _ = r.waiting().await;

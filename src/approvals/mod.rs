@@ -485,12 +485,43 @@ impl Core {
     }
 }
 
-/// The command or path a request is about, bounded for messages and logs.
+/// The command or path a request is about, for audit records and logs: hidden characters made visible, and
+/// bounded with the number of characters left out said (Telegram shows the whole input, see
+/// `render::approval_view`).
 pub fn render_input(tool: &str, input: &Value) -> String {
-    let target = crate::jobs::stream::tool_target(tool, input);
-    if target.is_empty() {
-        crate::telegram::render::cut(&input.to_string(), 300)
+    use crate::telegram::render::{main_field, visible};
+    const MAX: usize = 2000;
+    let text = match main_field(tool)
+        .and_then(|k| input.get(k))
+        .and_then(Value::as_str)
+    {
+        Some(s) => visible(s),
+        None => visible(&input.to_string()),
+    };
+    let len = text.chars().count();
+    if len <= MAX {
+        text
     } else {
-        target
+        format!(
+            "{}… (+{} characters)",
+            text.chars().take(MAX).collect::<String>(),
+            len - MAX
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audited_input_is_visible_and_says_what_it_leaves_out() {
+        let r = render_input("Bash", &json!({"command": "ls\u{202e}gnp.exe\nrm x"}));
+        assert_eq!(r, "ls⟨U+202E⟩gnp.exe\nrm x");
+        let long = "y".repeat(2500);
+        let r = render_input("Bash", &json!({ "command": long }));
+        assert!(r.ends_with("… (+500 characters)"), "{r}");
+        let r = render_input("mcp__x__y", &json!({"a": "\u{200b}"}));
+        assert_eq!(r, "{\"a\":\"⟨U+200B⟩\"}");
     }
 }

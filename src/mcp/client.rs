@@ -26,7 +26,7 @@ pub enum ClientError {
     },
 }
 
-/// The client name `televibe admin` announces; audit records name such callers `admin`.
+/// The client name `televibe admin` announces; audit records name such callers `mcp:televibe-admin`.
 pub const ADMIN_CLIENT_NAME: &str = "televibe-admin";
 
 /// A connected client.

@@ -6,6 +6,7 @@ pub mod bridge;
 pub mod client;
 pub mod errors;
 pub mod job;
+pub mod lines;
 pub mod server;
 pub mod tools;
 pub mod tools_jobs;

@@ -22,10 +22,20 @@ pub struct ControlServer {
     tool_router: ToolRouter<ControlServer>,
 }
 
-/// Who is calling, for audit records: `admin` for `televibe admin`, else `mcp:<client name>`.
+/// Who is calling, for audit records: `mcp:<client name>` for every client, the admin CLI included.
 pub fn caller(peer: &Peer<RoleServer>) -> String {
-    match peer.peer_info().map(|i| i.client_info.name.clone()) {
-        Some(name) if name == crate::mcp::client::ADMIN_CLIENT_NAME => "admin".into(),
+    actor_for(
+        peer.peer_info()
+            .map(|i| i.client_info.name.clone())
+            .as_deref(),
+    )
+}
+
+/// The audit actor for a client that introduced itself as `name`. A client chooses its own name, so no
+/// name earns a role: the admin CLI is recorded as `mcp:televibe-admin` like any other client, and who may
+/// connect at all is decided by the socket's file mode.
+fn actor_for(name: Option<&str>) -> String {
+    match name {
         Some(name) => format!("mcp:{name}"),
         None => "mcp".into(),
     }
@@ -151,5 +161,21 @@ impl ServerHandler for ControlServer {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("televibe", env!("CARGO_PKG_VERSION")))
             .with_instructions("TeleVibeCode daemon: projects, sessions on git worktrees, agent jobs, approvals, health.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_client_name_is_elevated_to_admin() {
+        assert_eq!(
+            actor_for(Some(crate::mcp::client::ADMIN_CLIENT_NAME)),
+            "mcp:televibe-admin"
+        );
+        assert_eq!(actor_for(Some("admin")), "mcp:admin");
+        assert_eq!(actor_for(Some("claude-code")), "mcp:claude-code");
+        assert_eq!(actor_for(None), "mcp");
     }
 }

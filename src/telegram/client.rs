@@ -14,8 +14,8 @@ use frankenstein::methods::{
     SendDocumentParams, SendMessageParams, SetMyCommandsParams,
 };
 use frankenstein::types::{
-    AllowedUpdate, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions,
-    MaybeInaccessibleMessage, ReplyMarkup,
+    AllowedUpdate, BotCommand, ChatType, InlineKeyboardButton, InlineKeyboardMarkup,
+    LinkPreviewOptions, MaybeInaccessibleMessage, ReplyMarkup,
 };
 use frankenstein::updates::UpdateContent;
 use frankenstein::{Error, ParseMode};
@@ -51,6 +51,8 @@ pub type Button = (String, String);
 pub enum Incoming {
     Text {
         chat_id: i64,
+        /// The chat is the user's private chat with the bot (not a group or channel).
+        private: bool,
         user_id: i64,
         message_id: i64,
         text: String,
@@ -60,6 +62,8 @@ pub enum Incoming {
         id: String,
         user_id: i64,
         chat_id: i64,
+        /// The button's message is in a private chat.
+        private: bool,
         message_id: i64,
         data: String,
     },
@@ -259,6 +263,7 @@ fn incoming(content: UpdateContent) -> Incoming {
             };
             Incoming::Text {
                 chat_id: m.chat.id,
+                private: m.chat.type_field == ChatType::Private,
                 user_id: from.id as i64,
                 message_id: i64::from(m.message_id),
                 text,
@@ -269,17 +274,20 @@ fn incoming(content: UpdateContent) -> Incoming {
             }
         }
         UpdateContent::CallbackQuery(q) => {
-            let (chat_id, message_id) = match &q.message {
-                Some(MaybeInaccessibleMessage::Message(m)) => (m.chat.id, i64::from(m.message_id)),
-                Some(MaybeInaccessibleMessage::InaccessibleMessage(m)) => {
-                    (m.chat.id, i64::from(m.message_id))
+            let (chat, message_id) = match &q.message {
+                Some(MaybeInaccessibleMessage::Message(m)) => {
+                    (Some(&*m.chat), i64::from(m.message_id))
                 }
-                None => (0, 0),
+                Some(MaybeInaccessibleMessage::InaccessibleMessage(m)) => {
+                    (Some(&m.chat), i64::from(m.message_id))
+                }
+                None => (None, 0),
             };
             Incoming::Callback {
                 id: q.id.clone(),
                 user_id: q.from.id as i64,
-                chat_id,
+                chat_id: chat.map_or(0, |c| c.id),
+                private: chat.is_some_and(|c| c.type_field == ChatType::Private),
                 message_id,
                 data: q.data.clone().unwrap_or_default(),
             }

@@ -1,13 +1,13 @@
 //! The Telegram front: allowlist, commands and buttons, all through the core API; replies go out through
 //! the notifier (the only sender).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 
 use super::client::{Button, Incoming};
+use super::gate::{Access, Allowlist, Denials, Origin};
 use super::render::{self, code, escape};
 use crate::audit::AuditSubject;
 use crate::core::Core;
@@ -50,17 +50,14 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 
 pub struct Front {
     core: Arc<Core>,
-    denied: Mutex<HashMap<i64, Instant>>,
+    denied: Mutex<Denials>,
 }
-
-/// Answers to an unknown user at most this often.
-const DENIAL_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Front {
     pub fn new(core: Arc<Core>) -> Front {
         Front {
             core,
-            denied: Mutex::new(HashMap::new()),
+            denied: Mutex::new(Denials::default()),
         }
     }
 
@@ -72,43 +69,70 @@ impl Front {
         self.send(Outgoing::text(chat_id, html, Vec::new()));
     }
 
-    fn allowed(&self, user_id: i64) -> bool {
-        self.core
-            .config
-            .raw
-            .telegram
-            .allowed_users
-            .contains(&user_id)
+    fn access(&self, chat_id: i64, user_id: i64, private: bool) -> Access {
+        let t = &self.core.config.raw.telegram;
+        Allowlist {
+            users: &t.allowed_users,
+            chats: &t.allowed_chats,
+            admin_chat: t.admin_chat_id,
+        }
+        .check(Origin {
+            chat_id,
+            user_id,
+            private,
+        })
     }
 
-    /// A refused user gets one "access denied" per minute and an audit record each time.
-    async fn deny(&self, chat_id: i64, user_id: i64, callback: Option<&str>, what: &str) {
+    /// A refused update: at most one answer and one audit row per user a minute (see `gate`), so a flood
+    /// costs neither messages nor audit rows. A stranger is told "access denied"; an allowed user writing in
+    /// a chat that is not served is told how to have it served.
+    async fn deny(
+        &self,
+        access: Access,
+        chat_id: i64,
+        user_id: i64,
+        callback: Option<&str>,
+        what: &str,
+    ) {
+        let due = self
+            .denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(user_id, Instant::now());
+        if !due {
+            return;
+        }
+        let (event, short, long) = match access {
+            Access::UnlistedChat => (
+                "telegram.chat_refused",
+                "this chat is not served".to_string(),
+                format!(
+                    "⛔ This chat is not served. Write to me in a private chat, or add {} to telegram.allowed_chats.",
+                    code(&chat_id.to_string())
+                ),
+            ),
+            _ => (
+                "telegram.access_denied",
+                "access denied".to_string(),
+                "⛔ access denied".to_string(),
+            ),
+        };
         self.core
             .audit
             .record(
                 &self.core.store,
-                "telegram.access_denied",
+                event,
                 &format!("telegram:{user_id}"),
                 AuditSubject::default(),
                 json!({"chat_id": chat_id, "attempt": render::cut(what, 100)}),
             )
             .await;
-        let answer = {
-            let mut d = self.denied.lock().unwrap_or_else(|p| p.into_inner());
-            let last = d.get(&user_id).copied();
-            let due = last.is_none_or(|t| t.elapsed() >= DENIAL_INTERVAL);
-            if due {
-                d.insert(user_id, Instant::now());
-            }
-            due
-        };
         match callback {
             Some(id) => self.send(Outgoing::Answer {
                 callback_id: id.to_string(),
-                text: "access denied".into(),
+                text: short,
             }),
-            None if answer => self.reply(chat_id, "⛔ access denied".into()),
-            None => {}
+            None => self.reply(chat_id, long),
         }
     }
 
@@ -116,28 +140,26 @@ impl Front {
         match update {
             Incoming::Text {
                 chat_id,
+                private,
                 user_id,
                 text,
                 reply_to,
                 ..
-            } => {
-                if !self.allowed(user_id) {
-                    return self.deny(chat_id, user_id, None, &text).await;
-                }
-                self.on_text(chat_id, user_id, &text, reply_to).await;
-            }
+            } => match self.access(chat_id, user_id, private) {
+                Access::Serve => self.on_text(chat_id, user_id, &text, reply_to).await,
+                refused => self.deny(refused, chat_id, user_id, None, &text).await,
+            },
             Incoming::Callback {
                 id,
                 user_id,
                 chat_id,
+                private,
                 data,
                 ..
-            } => {
-                if !self.allowed(user_id) {
-                    return self.deny(chat_id, user_id, Some(&id), &data).await;
-                }
-                self.on_button(&id, chat_id, user_id, &data).await;
-            }
+            } => match self.access(chat_id, user_id, private) {
+                Access::Serve => self.on_button(&id, chat_id, user_id, &data).await,
+                refused => self.deny(refused, chat_id, user_id, Some(&id), &data).await,
+            },
             Incoming::Ignored => {}
         }
     }

@@ -3,19 +3,30 @@
 
 pub mod client;
 pub mod front;
+pub mod gate;
 pub mod poller;
 pub mod render;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use frankenstein::AsyncTelegramApi;
 use frankenstein::client_reqwest::Bot;
+
+/// How long a `getMe` answer stands for the readiness check. Probes may come every second from several
+/// monitors; Telegram limits bots, so they see the answer of the last 30 s instead of causing a call each.
+pub const GET_ME_CACHE: Duration = Duration::from_secs(30);
 
 /// Calls `getMe` for the readiness check.
 #[derive(Clone)]
 pub struct TelegramProbe {
     bot: Bot,
+    /// The last answer and when it came. Held across the call, so concurrent probes wait for one `getMe`.
+    last: Arc<tokio::sync::Mutex<Option<GetMeAnswer>>>,
 }
+
+/// A `getMe` result and when it came.
+type GetMeAnswer = (Instant, Result<(), String>);
 
 impl TelegramProbe {
     /// `api_url` is the Bot API base (`telegram.api_url`); the token is appended as `/bot<token>`.
@@ -28,7 +39,22 @@ impl TelegramProbe {
         let url = format!("{}/bot{token}", api_url.trim_end_matches('/'));
         TelegramProbe {
             bot: Bot::builder().api_url(url).client(client).build(),
+            last: Arc::default(),
         }
+    }
+
+    /// `getMe`, answered from the last result while it is younger than [`GET_ME_CACHE`]; failures are kept
+    /// as long as successes, so a Telegram outage is not probed harder than a healthy Telegram.
+    pub async fn cached_get_me(&self, timeout: Duration) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < GET_ME_CACHE
+        {
+            return result.clone();
+        }
+        let result = self.get_me(timeout).await;
+        *last = Some((Instant::now(), result.clone()));
+        result
     }
 
     /// `getMe` within `timeout`. Errors never include the token (it is part of the URL).

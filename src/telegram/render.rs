@@ -32,6 +32,54 @@ pub fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// Whether a character is invisible or changes how text around it is displayed: control characters (Cc)
+/// except newline and tab, format characters (Cf: bidi embeddings, overrides and isolates, zero-width
+/// characters, the byte order mark, tag characters…) and the Unicode line and paragraph separators.
+pub fn hidden_char(c: char) -> bool {
+    if c == '\n' || c == '\t' {
+        return false;
+    }
+    c.is_control()
+        || matches!(
+            u32::from(c),
+            0x00AD
+                | 0x0600..=0x0605
+                | 0x061C
+                | 0x06DD
+                | 0x070F
+                | 0x0890..=0x0891
+                | 0x08E2
+                | 0x180E
+                | 0x200B..=0x200F
+                | 0x2028..=0x202E
+                | 0x2060..=0x2064
+                | 0x2066..=0x206F
+                | 0xFEFF
+                | 0xFFF9..=0xFFFB
+                | 0x110BD
+                | 0x110CD
+                | 0x13430..=0x1343F
+                | 0x1BCA0..=0x1BCA3
+                | 0x1D173..=0x1D17A
+                | 0xE0001
+                | 0xE0020..=0xE007F
+        )
+}
+
+/// Shows every [`hidden_char`] as `⟨U+XXXX⟩`, so what people read is what the machine gets: a right-to-left
+/// override cannot reorder a command on screen, and a carriage return cannot hide what precedes it.
+pub fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if hidden_char(c) {
+            out.push_str(&format!("⟨U+{:04X}⟩", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn code(text: &str) -> String {
     format!("<code>{}</code>", escape(text))
 }
@@ -191,6 +239,159 @@ pub fn cut_html(html: &str) -> String {
     out
 }
 
+/// The field of a tool's input that says what it does, shown first.
+pub fn main_field(tool: &str) -> Option<&'static str> {
+    match tool {
+        "Bash" => Some("command"),
+        "Read" | "Write" | "Edit" | "MultiEdit" => Some("file_path"),
+        "NotebookEdit" => Some("notebook_path"),
+        "Grep" | "Glob" => Some("pattern"),
+        "WebFetch" => Some("url"),
+        "WebSearch" => Some("query"),
+        _ => None,
+    }
+}
+
+/// Every field of a tool's input, whole, as people read it: the main field first, then the others in order;
+/// strings as they are and other values as JSON, hidden characters made [`visible`].
+pub fn input_fields(tool: &str, input: &serde_json::Value) -> Vec<(String, String)> {
+    let shown = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => visible(s),
+        other => visible(&serde_json::to_string_pretty(other).unwrap_or_default()),
+    };
+    let Some(map) = input.as_object() else {
+        return vec![("input".into(), shown(input))];
+    };
+    let main = main_field(tool).filter(|k| map.contains_key(*k));
+    let mut fields: Vec<(String, String)> = main
+        .iter()
+        .map(|k| (k.to_string(), shown(&map[*k])))
+        .collect();
+    fields.extend(
+        map.iter()
+            .filter(|(k, _)| Some(k.as_str()) != main)
+            .map(|(k, v)| (visible(k), shown(v))),
+    );
+    fields
+}
+
+fn fields_html(fields: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (name, value) in fields {
+        if value.contains('\n') || value.chars().count() > 80 {
+            out.push_str(&format!(
+                "<b>{}</b>\n<pre>{}</pre>\n",
+                escape(name),
+                escape(value)
+            ));
+        } else {
+            out.push_str(&format!("<b>{}</b>: {}\n", escape(name), code(value)));
+        }
+    }
+    out
+}
+
+/// The whole input as a plain text file.
+pub fn fields_text(tool: &str, fields: &[(String, String)]) -> String {
+    let mut out = format!("Tool: {}\n", visible(tool));
+    for (name, value) in fields {
+        out.push_str(&format!("\n{name}:\n{value}\n"));
+    }
+    out
+}
+
+/// An approval message, and the file carrying the whole input when it does not fit in one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalView {
+    pub html: String,
+    /// File name and text of the attachment.
+    pub attachment: Option<(String, String)>,
+}
+
+/// Room the message body leaves for the markup Telegram does not count; checked on the HTML, so it is
+/// on the safe side.
+const APPROVAL_LIMIT: usize = MAX_TEXT - 96;
+/// Room kept for the footer (the decision, added later by an edit), so that the pending and the decided
+/// message have the same shape: the footer never pushes the input into a file that was not sent.
+pub const APPROVAL_FOOTER_ROOM: usize = 200;
+/// How much of the main field a message shows when the input goes as a file.
+const APPROVAL_PREVIEW: usize = 1500;
+
+/// An approval request for people: `header` and `footer` are HTML; the input is shown whole with hidden
+/// characters made visible. When that does not fit in one message, the message shows the beginning, says
+/// so, and names the attached file that holds the whole input; nothing is left out without saying so.
+pub fn approval_view(
+    header: &str,
+    footer: &str,
+    approval_id: &str,
+    tool: &str,
+    input: &serde_json::Value,
+) -> ApprovalView {
+    let fields = input_fields(tool, input);
+    let body = fields_html(&fields);
+    let footer_room = footer.chars().count().max(APPROVAL_FOOTER_ROOM);
+    if header.chars().count() + 1 + body.chars().count() + footer_room <= APPROVAL_LIMIT {
+        let whole = format!("{header}\n{body}{footer}");
+        return ApprovalView {
+            html: whole,
+            attachment: None,
+        };
+    }
+    let text = fields_text(tool, &fields);
+    let filename = format!(
+        "approval-{}.txt",
+        approval_id.chars().take(8).collect::<String>()
+    );
+    let total: usize = fields.iter().map(|(_, v)| v.chars().count()).sum();
+    let note = format!(
+        "⚠️ <b>Not shown whole</b>: this input has {total} characters in {} field(s), more than one message holds. \
+         The whole input is in the attached file {}; read it before deciding.\n",
+        fields.len(),
+        code(&filename)
+    );
+    // Short fields are shown whole; the long ones share what is left, each cut where it says so.
+    const SHORT: usize = 200;
+    let fixed = header.chars().count() + note.chars().count() + footer_room + 1;
+    let long_fields = fields
+        .iter()
+        .filter(|(_, v)| v.chars().count() > SHORT)
+        .count()
+        .max(1);
+    let mut room = (APPROVAL_LIMIT.saturating_sub(fixed) / long_fields).min(APPROVAL_PREVIEW);
+    let mut preview;
+    // Escaping can grow the text; shrink until the message fits.
+    loop {
+        preview = String::new();
+        for (name, value) in &fields {
+            let len = value.chars().count();
+            if len <= room {
+                preview.push_str(&fields_html(&[(name.clone(), value.clone())]));
+            } else {
+                let head: String = value.chars().take(room).collect();
+                preview.push_str(&format!(
+                    "<b>{}</b> (first {} of {len} characters)\n<pre>{}…</pre>\n",
+                    escape(name),
+                    head.chars().count(),
+                    escape(&head)
+                ));
+            }
+        }
+        if fixed + preview.chars().count() <= APPROVAL_LIMIT {
+            break;
+        }
+        if room == 0 {
+            // So many fields that not even their names fit: the file alone carries them.
+            preview.clear();
+            break;
+        }
+        room /= 2;
+    }
+    ApprovalView {
+        html: format!("{header}\n{preview}{note}{footer}"),
+        attachment: Some((filename, text)),
+    }
+}
+
 pub fn project_line(p: &Project) -> String {
     format!(
         "• <b>{}</b> {} ({})",
@@ -262,6 +463,89 @@ mod tests {
             html.contains("<code>echo 1 &gt; a &amp;&amp; cat &lt;b</code>"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn hidden_characters_are_made_visible() {
+        let trojan = "rm -rf ~/safe\u{202e}txt.exe\u{2066}x\u{2069}\u{200b}\r\u{0007}\u{feff}\u{e0041}\u{200f}";
+        let shown = visible(trojan);
+        for tag in [
+            "⟨U+202E⟩",
+            "⟨U+2066⟩",
+            "⟨U+2069⟩",
+            "⟨U+200B⟩",
+            "⟨U+000D⟩",
+            "⟨U+0007⟩",
+            "⟨U+FEFF⟩",
+            "⟨U+E0041⟩",
+            "⟨U+200F⟩",
+        ] {
+            assert!(shown.contains(tag), "{tag} in {shown}");
+        }
+        assert!(shown.chars().all(|c| !hidden_char(c)), "{shown:?}");
+        assert_eq!(visible("a\tb\nc é 日本"), "a\tb\nc é 日本");
+    }
+
+    #[test]
+    fn an_approval_shows_the_whole_input_with_hidden_characters_visible() {
+        let command = format!("echo start && {} && echo end\u{202e}", "x".repeat(300));
+        let input =
+            serde_json::json!({"command": command, "description": "long <one>", "timeout": 5});
+        let v = approval_view("<b>head</b>", "", "0123456789abcdef", "Bash", &input);
+        assert!(v.attachment.is_none());
+        assert!(v.html.contains(&"x".repeat(300)), "{}", v.html);
+        assert!(v.html.contains("echo end⟨U+202E⟩"), "{}", v.html);
+        assert!(!v.html.contains('\u{202e}'));
+        assert!(
+            v.html
+                .contains("<b>description</b>: <code>long &lt;one&gt;</code>"),
+            "{}",
+            v.html
+        );
+        assert!(
+            v.html.contains("<b>timeout</b>: <code>5</code>"),
+            "{}",
+            v.html
+        );
+        let command_at = v.html.find("command").unwrap();
+        assert!(
+            command_at < v.html.find("description").unwrap(),
+            "main field first"
+        );
+    }
+
+    #[test]
+    fn an_input_too_long_for_a_message_goes_whole_as_a_file() {
+        let content: String = (0..400).map(|i| format!("line {i} <&>\n")).collect();
+        let content = format!("{content}tail\u{2067}END");
+        let input = serde_json::json!({"file_path": "/w/a.txt", "content": content});
+        let v = approval_view(
+            "<b>head</b>",
+            "\n\nfooter",
+            "0123456789abcdef",
+            "Write",
+            &input,
+        );
+        assert!(
+            v.html.chars().count() <= MAX_TEXT,
+            "{}",
+            v.html.chars().count()
+        );
+        assert!(v.html.contains("Not shown whole"), "{}", v.html);
+        assert!(v.html.contains("approval-01234567.txt"), "{}", v.html);
+        assert!(
+            v.html.contains("/w/a.txt") && v.html.ends_with("footer"),
+            "{}",
+            v.html
+        );
+        let (name, text) = v.attachment.expect("a file");
+        assert_eq!(name, "approval-01234567.txt");
+        assert!(text.contains("line 0 <&>\nline 1"), "raw text in the file");
+        assert!(
+            text.contains("line 399 <&>\ntail⟨U+2067⟩END"),
+            "whole, visible: {text}"
+        );
+        assert!(text.contains("file_path:\n/w/a.txt"), "{text}");
     }
 
     #[test]

@@ -112,3 +112,37 @@ fn bad_sandbox_and_policy_settings_are_refused_naming_the_key() {
         assert!(stderr(&out).contains(key), "{extra}: {}", stderr(&out));
     }
 }
+
+/// Runs `televibe <args>` with a stdout pipe whose reader is already gone, as in `televibe … | head`
+/// after `head` exited: the command ends quietly (exit 0, or SIGPIPE as other tools do), without a panic.
+fn run_into_closed_pipe(env: &Env, args: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = env
+        .command(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{args:?}: {err}"
+    );
+    assert!(
+        out.status.code() == Some(0) || out.status.signal() == Some(libc::SIGPIPE),
+        "{args:?}: {:?} {err}",
+        out.status
+    );
+}
+
+#[test]
+fn printing_into_a_closed_pipe_is_quiet() {
+    let env = Env::new("");
+    run_into_closed_pipe(&env, &["config", "check"]);
+    let d = env.start();
+    run_into_closed_pipe(&env, &["admin", "tree"]);
+    run_into_closed_pipe(&env, &["admin", "jobs", "--json"]);
+    drop(d);
+}

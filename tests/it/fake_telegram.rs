@@ -153,7 +153,26 @@ impl FakeTelegram {
         self.send_text_reply(user_id, text, None);
     }
 
+    /// A user writes in a group chat (`chat_id` negative, type `supergroup`).
+    pub fn send_group_text(&self, chat_id: i64, user_id: i64, text: &str) {
+        self.send_in_chat(
+            json!({"id": chat_id, "type": "supergroup", "title": "Team"}),
+            user_id,
+            text,
+            None,
+        );
+    }
+
     pub fn send_text_reply(&self, user_id: i64, text: &str, reply_to: Option<i64>) {
+        self.send_in_chat(
+            json!({"id": user_id, "type": "private", "first_name": "Tester"}),
+            user_id,
+            text,
+            reply_to,
+        );
+    }
+
+    fn send_in_chat(&self, chat: Value, user_id: i64, text: &str, reply_to: Option<i64>) {
         let message_id = {
             let mut st = self.state.lock().unwrap();
             st.next_message_id += 1;
@@ -162,7 +181,7 @@ impl FakeTelegram {
         let mut msg = json!({
             "message_id": message_id,
             "date": chrono::Utc::now().timestamp(),
-            "chat": {"id": user_id, "type": "private", "first_name": "Tester"},
+            "chat": chat,
             "from": {"id": user_id, "is_bot": false, "first_name": "Tester"},
             "text": text,
         });

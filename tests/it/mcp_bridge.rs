@@ -270,3 +270,40 @@ fn real_claude_code_cli_connects_through_the_bridge() {
     );
     drop(d);
 }
+
+#[test]
+fn a_line_that_is_not_json_gets_a_parse_error_on_the_socket() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let env = Env::new("");
+    let d = env.start();
+    let mut sock = UnixStream::connect(env.socket()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answers = BufReader::new(sock.try_clone().unwrap()).lines();
+    // As the first line and later on: each is answered, and the connection goes on.
+    sock.write_all(b"not json\n").unwrap();
+    let parse_error =
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
+    assert_eq!(answers.next().unwrap().unwrap(), parse_error);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    writeln!(sock, "{init}").unwrap();
+    let r = json(&answers.next().unwrap().unwrap());
+    assert_eq!(r["id"], 1, "{r}");
+    writeln!(
+        sock,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    sock.write_all(b"{\"jsonrpc\": broken\n").unwrap();
+    assert_eq!(answers.next().unwrap().unwrap(), parse_error);
+    writeln!(
+        sock,
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"get_health","arguments":{{}}}}}}"#
+    )
+    .unwrap();
+    let r = json(&answers.next().unwrap().unwrap());
+    assert_eq!(r["id"], 2, "{r}");
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    drop(d);
+}

@@ -333,3 +333,47 @@ async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
     .unwrap();
     drop(d);
 }
+
+/// Reads until the server closes the connection; panics if it is still open after `limit`.
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration, what: &str) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: still open after {limit:?} ({e})"),
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[test]
+fn slow_and_surplus_http_connections_are_closed() {
+    let env = Env::new(
+        "[http]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout_secs = 2\nmax_connections = 2\n",
+    );
+    let d = env.start();
+    // Give the probes the harness made time to finish, so both slots are free.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slow = std::net::TcpStream::connect(d.addr()).unwrap();
+    slow.write_all(b"GET /health/li").unwrap();
+    let mut idle = std::net::TcpStream::connect(d.addr()).unwrap();
+    // Both slots are taken: one more connection is closed at once, without an answer.
+    let mut surplus = std::net::TcpStream::connect(d.addr()).unwrap();
+    let _ = surplus.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = closed_within(
+        &mut surplus,
+        Duration::from_secs(1),
+        "the surplus connection",
+    );
+    assert!(!answer.contains("200"), "{answer}");
+    // Half a request line never completes: the server hangs up after the header timeout.
+    let answer = closed_within(&mut slow, Duration::from_secs(15), "the slow connection");
+    assert!(!answer.contains(" 200 "), "{answer}");
+    closed_within(&mut idle, Duration::from_secs(15), "the idle connection");
+    // The slots are free again.
+    eventually(Duration::from_secs(5), "a probe is served again", || {
+        http_get(d.addr(), "/health/live").is_ok_and(|r| r.0 == 200)
+    });
+    drop(d);
+}

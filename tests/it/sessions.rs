@@ -592,7 +592,7 @@ async fn admin_resets_an_open_breaker_and_it_is_audited() {
         .into_iter()
         .find(|e| e["event"] == "admin.breaker_reset")
         .expect("audited");
-    assert_eq!(reset["actor"], "admin");
+    assert_eq!(reset["actor"], "mcp:televibe-admin");
     assert_eq!(reset["details"]["breaker"], "git_operations");
     drop(d);
 }

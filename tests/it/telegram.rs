@@ -206,26 +206,30 @@ async fn cancel_button_stale_button_forged_callback_and_strangers() {
     })
     .await;
 
-    // A stranger: one "access denied", an audit record, nothing else.
+    // A stranger: one "access denied", one audit record a minute, nothing else, not even a tap answer.
     tg.send_text(STRANGER, "/new app");
-    tg.send_text(STRANGER, "/close S1");
-    let tap = tg.tap(STRANGER, STRANGER, t.message_id, &data);
-    until(Duration::from_secs(10), "stranger handled", || {
-        tg.answered_callbacks().iter().any(|(id, _)| *id == tap)
+    until(Duration::from_secs(10), "the stranger is refused", || {
+        !tg.messages(STRANGER).is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tg.send_text(STRANGER, "/close S1");
+    let tap = tg.tap(STRANGER, STRANGER, t.message_id, &data);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let denied: Vec<_> = tg
         .messages(STRANGER)
         .into_iter()
         .filter(|m| m.text.contains("access denied"))
         .collect();
     assert_eq!(denied.len(), 1, "rate-limited denial");
+    assert!(
+        !tg.answered_callbacks().iter().any(|(id, _)| *id == tap),
+        "the tap within the minute gets no answer"
+    );
     let audit = std::fs::read_to_string(env.orchestrator().join("logs/audit.log")).unwrap();
     assert_eq!(
         audit.matches("telegram.access_denied").count(),
-        3,
-        "{audit}"
+        1,
+        "one audit row per stranger a minute: {audit}"
     );
     let mcp = Mcp::connect(&env).await;
     assert_eq!(
@@ -523,5 +527,95 @@ async fn server_errors_slow_answers_and_long_output_as_a_document() {
     {
         assert_eq!(c.params["parse_mode"], "HTML", "{:?}", c.params);
     }
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_chats_are_served_only_when_listed() {
+    const LISTED: i64 = -100_111;
+    const UNLISTED: i64 = -100_222;
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(
+        &tg,
+        &format!("allowed_chats = [{LISTED}]\n"),
+    ));
+    let d = start(&env);
+    // An allowed user in an unlisted group: one hint a minute, and no command runs.
+    for _ in 0..3 {
+        tg.send_group_text(UNLISTED, USER, "/projects");
+    }
+    until(
+        Duration::from_secs(10),
+        "the unlisted group is told",
+        || !tg.messages(UNLISTED).is_empty(),
+    )
+    .await;
+    // In a listed group the same user is served.
+    tg.send_group_text(LISTED, USER, "/projects");
+    until(
+        Duration::from_secs(10),
+        "the listed group is served",
+        || {
+            tg.messages(LISTED)
+                .iter()
+                .any(|m| m.text.contains("Projects"))
+        },
+    )
+    .await;
+    // A stranger in the listed group is still a stranger.
+    tg.send_group_text(LISTED, STRANGER, "/projects");
+    until(Duration::from_secs(10), "the stranger is refused", || {
+        tg.messages(LISTED)
+            .iter()
+            .any(|m| m.text.contains("access denied"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let unlisted = tg.messages(UNLISTED);
+    assert_eq!(unlisted.len(), 1, "{unlisted:?}");
+    assert!(
+        unlisted[0].text.contains("not served") && unlisted[0].text.contains("-100222"),
+        "{}",
+        unlisted[0].text
+    );
+    assert!(tg.messages(USER).is_empty(), "nothing went elsewhere");
+    let audit = std::fs::read_to_string(env.orchestrator().join("logs/audit.log")).unwrap();
+    assert_eq!(audit.matches("telegram.chat_refused").count(), 1, "{audit}");
+    assert_eq!(
+        audit.matches("telegram.access_denied").count(),
+        1,
+        "{audit}"
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_probes_share_one_get_me() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(&tg, ""));
+    let d = start(&env);
+    let addr = d.addr();
+    // Probes in a burst, some at the same time: Telegram sees a single getMe.
+    let bursts: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| http_get(addr, "/health/ready").unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for b in bursts {
+        for (code, body) in b.join().unwrap() {
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(json(&body)["checks"]["telegram"], "ok");
+        }
+    }
+    let mcp = Mcp::connect(&env).await;
+    let health = mcp.call("get_health", json!({})).await.unwrap();
+    assert_eq!(health["readiness"]["checks"]["telegram"], "ok");
+    assert_eq!(tg.calls_of("getMe").len(), 1, "one getMe for 21 probes");
     drop(d);
 }
