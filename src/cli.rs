@@ -35,7 +35,11 @@ pub enum Command {
         socket: Option<PathBuf>,
     },
     /// Check the installation: config, directories, database, daemon, worktrees (exit 1 on problems).
-    Doctor,
+    Doctor {
+        /// One JSON document: ok, failures, warnings, sandbox, checks.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and operate the running daemon.
     Admin {
         #[command(subcommand)]
@@ -190,9 +194,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             },
             Command::Mcp { job, .. } => bridge(config.socket_path.clone(), job.as_deref()).await,
-            Command::Doctor => {
+            Command::Doctor { json } => {
                 crate::logging::init_client();
-                crate::doctor::run(&config).await
+                crate::doctor::run(&config, json).await
             }
             Command::Admin { command } => {
                 crate::logging::init_client();

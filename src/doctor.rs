@@ -13,28 +13,42 @@ use crate::mcp::client::DaemonClient;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
+/// The findings, printed as they come (text) or gathered for one JSON document (`--json`).
 #[derive(Default)]
 struct Report {
     failures: usize,
     warnings: usize,
+    json: bool,
+    checks: Vec<serde_json::Value>,
 }
 
 impl Report {
-    fn ok(&self, what: &str) {
-        println!("ok    {what}");
+    fn say(&mut self, status: &str, what: &str) {
+        if self.json {
+            self.checks
+                .push(serde_json::json!({"status": status, "message": what}));
+        } else {
+            println!("{:<5} {what}", if status == "ok" { "ok" } else { status });
+        }
+    }
+    fn ok(&mut self, what: &str) {
+        self.say("ok", what);
     }
     fn warn(&mut self, what: &str) {
         self.warnings += 1;
-        println!("WARN  {what}");
+        self.say("WARN", what);
     }
     fn fail(&mut self, what: &str) {
         self.failures += 1;
-        println!("FAIL  {what}");
+        self.say("FAIL", what);
     }
 }
 
-pub async fn run(config: &Config) -> ExitCode {
-    let mut r = Report::default();
+pub async fn run(config: &Config, json: bool) -> ExitCode {
+    let mut r = Report {
+        json,
+        ..Default::default()
+    };
     let layout = Layout::new(&config.root);
     match &config.file {
         Some(f) => r.ok(&format!("configuration valid ({})", f.display())),
@@ -75,31 +89,53 @@ pub async fn run(config: &Config) -> ExitCode {
             config.raw.agent.command
         )),
     }
-    if config.raw.agent.sandbox == "none" {
+    let sandbox = if config.raw.agent.sandbox == "none" {
         r.warn(&format!(
             "sandbox: {}: agent.sandbox = \"none\", jobs can read and write everything this user can",
             crate::jobs::sandbox::UNCONFINED
         ));
+        crate::jobs::sandbox::UNCONFINED.to_string()
     } else {
         match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref()) {
-            Ok(()) => r.ok("sandbox: ok (bubblewrap)"),
-            Err(e) => r.fail(&format!(
-                "sandbox: failed: {e}; jobs cannot start (install bubblewrap, or set agent.sandbox = \"none\" to run agents unconfined)"
-            )),
+            Ok(()) => {
+                r.ok("sandbox: ok (bubblewrap)");
+                "ok".to_string()
+            }
+            Err(e) => {
+                r.fail(&format!(
+                    "sandbox: failed: {e}; jobs cannot start (install bubblewrap, or set agent.sandbox = \"none\" to run agents unconfined)"
+                ));
+                format!("failed: {e}")
+            }
         }
-    }
+    };
     check_daemon(config, &mut r).await;
     check_store(&layout, &mut r).await;
+    let code = if r.failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    };
+    if r.json {
+        let doc = serde_json::json!({
+            "ok": r.failures == 0,
+            "failures": r.failures,
+            "warnings": r.warnings,
+            "sandbox": sandbox,
+            "checks": r.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return code;
+    }
     if r.failures > 0 {
         println!(
             "doctor: {} problem(s), {} warning(s)",
             r.failures, r.warnings
         );
-        ExitCode::from(1)
     } else {
         println!("doctor: no problems, {} warning(s)", r.warnings);
-        ExitCode::SUCCESS
     }
+    code
 }
 
 async fn check_daemon(config: &Config, r: &mut Report) {

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # A hostile stand-in for the agent CLI: it tries to get around the approval wall and out of its
 # worktree, and prints one line per attempt: "HOSTILE <attempt> reached|blocked <detail>".
-# Targets come from its environment (TV_ROOT, TV_SOCKET, TV_CONFIG, TV_OTHER, TV_OUTSIDE).
+# Targets come from its environment (TV_ROOT, TV_SOCKET, TV_CONFIG, TV_OTHER, TV_OUTSIDE, TV_MARK).
 use strict;
 use warnings;
 use IO::Socket::UNIX;
@@ -113,11 +113,11 @@ sub attempt_daemonise {
   if ($pid == 0) {
     setsid();
     my $inner = fork();
-    if ($inner == 0) { exec('sleep', '4242') or _exit(1) }
+    if ($inner == 0) { exec('sleep', $ENV{TV_MARK}) or _exit(1) }
     _exit(0);
   }
   waitpid($pid, 0);
-  report('daemonise', 1, 'left sleep 4242 behind');
+  report('daemonise', 1, "left sleep $ENV{TV_MARK} behind");
 }
 
 sub attempt_commit {

@@ -21,6 +21,8 @@ struct Hostile {
     other: PathBuf,
     /// A directory on the host outside every worktree (not under /tmp, which the sandbox replaces).
     outside: PathBuf,
+    /// The argument of the `sleep` the agent tries to leave behind, unique to this run.
+    mark: String,
 }
 
 async fn hostile(sandbox: &str) -> Hostile {
@@ -29,10 +31,16 @@ async fn hostile(sandbox: &str) -> Hostile {
         .join("target/containment")
         .join(env.dir.path().file_name().unwrap());
     std::fs::create_dir_all(&outside).unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mark = (100_000 + nanos % 900_000).to_string();
     env.write_config(&format!(
         "[agent]\ncommand = \"{HOSTILE}\"\nsandbox = \"{sandbox}\"\n\
          env = {{ TV_ROOT = \"{root}\", TV_SOCKET = \"{sock}\", TV_CONFIG = \"{config}\", \
-         TV_OTHER = \"{root}/workspaces/app/S2\", TV_OUTSIDE = \"{outside}\", HOME = \"{home}\" }}\n\
+         TV_OTHER = \"{root}/workspaces/app/S2\", TV_OUTSIDE = \"{outside}\", HOME = \"{home}\", \
+         TV_MARK = \"{mark}\" }}\n\
          [jobs]\nkill_grace_secs = 1\n",
         root = env.root().display(),
         sock = env.socket().display(),
@@ -56,6 +64,7 @@ async fn hostile(sandbox: &str) -> Hostile {
         own,
         other,
         outside,
+        mark,
     }
 }
 
@@ -167,13 +176,15 @@ async fn a_sandboxed_agent_cannot_write_outside_its_worktree() {
     assert!(!h.outside.join("fsmonitor-ran").exists());
 }
 
-fn sleepers() -> Vec<i32> {
+/// Live processes running `sleep <mark>`.
+fn sleepers(mark: &str) -> Vec<i32> {
+    let cmdline = format!("sleep\0{mark}\0");
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x004242\x00")
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == cmdline.as_bytes())
         })
         .collect()
 }
@@ -183,8 +194,8 @@ async fn a_daemonised_process_does_not_outlive_its_job() {
     let h = hostile("bwrap").await;
     let attempts = h.attempt("daemonise").await;
     assert!(attempts["daemonise"].0, "{attempts:?}");
-    eventually(Duration::from_secs(10), "no sleep 4242 left", || {
-        sleepers().is_empty()
+    eventually(Duration::from_secs(10), "no daemonised sleep left", || {
+        sleepers(&h.mark).is_empty()
     });
 }
 
@@ -340,6 +351,19 @@ async fn without_bubblewrap_jobs_fail_clearly_and_readiness_tells() {
             .is_some_and(|e| e.contains("bubblewrap")),
         "{j}"
     );
+    let doctor = env
+        .command(&["doctor", "--json"])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_eq!(doctor.status.code(), Some(1));
+    let report = json(&String::from_utf8_lossy(&doctor.stdout));
+    assert!(
+        report["sandbox"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("failed: ")),
+        "{report}"
+    );
     drop(d);
 
     // The operator's explicit opt-out: ready, shown as unconfined, warned about at start.
@@ -362,5 +386,12 @@ async fn without_bubblewrap_jobs_fail_clearly_and_readiness_tells() {
         String::from_utf8_lossy(&doctor.stdout).contains("agents run unconfined"),
         "{}",
         String::from_utf8_lossy(&doctor.stdout)
+    );
+    let report = json(&String::from_utf8_lossy(
+        &env.run(&["doctor", "--json"]).stdout,
+    ));
+    assert_eq!(
+        report["sandbox"], "none (agents run unconfined)",
+        "{report}"
     );
 }
