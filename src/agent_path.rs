@@ -12,11 +12,13 @@ pub fn find(command: &str) -> Option<PathBuf> {
                 .unwrap_or(false)
     };
     if command.contains('/') {
-        let p = PathBuf::from(command);
+        // Absolute, so it means the same inside the worktree the agent starts in.
+        let p = std::path::absolute(command).ok()?;
         return is_exec(&p).then_some(p);
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
+            .filter(|dir| dir.is_absolute())
             .map(|dir| dir.join(command))
             .find(|p| is_exec(p))
     })

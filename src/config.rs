@@ -453,6 +453,26 @@ impl Config {
                     .map_err(|e| invalid(key, format!("rule {rule:?}: {e}")))?;
             }
         }
+        if root.as_os_str().len() > crate::jobs::sandbox::MAX_ROOT_LEN {
+            return Err(invalid(
+                "root",
+                format!(
+                    "{} is {} bytes long; job approval sockets under it would not fit a Unix socket \
+                     address: use a root of at most {} bytes",
+                    root.display(),
+                    root.as_os_str().len(),
+                    crate::jobs::sandbox::MAX_ROOT_LEN
+                ),
+            ));
+        }
+        if let Some(home) = raw.agent.env.get("HOME")
+            && !home.starts_with('/')
+        {
+            return Err(invalid(
+                "agent.env",
+                format!("HOME = {home:?} is not an absolute path"),
+            ));
+        }
         for (key, paths) in [
             ("agent.sandbox_hide", &raw.agent.sandbox_hide),
             ("agent.sandbox_write", &raw.agent.sandbox_write),

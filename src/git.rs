@@ -154,6 +154,14 @@ impl Git {
             .await
     }
 
+    /// Brings the objects a sandboxed job wrote (its private object directory) into the repository,
+    /// each checked; returns how many.
+    pub async fn import_objects(&self, repo: &Path, private: &Path) -> Result<usize, GitError> {
+        let (repo, private) = (repo.to_path_buf(), private.to_path_buf());
+        self.guarded(move || import_objects_sync(&repo, &private))
+            .await
+    }
+
     /// Uncommitted changes, untracked files included.
     pub async fn is_dirty(&self, worktree: &Path) -> Result<bool, GitError> {
         let wt = worktree.to_path_buf();
@@ -294,6 +302,20 @@ fn adopt_branch_sync(
             current_hex.as_deref().unwrap_or("missing")
         )));
     }
+    // Every object the new tip reaches must be there: a job's object that failed its check would leave
+    // the branch pointing at a history that cannot be read.
+    let mut connected = hardened_git();
+    connected
+        .arg("--git-dir")
+        .arg(repo_path.join(".git"))
+        .args(["rev-list", "--objects", "--quiet", &to.to_string()]);
+    if let Some(old) = expected {
+        connected.arg("--not").arg(old);
+    }
+    run_checked(
+        connected,
+        "rev-list --objects (connectivity of the job's commit)",
+    )?;
     let previous = match current {
         Some(id) => PreviousValue::MustExistAndMatch(gix::refs::Target::Object(id)),
         None => PreviousValue::MustNotExist,
@@ -463,7 +485,11 @@ fn is_dirty_sync(wt: &Path) -> Result<bool, GitError> {
         .map_err(failed)?
         .index_worktree_options_mut(|o| o.dirwalk_options = Some(dirwalk))
         .untracked_files(gix::status::UntrackedFiles::Files)
-        .index_worktree_submodules(gix::status::Submodule::AsConfigured { check_dirty: true })
+        // A nested repository is the agent's: looking inside it would honour its config (filter drivers).
+        .index_worktree_submodules(gix::status::Submodule::Given {
+            ignore: gix::submodule::config::Ignore::All,
+            check_dirty: false,
+        })
         .into_iter(None)
         .map_err(failed)?;
     Ok(iter.next().transpose().map_err(failed)?.is_some())
@@ -486,15 +512,22 @@ fn prune_sync(repo_path: &Path) -> Result<usize, GitError> {
     prune_repo(&open_existing(repo_path)?)
 }
 
-fn git_cli(wt: &Path, args: &[&str]) -> Result<String, GitError> {
-    // The worktree belongs to an agent, which can edit the repository's config: run git with a clean
-    // environment and with every config-driven command (fsmonitor, hooks, external diff, textconv) off.
+/// Git's empty tree, as the source of attributes: no attribute applies.
+const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
+/// Git with a clean environment and every config-driven command off: fsmonitor, hooks, external diff
+/// and textconv, nested repositories (a submodule's own config could name a filter driver), and
+/// `.gitattributes` (attributes come from the empty tree, so no filter or diff driver applies). The
+/// repositories and worktrees it runs in hold what agents wrote.
+fn hardened_git() -> std::process::Command {
     let mut cmd = std::process::Command::new("git");
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("GIT_OPTIONAL_LOCKS", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ATTR_SOURCE", EMPTY_TREE)
         .args([
             "-c",
             "core.fsmonitor=",
@@ -504,31 +537,105 @@ fn git_cli(wt: &Path, args: &[&str]) -> Result<String, GitError> {
             "diff.external=",
             "-c",
             "core.pager=cat",
-        ])
-        .arg("-C")
-        .arg(wt);
-    match args.split_first() {
-        // Options go before any `--end-of-options`, right after the subcommand.
-        Some((&"diff", rest)) => {
-            cmd.args(["diff", "--no-ext-diff", "--no-textconv"])
-                .args(rest);
-        }
-        _ => {
-            cmd.args(args);
-        }
-    }
+            "-c",
+            "diff.ignoreSubmodules=all",
+            "-c",
+            "submodule.recurse=false",
+            "-c",
+            "status.submoduleSummary=false",
+        ]);
+    cmd
+}
+
+fn run_checked(mut cmd: std::process::Command, what: &str) -> Result<Vec<u8>, GitError> {
     let out = cmd
         .output()
         .map_err(|e| failed(format!("cannot run git: {e}")))?;
     if !out.status.success() {
         return Err(failed(format!(
-            "git {} exited with {}: {}",
-            args.join(" "),
+            "git {what} exited with {}: {}",
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    Ok(out.stdout)
+}
+
+/// Copies the objects a sandboxed job wrote into its private directory into the repository, through
+/// `index-pack --strict`: every object is stored under the id its content hashes to and checked, so a
+/// job cannot replace or shadow an object of the repository. Alternates the job may have planted are
+/// removed first (they could pull in other repositories' objects).
+fn import_objects_sync(repo_path: &Path, private: &Path) -> Result<usize, GitError> {
+    let common = repo_path.join(".git");
+    let _ = std::fs::remove_dir_all(private.join("info"));
+    let private_git = || {
+        let mut cmd = hardened_git();
+        cmd.arg("--git-dir")
+            .arg(&common)
+            .env("GIT_OBJECT_DIRECTORY", private)
+            .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", "");
+        cmd
+    };
+    let mut list = private_git();
+    list.args([
+        "cat-file",
+        "--batch-all-objects",
+        "--batch-check=%(objectname)",
+    ]);
+    let ids = run_checked(list, "cat-file --batch-all-objects")?;
+    let count = ids.iter().filter(|b| **b == b'\n').count();
+    if count == 0 {
+        return Ok(0);
+    }
+    let pack_path = private.with_extension("pack");
+    let ids_path = private.with_extension("ids");
+    std::fs::write(&ids_path, &ids).map_err(failed)?;
+    let mut pack = private_git();
+    pack.args(["pack-objects", "--stdout"])
+        .stdin(std::fs::File::open(&ids_path).map_err(failed)?)
+        .stdout(std::fs::File::create(&pack_path).map_err(failed)?);
+    let packed = pack
+        .status()
+        .map_err(|e| failed(format!("cannot run git: {e}")));
+    let _ = std::fs::remove_file(&ids_path);
+    if !packed?.success() {
+        let _ = std::fs::remove_file(&pack_path);
+        return Err(failed("git pack-objects of the job's objects failed"));
+    }
+    let mut index = hardened_git();
+    index
+        .arg("--git-dir")
+        .arg(&common)
+        .args(["index-pack", "--strict", "--stdin"])
+        .stdin(std::fs::File::open(&pack_path).map_err(failed)?);
+    let indexed = run_checked(index, "index-pack --strict");
+    let _ = std::fs::remove_file(&pack_path);
+    indexed.map(|_| count)
+}
+
+fn git_cli(wt: &Path, args: &[&str]) -> Result<String, GitError> {
+    let mut cmd = hardened_git();
+    cmd.arg("-C").arg(wt);
+    match args.split_first() {
+        // Options go before any `--end-of-options`, right after the subcommand.
+        Some((&"diff", rest)) => {
+            cmd.args([
+                "diff",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--ignore-submodules=all",
+            ])
+            .args(rest);
+        }
+        Some((&"status", rest)) => {
+            cmd.args(["status", "--ignore-submodules=all"]).args(rest);
+        }
+        _ => {
+            cmd.args(args);
+        }
+    }
+    let out = run_checked(cmd, &args.join(" "))?;
+    Ok(String::from_utf8_lossy(&out).to_string())
 }
 
 fn changes_sync(wt: &Path, base: Option<&str>) -> Result<(Vec<String>, Option<String>), GitError> {

@@ -87,7 +87,11 @@ async fn bind_private(path: &Path) -> Result<UnixListener, ActorProcessingErr> {
     // Bind inside a fresh 0700 directory, make the socket 0600, then move it into place: it is never
     // reachable by others, and the process umask (which agents inherit) is left alone.
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let private = dir.join(format!(".televibe-bind-{}", uuid::Uuid::new_v4().simple()));
+    // Short, so that the staged path fits a Unix socket address wherever the final one does.
+    let private = dir.join(format!(
+        ".bind-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
     let staged = private.join("sock");
     let bound =

@@ -10,12 +10,23 @@ use std::process::Stdio;
 use tokio::process::{Child, Command};
 
 /// Environment variables never passed to an agent, on top of everything starting with `TELEVIBE_`.
+/// Besides systemd's own, the addresses of the user's session bus, key agents and display, which lead
+/// out of any sandbox.
 const SCRUBBED: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
     "LISTEN_FDS",
     "LISTEN_PID",
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "GPG_AGENT_INFO",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "DBUS_SYSTEM_BUS_ADDRESS",
+    "XDG_RUNTIME_DIR",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
 ];
 
 /// What the agent process is started with.
@@ -36,7 +47,9 @@ pub fn scrubbed_env() -> HashMap<String, String> {
         .collect()
 }
 
-/// Spawns the agent as the leader of a new process group, with piped stdio.
+/// Spawns the agent as the leader of a new session (and so of a new process group), with piped stdio.
+/// A session of its own has no controlling terminal, so the agent cannot push keystrokes into the
+/// operator's terminal (TIOCSTI) when the daemon runs in one.
 pub fn spawn(cmd: &AgentCommand<'_>) -> std::io::Result<Child> {
     let mut command = match cmd.sandbox {
         Some(plan) => {
@@ -58,9 +71,17 @@ pub fn spawn(cmd: &AgentCommand<'_>) -> std::io::Result<Child> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
 }
 
 /// Sends `signal` to every process of the group; false when the group is gone.

@@ -229,8 +229,11 @@ impl Actor for Runner {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        let run_dir = core.layout.orchestrator().join("run").join(&a.job.id);
+        let run_dir = sandbox::run_dir(&core.layout.orchestrator(), &a.job.id);
         let plan = self.sandbox_plan(&a, &program, &run_dir, base_commit.as_deref())?;
+        if let Some(plan) = &plan {
+            env.extend(plan.env());
+        }
         let (endpoint_path, serve) = open_endpoint(core, &a.job.id, &run_dir)?;
         let endpoint = JobEndpoint {
             _serve: serve,
@@ -475,6 +478,7 @@ impl Runner {
         let plan = sandbox::plan_for(
             config,
             bwrap,
+            &a.project.id,
             std::path::Path::new(&a.project.repo_path),
             std::path::Path::new(&a.session.worktree_path),
             run_dir.to_path_buf(),
@@ -589,10 +593,10 @@ impl Runner {
         let worktree = PathBuf::from(&st.session.worktree_path);
         let base = st.job.base_commit.clone();
         let (core, me) = (self.core.clone(), myself.clone());
-        let adopt = st
-            .endpoint
-            .sandboxed
-            .then(|| sandbox::branch_after(&st.endpoint.run_dir, &st.session.branch))
+        let sandboxed = st.endpoint.sandboxed;
+        let run_dir = st.endpoint.run_dir.clone();
+        let adopt = sandboxed
+            .then(|| sandbox::branch_after(&run_dir, &st.session.branch))
             .flatten()
             .filter(|after| Some(after) != base.as_ref());
         let (repo, branch, job_id) = (
@@ -601,8 +605,17 @@ impl Runner {
             st.job.id.clone(),
         );
         tokio::spawn(async move {
-            // The job committed into its private copy of the refs: move the session's branch (and
-            // only it) to where the job left it, if nobody moved it meanwhile.
+            // The job wrote its objects into a private directory and committed into a private copy of
+            // the refs: bring in its objects (each one checked) and move the session's branch (and only
+            // it) to where the job left it, if nobody moved it meanwhile.
+            if sandboxed
+                && let Err(e) = core
+                    .git
+                    .import_objects(&repo, &sandbox::objects_dir(&run_dir))
+                    .await
+            {
+                tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's new git objects could not be imported");
+            }
             if let Some(after) = adopt
                 && let Err(e) = core
                     .git

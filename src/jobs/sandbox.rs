@@ -1,33 +1,33 @@
 //! The job sandbox: the bubblewrap command line that confines one agent run to its worktree.
 //!
 //! Inside, the whole filesystem is read-only; the daemon's state (`<root>/orchestrator`), every other
-//! worktree and repository, the config file, the token file and the operator's credential directories
-//! are hidden behind empty mounts. Writable: the session's worktree, the objects and the worktree's own
-//! git directory, a private copy of the branch refs (the session's branch is copied back after the
-//! job), the agent's state (`~/.claude`, `~/.claude.json`), a private `/tmp`, and the paths the operator
-//! listed in `agent.sandbox_write`. The job's approval endpoint is bound in at its host path. The job
-//! gets its own PID namespace, so every process it starts, whatever session or group it moves to, ends
-//! with it; the network stays (the agent needs its model API).
+//! worktree and repository, the config file, the token file, `/run` (the user's bus, agent and container
+//! sockets) and the operator's credential places are hidden behind empty mounts. Writable: the session's
+//! worktree, the worktree's own git directory, a private copy of the refs (the session's branch is moved
+//! after the job), a private object directory (imported into the repository after the job, each object
+//! checked), the project's agent state (`CLAUDE_CONFIG_DIR`), a private `/tmp`, and the paths the
+//! operator listed in `agent.sandbox_write`. The job's approval endpoint is bound in at its host path.
+//! The job gets its own PID namespace, so every process it starts, whatever session or group it moves
+//! to, ends with it; the network stays (the agent needs its model API).
 
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
-/// The agent's user-level settings, read-only inside the sandbox.
-const USER_SETTINGS: &str = ".claude/settings.json";
-
 /// How readiness and `doctor` show `agent.sandbox = "none"`.
 pub const UNCONFINED: &str = "none (agents run unconfined)";
 
 /// Credential places hidden by default (`agent.sandbox_hide`): the agent keeps the network, so what
-/// it can read it can send away.
+/// it can read it can send away. `~/` is both the agent's and the daemon's home.
 pub const DEFAULT_HIDDEN: &[&str] = &[
+    "/etc/televibe",
     "~/.ssh",
     "~/.gnupg",
     "~/.aws",
     "~/.azure",
     "~/.config/gcloud",
     "~/.config/gh",
+    "~/.config/televibe",
     "~/.kube",
     "~/.docker",
     "~/.netrc",
@@ -35,7 +35,26 @@ pub const DEFAULT_HIDDEN: &[&str] = &[
     "~/.npmrc",
     "~/.pypirc",
     "~/.cargo/credentials.toml",
+    "~/.claude",
+    "~/.claude.json",
 ];
+
+/// The longest root for which a job's approval socket path fits in a Unix socket address (107 bytes):
+/// `<root>/orchestrator/run/<12 hex>/approval/sock` adds 44.
+pub const MAX_ROOT_LEN: usize = 107 - 44;
+
+/// A job's run directory: its approval socket, its copy of the refs, its private objects. Short, so
+/// the socket path fits.
+pub fn run_dir(orchestrator: &Path, job_id: &str) -> PathBuf {
+    let short: String = job_id.chars().filter(|c| *c != '-').take(12).collect();
+    orchestrator.join("run").join(short)
+}
+
+/// Where a project's agent keeps its state (conversations, settings): one per project, so a job sees
+/// neither other projects' conversations nor state other projects' jobs left behind.
+pub fn agent_state(orchestrator: &Path, project_id: &str) -> PathBuf {
+    orchestrator.join("agents").join(project_id)
+}
 
 /// The home directory the agent sees: `HOME` from `agent.env`, else the daemon's.
 pub fn agent_home(config: &Config) -> PathBuf {
@@ -50,97 +69,53 @@ pub fn agent_home(config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
-fn expand(path: &str, home: &Path) -> PathBuf {
-    match path.strip_prefix("~/") {
-        Some(rest) => home.join(rest),
-        None if path == "~" => home.to_path_buf(),
-        None => PathBuf::from(path),
-    }
+/// The operator's own agent state, whose credentials and settings a job may use.
+fn operator_state(config: &Config) -> PathBuf {
+    std::env::var_os("CLAUDE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| agent_home(config).join(".claude"))
 }
 
-/// What one job's sandbox is made of, from the config and where its session lives.
-pub fn plan_for(
-    config: &Config,
-    bwrap: PathBuf,
-    repo: &Path,
-    worktree: &Path,
-    run_dir: PathBuf,
-    program: &Path,
-) -> Result<SandboxPlan, String> {
-    let (git_common, git_worktree) = git_dirs(repo, worktree)?;
-    let home = agent_home(config);
-    let root = &config.root;
-    let mut hidden_dirs = vec![
-        root.join("orchestrator"),
-        root.join("workspaces"),
-        root.join("repos"),
-    ];
-    hidden_dirs.extend(config.allowed_roots.iter().cloned());
-    let mut hidden_files = vec![config.socket_path.clone()];
-    hidden_files.extend(
-        config
-            .file
-            .iter()
-            .filter_map(|f| std::path::absolute(f).ok()),
-    );
-    if !config.raw.telegram.token_file.is_empty() {
-        hidden_files.extend(std::path::absolute(&config.raw.telegram.token_file).ok());
+fn expand(path: &str, homes: &[PathBuf]) -> Vec<PathBuf> {
+    match path.strip_prefix("~/") {
+        Some(rest) => homes.iter().map(|h| h.join(rest)).collect(),
+        None => vec![PathBuf::from(path)],
     }
-    for p in &config.raw.agent.sandbox_hide {
-        let p = expand(p, &home);
-        if p.is_dir() {
-            hidden_dirs.push(p);
-        } else {
-            hidden_files.push(p);
-        }
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the daemon binary: {e}"))?;
-    Ok(SandboxPlan {
-        bwrap,
-        hidden_dirs,
-        hidden_files,
-        worktree: worktree.to_path_buf(),
-        git_common,
-        git_worktree,
-        run_dir,
-        writable: config
-            .raw
-            .agent
-            .sandbox_write
-            .iter()
-            .map(|p| expand(p, &home))
-            .collect(),
-        home,
-        executables: vec![exe, program.to_path_buf()],
-    })
 }
 
 /// Everything the command line is built from; paths are absolute.
 #[derive(Debug, Clone)]
 pub struct SandboxPlan {
     pub bwrap: PathBuf,
-    /// Directories hidden wholesale: `<root>/orchestrator`, `<root>/workspaces`, `<root>/repos`, the
-    /// allowed project roots, the operator's credential directories.
+    /// Directories hidden wholesale.
     pub hidden_dirs: Vec<PathBuf>,
-    /// Files hidden behind an empty file: the config file, the token file.
+    /// Files hidden behind an empty file.
     pub hidden_files: Vec<PathBuf>,
     pub worktree: PathBuf,
     /// The repository's common git directory (`<repo>/.git`).
     pub git_common: PathBuf,
     /// The worktree's own git directory (`<repo>/.git/worktrees/<name>`).
     pub git_worktree: PathBuf,
-    /// The job's private run directory on the host: `refs/heads` copy, reflogs, approval socket.
+    /// The job's run directory on the host.
     pub run_dir: PathBuf,
-    pub home: PathBuf,
+    /// The project's agent state directory (`CLAUDE_CONFIG_DIR` inside).
+    pub state: PathBuf,
+    /// The operator's agent state: its credentials are shared, its settings copied in read-only.
+    pub operator_state: PathBuf,
     /// Extra writable paths from `agent.sandbox_write`.
     pub writable: Vec<PathBuf>,
     /// Executables the job must be able to start even if they live under a hidden directory.
     pub executables: Vec<PathBuf>,
 }
 
-/// Where the job's copy of `refs/heads` lives on the host.
-pub fn heads_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("heads")
+/// Where the job's copy of `refs/` lives on the host.
+pub fn refs_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("refs")
+}
+
+/// The job's private object directory: new objects land here, the repository's are read through it.
+pub fn objects_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("objects")
 }
 
 /// The directory holding the job's approval socket (bound into the sandbox at the same path).
@@ -156,6 +131,92 @@ fn path_arg(args: &mut Vec<String>, flag: &str, from: &Path, to: &Path) {
     args.push(flag.to_string());
     args.push(from.display().to_string());
     args.push(to.display().to_string());
+}
+
+/// What one job's sandbox is made of, from the config and where its session lives.
+pub fn plan_for(
+    config: &Config,
+    bwrap: PathBuf,
+    project_id: &str,
+    repo: &Path,
+    worktree: &Path,
+    run_dir: PathBuf,
+    program: &Path,
+) -> Result<SandboxPlan, String> {
+    let (git_common, git_worktree) = git_dirs(repo, worktree)?;
+    let mut homes = vec![agent_home(config)];
+    if let Some(own) = std::env::var_os("HOME").map(PathBuf::from)
+        && !homes.contains(&own)
+    {
+        homes.push(own);
+    }
+    let root = &config.root;
+    let orchestrator = root.join("orchestrator");
+    let mut hidden_dirs = vec![
+        orchestrator.clone(),
+        root.join("workspaces"),
+        root.join("repos"),
+    ];
+    hidden_dirs.extend(config.allowed_roots.iter().cloned());
+    let mut hidden_files = vec![config.socket_path.clone()];
+    hidden_files.extend(
+        config
+            .file
+            .iter()
+            .filter_map(|f| std::path::absolute(f).ok()),
+    );
+    if !config.raw.telegram.token_file.is_empty() {
+        hidden_files.extend(std::path::absolute(&config.raw.telegram.token_file).ok());
+    }
+    for p in config
+        .raw
+        .agent
+        .sandbox_hide
+        .iter()
+        .flat_map(|p| expand(p, &homes))
+    {
+        if p.is_dir() {
+            hidden_dirs.push(p);
+        } else {
+            hidden_files.push(p);
+        }
+    }
+    let writable: Vec<PathBuf> = config
+        .raw
+        .agent
+        .sandbox_write
+        .iter()
+        .flat_map(|p| expand(p, &homes[..1]))
+        .collect();
+    // A writable path is mounted after the hidden ones: one that contains or lies inside a hidden place
+    // would show it again.
+    for w in &writable {
+        if let Some(h) = hidden_dirs
+            .iter()
+            .chain(&hidden_files)
+            .find(|h| h.starts_with(w) || w.starts_with(h))
+        {
+            return Err(format!(
+                "agent.sandbox_write entry {} overlaps the hidden {}; list a narrower path",
+                w.display(),
+                h.display()
+            ));
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the daemon binary: {e}"))?;
+    Ok(SandboxPlan {
+        bwrap,
+        hidden_dirs,
+        hidden_files,
+        worktree: worktree.to_path_buf(),
+        git_common,
+        git_worktree,
+        run_dir,
+        state: agent_state(&orchestrator, project_id),
+        operator_state: operator_state(config),
+        writable,
+        executables: vec![exe, program.to_path_buf()],
+    })
 }
 
 impl SandboxPlan {
@@ -181,8 +242,19 @@ impl SandboxPlan {
                 "/tmp",
                 "--tmpfs",
                 "/var/tmp",
+                // Sockets of the user's bus, systemd, agents and container engines live here; a read-only
+                // mount does not stop connect(2). DNS through systemd-resolved comes back below.
+                "--tmpfs",
+                "/run",
             ],
         );
+        if Path::new("/run/systemd/resolve").is_dir() {
+            let resolve = Path::new("/run/systemd/resolve");
+            path_arg(&mut a, "--ro-bind", resolve, resolve);
+        }
+        if Path::new("/var/run").is_dir() && !Path::new("/var/run").is_symlink() {
+            arg(&mut a, &["--tmpfs", "/var/run"]);
+        }
         for dir in self.hidden_dirs.iter().filter(|d| d.is_dir()) {
             a.push("--tmpfs".into());
             a.push(dir.display().to_string());
@@ -202,14 +274,8 @@ impl SandboxPlan {
         path_arg(
             &mut a,
             "--bind",
-            &common.join("objects"),
-            &common.join("objects"),
-        );
-        path_arg(
-            &mut a,
-            "--bind",
-            &heads_dir(&self.run_dir),
-            &common.join("refs/heads"),
+            &refs_dir(&self.run_dir),
+            &common.join("refs"),
         );
         path_arg(
             &mut a,
@@ -217,10 +283,13 @@ impl SandboxPlan {
             &self.run_dir.join("reflogs"),
             &common.join("logs"),
         );
+        let objects = objects_dir(&self.run_dir);
+        path_arg(&mut a, "--bind", &objects, &objects);
         path_arg(&mut a, "--bind", &self.git_worktree, &self.git_worktree);
-        // Which repository the worktree belongs to stays as the daemon wrote it: a rewritten pointer
-        // would send the daemon's own git commands to a configuration of the agent's choosing.
-        for pointer in ["commondir", "gitdir"] {
+        // Which repository the worktree belongs to, and its worktree-only config, stay as the daemon
+        // wrote them: a rewritten pointer would send the daemon's own git commands to a configuration of
+        // the agent's choosing, and a worktree config could name programs for git to run.
+        for pointer in ["commondir", "gitdir", "config.worktree"] {
             let p = self.git_worktree.join(pointer);
             if p.is_file() {
                 path_arg(&mut a, "--ro-bind", &p, &p);
@@ -229,14 +298,20 @@ impl SandboxPlan {
         path_arg(&mut a, "--bind", &self.worktree, &self.worktree);
         let dotgit = self.worktree.join(".git");
         path_arg(&mut a, "--ro-bind", &dotgit, &dotgit);
-        for state in [".claude", ".claude.json"] {
-            let p = self.home.join(state);
-            path_arg(&mut a, "--bind", &p, &p);
-        }
-        // The user-level settings (hooks, plugins) stay as the operator wrote them: a job must not
-        // leave hooks behind for later jobs of other projects.
-        let settings = self.home.join(USER_SETTINGS);
+        path_arg(&mut a, "--bind", &self.state, &self.state);
+        // The settings (hooks, plugins) stay as the operator wrote them: a job must not leave hooks
+        // behind for later jobs.
+        let settings = self.state.join("settings.json");
         path_arg(&mut a, "--ro-bind", &settings, &settings);
+        let credentials = self.operator_state.join(CREDENTIALS);
+        if credentials.is_file() {
+            path_arg(
+                &mut a,
+                "--bind",
+                &credentials,
+                &self.state.join(CREDENTIALS),
+            );
+        }
         for w in self.writable.iter().filter(|w| w.exists()) {
             path_arg(&mut a, "--bind", w, w);
         }
@@ -250,18 +325,37 @@ impl SandboxPlan {
         a
     }
 
-    /// Makes the host side ready: the run directory with a copy of `refs/heads` (the session's branch
-    /// included even when it is only packed), an empty reflog directory, the approval directory, and
-    /// the agent's state paths, which must exist to be bound.
+    /// Variables the agent needs inside: its state directory, and git's private object directory with
+    /// the repository's objects as an alternate (read-only).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CLAUDE_CONFIG_DIR".into(), self.state.display().to_string()),
+            (
+                "GIT_OBJECT_DIRECTORY".into(),
+                objects_dir(&self.run_dir).display().to_string(),
+            ),
+            (
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES".into(),
+                self.git_common.join("objects").display().to_string(),
+            ),
+        ]
+    }
+
+    /// Makes the host side ready: the run directory with a copy of `refs/` (the session's branch
+    /// included even when it is only packed), empty reflog and object directories, the approval
+    /// directory, the worktree-only config (empty, so it can be held read-only), and the project's
+    /// agent state with the operator's settings copied in.
     pub fn prepare(&self, branch: &str, head: Option<&str>) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.run_dir)?;
-        let heads = heads_dir(&self.run_dir);
-        copy_tree(&self.git_common.join("refs/heads"), &heads)?;
-        let own = heads.join(branch);
+        for dir in [&self.run_dir, &self.state] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let refs = refs_dir(&self.run_dir);
+        copy_tree(&self.git_common.join("refs"), &refs)?;
+        let own = refs.join("heads").join(branch);
         if !own.exists()
             && let Some(commit) = head
         {
@@ -271,25 +365,34 @@ impl SandboxPlan {
             std::fs::write(&own, format!("{commit}\n"))?;
         }
         std::fs::create_dir_all(self.run_dir.join("reflogs"))?;
+        std::fs::create_dir_all(objects_dir(&self.run_dir))?;
         std::fs::create_dir_all(self.git_common.join("logs"))?;
         std::fs::create_dir_all(approval_dir(&self.run_dir))?;
-        std::fs::create_dir_all(self.home.join(".claude"))?;
-        let settings = self.home.join(USER_SETTINGS);
-        if !settings.exists() {
-            std::fs::write(&settings, "{}\n")?;
+        let worktree_config = self.git_worktree.join("config.worktree");
+        if !worktree_config.exists() {
+            std::fs::write(&worktree_config, "")?;
         }
-        let state = self.home.join(".claude.json");
-        if !state.exists() {
-            std::fs::write(&state, "{}\n")?;
+        let settings = self.state.join("settings.json");
+        match std::fs::read(self.operator_state.join("settings.json")) {
+            Ok(text) => std::fs::write(&settings, text)?,
+            Err(_) if !settings.exists() => std::fs::write(&settings, "{}\n")?,
+            Err(_) => {}
+        }
+        let credentials = self.state.join(CREDENTIALS);
+        if self.operator_state.join(CREDENTIALS).is_file() && !credentials.exists() {
+            std::fs::write(&credentials, "")?;
         }
         Ok(())
     }
 }
 
-/// The commit the job left its branch at, from its private copy of the refs (None: unchanged or not a
-/// plain commit id).
+/// The operator's login, shared with jobs (a refreshed token is written back in place).
+const CREDENTIALS: &str = ".credentials.json";
+
+/// The commit the job left its branch at, from its private copy of the refs (None: not a plain
+/// commit id).
 pub fn branch_after(run_dir: &Path, branch: &str) -> Option<String> {
-    let text = std::fs::read_to_string(heads_dir(run_dir).join(branch)).ok()?;
+    let text = std::fs::read_to_string(refs_dir(run_dir).join("heads").join(branch)).ok()?;
     let id = text.trim();
     (id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
@@ -393,7 +496,7 @@ mod tests {
     #[test]
     fn the_branch_after_the_job_must_be_a_commit_id() {
         let dir = tempfile::tempdir().unwrap();
-        let heads = heads_dir(dir.path());
+        let heads = refs_dir(dir.path()).join("heads");
         std::fs::create_dir_all(heads.join("feature")).unwrap();
         std::fs::write(heads.join("feature/x"), format!("{}\n", "a".repeat(40))).unwrap();
         std::fs::write(heads.join("bad"), "ref: refs/heads/main\n").unwrap();

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # A hostile stand-in for the agent CLI: it tries to get around the approval wall and out of its
 # worktree, and prints one line per attempt: "HOSTILE <attempt> reached|blocked <detail>".
-# Targets come from its environment (TV_ROOT, TV_SOCKET, TV_CONFIG, TV_OTHER, TV_OUTSIDE, TV_MARK).
+# Targets come from its environment (TV_ROOT, TV_SOCKET, TV_CONFIG, TV_OTHER, TV_OUTSIDE, TV_MARK,
+# TV_RUN_SOCKET).
 use strict;
 use warnings;
 use IO::Socket::UNIX;
@@ -99,12 +100,43 @@ sub attempt_write {
   write_file('write-other-worktree', "$ENV{TV_OTHER}/pwned.txt");
   write_file('write-outside', "$ENV{TV_OUTSIDE}/pwned.txt");
   write_file('write-home', "$ENV{HOME}/pwned.txt");
-  write_file('write-user-settings', "$ENV{HOME}/.claude/settings.json");
+  write_file('write-user-settings', ($ENV{CLAUDE_CONFIG_DIR} // "$ENV{HOME}/.claude") . '/settings.json');
   my $common = `git rev-parse --git-common-dir`; chomp $common;
   if (open(my $f, '>>', "$common/config")) { print $f "[core]\n\tfsmonitor = touch $ENV{TV_OUTSIDE}/fsmonitor-ran\n"; close $f; report('write-git-config', 1, "$common/config") }
   else { report('write-git-config', 0, "$common/config: $!") }
   write_file('write-git-hook', "$common/hooks/post-commit");
   write_file('write-other-branch', "$common/refs/heads/main");
+  # The object store the operator's checkout and every session share.
+  my $obj = `git rev-parse HEAD`; chomp $obj;
+  my $path = "$common/objects/" . substr($obj, 0, 2) . '/' . substr($obj, 2);
+  if (unlink($path)) { report('delete-object', 1, $path) } else { report('delete-object', 0, "$path: $!") }
+}
+
+# Code for the daemon to run after the job: a nested repository registered as a submodule whose own
+# config names a filter driver, with a file whose stat forces a re-hash; and a filter named by the
+# worktree's attributes and defined in the worktree-only config.
+sub attempt_plant {
+  my $ok = system("git init -q sub && cd sub && echo x > f && git add f && git -c user.name=a -c user.email=a\@b commit -qm s") == 0;
+  my $sha = `git -C sub rev-parse HEAD`; chomp $sha;
+  if (open(my $c, '>>', 'sub/.git/config')) { print $c "[filter \"x\"]\n\tclean = touch $ENV{TV_OUTSIDE}/filter-ran; cat\n"; close $c }
+  if (open(my $a, '>', 'sub/.gitattributes')) { print $a "* filter=x\n"; close $a }
+  $ok &&= system("git update-index --add --cacheinfo 160000,$sha,sub") == 0;
+  if (open(my $f, '>', 'sub/f')) { print $f "z\n"; close $f }
+  utime(946684800, 946684800, 'sub/f');
+  report('plant-submodule', $ok, "nested repository at $sha");
+  if (open(my $g, '>', '.gitattributes')) { print $g "* filter=y\n"; close $g }
+  my $gitdir = `git rev-parse --git-dir`; chomp $gitdir;
+  if (open(my $w, '>>', "$gitdir/config.worktree")) {
+    print $w "[filter \"y\"]\n\tclean = touch $ENV{TV_OUTSIDE}/worktree-filter-ran; cat\n"; close $w;
+    report('write-worktree-config', 1, "$gitdir/config.worktree");
+  } else { report('write-worktree-config', 0, "$gitdir/config.worktree: $!") }
+}
+
+# A service of the user's on a Unix socket under /run (a bus, an agent, a container engine).
+sub attempt_run_socket {
+  if (my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ENV{TV_RUN_SOCKET})) {
+    my $line = <$s> // ''; report('run-socket', 1, $line);
+  } else { report('run-socket', 0, "connect: $!") }
 }
 
 sub attempt_daemonise {
@@ -133,5 +165,7 @@ attempt_read() if $prompt =~ /read/;
 attempt_write() if $prompt =~ /write/;
 attempt_daemonise() if $prompt =~ /daemonise/;
 attempt_commit() if $prompt =~ /commit/;
+attempt_plant() if $prompt =~ /plant/;
+attempt_run_socket() if $prompt =~ /run-socket/;
 print '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"hostile run over"}' . "\n";
 exit 0;

@@ -19,34 +19,52 @@ struct Hostile {
     mcp: Mcp,
     own: PathBuf,
     other: PathBuf,
-    /// A directory on the host outside every worktree (not under /tmp, which the sandbox replaces).
+    /// A directory on the host outside every worktree.
     outside: PathBuf,
     /// The argument of the `sleep` the agent tries to leave behind, unique to this run.
     mark: String,
+    /// Where a test may listen as a service of the user's under `/run`.
+    run_socket: PathBuf,
+}
+
+/// Where containment tests keep their roots: not under `/tmp`, which every sandbox replaces with its own,
+/// so that what a test finds hidden was hidden by the sandbox's own rules.
+fn containment_env() -> Env {
+    Env::new_in(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("target/containment"),
+        "",
+    )
 }
 
 async fn hostile(sandbox: &str) -> Hostile {
-    let env = Env::new("");
-    let outside = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/containment")
-        .join(env.dir.path().file_name().unwrap());
+    let env = containment_env();
+    let outside = env.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
     let mark = (100_000 + nanos % 900_000).to_string();
+    // Root may listen in /run itself; anyone else in their /run/user/<uid>.
+    let run_socket = if unsafe { libc::getuid() } == 0 {
+        PathBuf::from(format!("/run/tvtest-{mark}.sock"))
+    } else {
+        PathBuf::from(format!("/run/user/{}/tvtest-{mark}.sock", unsafe {
+            libc::getuid()
+        }))
+    };
     env.write_config(&format!(
         "[agent]\ncommand = \"{HOSTILE}\"\nsandbox = \"{sandbox}\"\n\
          env = {{ TV_ROOT = \"{root}\", TV_SOCKET = \"{sock}\", TV_CONFIG = \"{config}\", \
          TV_OTHER = \"{root}/workspaces/app/S2\", TV_OUTSIDE = \"{outside}\", HOME = \"{home}\", \
-         TV_MARK = \"{mark}\" }}\n\
+         TV_MARK = \"{mark}\", TV_RUN_SOCKET = \"{run_socket}\" }}\n\
          [jobs]\nkill_grace_secs = 1\n",
         root = env.root().display(),
         sock = env.socket().display(),
         config = env.config().display(),
         outside = outside.display(),
         home = env.dir.path().join("home").display(),
+        run_socket = run_socket.display(),
     ));
     std::fs::create_dir_all(env.dir.path().join("home")).unwrap();
     let daemon = env.start();
@@ -65,12 +83,17 @@ async fn hostile(sandbox: &str) -> Hostile {
         other,
         outside,
         mark,
+        run_socket,
     }
 }
 
 impl Hostile {
     /// Runs the hostile agent with `instruction` in S1 and returns its attempts: name → (reached, detail).
     async fn attempt(&self, instruction: &str) -> HashMap<String, (bool, String)> {
+        self.attempt_inner(instruction).await
+    }
+
+    async fn attempt_inner(&self, instruction: &str) -> HashMap<String, (bool, String)> {
         let id = run(&self.mcp, "S1", instruction).await;
         let job = wait_final(&self.mcp, &id, Duration::from_secs(60)).await;
         assert_eq!(job["status"], "done", "{job}");
@@ -105,6 +128,9 @@ async fn a_sandboxed_agent_cannot_reach_the_control_socket() {
     let attempts = h.attempt("socket").await;
     for name in ["socket-direct", "socket-fork", "socket-setsid"] {
         assert_blocked(&attempts, name);
+        // Hidden, not refused: the daemon never saw the connection.
+        let (_, detail) = &attempts[name];
+        assert!(detail.starts_with("connect:"), "{name}: {detail}");
     }
     assert_eq!(
         h.mcp
@@ -141,6 +167,48 @@ async fn a_sandboxed_agent_cannot_read_the_daemon_state() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sandboxed_agent_cannot_reach_the_users_sockets_under_run() {
+    // A service of the operator's on a Unix socket under /run (a session bus, a key agent, a container
+    // engine); a read-only mount would not stop connect(2).
+    let h = hostile("bwrap").await;
+    let path = h.run_socket.clone();
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .unwrap_or_else(|e| panic!("this test listens at {} and cannot: {e}", path.display()));
+    let accept = std::thread::spawn(move || {
+        use std::io::Write;
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(b"service reached\n");
+        }
+    });
+    let attempts = h.attempt("run-socket").await;
+    let _ = std::fs::remove_file(&path);
+    assert_blocked(&attempts, "run-socket");
+    drop(accept);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_planted_in_the_worktree_is_never_run_by_the_daemon() {
+    let h = hostile("bwrap").await;
+    let attempts = h.attempt("plant").await;
+    assert!(attempts["plant-submodule"].0, "{attempts:?}");
+    assert_blocked(&attempts, "write-worktree-config");
+    // The job's end measured the worktree with git (files changed, diff stat); so does a diff.
+    let wt = h.own.clone();
+    assert!(wt.join("sub/.git/config").exists());
+    assert!(
+        !h.outside.join("filter-ran").exists(),
+        "the submodule's filter ran"
+    );
+    assert!(
+        !h.outside.join("worktree-filter-ran").exists(),
+        "the worktree config's filter ran"
+    );
+    let out = h.env.run(&["admin", "jobs", "--json"]);
+    assert!(out.status.success());
+    assert!(!h.outside.join("filter-ran").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_sandboxed_agent_cannot_write_outside_its_worktree() {
     let h = hostile("bwrap").await;
     let repo = h.env.root().join("repos/app");
@@ -152,6 +220,8 @@ async fn a_sandboxed_agent_cannot_write_outside_its_worktree() {
         "write-outside",
         "write-git-config",
         "write-git-hook",
+        "delete-object",
+        "write-home",
         "write-user-settings",
     ] {
         assert_blocked(&attempts, name);
@@ -166,6 +236,7 @@ async fn a_sandboxed_agent_cannot_write_outside_its_worktree() {
         config_before
     );
     assert_eq!(git(&repo, &["rev-parse", "main"]), main_before);
+    git(&repo, &["fsck", "--no-dangling"]);
     // The daemon's own git commands in the worktree still run clean (no fsmonitor planted).
     let diff = h
         .mcp

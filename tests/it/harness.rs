@@ -16,9 +16,16 @@ pub struct Env {
 impl Env {
     /// `extra` is appended to a config that sets the root, port 0 and test hooks.
     pub fn new(extra: &str) -> Env {
+        Env::new_in(Path::new("/tmp"), extra)
+    }
+
+    /// Like `new`, under `parent` (containment tests keep their root out of `/tmp`, which every sandbox
+    /// replaces, so that what they find hidden was hidden on purpose).
+    pub fn new_in(parent: &Path, extra: &str) -> Env {
+        std::fs::create_dir_all(parent).unwrap();
         let dir = tempfile::Builder::new()
             .prefix("tv")
-            .tempdir_in("/tmp")
+            .tempdir_in(parent)
             .unwrap();
         let env = Env { dir };
         env.write_config(extra);
