@@ -116,6 +116,9 @@ sub attempt_write {
 # config names a filter driver, with a file whose stat forces a re-hash; and a filter named by the
 # worktree's attributes and defined in the worktree-only config.
 sub attempt_plant {
+  # The nested repository keeps its objects itself, not in the job's private object directory.
+  local $ENV{GIT_OBJECT_DIRECTORY}; delete $ENV{GIT_OBJECT_DIRECTORY};
+  local $ENV{GIT_ALTERNATE_OBJECT_DIRECTORIES}; delete $ENV{GIT_ALTERNATE_OBJECT_DIRECTORIES};
   my $ok = system("git init -q sub && cd sub && echo x > f && git add f && git -c user.name=a -c user.email=a\@b commit -qm s") == 0;
   my $sha = `git -C sub rev-parse HEAD`; chomp $sha;
   if (open(my $c, '>>', 'sub/.git/config')) { print $c "[filter \"x\"]\n\tclean = touch $ENV{TV_OUTSIDE}/filter-ran; cat\n"; close $c }
