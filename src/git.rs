@@ -154,6 +154,22 @@ impl Git {
             .await
     }
 
+    /// Points the worktree's HEAD back at `branch` if a job moved it; true if it did.
+    pub async fn reattach_head(
+        &self,
+        repo: &Path,
+        worktree: &Path,
+        branch: &str,
+    ) -> Result<bool, GitError> {
+        let (repo, wt, branch) = (
+            repo.to_path_buf(),
+            worktree.to_path_buf(),
+            branch.to_string(),
+        );
+        self.guarded(move || reattach_head_sync(&repo, &wt, &branch))
+            .await
+    }
+
     /// Brings the objects a sandboxed job wrote (its private object directory) into the repository,
     /// each checked; returns how many.
     pub async fn import_objects(&self, repo: &Path, private: &Path) -> Result<usize, GitError> {
@@ -323,6 +339,49 @@ fn adopt_branch_sync(
     repo.reference(full, to, previous, "televibe: commits of a sandboxed job")
         .map_err(failed)?;
     Ok(())
+}
+
+/// The repository's common git directory and the worktree's own, from the worktree's `.git` file,
+/// accepted only when they are where the daemon put them: `<repo>/.git/worktrees/<name>`.
+pub fn worktree_git_dirs(repo: &Path, worktree: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let common = repo
+        .join(".git")
+        .canonicalize()
+        .map_err(|e| format!("cannot find {}/.git: {e}", repo.display()))?;
+    let text = std::fs::read_to_string(worktree.join(".git"))
+        .map_err(|e| format!("cannot read {}/.git: {e}", worktree.display()))?;
+    let dir = text
+        .trim()
+        .strip_prefix("gitdir:")
+        .map(|d| PathBuf::from(d.trim()))
+        .ok_or_else(|| format!("{}/.git is not a worktree link", worktree.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot find {}: {e}", dir.display()))?;
+    if dir.parent() != Some(common.join("worktrees").as_path()) {
+        return Err(format!(
+            "{}/.git points outside {}/worktrees",
+            worktree.display(),
+            common.display()
+        ));
+    }
+    Ok((common, dir))
+}
+
+/// Points the worktree's HEAD back at its session's branch if a job moved it (a checkout of another
+/// branch or a detached HEAD inside the sandbox, whose refs were a private copy). True if it was moved.
+fn reattach_head_sync(repo: &Path, worktree: &Path, branch: &str) -> Result<bool, GitError> {
+    validate_branch(branch)?;
+    let (_, own) = worktree_git_dirs(repo, worktree).map_err(failed)?;
+    let head = own.join("HEAD");
+    let expected = format!("ref: refs/heads/{branch}\n");
+    if std::fs::read_to_string(&head).ok().as_deref() == Some(expected.as_str()) {
+        return Ok(false);
+    }
+    let staged = own.join("HEAD.televibe");
+    std::fs::write(&staged, &expected).map_err(failed)?;
+    std::fs::rename(&staged, &head).map_err(failed)?;
+    Ok(true)
 }
 
 /// A revision typed by someone (a session's base): a valid branch name, or a full commit id. Never

@@ -608,6 +608,17 @@ impl Runner {
             // The job wrote its objects into a private directory and committed into a private copy of
             // the refs: bring in its objects (each one checked) and move the session's branch (and only
             // it) to where the job left it, if nobody moved it meanwhile.
+            if sandboxed {
+                match core.git.reattach_head(&repo, &worktree, &branch).await {
+                    Ok(true) => {
+                        tracing::warn!(target: "televibe.runner", job_id = %job_id, branch = %branch, "The job left its session's branch; the worktree's HEAD points at it again (its changes show as uncommitted)");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "Cannot check the worktree's HEAD");
+                    }
+                }
+            }
             if sandboxed
                 && let Err(e) = core
                     .git

@@ -143,7 +143,7 @@ pub fn plan_for(
     run_dir: PathBuf,
     program: &Path,
 ) -> Result<SandboxPlan, String> {
-    let (git_common, git_worktree) = git_dirs(repo, worktree)?;
+    let (git_common, git_worktree) = crate::git::worktree_git_dirs(repo, worktree)?;
     let mut homes = vec![agent_home(config)];
     if let Some(own) = std::env::var_os("HOME").map(PathBuf::from)
         && !homes.contains(&own)
@@ -412,33 +412,6 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The repository's common git directory and the worktree's own, from the worktree's `.git` file,
-/// accepted only when they are where the daemon put them: `<repo>/.git/worktrees/<name>`.
-pub fn git_dirs(repo: &Path, worktree: &Path) -> Result<(PathBuf, PathBuf), String> {
-    let common = repo
-        .join(".git")
-        .canonicalize()
-        .map_err(|e| format!("cannot find {}/.git: {e}", repo.display()))?;
-    let text = std::fs::read_to_string(worktree.join(".git"))
-        .map_err(|e| format!("cannot read {}/.git: {e}", worktree.display()))?;
-    let dir = text
-        .trim()
-        .strip_prefix("gitdir:")
-        .map(|d| PathBuf::from(d.trim()))
-        .ok_or_else(|| format!("{}/.git is not a worktree link", worktree.display()))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| format!("cannot find {}: {e}", dir.display()))?;
-    if dir.parent() != Some(common.join("worktrees").as_path()) {
-        return Err(format!(
-            "{}/.git points outside {}/worktrees",
-            worktree.display(),
-            common.display()
-        ));
-    }
-    Ok((common, dir))
-}
-
 /// Whether bubblewrap can start a sandbox here: the readiness and `doctor` check.
 pub fn check(bwrap: Option<&Path>) -> Result<(), String> {
     let bwrap = bwrap.ok_or("bwrap not found on PATH (Debian package bubblewrap)")?;
@@ -482,7 +455,7 @@ mod tests {
         let wt = dir.path().join("wt");
         std::fs::create_dir_all(&wt).unwrap();
         std::fs::write(wt.join(".git"), format!("gitdir: {}\n", admin.display())).unwrap();
-        let (common, own) = git_dirs(&repo, &wt).unwrap();
+        let (common, own) = crate::git::worktree_git_dirs(&repo, &wt).unwrap();
         assert_eq!(own, admin.canonicalize().unwrap());
         assert_eq!(common, repo.join(".git").canonicalize().unwrap());
         std::fs::write(
@@ -490,7 +463,7 @@ mod tests {
             format!("gitdir: {}\n", repo.join(".git").display()),
         )
         .unwrap();
-        assert!(git_dirs(&repo, &wt).is_err());
+        assert!(crate::git::worktree_git_dirs(&repo, &wt).is_err());
     }
 
     #[test]

@@ -156,7 +156,7 @@ sub attempt_daemonise {
 }
 
 sub attempt_commit {
-  open(my $f, '>', 'own.txt') or return report('own-worktree', 0, "own.txt: $!");
+  open(my $f, '>>', 'own.txt') or return report('own-worktree', 0, "own.txt: $!");
   print $f "mine\n"; close $f;
   my $out = `git add own.txt 2>&1 && git -c user.name=agent -c user.email=agent\@example.com commit -q -m 'own work' 2>&1 && git rev-parse HEAD 2>&1`;
   my $ok = $? == 0;
@@ -168,6 +168,10 @@ attempt_read() if $prompt =~ /read/;
 attempt_write() if $prompt =~ /write/;
 attempt_daemonise() if $prompt =~ /daemonise/;
 attempt_commit() if $prompt =~ /commit/;
+if ($prompt =~ /switch/) {
+  my $out = `git checkout -q -b elsewhere 2>&1`;
+  report('switch-branch', $? == 0, $out);
+}
 attempt_plant() if $prompt =~ /plant/;
 attempt_run_socket() if $prompt =~ /run-socket/;
 print '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"hostile run over"}' . "\n";

@@ -297,6 +297,20 @@ async fn a_sandboxed_agent_writes_and_commits_its_own_worktree() {
         .await
         .unwrap();
     assert_eq!(s1["state"], "idle", "{s1}");
+    // A job that leaves its branch: the worktree is pointed back at the session's branch.
+    let attempts = h.attempt("switch").await;
+    assert!(attempts["switch-branch"].0, "{attempts:?}");
+    assert_eq!(
+        git(&h.own, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/televibe/S1"
+    );
+    assert!(
+        git(&repo, &["branch", "--list", "elsewhere"])
+            .trim()
+            .is_empty()
+    );
+    let attempts = h.attempt("commit again").await;
+    assert!(attempts["own-commit"].0, "{attempts:?}");
 }
 
 /// A repository whose committed `.claude/settings.json` runs hooks at session start and on every prompt:
