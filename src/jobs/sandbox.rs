@@ -215,7 +215,12 @@ pub fn plan_for(
         state: agent_state(&orchestrator, project_id),
         operator_state: operator_state(config),
         writable,
-        executables: vec![exe, program.to_path_buf()],
+        // Real paths: a bind onto a path through a symbolic link cannot be made, and the link itself
+        // resolves inside the sandbox to the same file.
+        executables: [exe, program.to_path_buf()]
+            .into_iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .collect(),
     })
 }
 
@@ -320,6 +325,10 @@ impl SandboxPlan {
         a.push("--chdir".into());
         a.push(self.worktree.display().to_string());
         a.push("--".into());
+        // The real path: a link to it may live in a place the sandbox replaces (under /tmp).
+        let program = program
+            .canonicalize()
+            .unwrap_or_else(|_| program.to_path_buf());
         a.push(program.display().to_string());
         a.extend(program_args.iter().cloned());
         a

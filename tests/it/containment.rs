@@ -480,3 +480,27 @@ async fn without_bubblewrap_jobs_fail_clearly_and_readiness_tells() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_command_reached_through_a_link_under_tmp_still_runs() {
+    // Installers put links on PATH; /tmp is replaced inside the sandbox, so the link must be followed
+    // before the sandbox starts.
+    let links = tempfile::Builder::new()
+        .prefix("tvlink")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let link = links.path().join("agent");
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh"),
+        &link,
+    )
+    .unwrap();
+    let env = containment_env();
+    env.write_config(&format!("[agent]\ncommand = \"{}\"\n", link.display()));
+    let _d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "anything").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "done", "{j}");
+}

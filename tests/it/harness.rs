@@ -301,10 +301,7 @@ pub struct ToolErr {
 impl Mcp {
     pub async fn connect(env: &Env) -> Mcp {
         use rmcp::ServiceExt;
-        let mut bridge = tokio::process::Command::new(BIN)
-            .arg("--config")
-            .arg(env.config())
-            .arg("mcp")
+        let mut bridge = tokio::process::Command::from(env.command(&["mcp"]))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
