@@ -91,6 +91,13 @@ pub enum AdminCommand {
         #[arg(long)]
         all: bool,
     },
+    /// One session: `session recover <S>` brings back a missing worktree on the same branch.
+    Session {
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
     /// Failure drill: make a supervised actor panic (needs debug.test_hooks = true).
     #[command(hide = true)]
     Panic { name: String },
@@ -100,6 +107,13 @@ pub enum AdminCommand {
 pub enum JobCommand {
     /// Stop a stuck job: SIGTERM to its process group, wait the grace period, SIGKILL; mark it failed.
     Kill { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Re-create a missing worktree at the same path on the same branch (or, when git cannot, close the
+    /// session and open a new one on that branch); audited.
+    Recover { id: String },
 }
 
 #[derive(Debug, Subcommand)]
