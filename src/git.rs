@@ -228,6 +228,23 @@ impl Git {
         .await
     }
 
+    /// The local branch names of a repository (without `refs/heads/`).
+    pub async fn branches(&self, repo: &Path) -> Result<Vec<String>, GitError> {
+        let repo = repo.to_path_buf();
+        self.guarded(move || {
+            let repo = open_existing(&repo)?;
+            let refs = repo.references().map_err(failed)?;
+            let mut out = Vec::new();
+            for r in refs.local_branches().map_err(failed)? {
+                let r = r.map_err(|e| failed(e.to_string()))?;
+                out.push(r.name().shorten().to_string());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The linked worktrees git lists for a repository (directories that are gone included).
     pub async fn worktrees(&self, repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
         let repo = repo.to_path_buf();
         self.guarded(move || worktrees_sync(&repo)).await
