@@ -204,8 +204,8 @@ async fn check_store(layout: &Layout, r: &mut Report) {
         let path = PathBuf::from(&s.worktree_path);
         if !path.is_dir() {
             r.warn(&format!(
-                "session {} ({} on {}) has no worktree at {}: close it (close_session with force) and open a new session on the same branch",
-                s.id, s.project_id, s.branch, s.worktree_path
+                "session {} ({} on {}) has no worktree at {}: bring it back with `televibe admin session recover {}` (re-created from its branch)",
+                s.id, s.project_id, s.branch, s.worktree_path, s.id
             ));
         }
         known.push(path);
