@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::cli::{AdminCommand, BreakersCommand, JobCommand};
+use crate::cli::{AdminCommand, BreakersCommand, JobCommand, SessionCommand};
 use crate::config::Config;
 use crate::mcp::client::DaemonClient;
 use crate::supervisor::TreeNode;
@@ -43,6 +43,10 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
         AdminCommand::Sessions { json, all } => {
             ("list_sessions", json!({"include_closed": all}), *json)
         }
+        AdminCommand::Session {
+            json,
+            command: SessionCommand::Recover { id },
+        } => ("recover_session", json!({"session_id": id}), *json),
         AdminCommand::Panic { name } => ("debug_panic_actor", json!({"name": name}), true),
     };
     let result = client.call(tool, args).await;
@@ -71,6 +75,10 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
                 AdminCommand::Jobs { .. } => print!("{}", render_jobs(&body["jobs"])),
                 AdminCommand::Job { .. } => print!("{}", render_jobs(&json!([body]))),
                 AdminCommand::Sessions { .. } => print!("{}", render_sessions(&body["sessions"])),
+                AdminCommand::Session { .. } => {
+                    println!("{}", body["message"].as_str().unwrap_or_default());
+                    print!("{}", render_sessions(&json!([body["session"]])));
+                }
                 AdminCommand::Breakers {
                     command: Some(_), ..
                 } => print!("{}", render_breakers(&json!([body]))),

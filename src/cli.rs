@@ -1,4 +1,4 @@
-//! The command line: `serve`, `mcp`, `admin …`, `config check`. Each subcommand is a library function.
+//! The command line: `serve`, `mcp`, `doctor`, `reconstruct`, `admin …`, `config check`. Each subcommand is a library function.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,16 @@ pub enum Command {
     /// Check the installation: config, directories, database, daemon, worktrees (exit 1 on problems).
     Doctor {
         /// One JSON document: ok, failures, warnings, sandbox, checks.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a lost or unusable state.db from the repositories and session worktrees on disk (the daemon
+    /// must be stopped; job history is lost). A readable database is kept unless --force.
+    Reconstruct {
+        /// Replace a readable database too (it is kept as state.db.corrupted, .corrupted.1, …).
+        #[arg(long)]
+        force: bool,
+        /// One JSON document with the counts.
         #[arg(long)]
         json: bool,
     },
@@ -91,6 +101,13 @@ pub enum AdminCommand {
         #[arg(long)]
         all: bool,
     },
+    /// One session: `session recover <S>` brings back a missing worktree on the same branch.
+    Session {
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
     /// Failure drill: make a supervised actor panic (needs debug.test_hooks = true).
     #[command(hide = true)]
     Panic { name: String },
@@ -100,6 +117,13 @@ pub enum AdminCommand {
 pub enum JobCommand {
     /// Stop a stuck job: SIGTERM to its process group, wait the grace period, SIGKILL; mark it failed.
     Kill { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Re-create a missing worktree at the same path on the same branch (or, when git cannot, close the
+    /// session and open a new one on that branch); audited.
+    Recover { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +221,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Doctor { json } => {
                 crate::logging::init_client();
                 crate::doctor::run(&config, json).await
+            }
+            Command::Reconstruct { force, json } => {
+                crate::logging::init_client();
+                crate::reconstruct::run(&config, force, json).await
             }
             Command::Admin { command } => {
                 crate::logging::init_client();

@@ -196,6 +196,8 @@ pub struct RawSessions {
     pub branch_prefix: String,
     /// How often the janitor measures workspace disk usage.
     pub disk_usage_interval_secs: u64,
+    /// How often each session actor checks that its worktree is still on disk.
+    pub worktree_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -314,6 +316,7 @@ impl Default for RawConfig {
                 max_total: 50,
                 branch_prefix: "televibe/".into(),
                 disk_usage_interval_secs: 300,
+                worktree_check_secs: 30,
             },
             git: RawGit { timeout_secs: 60 },
             supervision: RawSupervision {
@@ -662,6 +665,12 @@ impl Config {
         if ss.disk_usage_interval_secs == 0 {
             return Err(invalid(
                 "sessions.disk_usage_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if ss.worktree_check_secs == 0 {
+            return Err(invalid(
+                "sessions.worktree_check_secs",
                 "must be at least 1",
             ));
         }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
+
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::mcp::client::DaemonClient;
@@ -111,6 +113,7 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
     };
     check_daemon(config, &mut r).await;
     check_store(&layout, &mut r).await;
+    let backup_age_secs = check_backups(config, &layout, &mut r, chrono::Utc::now());
     let code = if r.failures > 0 {
         ExitCode::from(1)
     } else {
@@ -122,6 +125,7 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
             "failures": r.failures,
             "warnings": r.warnings,
             "sandbox": sandbox,
+            "backup_age_secs": backup_age_secs,
             "checks": r.checks,
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -200,8 +204,8 @@ async fn check_store(layout: &Layout, r: &mut Report) {
         let path = PathBuf::from(&s.worktree_path);
         if !path.is_dir() {
             r.warn(&format!(
-                "session {} ({} on {}) has no worktree at {}: close it (close_session with force) and open a new session on the same branch",
-                s.id, s.project_id, s.branch, s.worktree_path
+                "session {} ({} on {}) has no worktree at {}: bring it back with `televibe admin session recover {}` (re-created from its branch)",
+                s.id, s.project_id, s.branch, s.worktree_path, s.id
             ));
         }
         known.push(path);
@@ -219,6 +223,71 @@ async fn check_store(layout: &Layout, r: &mut Report) {
         unknown.len()
     ));
     store.close().await;
+}
+
+/// The time in a backup's name `state-YYYY-MM-DDTHH-MM-SS.db.gz` (UTC), or None for other files.
+pub fn backup_time(name: &str) -> Option<DateTime<Utc>> {
+    let stamp = name.strip_prefix("state-")?.strip_suffix(".db.gz")?;
+    NaiveDateTime::parse_from_str(stamp, "%Y-%m-%dT%H-%M-%S")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// The newest backup in `dir`, by the timestamp in its name (file times change when copies are made).
+pub fn newest_backup(dir: &Path) -> Option<(String, DateTime<Utc>)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            backup_time(&name).map(|t| (name, t))
+        })
+        .max_by_key(|(_, t)| *t)
+}
+
+/// The longest gap between consecutive runs of the schedule over its next few runs: one period of a
+/// regular schedule, the longest (a weekend, say) of an irregular one.
+pub fn schedule_period(schedule: &str, now: DateTime<Utc>) -> Option<chrono::Duration> {
+    // The cron parser of src/schedule.rs; when the schedule module changes, only these two calls move.
+    let cron = crate::schedule::CronSchedule::parse(schedule).ok()?;
+    let mut at = cron.next_after(now)?;
+    let mut longest = chrono::Duration::zero();
+    for _ in 0..8 {
+        let next = cron.next_after(at)?;
+        longest = longest.max(next - at);
+        at = next;
+    }
+    Some(longest)
+}
+
+/// Reports the age of the newest backup; a warning when there is none or it is older than two schedule
+/// periods. Returns the age in seconds for `--json`.
+fn check_backups(
+    config: &Config,
+    layout: &Layout,
+    r: &mut Report,
+    now: DateTime<Utc>,
+) -> Option<u64> {
+    let dir = layout.backups();
+    let schedule = &config.raw.backup.schedule;
+    let period = schedule_period(schedule, now);
+    let Some((name, at)) = newest_backup(&dir) else {
+        r.warn(&format!(
+            "no backup in {} (state-<timestamp>.db.gz): take one with `televibe backup now` and check backup.schedule",
+            dir.display()
+        ));
+        return None;
+    };
+    let age = (now - at).num_seconds().max(0) as u64;
+    let shown = crate::admin::human_duration(age);
+    match period {
+        Some(p) if age > 2 * p.num_seconds().max(0) as u64 => r.warn(&format!(
+            "newest backup {name} is {shown} old, more than two periods of backup.schedule {schedule:?} ({} each): check that the daemon runs and that its backups succeed (orchestrator.log)",
+            crate::admin::human_duration(p.num_seconds().max(0) as u64)
+        )),
+        _ => r.ok(&format!("newest backup {name} is {shown} old")),
+    }
+    Some(age)
 }
 
 /// Directories `workspaces/<project>/<name>` that no open session owns.
@@ -239,4 +308,59 @@ fn unknown_worktrees(workspaces: &Path, known: &[PathBuf]) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn backup_names_carry_their_time() {
+        assert_eq!(
+            backup_time("state-2025-12-13T06-00-00.db.gz"),
+            Some(Utc.with_ymd_and_hms(2025, 12, 13, 6, 0, 0).unwrap())
+        );
+        for other in [
+            "state-2025-12-13T06-00-00.db",
+            "state-2025-13-13T06-00-00.db.gz",
+            "backup-2025-12-13T06-00-00.db.gz",
+            "state.db.gz",
+        ] {
+            assert_eq!(backup_time(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn newest_is_chosen_by_name_not_file_time() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(newest_backup(dir.path()), None);
+        for n in [
+            "state-2025-12-13T12-00-00.db.gz",
+            "state-2025-12-14T00-00-00.db.gz",
+            "state-2025-12-13T18-00-00.db.gz",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(n), "x").unwrap();
+        }
+        assert_eq!(
+            newest_backup(dir.path()).unwrap().0,
+            "state-2025-12-14T00-00-00.db.gz"
+        );
+    }
+
+    #[test]
+    fn period_of_regular_and_irregular_schedules() {
+        let now = Utc.with_ymd_and_hms(2025, 12, 10, 7, 0, 0).unwrap();
+        assert_eq!(
+            schedule_period("0 */6 * * *", now),
+            Some(chrono::Duration::hours(6))
+        );
+        // Weekdays at 02:00: the longest gap is the weekend.
+        assert_eq!(
+            schedule_period("0 2 * * 1-5", now),
+            Some(chrono::Duration::hours(72))
+        );
+        assert_eq!(schedule_period("nonsense", now), None);
+    }
 }

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     InternalError,
     /// Beyond the product's list: a session limit of `[sessions]` is reached.
     SessionLimit,
+    /// Beyond the product's list: `recover_session` on a session whose worktree is on disk.
+    WorktreeNotMissing,
 }
 
 impl fmt::Display for ErrorCode {

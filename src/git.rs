@@ -228,6 +228,23 @@ impl Git {
         .await
     }
 
+    /// The local branch names of a repository (without `refs/heads/`).
+    pub async fn branches(&self, repo: &Path) -> Result<Vec<String>, GitError> {
+        let repo = repo.to_path_buf();
+        self.guarded(move || {
+            let repo = open_existing(&repo)?;
+            let refs = repo.references().map_err(failed)?;
+            let mut out = Vec::new();
+            for r in refs.local_branches().map_err(failed)? {
+                let r = r.map_err(|e| failed(e.to_string()))?;
+                out.push(r.name().shorten().to_string());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The linked worktrees git lists for a repository (directories that are gone included).
     pub async fn worktrees(&self, repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
         let repo = repo.to_path_buf();
         self.guarded(move || worktrees_sync(&repo)).await
@@ -557,10 +574,23 @@ fn is_dirty_sync(wt: &Path) -> Result<bool, GitError> {
 fn prune_repo(repo: &gix::Repository) -> Result<usize, GitError> {
     let mut pruned = 0;
     for proxy in repo.worktrees().map_err(failed)? {
+        // Unlocked, and its `.git` link is gone (with or without the directory around it).
         if proxy.is_prunable() {
-            proxy
-                .remove(gix::worktree::remove::Force::Never, gix::progress::Discard)
-                .map_err(|e| failed(format!("cannot prune a stale worktree entry: {e}")))?;
+            // As `git worktree prune` does, only the repository's private record of the worktree goes;
+            // a directory still at its path (files put back by hand) is somebody's data and stays.
+            let record = proxy.git_dir();
+            if record.parent().and_then(Path::file_name) != Some("worktrees".as_ref()) {
+                return Err(failed(format!(
+                    "unexpected worktree record {}",
+                    record.display()
+                )));
+            }
+            std::fs::remove_dir_all(record).map_err(|e| {
+                failed(format!(
+                    "cannot prune the stale worktree entry {}: {e}",
+                    record.display()
+                ))
+            })?;
             pruned += 1;
         }
     }

@@ -28,6 +28,7 @@ pub mod logging;
 pub mod mcp;
 pub mod notifier;
 pub mod projects;
+pub mod reconstruct;
 pub mod schedule;
 pub mod sdnotify;
 pub mod sessions;

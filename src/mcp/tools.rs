@@ -159,4 +159,19 @@ impl ControlServer {
             .await;
         Ok(respond(r))
     }
+
+    #[tool(
+        description = "Recover a session whose worktree is missing (worktree_missing): re-creates the worktree on the same branch at the same path, or, when git cannot, closes the session and opens a new one on that branch. The answer's action says which (worktree_recreated, worktree_found, replaced)."
+    )]
+    async fn recover_session(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(p): Parameters<SessionParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core
+                .recover_session(&caller(&peer), &p.session_id)
+                .await,
+        ))
+    }
 }

@@ -29,6 +29,38 @@ pub struct Closed {
     pub branch_deleted: bool,
 }
 
+/// What `recover_session` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryAction {
+    /// The worktree was added again at the same path on the same branch.
+    WorktreeRecreated,
+    /// The worktree had been put back by hand; only the mark was cleared.
+    WorktreeFound,
+    /// Git could not add it in place: the session was closed and a new one opened on its branch.
+    Replaced,
+}
+
+/// What `recover_session` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    pub action: RecoveryAction,
+    /// The session that was asked for.
+    pub session_id: String,
+    /// The session to work in now: the same one, or its replacement.
+    pub session: Session,
+    /// One sentence saying which of the two happened.
+    pub message: String,
+    /// Queued jobs of a replaced session, canceled with it.
+    pub jobs_canceled: usize,
+}
+
+/// Whether a session's worktree is on disk: its directory with the `.git` link git put there. A directory
+/// without it (files copied back by hand) is not a worktree git or a job could use.
+pub fn worktree_present(path: &Path) -> bool {
+    path.is_dir() && path.join(".git").exists()
+}
+
 pub fn session_not_found(id: &str) -> CoreError {
     CoreError::new(
         ErrorCode::SessionNotFound,
@@ -306,6 +338,35 @@ impl Core {
         })?
     }
 
+    /// Brings back the worktree of an open session whose worktree is missing, through its actor.
+    pub async fn recover_session(&self, actor: &str, id: &str) -> Result<Recovered, CoreError> {
+        let session = self.get_session(id).await?;
+        if session.state == SessionState::Closed {
+            return Err(CoreError::new(
+                ErrorCode::SessionClosing,
+                format!("session {} is closed", session.id),
+                "create a new session on the same branch to continue its work",
+            ));
+        }
+        let actor_ref = self
+            .session_actors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session.id)
+            .cloned();
+        let Some(actor_ref) = actor_ref else {
+            return Err(CoreError::internal(format!(
+                "session {} is restarting; retry in a moment",
+                session.id
+            )));
+        };
+        // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
+        let limit = (6 * self.config.raw.git.timeout_secs + 30) * 1000;
+        ractor::call_t!(actor_ref, SessionMsg::Recover, limit, actor.to_string()).map_err(|e| {
+            CoreError::internal(format!("session {} did not answer: {e}", session.id))
+        })?
+    }
+
     /// Prunes stale worktree entries, marks sessions whose worktree is gone, finishes interrupted closes.
     pub async fn reconcile_sessions(&self) -> Result<(), CoreError> {
         for project in self.store.projects().await? {
@@ -326,7 +387,7 @@ impl Core {
             }
         };
         for s in self.store.sessions(None, false).await? {
-            let exists = Path::new(&s.worktree_path).is_dir();
+            let exists = worktree_present(Path::new(&s.worktree_path));
             match s.state {
                 // A close interrupted after its worktree was removed: finish it.
                 SessionState::Closing if !exists => {

@@ -448,6 +448,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_session_counter_only_moves_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1).await.unwrap();
+        assert_eq!(store.next_session_seq().await.unwrap(), 1);
+        store.raise_session_counter(7).await.unwrap();
+        assert_eq!(store.next_session_seq().await.unwrap(), 8);
+        // A lower number (fewer sessions found than once existed) never lowers it.
+        store.raise_session_counter(3).await.unwrap();
+        assert_eq!(store.next_session_seq().await.unwrap(), 8);
+    }
+
+    #[tokio::test]
     async fn garbage_file_is_refused_with_restore_advice() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("state.db"), vec![0x5a; 8192]).unwrap();

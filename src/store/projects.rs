@@ -162,6 +162,29 @@ impl Store {
             .unwrap_or(1))
     }
 
+    /// Raises the AUTOINCREMENT counter of sessions to at least `seq`, so the next session gets a number
+    /// above it (state reconstruction: numbers of sessions whose rows are lost stay used).
+    pub async fn raise_session_counter(&self, seq: i64) -> Result<(), StoreError> {
+        self.write(|db| async move {
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'sessions'",
+                [seq.into()],
+            ))
+            .await?;
+            // No row yet when no session was ever inserted.
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "INSERT INTO sqlite_sequence(name, seq) SELECT 'sessions', ? \
+                 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'sessions')",
+                [seq.into()],
+            ))
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// Inserts session `S<seq>` (the caller serialises creations and picked an unused `seq`).
     pub async fn insert_session(&self, seq: i64, new: &NewSession) -> Result<Session, StoreError> {
         let now = Utc::now();

@@ -10,6 +10,7 @@ mod harness;
 mod jobs;
 mod mcp_bridge;
 mod probes;
+mod recovery;
 mod sessions;
 mod supervision;
 mod telegram;
