@@ -914,10 +914,21 @@ mod tests {
             out.contains(&token_file.display().to_string()),
             "a path is not a secret: {out}"
         );
-        assert!(out.contains("s3://********@bucket.example/x"), "{out}");
+        assert!(out.contains("https://********@bucket.example/x"), "{out}");
         // The masked text is still the configuration, in the file's order.
         let root = out.find("root =").unwrap();
         assert!(root < out.find("[http]").unwrap(), "{out}");
+    }
+
+    #[test]
+    fn backup_settings_are_checked_at_load() {
+        let e = from_toml("[backup]\nremote = \"s3://AKIA5:topsecret6@bucket/x\"\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("backup.remote"), "{text}");
+        assert!(!text.contains("topsecret6"), "{text}");
+        assert!(from_toml("[backup]\nremote = \"s3://bucket/televibe\"\n").is_ok());
+        assert!(from_toml("[backup]\nschedule = \"0 */6 * *\"\n").is_err());
+        assert!(from_toml("[breakers.backup_remote]\nfailure_threshold = 0\n").is_err());
     }
 
     #[test]
