@@ -151,8 +151,8 @@ async fn list(config: &Config, json_out: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<34}{:<22}{:>12}  {:<9}{}",
-        "FILE", "TIME (UTC)", "BYTES", "VERIFIED", "WHERE"
+        "{:<34}{:<22}{:>12}  {:<9}WHERE",
+        "FILE", "TIME (UTC)", "BYTES", "VERIFIED"
     );
     for b in &backups {
         let place = match (b["local"] == true, b["remote"] == true) {
@@ -165,7 +165,7 @@ async fn list(config: &Config, json_out: bool) -> Result<(), String> {
             "{:<34}{:<22}{:>12}  {:<9}{}",
             b["file"].as_str().unwrap_or(""),
             time.replace('T', " "),
-            b["bytes"],
+            b["bytes"].to_string(),
             if b["verified"] == true { "yes" } else { "no" },
             place
         );
