@@ -551,6 +551,57 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_failed_run_keeps_earlier_backups_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = crate::config::RawConfig {
+            root: dir.path().join("root"),
+            ..Default::default()
+        };
+        let config = Config::validate(raw).unwrap();
+        let layout = Layout::new(&config.root);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(&layout.state_db(), Default::default(), metrics.clone())
+            .await
+            .unwrap();
+        store.kv_set("k", "v").await.unwrap();
+        let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
+        let runner = Runner {
+            store: &store,
+            layout: &layout,
+            config: &config,
+            breakers: &breakers,
+            metrics: &metrics,
+        };
+        let good = runner.run(at(2025, 12, 13, 6, 0, 0)).await.unwrap();
+        assert_eq!(good.file, "state-2025-12-13T06-00-00.db.gz");
+        assert_eq!(good.contents.rows["kv"], 1);
+        let before = std::fs::read(&good.path).unwrap();
+        // A second run in the same second takes the next name instead of replacing the first.
+        let second = runner.run(at(2025, 12, 13, 6, 0, 0)).await.unwrap();
+        assert_ne!(second.file, good.file);
+        // With the database gone from under it, the copy fails.
+        store.clone().close().await;
+        let err = runner.run(at(2025, 12, 13, 12, 0, 0)).await.unwrap_err();
+        assert!(err.contains("copy failed"), "{err}");
+        assert_eq!(std::fs::read(&good.path).unwrap(), before);
+        let names: Vec<String> = std::fs::read_dir(layout.backups())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| parse_name(n).is_some()), "{names:?}");
+        let text = metrics.encode();
+        assert!(
+            text.contains("televibe_backups_total{result=\"failure\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("televibe_backups_total{result=\"success\"} 2"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn local_listing_ignores_temporary_files() {
         let dir = tempfile::tempdir().unwrap();

@@ -354,3 +354,67 @@ async fn scheduled_backup_runs_and_is_listed() {
     assert!(d.metric("televibe_backup_last_success_timestamp").unwrap() > 0.0);
     assert!(d.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn periodic_integrity_failure_drops_the_health_gauge_and_tells_the_admin_chat() {
+    let env = Env::new("[store]\nintegrity_check_interval_secs = 1\n");
+    let d = env.start();
+    assert_eq!(
+        d.metric("televibe_health_check{check=\"database\"}"),
+        Some(1.0)
+    );
+    // Damage the live database from another connection: an index whose declared order no longer matches
+    // its b-tree, and a new schema version so the daemon's connections read the damaged schema.
+    let store = televibe::store::Store::open(
+        &env.orchestrator().join("state.db"),
+        televibe::store::StoreOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    store
+        .execute_unchecked(
+            "CREATE TABLE damage(a); CREATE INDEX damage_a ON damage(a); \
+             INSERT INTO damage VALUES (1), (2), (3), (4), (5);",
+        )
+        .await
+        .unwrap();
+    store
+        .execute_unchecked(
+            "PRAGMA writable_schema = ON; \
+             UPDATE sqlite_schema SET sql = 'CREATE INDEX damage_a ON damage(a DESC)' WHERE name = 'damage_a'; \
+             PRAGMA writable_schema = OFF;",
+        )
+        .await
+        .unwrap();
+    store
+        .execute_unchecked("PRAGMA schema_version = 1000")
+        .await
+        .unwrap();
+    store.close().await;
+    eventually(Duration::from_secs(20), "the health gauge at 0", || {
+        d.metric("televibe_health_check{check=\"database\"}") == Some(0.0)
+    });
+    // The notice is written first, then the store turns read-only and readiness fails.
+    eventually(Duration::from_secs(10), "readiness to fail", || {
+        d.get("/health/ready").0 == 503
+    });
+    let store = televibe::store::Store::open_read_only(
+        &env.orchestrator().join("state.db"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .reader_count_events("database.corrupted")
+            .await
+            .unwrap(),
+        1
+    );
+    store.close().await;
+    assert!(d.stop().success());
+}
