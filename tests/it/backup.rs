@@ -314,6 +314,20 @@ async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
             >= 2.0
     );
     assert!(d.metric("televibe_backup_bytes").unwrap() > 0.0);
+    // Three failed attempts opened the uploads' own breaker; the operator can close it by hand.
+    assert_eq!(
+        d.metric("televibe_circuit_breaker_state{name=\"backup_remote\"}"),
+        Some(0.0)
+    );
+    let reset = cli_json(
+        &env,
+        &["admin", "breakers", "reset", "backup_remote", "--json"],
+    );
+    assert_eq!(reset["state"], "closed", "{reset}");
+    assert_eq!(
+        d.metric("televibe_circuit_breaker_state{name=\"backup_remote\"}"),
+        Some(1.0)
+    );
     // The admin chat is told through the outbox like any other notice.
     let store = televibe::store::Store::open_read_only(
         &env.orchestrator().join("state.db"),
