@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -450,13 +449,6 @@ impl Remote {
                 parse_name(&name).map(|_| (name, o.size))
             })
             .collect())
-    }
-}
-
-impl FromStr for Remote {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Remote, String> {
-        Remote::parse(s)?.ok_or_else(|| "empty".to_string())
     }
 }
 
