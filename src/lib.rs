@@ -5,6 +5,7 @@
 //! - `config` loads and validates settings; `layout` names the files under `root`.
 //! - `supervisor` is the one-for-one supervisor; `actors/` holds the root's children (store, breakers, http, janitor, backup, socket).
 //! - `core` is the shared handle the fronts call; `store` owns SQLite (only it imports sea-orm).
+//! - `backup` takes, lists and uploads backups of `state.db`; `backup_cmd` is `televibe backup …`.
 //! - `breaker` implements circuit breakers; `telemetry` the Prometheus families; `logging` the JSON log format.
 //! - `mcp` is the MCP front (server, stdio bridge, admin client); `telegram` the Telegram edge; `admin` the operator views.
 
