@@ -13,20 +13,22 @@ use tokio::time::Instant;
 use crate::config::BreakerSettings;
 use crate::telemetry::Metrics;
 
-/// The three breakers of the operations spec.
+/// The three breakers of the operations spec, and one for uploads of backups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerName {
     ClaudeCode,
     TelegramApi,
     GitOperations,
+    BackupRemote,
 }
 
 impl BreakerName {
-    pub const ALL: [BreakerName; 3] = [
+    pub const ALL: [BreakerName; 4] = [
         BreakerName::ClaudeCode,
         BreakerName::TelegramApi,
         BreakerName::GitOperations,
+        BreakerName::BackupRemote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl BreakerName {
             BreakerName::ClaudeCode => "claude_code",
             BreakerName::TelegramApi => "telegram_api",
             BreakerName::GitOperations => "git_operations",
+            BreakerName::BackupRemote => "backup_remote",
         }
     }
 
@@ -43,6 +46,7 @@ impl BreakerName {
             BreakerName::ClaudeCode => "Claude Code",
             BreakerName::TelegramApi => "Telegram API",
             BreakerName::GitOperations => "Git Operations",
+            BreakerName::BackupRemote => "Backup Remote",
         }
     }
 
@@ -308,13 +312,13 @@ fn public_state(inner: &Inner) -> BreakerState {
     }
 }
 
-/// The daemon's three breakers.
+/// The daemon's breakers.
 pub struct Breakers {
     all: Vec<CircuitBreaker>,
 }
 
 impl Breakers {
-    pub fn new(settings: &[(BreakerName, BreakerSettings); 3], metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &[(BreakerName, BreakerSettings)], metrics: Arc<Metrics>) -> Self {
         Breakers {
             all: settings
                 .iter()
@@ -327,7 +331,7 @@ impl Breakers {
         self.all
             .iter()
             .find(|b| b.name == name)
-            .expect("all three breakers exist")
+            .expect("every named breaker exists")
     }
 
     /// A permit for one guarded operation; it gives itself back when dropped without an outcome.

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `mcp`, `doctor`, `reconstruct`, `admin …`, `config check`. Each subcommand is a library function.
+//! The command line: `serve`, `mcp`, `admin …`, `backup …`, `doctor`, `reconstruct`, `config check`. Each subcommand is a library function.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +54,11 @@ pub enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Backups of the state database: now, list, verify, restore.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
     },
     /// Configuration tools.
     Config {
@@ -114,6 +119,34 @@ pub enum AdminCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a verified backup now (through the running daemon, or on the database when it is stopped).
+    Now {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backups: time, size, verified, local and/or remote.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decompress a backup to a temporary file, check its integrity and count its rows.
+    Verify {
+        /// A path, a file name in orchestrator/backups, or `latest`.
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace state.db with a backup (daemon stopped); the old file is kept as state.db.corrupted.
+    Restore {
+        /// A path, a file name in orchestrator/backups, or `latest`.
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Stop a stuck job: SIGTERM to its process group, wait the grace period, SIGKILL; mark it failed.
     Kill { id: String },
@@ -128,7 +161,7 @@ pub enum SessionCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BreakersCommand {
-    /// Close a breaker by hand: claude_code, telegram_api or git_operations.
+    /// Close a breaker by hand: claude_code, telegram_api, git_operations or backup_remote.
     Reset { name: String },
 }
 
@@ -229,6 +262,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Admin { command } => {
                 crate::logging::init_client();
                 crate::admin::run(&config, command).await
+            }
+            Command::Backup { command } => {
+                crate::logging::init_client();
+                crate::backup_cmd::run(&config, command).await
             }
             Command::Config {
                 command: ConfigCommand::Check,

@@ -155,13 +155,17 @@ pub struct RawBreakers {
     pub claude_code: RawBreaker,
     pub telegram_api: RawBreaker,
     pub git_operations: RawBreaker,
+    /// Uploads of backups to `backup.remote`.
+    pub backup_remote: RawBreaker,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackup {
+    /// Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in UTC.
     pub schedule: String,
     pub retention_days: u32,
+    /// `s3://bucket/prefix` or `file:///path`; empty = local backups only. Never holds credentials.
     pub remote: String,
 }
 
@@ -229,6 +233,9 @@ pub struct RawStore {
 pub struct RawDebug {
     /// Enables the `debug_panic_actor` admin tool used by failure drills. Keep off in production.
     pub test_hooks: bool,
+    /// Seconds added to the backup scheduler's clock (only with `test_hooks`), so a test can bring the
+    /// next scheduled minute close without waiting for it.
+    pub backup_clock_offset_secs: i64,
 }
 
 impl Default for RawConfig {
@@ -293,6 +300,7 @@ impl Default for RawConfig {
                 claude_code: breaker(5, 2, 300),
                 telegram_api: breaker(3, 1, 60),
                 git_operations: breaker(3, 1, 30),
+                backup_remote: breaker(3, 1, 300),
             },
             backup: RawBackup {
                 schedule: "0 */6 * * *".into(),
@@ -330,7 +338,10 @@ impl Default for RawConfig {
                 integrity_check_interval_secs: 21_600,
                 read_only_probe_secs: 30,
             },
-            debug: RawDebug { test_hooks: false },
+            debug: RawDebug {
+                test_hooks: false,
+                backup_clock_offset_secs: 0,
+            },
         }
     }
 }
@@ -432,7 +443,7 @@ pub struct Config {
     pub http_listen: SocketAddr,
     pub socket_path: PathBuf,
     pub telegram_token: Option<String>,
-    pub breakers: [(crate::breaker::BreakerName, BreakerSettings); 3],
+    pub breakers: [(crate::breaker::BreakerName, BreakerSettings); 4],
     pub supervision: RestartPolicy,
     pub log_filter: String,
     /// Absolute directories besides `<root>/repos` where projects may live.
@@ -610,9 +621,15 @@ impl Config {
                 BreakerName::GitOperations,
                 breaker_settings(&b.git_operations, "breakers.git_operations")?,
             ),
+            (
+                BreakerName::BackupRemote,
+                breaker_settings(&b.backup_remote, "breakers.backup_remote")?,
+            ),
         ];
-        crate::schedule::CronSchedule::parse(&raw.backup.schedule)
+        crate::backup::Schedule::parse(&raw.backup.schedule)
             .map_err(|e| invalid("backup.schedule", e))?;
+        crate::backup::Remote::parse(&raw.backup.remote)
+            .map_err(|e| invalid("backup.remote", e))?;
         if raw.backup.retention_days == 0 {
             return Err(invalid("backup.retention_days", "must be at least 1"));
         }
@@ -888,10 +905,9 @@ mod tests {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, "123:from-file\n").unwrap();
         let c = from_toml(&format!(
-            "[telegram]\ntoken_file = \"{}\"\n\
+            "[telegram]\ntoken_file = \"{}\"\napi_url = \"https://AKIA5:topsecret6@bucket.example/x\"\n\
              [agent]\nenv = {{ ANTHROPIC_API_KEY = \"sk-live-1\", github_token = \"ghp-2\", \
-             Db_Password = \"pw-3\", CLIENT_SECRET = \"cs-4\", EMPTY_KEY = \"\", HOME = \"/home/me\" }}\n\
-             [backup]\nremote = \"s3://AKIA5:topsecret6@bucket.example/x\"\n",
+             Db_Password = \"pw-3\", CLIENT_SECRET = \"cs-4\", EMPTY_KEY = \"\", HOME = \"/home/me\" }}\n",
             token_file.display()
         ))
         .unwrap();
@@ -907,10 +923,21 @@ mod tests {
             out.contains(&token_file.display().to_string()),
             "a path is not a secret: {out}"
         );
-        assert!(out.contains("s3://********@bucket.example/x"), "{out}");
+        assert!(out.contains("https://********@bucket.example/x"), "{out}");
         // The masked text is still the configuration, in the file's order.
         let root = out.find("root =").unwrap();
         assert!(root < out.find("[http]").unwrap(), "{out}");
+    }
+
+    #[test]
+    fn backup_settings_are_checked_at_load() {
+        let e = from_toml("[backup]\nremote = \"s3://AKIA5:topsecret6@bucket/x\"\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("backup.remote"), "{text}");
+        assert!(!text.contains("topsecret6"), "{text}");
+        assert!(from_toml("[backup]\nremote = \"s3://bucket/televibe\"\n").is_ok());
+        assert!(from_toml("[backup]\nschedule = \"0 */6 * *\"\n").is_err());
+        assert!(from_toml("[breakers.backup_remote]\nfailure_threshold = 0\n").is_err());
     }
 
     #[test]

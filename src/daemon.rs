@@ -11,8 +11,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::actors::{
-    breakers::BreakersActor, http::HttpActor, janitor::Janitor, socket::SocketActor,
-    store::StoreActor,
+    backup::BackupActor, breakers::BreakersActor, http::HttpActor, janitor::Janitor,
+    socket::SocketActor, store::StoreActor,
 };
 use crate::config::Config;
 use crate::core::Core;
@@ -54,6 +54,8 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     let c = core.clone();
     let janitor = ChildSpec::new("janitor", move || (Janitor { core: c.clone() }, ()));
     let c = core.clone();
+    let backup = ChildSpec::new("backup", move || (BackupActor { core: c.clone() }, ()));
+    let c = core.clone();
     let sessions = ChildSpec::new("sessions", move || {
         (
             Supervisor,
@@ -70,7 +72,7 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     .supervisor();
     let c = core.clone();
     let socket = ChildSpec::new("socket", move || (SocketActor { core: c.clone() }, ()));
-    let mut children = vec![store, breakers, http, janitor, sessions];
+    let mut children = vec![store, breakers, http, janitor, backup, sessions];
     // Telegram's actors exist only with a bot token.
     if let Some(client) = core.telegram_client.clone() {
         let (c, cl) = (core.clone(), client.clone());

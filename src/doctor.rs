@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::layout::Layout;
@@ -225,14 +225,6 @@ async fn check_store(layout: &Layout, r: &mut Report) {
     store.close().await;
 }
 
-/// The time in a backup's name `state-YYYY-MM-DDTHH-MM-SS.db.gz` (UTC), or None for other files.
-pub fn backup_time(name: &str) -> Option<DateTime<Utc>> {
-    let stamp = name.strip_prefix("state-")?.strip_suffix(".db.gz")?;
-    NaiveDateTime::parse_from_str(stamp, "%Y-%m-%dT%H-%M-%S")
-        .ok()
-        .map(|t| t.and_utc())
-}
-
 /// The newest backup in `dir`, by the timestamp in its name (file times change when copies are made).
 pub fn newest_backup(dir: &Path) -> Option<(String, DateTime<Utc>)> {
     std::fs::read_dir(dir)
@@ -240,7 +232,7 @@ pub fn newest_backup(dir: &Path) -> Option<(String, DateTime<Utc>)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            backup_time(&name).map(|t| (name, t))
+            crate::backup::parse_name(&name).map(|t| (name, t))
         })
         .max_by_key(|(_, t)| *t)
 }
@@ -248,8 +240,7 @@ pub fn newest_backup(dir: &Path) -> Option<(String, DateTime<Utc>)> {
 /// The longest gap between consecutive runs of the schedule over its next few runs: one period of a
 /// regular schedule, the longest (a weekend, say) of an irregular one.
 pub fn schedule_period(schedule: &str, now: DateTime<Utc>) -> Option<chrono::Duration> {
-    // The cron parser of src/schedule.rs; when the schedule module changes, only these two calls move.
-    let cron = crate::schedule::CronSchedule::parse(schedule).ok()?;
+    let cron = crate::backup::Schedule::parse(schedule).ok()?;
     let mut at = cron.next_after(now)?;
     let mut longest = chrono::Duration::zero();
     for _ in 0..8 {
@@ -314,22 +305,6 @@ fn unknown_worktrees(workspaces: &Path, known: &[PathBuf]) -> Vec<PathBuf> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn backup_names_carry_their_time() {
-        assert_eq!(
-            backup_time("state-2025-12-13T06-00-00.db.gz"),
-            Some(Utc.with_ymd_and_hms(2025, 12, 13, 6, 0, 0).unwrap())
-        );
-        for other in [
-            "state-2025-12-13T06-00-00.db",
-            "state-2025-13-13T06-00-00.db.gz",
-            "backup-2025-12-13T06-00-00.db.gz",
-            "state.db.gz",
-        ] {
-            assert_eq!(backup_time(other), None, "{other}");
-        }
-    }
 
     #[test]
     fn newest_is_chosen_by_name_not_file_time() {

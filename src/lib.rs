@@ -3,8 +3,9 @@
 //! Layout:
 //! - `cli` parses commands; `daemon` boots and stops `televibe serve`.
 //! - `config` loads and validates settings; `layout` names the files under `root`.
-//! - `supervisor` is the one-for-one supervisor; `actors/` holds the root's children (store, breakers, http, janitor, socket).
+//! - `supervisor` is the one-for-one supervisor; `actors/` holds the root's children (store, breakers, http, janitor, backup, socket).
 //! - `core` is the shared handle the fronts call; `store` owns SQLite (only it imports sea-orm).
+//! - `backup` takes, lists and uploads backups of `state.db`; `backup_cmd` is `televibe backup …`.
 //! - `breaker` implements circuit breakers; `telemetry` the Prometheus families; `logging` the JSON log format.
 //! - `mcp` is the MCP front (server, stdio bridge, admin client); `telegram` the Telegram edge; `admin` the operator views.
 
@@ -13,6 +14,8 @@ pub mod admin;
 pub mod agent_path;
 pub mod approvals;
 pub mod audit;
+pub mod backup;
+pub mod backup_cmd;
 pub mod breaker;
 pub mod cli;
 pub mod config;
@@ -29,7 +32,6 @@ pub mod mcp;
 pub mod notifier;
 pub mod projects;
 pub mod reconstruct;
-pub mod schedule;
 pub mod sdnotify;
 pub mod sessions;
 pub mod store;

@@ -265,7 +265,11 @@ impl Notifier {
                     },
                 );
             }
-            "claude.unavailable" | "session.worktree_missing" | "breaker.opened" => {
+            "claude.unavailable"
+            | "session.worktree_missing"
+            | "breaker.opened"
+            | "backup.failed"
+            | "database.corrupted" => {
                 let html = match ev.event_type.as_str() {
                     "claude.unavailable" => escape(
                         ev.payload["message"]
@@ -276,13 +280,27 @@ impl Notifier {
                         "⚠️ Circuit breaker <b>{}</b> opened",
                         escape(ev.payload["breaker"].as_str().unwrap_or("?"))
                     ),
+                    "backup.failed" => format!(
+                        "⚠️ Backup failed ({}): {}",
+                        if ev.payload["stage"] == "remote" {
+                            "upload; the local backup is kept"
+                        } else {
+                            "no new backup was written; earlier ones are untouched"
+                        },
+                        escape(ev.payload["error"].as_str().unwrap_or("?"))
+                    ),
+                    "database.corrupted" => format!(
+                        "🚨 The state database failed its integrity check: {}. Writes are disabled; \
+                         stop the daemon and run <code>televibe backup restore latest</code>",
+                        escape(ev.payload["detail"].as_str().unwrap_or("?"))
+                    ),
                     _ => format!(
                         "⚠️ Session {} lost its worktree {}",
                         escape(ev.session_id.as_deref().unwrap_or("?")),
                         render::code(ev.payload["path"].as_str().unwrap_or(""))
                     ),
                 };
-                let target = if ev.event_type == "breaker.opened" {
+                let target = if ev.session_id.is_none() {
                     core.notice_chats().into_iter().next().unwrap_or(chat)
                 } else {
                     chat

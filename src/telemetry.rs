@@ -16,6 +16,9 @@ use crate::breaker::{BreakerName, BreakerState};
 /// The `Content-Type` of `/metrics`: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
+/// The results `televibe_backups_total` counts.
+pub const BACKUP_RESULTS: [&str; 3] = ["success", "failure", "remote_failure"];
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -73,6 +76,11 @@ pub struct ScopeResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventTypeLabel {
     pub event_type: String,
 }
@@ -85,6 +93,9 @@ fn job_buckets() -> Histogram {
 }
 fn approval_buckets() -> Histogram {
     Histogram::new([10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
+}
+fn backup_buckets() -> Histogram {
+    Histogram::new([0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0])
 }
 fn delivery_buckets() -> Histogram {
     Histogram::new([0.1, 0.5, 1.0, 2.0, 5.0, 10.0])
@@ -116,6 +127,10 @@ pub struct Metrics {
     pub health_check: Family<CheckLabel, Gauge>,
     pub database_read_only: Gauge,
     pub start_time_seconds: Gauge,
+    pub backup_last_success_timestamp: Gauge,
+    pub backups_total: Family<ResultLabel, Counter>,
+    pub backup_duration_seconds: Histogram,
+    pub backup_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -151,6 +166,10 @@ impl Metrics {
             health_check: Family::default(),
             database_read_only: Gauge::default(),
             start_time_seconds: Gauge::default(),
+            backup_last_success_timestamp: Gauge::default(),
+            backups_total: Family::default(),
+            backup_duration_seconds: backup_buckets(),
+            backup_bytes: Gauge::default(),
         };
         m.register_all();
         for name in BreakerName::ALL {
@@ -158,6 +177,12 @@ impl Metrics {
             // Touch the counter so every breaker has a sample from the start.
             let _ = m.circuit_breaker_failures_total.get_or_create(&NameLabel {
                 name: name.as_str().into(),
+            });
+        }
+        // Every result has a sample from the start, so a rate over it is defined before the first failure.
+        for result in BACKUP_RESULTS {
+            let _ = m.backups_total.get_or_create(&ResultLabel {
+                result: result.into(),
             });
         }
         m.start_time_seconds.set(chrono::Utc::now().timestamp());
@@ -282,6 +307,35 @@ impl Metrics {
             "Unix time the daemon started",
             self.start_time_seconds.clone(),
         );
+        r.register(
+            "televibe_backup_last_success_timestamp",
+            "Unix time of the last verified backup",
+            self.backup_last_success_timestamp.clone(),
+        );
+        r.register(
+            "televibe_backups",
+            "Backup runs by result (success, failure, remote_failure)",
+            self.backups_total.clone(),
+        );
+        r.register(
+            "televibe_backup_duration_seconds",
+            "Duration of a backup run (copy, check, compression, upload)",
+            self.backup_duration_seconds.clone(),
+        );
+        r.register(
+            "televibe_backup_bytes",
+            "Size in bytes of the last backup file",
+            self.backup_bytes.clone(),
+        );
+    }
+
+    /// Counts one backup outcome (`success`, `failure` or `remote_failure`).
+    pub fn backup_result(&self, result: &str) {
+        self.backups_total
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// The text exposition (format 0.0.4) of every family.

@@ -86,12 +86,18 @@ pub fn sweep(core: &Core) -> usize {
         |n| n.ends_with(".log"),
         l.job_log_retention_days,
     );
-    removed += remove_older(
-        &layout.backups(),
-        |n| n.starts_with("state-") && n.ends_with(".db.gz"),
-        core.config.raw.backup.retention_days,
-    );
+    removed += sweep_backups(&layout.backups(), core.config.raw.backup.retention_days);
     removed
+}
+
+/// Backups past retention, and temporary files a crashed backup run left behind (a day old: no run takes
+/// that long). This is the only place backups are deleted.
+pub fn sweep_backups(dir: &Path, retention_days: u32) -> usize {
+    remove_older(
+        dir,
+        |n| crate::backup::parse_name(n).is_some(),
+        retention_days,
+    ) + remove_older(dir, |n| n.starts_with(".tmp-"), 1)
 }
 
 fn remove_older(dir: &Path, wanted: impl Fn(&str) -> bool, days: u32) -> usize {
@@ -117,4 +123,54 @@ fn remove_older(dir: &Path, wanted: impl Fn(&str) -> bool, days: u32) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(path: &Path, days: u64) {
+        let t = SystemTime::now() - Duration::from_secs(days * DAY + 60);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    #[test]
+    fn retention_deletes_old_backups_and_stale_temporary_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let names = [
+            "state-2025-01-01T00-00-00.db.gz",
+            "state-2025-06-01T00-00-00.db.gz",
+            ".tmp-old.db.gz",
+            ".tmp-running.db",
+            "state.db.corrupted",
+        ];
+        for n in names {
+            std::fs::write(d.join(n), b"x").unwrap();
+        }
+        age(&d.join(names[0]), 31);
+        age(&d.join(names[1]), 29);
+        age(&d.join(names[2]), 2);
+        age(&d.join(names[4]), 400);
+        assert_eq!(sweep_backups(d, 30), 2);
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        // The backup inside retention, a run in progress and anything that is not a backup stay.
+        assert_eq!(
+            left,
+            [
+                ".tmp-running.db",
+                "state-2025-06-01T00-00-00.db.gz",
+                "state.db.corrupted"
+            ]
+        );
+    }
 }

@@ -62,6 +62,20 @@ impl StoreActor {
             Ok(()) => tracing::debug!(target: "televibe.store", "integrity check ok"),
             Err(e @ StoreError::Corrupt { .. }) => {
                 self.core.metrics.set_health("database", false);
+                // Told before the store turns read-only, while the outbox row can still be written.
+                let detail = match &e {
+                    StoreError::Corrupt { detail, .. } => detail.clone(),
+                    _ => String::new(),
+                };
+                self.core
+                    .emit(
+                        "database.corrupted",
+                        None,
+                        None,
+                        None,
+                        serde_json::json!({"detail": detail}),
+                    )
+                    .await;
                 self.core.store.enter_read_only("integrity check failed");
                 tracing::error!(target: "televibe.store", critical = true, error = %e, "Database integrity check failed");
             }

@@ -43,7 +43,7 @@ fn actor_for(name: Option<&str>) -> String {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct BreakerParams {
-    /// claude_code, telegram_api or git_operations.
+    /// claude_code, telegram_api, git_operations or backup_remote.
     pub name: String,
 }
 
@@ -86,7 +86,7 @@ impl ControlServer {
     }
 
     #[tool(
-        description = "State of the circuit breakers claude_code, telegram_api and git_operations."
+        description = "State of the circuit breakers claude_code, telegram_api, git_operations and backup_remote."
     )]
     async fn get_breakers(&self) -> Result<CallToolResult, McpError> {
         Ok(ok_json(
@@ -104,7 +104,7 @@ impl ControlServer {
             return Ok(ToolError::new(
                 ErrorCode::InternalError,
                 format!("no breaker named {:?}", p.name),
-                "use claude_code, telegram_api or git_operations",
+                "use claude_code, telegram_api, git_operations or backup_remote",
             )
             .into_result());
         };
@@ -120,6 +120,56 @@ impl ControlServer {
             )
             .await;
         Ok(ok_json(&self.core.breakers.get(name).status()))
+    }
+
+    #[tool(
+        description = "Take a backup of the state database now (verified, compressed, uploaded when backup.remote is set); audited as admin.backup_now."
+    )]
+    async fn backup_now(&self, peer: Peer<RoleServer>) -> Result<CallToolResult, McpError> {
+        let cell = match self.core.root_child("backup").await {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(ToolError::new(
+                    ErrorCode::InternalError,
+                    e.to_string(),
+                    "retry in a moment",
+                )
+                .into_result());
+            }
+        };
+        let actor: ractor::ActorRef<crate::actors::backup::BackupMsg> = cell.into();
+        // A run waits for a run in progress; both copy, check and upload at most a few minutes.
+        let outcome = ractor::call_t!(actor, crate::actors::backup::BackupMsg::RunNow, 900_000);
+        let (result, details) = match outcome {
+            Ok(Ok(o)) => (
+                ok_json(&o),
+                serde_json::json!({"file": o.file, "bytes": o.bytes}),
+            ),
+            Ok(Err(e)) => (
+                ToolError::new(
+                    ErrorCode::InternalError,
+                    format!("backup failed: {e}"),
+                    "check free space in orchestrator/backups and the daemon log",
+                )
+                .into_result(),
+                serde_json::json!({"error": e}),
+            ),
+            Err(e) => (
+                ToolError::new(ErrorCode::InternalError, e.to_string(), "retry").into_result(),
+                serde_json::json!({"error": e.to_string()}),
+            ),
+        };
+        self.core
+            .audit
+            .record(
+                &self.core.store,
+                "admin.backup_now",
+                &caller(&peer),
+                Default::default(),
+                details,
+            )
+            .await;
+        Ok(result)
     }
 
     #[tool(

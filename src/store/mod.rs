@@ -18,6 +18,7 @@ use sea_orm::{
 use crate::telemetry::Metrics;
 
 mod approvals;
+pub mod backup;
 mod entities;
 mod jobs;
 mod projects;
@@ -37,10 +38,11 @@ pub enum StoreError {
     #[error("{READ_ONLY_MESSAGE} ({reason})")]
     ReadOnly { reason: String },
     #[error(
-        "state database {path} is corrupted ({detail}). The daemon refuses to start on it. To restore: \
-         stop the daemon; move {path} to {path}.corrupted; decompress the newest backup from {backups} \
-         (gunzip -c state-<timestamp>.db.gz > {path}); check it with `sqlite3 {path} 'PRAGMA integrity_check'` \
-         (must print ok); start the daemon again"
+        "state database {path} is corrupted ({detail}). The daemon refuses to start on it. To restore the \
+         newest backup from {backups}: run `televibe backup restore latest` (with the same --config) while \
+         the daemon is stopped; it keeps the damaged file as state.db.corrupted, runs PRAGMA integrity_check \
+         on the backup before and after copying it, and prints what was recovered and what is lost. Then \
+         start the daemon again"
     )]
     Corrupt {
         path: String,

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod approvals;
+mod backup;
 mod config_cli;
 mod containment;
 mod fake_model;

@@ -1,0 +1,617 @@
+//! Backups of `state.db`: the schedule, the naming, one verified run (copy, check, gzip, fsync, rename),
+//! the listing, and the optional upload to an object store behind the `backup_remote` breaker.
+//!
+//! A run never replaces or deletes a backup: it writes temporary files in `backups/` (removed whatever
+//! happens) and hard-links the finished file to its final name, which fails instead of overwriting.
+//! Deleting old backups is the janitor's job alone (`backup.retention_days`).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::breaker::{BreakerName, Breakers};
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::store::Store;
+use crate::store::backup::Contents;
+use crate::telemetry::Metrics;
+
+/// `state-2025-12-13T06-00-00.db.gz`: the spec's naming, UTC.
+const NAME_FORMAT: &str = "state-%Y-%m-%dT%H-%M-%S.db.gz";
+
+/// The file name of a backup taken at `t`.
+pub fn file_name(t: DateTime<Utc>) -> String {
+    t.format(NAME_FORMAT).to_string()
+}
+
+/// The time a backup file name states, or `None` for any other file.
+pub fn parse_name(name: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(name, NAME_FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// A five-field cron schedule (minute hour day-of-month month day-of-week), evaluated in UTC.
+#[derive(Debug, Clone)]
+pub struct Schedule(croner::Cron);
+
+impl Schedule {
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        if expr.split_whitespace().count() != 5 {
+            return Err(format!(
+                "{expr:?} must have five fields: minute hour day-of-month month day-of-week"
+            ));
+        }
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Disallowed)
+            .build()
+            .parse(expr)
+            .map(Schedule)
+            .map_err(|e| format!("{expr:?}: {e}"))
+    }
+
+    /// The first occurrence strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.find_next_occurrence(&t, false).ok()
+    }
+
+    /// The latest occurrence at or before `t`.
+    pub fn previous(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.find_previous_occurrence(&t, true).ok()
+    }
+}
+
+/// Whether a run was missed while the daemon was down: there is no backup, or the newest one is older than
+/// the latest scheduled time that has already passed.
+pub fn missed(schedule: &Schedule, newest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    match (newest, schedule.previous(now)) {
+        (None, _) => true,
+        (Some(newest), Some(due)) => newest < due,
+        (Some(_), None) => false,
+    }
+}
+
+/// A backup file in `backups/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalBackup {
+    pub file: String,
+    pub path: PathBuf,
+    pub time: DateTime<Utc>,
+    pub bytes: u64,
+}
+
+/// The backups in `dir`, oldest first. Only files with the backup naming count: temporary files of a run
+/// in progress (or of one that crashed) are never listed or restored.
+pub fn list_local(dir: &Path) -> Vec<LocalBackup> {
+    let mut out: Vec<LocalBackup> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().to_string();
+            let time = parse_name(&file)?;
+            let bytes = e.metadata().ok()?.len();
+            Some(LocalBackup {
+                path: e.path(),
+                file,
+                time,
+                bytes,
+            })
+        })
+        .collect();
+    out.sort_by_key(|b| b.time);
+    out
+}
+
+/// What a successful run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub file: String,
+    pub path: PathBuf,
+    pub time: DateTime<Utc>,
+    pub bytes: u64,
+    pub duration_secs: f64,
+    pub verified: bool,
+    pub contents: Contents,
+    /// `None` without `backup.remote`; otherwise where the copy went, or why it did not.
+    pub remote: Option<RemoteOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteOutcome {
+    pub ok: bool,
+    /// The object's URL when uploaded, the error otherwise.
+    pub detail: String,
+}
+
+/// Temporary files of one run, removed when the run ends, whatever its outcome.
+struct TempFiles(Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Everything a run needs; the daemon passes its own, offline commands build one.
+pub struct Runner<'a> {
+    pub store: &'a Store,
+    pub layout: &'a Layout,
+    pub config: &'a Config,
+    pub breakers: &'a Arc<Breakers>,
+    pub metrics: &'a Metrics,
+}
+
+impl Runner<'_> {
+    /// One backup: the local file (verified before it gets its name), then the upload when configured.
+    /// Metrics count the outcome; the caller logs and reports it.
+    pub async fn run(&self, now: DateTime<Utc>) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let result = self.local(now).await;
+        let duration = started.elapsed().as_secs_f64();
+        let mut outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                self.metrics.backup_result("failure");
+                self.metrics.backup_duration_seconds.observe(duration);
+                return Err(e);
+            }
+        };
+        self.metrics.backup_result("success");
+        self.metrics
+            .backup_last_success_timestamp
+            .set(outcome.time.timestamp());
+        self.metrics
+            .backup_bytes
+            .set(i64::try_from(outcome.bytes).unwrap_or(i64::MAX));
+        if let Some(remote) = Remote::parse(&self.config.raw.backup.remote).ok().flatten() {
+            let r = remote
+                .upload_guarded(self.breakers, &outcome.path, &outcome.file)
+                .await;
+            if r.is_err() {
+                self.metrics.backup_result("remote_failure");
+            }
+            outcome.remote = Some(match r {
+                Ok(url) => RemoteOutcome {
+                    ok: true,
+                    detail: url,
+                },
+                Err(e) => RemoteOutcome {
+                    ok: false,
+                    detail: e,
+                },
+            });
+        }
+        outcome.duration_secs = started.elapsed().as_secs_f64();
+        self.metrics
+            .backup_duration_seconds
+            .observe(outcome.duration_secs);
+        Ok(outcome)
+    }
+
+    async fn local(&self, mut now: DateTime<Utc>) -> Result<Outcome, String> {
+        let dir = self.layout.backups();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Two runs within one second would want the same name; the later one takes the next second
+        // rather than replacing the earlier backup.
+        while dir.join(file_name(now)).exists() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            now = now.max(Utc::now());
+            if dir.join(file_name(now)).exists() {
+                now += chrono::Duration::seconds(1);
+            }
+        }
+        let file = file_name(now);
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let copy = dir.join(format!(".tmp-{tag}.db"));
+        let packed = dir.join(format!(".tmp-{tag}.db.gz"));
+        let _temp = TempFiles(vec![copy.clone(), packed.clone()]);
+        self.store
+            .vacuum_into(&copy)
+            .await
+            .map_err(|e| format!("copy failed: {e}"))?;
+        let contents = crate::store::backup::check_file(&copy)
+            .await
+            .map_err(|e| format!("the copy failed its integrity check: {e}"))?;
+        let final_path = dir.join(&file);
+        let (c, p, f, d) = (
+            copy.clone(),
+            packed.clone(),
+            final_path.clone(),
+            dir.clone(),
+        );
+        let bytes = tokio::task::spawn_blocking(move || compress_and_publish(&c, &p, &f, &d))
+            .await
+            .map_err(|e| format!("compression task failed: {e}"))??;
+        Ok(Outcome {
+            file,
+            path: final_path,
+            time: now,
+            bytes,
+            duration_secs: 0.0,
+            verified: true,
+            contents,
+            remote: None,
+        })
+    }
+}
+
+/// gzip `copy` into `packed`, read it back (the gzip trailer's CRC checks every byte), fsync it, link it
+/// to `final_path` (failing rather than replacing an existing file) and fsync the directory.
+fn compress_and_publish(
+    copy: &Path,
+    packed: &Path,
+    final_path: &Path,
+    dir: &Path,
+) -> Result<u64, String> {
+    let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    {
+        let mut input = std::fs::File::open(copy).map_err(|e| io("open copy", e))?;
+        let out = std::fs::File::create_new(packed).map_err(|e| io("create temp file", e))?;
+        let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+        std::io::copy(&mut input, &mut gz).map_err(|e| io("compress", e))?;
+        let out = gz.finish().map_err(|e| io("compress", e))?;
+        out.sync_all().map_err(|e| io("fsync", e))?;
+    }
+    let mut check = flate2::read::GzDecoder::new(
+        std::fs::File::open(packed).map_err(|e| io("reopen compressed file", e))?,
+    );
+    let mut first = [0u8; 16];
+    check
+        .read_exact(&mut first)
+        .map_err(|e| io("read back", e))?;
+    if &first != b"SQLite format 3\0" {
+        return Err("the compressed file does not hold a SQLite database".into());
+    }
+    std::io::copy(&mut check, &mut std::io::sink()).map_err(|e| io("read back", e))?;
+    std::fs::hard_link(packed, final_path)
+        .map_err(|e| io(&format!("publish {}", final_path.display()), e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("fsync backups directory", e))?;
+    std::fs::metadata(final_path)
+        .map(|m| m.len())
+        .map_err(|e| io("stat", e))
+}
+
+/// Decompresses a backup into `dest` (which must not exist) and fsyncs it.
+pub fn decompress(src: &Path, dest: &Path) -> Result<(), String> {
+    let input =
+        std::fs::File::open(src).map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+    let mut gz = flate2::read::GzDecoder::new(input);
+    let mut out = std::fs::File::create_new(dest)
+        .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    std::io::copy(&mut gz, &mut out)
+        .map_err(|e| format!("cannot decompress {}: {e}", src.display()))?;
+    out.flush()
+        .and_then(|_| out.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", dest.display()))
+}
+
+/// Where remote copies go: `s3://bucket/prefix` or `file:///path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    S3 { bucket: String, prefix: String },
+    File { dir: PathBuf },
+}
+
+impl Remote {
+    /// `Ok(None)` when empty. Credentials in the URL are refused: they come from the standard AWS
+    /// environment variables, so the configuration file never holds them in clear.
+    pub fn parse(url: &str) -> Result<Option<Remote>, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err("file:// needs an absolute path (file:///srv/backups)".into());
+            }
+            return Ok(Some(Remote::File {
+                dir: PathBuf::from(path),
+            }));
+        }
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err("must start with s3:// or file://".into());
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.contains('@') || bucket.contains(':') {
+            return Err(
+                "must not hold credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the \
+                 daemon's environment instead"
+                    .into(),
+            );
+        }
+        if bucket.is_empty() || prefix.contains('?') || prefix.contains('#') {
+            return Err("expected s3://bucket/prefix".into());
+        }
+        Ok(Some(Remote::S3 {
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+        }))
+    }
+
+    fn open(&self) -> Result<(Arc<dyn ObjectStore>, String), String> {
+        match self {
+            Remote::File { dir } => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| e.to_string())?;
+                Ok((Arc::new(fs), String::new()))
+            }
+            Remote::S3 { bucket, prefix } => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    // Our own retries run behind the breaker; the client's would hide failures for minutes.
+                    .with_retry(object_store::RetryConfig {
+                        backoff: Default::default(),
+                        max_retries: 0,
+                        retry_timeout: Duration::from_secs(30),
+                    })
+                    .with_client_options(
+                        object_store::ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_timeout(Duration::from_secs(300)),
+                    );
+                let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                    .unwrap_or_default();
+                if endpoint.starts_with("http://") {
+                    b = b.with_allow_http(true);
+                }
+                let s3 = b.build().map_err(|e| e.to_string())?;
+                Ok((Arc::new(s3), prefix.clone()))
+            }
+        }
+    }
+
+    fn object_path(prefix: &str, name: &str) -> object_store::path::Path {
+        if prefix.is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{prefix}/{name}"))
+        }
+    }
+
+    fn url_of(&self, name: &str) -> String {
+        match self {
+            Remote::File { dir } => format!("file://{}", dir.join(name).display()),
+            Remote::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}/{name}"),
+            Remote::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{name}"),
+        }
+    }
+
+    /// One upload attempt.
+    pub async fn upload(&self, local: &Path, name: &str) -> Result<String, String> {
+        let (store, prefix) = self.open()?;
+        let bytes = tokio::fs::read(local)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+        store
+            .put(&Self::object_path(&prefix, name), bytes.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(self.url_of(name))
+    }
+
+    /// Up to three attempts (1 s, then 2 s apart), each one through the `backup_remote` breaker.
+    pub async fn upload_guarded(
+        &self,
+        breakers: &Arc<Breakers>,
+        local: &Path,
+        name: &str,
+    ) -> Result<String, String> {
+        let mut last = String::new();
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+            }
+            let permit = breakers
+                .acquire(BreakerName::BackupRemote)
+                .map_err(|e| e.to_string())?;
+            match self.upload(local, name).await {
+                Ok(url) => {
+                    permit.success();
+                    return Ok(url);
+                }
+                Err(e) => {
+                    permit.failure();
+                    tracing::warn!(target: "televibe.backup", attempt = attempt + 1, error = %e, "Backup upload failed");
+                    last = e;
+                }
+            }
+        }
+        Err(format!("upload failed after 3 attempts: {last}"))
+    }
+
+    /// The backup names stored remotely with their sizes.
+    pub async fn list(&self) -> Result<Vec<(String, u64)>, String> {
+        let (store, prefix) = self.open()?;
+        let p = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix.as_str()));
+        let listing = store
+            .list_with_delimiter(p.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(listing
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.location.filename()?.to_string();
+                parse_name(&name).map(|_| (name, o.size))
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    #[test]
+    fn names_follow_the_spec_and_round_trip() {
+        let t = at(2025, 12, 13, 6, 0, 0);
+        assert_eq!(file_name(t), "state-2025-12-13T06-00-00.db.gz");
+        assert_eq!(parse_name("state-2025-12-13T06-00-00.db.gz"), Some(t));
+        for other in [
+            "state.db",
+            ".tmp-abc.db.gz",
+            "state-2025-12-13T06-00-00.db",
+            "state-2025-13-13T06-00-00.db.gz",
+        ] {
+            assert_eq!(parse_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn schedule_is_five_field_cron_in_utc() {
+        let s = Schedule::parse("0 */6 * * *").unwrap();
+        assert_eq!(
+            s.next_after(at(2025, 12, 13, 6, 0, 0)),
+            Some(at(2025, 12, 13, 12, 0, 0))
+        );
+        assert_eq!(
+            s.next_after(at(2025, 12, 13, 23, 59, 30)),
+            Some(at(2025, 12, 14, 0, 0, 0))
+        );
+        assert_eq!(
+            s.previous(at(2025, 12, 13, 11, 59, 0)),
+            Some(at(2025, 12, 13, 6, 0, 0))
+        );
+        // 2025-12-14 is a Sunday; 7 means Sunday as well as 0.
+        let sunday = Schedule::parse("30 2 * * 7").unwrap();
+        assert_eq!(
+            sunday.next_after(at(2025, 12, 13, 0, 0, 0)),
+            Some(at(2025, 12, 14, 2, 30, 0))
+        );
+        for bad in ["", "* * * *", "0 * * * * *", "61 * * * *", "a * * * *"] {
+            assert!(Schedule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missed_run_decision() {
+        let s = Schedule::parse("0 */6 * * *").unwrap();
+        let now = at(2025, 12, 13, 13, 0, 0);
+        // Nothing at all: run now.
+        assert!(missed(&s, None, now));
+        // The 12:00 run happened: nothing missed.
+        assert!(!missed(&s, Some(at(2025, 12, 13, 12, 0, 0)), now));
+        assert!(!missed(&s, Some(at(2025, 12, 13, 12, 30, 0)), now));
+        // The daemon was down at 12:00: the newest backup is from 06:00.
+        assert!(missed(&s, Some(at(2025, 12, 13, 6, 0, 0)), now));
+    }
+
+    #[test]
+    fn remote_urls_refuse_credentials() {
+        assert_eq!(Remote::parse("").unwrap(), None);
+        assert_eq!(
+            Remote::parse("s3://bucket/televibe/backups/").unwrap(),
+            Some(Remote::S3 {
+                bucket: "bucket".into(),
+                prefix: "televibe/backups".into()
+            })
+        );
+        assert_eq!(
+            Remote::parse("file:///srv/b").unwrap(),
+            Some(Remote::File {
+                dir: "/srv/b".into()
+            })
+        );
+        for bad in [
+            "s3://AKIA:secret@bucket/x",
+            "s3://user@bucket",
+            "http://bucket/x",
+            "file://relative",
+            "s3:///x",
+        ] {
+            let e = Remote::parse(bad).unwrap_err();
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_keeps_earlier_backups_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = crate::config::RawConfig {
+            root: dir.path().join("root"),
+            ..Default::default()
+        };
+        let config = Config::validate(raw).unwrap();
+        let layout = Layout::new(&config.root);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(&layout.state_db(), Default::default(), metrics.clone())
+            .await
+            .unwrap();
+        store.kv_set("k", "v").await.unwrap();
+        let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
+        let runner = Runner {
+            store: &store,
+            layout: &layout,
+            config: &config,
+            breakers: &breakers,
+            metrics: &metrics,
+        };
+        let good = runner.run(at(2025, 12, 13, 6, 0, 0)).await.unwrap();
+        assert_eq!(good.file, "state-2025-12-13T06-00-00.db.gz");
+        assert_eq!(good.contents.rows["kv"], 1);
+        let before = std::fs::read(&good.path).unwrap();
+        // A second run in the same second takes the next name instead of replacing the first.
+        let second = runner.run(at(2025, 12, 13, 6, 0, 0)).await.unwrap();
+        assert_ne!(second.file, good.file);
+        // With the database gone from under it, the copy fails.
+        store.clone().close().await;
+        let err = runner.run(at(2025, 12, 13, 12, 0, 0)).await.unwrap_err();
+        assert!(err.contains("copy failed"), "{err}");
+        assert_eq!(std::fs::read(&good.path).unwrap(), before);
+        let names: Vec<String> = std::fs::read_dir(layout.backups())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| parse_name(n).is_some()), "{names:?}");
+        let text = metrics.encode();
+        assert!(
+            text.contains("televibe_backups_total{result=\"failure\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("televibe_backups_total{result=\"success\"} 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn local_listing_ignores_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [
+            "state-2025-12-13T12-00-00.db.gz",
+            "state-2025-12-13T06-00-00.db.gz",
+            ".tmp-1234.db.gz",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let l = list_local(dir.path());
+        assert_eq!(
+            l.iter().map(|b| b.file.as_str()).collect::<Vec<_>>(),
+            [
+                "state-2025-12-13T06-00-00.db.gz",
+                "state-2025-12-13T12-00-00.db.gz"
+            ]
+        );
+    }
+}

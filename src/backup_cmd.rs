@@ -1,0 +1,390 @@
+//! `televibe backup now|list|verify|restore`: the operator's side of backups.
+//!
+//! `now` asks the running daemon (its `backup_now` tool) and works on the database file itself when the
+//! daemon is stopped; `restore` works only while the daemon is stopped. "Running" means the control socket
+//! accepts a connection.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::backup::{self, Remote, Runner};
+use crate::breaker::Breakers;
+use crate::cli::BackupCommand;
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::mcp::client::DaemonClient;
+use crate::store::backup::{Contents, check_file, newer_in_file};
+use crate::store::{Store, StoreOptions};
+use crate::telemetry::Metrics;
+
+pub async fn run(config: &Config, command: BackupCommand) -> ExitCode {
+    let result = match command {
+        BackupCommand::Now { json } => now(config, json).await,
+        BackupCommand::List { json } => list(config, json).await,
+        BackupCommand::Verify { file, json } => verify(config, &file, json).await,
+        BackupCommand::Restore { file, json } => restore(config, &file, json).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("televibe backup: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// The running daemon's client, or `None` when nothing answers on the socket.
+async fn daemon(config: &Config) -> Option<DaemonClient> {
+    DaemonClient::connect(&config.socket_path).await.ok()
+}
+
+async fn now(config: &Config, json_out: bool) -> Result<(), String> {
+    let outcome: Value = if let Some(client) = daemon(config).await {
+        let r = client.call("backup_now", json!({})).await;
+        client.close().await;
+        r.map_err(|e| e.to_string())?
+    } else {
+        let layout = Layout::new(&config.root);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(
+            &layout.state_db(),
+            StoreOptions {
+                max_connections: 1,
+                ..Default::default()
+            },
+            metrics.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
+        let runner = Runner {
+            store: &store,
+            layout: &layout,
+            config,
+            breakers: &breakers,
+            metrics: &metrics,
+        };
+        let r = runner.run(Utc::now()).await;
+        store.close().await;
+        serde_json::to_value(r?).map_err(|e| e.to_string())?
+    };
+    if json_out {
+        print_json(&outcome);
+    } else {
+        println!(
+            "backup written and verified: {} ({} bytes)",
+            outcome["path"].as_str().unwrap_or(""),
+            outcome["bytes"]
+        );
+        if let Some(r) = outcome.get("remote").filter(|r| !r.is_null()) {
+            if r["ok"] == true {
+                println!("uploaded to {}", r["detail"].as_str().unwrap_or(""));
+            } else {
+                println!(
+                    "upload FAILED (the local backup is kept): {}",
+                    r["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn list(config: &Config, json_out: bool) -> Result<(), String> {
+    let layout = Layout::new(&config.root);
+    let mut rows: BTreeMap<String, Value> = BTreeMap::new();
+    for b in backup::list_local(&layout.backups()) {
+        rows.insert(
+            b.file.clone(),
+            json!({
+                "file": b.file,
+                "time": b.time,
+                "bytes": b.bytes,
+                "path": b.path,
+                // Only a verified copy ever receives a backup's name (temporary files are named otherwise).
+                "verified": true,
+                "local": true,
+                "remote": false,
+            }),
+        );
+    }
+    let remote = Remote::parse(&config.raw.backup.remote)?;
+    let mut remote_error = None;
+    if let Some(r) = &remote {
+        match r.list().await {
+            Ok(objects) => {
+                for (name, bytes) in objects {
+                    let row = rows.entry(name.clone()).or_insert_with(|| {
+                        json!({
+                            "file": name,
+                            "time": backup::parse_name(&name),
+                            "bytes": bytes,
+                            "path": null,
+                            "verified": true,
+                            "local": false,
+                        })
+                    });
+                    row["remote"] = json!(true);
+                }
+            }
+            Err(e) => remote_error = Some(e),
+        }
+    }
+    let mut backups: Vec<Value> = rows.into_values().collect();
+    backups.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+    if json_out {
+        print_json(&json!({
+            "backups": backups,
+            "directory": layout.backups(),
+            "remote": config.raw.backup.remote,
+            "remote_error": remote_error,
+        }));
+        return Ok(());
+    }
+    println!(
+        "{:<34}{:<22}{:>12}  {:<9}WHERE",
+        "FILE", "TIME (UTC)", "BYTES", "VERIFIED"
+    );
+    for b in &backups {
+        let place = match (b["local"] == true, b["remote"] == true) {
+            (true, true) => "local+remote",
+            (true, false) => "local",
+            _ => "remote",
+        };
+        let time: String = b["time"].as_str().unwrap_or("").chars().take(19).collect();
+        println!(
+            "{:<34}{:<22}{:>12}  {:<9}{}",
+            b["file"].as_str().unwrap_or(""),
+            time.replace('T', " "),
+            b["bytes"].to_string(),
+            if b["verified"] == true { "yes" } else { "no" },
+            place
+        );
+    }
+    if let Some(e) = remote_error {
+        eprintln!("remote listing failed: {e}");
+    }
+    Ok(())
+}
+
+/// A backup named by path, by file name in `backups/`, or `latest` (the newest local backup).
+fn resolve(layout: &Layout, file: &str) -> Result<PathBuf, String> {
+    if file == "latest" {
+        return backup::list_local(&layout.backups())
+            .pop()
+            .map(|b| b.path)
+            .ok_or_else(|| format!("no backup in {}", layout.backups().display()));
+    }
+    let direct = PathBuf::from(file);
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    let named = layout.backups().join(file);
+    if named.is_file() {
+        return Ok(named);
+    }
+    Err(format!("no backup file {file}"))
+}
+
+/// The time the backup was taken: from its name, else the file's modification time.
+fn backup_time(path: &Path) -> Option<DateTime<Utc>> {
+    path.file_name()
+        .and_then(|n| backup::parse_name(&n.to_string_lossy()))
+        .or_else(|| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(DateTime::<Utc>::from)
+        })
+}
+
+/// Decompresses into a temporary directory next to `near` and checks the result.
+async fn unpack_and_check(
+    src: &Path,
+    near: &Path,
+) -> Result<(tempfile::TempDir, PathBuf, Contents), String> {
+    std::fs::create_dir_all(near).map_err(|e| format!("cannot create {}: {e}", near.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".restore-")
+        .tempdir_in(near)
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let db = tmp.path().join("state.db");
+    let (s, d) = (src.to_path_buf(), db.clone());
+    tokio::task::spawn_blocking(move || backup::decompress(&s, &d))
+        .await
+        .map_err(|e| e.to_string())??;
+    let contents = check_file(&db)
+        .await
+        .map_err(|e| format!("{} is not a sound database: {e}", src.display()))?;
+    Ok((tmp, db, contents))
+}
+
+async fn verify(config: &Config, file: &str, json_out: bool) -> Result<(), String> {
+    let layout = Layout::new(&config.root);
+    let path = resolve(&layout, file)?;
+    let (_tmp, _db, contents) = unpack_and_check(&path, &std::env::temp_dir()).await?;
+    if json_out {
+        print_json(&json!({
+            "file": path,
+            "time": backup_time(&path),
+            "ok": true,
+            "integrity": "ok",
+            "rows": contents.rows,
+            "open_sessions": contents.open_sessions,
+        }));
+    } else {
+        println!("{}: integrity ok", path.display());
+        print_rows(&contents);
+    }
+    Ok(())
+}
+
+fn print_rows(c: &Contents) {
+    for (table, n) in &c.rows {
+        println!("  {table:<16}{n:>8}");
+    }
+    println!("  {:<16}{:>8}", "open sessions", c.open_sessions);
+}
+
+/// The first free name among `state.db.corrupted`, `state.db.corrupted.1`, `.2`, …: an earlier damaged
+/// file is evidence and is never overwritten.
+pub fn corrupted_name(db: &Path) -> PathBuf {
+    let base = format!("{}.corrupted", db.display());
+    let taken = |p: &str| {
+        Path::new(p).exists()
+            || Path::new(&format!("{p}-wal")).exists()
+            || Path::new(&format!("{p}-shm")).exists()
+    };
+    if !taken(&base) {
+        return PathBuf::from(base);
+    }
+    (1..)
+        .map(|i| format!("{base}.{i}"))
+        .find(|p| !taken(p))
+        .map(PathBuf::from)
+        .expect("some suffix is free")
+}
+
+async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), String> {
+    if let Some(client) = daemon(config).await {
+        client.close().await;
+        return Err(format!(
+            "the daemon is running (its socket {} answers); stop it first (systemctl stop televibe), \
+             then run this again",
+            config.socket_path.display()
+        ));
+    }
+    let layout = Layout::new(&config.root);
+    let src = resolve(&layout, file)?;
+    let taken_at = backup_time(&src);
+    // Verify before: the backup is decompressed next to state.db and checked; nothing is touched yet.
+    let (tmp, unpacked, recovered) = unpack_and_check(&src, &layout.orchestrator()).await?;
+    let db = layout.state_db();
+    let lost = match (db.exists(), taken_at) {
+        (true, Some(t)) => newer_in_file(&db, t).await,
+        _ => None,
+    };
+    let mut kept_as = None;
+    if db.exists() {
+        let aside = corrupted_name(&db);
+        std::fs::rename(&db, &aside)
+            .map_err(|e| format!("cannot move {} aside: {e}", db.display()))?;
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", db.display()));
+            if side.exists() {
+                std::fs::rename(&side, format!("{}{suffix}", aside.display()))
+                    .map_err(|e| format!("cannot move {} aside: {e}", side.display()))?;
+            }
+        }
+        kept_as = Some(aside);
+    }
+    std::fs::rename(&unpacked, &db).map_err(|e| format!("cannot install {}: {e}", db.display()))?;
+    std::fs::File::open(layout.orchestrator())
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", layout.orchestrator().display()))?;
+    drop(tmp);
+    // Verify after: the installed file is read again from its final place.
+    let installed = check_file(&db)
+        .await
+        .map_err(|e| format!("the restored {} failed its check: {e}", db.display()))?;
+    if installed != recovered {
+        return Err(format!(
+            "the restored {} does not hold what the backup held",
+            db.display()
+        ));
+    }
+    let rows = |t: &str| recovered.rows.get(t).copied().unwrap_or(0);
+    if json_out {
+        print_json(&json!({
+            "restored_from": src,
+            "backup_time": taken_at,
+            "state_db": db,
+            "kept_as": kept_as,
+            "recovered": {
+                "projects": rows("projects"),
+                "open_sessions": recovered.open_sessions,
+                "sessions": rows("sessions"),
+                "jobs": rows("jobs"),
+                "approvals": rows("approvals"),
+                "rows": recovered.rows,
+            },
+            "lost": lost,
+            "lost_known": lost.is_some(),
+        }));
+        return Ok(());
+    }
+    println!("restored {} from {}", db.display(), src.display());
+    if let Some(k) = &kept_as {
+        println!("the previous file is kept as {}", k.display());
+    }
+    println!(
+        "recovered: {} projects, {} open sessions ({} in all), {} jobs, {} approvals",
+        rows("projects"),
+        recovered.open_sessions,
+        rows("sessions"),
+        rows("jobs"),
+        rows("approvals")
+    );
+    let when = taken_at
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| "unknown".into());
+    match (&lost, &kept_as) {
+        (Some(l), _) => println!(
+            "lost (newer than the backup, {when}): {} projects, {} sessions, {} jobs, {} approvals",
+            l.projects, l.sessions, l.jobs, l.approvals
+        ),
+        (None, Some(_)) => println!(
+            "lost: unknown (the previous file could not be read); everything after {when} is missing"
+        ),
+        (None, None) => println!("there was no previous state.db"),
+    }
+    println!(
+        "start the daemon again and check the sessions and jobs (televibe admin sessions, jobs)"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_earlier_corrupted_file_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        assert_eq!(corrupted_name(&db), dir.path().join("state.db.corrupted"));
+        std::fs::write(dir.path().join("state.db.corrupted"), b"x").unwrap();
+        assert_eq!(corrupted_name(&db), dir.path().join("state.db.corrupted.1"));
+        std::fs::write(dir.path().join("state.db.corrupted.1-wal"), b"x").unwrap();
+        assert_eq!(corrupted_name(&db), dir.path().join("state.db.corrupted.2"));
+    }
+}

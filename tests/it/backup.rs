@@ -1,0 +1,434 @@
+//! Backups end to end: a copy taken while jobs write restores every committed row, a corrupted database is
+//! brought back with `televibe backup restore latest`, uploads reach a real S3-compatible server on loopback
+//! (and its absence costs only the upload), and the schedule fires on its own.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Timelike;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::jobs::{run, session, wait_final};
+
+const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
+const MOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.moto-venv/bin/moto_server");
+
+fn cli_json(env: &Env, args: &[&str]) -> Value {
+    let out = env.run(args);
+    assert!(
+        out.status.success(),
+        "televibe {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Row counts of a state database, read the way `backup verify` reads them.
+async fn rows(db: &Path) -> Value {
+    let c = televibe::store::backup::check_file(db).await.unwrap();
+    serde_json::to_value(c.rows).unwrap()
+}
+
+async fn job_ids(db: &Path) -> Vec<String> {
+    let store = televibe::store::Store::open_read_only(db, Default::default())
+        .await
+        .unwrap();
+    let jobs = store.jobs(None, None, 10_000).await.unwrap();
+    store.close().await;
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_taken_while_jobs_write_restores_every_committed_row() {
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n"
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    // Chatty jobs write hundreds of events while the copy is taken.
+    let mut before = Vec::new();
+    for i in 0..4 {
+        before.push(run(&mcp, "S1", &format!("chatty {i}")).await);
+    }
+    let taken = tokio::task::spawn_blocking({
+        let config = env.config();
+        move || {
+            Command::new(BIN)
+                .arg("--config")
+                .arg(config)
+                .args(["backup", "now", "--json"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let taken = json(&String::from_utf8_lossy(&taken.stdout));
+    assert_eq!(taken["verified"], true, "{taken}");
+    let file = PathBuf::from(taken["path"].as_str().unwrap());
+    let reported = taken["contents"]["rows"].clone();
+    assert_eq!(reported["projects"], 1, "{taken}");
+    assert!(reported["jobs"].as_i64().unwrap() >= 4, "{taken}");
+    // A job queued after the backup is what a restore loses.
+    let after = run(&mcp, "S1", "after the backup").await;
+    for id in before.iter().chain([&after]) {
+        wait_final(&mcp, id, Duration::from_secs(60)).await;
+    }
+    drop(mcp);
+    assert!(d.stop().success());
+
+    // Restore into a fresh root: the copy holds exactly what the daemon reported, and every job committed
+    // before the backup started.
+    let fresh = Env::new("");
+    std::fs::create_dir_all(fresh.orchestrator().join("backups")).unwrap();
+    let copy = fresh
+        .orchestrator()
+        .join("backups")
+        .join(file.file_name().unwrap());
+    std::fs::copy(&file, &copy).unwrap();
+    let restored = cli_json(&fresh, &["backup", "restore", "latest", "--json"]);
+    assert_eq!(restored["kept_as"], Value::Null, "{restored}");
+    let db = fresh.orchestrator().join("state.db");
+    assert_eq!(rows(&db).await, reported);
+    let jobs = job_ids(&db).await;
+    for id in &before {
+        assert!(jobs.contains(id), "job {id} missing from {jobs:?}");
+    }
+    assert!(!jobs.contains(&after));
+    let d2 = fresh.start();
+    let mcp = Mcp::connect(&fresh).await;
+    let projects = mcp.call("list_projects", json!({})).await.unwrap();
+    assert_eq!(projects["projects"][0]["id"], "app", "{projects}");
+    let sessions = mcp
+        .call("list_sessions", json!({"include_closed": true}))
+        .await
+        .unwrap();
+    assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
+    drop(mcp);
+    assert!(d2.stop().success());
+
+    // Restoring over the original root names what is newer than the backup and keeps the old file.
+    let back = cli_json(
+        &env,
+        &["backup", "restore", file.to_str().unwrap(), "--json"],
+    );
+    assert!(
+        back["lost"]["jobs"].as_i64().unwrap() >= 1,
+        "the job queued after the backup is reported lost: {back}"
+    );
+    assert!(
+        back["kept_as"]
+            .as_str()
+            .unwrap()
+            .ends_with("state.db.corrupted"),
+        "{back}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupted_database_is_restored_with_the_command_the_refusal_names() {
+    let env = Env::new("");
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    drop(mcp);
+    let taken = cli_json(&env, &["backup", "now", "--json"]);
+    let reported = taken["contents"]["rows"].clone();
+    // While the daemon runs, restore refuses and touches nothing.
+    let out = env.run(&["backup", "restore", "latest"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running"));
+    assert!(d.stop().success());
+
+    let db = env.orchestrator().join("state.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 8192);
+    for b in &mut bytes[4096 + 8..4096 + 2048] {
+        *b = 0xff;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let out = env.run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("televibe backup restore latest"), "{err}");
+
+    // An earlier damaged file is never overwritten.
+    std::fs::write(env.orchestrator().join("state.db.corrupted"), b"older").unwrap();
+    let restored = cli_json(&env, &["backup", "restore", "latest", "--json"]);
+    assert!(
+        restored["kept_as"]
+            .as_str()
+            .unwrap()
+            .ends_with("state.db.corrupted.1"),
+        "{restored}"
+    );
+    assert_eq!(
+        std::fs::read(env.orchestrator().join("state.db.corrupted")).unwrap(),
+        b"older"
+    );
+    assert_eq!(restored["recovered"]["projects"], 1, "{restored}");
+    assert_eq!(restored["recovered"]["open_sessions"], 1, "{restored}");
+    assert_eq!(rows(&db).await, reported);
+
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let sessions = mcp.call("list_sessions", json!({})).await.unwrap();
+    assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
+    drop(mcp);
+    assert!(d.stop().success());
+}
+
+/// moto's S3-compatible server on a loopback port, stopped when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        assert!(
+            Path::new(MOTO).is_file(),
+            "{MOTO} is missing: run scripts/test, or `python3 -m venv .moto-venv && \
+             .moto-venv/bin/pip install 'moto[server]'` (apt-get install python3-venv if venv fails)"
+        );
+        let port = free_port();
+        let child = Command::new(MOTO)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut m = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port} within 30 s"
+            );
+            assert!(
+                m.child.try_wait().unwrap().is_none(),
+                "moto_server exited at start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m.port = port;
+        m
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn aws_env(cmd: &mut Command, endpoint: &str) {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", endpoint);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
+    let mut moto = Moto::start();
+    let http = reqwest::Client::new();
+    let made = http
+        .put(format!("{}/tvbackups", moto.url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{made:?}");
+    let env = Env::new("[backup]\nremote = \"s3://tvbackups/televibe/backups\"\n");
+    let endpoint = moto.url();
+    let d = env.start_with(|c| aws_env(c, &endpoint));
+    let cli = |args: &[&str]| {
+        let mut c = env.command(args);
+        aws_env(&mut c, &endpoint);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let up = cli(&["backup", "now", "--json"]);
+    assert_eq!(up["remote"]["ok"], true, "{up}");
+    let file = up["file"].as_str().unwrap().to_string();
+    let listing = http
+        .get(format!("{}/tvbackups?list-type=2", moto.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listing.contains(&format!("<Key>televibe/backups/{file}</Key>")),
+        "{listing}"
+    );
+    let list = cli(&["backup", "list", "--json"]);
+    let row = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["file"] == file.as_str())
+        .unwrap_or_else(|| panic!("{file} not listed: {list}"))
+        .clone();
+    assert_eq!(row["local"], true, "{row}");
+    assert_eq!(row["remote"], true, "{row}");
+
+    moto.stop();
+    let down = cli(&["backup", "now", "--json"]);
+    assert_eq!(down["verified"], true, "{down}");
+    assert_eq!(down["remote"]["ok"], false, "{down}");
+    assert!(Path::new(down["path"].as_str().unwrap()).is_file());
+    assert!(
+        d.metric("televibe_backups_total{result=\"remote_failure\"}")
+            .unwrap()
+            >= 1.0
+    );
+    assert!(
+        d.metric("televibe_backups_total{result=\"success\"}")
+            .unwrap()
+            >= 2.0
+    );
+    assert!(d.metric("televibe_backup_bytes").unwrap() > 0.0);
+    // Three failed attempts opened the uploads' own breaker; the operator can close it by hand.
+    assert_eq!(
+        d.metric("televibe_circuit_breaker_state{name=\"backup_remote\"}"),
+        Some(0.0)
+    );
+    let reset = cli_json(
+        &env,
+        &["admin", "breakers", "reset", "backup_remote", "--json"],
+    );
+    assert_eq!(reset["state"], "closed", "{reset}");
+    assert_eq!(
+        d.metric("televibe_circuit_breaker_state{name=\"backup_remote\"}"),
+        Some(1.0)
+    );
+    // The admin chat is told through the outbox like any other notice.
+    let store = televibe::store::Store::open_read_only(
+        &env.orchestrator().join("state.db"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(store.reader_count_events("backup.failed").await.unwrap() >= 1);
+    store.close().await;
+    assert!(d.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backup_runs_and_is_listed() {
+    let env = Env::new("[backup]\nschedule = \"* * * * *\"\n");
+    // Shift the scheduler's clock to second 50 of a minute, so the next scheduled minute is 10 s away.
+    let offset = (110 - i64::from(chrono::Utc::now().second())) % 60;
+    let d = env.start_with(|c| {
+        c.env(
+            "TELEVIBE_DEBUG__BACKUP_CLOCK_OFFSET_SECS",
+            offset.to_string(),
+        );
+    });
+    let names = || -> Vec<String> {
+        let list = cli_json(&env, &["backup", "list", "--json"]);
+        list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["file"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The first run is the missed one (no backup existed); the scheduled one lands on second 00.
+    eventually(Duration::from_secs(40), "a backup on the minute", || {
+        names().iter().any(|n| n.ends_with("-00.db.gz"))
+    });
+    assert!(names().len() >= 2, "{:?}", names());
+    assert!(d.metric("televibe_backup_last_success_timestamp").unwrap() > 0.0);
+    assert!(d.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn periodic_integrity_failure_drops_the_health_gauge_and_tells_the_admin_chat() {
+    let env = Env::new("[store]\nintegrity_check_interval_secs = 1\n");
+    let d = env.start();
+    assert_eq!(
+        d.metric("televibe_health_check{check=\"database\"}"),
+        Some(1.0)
+    );
+    // Damage the live database from another connection: an index whose declared order no longer matches
+    // its b-tree, and a new schema version so the daemon's connections read the damaged schema.
+    let store = televibe::store::Store::open(
+        &env.orchestrator().join("state.db"),
+        televibe::store::StoreOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    store
+        .execute_unchecked(
+            "CREATE TABLE damage(a); CREATE INDEX damage_a ON damage(a); \
+             INSERT INTO damage VALUES (1), (2), (3), (4), (5);",
+        )
+        .await
+        .unwrap();
+    store
+        .execute_unchecked(
+            "PRAGMA writable_schema = ON; \
+             UPDATE sqlite_schema SET sql = 'CREATE INDEX damage_a ON damage(a DESC)' WHERE name = 'damage_a'; \
+             PRAGMA writable_schema = OFF;",
+        )
+        .await
+        .unwrap();
+    store
+        .execute_unchecked("PRAGMA schema_version = 1000")
+        .await
+        .unwrap();
+    store.close().await;
+    eventually(Duration::from_secs(20), "the health gauge at 0", || {
+        d.metric("televibe_health_check{check=\"database\"}") == Some(0.0)
+    });
+    // The notice is written first, then the store turns read-only and readiness fails.
+    eventually(Duration::from_secs(10), "readiness to fail", || {
+        d.get("/health/ready").0 == 503
+    });
+    let store = televibe::store::Store::open_read_only(
+        &env.orchestrator().join("state.db"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .reader_count_events("database.corrupted")
+            .await
+            .unwrap(),
+        1
+    );
+    store.close().await;
+    assert!(d.stop().success());
+}
