@@ -39,6 +39,7 @@ case "$prompt" in
     done
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":120,"result":"chatty done"}'
     exit 0 ;;
+  *ask-approval*) exec perl "$(dirname "$0")/ask-approval.pl" "$@" ;;
   *html*)
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"<b>unclosed & <script>alert(1)</script> &amp; done"}'
     exit 0 ;;

@@ -51,6 +51,24 @@ async fn backup_taken_while_jobs_write_restores_every_committed_row() {
     let mcp = Mcp::connect(&env).await;
     session(&env, &mcp).await;
     // Chatty jobs write hundreds of events while the copy is taken.
+    // A second session holds a job waiting for a person, so the copy has an approval to carry.
+    let asking_session = mcp
+        .call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    let asking_session = asking_session["id"].as_str().unwrap().to_string();
+    let asking = run(&mcp, &asking_session, "ask-approval").await;
+    let approval = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let pending = mcp.call("list_pending_approvals", json!({})).await.unwrap();
+            if let Some(id) = pending["approvals"][0]["id"].as_str() {
+                break id.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no approval asked");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     let mut before = Vec::new();
     for i in 0..4 {
         before.push(run(&mcp, "S1", &format!("chatty {i}")).await);
@@ -79,6 +97,17 @@ async fn backup_taken_while_jobs_write_restores_every_committed_row() {
     let reported = taken["contents"]["rows"].clone();
     assert_eq!(reported["projects"], 1, "{taken}");
     assert!(reported["jobs"].as_i64().unwrap() >= 4, "{taken}");
+    assert!(reported["approvals"].as_i64().unwrap() >= 1, "{taken}");
+    mcp.call("deny", json!({"approval_id": approval}))
+        .await
+        .unwrap();
+    let asked = wait_final(&mcp, &asking, Duration::from_secs(30)).await;
+    assert!(
+        asked["result_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("deny")),
+        "{asked}"
+    );
     // A job queued after the backup is what a restore loses.
     let after = run(&mcp, "S1", "after the backup").await;
     for id in before.iter().chain([&after]) {
@@ -105,6 +134,14 @@ async fn backup_taken_while_jobs_write_restores_every_committed_row() {
         assert!(jobs.contains(id), "job {id} missing from {jobs:?}");
     }
     assert!(!jobs.contains(&after));
+    assert!(jobs.contains(&asking));
+    let store = televibe::store::Store::open_read_only(&db, Default::default())
+        .await
+        .unwrap();
+    let kept = store.approval(&approval).await.unwrap();
+    store.close().await;
+    let kept = kept.expect("the approval pending at backup time is in the copy");
+    assert_eq!(kept.job_id, asking);
     let d2 = fresh.start();
     let mcp = Mcp::connect(&fresh).await;
     let projects = mcp.call("list_projects", json!({})).await.unwrap();
@@ -113,7 +150,14 @@ async fn backup_taken_while_jobs_write_restores_every_committed_row() {
         .call("list_sessions", json!({"include_closed": true}))
         .await
         .unwrap();
-    assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
+    let mut ids: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["S1", "S2"], "{sessions}");
     drop(mcp);
     assert!(d2.stop().success());
 
