@@ -18,8 +18,8 @@ use crate::cli::BackupCommand;
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::mcp::client::DaemonClient;
+use crate::store::Store;
 use crate::store::backup::{Contents, check_file, newer_in_file};
-use crate::store::{Store, StoreOptions};
 use crate::telemetry::Metrics;
 
 pub async fn run(config: &Config, command: BackupCommand) -> ExitCode {
@@ -54,17 +54,14 @@ async fn now(config: &Config, json_out: bool) -> Result<(), String> {
         r.map_err(|e| e.to_string())?
     } else {
         let layout = Layout::new(&config.root);
+        // The daemon may be starting (its socket not bound yet): the state lock says for sure.
+        let _lock = crate::lock::StateLock::acquire(&layout.orchestrator())?;
         let metrics = Arc::new(Metrics::new());
-        let store = Store::open(
-            &layout.state_db(),
-            StoreOptions {
-                max_connections: 1,
-                ..Default::default()
-            },
-            metrics.clone(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        // Read-only: a copy of what is there, never a new empty database (or a migrated one) when
+        // state.db is missing.
+        let store = Store::open_read_only(&layout.state_db(), metrics.clone())
+            .await
+            .map_err(|e| format!("{e}; nothing to back up"))?;
         let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
         let runner = Runner {
             store: &store,
@@ -284,6 +281,9 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
         ));
     }
     let layout = Layout::new(&config.root);
+    // Held until the restore is done: a daemon starting meanwhile waits for nothing and fails to start
+    // rather than opening a file that is being replaced.
+    let _lock = crate::lock::StateLock::acquire(&layout.orchestrator())?;
     let src = resolve(&layout, file)?;
     let taken_at = backup_time(&src);
     // Verify before: the backup is decompressed next to state.db and checked; nothing is touched yet.
@@ -294,16 +294,23 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
         _ => None,
     };
     let mut kept_as = None;
-    if db.exists() {
+    // The journal files go aside too, whether or not state.db is still there: SQLite would replay a
+    // write-ahead log left beside the restored file onto it.
+    let sides: Vec<PathBuf> = ["-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| PathBuf::from(format!("{}{s}", db.display())))
+        .filter(|p| p.exists())
+        .collect();
+    if db.exists() || !sides.is_empty() {
         let aside = corrupted_name(&db);
-        std::fs::rename(&db, &aside)
-            .map_err(|e| format!("cannot move {} aside: {e}", db.display()))?;
-        for suffix in ["-wal", "-shm"] {
-            let side = PathBuf::from(format!("{}{suffix}", db.display()));
-            if side.exists() {
-                std::fs::rename(&side, format!("{}{suffix}", aside.display()))
-                    .map_err(|e| format!("cannot move {} aside: {e}", side.display()))?;
-            }
+        if db.exists() {
+            std::fs::rename(&db, &aside)
+                .map_err(|e| format!("cannot move {} aside: {e}", db.display()))?;
+        }
+        for side in &sides {
+            let suffix = &side.display().to_string()[db.display().to_string().len()..];
+            std::fs::rename(side, format!("{}{suffix}", aside.display()))
+                .map_err(|e| format!("cannot move {} aside: {e}", side.display()))?;
         }
         kept_as = Some(aside);
     }

@@ -157,6 +157,10 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     {
         tracing::error!(target: "televibe.daemon", error = %e, "Sandbox unavailable: jobs will fail until bubblewrap works (or agent.sandbox = \"none\")");
     }
+    // Held for the daemon's whole life: restore, reconstruct and an offline backup refuse while it is
+    // (even before the socket is bound), and a second daemon on the same root stops here.
+    let _state_lock =
+        crate::lock::StateLock::acquire(&layout.orchestrator()).map_err(ServeError::Boot)?;
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(
         &layout.state_db(),

@@ -27,6 +27,7 @@ pub mod errors;
 pub mod git;
 pub mod jobs;
 pub mod layout;
+pub mod lock;
 pub mod logging;
 pub mod mcp;
 pub mod notifier;

@@ -216,6 +216,11 @@ pub async fn run(config: &Config, force: bool, json_out: bool) -> ExitCode {
     if let Err(e) = layout.create() {
         return fail(&e.to_string());
     }
+    // A daemon that is starting has not bound its socket yet; the state lock tells for sure.
+    let _lock = match crate::lock::StateLock::acquire(&layout.orchestrator()) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
     let db = layout.state_db();
     let mut report = Report {
         database: db.display().to_string(),

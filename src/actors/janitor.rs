@@ -87,17 +87,44 @@ pub fn sweep(core: &Core) -> usize {
         l.job_log_retention_days,
     );
     removed += sweep_backups(&layout.backups(), core.config.raw.backup.retention_days);
+    removed += sweep_restores(&layout.orchestrator());
     removed
 }
 
 /// Backups past retention, and temporary files a crashed backup run left behind (a day old: no run takes
-/// that long). This is the only place backups are deleted.
+/// that long). This is the only place backups are deleted. The newest `KEEP_NEWEST` backups stay
+/// whatever their age: when runs have failed for longer than the retention, the last good copies are
+/// all there is.
 pub fn sweep_backups(dir: &Path, retention_days: u32) -> usize {
+    let mut named: Vec<(chrono::DateTime<chrono::Utc>, String)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            crate::backup::parse_name(&name).map(|t| (t, name))
+        })
+        .collect();
+    named.sort();
+    let keep: Vec<String> = named
+        .iter()
+        .rev()
+        .take(KEEP_NEWEST)
+        .map(|(_, n)| n.clone())
+        .collect();
     remove_older(
         dir,
-        |n| crate::backup::parse_name(n).is_some(),
+        |n| crate::backup::parse_name(n).is_some() && !keep.iter().any(|k| k == n),
         retention_days,
     ) + remove_older(dir, |n| n.starts_with(".tmp-"), 1)
+}
+
+/// Backups kept past their retention because they are the newest.
+const KEEP_NEWEST: usize = 3;
+
+/// Decompressed copies a restore killed halfway left beside `state.db`.
+pub fn sweep_restores(orchestrator: &Path) -> usize {
+    remove_older(orchestrator, |n| n.starts_with(".restore-"), 1)
 }
 
 fn remove_older(dir: &Path, wanted: impl Fn(&str) -> bool, days: u32) -> usize {
@@ -149,6 +176,8 @@ mod tests {
             ".tmp-old.db.gz",
             ".tmp-running.db",
             "state.db.corrupted",
+            "state-2025-06-02T00-00-00.db.gz",
+            "state-2025-06-03T00-00-00.db.gz",
         ];
         for n in names {
             std::fs::write(d.join(n), b"x").unwrap();
@@ -169,7 +198,34 @@ mod tests {
             [
                 ".tmp-running.db",
                 "state-2025-06-01T00-00-00.db.gz",
+                "state-2025-06-02T00-00-00.db.gz",
+                "state-2025-06-03T00-00-00.db.gz",
                 "state.db.corrupted"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_newest_backups_stay_whatever_their_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for day in 1..=5 {
+            let n = format!("state-2025-01-0{day}T00-00-00.db.gz");
+            std::fs::write(d.join(&n), b"x").unwrap();
+            age(&d.join(&n), 400);
+        }
+        assert_eq!(sweep_backups(d, 30), 2);
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "state-2025-01-03T00-00-00.db.gz",
+                "state-2025-01-04T00-00-00.db.gz",
+                "state-2025-01-05T00-00-00.db.gz"
             ]
         );
     }

@@ -9,7 +9,9 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
-/// Environment variables never passed to an agent, on top of everything starting with `TELEVIBE_`.
+/// Environment variables never passed to an agent, on top of everything starting with `TELEVIBE_` and
+/// `AWS_` (the object-store credentials of backup uploads; an agent that needs cloud access gets it
+/// through `agent.env`, by the operator's choice).
 /// Besides systemd's own, the addresses of the user's session bus, key agents and display, which lead
 /// out of any sandbox.
 const SCRUBBED: &[&str] = &[
@@ -43,7 +45,9 @@ pub struct AgentCommand<'a> {
 /// The daemon's environment minus its own settings and secrets.
 pub fn scrubbed_env() -> HashMap<String, String> {
     std::env::vars()
-        .filter(|(k, _)| !k.starts_with("TELEVIBE_") && !SCRUBBED.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !k.starts_with("TELEVIBE_") && !k.starts_with("AWS_") && !SCRUBBED.contains(&k.as_str())
+        })
         .collect()
 }
 
@@ -294,8 +298,10 @@ mod tests {
         unsafe {
             std::env::set_var("TELEVIBE_TELEGRAM__TOKEN", "secret");
             std::env::set_var("NOTIFY_SOCKET", "/x");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "backup-secret");
         }
         let env = scrubbed_env();
+        assert!(!env.contains_key("AWS_SECRET_ACCESS_KEY"));
         assert!(!env.contains_key("TELEVIBE_TELEGRAM__TOKEN"));
         assert!(!env.contains_key("NOTIFY_SOCKET"));
         assert!(env.contains_key("PATH"));

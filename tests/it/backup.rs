@@ -285,6 +285,52 @@ impl Drop for Moto {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_ahead_log_left_behind_is_set_aside_not_replayed_onto_the_restore() {
+    // The daemon dies with writes still in its write-ahead log; the operator moves only state.db away
+    // (as the spec's runbook reads) and restores. The old log must not be replayed onto the copy.
+    let env = Env::new("");
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let taken = cli_json(&env, &["backup", "now", "--json"]);
+    let reported = taken["contents"]["rows"].clone();
+    for _ in 0..3 {
+        mcp.call("create_session", json!({"project_id": "app"}))
+            .await
+            .unwrap();
+    }
+    drop(mcp);
+    d.signal(libc::SIGKILL);
+    let mut d = d;
+    d.wait_exit(Duration::from_secs(5));
+    let orchestrator = env.orchestrator();
+    assert!(
+        orchestrator.join("state.db-wal").exists(),
+        "the killed daemon left its write-ahead log"
+    );
+    std::fs::rename(
+        orchestrator.join("state.db"),
+        orchestrator.join("moved-by-hand.db"),
+    )
+    .unwrap();
+    let restored = cli_json(&env, &["backup", "restore", "latest", "--json"]);
+    assert!(
+        restored["kept_as"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("state.db.corrupted")),
+        "{restored}"
+    );
+    assert!(orchestrator.join("state.db.corrupted-wal").exists());
+    assert!(!orchestrator.join("state.db-wal").exists());
+    assert_eq!(rows(&orchestrator.join("state.db")).await, reported);
+    // While a daemon holds the state (even before its socket answers), restore refuses.
+    let d = env.start();
+    let out = env.run(&["backup", "restore", "latest"]);
+    assert_eq!(out.status.code(), Some(1));
+    drop(d);
+}
+
 fn aws_env(cmd: &mut Command, endpoint: &str) {
     cmd.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
