@@ -180,7 +180,8 @@ async fn serve_connection(stream: UnixStream, core: Arc<Core>) {
 }
 
 /// Why peer `pid` may not have a control connection, if it may not: it is gone, it lives in another
-/// PID namespace (every sandboxed job does), or it is or descends from a running job's process group.
+/// PID namespace (every sandboxed job does), it descends from the daemon, or it is or descends from a
+/// running job's process group.
 async fn peer_refusal(core: &Core, pid: i32) -> Option<&'static str> {
     let own_ns = std::fs::read_link("/proc/self/ns/pid").ok();
     let Ok(peer_ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
@@ -188,6 +189,11 @@ async fn peer_refusal(core: &Core, pid: i32) -> Option<&'static str> {
     };
     if own_ns.is_some_and(|ns| ns != peer_ns) {
         return Some("it runs in another PID namespace");
+    }
+    // The operator's clients are never the daemon's own descendants; its agents (and what they start)
+    // are, from the moment they are spawned, before their job row records the process group.
+    if crate::jobs::process::descends_from(pid, std::process::id() as i32) {
+        return Some("it was started by the daemon");
     }
     from_a_running_job(core, pid)
         .await

@@ -187,6 +187,21 @@ pub fn lineage_groups(pid: i32) -> Vec<i32> {
     groups
 }
 
+/// Whether process `pid` is `ancestor` or one of its descendants (by the parent chain in `/proc`).
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut cur = pid;
+    for _ in 0..64 {
+        if cur == ancestor {
+            return true;
+        }
+        match read_stat(cur) {
+            Some(stat) if stat.ppid > 0 => cur = stat.ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// This boot's id (`/proc/sys/kernel/random/boot_id`).
 pub fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
