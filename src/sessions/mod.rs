@@ -298,14 +298,12 @@ impl Core {
         }
     }
 
-    /// Closes a session through its actor.
-    pub async fn close_session(
+    /// An open session and its actor: closed sessions are refused, and a session whose actor is
+    /// restarting asks to be retried.
+    async fn open_session_actor(
         &self,
-        actor: &str,
         id: &str,
-        force: bool,
-        delete_branch: bool,
-    ) -> Result<Closed, CoreError> {
+    ) -> Result<(Session, ractor::ActorRef<SessionMsg>), CoreError> {
         let session = self.get_session(id).await?;
         if session.state == SessionState::Closed {
             return Err(CoreError::new(
@@ -320,12 +318,24 @@ impl Core {
             .unwrap_or_else(|p| p.into_inner())
             .get(&session.id)
             .cloned();
-        let Some(actor_ref) = actor_ref else {
-            return Err(CoreError::internal(format!(
+        match actor_ref {
+            Some(r) => Ok((session, r)),
+            None => Err(CoreError::internal(format!(
                 "session {} is restarting; retry in a moment",
                 session.id
-            )));
-        };
+            ))),
+        }
+    }
+
+    /// Closes a session through its actor.
+    pub async fn close_session(
+        &self,
+        actor: &str,
+        id: &str,
+        force: bool,
+        delete_branch: bool,
+    ) -> Result<Closed, CoreError> {
+        let (session, actor_ref) = self.open_session_actor(id).await?;
         let req = CloseRequest {
             actor: actor.to_string(),
             force,
@@ -340,26 +350,7 @@ impl Core {
 
     /// Brings back the worktree of an open session whose worktree is missing, through its actor.
     pub async fn recover_session(&self, actor: &str, id: &str) -> Result<Recovered, CoreError> {
-        let session = self.get_session(id).await?;
-        if session.state == SessionState::Closed {
-            return Err(CoreError::new(
-                ErrorCode::SessionClosing,
-                format!("session {} is closed", session.id),
-                "create a new session on the same branch to continue its work",
-            ));
-        }
-        let actor_ref = self
-            .session_actors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&session.id)
-            .cloned();
-        let Some(actor_ref) = actor_ref else {
-            return Err(CoreError::internal(format!(
-                "session {} is restarting; retry in a moment",
-                session.id
-            )));
-        };
+        let (session, actor_ref) = self.open_session_actor(id).await?;
         // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
         let limit = (6 * self.config.raw.git.timeout_secs + 30) * 1000;
         ractor::call_t!(actor_ref, SessionMsg::Recover, limit, actor.to_string()).map_err(|e| {
