@@ -156,6 +156,16 @@ fn remove_older(dir: &Path, wanted: impl Fn(&str) -> bool, days: u32) -> usize {
 mod tests {
     use super::*;
 
+    /// The file names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn age(path: &Path, days: u64) {
         let t = SystemTime::now() - Duration::from_secs(days * DAY + 60);
         std::fs::File::options()
@@ -187,11 +197,7 @@ mod tests {
         age(&d.join(names[2]), 2);
         age(&d.join(names[4]), 400);
         assert_eq!(sweep_backups(d, 30), 2);
-        let mut left: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        left.sort();
+        let left = names_in(d);
         // The backup inside retention, a run in progress and anything that is not a backup stay.
         assert_eq!(
             left,
@@ -215,11 +221,7 @@ mod tests {
             age(&d.join(&n), 400);
         }
         assert_eq!(sweep_backups(d, 30), 2);
-        let mut left: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        left.sort();
+        let left = names_in(d);
         assert_eq!(
             left,
             [
