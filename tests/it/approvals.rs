@@ -593,6 +593,17 @@ async fn a_restart_expires_pending_approvals_and_retires_their_buttons() {
     )
     .await;
     let msg = approval_messages(&tg).remove(0);
+    // Telegram holding the message is not enough: the kill must come after the daemon recorded which message it
+    // is, or there is nothing to edit after the restart (a kill inside that window re-sends it instead).
+    until_async(
+        Duration::from_secs(60),
+        "the daemon recorded the approval's message",
+        || async {
+            let pending = mcp.call("list_pending_approvals", json!({})).await.unwrap();
+            pending["approvals"][0]["telegram_message_id"] == json!(msg.message_id)
+        },
+    )
+    .await;
     drop(mcp);
     d.signal(libc::SIGKILL);
     let mut d = d;

@@ -255,6 +255,22 @@ pub async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     panic!("timed out waiting for: {what}");
 }
 
+/// Awaits an asynchronous `cond` (polled every 100 ms) or panics naming `what` after `limit`.
+pub async fn until_async<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// A tool the test suite needs from the machine; missing tools fail loudly, never skip.
 pub fn required_tool(name: &str, install_hint: &str) -> PathBuf {
     std::env::var_os("PATH")
