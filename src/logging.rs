@@ -292,11 +292,12 @@ impl RotatingFile {
     }
 }
 
-impl Write for RotatingFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl RotatingFile {
+    /// Writes `buf` as on the UTC day `today`: the file rotates first if it holds an earlier day's lines or
+    /// would pass the size limit.
+    fn write_on(&mut self, buf: &[u8], today: NaiveDate) -> io::Result<usize> {
         let state = self.state.clone();
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        let today = Utc::now().date_naive();
         if (today != st.date || st.size + buf.len() as u64 > self.max_size) && st.size > 0 {
             self.rotate(&mut st)?;
         }
@@ -304,6 +305,12 @@ impl Write for RotatingFile {
         let n = st.file.write(buf)?;
         st.size += n as u64;
         Ok(n)
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_on(buf, Utc::now().date_naive())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -366,6 +373,79 @@ mod tests {
         assert_eq!(lines[2]["level"], "critical");
         assert_eq!(l["trace_id"], lines[1]["trace_id"], "same span, same trace");
         assert_eq!(l["span_id"].as_str().unwrap().len(), 16);
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn rotates_at_midnight_under_the_day_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let mut f = RotatingFile::open(dir.path(), "orchestrator.log", 1 << 20).unwrap();
+        f.write_on(b"first day\n", day(1)).unwrap();
+        f.write_on(b"still the first\n", day(1)).unwrap();
+        assert_eq!(names(dir.path()), ["orchestrator.log"]);
+        f.write_on(b"second day\n", day(2)).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            ["orchestrator.log", "orchestrator.log.2026-03-01"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("orchestrator.log.2026-03-01")).unwrap(),
+            "first day\nstill the first\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("orchestrator.log")).unwrap(),
+            "second day\n"
+        );
+        // A day with two rotations (size, then midnight) keeps both files apart.
+        let dir = tempfile::tempdir().unwrap();
+        let mut small = RotatingFile::open(dir.path(), "orchestrator.log", 12).unwrap();
+        small.write_on(b"0123456789", day(2)).unwrap();
+        small.write_on(b"abcdef", day(2)).unwrap();
+        small.write_on(b"day 3\n", day(3)).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [
+                "orchestrator.log",
+                "orchestrator.log.2026-03-02",
+                "orchestrator.log.2026-03-02.1"
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("orchestrator.log.2026-03-02.1")).unwrap(),
+            "abcdef"
+        );
+    }
+
+    #[test]
+    fn a_file_left_from_an_earlier_day_rotates_at_the_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orchestrator.log");
+        std::fs::write(&path, b"from before the restart\n").unwrap();
+        let two_days = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(two_days)
+            .unwrap();
+        let then = chrono::DateTime::<Utc>::from(two_days).date_naive();
+        let mut f = RotatingFile::open(dir.path(), "orchestrator.log", 1 << 20).unwrap();
+        f.write_all(b"today\n").unwrap();
+        let rotated = format!("orchestrator.log.{}", then.format("%Y-%m-%d"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&rotated)).unwrap(),
+            "from before the restart\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "today\n");
     }
 
     #[test]

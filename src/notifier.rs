@@ -24,7 +24,10 @@ use crate::telemetry::EventTypeLabel;
 
 /// The spec's cap on queued notifications.
 pub const QUEUE_CAP: usize = 1000;
+/// Telegram's limits: about one message a second in a chat (edits count) ...
 const PER_CHAT_GAP: Duration = Duration::from_millis(1000);
+/// ... and 20 a minute in a group (group and channel chat ids are negative).
+const GROUP_GAP: Duration = Duration::from_millis(3000);
 const GLOBAL_PER_SECOND: usize = 30;
 const TRACKER_EDIT_GAP: Duration = Duration::from_millis(1000);
 
@@ -61,6 +64,8 @@ pub enum Outgoing {
     /// Show an approval's decision in its message, buttons removed.
     ApprovalDecided {
         approval_id: String,
+        /// The chat the edit is paced in (the session's chat).
+        chat_id: i64,
         events: Vec<OutboxEvent>,
     },
 }
@@ -261,6 +266,7 @@ impl Notifier {
                     st,
                     Outgoing::ApprovalDecided {
                         approval_id,
+                        chat_id: chat,
                         events: vec![ev],
                     },
                 );
@@ -409,7 +415,7 @@ impl Notifier {
                     st.backoff = Duration::from_millis(500);
                     st.sent_window.push_back(Instant::now());
                     if let Some(c) = chat {
-                        st.chat_next.insert(c, Instant::now() + PER_CHAT_GAP);
+                        st.chat_next.insert(c, Instant::now() + chat_gap(c));
                     }
                 }
                 Err(TgError::RetryAfter(secs)) => {
@@ -437,8 +443,10 @@ impl Notifier {
         match item {
             Outgoing::Text { chat_id, .. } | Outgoing::Document { chat_id, .. } => Some(*chat_id),
             Outgoing::Tracker { job_id } => st.trackers.get(job_id).map(|t| t.chat_id),
-            Outgoing::Approval { chat_id, .. } => Some(*chat_id),
-            Outgoing::ApprovalDecided { .. } | Outgoing::Answer { .. } => None,
+            Outgoing::Approval { chat_id, .. } | Outgoing::ApprovalDecided { chat_id, .. } => {
+                Some(*chat_id)
+            }
+            Outgoing::Answer { .. } => None,
         }
     }
 
@@ -688,4 +696,9 @@ fn apply(view: &mut Tracker, ev: &OutboxEvent) {
         }
         _ => {}
     }
+}
+
+/// The least time between two messages (or edits) in a chat.
+pub fn chat_gap(chat_id: i64) -> Duration {
+    if chat_id < 0 { GROUP_GAP } else { PER_CHAT_GAP }
 }

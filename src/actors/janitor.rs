@@ -1,4 +1,4 @@
-//! The `janitor` actor: deletes rotated daemon logs, job logs and backups past their retention, and
+//! The `janitor` actor: deletes rotated daemon logs, job logs, audit records and backups past their retention, and
 //! measures workspace disk usage (`televibe_workspace_disk_bytes`) off the request path.
 
 use std::path::Path;
@@ -38,7 +38,8 @@ impl Actor for Janitor {
         myself: ActorRef<JanitorMsg>,
         _: (),
     ) -> Result<(), ActorProcessingErr> {
-        myself.send_after(Duration::from_secs(60), || JanitorMsg::Sweep);
+        // Soon after a start (a restart is when old files are most likely), then hourly.
+        myself.send_after(Duration::from_secs(5), || JanitorMsg::Sweep);
         myself.send_interval(Duration::from_secs(3600), || JanitorMsg::Sweep);
         myself.send_after(Duration::from_secs(5), || JanitorMsg::MeasureWorkspaces);
         let every = Duration::from_secs(self.core.config.raw.sessions.disk_usage_interval_secs);
@@ -62,11 +63,33 @@ impl Actor for Janitor {
                 if removed > 0 {
                     tracing::info!(target: "televibe.janitor", removed, "Removed files past retention");
                 }
+                self.prune_audit().await;
             }
             JanitorMsg::MeasureWorkspaces => self.core.measure_workspaces().await,
             JanitorMsg::Panic => panic!("injected panic in janitor"),
         }
         Ok(())
+    }
+}
+
+impl Janitor {
+    /// Audit records past `logging.audit_retention_days`, in audit.log and in the table.
+    async fn prune_audit(&self) {
+        let days = i64::from(self.core.config.raw.logging.audit_retention_days);
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(days);
+        let core = self.core.clone();
+        let from_file = tokio::task::spawn_blocking(move || core.audit.prune(cutoff)).await;
+        let from_table = self.core.store.delete_audit_before(cutoff).await;
+        match (from_file, from_table) {
+            (Ok(Ok(lines)), Ok(rows)) => {
+                if lines > 0 || rows > 0 {
+                    tracing::info!(target: "televibe.janitor", lines, rows, "Removed audit records past retention");
+                }
+            }
+            (file, table) => {
+                tracing::warn!(target: "televibe.janitor", file = ?file.map(|r| r.map_err(|e| e.to_string())), table = ?table.map_err(|e| e.to_string()), "audit retention pass failed");
+            }
+        }
     }
 }
 

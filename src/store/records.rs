@@ -25,6 +25,21 @@ impl Store {
             .await
     }
 
+    /// Deletes audit rows recorded before `cutoff` (`logging.audit_retention_days`); returns how many.
+    pub async fn delete_audit_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        self.write(|db| async move {
+            audit::Entity::delete_many()
+                .filter(audit::Column::CreatedAt.lt(cutoff))
+                .exec(&db)
+                .await
+                .map(|r| r.rows_affected)
+        })
+        .await
+    }
+
     /// Audit rows of one event type, oldest first (for tests and `doctor`).
     pub async fn audit_events(
         &self,

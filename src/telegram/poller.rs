@@ -134,6 +134,12 @@ async fn poll_loop(core: Arc<Core>, client: TelegramClient, me: ActorRef<PollerM
                 }
             }
             Err(TgError::BreakerOpen) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(TgError::Rejected { code: 409, .. }) => {
+                // Telegram serves one poller per token: another process polls with ours.
+                tracing::warn!(target: "televibe.telegram", backoff_ms = backoff.as_millis() as u64, "getUpdates conflict (409): another process is polling with this bot token; stop it (only one daemon may use a token)");
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
             Err(e) => {
                 tracing::warn!(target: "televibe.telegram", error = %e, backoff_ms = backoff.as_millis() as u64, "getUpdates failed; reconnecting");
                 tokio::time::sleep(jittered(backoff)).await;

@@ -1,35 +1,37 @@
 #!/bin/sh
 # A scripted stand-in for the agent CLI, for what the real one cannot be made to do.
-# It ignores its arguments and acts on the instruction it reads from stdin.
+# It ignores its arguments and acts on the first keyword it finds, as a whole word, in the instruction it
+# reads from stdin ("change" is not "hang").
 read -r prompt
-case "$prompt" in
-  *hang*) exec sleep 1000 ;;
-  *ignore-term*)
+words=" $(printf '%s' "$prompt" | tr -c 'A-Za-z0-9-' ' ') "
+case "$words" in
+  *" hang "*) exec sleep 1000 ;;
+  *" ignore-term "*)
     trap '' TERM
     echo '{"type":"system","subtype":"init","session_id":"fake-conv"}'
     while true; do sleep 1; done ;;
-  *grandchildren*)
+  *" grandchildren "*)
     sleep 1000 &
     sleep 1000 &
     echo '{"type":"system","subtype":"init","session_id":"fake-conv"}'
     wait ;;
-  *orphans*)
+  *" orphans "*)
     sleep 1000 &
     sleep 1000 &
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"left orphans behind"}'
     exit 0 ;;
-  *flood*)
-    head -c 110000000 /dev/zero | tr '\0' 'x' | fold -w 65536
+  *" flood "*)
+    head -c 2100000 /dev/zero | tr '\0' 'x' | fold -w 65536
     echo
     exit 0 ;;
-  *malformed*)
+  *" malformed "*)
     printf 'invalid utf-8 \377\376 here\n'
     echo 'this is not json'
     echo '{"type":"mystery_event","x":1}'
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"survived"}'
     exit 0 ;;
-  *crash*) echo 'boom' >&2; exit 2 ;;
-  *chatty*)
+  *" crash "*) echo 'boom' >&2; exit 2 ;;
+  *" chatty "*)
     # 120 tool uses and their results: 240 progress events.
     i=0
     while [ $i -lt 120 ]; do
@@ -39,7 +41,7 @@ case "$prompt" in
     done
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":120,"result":"chatty done"}'
     exit 0 ;;
-  *ask-approval*)
+  *" ask-approval "*)
     # Inline, not a file beside this one: inside the sandbox only the agent command itself is sure to
     # be visible (a checkout under /tmp is replaced by the sandbox's own /tmp).
     exec perl - "$@" <<'PERL'
@@ -73,14 +75,14 @@ my $text = eval { decode_json($answer)->{result}{content}[0]{text} } // "no answ
 print encode_json({type => 'result', subtype => 'success', is_error => JSON::PP::false, num_turns => 1, result => $text}) . "\n";
 PERL
     ;;
-  *html*)
+  *" html "*)
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"<b>unclosed & <script>alert(1)</script> &amp; done"}'
     exit 0 ;;
-  *env*)
+  *" env "*)
     env | sort
     echo "cwd=$(pwd)"
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"env printed"}'
     exit 0 ;;
-  *slow*) sleep 30 ;;
+  *" slow "*) sleep 30 ;;
   *) echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok"}' ;;
 esac

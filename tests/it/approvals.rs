@@ -67,6 +67,15 @@ fn config(
     out
 }
 
+/// The user starts the bot, as anyone must before a bot may write to them.
+async fn greet(tg: &FakeTelegram) {
+    tg.send_text(USER, "/start");
+    until(Duration::from_secs(20), "the bot answers /start", || {
+        !tg.messages(USER).is_empty()
+    })
+    .await;
+}
+
 async fn wait_job(mcp: &Mcp, id: &str, pred: impl Fn(&Value) -> bool, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
@@ -160,6 +169,7 @@ async fn people_decide_from_the_phone() {
     let d = env.start_with(|c| {
         c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
     });
+    greet(&tg).await;
     let mcp = Mcp::connect(&env).await;
     mcp.call("register_project", json!({"path": "app"}))
         .await
@@ -410,11 +420,13 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
     let env = Env::new("");
     let home = env.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
+    // A timeout far beyond the test, so that only the decision or the cancel can end a request here; the
+    // expiry part below restarts with a short one.
     env.write_config(&config(
         &model,
         &home,
         None,
-        "[approvals]\ntimeout_secs = 3\n",
+        "[approvals]\ntimeout_secs = 600\n",
     ));
     make_repo(&env.root().join("repos/app"));
     let d = env.start();
@@ -470,7 +482,9 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
     mcp.call("cancel_job", json!({"job_id": job0}))
         .await
         .unwrap();
-    wait_job(&mcp, &job0, is_final, Duration::from_secs(30)).await;
+    let j0 = wait_job(&mcp, &job0, is_final, Duration::from_secs(30)).await;
+    assert_eq!(j0["status"], "canceled", "{j0}");
+    assert_ne!(j0["error_type"], "approval_timeout", "{j0}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !mcp.call("list_pending_approvals", json!({})).await.unwrap()["approvals"]
         .as_array()
@@ -494,7 +508,23 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let (_, m) = d.get("/metrics");
+    assert!(
+        m.contains("televibe_approvals_total{scope=\"shell\",result=\"expired\"} 1"),
+        "the canceled job's request ended as expired: {m}"
+    );
+
     // Nobody answers: the request expires, the job is canceled, nothing ran.
+    drop(mcp);
+    drop(d);
+    env.write_config(&config(
+        &model,
+        &home,
+        None,
+        "[approvals]\ntimeout_secs = 3\n",
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
     let (s2, wt2) = new_session(&mcp).await;
     let job = run(&mcp, &s2, "write hello").await;
     let j = wait_job(&mcp, &job, is_final, Duration::from_secs(60)).await;
@@ -506,7 +536,7 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
     assert!(!wt2.join("hello.txt").exists());
     let (_, m) = d.get("/metrics");
     assert!(
-        m.contains("televibe_approvals_total{scope=\"shell\",result=\"expired\"} 2"),
+        m.contains("televibe_approvals_total{scope=\"shell\",result=\"expired\"} 1"),
         "{m}"
     );
     drop(d);
@@ -576,6 +606,7 @@ async fn a_restart_expires_pending_approvals_and_retires_their_buttons() {
         })
     };
     let d = start();
+    greet(&tg).await;
     let mcp = Mcp::connect(&env).await;
     mcp.call("register_project", json!({"path": "app"}))
         .await
@@ -660,6 +691,7 @@ async fn a_long_disguised_command_is_shown_whole_and_visible() {
     let d = env.start_with(|c| {
         c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
     });
+    greet(&tg).await;
     let mcp = Mcp::connect(&env).await;
     mcp.call("register_project", json!({"path": "app"}))
         .await

@@ -2,6 +2,7 @@
 //! brought back with `televibe backup restore latest`, uploads reach a real S3-compatible server on loopback
 //! (and its absence costs only the upload), and the schedule fires on its own.
 
+use std::io::BufRead;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -245,19 +246,42 @@ impl Moto {
             "{MOTO} is missing: run scripts/test, or `python3 -m venv .moto-venv && \
              .moto-venv/bin/pip install 'moto[server]'` (apt-get install python3-venv if venv fails)"
         );
-        let port = free_port();
-        let child = Command::new(MOTO)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Port 0: the server binds a free port itself and names it on stderr (" * Running on http://…:PORT").
+        let mut child = Command::new(MOTO)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut m = Moto { child, port };
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(port) = line
+                    .split("Running on http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(port);
+                }
+                // Keeps reading so that the server never blocks on a full pipe.
+            }
+        });
+        let mut m = Moto { child, port: 0 };
+        m.port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("moto_server named its port within 30 s");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", m.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "moto_server did not listen on {port} within 30 s"
+                "moto_server did not listen on {} within 30 s",
+                m.port
             );
             assert!(
                 m.child.try_wait().unwrap().is_none(),
@@ -265,7 +289,6 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        m.port = port;
         m
     }
 

@@ -146,3 +146,59 @@ fn printing_into_a_closed_pipe_is_quiet() {
     run_into_closed_pipe(&env, &["admin", "jobs", "--json"]);
     drop(d);
 }
+
+/// `televibe config check` without `--config`, from `dir`, with only the given `TELEVIBE_*` variables.
+fn check_from(dir: &std::path::Path, vars: &[(&str, &std::path::Path)]) -> std::process::Output {
+    let mut c = std::process::Command::new(BIN);
+    c.args(["config", "check"]).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TELEVIBE_") {
+            c.env_remove(k);
+        }
+    }
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn the_config_file_comes_from_televibe_config_or_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().join("here");
+    std::fs::create_dir_all(&here).unwrap();
+    std::fs::write(
+        here.join("config.toml"),
+        "root = \"/srv/from-working-dir\"\n",
+    )
+    .unwrap();
+    let named = dir.path().join("named.toml");
+    std::fs::write(&named, "root = \"/srv/from-televibe-config\"\n").unwrap();
+
+    // ./config.toml by default.
+    let out = check_from(&here, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/srv/from-working-dir"), "{text}");
+    assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
+
+    // TELEVIBE_CONFIG wins over ./config.toml.
+    let out = check_from(&here, &[("TELEVIBE_CONFIG", &named)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/srv/from-televibe-config") && !text.contains("from-working-dir"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("named.toml"), "{}", stderr(&out));
+
+    // A named file that is missing is an error, never a silent fallback.
+    let out = check_from(&here, &[("TELEVIBE_CONFIG", &dir.path().join("nope.toml"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nope.toml"), "{}", stderr(&out));
+
+    // Without either, the built-in defaults.
+    let out = check_from(dir.path(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("defaults"), "{}", stderr(&out));
+}

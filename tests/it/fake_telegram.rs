@@ -1,9 +1,13 @@
-//! A loopback fake of the Telegram Bot API, faithful to the behaviour the bot relies on: the `{ok, result}`
-//! envelope and error strings, getUpdates long polling with offsets and 409 for a second poller, text and
-//! button-data limits, HTML entity checking, "message is not modified", 429 with retry_after, 5xx, dropped
-//! connections and slow answers. It records every call with a timestamp and can inject messages and taps.
+//! A loopback fake of the Telegram Bot API, as strict as Telegram where the bot relies on it: the `{ok, result}`
+//! envelope and error strings; getUpdates long polling where an update stays until a later call sends a higher
+//! offset, and 409 for a second poller; Telegram's own flood limits (short bursts, then about one message a
+//! second per chat with edits counted, 20 a minute per group, 30 a second overall) answered with 429 and
+//! `retry_after`; lengths in UTF-16 units after entity parsing; HTML checked in texts and captions; "message is
+//! not modified"; deleted messages; 403 for a chat that blocked the bot and 400 for a chat the bot cannot know;
+//! replies and button messages that carry the visible text. Faults (5xx, 429, slow answers, dropped
+//! connections) are injected on demand. It records every call with a timestamp and can inject messages and taps.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,10 +46,28 @@ pub struct Call {
 pub struct Sent {
     pub chat_id: i64,
     pub message_id: i64,
+    /// The text as the bot sent it (HTML source).
     pub text: String,
+    /// What the user sees: the text after entity parsing.
+    pub visible: String,
     pub markup: Value,
     pub edits: u32,
 }
+
+/// A chat's flood-limit account: a bucket of short-burst tokens refilled at one a second, and for groups the
+/// sends of the last minute.
+struct Flood {
+    tokens: f64,
+    at: Instant,
+    minute: VecDeque<Instant>,
+}
+
+/// Messages a chat may send in a burst before the one-a-second rate applies.
+pub const BURST: f64 = 3.0;
+/// Messages a group chat may receive in a minute.
+pub const GROUP_PER_MINUTE: usize = 20;
+/// Messages the bot may send in a second over all chats.
+pub const GLOBAL_PER_SECOND: usize = 30;
 
 #[derive(Default)]
 struct State {
@@ -59,6 +81,17 @@ struct State {
     calls: Vec<Call>,
     faults: HashMap<String, VecDeque<Fault>>,
     poll_generation: u64,
+    /// Calls as they arrive (before any answer): method name lowercase, parameters.
+    arrivals: Vec<(String, Value)>,
+    /// getUpdates calls with at least this offset wait (unanswered, confirming nothing) until released.
+    stall_from: Option<i64>,
+    /// Chats the bot may write to: those that wrote to it.
+    known_chats: HashSet<i64>,
+    blocked: HashSet<i64>,
+    flood: HashMap<i64, Flood>,
+    global: VecDeque<Instant>,
+    /// 429s Telegram itself would have answered (not injected faults): (method, chat).
+    flood_limited: Vec<(String, i64)>,
 }
 
 pub struct FakeTelegram {
@@ -173,8 +206,10 @@ impl FakeTelegram {
     }
 
     fn send_in_chat(&self, chat: Value, user_id: i64, text: &str, reply_to: Option<i64>) {
+        let chat_id = chat["id"].as_i64().unwrap_or(user_id);
         let message_id = {
             let mut st = self.state.lock().unwrap();
+            st.known_chats.insert(chat_id);
             st.next_message_id += 1;
             st.next_message_id
         };
@@ -194,7 +229,7 @@ impl FakeTelegram {
                 "message_id": r, "date": 0,
                 "chat": {"id": user_id, "type": "private", "first_name": "Tester"},
                 "from": {"id": 1, "is_bot": true, "first_name": "televibe"},
-                "text": self.message_text(user_id, r).unwrap_or_default(),
+                "text": self.visible_text(user_id, r).unwrap_or_default(),
             });
         }
         self.push_update(json!({"message": msg}));
@@ -217,7 +252,7 @@ impl FakeTelegram {
                 "message_id": message_id, "date": 0,
                 "chat": {"id": chat_id, "type": "private", "first_name": "Tester"},
                 "from": {"id": 1, "is_bot": true, "first_name": "televibe"},
-                "text": self.message_text(chat_id, message_id).unwrap_or_default(),
+                "text": self.visible_text(chat_id, message_id).unwrap_or_default(),
             }
         }}));
         id
@@ -265,6 +300,79 @@ impl FakeTelegram {
             .filter(|d| d.0 == chat_id)
             .map(|d| (d.1.clone(), d.2, d.3.clone()))
             .collect()
+    }
+
+    /// What the user sees of a message: its text after entity parsing.
+    pub fn visible_text(&self, chat_id: i64, message_id: i64) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .messages
+            .get(&(chat_id, message_id))
+            .map(|m| m.visible.clone())
+    }
+
+    /// The user deletes a message of the bot: editing it fails from now on, as in Telegram.
+    pub fn delete_message(&self, chat_id: i64, message_id: i64) {
+        self.state
+            .lock()
+            .unwrap()
+            .messages
+            .remove(&(chat_id, message_id));
+    }
+
+    /// The user blocks the bot: every send to their chat is answered 403.
+    pub fn block(&self, chat_id: i64) {
+        self.state.lock().unwrap().blocked.insert(chat_id);
+    }
+
+    /// The parameters of every call of `method` that arrived so far, answered or not, oldest first.
+    pub fn arrived(&self, method: &str) -> Vec<Value> {
+        let m = method.to_lowercase();
+        self.state
+            .lock()
+            .unwrap()
+            .arrivals
+            .iter()
+            .filter(|(x, _)| *x == m)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Another process polls with the bot's token: the long poll in progress ends with 409, as in Telegram.
+    pub fn foreign_poll(&self) {
+        self.state.lock().unwrap().poll_generation += 1;
+        self.notify.notify_waiters();
+    }
+
+    /// The id the next injected update gets.
+    pub fn next_update_id(&self) -> i64 {
+        self.state.lock().unwrap().next_update_id
+    }
+
+    /// getUpdates calls with an offset of at least `offset` get no answer (and confirm nothing) until
+    /// `release_polls`: the call that would confirm an update is held, as on a slow network.
+    pub fn stall_polls_from(&self, offset: i64) {
+        self.state.lock().unwrap().stall_from = Some(offset);
+    }
+
+    pub fn release_polls(&self) {
+        self.state.lock().unwrap().stall_from = None;
+        self.notify.notify_waiters();
+    }
+
+    /// The 429s Telegram's own flood limits earned (not injected faults), as (method, chat).
+    pub fn flood_limited(&self) -> Vec<(String, i64)> {
+        self.state.lock().unwrap().flood_limited.clone()
+    }
+
+    /// Normal operation never earns a 429 from Telegram.
+    pub fn assert_never_flood_limited(&self) {
+        let limited = self.flood_limited();
+        assert!(
+            limited.is_empty(),
+            "Telegram's flood limits were hit: {limited:?}"
+        );
     }
 
     pub fn answered_callbacks(&self) -> Vec<(String, String)> {
@@ -323,6 +431,11 @@ async fn handle(
     }
     let method = method.to_lowercase();
     let mut params = parse_params(&content_type, &body, &query);
+    state
+        .lock()
+        .unwrap()
+        .arrivals
+        .push((method.clone(), params.clone()));
     let fault = state
         .lock()
         .unwrap()
@@ -454,8 +567,15 @@ fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Option<String>, Vec<u8
         if data.ends_with(b"\r\n") {
             data.truncate(data.len() - 2);
         }
+        // Each part has its own header lines (Content-Disposition, Content-Type, ...); names and file names
+        // are read from the disposition line only.
+        let disposition = head
+            .split("\r\n")
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .unwrap_or("")
+            .to_string();
         let attr = |name: &str| {
-            head.split(';').find_map(|p| {
+            disposition.split(';').find_map(|p| {
                 p.trim()
                     .strip_prefix(&format!("{name}="))
                     .map(|v| v.trim_matches('"').to_string())
@@ -564,28 +684,93 @@ pub fn parse_html(text: &str) -> Result<String, String> {
     Ok(visible)
 }
 
-fn check_text(params: &Value, key: &str) -> Result<String, (u16, Value)> {
+/// The text of `key` and what the user sees of it, checked as Telegram checks it: entities parsed when
+/// `parse_mode` is HTML, and the length counted in UTF-16 units after parsing.
+fn check_text(params: &Value, key: &str) -> Result<(String, String), (u16, Value)> {
     let text = params
         .get(key)
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let visible = if params
+    let visible = visible_of(params, &text)?;
+    if visible.trim().is_empty() {
+        return Err(error(400, "Bad Request: message text is empty"));
+    }
+    if visible.encode_utf16().count() > 4096 {
+        return Err(error(400, "Bad Request: message is too long"));
+    }
+    Ok((text, visible))
+}
+
+fn visible_of(params: &Value, text: &str) -> Result<String, (u16, Value)> {
+    if params
         .get("parse_mode")
         .and_then(Value::as_str)
         .is_some_and(|m| m.eq_ignore_ascii_case("html"))
     {
-        parse_html(&text).map_err(|e| error(400, &e))?
+        parse_html(text).map_err(|e| error(400, &e))
     } else {
-        text.clone()
+        Ok(text.to_string())
+    }
+}
+
+/// Whether the bot may write to `chat` (403 when it was blocked, 400 when it cannot know the chat), and
+/// whether Telegram's flood limits allow one more message there now (429 with `retry_after` when not).
+fn admit(st: &mut State, method: &str, chat: i64) -> Result<(), (u16, Value)> {
+    if st.blocked.contains(&chat) {
+        return Err(error(403, "Forbidden: bot was blocked by the user"));
+    }
+    if !st.known_chats.contains(&chat) {
+        return Err(error(400, "Bad Request: chat not found"));
+    }
+    let now = Instant::now();
+    while st
+        .global
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+    {
+        st.global.pop_front();
+    }
+    let f = st.flood.entry(chat).or_insert(Flood {
+        tokens: BURST,
+        at: now,
+        minute: VecDeque::new(),
+    });
+    f.tokens = (f.tokens + now.duration_since(f.at).as_secs_f64()).min(BURST);
+    f.at = now;
+    while f
+        .minute
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+    {
+        f.minute.pop_front();
+    }
+    let wait = if st.global.len() >= GLOBAL_PER_SECOND {
+        Some(1)
+    } else if chat < 0 && f.minute.len() >= GROUP_PER_MINUTE {
+        let oldest = *f.minute.front().expect("non-empty");
+        Some(
+            60u64
+                .saturating_sub(now.duration_since(oldest).as_secs())
+                .max(1),
+        )
+    } else if f.tokens < 1.0 {
+        Some(((1.0 - f.tokens).ceil() as u64).max(1))
+    } else {
+        None
     };
-    if visible.trim().is_empty() {
-        return Err(error(400, "Bad Request: message text is empty"));
+    if let Some(secs) = wait {
+        st.flood_limited.push((method.to_string(), chat));
+        return Err((
+            429,
+            json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {secs}"),
+                   "parameters": {"retry_after": secs}}),
+        ));
     }
-    if visible.chars().count() > 4096 {
-        return Err(error(400, "Bad Request: message is too long"));
-    }
-    Ok(text)
+    f.tokens -= 1.0;
+    f.minute.push_back(now);
+    st.global.push_back(now);
+    Ok(())
 }
 
 fn check_markup(params: &Value) -> Result<Value, (u16, Value)> {
@@ -628,7 +813,7 @@ async fn dispatch(
             let Some(chat_id) = params.get("chat_id").and_then(num) else {
                 return error(400, "Bad Request: chat_id is empty");
             };
-            let text = match check_text(params, "text") {
+            let (text, visible) = match check_text(params, "text") {
                 Ok(t) => t,
                 Err(e) => return e,
             };
@@ -637,6 +822,9 @@ async fn dispatch(
                 Err(e) => return e,
             };
             let mut st = state.lock().unwrap();
+            if let Err(e) = admit(&mut st, method, chat_id) {
+                return e;
+            }
             st.next_message_id += 1;
             let message_id = st.next_message_id;
             st.messages.insert(
@@ -645,6 +833,7 @@ async fn dispatch(
                     chat_id,
                     message_id,
                     text: text.clone(),
+                    visible,
                     markup,
                     edits: 0,
                 },
@@ -662,7 +851,7 @@ async fn dispatch(
             ) else {
                 return error(400, "Bad Request: message to edit not found");
             };
-            let text = match check_text(params, "text") {
+            let (text, visible) = match check_text(params, "text") {
                 Ok(t) => t,
                 Err(e) => return e,
             };
@@ -671,9 +860,16 @@ async fn dispatch(
                 Err(e) => return e,
             };
             let mut st = state.lock().unwrap();
-            let Some(m) = st.messages.get_mut(&(chat_id, message_id)) else {
+            if !st.messages.contains_key(&(chat_id, message_id)) {
                 return error(400, "Bad Request: message to edit not found");
-            };
+            }
+            if let Err(e) = admit(&mut st, method, chat_id) {
+                return e;
+            }
+            let m = st
+                .messages
+                .get_mut(&(chat_id, message_id))
+                .expect("checked above");
             if m.text == text && m.markup == markup {
                 return error(
                     400,
@@ -681,6 +877,7 @@ async fn dispatch(
                 );
             }
             m.text = text.clone();
+            m.visible = visible;
             m.markup = markup;
             m.edits += 1;
             envelope(
@@ -723,7 +920,11 @@ async fn dispatch(
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            if caption.chars().count() > 1024 {
+            let shown = match visible_of(params, &caption) {
+                Ok(v) => v,
+                Err(e) => return e,
+            };
+            if shown.encode_utf16().count() > 1024 {
                 return error(400, "Bad Request: message caption is too long");
             }
             let name = doc
@@ -733,6 +934,9 @@ async fn dispatch(
                 .to_string();
             let size = doc.get("size").and_then(Value::as_u64).unwrap_or(0) as usize;
             let mut st = state.lock().unwrap();
+            if let Err(e) = admit(&mut st, method, chat_id) {
+                return e;
+            }
             st.next_message_id += 1;
             let message_id = st.next_message_id;
             st.documents.push((chat_id, name.clone(), size, caption));
@@ -762,6 +966,18 @@ async fn get_updates(
         .and_then(num)
         .unwrap_or(0)
         .clamp(0, 50) as u64;
+    loop {
+        let released = notify.notified();
+        if state
+            .lock()
+            .unwrap()
+            .stall_from
+            .is_none_or(|from| offset < from)
+        {
+            break;
+        }
+        released.await;
+    }
     let generation = {
         let mut st = state.lock().unwrap();
         st.poll_generation += 1;

@@ -39,8 +39,14 @@ impl Env {
         } else {
             "[http]\nlisten = \"127.0.0.1:0\"\n"
         };
+        // JSON on stderr, which tests read; inside the test's own [logging] section when it has one.
+        let (extra, logging) = if extra.contains("[logging]\n") {
+            (extra.replace("[logging]\n", "[logging]\nstderr = \"json\"\n"), "")
+        } else {
+            (extra.to_string(), "[logging]\nstderr = \"json\"\n")
+        };
         let text = format!(
-            "root = \"{}\"\n{}\n{http}[debug]\ntest_hooks = true\n[logging]\nstderr = \"json\"\n",
+            "root = \"{}\"\n{}\n{http}[debug]\ntest_hooks = true\n{logging}",
             self.root().display(),
             extra
         );
@@ -184,15 +190,6 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A minimal HTTP/1.1 GET: status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
@@ -283,18 +280,37 @@ pub fn required_tool(name: &str, install_hint: &str) -> PathBuf {
 }
 
 /// The pinned Claude Code CLI installed by `scripts/test` into `.claude-cli/`.
+/// The Claude Code CLI the tests speak to, checked to be the version the captures and fakes follow.
+pub const CLAUDE_VERSION: &str = "2.1.328";
+
 pub fn claude_cli() -> PathBuf {
-    if let Some(p) = std::env::var_os("TELEVIBE_TEST_CLAUDE") {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".claude-cli/node_modules/@anthropic-ai/claude-code-linux-x64/claude");
-    assert!(
-        p.is_file(),
-        "Claude Code CLI 2.1.328 not found at {}: run scripts/test (it installs it with npm)",
-        p.display()
-    );
-    p
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let p = match std::env::var_os("TELEVIBE_TEST_CLAUDE") {
+                Some(p) => PathBuf::from(p),
+                None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(".claude-cli/node_modules/@anthropic-ai/claude-code-linux-x64/claude"),
+            };
+            assert!(
+                p.is_file(),
+                "Claude Code CLI {CLAUDE_VERSION} not found at {}: run scripts/test (it installs it with npm)",
+                p.display()
+            );
+            let out = Command::new(&p)
+                .arg("--version")
+                .output()
+                .unwrap_or_else(|e| panic!("{} --version: {e}", p.display()));
+            let version = String::from_utf8_lossy(&out.stdout).to_string();
+            assert_eq!(
+                version.split_whitespace().next(),
+                Some(CLAUDE_VERSION),
+                "the tests follow Claude Code {CLAUDE_VERSION}, {} is {version:?}: run scripts/test",
+                p.display()
+            );
+            p
+        })
+        .clone()
 }
 
 pub fn json(text: &str) -> serde_json::Value {

@@ -12,6 +12,7 @@ mod jobs;
 mod mcp_bridge;
 mod probes;
 mod recovery;
+mod retention;
 mod sessions;
 mod supervision;
 mod telegram;

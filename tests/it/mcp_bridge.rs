@@ -183,7 +183,12 @@ fn unknown_tool_is_a_json_rpc_error_and_bad_json_is_survived() {
     );
     let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}"#;
     let r = exchange(&mut stdin, &rx, call, Some(&serde_json::json!(2))).unwrap();
-    assert!(r.get("error").is_some(), "{r}");
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    // A line that is not JSON: answered with a parse error (id null), and the connection goes on.
+    for bad in [r#"{"jsonrpc":"2.0","id":7,"method":"#, "not json at all"] {
+        let r = exchange(&mut stdin, &rx, bad, Some(&serde_json::Value::Null)).unwrap();
+        assert_eq!(r["error"]["code"], -32700, "{r}");
+    }
     let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_health","arguments":{}}}"#;
     let r = exchange(&mut stdin, &rx, call, Some(&serde_json::json!(3))).unwrap();
     assert_eq!(r["result"]["isError"], false, "{r}");
@@ -306,4 +311,51 @@ fn a_line_that_is_not_json_gets_a_parse_error_on_the_socket() {
     assert_eq!(r["id"], 2, "{r}");
     assert_eq!(r["result"]["isError"], false, "{r}");
     drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_in_flight_when_the_daemon_dies_gets_an_error_and_the_bridge_goes_on() {
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{}/tests/data/fake-agent.sh\"\n[jobs]\nkill_grace_secs = 60\n",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    crate::jobs::session(&env, &mcp).await;
+    let id = crate::jobs::run(&mcp, "S1", "ignore-term").await;
+    crate::jobs::wait_status(&mcp, &id, Duration::from_secs(20), |s| s == "running").await;
+    // kill_job waits out the grace period for a job that ignores SIGTERM: the call is in flight for a minute.
+    let peer = mcp.client.peer().clone();
+    let mut p = CallToolRequestParams::new("kill_job");
+    p.arguments = serde_json::json!({"job_id": id}).as_object().cloned();
+    let call = tokio::spawn(async move { peer.call_tool(p).await });
+    let audit = env.orchestrator().join("logs/audit.log");
+    until(Duration::from_secs(20), "the kill is under way", || {
+        std::fs::read_to_string(&audit).is_ok_and(|a| a.contains("admin.job_kill"))
+    })
+    .await;
+    d.signal(libc::SIGKILL);
+    let mut d = d;
+    d.wait_exit(Duration::from_secs(10));
+    let answer = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call is answered, not left hanging")
+        .unwrap();
+    let err = answer.expect_err("the daemon died before answering");
+    assert!(
+        err.to_string()
+            .contains("connection lost before the answer"),
+        "{err}"
+    );
+    // The same client goes on with the next daemon, through the same bridge.
+    let d2 = env.start();
+    let j = tokio::time::timeout(
+        Duration::from_secs(30),
+        mcp.call("get_job", serde_json::json!({"job_id": id})),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(j["error_type"], "orchestrator_restart", "{j}");
+    drop(d2);
 }

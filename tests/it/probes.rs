@@ -113,8 +113,8 @@ fn readiness_reports_a_missing_repos_directory() {
 
 #[test]
 fn readiness_reports_an_unreachable_telegram() {
-    // A token with a Bot API URL where nothing listens: getMe fails, so not ready.
-    let port = free_port();
+    // A token with a Bot API URL nothing can listen on (port 0 refuses connections): getMe fails, so not ready.
+    let port = 0;
     let env = Env::new(&format!(
         "[telegram]\napi_url = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}/token\"",
         std::env::temp_dir().join("tv-no-such-dir").display()
@@ -257,13 +257,25 @@ async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
     }
     let _guard = Unmount(mnt.path().to_path_buf());
     // The daemon's root lives on the small disk (the harness finds it through a symlink).
-    let env =
-        Env::new("[store]\nread_only_probe_secs = 1\n[agent]\ncommand = \"/nonexistent/agent\"");
+    const USER: i64 = 4242;
+    let tg = crate::fake_telegram::FakeTelegram::start().await;
+    let env = Env::new(&format!(
+        "[store]\nread_only_probe_secs = 1\n[agent]\ncommand = \"/nonexistent/agent\"\n[telegram]\napi_url = \"{}\"\nallowed_users = [{USER}]\n",
+        tg.url()
+    ));
     let root = mnt.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::os::unix::fs::symlink(&root, env.root()).unwrap();
     make_repo(&root.join("repos/app"));
-    let d = env.start();
+    let d = env.start_with(|c| {
+        c.env("TELEVIBE_TELEGRAM__TOKEN", crate::fake_telegram::TOKEN);
+    });
+    // The user has talked to the bot, so it may write to them.
+    tg.send_text(USER, "/help");
+    until(Duration::from_secs(20), "the bot answers", || {
+        !tg.messages(USER).is_empty()
+    })
+    .await;
     let mcp = Mcp::connect(&env).await;
     mcp.call("register_project", json!({"path": "app"}))
         .await
@@ -320,6 +332,18 @@ async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
         "{body}"
     );
     assert_eq!(d.metric("televibe_database_read_only"), Some(1.0));
+    // The user hears of it on Telegram, once.
+    until(
+        Duration::from_secs(20),
+        "the read-only notice on Telegram",
+        || {
+            tg.messages(USER).iter().any(|m| {
+                m.visible
+                    .contains("System in read-only mode. Writes disabled.")
+            })
+        },
+    )
+    .await;
     // Space comes back: the probe write lifts read-only mode.
     std::fs::remove_file(&filler).unwrap();
     eventually(Duration::from_secs(15), "ready again", || {
@@ -331,7 +355,47 @@ async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
     )
     .await
     .unwrap();
+    assert_eq!(
+        tg.messages(USER)
+            .iter()
+            .filter(|m| m.visible.contains("read-only mode"))
+            .count(),
+        1,
+        "told once"
+    );
     drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_says_shutting_down_while_the_daemon_stops() {
+    // A job that ignores SIGTERM keeps the stop busy for its grace period, with the probes still served.
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{}/tests/data/fake-agent.sh\"\n[jobs]\nkill_grace_secs = 5\n",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let mut d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    crate::jobs::session(&env, &mcp).await;
+    let id = crate::jobs::run(&mcp, "S1", "ignore-term").await;
+    crate::jobs::wait_status(&mcp, &id, Duration::from_secs(20), |s| s == "running").await;
+    let addr = d.addr();
+    assert_eq!(http_get(addr, "/health/ready").unwrap().0, 200);
+    d.signal(libc::SIGTERM);
+    let mut seen = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match http_get(addr, "/health/ready") {
+            Ok((503, body)) if body.contains("shutting down") => {
+                seen = Some(body);
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break,
+        }
+    }
+    let body = seen.expect("readiness answered 503 shutting down before the server went");
+    assert_eq!(json(&body)["status"], "not_ready", "{body}");
+    assert!(d.wait_exit(Duration::from_secs(30)).success());
 }
 
 /// Reads until the server closes the connection; panics if it is still open after `limit`.

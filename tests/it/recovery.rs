@@ -217,7 +217,10 @@ fn wait_missing(env: &Env, id: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worktree_lost_while_running_is_noticed_and_recovered() {
-    let env = Env::new("[sessions]\nworktree_check_secs = 1\n");
+    let env = Env::new(&format!(
+        "[sessions]\nworktree_check_secs = 1\n[agent]\ncommand = \"{}/tests/data/fake-agent.sh\"\n",
+        env!("CARGO_MANIFEST_DIR")
+    ));
     let d = env.start();
     let repo = env.root().join("repos/app");
     make_repo(&repo);
@@ -257,16 +260,8 @@ async fn a_worktree_lost_while_running_is_noticed_and_recovered() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let j = mcp
-        .call("get_job", json!({"job_id": job["id"]}))
-        .await
-        .unwrap();
-    assert_eq!(j["status"], "queued", "{j}");
-    mcp.call("cancel_job", json!({"job_id": job["id"]}))
-        .await
-        .unwrap();
-
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let recovering = chrono::Utc::now();
     let out = env.run(&["admin", "session", "recover", "S1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -288,9 +283,18 @@ async fn a_worktree_lost_while_running_is_noticed_and_recovered() {
         .await
         .unwrap();
     assert_eq!(s1["worktree_missing"], false, "{s1}");
-    assert_eq!(s1["state"], "idle", "{s1}");
+    // The job queued while the worktree was gone starts only now, in the recovered worktree.
+    let j = crate::jobs::wait_final(&mcp, &job_id, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    let started: chrono::DateTime<chrono::Utc> = j["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(started >= recovering, "started before the recovery: {j}");
+    assert_eq!(
+        mcp.call("get_session", json!({"session_id": "S1"}))
+            .await
+            .unwrap()["state"],
+        "idle"
+    );
     // Recovered, it stays healthy across the next checks.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         mcp.call("get_session", json!({"session_id": "S1"}))
             .await

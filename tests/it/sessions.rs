@@ -373,7 +373,8 @@ async fn bad_project_paths_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn git_breaker_opens_fails_fast_and_recovers() {
     let env = Env::new(
-        "[breakers.git_operations]\nfailure_threshold = 3\nsuccess_threshold = 1\ntimeout_seconds = 2\nhalf_open_requests = 1",
+        // Long enough that the refusals below cannot straddle the move to half-open on a loaded machine.
+        "[breakers.git_operations]\nfailure_threshold = 3\nsuccess_threshold = 1\ntimeout_seconds = 6\nhalf_open_requests = 1",
     );
     let d = env.start();
     let repo = env.root().join("repos/app");
@@ -405,20 +406,24 @@ async fn git_breaker_opens_fails_fast_and_recovers() {
     )
     .await;
     assert_eq!(gauge(), 0.0);
-    let started = std::time::Instant::now();
+    let failures = || {
+        d.metric("televibe_circuit_breaker_failures_total{name=\"git_operations\"}")
+            .unwrap()
+    };
+    let before = failures();
+    assert_eq!(before, 3.0);
     mcp.refused(
         "create_session",
         json!({"project_id": "app", "branch": "x"}),
         "BREAKER_OPEN",
     )
     .await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(1),
-        "fails fast while open"
-    );
+    // Failing fast: refused without trying git (a try would have failed and been counted).
+    assert_eq!(failures(), before, "no git call while open");
+    assert_eq!(gauge(), 0.0, "still open");
     std::fs::write(repo.join(".git/config"), &config).unwrap();
     eventually(
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(20),
         "half-open after the timeout",
         || gauge() == 0.5,
     );
@@ -525,6 +530,13 @@ async fn restart_reconciles_and_session_actors_come_back() {
         text.contains("session S2") && text.contains("has no worktree"),
         "{text}"
     );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("S77") || l.contains("has no worktree"))
+            .all(|l| l.starts_with("WARN")),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "warnings only: {text}");
     // Both actors run again, and closing the missing one still works.
     let out = env.run(&["admin", "tree"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -544,6 +556,17 @@ async fn restart_reconciles_and_session_actors_come_back() {
         .unwrap();
     assert_eq!(s3["id"], "S3", "numbers are never reused");
     drop(d);
+    // A failing check: exit code 1, the check marked FAIL, the summary counts it.
+    std::fs::remove_dir_all(env.orchestrator().join("logs")).unwrap();
+    let out = env.run(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("logs is missing")),
+        "{text}"
+    );
+    assert!(text.contains("doctor: 1 problem(s)"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

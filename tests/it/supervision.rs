@@ -2,9 +2,12 @@
 //! the watchdog is pinged only while healthy, and SIGTERM stops in order.
 
 use std::os::unix::net::UnixDatagram;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
+
+/// systemd notifications with the moment each arrived.
+type Seen = [(Instant, String)];
 
 fn tree(env: &Env) -> serde_json::Value {
     let out = env.run(&["admin", "tree", "--json"]);
@@ -49,9 +52,7 @@ fn admin_tree_shows_root_and_children() {
 
 #[test]
 fn panicked_children_restart_and_are_counted() {
-    // A fixed port: the restarted http actor must bind the same address again.
-    let port = free_port();
-    let env = Env::new(&format!("[http]\nlisten = \"127.0.0.1:{port}\""));
+    let env = Env::new("");
     let d = env.start();
     for (round, name) in [(1, "http"), (1, "store"), (2, "http"), (1, "socket")] {
         let out = env.run(&["admin", "panic", name]);
@@ -70,8 +71,21 @@ fn panicked_children_restart_and_are_counted() {
             }
         });
     }
-    // The restarted http server answers on its (new) address; metrics count every restart.
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The restarted http server binds port 0 again and names its new address in http.addr; metrics count
+    // every restart.
+    let mut addr = None;
+    eventually(
+        Duration::from_secs(10),
+        "the new http address answers",
+        || {
+            addr = std::fs::read_to_string(env.orchestrator().join("http.addr"))
+                .ok()
+                .and_then(|t| t.trim().parse::<std::net::SocketAddr>().ok())
+                .filter(|a| http_get(*a, "/health/live").is_ok_and(|r| r.0 == 200));
+            addr.is_some()
+        },
+    );
+    let addr = addr.unwrap();
     let (code, metrics) = http_get(addr, "/metrics").unwrap();
     assert_eq!(code, 200);
     assert!(
@@ -126,33 +140,96 @@ fn panic_hook_is_off_unless_configured() {
 
 #[test]
 fn systemd_ready_watchdog_and_stopping() {
-    let env = Env::new("");
+    let env = Env::new("[supervision]\nbackoff_initial_ms = 3000\nbackoff_max_ms = 3000");
     let sock_path = env.dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let d = env.start_with(|c| {
         c.env("NOTIFY_SOCKET", &sock_path)
             .env("WATCHDOG_USEC", "200000");
     });
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !(seen.iter().any(|m| m == "READY=1")
-        && seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2)
-    {
-        let n = sock.recv(&mut buf).expect("notification within 10 s");
-        seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
-    }
-    assert_eq!(seen[0], "READY=1");
-    assert!(d.stop().success());
-    let mut stopping = false;
-    while let Ok(n) = sock.recv(&mut buf) {
-        if &buf[..n] == b"STOPPING=1" {
-            stopping = true;
-            break;
+    // Every notification with the moment it arrived.
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            if tx.send((Instant::now(), m)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen: Vec<(Instant, String)> = Vec::new();
+    fn take(
+        seen: &mut Vec<(Instant, String)>,
+        rx: &std::sync::mpsc::Receiver<(Instant, String)>,
+        until: &dyn Fn(&Seen) -> bool,
+        what: &str,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !until(seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(m) => seen.push(m),
+                Err(_) => panic!("timed out waiting for: {what}; seen {seen:?}"),
+            }
         }
     }
-    assert!(stopping, "STOPPING=1 sent on SIGTERM");
+    let pings = |s: &[(Instant, String)]| s.iter().filter(|m| m.1 == "WATCHDOG=1").count();
+    take(
+        &mut seen,
+        &rx,
+        &|s| s.iter().any(|m| m.1 == "READY=1") && pings(s) >= 2,
+        "READY=1 and two pings",
+    );
+    assert_eq!(seen[0].1, "READY=1");
+
+    // A child down (its restart waits out a 3 s backoff): no ping while it is down, pings again once it is back.
+    let before = pings(&seen);
+    let panicked = Instant::now();
+    assert!(env.run(&["admin", "panic", "janitor"]).status.success());
+    let mut saw_down = false;
+    eventually(Duration::from_secs(30), "the janitor restarted", || {
+        let t = tree(&env);
+        let c = child(&t, "janitor");
+        saw_down |= c["status"] != "running";
+        c["restarts"] == 1 && c["status"] == "running"
+    });
+    let back = Instant::now();
+    assert!(saw_down, "the janitor was seen down during its backoff");
+    take(
+        &mut seen,
+        &rx,
+        &|s| pings(s) > before + 2,
+        "pings after the restart",
+    );
+    // Pings come every 100 ms while healthy; the 3 s outage shows as one long silence.
+    let mut after: Vec<Instant> = seen
+        .iter()
+        .filter(|m| m.1 == "WATCHDOG=1" && m.0 > panicked)
+        .map(|m| m.0)
+        .collect();
+    after.insert(0, panicked);
+    let silence = after
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap();
+    assert!(
+        silence >= Duration::from_secs(2),
+        "no ping while the janitor was down (longest silence {silence:?})"
+    );
+    assert!(
+        after.iter().any(|t| *t > back),
+        "pings resume once every child runs again"
+    );
+
+    assert!(d.stop().success());
+    take(
+        &mut seen,
+        &rx,
+        &|s| s.iter().any(|m| m.1 == "STOPPING=1"),
+        "STOPPING=1 sent on SIGTERM",
+    );
 }
 
 #[test]
@@ -164,6 +241,10 @@ fn sigterm_stops_cleanly_and_removes_the_socket() {
         &std::fs::metadata(env.socket()).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "socket must be private");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(env.orchestrator()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "orchestrator/ is the daemon's own");
     let status = d.stop();
     assert!(status.success(), "{status}");
     assert!(!env.socket().exists());

@@ -214,7 +214,19 @@ async fn cancel_button_stale_button_forged_callback_and_strangers() {
     .await;
     tg.send_text(STRANGER, "/close S1");
     let tap = tg.tap(STRANGER, STRANGER, t.message_id, &data);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Updates are handled in order: once the user's later command is answered, the stranger's were decided.
+    // A second denial would wait out the chat's pacing gap (1 s) behind the first, so the wait goes past it.
+    let first_denial = tg
+        .calls_of("sendMessage")
+        .into_iter()
+        .find(|c| c.params["chat_id"] == json!(STRANGER))
+        .expect("the denial was sent")
+        .at;
+    say(&tg, "/help", "TeleVibeCode").await;
+    until(Duration::from_secs(10), "three pacing gaps passed", || {
+        first_denial.elapsed() >= Duration::from_secs(3)
+    })
+    .await;
     let denied: Vec<_> = tg
         .messages(STRANGER)
         .into_iter()
@@ -343,22 +355,25 @@ async fn telegram_down_longer_than_the_breaker_then_back() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // Down for longer than the breaker's timeout (2 s here): it opened.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let failures = d
-        .metric("televibe_circuit_breaker_failures_total{name=\"telegram_api\"}")
-        .unwrap();
-    assert!(failures >= 3.0, "{failures}");
+    // Down for longer than the breaker's timeout (2 s here): it opened (three failures, the admin told), and
+    // its half-open probe failed too (a fourth).
     let store = televibe::store::Store::open_read_only(
         &env.orchestrator().join("state.db"),
         Default::default(),
     )
     .await
     .unwrap();
-    assert!(
-        store.reader_count_events("breaker.opened").await.unwrap() >= 1,
-        "the opened breaker is a notice for the admin"
-    );
+    until_async(
+        Duration::from_secs(60),
+        "the breaker opened and its probe failed",
+        || async {
+            d.metric("televibe_circuit_breaker_failures_total{name=\"telegram_api\"}")
+                .unwrap()
+                >= 4.0
+                && store.reader_count_events("breaker.opened").await.unwrap() >= 1
+        },
+    )
+    .await;
     tg.set_down(false);
     until(Duration::from_secs(60), "every result delivered", || {
         jobs.iter().all(|id| {
@@ -455,7 +470,8 @@ async fn kill_9_with_undelivered_results_then_each_delivered_once() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The notifier sends a chat's messages in order: once a later answer arrives, a repeat would have too.
+    say(&tg, "/help", "TeleVibeCode").await;
     for id in &jobs {
         let n = tg
             .messages(USER)
@@ -464,23 +480,57 @@ async fn kill_9_with_undelivered_results_then_each_delivered_once() {
             .count();
         assert_eq!(n, 1, "job {id} delivered exactly once");
     }
-    // Updates are not handled twice across restarts.
-    let helps_before = texts(&tg)
-        .iter()
-        .filter(|t| t.contains("TeleVibeCode"))
-        .count();
-    say(&tg, "/help", "TeleVibeCode").await;
-    drop(d2);
-    let d3 = start(&env);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
+    // Updates are not handled twice across restarts. The call that would confirm the next update is held
+    // (Telegram keeps an update until a later getUpdates sends a higher offset) and the daemon is killed
+    // while it waits: only the offset the daemon stored can keep the restarted daemon from handling it again.
+    let helps = || {
         texts(&tg)
             .iter()
             .filter(|t| t.contains("TeleVibeCode"))
-            .count(),
-        helps_before + 1
+            .count()
+    };
+    let before = helps();
+    let update = tg.next_update_id();
+    tg.stall_polls_from(update + 1);
+    say(&tg, "/help", "TeleVibeCode").await;
+    let confirming = |tg: &FakeTelegram| {
+        tg.arrived("getUpdates")
+            .iter()
+            .filter(|p| p["offset"].as_i64() == Some(update + 1))
+            .count()
+    };
+    until(
+        Duration::from_secs(20),
+        "the confirming getUpdates arrived",
+        || confirming(&tg) == 1,
+    )
+    .await;
+    assert_eq!(tg.pending_updates(), 1, "the update is still unconfirmed");
+    d2.signal(libc::SIGKILL);
+    let mut d2 = d2;
+    d2.wait_exit(Duration::from_secs(5));
+    let polls = tg.arrived("getUpdates").len();
+    let d3 = start(&env);
+    until(
+        Duration::from_secs(30),
+        "the restarted daemon polls",
+        || tg.arrived("getUpdates").len() > polls,
+    )
+    .await;
+    assert_eq!(
+        tg.arrived("getUpdates")[polls]["offset"].as_i64(),
+        Some(update + 1),
+        "the restarted daemon starts after the handled update"
     );
-    assert_eq!(tg.pending_updates(), 0);
+    tg.release_polls();
+    // Updates are handled in order, so once a later command is answered a repeat would have been too.
+    say(&tg, "/status", "").await;
+    assert_eq!(helps(), before + 1, "the /help was answered exactly once");
+    tg.assert_never_flood_limited();
+    until(Duration::from_secs(10), "every update confirmed", || {
+        tg.pending_updates() == 0
+    })
+    .await;
     drop(d3);
 }
 
@@ -571,7 +621,20 @@ async fn group_chats_are_served_only_when_listed() {
             .any(|m| m.text.contains("access denied"))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Updates are handled in order, so the three unlisted commands were decided; a second hint would wait out
+    // the group's pacing gap (3 s) behind the first, so the wait goes past it.
+    let first_hint = tg
+        .calls_of("sendMessage")
+        .into_iter()
+        .find(|c| c.params["chat_id"] == json!(UNLISTED))
+        .expect("the hint was sent")
+        .at;
+    until(
+        Duration::from_secs(20),
+        "past the group's pacing gap",
+        || first_hint.elapsed() >= Duration::from_secs(4),
+    )
+    .await;
     let unlisted = tg.messages(UNLISTED);
     assert_eq!(unlisted.len(), 1, "{unlisted:?}");
     assert!(
@@ -617,5 +680,192 @@ async fn readiness_probes_share_one_get_me() {
     let health = mcp.call("get_health", json!({})).await.unwrap();
     assert_eq!(health["readiness"]["checks"]["telegram"], "ok");
     assert_eq!(tg.calls_of("getMe").len(), 1, "one getMe for 21 probes");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_poller_is_a_conflict_not_an_outage() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(&tg, ""));
+    let d = start(&env);
+    say(&tg, "/help", "TeleVibeCode").await;
+    let conflicts = |tg: &FakeTelegram| {
+        tg.calls_of("getUpdates")
+            .iter()
+            .filter(|c| c.error == Some(409))
+            .count()
+    };
+    // While the daemon's long poll is in progress, another instance polls with the same token.
+    until(Duration::from_secs(10), "a long poll in progress", || {
+        tg.arrived("getUpdates").len() > tg.calls_of("getUpdates").len()
+    })
+    .await;
+    tg.foreign_poll();
+    until(
+        Duration::from_secs(10),
+        "the daemon's poll ended with 409",
+        || conflicts(&tg) == 1,
+    )
+    .await;
+    until(Duration::from_secs(10), "the conflict is logged", || {
+        d.stderr_text()
+            .contains("another process is polling with this bot token")
+    })
+    .await;
+    // Not an outage: the breaker stays closed and the bot keeps answering.
+    say(&tg, "/help", "TeleVibeCode").await;
+    assert_eq!(
+        d.metric("televibe_circuit_breaker_state{name=\"telegram_api\"}"),
+        Some(1.0)
+    );
+    tg.assert_never_flood_limited();
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_button_and_reply_from_the_phone() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(
+        &tg,
+        &format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n"),
+    ));
+    make_repo(&env.root().join("repos/app"));
+    make_repo(&env.root().join("repos/lib"));
+    let d = start(&env);
+    say(&tg, "/start", "TeleVibeCode").await;
+    say(&tg, "/scan", "<b>Scan</b>: 2 registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    say(&tg, "/new lib", "Session <b>S2</b>").await;
+    say(&tg, "/sessions", "<b>Sessions</b>").await;
+    let listing = texts(&tg).pop().unwrap();
+    assert!(
+        listing.contains("S1") && listing.contains("S2"),
+        "{listing}"
+    );
+    say(&tg, "/approvals", "No pending approvals.").await;
+    say(&tg, "/health", "<b>Health</b>: ready").await;
+
+    // A plain reply to the message about S1 runs in S1, although S2 is the active session: the reply carries
+    // the text the user sees ("Session S1"), not the HTML the bot sent.
+    let about_s1 = tg
+        .messages(USER)
+        .into_iter()
+        .find(|m| m.text.contains("Session <b>S1</b>"))
+        .unwrap();
+    tg.send_text_reply(USER, "quick one", Some(about_s1.message_id));
+    let mcp = Mcp::connect(&env).await;
+    let jobs_of = |s: &'static str| {
+        let mcp = &mcp;
+        async move {
+            mcp.call("list_jobs", json!({"session_id": s}))
+                .await
+                .unwrap()["jobs"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    until_async(Duration::from_secs(20), "the reply ran in S1", || async {
+        jobs_of("S1").await.len() == 1
+    })
+    .await;
+    assert!(
+        jobs_of("S2").await.is_empty(),
+        "nothing ran in the active S2"
+    );
+    until(Duration::from_secs(20), "its tracker is done", || {
+        tracker(&tg, "✅").is_some()
+    })
+    .await;
+    let done = tracker(&tg, "✅").unwrap();
+
+    // The Log and Diff buttons of a finished job.
+    let button = |m: &crate::fake_telegram::Sent, prefix: &str| {
+        m.markup["inline_keyboard"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter())
+            .filter_map(|b| b["callback_data"].as_str())
+            .find(|d| d.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} button in {}", m.markup))
+            .to_string()
+    };
+    let log = tg.tap(USER, USER, done.message_id, &button(&done, "log:"));
+    until(Duration::from_secs(20), "the log is sent", || {
+        texts(&tg).iter().any(|t| t.contains("Log of job"))
+            && tg
+                .answered_callbacks()
+                .iter()
+                .any(|(id, t)| *id == log && t == "Log sent")
+    })
+    .await;
+    let diff = tg.tap(USER, USER, done.message_id, &button(&done, "diff:"));
+    until(Duration::from_secs(20), "the diff is sent", || {
+        texts(&tg).iter().any(|t| t.contains("Changes of S1"))
+            && tg
+                .answered_callbacks()
+                .iter()
+                .any(|(id, t)| *id == diff && t == "Diff sent")
+    })
+    .await;
+
+    // /use, /job and /cancel on the active session's latest job; its tracker message was deleted by the user,
+    // so the final state arrives in a new message.
+    say(&tg, "/use S1", "Active session: <b>S1</b>").await;
+    tg.send_text(USER, "/run slow");
+    until(Duration::from_secs(20), "a running tracker", || {
+        tracker(&tg, "⚙️").is_some()
+    })
+    .await;
+    let running = tracker(&tg, "⚙️").unwrap();
+    say(&tg, "/job", "status: <b>running</b>").await;
+    tg.delete_message(USER, running.message_id);
+    say(&tg, "/cancel", "Cancel requested").await;
+    until(
+        Duration::from_secs(20),
+        "the canceled job's tracker, sent again",
+        || {
+            tg.messages(USER).iter().any(|m| {
+                m.message_id > running.message_id
+                    && m.text.contains("<b>Job ")
+                    && m.text.contains("🚫")
+            })
+        },
+    )
+    .await;
+    say(&tg, "/job", "status: <b>canceled</b>").await;
+    tg.assert_never_flood_limited();
+
+    // The user blocks the bot: the answer is refused with 403 and dropped, not retried forever.
+    tg.block(USER);
+    tg.send_text(USER, "/help");
+    let refused = |tg: &FakeTelegram| {
+        tg.calls_of("sendMessage")
+            .iter()
+            .filter(|c| c.error == Some(403))
+            .count()
+    };
+    until(
+        Duration::from_secs(20),
+        "the answer refused with 403",
+        || refused(&tg) == 1,
+    )
+    .await;
+    until(Duration::from_secs(20), "the refusal is logged", || {
+        d.stderr_text()
+            .contains("message refused by Telegram; dropped")
+    })
+    .await;
+    // Updates are handled in order; once a later command was handled and its answer refused too, the first
+    // was not tried again.
+    tg.send_text(USER, "/health");
+    until(Duration::from_secs(20), "the next answer refused", || {
+        refused(&tg) >= 2
+    })
+    .await;
+    assert_eq!(refused(&tg), 2, "each refused answer was tried once");
     drop(d);
 }
