@@ -171,7 +171,7 @@ impl Actor for Notifier {
 fn is_progress(event_type: &str) -> bool {
     matches!(
         event_type,
-        "job.queued" | "job.started" | "job.tool_started" | "job.tool_completed"
+        "job.queued" | "job.started" | "job.tool_started" | "job.tool_completed" | "job.api_retry"
     )
 }
 
@@ -642,7 +642,19 @@ fn apply(view: &mut Tracker, ev: &OutboxEvent) {
             view.status = Some(JobStatus::Running);
             view.started_unix = Some(ev.created_at.timestamp());
         }
+        "job.api_retry" => {
+            let n = |k: &str| p.get(k).and_then(Value::as_i64);
+            view.api_retry = Some(format!(
+                "{}/{}{}",
+                n("attempt").unwrap_or(0),
+                n("max_retries").unwrap_or(0),
+                n("error_status")
+                    .map(|c| format!(" (HTTP {c})"))
+                    .unwrap_or_default()
+            ));
+        }
         "job.tool_started" => {
+            view.api_retry = None;
             view.tools.push(ToolLine {
                 tool: s("tool").unwrap_or_default(),
                 target: s("target").unwrap_or_default(),
@@ -701,4 +713,77 @@ fn apply(view: &mut Tracker, ev: &OutboxEvent) {
 /// The least time between two messages (or edits) in a chat.
 pub fn chat_gap(chat_id: i64) -> Duration {
     if chat_id < 0 { GROUP_GAP } else { PER_CHAT_GAP }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event_type: &str, payload: Value) -> OutboxEvent {
+        OutboxEvent {
+            id: 1,
+            event_type: event_type.into(),
+            project_id: Some("app".into()),
+            session_id: Some("S1".into()),
+            job_id: Some("0123456789abcdef".into()),
+            payload,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_model_api_retry_shows_on_the_tracker_until_the_agent_moves_on() {
+        let mut view = Tracker {
+            job_id: "0123456789abcdef".into(),
+            status: Some(JobStatus::Running),
+            ..Default::default()
+        };
+        apply(
+            &mut view,
+            &ev(
+                "job.api_retry",
+                serde_json::json!({"attempt": 2, "max_retries": 10, "error_status": 529}),
+            ),
+        );
+        assert!(
+            view.render()
+                .contains("⏳ model API busy, retry 2/10 (HTTP 529)"),
+            "{}",
+            view.render()
+        );
+        assert!(
+            is_progress("job.api_retry"),
+            "coalesced like other progress"
+        );
+        apply(
+            &mut view,
+            &ev(
+                "job.tool_started",
+                serde_json::json!({"tool": "Bash", "target": "ls"}),
+            ),
+        );
+        assert!(
+            !view.render().contains("model API busy"),
+            "{}",
+            view.render()
+        );
+        // A retry without a status (network error) still shows; a finished job no longer does.
+        apply(
+            &mut view,
+            &ev(
+                "job.api_retry",
+                serde_json::json!({"attempt": 1, "max_retries": 10}),
+            ),
+        );
+        assert!(view.render().contains("retry 1/10\n"), "{}", view.render());
+        apply(
+            &mut view,
+            &ev("job.completed", serde_json::json!({"status": "done"})),
+        );
+        assert!(
+            !view.render().contains("model API busy"),
+            "{}",
+            view.render()
+        );
+    }
 }

@@ -75,7 +75,8 @@ pub struct RunnerState {
     breaker: Option<BreakerPermit>,
     session_ref: ActorRef<SessionMsg>,
     last_output_ms: Arc<AtomicI64>,
-    last_cpu: u64,
+    /// The group's CPU ticks at recent checks, oldest first, covering about `CPU_WINDOW`.
+    cpu_samples: std::collections::VecDeque<(Instant, u64)>,
     last_cpu_change: Instant,
     started: Instant,
     stop: Option<StopReason>,
@@ -184,6 +185,31 @@ pub fn agent_args(
     }
     args.extend(core.config.raw.agent.extra_args.iter().cloned());
     args
+}
+
+/// CPU is judged over a window of recent checks: half the hang timeout, at most this long.
+const CPU_WINDOW: Duration = Duration::from_secs(10);
+/// CPU ticks a second (of `CLK_TCK` = 100) that count as progress: 2 % of a core. Less is an agent idling on
+/// a stalled connection (its timers and keep-alives tick), which must not keep a hung job alive.
+const BUSY_TICKS_PER_SEC: f64 = 2.0;
+
+/// Records the group's CPU `ticks` at `now`; whether it used at least `BUSY_TICKS_PER_SEC` over the last
+/// `window`.
+fn cpu_busy(
+    samples: &mut std::collections::VecDeque<(Instant, u64)>,
+    window: Duration,
+    now: Instant,
+    ticks: u64,
+) -> bool {
+    samples.push_back((now, ticks));
+    while samples.len() > 2 && now.duration_since(samples[1].0) >= window {
+        samples.pop_front();
+    }
+    let (t0, c0) = samples[0];
+    let span = now.duration_since(t0).as_secs_f64();
+    // Ticks can fall when a process of the group exits: that is no progress.
+    let used = ticks.saturating_sub(c0) as f64;
+    span > 0.0 && used > 0.0 && used >= span * BUSY_TICKS_PER_SEC
 }
 
 impl Actor for Runner {
@@ -340,7 +366,7 @@ impl Actor for Runner {
             breaker: a.breaker,
             session_ref: a.session_ref,
             last_output_ms,
-            last_cpu: 0,
+            cpu_samples: std::collections::VecDeque::new(),
             last_cpu_change: Instant::now(),
             started: Instant::now(),
             stop: None,
@@ -537,9 +563,17 @@ impl Runner {
                     attempt,
                     max_retries,
                     error_status,
-                    ..
+                    error,
                 } => {
                     tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, "Agent retries the model API");
+                    // The phone shows it: a job that waits on an overloaded API is not stuck.
+                    core.job_event(
+                        "job.api_retry",
+                        &st.job,
+                        &st.session,
+                        json!({"attempt": attempt, "max_retries": max_retries, "error_status": error_status, "error": error}),
+                    )
+                    .await;
                 }
                 StreamEvent::PermissionDenied { tool_name, .. } => {
                     tracing::info!(target: "televibe.runner", job_id = %st.job.id, tool = %tool_name, "Agent was denied a tool");
@@ -565,10 +599,16 @@ impl Runner {
         if st.exit.is_some() || st.stop.is_some() {
             return;
         }
-        let cpu = process::group_cpu_ticks(st.pgid);
-        if cpu != st.last_cpu {
-            st.last_cpu = cpu;
-            st.last_cpu_change = Instant::now();
+        let now = Instant::now();
+        let hang = Duration::from_secs(core.config.raw.jobs.hang_timeout_secs);
+        let window = (hang / 2).clamp(Duration::from_secs(1), CPU_WINDOW);
+        if cpu_busy(
+            &mut st.cpu_samples,
+            window,
+            now,
+            process::group_cpu_ticks(st.pgid),
+        ) {
+            st.last_cpu_change = now;
         }
         let quiet_output = Duration::from_millis(
             (now_ms() - st.last_output_ms.load(Ordering::Relaxed)).max(0) as u64,
@@ -692,5 +732,38 @@ impl Drop for RunnerState {
         if !self.finished {
             process::signal_group(self.pgid, libc::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_ticks_are_not_progress_and_real_work_is() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = std::collections::VecDeque::new();
+        assert!(
+            !cpu_busy(&mut s, CPU_WINDOW, at(0), 100),
+            "a first sample proves nothing"
+        );
+        assert!(
+            !cpu_busy(&mut s, CPU_WINDOW, at(5_000), 100),
+            "no CPU at all"
+        );
+        // One tick in five seconds (0.2 % of a core): an idle process's timers.
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(10_000), 101));
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(15_000), 102));
+        // A busy second: 50 ticks over the 10 s window is 5 ticks a second.
+        assert!(cpu_busy(&mut s, CPU_WINDOW, at(20_000), 152));
+        // The window slides: the burst ages out and idling is idling again.
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(35_000), 153));
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(40_000), 154));
+        // Exactly the threshold counts: 2 ticks a second over 10 s.
+        assert!(cpu_busy(&mut s, CPU_WINDOW, at(50_000), 174));
+        // A process leaving the group lowers the total: not progress.
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(55_000), 20));
+        assert!(s.len() <= 4, "samples stay bounded: {}", s.len());
     }
 }

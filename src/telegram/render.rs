@@ -142,6 +142,8 @@ pub struct Tracker {
     pub error: Option<String>,
     pub files: Vec<String>,
     pub diff_stat: Option<String>,
+    /// The agent's latest retry of the model API while nothing else happened since, e.g. "2/10 (HTTP 529)".
+    pub api_retry: Option<String>,
 }
 
 /// How many recent tool events a tracker shows.
@@ -178,6 +180,9 @@ impl Tracker {
                 code(&cut(&t.target, 80)),
                 mark
             ));
+        }
+        if let Some(r) = self.api_retry.as_ref().filter(|_| !self.is_final()) {
+            out.push_str(&format!("⏳ model API busy, retry {}\n", escape(r)));
         }
         let elapsed = match (self.finished_secs, self.started_unix) {
             (Some(s), _) => Some(s as i64),

@@ -422,11 +422,12 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
     std::fs::create_dir_all(&home).unwrap();
     // A timeout far beyond the test, so that only the decision or the cancel can end a request here; the
     // expiry part below restarts with a short one.
+    // A short hang timeout: a job waiting for a person must outlive it.
     env.write_config(&config(
         &model,
         &home,
         None,
-        "[approvals]\ntimeout_secs = 600\n",
+        "hang_timeout_secs = 4\n[approvals]\ntimeout_secs = 600\n",
     ));
     make_repo(&env.root().join("repos/app"));
     let d = env.start();
@@ -446,6 +447,14 @@ async fn mcp_decides_without_telegram_and_requests_expire() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Nobody answers for three hang timeouts: the job waits, it is not hung.
+    let asked = Instant::now();
+    until(Duration::from_secs(30), "three hang timeouts", || {
+        asked.elapsed() >= Duration::from_secs(12)
+    })
+    .await;
+    let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();
+    assert_eq!(j["status"], "waiting_approval", "{j}");
     let decided = mcp
         .call("approve", json!({"approval_id": approval}))
         .await

@@ -1,4 +1,7 @@
-//! A loopback fake of the Anthropic Messages API, scripted per test, speaking SSE like the real one.
+//! A loopback fake of the Anthropic Messages API, scripted per test, speaking SSE like the real one: text and
+//! tool-use blocks (several in one message), error answers with the real headers (`request-id`,
+//! `x-should-retry`, `retry-after`, `anthropic-ratelimit-*`), an `event: error` in the middle of a stream, and a
+//! stall (the connection stays open and nothing is sent).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +29,25 @@ pub enum Reply {
         kind: String,
         message: String,
     },
+    /// Several content blocks in one message (each a `Text` or a `ToolUse`).
+    Blocks(Vec<Reply>),
+    /// The stream starts with `text`, then an `event: error` of `kind` ends it.
+    StreamError {
+        text: String,
+        kind: String,
+    },
+    /// Nothing is ever sent; the connection stays open until the client gives up.
+    Stall,
+}
+
+impl Reply {
+    pub fn error(status: u16, kind: &str, message: &str) -> Reply {
+        Reply::Error {
+            status,
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
 }
 
 type Script = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
@@ -120,16 +142,40 @@ async fn handle(
     }
     reqs.lock().unwrap().push(json_body.clone());
     let reply = script(&json_body);
+    if let Reply::Stall = reply {
+        // The answer never comes; hyper drops this future when the client closes the connection.
+        std::future::pending::<()>().await;
+    }
     if let Reply::Error {
         status,
         kind,
         message,
     } = &reply
     {
-        return Ok(json_response(
+        let mut r = json_response(
             *status,
             json!({"type": "error", "error": {"type": kind, "message": message}}),
-        ));
+        );
+        let h = r.headers_mut();
+        // As the API sends them: whether a retry may help, and when to come back.
+        let retry = matches!(*status, 408 | 409 | 429 | 500..=599);
+        h.insert(
+            "x-should-retry",
+            if retry { "true" } else { "false" }.parse().unwrap(),
+        );
+        if *status == 429 {
+            h.insert("retry-after", "1".parse().unwrap());
+            for (k, v) in [
+                ("anthropic-ratelimit-requests-limit", "50"),
+                ("anthropic-ratelimit-requests-remaining", "0"),
+                ("anthropic-ratelimit-requests-reset", "2026-01-01T00:00:01Z"),
+                ("anthropic-ratelimit-tokens-limit", "40000"),
+                ("anthropic-ratelimit-tokens-remaining", "0"),
+            ] {
+                h.insert(k, v.parse().unwrap());
+            }
+        }
+        return Ok(r);
     }
     if json_body["stream"] != true {
         let text = match &reply {
@@ -164,6 +210,47 @@ fn event(out: &mut String, name: &str, data: Value) {
     out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
 }
 
+/// One content block at `index`; returns whether it was a tool use.
+fn block(out: &mut String, index: usize, reply: &Reply) -> bool {
+    let tool = match reply {
+        Reply::ToolUse { name, input } => {
+            event(
+                out,
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": name, "input": {}}}),
+            );
+            event(
+                out,
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+            );
+            true
+        }
+        Reply::Text(t) => {
+            event(
+                out,
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+            );
+            event(
+                out,
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": t}}),
+            );
+            false
+        }
+        other => unreachable!("not a content block: {other:?}"),
+    };
+    event(
+        out,
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": index}),
+    );
+    tool
+}
+
 fn sse(reply: &Reply) -> String {
     let mut out = String::new();
     event(
@@ -172,23 +259,9 @@ fn sse(reply: &Reply) -> String {
         json!({"type": "message_start", "message": {"id": format!("msg_{}", uuid::Uuid::new_v4().simple()), "type": "message", "role": "assistant",
             "model": "claude-test", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
     );
-    let stop = match reply {
-        Reply::ToolUse { name, input } => {
-            event(
-                &mut out,
-                "content_block_start",
-                json!({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()), "name": name, "input": {}}}),
-            );
-            event(
-                &mut out,
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0,
-                "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
-            );
-            "tool_use"
-        }
-        Reply::Text(t) => {
+    let blocks: Vec<&Reply> = match reply {
+        Reply::Blocks(b) => b.iter().collect(),
+        Reply::StreamError { text, kind } => {
             event(
                 &mut out,
                 "content_block_start",
@@ -197,17 +270,22 @@ fn sse(reply: &Reply) -> String {
             event(
                 &mut out,
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
             );
-            "end_turn"
+            event(
+                &mut out,
+                "error",
+                json!({"type": "error", "error": {"type": kind, "message": "Overloaded"}}),
+            );
+            return out;
         }
-        Reply::Error { .. } => unreachable!("errors are plain HTTP answers"),
+        other => vec![other],
     };
-    event(
-        &mut out,
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    );
+    let mut tool = false;
+    for (i, b) in blocks.iter().enumerate() {
+        tool |= block(&mut out, i, b);
+    }
+    let stop = if tool { "tool_use" } else { "end_turn" };
     event(
         &mut out,
         "message_delta",

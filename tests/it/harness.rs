@@ -41,7 +41,10 @@ impl Env {
         };
         // JSON on stderr, which tests read; inside the test's own [logging] section when it has one.
         let (extra, logging) = if extra.contains("[logging]\n") {
-            (extra.replace("[logging]\n", "[logging]\nstderr = \"json\"\n"), "")
+            (
+                extra.replace("[logging]\n", "[logging]\nstderr = \"json\"\n"),
+                "",
+            )
         } else {
             (extra.to_string(), "[logging]\nstderr = \"json\"\n")
         };

@@ -991,3 +991,113 @@ async fn limits_prefixes_lengths_and_kill_job_over_mcp() {
     .await;
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_claude_code_against_a_difficult_model_api() {
+    let claude = claude_cli();
+    let env = Env::new("");
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let target = env
+        .root()
+        .join("workspaces/app/S1/retried.txt")
+        .display()
+        .to_string();
+    let retried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = retried.clone();
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let broke = broken.clone();
+    let model = FakeModel::start(move |req| {
+        // The session's jobs share one conversation: the newest message says what this request is about.
+        let text = req["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        if text.contains("STALL") {
+            Reply::Stall
+        } else if text.contains("MIDSTREAM") {
+            // The stream breaks off with an `event: error` once; the next try goes through.
+            match broke.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Reply::StreamError {
+                    text: "Half an ans".into(),
+                    kind: "overloaded_error".into(),
+                },
+                _ => Reply::Text("Whole answer.".into()),
+            }
+        } else if text_of(req).contains("RETRY") {
+            if after_tool(req) {
+                return Reply::Text("Done after retries.".into());
+            }
+            match seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Reply::error(
+                    429,
+                    "rate_limit_error",
+                    "Number of requests has exceeded your rate limit",
+                ),
+                1 => Reply::error(529, "overloaded_error", "Overloaded"),
+                // Two blocks in one message: some text, then the tool use.
+                _ => Reply::Blocks(vec![
+                    Reply::Text("Writing the file.".into()),
+                    Reply::ToolUse {
+                        name: "Write".into(),
+                        input: json!({"file_path": target, "content": "retried\n"}),
+                    },
+                ]),
+            }
+        } else {
+            Reply::Text("ok".into())
+        }
+    })
+    .await;
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
+         env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\
+         [jobs]\nhard_timeout_secs = 120\nhang_timeout_secs = 8\nkill_grace_secs = 2\n",
+        claude.display(),
+        model.url(),
+        home.display()
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let wt = session(&env, &mcp).await;
+
+    // 429 then 529: the agent retries both, the job goes on and the retries reach the job's events.
+    let id = run(&mcp, "S1", "RETRY then write the file").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(90)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(j["result_text"], "Done after retries.", "{j}");
+    assert_eq!(
+        std::fs::read_to_string(wt.join("retried.txt")).unwrap(),
+        "retried\n"
+    );
+    let statuses: Vec<i64> = events(&env, &id)
+        .await
+        .into_iter()
+        .filter(|e| e.0 == "job.api_retry")
+        .filter_map(|e| e.1["error_status"].as_i64())
+        .collect();
+    assert_eq!(statuses, [429, 529], "one retry event per refused request");
+
+    let id = run(&mcp, "S1", "MIDSTREAM please").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(90)).await;
+    // The agent asks again after a stream broken by `event: error`; the half answer is not the result.
+    assert_eq!(
+        (j["status"].as_str(), j["result_text"].as_str()),
+        (Some("done"), Some("Whole answer.")),
+        "{j}"
+    );
+    assert_eq!(broken.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // A stalled model: the connection stays open and nothing comes. The agent's process idles (its timers may
+    // tick), produces no output, and the hang detector ends the job after hang_timeout_secs.
+    let id = run(&mcp, "S1", "STALL forever").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["error_type"].as_str()),
+        (Some("failed"), Some("hung")),
+        "{j}"
+    );
+    assert!(group_gone(&j));
+    drop(d);
+}
