@@ -630,6 +630,24 @@ impl Config {
             .map_err(|e| invalid("backup.schedule", e))?;
         crate::backup::Remote::parse(&raw.backup.remote)
             .map_err(|e| invalid("backup.remote", e))?;
+        for (key, days) in [
+            ("logging.retention_days", raw.logging.retention_days),
+            (
+                "logging.job_log_retention_days",
+                raw.logging.job_log_retention_days,
+            ),
+            (
+                "logging.audit_retention_days",
+                raw.logging.audit_retention_days,
+            ),
+        ] {
+            if days == 0 {
+                return Err(invalid(
+                    key,
+                    "must be at least 1 (0 would delete every record at once)",
+                ));
+            }
+        }
         if raw.backup.retention_days == 0 {
             return Err(invalid("backup.retention_days", "must be at least 1"));
         }

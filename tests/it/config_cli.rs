@@ -202,3 +202,21 @@ fn the_config_file_comes_from_televibe_config_or_the_working_directory() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("defaults"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_retention_of_zero_days_is_refused_naming_the_key() {
+    for key in [
+        "retention_days",
+        "job_log_retention_days",
+        "audit_retention_days",
+    ] {
+        let env = Env::new(&format!("[logging]\n{key} = 0\n"));
+        let out = env.run(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        assert!(
+            stderr(&out).contains(&format!("logging.{key}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

@@ -106,6 +106,11 @@ pub struct FakeTelegram {
 impl Drop for FakeTelegram {
     fn drop(&mut self) {
         self.task.abort();
+        // Every test that used the fake also checks that the bot kept to Telegram's limits on its own.
+        if !std::thread::panicking() {
+            self.assert_never_flood_limited();
+            self.assert_edits_paced();
+        }
     }
 }
 
@@ -364,6 +369,27 @@ impl FakeTelegram {
     /// The 429s Telegram's own flood limits earned (not injected faults), as (method, chat).
     pub fn flood_limited(&self) -> Vec<(String, i64)> {
         self.state.lock().unwrap().flood_limited.clone()
+    }
+
+    /// A message is edited at most once a second (the tracker's pace).
+    pub fn assert_edits_paced(&self) {
+        let mut last: HashMap<(i64, i64), Instant> = HashMap::new();
+        for c in self.calls_of("editMessageText") {
+            if c.error.is_some() {
+                continue;
+            }
+            let key = (
+                c.params.get("chat_id").and_then(num).unwrap_or(0),
+                c.params.get("message_id").and_then(num).unwrap_or(0),
+            );
+            if let Some(prev) = last.insert(key, c.at) {
+                let gap = c.at.duration_since(prev);
+                assert!(
+                    gap >= Duration::from_millis(950),
+                    "message {key:?} edited {gap:?} after its previous edit"
+                );
+            }
+        }
     }
 
     /// Normal operation never earns a 429 from Telegram.
