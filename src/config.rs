@@ -236,6 +236,9 @@ pub struct RawDebug {
     /// Seconds added to the backup scheduler's clock (only with `test_hooks`), so a test can bring the
     /// next scheduled minute close without waiting for it.
     pub backup_clock_offset_secs: i64,
+    /// Milliseconds the daemon keeps serving its probes between reporting "shutting down" and stopping its
+    /// children (only with `test_hooks`), so a test can see the not-ready answer.
+    pub shutdown_hold_ms: u64,
 }
 
 impl Default for RawConfig {
@@ -341,6 +344,7 @@ impl Default for RawConfig {
             debug: RawDebug {
                 test_hooks: false,
                 backup_clock_offset_secs: 0,
+                shutdown_hold_ms: 0,
             },
         }
     }

@@ -226,6 +226,10 @@ async fn shutdown(core: &Arc<Core>, root: &ActorRef<SupervisorMsg>, signal_name:
     tracing::info!(target: "televibe.daemon", signal = signal_name, "Shutting down: readiness now reports not_ready");
     core.begin_shutdown();
     sdnotify::notify("STOPPING=1");
+    let d = &core.config.raw.debug;
+    if d.test_hooks && d.shutdown_hold_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(d.shutdown_hold_ms)).await;
+    }
     let _ = ractor::call_t!(root, SupervisorMsg::Shutdown, 60_000);
     root.stop(Some("shutdown".into()));
 }

@@ -48,8 +48,17 @@ impl Env {
         } else {
             (extra.to_string(), "[logging]\nstderr = \"json\"\n")
         };
+        // Test hooks on, inside the test's own [debug] section when it has one.
+        let (extra, debug) = if extra.contains("[debug]\n") {
+            (
+                extra.replace("[debug]\n", "[debug]\ntest_hooks = true\n"),
+                "",
+            )
+        } else {
+            (extra, "[debug]\ntest_hooks = true\n")
+        };
         let text = format!(
-            "root = \"{}\"\n{}\n{http}[debug]\ntest_hooks = true\n{logging}",
+            "root = \"{}\"\n{}\n{http}{debug}{logging}",
             self.root().display(),
             extra
         );
