@@ -92,8 +92,9 @@ impl Actor for BackupActor {
         match msg {
             BackupMsg::Tick => {
                 let now = self.now();
-                if st.next.is_some_and(|due| now >= due) {
-                    let _ = run_and_report(&self.core, now).await;
+                if let Some(due) = st.next.filter(|due| now >= *due) {
+                    // Named after its slot (the 06:00 run is `…T06-00-00`) however late the tick came.
+                    let _ = run_and_report(&self.core, due).await;
                     st.next = st.schedule.next_after(self.now());
                 }
             }

@@ -1,10 +1,10 @@
 #!/bin/sh
 # A scripted stand-in for the agent CLI, for what the real one cannot be made to do.
 # It ignores its arguments and acts on the first keyword it finds, as a whole word, in the instruction it
-# reads from stdin ("change" is not "hang").
+# reads from stdin ("change" is not "hang"). No subshell before the case: a test that waits for the agent's
+# processes must find the ones of the branch it asked for.
 read -r prompt
-words=" $(printf '%s' "$prompt" | tr -c 'A-Za-z0-9-' ' ') "
-case "$words" in
+case " $prompt " in
   *" hang "*) exec sleep 1000 ;;
   *" ignore-term "*)
     trap '' TERM
