@@ -238,12 +238,7 @@ async fn a_sandboxed_agent_cannot_write_outside_its_worktree() {
     assert_eq!(git(&repo, &["rev-parse", "main"]), main_before);
     git(&repo, &["fsck", "--no-dangling"]);
     // The daemon's own git commands in the worktree still run clean (no fsmonitor planted).
-    let diff = h
-        .mcp
-        .call("get_session", json!({"session_id": "S1"}))
-        .await
-        .unwrap();
-    assert_eq!(diff["state"], "idle");
+    until_session(&h.mcp, "S1", "idle").await;
     assert!(!h.outside.join("fsmonitor-ran").exists());
 }
 
@@ -291,12 +286,7 @@ async fn a_sandboxed_agent_writes_and_commits_its_own_worktree() {
         git(&repo, &["log", "-1", "--format=%s", "televibe/S1"]).trim(),
         "own work"
     );
-    let s1 = h
-        .mcp
-        .call("get_session", json!({"session_id": "S1"}))
-        .await
-        .unwrap();
-    assert_eq!(s1["state"], "idle", "{s1}");
+    until_session(&h.mcp, "S1", "idle").await;
     // A job that leaves its branch: the worktree is pointed back at the session's branch.
     let attempts = h.attempt("switch").await;
     assert!(attempts["switch-branch"].0, "{attempts:?}");

@@ -280,6 +280,21 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// Waits until session `id` is in `state` (a session hears of its job's end just after it is written).
+pub async fn until_session(mcp: &Mcp, id: &str, state: &str) {
+    until_async(
+        Duration::from_secs(20),
+        &format!("session {id} {state}"),
+        || async {
+            mcp.call("get_session", serde_json::json!({"session_id": id}))
+                .await
+                .unwrap()["state"]
+                == state
+        },
+    )
+    .await;
+}
+
 /// A tool the test suite needs from the machine; missing tools fail loudly, never skip.
 pub fn required_tool(name: &str, install_hint: &str) -> PathBuf {
     std::env::var_os("PATH")

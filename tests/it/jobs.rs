@@ -402,12 +402,7 @@ async fn hang_without_output_or_cpu_is_killed() {
         "{j}"
     );
     assert!(group_gone(&j));
-    assert_eq!(
-        mcp.call("get_session", json!({"session_id": "S1"}))
-            .await
-            .unwrap()["state"],
-        "idle"
-    );
+    until_session(&mcp, "S1", "idle").await;
     drop(d);
 }
 
@@ -680,12 +675,7 @@ async fn admin_job_kill_follows_the_runbook() {
         (Some("failed"), Some("killed"), Some("Manual termination"))
     );
     assert!(group_gone(&j));
-    assert_eq!(
-        mcp.call("get_session", json!({"session_id": "S1"}))
-            .await
-            .unwrap()["state"],
-        "idle"
-    );
+    until_session(&mcp, "S1", "idle").await;
     let told = events(&env, &id)
         .await
         .into_iter()
@@ -851,12 +841,7 @@ async fn a_crashed_or_silent_runner_is_caught_by_its_session() {
         eventually(Duration::from_secs(5), "group killed", || {
             group_gone(&running)
         });
-        assert_eq!(
-            mcp.call("get_session", json!({"session_id": "S1"}))
-                .await
-                .unwrap()["state"],
-            "idle"
-        );
+        until_session(&mcp, "S1", "idle").await;
     }
     let next = run(&mcp, "S1", "after the drills").await;
     assert_eq!(

@@ -288,12 +288,8 @@ async fn a_worktree_lost_while_running_is_noticed_and_recovered() {
     assert_eq!(j["status"], "done", "{j}");
     let started: chrono::DateTime<chrono::Utc> = j["started_at"].as_str().unwrap().parse().unwrap();
     assert!(started >= recovering, "started before the recovery: {j}");
-    assert_eq!(
-        mcp.call("get_session", json!({"session_id": "S1"}))
-            .await
-            .unwrap()["state"],
-        "idle"
-    );
+    // The session hears of the job's end right after it is written.
+    until_session(&mcp, "S1", "idle").await;
     // Recovered, it stays healthy across the next checks.
     assert_eq!(
         mcp.call("get_session", json!({"session_id": "S1"}))
