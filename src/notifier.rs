@@ -475,10 +475,26 @@ impl Notifier {
             Outgoing::Approval {
                 approval_id,
                 chat_id,
-                ..
+                events,
             } => {
                 if let Some(a) = self.core.store.approval(approval_id).await.ok().flatten() {
                     let view = self.render_approval(&a).await;
+                    // Sent before a restart that came before its outbox row was marked delivered: that message
+                    // is brought up to date instead of a second one being sent (`/approvals`, with no outbox
+                    // row, sends it again on purpose).
+                    if !events.is_empty()
+                        && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
+                    {
+                        let buttons = if a.state == crate::store::ApprovalState::Pending {
+                            crate::telegram::front::approval_buttons(&a.id)
+                        } else {
+                            Vec::new()
+                        };
+                        return match c.edit_html(chat, mid, &view.html, &buttons).await {
+                            Err(e) if e.not_modified() => Ok(()),
+                            other => other,
+                        };
+                    }
                     // The whole input goes first, so it is there before anyone can tap a button.
                     if let Some((filename, text)) = &view.attachment {
                         let caption = format!(
@@ -508,7 +524,11 @@ impl Notifier {
                     && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
                 {
                     let html = self.render_approval(&a).await.html;
-                    c.edit_html(chat, mid, &html, &[]).await?;
+                    match c.edit_html(chat, mid, &html, &[]).await {
+                        // Already shows the decision (brought up to date after a restart).
+                        Err(e) if e.not_modified() => {}
+                        other => other?,
+                    }
                 }
             }
             Outgoing::Tracker { job_id } => {
