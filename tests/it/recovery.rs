@@ -251,7 +251,9 @@ async fn a_worktree_lost_while_running_is_noticed_and_recovered() {
 
     std::fs::remove_dir_all(ws(1)).unwrap();
     wait_missing(&env, "S1");
-    assert!(d.stderr_text().contains("Session worktree is missing"));
+    eventually(Duration::from_secs(10), "the loss is logged", || {
+        d.stderr_text().contains("Session worktree is missing")
+    });
     // A job queued meanwhile waits: nothing starts in a directory that is gone.
     let job = mcp
         .call(
