@@ -555,7 +555,7 @@ impl Front {
     fn send_long(&self, chat_id: i64, filename: &str, text: &str, caption: &str) {
         if text.trim().is_empty() {
             self.reply(chat_id, format!("{caption}: empty"));
-        } else if text.chars().count() <= 3500 {
+        } else if render::tg_len(text) <= 3500 {
             self.reply(chat_id, format!("{caption}\n<pre>{}</pre>", escape(text)));
         } else {
             // Uploads stay small enough to go through; the end of a log or diff is what matters.

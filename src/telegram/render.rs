@@ -4,8 +4,14 @@
 use crate::errors::CoreError;
 use crate::store::{Job, JobStatus, Project, Session};
 
-/// Telegram's limit for a message text (after entities are parsed).
+/// Telegram's limit for a message text (after entities are parsed), in UTF-16 code units.
 pub const MAX_TEXT: usize = 4096;
+
+/// The length of `text` as Telegram counts it: UTF-16 code units (an emoji outside the BMP is two). Measured
+/// on HTML it is an upper bound of what Telegram counts after parsing (tags and entities only add).
+pub fn tg_len(text: &str) -> usize {
+    text.encode_utf16().count()
+}
 
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -229,12 +235,12 @@ impl Tracker {
 /// Keeps a rendered message under the limit (the parts that grow are escaped text, so cutting at a line
 /// boundary keeps the markup balanced).
 pub fn cut_html(html: &str) -> String {
-    if html.chars().count() <= MAX_TEXT - 100 {
+    if tg_len(html) <= MAX_TEXT - 100 {
         return html.to_string();
     }
     let mut out = String::new();
     for line in html.lines() {
-        if out.chars().count() + line.chars().count() + 1 > MAX_TEXT - 100 {
+        if tg_len(&out) + tg_len(line) + 1 > MAX_TEXT - 100 {
             out.push('…');
             break;
         }
@@ -334,8 +340,8 @@ pub fn approval_view(
 ) -> ApprovalView {
     let fields = input_fields(tool, input);
     let body = fields_html(&fields);
-    let footer_room = footer.chars().count().max(APPROVAL_FOOTER_ROOM);
-    if header.chars().count() + 1 + body.chars().count() + footer_room <= APPROVAL_LIMIT {
+    let footer_room = tg_len(footer).max(APPROVAL_FOOTER_ROOM);
+    if tg_len(header) + 1 + tg_len(&body) + footer_room <= APPROVAL_LIMIT {
         let whole = format!("{header}\n{body}{footer}");
         return ApprovalView {
             html: whole,
@@ -356,7 +362,7 @@ pub fn approval_view(
     );
     // Short fields are shown whole; the long ones share what is left, each cut where it says so.
     const SHORT: usize = 200;
-    let fixed = header.chars().count() + note.chars().count() + footer_room + 1;
+    let fixed = tg_len(header) + tg_len(&note) + footer_room + 1;
     let long_fields = fields
         .iter()
         .filter(|(_, v)| v.chars().count() > SHORT)
@@ -381,7 +387,7 @@ pub fn approval_view(
                 ));
             }
         }
-        if fixed + preview.chars().count() <= APPROVAL_LIMIT {
+        if fixed + tg_len(&preview) <= APPROVAL_LIMIT {
             break;
         }
         if room == 0 {
@@ -531,11 +537,7 @@ mod tests {
             "Write",
             &input,
         );
-        assert!(
-            v.html.chars().count() <= MAX_TEXT,
-            "{}",
-            v.html.chars().count()
-        );
+        assert!(tg_len(&v.html) <= MAX_TEXT, "{}", tg_len(&v.html));
         assert!(v.html.contains("Not shown whole"), "{}", v.html);
         assert!(v.html.contains("approval-01234567.txt"), "{}", v.html);
         assert!(
@@ -553,6 +555,56 @@ mod tests {
         assert!(text.contains("file_path:\n/w/a.txt"), "{text}");
     }
 
+    /// Telegram's count, computed here independently of the code under test.
+    fn units(text: &str) -> usize {
+        text.encode_utf16().count()
+    }
+
+    #[test]
+    fn emoji_count_twice_as_telegram_counts_them() {
+        assert_eq!(tg_len("abc"), 3);
+        assert_eq!(tg_len("é"), 1);
+        assert_eq!(tg_len("🦀"), 2, "outside the BMP: a surrogate pair");
+        // 3,000 crabs are 3,000 characters but 6,000 units: more than one message holds.
+        let command = format!("echo {}", "🦀".repeat(3000));
+        let v = approval_view(
+            "<b>head</b>",
+            "",
+            "0123456789abcdef",
+            "Bash",
+            &serde_json::json!({"command": command}),
+        );
+        assert!(units(&v.html) <= MAX_TEXT, "{}", units(&v.html));
+        assert!(v.html.contains("Not shown whole"), "{}", v.html);
+        assert!(v.attachment.is_some());
+        // 1,500 crabs fit in characters and in units: shown whole.
+        let command = format!("echo {}", "🦀".repeat(1500));
+        let v = approval_view(
+            "<b>head</b>",
+            "",
+            "0123456789abcdef",
+            "Bash",
+            &serde_json::json!({"command": command}),
+        );
+        assert!(v.attachment.is_none() && units(&v.html) <= MAX_TEXT);
+    }
+
+    #[test]
+    fn a_tracker_full_of_emoji_stays_under_the_limit() {
+        let t = Tracker {
+            job_id: "j".into(),
+            instruction: "🦀".repeat(300),
+            result: Some("🦀".repeat(3000)),
+            error: Some("🦀".repeat(600)),
+            files: (0..20).map(|i| format!("🦀{i}.rs")).collect(),
+            status: Some(JobStatus::Failed),
+            ..Default::default()
+        };
+        let html = t.render();
+        assert!(units(&html) <= MAX_TEXT, "{}", units(&html));
+        assert!(units(&cut_html(&"🦀\n".repeat(4000))) <= MAX_TEXT);
+    }
+
     #[test]
     fn long_results_stay_under_the_limit() {
         let t = Tracker {
@@ -561,6 +613,6 @@ mod tests {
             status: Some(JobStatus::Done),
             ..Default::default()
         };
-        assert!(t.render().chars().count() <= MAX_TEXT);
+        assert!(tg_len(&t.render()) <= MAX_TEXT);
     }
 }
