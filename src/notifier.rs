@@ -490,10 +490,13 @@ impl Notifier {
                         } else {
                             Vec::new()
                         };
-                        return match c.edit_html(chat, mid, &view.html, &buttons).await {
-                            Err(e) if e.not_modified() => Ok(()),
-                            other => other,
-                        };
+                        match c.edit_html(chat, mid, &view.html, &buttons).await {
+                            Ok(()) => return Ok(()),
+                            Err(e) if e.not_modified() => return Ok(()),
+                            // The message is gone (deleted by the user): it is sent again below.
+                            Err(TgError::Rejected { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                     // The whole input goes first, so it is there before anyone can tap a button.
                     if let Some((filename, text)) = &view.attachment {
