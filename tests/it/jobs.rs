@@ -80,6 +80,18 @@ async fn events(env: &Env, job_id: &str) -> Vec<(String, Value)> {
     ev
 }
 
+/// The real CLI against the fake model, accepting edits, in a home of its own; `jobs` adds to `[jobs]`.
+fn real_claude_config(claude: &Path, model: &FakeModel, home: &Path, jobs: &str) -> String {
+    format!(
+        "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
+         env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\
+         [jobs]\nhard_timeout_secs = 120\n{jobs}",
+        claude.display(),
+        model.url(),
+        home.display()
+    )
+}
+
 fn fake_agent_config(extra: &str) -> String {
     format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n{extra}")
 }
@@ -114,14 +126,7 @@ async fn real_claude_code_runs_tools_resumes_and_reports_api_errors() {
         }
     })
     .await;
-    env.write_config(&format!(
-        "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
-         env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\
-         [jobs]\nhard_timeout_secs = 120\n",
-        claude.display(),
-        model.url(),
-        home.display()
-    ));
+    env.write_config(&real_claude_config(&claude, &model, &home, ""));
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
     let wt = session(&env, &mcp).await;
@@ -1035,13 +1040,11 @@ async fn real_claude_code_against_a_difficult_model_api() {
         }
     })
     .await;
-    env.write_config(&format!(
-        "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
-         env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\
-         [jobs]\nhard_timeout_secs = 120\nhang_timeout_secs = 8\nkill_grace_secs = 2\n",
-        claude.display(),
-        model.url(),
-        home.display()
+    env.write_config(&real_claude_config(
+        &claude,
+        &model,
+        &home,
+        "hang_timeout_secs = 8\nkill_grace_secs = 2\n",
     ));
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
