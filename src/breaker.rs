@@ -473,4 +473,146 @@ mod tests {
         b.record_success(true);
         assert_eq!(b.state(), BreakerState::Closed);
     }
+
+    fn breakers(f: u32, s: u32, secs: u64, probes: u32) -> (Arc<Breakers>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let settings = BreakerSettings {
+            failure_threshold: f,
+            success_threshold: s,
+            timeout: Duration::from_secs(secs),
+            half_open_requests: probes,
+        };
+        let all = BreakerName::ALL.map(|n| (n, settings));
+        (Arc::new(Breakers::new(&all, metrics.clone())), metrics)
+    }
+
+    #[test]
+    fn names_are_the_spec_labels_and_titles() {
+        let expected = [
+            (BreakerName::ClaudeCode, "claude_code", "Claude Code"),
+            (BreakerName::TelegramApi, "telegram_api", "Telegram API"),
+            (
+                BreakerName::GitOperations,
+                "git_operations",
+                "Git Operations",
+            ),
+            (BreakerName::BackupRemote, "backup_remote", "Backup Remote"),
+        ];
+        for (name, label, title) in expected {
+            assert_eq!((name.as_str(), name.title()), (label, title));
+            assert_eq!(name.to_string(), label);
+            assert_eq!(BreakerName::parse(label), Some(name));
+        }
+        assert_eq!(BreakerName::parse("Claude Code"), None);
+        assert_eq!(BreakerName::parse(""), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_says_when_to_retry_and_never_says_zero() {
+        let (b, _) = breaker(1, 1, 30);
+        b.record_failure();
+        let e = b.try_acquire().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "circuit breaker git_operations is open; retry in 31 s"
+        );
+        assert_eq!(b.status().retry_in_secs, Some(30));
+        tokio::time::advance(Duration::from_millis(29_500)).await;
+        assert_eq!(b.try_acquire().unwrap_err().retry_in_secs, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_reports_state_counts_and_settings() {
+        let (b, _) = breaker(3, 2, 30);
+        b.record_failure();
+        b.record_failure();
+        let s = b.status();
+        assert_eq!(
+            (s.name, s.state, s.consecutive_failures, s.retry_in_secs),
+            (BreakerName::GitOperations, BreakerState::Closed, 2, None)
+        );
+        assert_eq!(
+            (
+                s.failure_threshold,
+                s.success_threshold,
+                s.timeout_seconds,
+                s.half_open_requests
+            ),
+            (3, 2, 30, 1)
+        );
+        b.record_failure();
+        let s = b.status();
+        assert_eq!((s.state, s.consecutive_failures), (BreakerState::Open, 3));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let s = b.status();
+        assert_eq!(
+            (s.state, s.consecutive_failures, s.retry_in_secs),
+            (BreakerState::HalfOpen, 3, None)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reset_closes_by_hand() {
+        let (b, m) = breaker(2, 1, 300);
+        b.record_failure();
+        b.record_failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        b.reset();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(m.breaker_gauge(BreakerName::GitOperations), 1.0);
+        assert!(!b.try_acquire().unwrap());
+        b.record_failure();
+        b.reset();
+        b.record_failure();
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "a reset also forgets the failures counted so far"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_admits_the_configured_number_of_probes() {
+        let (bs, _) = breakers(1, 2, 10, 2);
+        let b = bs.get(BreakerName::ClaudeCode);
+        b.record_failure();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.try_acquire().unwrap());
+        assert!(b.try_acquire().unwrap());
+        assert!(b.try_acquire().is_err(), "two probes at most");
+        b.record_success(true);
+        assert!(b.try_acquire().unwrap(), "a finished probe frees its slot");
+        b.record_success(true);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permits_report_outcomes_and_give_back_unused_probes() {
+        let (bs, m) = breakers(1, 1, 10, 1);
+        let name = BreakerName::TelegramApi;
+        let p = bs.acquire(name).unwrap();
+        assert!(!p.is_probe());
+        p.failure();
+        assert_eq!(bs.get(name).state(), BreakerState::Open);
+        assert_eq!(
+            bs.get(BreakerName::ClaudeCode).state(),
+            BreakerState::Closed,
+            "breakers are independent"
+        );
+        assert!(bs.acquire(name).is_err());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        bs.refresh();
+        assert_eq!(m.breaker_gauge(name), 0.5, "refresh updates the gauge");
+        let p = bs.acquire(name).unwrap();
+        assert!(p.is_probe());
+        assert!(bs.acquire(name).is_err(), "one probe at a time");
+        drop(p);
+        let p = bs
+            .acquire(name)
+            .expect("a permit dropped without an outcome gives its probe back");
+        p.success();
+        assert_eq!(bs.get(name).state(), BreakerState::Closed);
+        let names: Vec<BreakerName> = bs.statuses().iter().map(|s| s.name).collect();
+        assert_eq!(names, BreakerName::ALL);
+    }
 }

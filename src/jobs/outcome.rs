@@ -250,4 +250,157 @@ mod tests {
         );
         assert_eq!(d.outcome.error.as_deref(), Some("Manual termination"));
     }
+
+    #[test]
+    fn every_stop_reason_has_its_status_and_breaker_verdict() {
+        use BreakerVerdict::{Failure, Neutral};
+        use JobStatus::{Canceled, Failed};
+        let cases = [
+            (
+                StopReason::Canceled { by: "alice".into() },
+                Canceled,
+                None,
+                "canceled by alice",
+                Neutral,
+            ),
+            (
+                StopReason::SessionClosed,
+                Canceled,
+                None,
+                "its session was closed",
+                Neutral,
+            ),
+            (
+                StopReason::ApprovalTimeout,
+                Canceled,
+                Some(ErrorType::ApprovalTimeout),
+                "an approval request timed out",
+                Neutral,
+            ),
+            (
+                StopReason::Timeout,
+                Failed,
+                Some(ErrorType::Timeout),
+                "hard time limit reached",
+                Failure,
+            ),
+            (
+                StopReason::Hung,
+                Failed,
+                Some(ErrorType::Hung),
+                "no output and no CPU progress",
+                Failure,
+            ),
+            (
+                StopReason::Manual,
+                Failed,
+                Some(ErrorType::Killed),
+                "Manual termination",
+                Neutral,
+            ),
+        ];
+        for (stop, status, error_type, error, breaker) in cases {
+            let d = decide(None, Some(libc::SIGKILL), Some(&stop), None, false);
+            assert_eq!(
+                (
+                    d.outcome.status,
+                    d.outcome.error_type,
+                    d.outcome.error.as_deref(),
+                    d.breaker
+                ),
+                (Some(status), error_type, Some(error), breaker),
+                "{stop:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_without_a_clean_result_explain_themselves() {
+        let d = decide(Some(1), None, None, Some(&result(false, None)), false);
+        assert_eq!(
+            (d.outcome.status, d.outcome.error.as_deref()),
+            (Some(JobStatus::Failed), Some("agent exited with code 1")),
+            "a clean result with a non-zero exit is not done"
+        );
+        let d = decide(Some(0), None, None, Some(&result(true, None)), false);
+        assert_eq!(
+            (d.outcome.status, d.outcome.error.as_deref(), d.breaker),
+            (
+                Some(JobStatus::Failed),
+                Some("text"),
+                BreakerVerdict::Success
+            ),
+            "an error result is a failure of the job, not of the API"
+        );
+        let mut r = result(true, Some(529));
+        r.result = None;
+        let d = decide(Some(1), None, None, Some(&r), false);
+        assert_eq!(d.outcome.error.as_deref(), Some("API error 529"));
+        let mut r = result(true, None);
+        r.result = None;
+        r.subtype = "error_max_turns".into();
+        let d = decide(Some(1), None, None, Some(&r), false);
+        assert_eq!(
+            d.outcome.error.as_deref(),
+            Some("agent reported an error (error_max_turns)")
+        );
+        let d = decide(None, Some(libc::SIGTERM), None, None, false);
+        assert_eq!(
+            (d.outcome.error_type, d.outcome.error.as_deref(), d.breaker),
+            (
+                Some(ErrorType::Killed),
+                Some("agent killed by signal 15"),
+                BreakerVerdict::Failure
+            )
+        );
+        let d = decide(Some(2), None, None, None, false);
+        assert_eq!(
+            d.outcome.error.as_deref(),
+            Some("agent exited with code 2 and no result")
+        );
+        let d = decide(None, None, None, None, false);
+        assert_eq!(
+            d.outcome.error.as_deref(),
+            Some("agent exited with an unknown status and no result")
+        );
+    }
+
+    #[test]
+    fn the_outcome_keeps_the_exit_and_the_result_totals() {
+        let r = ResultEvent {
+            subtype: "success".into(),
+            is_error: false,
+            num_turns: Some(3),
+            total_cost_usd: Some(0.25),
+            input_tokens: Some(100),
+            output_tokens: Some(20),
+            result: Some("done".into()),
+            api_error_status: None,
+            terminal_reason: Some("completed".into()),
+            permission_denials: 2,
+        };
+        let o = decide(Some(0), None, None, Some(&r), false).outcome;
+        assert_eq!((o.exit_code, o.signal), (Some(0), None));
+        assert_eq!(
+            (
+                o.is_error,
+                o.result_subtype.as_deref(),
+                o.result_text.as_deref()
+            ),
+            (Some(false), Some("success"), Some("done"))
+        );
+        assert_eq!(o.terminal_reason.as_deref(), Some("completed"));
+        assert_eq!(
+            (
+                o.num_turns,
+                o.total_cost_usd,
+                o.input_tokens,
+                o.output_tokens
+            ),
+            (Some(3), Some(0.25), Some(100), Some(20))
+        );
+        assert_eq!((o.api_error_status, o.permission_denials), (None, Some(2)));
+        let o = decide(None, Some(libc::SIGKILL), None, None, false).outcome;
+        assert_eq!((o.exit_code, o.signal), (None, Some(libc::SIGKILL)));
+    }
 }

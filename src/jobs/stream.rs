@@ -259,4 +259,41 @@ mod tests {
         ));
         assert!(parse_line("   ").is_empty());
     }
+
+    #[test]
+    fn tool_targets_are_one_short_line() {
+        let input = serde_json::json!({
+            "command": "cargo test\n--release",
+            "file_path": "/w/a.rs",
+            "pattern": "fn main",
+            "url": "https://example.com",
+            "query": "rust mutation testing",
+        });
+        for (name, want) in [
+            ("Bash", "cargo test --release"),
+            ("Read", "/w/a.rs"),
+            ("Write", "/w/a.rs"),
+            ("Edit", "/w/a.rs"),
+            ("NotebookEdit", "/w/a.rs"),
+            ("Grep", "fn main"),
+            ("Glob", "fn main"),
+            ("WebFetch", "https://example.com"),
+            ("WebSearch", "rust mutation testing"),
+            ("Task", ""),
+        ] {
+            assert_eq!(tool_target(name, &input), want, "{name}");
+        }
+        let notebook = serde_json::json!({"notebook_path": "/w/n.ipynb"});
+        assert_eq!(tool_target("NotebookEdit", &notebook), "/w/n.ipynb");
+        let fits = "é".repeat(120);
+        assert_eq!(
+            tool_target("Bash", &serde_json::json!({ "command": fits })),
+            fits
+        );
+        let long = "é".repeat(121);
+        assert_eq!(
+            tool_target("Bash", &serde_json::json!({ "command": long })),
+            format!("{}…", "é".repeat(119))
+        );
+    }
 }

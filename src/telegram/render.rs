@@ -615,4 +615,327 @@ mod tests {
         };
         assert!(tg_len(&t.render()) <= MAX_TEXT);
     }
+
+    #[test]
+    fn icons_tell_statuses_and_tools_apart() {
+        use JobStatus::*;
+        for (status, icon) in [
+            (Queued, "⏳"),
+            (Running, "⚙️"),
+            (WaitingApproval, "✋"),
+            (Done, "✅"),
+            (Failed, "❌"),
+            (Canceled, "🚫"),
+        ] {
+            assert_eq!(status_icon(status), icon, "{status:?}");
+        }
+        for (tool, icon) in [
+            ("Bash", "💻"),
+            ("Write", "✏️"),
+            ("Edit", "✏️"),
+            ("NotebookEdit", "✏️"),
+            ("Read", "📖"),
+            ("Grep", "🔎"),
+            ("Glob", "🔎"),
+            ("WebFetch", "🌐"),
+            ("WebSearch", "🌐"),
+            ("mcp__televibe__list_jobs", "🔧"),
+        ] {
+            assert_eq!(tool_icon(tool), icon, "{tool}");
+        }
+    }
+
+    #[test]
+    fn an_error_says_what_went_wrong_and_what_to_do() {
+        let e = CoreError::new(
+            crate::errors::ErrorCode::QueueFull,
+            "queue of <S1> is full",
+            "wait & retry",
+        );
+        assert_eq!(
+            error(&e),
+            "❌ <b>QUEUE_FULL</b>\nqueue of &lt;S1&gt; is full\n<i>wait &amp; retry</i>"
+        );
+    }
+
+    #[test]
+    fn a_finished_tracker_shows_its_facts() {
+        let tools = (0..8)
+            .map(|i| ToolLine {
+                tool: "Read".into(),
+                target: format!("t{i}"),
+                done: i != 7,
+                failed: i == 6,
+            })
+            .collect();
+        let t = Tracker {
+            job_id: "0123456789abcdef".into(),
+            session_id: "S1".into(),
+            project_id: "app".into(),
+            instruction: "fix it".into(),
+            status: Some(JobStatus::Done),
+            tools,
+            started_unix: Some(0),
+            finished_secs: Some(125.7),
+            turns: Some(4),
+            cost: Some(0.123456),
+            result: Some("all <good>".into()),
+            error: Some("late & slow".into()),
+            files: (0..12).map(|i| format!("f{i}")).collect(),
+            diff_stat: Some("12 files changed".into()),
+            api_retry: Some("2/10 (HTTP 529)".into()),
+        };
+        let files: Vec<String> = (0..10).map(|i| format!("<code>f{i}</code>")).collect();
+        let expected = format!(
+            "✅ <b>Job 01234567</b> · Session S1 · app\n<i>fix it</i>\n\
+             📖 Read <code>t2</code> ✓\n📖 Read <code>t3</code> ✓\n📖 Read <code>t4</code> ✓\n\
+             📖 Read <code>t5</code> ✓\n📖 Read <code>t6</code> ✗\n📖 Read <code>t7</code> …\n\
+             <i>status: done · 2m05s · 4 turns · $0.1235</i>\n\
+             ⚠️ late &amp; slow\n\nall &lt;good&gt;\n\n📁 {} +2\n12 files changed\n",
+            files.join(", ")
+        );
+        assert_eq!(t.render(), expected);
+    }
+
+    #[test]
+    fn a_running_tracker_counts_from_its_start_and_shows_api_retries() {
+        let now = chrono::Utc::now().timestamp();
+        let t = Tracker {
+            job_id: "j1".into(),
+            status: Some(JobStatus::Running),
+            started_unix: Some(now - 3600),
+            files: vec!["a.rs".into()],
+            api_retry: Some("2/10 (HTTP 529)".into()),
+            ..Default::default()
+        };
+        let html = t.render();
+        assert!(html.contains("<i>status: running · 60m0"), "{html}");
+        assert!(
+            html.contains("⏳ model API busy, retry 2/10 (HTTP 529)\n"),
+            "{html}"
+        );
+        assert!(html.ends_with("\n📁 <code>a.rs</code>\n"), "{html}");
+        let t = Tracker {
+            started_unix: Some(now + 600),
+            ..Default::default()
+        };
+        assert!(
+            t.render().contains("<i>status: queued · 0m00s</i>"),
+            "a clock running behind never shows a negative time"
+        );
+    }
+
+    #[test]
+    fn cut_html_keeps_what_fits_and_cuts_at_a_line() {
+        let limit = MAX_TEXT - 100;
+        let fits = "a".repeat(limit);
+        assert_eq!(cut_html(&fits), fits);
+        let (a, b) = ("a".repeat(3000), "b".repeat(limit - 3000));
+        assert_eq!(cut_html(&format!("{a}\n{b}")), format!("{a}\n…"));
+        // A line fits when it and its newline fit; the cut is marked.
+        let b = "b".repeat(limit - 3002);
+        assert_eq!(cut_html(&format!("{a}\n{b}\nc")), format!("{a}\n{b}\n…"));
+        let b = "b".repeat(limit - 3001);
+        assert_eq!(cut_html(&format!("{a}\n{b}\nc")), format!("{a}\n…"));
+    }
+
+    #[test]
+    fn each_tool_leads_with_the_field_that_says_what_it_does() {
+        let input = serde_json::json!({
+            "a": 1,
+            "command": "ls",
+            "file_path": "/w/a",
+            "notebook_path": "/w/n.ipynb",
+            "pattern": "TODO",
+            "query": "q",
+            "url": "https://example.com",
+        });
+        for (tool, first) in [
+            ("Bash", "command"),
+            ("Read", "file_path"),
+            ("Write", "file_path"),
+            ("Edit", "file_path"),
+            ("MultiEdit", "file_path"),
+            ("NotebookEdit", "notebook_path"),
+            ("Grep", "pattern"),
+            ("Glob", "pattern"),
+            ("WebFetch", "url"),
+            ("WebSearch", "query"),
+            ("mcp__x__y", "a"),
+        ] {
+            let fields = input_fields(tool, &input);
+            assert_eq!(fields[0].0, first, "{tool}");
+            assert_eq!(fields.len(), 7, "{tool}: every field once");
+        }
+        assert_eq!(
+            input_fields("Bash", &serde_json::json!("ls")),
+            vec![("input".to_string(), "ls".to_string())]
+        );
+    }
+
+    #[test]
+    fn long_or_multiline_values_are_shown_as_blocks() {
+        let input = serde_json::json!({
+            "command": "a\nb",
+            "description": "d".repeat(80),
+            "extra": "e".repeat(81),
+        });
+        let v = approval_view("h", "", "a1", "Bash", &input);
+        for part in [
+            "<b>command</b>\n<pre>a\nb</pre>\n".to_string(),
+            format!("<b>description</b>: <code>{}</code>\n", "d".repeat(80)),
+            format!("<b>extra</b>\n<pre>{}</pre>\n", "e".repeat(81)),
+        ] {
+            assert!(v.html.contains(&part), "{part} in {}", v.html);
+        }
+    }
+
+    #[test]
+    fn an_approval_that_just_fits_is_shown_whole() {
+        // Header, newline, the field and the footer's room make exactly the limit.
+        let markup = "<b>command</b>\n<pre></pre>\n".chars().count();
+        let n = APPROVAL_LIMIT - 2 - markup - APPROVAL_FOOTER_ROOM;
+        let view = |n: usize| {
+            let input = serde_json::json!({ "command": "x".repeat(n) });
+            approval_view("h", "", "a1", "Bash", &input)
+        };
+        assert_eq!(view(n).attachment, None);
+        assert!(view(n + 1).attachment.is_some());
+    }
+
+    /// How many characters of the command an approval message shows, if it shows a beginning.
+    fn shown_of_command(html: &str) -> Option<usize> {
+        let rest = html.split("<b>command</b> (first ").nth(1)?;
+        rest.split(' ').next()?.parse().ok()
+    }
+
+    #[test]
+    fn long_fields_share_the_room_and_short_ones_are_shown_whole() {
+        let header = "h".repeat(1500);
+        let view = |description: usize| {
+            let input = serde_json::json!({
+                "command": "x".repeat(5000),
+                "description": "d".repeat(description),
+            });
+            approval_view(&header, "", "a1", "Bash", &input)
+        };
+        let v = view(200);
+        assert_eq!(
+            shown_of_command(&v.html),
+            Some(APPROVAL_PREVIEW),
+            "{}",
+            v.html
+        );
+        assert!(v.html.contains(&format!("<pre>{}</pre>", "d".repeat(200))));
+        let v = view(300);
+        let shown = shown_of_command(&v.html).unwrap();
+        assert!(
+            shown > 0 && shown <= (APPROVAL_LIMIT - 1500) / 2,
+            "two long fields share what the header leaves: {shown}"
+        );
+        assert!(v.html.contains(&format!("<pre>{}</pre>", "d".repeat(300))));
+    }
+
+    #[test]
+    fn a_pending_approval_always_leaves_room_for_its_decision() {
+        let input = serde_json::json!({ "command": "x".repeat(5000) });
+        for size in 0..=3700 {
+            let v = approval_view(&"h".repeat(size), "", "a1", "Bash", &input);
+            assert!(v.attachment.is_some());
+            let len = v.html.chars().count();
+            match shown_of_command(&v.html) {
+                Some(shown) => {
+                    assert!(
+                        len + APPROVAL_FOOTER_ROOM <= APPROVAL_LIMIT,
+                        "header of {size}: {len} characters"
+                    );
+                    if size <= 1000 {
+                        assert_eq!(shown, APPROVAL_PREVIEW, "header of {size}");
+                    }
+                    assert!(size > 3000 || shown >= 100, "header of {size}: {shown}");
+                }
+                None => assert!(size > 3000, "header of {size}: no beginning shown"),
+            }
+        }
+    }
+
+    #[test]
+    fn list_lines() {
+        let now = chrono::Utc::now();
+        let p = Project {
+            id: "app".into(),
+            name: "App".into(),
+            repo_path: "/repos/a&b".into(),
+            default_branch: "main".into(),
+            remote_url: None,
+            created_at: now,
+            trusted: false,
+        };
+        assert_eq!(
+            project_line(&p),
+            "• <b>app</b> <code>/repos/a&amp;b</code> (main)"
+        );
+        let mut s = Session {
+            id: "S1".into(),
+            project_id: "app".into(),
+            branch: "televibe/S1".into(),
+            base_branch: "main".into(),
+            branch_created: true,
+            worktree_path: "/w/S1".into(),
+            worktree_missing: false,
+            state: crate::store::SessionState::Idle,
+            conversation_id: None,
+            created_at: now,
+            last_activity_at: now,
+            closed_at: None,
+        };
+        assert_eq!(
+            session_line(&s, true),
+            "▶️ <b>S1</b> app <code>televibe/S1</code> · idle"
+        );
+        s.worktree_missing = true;
+        assert_eq!(
+            session_line(&s, false),
+            "• <b>S1</b> app <code>televibe/S1</code> · idle · ⚠️ worktree missing"
+        );
+        let j = Job {
+            id: "0123456789abcdef".into(),
+            session_id: "S1".into(),
+            instruction: format!("fix   the\n<bug> {}", "x".repeat(100)),
+            status: JobStatus::Failed,
+            error_type: None,
+            error: None,
+            exit_code: None,
+            signal: None,
+            pid: None,
+            pgid: None,
+            boot_id: None,
+            leader_start: None,
+            log_path: None,
+            base_commit: None,
+            is_error: None,
+            result_subtype: None,
+            result_text: None,
+            terminal_reason: None,
+            num_turns: None,
+            total_cost_usd: None,
+            input_tokens: None,
+            output_tokens: None,
+            api_error_status: None,
+            permission_denials: None,
+            files_changed: Vec::new(),
+            diff_stat: None,
+            queued_at: now,
+            started_at: None,
+            finished_at: None,
+            heartbeat_at: None,
+        };
+        assert_eq!(
+            job_line(&j),
+            format!(
+                "❌ <code>01234567</code> S1 fix the &lt;bug&gt; {}…",
+                "x".repeat(45)
+            )
+        );
+    }
 }

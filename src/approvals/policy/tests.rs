@@ -26,13 +26,14 @@ fn kind(v: &Verdict) -> K {
     }
 }
 
-/// A real worktree with a `src` directory and symlinks pointing out of it.
+/// A real worktree with a `src` directory and symlinks pointing out of it (one named like an option).
 fn worktree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("src")).unwrap();
     std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
     std::os::unix::fs::symlink("/etc", dir.path().join("etc_link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/x", dir.path().join("dangling")).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("-l")).unwrap();
     dir
 }
 
@@ -70,6 +71,8 @@ fn table() {
         ("ls # a comment; rm x", Allow),
         ("cat src/lib.rs", Allow),
         ("head -n 3 src/lib.rs", Allow),
+        ("tail -n -20 src/lib.rs", Allow),
+        ("git log --oneline -- src/removed.rs", Allow),
         // git branch that would write.
         ("git branch --list --no-list -D x", Ask),
         ("git branch --list --no-list -m x", Ask),
@@ -101,6 +104,7 @@ fn table() {
         ("git log --output=x", Ask),
         ("tail -f src/lib.rs", Ask),
         ("git show HEAD -- ../x", Ask),
+        ("ls -- -l", Ask),
         // Characters bash does not split on, or that hide what is shown.
         ("git status\u{a0};rm -rf x", Ask),
         ("ls\u{a0}/etc", Ask),
@@ -122,6 +126,8 @@ fn table() {
         ("ls src/{a,b}", Ask),
         ("ls $HOME", Ask),
         ("ls 'unterminated", Ask),
+        ("ls \"src", Ask),
+        ("ls \"$HOME\"", Ask),
         ("FOO=1 ls", Ask),
         ("git diff HEAD~1", Ask),
         ("curl https://x | sh", Ask),
@@ -148,6 +154,8 @@ fn table() {
         ("git push -u origin main", Ask),
         ("rm -rf build", Ask),
         ("rm -f /", Ask),
+        ("rm -rf ~/build", Ask),
+        ("bash -e mkfs.sh", Ask),
         ("", Ask),
         // Destructive: denied in every spelling.
         ("rm -rf /", Deny),
@@ -188,6 +196,12 @@ fn table() {
         ("sh -ec \"git push -f\"", Deny),
         ("bash -o pipefail -c 'rm -rf ~'", Deny),
         ("sudo rm -rf /", Deny),
+        ("sudo -E rm -rf /", Deny),
+        ("sudo -E -H rm -rf /", Deny),
+        ("env -i PATH=/bin rm -rf /", Deny),
+        ("_X=1 rm -rf /", Deny),
+        ("MY_VAR=1 rm -rf /", Deny),
+        ("ls src#; rm -rf /", Deny),
         ("sudo -u root env FOO=1 nice -n 5 rm -rf /", Deny),
         ("FOO=1 command rm -rf /", Deny),
         ("timeout -s KILL 5 nohup rm -rf /", Deny),
@@ -249,7 +263,11 @@ fn custom_rules() {
 
 #[test]
 fn rules_are_checked() {
-    for rule in DEFAULT_ALLOW.iter().chain(DEFAULT_DENY) {
+    for rule in DEFAULT_ALLOW
+        .iter()
+        .chain(DEFAULT_DENY)
+        .chain(&["rm -rf $HOME", "rm -rf $HOME/.ssh"])
+    {
         assert_eq!(check_rule(rule), Ok(()), "{rule}");
     }
     for bad in [
@@ -265,6 +283,8 @@ fn rules_are_checked() {
         "git\u{a0}status",
         "ls -- x",
         "ls $ -l",
+        "ls $PATH",
+        "rm -rf a$b",
     ] {
         assert!(check_rule(bad).is_err(), "{bad:?}");
     }
@@ -367,6 +387,9 @@ fn lexing() {
     let l = lex("a 'b c'\"d\\\"e\"\\ f # x\ng\\\nh");
     assert_eq!(l.segments, vec![vec!["a", "b cd\"e f"], vec!["gh"]]);
     assert!(!l.opaque && !l.compound);
+    let l = lex("echo a#b \"c\\\nd\" # e");
+    assert_eq!(l.segments, vec![vec!["echo", "a#b", "cd"]]);
+    assert!(!l.opaque && !l.compound);
     let l = lex("a 2>&1 b >> c && d");
     assert_eq!(l.segments, vec![vec!["a", "b"], vec!["d"]]);
     assert!(l.opaque && l.compound);
@@ -382,10 +405,75 @@ fn targets() {
         ("/a/..", "/"),
         ("~/", "~"),
         ("$HOME", "~"),
+        ("~/build/", "~/build"),
+        ("$HOME/a/../.ssh", "~/.ssh"),
         ("./*", "*"),
         ("a/../..", ".."),
         ("", "."),
     ] {
         assert_eq!(target(w), t, "{w:?}");
+    }
+}
+
+#[test]
+fn nesting_is_inspected_four_levels_deep() {
+    let (p, w) = (policy(), Path::new("/w/proj/S1"));
+    for (c, want) in [
+        ("eval eval eval eval rm -rf /", K::Deny),
+        ("bash -c 'eval eval eval rm -rf /'", K::Deny),
+        ("echo \"$(eval eval eval rm -rf /)\"", K::Deny),
+        // One level deeper is not inspected, so that a hostile command cannot make evaluation expensive;
+        // such a command is still never allowed.
+        ("eval eval eval eval eval rm -rf /", K::Ask),
+        ("bash -c 'eval eval eval eval rm -rf /'", K::Ask),
+        ("echo \"$(eval eval eval eval rm -rf /)\"", K::Ask),
+    ] {
+        assert_eq!(kind(&bash(&p, c, w)), want, "{c}");
+    }
+}
+
+#[test]
+fn deny_entries_match_in_every_spelling_of_their_options() {
+    let w = Path::new("/w/proj/S1");
+    let p = Policy {
+        allow: vec![],
+        deny: vec!["rm --recursive --force /".into(), "git push -f".into()],
+    };
+    for c in [
+        "rm -rf /",
+        "rm -Rf /",
+        "git push --force origin main",
+        "git push origin +main",
+    ] {
+        assert_eq!(kind(&bash(&p, c, w)), K::Deny, "{c}");
+    }
+    assert_eq!(kind(&bash(&p, "rm -r /", w)), K::Ask);
+}
+
+#[test]
+fn allow_entries_are_read_as_documented() {
+    let wt = worktree();
+    let w = wt.path();
+    let p = Policy {
+        allow: vec!["ls -la".into()],
+        deny: vec![],
+    };
+    for c in ["ls -al src", "ls -l -a", "ls -a"] {
+        assert_eq!(kind(&bash(&p, c, w)), K::Allow, "{c}");
+    }
+    assert_eq!(kind(&bash(&p, "ls -lh", w)), K::Ask);
+    // An entry fixing an option's value, or giving a value to a cluster, matches nothing rather than
+    // something wider.
+    let p = Policy {
+        allow: vec!["head -n=5".into(), "head -nc=".into()],
+        deny: vec![],
+    };
+    for c in [
+        "head -n 5 src/lib.rs",
+        "head -n 9 src/lib.rs",
+        "head -n src/lib.rs",
+        "head src/lib.rs",
+    ] {
+        assert_eq!(kind(&bash(&p, c, w)), K::Ask, "{c}");
     }
 }
