@@ -799,7 +799,12 @@ mod tests {
             let input = serde_json::json!({ "command": "x".repeat(n) });
             approval_view("h", "", "a1", "Bash", &input)
         };
-        assert_eq!(view(n).attachment, None);
+        let whole = view(n);
+        assert_eq!(whole.attachment, None);
+        assert!(
+            whole.html.chars().count() + APPROVAL_FOOTER_ROOM <= MAX_TEXT,
+            "with its footer, the largest whole approval still fits in a Telegram message"
+        );
         assert!(view(n + 1).attachment.is_some());
     }
 
