@@ -442,12 +442,7 @@ async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
         Some(1.0)
     );
     // The admin chat is told through the outbox like any other notice.
-    let store = televibe::store::Store::open_read_only(
-        &env.orchestrator().join("state.db"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = env.store_read_only().await;
     assert!(store.reader_count_events("backup.failed").await.unwrap() >= 1);
     store.close().await;
     assert!(d.stop().success());
@@ -529,12 +524,7 @@ async fn periodic_integrity_failure_drops_the_health_gauge_and_tells_the_admin_c
     eventually(Duration::from_secs(10), "readiness to fail", || {
         d.get("/health/ready").0 == 503
     });
-    let store = televibe::store::Store::open_read_only(
-        &env.orchestrator().join("state.db"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = env.store_read_only().await;
     assert_eq!(
         store
             .reader_count_events("database.corrupted")

@@ -65,6 +65,27 @@ impl Env {
         std::fs::write(self.config(), text).unwrap();
     }
 
+    /// The daemon's database, read-only (safe beside a running daemon).
+    pub async fn store_read_only(&self) -> televibe::store::Store {
+        televibe::store::Store::open_read_only(
+            &self.orchestrator().join("state.db"),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The daemon's database opened for writing, as a second process would (tests plant rows with it).
+    pub async fn store(&self) -> televibe::store::Store {
+        televibe::store::Store::open(
+            &self.orchestrator().join("state.db"),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }

@@ -69,12 +69,7 @@ fn group_gone(job: &Value) -> bool {
 }
 
 async fn events(env: &Env, job_id: &str) -> Vec<(String, Value)> {
-    let store = televibe::store::Store::open_read_only(
-        &env.orchestrator().join("state.db"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = env.store_read_only().await;
     let ev = store.events_of_job(job_id).await.unwrap();
     store.close().await;
     ev
@@ -532,12 +527,7 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
     // Two sessions, two queued jobs: nothing starts while open, then exactly one probe runs alone.
     let a = run(&mcp, "S1", "after the outage").await;
     let b = run(&mcp, "S2", "after the outage too").await;
-    let store = televibe::store::Store::open_read_only(
-        &env.orchestrator().join("state.db"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = env.store_read_only().await;
     // The notice is written when a session finds its next job held by the open breaker.
     let deadline = Instant::now() + Duration::from_secs(20);
     while store
@@ -934,13 +924,7 @@ async fn limits_prefixes_lengths_and_kill_job_over_mcp() {
     );
     mcp.refused("get_job", json!({"job_id": &id[..7]}), "JOB_NOT_FOUND")
         .await;
-    let store = televibe::store::Store::open(
-        &env.orchestrator().join("state.db"),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = env.store().await;
     let twin = format!("{}-0000-4000-8000-000000000000", &id[..8]);
     assert!(
         store

@@ -42,13 +42,7 @@ async fn retention_removes_what_is_past_its_days_and_keeps_the_rest() {
     audit.push_str(&audit_line(now - chrono::Duration::days(1), "test.recent"));
     std::fs::write(logs.join("audit.log"), audit).unwrap();
     {
-        let store = televibe::store::Store::open(
-            &env.orchestrator().join("state.db"),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+        let store = env.store().await;
         for (days, event) in [(10, "test.old"), (1, "test.recent")] {
             store
                 .insert_audit(&televibe::store::AuditRecord {
@@ -89,12 +83,7 @@ async fn retention_removes_what_is_past_its_days_and_keeps_the_rest() {
     assert!(logs.join("orchestrator.log").exists(), "the live log stays");
     let audit = std::fs::read_to_string(logs.join("audit.log")).unwrap();
     assert!(audit.contains("test.recent"), "{audit}");
-    let store = televibe::store::Store::open_read_only(
-        &env.orchestrator().join("state.db"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = env.store_read_only().await;
     eventually(Duration::from_secs(10), "old audit rows deleted", || {
         futures_block(store.audit_events("test.old"))
             .unwrap()

@@ -357,12 +357,7 @@ async fn telegram_down_longer_than_the_breaker_then_back() {
     }
     // Down for longer than the breaker's timeout (2 s here): it opened (three failures, the admin told), and
     // its half-open probe failed too (a fourth).
-    let store = televibe::store::Store::open_read_only(
-        &env.orchestrator().join("state.db"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = env.store_read_only().await;
     until_async(
         Duration::from_secs(60),
         "the breaker opened and its probe failed",
