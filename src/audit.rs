@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use crate::store::{AuditRecord, Store};
+use crate::domain::AuditRecord;
+use crate::store::Store;
 
 /// Who did something: `mcp`, `admin`, `telegram:<user id>`, `daemon`.
 pub type Actor = String;

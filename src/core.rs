@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use serde::Serialize;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, AuditSubject};
+use crate::domain::OutboxEvent;
 use crate::breaker::{BreakerStatus, Breakers};
 use crate::config::Config;
 use crate::errors::CoreError;
@@ -21,8 +25,17 @@ use crate::layout::Layout;
 use crate::sessions::actor::SessionMsg;
 use crate::store::Store;
 use crate::supervisor::{SupervisorMsg, TreeNode};
-use crate::telegram::TelegramProbe;
 use crate::telemetry::Metrics;
+
+/// A readiness check a front brings (Telegram's `getMe`); readiness reports it as `telegram`.
+pub trait FrontCheck: Send + Sync {
+    fn check(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
+/// Serves a job's approval endpoint (the protocol the agent's permission tool speaks), until aborted.
+/// The MCP front provides it; the daemon installs it at boot.
+pub type ApprovalServer =
+    fn(tokio::net::UnixListener, Arc<Core>, String) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Shared state of one daemon.
 pub struct Core {
@@ -31,7 +44,10 @@ pub struct Core {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub breakers: Arc<Breakers>,
-    pub telegram: Option<TelegramProbe>,
+    /// The readiness check of the chat front (Telegram's `getMe`), when one is configured.
+    front_check: OnceLock<Box<dyn FrontCheck>>,
+    /// The server of jobs' approval endpoints.
+    approval_server: OnceLock<ApprovalServer>,
     pub git: Git,
     pub audit: Audit,
     pub started: Instant,
@@ -39,10 +55,6 @@ pub struct Core {
     pub session_actors: Mutex<HashMap<String, ActorRef<SessionMsg>>>,
     /// Serialises session creation: limits, numbering and branch checks happen under it.
     pub session_create: tokio::sync::Mutex<()>,
-    /// The notifier, while it runs (the Telegram front hands it replies).
-    notifier: Mutex<Option<ActorRef<crate::notifier::NotifierMsg>>>,
-    /// The Bot API client, when a token is configured.
-    pub telegram_client: Option<crate::telegram::client::TelegramClient>,
     /// Approval calls waiting for a person.
     pub approval_waiters: Mutex<crate::approvals::Waiters>,
     /// Per-job secrets of the approval tool connections (job id → token), alive while the job runs.
@@ -96,18 +108,7 @@ pub struct Health {
 impl Core {
     pub fn new(config: Arc<Config>, store: Store, metrics: Arc<Metrics>) -> Arc<Core> {
         let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
-        let telegram = config
-            .telegram_token
-            .as_ref()
-            .map(|t| TelegramProbe::new(&config.raw.telegram.api_url, t));
         let layout = Layout::new(&config.root);
-        let telegram_client = config.telegram_token.as_ref().map(|t| {
-            crate::telegram::client::TelegramClient::new(
-                &config.raw.telegram.api_url,
-                t,
-                breakers.clone(),
-            )
-        });
         let job_slots = Arc::new(tokio::sync::Semaphore::new(
             config.raw.jobs.max_concurrent as usize,
         ));
@@ -122,7 +123,8 @@ impl Core {
             store,
             metrics,
             breakers,
-            telegram,
+            front_check: OnceLock::new(),
+            approval_server: OnceLock::new(),
             started: Instant::now(),
             session_actors: Mutex::new(HashMap::new()),
             session_create: tokio::sync::Mutex::new(()),
@@ -130,8 +132,6 @@ impl Core {
             active_jobs: Mutex::new(HashSet::new()),
             approval_waiters: Mutex::new(Default::default()),
             job_tokens: Mutex::new(HashMap::new()),
-            notifier: Mutex::new(None),
-            telegram_client,
             claude_notice_sent: AtomicBool::new(false),
             session_gauge_labels: Mutex::new(HashSet::new()),
             shutting_down: AtomicBool::new(false),
@@ -196,76 +196,85 @@ impl Core {
                 == 0
     }
 
-    pub fn set_notifier(&self, n: Option<ActorRef<crate::notifier::NotifierMsg>>) {
-        *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    /// Installs the chat front's readiness check (once, at boot).
+    pub fn set_front_check(&self, check: Box<dyn FrontCheck>) {
+        let _ = self.front_check.set(check);
     }
 
-    /// Hands a message to the notifier (dropped when Telegram is not configured or the notifier restarts).
-    pub fn notify_out(&self, out: crate::notifier::Outgoing) {
-        if let Some(n) = self
-            .notifier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let _ = n.cast(crate::notifier::NotifierMsg::Send(out));
+    /// Installs the server of jobs' approval endpoints (once, at boot).
+    pub fn set_approval_server(&self, server: ApprovalServer) {
+        let _ = self.approval_server.set(server);
+    }
+
+    pub fn approval_server(&self) -> Option<ApprovalServer> {
+        self.approval_server.get().copied()
+    }
+
+    /// A value a front keeps across restarts (chat routing, its poll offset), by key.
+    pub async fn front_value(&self, key: &str) -> Option<String> {
+        self.store.kv_get(key).await.ok().flatten()
+    }
+
+    pub async fn set_front_value(&self, key: &str, value: &str) -> Result<(), CoreError> {
+        Ok(self.store.kv_set(key, value).await?)
+    }
+
+    /// Whether the store refuses writes (degraded mode).
+    pub fn is_read_only(&self) -> bool {
+        self.store.is_read_only()
+    }
+
+    /// Outbox events not yet delivered, after `cursor` (an event id), oldest first.
+    pub async fn undelivered_events(
+        &self,
+        cursor: i64,
+        limit: u64,
+    ) -> Result<Vec<OutboxEvent>, CoreError> {
+        Ok(self.store.undelivered_events(cursor, limit).await?)
+    }
+
+    /// Marks outbox events delivered (their message went out, or was refused for good).
+    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), CoreError> {
+        Ok(self.store.mark_delivered(ids).await?)
+    }
+
+    /// A job by its whole id (the outbox names jobs so); `None` when unknown or unreadable.
+    pub async fn job_by_id(&self, id: &str) -> Option<crate::domain::Job> {
+        self.store.job(id).await.ok().flatten()
+    }
+
+    /// An approval request by id; `None` when unknown or unreadable.
+    pub async fn approval(&self, id: &str) -> Option<crate::domain::Approval> {
+        self.store.approval(id).await.ok().flatten()
+    }
+
+    /// Records the chat message that shows an approval request (its buttons are edited there later).
+    pub async fn set_approval_message(&self, id: &str, chat_id: i64, message_id: i64) {
+        if let Err(e) = self.store.set_approval_message(id, chat_id, message_id).await {
+            tracing::warn!(target: "televibe.approvals", approval_id = id, error = %e, "approval message not recorded");
         }
     }
 
-    /// Where notices without a session go: `telegram.admin_chat_id`, else each allowed user's private chat.
-    pub fn notice_chats(&self) -> Vec<i64> {
-        let t = &self.config.raw.telegram;
-        if t.admin_chat_id != 0 {
-            vec![t.admin_chat_id]
-        } else {
-            t.allowed_users.clone()
-        }
+    /// The process groups of the jobs running now (the control socket refuses their processes).
+    pub async fn running_job_groups(&self) -> Result<Vec<i32>, CoreError> {
+        Ok(self
+            .store
+            .unfinished_running_jobs()
+            .await?
+            .iter()
+            .filter_map(|j| j.pgid)
+            .collect())
     }
 
-    /// The chat that follows a session: the last one that used it, else the notice chat.
-    pub async fn session_chat(&self, session_id: &str) -> Option<i64> {
-        let stored = self
-            .store
-            .kv_get(&format!("telegram.chat.{session_id}"))
-            .await
-            .ok()
-            .flatten();
-        stored
-            .and_then(|v| v.parse().ok())
-            .or_else(|| self.notice_chats().into_iter().next())
-    }
-
-    pub async fn set_session_chat(&self, session_id: &str, chat_id: i64) {
-        let _ = self
-            .store
-            .kv_set(&format!("telegram.chat.{session_id}"), &chat_id.to_string())
-            .await;
-    }
-
-    /// The tracker message of a job (chat, message id), kept so edits continue after a restart.
-    pub async fn tracker_message(&self, job_id: &str) -> Option<(i64, i64)> {
-        let v = self
-            .store
-            .kv_get(&format!("telegram.tracker.{job_id}"))
-            .await
-            .ok()
-            .flatten()?;
-        let (c, m) = v.split_once(':')?;
-        Some((c.parse().ok()?, m.parse().ok()?))
-    }
-
-    pub async fn remember_tracker(&self, job_id: &str, chat_id: i64, message_id: i64) {
-        let _ = self
-            .store
-            .kv_set(
-                &format!("telegram.tracker.{job_id}"),
-                &format!("{chat_id}:{message_id}"),
-            )
+    /// Writes an audit record for a front's caller `by`.
+    pub async fn record_audit(&self, event: &str, by: &str, subject: AuditSubject, details: Value) {
+        self.audit
+            .record(&self.store, event, by, subject, details)
             .await;
     }
 
     /// The session's changes against its base branch (uncommitted ones included) and its new files.
-    pub async fn session_diff(&self, s: &crate::store::Session) -> Result<String, CoreError> {
+    pub async fn session_diff(&self, s: &crate::domain::Session) -> Result<String, CoreError> {
         let wt = std::path::Path::new(&s.worktree_path);
         if !wt.is_dir() {
             return Err(CoreError::new(
@@ -306,9 +315,9 @@ impl Core {
             Ok(Err(e)) => format!("failed: {e}"),
             Err(_) => "failed: timeout".to_string(),
         };
-        let telegram = match &self.telegram {
+        let telegram = match self.front_check.get() {
             None => "disabled".to_string(),
-            Some(probe) => match probe.cached_get_me(Duration::from_millis(5000)).await {
+            Some(check) => match check.check(Duration::from_millis(5000)).await {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("failed: {e}"),
             },

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::actors::{
     backup::BackupActor, breakers::BreakersActor, http::HttpActor, janitor::Janitor,
-    socket::SocketActor, store::StoreActor,
+    store::StoreActor,
 };
 use crate::config::Config;
 use crate::core::Core;
@@ -71,16 +71,21 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     })
     .supervisor();
     let c = core.clone();
-    let socket = ChildSpec::new("socket", move || (SocketActor { core: c.clone() }, ()));
+    let socket = ChildSpec::new("socket", move || (crate::mcp::socket::SocketActor { core: c.clone() }, ()));
     let mut children = vec![store, breakers, http, janitor, backup, sessions];
     // Telegram's actors exist only with a bot token.
-    if let Some(client) = core.telegram_client.clone() {
-        let (c, cl) = (core.clone(), client.clone());
+    if let Some(token) = &core.config.telegram_token {
+        let link = crate::telegram::Link::new(crate::telegram::client::TelegramClient::new(
+            &core.config.raw.telegram.api_url,
+            token,
+            core.breakers.clone(),
+        ));
+        let (c, l) = (core.clone(), link.clone());
         children.push(ChildSpec::new("notifier", move || {
             (
-                crate::notifier::Notifier {
+                crate::telegram::notifier::Notifier {
                     core: c.clone(),
-                    client: cl.clone(),
+                    link: l.clone(),
                 },
                 (),
             )
@@ -90,7 +95,7 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
             (
                 crate::telegram::poller::Poller {
                     core: c.clone(),
-                    client: client.clone(),
+                    link: link.clone(),
                 },
                 (),
             )
@@ -173,6 +178,16 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     .await?;
     tracing::info!(target: "televibe.store", path = %layout.state_db().display(), "State database open, integrity ok, migrations applied");
     let core = Core::new(config.clone(), store, metrics.clone());
+    // The core names no front: the fronts' parts it calls are installed here.
+    core.set_approval_server(|listener, core, job_id| {
+        Box::pin(crate::mcp::job::serve_endpoint(listener, core, job_id))
+    });
+    if let Some(token) = &config.telegram_token {
+        core.set_front_check(Box::new(crate::telegram::TelegramProbe::new(
+            &config.raw.telegram.api_url,
+            token,
+        )));
+    }
     let (exhausted_tx, mut exhausted_rx) = mpsc::unbounded_channel();
     let (root, root_handle) = Actor::spawn(
         None,

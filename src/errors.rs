@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::breaker::BreakerOpen;
 use crate::git::GitError;
-use crate::store::{READ_ONLY_MESSAGE, StoreError};
+use crate::domain::READ_ONLY_MESSAGE;
+use crate::store::StoreError;
 
 /// The error codes of the product's interface (MCP `isError` bodies, Telegram replies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

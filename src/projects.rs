@@ -12,7 +12,7 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::{is_project_id, slugify};
 use crate::errors::{CoreError, ErrorCode};
-use crate::store::Project;
+use crate::domain::Project;
 
 /// The answer of `register_project`.
 #[derive(Debug, Clone, Serialize)]

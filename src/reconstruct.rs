@@ -22,7 +22,8 @@ use crate::domain::{SessionId, is_project_id, slugify};
 use crate::git::{Git, GitError};
 use crate::layout::Layout;
 use crate::mcp::client::DaemonClient;
-use crate::store::{NewSession, Project, Store, StoreOptions};
+use crate::domain::{NewSession, Project};
+use crate::store::{Store, StoreOptions};
 use crate::telemetry::Metrics;
 
 /// What was lost with the database and cannot be rebuilt from git.

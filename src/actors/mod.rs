@@ -4,5 +4,4 @@ pub mod backup;
 pub mod breakers;
 pub mod http;
 pub mod janitor;
-pub mod socket;
 pub mod store;

@@ -14,7 +14,7 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::errors::{CoreError, ErrorCode};
 use crate::jobs::outcome::StopReason;
-use crate::store::{Approval, ApprovalState, Job, SessionState};
+use crate::domain::{Approval, ApprovalState, Job, SessionState};
 use crate::telemetry::{ScopeLabel, ScopeResultLabel};
 use policy::{Policy, Verdict};
 
@@ -39,17 +39,6 @@ impl Choice {
 
     pub fn approves(self) -> bool {
         matches!(self, Choice::ApproveOnce | Choice::ApproveSession)
-    }
-
-    /// From a button's one-letter code.
-    pub fn from_code(c: &str) -> Option<Choice> {
-        match c {
-            "a" => Some(Choice::ApproveOnce),
-            "s" => Some(Choice::ApproveSession),
-            "d" => Some(Choice::Deny),
-            "x" => Some(Choice::DenyStop),
-            _ => None,
-        }
     }
 }
 
@@ -489,7 +478,7 @@ impl Core {
 /// bounded with the number of characters left out said (Telegram shows the whole input, see
 /// `render::approval_view`).
 pub fn render_input(tool: &str, input: &Value) -> String {
-    use crate::telegram::render::{main_field, visible};
+    use crate::text::{main_field, visible};
     const MAX: usize = 2000;
     let text = match main_field(tool)
         .and_then(|k| input.get(k))

@@ -21,7 +21,7 @@ use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::errors::{CoreError, ErrorCode};
 use crate::sessions::actor::SessionMsg;
-use crate::store::{ErrorType, Job, JobOutcome, JobStatus, Project, Session, SessionState};
+use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Project, Session, SessionState};
 use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel, SessionLabel};
 use outcome::{BreakerVerdict, Decision};
 

@@ -2,7 +2,7 @@
 //! and whether the `claude_code` breaker counts it.
 
 use super::stream::ResultEvent;
-use crate::store::{ErrorType, JobOutcome, JobStatus};
+use crate::domain::{ErrorType, JobOutcome, JobStatus};
 
 /// Why the daemon stopped a running job.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::sessions::actor::SessionMsg;
-use crate::store::{Job, Project, Session};
+use crate::domain::{Job, Project, Session};
 use crate::supervisor::ChildMessage;
 
 pub struct Runner {
@@ -124,11 +124,10 @@ fn open_endpoint(
         .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| e.to_string())?;
-    let serve = tokio::spawn(crate::mcp::job::serve_endpoint(
-        listener,
-        core.clone(),
-        job_id.to_string(),
-    ));
+    let server = core
+        .approval_server()
+        .ok_or("no approval endpoint server is installed")?;
+    let serve = tokio::spawn(server(listener, core.clone(), job_id.to_string()));
     Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
 }
 
@@ -606,7 +605,7 @@ impl Runner {
             &mut st.cpu_samples,
             window,
             now,
-            process::group_cpu_ticks(st.pgid),
+            crate::procs::group_cpu_ticks(st.pgid),
         ) {
             st.last_cpu_change = now;
         }

@@ -8,5 +8,6 @@ pub mod errors;
 pub mod job;
 pub mod lines;
 pub mod server;
+pub mod socket;
 pub mod tools;
 pub mod tools_jobs;

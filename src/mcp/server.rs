@@ -110,9 +110,7 @@ impl ControlServer {
         };
         self.core.breakers.get(name).reset();
         self.core
-            .audit
-            .record(
-                &self.core.store,
+            .record_audit(
                 "admin.breaker_reset",
                 &caller(&peer),
                 Default::default(),
@@ -160,9 +158,7 @@ impl ControlServer {
             ),
         };
         self.core
-            .audit
-            .record(
-                &self.core.store,
+            .record_audit(
                 "admin.backup_now",
                 &caller(&peer),
                 Default::default(),

@@ -16,7 +16,7 @@ use crate::errors::{CoreError, ErrorCode};
 use crate::jobs::outcome::StopReason;
 use crate::jobs::process;
 use crate::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
-use crate::store::{ErrorType, Job, JobOutcome, JobStatus, Session, SessionState};
+use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session, SessionState};
 use crate::supervisor::{ChildMessage, TreeNode};
 
 pub struct SessionActor {

@@ -16,7 +16,7 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::errors::{CoreError, ErrorCode};
 use crate::git::GitError;
-use crate::store::{NewSession, Session, SessionState};
+use crate::domain::{NewSession, Session, SessionState};
 use crate::supervisor::{ChildSpec, InitialChildren, SupervisorMsg};
 use crate::telemetry::{ProjectLabel, ProjectStateLabel, SessionLabel};
 use actor::{CloseRequest, SessionActor, SessionMsg};
@@ -390,8 +390,8 @@ impl Core {
                             .await,
                     );
                     for job in self.store.queued_jobs(&s.id).await.unwrap_or_default() {
-                        let outcome = crate::store::JobOutcome {
-                            status: Some(crate::store::JobStatus::Canceled),
+                        let outcome = crate::domain::JobOutcome {
+                            status: Some(crate::domain::JobStatus::Canceled),
                             error: Some("its session was closed".into()),
                             ..Default::default()
                         };

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entities::approval;
-use super::types::{Approval, ApprovalState};
+use crate::domain::{Approval, ApprovalState};
 use super::{Store, StoreError};
 
 impl From<approval::Model> for Approval {
@@ -21,7 +21,8 @@ impl From<approval::Model> for Approval {
             tool_input: serde_json::from_str(&m.tool_input).unwrap_or_default(),
             tool_use_id: m.tool_use_id,
             scope: m.scope,
-            state: m.state,
+            // A CHECK constraint keeps the column inside the enum's words.
+            state: ApprovalState::parse(&m.state).unwrap_or(ApprovalState::Expired),
             decision: m.decision,
             decided_by: m.decided_by,
             requested_at: m.requested_at,
@@ -43,7 +44,7 @@ impl Store {
             tool_input: Set(a.tool_input.to_string()),
             tool_use_id: Set(a.tool_use_id.clone()),
             scope: Set(a.scope.clone()),
-            state: Set(a.state),
+            state: Set(a.state.as_str().to_string()),
             decision: Set(a.decision.clone()),
             decided_by: Set(a.decided_by.clone()),
             requested_at: Set(a.requested_at),
@@ -65,7 +66,7 @@ impl Store {
 
     pub async fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
         Ok(approval::Entity::find()
-            .filter(approval::Column::State.eq(ApprovalState::Pending))
+            .filter(approval::Column::State.eq(ApprovalState::Pending.as_str()))
             .order_by_asc(approval::Column::RequestedAt)
             .all(self.reader())
             .await?
@@ -86,12 +87,12 @@ impl Store {
         let res = self
             .write(|db| async move {
                 approval::Entity::update_many()
-                    .col_expr(approval::Column::State, Expr::value(state))
+                    .col_expr(approval::Column::State, Expr::value(state.as_str()))
                     .col_expr(approval::Column::Decision, Expr::value(Some(decision)))
                     .col_expr(approval::Column::DecidedBy, Expr::value(Some(by)))
                     .col_expr(approval::Column::DecidedAt, Expr::value(Some(Utc::now())))
                     .filter(approval::Column::Id.eq(id))
-                    .filter(approval::Column::State.eq(ApprovalState::Pending))
+                    .filter(approval::Column::State.eq(ApprovalState::Pending.as_str()))
                     .exec(&db)
                     .await
             })
@@ -178,14 +179,14 @@ impl Store {
             let id = a.id.clone();
             self.write(|db| async move {
                 approval::Entity::update_many()
-                    .col_expr(approval::Column::State, Expr::value(ApprovalState::Expired))
+                    .col_expr(approval::Column::State, Expr::value(ApprovalState::Expired.as_str()))
                     .col_expr(
                         approval::Column::Decision,
                         Expr::value(Some("expired".to_string())),
                     )
                     .col_expr(approval::Column::DecidedAt, Expr::value(Some(at)))
                     .filter(approval::Column::Id.eq(id))
-                    .filter(approval::Column::State.eq(ApprovalState::Pending))
+                    .filter(approval::Column::State.eq(ApprovalState::Pending.as_str()))
                     .exec(&db)
                     .await
                     .map(|_| ())

@@ -25,8 +25,6 @@ pub mod project {
 pub mod session {
     use sea_orm::entity::prelude::*;
 
-    use crate::store::SessionState;
-
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "sessions")]
     pub struct Model {
@@ -40,7 +38,7 @@ pub mod session {
         pub branch_created: bool,
         pub worktree_path: String,
         pub worktree_missing: bool,
-        pub state: SessionState,
+        pub state: String,
         pub conversation_id: Option<String>,
         pub created_at: DateTimeUtc,
         pub last_activity_at: DateTimeUtc,
@@ -102,8 +100,6 @@ pub mod event {
 pub mod job {
     use sea_orm::entity::prelude::*;
 
-    use crate::store::{ErrorType, JobStatus};
-
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "jobs")]
     pub struct Model {
@@ -112,8 +108,8 @@ pub mod job {
         pub seq: i64,
         pub session_id: String,
         pub instruction: String,
-        pub status: JobStatus,
-        pub error_type: Option<ErrorType>,
+        pub status: String,
+        pub error_type: Option<String>,
         pub error: Option<String>,
         pub exit_code: Option<i32>,
         pub signal: Option<i32>,
@@ -151,8 +147,6 @@ pub mod job {
 pub mod approval {
     use sea_orm::entity::prelude::*;
 
-    use crate::store::ApprovalState;
-
     #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
     #[sea_orm(table_name = "approvals")]
     pub struct Model {
@@ -164,7 +158,7 @@ pub mod approval {
         pub tool_input: String,
         pub tool_use_id: Option<String>,
         pub scope: String,
-        pub state: ApprovalState,
+        pub state: String,
         pub decision: Option<String>,
         pub decided_by: Option<String>,
         pub requested_at: DateTimeUtc,

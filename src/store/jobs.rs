@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entities::job;
-use super::types::{Job, JobOutcome, JobStatus};
+use crate::domain::{ErrorType, Job, JobOutcome, JobStatus};
 use super::{Store, StoreError};
 
 impl From<job::Model> for Job {
@@ -17,8 +17,9 @@ impl From<job::Model> for Job {
             id: m.id,
             session_id: m.session_id,
             instruction: m.instruction,
-            status: m.status,
-            error_type: m.error_type,
+            // CHECK constraints keep both columns inside their enum's words.
+            status: JobStatus::parse(&m.status).unwrap_or(JobStatus::Failed),
+            error_type: m.error_type.as_deref().and_then(ErrorType::parse),
             error: m.error,
             exit_code: m.exit_code,
             signal: m.signal,
@@ -124,7 +125,7 @@ impl Store {
             q = q.filter(job::Column::SessionId.eq(s));
         }
         if let Some(st) = status {
-            q = q.filter(job::Column::Status.eq(st));
+            q = q.filter(job::Column::Status.eq(st.as_str()));
         }
         Ok(q.all(self.reader())
             .await?
@@ -137,7 +138,7 @@ impl Store {
     pub async fn queued_jobs(&self, session_id: &str) -> Result<Vec<Job>, StoreError> {
         Ok(job::Entity::find()
             .filter(job::Column::SessionId.eq(session_id))
-            .filter(job::Column::Status.eq(JobStatus::Queued))
+            .filter(job::Column::Status.eq(JobStatus::Queued.as_str()))
             .order_by_asc(job::Column::Seq)
             .all(self.reader())
             .await?
@@ -149,7 +150,7 @@ impl Store {
     /// Jobs a crash could have left mid-run.
     pub async fn unfinished_running_jobs(&self) -> Result<Vec<Job>, StoreError> {
         Ok(job::Entity::find()
-            .filter(job::Column::Status.is_in([JobStatus::Running, JobStatus::WaitingApproval]))
+            .filter(job::Column::Status.is_in([JobStatus::Running.as_str(), JobStatus::WaitingApproval.as_str()]))
             .all(self.reader())
             .await?
             .into_iter()
@@ -166,13 +167,13 @@ impl Store {
         base_commit: Option<String>,
     ) -> Result<bool, StoreError> {
         let (id, log_path) = (id.to_string(), log_path.to_string());
-        let boot = crate::jobs::process::boot_id();
-        let start = crate::jobs::process::start_ticks(pid);
+        let boot = crate::procs::boot_id();
+        let start = crate::procs::start_ticks(pid);
         let res = self
             .write(|db| async move {
                 let now = Utc::now();
                 job::Entity::update_many()
-                    .col_expr(job::Column::Status, Expr::value(JobStatus::Running))
+                    .col_expr(job::Column::Status, Expr::value(JobStatus::Running.as_str()))
                     .col_expr(job::Column::Pid, Expr::value(pid))
                     .col_expr(job::Column::Pgid, Expr::value(pid))
                     .col_expr(job::Column::BootId, Expr::value(boot))
@@ -185,7 +186,7 @@ impl Store {
                     .col_expr(job::Column::StartedAt, Expr::value(now))
                     .col_expr(job::Column::HeartbeatAt, Expr::value(now))
                     .filter(job::Column::Id.eq(id))
-                    .filter(job::Column::Status.eq(JobStatus::Queued))
+                    .filter(job::Column::Status.eq(JobStatus::Queued.as_str()))
                     .exec(&db)
                     .await
             })
@@ -214,8 +215,8 @@ impl Store {
         let changed = self
             .write(|db| async move {
                 job::Entity::update_many()
-                    .col_expr(job::Column::Status, Expr::value(status))
-                    .col_expr(job::Column::ErrorType, Expr::value(o.error_type))
+                    .col_expr(job::Column::Status, Expr::value(status.as_str()))
+                    .col_expr(job::Column::ErrorType, Expr::value(o.error_type.map(ErrorType::as_str)))
                     .col_expr(job::Column::Error, Expr::value(o.error))
                     .col_expr(job::Column::ExitCode, Expr::value(o.exit_code))
                     .col_expr(job::Column::Signal, Expr::value(o.signal))
@@ -236,11 +237,12 @@ impl Store {
                     .col_expr(job::Column::DiffStat, Expr::value(o.diff_stat))
                     .col_expr(job::Column::FinishedAt, Expr::value(Utc::now()))
                     .filter(job::Column::Id.eq(id))
-                    .filter(job::Column::Status.is_not_in([
-                        JobStatus::Done,
-                        JobStatus::Failed,
-                        JobStatus::Canceled,
-                    ]))
+                    .filter(job::Column::Status.is_not_in(
+                        JobStatus::ALL
+                            .iter()
+                            .filter(|s| s.is_final())
+                            .map(|s| s.as_str()),
+                    ))
                     .exec(&db)
                     .await
             })

@@ -23,15 +23,9 @@ mod entities;
 mod jobs;
 mod projects;
 mod records;
-mod types;
 
-pub use types::{
-    Approval, ApprovalState, AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession,
-    OutboxEvent, Project, Session, SessionState,
-};
 
-/// The spec's degraded-mode message.
-pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";
+pub use crate::domain::READ_ONLY_MESSAGE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

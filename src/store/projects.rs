@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entities::{project, session};
-use super::types::{NewSession, Project, Session, SessionState};
+use crate::domain::{NewSession, Project, Session, SessionState};
 use super::{Store, StoreError};
 
 impl From<project::Model> for Project {
@@ -35,7 +35,8 @@ impl From<session::Model> for Session {
             branch_created: m.branch_created,
             worktree_path: m.worktree_path,
             worktree_missing: m.worktree_missing,
-            state: m.state,
+            // A CHECK constraint keeps the column inside the enum's words.
+            state: SessionState::parse(&m.state).unwrap_or(SessionState::Closed),
             conversation_id: m.conversation_id,
             created_at: m.created_at,
             last_activity_at: m.last_activity_at,
@@ -108,7 +109,7 @@ impl Store {
             q = q.filter(session::Column::ProjectId.eq(p));
         }
         if !include_closed {
-            q = q.filter(session::Column::State.ne(SessionState::Closed));
+            q = q.filter(session::Column::State.ne(SessionState::Closed.as_str()));
         }
         Ok(q.all(self.reader())
             .await?
@@ -134,14 +135,14 @@ impl Store {
         Ok(session::Entity::find()
             .filter(session::Column::ProjectId.eq(project_id))
             .filter(session::Column::Branch.eq(branch))
-            .filter(session::Column::State.ne(SessionState::Closed))
+            .filter(session::Column::State.ne(SessionState::Closed.as_str()))
             .one(self.reader())
             .await?
             .map(Session::from))
     }
 
     pub async fn count_open_sessions(&self, project_id: Option<&str>) -> Result<u64, StoreError> {
-        let mut q = session::Entity::find().filter(session::Column::State.ne(SessionState::Closed));
+        let mut q = session::Entity::find().filter(session::Column::State.ne(SessionState::Closed.as_str()));
         if let Some(p) = project_id {
             q = q.filter(session::Column::ProjectId.eq(p));
         }
@@ -198,7 +199,7 @@ impl Store {
             branch_created: Set(new.branch_created),
             worktree_path: Set(new.workspace_dir.join(&id).display().to_string()),
             worktree_missing: Set(false),
-            state: Set(SessionState::Idle),
+            state: Set(SessionState::Idle.as_str().to_string()),
             conversation_id: Set(None),
             created_at: Set(now),
             last_activity_at: Set(now),
@@ -226,7 +227,7 @@ impl Store {
         self.write(|db| async move {
             let now = Utc::now();
             let mut q = session::Entity::update_many()
-                .col_expr(session::Column::State, Expr::value(state))
+                .col_expr(session::Column::State, Expr::value(state.as_str()))
                 .col_expr(session::Column::LastActivityAt, Expr::value(now));
             if state == SessionState::Closed {
                 q = q.col_expr(session::Column::ClosedAt, Expr::value(Some(now)));
@@ -250,10 +251,10 @@ impl Store {
         let res = self
             .write(|db| async move {
                 session::Entity::update_many()
-                    .col_expr(session::Column::State, Expr::value(to))
+                    .col_expr(session::Column::State, Expr::value(to.as_str()))
                     .col_expr(session::Column::LastActivityAt, Expr::value(Utc::now()))
                     .filter(session::Column::Id.eq(id))
-                    .filter(session::Column::State.eq(from))
+                    .filter(session::Column::State.eq(from.as_str()))
                     .exec(&db)
                     .await
             })

@@ -6,7 +6,7 @@ use sea_orm::{
 };
 
 use super::entities::{audit, event};
-use super::types::{AuditRecord, OutboxEvent};
+use crate::domain::{AuditRecord, OutboxEvent};
 use super::{Store, StoreError};
 
 impl Store {

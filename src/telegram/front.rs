@@ -6,15 +6,15 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::client::{Button, Incoming};
+use super::client::Incoming;
 use super::gate::{Access, Allowlist, Denials, Origin};
 use super::render::{self, code, escape};
 use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
-use crate::notifier::Outgoing;
-use crate::store::JobStatus;
+use super::notifier::Outgoing;
+use super::{Link, routes};
 
 /// Commands as `setMyCommands` announces them.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -50,19 +50,21 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 
 pub struct Front {
     core: Arc<Core>,
+    link: Arc<Link>,
     denied: Mutex<Denials>,
 }
 
 impl Front {
-    pub fn new(core: Arc<Core>) -> Front {
+    pub fn new(core: Arc<Core>, link: Arc<Link>) -> Front {
         Front {
             core,
+            link,
             denied: Mutex::new(Denials::default()),
         }
     }
 
     fn send(&self, out: Outgoing) {
-        self.core.notify_out(out);
+        self.link.send(out);
     }
 
     fn reply(&self, chat_id: i64, html: String) {
@@ -118,9 +120,7 @@ impl Front {
             ),
         };
         self.core
-            .audit
-            .record(
-                &self.core.store,
+            .record_audit(
                 event,
                 &format!("telegram:{user_id}"),
                 AuditSubject::default(),
@@ -165,21 +165,11 @@ impl Front {
     }
 
     async fn active_session(&self, chat_id: i64) -> Option<String> {
-        self.core
-            .store
-            .kv_get(&format!("telegram.active.{chat_id}"))
-            .await
-            .ok()
-            .flatten()
+        routes::active_session(&self.core, chat_id).await
     }
 
     async fn set_active(&self, chat_id: i64, session_id: &str) {
-        let _ = self
-            .core
-            .store
-            .kv_set(&format!("telegram.active.{chat_id}"), session_id)
-            .await;
-        self.core.set_session_chat(session_id, chat_id).await;
+        routes::set_active_session(&self.core, chat_id, session_id).await;
     }
 
     async fn on_text(
@@ -470,7 +460,7 @@ impl Front {
         };
         // The tracker message of the job goes to this chat.
         let s = self.core.get_session(&session).await?;
-        self.core.set_session_chat(&s.id, chat_id).await;
+        routes::set_session_chat(&self.core, &s.id, chat_id).await;
         self.core.run_instruction(actor, &s.id, text).await?;
         Ok(())
     }
@@ -502,7 +492,7 @@ impl Front {
     }
 
     /// The job named, or the active session's latest.
-    async fn pick_job(&self, chat_id: i64, arg: &str) -> Result<crate::store::Job, CoreError> {
+    async fn pick_job(&self, chat_id: i64, arg: &str) -> Result<crate::domain::Job, CoreError> {
         if !arg.is_empty() {
             return self.core.get_job(arg).await;
         }
@@ -618,7 +608,7 @@ impl Front {
             },
             "ap" => {
                 let (id, code) = arg.split_once(':').unwrap_or((arg, ""));
-                match crate::approvals::Choice::from_code(code) {
+                match super::buttons::choice(code) {
                     Some(choice) => match self.core.decide_approval(id, choice, &actor).await {
                         Ok(a) => format!("{} ✓", a.state.as_str()),
                         Err(e) if e.code == ErrorCode::ApprovalAlreadyDecided => {
@@ -672,48 +662,16 @@ pub fn session_in_text(text: &str) -> Option<String> {
     (!digits.is_empty()).then(|| format!("S{digits}"))
 }
 
-/// The buttons of an approval request (callback data `ap:<32 hex>:<a|s|d|x>`, 37 bytes).
-pub fn approval_buttons(approval_id: &str) -> Vec<Button> {
-    vec![
-        ("✅ Approve".into(), format!("ap:{approval_id}:a")),
-        (
-            "✅ Approve for this session".into(),
-            format!("ap:{approval_id}:s"),
-        ),
-        ("❌ Deny".into(), format!("ap:{approval_id}:d")),
-        ("⛔ Deny and stop".into(), format!("ap:{approval_id}:x")),
-    ]
-}
-
-/// The buttons of a job tracker: Cancel while it runs, Log and Diff once done (each ≤ 64 bytes).
-pub fn tracker_buttons(job_id: &str, status: JobStatus) -> Vec<Button> {
-    if status.is_final() {
-        vec![
-            ("📜 Log".into(), format!("log:{job_id}")),
-            ("🔀 Diff".into(), format!("diff:{job_id}")),
-        ]
-    } else {
-        vec![("🚫 Cancel".into(), format!("cancel:{job_id}"))]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn session_from_reply_text_and_button_sizes() {
+    fn session_from_reply_text() {
         assert_eq!(
             session_in_text("⚙️ Job 1234 · Session S12 · app").as_deref(),
             Some("S12")
         );
         assert_eq!(session_in_text("nothing"), None);
-        let id = uuid::Uuid::new_v4().to_string();
-        for (_, data) in tracker_buttons(&id, JobStatus::Running)
-            .into_iter()
-            .chain(tracker_buttons(&id, JobStatus::Done))
-        {
-            assert!(data.len() <= 64, "{data}");
-        }
     }
 }

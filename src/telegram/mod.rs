@@ -1,17 +1,57 @@
-//! The Telegram edge. Only this module imports frankenstein: the Bot API client, the poller actor, the
-//! command front and the HTML rendering; the notifier sends through the client.
+//! The Telegram front. Only this module imports frankenstein: the Bot API client, the poller actor, the
+//! command front and its button codec, chat routing, the HTML rendering and the notifier (the only sender).
+//! It calls the core's API and never the store.
 
 pub mod client;
+pub mod buttons;
 pub mod front;
 pub mod gate;
+pub mod notifier;
 pub mod poller;
 pub mod render;
+pub mod routes;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
 
 use frankenstein::AsyncTelegramApi;
 use frankenstein::client_reqwest::Bot;
+
+/// What the two Telegram actors share: the Bot API client, and the notifier's address while it runs (the
+/// front hands its replies to it).
+pub struct Link {
+    pub client: client::TelegramClient,
+    notifier: Mutex<Option<ActorRef<notifier::NotifierMsg>>>,
+}
+
+impl Link {
+    pub fn new(client: client::TelegramClient) -> Arc<Link> {
+        Arc::new(Link {
+            client,
+            notifier: Mutex::new(None),
+        })
+    }
+
+    pub fn set_notifier(&self, n: Option<ActorRef<notifier::NotifierMsg>>) {
+        *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
+    /// Hands a message to the notifier (dropped while the notifier restarts).
+    pub fn send(&self, out: notifier::Outgoing) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = n.cast(notifier::NotifierMsg::Send(out));
+        }
+    }
+}
 
 /// How long a `getMe` answer stands for the readiness check. Probes may come every second from several
 /// monitors; Telegram limits bots, so they see the answer of the last 30 s instead of causing a call each.
@@ -68,6 +108,12 @@ impl TelegramProbe {
             Ok(Err(frankenstein::Error::HttpReqwest(e))) => Err(describe_reqwest(e)),
             Ok(Err(other)) => Err(redact(&other.to_string())),
         }
+    }
+}
+
+impl crate::core::FrontCheck for TelegramProbe {
+    fn check(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(self.cached_get_me(timeout))
     }
 }
 

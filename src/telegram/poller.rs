@@ -8,7 +8,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::client::{Incoming, TelegramClient, TgError};
+use super::Link;
+use super::client::{Incoming, TgError};
 use super::front::{COMMANDS, Front};
 use crate::core::Core;
 use crate::supervisor::ChildMessage;
@@ -19,7 +20,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 pub struct Poller {
     pub core: Arc<Core>,
-    pub client: TelegramClient,
+    pub link: Arc<Link>,
 }
 
 pub enum PollerMsg {
@@ -48,9 +49,9 @@ impl Actor for Poller {
         myself: ActorRef<PollerMsg>,
         _: (),
     ) -> Result<PollerState, ActorProcessingErr> {
-        let task = tokio::spawn(poll_loop(self.core.clone(), self.client.clone(), myself));
+        let task = tokio::spawn(poll_loop(self.core.clone(), self.link.clone(), myself));
         Ok(PollerState {
-            front: Arc::new(Front::new(self.core.clone())),
+            front: Arc::new(Front::new(self.core.clone(), self.link.clone())),
             _task: AbortOnDropHandle::new(task),
         })
     }
@@ -84,7 +85,8 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_millis(ms / 2 + rand::random_range(0..=ms / 2))
 }
 
-async fn poll_loop(core: Arc<Core>, client: TelegramClient, me: ActorRef<PollerMsg>) {
+async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
+    let client = &link.client;
     let mut backoff = Duration::from_millis(500);
     // Start-up calls, retried until they work.
     loop {
@@ -108,11 +110,8 @@ async fn poll_loop(core: Arc<Core>, client: TelegramClient, me: ActorRef<PollerM
     tracing::info!(target: "televibe.telegram", "Telegram connected: polling for updates");
     backoff = Duration::from_millis(500);
     let mut offset: i64 = core
-        .store
-        .kv_get(OFFSET_KEY)
+        .front_value(OFFSET_KEY)
         .await
-        .ok()
-        .flatten()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     loop {
@@ -125,7 +124,7 @@ async fn poll_loop(core: Arc<Core>, client: TelegramClient, me: ActorRef<PollerM
                 for (id, update) in updates {
                     // The offset is stored before the update is handled: a crash can lose it, never repeat it.
                     offset = id + 1;
-                    if let Err(e) = core.store.kv_set(OFFSET_KEY, &offset.to_string()).await {
+                    if let Err(e) = core.set_front_value(OFFSET_KEY, &offset.to_string()).await {
                         tracing::error!(target: "televibe.telegram", error = %e, "update offset not stored");
                     }
                     if update != Incoming::Ignored {

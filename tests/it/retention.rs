@@ -45,7 +45,7 @@ async fn retention_removes_what_is_past_its_days_and_keeps_the_rest() {
         let store = env.store().await;
         for (days, event) in [(10, "test.old"), (1, "test.recent")] {
             store
-                .insert_audit(&televibe::store::AuditRecord {
+                .insert_audit(&televibe::domain::AuditRecord {
                     event: event.into(),
                     actor: "test".into(),
                     project_id: None,

@@ -15,11 +15,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 
 use crate::core::Core;
-use crate::store::{JobStatus, OutboxEvent, READ_ONLY_MESSAGE};
+use crate::domain::{JobStatus, OutboxEvent};
+use crate::domain::READ_ONLY_MESSAGE;
 use crate::supervisor::ChildMessage;
-use crate::telegram::client::{Button, TelegramClient, TgError};
-use crate::telegram::front::tracker_buttons;
-use crate::telegram::render::{self, ToolLine, Tracker, escape};
+use super::client::{Button, TgError};
+use super::{Link, routes};
+use super::buttons::tracker_buttons;
+use super::render::{self, ToolLine, Tracker, escape};
 use crate::telemetry::EventTypeLabel;
 
 /// The spec's cap on queued notifications.
@@ -106,7 +108,7 @@ struct TrackerState {
 
 pub struct Notifier {
     pub core: Arc<Core>,
-    pub client: TelegramClient,
+    pub link: Arc<Link>,
 }
 
 pub struct NotifierState {
@@ -130,7 +132,7 @@ impl Actor for Notifier {
         myself: ActorRef<NotifierMsg>,
         _: (),
     ) -> Result<NotifierState, ActorProcessingErr> {
-        self.core.set_notifier(Some(myself.clone()));
+        self.link.set_notifier(Some(myself.clone()));
         myself.send_interval(Duration::from_millis(100), || NotifierMsg::Tick);
         Ok(NotifierState {
             queue: VecDeque::new(),
@@ -149,7 +151,7 @@ impl Actor for Notifier {
         _: ActorRef<NotifierMsg>,
         _: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
-        self.core.set_notifier(None);
+        self.link.set_notifier(None);
         Ok(())
     }
 
@@ -198,10 +200,10 @@ impl Notifier {
     }
 
     fn tell_read_only(&self, st: &mut NotifierState) {
-        let ro = self.core.store.is_read_only();
+        let ro = self.core.is_read_only();
         if ro && !st.read_only_told {
             st.read_only_told = true;
-            for chat in self.core.notice_chats() {
+            for chat in routes::notice_chats(&self.core) {
                 self.enqueue(
                     st,
                     Outgoing::text(chat, escape(READ_ONLY_MESSAGE), Vec::new()),
@@ -217,7 +219,7 @@ impl Notifier {
         if st.queue.len() >= QUEUE_CAP {
             return;
         }
-        let Ok(events) = self.core.store.undelivered_events(st.cursor, 200).await else {
+        let Ok(events) = self.core.undelivered_events(st.cursor, 200).await else {
             return;
         };
         for ev in events {
@@ -229,12 +231,12 @@ impl Notifier {
     async fn on_event(&self, st: &mut NotifierState, ev: OutboxEvent) {
         let core = &self.core;
         let chat = match &ev.session_id {
-            Some(s) => core.session_chat(s).await,
-            None => core.notice_chats().into_iter().next(),
+            Some(s) => routes::session_chat(core, s).await,
+            None => routes::notice_chats(core).into_iter().next(),
         };
         let Some(chat) = chat else {
             // Nobody to tell: done.
-            let _ = core.store.mark_delivered(&[ev.id]).await;
+            let _ = core.mark_delivered(&[ev.id]).await;
             return;
         };
         match ev.event_type.as_str() {
@@ -307,7 +309,7 @@ impl Notifier {
                     ),
                 };
                 let target = if ev.session_id.is_none() {
-                    core.notice_chats().into_iter().next().unwrap_or(chat)
+                    routes::notice_chats(core).into_iter().next().unwrap_or(chat)
                 } else {
                     chat
                 };
@@ -322,19 +324,19 @@ impl Notifier {
                 );
             }
             _ => {
-                let _ = core.store.mark_delivered(&[ev.id]).await;
+                let _ = core.mark_delivered(&[ev.id]).await;
             }
         }
     }
 
     async fn on_job_event(&self, st: &mut NotifierState, chat: i64, ev: OutboxEvent) {
         let Some(job_id) = ev.job_id.clone() else {
-            let _ = self.core.store.mark_delivered(&[ev.id]).await;
+            let _ = self.core.mark_delivered(&[ev.id]).await;
             return;
         };
         if !st.trackers.contains_key(&job_id) {
-            let known = self.core.tracker_message(&job_id).await;
-            let job = self.core.store.job(&job_id).await.ok().flatten();
+            let known = routes::tracker_message(&self.core, &job_id).await;
+            let job = self.core.job_by_id(&job_id).await;
             let view = Tracker {
                 job_id: job_id.clone(),
                 session_id: ev.session_id.clone().unwrap_or_default(),
@@ -451,7 +453,7 @@ impl Notifier {
     }
 
     async fn deliver(&self, st: &mut NotifierState, item: &Outgoing) -> Result<(), TgError> {
-        let c = &self.client;
+        let c = &self.link.client;
         match item {
             Outgoing::Text {
                 chat_id,
@@ -477,7 +479,7 @@ impl Notifier {
                 chat_id,
                 events,
             } => {
-                if let Some(a) = self.core.store.approval(approval_id).await.ok().flatten() {
+                if let Some(a) = self.core.approval(approval_id).await {
                     let view = self.render_approval(&a).await;
                     // Sent before a restart that came before its outbox row was marked delivered: that message
                     // is brought up to date instead of a second one being sent (`/approvals`, with no outbox
@@ -485,8 +487,8 @@ impl Notifier {
                     if !events.is_empty()
                         && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
                     {
-                        let buttons = if a.state == crate::store::ApprovalState::Pending {
-                            crate::telegram::front::approval_buttons(&a.id)
+                        let buttons = if a.state == crate::domain::ApprovalState::Pending {
+                            super::buttons::approval_buttons(&a.id)
                         } else {
                             Vec::new()
                         };
@@ -509,21 +511,17 @@ impl Notifier {
                             .await?;
                     }
                     let html = view.html;
-                    let buttons = if a.state == crate::store::ApprovalState::Pending {
-                        crate::telegram::front::approval_buttons(&a.id)
+                    let buttons = if a.state == crate::domain::ApprovalState::Pending {
+                        super::buttons::approval_buttons(&a.id)
                     } else {
                         Vec::new()
                     };
                     let mid = c.send_html(*chat_id, &html, &buttons).await?;
-                    let _ = self
-                        .core
-                        .store
-                        .set_approval_message(&a.id, *chat_id, mid)
-                        .await;
+                    self.core.set_approval_message(&a.id, *chat_id, mid).await;
                 }
             }
             Outgoing::ApprovalDecided { approval_id, .. } => {
-                if let Some(a) = self.core.store.approval(approval_id).await.ok().flatten()
+                if let Some(a) = self.core.approval(approval_id).await
                     && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
                 {
                     let html = self.render_approval(&a).await.html;
@@ -557,7 +555,7 @@ impl Notifier {
                         if let Some(t) = st.trackers.get_mut(job_id) {
                             t.message_id = Some(mid);
                         }
-                        self.core.remember_tracker(job_id, chat, mid).await;
+                        routes::remember_tracker(&self.core, job_id, chat, mid).await;
                     }
                 }
             }
@@ -568,7 +566,7 @@ impl Notifier {
 
     /// An approval request for people: tool, session, project, branch and the whole input (a file when it
     /// does not fit, see `render::approval_view`), and once decided, who decided and when.
-    async fn render_approval(&self, a: &crate::store::Approval) -> render::ApprovalView {
+    async fn render_approval(&self, a: &crate::domain::Approval) -> render::ApprovalView {
         let session = self.core.get_session(&a.session_id).await.ok();
         let (project, branch) = session
             .map(|s| (s.project_id, s.branch))
@@ -582,12 +580,12 @@ impl Notifier {
             escape(&a.scope),
         );
         let footer = match a.state {
-            crate::store::ApprovalState::Pending => String::new(),
-            crate::store::ApprovalState::Expired => {
+            crate::domain::ApprovalState::Pending => String::new(),
+            crate::domain::ApprovalState::Expired => {
                 "\n⏰ <b>Expired</b>: denied, job canceled".to_string()
             }
             state => {
-                let icon = if state == crate::store::ApprovalState::Approved {
+                let icon = if state == crate::domain::ApprovalState::Approved {
                     "✅"
                 } else {
                     "❌"
@@ -636,7 +634,7 @@ impl Notifier {
             return;
         }
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        if let Err(e) = self.core.store.mark_delivered(&ids).await {
+        if let Err(e) = self.core.mark_delivered(&ids).await {
             tracing::warn!(target: "televibe.notifier", error = %e, "delivery not recorded");
         }
         let now = chrono::Utc::now();

@@ -1,4 +1,41 @@
-//! Domain identifiers and their validation: project slugs, session ids, git branch names.
+//! The domain: identifiers and their validation (project slugs, session ids, git branch names) and the
+//! records (`records`) every layer passes around.
+
+/// An enum stored and shown as a fixed lowercase word: `as_str`, `parse` and `ALL` from one list.
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $word:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
+
+            pub fn parse(word: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == word)
+            }
+        }
+    };
+}
+
+mod records;
+
+/// The spec's degraded-mode message.
+pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";
+
+pub use records::{
+    Approval, ApprovalState, AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession,
+    OutboxEvent, Project, Session, SessionState,
+};
 
 use std::fmt;
 

@@ -1,37 +1,21 @@
-//! Domain records the store hands out: plain Rust values, serialisable for the fronts.
+//! The domain records: projects, sessions, jobs, approvals, outbox events and audit records, as plain Rust
+//! values the store reads and writes and the fronts show (serialisable; no database type in them).
 
 use chrono::{DateTime, Utc};
-use sea_orm::entity::prelude::*;
 use serde::Serialize;
 
-/// Session states: `idle → running → idle`, `running → blocked → running`, `idle|blocked → closing → closed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
-#[sea_orm(rs_type = "String", db_type = "Text")]
-#[serde(rename_all = "snake_case")]
-pub enum SessionState {
-    #[sea_orm(string_value = "idle")]
-    Idle,
-    #[sea_orm(string_value = "running")]
-    Running,
-    #[sea_orm(string_value = "blocked")]
-    Blocked,
-    #[sea_orm(string_value = "closing")]
-    Closing,
-    #[sea_orm(string_value = "closed")]
-    Closed,
+string_enum! {
+    /// Session states: `idle → running → idle`, `running → blocked → running`, `idle|blocked → closing → closed`.
+    SessionState {
+        Idle = "idle",
+        Running = "running",
+        Blocked = "blocked",
+        Closing = "closing",
+        Closed = "closed",
+    }
 }
 
 impl SessionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Idle => "idle",
-            SessionState::Running => "running",
-            SessionState::Blocked => "blocked",
-            SessionState::Closing => "closing",
-            SessionState::Closed => "closed",
-        }
-    }
-
     pub fn is_open(self) -> bool {
         self != SessionState::Closed
     }
@@ -80,29 +64,13 @@ pub struct NewSession {
     pub workspace_dir: std::path::PathBuf,
 }
 
-/// Approval states: `pending → approved | denied | expired`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
-#[sea_orm(rs_type = "String", db_type = "Text")]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalState {
-    #[sea_orm(string_value = "pending")]
-    Pending,
-    #[sea_orm(string_value = "approved")]
-    Approved,
-    #[sea_orm(string_value = "denied")]
-    Denied,
-    #[sea_orm(string_value = "expired")]
-    Expired,
-}
-
-impl ApprovalState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalState::Pending => "pending",
-            ApprovalState::Approved => "approved",
-            ApprovalState::Denied => "denied",
-            ApprovalState::Expired => "expired",
-        }
+string_enum! {
+    /// Approval states: `pending → approved | denied | expired`.
+    ApprovalState {
+        Pending = "pending",
+        Approved = "approved",
+        Denied = "denied",
+        Expired = "expired",
     }
 }
 
@@ -151,50 +119,19 @@ pub struct AuditRecord {
     pub timestamp: DateTime<Utc>,
 }
 
-/// Job statuses: `queued → running → done | failed | canceled`; `running ↔ waiting_approval`; `queued → canceled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
-#[sea_orm(rs_type = "String", db_type = "Text")]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    #[sea_orm(string_value = "queued")]
-    Queued,
-    #[sea_orm(string_value = "running")]
-    Running,
-    #[sea_orm(string_value = "waiting_approval")]
-    WaitingApproval,
-    #[sea_orm(string_value = "done")]
-    Done,
-    #[sea_orm(string_value = "failed")]
-    Failed,
-    #[sea_orm(string_value = "canceled")]
-    Canceled,
+string_enum! {
+    /// Job statuses: `queued → running → done | failed | canceled`; `running ↔ waiting_approval`; `queued → canceled`.
+    JobStatus {
+        Queued = "queued",
+        Running = "running",
+        WaitingApproval = "waiting_approval",
+        Done = "done",
+        Failed = "failed",
+        Canceled = "canceled",
+    }
 }
 
 impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::WaitingApproval => "waiting_approval",
-            JobStatus::Done => "done",
-            JobStatus::Failed => "failed",
-            JobStatus::Canceled => "canceled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobStatus> {
-        [
-            Self::Queued,
-            Self::Running,
-            Self::WaitingApproval,
-            Self::Done,
-            Self::Failed,
-            Self::Canceled,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-    }
-
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -203,27 +140,18 @@ impl JobStatus {
     }
 }
 
-/// Why a job failed or was canceled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize)]
-#[sea_orm(rs_type = "String", db_type = "Text")]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorType {
-    #[sea_orm(string_value = "timeout")]
-    Timeout,
-    #[sea_orm(string_value = "hung")]
-    Hung,
-    #[sea_orm(string_value = "killed")]
-    Killed,
-    #[sea_orm(string_value = "agent_error")]
-    AgentError,
-    #[sea_orm(string_value = "api_error")]
-    ApiError,
-    #[sea_orm(string_value = "orchestrator_restart")]
-    OrchestratorRestart,
-    #[sea_orm(string_value = "approval_timeout")]
-    ApprovalTimeout,
-    #[sea_orm(string_value = "internal")]
-    Internal,
+string_enum! {
+    /// Why a job failed or was canceled.
+    ErrorType {
+        Timeout = "timeout",
+        Hung = "hung",
+        Killed = "killed",
+        AgentError = "agent_error",
+        ApiError = "api_error",
+        OrchestratorRestart = "orchestrator_restart",
+        ApprovalTimeout = "approval_timeout",
+        Internal = "internal",
+    }
 }
 
 /// One agent run on one instruction.
@@ -269,7 +197,7 @@ impl Job {
     /// The job's process group id, if it is still the group its runner created (checked before signalling).
     pub fn recorded_group(&self) -> Option<i32> {
         let pgid = self.pgid?;
-        crate::jobs::process::is_recorded_group(pgid, self.boot_id.as_deref(), self.leader_start)
+        crate::procs::is_recorded_group(pgid, self.boot_id.as_deref(), self.leader_start)
             .then_some(pgid)
     }
 }

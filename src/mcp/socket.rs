@@ -192,7 +192,7 @@ async fn peer_refusal(core: &Core, pid: i32) -> Option<&'static str> {
     }
     // The operator's clients are never the daemon's own descendants; its agents (and what they start)
     // are, from the moment they are spawned, before their job row records the process group.
-    if crate::jobs::process::descends_from(pid, std::process::id() as i32) {
+    if crate::procs::descends_from(pid, std::process::id() as i32) {
         return Some("it was started by the daemon");
     }
     from_a_running_job(core, pid)
@@ -202,13 +202,9 @@ async fn peer_refusal(core: &Core, pid: i32) -> Option<&'static str> {
 
 /// Whether process `pid` is, or descends from, a process of a running job's group.
 async fn from_a_running_job(core: &Core, pid: i32) -> bool {
-    let groups = crate::jobs::process::lineage_groups(pid);
-    core.store
-        .unfinished_running_jobs()
+    let groups = crate::procs::lineage_groups(pid);
+    core.running_job_groups()
         .await
-        .map(|jobs| {
-            jobs.iter()
-                .any(|j| j.pgid.is_some_and(|g| groups.contains(&g)))
-        })
+        .map(|running| running.iter().any(|g| groups.contains(g)))
         .unwrap_or(false)
 }

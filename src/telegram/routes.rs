@@ -1,0 +1,56 @@
+//! Chat routing, kept across restarts as front values: which chat follows a session, which session a chat
+//! uses, where a job's tracker message is, and where notices without a session go.
+
+use crate::core::Core;
+
+/// Where notices without a session go: `telegram.admin_chat_id`, else each allowed user's private chat.
+pub fn notice_chats(core: &Core) -> Vec<i64> {
+    let t = &core.config.raw.telegram;
+    if t.admin_chat_id != 0 {
+        vec![t.admin_chat_id]
+    } else {
+        t.allowed_users.clone()
+    }
+}
+
+/// The chat that follows a session: the last one that used it, else the notice chat.
+pub async fn session_chat(core: &Core, session_id: &str) -> Option<i64> {
+    core.front_value(&format!("telegram.chat.{session_id}"))
+        .await
+        .and_then(|v| v.parse().ok())
+        .or_else(|| notice_chats(core).into_iter().next())
+}
+
+/// The session a chat works in (`/use`, `/new`), and the chat that follows that session from now on.
+pub async fn set_active_session(core: &Core, chat_id: i64, session_id: &str) {
+    let _ = core
+        .set_front_value(&format!("telegram.active.{chat_id}"), session_id)
+        .await;
+    set_session_chat(core, session_id, chat_id).await;
+}
+
+pub async fn active_session(core: &Core, chat_id: i64) -> Option<String> {
+    core.front_value(&format!("telegram.active.{chat_id}")).await
+}
+
+pub async fn set_session_chat(core: &Core, session_id: &str, chat_id: i64) {
+    let _ = core
+        .set_front_value(&format!("telegram.chat.{session_id}"), &chat_id.to_string())
+        .await;
+}
+
+/// The tracker message of a job (chat, message id), kept so edits continue after a restart.
+pub async fn tracker_message(core: &Core, job_id: &str) -> Option<(i64, i64)> {
+    let v = core.front_value(&format!("telegram.tracker.{job_id}")).await?;
+    let (c, m) = v.split_once(':')?;
+    Some((c.parse().ok()?, m.parse().ok()?))
+}
+
+pub async fn remember_tracker(core: &Core, job_id: &str, chat_id: i64, message_id: i64) {
+    let _ = core
+        .set_front_value(
+            &format!("telegram.tracker.{job_id}"),
+            &format!("{chat_id}:{message_id}"),
+        )
+        .await;
+}
