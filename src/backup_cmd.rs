@@ -10,17 +10,45 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::backup::{self, Remote, Runner};
 use crate::breaker::Breakers;
-use crate::cli::BackupCommand;
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::mcp::client::DaemonClient;
 use crate::store::Store;
 use crate::store::backup::{Contents, check_file, newer_in_file};
 use crate::telemetry::Metrics;
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a verified backup now (through the running daemon, or on the database when it is stopped).
+    Now {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backups: time, size, verified, local and/or remote.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decompress a backup to a temporary file, check its integrity and count its rows.
+    Verify {
+        /// A path, a file name in orchestrator/backups, or `latest`.
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace state.db with a backup (daemon stopped); the old file is kept as state.db.corrupted.
+    Restore {
+        /// A path, a file name in orchestrator/backups, or `latest`.
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 pub async fn run(config: &Config, command: BackupCommand) -> ExitCode {
     let result = match command {

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin::AdminCommand;
+use crate::backup_cmd::BackupCommand;
 use crate::config::{Config, ConfigSource};
 
 #[derive(Debug, Parser)]
@@ -65,104 +67,6 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// The live supervision tree: name, status, restarts, uptime.
-    Tree {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Circuit breaker states; `reset <name>` closes one (audited).
-    Breakers {
-        #[arg(long, global = true)]
-        json: bool,
-        #[command(subcommand)]
-        command: Option<BreakersCommand>,
-    },
-    /// Jobs, newest first.
-    Jobs {
-        #[arg(long)]
-        json: bool,
-        /// Only this session's jobs.
-        #[arg(long)]
-        session: Option<String>,
-        /// Only jobs with this status.
-        #[arg(long)]
-        status: Option<String>,
-    },
-    /// One job: `job kill <id>` runs the stuck-job runbook (TERM, grace, KILL, failed "Manual termination").
-    Job {
-        #[arg(long, global = true)]
-        json: bool,
-        #[command(subcommand)]
-        command: JobCommand,
-    },
-    /// Sessions (open ones; --all includes closed history).
-    Sessions {
-        #[arg(long)]
-        json: bool,
-        #[arg(long)]
-        all: bool,
-    },
-    /// One session: `session recover <S>` brings back a missing worktree on the same branch.
-    Session {
-        #[arg(long, global = true)]
-        json: bool,
-        #[command(subcommand)]
-        command: SessionCommand,
-    },
-    /// Failure drill: make a supervised actor panic (needs debug.test_hooks = true).
-    #[command(hide = true)]
-    Panic { name: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BackupCommand {
-    /// Take a verified backup now (through the running daemon, or on the database when it is stopped).
-    Now {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Backups: time, size, verified, local and/or remote.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Decompress a backup to a temporary file, check its integrity and count its rows.
-    Verify {
-        /// A path, a file name in orchestrator/backups, or `latest`.
-        file: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace state.db with a backup (daemon stopped); the old file is kept as state.db.corrupted.
-    Restore {
-        /// A path, a file name in orchestrator/backups, or `latest`.
-        file: String,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum JobCommand {
-    /// Stop a stuck job: SIGTERM to its process group, wait the grace period, SIGKILL; mark it failed.
-    Kill { id: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SessionCommand {
-    /// Re-create a missing worktree at the same path on the same branch (or, when git cannot, close the
-    /// session and open a new one on that branch); audited.
-    Recover { id: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BreakersCommand {
-    /// Close a breaker by hand: claude_code, telegram_api, git_operations or backup_remote.
-    Reset { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,34 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::breaker::names::{BreakerName, BreakerSettings};
+
+/// Credential places hidden by default (`agent.sandbox_hide`): the agent keeps the network, so what
+/// it can read it can send away. `~/` is both the agent's and the daemon's home.
+pub const DEFAULT_HIDDEN: &[&str] = &[
+    "/etc/televibe",
+    "~/.ssh",
+    "~/.gnupg",
+    "~/.aws",
+    "~/.azure",
+    "~/.config/gcloud",
+    "~/.config/gh",
+    "~/.config/televibe",
+    "~/.kube",
+    "~/.docker",
+    "~/.netrc",
+    "~/.git-credentials",
+    "~/.npmrc",
+    "~/.pypirc",
+    "~/.cargo/credentials.toml",
+    "~/.claude",
+    "~/.claude.json",
+];
+
+/// The longest root for which a job's approval socket path (`jobs::sandbox::approval_dir`) fits in a Unix socket address (107 bytes):
+/// `<root>/orchestrator/run/<12 hex>/approval/sock` adds 44.
+pub const MAX_ROOT_LEN: usize = 107 - 44;
+
 /// Environment variables with the `TELEVIBE_` prefix that are not configuration keys.
 /// They are set for agents and bridges (and `TELEVIBE_CONFIG` names the file), so the env provider skips them.
 const NON_CONFIG_ENV: &[&str] = &[
@@ -273,10 +301,7 @@ impl Default for RawConfig {
                 extra_args: Vec::new(),
                 env: Default::default(),
                 sandbox: "bwrap".into(),
-                sandbox_hide: crate::jobs::sandbox::DEFAULT_HIDDEN
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
+                sandbox_hide: DEFAULT_HIDDEN.iter().map(|s| s.to_string()).collect(),
                 sandbox_write: Vec::new(),
             },
             jobs: RawJobs {
@@ -419,15 +444,6 @@ fn describe_figment_error(err: figment::Error) -> String {
         .join("; ")
 }
 
-/// One breaker's validated thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    pub failure_threshold: u32,
-    pub success_threshold: u32,
-    pub timeout: Duration,
-    pub half_open_requests: u32,
-}
-
 /// Restart policy of a supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
@@ -447,7 +463,7 @@ pub struct Config {
     pub http_listen: SocketAddr,
     pub socket_path: PathBuf,
     pub telegram_token: Option<String>,
-    pub breakers: [(crate::breaker::BreakerName, BreakerSettings); 4],
+    pub breakers: [(BreakerName, BreakerSettings); 4],
     pub supervision: RestartPolicy,
     pub log_filter: String,
     /// Absolute directories besides `<root>/repos` where projects may live.
@@ -457,7 +473,6 @@ pub struct Config {
 impl Config {
     /// Turns a raw config into typed values, refusing impossible ones with the key named.
     pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-        use crate::breaker::BreakerName;
         if raw.root.as_os_str().is_empty() {
             return Err(invalid("root", "must not be empty"));
         }
@@ -471,7 +486,7 @@ impl Config {
                     .map_err(|e| invalid(key, format!("rule {rule:?}: {e}")))?;
             }
         }
-        if root.as_os_str().len() > crate::jobs::sandbox::MAX_ROOT_LEN {
+        if root.as_os_str().len() > MAX_ROOT_LEN {
             return Err(invalid(
                 "root",
                 format!(
@@ -479,7 +494,7 @@ impl Config {
                      address: use a root of at most {} bytes",
                     root.display(),
                     root.as_os_str().len(),
-                    crate::jobs::sandbox::MAX_ROOT_LEN
+                    MAX_ROOT_LEN
                 ),
             ));
         }
@@ -630,9 +645,9 @@ impl Config {
                 breaker_settings(&b.backup_remote, "breakers.backup_remote")?,
             ),
         ];
-        crate::backup::Schedule::parse(&raw.backup.schedule)
+        crate::backup::schedule::Schedule::parse(&raw.backup.schedule)
             .map_err(|e| invalid("backup.schedule", e))?;
-        crate::backup::Remote::parse(&raw.backup.remote)
+        crate::backup::remote::Remote::parse(&raw.backup.remote)
             .map_err(|e| invalid("backup.remote", e))?;
         for (key, days) in [
             ("logging.retention_days", raw.logging.retention_days),

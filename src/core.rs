@@ -16,9 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::audit::{Audit, AuditSubject};
-use crate::domain::OutboxEvent;
 use crate::breaker::{BreakerStatus, Breakers};
 use crate::config::Config;
+use crate::domain::OutboxEvent;
 use crate::errors::CoreError;
 use crate::git::Git;
 use crate::layout::Layout;
@@ -29,7 +29,10 @@ use crate::telemetry::Metrics;
 
 /// A readiness check a front brings (Telegram's `getMe`); readiness reports it as `telegram`.
 pub trait FrontCheck: Send + Sync {
-    fn check(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    fn check(
+        &self,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 /// Serves a job's approval endpoint (the protocol the agent's permission tool speaks), until aborted.
@@ -250,7 +253,11 @@ impl Core {
 
     /// Records the chat message that shows an approval request (its buttons are edited there later).
     pub async fn set_approval_message(&self, id: &str, chat_id: i64, message_id: i64) {
-        if let Err(e) = self.store.set_approval_message(id, chat_id, message_id).await {
+        if let Err(e) = self
+            .store
+            .set_approval_message(id, chat_id, message_id)
+            .await
+        {
             tracing::warn!(target: "televibe.approvals", approval_id = id, error = %e, "approval message not recorded");
         }
     }

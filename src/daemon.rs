@@ -71,7 +71,9 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     })
     .supervisor();
     let c = core.clone();
-    let socket = ChildSpec::new("socket", move || (crate::mcp::socket::SocketActor { core: c.clone() }, ()));
+    let socket = ChildSpec::new("socket", move || {
+        (crate::mcp::socket::SocketActor { core: c.clone() }, ())
+    });
     let mut children = vec![store, breakers, http, janitor, backup, sessions];
     // Telegram's actors exist only with a bot token.
     if let Some(token) = &core.config.telegram_token {

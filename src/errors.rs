@@ -5,8 +5,8 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::breaker::BreakerOpen;
-use crate::git::GitError;
 use crate::domain::READ_ONLY_MESSAGE;
+use crate::git::GitError;
 use crate::store::StoreError;
 
 /// The error codes of the product's interface (MCP `isError` bodies, Telegram replies).

@@ -784,8 +784,8 @@ fn worktrees_sync(repo_path: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::breaker::BreakerSettings;
     use crate::breaker::BreakerState;
-    use crate::config::BreakerSettings;
     use crate::telemetry::Metrics;
 
     fn git(dir: &Path, args: &[&str]) -> String {

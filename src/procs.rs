@@ -115,4 +115,3 @@ pub fn is_recorded_group(pgid: i32, boot: Option<&str>, leader_start: Option<i64
         (Some(_), None) => false,
     }
 }
-

@@ -10,9 +10,9 @@ use serde_json::json;
 
 use crate::audit::AuditSubject;
 use crate::core::Core;
+use crate::domain::Project;
 use crate::domain::{is_project_id, slugify};
 use crate::errors::{CoreError, ErrorCode};
-use crate::domain::Project;
 
 /// The answer of `register_project`.
 #[derive(Debug, Clone, Serialize)]

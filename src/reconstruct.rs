@@ -18,11 +18,11 @@ use serde_json::json;
 use crate::audit::{Audit, AuditSubject};
 use crate::breaker::Breakers;
 use crate::config::Config;
+use crate::domain::{NewSession, Project};
 use crate::domain::{SessionId, is_project_id, slugify};
 use crate::git::{Git, GitError};
 use crate::layout::Layout;
 use crate::mcp::client::DaemonClient;
-use crate::domain::{NewSession, Project};
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::Metrics;
 

@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::audit::AuditSubject;
 use crate::core::Core;
+use crate::domain::{Approval, ApprovalState, Job, SessionState};
 use crate::errors::{CoreError, ErrorCode};
 use crate::jobs::outcome::StopReason;
-use crate::domain::{Approval, ApprovalState, Job, SessionState};
 use crate::telemetry::{ScopeLabel, ScopeResultLabel};
 use policy::{Policy, Verdict};
 

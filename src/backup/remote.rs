@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::parse_name;
+use super::schedule::parse_name;
 use crate::breaker::{BreakerName, Breakers};
 
 /// Where remote copies go: `s3://bucket/prefix` or `file:///path`.

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use crate::audit::AuditSubject;
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
+use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Project, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
 use crate::sessions::actor::SessionMsg;
-use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Project, Session, SessionState};
 use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel, SessionLabel};
 use outcome::{BreakerVerdict, Decision};
 

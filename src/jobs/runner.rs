@@ -22,8 +22,8 @@ use super::sandbox::{self, SandboxPlan};
 use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
-use crate::sessions::actor::SessionMsg;
 use crate::domain::{Job, Project, Session};
+use crate::sessions::actor::SessionMsg;
 use crate::supervisor::ChildMessage;
 
 pub struct Runner {

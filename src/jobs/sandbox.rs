@@ -17,32 +17,6 @@ use crate::config::Config;
 /// How readiness and `doctor` show `agent.sandbox = "none"`.
 pub const UNCONFINED: &str = "none (agents run unconfined)";
 
-/// Credential places hidden by default (`agent.sandbox_hide`): the agent keeps the network, so what
-/// it can read it can send away. `~/` is both the agent's and the daemon's home.
-pub const DEFAULT_HIDDEN: &[&str] = &[
-    "/etc/televibe",
-    "~/.ssh",
-    "~/.gnupg",
-    "~/.aws",
-    "~/.azure",
-    "~/.config/gcloud",
-    "~/.config/gh",
-    "~/.config/televibe",
-    "~/.kube",
-    "~/.docker",
-    "~/.netrc",
-    "~/.git-credentials",
-    "~/.npmrc",
-    "~/.pypirc",
-    "~/.cargo/credentials.toml",
-    "~/.claude",
-    "~/.claude.json",
-];
-
-/// The longest root for which a job's approval socket path fits in a Unix socket address (107 bytes):
-/// `<root>/orchestrator/run/<12 hex>/approval/sock` adds 44.
-pub const MAX_ROOT_LEN: usize = 107 - 44;
-
 /// A job's run directory: its approval socket, its copy of the refs, its private objects. Short, so
 /// the socket path fits.
 pub fn run_dir(orchestrator: &Path, job_id: &str) -> PathBuf {

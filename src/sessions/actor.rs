@@ -12,11 +12,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{Closed, Recovered, RecoveryAction, subject, worktree_present};
 use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
 use crate::core::Core;
+use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
 use crate::jobs::outcome::StopReason;
 use crate::jobs::process;
 use crate::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
-use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session, SessionState};
 use crate::supervisor::{ChildMessage, TreeNode};
 
 pub struct SessionActor {

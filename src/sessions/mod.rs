@@ -14,9 +14,9 @@ use serde_json::json;
 
 use crate::audit::AuditSubject;
 use crate::core::Core;
+use crate::domain::{NewSession, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
 use crate::git::GitError;
-use crate::domain::{NewSession, Session, SessionState};
 use crate::supervisor::{ChildSpec, InitialChildren, SupervisorMsg};
 use crate::telemetry::{ProjectLabel, ProjectStateLabel, SessionLabel};
 use actor::{CloseRequest, SessionActor, SessionMsg};

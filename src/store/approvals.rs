@@ -8,8 +8,8 @@ use sea_orm::{
 };
 
 use super::entities::approval;
-use crate::domain::{Approval, ApprovalState};
 use super::{Store, StoreError};
+use crate::domain::{Approval, ApprovalState};
 
 impl From<approval::Model> for Approval {
     fn from(m: approval::Model) -> Self {
@@ -179,7 +179,10 @@ impl Store {
             let id = a.id.clone();
             self.write(|db| async move {
                 approval::Entity::update_many()
-                    .col_expr(approval::Column::State, Expr::value(ApprovalState::Expired.as_str()))
+                    .col_expr(
+                        approval::Column::State,
+                        Expr::value(ApprovalState::Expired.as_str()),
+                    )
                     .col_expr(
                         approval::Column::Decision,
                         Expr::value(Some("expired".to_string())),

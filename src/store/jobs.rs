@@ -8,8 +8,8 @@ use sea_orm::{
 };
 
 use super::entities::job;
-use crate::domain::{ErrorType, Job, JobOutcome, JobStatus};
 use super::{Store, StoreError};
+use crate::domain::{ErrorType, Job, JobOutcome, JobStatus};
 
 impl From<job::Model> for Job {
     fn from(m: job::Model) -> Self {
@@ -150,7 +150,10 @@ impl Store {
     /// Jobs a crash could have left mid-run.
     pub async fn unfinished_running_jobs(&self) -> Result<Vec<Job>, StoreError> {
         Ok(job::Entity::find()
-            .filter(job::Column::Status.is_in([JobStatus::Running.as_str(), JobStatus::WaitingApproval.as_str()]))
+            .filter(job::Column::Status.is_in([
+                JobStatus::Running.as_str(),
+                JobStatus::WaitingApproval.as_str(),
+            ]))
             .all(self.reader())
             .await?
             .into_iter()
@@ -173,7 +176,10 @@ impl Store {
             .write(|db| async move {
                 let now = Utc::now();
                 job::Entity::update_many()
-                    .col_expr(job::Column::Status, Expr::value(JobStatus::Running.as_str()))
+                    .col_expr(
+                        job::Column::Status,
+                        Expr::value(JobStatus::Running.as_str()),
+                    )
                     .col_expr(job::Column::Pid, Expr::value(pid))
                     .col_expr(job::Column::Pgid, Expr::value(pid))
                     .col_expr(job::Column::BootId, Expr::value(boot))
@@ -216,7 +222,10 @@ impl Store {
             .write(|db| async move {
                 job::Entity::update_many()
                     .col_expr(job::Column::Status, Expr::value(status.as_str()))
-                    .col_expr(job::Column::ErrorType, Expr::value(o.error_type.map(ErrorType::as_str)))
+                    .col_expr(
+                        job::Column::ErrorType,
+                        Expr::value(o.error_type.map(ErrorType::as_str)),
+                    )
                     .col_expr(job::Column::Error, Expr::value(o.error))
                     .col_expr(job::Column::ExitCode, Expr::value(o.exit_code))
                     .col_expr(job::Column::Signal, Expr::value(o.signal))
@@ -237,12 +246,14 @@ impl Store {
                     .col_expr(job::Column::DiffStat, Expr::value(o.diff_stat))
                     .col_expr(job::Column::FinishedAt, Expr::value(Utc::now()))
                     .filter(job::Column::Id.eq(id))
-                    .filter(job::Column::Status.is_not_in(
-                        JobStatus::ALL
-                            .iter()
-                            .filter(|s| s.is_final())
-                            .map(|s| s.as_str()),
-                    ))
+                    .filter(
+                        job::Column::Status.is_not_in(
+                            JobStatus::ALL
+                                .iter()
+                                .filter(|s| s.is_final())
+                                .map(|s| s.as_str()),
+                        ),
+                    )
                     .exec(&db)
                     .await
             })

@@ -24,7 +24,6 @@ mod jobs;
 mod projects;
 mod records;
 
-
 pub use crate::domain::READ_ONLY_MESSAGE;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,8 @@ use sea_orm::{
 };
 
 use super::entities::{project, session};
-use crate::domain::{NewSession, Project, Session, SessionState};
 use super::{Store, StoreError};
+use crate::domain::{NewSession, Project, Session, SessionState};
 
 impl From<project::Model> for Project {
     fn from(m: project::Model) -> Self {
@@ -142,7 +142,8 @@ impl Store {
     }
 
     pub async fn count_open_sessions(&self, project_id: Option<&str>) -> Result<u64, StoreError> {
-        let mut q = session::Entity::find().filter(session::Column::State.ne(SessionState::Closed.as_str()));
+        let mut q = session::Entity::find()
+            .filter(session::Column::State.ne(SessionState::Closed.as_str()));
         if let Some(p) = project_id {
             q = q.filter(session::Column::ProjectId.eq(p));
         }

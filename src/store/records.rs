@@ -6,8 +6,8 @@ use sea_orm::{
 };
 
 use super::entities::{audit, event};
-use crate::domain::{AuditRecord, OutboxEvent};
 use super::{Store, StoreError};
+use crate::domain::{AuditRecord, OutboxEvent};
 
 impl Store {
     pub async fn insert_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {

@@ -8,13 +8,13 @@ use serde_json::json;
 
 use super::client::Incoming;
 use super::gate::{Access, Allowlist, Denials, Origin};
+use super::notifier::Outgoing;
 use super::render::{self, code, escape};
+use super::{Link, routes};
 use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
-use super::notifier::Outgoing;
-use super::{Link, routes};
 
 /// Commands as `setMyCommands` announces them.
 pub const COMMANDS: &[(&str, &str)] = &[

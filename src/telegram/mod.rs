@@ -2,8 +2,8 @@
 //! command front and its button codec, chat routing, the HTML rendering and the notifier (the only sender).
 //! It calls the core's API and never the store.
 
-pub mod client;
 pub mod buttons;
+pub mod client;
 pub mod front;
 pub mod gate;
 pub mod notifier;
@@ -112,7 +112,10 @@ impl TelegramProbe {
 }
 
 impl crate::core::FrontCheck for TelegramProbe {
-    fn check(&self, timeout: Duration) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+    fn check(
+        &self,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(self.cached_get_me(timeout))
     }
 }

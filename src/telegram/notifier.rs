@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 
-use crate::core::Core;
-use crate::domain::{JobStatus, OutboxEvent};
-use crate::domain::READ_ONLY_MESSAGE;
-use crate::supervisor::ChildMessage;
-use super::client::{Button, TgError};
-use super::{Link, routes};
 use super::buttons::tracker_buttons;
+use super::client::{Button, TgError};
 use super::render::{self, ToolLine, Tracker, escape};
+use super::{Link, routes};
+use crate::core::Core;
+use crate::domain::READ_ONLY_MESSAGE;
+use crate::domain::{JobStatus, OutboxEvent};
+use crate::supervisor::ChildMessage;
 use crate::telemetry::EventTypeLabel;
 
 /// The spec's cap on queued notifications.
@@ -309,7 +309,10 @@ impl Notifier {
                     ),
                 };
                 let target = if ev.session_id.is_none() {
-                    routes::notice_chats(core).into_iter().next().unwrap_or(chat)
+                    routes::notice_chats(core)
+                        .into_iter()
+                        .next()
+                        .unwrap_or(chat)
                 } else {
                     chat
                 };

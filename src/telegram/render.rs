@@ -1,9 +1,9 @@
 //! What people read: Telegram HTML (only `<`, `>` and `&` escaped; agent output is untrusted text),
 //! job trackers, errors and lists, cut to Telegram's limits.
 
+use crate::domain::{Job, JobStatus, Project, Session};
 use crate::errors::CoreError;
 pub use crate::text::{cut, hidden_char, main_field, visible};
-use crate::domain::{Job, JobStatus, Project, Session};
 
 /// Telegram's limit for a message text (after entities are parsed), in UTF-16 code units.
 pub const MAX_TEXT: usize = 4096;
@@ -26,9 +26,6 @@ pub fn escape(text: &str) -> String {
     }
     out
 }
-
-
-
 
 pub fn code(text: &str) -> String {
     format!("<code>{}</code>", escape(text))
@@ -193,7 +190,6 @@ pub fn cut_html(html: &str) -> String {
     }
     out
 }
-
 
 /// Every field of a tool's input, whole, as people read it: the main field first, then the others in order;
 /// strings as they are and other values as JSON, hidden characters made [`visible`].

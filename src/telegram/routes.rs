@@ -30,7 +30,8 @@ pub async fn set_active_session(core: &Core, chat_id: i64, session_id: &str) {
 }
 
 pub async fn active_session(core: &Core, chat_id: i64) -> Option<String> {
-    core.front_value(&format!("telegram.active.{chat_id}")).await
+    core.front_value(&format!("telegram.active.{chat_id}"))
+        .await
 }
 
 pub async fn set_session_chat(core: &Core, session_id: &str, chat_id: i64) {
@@ -41,7 +42,9 @@ pub async fn set_session_chat(core: &Core, session_id: &str, chat_id: i64) {
 
 /// The tracker message of a job (chat, message id), kept so edits continue after a restart.
 pub async fn tracker_message(core: &Core, job_id: &str) -> Option<(i64, i64)> {
-    let v = core.front_value(&format!("telegram.tracker.{job_id}")).await?;
+    let v = core
+        .front_value(&format!("telegram.tracker.{job_id}"))
+        .await?;
     let (c, m) = v.split_once(':')?;
     Some((c.parse().ok()?, m.parse().ok()?))
 }

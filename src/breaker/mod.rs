@@ -4,82 +4,15 @@
 //! operation and report its outcome. Time-driven transitions (open → half-open) are computed from tokio's clock,
 //! so tests drive them with paused time.
 
-use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::config::BreakerSettings;
 use crate::telemetry::Metrics;
 
-/// The three breakers of the operations spec, and one for uploads of backups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerName {
-    ClaudeCode,
-    TelegramApi,
-    GitOperations,
-    BackupRemote,
-}
-
-impl BreakerName {
-    pub const ALL: [BreakerName; 4] = [
-        BreakerName::ClaudeCode,
-        BreakerName::TelegramApi,
-        BreakerName::GitOperations,
-        BreakerName::BackupRemote,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerName::ClaudeCode => "claude_code",
-            BreakerName::TelegramApi => "telegram_api",
-            BreakerName::GitOperations => "git_operations",
-            BreakerName::BackupRemote => "backup_remote",
-        }
-    }
-
-    /// The human name used in the `on_open` / `on_close` log lines.
-    pub fn title(self) -> &'static str {
-        match self {
-            BreakerName::ClaudeCode => "Claude Code",
-            BreakerName::TelegramApi => "Telegram API",
-            BreakerName::GitOperations => "Git Operations",
-            BreakerName::BackupRemote => "Backup Remote",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<BreakerName> {
-        BreakerName::ALL.into_iter().find(|b| b.as_str() == s)
-    }
-}
-
-impl fmt::Display for BreakerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The state as reported to people and to the gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// The gauge value of the spec: 1 closed, 0.5 half-open, 0 open.
-    pub fn gauge(self) -> f64 {
-        match self {
-            BreakerState::Closed => 1.0,
-            BreakerState::HalfOpen => 0.5,
-            BreakerState::Open => 0.0,
-        }
-    }
-}
+pub mod names;
+pub use names::{BreakerName, BreakerSettings, BreakerState};
 
 #[derive(Debug)]
 enum Inner {

@@ -1,0 +1,498 @@
+//! The layering of `src/`, read from the source: which file may name which, which crate belongs to which
+//! module, and which import cycles exist. `actors.md` ("Layers") says the same in prose; this test fails on
+//! the first import that breaks it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every file of `src/` belongs to one layer. A file may name files of its own layer and of the layers
+/// before it, never of a later one. The longest matching prefix places a file.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "foundation",
+        &[
+            "domain/",
+            "errors.rs",
+            "text.rs",
+            "procs.rs",
+            "layout.rs",
+            "lock.rs",
+            "logging.rs",
+            "sdnotify.rs",
+            "agent_path.rs",
+            "telemetry.rs",
+            "breaker/",
+            "config.rs",
+            "store/",
+            "git.rs",
+            "backup/",
+            "audit.rs",
+            "supervisor.rs",
+            // The approval rules' parser and its shell lexer are pure: the configuration checks rules with them.
+            "approvals/policy.rs",
+            "approvals/policy/",
+            "approvals/shell.rs",
+        ],
+    ),
+    (
+        "core",
+        &[
+            "core.rs",
+            "core/",
+            "events.rs",
+            "projects.rs",
+            "sessions/",
+            "jobs/",
+            "approvals/",
+            "actors/",
+        ],
+    ),
+    ("front", &["telegram/", "mcp/", "actors/http.rs"]),
+    (
+        "entry",
+        &[
+            "lib.rs",
+            "main.rs",
+            "cli.rs",
+            "daemon.rs",
+            "admin.rs",
+            "doctor.rs",
+            "backup_cmd.rs",
+            "reconstruct.rs",
+        ],
+    ),
+];
+
+/// External crates and the only place that may name each.
+const OWNERS: &[(&str, &[&str])] = &[
+    ("sea_orm", &["store/"]),
+    ("gix", &["git.rs"]),
+    ("rmcp", &["mcp/"]),
+    ("frankenstein", &["telegram/"]),
+    ("hyper", &["actors/http.rs"]),
+];
+
+/// Import cycles that exist on purpose, each with its reason (`actors.md` repeats them). Any other cycle
+/// fails, and so does a listed one that no longer exists (the list stays true).
+const ALLOWED_CYCLES: &[(&[&str], &str)] = &[(
+    &[
+        "src/core.rs",
+        "src/jobs/mod.rs",
+        "src/jobs/runner.rs",
+        "src/sessions/actor.rs",
+    ],
+    "a session actor starts its job's runner and the runner reports to its session (parent and child \
+     actor name each other's messages); both hold the core handle, whose registry of session actors \
+     names the session's messages",
+)];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// `src/`-relative path with `/` separators.
+fn rel(path: &Path) -> String {
+    path.strip_prefix(src())
+        .expect("under src/")
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// The module path of a file: `jobs/mod.rs` → `[jobs]`, `jobs/runner.rs` → `[jobs, runner]`.
+fn module_of(rel: &str) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(String::from)
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+/// Production code only: comments removed, and everything from the first `#[cfg(test)]` module on
+/// (unit tests sit at the end of a file) or a whole file of tests.
+fn production_code(rel: &str, text: &str) -> String {
+    if rel.ends_with("/tests.rs") {
+        return String::new();
+    }
+    let mut out = String::new();
+    let mut rest = text;
+    if let Some(i) = find_test_module(rest) {
+        rest = &rest[..i];
+    }
+    for line in rest.lines() {
+        let code = match line.find("//") {
+            // A `//` inside a string literal is rare in imports; the line is cut there all the same.
+            Some(i) => &line[..i],
+            None => line,
+        };
+        out.push_str(code);
+        out.push('\n');
+    }
+    out
+}
+
+fn find_test_module(text: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("#[cfg(test)]") {
+        let at = from + i;
+        let after = text[at + "#[cfg(test)]".len()..].trim_start();
+        if after.starts_with("mod ") || after.starts_with("pub mod ") {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The paths of a use tree or expression path starting at `s` (after `crate::` or `super::`).
+fn paths_at(s: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let bytes: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut path = prefix;
+    loop {
+        while i < bytes.len() && bytes[i].is_whitespace() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == '{' {
+            i += 1;
+            loop {
+                while i < bytes.len() && (bytes[i].is_whitespace() || bytes[i] == ',') {
+                    i += 1;
+                }
+                if i >= bytes.len() || bytes[i] == '}' {
+                    return i + 1;
+                }
+                let rest: String = bytes[i..].iter().collect();
+                let used = paths_at(&rest, path.clone(), out);
+                i += used.max(1);
+            }
+        }
+        let start = i;
+        while i < bytes.len() && is_ident(bytes[i]) {
+            i += 1;
+        }
+        if start == i {
+            out.push(path);
+            return i;
+        }
+        let seg: String = bytes[start..i].iter().collect();
+        if seg != "self" {
+            path.push(seg);
+        }
+        if i + 1 < bytes.len() && bytes[i] == ':' && bytes[i + 1] == ':' {
+            i += 2;
+        } else {
+            out.push(path);
+            // A rename (` as Name`) ends this path.
+            let mut j = i;
+            while j < bytes.len() && bytes[j].is_whitespace() {
+                j += 1;
+            }
+            if bytes[j..].starts_with(&['a', 's'])
+                && bytes.get(j + 2).is_some_and(|c| c.is_whitespace())
+            {
+                j += 2;
+                while j < bytes.len() && bytes[j].is_whitespace() {
+                    j += 1;
+                }
+                while j < bytes.len() && is_ident(bytes[j]) {
+                    j += 1;
+                }
+                return j;
+            }
+            return i;
+        }
+    }
+}
+
+struct Source {
+    rel: String,
+    module: Vec<String>,
+    code: String,
+}
+
+fn sources() -> Vec<Source> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let rel = rel(p);
+            let text = std::fs::read_to_string(p).expect("readable source");
+            Source {
+                module: module_of(&rel),
+                code: production_code(&rel, &text),
+                rel,
+            }
+        })
+        .collect()
+}
+
+/// The files each file names through `crate::` and `super::` paths.
+fn imports(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
+    let by_module: BTreeMap<Vec<String>, String> = sources
+        .iter()
+        .map(|s| (s.module.clone(), s.rel.clone()))
+        .collect();
+    let resolve = |path: &[String]| -> Option<String> {
+        (1..=path.len())
+            .rev()
+            .find_map(|n| by_module.get(&path[..n]).cloned())
+    };
+    let mut graph = BTreeMap::new();
+    for s in sources {
+        let mut deps = BTreeSet::new();
+        for (key, base) in [
+            ("crate::", Vec::new()),
+            ("super::", {
+                // A file `x/mod.rs` is module `x`; its `super` is x's parent. A file `x/y.rs` is `x::y`.
+                let mut m = s.module.clone();
+                m.pop();
+                m
+            }),
+        ] {
+            let mut from = 0;
+            while let Some(i) = s.code[from..].find(key) {
+                let at = from + i;
+                from = at + key.len();
+                if s.code[..at].chars().next_back().is_some_and(is_ident) {
+                    continue;
+                }
+                let mut paths = Vec::new();
+                // A use tree is short; the reader looks at what follows, not at the rest of the file.
+                let window: String = s.code[from..].chars().take(4000).collect();
+                paths_at(&window, base.clone(), &mut paths);
+                for p in paths {
+                    if let Some(file) = resolve(&p)
+                        && file != s.rel
+                    {
+                        deps.insert(file);
+                    }
+                }
+            }
+        }
+        graph.insert(s.rel.clone(), deps);
+    }
+    graph
+}
+
+fn place<'a>(rel: &str, table: &'a [(&'a str, &'a [&'a str])]) -> Option<(usize, &'a str)> {
+    table
+        .iter()
+        .enumerate()
+        .flat_map(|(rank, (name, prefixes))| prefixes.iter().map(move |p| (rank, *name, *p)))
+        .filter(|(_, _, p)| {
+            if p.ends_with('/') {
+                rel.starts_with(p)
+            } else {
+                rel == *p
+            }
+        })
+        .max_by_key(|(_, _, p)| p.len())
+        .map(|(rank, name, _)| (rank, name))
+}
+
+#[test]
+fn every_file_has_a_layer_and_names_no_later_layer() {
+    let sources = sources();
+    let graph = imports(&sources);
+    let mut wrong = Vec::new();
+    for (file, deps) in &graph {
+        let Some((rank, layer)) = place(file, LAYERS) else {
+            wrong.push(format!(
+                "{file} is in no layer: add it to LAYERS in tests/layering.rs and to actors.md"
+            ));
+            continue;
+        };
+        for dep in deps {
+            let (dep_rank, dep_layer) = place(dep, LAYERS).unwrap_or((usize::MAX, "no layer"));
+            if dep_rank > rank {
+                wrong.push(format!("{file} ({layer}) names {dep} ({dep_layer})"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_fronts_call_the_core_and_never_the_store() {
+    let mut wrong = Vec::new();
+    for s in sources() {
+        if place(&s.rel, LAYERS).map(|(_, l)| l) != Some("front") {
+            continue;
+        }
+        for needle in ["crate::store", "core.store", "Store::"] {
+            if s.code.contains(needle) {
+                wrong.push(format!("{} names the store (`{needle}`)", s.rel));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn each_external_crate_is_named_by_its_owner_only() {
+    let mut wrong = Vec::new();
+    for s in sources() {
+        for (krate, owners) in OWNERS {
+            let owned = owners.iter().any(|o| {
+                if o.ends_with('/') {
+                    s.rel.starts_with(o)
+                } else {
+                    s.rel == *o
+                }
+            });
+            let names = s.code.match_indices(krate).any(|(i, _)| {
+                !s.code[..i].chars().next_back().is_some_and(is_ident)
+                    && s.code[i + krate.len()..].starts_with("::")
+            });
+            if names && !owned {
+                wrong.push(format!("{} names {krate} (only {owners:?} may)", s.rel));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Strongly connected components with more than one file (Tarjan).
+fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<BTreeSet<String>> {
+    struct Walk<'a> {
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        found: Vec<BTreeSet<String>>,
+    }
+    impl<'a> Walk<'a> {
+        fn visit(&mut self, v: &'a str) {
+            let n = self.index.len();
+            self.index.insert(v, n);
+            self.low.insert(v, n);
+            self.stack.push(v);
+            self.on_stack.insert(v);
+            for w in self.graph.get(v).into_iter().flatten() {
+                let w = w.as_str();
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let lw = self.low[w];
+                    let lv = self.low.get_mut(v).expect("visited");
+                    *lv = (*lv).min(lw);
+                } else if self.on_stack.contains(w) {
+                    let iw = self.index[w];
+                    let lv = self.low.get_mut(v).expect("visited");
+                    *lv = (*lv).min(iw);
+                }
+            }
+            if self.low[v] == self.index[v] {
+                let mut scc = BTreeSet::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(w);
+                    scc.insert(w.to_string());
+                    if w == v {
+                        break;
+                    }
+                }
+                if scc.len() > 1 {
+                    self.found.push(scc);
+                }
+            }
+        }
+    }
+    let mut walk = Walk {
+        graph,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        found: Vec::new(),
+    };
+    for v in graph.keys() {
+        if !walk.index.contains_key(v.as_str()) {
+            walk.visit(v);
+        }
+    }
+    walk.found
+}
+
+#[test]
+fn import_cycles_are_the_written_down_ones() {
+    let graph = imports(&sources());
+    let found: BTreeSet<BTreeSet<String>> = cycles(&graph)
+        .into_iter()
+        .map(|c| c.into_iter().map(|f| format!("src/{f}")).collect())
+        .collect();
+    let allowed: BTreeSet<BTreeSet<String>> = ALLOWED_CYCLES
+        .iter()
+        .map(|(files, _)| files.iter().map(|f| f.to_string()).collect())
+        .collect();
+    let new: Vec<_> = found.difference(&allowed).collect();
+    let gone: Vec<_> = allowed.difference(&found).collect();
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "import cycles not written down: {new:#?}\nwritten-down cycles that no longer exist (or changed): {gone:#?}"
+    );
+}
+
+#[test]
+fn the_reader_finds_a_cycle_and_a_forbidden_import() {
+    // The checks above are only as good as the reader: it must see grouped, nested and `super` imports.
+    let mut paths = Vec::new();
+    paths_at("{a::{b, c::D}, e as F};", Vec::new(), &mut paths);
+    assert_eq!(
+        paths,
+        [
+            vec!["a".to_string(), "b".into()],
+            vec!["a".into(), "c".into(), "D".into()],
+            vec!["e".into()]
+        ]
+    );
+    let graph: BTreeMap<String, BTreeSet<String>> = [
+        ("a.rs", vec!["b.rs"]),
+        ("b.rs", vec!["c.rs"]),
+        ("c.rs", vec!["a.rs"]),
+        ("d.rs", vec!["a.rs"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    let found = cycles(&graph);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].len(), 3);
+    assert_eq!(
+        place("telegram/front.rs", LAYERS).map(|p| p.1),
+        Some("front")
+    );
+    assert_eq!(place("actors/http.rs", LAYERS).map(|p| p.1), Some("front"));
+    assert_eq!(
+        place("actors/janitor.rs", LAYERS).map(|p| p.1),
+        Some("core")
+    );
+    assert_eq!(
+        place("approvals/policy.rs", LAYERS).map(|p| p.1),
+        Some("foundation")
+    );
+    assert_eq!(place("nowhere.rs", LAYERS), None);
+}
