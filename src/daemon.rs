@@ -61,9 +61,9 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
             Supervisor,
             SupervisorArgs {
                 name: "sessions".into(),
-                policy: c.config.supervision,
+                policy: c.config().supervision,
                 children: Vec::new(),
-                metrics: Some(c.metrics.clone()),
+                metrics: Some(c.metrics().clone()),
                 exhausted: None,
                 initial: Some(crate::sessions::initial_sessions(c.clone())),
             },
@@ -76,11 +76,11 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     });
     let mut children = vec![store, breakers, http, janitor, backup, sessions];
     // Telegram's actors exist only with a bot token.
-    if let Some(token) = &core.config.telegram_token {
+    if let Some(token) = &core.config().telegram_token {
         let link = crate::telegram::Link::new(crate::telegram::client::TelegramClient::new(
-            &core.config.raw.telegram.api_url,
+            &core.config().raw.telegram.api_url,
             token,
-            core.breakers.clone(),
+            core.breakers().clone(),
         ));
         let (c, l) = (core.clone(), link.clone());
         children.push(ChildSpec::new("notifier", move || {
@@ -227,7 +227,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
         Ok(signal_name) => {
             shutdown(&core, &root, signal_name).await;
             let _ = tokio::time::timeout(Duration::from_secs(5), root_handle).await;
-            core.store.clone().close().await;
+            core.store().clone().close().await;
             tracing::info!(target: "televibe.daemon", "Daemon stopped");
             Ok(())
         }
@@ -243,7 +243,7 @@ async fn shutdown(core: &Arc<Core>, root: &ActorRef<SupervisorMsg>, signal_name:
     tracing::info!(target: "televibe.daemon", signal = signal_name, "Shutting down: readiness now reports not_ready");
     core.begin_shutdown();
     sdnotify::notify("STOPPING=1");
-    let d = &core.config.raw.debug;
+    let d = &core.config().raw.debug;
     if d.test_hooks && d.shutdown_hold_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(d.shutdown_hold_ms)).await;
     }

@@ -48,8 +48,8 @@ fn invalid_path(message: String) -> CoreError {
 impl Core {
     /// Directories where projects may live, canonicalised.
     fn allowed_project_roots(&self) -> Vec<PathBuf> {
-        std::iter::once(self.layout.repos())
-            .chain(self.config.allowed_roots.iter().cloned())
+        std::iter::once(self.layout().repos())
+            .chain(self.config().allowed_roots.iter().cloned())
             .filter_map(|p| p.canonicalize().ok())
             .collect()
     }
@@ -64,7 +64,7 @@ impl Core {
         let candidate = if raw.is_absolute() {
             raw.to_path_buf()
         } else {
-            self.layout.repos().join(raw)
+            self.layout().repos().join(raw)
         };
         let canonical = candidate
             .canonicalize()
@@ -90,11 +90,11 @@ impl Core {
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>, CoreError> {
-        Ok(self.store.projects().await?)
+        Ok(self.store().projects().await?)
     }
 
     pub async fn get_project(&self, id: &str) -> Result<Project, CoreError> {
-        self.store.project(id).await?.ok_or_else(|| {
+        self.store().project(id).await?.ok_or_else(|| {
             CoreError::new(
                 ErrorCode::ProjectNotFound,
                 format!("no project {id:?}"),
@@ -113,13 +113,13 @@ impl Core {
     ) -> Result<Registration, CoreError> {
         let canonical = self.resolve_project_path(path)?;
         let repo_path = canonical.display().to_string();
-        if let Some(mut existing) = self.store.project_by_path(&repo_path).await? {
+        if let Some(mut existing) = self.store().project_by_path(&repo_path).await? {
             if trusted && !existing.trusted {
-                self.store.set_project_trusted(&existing.id, true).await?;
+                self.store().set_project_trusted(&existing.id, true).await?;
                 existing.trusted = true;
-                self.audit
+                self.audit()
                     .record(
-                        &self.store,
+                        &self.store(),
                         "project.trusted",
                         actor,
                         AuditSubject {
@@ -135,7 +135,7 @@ impl Core {
                 already_registered: true,
             });
         }
-        let info = self.git.inspect(&canonical).await?;
+        let info = self.git().inspect(&canonical).await?;
         let dir_name = canonical
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -151,10 +151,10 @@ impl Core {
             created_at: chrono::Utc::now(),
             trusted,
         };
-        self.store.insert_project(&project).await?;
-        self.audit
+        self.store().insert_project(&project).await?;
+        self.audit()
             .record(
-                &self.store,
+                &self.store(),
                 "project.registered",
                 actor,
                 AuditSubject {
@@ -188,7 +188,7 @@ impl Core {
                         .trim_end_matches('-')
                 )
             };
-            if self.store.project(&candidate).await?.is_none() {
+            if self.store().project(&candidate).await?.is_none() {
                 return Ok(candidate);
             }
         }
@@ -199,7 +199,7 @@ impl Core {
 
     /// Registers every git repository one level below `<root>/repos` that is not registered yet.
     pub async fn scan_projects(&self, actor: &str) -> Result<ScanReport, CoreError> {
-        let repos = self.layout.repos();
+        let repos = self.layout().repos();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&repos)
             .map_err(|e| CoreError::internal(format!("cannot read {}: {e}", repos.display())))?
             .flatten()

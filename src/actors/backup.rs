@@ -41,7 +41,7 @@ pub struct BackupState {
 impl BackupActor {
     /// The scheduler's clock: UTC now, shifted by `debug.backup_clock_offset_secs` when test hooks are on.
     fn now(&self) -> DateTime<Utc> {
-        let d = &self.core.config.raw.debug;
+        let d = &self.core.config().raw.debug;
         let offset = if d.test_hooks {
             d.backup_clock_offset_secs
         } else {
@@ -61,14 +61,14 @@ impl Actor for BackupActor {
         myself: ActorRef<BackupMsg>,
         _: (),
     ) -> Result<BackupState, ActorProcessingErr> {
-        let schedule = Schedule::parse(&self.core.config.raw.backup.schedule)?;
-        let newest = crate::backup::list_local(&self.core.layout.backups())
+        let schedule = Schedule::parse(&self.core.config().raw.backup.schedule)?;
+        let newest = crate::backup::list_local(&self.core.layout().backups())
             .last()
             .map(|b| b.time);
         // The gauge starts from the newest file, so a restart does not look like a stale backup.
         if let Some(t) = newest {
             self.core
-                .metrics
+                .metrics()
                 .backup_last_success_timestamp
                 .set(t.timestamp());
         }
@@ -111,11 +111,11 @@ impl Actor for BackupActor {
 /// (a `backup.failed` outbox event) when the backup or its upload failed.
 pub async fn run_and_report(core: &Core, now: DateTime<Utc>) -> Result<Outcome, String> {
     let runner = Runner {
-        store: &core.store,
-        layout: &core.layout,
-        config: &core.config,
-        breakers: &core.breakers,
-        metrics: &core.metrics,
+        store: &core.store(),
+        layout: &core.layout(),
+        config: &core.config(),
+        breakers: &core.breakers(),
+        metrics: &core.metrics(),
     };
     let result = runner.run(now).await;
     match &result {

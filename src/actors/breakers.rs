@@ -39,7 +39,7 @@ impl Actor for BreakersActor {
         myself.send_interval(Duration::from_secs(1), || BreakersMsg::Tick);
         Ok(self
             .core
-            .breakers
+            .breakers()
             .statuses()
             .iter()
             .map(|s| s.state)
@@ -54,8 +54,8 @@ impl Actor for BreakersActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             BreakersMsg::Tick => {
-                self.core.breakers.refresh();
-                let now = self.core.breakers.statuses();
+                self.core.breakers().refresh();
+                let now = self.core.breakers().statuses();
                 for (i, s) in now.iter().enumerate() {
                     if s.state == BreakerState::Open && last.get(i) != Some(&BreakerState::Open) {
                         self.core

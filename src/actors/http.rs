@@ -49,12 +49,12 @@ impl Actor for HttpActor {
         _: ActorRef<HttpMsg>,
         _: (),
     ) -> Result<HttpState, ActorProcessingErr> {
-        let addr = self.core.config.http_listen;
+        let addr = self.core.config().http_listen;
         let listener = bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} (http.listen): {e}"))?;
         let bound = listener.local_addr()?;
-        std::fs::write(self.core.layout.http_addr_file(), bound.to_string())?;
+        std::fs::write(self.core.layout().http_addr_file(), bound.to_string())?;
         tracing::info!(target: "televibe.http", address = %bound, "HTTP probes and metrics listening");
         let core = self.core.clone();
         let server = AbortOnDropHandle::new(tokio::spawn(serve(listener, core)));
@@ -93,9 +93,9 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// is closed as soon as it is accepted.
 async fn serve(listener: TcpListener, core: Arc<Core>) {
     let header_timeout =
-        std::time::Duration::from_secs(core.config.raw.http.header_read_timeout_secs);
+        std::time::Duration::from_secs(core.config().raw.http.header_read_timeout_secs);
     let slots = Arc::new(Semaphore::new(
-        core.config.raw.http.max_connections as usize,
+        core.config().raw.http.max_connections as usize,
     ));
     let mut refused_warned: Option<std::time::Instant> = None;
     let mut conns = tokio::task::JoinSet::new();
@@ -113,7 +113,7 @@ async fn serve(listener: TcpListener, core: Arc<Core>) {
             drop(stream);
             if refused_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
                 refused_warned = Some(std::time::Instant::now());
-                tracing::warn!(target: "televibe.http", max_connections = core.config.raw.http.max_connections, "HTTP connection refused: too many at once");
+                tracing::warn!(target: "televibe.http", max_connections = core.config().raw.http.max_connections, "HTTP connection refused: too many at once");
             }
             continue;
         };
@@ -169,8 +169,8 @@ async fn route(
             respond(code, JSON, serde_json::to_string(&r).unwrap_or_default())
         }
         "/metrics" => {
-            core.breakers.refresh();
-            respond(StatusCode::OK, CONTENT_TYPE, core.metrics.encode())
+            core.breakers().refresh();
+            respond(StatusCode::OK, CONTENT_TYPE, core.metrics().encode())
         }
         _ => respond(
             StatusCode::NOT_FOUND,

@@ -31,7 +31,7 @@ impl Actor for StoreActor {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<StoreMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-        let s = &self.core.config.raw.store;
+        let s = &self.core.config().raw.store;
         myself.send_interval(Duration::from_secs(s.integrity_check_interval_secs), || {
             StoreMsg::IntegrityCheck
         });
@@ -58,10 +58,10 @@ impl Actor for StoreActor {
 
 impl StoreActor {
     async fn integrity_check(&self) {
-        match self.core.store.integrity_check().await {
-            Ok(()) => tracing::debug!(target: "televibe.store", "integrity check ok"),
+        match self.core.store().integrity_check().await {
+            Ok(()) => tracing::debug!(target: "televibe.store()", "integrity check ok"),
             Err(e @ StoreError::Corrupt { .. }) => {
-                self.core.metrics.set_health("database", false);
+                self.core.metrics().set_health("database", false);
                 // Told before the store turns read-only, while the outbox row can still be written.
                 let detail = match &e {
                     StoreError::Corrupt { detail, .. } => detail.clone(),
@@ -76,8 +76,8 @@ impl StoreActor {
                         serde_json::json!({"detail": detail}),
                     )
                     .await;
-                self.core.store.enter_read_only("integrity check failed");
-                tracing::error!(target: "televibe.store", critical = true, error = %e, "Database integrity check failed");
+                self.core.store().enter_read_only("integrity check failed");
+                tracing::error!(target: "televibe.store()", critical = true, error = %e, "Database integrity check failed");
             }
             Err(e) => {
                 tracing::warn!(target: "televibe.store", error = %e, "integrity check could not run")
@@ -86,10 +86,10 @@ impl StoreActor {
     }
 
     async fn probe(&self) {
-        if self.core.store.is_read_only()
-            && let Err(e) = self.core.store.probe_write().await
+        if self.core.store().is_read_only()
+            && let Err(e) = self.core.store().probe_write().await
         {
-            tracing::warn!(target: "televibe.store", error = %e, "store still read-only");
+            tracing::warn!(target: "televibe.store()", error = %e, "store still read-only");
         }
     }
 }

@@ -68,14 +68,14 @@ fn not_found(id: &str) -> CoreError {
 impl Core {
     fn policy(&self) -> Policy {
         Policy {
-            allow: self.config.raw.approvals.auto_allow.clone(),
-            deny: self.config.raw.approvals.auto_deny.clone(),
+            allow: self.config().raw.approvals.auto_allow.clone(),
+            deny: self.config().raw.approvals.auto_deny.clone(),
         }
     }
 
     /// Whether a job waits for a person (its runner does not count that as a hang).
     pub fn job_waits_for_approval(&self, job_id: &str) -> bool {
-        self.approval_waiters
+        self.approval_waiters()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map
@@ -84,7 +84,7 @@ impl Core {
     }
 
     fn count(&self, scope: &str, result: &str) {
-        self.metrics
+        self.metrics()
             .approvals_total
             .get_or_create(&ScopeResultLabel {
                 scope: scope.into(),
@@ -94,9 +94,9 @@ impl Core {
     }
 
     async fn audit_decision(&self, job: &Job, event: &str, actor: &str, details: Value) {
-        self.audit
+        self.audit()
             .record(
-                &self.store,
+                &self.store(),
                 event,
                 actor,
                 AuditSubject {
@@ -126,11 +126,11 @@ impl Core {
             ));
         }
         let scope = policy::scope(tool, &input);
-        let grants = self.store.grants(&job.session_id).await?;
+        let grants = self.store().grants(&job.session_id).await?;
         let preview = render_input(tool, &input);
         // Paths in a command are judged against the session's worktree; without one nothing is auto-allowed.
         let worktree = self
-            .store
+            .store()
             .session(&job.session_id)
             .await?
             .map(|s| std::path::PathBuf::from(s.worktree_path))
@@ -170,7 +170,7 @@ impl Core {
         scope: &str,
         preview: String,
     ) -> Result<String, CoreError> {
-        let timeout = Duration::from_secs(self.config.raw.approvals.timeout_secs);
+        let timeout = Duration::from_secs(self.config().raw.approvals.timeout_secs);
         let now = chrono::Utc::now();
         let approval = Approval {
             id: {
@@ -193,17 +193,17 @@ impl Core {
             telegram_chat_id: None,
             telegram_message_id: None,
         };
-        self.store.insert_approval(&approval).await?;
+        self.store().insert_approval(&approval).await?;
         let (tx, rx) = oneshot::channel();
-        self.approval_waiters
+        self.approval_waiters()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map
             .insert(approval.id.clone(), (job.id.clone(), tx));
-        self.metrics.approvals_pending.inc();
-        let _ = self.store.set_job_waiting(&job.id, true).await;
+        self.metrics().approvals_pending.inc();
+        let _ = self.store().set_job_waiting(&job.id, true).await;
         let _ = self
-            .store
+            .store()
             .set_session_state_if(
                 &job.session_id,
                 SessionState::Running,
@@ -229,16 +229,16 @@ impl Core {
         tracing::info!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, tool, scope, "Approval needed");
 
         let outcome = tokio::time::timeout(timeout, rx).await;
-        self.approval_waiters
+        self.approval_waiters()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map
             .remove(&approval.id);
-        self.metrics.approvals_pending.dec();
-        let _ = self.store.set_job_waiting(&job.id, false).await;
+        self.metrics().approvals_pending.dec();
+        let _ = self.store().set_job_waiting(&job.id, false).await;
         // Only a session still blocked by this wait goes back to running (it may have been closed meanwhile).
         let _ = self
-            .store
+            .store()
             .set_session_state_if(
                 &job.session_id,
                 SessionState::Blocked,
@@ -246,7 +246,7 @@ impl Core {
             )
             .await;
         let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
-        self.metrics
+        self.metrics()
             .approval_response_seconds
             .get_or_create(&ScopeLabel {
                 scope: scope.into(),
@@ -271,7 +271,7 @@ impl Core {
             // Expired (or the daemon lost the waiter): deny with interrupt and end the job.
             _ => {
                 if self
-                    .store
+                    .store()
                     .decide_approval(&approval.id, ApprovalState::Expired, "expired", "expiry")
                     .await
                     .unwrap_or(false)
@@ -295,7 +295,7 @@ impl Core {
                     ));
                 }
                 // Decided just as the wait ended: answer what was recorded.
-                let approved = matches!(self.store.approval(&approval.id).await, Ok(Some(a)) if a.state == ApprovalState::Approved);
+                let approved = matches!(self.store().approval(&approval.id).await, Ok(Some(a)) if a.state == ApprovalState::Approved);
                 Ok(if approved {
                     answer(true, &input, "", false)
                 } else {
@@ -322,7 +322,7 @@ impl Core {
         actor: &str,
     ) -> Result<Approval, CoreError> {
         let a = self
-            .store
+            .store()
             .approval(id)
             .await?
             .ok_or_else(|| not_found(id))?;
@@ -332,12 +332,12 @@ impl Core {
             ApprovalState::Denied
         };
         if !self
-            .store
+            .store()
             .decide_approval(id, state, choice.as_str(), actor)
             .await?
         {
             let a = self
-                .store
+                .store()
                 .approval(id)
                 .await?
                 .ok_or_else(|| not_found(id))?;
@@ -352,7 +352,7 @@ impl Core {
             ));
         }
         if choice == Choice::ApproveSession {
-            self.store
+            self.store()
                 .insert_grant(
                     &a.session_id,
                     &a.tool_name,
@@ -384,7 +384,7 @@ impl Core {
             .await;
         }
         let waiter = self
-            .approval_waiters
+            .approval_waiters()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map
@@ -401,14 +401,17 @@ impl Core {
         )
         .await;
         tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), actor, "Approval decided");
-        self.store.approval(id).await?.ok_or_else(|| not_found(id))
+        self.store()
+            .approval(id)
+            .await?
+            .ok_or_else(|| not_found(id))
     }
 
     /// A job ended while asking: its requests expire, their buttons go, and the waiting calls answer deny.
     pub async fn end_approvals_of_job(&self, job_id: &str) {
         let waiting: Vec<(String, oneshot::Sender<(Choice, String)>)> = {
             let mut w = self
-                .approval_waiters
+                .approval_waiters()
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let ids: Vec<String> = w
@@ -426,11 +429,11 @@ impl Core {
         }
         for (id, tx) in waiting {
             if self
-                .store
+                .store()
                 .decide_approval(&id, ApprovalState::Expired, "expired", "job ended")
                 .await
                 .unwrap_or(false)
-                && let Ok(Some(a)) = self.store.approval(&id).await
+                && let Ok(Some(a)) = self.store().approval(&id).await
             {
                 self.retire_expired(&a).await;
             }
@@ -452,13 +455,13 @@ impl Core {
     }
 
     pub async fn list_pending_approvals(&self) -> Result<Vec<Approval>, CoreError> {
-        Ok(self.store.pending_approvals().await?)
+        Ok(self.store().pending_approvals().await?)
     }
 
     /// At boot no waiting call survives: pending approvals expire and their buttons are retired.
     pub async fn expire_orphaned_approvals(&self) {
         match self
-            .store
+            .store()
             .expire_pending_approvals(chrono::Utc::now())
             .await
         {

@@ -69,14 +69,14 @@ impl Core {
         job_id: Option<&str>,
         payload: Value,
     ) {
-        self.metrics
+        self.metrics()
             .events_total
             .get_or_create(&crate::telemetry::EventTypeLabel {
                 event_type: event_type.to_string(),
             })
             .inc();
         if let Err(e) = self
-            .store
+            .store()
             .insert_event(event_type, project_id, session_id, job_id, payload)
             .await
         {
@@ -127,8 +127,8 @@ impl Core {
                 "open a new session (create_session) on the same branch",
             ));
         }
-        let queued = self.store.queued_jobs(&session.id).await?;
-        let max = self.config.raw.jobs.max_queued_per_session as usize;
+        let queued = self.store().queued_jobs(&session.id).await?;
+        let max = self.config().raw.jobs.max_queued_per_session as usize;
         if queued.len() >= max {
             return Err(CoreError::new(
                 ErrorCode::QueueFull,
@@ -140,7 +140,11 @@ impl Core {
             ));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let Some(job) = self.store.insert_job(&id, &session.id, instruction).await? else {
+        let Some(job) = self
+            .store()
+            .insert_job(&id, &session.id, instruction)
+            .await?
+        else {
             return Err(CoreError::new(
                 ErrorCode::SessionClosing,
                 format!("session {} was closed", session.id),
@@ -165,7 +169,7 @@ impl Core {
     }
 
     pub fn session_actor(&self, id: &str) -> Option<ractor::ActorRef<SessionMsg>> {
-        self.session_actors
+        self.session_actors()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
@@ -173,8 +177,8 @@ impl Core {
     }
 
     pub async fn set_queue_gauge(&self, session_id: &str) {
-        if let Ok(q) = self.store.queued_jobs(session_id).await {
-            self.metrics
+        if let Ok(q) = self.store().queued_jobs(session_id).await {
+            self.metrics()
                 .job_queue_size
                 .get_or_create(&SessionLabel {
                     session_id: session_id.to_string(),
@@ -186,13 +190,13 @@ impl Core {
     /// A job by full id or by a unique prefix of at least 8 characters.
     pub async fn get_job(&self, id: &str) -> Result<Job, CoreError> {
         let id = id.trim().to_lowercase();
-        if let Some(job) = self.store.job(&id).await? {
+        if let Some(job) = self.store().job(&id).await? {
             return Ok(job);
         }
         if id.len() < 8 || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             return Err(job_not_found(&id));
         }
-        let mut found = self.store.jobs_by_prefix(&id).await?;
+        let mut found = self.store().jobs_by_prefix(&id).await?;
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => Err(job_not_found(&id)),
@@ -225,7 +229,7 @@ impl Core {
             None => None,
         };
         Ok(self
-            .store
+            .store()
             .jobs(
                 session.as_deref(),
                 status,
@@ -265,9 +269,9 @@ impl Core {
         if job.status.is_final() {
             return Ok(job);
         }
-        self.audit
+        self.audit()
             .record(
-                &self.store,
+                &self.store(),
                 "admin.job_kill",
                 actor,
                 AuditSubject {
@@ -278,7 +282,7 @@ impl Core {
                 json!({"status": job.status.as_str()}),
             )
             .await;
-        let grace = Duration::from_secs(self.config.raw.jobs.kill_grace_secs);
+        let grace = Duration::from_secs(self.config().raw.jobs.kill_grace_secs);
         let delivered = match self.session_actor(&job.session_id) {
             Some(a) => {
                 ractor::call_t!(a, SessionMsg::KillJob, 10_000, job.id.clone()).unwrap_or(false)
@@ -296,7 +300,7 @@ impl Core {
                 error: Some("Manual termination".into()),
                 ..Default::default()
             };
-            if self.store.finish_job(&job.id, outcome).await? {
+            if self.store().finish_job(&job.id, outcome).await? {
                 self.after_job_end(&job, JobStatus::Failed, "Manual termination")
                     .await;
             }
@@ -339,12 +343,12 @@ impl Core {
         let project = ProjectLabel {
             project_id: session.project_id.clone(),
         };
-        self.active_jobs
+        self.active_jobs()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(job.id.clone());
-        self.metrics.jobs_active.get_or_create(&project).inc();
-        self.metrics
+        self.metrics().jobs_active.get_or_create(&project).inc();
+        self.metrics()
             .job_start_timestamp
             .get_or_create(&JobLabel {
                 job_id: job.id.clone(),
@@ -391,7 +395,7 @@ impl Core {
             "duration_secs": elapsed.as_secs_f64(),
         });
         let error = d.outcome.error.clone().unwrap_or_default();
-        match self.store.finish_job(&job.id, d.outcome).await {
+        match self.store().finish_job(&job.id, d.outcome).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -402,7 +406,7 @@ impl Core {
             project_id: project.id.clone(),
             status: status.as_str().into(),
         };
-        self.metrics
+        self.metrics()
             .job_duration_seconds
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
@@ -412,7 +416,7 @@ impl Core {
             JobStatus::Canceled => "job.canceled",
             _ => "job.failed",
         };
-        self.metrics.jobs_total.get_or_create(&labels).inc();
+        self.metrics().jobs_total.get_or_create(&labels).inc();
         self.job_event(event, job, session, summary).await;
         tracing::info!(target: "televibe.runner", job_id = %job.id, session_id = %session.id, status = status.as_str(), error = %error, "Job finished");
     }
@@ -423,14 +427,14 @@ impl Core {
         self.revoke_job_token(job_id);
         self.end_approvals_of_job(job_id).await;
         if !self
-            .active_jobs
+            .active_jobs()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(job_id)
         {
             return;
         }
-        self.metrics
+        self.metrics()
             .jobs_active
             .get_or_create(&ProjectLabel {
                 project_id: project_id.to_string(),
@@ -440,8 +444,8 @@ impl Core {
         let label = JobLabel {
             job_id: job_id.to_string(),
         };
-        self.metrics.job_start_timestamp.remove(&label);
-        self.metrics.log_file_bytes.remove(&label);
+        self.metrics().job_start_timestamp.remove(&label);
+        self.metrics().log_file_bytes.remove(&label);
     }
 
     /// Bookkeeping for a job ended without a runner (queued cancel, recovery, manual kill of an orphan).
@@ -453,7 +457,7 @@ impl Core {
             project_id: session.project_id.clone(),
             status: status.as_str().into(),
         };
-        self.metrics.jobs_total.get_or_create(&labels).inc();
+        self.metrics().jobs_total.get_or_create(&labels).inc();
         self.job_inactive(&job.id, &session.project_id).await;
         let event = if status == JobStatus::Canceled {
             "job.canceled"
@@ -474,7 +478,7 @@ impl Core {
     /// The jobs are written off, so the groups get SIGKILL at once rather than a grace period each.
     /// Writes are best effort: a read-only store must not keep the daemon from starting.
     pub async fn recover_jobs(&self) -> Result<(), CoreError> {
-        for job in self.store.unfinished_running_jobs().await? {
+        for job in self.store().unfinished_running_jobs().await? {
             if let Some(pgid) = job.recorded_group()
                 && process::group_alive(pgid)
             {
@@ -487,7 +491,7 @@ impl Core {
                 error: Some("the daemon restarted while the job was running".into()),
                 ..Default::default()
             };
-            match self.store.finish_job(&job.id, outcome).await {
+            match self.store().finish_job(&job.id, outcome).await {
                 Ok(true) => {
                     self.after_job_end(
                         &job,
@@ -509,7 +513,7 @@ impl Core {
     /// Tells the user once per open period that jobs wait for the Claude API.
     pub async fn notify_claude_unavailable(&self, session: &Session) {
         if !self
-            .claude_notice_sent
+            .claude_notice_sent()
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             self.emit(

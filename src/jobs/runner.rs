@@ -182,7 +182,7 @@ pub fn agent_args(
         args.push("--resume".into());
         args.push(conv.clone());
     }
-    args.extend(core.config.raw.agent.extra_args.iter().cloned());
+    args.extend(core.config().raw.agent.extra_args.iter().cloned());
     args
 }
 
@@ -222,19 +222,20 @@ impl Actor for Runner {
         mut a: RunnerArgs,
     ) -> Result<RunnerState, ActorProcessingErr> {
         let core = &self.core;
-        let program = crate::agent_path::find(&core.config.raw.agent.command).ok_or_else(|| {
-            format!(
-                "agent command {:?} not found (agent.command)",
-                core.config.raw.agent.command
-            )
-        })?;
+        let program =
+            crate::agent_path::find(&core.config().raw.agent.command).ok_or_else(|| {
+                format!(
+                    "agent command {:?} not found (agent.command)",
+                    core.config().raw.agent.command
+                )
+            })?;
         let worktree = PathBuf::from(&a.session.worktree_path);
-        let base_commit = core.git.head_commit(&worktree).await.ok().flatten();
+        let base_commit = core.git().head_commit(&worktree).await.ok().flatten();
         a.job.base_commit = base_commit.clone();
-        let log_path = core.layout.job_logs().join(format!("{}.log", a.job.id));
+        let log_path = core.layout().job_logs().join(format!("{}.log", a.job.id));
         let log = Arc::new(JobLog::create(
             &log_path,
-            core.config.raw.jobs.max_log_bytes,
+            core.config().raw.jobs.max_log_bytes,
         )?);
         let mut env = vec![
             ("TELEVIBE_PROJECT_ID".to_string(), a.project.id.clone()),
@@ -247,14 +248,14 @@ impl Actor for Runner {
             ),
         ];
         env.extend(
-            core.config
+            core.config()
                 .raw
                 .agent
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        let run_dir = sandbox::run_dir(&core.layout.orchestrator(), &a.job.id);
+        let run_dir = sandbox::run_dir(&core.layout().orchestrator(), &a.job.id);
         let plan = self.sandbox_plan(&a, &program, &run_dir, base_commit.as_deref())?;
         if let Some(plan) = &plan {
             env.extend(plan.env());
@@ -266,7 +267,8 @@ impl Actor for Runner {
             sandboxed: plan.is_some(),
         };
         let token = core.issue_job_token(&a.job.id);
-        let trusted = a.project.trusted || core.config.raw.projects.trusted.contains(&a.project.id);
+        let trusted =
+            a.project.trusted || core.config().raw.projects.trusted.contains(&a.project.id);
         let cmd = AgentCommand {
             program: &program,
             args: agent_args(core, &a.session, &a.job.id, &token, &endpoint_path, trusted),
@@ -324,7 +326,7 @@ impl Actor for Runner {
         });
 
         let marked = core
-            .store
+            .store()
             .mark_job_running(&a.job.id, pid, &log_path.display().to_string(), base_commit)
             .await;
         match marked {
@@ -343,7 +345,7 @@ impl Actor for Runner {
             .session_ref
             .cast(SessionMsg::RunnerStarted(a.job.id.clone(), pid));
         core.job_started(&a.job, &a.session, pid).await;
-        let jobs = &core.config.raw.jobs;
+        let jobs = &core.config().raw.jobs;
         // Heartbeats come well inside the session's limit; hang checks a few times per hang timeout.
         let tick = Duration::from_millis(
             (jobs.hang_timeout_secs * 1000 / 4)
@@ -492,7 +494,7 @@ impl Runner {
         run_dir: &std::path::Path,
         head: Option<&str>,
     ) -> Result<Option<SandboxPlan>, String> {
-        let config = &self.core.config;
+        let config = &self.core.config();
         if config.raw.agent.sandbox == "none" {
             return Ok(None);
         }
@@ -516,7 +518,7 @@ impl Runner {
     }
 
     fn grace(&self) -> Duration {
-        Duration::from_secs(self.core.config.raw.jobs.kill_grace_secs)
+        Duration::from_secs(self.core.config().raw.jobs.kill_grace_secs)
     }
 
     async fn on_events(&self, st: &mut RunnerState, events: Vec<StreamEvent>) {
@@ -526,7 +528,7 @@ impl Runner {
                 StreamEvent::Init { session_id, .. } => {
                     if st.session.conversation_id.as_deref() != Some(session_id.as_str()) {
                         let _ = core
-                            .store
+                            .store()
                             .set_conversation_id(&st.session.id, &session_id)
                             .await;
                         st.session.conversation_id = Some(session_id);
@@ -590,16 +592,16 @@ impl Runner {
 
     async fn on_tick(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
         let core = &self.core;
-        let _ = core.store.job_heartbeat(&st.job.id).await;
+        let _ = core.store().job_heartbeat(&st.job.id).await;
         let _ = st
             .session_ref
             .cast(SessionMsg::Heartbeat(st.job.id.clone()));
-        core.metrics.set_log_bytes(&st.job.id, st.log.bytes());
+        core.metrics().set_log_bytes(&st.job.id, st.log.bytes());
         if st.exit.is_some() || st.stop.is_some() {
             return;
         }
         let now = Instant::now();
-        let hang = Duration::from_secs(core.config.raw.jobs.hang_timeout_secs);
+        let hang = Duration::from_secs(core.config().raw.jobs.hang_timeout_secs);
         let window = (hang / 2).clamp(Duration::from_secs(1), CPU_WINDOW);
         if cpu_busy(
             &mut st.cpu_samples,
@@ -617,7 +619,7 @@ impl Runner {
         if core.job_waits_for_approval(&st.job.id) {
             st.last_cpu_change = Instant::now();
             st.last_output_ms.store(now_ms(), Ordering::Relaxed);
-        } else if quiet >= Duration::from_secs(core.config.raw.jobs.hang_timeout_secs) {
+        } else if quiet >= Duration::from_secs(core.config().raw.jobs.hang_timeout_secs) {
             begin_stop(myself, st, StopReason::Hung, self.grace());
         }
     }
@@ -648,7 +650,7 @@ impl Runner {
             // the refs: bring in its objects (each one checked) and move the session's branch (and only
             // it) to where the job left it, if nobody moved it meanwhile.
             if sandboxed {
-                match core.git.reattach_head(&repo, &worktree, &branch).await {
+                match core.git().reattach_head(&repo, &worktree, &branch).await {
                     Ok(true) => {
                         tracing::warn!(target: "televibe.runner", job_id = %job_id, branch = %branch, "The job left its session's branch; the worktree's HEAD points at it again (its changes show as uncommitted)");
                     }
@@ -660,7 +662,7 @@ impl Runner {
             }
             if sandboxed
                 && let Err(e) = core
-                    .git
+                    .git()
                     .import_objects(&repo, &sandbox::objects_dir(&run_dir))
                     .await
             {
@@ -668,14 +670,14 @@ impl Runner {
             }
             if let Some(after) = adopt
                 && let Err(e) = core
-                    .git
+                    .git()
                     .adopt_branch(&repo, &branch, base.as_deref(), &after)
                     .await
             {
                 tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's commits could not be kept on its branch");
             }
             let changes = if worktree.is_dir() {
-                core.git.changes(&worktree, base.as_deref()).await.ok()
+                core.git().changes(&worktree, base.as_deref()).await.ok()
             } else {
                 None
             };

@@ -57,7 +57,7 @@ pub struct PanicActorParams {
 impl ControlServer {
     pub fn new(core: Arc<Core>) -> ControlServer {
         let mut tool_router = Self::tool_router() + Self::domain_router() + Self::jobs_router();
-        if !core.config.raw.debug.test_hooks {
+        if !core.config().raw.debug.test_hooks {
             tool_router.remove_route("debug_panic_actor");
         }
         ControlServer { core, tool_router }
@@ -90,7 +90,7 @@ impl ControlServer {
     )]
     async fn get_breakers(&self) -> Result<CallToolResult, McpError> {
         Ok(ok_json(
-            &serde_json::json!({"breakers": self.core.breakers.statuses()}),
+            &serde_json::json!({"breakers": self.core.breakers().statuses()}),
         ))
     }
 
@@ -108,7 +108,7 @@ impl ControlServer {
             )
             .into_result());
         };
-        self.core.breakers.get(name).reset();
+        self.core.breakers().get(name).reset();
         self.core
             .record_audit(
                 "admin.breaker_reset",
@@ -117,7 +117,7 @@ impl ControlServer {
                 serde_json::json!({"breaker": name.as_str()}),
             )
             .await;
-        Ok(ok_json(&self.core.breakers.get(name).status()))
+        Ok(ok_json(&self.core.breakers().get(name).status()))
     }
 
     #[tool(

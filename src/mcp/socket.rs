@@ -50,7 +50,7 @@ impl Actor for SocketActor {
         _: ActorRef<SocketMsg>,
         _: (),
     ) -> Result<SocketState, ActorProcessingErr> {
-        let path = self.core.config.socket_path.clone();
+        let path = self.core.config().socket_path.clone();
         let listener = bind_private(&path).await?;
         tracing::info!(target: "televibe.socket", path = %path.display(), "MCP and admin socket listening");
         let core = self.core.clone();

@@ -92,7 +92,7 @@ pub struct SessionActorState {
 
 /// A runner that stops heart-beating this long is presumed dead (spec RTO: 60 s).
 fn heartbeat_limit(core: &Core) -> Duration {
-    Duration::from_secs(core.config.raw.jobs.heartbeat_timeout_secs)
+    Duration::from_secs(core.config().raw.jobs.heartbeat_timeout_secs)
 }
 
 impl Drop for SessionActorState {
@@ -106,7 +106,7 @@ impl Drop for SessionActorState {
         }
         let mut map = self
             .core
-            .session_actors
+            .session_actors()
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if map
@@ -130,7 +130,7 @@ impl Actor for SessionActor {
     ) -> Result<SessionActorState, ActorProcessingErr> {
         let session = self
             .core
-            .store
+            .store()
             .session(&self.id)
             .await?
             .ok_or_else(|| format!("session {} has no row", self.id))?;
@@ -138,7 +138,7 @@ impl Actor for SessionActor {
             return Err(format!("session {} is closed", self.id).into());
         }
         // A job still `running` here lost its runner with the previous incarnation of this actor.
-        for job in self.core.store.unfinished_running_jobs().await? {
+        for job in self.core.store().unfinished_running_jobs().await? {
             if job.session_id == session.id {
                 fail_orphan(
                     &self.core,
@@ -151,24 +151,29 @@ impl Actor for SessionActor {
         if session.state == SessionState::Running
             && let Err(e) = self
                 .core
-                .store
+                .store()
                 .set_session_state(&session.id, SessionState::Idle)
                 .await
         {
             tracing::warn!(target: "televibe.sessions", session_id = %session.id, error = %e, "session left running in the store");
         }
-        let session = self.core.store.session(&self.id).await?.unwrap_or(session);
+        let session = self
+            .core
+            .store()
+            .session(&self.id)
+            .await?
+            .unwrap_or(session);
         self.core
-            .session_actors
+            .session_actors()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session.id.clone(), myself.clone());
         let every = Duration::from_millis(
-            (self.core.config.raw.jobs.heartbeat_timeout_secs * 1000 / 2).min(10_000),
+            (self.core.config().raw.jobs.heartbeat_timeout_secs * 1000 / 2).min(10_000),
         );
         myself.send_interval(every, || SessionMsg::Tick);
         // Boot reconciliation checks worktrees once; this timer notices one that disappears later.
-        let check = Duration::from_secs(self.core.config.raw.sessions.worktree_check_secs);
+        let check = Duration::from_secs(self.core.config().raw.sessions.worktree_check_secs);
         myself.send_interval(check, || SessionMsg::CheckWorktree);
         let _ = myself.cast(SessionMsg::TryStart);
         Ok(SessionActorState {
@@ -204,7 +209,7 @@ impl Actor for SessionActor {
                 st.waiting_for_slot = false;
                 let breaker = match st.pending_breaker.take() {
                     Some(b) => Ok(b),
-                    None => self.core.breakers.acquire(BreakerName::ClaudeCode),
+                    None => self.core.breakers().acquire(BreakerName::ClaudeCode),
                 };
                 if let Ok(breaker) = breaker {
                     self.start_next(&myself, st, permit, breaker).await;
@@ -315,7 +320,7 @@ async fn fail_orphan(core: &Core, job: &Job, why: &str) {
         ..Default::default()
     };
     if core
-        .store
+        .store()
         .finish_job(&job.id, outcome)
         .await
         .unwrap_or(false)
@@ -331,12 +336,12 @@ impl SessionActor {
         if st.running.is_some()
             || st.waiting_for_slot
             || st.session.worktree_missing
-            || self.core.store.is_read_only()
+            || self.core.store().is_read_only()
             || !matches!(st.session.state, SessionState::Idle | SessionState::Running)
         {
             return;
         }
-        match self.core.store.queued_jobs(&st.session.id).await {
+        match self.core.store().queued_jobs(&st.session.id).await {
             Ok(q) if !q.is_empty() => {}
             _ => return,
         }
@@ -345,23 +350,23 @@ impl SessionActor {
         if !self.check_worktree(st).await {
             return;
         }
-        let breaker = self.core.breakers.get(BreakerName::ClaudeCode);
+        let breaker = self.core.breakers().get(BreakerName::ClaudeCode);
         if breaker.state() == BreakerState::Closed {
             self.core
-                .claude_notice_sent
+                .claude_notice_sent()
                 .store(false, std::sync::atomic::Ordering::SeqCst);
         }
-        let Ok(breaker_permit) = self.core.breakers.acquire(BreakerName::ClaudeCode) else {
+        let Ok(breaker_permit) = self.core.breakers().acquire(BreakerName::ClaudeCode) else {
             // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.
             self.core.notify_claude_unavailable(&st.session).await;
             return;
         };
-        match self.core.job_slots.clone().try_acquire_owned() {
+        match self.core.job_slots().clone().try_acquire_owned() {
             Ok(permit) => self.start_next(myself, st, permit, breaker_permit).await,
             Err(_) => {
                 st.waiting_for_slot = true;
                 st.pending_breaker = Some(breaker_permit);
-                let (slots, me) = (self.core.job_slots.clone(), myself.clone());
+                let (slots, me) = (self.core.job_slots().clone(), myself.clone());
                 tokio::spawn(async move {
                     if let Ok(permit) = slots.acquire_owned().await {
                         let _ = me.cast(SessionMsg::SlotGranted(permit));
@@ -380,7 +385,7 @@ impl SessionActor {
     ) {
         let core = &self.core;
         let next = core
-            .store
+            .store()
             .queued_jobs(&st.session.id)
             .await
             .ok()
@@ -389,11 +394,11 @@ impl SessionActor {
         else {
             return;
         };
-        if let Ok(Some(fresh)) = core.store.session(&st.session.id).await {
+        if let Ok(Some(fresh)) = core.store().session(&st.session.id).await {
             st.session = fresh;
         }
         let _ = core
-            .store
+            .store()
             .set_session_state(&st.session.id, SessionState::Running)
             .await;
         st.session.state = SessionState::Running;
@@ -427,7 +432,7 @@ impl SessionActor {
                 };
                 tracing::error!(target: "televibe.sessions", job_id = %job.id, error = %why, "Job failed to start");
                 let recorded = core
-                    .store
+                    .store()
                     .finish_job(&job.id, outcome)
                     .await
                     .unwrap_or(false);
@@ -457,7 +462,7 @@ impl SessionActor {
         }
         st.running = None;
         // Whatever ended the runner, its job must not stay open.
-        if let Ok(Some(job)) = self.core.store.job(job_id).await
+        if let Ok(Some(job)) = self.core.store().job(job_id).await
             && !job.status.is_final()
         {
             let why =
@@ -472,7 +477,7 @@ impl SessionActor {
         if st.session.state == SessionState::Running {
             let _ = self
                 .core
-                .store
+                .store()
                 .set_session_state(&st.session.id, SessionState::Idle)
                 .await;
             st.session.state = SessionState::Idle;
@@ -490,7 +495,7 @@ impl SessionActor {
             tracing::error!(target: "televibe.sessions", job_id = %job_id, "Runner stopped heart-beating; killing its process group");
             runner.kill();
             st.running = None;
-            if let Ok(Some(job)) = self.core.store.job(&job_id).await {
+            if let Ok(Some(job)) = self.core.store().job(&job_id).await {
                 fail_hung(&self.core, &job).await;
             }
             self.set_idle(st).await;
@@ -507,7 +512,7 @@ impl SessionActor {
         if worktree_present(Path::new(&st.session.worktree_path)) {
             return true;
         }
-        if let Ok(Some(fresh)) = self.core.store.session(&st.session.id).await {
+        if let Ok(Some(fresh)) = self.core.store().session(&st.session.id).await {
             st.session = fresh;
         }
         // A close removes the worktree on purpose; that is not a loss.
@@ -550,7 +555,7 @@ impl SessionActor {
                 process::signal_group(pgid, libc::SIGKILL);
             }
             r.runner.kill();
-            if let Ok(Some(job)) = self.core.store.job(&r.job_id).await {
+            if let Ok(Some(job)) = self.core.store().job(&r.job_id).await {
                 let outcome = JobOutcome {
                     status: Some(JobStatus::Canceled),
                     error: Some("its session was closed".into()),
@@ -558,7 +563,7 @@ impl SessionActor {
                 };
                 if self
                     .core
-                    .store
+                    .store()
                     .finish_job(&job.id, outcome)
                     .await
                     .unwrap_or(false)
@@ -572,7 +577,7 @@ impl SessionActor {
         let closed = close(&self.core, &mut st.session, req).await?;
         for job in self
             .core
-            .store
+            .store()
             .queued_jobs(&st.session.id)
             .await
             .unwrap_or_default()
@@ -586,7 +591,7 @@ impl SessionActor {
 /// Records that a session's worktree is gone: the flag, a warning and the `session.worktree_missing` event.
 async fn mark_missing(core: &Core, session: &mut Session) {
     // Best effort like boot reconciliation: the mark in memory stops jobs even if the store is read-only.
-    if let Err(e) = core.store.set_worktree_missing(&session.id, true).await {
+    if let Err(e) = core.store().set_worktree_missing(&session.id, true).await {
         tracing::error!(target: "televibe.sessions", session_id = %session.id, error = %e, "could not record a missing worktree");
     }
     session.worktree_missing = true;
@@ -612,7 +617,7 @@ async fn fail_hung(core: &Core, job: &Job) {
         ..Default::default()
     };
     if core
-        .store
+        .store()
         .finish_job(&job.id, outcome)
         .await
         .unwrap_or(false)
@@ -624,7 +629,7 @@ async fn fail_hung(core: &Core, job: &Job) {
 
 /// Cancels a job that has not started; a job that already ended is left as it is.
 async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Result<(), CoreError> {
-    let Some(job) = core.store.job(job_id).await? else {
+    let Some(job) = core.store().job(job_id).await? else {
         return Err(crate::jobs::job_not_found(job_id));
     };
     if job.status != JobStatus::Queued {
@@ -635,7 +640,7 @@ async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Result<(), CoreE
         error: Some(why.to_string()),
         ..Default::default()
     };
-    if core.store.finish_job(&job.id, outcome).await? {
+    if core.store().finish_job(&job.id, outcome).await? {
         core.after_job_end(&job, JobStatus::Canceled, why).await;
     }
     Ok(())
@@ -646,7 +651,7 @@ async fn close(
     session: &mut Session,
     req: &CloseRequest,
 ) -> Result<Closed, CoreError> {
-    if let Some(fresh) = core.store.session(&session.id).await? {
+    if let Some(fresh) = core.store().session(&session.id).await? {
         *session = fresh;
     }
     if session.state == SessionState::Closing {
@@ -656,7 +661,7 @@ async fn close(
             "wait a moment",
         ));
     }
-    let busy = core.store.active_jobs_of_session(&session.id).await?;
+    let busy = core.store().active_jobs_of_session(&session.id).await?;
     if busy > 0 && !req.force {
         return Err(CoreError::new(
             ErrorCode::SessionBusy,
@@ -667,23 +672,23 @@ async fn close(
     let project = core.get_project(&session.project_id).await?;
     let repo = Path::new(&project.repo_path);
     let worktree = Path::new(&session.worktree_path);
-    if worktree.is_dir() && !req.force && core.git.is_dirty(worktree).await? {
+    if worktree.is_dir() && !req.force && core.git().is_dirty(worktree).await? {
         return Err(crate::git::GitError::Dirty(session.worktree_path.clone()).into());
     }
     let before = session.state;
-    core.store
+    core.store()
         .set_session_state(&session.id, SessionState::Closing)
         .await?;
-    if let Err(e) = core.git.remove_worktree(repo, worktree, req.force).await {
+    if let Err(e) = core.git().remove_worktree(repo, worktree, req.force).await {
         // After a timeout the removal may still be going on: the session stays `closing` and the next
         // reconciliation finishes or reopens it. Any other refusal changed nothing: reopen it now.
         if !matches!(e, crate::git::GitError::Timeout(_)) {
-            core.store.set_session_state(&session.id, before).await?;
+            core.store().set_session_state(&session.id, before).await?;
         }
         return Err(e.into());
     }
     let branch_deleted = if req.delete_branch {
-        match core.git.delete_branch(repo, &session.branch).await {
+        match core.git().delete_branch(repo, &session.branch).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(target: "televibe.sessions", session_id = %session.id, error = %e, "branch kept: delete failed");
@@ -693,17 +698,17 @@ async fn close(
     } else {
         false
     };
-    core.store
+    core.store()
         .set_session_state(&session.id, SessionState::Closed)
         .await?;
-    if let Some(fresh) = core.store.session(&session.id).await? {
+    if let Some(fresh) = core.store().session(&session.id).await? {
         *session = fresh;
     }
     core.session_closed_metrics(session);
     core.refresh_session_metrics().await;
-    core.audit
+    core.audit()
         .record(
-            &core.store,
+            &core.store(),
             "session.closed",
             &req.actor,
             subject(session),
@@ -711,7 +716,7 @@ async fn close(
         )
         .await;
     let _ = core
-        .store
+        .store()
         .insert_event(
             "session.closed",
             Some(&session.project_id),

@@ -105,7 +105,7 @@ pub fn initial_sessions(core: Arc<Core>) -> InitialChildren {
             core.recover_jobs().await.map_err(|e| e.to_string())?;
             core.reconcile_sessions().await.map_err(|e| e.to_string())?;
             let open = core
-                .store
+                .store()
                 .sessions(None, false)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -124,12 +124,12 @@ impl Core {
         if let Some(p) = project_id {
             self.get_project(p).await?;
         }
-        Ok(self.store.sessions(project_id, include_closed).await?)
+        Ok(self.store().sessions(project_id, include_closed).await?)
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Session, CoreError> {
         let sid = crate::domain::SessionId::parse(id).ok_or_else(|| session_not_found(id))?;
-        self.store
+        self.store()
             .session(&sid.to_string())
             .await?
             .ok_or_else(|| session_not_found(id))
@@ -143,16 +143,16 @@ impl Core {
         branch: Option<&str>,
         base: Option<&str>,
     ) -> Result<Session, CoreError> {
-        let _serial = self.session_create.lock().await;
+        let _serial = self.session_create().lock().await;
         let project = self.get_project(project_id).await?;
-        if self.store.is_read_only() {
+        if self.store().is_read_only() {
             return Err(crate::store::StoreError::ReadOnly {
-                reason: self.store.read_only_reason().unwrap_or_default(),
+                reason: self.store().read_only_reason().unwrap_or_default(),
             }
             .into());
         }
-        let limits = &self.config.raw.sessions;
-        if self.store.count_open_sessions(Some(&project.id)).await?
+        let limits = &self.config().raw.sessions;
+        if self.store().count_open_sessions(Some(&project.id)).await?
             >= u64::from(limits.max_per_project)
         {
             return Err(limit_error(format!(
@@ -160,14 +160,14 @@ impl Core {
                 project.id, limits.max_per_project
             )));
         }
-        if self.store.count_open_sessions(None).await? >= u64::from(limits.max_total) {
+        if self.store().count_open_sessions(None).await? >= u64::from(limits.max_total) {
             return Err(limit_error(format!(
                 "{} sessions are open (sessions.max_total)",
                 limits.max_total
             )));
         }
-        let workspace_dir = self.layout.workspaces().join(&project.id);
-        let mut seq = self.store.next_session_seq().await?;
+        let workspace_dir = self.layout().workspaces().join(&project.id);
+        let mut seq = self.store().next_session_seq().await?;
         while workspace_dir.join(format!("S{seq}")).exists() {
             // A directory left by a crash keeps its number; doctor reports it.
             seq += 1;
@@ -180,7 +180,7 @@ impl Core {
         crate::domain::validate_branch(&branch)
             .map_err(|e| CoreError::from(GitError::InvalidBranch(e.0)))?;
         if let Some(other) = self
-            .store
+            .store()
             .open_session_on_branch(&project.id, &branch)
             .await?
         {
@@ -209,32 +209,32 @@ impl Core {
             branch_created,
             workspace_dir,
         };
-        let session = match self.store.insert_session(seq, &new).await {
+        let session = match self.store().insert_session(seq, &new).await {
             Ok(s) => s,
             Err(e) => {
                 // Undo the git side so a refusal changes nothing.
                 let _ = self
-                    .git
+                    .git()
                     .remove_worktree(Path::new(&project.repo_path), &dest, true)
                     .await;
                 if branch_created {
                     let _ = self
-                        .git
+                        .git()
                         .delete_branch(Path::new(&project.repo_path), &branch)
                         .await;
                 }
                 return Err(e.into());
             }
         };
-        self.metrics
+        self.metrics()
             .sessions_total
             .get_or_create(&ProjectLabel {
                 project_id: project.id.clone(),
             })
             .inc();
-        self.audit
+        self.audit()
             .record(
-                &self.store,
+                &self.store(),
                 "session.created",
                 actor,
                 subject(&session),
@@ -242,7 +242,7 @@ impl Core {
             )
             .await;
         let _ = self
-            .store
+            .store()
             .insert_event(
                 "session.created",
                 Some(&project.id),
@@ -264,11 +264,11 @@ impl Core {
         base: &str,
         dest: &Path,
     ) -> Result<bool, CoreError> {
-        match self.git.create_worktree(repo, branch, base, dest).await {
+        match self.git().create_worktree(repo, branch, base, dest).await {
             Err(e) if e.is_failure() => {
                 tracing::warn!(target: "televibe.sessions", error = %e, "worktree creation failed; retrying once");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                self.git
+                self.git()
                     .create_worktree(repo, branch, base, dest)
                     .await
                     .map_err(|e| {
@@ -313,7 +313,7 @@ impl Core {
             ));
         }
         let actor_ref = self
-            .session_actors
+            .session_actors()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&session.id)
@@ -342,7 +342,7 @@ impl Core {
             delete_branch,
         };
         // Dirty check, removal and branch deletion each may take up to git.timeout_secs.
-        let limit = (4 * self.config.raw.git.timeout_secs + 30) * 1000;
+        let limit = (4 * self.config().raw.git.timeout_secs + 30) * 1000;
         ractor::call_t!(actor_ref, SessionMsg::Close, limit, req).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?
@@ -352,7 +352,7 @@ impl Core {
     pub async fn recover_session(&self, actor: &str, id: &str) -> Result<Recovered, CoreError> {
         let (session, actor_ref) = self.open_session_actor(id).await?;
         // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
-        let limit = (6 * self.config.raw.git.timeout_secs + 30) * 1000;
+        let limit = (6 * self.config().raw.git.timeout_secs + 30) * 1000;
         ractor::call_t!(actor_ref, SessionMsg::Recover, limit, actor.to_string()).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?
@@ -360,8 +360,8 @@ impl Core {
 
     /// Prunes stale worktree entries, marks sessions whose worktree is gone, finishes interrupted closes.
     pub async fn reconcile_sessions(&self) -> Result<(), CoreError> {
-        for project in self.store.projects().await? {
-            match self.git.prune(Path::new(&project.repo_path)).await {
+        for project in self.store().projects().await? {
+            match self.git().prune(Path::new(&project.repo_path)).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(target: "televibe.sessions", project_id = %project.id, pruned = n, "Pruned stale worktree entries")
                 }
@@ -377,7 +377,7 @@ impl Core {
                 tracing::error!(target: "televibe.sessions", session_id = id, error = %e, "reconciliation could not {what}");
             }
         };
-        for s in self.store.sessions(None, false).await? {
+        for s in self.store().sessions(None, false).await? {
             let exists = worktree_present(Path::new(&s.worktree_path));
             match s.state {
                 // A close interrupted after its worktree was removed: finish it.
@@ -385,17 +385,17 @@ impl Core {
                     warn(
                         "close a session",
                         &s.id,
-                        self.store
+                        self.store()
                             .set_session_state(&s.id, SessionState::Closed)
                             .await,
                     );
-                    for job in self.store.queued_jobs(&s.id).await.unwrap_or_default() {
+                    for job in self.store().queued_jobs(&s.id).await.unwrap_or_default() {
                         let outcome = crate::domain::JobOutcome {
                             status: Some(crate::domain::JobStatus::Canceled),
                             error: Some("its session was closed".into()),
                             ..Default::default()
                         };
-                        let _ = self.store.finish_job(&job.id, outcome).await;
+                        let _ = self.store().finish_job(&job.id, outcome).await;
                     }
                     continue;
                 }
@@ -403,7 +403,7 @@ impl Core {
                 SessionState::Closing | SessionState::Running | SessionState::Blocked => warn(
                     "reset a session",
                     &s.id,
-                    self.store
+                    self.store()
                         .set_session_state(&s.id, SessionState::Idle)
                         .await,
                 ),
@@ -413,7 +413,7 @@ impl Core {
                 warn(
                     "mark a worktree missing",
                     &s.id,
-                    self.store.set_worktree_missing(&s.id, true).await,
+                    self.store().set_worktree_missing(&s.id, true).await,
                 );
                 tracing::warn!(target: "televibe.sessions", session_id = %s.id, path = %s.worktree_path, "Session worktree is missing");
                 self.emit(
@@ -428,7 +428,7 @@ impl Core {
                 warn(
                     "clear a worktree mark",
                     &s.id,
-                    self.store.set_worktree_missing(&s.id, false).await,
+                    self.store().set_worktree_missing(&s.id, false).await,
                 );
             }
         }
@@ -437,7 +437,7 @@ impl Core {
 
     /// Recomputes `televibe_sessions_active{project_id,state}` and the per-session activity gauges.
     pub async fn refresh_session_metrics(&self) {
-        let Ok(open) = self.store.sessions(None, false).await else {
+        let Ok(open) = self.store().sessions(None, false).await else {
             return;
         };
         let mut counts: std::collections::HashMap<(String, String), i64> = Default::default();
@@ -445,7 +445,7 @@ impl Core {
             *counts
                 .entry((s.project_id.clone(), s.state.as_str().to_string()))
                 .or_default() += 1;
-            self.metrics
+            self.metrics()
                 .session_last_activity_timestamp
                 .get_or_create(&SessionLabel {
                     session_id: s.id.clone(),
@@ -453,18 +453,18 @@ impl Core {
                 .set(s.last_activity_at.timestamp());
         }
         let mut last = self
-            .session_gauge_labels
+            .session_gauge_labels()
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         for (project_id, state) in last.drain() {
             if !counts.contains_key(&(project_id.clone(), state.clone())) {
-                self.metrics
+                self.metrics()
                     .sessions_active
                     .remove(&ProjectStateLabel { project_id, state });
             }
         }
         for ((project_id, state), n) in counts {
-            self.metrics
+            self.metrics()
                 .sessions_active
                 .get_or_create(&ProjectStateLabel {
                     project_id: project_id.clone(),
@@ -480,13 +480,15 @@ impl Core {
         let label = SessionLabel {
             session_id: s.id.clone(),
         };
-        self.metrics.session_last_activity_timestamp.remove(&label);
-        self.metrics.workspace_disk_bytes.remove(&label);
+        self.metrics()
+            .session_last_activity_timestamp
+            .remove(&label);
+        self.metrics().workspace_disk_bytes.remove(&label);
         let lived = (chrono::Utc::now() - s.created_at)
             .num_milliseconds()
             .max(0) as f64
             / 1000.0;
-        self.metrics
+        self.metrics()
             .session_duration_seconds
             .get_or_create(&ProjectLabel {
                 project_id: s.project_id.clone(),
@@ -496,7 +498,7 @@ impl Core {
 
     /// Measures every open session's worktree (janitor; never on a request path).
     pub async fn measure_workspaces(&self) {
-        let Ok(open) = self.store.sessions(None, false).await else {
+        let Ok(open) = self.store().sessions(None, false).await else {
             return;
         };
         for s in open {
@@ -506,11 +508,11 @@ impl Core {
                 .unwrap_or(0);
             // A session closed while it was being measured must not get its gauge back.
             let still_open =
-                matches!(self.store.session(&s.id).await, Ok(Some(now)) if now.state.is_open());
+                matches!(self.store().session(&s.id).await, Ok(Some(now)) if now.state.is_open());
             if !still_open {
                 continue;
             }
-            self.metrics
+            self.metrics()
                 .workspace_disk_bytes
                 .get_or_create(&SessionLabel {
                     session_id: s.id.clone(),

@@ -72,7 +72,7 @@ impl Front {
     }
 
     fn access(&self, chat_id: i64, user_id: i64, private: bool) -> Access {
-        let t = &self.core.config.raw.telegram;
+        let t = &self.core.config().raw.telegram;
         Allowlist {
             users: &t.allowed_users,
             chats: &t.allowed_chats,
@@ -397,7 +397,7 @@ impl Front {
             out.push_str(&render::job_line(j));
             out.push('\n');
         }
-        for b in self.core.breakers.statuses() {
+        for b in self.core.breakers().statuses() {
             if b.state != crate::breaker::BreakerState::Closed {
                 out.push_str(&format!(
                     "⚠️ breaker {} is {:?}\n",

@@ -187,7 +187,7 @@ impl Notifier {
                 {
                     t.queued = false;
                 }
-                self.core.metrics.notifications_dropped_total.inc();
+                self.core.metrics().notifications_dropped_total.inc();
             }
         }
         st.queue.push_back(out);
@@ -367,7 +367,7 @@ impl Notifier {
         apply(&mut t.view, &ev);
         if is_progress(&ev.event_type) && t.unsent.iter().any(|u| is_progress(&u.event_type)) {
             // Coalesced: an earlier progress change is replaced before it was shown.
-            self.core.metrics.notifications_dropped_total.inc();
+            self.core.metrics().notifications_dropped_total.inc();
         }
         t.unsent.push(ev);
         if !t.queued {
@@ -644,7 +644,7 @@ impl Notifier {
         for e in events {
             let secs = (now - e.created_at).num_milliseconds().max(0) as f64 / 1000.0;
             self.core
-                .metrics
+                .metrics()
                 .event_delivery_seconds
                 .get_or_create(&EventTypeLabel {
                     event_type: e.event_type.clone(),

@@ -20,7 +20,7 @@ impl SessionActor {
         by: &str,
     ) -> Result<Recovered, CoreError> {
         let core = &self.core;
-        if let Some(fresh) = core.store.session(&st.session.id).await? {
+        if let Some(fresh) = core.store().session(&st.session.id).await? {
             st.session = fresh;
         }
         let id = st.session.id.clone();
@@ -44,7 +44,7 @@ impl SessionActor {
                 ));
             }
             // Someone put it back by hand: only the mark is out of date.
-            core.store.set_worktree_missing(&id, false).await?;
+            core.store().set_worktree_missing(&id, false).await?;
             st.session.worktree_missing = false;
             let out = Recovered {
                 action: RecoveryAction::WorktreeFound,
@@ -73,20 +73,20 @@ impl SessionActor {
         let project = core.get_project(&st.session.project_id).await?;
         let repo = Path::new(&project.repo_path);
         // The repository still lists the lost worktree (git refuses to add one at a listed path).
-        core.git.prune(repo).await?;
+        core.git().prune(repo).await?;
         // An empty directory left where the worktree was would make the add fail; anything else in
         // the way is somebody's data and stays untouched (the session is replaced instead).
         if path.is_dir() {
             let _ = std::fs::remove_dir(&path);
         }
         match core
-            .git
+            .git()
             .create_worktree(repo, &st.session.branch, &st.session.base_branch, &path)
             .await
         {
             Ok(branch_recreated) => {
-                core.store.set_worktree_missing(&id, false).await?;
-                if let Some(fresh) = core.store.session(&id).await? {
+                core.store().set_worktree_missing(&id, false).await?;
+                if let Some(fresh) = core.store().session(&id).await? {
                     st.session = fresh;
                 }
                 let branch = &st.session.branch;
@@ -133,8 +133,8 @@ impl SessionActor {
     ) -> Result<Recovered, CoreError> {
         let core = &self.core;
         let old = st.session.clone();
-        let queued = core.store.queued_jobs(&old.id).await.unwrap_or_default();
-        core.store
+        let queued = core.store().queued_jobs(&old.id).await.unwrap_or_default();
+        core.store()
             .set_session_state(&old.id, SessionState::Closed)
             .await?;
         for job in &queued {
@@ -145,13 +145,13 @@ impl SessionActor {
             )
             .await;
         }
-        if let Some(fresh) = core.store.session(&old.id).await? {
+        if let Some(fresh) = core.store().session(&old.id).await? {
             st.session = fresh;
         }
         core.session_closed_metrics(&st.session);
-        core.audit
+        core.audit()
             .record(
-                &core.store,
+                &core.store(),
                 "session.closed",
                 by,
                 subject(&old),
@@ -186,9 +186,9 @@ impl SessionActor {
         let core = &self.core;
         let mut who = subject(&r.session);
         who.session_id = Some(r.session_id.clone());
-        core.audit
+        core.audit()
             .record(
-                &core.store,
+                &core.store(),
                 "session.recovered",
                 by,
                 who,

@@ -1,0 +1,243 @@
+//! The core: the handles every front and actor shares (config, store, metrics, breakers, the tree).
+//!
+//! Fronts (MCP, admin, later Telegram) call methods here; none of them touches the database or spawns processes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use crate::audit::Audit;
+use crate::breaker::Breakers;
+use crate::config::Config;
+use crate::errors::CoreError;
+use crate::git::Git;
+use crate::layout::Layout;
+use crate::sessions::actor::SessionMsg;
+use crate::store::Store;
+use crate::supervisor::{SupervisorMsg, TreeNode};
+use crate::telemetry::Metrics;
+
+mod fronts;
+mod health;
+pub use fronts::ApprovalServer;
+pub use health::{FrontCheck, Health, Readiness, ReadinessChecks};
+
+/// Shared state of one daemon.
+pub struct Core {
+    config: Arc<Config>,
+    layout: Layout,
+    store: Store,
+    metrics: Arc<Metrics>,
+    breakers: Arc<Breakers>,
+    /// The readiness check of the chat front (Telegram's `getMe`), when one is configured.
+    front_check: OnceLock<Box<dyn FrontCheck>>,
+    /// The server of jobs' approval endpoints.
+    approval_server: OnceLock<ApprovalServer>,
+    git: Git,
+    audit: Audit,
+    started: Instant,
+    /// Running session actors by session id (each registers itself when it starts).
+    session_actors: Mutex<HashMap<String, ActorRef<SessionMsg>>>,
+    /// Serialises session creation: limits, numbering and branch checks happen under it.
+    session_create: tokio::sync::Mutex<()>,
+    /// Approval calls waiting for a person.
+    approval_waiters: Mutex<crate::approvals::Waiters>,
+    /// Per-job secrets of the approval tool connections (job id → token), alive while the job runs.
+    job_tokens: Mutex<HashMap<String, String>>,
+    /// Jobs this daemon counts in `televibe_jobs_active` (so a gauge never goes below what it added).
+    active_jobs: Mutex<HashSet<String>>,
+    /// Run slots: `jobs.max_concurrent` permits, held by running jobs.
+    job_slots: Arc<tokio::sync::Semaphore>,
+    /// Whether users were told that the Claude API is unavailable (reset when a job starts again).
+    claude_notice_sent: AtomicBool,
+    /// Label sets of `televibe_sessions_active` set last time, so vanished ones go back to 0.
+    session_gauge_labels: Mutex<HashSet<(String, String)>>,
+    shutting_down: AtomicBool,
+    root: OnceLock<ActorRef<SupervisorMsg>>,
+    /// The last sandbox check and when it ran (readiness asks often; bwrap is started at most once a minute).
+    sandbox_checked: Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl Core {
+    pub fn new(config: Arc<Config>, store: Store, metrics: Arc<Metrics>) -> Arc<Core> {
+        let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
+        let layout = Layout::new(&config.root);
+        let job_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.raw.jobs.max_concurrent as usize,
+        ));
+        Arc::new(Core {
+            git: Git::new(
+                breakers.clone(),
+                Duration::from_secs(config.raw.git.timeout_secs),
+            ),
+            audit: Audit::new(layout.audit_log()),
+            layout,
+            config,
+            store,
+            metrics,
+            breakers,
+            front_check: OnceLock::new(),
+            approval_server: OnceLock::new(),
+            started: Instant::now(),
+            session_actors: Mutex::new(HashMap::new()),
+            session_create: tokio::sync::Mutex::new(()),
+            job_slots,
+            active_jobs: Mutex::new(HashSet::new()),
+            approval_waiters: Mutex::new(Default::default()),
+            job_tokens: Mutex::new(HashMap::new()),
+            claude_notice_sent: AtomicBool::new(false),
+            session_gauge_labels: Mutex::new(HashSet::new()),
+            shutting_down: AtomicBool::new(false),
+            root: OnceLock::new(),
+            sandbox_checked: Mutex::new(None),
+        })
+    }
+
+    // Accessors. The fronts may read the configuration, layout, metrics and breakers; the store, git, the
+    // audit log and the domains' live state are for the core's own modules (tests/layering.rs keeps the
+    // fronts off the store).
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn breakers(&self) -> &Arc<Breakers> {
+        &self.breakers
+    }
+
+    /// When this daemon started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn git(&self) -> &Git {
+        &self.git
+    }
+
+    pub(crate) fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    pub(crate) fn session_actors(&self) -> &Mutex<HashMap<String, ActorRef<SessionMsg>>> {
+        &self.session_actors
+    }
+
+    pub(crate) fn session_create(&self) -> &tokio::sync::Mutex<()> {
+        &self.session_create
+    }
+
+    pub(crate) fn approval_waiters(&self) -> &Mutex<crate::approvals::Waiters> {
+        &self.approval_waiters
+    }
+
+    pub(crate) fn active_jobs(&self) -> &Mutex<HashSet<String>> {
+        &self.active_jobs
+    }
+
+    pub(crate) fn job_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.job_slots
+    }
+
+    pub(crate) fn claude_notice_sent(&self) -> &AtomicBool {
+        &self.claude_notice_sent
+    }
+
+    pub(crate) fn session_gauge_labels(&self) -> &Mutex<HashSet<(String, String)>> {
+        &self.session_gauge_labels
+    }
+
+    pub fn set_root(&self, root: ActorRef<SupervisorMsg>) {
+        let _ = self.root.set(root);
+    }
+
+    pub fn root(&self) -> Option<&ActorRef<SupervisorMsg>> {
+        self.root.get()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The live supervision tree, asked of the root supervisor.
+    pub async fn supervision_tree(&self) -> Result<TreeNode, String> {
+        let root = self.root().ok_or("the supervision tree is not running")?;
+        ractor::call_t!(root, SupervisorMsg::Tree, 2000)
+            .map_err(|e| format!("supervision tree did not answer: {e}"))
+    }
+
+    /// A fresh secret for a job's approval connection (256 random bits).
+    pub fn issue_job_token(&self, job_id: &str) -> String {
+        let mut b = [0u8; 32];
+        rand::fill(&mut b[..]);
+        let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        self.job_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job_id.to_string(), token.clone());
+        token
+    }
+
+    pub fn revoke_job_token(&self, job_id: &str) {
+        self.job_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job_id);
+    }
+
+    /// Whether `token` is the live secret of job `job_id` (compared in constant time).
+    pub fn job_token_valid(&self, job_id: &str, token: &str) -> bool {
+        let tokens = self.job_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(expected) = tokens.get(job_id) else {
+            return false;
+        };
+        expected.len() == token.len()
+            && expected
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// The session's changes against its base branch (uncommitted ones included) and its new files.
+    pub async fn session_diff(&self, s: &crate::domain::Session) -> Result<String, CoreError> {
+        let wt = std::path::Path::new(&s.worktree_path);
+        if !wt.is_dir() {
+            return Err(CoreError::new(
+                crate::errors::ErrorCode::GitError,
+                format!("the worktree of {} is missing", s.id),
+                "close the session and open a new one on the branch",
+            ));
+        }
+        Ok(self.git.diff(wt, &s.base_branch).await?)
+    }
+
+    /// The running child of the root with this name.
+    pub async fn root_child(&self, name: &str) -> Result<ractor::ActorCell, CoreError> {
+        let root = self
+            .root()
+            .ok_or_else(|| CoreError::internal("supervision tree not running"))?;
+        ractor::call_t!(root, SupervisorMsg::Child, 2000, name.to_string())
+            .map_err(|e| CoreError::internal(format!("supervision tree did not answer: {e}")))?
+            .ok_or_else(|| CoreError::internal(format!("{name} is restarting; retry in a moment")))
+    }
+}
