@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod domain;
 pub mod errors;
+pub mod events;
 pub mod git;
 pub mod jobs;
 pub mod layout;

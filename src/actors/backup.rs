@@ -12,6 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::backup::{Outcome, Runner, Schedule};
 use crate::core::Core;
+use crate::events::{Event, Scope};
 use crate::supervisor::ChildMessage;
 
 pub struct BackupActor {
@@ -124,11 +125,12 @@ pub async fn run_and_report(core: &Core, now: DateTime<Utc>) -> Result<Outcome, 
             if let Some(r) = o.remote.as_ref().filter(|r| !r.ok) {
                 tracing::error!(target: "televibe.backup", file = %o.file, error = %r.detail, "Backup upload failed; the local backup is kept");
                 core.emit(
-                    "backup.failed",
-                    None,
-                    None,
-                    None,
-                    serde_json::json!({"stage": "remote", "file": o.file, "error": r.detail}),
+                    Scope::daemon(),
+                    Event::BackupFailed {
+                        stage: "remote".into(),
+                        file: Some(o.file.clone()),
+                        error: r.detail.clone(),
+                    },
                 )
                 .await;
             }
@@ -136,11 +138,12 @@ pub async fn run_and_report(core: &Core, now: DateTime<Utc>) -> Result<Outcome, 
         Err(e) => {
             tracing::error!(target: "televibe.backup", error = %e, "Backup failed; earlier backups are untouched");
             core.emit(
-                "backup.failed",
-                None,
-                None,
-                None,
-                serde_json::json!({"stage": "local", "error": e}),
+                Scope::daemon(),
+                Event::BackupFailed {
+                    stage: "local".into(),
+                    file: None,
+                    error: e.to_string(),
+                },
             )
             .await;
         }

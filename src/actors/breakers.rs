@@ -8,6 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::breaker::BreakerState;
 use crate::core::Core;
+use crate::events::{Event, Scope};
 use crate::supervisor::ChildMessage;
 
 pub struct BreakersActor {
@@ -60,11 +61,10 @@ impl Actor for BreakersActor {
                     if s.state == BreakerState::Open && last.get(i) != Some(&BreakerState::Open) {
                         self.core
                             .emit(
-                                "breaker.opened",
-                                None,
-                                None,
-                                None,
-                                serde_json::json!({"breaker": s.name.as_str()}),
+                                Scope::daemon(),
+                                Event::BreakerOpened {
+                                    breaker: s.name.as_str().into(),
+                                },
                             )
                             .await;
                     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::core::Core;
+use crate::events::{Event, Scope};
 use crate::store::StoreError;
 use crate::supervisor::ChildMessage;
 
@@ -68,13 +69,7 @@ impl StoreActor {
                     _ => String::new(),
                 };
                 self.core
-                    .emit(
-                        "database.corrupted",
-                        None,
-                        None,
-                        None,
-                        serde_json::json!({"detail": detail}),
-                    )
+                    .emit(Scope::daemon(), Event::DatabaseCorrupted { detail })
                     .await;
                 self.core.store().enter_read_only("integrity check failed");
                 tracing::error!(target: "televibe.store()", critical = true, error = %e, "Database integrity check failed");

@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::audit::AuditSubject;
 use crate::core::Core;
-use crate::domain::{Approval, ApprovalState, Job, SessionState};
+use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
+use crate::events::{Event, Scope};
 use crate::jobs::outcome::StopReason;
 use crate::telemetry::{ScopeLabel, ScopeResultLabel};
 use policy::{Policy, Verdict};
@@ -219,11 +220,10 @@ impl Core {
         .await;
         let session = self.get_session(&job.session_id).await.ok();
         self.emit(
-            "approval.requested",
-            session.as_ref().map(|s| s.project_id.as_str()),
-            Some(&job.session_id),
-            Some(&job.id),
-            json!({"approval_id": approval.id}),
+            job_scope(&job, session.as_ref()),
+            Event::ApprovalRequested {
+                approval_id: approval.id.clone(),
+            },
         )
         .await;
         tracing::info!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, tool, scope, "Approval needed");
@@ -279,11 +279,10 @@ impl Core {
                     self.count(scope, "expired");
                     self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
                     self.emit(
-                        "approval.expired",
-                        session.as_ref().map(|s| s.project_id.as_str()),
-                        Some(&job.session_id),
-                        Some(&job.id),
-                        json!({"approval_id": approval.id}),
+                        job_scope(&job, session.as_ref()),
+                        Event::ApprovalExpired {
+                            approval_id: approval.id.clone(),
+                        },
                     )
                     .await;
                     self.stop_job(&job, StopReason::ApprovalTimeout).await;
@@ -393,11 +392,14 @@ impl Core {
             let _ = tx.send((choice, actor.to_string()));
         }
         self.emit(
-            "approval.decided",
-            None,
-            Some(&a.session_id),
-            Some(&a.job_id),
-            json!({"approval_id": a.id}),
+            Scope {
+                project_id: None,
+                session_id: Some(a.session_id.clone()),
+                job_id: Some(a.job_id.clone()),
+            },
+            Event::ApprovalDecided {
+                approval_id: a.id.clone(),
+            },
         )
         .await;
         tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), actor, "Approval decided");
@@ -445,11 +447,14 @@ impl Core {
     async fn retire_expired(&self, a: &Approval) {
         self.count(&a.scope, "expired");
         self.emit(
-            "approval.decided",
-            None,
-            Some(&a.session_id),
-            Some(&a.job_id),
-            json!({"approval_id": a.id}),
+            Scope {
+                project_id: None,
+                session_id: Some(a.session_id.clone()),
+                job_id: Some(a.job_id.clone()),
+            },
+            Event::ApprovalDecided {
+                approval_id: a.id.clone(),
+            },
         )
         .await;
     }
@@ -474,6 +479,15 @@ impl Core {
                 tracing::error!(target: "televibe.approvals", error = %e, "pending approvals not expired")
             }
         }
+    }
+}
+
+/// The scope of an approval event: the job, its session, and the project when the session is known.
+fn job_scope(job: &Job, session: Option<&Session>) -> Scope {
+    Scope {
+        project_id: session.map(|s| s.project_id.clone()),
+        session_id: Some(job.session_id.clone()),
+        job_id: Some(job.id.clone()),
     }
 }
 

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::json;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -23,6 +22,8 @@ use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::domain::{Job, Project, Session};
+use crate::events::{Event, Scope};
+use crate::jobs::Ending;
 use crate::sessions::actor::SessionMsg;
 use crate::supervisor::ChildMessage;
 
@@ -536,11 +537,13 @@ impl Runner {
                 }
                 StreamEvent::ToolUse { id, name, input } => {
                     let target = tool_target(&name, &input);
-                    core.job_event(
-                        "job.tool_started",
-                        &st.job,
-                        &st.session,
-                        json!({"tool": name, "target": target, "tool_use_id": id}),
+                    core.emit(
+                        Scope::job(&st.job, &st.session),
+                        Event::ToolStarted {
+                            tool: name.clone(),
+                            target: target.clone(),
+                            tool_use_id: id.clone(),
+                        },
                     )
                     .await;
                     st.tools.insert(id, (name, target));
@@ -550,11 +553,14 @@ impl Runner {
                     is_error,
                 } => {
                     let (name, target) = st.tools.get(&tool_use_id).cloned().unwrap_or_default();
-                    core.job_event(
-                        "job.tool_completed",
-                        &st.job,
-                        &st.session,
-                        json!({"tool": name, "target": target, "tool_use_id": tool_use_id, "is_error": is_error}),
+                    core.emit(
+                        Scope::job(&st.job, &st.session),
+                        Event::ToolCompleted {
+                            tool: name,
+                            target,
+                            tool_use_id,
+                            is_error,
+                        },
                     )
                     .await;
                 }
@@ -568,11 +574,14 @@ impl Runner {
                 } => {
                     tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, "Agent retries the model API");
                     // The phone shows it: a job that waits on an overloaded API is not stuck.
-                    core.job_event(
-                        "job.api_retry",
-                        &st.job,
-                        &st.session,
-                        json!({"attempt": attempt, "max_retries": max_retries, "error_status": error_status, "error": error}),
+                    core.emit(
+                        Scope::job(&st.job, &st.session),
+                        Event::ApiRetry {
+                            attempt,
+                            max_retries,
+                            error_status,
+                            error,
+                        },
                     )
                     .await;
                 }
@@ -711,18 +720,17 @@ impl Runner {
         if outcome.outcome.result_text.is_none() {
             outcome.outcome.result_text = st.last_text.clone();
         }
-        core.job_finished(
-            &st.job,
-            &st.session,
-            &st.project,
-            outcome,
-            st.started.elapsed(),
-            st.breaker.take(),
-        )
-        .await;
+        let ending = Ending::Decided {
+            decision: outcome,
+            elapsed: st.started.elapsed(),
+            breaker: st.breaker.take(),
+        };
+        if let Err(e) = core.end_job(&st.job, ending).await {
+            tracing::error!(target: "televibe.runner", job_id = %st.job.id, error = %e, "the job's ending was not recorded");
+        }
         let _ = st
             .session_ref
-            .cast(SessionMsg::JobFinished(st.job.id.clone()));
+            .cast(SessionMsg::RunnerDone(st.job.id.clone()));
         myself.stop(Some("job finished".into()));
     }
 }

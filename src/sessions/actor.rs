@@ -12,8 +12,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{Closed, Recovered, RecoveryAction, subject, worktree_present};
 use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
 use crate::core::Core;
-use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session, SessionState};
+use crate::domain::{ErrorType, Job, JobStatus, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
+use crate::events::{Event, Scope};
+use crate::jobs::Ending;
 use crate::jobs::outcome::StopReason;
 use crate::jobs::process;
 use crate::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
@@ -42,7 +44,7 @@ pub enum SessionMsg {
     /// Start the next queued job if the session, the breaker and a run slot allow it.
     TryStart,
     SlotGranted(OwnedSemaphorePermit),
-    JobFinished(String),
+    RunnerDone(String),
     /// The runner's process group is up (job id, pgid).
     RunnerStarted(String, i32),
     Heartbeat(String),
@@ -215,7 +217,7 @@ impl Actor for SessionActor {
                     self.start_next(&myself, st, permit, breaker).await;
                 }
             }
-            SessionMsg::JobFinished(job_id) => self.job_ended(&myself, st, &job_id, None).await,
+            SessionMsg::RunnerDone(job_id) => self.runner_done(&myself, st, &job_id, None).await,
             SessionMsg::RunnerStarted(job_id, pgid) => {
                 if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
                     r.pgid = Some(pgid);
@@ -303,7 +305,7 @@ impl Actor for SessionActor {
             return Ok(());
         };
         let why = crash.unwrap_or_else(|| "runner stopped before writing an outcome".into());
-        self.job_ended(&myself, st, &job_id, Some(why)).await;
+        self.runner_done(&myself, st, &job_id, Some(why)).await;
         Ok(())
     }
 }
@@ -313,19 +315,11 @@ async fn fail_orphan(core: &Core, job: &Job, why: &str) {
     if let Some(pgid) = job.recorded_group() {
         process::signal_group(pgid, libc::SIGKILL);
     }
-    let outcome = JobOutcome {
-        status: Some(JobStatus::Failed),
-        error_type: Some(ErrorType::Internal),
-        error: Some(why.to_string()),
-        ..Default::default()
-    };
     if core
-        .store()
-        .finish_job(&job.id, outcome)
+        .end_job(job, Ending::failed(ErrorType::Internal, why))
         .await
         .unwrap_or(false)
     {
-        core.after_job_end(job, JobStatus::Failed, why).await;
         tracing::error!(target: "televibe.sessions", job_id = %job.id, reason = why, "Job failed: its runner is gone");
     }
 }
@@ -424,21 +418,11 @@ impl SessionActor {
             }
             Err(e) => {
                 let why = format!("cannot start the agent: {e}");
-                let outcome = JobOutcome {
-                    status: Some(JobStatus::Failed),
-                    error_type: Some(ErrorType::Internal),
-                    error: Some(why.clone()),
-                    ..Default::default()
-                };
                 tracing::error!(target: "televibe.sessions", job_id = %job.id, error = %why, "Job failed to start");
                 let recorded = core
-                    .store()
-                    .finish_job(&job.id, outcome)
+                    .end_job(&job, Ending::failed(ErrorType::Internal, &why))
                     .await
                     .unwrap_or(false);
-                if recorded {
-                    core.after_job_end(&job, JobStatus::Failed, &why).await;
-                }
                 self.set_idle(st).await;
                 // Only go on when the failure is on record; otherwise the same job would start again at once.
                 if recorded {
@@ -449,7 +433,7 @@ impl SessionActor {
     }
 
     /// The running job ended (normally, or its runner is gone: `crash` says why).
-    async fn job_ended(
+    async fn runner_done(
         &self,
         myself: &ActorRef<SessionMsg>,
         st: &mut SessionActorState,
@@ -556,22 +540,10 @@ impl SessionActor {
             }
             r.runner.kill();
             if let Ok(Some(job)) = self.core.store().job(&r.job_id).await {
-                let outcome = JobOutcome {
-                    status: Some(JobStatus::Canceled),
-                    error: Some("its session was closed".into()),
-                    ..Default::default()
-                };
-                if self
+                let _ = self
                     .core
-                    .store()
-                    .finish_job(&job.id, outcome)
-                    .await
-                    .unwrap_or(false)
-                {
-                    self.core
-                        .after_job_end(&job, JobStatus::Canceled, "its session was closed")
-                        .await;
-                }
+                    .end_job(&job, Ending::canceled("its session was closed"))
+                    .await;
             }
         }
         let closed = close(&self.core, &mut st.session, req).await?;
@@ -597,11 +569,10 @@ async fn mark_missing(core: &Core, session: &mut Session) {
     session.worktree_missing = true;
     tracing::warn!(target: "televibe.sessions", session_id = %session.id, path = %session.worktree_path, "Session worktree is missing");
     core.emit(
-        "session.worktree_missing",
-        Some(&session.project_id),
-        Some(&session.id),
-        None,
-        json!({"path": session.worktree_path}),
+        Scope::session(session),
+        Event::WorktreeMissing {
+            path: session.worktree_path.clone(),
+        },
     )
     .await;
 }
@@ -610,21 +581,12 @@ async fn fail_hung(core: &Core, job: &Job) {
     if let Some(pgid) = job.recorded_group() {
         process::signal_group(pgid, libc::SIGKILL);
     }
-    let outcome = JobOutcome {
-        status: Some(JobStatus::Failed),
-        error_type: Some(ErrorType::Hung),
-        error: Some("its runner stopped heart-beating".into()),
-        ..Default::default()
-    };
-    if core
-        .store()
-        .finish_job(&job.id, outcome)
-        .await
-        .unwrap_or(false)
-    {
-        core.after_job_end(job, JobStatus::Failed, "its runner stopped heart-beating")
-            .await;
-    }
+    let _ = core
+        .end_job(
+            job,
+            Ending::failed(ErrorType::Hung, "its runner stopped heart-beating"),
+        )
+        .await;
 }
 
 /// Cancels a job that has not started; a job that already ended is left as it is.
@@ -635,14 +597,7 @@ async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Result<(), CoreE
     if job.status != JobStatus::Queued {
         return Ok(());
     }
-    let outcome = JobOutcome {
-        status: Some(JobStatus::Canceled),
-        error: Some(why.to_string()),
-        ..Default::default()
-    };
-    if core.store().finish_job(&job.id, outcome).await? {
-        core.after_job_end(&job, JobStatus::Canceled, why).await;
-    }
+    core.end_job(&job, Ending::canceled(why)).await?;
     Ok(())
 }
 
@@ -715,17 +670,11 @@ async fn close(
             json!({"force": req.force, "branch": session.branch, "branch_deleted": branch_deleted}),
         )
         .await;
-    let _ = core
-        .store()
-        .insert_event(
-            "session.closed",
-            Some(&session.project_id),
-            Some(&session.id),
-            None,
-            json!({"branch_deleted": branch_deleted}),
-        )
-        .await;
-    tracing::info!(target: "televibe.sessions", session_id = %session.id, branch_deleted, "Session closed");
+    core.emit(
+        Scope::session(session),
+        Event::SessionClosed { branch_deleted },
+    )
+    .await;
     Ok(Closed {
         session: session.clone(),
         branch_deleted,

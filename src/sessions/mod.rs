@@ -16,7 +16,9 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::{NewSession, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
+use crate::events::{Event, Scope};
 use crate::git::GitError;
+use crate::jobs::Ending;
 use crate::supervisor::{ChildSpec, InitialChildren, SupervisorMsg};
 use crate::telemetry::{ProjectLabel, ProjectStateLabel, SessionLabel};
 use actor::{CloseRequest, SessionActor, SessionMsg};
@@ -241,17 +243,13 @@ impl Core {
                 json!({"branch": session.branch, "base": session.base_branch, "branch_created": branch_created, "worktree": session.worktree_path}),
             )
             .await;
-        let _ = self
-            .store()
-            .insert_event(
-                "session.created",
-                Some(&project.id),
-                Some(&session.id),
-                None,
-                json!({"branch": session.branch}),
-            )
-            .await;
-        tracing::info!(target: "televibe.sessions", session_id = %session.id, project_id = %project.id, branch = %session.branch, "Session created");
+        self.emit(
+            Scope::session(&session),
+            Event::SessionCreated {
+                branch: session.branch.clone(),
+            },
+        )
+        .await;
         self.refresh_session_metrics().await;
         self.start_session_actor(&session.id).await;
         Ok(session)
@@ -390,12 +388,9 @@ impl Core {
                             .await,
                     );
                     for job in self.store().queued_jobs(&s.id).await.unwrap_or_default() {
-                        let outcome = crate::domain::JobOutcome {
-                            status: Some(crate::domain::JobStatus::Canceled),
-                            error: Some("its session was closed".into()),
-                            ..Default::default()
-                        };
-                        let _ = self.store().finish_job(&job.id, outcome).await;
+                        let _ = self
+                            .end_job(&job, Ending::canceled("its session was closed"))
+                            .await;
                     }
                     continue;
                 }
@@ -417,11 +412,10 @@ impl Core {
                 );
                 tracing::warn!(target: "televibe.sessions", session_id = %s.id, path = %s.worktree_path, "Session worktree is missing");
                 self.emit(
-                    "session.worktree_missing",
-                    Some(&s.project_id),
-                    Some(&s.id),
-                    None,
-                    json!({"path": s.worktree_path}),
+                    Scope::session(&s),
+                    Event::WorktreeMissing {
+                        path: s.worktree_path.clone(),
+                    },
                 )
                 .await;
             } else if exists && s.worktree_missing {

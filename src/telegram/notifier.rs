@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::Value;
 
 use super::buttons::tracker_buttons;
 use super::client::{Button, TgError};
@@ -21,6 +20,7 @@ use super::{Link, routes};
 use crate::core::Core;
 use crate::domain::READ_ONLY_MESSAGE;
 use crate::domain::{JobStatus, OutboxEvent};
+use crate::events::Event;
 use crate::supervisor::ChildMessage;
 use crate::telemetry::EventTypeLabel;
 
@@ -102,6 +102,8 @@ struct TrackerState {
     view: Tracker,
     /// Events folded into the view but not yet shown.
     unsent: Vec<OutboxEvent>,
+    /// Whether a progress event is among the unsent ones (a newer one replaces it, counted as dropped).
+    progress_unsent: bool,
     last_edit: Option<Instant>,
     queued: bool,
 }
@@ -170,13 +172,6 @@ impl Actor for Notifier {
     }
 }
 
-fn is_progress(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "job.queued" | "job.started" | "job.tool_started" | "job.tool_completed" | "job.api_retry"
-    )
-}
-
 impl Notifier {
     fn enqueue(&self, st: &mut NotifierState, out: Outgoing) {
         if st.queue.len() >= QUEUE_CAP {
@@ -228,33 +223,44 @@ impl Notifier {
         }
     }
 
-    async fn on_event(&self, st: &mut NotifierState, ev: OutboxEvent) {
+    async fn on_event(&self, st: &mut NotifierState, row: OutboxEvent) {
         let core = &self.core;
-        let chat = match &ev.session_id {
+        let chat = match &row.session_id {
             Some(s) => routes::session_chat(core, s).await,
             None => routes::notice_chats(core).into_iter().next(),
         };
         let Some(chat) = chat else {
             // Nobody to tell: done.
-            let _ = core.mark_delivered(&[ev.id]).await;
+            let _ = core.mark_delivered(&[row.id]).await;
             return;
         };
-        match ev.event_type.as_str() {
-            t if t.starts_with("job.") => self.on_job_event(st, chat, ev).await,
-            "approval.requested" => {
-                let approval_id = ev.payload["approval_id"].as_str().unwrap_or("").to_string();
-                self.enqueue(
+        let Some(event) = Event::from_row(&row) else {
+            tracing::warn!(target: "televibe.notifier", event_type = %row.event_type, "outbox row of an unknown type or shape; skipped");
+            let _ = core.mark_delivered(&[row.id]).await;
+            return;
+        };
+        let html = match &event {
+            Event::JobQueued { .. }
+            | Event::JobStarted { .. }
+            | Event::ToolStarted { .. }
+            | Event::ToolCompleted { .. }
+            | Event::ApiRetry { .. }
+            | Event::JobCompleted(_)
+            | Event::JobFailed(_)
+            | Event::JobCanceled(_) => return self.on_job_event(st, chat, row, &event).await,
+            Event::ApprovalRequested { approval_id } => {
+                let approval_id = approval_id.clone();
+                return self.enqueue(
                     st,
                     Outgoing::Approval {
                         approval_id,
                         chat_id: chat,
-                        events: vec![ev],
+                        events: vec![row],
                     },
                 );
             }
-            "approval.decided" | "approval.expired" => {
-                let approval_id = ev.payload["approval_id"].as_str().unwrap_or("").to_string();
-                if ev.event_type == "approval.expired" {
+            Event::ApprovalDecided { approval_id } | Event::ApprovalExpired { approval_id } => {
+                if matches!(event, Event::ApprovalExpired { .. }) {
                     self.enqueue(
                         st,
                         Outgoing::text(
@@ -264,77 +270,73 @@ impl Notifier {
                         ),
                     );
                 }
-                self.enqueue(
+                let approval_id = approval_id.clone();
+                return self.enqueue(
                     st,
                     Outgoing::ApprovalDecided {
                         approval_id,
                         chat_id: chat,
-                        events: vec![ev],
+                        events: vec![row],
                     },
                 );
             }
-            "claude.unavailable"
-            | "session.worktree_missing"
-            | "breaker.opened"
-            | "backup.failed"
-            | "database.corrupted" => {
-                let html = match ev.event_type.as_str() {
-                    "claude.unavailable" => escape(
-                        ev.payload["message"]
-                            .as_str()
-                            .unwrap_or(crate::jobs::CLAUDE_UNAVAILABLE),
-                    ),
-                    "breaker.opened" => format!(
-                        "⚠️ Circuit breaker <b>{}</b> opened",
-                        escape(ev.payload["breaker"].as_str().unwrap_or("?"))
-                    ),
-                    "backup.failed" => format!(
-                        "⚠️ Backup failed ({}): {}",
-                        if ev.payload["stage"] == "remote" {
-                            "upload; the local backup is kept"
-                        } else {
-                            "no new backup was written; earlier ones are untouched"
-                        },
-                        escape(ev.payload["error"].as_str().unwrap_or("?"))
-                    ),
-                    "database.corrupted" => format!(
-                        "🚨 The state database failed its integrity check: {}. Writes are disabled; \
-                         stop the daemon and run <code>televibe backup restore latest</code>",
-                        escape(ev.payload["detail"].as_str().unwrap_or("?"))
-                    ),
-                    _ => format!(
-                        "⚠️ Session {} lost its worktree {}",
-                        escape(ev.session_id.as_deref().unwrap_or("?")),
-                        render::code(ev.payload["path"].as_str().unwrap_or(""))
-                    ),
-                };
-                let target = if ev.session_id.is_none() {
-                    routes::notice_chats(core)
-                        .into_iter()
-                        .next()
-                        .unwrap_or(chat)
+            Event::SessionCreated { .. } | Event::SessionClosed { .. } => {
+                // The person who created or closed it got the answer already.
+                let _ = core.mark_delivered(&[row.id]).await;
+                return;
+            }
+            Event::ClaudeUnavailable { message } => escape(message),
+            Event::BreakerOpened { breaker } => {
+                format!("⚠️ Circuit breaker <b>{}</b> opened", escape(breaker))
+            }
+            Event::BackupFailed { stage, error, .. } => format!(
+                "⚠️ Backup failed ({}): {}",
+                if stage == "remote" {
+                    "upload; the local backup is kept"
                 } else {
-                    chat
-                };
-                self.enqueue(
-                    st,
-                    Outgoing::Text {
-                        chat_id: target,
-                        html,
-                        buttons: Vec::new(),
-                        events: vec![ev],
-                    },
-                );
-            }
-            _ => {
-                let _ = core.mark_delivered(&[ev.id]).await;
-            }
-        }
+                    "no new backup was written; earlier ones are untouched"
+                },
+                escape(error)
+            ),
+            Event::DatabaseCorrupted { detail } => format!(
+                "🚨 The state database failed its integrity check: {}. Writes are disabled; \
+                 stop the daemon and run <code>televibe backup restore latest</code>",
+                escape(detail)
+            ),
+            Event::WorktreeMissing { path } => format!(
+                "⚠️ Session {} lost its worktree {}",
+                escape(row.session_id.as_deref().unwrap_or("?")),
+                render::code(path)
+            ),
+        };
+        let target = if row.session_id.is_none() {
+            routes::notice_chats(core)
+                .into_iter()
+                .next()
+                .unwrap_or(chat)
+        } else {
+            chat
+        };
+        self.enqueue(
+            st,
+            Outgoing::Text {
+                chat_id: target,
+                html,
+                buttons: Vec::new(),
+                events: vec![row],
+            },
+        );
     }
 
-    async fn on_job_event(&self, st: &mut NotifierState, chat: i64, ev: OutboxEvent) {
-        let Some(job_id) = ev.job_id.clone() else {
-            let _ = self.core.mark_delivered(&[ev.id]).await;
+    async fn on_job_event(
+        &self,
+        st: &mut NotifierState,
+        chat: i64,
+        row: OutboxEvent,
+        event: &Event,
+    ) {
+        let Some(job_id) = row.job_id.clone() else {
+            let _ = self.core.mark_delivered(&[row.id]).await;
             return;
         };
         if !st.trackers.contains_key(&job_id) {
@@ -342,8 +344,8 @@ impl Notifier {
             let job = self.core.job_by_id(&job_id).await;
             let view = Tracker {
                 job_id: job_id.clone(),
-                session_id: ev.session_id.clone().unwrap_or_default(),
-                project_id: ev.project_id.clone().unwrap_or_default(),
+                session_id: row.session_id.clone().unwrap_or_default(),
+                project_id: row.project_id.clone().unwrap_or_default(),
                 instruction: job
                     .as_ref()
                     .map(|j| j.instruction.clone())
@@ -358,18 +360,22 @@ impl Notifier {
                     message_id: known.map(|k| k.1),
                     view,
                     unsent: Vec::new(),
+                    progress_unsent: false,
                     last_edit: None,
                     queued: false,
                 },
             );
         }
         let t = st.trackers.get_mut(&job_id).expect("inserted above");
-        apply(&mut t.view, &ev);
-        if is_progress(&ev.event_type) && t.unsent.iter().any(|u| is_progress(&u.event_type)) {
-            // Coalesced: an earlier progress change is replaced before it was shown.
-            self.core.metrics().notifications_dropped_total.inc();
+        apply(&mut t.view, event, row.created_at);
+        if event.is_progress() {
+            if t.progress_unsent {
+                // Coalesced: an earlier progress change is replaced before it was shown.
+                self.core.metrics().notifications_dropped_total.inc();
+            }
+            t.progress_unsent = true;
         }
-        t.unsent.push(ev);
+        t.unsent.push(row);
         if !t.queued {
             t.queued = true;
             self.enqueue(st, Outgoing::Tracker { job_id });
@@ -619,6 +625,7 @@ impl Notifier {
                 Some(t) => {
                     t.queued = false;
                     t.last_edit = Some(Instant::now());
+                    t.progress_unsent = false;
                     std::mem::take(&mut t.unsent)
                 }
                 None => Vec::new(),
@@ -654,34 +661,37 @@ impl Notifier {
     }
 }
 
-/// Folds one job event into a tracker's view.
-fn apply(view: &mut Tracker, ev: &OutboxEvent) {
-    let p = &ev.payload;
-    let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
-    match ev.event_type.as_str() {
-        "job.queued" if view.instruction.is_empty() => {
-            view.instruction = s("instruction_preview").unwrap_or_default();
+/// Folds one job event into a tracker's view (`at`: when the event happened).
+fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
+    match event {
+        Event::JobQueued {
+            instruction_preview,
+            ..
+        } if view.instruction.is_empty() => {
+            view.instruction = instruction_preview.clone();
         }
-        "job.started" => {
+        Event::JobStarted { .. } => {
             view.status = Some(JobStatus::Running);
-            view.started_unix = Some(ev.created_at.timestamp());
+            view.started_unix = Some(at.timestamp());
         }
-        "job.api_retry" => {
-            let n = |k: &str| p.get(k).and_then(Value::as_i64);
+        Event::ApiRetry {
+            attempt,
+            max_retries,
+            error_status,
+            ..
+        } => {
             view.api_retry = Some(format!(
-                "{}/{}{}",
-                n("attempt").unwrap_or(0),
-                n("max_retries").unwrap_or(0),
-                n("error_status")
+                "{attempt}/{max_retries}{}",
+                error_status
                     .map(|c| format!(" (HTTP {c})"))
                     .unwrap_or_default()
             ));
         }
-        "job.tool_started" => {
+        Event::ToolStarted { tool, target, .. } => {
             view.api_retry = None;
             view.tools.push(ToolLine {
-                tool: s("tool").unwrap_or_default(),
-                target: s("target").unwrap_or_default(),
+                tool: tool.clone(),
+                target: target.clone(),
                 done: false,
                 failed: false,
             });
@@ -690,45 +700,35 @@ fn apply(view: &mut Tracker, ev: &OutboxEvent) {
                 view.tools.drain(..view.tools.len() - render::TRACKER_TOOLS);
             }
         }
-        "job.tool_completed" => {
-            let target = s("target").unwrap_or_default();
-            let tool = s("tool").unwrap_or_default();
+        Event::ToolCompleted {
+            tool,
+            target,
+            is_error,
+            ..
+        } => {
             if let Some(t) = view
                 .tools
                 .iter_mut()
                 .rev()
-                .find(|t| !t.done && t.tool == tool && t.target == target)
+                .find(|t| !t.done && &t.tool == tool && &t.target == target)
             {
                 t.done = true;
-                t.failed = p.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+                t.failed = *is_error;
             }
         }
-        "job.completed" | "job.failed" | "job.canceled" => {
-            view.status = s("status").as_deref().and_then(JobStatus::parse).or(Some(
-                match ev.event_type.as_str() {
-                    "job.completed" => JobStatus::Done,
-                    "job.canceled" => JobStatus::Canceled,
-                    _ => JobStatus::Failed,
-                },
-            ));
-            view.error = s("error");
-            view.result = s("result");
-            view.turns = p.get("num_turns").and_then(Value::as_i64);
-            view.cost = p.get("total_cost_usd").and_then(Value::as_f64);
-            view.finished_secs = p.get("duration_secs").and_then(Value::as_f64);
-            view.files = p
-                .get("files_changed")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            view.diff_stat = s("diff_stat");
-            if let Some(m) = s("message") {
-                view.error = Some(m);
-            }
+        Event::JobCompleted(end) | Event::JobFailed(end) | Event::JobCanceled(end) => {
+            view.status = end.status.or(Some(match event {
+                Event::JobCompleted(_) => JobStatus::Done,
+                Event::JobCanceled(_) => JobStatus::Canceled,
+                _ => JobStatus::Failed,
+            }));
+            view.error = end.message.clone().or_else(|| end.error.clone());
+            view.result = end.result.clone();
+            view.turns = end.num_turns;
+            view.cost = end.total_cost_usd;
+            view.finished_secs = end.duration_secs;
+            view.files = end.files_changed.clone();
+            view.diff_stat = end.diff_stat.clone();
         }
         _ => {}
     }
@@ -742,18 +742,7 @@ pub fn chat_gap(chat_id: i64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(event_type: &str, payload: Value) -> OutboxEvent {
-        OutboxEvent {
-            id: 1,
-            event_type: event_type.into(),
-            project_id: Some("app".into()),
-            session_id: Some("S1".into()),
-            job_id: Some("0123456789abcdef".into()),
-            payload,
-            created_at: chrono::Utc::now(),
-        }
-    }
+    use crate::events::JobEnd;
 
     #[test]
     fn a_model_api_retry_shows_on_the_tracker_until_the_agent_moves_on() {
@@ -762,13 +751,14 @@ mod tests {
             status: Some(JobStatus::Running),
             ..Default::default()
         };
-        apply(
-            &mut view,
-            &ev(
-                "job.api_retry",
-                serde_json::json!({"attempt": 2, "max_retries": 10, "error_status": 529}),
-            ),
-        );
+        let now = chrono::Utc::now();
+        let retry = |attempt, error_status| Event::ApiRetry {
+            attempt,
+            max_retries: 10,
+            error_status,
+            error: None,
+        };
+        apply(&mut view, &retry(2, Some(529)), now);
         assert!(
             view.render()
                 .contains("⏳ model API busy, retry 2/10 (HTTP 529)"),
@@ -776,15 +766,17 @@ mod tests {
             view.render()
         );
         assert!(
-            is_progress("job.api_retry"),
+            retry(2, None).is_progress(),
             "coalesced like other progress"
         );
         apply(
             &mut view,
-            &ev(
-                "job.tool_started",
-                serde_json::json!({"tool": "Bash", "target": "ls"}),
-            ),
+            &Event::ToolStarted {
+                tool: "Bash".into(),
+                target: "ls".into(),
+                tool_use_id: "t1".into(),
+            },
+            now,
         );
         assert!(
             !view.render().contains("model API busy"),
@@ -792,17 +784,15 @@ mod tests {
             view.render()
         );
         // A retry without a status (network error) still shows; a finished job no longer does.
-        apply(
-            &mut view,
-            &ev(
-                "job.api_retry",
-                serde_json::json!({"attempt": 1, "max_retries": 10}),
-            ),
-        );
+        apply(&mut view, &retry(1, None), now);
         assert!(view.render().contains("retry 1/10\n"), "{}", view.render());
         apply(
             &mut view,
-            &ev("job.completed", serde_json::json!({"status": "done"})),
+            &Event::JobCompleted(JobEnd {
+                status: Some(JobStatus::Done),
+                ..Default::default()
+            }),
+            now,
         );
         assert!(
             !view.render().contains("model API busy"),

@@ -1,0 +1,246 @@
+//! How a job starts and ends, as bookkeeping. Every ending — done, failed, canceled, killed, timeout, hung,
+//! orphaned, restart-recovered, could not start — goes through [`Core::end_job`]: the outcome is written
+//! (the first ending wins), the breaker probe is settled, the job's approval secret and pending requests
+//! go, the gauges drop it, the ending is counted and told (`job.completed|failed|canceled`), and its
+//! session's queue gauge is set again. Killing what is left of the job's processes is the caller's part.
+
+use std::time::Duration;
+
+use crate::breaker::BreakerPermit;
+use crate::core::Core;
+use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session};
+use crate::errors::CoreError;
+use crate::events::{Event, JobEnd, Scope};
+use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel};
+
+use super::outcome::{BreakerVerdict, Decision};
+use super::runner;
+
+/// The spec's message while the `claude_code` breaker is open.
+pub const CLAUDE_UNAVAILABLE: &str = "⚠️ Claude API temporarily unavailable. Jobs queued.";
+
+/// How a job ends.
+pub enum Ending {
+    /// Its runner's verdict: the agent exited or was stopped (`decide` in `jobs::outcome`).
+    Decided {
+        decision: Decision,
+        elapsed: Duration,
+        /// The `claude_code` breaker permit the job ran under, settled by the verdict.
+        breaker: Option<BreakerPermit>,
+    },
+    /// No runner decides: the daemon ends the job itself (a queued job canceled, its session closed, its
+    /// runner gone or silent, a manual kill, the daemon restarted, the agent could not start).
+    Imposed {
+        status: JobStatus,
+        error_type: Option<ErrorType>,
+        reason: String,
+    },
+}
+
+impl Ending {
+    pub fn canceled(reason: &str) -> Ending {
+        Ending::Imposed {
+            status: JobStatus::Canceled,
+            error_type: None,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn failed(error_type: ErrorType, reason: &str) -> Ending {
+        Ending::Imposed {
+            status: JobStatus::Failed,
+            error_type: Some(error_type),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl Core {
+    /// Bookkeeping when a runner has started its process.
+    pub async fn job_started(&self, job: &Job, session: &Session, pid: i32) {
+        let project = ProjectLabel {
+            project_id: session.project_id.clone(),
+        };
+        self.active_jobs()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id.clone());
+        self.metrics().jobs_active.get_or_create(&project).inc();
+        self.metrics()
+            .job_start_timestamp
+            .get_or_create(&JobLabel {
+                job_id: job.id.clone(),
+            })
+            .set(chrono::Utc::now().timestamp());
+        self.set_queue_gauge(&session.id).await;
+        self.emit(
+            Scope::job(job, session),
+            Event::JobStarted {
+                pid,
+                instruction_preview: runner::preview(&job.instruction),
+            },
+        )
+        .await;
+    }
+
+    /// Ends a job: the one path every ending takes. Answers whether this call ended it (false when it had
+    /// ended already: then nothing else happens).
+    pub async fn end_job(&self, job: &Job, ending: Ending) -> Result<bool, CoreError> {
+        let (outcome, elapsed, message) = match ending {
+            Ending::Decided {
+                decision,
+                elapsed,
+                breaker,
+            } => {
+                if let Some(permit) = breaker {
+                    match decision.breaker {
+                        BreakerVerdict::Success => permit.success(),
+                        BreakerVerdict::Failure => permit.failure(),
+                        // Dropping it gives a probe slot back.
+                        BreakerVerdict::Neutral => drop(permit),
+                    }
+                }
+                (decision.outcome, Some(elapsed), None)
+            }
+            Ending::Imposed {
+                status,
+                error_type,
+                reason,
+            } => {
+                let message = (error_type == Some(ErrorType::Killed))
+                    .then(|| format!("Job {} was terminated after getting stuck", job.id));
+                let outcome = JobOutcome {
+                    status: Some(status),
+                    error_type,
+                    error: Some(reason),
+                    ..Default::default()
+                };
+                (outcome, None, message)
+            }
+        };
+        let status = outcome.status.unwrap_or(JobStatus::Failed);
+        let end = JobEnd {
+            status: Some(status),
+            error_type: outcome.error_type,
+            error: outcome.error.clone(),
+            result: outcome
+                .result_text
+                .as_deref()
+                .map(|t| t.chars().take(3000).collect()),
+            num_turns: outcome.num_turns,
+            total_cost_usd: outcome.total_cost_usd,
+            files_changed: outcome.files_changed.clone(),
+            diff_stat: outcome.diff_stat.clone(),
+            duration_secs: elapsed.map(|e| e.as_secs_f64()),
+            message,
+        };
+        let session = self.store().session(&job.session_id).await.ok().flatten();
+        let project_id = session
+            .as_ref()
+            .map(|s| s.project_id.clone())
+            .unwrap_or_default();
+        match self.store().finish_job(&job.id, outcome).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => {
+                // The job is over all the same: its secret, requests and gauges go now; the next
+                // session incarnation or boot recovery writes the outcome.
+                tracing::error!(target: "televibe.jobs", job_id = %job.id, error = %e, "job outcome not stored");
+                self.job_inactive(&job.id, &project_id).await;
+                return Err(e.into());
+            }
+        }
+        let labels = ProjectStatusLabel {
+            project_id: project_id.clone(),
+            status: status.as_str().into(),
+        };
+        if let Some(elapsed) = elapsed {
+            self.metrics()
+                .job_duration_seconds
+                .get_or_create(&labels)
+                .observe(elapsed.as_secs_f64());
+        }
+        self.metrics().jobs_total.get_or_create(&labels).inc();
+        self.job_inactive(&job.id, &project_id).await;
+        tracing::info!(target: "televibe.runner", job_id = %job.id, session_id = %job.session_id, status = status.as_str(), error = %end.error.as_deref().unwrap_or(""), "Job finished");
+        if let Some(session) = &session {
+            self.emit(Scope::job(job, session), Event::ending(status, end))
+                .await;
+        }
+        self.set_queue_gauge(&job.session_id).await;
+        Ok(true)
+    }
+
+    /// A job ended: its approval connection and pending requests end with it, and it leaves the running
+    /// gauges (once, and only if this daemon counted it in).
+    async fn job_inactive(&self, job_id: &str, project_id: &str) {
+        self.revoke_job_token(job_id);
+        self.end_approvals_of_job(job_id).await;
+        if !self
+            .active_jobs()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(job_id)
+        {
+            return;
+        }
+        self.metrics()
+            .jobs_active
+            .get_or_create(&ProjectLabel {
+                project_id: project_id.to_string(),
+            })
+            .dec();
+        // Per-job gauges exist while the job runs, so their label set stays bounded.
+        let label = JobLabel {
+            job_id: job_id.to_string(),
+        };
+        self.metrics().job_start_timestamp.remove(&label);
+        self.metrics().log_file_bytes.remove(&label);
+    }
+
+    /// At boot (and whenever the `sessions` supervisor starts): jobs left `running` are failed
+    /// (`orchestrator_restart`) after their process group, if still alive and still theirs, is killed.
+    /// The jobs are written off, so the groups get SIGKILL at once rather than a grace period each.
+    /// Writes are best effort: a read-only store must not keep the daemon from starting.
+    pub async fn recover_jobs(&self) -> Result<(), CoreError> {
+        for job in self.store().unfinished_running_jobs().await? {
+            if let Some(pgid) = job.recorded_group()
+                && super::process::group_alive(pgid)
+            {
+                tracing::warn!(target: "televibe.jobs", job_id = %job.id, pgid, "Killing the process group of a job left running by the previous daemon");
+                super::process::signal_group(pgid, libc::SIGKILL);
+            }
+            let ending = Ending::failed(
+                ErrorType::OrchestratorRestart,
+                "the daemon restarted while the job was running",
+            );
+            match self.end_job(&job, ending).await {
+                Ok(true) => {
+                    tracing::warn!(target: "televibe.jobs", job_id = %job.id, "Job failed: orchestrator_restart");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(target: "televibe.jobs", job_id = %job.id, error = %e, "cannot record the failed job; retried at the next start")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the user once per open period that jobs wait for the Claude API.
+    pub async fn notify_claude_unavailable(&self, session: &Session) {
+        if !self
+            .claude_notice_sent()
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.emit(
+                Scope::session(session),
+                Event::ClaudeUnavailable {
+                    message: CLAUDE_UNAVAILABLE.into(),
+                },
+            )
+            .await;
+            tracing::warn!(target: "televibe.jobs", "{CLAUDE_UNAVAILABLE}");
+        }
+    }
+}
