@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::backup::{self, Remote, Runner};
+use crate::backup::{self, Runner};
 use crate::breaker::Breakers;
 use crate::config::Config;
 use crate::layout::Layout;
@@ -142,7 +142,7 @@ async fn list(config: &Config, json_out: bool) -> Result<(), String> {
             }),
         );
     }
-    let remote = Remote::parse(&config.raw.backup.remote)?;
+    let remote = config.backup.remote.clone();
     let mut remote_error = None;
     if let Some(r) = &remote {
         match r.list().await {
@@ -170,7 +170,7 @@ async fn list(config: &Config, json_out: bool) -> Result<(), String> {
         print_json(&json!({
             "backups": backups,
             "directory": layout.backups(),
-            "remote": config.raw.backup.remote,
+            "remote": config.backup.remote_url,
             "remote_error": remote_error,
         }));
         return Ok(());

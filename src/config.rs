@@ -457,7 +457,9 @@ pub struct RestartPolicy {
 /// Validated configuration used by the daemon and the clients.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub raw: RawConfig,
+    /// The file and environment as written: only `config show` reads it (tests/layering.rs keeps the rest
+    /// of `src/` on the typed values below).
+    raw: RawConfig,
     pub file: Option<PathBuf>,
     pub root: PathBuf,
     pub http_listen: SocketAddr,
@@ -468,6 +470,120 @@ pub struct Config {
     pub log_filter: String,
     /// Absolute directories besides `<root>/repos` where projects may live.
     pub allowed_roots: Vec<PathBuf>,
+    pub agent: AgentSettings,
+    pub jobs: JobSettings,
+    pub approvals: ApprovalSettings,
+    pub telegram: TelegramSettings,
+    pub backup: BackupSettings,
+    pub logging: LoggingSettings,
+    pub sessions: SessionSettings,
+    pub http: HttpSettings,
+    pub store: StoreSettings,
+    pub debug: DebugSettings,
+    /// `git.timeout_secs`: the longest a git operation may take.
+    pub git_timeout: Duration,
+    /// `projects.trusted`: projects whose own settings (hooks, MCP servers) the agent may load.
+    pub trusted_projects: Vec<String>,
+}
+
+/// `[agent]`, validated.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub command: String,
+    pub extra_args: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    /// False with `agent.sandbox = "none"`: agents run unconfined, by the operator's choice.
+    pub sandboxed: bool,
+    pub sandbox_hide: Vec<String>,
+    pub sandbox_write: Vec<String>,
+}
+
+/// `[jobs]`, validated.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub max_concurrent: usize,
+    pub max_queued_per_session: usize,
+    pub hard_timeout: Duration,
+    pub hang_timeout: Duration,
+    pub kill_grace: Duration,
+    pub max_log_bytes: u64,
+    pub heartbeat_timeout: Duration,
+}
+
+/// `[approvals]`, validated (rules checked by the policy's parser).
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    pub timeout: Duration,
+    pub auto_allow: Vec<String>,
+    pub auto_deny: Vec<String>,
+}
+
+/// `[telegram]` without the token (that is `Config::telegram_token`).
+#[derive(Debug, Clone)]
+pub struct TelegramSettings {
+    pub api_url: String,
+    /// Where the token was read from, if from a file (hidden from every sandbox).
+    pub token_file: Option<PathBuf>,
+    pub allowed_users: Vec<i64>,
+    pub allowed_chats: Vec<i64>,
+    /// 0 when unset.
+    pub admin_chat_id: i64,
+}
+
+/// `[backup]`, parsed.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub schedule: crate::backup::schedule::Schedule,
+    pub retention_days: u32,
+    /// The object store uploads go to, if any, and its URL as configured.
+    pub remote: Option<crate::backup::remote::Remote>,
+    pub remote_url: String,
+}
+
+/// `[logging]`, validated (the level is `Config::log_filter`).
+#[derive(Debug, Clone)]
+pub struct LoggingSettings {
+    pub retention_days: u32,
+    pub max_size_bytes: u64,
+    pub job_log_retention_days: u32,
+    pub audit_retention_days: u32,
+    /// `auto`, `human`, `json` or `off`.
+    pub stderr: String,
+}
+
+/// `[sessions]`, validated.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub max_per_project: usize,
+    pub max_total: usize,
+    pub branch_prefix: String,
+    pub disk_usage_interval: Duration,
+    pub worktree_check: Duration,
+}
+
+/// `[http]`, validated (the address is `Config::http_listen`).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub busy_timeout: Duration,
+    pub integrity_check_interval: Duration,
+    pub read_only_probe: Duration,
+}
+
+/// `[debug]`: test hooks, inert unless `test_hooks` is on.
+#[derive(Debug, Clone)]
+pub struct DebugSettings {
+    pub test_hooks: bool,
+    /// Added to the backup scheduler's clock (only with `test_hooks`).
+    pub backup_clock_offset: chrono::TimeDelta,
+    /// How long shutdown keeps answering "shutting down" before stopping (only with `test_hooks`).
+    pub shutdown_hold: Duration,
 }
 
 impl Config {
@@ -645,9 +761,9 @@ impl Config {
                 breaker_settings(&b.backup_remote, "breakers.backup_remote")?,
             ),
         ];
-        crate::backup::schedule::Schedule::parse(&raw.backup.schedule)
+        let schedule = crate::backup::schedule::Schedule::parse(&raw.backup.schedule)
             .map_err(|e| invalid("backup.schedule", e))?;
-        crate::backup::remote::Remote::parse(&raw.backup.remote)
+        let remote = crate::backup::remote::Remote::parse(&raw.backup.remote)
             .map_err(|e| invalid("backup.remote", e))?;
         for (key, days) in [
             ("logging.retention_days", raw.logging.retention_days),
@@ -756,7 +872,82 @@ impl Config {
                 "store intervals must be at least 1 second",
             ));
         }
+        let secs = Duration::from_secs;
+        let (a, j, t, l, ss, st, d) = (
+            &raw.agent,
+            &raw.jobs,
+            &raw.telegram,
+            &raw.logging,
+            &raw.sessions,
+            &raw.store,
+            &raw.debug,
+        );
         Ok(Config {
+            agent: AgentSettings {
+                command: a.command.clone(),
+                extra_args: a.extra_args.clone(),
+                env: a.env.clone(),
+                sandboxed: a.sandbox != "none",
+                sandbox_hide: a.sandbox_hide.clone(),
+                sandbox_write: a.sandbox_write.clone(),
+            },
+            jobs: JobSettings {
+                max_concurrent: j.max_concurrent as usize,
+                max_queued_per_session: j.max_queued_per_session as usize,
+                hard_timeout: secs(j.hard_timeout_secs),
+                hang_timeout: secs(j.hang_timeout_secs),
+                kill_grace: secs(j.kill_grace_secs),
+                max_log_bytes: j.max_log_bytes,
+                heartbeat_timeout: secs(j.heartbeat_timeout_secs),
+            },
+            approvals: ApprovalSettings {
+                timeout: secs(raw.approvals.timeout_secs),
+                auto_allow: raw.approvals.auto_allow.clone(),
+                auto_deny: raw.approvals.auto_deny.clone(),
+            },
+            telegram: TelegramSettings {
+                api_url: t.api_url.clone(),
+                token_file: (!t.token_file.is_empty()).then(|| absolute(Path::new(&t.token_file))),
+                allowed_users: t.allowed_users.clone(),
+                allowed_chats: t.allowed_chats.clone(),
+                admin_chat_id: t.admin_chat_id,
+            },
+            backup: BackupSettings {
+                schedule,
+                retention_days: raw.backup.retention_days,
+                remote,
+                remote_url: raw.backup.remote.trim().to_string(),
+            },
+            logging: LoggingSettings {
+                retention_days: l.retention_days,
+                max_size_bytes: l.max_size_mb * 1024 * 1024,
+                job_log_retention_days: l.job_log_retention_days,
+                audit_retention_days: l.audit_retention_days,
+                stderr: l.stderr.clone(),
+            },
+            sessions: SessionSettings {
+                max_per_project: ss.max_per_project as usize,
+                max_total: ss.max_total as usize,
+                branch_prefix: ss.branch_prefix.clone(),
+                disk_usage_interval: secs(ss.disk_usage_interval_secs),
+                worktree_check: secs(ss.worktree_check_secs),
+            },
+            http: HttpSettings {
+                header_read_timeout: secs(raw.http.header_read_timeout_secs),
+                max_connections: raw.http.max_connections as usize,
+            },
+            store: StoreSettings {
+                busy_timeout: Duration::from_millis(st.busy_timeout_ms),
+                integrity_check_interval: secs(st.integrity_check_interval_secs),
+                read_only_probe: secs(st.read_only_probe_secs),
+            },
+            debug: DebugSettings {
+                test_hooks: d.test_hooks,
+                backup_clock_offset: chrono::TimeDelta::seconds(d.backup_clock_offset_secs),
+                shutdown_hold: Duration::from_millis(d.shutdown_hold_ms),
+            },
+            git_timeout: secs(raw.git.timeout_secs),
+            trusted_projects: raw.projects.trusted.clone(),
             root,
             http_listen,
             socket_path,

@@ -78,7 +78,7 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     // Telegram's actors exist only with a bot token.
     if let Some(token) = &core.config().telegram_token {
         let link = crate::telegram::Link::new(crate::telegram::client::TelegramClient::new(
-            &core.config().raw.telegram.api_url,
+            &core.config().telegram.api_url,
             token,
             core.breakers().clone(),
         ));
@@ -122,8 +122,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let _log_guard = logging::init_daemon(
         &layout.logs(),
         &config.log_filter,
-        &config.raw.logging.stderr,
-        config.raw.logging.max_size_mb * 1024 * 1024,
+        &config.logging.stderr,
+        config.logging.max_size_bytes,
     )
     .map_err(|e| {
         ServeError::Boot(format!(
@@ -155,10 +155,10 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     if config.telegram_token.is_none() {
         tracing::warn!(target: "televibe.daemon", "Telegram disabled: no bot token configured (set TELEVIBE_TELEGRAM__TOKEN)");
     }
-    if crate::agent_path::find(&config.raw.agent.command).is_none() {
-        tracing::warn!(target: "televibe.daemon", command = %config.raw.agent.command, "Agent command not found; jobs cannot run until it is installed (agent.command)");
+    if crate::agent_path::find(&config.agent.command).is_none() {
+        tracing::warn!(target: "televibe.daemon", command = %config.agent.command, "Agent command not found; jobs cannot run until it is installed (agent.command)");
     }
-    if config.raw.agent.sandbox == "none" {
+    if !config.agent.sandboxed {
         tracing::warn!(target: "televibe.daemon", "Sandbox disabled (agent.sandbox = \"none\"): agents run unconfined and can read and write everything this user can, the daemon's state included");
     } else if let Err(e) = crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref())
     {
@@ -172,7 +172,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     let store = Store::open(
         &layout.state_db(),
         StoreOptions {
-            busy_timeout: Duration::from_millis(config.raw.store.busy_timeout_ms),
+            busy_timeout: config.store.busy_timeout,
             ..Default::default()
         },
         metrics.clone(),
@@ -186,7 +186,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     });
     if let Some(token) = &config.telegram_token {
         core.set_front_check(Box::new(crate::telegram::TelegramProbe::new(
-            &config.raw.telegram.api_url,
+            &config.telegram.api_url,
             token,
         )));
     }
@@ -243,9 +243,9 @@ async fn shutdown(core: &Arc<Core>, root: &ActorRef<SupervisorMsg>, signal_name:
     tracing::info!(target: "televibe.daemon", signal = signal_name, "Shutting down: readiness now reports not_ready");
     core.begin_shutdown();
     sdnotify::notify("STOPPING=1");
-    let d = &core.config().raw.debug;
-    if d.test_hooks && d.shutdown_hold_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(d.shutdown_hold_ms)).await;
+    let d = &core.config().debug;
+    if d.test_hooks && !d.shutdown_hold.is_zero() {
+        tokio::time::sleep(d.shutdown_hold).await;
     }
     let _ = ractor::call_t!(root, SupervisorMsg::Shutdown, 60_000);
     root.stop(Some("shutdown".into()));

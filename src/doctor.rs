@@ -80,18 +80,18 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
             layout.orchestrator().display()
         ));
     }
-    match crate::agent_path::find(&config.raw.agent.command) {
+    match crate::agent_path::find(&config.agent.command) {
         Some(p) => r.ok(&format!(
             "agent command {} found at {}",
-            config.raw.agent.command,
+            config.agent.command,
             p.display()
         )),
         None => r.warn(&format!(
             "agent command {:?} not found: install it or set agent.command",
-            config.raw.agent.command
+            config.agent.command
         )),
     }
-    let sandbox = if config.raw.agent.sandbox == "none" {
+    let sandbox = if !config.agent.sandboxed {
         r.warn(&format!(
             "sandbox: {}: agent.sandbox = \"none\", jobs can read and write everything this user can",
             crate::jobs::sandbox::UNCONFINED
@@ -239,8 +239,10 @@ pub fn newest_backup(dir: &Path) -> Option<(String, DateTime<Utc>)> {
 
 /// The longest gap between consecutive runs of the schedule over its next few runs: one period of a
 /// regular schedule, the longest (a weekend, say) of an irregular one.
-pub fn schedule_period(schedule: &str, now: DateTime<Utc>) -> Option<chrono::Duration> {
-    let cron = crate::backup::Schedule::parse(schedule).ok()?;
+pub fn schedule_period(
+    cron: &crate::backup::Schedule,
+    now: DateTime<Utc>,
+) -> Option<chrono::Duration> {
     let mut at = cron.next_after(now)?;
     let mut longest = chrono::Duration::zero();
     for _ in 0..8 {
@@ -260,7 +262,7 @@ fn check_backups(
     now: DateTime<Utc>,
 ) -> Option<u64> {
     let dir = layout.backups();
-    let schedule = &config.raw.backup.schedule;
+    let schedule = &config.backup.schedule;
     let period = schedule_period(schedule, now);
     let Some((name, at)) = newest_backup(&dir) else {
         r.warn(&format!(
@@ -273,7 +275,8 @@ fn check_backups(
     let shown = crate::admin::human_duration(age);
     match period {
         Some(p) if age > 2 * p.num_seconds().max(0) as u64 => r.warn(&format!(
-            "newest backup {name} is {shown} old, more than two periods of backup.schedule {schedule:?} ({} each): check that the daemon runs and that its backups succeed (orchestrator.log)",
+            "newest backup {name} is {shown} old, more than two periods of backup.schedule {:?} ({} each): check that the daemon runs and that its backups succeed (orchestrator.log)",
+            schedule.expr(),
             crate::admin::human_duration(p.num_seconds().max(0) as u64)
         )),
         _ => r.ok(&format!("newest backup {name} is {shown} old")),
@@ -328,14 +331,15 @@ mod tests {
     fn period_of_regular_and_irregular_schedules() {
         let now = Utc.with_ymd_and_hms(2025, 12, 10, 7, 0, 0).unwrap();
         assert_eq!(
-            schedule_period("0 */6 * * *", now),
+            schedule_period(&crate::backup::Schedule::parse("0 */6 * * *").unwrap(), now),
             Some(chrono::Duration::hours(6))
         );
         // Weekdays at 02:00: the longest gap is the weekend.
         assert_eq!(
-            schedule_period("0 2 * * 1-5", now),
+            schedule_period(&crate::backup::Schedule::parse("0 2 * * 1-5").unwrap(), now),
             Some(chrono::Duration::hours(72))
         );
-        assert_eq!(schedule_period("nonsense", now), None);
+        // A schedule that does not parse never gets here: the configuration refuses it at load.
+        assert!(crate::backup::Schedule::parse("nonsense").is_err());
     }
 }

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
@@ -307,10 +306,10 @@ async fn rebuild(
     report: &mut Report,
 ) -> Result<(), String> {
     let breakers = Arc::new(Breakers::new(&config.breakers, metrics));
-    let git = Git::new(breakers, Duration::from_secs(config.raw.git.timeout_secs));
+    let git = Git::new(breakers, config.git_timeout);
     let workspaces = layout.workspaces();
     let workspaces_canonical = workspaces.canonicalize().unwrap_or(workspaces.clone());
-    let prefix = &config.raw.sessions.branch_prefix;
+    let prefix = &config.sessions.branch_prefix;
     let roots: Vec<PathBuf> = std::iter::once(layout.repos())
         .chain(config.allowed_roots.iter().cloned())
         .collect();

@@ -42,13 +42,13 @@ pub struct BackupState {
 impl BackupActor {
     /// The scheduler's clock: UTC now, shifted by `debug.backup_clock_offset_secs` when test hooks are on.
     fn now(&self) -> DateTime<Utc> {
-        let d = &self.core.config().raw.debug;
+        let d = &self.core.config().debug;
         let offset = if d.test_hooks {
-            d.backup_clock_offset_secs
+            d.backup_clock_offset
         } else {
-            0
+            chrono::TimeDelta::zero()
         };
-        Utc::now() + chrono::Duration::seconds(offset)
+        Utc::now() + offset
     }
 }
 
@@ -62,7 +62,7 @@ impl Actor for BackupActor {
         myself: ActorRef<BackupMsg>,
         _: (),
     ) -> Result<BackupState, ActorProcessingErr> {
-        let schedule = Schedule::parse(&self.core.config().raw.backup.schedule)?;
+        let schedule = self.core.config().backup.schedule.clone();
         let newest = crate::backup::list_local(&self.core.layout().backups())
             .last()
             .map(|b| b.time);

@@ -92,11 +92,8 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// request head in `http.header_read_timeout_secs` is disconnected, and one beyond `http.max_connections`
 /// is closed as soon as it is accepted.
 async fn serve(listener: TcpListener, core: Arc<Core>) {
-    let header_timeout =
-        std::time::Duration::from_secs(core.config().raw.http.header_read_timeout_secs);
-    let slots = Arc::new(Semaphore::new(
-        core.config().raw.http.max_connections as usize,
-    ));
+    let header_timeout = core.config().http.header_read_timeout;
+    let slots = Arc::new(Semaphore::new(core.config().http.max_connections));
     let mut refused_warned: Option<std::time::Instant> = None;
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -113,7 +110,7 @@ async fn serve(listener: TcpListener, core: Arc<Core>) {
             drop(stream);
             if refused_warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
                 refused_warned = Some(std::time::Instant::now());
-                tracing::warn!(target: "televibe.http", max_connections = core.config().raw.http.max_connections, "HTTP connection refused: too many at once");
+                tracing::warn!(target: "televibe.http", max_connections = core.config().http.max_connections, "HTTP connection refused: too many at once");
             }
             continue;
         };

@@ -42,7 +42,7 @@ impl Actor for Janitor {
         myself.send_after(Duration::from_secs(5), || JanitorMsg::Sweep);
         myself.send_interval(Duration::from_secs(3600), || JanitorMsg::Sweep);
         myself.send_after(Duration::from_secs(5), || JanitorMsg::MeasureWorkspaces);
-        let every = Duration::from_secs(self.core.config().raw.sessions.disk_usage_interval_secs);
+        let every = self.core.config().sessions.disk_usage_interval;
         myself.send_interval(every, || JanitorMsg::MeasureWorkspaces);
         Ok(())
     }
@@ -75,7 +75,7 @@ impl Actor for Janitor {
 impl Janitor {
     /// Audit records past `logging.audit_retention_days`, in audit.log and in the table.
     async fn prune_audit(&self) {
-        let days = i64::from(self.core.config().raw.logging.audit_retention_days);
+        let days = i64::from(self.core.config().logging.audit_retention_days);
         let cutoff = chrono::Utc::now() - chrono::Duration::days(days);
         let core = self.core.clone();
         let from_file = tokio::task::spawn_blocking(move || core.audit().prune(cutoff)).await;
@@ -95,7 +95,7 @@ impl Janitor {
 
 /// One pass over the retention rules; returns how many files went.
 pub fn sweep(core: &Core) -> usize {
-    let l = &core.config().raw.logging;
+    let l = &core.config().logging;
     let layout = &core.layout();
     let mut removed = 0;
     // Rotated daemon logs only (`orchestrator.log.<date>`); the live file is never touched.
@@ -109,7 +109,7 @@ pub fn sweep(core: &Core) -> usize {
         |n| n.ends_with(".log"),
         l.job_log_retention_days,
     );
-    removed += sweep_backups(&layout.backups(), core.config().raw.backup.retention_days);
+    removed += sweep_backups(&layout.backups(), core.config().backup.retention_days);
     removed += sweep_restores(&layout.orchestrator());
     removed
 }

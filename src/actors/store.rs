@@ -1,7 +1,6 @@
 //! The `store` actor: periodic `PRAGMA integrity_check`, and probe writes while the store is read-only.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -32,13 +31,9 @@ impl Actor for StoreActor {
     type Arguments = ();
 
     async fn pre_start(&self, myself: ActorRef<StoreMsg>, _: ()) -> Result<(), ActorProcessingErr> {
-        let s = &self.core.config().raw.store;
-        myself.send_interval(Duration::from_secs(s.integrity_check_interval_secs), || {
-            StoreMsg::IntegrityCheck
-        });
-        myself.send_interval(Duration::from_secs(s.read_only_probe_secs), || {
-            StoreMsg::ProbeReadOnly
-        });
+        let s = &self.core.config().store;
+        myself.send_interval(s.integrity_check_interval, || StoreMsg::IntegrityCheck);
+        myself.send_interval(s.read_only_probe, || StoreMsg::ProbeReadOnly);
         Ok(())
     }
 

@@ -5,7 +5,6 @@ pub mod policy;
 mod shell;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -69,8 +68,8 @@ fn not_found(id: &str) -> CoreError {
 impl Core {
     fn policy(&self) -> Policy {
         Policy {
-            allow: self.config().raw.approvals.auto_allow.clone(),
-            deny: self.config().raw.approvals.auto_deny.clone(),
+            allow: self.config().approvals.auto_allow.clone(),
+            deny: self.config().approvals.auto_deny.clone(),
         }
     }
 
@@ -171,7 +170,7 @@ impl Core {
         scope: &str,
         preview: String,
     ) -> Result<String, CoreError> {
-        let timeout = Duration::from_secs(self.config().raw.approvals.timeout_secs);
+        let timeout = self.config().approvals.timeout;
         let now = chrono::Utc::now();
         let approval = Approval {
             id: {

@@ -88,7 +88,7 @@ impl Runner<'_> {
         self.metrics
             .backup_bytes
             .set(i64::try_from(outcome.bytes).unwrap_or(i64::MAX));
-        if let Some(remote) = Remote::parse(&self.config.raw.backup.remote).ok().flatten() {
+        if let Some(remote) = self.config.backup.remote.clone() {
             let r = remote
                 .upload_guarded(self.breakers, &outcome.path, &outcome.file)
                 .await;

@@ -23,7 +23,10 @@ pub fn parse_name(name: &str) -> Option<DateTime<Utc>> {
 
 /// A five-field cron schedule (minute hour day-of-month month day-of-week), evaluated in UTC.
 #[derive(Debug, Clone)]
-pub struct Schedule(croner::Cron);
+pub struct Schedule {
+    cron: croner::Cron,
+    expr: String,
+}
 
 impl Schedule {
     pub fn parse(expr: &str) -> Result<Schedule, String> {
@@ -36,18 +39,26 @@ impl Schedule {
             .seconds(croner::parser::Seconds::Disallowed)
             .build()
             .parse(expr)
-            .map(Schedule)
+            .map(|cron| Schedule {
+                cron,
+                expr: expr.to_string(),
+            })
             .map_err(|e| format!("{expr:?}: {e}"))
+    }
+
+    /// The expression as written (`backup.schedule`).
+    pub fn expr(&self) -> &str {
+        &self.expr
     }
 
     /// The first occurrence strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.0.find_next_occurrence(&t, false).ok()
+        self.cron.find_next_occurrence(&t, false).ok()
     }
 
     /// The latest occurrence at or before `t`.
     pub fn previous(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.0.find_previous_occurrence(&t, true).ok()
+        self.cron.find_previous_occurrence(&t, true).ok()
     }
 }
 

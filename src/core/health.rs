@@ -112,7 +112,7 @@ impl Core {
 
     /// Whether jobs can be sandboxed, checked by starting an empty sandbox at most once a minute.
     pub fn sandbox_status(&self) -> String {
-        if self.config.raw.agent.sandbox == "none" {
+        if !self.config.agent.sandboxed {
             return crate::jobs::sandbox::UNCONFINED.to_string();
         }
         let mut cached = self
@@ -144,8 +144,8 @@ impl Core {
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: self.started.elapsed().as_secs(),
             read_only: self.store.is_read_only(),
-            agent_command: self.config.raw.agent.command.clone(),
-            agent_found: crate::agent_path::find(&self.config.raw.agent.command).is_some(),
+            agent_command: self.config.agent.command.clone(),
+            agent_found: crate::agent_path::find(&self.config.agent.command).is_some(),
             breakers: self.breakers.statuses(),
         }
     }

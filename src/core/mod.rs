@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ractor::ActorRef;
 
@@ -67,14 +67,9 @@ impl Core {
     pub fn new(config: Arc<Config>, store: Store, metrics: Arc<Metrics>) -> Arc<Core> {
         let breakers = Arc::new(Breakers::new(&config.breakers, metrics.clone()));
         let layout = Layout::new(&config.root);
-        let job_slots = Arc::new(tokio::sync::Semaphore::new(
-            config.raw.jobs.max_concurrent as usize,
-        ));
+        let job_slots = Arc::new(tokio::sync::Semaphore::new(config.jobs.max_concurrent));
         Arc::new(Core {
-            git: Git::new(
-                breakers.clone(),
-                Duration::from_secs(config.raw.git.timeout_secs),
-            ),
+            git: Git::new(breakers.clone(), config.git_timeout),
             audit: Audit::new(layout.audit_log()),
             layout,
             config,

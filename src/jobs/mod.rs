@@ -92,7 +92,7 @@ impl Core {
             ));
         }
         let queued = self.store().queued_jobs(&session.id).await?;
-        let max = self.config().raw.jobs.max_queued_per_session as usize;
+        let max = self.config().jobs.max_queued_per_session;
         if queued.len() >= max {
             return Err(CoreError::new(
                 ErrorCode::QueueFull,
@@ -246,7 +246,7 @@ impl Core {
                 json!({"status": job.status.as_str()}),
             )
             .await;
-        let grace = Duration::from_secs(self.config().raw.jobs.kill_grace_secs);
+        let grace = self.config().jobs.kill_grace;
         let delivered = match self.session_actor(&job.session_id) {
             Some(a) => {
                 ractor::call_t!(a, SessionMsg::KillJob, 10_000, job.id.clone()).unwrap_or(false)

@@ -183,7 +183,7 @@ pub fn agent_args(
         args.push("--resume".into());
         args.push(conv.clone());
     }
-    args.extend(core.config().raw.agent.extra_args.iter().cloned());
+    args.extend(core.config().agent.extra_args.iter().cloned());
     args
 }
 
@@ -223,21 +223,17 @@ impl Actor for Runner {
         mut a: RunnerArgs,
     ) -> Result<RunnerState, ActorProcessingErr> {
         let core = &self.core;
-        let program =
-            crate::agent_path::find(&core.config().raw.agent.command).ok_or_else(|| {
-                format!(
-                    "agent command {:?} not found (agent.command)",
-                    core.config().raw.agent.command
-                )
-            })?;
+        let program = crate::agent_path::find(&core.config().agent.command).ok_or_else(|| {
+            format!(
+                "agent command {:?} not found (agent.command)",
+                core.config().agent.command
+            )
+        })?;
         let worktree = PathBuf::from(&a.session.worktree_path);
         let base_commit = core.git().head_commit(&worktree).await.ok().flatten();
         a.job.base_commit = base_commit.clone();
         let log_path = core.layout().job_logs().join(format!("{}.log", a.job.id));
-        let log = Arc::new(JobLog::create(
-            &log_path,
-            core.config().raw.jobs.max_log_bytes,
-        )?);
+        let log = Arc::new(JobLog::create(&log_path, core.config().jobs.max_log_bytes)?);
         let mut env = vec![
             ("TELEVIBE_PROJECT_ID".to_string(), a.project.id.clone()),
             ("TELEVIBE_SESSION_ID".to_string(), a.session.id.clone()),
@@ -250,7 +246,6 @@ impl Actor for Runner {
         ];
         env.extend(
             core.config()
-                .raw
                 .agent
                 .env
                 .iter()
@@ -268,8 +263,7 @@ impl Actor for Runner {
             sandboxed: plan.is_some(),
         };
         let token = core.issue_job_token(&a.job.id);
-        let trusted =
-            a.project.trusted || core.config().raw.projects.trusted.contains(&a.project.id);
+        let trusted = a.project.trusted || core.config().trusted_projects.contains(&a.project.id);
         let cmd = AgentCommand {
             program: &program,
             args: agent_args(core, &a.session, &a.job.id, &token, &endpoint_path, trusted),
@@ -346,17 +340,13 @@ impl Actor for Runner {
             .session_ref
             .cast(SessionMsg::RunnerStarted(a.job.id.clone(), pid));
         core.job_started(&a.job, &a.session, pid).await;
-        let jobs = &core.config().raw.jobs;
+        let jobs = &core.config().jobs;
         // Heartbeats come well inside the session's limit; hang checks a few times per hang timeout.
-        let tick = Duration::from_millis(
-            (jobs.hang_timeout_secs * 1000 / 4)
-                .min(jobs.heartbeat_timeout_secs * 1000 / 3)
-                .clamp(250, 5000),
-        );
+        let tick = (jobs.hang_timeout / 4)
+            .min(jobs.heartbeat_timeout / 3)
+            .clamp(Duration::from_millis(250), Duration::from_secs(5));
         myself.send_interval(tick, || RunnerMsg::Tick);
-        myself.send_after(Duration::from_secs(jobs.hard_timeout_secs), || {
-            RunnerMsg::HardTimeout
-        });
+        myself.send_after(jobs.hard_timeout, || RunnerMsg::HardTimeout);
         tracing::info!(target: "televibe.runner", job_id = %a.job.id, session_id = %a.session.id, project_id = %a.project.id, pid, instruction_preview = %preview(&a.job.instruction), "Job started");
         Ok(RunnerState {
             job: a.job,
@@ -496,7 +486,7 @@ impl Runner {
         head: Option<&str>,
     ) -> Result<Option<SandboxPlan>, String> {
         let config = &self.core.config();
-        if config.raw.agent.sandbox == "none" {
+        if !config.agent.sandboxed {
             return Ok(None);
         }
         let bwrap = crate::agent_path::find("bwrap").ok_or(
@@ -519,7 +509,7 @@ impl Runner {
     }
 
     fn grace(&self) -> Duration {
-        Duration::from_secs(self.core.config().raw.jobs.kill_grace_secs)
+        self.core.config().jobs.kill_grace
     }
 
     async fn on_events(&self, st: &mut RunnerState, events: Vec<StreamEvent>) {
@@ -610,7 +600,7 @@ impl Runner {
             return;
         }
         let now = Instant::now();
-        let hang = Duration::from_secs(core.config().raw.jobs.hang_timeout_secs);
+        let hang = core.config().jobs.hang_timeout;
         let window = (hang / 2).clamp(Duration::from_secs(1), CPU_WINDOW);
         if cpu_busy(
             &mut st.cpu_samples,
@@ -628,7 +618,7 @@ impl Runner {
         if core.job_waits_for_approval(&st.job.id) {
             st.last_cpu_change = Instant::now();
             st.last_output_ms.store(now_ms(), Ordering::Relaxed);
-        } else if quiet >= Duration::from_secs(core.config().raw.jobs.hang_timeout_secs) {
+        } else if quiet >= core.config().jobs.hang_timeout {
             begin_stop(myself, st, StopReason::Hung, self.grace());
         }
     }

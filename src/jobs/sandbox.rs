@@ -33,7 +33,6 @@ pub fn agent_state(orchestrator: &Path, project_id: &str) -> PathBuf {
 /// The home directory the agent sees: `HOME` from `agent.env`, else the daemon's.
 pub fn agent_home(config: &Config) -> PathBuf {
     config
-        .raw
         .agent
         .env
         .get("HOME")
@@ -139,11 +138,8 @@ pub fn plan_for(
             .iter()
             .filter_map(|f| std::path::absolute(f).ok()),
     );
-    if !config.raw.telegram.token_file.is_empty() {
-        hidden_files.extend(std::path::absolute(&config.raw.telegram.token_file).ok());
-    }
+    hidden_files.extend(config.telegram.token_file.clone());
     for p in config
-        .raw
         .agent
         .sandbox_hide
         .iter()
@@ -156,7 +152,6 @@ pub fn plan_for(
         }
     }
     let writable: Vec<PathBuf> = config
-        .raw
         .agent
         .sandbox_write
         .iter()

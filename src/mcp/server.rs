@@ -57,7 +57,7 @@ pub struct PanicActorParams {
 impl ControlServer {
     pub fn new(core: Arc<Core>) -> ControlServer {
         let mut tool_router = Self::tool_router() + Self::domain_router() + Self::jobs_router();
-        if !core.config().raw.debug.test_hooks {
+        if !core.config().debug.test_hooks {
             tool_router.remove_route("debug_panic_actor");
         }
         ControlServer { core, tool_router }

@@ -94,7 +94,7 @@ pub struct SessionActorState {
 
 /// A runner that stops heart-beating this long is presumed dead (spec RTO: 60 s).
 fn heartbeat_limit(core: &Core) -> Duration {
-    Duration::from_secs(core.config().raw.jobs.heartbeat_timeout_secs)
+    core.config().jobs.heartbeat_timeout
 }
 
 impl Drop for SessionActorState {
@@ -170,12 +170,10 @@ impl Actor for SessionActor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session.id.clone(), myself.clone());
-        let every = Duration::from_millis(
-            (self.core.config().raw.jobs.heartbeat_timeout_secs * 1000 / 2).min(10_000),
-        );
+        let every = (self.core.config().jobs.heartbeat_timeout / 2).min(Duration::from_secs(10));
         myself.send_interval(every, || SessionMsg::Tick);
         // Boot reconciliation checks worktrees once; this timer notices one that disappears later.
-        let check = Duration::from_secs(self.core.config().raw.sessions.worktree_check_secs);
+        let check = self.core.config().sessions.worktree_check;
         myself.send_interval(check, || SessionMsg::CheckWorktree);
         let _ = myself.cast(SessionMsg::TryStart);
         Ok(SessionActorState {

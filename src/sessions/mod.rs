@@ -153,16 +153,16 @@ impl Core {
             }
             .into());
         }
-        let limits = &self.config().raw.sessions;
+        let limits = &self.config().sessions;
         if self.store().count_open_sessions(Some(&project.id)).await?
-            >= u64::from(limits.max_per_project)
+            >= limits.max_per_project as u64
         {
             return Err(limit_error(format!(
                 "project {} already has {} open sessions (sessions.max_per_project)",
                 project.id, limits.max_per_project
             )));
         }
-        if self.store().count_open_sessions(None).await? >= u64::from(limits.max_total) {
+        if self.store().count_open_sessions(None).await? >= limits.max_total as u64 {
             return Err(limit_error(format!(
                 "{} sessions are open (sessions.max_total)",
                 limits.max_total
@@ -340,7 +340,7 @@ impl Core {
             delete_branch,
         };
         // Dirty check, removal and branch deletion each may take up to git.timeout_secs.
-        let limit = (4 * self.config().raw.git.timeout_secs + 30) * 1000;
+        let limit = (4 * self.config().git_timeout.as_millis() + 30_000) as u64;
         ractor::call_t!(actor_ref, SessionMsg::Close, limit, req).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?
@@ -350,7 +350,7 @@ impl Core {
     pub async fn recover_session(&self, actor: &str, id: &str) -> Result<Recovered, CoreError> {
         let (session, actor_ref) = self.open_session_actor(id).await?;
         // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
-        let limit = (6 * self.config().raw.git.timeout_secs + 30) * 1000;
+        let limit = (6 * self.config().git_timeout.as_millis() + 30_000) as u64;
         ractor::call_t!(actor_ref, SessionMsg::Recover, limit, actor.to_string()).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?

@@ -72,7 +72,7 @@ impl Front {
     }
 
     fn access(&self, chat_id: i64, user_id: i64, private: bool) -> Access {
-        let t = &self.core.config().raw.telegram;
+        let t = &self.core.config().telegram;
         Allowlist {
             users: &t.allowed_users,
             chats: &t.allowed_chats,

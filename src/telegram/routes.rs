@@ -5,7 +5,7 @@ use crate::core::Core;
 
 /// Where notices without a session go: `telegram.admin_chat_id`, else each allowed user's private chat.
 pub fn notice_chats(core: &Core) -> Vec<i64> {
-    let t = &core.config().raw.telegram;
+    let t = &core.config().telegram;
     if t.admin_chat_id != 0 {
         vec![t.admin_chat_id]
     } else {
