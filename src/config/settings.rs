@@ -1,0 +1,115 @@
+//! The configuration's typed sections: what the rest of the daemon reads (durations, counts, parsed
+//! schedules and URLs), built once by `Config::validate`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Restart policy of a supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// At most this many restarts inside `window`; one more and the supervisor gives up.
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// `[agent]`, validated.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub command: String,
+    pub extra_args: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    /// False with `agent.sandbox = "none"`: agents run unconfined, by the operator's choice.
+    pub sandboxed: bool,
+    pub sandbox_hide: Vec<String>,
+    pub sandbox_write: Vec<String>,
+}
+
+/// `[jobs]`, validated.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub max_concurrent: usize,
+    pub max_queued_per_session: usize,
+    pub hard_timeout: Duration,
+    pub hang_timeout: Duration,
+    pub kill_grace: Duration,
+    pub max_log_bytes: u64,
+    pub heartbeat_timeout: Duration,
+}
+
+/// `[approvals]`, validated (rules checked by the policy's parser).
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    pub timeout: Duration,
+    pub auto_allow: Vec<String>,
+    pub auto_deny: Vec<String>,
+}
+
+/// `[telegram]` without the token (that is `Config::telegram_token`).
+#[derive(Debug, Clone)]
+pub struct TelegramSettings {
+    pub api_url: String,
+    /// Where the token was read from, if from a file (hidden from every sandbox).
+    pub token_file: Option<PathBuf>,
+    pub allowed_users: Vec<i64>,
+    pub allowed_chats: Vec<i64>,
+    /// 0 when unset.
+    pub admin_chat_id: i64,
+}
+
+/// `[backup]`, parsed.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub schedule: crate::backup::schedule::Schedule,
+    pub retention_days: u32,
+    /// The object store uploads go to, if any, and its URL as configured.
+    pub remote: Option<crate::backup::remote::Remote>,
+    pub remote_url: String,
+}
+
+/// `[logging]`, validated (the level is `Config::log_filter`).
+#[derive(Debug, Clone)]
+pub struct LoggingSettings {
+    pub retention_days: u32,
+    pub max_size_bytes: u64,
+    pub job_log_retention_days: u32,
+    pub audit_retention_days: u32,
+    /// `auto`, `human`, `json` or `off`.
+    pub stderr: String,
+}
+
+/// `[sessions]`, validated.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub max_per_project: usize,
+    pub max_total: usize,
+    pub branch_prefix: String,
+    pub disk_usage_interval: Duration,
+    pub worktree_check: Duration,
+}
+
+/// `[http]`, validated (the address is `Config::http_listen`).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub busy_timeout: Duration,
+    pub integrity_check_interval: Duration,
+    pub read_only_probe: Duration,
+}
+
+/// `[debug]`: test hooks, inert unless `test_hooks` is on.
+#[derive(Debug, Clone)]
+pub struct DebugSettings {
+    pub test_hooks: bool,
+    /// Added to the backup scheduler's clock (only with `test_hooks`).
+    pub backup_clock_offset: chrono::TimeDelta,
+    /// How long shutdown keeps answering "shutting down" before stopping (only with `test_hooks`).
+    pub shutdown_hold: Duration,
+}
