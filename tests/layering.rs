@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "breaker/",
             "config.rs",
             "store/",
-            "git.rs",
+            "git/",
             "backup/",
             "audit.rs",
             "supervisor.rs",
@@ -66,7 +66,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// External crates and the only place that may name each.
 const OWNERS: &[(&str, &[&str])] = &[
     ("sea_orm", &["store/"]),
-    ("gix", &["git.rs"]),
+    ("gix", &["git/"]),
     ("rmcp", &["mcp/"]),
     ("frankenstein", &["telegram/"]),
     ("hyper", &["actors/http.rs"]),

@@ -62,7 +62,6 @@ impl Core {
     /// Queues an instruction in a session.
     pub async fn run_instruction(
         &self,
-        actor: &str,
         session_id: &str,
         instruction: &str,
     ) -> Result<Queued, CoreError> {
@@ -128,7 +127,6 @@ impl Core {
         if let Some(actor_ref) = self.session_actor(&session.id) {
             let _ = actor_ref.cast(SessionMsg::TryStart);
         }
-        let _ = actor;
         Ok(Queued { job, position })
     }
 

@@ -61,12 +61,11 @@ impl ControlServer {
     )]
     async fn run_instruction(
         &self,
-        peer: Peer<RoleServer>,
         Parameters(p): Parameters<RunParams>,
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(
             self.core
-                .run_instruction(&caller(&peer), &p.session_id, &p.instruction)
+                .run_instruction(&p.session_id, &p.instruction)
                 .await,
         ))
     }

@@ -118,10 +118,6 @@ impl TelegramClient {
         }
     }
 
-    pub async fn get_me(&self) -> Result<(), TgError> {
-        self.guarded(self.bot.get_me()).await.map(|_| ())
-    }
-
     pub async fn delete_webhook(&self) -> Result<(), TgError> {
         let p = DeleteWebhookParams::builder()
             .drop_pending_updates(false)

@@ -192,7 +192,7 @@ impl Front {
             "" => {
                 // A reply to a bot message about a session runs there; else the active session.
                 let target = reply_to.and_then(|(_, t)| session_in_text(&t));
-                self.run(chat_id, &actor, target, rest).await
+                self.run(chat_id, target, rest).await
             }
             "start" | "help" => {
                 self.reply(chat_id, HELP.into());
@@ -209,11 +209,8 @@ impl Front {
             "run" => {
                 let (first, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
                 match SessionId::parse(first).filter(|_| first.to_uppercase().starts_with('S')) {
-                    Some(s) => {
-                        self.run(chat_id, &actor, Some(s.to_string()), tail.trim())
-                            .await
-                    }
-                    None => self.run(chat_id, &actor, None, rest).await,
+                    Some(s) => self.run(chat_id, Some(s.to_string()), tail.trim()).await,
+                    None => self.run(chat_id, None, rest).await,
                 }
             }
             "jobs" => self.jobs(chat_id).await,
@@ -444,7 +441,6 @@ impl Front {
     async fn run(
         &self,
         chat_id: i64,
-        actor: &str,
         session: Option<String>,
         text: &str,
     ) -> Result<(), CoreError> {
@@ -461,7 +457,7 @@ impl Front {
         // The tracker message of the job goes to this chat.
         let s = self.core.get_session(&session).await?;
         routes::set_session_chat(&self.core, &s.id, chat_id).await;
-        self.core.run_instruction(actor, &s.id, text).await?;
+        self.core.run_instruction(&s.id, text).await?;
         Ok(())
     }
 
