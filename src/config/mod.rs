@@ -611,4 +611,207 @@ mod tests {
         assert!(!out.contains("secret"), "{out}");
         assert!(out.contains("********"));
     }
+
+    /// Each bound refuses the first value past it, naming its key, and accepts the value on it.
+    #[test]
+    fn every_bound_is_exact_and_names_its_key() {
+        let root_at = |len: usize| format!("root = \"/{}\"\n", "r".repeat(len - 1));
+        let socket_at = |len: usize| format!("[socket]\npath = \"/{}\"\n", "s".repeat(len - 1));
+        let cases: Vec<(String, Option<&str>)> = vec![
+            (root_at(MAX_ROOT_LEN), None),
+            (root_at(MAX_ROOT_LEN + 1), Some("root")),
+            (socket_at(107), None),
+            (socket_at(108), Some("socket.path")),
+            (
+                "[telegram]\napi_url = \"https://api.example\"\n".into(),
+                None,
+            ),
+            (
+                "[telegram]\napi_url = \"http://127.0.0.1:1\"\n".into(),
+                None,
+            ),
+            (
+                "[telegram]\napi_url = \"ftp://api.example\"\n".into(),
+                Some("telegram.api_url"),
+            ),
+            ("[jobs]\nkill_grace_secs = 1\n".into(), None),
+            ("[jobs]\nkill_grace_secs = 600\n".into(), None),
+            (
+                "[jobs]\nkill_grace_secs = 601\n".into(),
+                Some("jobs.kill_grace_secs"),
+            ),
+            (
+                "[jobs]\nkill_grace_secs = 0\n".into(),
+                Some("jobs.kill_grace_secs"),
+            ),
+            ("[jobs]\nmax_log_bytes = 4096\n".into(), None),
+            (
+                "[jobs]\nmax_log_bytes = 4095\n".into(),
+                Some("jobs.max_log_bytes"),
+            ),
+            (
+                "[agent]\nsandbox_hide = [\"/etc/x\", \"~/y\"]\n".into(),
+                None,
+            ),
+            (
+                "[agent]\nsandbox_hide = [\"relative/x\"]\n".into(),
+                Some("agent.sandbox_hide"),
+            ),
+            (
+                "[agent]\nsandbox_write = [\"/a\\u0000b\"]\n".into(),
+                Some("agent.sandbox_write"),
+            ),
+            ("[agent]\nenv = { GOOD = \"1\" }\n".into(), None),
+            (
+                "[agent]\nenv = { TELEVIBE_X = \"1\" }\n".into(),
+                Some("agent.env"),
+            ),
+            (
+                "[agent]\nenv = { \"A=B\" = \"1\" }\n".into(),
+                Some("agent.env"),
+            ),
+            (
+                "[agent]\nenv = { \"\" = \"1\" }\n".into(),
+                Some("agent.env"),
+            ),
+            (
+                "[sessions]\nmax_per_project = 0\n".into(),
+                Some("sessions.max_per_project"),
+            ),
+            (
+                "[sessions]\nmax_total = 0\n".into(),
+                Some("sessions.max_per_project"),
+            ),
+            (
+                "[supervision]\nbackoff_initial_ms = 0\n".into(),
+                Some("supervision.backoff_max_ms"),
+            ),
+            (
+                "[supervision]\nbackoff_initial_ms = 500\nbackoff_max_ms = 499\n".into(),
+                Some("supervision.backoff_max_ms"),
+            ),
+            (
+                "[supervision]\nbackoff_initial_ms = 500\nbackoff_max_ms = 500\n".into(),
+                None,
+            ),
+            (
+                "[store]\nintegrity_check_interval_secs = 0\n".into(),
+                Some("store.integrity_check_interval_secs"),
+            ),
+            (
+                "[store]\nread_only_probe_secs = 0\n".into(),
+                Some("store.integrity_check_interval_secs"),
+            ),
+            (
+                "[breakers.claude_code]\nfailure_threshold = 0\n".into(),
+                Some("breakers.claude_code"),
+            ),
+            (
+                "[breakers.telegram_api]\nsuccess_threshold = 0\n".into(),
+                Some("breakers.telegram_api"),
+            ),
+            (
+                "[breakers.backup_remote]\nhalf_open_requests = 0\n".into(),
+                Some("breakers.backup_remote"),
+            ),
+        ];
+        for (toml, refused) in cases {
+            match (from_toml(&toml), refused) {
+                (Ok(_), None) => {}
+                (Err(e), Some(key)) => assert!(
+                    matches!(&e, ConfigError::Invalid { key: k, .. } if *k == key),
+                    "{toml}: wrong key in {e}"
+                ),
+                (Ok(_), Some(key)) => panic!("{toml}: accepted, expected a refusal of {key}"),
+                (Err(e), None) => panic!("{toml}: refused: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_token_comes_from_the_setting_or_its_file_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  123:file \n").unwrap();
+        let with_file = format!("[telegram]\ntoken_file = \"{}\"\n", file.display());
+        assert_eq!(
+            from_toml(&with_file).unwrap().telegram_token.as_deref(),
+            Some("123:file")
+        );
+        assert_eq!(
+            from_toml("[telegram]\ntoken = \" 123:inline \"\n")
+                .unwrap()
+                .telegram_token
+                .as_deref(),
+            Some("123:inline")
+        );
+        std::fs::write(&file, " \n").unwrap();
+        assert_eq!(from_toml(&with_file).unwrap().telegram_token, None);
+        let gone = format!(
+            "[telegram]\ntoken_file = \"{}\"\n",
+            dir.path().join("absent").display()
+        );
+        assert!(matches!(
+            from_toml(&gone),
+            Err(ConfigError::Invalid {
+                key: "telegram.token_file",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn url_credentials_inside_lists_are_masked() {
+        let c = from_toml(
+            "[agent]\nextra_args = [\"--proxy\", \"https://alice:hunter2@proxy.example:3128\"]\n",
+        )
+        .unwrap();
+        let out = c.to_masked_toml();
+        assert!(!out.contains("hunter2") && !out.contains("alice"), "{out}");
+        assert!(out.contains("proxy.example:3128"), "{out}");
+    }
+
+    #[test]
+    fn a_named_file_must_exist_and_is_read_with_the_environment_over_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = ConfigSource {
+            explicit: Some(dir.path().join("absent.toml")),
+        };
+        assert!(matches!(
+            missing.load_raw(),
+            Err(ConfigError::MissingFile { .. })
+        ));
+        let not_a_file = ConfigSource {
+            explicit: Some(dir.path().to_path_buf()),
+        };
+        assert!(matches!(
+            not_a_file.load_raw(),
+            Err(ConfigError::MissingFile { .. })
+        ));
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[jobs]\nmax_concurrent = 7\nmax_queued_per_session = 9\n",
+        )
+        .unwrap();
+        // SAFETY: no other unit test reads or writes these variables (only `load_raw` reads TELEVIBE_*,
+        // and this is the only unit test that calls it).
+        unsafe {
+            std::env::set_var("TELEVIBE_JOBS__MAX_QUEUED_PER_SESSION", "11");
+            // Set for agents and bridges, never a configuration key: skipped, not refused as unknown.
+            std::env::set_var("TELEVIBE_JOB_ID", "not-a-key");
+        }
+        let loaded = ConfigSource {
+            explicit: Some(file.clone()),
+        }
+        .load_raw();
+        unsafe {
+            std::env::remove_var("TELEVIBE_JOBS__MAX_QUEUED_PER_SESSION");
+            std::env::remove_var("TELEVIBE_JOB_ID");
+        }
+        let (raw, path) = loaded.unwrap();
+        assert_eq!(path, Some(file));
+        assert_eq!(raw.jobs.max_concurrent, 7, "from the file");
+        assert_eq!(raw.jobs.max_queued_per_session, 11, "the environment wins");
+    }
 }
