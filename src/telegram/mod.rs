@@ -4,6 +4,7 @@
 
 pub mod buttons;
 pub mod client;
+pub mod commands;
 pub mod front;
 pub mod gate;
 pub mod notifier;

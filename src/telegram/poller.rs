@@ -10,7 +10,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::Link;
 use super::client::{Incoming, TgError};
-use super::front::{COMMANDS, Front};
+use super::commands::COMMANDS;
+use super::front::Front;
 use crate::core::Core;
 use crate::supervisor::ChildMessage;
 
