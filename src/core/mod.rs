@@ -213,19 +213,6 @@ impl Core {
                 == 0
     }
 
-    /// The session's changes against its base branch (uncommitted ones included) and its new files.
-    pub async fn session_diff(&self, s: &crate::domain::Session) -> Result<String, CoreError> {
-        let wt = std::path::Path::new(&s.worktree_path);
-        if !wt.is_dir() {
-            return Err(CoreError::new(
-                crate::errors::ErrorCode::GitError,
-                format!("the worktree of {} is missing", s.id),
-                "close the session and open a new one on the branch",
-            ));
-        }
-        Ok(self.git.diff(wt, &s.base_branch).await?)
-    }
-
     /// The running child of the root with this name.
     pub async fn root_child(&self, name: &str) -> Result<ractor::ActorCell, CoreError> {
         let root = self

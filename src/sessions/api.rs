@@ -1,0 +1,277 @@
+//! The sessions API: list, get, create (limits, numbering, branch checks, the worktree), close, recover,
+//! and a session's diff.
+
+use super::*;
+use crate::core::Core;
+use crate::domain::{NewSession, Session, SessionState};
+use crate::errors::{CoreError, ErrorCode};
+use crate::events::{Event, Scope};
+use crate::git::GitError;
+use crate::supervisor::SupervisorMsg;
+use crate::telemetry::ProjectLabel;
+use actor::{CloseRequest, SessionMsg};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Core {
+    pub async fn list_sessions(
+        &self,
+        project_id: Option<&str>,
+        include_closed: bool,
+    ) -> Result<Vec<Session>, CoreError> {
+        if let Some(p) = project_id {
+            self.get_project(p).await?;
+        }
+        Ok(self.store().sessions(project_id, include_closed).await?)
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<Session, CoreError> {
+        let sid = crate::domain::SessionId::parse(id).ok_or_else(|| session_not_found(id))?;
+        self.store()
+            .session(&sid.to_string())
+            .await?
+            .ok_or_else(|| session_not_found(id))
+    }
+
+    /// Creates a session: a branch (new from `base`, or an existing unused one) and its worktree.
+    pub async fn create_session(
+        self: &Arc<Self>,
+        actor: &str,
+        project_id: &str,
+        branch: Option<&str>,
+        base: Option<&str>,
+    ) -> Result<Session, CoreError> {
+        let _serial = self.session_create().lock().await;
+        let project = self.get_project(project_id).await?;
+        if self.store().is_read_only() {
+            return Err(crate::store::StoreError::ReadOnly {
+                reason: self.store().read_only_reason().unwrap_or_default(),
+            }
+            .into());
+        }
+        let limits = &self.config().sessions;
+        if self.store().count_open_sessions(Some(&project.id)).await?
+            >= limits.max_per_project as u64
+        {
+            return Err(limit_error(format!(
+                "project {} already has {} open sessions (sessions.max_per_project)",
+                project.id, limits.max_per_project
+            )));
+        }
+        if self.store().count_open_sessions(None).await? >= limits.max_total as u64 {
+            return Err(limit_error(format!(
+                "{} sessions are open (sessions.max_total)",
+                limits.max_total
+            )));
+        }
+        let workspace_dir = self.layout().workspaces().join(&project.id);
+        let mut seq = self.store().next_session_seq().await?;
+        while workspace_dir.join(format!("S{seq}")).exists() {
+            // A directory left by a crash keeps its number; doctor reports it.
+            seq += 1;
+        }
+        // No branch given: the session gets its own; a given branch is taken as typed (empty is refused).
+        let branch = match branch {
+            Some(b) => b.to_string(),
+            None => format!("{}S{seq}", limits.branch_prefix),
+        };
+        crate::domain::validate_branch(&branch)
+            .map_err(|e| CoreError::from(GitError::InvalidBranch(e.0)))?;
+        if let Some(other) = self
+            .store()
+            .open_session_on_branch(&project.id, &branch)
+            .await?
+        {
+            return Err(CoreError::new(
+                ErrorCode::BranchConflict,
+                format!(
+                    "session {} already works on branch {branch} of {}",
+                    other.id, project.id
+                ),
+                format!("use session {} or pick another branch", other.id),
+            ));
+        }
+        let base = base
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .unwrap_or(&project.default_branch)
+            .to_string();
+        let dest = workspace_dir.join(format!("S{seq}"));
+        let branch_created = self
+            .create_worktree_with_retry(Path::new(&project.repo_path), &branch, &base, &dest)
+            .await?;
+        let new = NewSession {
+            project_id: project.id.clone(),
+            branch: branch.clone(),
+            base_branch: base,
+            branch_created,
+            workspace_dir,
+        };
+        let session = match self.store().insert_session(seq, &new).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Undo the git side so a refusal changes nothing.
+                let _ = self
+                    .git()
+                    .remove_worktree(Path::new(&project.repo_path), &dest, true)
+                    .await;
+                if branch_created {
+                    let _ = self
+                        .git()
+                        .delete_branch(Path::new(&project.repo_path), &branch)
+                        .await;
+                }
+                return Err(e.into());
+            }
+        };
+        self.metrics()
+            .sessions_total
+            .get_or_create(&ProjectLabel {
+                project_id: project.id.clone(),
+            })
+            .inc();
+        self.audit()
+            .record(
+                &self.store(),
+                "session.created",
+                actor,
+                subject(&session),
+                json!({"branch": session.branch, "base": session.base_branch, "branch_created": branch_created, "worktree": session.worktree_path}),
+            )
+            .await;
+        self.emit(
+            Scope::session(&session),
+            Event::SessionCreated {
+                branch: session.branch.clone(),
+            },
+        )
+        .await;
+        self.refresh_session_metrics().await;
+        self.start_session_actor(&session.id).await;
+        Ok(session)
+    }
+
+    async fn create_worktree_with_retry(
+        &self,
+        repo: &Path,
+        branch: &str,
+        base: &str,
+        dest: &Path,
+    ) -> Result<bool, CoreError> {
+        match self.git().create_worktree(repo, branch, base, dest).await {
+            Err(e) if e.is_failure() => {
+                tracing::warn!(target: "televibe.sessions", error = %e, "worktree creation failed; retrying once");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.git()
+                    .create_worktree(repo, branch, base, dest)
+                    .await
+                    .map_err(|e| {
+                        let mut err = CoreError::from(e);
+                        err.message = format!("worktree creation failed twice: {}", err.message);
+                        err
+                    })
+            }
+            other => other.map_err(CoreError::from),
+        }
+    }
+
+    async fn start_session_actor(self: &Arc<Self>, id: &str) {
+        let spec = session_child(self, id);
+        let started = match self.root_child("sessions").await {
+            Ok(cell) => {
+                let sup: ractor::ActorRef<SupervisorMsg> = cell.into();
+                ractor::call_t!(sup, SupervisorMsg::StartChild, 5000, spec)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = started {
+            // The row is there; the sessions supervisor starts the actor from it at its next start.
+            tracing::warn!(target: "televibe.sessions", session_id = id, error = %e, "session actor not started");
+        }
+    }
+
+    /// An open session and its actor: closed sessions are refused, and a session whose actor is
+    /// restarting asks to be retried.
+    async fn open_session_actor(
+        &self,
+        id: &str,
+    ) -> Result<(Session, ractor::ActorRef<SessionMsg>), CoreError> {
+        let session = self.get_session(id).await?;
+        if session.state == SessionState::Closed {
+            return Err(CoreError::new(
+                ErrorCode::SessionClosing,
+                format!("session {} is already closed", session.id),
+                "create a new session on the same branch to continue its work",
+            ));
+        }
+        let actor_ref = self
+            .session_actors()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session.id)
+            .cloned();
+        match actor_ref {
+            Some(r) => Ok((session, r)),
+            None => Err(CoreError::internal(format!(
+                "session {} is restarting; retry in a moment",
+                session.id
+            ))),
+        }
+    }
+
+    /// Closes a session through its actor.
+    pub async fn close_session(
+        &self,
+        actor: &str,
+        id: &str,
+        force: bool,
+        delete_branch: bool,
+    ) -> Result<Closed, CoreError> {
+        let (session, actor_ref) = self.open_session_actor(id).await?;
+        let req = CloseRequest {
+            actor: actor.to_string(),
+            force,
+            delete_branch,
+        };
+        // Dirty check, removal and branch deletion each may take up to git.timeout_secs.
+        let limit = (4 * self.config().git_timeout.as_millis() + 30_000) as u64;
+        ractor::call_t!(actor_ref, SessionMsg::Close, limit, req).map_err(|e| {
+            CoreError::internal(format!("session {} did not answer: {e}", session.id))
+        })?
+    }
+
+    /// Brings back the worktree of an open session whose worktree is missing, through its actor.
+    pub async fn recover_session(&self, actor: &str, id: &str) -> Result<Recovered, CoreError> {
+        let (session, actor_ref) = self.open_session_actor(id).await?;
+        // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
+        let limit = (6 * self.config().git_timeout.as_millis() + 30_000) as u64;
+        ractor::call_t!(actor_ref, SessionMsg::Recover, limit, actor.to_string()).map_err(|e| {
+            CoreError::internal(format!("session {} did not answer: {e}", session.id))
+        })?
+    }
+
+    /// The session's changes against its base branch (uncommitted ones included) and its new files.
+    pub async fn session_diff(&self, s: &crate::domain::Session) -> Result<String, CoreError> {
+        let wt = std::path::Path::new(&s.worktree_path);
+        if !wt.is_dir() {
+            return Err(CoreError::new(
+                crate::errors::ErrorCode::GitError,
+                format!("the worktree of {} is missing", s.id),
+                "close the session and open a new one on the branch",
+            ));
+        }
+        Ok(self.git().diff(wt, &s.base_branch).await?)
+    }
+}
+
+fn limit_error(message: String) -> CoreError {
+    CoreError::new(
+        ErrorCode::SessionLimit,
+        message,
+        "close a session first (close_session)",
+    )
+}
