@@ -1,0 +1,129 @@
+//! What a job starts with: its run directory and approval endpoint, the MCP configuration that points the
+//! agent's permission tool at it, the agent's argv, and the sandbox plan.
+
+use super::*;
+
+/// The job's approval endpoint and run directory: the listener stops and the directory (socket, copy of
+/// the refs) goes when the runner's state drops, so the endpoint dies with the job.
+pub(super) struct JobEndpoint {
+    pub(super) _serve: tokio_util::task::AbortOnDropHandle<()>,
+    pub(super) run_dir: PathBuf,
+    pub(super) sandboxed: bool,
+}
+
+impl Drop for JobEndpoint {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// Binds the job's approval socket (0600, in a 0700 directory of its run directory) and serves it.
+pub(super) fn open_endpoint(
+    core: &Arc<Core>,
+    job_id: &str,
+    run_dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, tokio_util::task::AbortOnDropHandle<()>), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = sandbox::approval_dir(run_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    let server = core
+        .approval_server()
+        .ok_or("no approval endpoint server is installed")?;
+    let serve = tokio::spawn(server(listener, core.clone(), job_id.to_string()));
+    Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
+}
+
+/// The argv after the program: stream-json, resume, then `agent.extra_args`.
+/// The MCP server a job's Claude starts: `televibe mcp --job <id>` with the job's secret, which sees
+/// exactly one tool, `approval_prompt`, for this job only.
+pub fn mcp_config(job_id: &str, token: &str, endpoint: &std::path::Path) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "televibe".into());
+    serde_json::json!({"mcpServers": {"televibe": {
+        "type": "stdio",
+        "command": exe,
+        "args": ["mcp", "--job", job_id, "--socket", endpoint.display().to_string()],
+        "env": {"TELEVIBE_JOB_TOKEN": token},
+    }}})
+    .to_string()
+}
+
+/// The agent's argv. Unless the project is trusted, repository settings are not loaded: no hooks or
+/// MCP servers from `.claude/` or `.mcp.json` (CLAUDE.md, being text, still is).
+pub fn agent_args(
+    core: &Core,
+    session: &Session,
+    job_id: &str,
+    token: &str,
+    endpoint: &std::path::Path,
+    trusted: bool,
+) -> Vec<String> {
+    let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
+        .map(String::from)
+        .to_vec();
+    args.extend([
+        "--mcp-config".to_string(),
+        mcp_config(job_id, token, endpoint),
+    ]);
+    if !trusted {
+        args.extend(["--strict-mcp-config", "--setting-sources", "user"].map(String::from));
+    }
+    args.extend([
+        "--permission-prompt-tool".to_string(),
+        PERMISSION_TOOL.to_string(),
+    ]);
+    if let Some(conv) = &session.conversation_id {
+        args.push("--resume".into());
+        args.push(conv.clone());
+    }
+    args.extend(core.config().agent.extra_args.iter().cloned());
+    args
+}
+
+/// The tool name Claude Code calls for permissions.
+pub const PERMISSION_TOOL: &str = "mcp__televibe__approval_prompt";
+
+impl Runner {
+    /// The job's sandbox, or `None` when the operator set `agent.sandbox = "none"`. A job that should
+    /// be sandboxed but cannot be does not start.
+    pub(super) fn sandbox_plan(
+        &self,
+        a: &RunnerArgs,
+        program: &std::path::Path,
+        run_dir: &std::path::Path,
+        head: Option<&str>,
+    ) -> Result<Option<SandboxPlan>, String> {
+        let config = &self.core.config();
+        if !config.agent.sandboxed {
+            return Ok(None);
+        }
+        let bwrap = crate::agent_path::find("bwrap").ok_or(
+            "cannot sandbox the agent: bwrap is not installed (Debian package bubblewrap); \
+             agent.sandbox = \"none\" runs agents unconfined",
+        )?;
+        let plan = sandbox::plan_for(
+            config,
+            bwrap,
+            &a.project.id,
+            std::path::Path::new(&a.project.repo_path),
+            std::path::Path::new(&a.session.worktree_path),
+            run_dir.to_path_buf(),
+            program,
+        )
+        .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
+        plan.prepare(&a.session.branch, head)
+            .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
+        Ok(Some(plan))
+    }
+}

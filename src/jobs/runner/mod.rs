@@ -1,0 +1,344 @@
+//! `job:<id>`: runs one agent process for one job, child of its session actor.
+//!
+//! It owns the process group, the job log, the stream parser, the heartbeat and the timers. Readers of
+//! stdout and stderr write the log and send parsed events here; the runner turns them into job events.
+//! When the process has exited and both streams are closed, the runner writes the outcome and stops.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::log::JobLog;
+use super::outcome::{StopReason, decide};
+use super::process::{self, AgentCommand};
+use super::sandbox::{self, SandboxPlan};
+use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
+use crate::breaker::BreakerPermit;
+use crate::core::Core;
+use crate::domain::{Job, Project, Session};
+use crate::events::{Event, Scope};
+use crate::jobs::Ending;
+use crate::sessions::actor::SessionMsg;
+use crate::supervisor::ChildMessage;
+
+pub struct Runner {
+    pub core: Arc<Core>,
+}
+
+pub struct RunnerArgs {
+    pub job: Job,
+    pub session: Session,
+    pub project: Project,
+    pub permit: OwnedSemaphorePermit,
+    /// The `claude_code` permit this job runs under (a probe when the breaker is half-open).
+    pub breaker: Option<BreakerPermit>,
+    pub session_ref: ActorRef<SessionMsg>,
+}
+
+pub enum RunnerMsg {
+    Events(Vec<StreamEvent>),
+    StreamClosed,
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    Tick,
+    HardTimeout,
+    Stop(StopReason),
+    KillNow,
+    Finalize,
+    /// Failure drill: the handler blocks, so the runner stops heart-beating like a wedged one.
+    Stall,
+    /// The worktree's changes are measured; write the outcome.
+    Complete(Option<(Vec<String>, Option<String>)>),
+    Panic,
+}
+
+impl ChildMessage for RunnerMsg {
+    fn injected_panic() -> Self {
+        RunnerMsg::Panic
+    }
+}
+
+pub struct RunnerState {
+    job: Job,
+    session: Session,
+    project: Project,
+    pgid: i32,
+    log: Arc<JobLog>,
+    _permit: OwnedSemaphorePermit,
+    breaker: Option<BreakerPermit>,
+    session_ref: ActorRef<SessionMsg>,
+    last_output_ms: Arc<AtomicI64>,
+    /// The group's CPU ticks at recent checks, oldest first, covering about `CPU_WINDOW`.
+    cpu_samples: std::collections::VecDeque<(Instant, u64)>,
+    last_cpu_change: Instant,
+    started: Instant,
+    stop: Option<StopReason>,
+    exit: Option<(Option<i32>, Option<i32>)>,
+    streams_open: u8,
+    result: Option<ResultEvent>,
+    last_text: Option<String>,
+    tools: HashMap<String, (String, String)>,
+    malformed: u64,
+    finishing: bool,
+    finished: bool,
+    endpoint: JobEndpoint,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+mod launch;
+mod watch;
+
+use launch::*;
+pub use launch::{PERMISSION_TOOL, agent_args, mcp_config};
+use watch::*;
+
+impl Actor for Runner {
+    type Msg = RunnerMsg;
+    type State = RunnerState;
+    type Arguments = RunnerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RunnerMsg>,
+        mut a: RunnerArgs,
+    ) -> Result<RunnerState, ActorProcessingErr> {
+        let core = &self.core;
+        let program = crate::agent_path::find(&core.config().agent.command).ok_or_else(|| {
+            format!(
+                "agent command {:?} not found (agent.command)",
+                core.config().agent.command
+            )
+        })?;
+        let worktree = PathBuf::from(&a.session.worktree_path);
+        let base_commit = core.git().head_commit(&worktree).await.ok().flatten();
+        a.job.base_commit = base_commit.clone();
+        let log_path = core.layout().job_logs().join(format!("{}.log", a.job.id));
+        let log = Arc::new(JobLog::create(&log_path, core.config().jobs.max_log_bytes)?);
+        let mut env = vec![
+            ("TELEVIBE_PROJECT_ID".to_string(), a.project.id.clone()),
+            ("TELEVIBE_SESSION_ID".to_string(), a.session.id.clone()),
+            ("TELEVIBE_JOB_ID".to_string(), a.job.id.clone()),
+            ("TELEVIBE_BRANCH".to_string(), a.session.branch.clone()),
+            (
+                "TELEVIBE_WORKSPACE".to_string(),
+                a.session.worktree_path.clone(),
+            ),
+        ];
+        env.extend(
+            core.config()
+                .agent
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let run_dir = sandbox::run_dir(&core.layout().orchestrator(), &a.job.id);
+        let plan = self.sandbox_plan(&a, &program, &run_dir, base_commit.as_deref())?;
+        if let Some(plan) = &plan {
+            env.extend(plan.env());
+        }
+        let (endpoint_path, serve) = open_endpoint(core, &a.job.id, &run_dir)?;
+        let endpoint = JobEndpoint {
+            _serve: serve,
+            run_dir,
+            sandboxed: plan.is_some(),
+        };
+        let token = core.issue_job_token(&a.job.id);
+        let trusted = a.project.trusted || core.config().trusted_projects.contains(&a.project.id);
+        let cmd = AgentCommand {
+            program: &program,
+            args: agent_args(core, &a.session, &a.job.id, &token, &endpoint_path, trusted),
+            cwd: &worktree,
+            env,
+            sandbox: plan.as_ref(),
+        };
+        let mut child =
+            process::spawn(&cmd).map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let pid = child
+            .id()
+            .ok_or("agent exited before it could be tracked")? as i32;
+        let last_output_ms = Arc::new(AtomicI64::new(now_ms()));
+
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let prompt = a.job.instruction.clone();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (me, log2, last) = (myself.clone(), log.clone(), last_output_ms.clone());
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while let Ok(Some(line)) = read_line_capped(&mut reader, &mut buf).await {
+                last.store(now_ms(), Ordering::Relaxed);
+                log2.line("stdout", &line);
+                let events = parse_line(&line);
+                if !events.is_empty() {
+                    let _ = me.cast(RunnerMsg::Events(events));
+                }
+            }
+            let _ = me.cast(RunnerMsg::StreamClosed);
+        });
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (me, log2, last) = (myself.clone(), log.clone(), last_output_ms.clone());
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            while let Ok(Some(line)) = read_line_capped(&mut reader, &mut buf).await {
+                last.store(now_ms(), Ordering::Relaxed);
+                log2.line("stderr", &line);
+            }
+            let _ = me.cast(RunnerMsg::StreamClosed);
+        });
+        let me = myself.clone();
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let status = child.wait().await.ok();
+            let _ = me.cast(RunnerMsg::Exited {
+                code: status.and_then(|s| s.code()),
+                signal: status.and_then(|s| s.signal()),
+            });
+        });
+
+        let marked = core
+            .store()
+            .mark_job_running(&a.job.id, pid, &log_path.display().to_string(), base_commit)
+            .await;
+        match marked {
+            Ok(true) => {}
+            // Canceled or killed while starting, or the store refused: the agent must not outlive this.
+            Ok(false) => {
+                process::signal_group(pid, libc::SIGKILL);
+                return Err(format!("job {} was ended before its agent started", a.job.id).into());
+            }
+            Err(e) => {
+                process::signal_group(pid, libc::SIGKILL);
+                return Err(e.into());
+            }
+        }
+        let _ = a
+            .session_ref
+            .cast(SessionMsg::RunnerStarted(a.job.id.clone(), pid));
+        core.job_started(&a.job, &a.session, pid).await;
+        let jobs = &core.config().jobs;
+        // Heartbeats come well inside the session's limit; hang checks a few times per hang timeout.
+        let tick = (jobs.hang_timeout / 4)
+            .min(jobs.heartbeat_timeout / 3)
+            .clamp(Duration::from_millis(250), Duration::from_secs(5));
+        myself.send_interval(tick, || RunnerMsg::Tick);
+        myself.send_after(jobs.hard_timeout, || RunnerMsg::HardTimeout);
+        tracing::info!(target: "televibe.runner", job_id = %a.job.id, session_id = %a.session.id, project_id = %a.project.id, pid, instruction_preview = %preview(&a.job.instruction), "Job started");
+        Ok(RunnerState {
+            job: a.job,
+            session: a.session,
+            project: a.project,
+            pgid: pid,
+            log,
+            _permit: a.permit,
+            breaker: a.breaker,
+            session_ref: a.session_ref,
+            last_output_ms,
+            cpu_samples: std::collections::VecDeque::new(),
+            last_cpu_change: Instant::now(),
+            started: Instant::now(),
+            stop: None,
+            exit: None,
+            streams_open: 2,
+            result: None,
+            last_text: None,
+            tools: HashMap::new(),
+            malformed: 0,
+            finishing: false,
+            finished: false,
+            endpoint,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RunnerMsg>,
+        msg: RunnerMsg,
+        st: &mut RunnerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RunnerMsg::Events(events) => self.on_events(st, events).await,
+            RunnerMsg::StreamClosed => {
+                st.streams_open = st.streams_open.saturating_sub(1);
+                if st.streams_open == 0 && st.exit.is_some() {
+                    self.finalize(&myself, st).await;
+                }
+            }
+            RunnerMsg::Exited { code, signal } => {
+                st.exit = Some((code, signal));
+                // The leader is gone; whatever it left in its group goes with it.
+                process::signal_group(st.pgid, libc::SIGKILL);
+                if st.streams_open == 0 {
+                    self.finalize(&myself, st).await;
+                } else {
+                    myself.send_after(Duration::from_secs(3), || RunnerMsg::Finalize);
+                }
+            }
+            RunnerMsg::Tick => self.on_tick(&myself, st).await,
+            RunnerMsg::HardTimeout => begin_stop(&myself, st, StopReason::Timeout, self.grace()),
+            RunnerMsg::Stop(reason) => begin_stop(&myself, st, reason, self.grace()),
+            RunnerMsg::KillNow => {
+                process::signal_group(st.pgid, libc::SIGKILL);
+            }
+            RunnerMsg::Finalize => self.finalize(&myself, st).await,
+            RunnerMsg::Complete(changes) => self.complete(&myself, st, changes).await,
+            RunnerMsg::Panic => panic!("injected panic in runner of job {}", st.job.id),
+            RunnerMsg::Stall => tokio::time::sleep(Duration::from_secs(24 * 3600)).await,
+        }
+        Ok(())
+    }
+}
+
+fn begin_stop(
+    myself: &ActorRef<RunnerMsg>,
+    st: &mut RunnerState,
+    reason: StopReason,
+    grace: Duration,
+) {
+    if st.stop.is_some() || st.exit.is_some() {
+        return;
+    }
+    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, reason = ?reason, "Stopping job: SIGTERM to its process group");
+    st.stop = Some(reason);
+    process::terminate_signal(st.pgid);
+    myself.send_after(grace, || RunnerMsg::KillNow);
+}
+
+pub fn preview(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 60 {
+        format!("{}...", one.chars().take(57).collect::<String>())
+    } else {
+        one
+    }
+}
+
+impl Runner {
+    fn grace(&self) -> Duration {
+        self.core.config().jobs.kill_grace
+    }
+}
+
+impl Drop for RunnerState {
+    fn drop(&mut self) {
+        // A runner that goes away before the end (killed, crashed, its session gone) takes its agent with it.
+        if !self.finished {
+            process::signal_group(self.pgid, libc::SIGKILL);
+        }
+    }
+}

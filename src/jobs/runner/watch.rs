@@ -1,0 +1,315 @@
+//! Watching a running job: its stream-json events (tools, retries, the result), the heartbeat and hang
+//! check (CPU progress counts only when busy), and its end (outcome, changes, `end_job`).
+
+use super::*;
+
+/// CPU is judged over a window of recent checks: half the hang timeout, at most this long.
+pub(super) const CPU_WINDOW: Duration = Duration::from_secs(10);
+
+/// CPU ticks a second (of `CLK_TCK` = 100) that count as progress: 2 % of a core. Less is an agent idling on
+/// a stalled connection (its timers and keep-alives tick), which must not keep a hung job alive.
+pub(super) const BUSY_TICKS_PER_SEC: f64 = 2.0;
+
+/// Records the group's CPU `ticks` at `now`; whether it used at least `BUSY_TICKS_PER_SEC` over the last
+/// `window`.
+pub(super) fn cpu_busy(
+    samples: &mut std::collections::VecDeque<(Instant, u64)>,
+    window: Duration,
+    now: Instant,
+    ticks: u64,
+) -> bool {
+    samples.push_back((now, ticks));
+    while samples.len() > 2 && now.duration_since(samples[1].0) >= window {
+        samples.pop_front();
+    }
+    let (t0, c0) = samples[0];
+    let span = now.duration_since(t0).as_secs_f64();
+    // Ticks can fall when a process of the group exits: that is no progress.
+    let used = ticks.saturating_sub(c0) as f64;
+    span > 0.0 && used > 0.0 && used >= span * BUSY_TICKS_PER_SEC
+}
+
+/// Longest line kept whole; the rest of a longer line is dropped (the log and parser get the start).
+pub(super) const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The next line, lossily decoded (agents may print invalid UTF-8) and capped at `MAX_LINE_BYTES`,
+/// so a reader never stops draining the pipe and never holds an unbounded line.
+pub(super) async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<String>> {
+    buf.clear();
+    let mut seen_any = false;
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(seen_any.then(|| {
+                String::from_utf8_lossy(buf)
+                    .trim_end_matches('\r')
+                    .to_string()
+            }));
+        }
+        seen_any = true;
+        let (chunk, consumed, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(pos) => (&available[..pos], pos + 1, true),
+            None => (available, available.len(), false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        r.consume(consumed);
+        if done {
+            return Ok(Some(
+                String::from_utf8_lossy(buf)
+                    .trim_end_matches('\r')
+                    .to_string(),
+            ));
+        }
+    }
+}
+
+impl Runner {
+    pub(super) async fn on_events(&self, st: &mut RunnerState, events: Vec<StreamEvent>) {
+        let core = &self.core;
+        for ev in events {
+            match ev {
+                StreamEvent::Init { session_id, .. } => {
+                    if st.session.conversation_id.as_deref() != Some(session_id.as_str()) {
+                        let _ = core
+                            .store()
+                            .set_conversation_id(&st.session.id, &session_id)
+                            .await;
+                        st.session.conversation_id = Some(session_id);
+                    }
+                }
+                StreamEvent::ToolUse { id, name, input } => {
+                    let target = tool_target(&name, &input);
+                    core.emit(
+                        Scope::job(&st.job, &st.session),
+                        Event::ToolStarted {
+                            tool: name.clone(),
+                            target: target.clone(),
+                            tool_use_id: id.clone(),
+                        },
+                    )
+                    .await;
+                    st.tools.insert(id, (name, target));
+                }
+                StreamEvent::ToolResult {
+                    tool_use_id,
+                    is_error,
+                } => {
+                    let (name, target) = st.tools.get(&tool_use_id).cloned().unwrap_or_default();
+                    core.emit(
+                        Scope::job(&st.job, &st.session),
+                        Event::ToolCompleted {
+                            tool: name,
+                            target,
+                            tool_use_id,
+                            is_error,
+                        },
+                    )
+                    .await;
+                }
+                StreamEvent::AssistantText(t) => st.last_text = Some(t),
+                StreamEvent::Result(r) => st.result = Some(r),
+                StreamEvent::ApiRetry {
+                    attempt,
+                    max_retries,
+                    error_status,
+                    error,
+                } => {
+                    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, "Agent retries the model API");
+                    // The phone shows it: a job that waits on an overloaded API is not stuck.
+                    core.emit(
+                        Scope::job(&st.job, &st.session),
+                        Event::ApiRetry {
+                            attempt,
+                            max_retries,
+                            error_status,
+                            error,
+                        },
+                    )
+                    .await;
+                }
+                StreamEvent::PermissionDenied { tool_name, .. } => {
+                    tracing::info!(target: "televibe.runner", job_id = %st.job.id, tool = %tool_name, "Agent was denied a tool");
+                }
+                StreamEvent::Malformed(_) => {
+                    st.malformed += 1;
+                    if st.malformed <= 3 {
+                        tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "Malformed line from the agent (kept in the job log)");
+                    }
+                }
+                StreamEvent::Unknown(_) => {}
+            }
+        }
+    }
+
+    pub(super) async fn on_tick(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
+        let core = &self.core;
+        let _ = core.store().job_heartbeat(&st.job.id).await;
+        let _ = st
+            .session_ref
+            .cast(SessionMsg::Heartbeat(st.job.id.clone()));
+        core.metrics().set_log_bytes(&st.job.id, st.log.bytes());
+        if st.exit.is_some() || st.stop.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let hang = core.config().jobs.hang_timeout;
+        let window = (hang / 2).clamp(Duration::from_secs(1), CPU_WINDOW);
+        if cpu_busy(
+            &mut st.cpu_samples,
+            window,
+            now,
+            crate::procs::group_cpu_ticks(st.pgid),
+        ) {
+            st.last_cpu_change = now;
+        }
+        let quiet_output = Duration::from_millis(
+            (now_ms() - st.last_output_ms.load(Ordering::Relaxed)).max(0) as u64,
+        );
+        let quiet = quiet_output.min(st.last_cpu_change.elapsed());
+        // Waiting for a person is not a hang.
+        if core.job_waits_for_approval(&st.job.id) {
+            st.last_cpu_change = Instant::now();
+            st.last_output_ms.store(now_ms(), Ordering::Relaxed);
+        } else if quiet >= core.config().jobs.hang_timeout {
+            begin_stop(myself, st, StopReason::Hung, self.grace());
+        }
+    }
+
+    /// The process is gone and its output read: measure the worktree off the handler (git may take a
+    /// while and heartbeats must go on), then `Complete`.
+    pub(super) async fn finalize(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
+        if st.finishing {
+            return;
+        }
+        st.finishing = true;
+        let worktree = PathBuf::from(&st.session.worktree_path);
+        let base = st.job.base_commit.clone();
+        let (core, me) = (self.core.clone(), myself.clone());
+        let sandboxed = st.endpoint.sandboxed;
+        let run_dir = st.endpoint.run_dir.clone();
+        let adopt = sandboxed
+            .then(|| sandbox::branch_after(&run_dir, &st.session.branch))
+            .flatten()
+            .filter(|after| Some(after) != base.as_ref());
+        let (repo, branch, job_id) = (
+            PathBuf::from(&st.project.repo_path),
+            st.session.branch.clone(),
+            st.job.id.clone(),
+        );
+        tokio::spawn(async move {
+            // The job wrote its objects into a private directory and committed into a private copy of
+            // the refs: bring in its objects (each one checked) and move the session's branch (and only
+            // it) to where the job left it, if nobody moved it meanwhile.
+            if sandboxed {
+                match core.git().reattach_head(&repo, &worktree, &branch).await {
+                    Ok(true) => {
+                        tracing::warn!(target: "televibe.runner", job_id = %job_id, branch = %branch, "The job left its session's branch; the worktree's HEAD points at it again (its changes show as uncommitted)");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "Cannot check the worktree's HEAD");
+                    }
+                }
+            }
+            if sandboxed
+                && let Err(e) = core
+                    .git()
+                    .import_objects(&repo, &sandbox::objects_dir(&run_dir))
+                    .await
+            {
+                tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's new git objects could not be imported");
+            }
+            if let Some(after) = adopt
+                && let Err(e) = core
+                    .git()
+                    .adopt_branch(&repo, &branch, base.as_deref(), &after)
+                    .await
+            {
+                tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's commits could not be kept on its branch");
+            }
+            let changes = if worktree.is_dir() {
+                core.git().changes(&worktree, base.as_deref()).await.ok()
+            } else {
+                None
+            };
+            let _ = me.cast(RunnerMsg::Complete(changes));
+        });
+    }
+
+    pub(super) async fn complete(
+        &self,
+        myself: &ActorRef<RunnerMsg>,
+        st: &mut RunnerState,
+        changes: Option<(Vec<String>, Option<String>)>,
+    ) {
+        if st.finished {
+            return;
+        }
+        st.finished = true;
+        let core = &self.core;
+        let (code, signal) = st.exit.unwrap_or((None, None));
+        let mut outcome = decide(
+            code,
+            signal,
+            st.stop.as_ref(),
+            st.result.as_ref(),
+            st.log.truncated(),
+        );
+        if let Some((files, stat)) = changes {
+            outcome.outcome.files_changed = files;
+            outcome.outcome.diff_stat = stat;
+        }
+        if outcome.outcome.result_text.is_none() {
+            outcome.outcome.result_text = st.last_text.clone();
+        }
+        let ending = Ending::Decided {
+            decision: outcome,
+            elapsed: st.started.elapsed(),
+            breaker: st.breaker.take(),
+        };
+        if let Err(e) = core.end_job(&st.job, ending).await {
+            tracing::error!(target: "televibe.runner", job_id = %st.job.id, error = %e, "the job's ending was not recorded");
+        }
+        let _ = st
+            .session_ref
+            .cast(SessionMsg::RunnerDone(st.job.id.clone()));
+        myself.stop(Some("job finished".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_ticks_are_not_progress_and_real_work_is() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = std::collections::VecDeque::new();
+        assert!(
+            !cpu_busy(&mut s, CPU_WINDOW, at(0), 100),
+            "a first sample proves nothing"
+        );
+        assert!(
+            !cpu_busy(&mut s, CPU_WINDOW, at(5_000), 100),
+            "no CPU at all"
+        );
+        // One tick in five seconds (0.2 % of a core): an idle process's timers.
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(10_000), 101));
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(15_000), 102));
+        // A busy second: 50 ticks over the 10 s window is 5 ticks a second.
+        assert!(cpu_busy(&mut s, CPU_WINDOW, at(20_000), 152));
+        // The window slides: the burst ages out and idling is idling again.
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(35_000), 153));
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(40_000), 154));
+        // Exactly the threshold counts: 2 ticks a second over 10 s.
+        assert!(cpu_busy(&mut s, CPU_WINDOW, at(50_000), 174));
+        // A process leaving the group lowers the total: not progress.
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(55_000), 20));
+        assert!(s.len() <= 4, "samples stay bounded: {}", s.len());
+    }
+}
