@@ -189,7 +189,7 @@ impl ControlServer {
                 Ok(Ok(())) => ok_json(&serde_json::json!({"panicked": p.name})),
                 Ok(Err(e)) => ToolError::new(
                     ErrorCode::InternalError,
-                    e,
+                    e.to_string(),
                     "use a name from get_supervision_tree",
                 )
                 .into_result(),

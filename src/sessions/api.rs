@@ -184,7 +184,7 @@ impl Core {
                 let sup: ractor::ActorRef<SupervisorMsg> = cell.into();
                 ractor::call_t!(sup, SupervisorMsg::StartChild, 5000, spec)
                     .map_err(|e| e.to_string())
-                    .and_then(|r| r)
+                    .and_then(|r| r.map_err(|e| e.to_string()))
             }
             Err(e) => Err(e.to_string()),
         };

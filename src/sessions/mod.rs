@@ -102,13 +102,9 @@ pub fn initial_sessions(core: Arc<Core>) -> InitialChildren {
         let core = core.clone();
         Box::pin(async move {
             core.expire_orphaned_approvals().await;
-            core.recover_jobs().await.map_err(|e| e.to_string())?;
-            core.reconcile_sessions().await.map_err(|e| e.to_string())?;
-            let open = core
-                .store()
-                .sessions(None, false)
-                .await
-                .map_err(|e| e.to_string())?;
+            core.recover_jobs().await?;
+            core.reconcile_sessions().await?;
+            let open = core.store().sessions(None, false).await?;
             core.refresh_session_metrics().await;
             Ok(open.iter().map(|s| session_child(&core, &s.id)).collect())
         })

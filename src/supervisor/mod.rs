@@ -5,8 +5,6 @@
 //! Children are spawned in order and stopped in reverse order. The supervisor also answers for the live tree.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,106 +15,55 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::RestartPolicy;
+
+mod drills;
+mod spec;
+
 use crate::telemetry::Metrics;
+pub use drills::DrillFn;
+use drills::inject_panic;
+pub use spec::{BelowFn, ChildMessage, ChildSpec, InitialChildren, Restart};
 
-type SpawnFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
-type SpawnFn = Arc<dyn Fn(ActorCell) -> SpawnFuture + Send + Sync>;
-type PanicFn = Arc<dyn Fn(&ActorCell) + Send + Sync>;
-type InitialFuture = Pin<Box<dyn Future<Output = Result<Vec<ChildSpec>, String>> + Send>>;
-/// Builds children when a supervisor starts (e.g. one per open session, read from the store).
-pub type InitialChildren = Arc<dyn Fn() -> InitialFuture + Send + Sync>;
-
-/// When a child is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restart {
-    /// Always: any exit the supervisor did not ask for is a failure.
-    Permanent,
-    /// Only after a failure (panic or error); a normal stop removes the child.
-    Transient,
+/// Why a supervisor refused a request (a drill, a new child).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("no actor named {name:?} under {supervisor}")]
+    NoSuchChild { name: String, supervisor: String },
+    #[error("no supervisor named {name:?} under {supervisor}")]
+    NoSuchSupervisor { name: String, supervisor: String },
+    #[error("actor {0} is not running")]
+    NotRunning(String),
+    #[error("supervisor {0} is shutting down")]
+    ShuttingDown(String),
+    #[error("{0} is already running")]
+    AlreadyRunning(String),
+    #[error("starting {name} failed: {reason}")]
+    StartFailed { name: String, reason: String },
+    /// A child supervisor or actor did not take the request.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
-/// Messages every supervised actor accepts besides its own: a test hook that makes it panic.
-pub trait ChildMessage: ractor::Message {
-    /// The message that makes the actor panic inside its handler (used by failure drills only).
-    fn injected_panic() -> Self;
+/// How a child ended, as the supervisor saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChildExit {
+    /// It panicked or its handler returned an error.
+    Failed(String),
+    /// It stopped by itself (normal for a transient child, a failure for a permanent one).
+    Stopped(Option<String>),
+    /// Its restart did not start.
+    RestartFailed(String),
 }
 
-/// How to (re)start one child.
-#[derive(Clone)]
-pub struct ChildSpec {
-    pub name: String,
-    spawn: SpawnFn,
-    inject_panic: PanicFn,
-    restart: Restart,
-    /// The child is itself a `Supervisor`: the tree shows its children.
-    supervises: bool,
-    /// How to ask a non-supervisor child for the nodes below it (e.g. a session's running job).
-    below: Option<BelowFn>,
-    /// Failure drills below a non-supervisor child (`session:S1/runner`).
-    drill: Option<DrillFn>,
-}
-
-/// Passes a failure drill (`rest` of the path) to a child that owns actors of its own.
-pub type DrillFn = Arc<dyn Fn(&ActorCell, &str) -> Result<(), String> + Send + Sync>;
-
-type BelowFuture = Pin<Box<dyn Future<Output = Vec<TreeNode>> + Send>>;
-/// Asks a child actor for the tree nodes it owns.
-pub type BelowFn = Arc<dyn Fn(ActorCell) -> BelowFuture + Send + Sync>;
-
-impl ChildSpec {
-    /// A child built by `make` each time it (re)starts.
-    pub fn new<A, F>(name: &str, make: F) -> ChildSpec
-    where
-        A: Actor,
-        A::Msg: ChildMessage,
-        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
-    {
-        let make = Arc::new(make);
-        ChildSpec {
-            name: name.to_string(),
-            spawn: Arc::new(move |sup: ActorCell| {
-                let (actor, args) = make();
-                Box::pin(async move {
-                    // Names stay in the supervisor, not ractor's process-global registry, so several
-                    // trees can live in one process (tests) and names never collide across hosts.
-                    Actor::spawn_linked(None, actor, args, sup)
-                        .await
-                        .map(|(r, _)| r.get_cell())
-                })
-            }),
-            inject_panic: Arc::new(|cell: &ActorCell| {
-                let r: ActorRef<A::Msg> = cell.clone().into();
-                let _ = r.cast(A::Msg::injected_panic());
-            }),
-            restart: Restart::Permanent,
-            supervises: false,
-            below: None,
-            drill: None,
+impl std::fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChildExit::Failed(e) => write!(f, "failed: {e}"),
+            ChildExit::Stopped(reason) => {
+                write!(f, "stopped: {}", reason.as_deref().unwrap_or("no reason"))
+            }
+            ChildExit::RestartFailed(e) => write!(f, "restart failed: {e}"),
         }
-    }
-
-    /// Restarted only after failures; a normal stop removes it.
-    pub fn transient(mut self) -> ChildSpec {
-        self.restart = Restart::Transient;
-        self
-    }
-
-    /// Lets failure drills reach what the child owns.
-    pub fn with_drill(mut self, drill: DrillFn) -> ChildSpec {
-        self.drill = Some(drill);
-        self
-    }
-
-    /// Lets the live tree show what the child owns (it is no supervisor but has children).
-    pub fn with_below(mut self, below: BelowFn) -> ChildSpec {
-        self.below = Some(below);
-        self
-    }
-
-    /// Marks a child that is a `Supervisor`, so the live tree descends into it.
-    pub fn supervisor(mut self) -> ChildSpec {
-        self.supervises = true;
-        self
     }
 }
 
@@ -177,12 +124,12 @@ pub enum SupervisorMsg {
     Tree(RpcReplyPort<TreeNode>),
     /// True while every child runs (the watchdog pings only then).
     Healthy(RpcReplyPort<bool>),
-    /// Test hook: make the named child panic.
-    PanicChild(String, RpcReplyPort<Result<(), String>>),
+    /// Failure drill: make the named child panic.
+    PanicChild(String, RpcReplyPort<Result<(), SupervisorError>>),
     /// The cell of a running child, by name.
     Child(String, RpcReplyPort<Option<ActorCell>>),
     /// Start one more child (dynamic children such as sessions).
-    StartChild(ChildSpec, RpcReplyPort<Result<(), String>>),
+    StartChild(ChildSpec, RpcReplyPort<Result<(), SupervisorError>>),
     /// Stop the children in reverse start order, then answer.
     Shutdown(RpcReplyPort<()>),
     /// Test hook: the supervisor itself panics (escalation drills).
@@ -290,7 +237,7 @@ impl SupervisorState {
     fn on_child_exit(
         &mut self,
         idx: usize,
-        why: String,
+        why: ChildExit,
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<(), ActorProcessingErr> {
         let name = self.children[idx].spec.name.clone();
@@ -426,12 +373,11 @@ impl Actor for Supervisor {
         evt: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell,
-                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
-            ),
+        let (cell, exit) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, ChildExit::Failed(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, ChildExit::Stopped(reason))
+            }
             _ => return Ok(()),
         };
         if state.shutting_down {
@@ -441,11 +387,13 @@ impl Actor for Supervisor {
             return Ok(());
         };
         // A transient child that stopped normally is done; every other unexpected exit is a failure.
-        if state.children[idx].spec.restart == Restart::Transient && why.starts_with("stopped") {
+        if state.children[idx].spec.restart == Restart::Transient
+            && matches!(exit, ChildExit::Stopped(_))
+        {
             state.children.remove(idx);
             return Ok(());
         }
-        state.on_child_exit(idx, why, &myself)
+        state.on_child_exit(idx, exit, &myself)
     }
 
     async fn post_stop(
@@ -481,7 +429,7 @@ async fn restart(
             tracing::info!(target: "televibe.supervisor", supervisor = %state.name, actor = name, restarts = state.children[idx].restarts, "Actor restarted");
             Ok(())
         }
-        Err(e) => state.on_child_exit(idx, format!("restart failed: {e}"), myself),
+        Err(e) => state.on_child_exit(idx, ChildExit::RestartFailed(e.to_string()), myself),
     }
 }
 
@@ -489,12 +437,12 @@ async fn start_new_child(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     spec: ChildSpec,
-) -> Result<(), String> {
+) -> Result<(), SupervisorError> {
     if state.shutting_down {
-        return Err(format!("supervisor {} is shutting down", state.name));
+        return Err(SupervisorError::ShuttingDown(state.name.clone()));
     }
     if state.children.iter().any(|c| c.spec.name == spec.name) {
-        return Err(format!("{} is already running", spec.name));
+        return Err(SupervisorError::AlreadyRunning(spec.name));
     }
     if let Some(m) = &state.metrics {
         m.register_actor(&spec.name);
@@ -509,48 +457,11 @@ async fn start_new_child(
     let idx = state.children.len() - 1;
     if let Err(e) = state.start_child(idx, myself).await {
         let rec = state.children.remove(idx);
-        return Err(format!("starting {} failed: {e}", rec.spec.name));
+        return Err(SupervisorError::StartFailed {
+            name: rec.spec.name,
+            reason: e.to_string(),
+        });
     }
-    Ok(())
-}
-
-/// `name` is a child's name, or `child/grandchild` to reach into a child supervisor.
-async fn inject_panic(state: &SupervisorState, name: &str) -> Result<(), String> {
-    if let Some((first, rest)) = name.split_once('/') {
-        if let Some(child) = state
-            .children
-            .iter()
-            .find(|c| c.spec.name == first && c.spec.drill.is_some())
-        {
-            let cell = child
-                .cell
-                .as_ref()
-                .ok_or_else(|| format!("{first} is not running"))?;
-            return (child.spec.drill.as_ref().expect("checked"))(cell, rest);
-        }
-        let child = state
-            .children
-            .iter()
-            .find(|c| c.spec.name == first && c.spec.supervises)
-            .ok_or_else(|| format!("no supervisor named {first:?} under {}", state.name))?;
-        let cell = child
-            .cell
-            .clone()
-            .ok_or_else(|| format!("{first} is not running"))?;
-        let sub: ActorRef<SupervisorMsg> = cell.into();
-        return ractor::call_t!(sub, SupervisorMsg::PanicChild, 2000, rest.to_string())
-            .map_err(|e| e.to_string())?;
-    }
-    let child = state
-        .children
-        .iter()
-        .find(|c| c.spec.name == name)
-        .ok_or_else(|| format!("no actor named {name:?} under {}", state.name))?;
-    let cell = child
-        .cell
-        .as_ref()
-        .ok_or_else(|| format!("actor {name} is not running"))?;
-    (child.spec.inject_panic)(cell);
     Ok(())
 }
 
