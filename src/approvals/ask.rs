@@ -1,0 +1,228 @@
+//! An agent asks: the policy answers at once, a session grant allows, or a person is asked (Telegram
+//! buttons, `decide_approval`) until `approvals.timeout_secs`; an expiry stops the job.
+
+use crate::core::Core;
+use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
+use crate::errors::{CoreError, ErrorCode};
+use crate::events::{Event, Scope};
+use crate::jobs::outcome::StopReason;
+use crate::telemetry::ScopeLabel;
+use policy::Verdict;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::*;
+
+impl Core {
+    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects.
+    pub async fn request_approval(
+        &self,
+        job_id: &str,
+        tool: &str,
+        input: Value,
+        tool_use_id: Option<String>,
+    ) -> Result<String, CoreError> {
+        let job = self.get_job(job_id).await?;
+        if job.status.is_final() {
+            return Err(CoreError::new(
+                ErrorCode::JobNotFound,
+                format!("job {job_id} has ended"),
+                "nothing to approve",
+            ));
+        }
+        let scope = policy::scope(tool, &input);
+        let grants = self.store().grants(&job.session_id).await?;
+        let preview = render_input(tool, &input);
+        // Paths in a command are judged against the session's worktree; without one nothing is auto-allowed.
+        let worktree = self
+            .store()
+            .session(&job.session_id)
+            .await?
+            .map(|s| std::path::PathBuf::from(s.worktree_path))
+            .unwrap_or_else(|| std::path::PathBuf::from("/nonexistent/worktree"));
+        let (allow, why) = match self.policy().evaluate(tool, &input, &grants, &worktree) {
+            Verdict::Allow(why) => (true, why),
+            Verdict::Deny(why) => (false, why),
+            Verdict::Ask => {
+                return self
+                    .ask(job, tool, input, tool_use_id, scope, preview)
+                    .await;
+            }
+        };
+        let (event, result) = if allow {
+            ("job.approved", "approved")
+        } else {
+            ("job.denied", "denied")
+        };
+        self.count(scope, result);
+        self.audit_decision(
+            &job,
+            event,
+            "policy",
+            json!({"tool": tool, "input": preview, "scope": scope, "reason": why}),
+        )
+        .await;
+        Ok(answer(allow, &input, &why, false))
+    }
+
+    /// No rule decides: record the request, tell people, and wait for the first decision or the expiry.
+    async fn ask(
+        &self,
+        job: Job,
+        tool: &str,
+        input: Value,
+        tool_use_id: Option<String>,
+        scope: &str,
+        preview: String,
+    ) -> Result<String, CoreError> {
+        let timeout = self.config().approvals.timeout;
+        let now = chrono::Utc::now();
+        let approval = Approval {
+            id: {
+                let mut b = [0u8; 16];
+                rand::fill(&mut b[..]);
+                b.iter().map(|x| format!("{x:02x}")).collect()
+            },
+            job_id: job.id.clone(),
+            session_id: job.session_id.clone(),
+            tool_name: tool.to_string(),
+            tool_input: input.clone(),
+            tool_use_id,
+            scope: scope.to_string(),
+            state: ApprovalState::Pending,
+            decision: None,
+            decided_by: None,
+            requested_at: now,
+            decided_at: None,
+            expires_at: now + chrono::Duration::from_std(timeout).unwrap_or_default(),
+            telegram_chat_id: None,
+            telegram_message_id: None,
+        };
+        self.store().insert_approval(&approval).await?;
+        let (tx, rx) = oneshot::channel();
+        self.approval_waiters()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .insert(approval.id.clone(), (job.id.clone(), tx));
+        self.metrics().approvals_pending.inc();
+        let _ = self.store().set_job_waiting(&job.id, true).await;
+        let _ = self
+            .store()
+            .set_session_state_if(
+                &job.session_id,
+                SessionState::Running,
+                SessionState::Blocked,
+            )
+            .await;
+        self.audit_decision(
+            &job,
+            "job.approval_needed",
+            "agent",
+            json!({"approval_id": approval.id, "tool": tool, "input": preview, "scope": scope}),
+        )
+        .await;
+        let session = self.get_session(&job.session_id).await.ok();
+        self.emit(
+            job_scope(&job, session.as_ref()),
+            Event::ApprovalRequested {
+                approval_id: approval.id.clone(),
+            },
+        )
+        .await;
+        tracing::info!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, tool, scope, "Approval needed");
+
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        self.approval_waiters()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .remove(&approval.id);
+        self.metrics().approvals_pending.dec();
+        let _ = self.store().set_job_waiting(&job.id, false).await;
+        // Only a session still blocked by this wait goes back to running (it may have been closed meanwhile).
+        let _ = self
+            .store()
+            .set_session_state_if(
+                &job.session_id,
+                SessionState::Blocked,
+                SessionState::Running,
+            )
+            .await;
+        let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
+        self.metrics()
+            .approval_response_seconds
+            .get_or_create(&ScopeLabel {
+                scope: scope.into(),
+            })
+            .observe(waited);
+        match outcome {
+            Ok(Ok((choice, by))) => {
+                if choice == Choice::DenyStop {
+                    self.stop_job(&job, StopReason::Canceled { by }).await;
+                }
+                Ok(if choice.approves() {
+                    answer(true, &input, "", false)
+                } else {
+                    answer(
+                        false,
+                        &input,
+                        "Denied by the user",
+                        choice == Choice::DenyStop,
+                    )
+                })
+            }
+            // Expired (or the daemon lost the waiter): deny with interrupt and end the job.
+            _ => {
+                if self
+                    .store()
+                    .decide_approval(&approval.id, ApprovalState::Expired, "expired", "expiry")
+                    .await
+                    .unwrap_or(false)
+                {
+                    self.count(scope, "expired");
+                    self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
+                    self.emit(
+                        job_scope(&job, session.as_ref()),
+                        Event::ApprovalExpired {
+                            approval_id: approval.id.clone(),
+                        },
+                    )
+                    .await;
+                    self.stop_job(&job, StopReason::ApprovalTimeout).await;
+                    return Ok(answer(
+                        false,
+                        &input,
+                        "The approval request timed out",
+                        true,
+                    ));
+                }
+                // Decided just as the wait ended: answer what was recorded.
+                let approved = matches!(self.store().approval(&approval.id).await, Ok(Some(a)) if a.state == ApprovalState::Approved);
+                Ok(if approved {
+                    answer(true, &input, "", false)
+                } else {
+                    answer(false, &input, "Denied", false)
+                })
+            }
+        }
+    }
+
+    async fn stop_job(&self, job: &Job, reason: StopReason) {
+        if let Some(session) = self.session_actor(&job.session_id) {
+            let _ = session.cast(crate::sessions::actor::SessionMsg::StopJob(
+                job.id.clone(),
+                reason,
+            ));
+        }
+    }
+}
+
+/// The scope of an approval event: the job, its session, and the project when the session is known.
+pub(super) fn job_scope(job: &Job, session: Option<&Session>) -> Scope {
+    Scope {
+        project_id: session.map(|s| s.project_id.clone()),
+        session_id: Some(job.session_id.clone()),
+        job_id: Some(job.id.clone()),
+    }
+}

@@ -1,0 +1,181 @@
+//! A decision arrives (a person, an expiry, a job's end): written once, the waiting call woken, the
+//! message's buttons retired through an `approval.decided` event.
+
+use crate::core::Core;
+use crate::domain::{Approval, ApprovalState};
+use crate::errors::{CoreError, ErrorCode};
+use crate::events::{Event, Scope};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::*;
+
+impl Core {
+    /// A person decides. The first decision wins; later ones get APPROVAL_ALREADY_DECIDED.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        choice: Choice,
+        actor: &str,
+    ) -> Result<Approval, CoreError> {
+        let a = self
+            .store()
+            .approval(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let state = if choice.approves() {
+            ApprovalState::Approved
+        } else {
+            ApprovalState::Denied
+        };
+        if !self
+            .store()
+            .decide_approval(id, state, choice.as_str(), actor)
+            .await?
+        {
+            let a = self
+                .store()
+                .approval(id)
+                .await?
+                .ok_or_else(|| not_found(id))?;
+            return Err(CoreError::new(
+                ErrorCode::ApprovalAlreadyDecided,
+                format!(
+                    "already {} by {}",
+                    a.state.as_str(),
+                    a.decided_by.as_deref().unwrap_or("?")
+                ),
+                "nothing to do",
+            ));
+        }
+        if choice == Choice::ApproveSession {
+            self.store()
+                .insert_grant(
+                    &a.session_id,
+                    &a.tool_name,
+                    &policy::grant_pattern(&a.tool_name, &a.tool_input),
+                    actor,
+                )
+                .await?;
+        }
+        self.count(
+            &a.scope,
+            if choice.approves() {
+                "approved"
+            } else {
+                "denied"
+            },
+        );
+        if let Ok(job) = self.get_job(&a.job_id).await {
+            let event = if choice.approves() {
+                "job.approved"
+            } else {
+                "job.denied"
+            };
+            self.audit_decision(
+                &job,
+                event,
+                actor,
+                json!({"approval_id": a.id, "tool": a.tool_name, "decision": choice.as_str()}),
+            )
+            .await;
+        }
+        let waiter = self
+            .approval_waiters()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .remove(id);
+        if let Some((_, tx)) = waiter {
+            let _ = tx.send((choice, actor.to_string()));
+        }
+        self.emit(
+            Scope {
+                project_id: None,
+                session_id: Some(a.session_id.clone()),
+                job_id: Some(a.job_id.clone()),
+            },
+            Event::ApprovalDecided {
+                approval_id: a.id.clone(),
+            },
+        )
+        .await;
+        tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), actor, "Approval decided");
+        self.store()
+            .approval(id)
+            .await?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// A job ended while asking: its requests expire, their buttons go, and the waiting calls answer deny.
+    pub async fn end_approvals_of_job(&self, job_id: &str) {
+        let waiting: Vec<(String, oneshot::Sender<(Choice, String)>)> = {
+            let mut w = self
+                .approval_waiters()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<String> = w
+                .map
+                .iter()
+                .filter(|(_, (j, _))| j == job_id)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| w.map.remove(&id).map(|(_, tx)| (id, tx)))
+                .collect()
+        };
+        if !waiting.is_empty() {
+            tracing::info!(target: "televibe.approvals", job_id, ended = waiting.len(), "Ending the approval requests of a finished job");
+        }
+        for (id, tx) in waiting {
+            if self
+                .store()
+                .decide_approval(&id, ApprovalState::Expired, "expired", "job ended")
+                .await
+                .unwrap_or(false)
+                && let Ok(Some(a)) = self.store().approval(&id).await
+            {
+                self.retire_expired(&a).await;
+            }
+            let _ = tx.send((Choice::Deny, "daemon".into()));
+        }
+    }
+
+    /// An approval that expired without a person: counted, and its message loses its buttons.
+    async fn retire_expired(&self, a: &Approval) {
+        self.count(&a.scope, "expired");
+        self.emit(
+            Scope {
+                project_id: None,
+                session_id: Some(a.session_id.clone()),
+                job_id: Some(a.job_id.clone()),
+            },
+            Event::ApprovalDecided {
+                approval_id: a.id.clone(),
+            },
+        )
+        .await;
+    }
+
+    pub async fn list_pending_approvals(&self) -> Result<Vec<Approval>, CoreError> {
+        Ok(self.store().pending_approvals().await?)
+    }
+
+    /// At boot no waiting call survives: pending approvals expire and their buttons are retired.
+    pub async fn expire_orphaned_approvals(&self) {
+        match self
+            .store()
+            .expire_pending_approvals(chrono::Utc::now())
+            .await
+        {
+            Ok(expired) => {
+                for a in expired {
+                    self.retire_expired(&a).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(target: "televibe.approvals", error = %e, "pending approvals not expired")
+            }
+        }
+    }
+}
