@@ -73,3 +73,14 @@ pub fn main_field(tool: &str) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// One line of at most 60 characters: whitespace runs become one space, a longer text ends in `...` (the
+/// spec's `instruction_preview`).
+pub fn preview(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 60 {
+        format!("{}...", one.chars().take(57).collect::<String>())
+    } else {
+        one
+    }
+}

@@ -3,13 +3,13 @@
 
 mod ask;
 mod decide;
+pub mod waiting;
+
+pub use waiting::{Choice, Waiters};
 pub mod policy;
 mod shell;
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 use crate::audit::AuditSubject;
 use crate::core::Core;
@@ -17,36 +17,6 @@ use crate::domain::Job;
 use crate::errors::{CoreError, ErrorCode};
 use crate::telemetry::ScopeResultLabel;
 use policy::Policy;
-
-/// A person's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Choice {
-    ApproveOnce,
-    ApproveSession,
-    Deny,
-    DenyStop,
-}
-
-impl Choice {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Choice::ApproveOnce => "approve_once",
-            Choice::ApproveSession => "approve_session",
-            Choice::Deny => "deny",
-            Choice::DenyStop => "deny_stop",
-        }
-    }
-
-    pub fn approves(self) -> bool {
-        matches!(self, Choice::ApproveOnce | Choice::ApproveSession)
-    }
-}
-
-/// Waiting approval calls, by approval id.
-#[derive(Default)]
-pub struct Waiters {
-    map: HashMap<String, (String, oneshot::Sender<(Choice, String)>)>,
-}
 
 /// The answer Claude Code expects from the permission prompt tool, echoing the input when allowing.
 pub fn answer(allow: bool, input: &Value, message: &str, interrupt: bool) -> String {

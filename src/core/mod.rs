@@ -17,7 +17,6 @@ use crate::config::Config;
 use crate::errors::CoreError;
 use crate::git::Git;
 use crate::layout::Layout;
-use crate::sessions::actor::SessionMsg;
 use crate::store::Store;
 use crate::supervisor::{SupervisorMsg, TreeNode};
 use crate::telemetry::Metrics;
@@ -42,11 +41,11 @@ pub struct Core {
     audit: Audit,
     started: Instant,
     /// Running session actors by session id (each registers itself when it starts).
-    session_actors: Mutex<HashMap<String, ActorRef<SessionMsg>>>,
+    session_actors: Mutex<HashMap<String, ractor::ActorCell>>,
     /// Serialises session creation: limits, numbering and branch checks happen under it.
     session_create: tokio::sync::Mutex<()>,
     /// Approval calls waiting for a person.
-    approval_waiters: Mutex<crate::approvals::Waiters>,
+    approval_waiters: Mutex<crate::approvals::waiting::Waiters>,
     /// Per-job secrets of the approval tool connections (job id → token), alive while the job runs.
     job_tokens: Mutex<HashMap<String, String>>,
     /// Jobs this daemon counts in `televibe_jobs_active` (so a gauge never goes below what it added).
@@ -129,7 +128,7 @@ impl Core {
         &self.audit
     }
 
-    pub(crate) fn session_actors(&self) -> &Mutex<HashMap<String, ActorRef<SessionMsg>>> {
+    pub(crate) fn session_actors(&self) -> &Mutex<HashMap<String, ractor::ActorCell>> {
         &self.session_actors
     }
 
@@ -137,7 +136,7 @@ impl Core {
         &self.session_create
     }
 
-    pub(crate) fn approval_waiters(&self) -> &Mutex<crate::approvals::Waiters> {
+    pub(crate) fn approval_waiters(&self) -> &Mutex<crate::approvals::waiting::Waiters> {
         &self.approval_waiters
     }
 

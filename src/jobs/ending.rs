@@ -14,7 +14,6 @@ use crate::events::{Event, JobEnd, Scope};
 use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel};
 
 use super::outcome::{BreakerVerdict, Decision};
-use super::runner;
 
 /// The spec's message while the `claude_code` breaker is open.
 pub const CLAUDE_UNAVAILABLE: &str = "⚠️ Claude API temporarily unavailable. Jobs queued.";
@@ -77,7 +76,7 @@ impl Core {
             Scope::job(job, session),
             Event::JobStarted {
                 pid,
-                instruction_preview: runner::preview(&job.instruction),
+                instruction_preview: crate::text::preview(&job.instruction),
             },
         )
         .await;

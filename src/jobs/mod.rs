@@ -118,7 +118,7 @@ impl Core {
         self.emit(
             Scope::job(&job, &session),
             Event::JobQueued {
-                instruction_preview: runner::preview(instruction),
+                instruction_preview: crate::text::preview(instruction),
                 position,
             },
         )
@@ -135,7 +135,7 @@ impl Core {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .cloned()
+            .map(|cell| cell.clone().into())
     }
 
     pub async fn set_queue_gauge(&self, session_id: &str) {

@@ -16,7 +16,7 @@ use crate::errors::CoreError;
 use crate::events::{Event, Scope};
 use crate::jobs::outcome::StopReason;
 use crate::jobs::process;
-use crate::jobs::runner::RunnerMsg;
+use crate::jobs::runner::{Report, RunnerMsg};
 use crate::supervisor::{ChildMessage, TreeNode};
 
 pub struct SessionActor {
@@ -45,10 +45,8 @@ pub enum SessionMsg {
     /// Start the next queued job if the session, the breaker and a run slot allow it.
     TryStart,
     SlotGranted(OwnedSemaphorePermit),
-    RunnerDone(String),
-    /// The runner's process group is up (job id, pgid).
-    RunnerStarted(String, i32),
-    Heartbeat(String),
+    /// From the running job's runner: started (its process group), alive, done.
+    Runner(Report),
     /// Cancel a job of this session (job id, who).
     CancelJob(String, String, RpcReplyPort<Result<(), CoreError>>),
     /// Stop the running job for a reason (an approval expired, or a person denied and stopped it).
@@ -170,7 +168,7 @@ impl Actor for SessionActor {
             .session_actors()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(session.id.clone(), myself.clone());
+            .insert(session.id.clone(), myself.get_cell());
         let every = (self.core.config().jobs.heartbeat_timeout / 2).min(Duration::from_secs(10));
         myself.send_interval(every, || SessionMsg::Tick);
         // Boot reconciliation checks worktrees once; this timer notices one that disappears later.
@@ -213,17 +211,7 @@ impl Actor for SessionActor {
                     self.start_next(&myself, st, permit, breaker).await;
                 }
             }
-            SessionMsg::RunnerDone(job_id) => self.runner_done(&myself, st, &job_id, None).await,
-            SessionMsg::RunnerStarted(job_id, pgid) => {
-                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
-                    r.pgid = Some(pgid);
-                }
-            }
-            SessionMsg::Heartbeat(job_id) => {
-                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
-                    r.last_heartbeat = Instant::now();
-                }
-            }
+            SessionMsg::Runner(report) => self.on_report(&myself, st, report).await,
             SessionMsg::CancelJob(job_id, by, reply) => {
                 let _ = reply.send(self.cancel(st, &job_id, &by).await);
             }

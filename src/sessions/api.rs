@@ -208,13 +208,7 @@ impl Core {
                 "create a new session on the same branch to continue its work",
             ));
         }
-        let actor_ref = self
-            .session_actors()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&session.id)
-            .cloned();
-        match actor_ref {
+        match self.session_actor(&session.id) {
             Some(r) => Ok((session, r)),
             None => Err(CoreError::internal(format!(
                 "session {} is restarting; retry in a moment",

@@ -32,13 +32,6 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("health", "Readiness checks"),
 ];
 
-pub(super) const HELP: &str = "<b>TeleVibeCode</b>\n\
-/projects · /register &lt;path&gt; · /scan\n\
-/new &lt;project&gt; [branch] · /sessions · /use S3 · /close S3 [force]\n\
-/run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
-/jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
-/approvals · /status · /health";
-
 impl Front {
     pub(super) async fn projects(&self, chat_id: i64) -> Result<(), CoreError> {
         let list = self.core.list_projects().await?;

@@ -7,7 +7,6 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::client::Incoming;
-use super::commands::HELP;
 use super::gate::{Access, Allowlist, Denials, Origin};
 use super::notifier::Outgoing;
 use super::render::{self, code, escape};
@@ -16,6 +15,13 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
+
+const HELP: &str = "<b>TeleVibeCode</b>\n\
+/projects · /register &lt;path&gt; · /scan\n\
+/new &lt;project&gt; [branch] · /sessions · /use S3 · /close S3 [force]\n\
+/run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
+/jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
+/approvals · /status · /health";
 
 pub struct Front {
     pub(super) core: Arc<Core>,

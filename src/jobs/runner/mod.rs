@@ -14,6 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::ending::Ending;
 use super::log::JobLog;
 use super::outcome::{StopReason, decide};
 use super::process::{self, AgentCommand};
@@ -23,9 +24,19 @@ use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::domain::{Job, Project, Session};
 use crate::events::{Event, Scope};
-use crate::jobs::Ending;
-use crate::sessions::actor::SessionMsg;
 use crate::supervisor::ChildMessage;
+use crate::text::preview;
+
+/// What a runner tells its session: its agent started (with its process group), it is alive, it is done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Started { job_id: String, pgid: i32 },
+    Alive { job_id: String },
+    Done { job_id: String },
+}
+
+/// Where a runner's reports go: its session's mailbox (the session actor builds it).
+pub type ReportTo = Arc<dyn Fn(Report) + Send + Sync>;
 
 pub struct Runner {
     pub core: Arc<Core>,
@@ -38,7 +49,8 @@ pub struct RunnerArgs {
     pub permit: OwnedSemaphorePermit,
     /// The `claude_code` permit this job runs under (a probe when the breaker is half-open).
     pub breaker: Option<BreakerPermit>,
-    pub session_ref: ActorRef<SessionMsg>,
+    /// Where the runner reports (its session).
+    pub report_to: ReportTo,
 }
 
 pub enum RunnerMsg {
@@ -74,7 +86,7 @@ pub struct RunnerState {
     log: Arc<JobLog>,
     _permit: OwnedSemaphorePermit,
     breaker: Option<BreakerPermit>,
-    session_ref: ActorRef<SessionMsg>,
+    report_to: ReportTo,
     last_output_ms: Arc<AtomicI64>,
     /// The group's CPU ticks at recent checks, oldest first, covering about `CPU_WINDOW`.
     cpu_samples: std::collections::VecDeque<(Instant, u64)>,
@@ -227,9 +239,10 @@ impl Actor for Runner {
                 return Err(e.into());
             }
         }
-        let _ = a
-            .session_ref
-            .cast(SessionMsg::RunnerStarted(a.job.id.clone(), pid));
+        (a.report_to)(Report::Started {
+            job_id: a.job.id.clone(),
+            pgid: pid,
+        });
         core.job_started(&a.job, &a.session, pid).await;
         let jobs = &core.config().jobs;
         // Heartbeats come well inside the session's limit; hang checks a few times per hang timeout.
@@ -247,7 +260,7 @@ impl Actor for Runner {
             log,
             _permit: a.permit,
             breaker: a.breaker,
-            session_ref: a.session_ref,
+            report_to: a.report_to,
             last_output_ms,
             cpu_samples: std::collections::VecDeque::new(),
             last_cpu_change: Instant::now(),
@@ -317,15 +330,6 @@ fn begin_stop(
     st.stop = Some(reason);
     process::terminate_signal(st.pgid);
     myself.send_after(grace, || RunnerMsg::KillNow);
-}
-
-pub fn preview(text: &str) -> String {
-    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 60 {
-        format!("{}...", one.chars().take(57).collect::<String>())
-    } else {
-        one
-    }
 }
 
 impl Runner {

@@ -148,9 +148,9 @@ impl Runner {
     pub(super) async fn on_tick(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
         let core = &self.core;
         let _ = core.store().job_heartbeat(&st.job.id).await;
-        let _ = st
-            .session_ref
-            .cast(SessionMsg::Heartbeat(st.job.id.clone()));
+        (st.report_to)(Report::Alive {
+            job_id: st.job.id.clone(),
+        });
         core.metrics().set_log_bytes(&st.job.id, st.log.bytes());
         if st.exit.is_some() || st.stop.is_some() {
             return;
@@ -274,9 +274,9 @@ impl Runner {
         if let Err(e) = core.end_job(&st.job, ending).await {
             tracing::error!(target: "televibe.runner", job_id = %st.job.id, error = %e, "the job's ending was not recorded");
         }
-        let _ = st
-            .session_ref
-            .cast(SessionMsg::RunnerDone(st.job.id.clone()));
+        (st.report_to)(Report::Done {
+            job_id: st.job.id.clone(),
+        });
         myself.stop(Some("job finished".into()));
     }
 }

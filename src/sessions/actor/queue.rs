@@ -15,6 +15,28 @@ use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 
 impl SessionActor {
+    /// What the running job's runner reports.
+    pub(super) async fn on_report(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        report: Report,
+    ) {
+        match report {
+            Report::Done { job_id } => self.runner_done(myself, st, &job_id, None).await,
+            Report::Started { job_id, pgid } => {
+                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
+                    r.pgid = Some(pgid);
+                }
+            }
+            Report::Alive { job_id } => {
+                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
+                    r.last_heartbeat = Instant::now();
+                }
+            }
+        }
+    }
+
     pub(super) async fn try_start(
         &self,
         myself: &ActorRef<SessionMsg>,
@@ -97,7 +119,12 @@ impl SessionActor {
             project,
             permit,
             breaker: Some(breaker),
-            session_ref: myself.clone(),
+            report_to: {
+                let me = myself.clone();
+                Arc::new(move |report| {
+                    let _ = me.cast(SessionMsg::Runner(report));
+                })
+            },
         };
         let runner = Runner { core: core.clone() };
         match Actor::spawn_linked(None, runner, args, myself.get_cell()).await {
