@@ -238,7 +238,12 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     }
 }
 
-/// Graceful stop: not-ready first, then the children in reverse start order.
+/// How long a shutdown waits for the notifier to send what is queued (the rest stays in the outbox).
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Graceful stop, in order: not ready (the shutdown token is cancelled: readiness answers 503 and the
+/// fronts take no new work), the fronts stopped, the notifier drained, then the other children in reverse
+/// start order.
 async fn shutdown(core: &Arc<Core>, root: &ActorRef<SupervisorMsg>, signal_name: &str) {
     tracing::info!(target: "televibe.daemon", signal = signal_name, "Shutting down: readiness now reports not_ready");
     core.begin_shutdown();
@@ -246,6 +251,26 @@ async fn shutdown(core: &Arc<Core>, root: &ActorRef<SupervisorMsg>, signal_name:
     let d = &core.config().debug;
     if d.test_hooks && !d.shutdown_hold.is_zero() {
         tokio::time::sleep(d.shutdown_hold).await;
+    }
+    let fronts = vec!["socket".to_string(), "telegram".to_string()];
+    let _ = ractor::call_t!(root, SupervisorMsg::StopChildren, 30_000, fronts);
+    if let Ok(cell) = core.root_child("notifier").await {
+        let notifier: ActorRef<crate::telegram::notifier::NotifierMsg> = cell.into();
+        let limit_ms = DRAIN_LIMIT.as_millis() as u64 + 5_000;
+        match ractor::call_t!(
+            notifier,
+            crate::telegram::notifier::NotifierMsg::Drain,
+            limit_ms,
+            DRAIN_LIMIT
+        ) {
+            Ok(0) => {}
+            Ok(left) => {
+                tracing::warn!(target: "televibe.daemon", left, "Shutdown: messages left in the outbox for the next start")
+            }
+            Err(e) => {
+                tracing::warn!(target: "televibe.daemon", error = %e, "Shutdown: the notifier did not drain")
+            }
+        }
     }
     let _ = ractor::call_t!(root, SupervisorMsg::Shutdown, 60_000);
     root.stop(Some("shutdown".into()));

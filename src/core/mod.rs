@@ -2,7 +2,7 @@
 //!
 //! Fronts (MCP, admin, later Telegram) call methods here; none of them touches the database or spawns processes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -56,7 +56,8 @@ pub struct Core {
     claude_notice_sent: AtomicBool,
     /// Label sets of `televibe_sessions_active` set last time, so vanished ones go back to 0.
     session_gauge_labels: Mutex<HashSet<(String, String)>>,
-    shutting_down: AtomicBool,
+    /// Cancelled when shutdown begins: readiness turns not-ready and the fronts stop taking work.
+    shutdown: tokio_util::sync::CancellationToken,
     root: OnceLock<ActorRef<SupervisorMsg>>,
     /// The last sandbox check and when it ran (readiness asks often; bwrap is started at most once a minute).
     sandbox_checked: Mutex<Option<(std::time::Instant, String)>>,
@@ -86,7 +87,7 @@ impl Core {
             job_tokens: Mutex::new(HashMap::new()),
             claude_notice_sent: AtomicBool::new(false),
             session_gauge_labels: Mutex::new(HashSet::new()),
-            shutting_down: AtomicBool::new(false),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             root: OnceLock::new(),
             sandbox_checked: Mutex::new(None),
         })
@@ -164,12 +165,18 @@ impl Core {
         self.root.get()
     }
 
+    /// Shutdown begins: the one token every long-running loop of the fronts watches is cancelled.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.cancel();
     }
 
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.shutdown.is_cancelled()
+    }
+
+    /// The shutdown token, for loops that must stop taking work when shutdown begins.
+    pub fn shutdown_token(&self) -> tokio_util::sync::CancellationToken {
+        self.shutdown.clone()
     }
 
     /// The live supervision tree, asked of the root supervisor.

@@ -110,8 +110,14 @@ async fn bind_private(path: &Path) -> Result<UnixListener, ActorProcessingErr> {
 
 async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
     let mut conns = tokio::task::JoinSet::new();
+    let shutdown = core.shutdown_token();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            // Shutdown: no new connection; the ones open finish until the actor stops.
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, _)) => {
                 let core = core.clone();
                 conns.spawn(serve_connection(stream, core));
@@ -123,6 +129,7 @@ async fn accept_loop(listener: UnixListener, core: Arc<Core>) {
         }
         while conns.try_join_next().is_some() {}
     }
+    while conns.join_next().await.is_some() {}
 }
 
 /// A control connection: MCP for the operator's clients. A job never gets one: its approval server

@@ -132,6 +132,8 @@ pub enum SupervisorMsg {
     StartChild(ChildSpec, RpcReplyPort<Result<(), SupervisorError>>),
     /// Stop the children in reverse start order, then answer.
     Shutdown(RpcReplyPort<()>),
+    /// Stop these children now, for good (the fronts, first in a shutdown), then answer.
+    StopChildren(Vec<String>, RpcReplyPort<()>),
     /// Test hook: the supervisor itself panics (escalation drills).
     InjectedPanic,
 }
@@ -364,6 +366,11 @@ impl Actor for Supervisor {
                 let _ = reply.send(());
                 Ok(())
             }
+            SupervisorMsg::StopChildren(names, reply) => {
+                stop_children(state, &names).await;
+                let _ = reply.send(());
+                Ok(())
+            }
         }
     }
 
@@ -463,6 +470,22 @@ async fn start_new_child(
         });
     }
     Ok(())
+}
+
+/// Stops the named children in reverse start order; taking their cells first means their ends are not
+/// seen as failures.
+async fn stop_children(state: &mut SupervisorState, names: &[String]) {
+    for child in state.children.iter_mut().rev() {
+        if !names.contains(&child.spec.name) {
+            continue;
+        }
+        if let Some(cell) = child.cell.take() {
+            let _ = cell
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
+                .await;
+        }
+        child.status = NodeStatus::Stopped;
+    }
 }
 
 async fn shutdown_children(state: &mut SupervisorState) {

@@ -115,8 +115,14 @@ async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
         .await
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let shutdown = core.shutdown_token();
     loop {
-        match client.get_updates(offset).await {
+        let polled = tokio::select! {
+            // Shutdown: no new update is taken; one cut short is confirmed by nobody and comes again.
+            _ = shutdown.cancelled() => return,
+            polled = client.get_updates(offset) => polled,
+        };
+        match polled {
             Ok(updates) => {
                 if backoff > Duration::from_millis(500) {
                     tracing::info!(target: "televibe.telegram", "Telegram reachable again");

@@ -85,6 +85,8 @@ impl Outgoing {
 pub enum NotifierMsg {
     Send(Outgoing),
     Tick,
+    /// Shutdown: send what is queued and in the outbox, for at most the given time; answers what is left.
+    Drain(Duration, ractor::RpcReplyPort<usize>),
     Panic,
 }
 
@@ -165,6 +167,9 @@ impl Actor for Notifier {
         match msg {
             NotifierMsg::Send(out) => self.enqueue(st, out),
             NotifierMsg::Tick => self.tick(st).await,
+            NotifierMsg::Drain(limit, reply) => {
+                let _ = reply.send(self.drain(st, limit).await);
+            }
             NotifierMsg::Panic => panic!("injected panic in notifier"),
         }
         Ok(())
@@ -188,6 +193,21 @@ impl Notifier {
             }
         }
         st.queue.push_back(out);
+    }
+
+    /// Ticks until nothing is queued (the outbox read too), Telegram pauses us, or `limit` has passed;
+    /// answers what is left, which stays in the outbox for the next start.
+    async fn drain(&self, st: &mut NotifierState, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.tick(st).await;
+            // Telegram paused us (429) or is unreachable: waiting would only delay the stop.
+            let paused = st.paused_until.is_some_and(|p| Instant::now() < p);
+            if st.queue.is_empty() || paused || Instant::now() >= deadline {
+                return st.queue.len();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn tick(&self, st: &mut NotifierState) {
