@@ -38,13 +38,13 @@ impl Audit {
         &self,
         store: &Store,
         event: &str,
-        actor: &str,
+        by: &str,
         subject: AuditSubject,
         details: Value,
     ) {
         let rec = AuditRecord {
             event: event.to_string(),
-            actor: actor.to_string(),
+            actor: by.to_string(),
             project_id: subject.project_id,
             session_id: subject.session_id,
             job_id: subject.job_id,
@@ -66,7 +66,7 @@ impl Audit {
         if let Err(e) = store.insert_audit(&rec).await {
             tracing::warn!(target: "televibe.audit", error = %e, event, "audit record kept in audit.log only");
         }
-        tracing::info!(target: "televibe.audit", event, actor, "Audit record");
+        tracing::info!(target: "televibe.audit", event, actor = by, "Audit record");
     }
 
     /// Drops the records of audit.log older than `cutoff` (`logging.audit_retention_days`). The file is

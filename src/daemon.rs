@@ -182,7 +182,9 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     let core = Core::new(config.clone(), store, metrics.clone());
     // The core names no front: the fronts' parts it calls are installed here.
     core.set_approval_server(|listener, core, job_id| {
-        Box::pin(crate::mcp::job::serve_endpoint(listener, core, job_id))
+        Box::pin(crate::mcp::approval_endpoint::serve_endpoint(
+            listener, core, job_id,
+        ))
     });
     if let Some(token) = &config.telegram_token {
         core.set_front_check(Box::new(crate::telegram::TelegramProbe::new(

@@ -1,13 +1,28 @@
 //! televibe: drive coding agents from a phone, supervised and observable.
 //!
-//! Layout:
-//! - `cli` parses commands; `daemon` boots and stops `televibe serve`.
-//! - `config` loads and validates settings; `layout` names the files under `root`.
-//! - `supervisor` is the one-for-one supervisor; `actors/` holds the root's children (store, breakers, http, janitor, backup, socket).
-//! - `core` is the shared handle the fronts call; `store` owns SQLite (only it imports sea-orm).
-//! - `backup` takes, lists and uploads backups of `state.db`; `backup_cmd` is `televibe backup …`.
-//! - `breaker` implements circuit breakers; `telemetry` the Prometheus families; `logging` the JSON log format.
-//! - `mcp` is the MCP front (server, stdio bridge, admin client); `telegram` the Telegram edge; `admin` the operator views.
+//! Every module, by layer (`tests/layering.rs` enforces the order: a module names only its own layer or an
+//! earlier one; `actors.md` walks a request through them).
+//!
+//! Foundation:
+//! - `domain`: ids and their validation, the records (projects, sessions, jobs, approvals, events, audit).
+//! - `errors`: the error codes every front shows; `text`: cutting, hidden characters, previews.
+//! - `config`: defaults, `config.toml` and `TELEVIBE_*`, validated into typed sections; `layout`: paths under `root`.
+//! - `store`: SQLite (only it names sea-orm); `git`: repositories and worktrees (only it names gix).
+//! - `breaker`: circuit breakers; `telemetry`: the Prometheus families; `logging`: the JSON log format.
+//! - `backup`: verified copies of `state.db`, their schedule and uploads; `audit`: the audit log.
+//! - `supervisor`: the one-for-one supervisor; `procs`: processes as `/proc` shows them; `lock`: the daemon's
+//!   lock; `sdnotify`: systemd notifications; `agent_path`: finding programs on `PATH`.
+//!
+//! Core:
+//! - `core`: the handle every front and actor shares; `events`: the typed events and `Core::emit`.
+//! - `projects`, `sessions`, `jobs`, `approvals`: the domains and their APIs (methods of the core).
+//! - `actors`: the root's children besides the fronts (store, breakers, janitor, backup; `http` is a front).
+//!
+//! Fronts: `telegram` (poller, commands, notifier), `mcp` (tool server, control socket, stdio bridge, admin
+//! client), `actors::http` (probes and metrics). They call the core and never the store.
+//!
+//! Entry points: `cli` parses commands; `daemon` boots and stops `televibe serve`; `admin`, `doctor`,
+//! `backup_cmd` and `reconstruct` are the operator's commands.
 
 pub mod actors;
 pub mod admin;

@@ -106,7 +106,7 @@ impl Core {
     /// Registers the repository at `path` (absolute, or relative to `<root>/repos`).
     pub async fn register_project(
         &self,
-        actor: &str,
+        by: &str,
         path: &str,
         name: Option<&str>,
         trusted: bool,
@@ -119,9 +119,9 @@ impl Core {
                 existing.trusted = true;
                 self.audit()
                     .record(
-                        &self.store(),
+                        self.store(),
                         "project.trusted",
-                        actor,
+                        by,
                         AuditSubject {
                             project_id: Some(existing.id.clone()),
                             ..Default::default()
@@ -154,9 +154,9 @@ impl Core {
         self.store().insert_project(&project).await?;
         self.audit()
             .record(
-                &self.store(),
+                self.store(),
                 "project.registered",
-                actor,
+                by,
                 AuditSubject {
                     project_id: Some(project.id.clone()),
                     ..Default::default()
@@ -198,7 +198,7 @@ impl Core {
     }
 
     /// Registers every git repository one level below `<root>/repos` that is not registered yet.
-    pub async fn scan_projects(&self, actor: &str) -> Result<ScanReport, CoreError> {
+    pub async fn scan_projects(&self, by: &str) -> Result<ScanReport, CoreError> {
         let repos = self.layout().repos();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&repos)
             .map_err(|e| CoreError::internal(format!("cannot read {}: {e}", repos.display())))?
@@ -216,7 +216,7 @@ impl Core {
             if !path.is_dir() {
                 continue;
             }
-            match self.register_project(actor, &shown, None, false).await {
+            match self.register_project(by, &shown, None, false).await {
                 Ok(r) if r.already_registered => report.already_registered.push(r.project.id),
                 Ok(r) => report.registered.push(r.project),
                 Err(e) if matches!(e.code, ErrorCode::NotARepository | ErrorCode::InvalidPath) => {

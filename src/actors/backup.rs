@@ -112,11 +112,11 @@ impl Actor for BackupActor {
 /// (a `backup.failed` outbox event) when the backup or its upload failed.
 pub async fn run_and_report(core: &Core, now: DateTime<Utc>) -> Result<Outcome, String> {
     let runner = Runner {
-        store: &core.store(),
-        layout: &core.layout(),
-        config: &core.config(),
-        breakers: &core.breakers(),
-        metrics: &core.metrics(),
+        store: core.store(),
+        layout: core.layout(),
+        config: core.config(),
+        breakers: core.breakers(),
+        metrics: core.metrics(),
     };
     let result = runner.run(now).await;
     match &result {

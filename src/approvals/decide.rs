@@ -16,7 +16,7 @@ impl Core {
         &self,
         id: &str,
         choice: Choice,
-        actor: &str,
+        by: &str,
     ) -> Result<Approval, CoreError> {
         let a = self
             .store()
@@ -30,7 +30,7 @@ impl Core {
         };
         if !self
             .store()
-            .decide_approval(id, state, choice.as_str(), actor)
+            .decide_approval(id, state, choice.as_str(), by)
             .await?
         {
             let a = self
@@ -54,7 +54,7 @@ impl Core {
                     &a.session_id,
                     &a.tool_name,
                     &policy::grant_pattern(&a.tool_name, &a.tool_input),
-                    actor,
+                    by,
                 )
                 .await?;
         }
@@ -75,7 +75,7 @@ impl Core {
             self.audit_decision(
                 &job,
                 event,
-                actor,
+                by,
                 json!({"approval_id": a.id, "tool": a.tool_name, "decision": choice.as_str()}),
             )
             .await;
@@ -87,7 +87,7 @@ impl Core {
             .map
             .remove(id);
         if let Some((_, tx)) = waiter {
-            let _ = tx.send((choice, actor.to_string()));
+            let _ = tx.send((choice, by.to_string()));
         }
         self.emit(
             Scope {
@@ -100,7 +100,7 @@ impl Core {
             },
         )
         .await;
-        tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), actor, "Approval decided");
+        tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), by, "Approval decided");
         self.store()
             .approval(id)
             .await?

@@ -63,12 +63,12 @@ impl Core {
             .inc();
     }
 
-    async fn audit_decision(&self, job: &Job, event: &str, actor: &str, details: Value) {
+    async fn audit_decision(&self, job: &Job, event: &str, by: &str, details: Value) {
         self.audit()
             .record(
-                &self.store(),
+                self.store(),
                 event,
-                actor,
+                by,
                 AuditSubject {
                     session_id: Some(job.session_id.clone()),
                     job_id: Some(job.id.clone()),

@@ -814,4 +814,31 @@ mod tests {
         assert_eq!(raw.jobs.max_concurrent, 7, "from the file");
         assert_eq!(raw.jobs.max_queued_per_session, 11, "the environment wins");
     }
+
+    #[test]
+    fn typed_sections_carry_the_converted_values() {
+        let d = from_toml("").unwrap();
+        assert!(d.agent.sandboxed, "bubblewrap by default");
+        assert_eq!(d.telegram.token_file, None);
+        assert_eq!(
+            d.logging.max_size_bytes,
+            d.raw.logging.max_size_mb * 1024 * 1024
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "1:t\n").unwrap();
+        let c = from_toml(&format!(
+            "[agent]\nsandbox = \"none\"\n[logging]\nmax_size_mb = 3\n\
+             [jobs]\nhang_timeout_secs = 7\nkill_grace_secs = 9\n[store]\nbusy_timeout_ms = 250\n\
+             [telegram]\ntoken_file = \"{}\"\n",
+            token.display()
+        ))
+        .unwrap();
+        assert!(!c.agent.sandboxed);
+        assert_eq!(c.logging.max_size_bytes, 3 * 1024 * 1024);
+        assert_eq!(c.jobs.hang_timeout, Duration::from_secs(7));
+        assert_eq!(c.jobs.kill_grace, Duration::from_secs(9));
+        assert_eq!(c.store.busy_timeout, Duration::from_millis(250));
+        assert_eq!(c.telegram.token_file.as_deref(), Some(token.as_path()));
+    }
 }

@@ -22,7 +22,7 @@ pub const CLAUDE_UNAVAILABLE: &str = "⚠️ Claude API temporarily unavailable.
 pub enum Ending {
     /// Its runner's verdict: the agent exited or was stopped (`decide` in `jobs::outcome`).
     Decided {
-        decision: Decision,
+        decision: Box<Decision>,
         elapsed: Duration,
         /// The `claude_code` breaker permit the job ran under, settled by the verdict.
         breaker: Option<BreakerPermit>,

@@ -201,7 +201,7 @@ impl Core {
     }
 
     /// Cancels a queued job at once, or stops a running one (TERM, grace, KILL).
-    pub async fn cancel_job(&self, actor: &str, id: &str) -> Result<Job, CoreError> {
+    pub async fn cancel_job(&self, by: &str, id: &str) -> Result<Job, CoreError> {
         let job = self.get_job(id).await?;
         if job.status.is_final() {
             return Ok(job);
@@ -217,7 +217,7 @@ impl Core {
             SessionMsg::CancelJob,
             10_000,
             job.id.clone(),
-            actor.to_string()
+            by.to_string()
         )
         .map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", job.session_id))
@@ -226,16 +226,16 @@ impl Core {
     }
 
     /// The spec's runbook for a stuck job: TERM, grace, KILL, failed "Manual termination", session idle, user told.
-    pub async fn kill_job(&self, actor: &str, id: &str) -> Result<Job, CoreError> {
+    pub async fn kill_job(&self, by: &str, id: &str) -> Result<Job, CoreError> {
         let job = self.get_job(id).await?;
         if job.status.is_final() {
             return Ok(job);
         }
         self.audit()
             .record(
-                &self.store(),
+                self.store(),
                 "admin.job_kill",
-                actor,
+                by,
                 AuditSubject {
                     session_id: Some(job.session_id.clone()),
                     job_id: Some(job.id.clone()),

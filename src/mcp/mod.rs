@@ -1,13 +1,15 @@
-//! The MCP front: the tool server on the daemon's socket, the stdio bridge, and the client used by admin commands.
+//! The MCP front: the tool server on the daemon's control socket (its tools by domain: `server` for health
+//! and operations, `projects_and_sessions`, `jobs_and_approvals`), the control socket itself, the approval
+//! endpoint each job's agent reaches, the stdio bridge, and the client used by admin commands.
 //!
 //! Only this module knows MCP types.
 
+pub mod approval_endpoint;
 pub mod bridge;
 pub mod client;
 pub mod errors;
-pub mod job;
+pub mod jobs_and_approvals;
 pub mod lines;
+pub mod projects_and_sessions;
 pub mod server;
 pub mod socket;
-pub mod tools;
-pub mod tools_jobs;

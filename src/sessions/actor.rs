@@ -27,7 +27,8 @@ pub struct SessionActor {
 /// Who closes, and how.
 #[derive(Debug, Clone)]
 pub struct CloseRequest {
-    pub actor: String,
+    /// Who closes it (recorded in the audit log).
+    pub by: String,
     /// Close even with uncommitted changes or a busy session (changes are discarded).
     pub force: bool,
     /// Delete the branch too (kept by default).

@@ -38,7 +38,7 @@ impl Core {
     /// Creates a session: a branch (new from `base`, or an existing unused one) and its worktree.
     pub async fn create_session(
         self: &Arc<Self>,
-        actor: &str,
+        by: &str,
         project_id: &str,
         branch: Option<&str>,
         base: Option<&str>,
@@ -134,9 +134,9 @@ impl Core {
             .inc();
         self.audit()
             .record(
-                &self.store(),
+                self.store(),
                 "session.created",
-                actor,
+                by,
                 subject(&session),
                 json!({"branch": session.branch, "base": session.base_branch, "branch_created": branch_created, "worktree": session.worktree_path}),
             )
@@ -220,14 +220,14 @@ impl Core {
     /// Closes a session through its actor.
     pub async fn close_session(
         &self,
-        actor: &str,
+        by: &str,
         id: &str,
         force: bool,
         delete_branch: bool,
     ) -> Result<Closed, CoreError> {
         let (session, actor_ref) = self.open_session_actor(id).await?;
         let req = CloseRequest {
-            actor: actor.to_string(),
+            by: by.to_string(),
             force,
             delete_branch,
         };
@@ -239,11 +239,11 @@ impl Core {
     }
 
     /// Brings back the worktree of an open session whose worktree is missing, through its actor.
-    pub async fn recover_session(&self, actor: &str, id: &str) -> Result<Recovered, CoreError> {
+    pub async fn recover_session(&self, by: &str, id: &str) -> Result<Recovered, CoreError> {
         let (session, actor_ref) = self.open_session_actor(id).await?;
         // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
         let limit = (6 * self.config().git_timeout.as_millis() + 30_000) as u64;
-        ractor::call_t!(actor_ref, SessionMsg::Recover, limit, actor.to_string()).map_err(|e| {
+        ractor::call_t!(actor_ref, SessionMsg::Recover, limit, by.to_string()).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?
     }

@@ -267,7 +267,7 @@ impl Runner {
             outcome.outcome.result_text = st.last_text.clone();
         }
         let ending = Ending::Decided {
-            decision: outcome,
+            decision: Box::new(outcome),
             elapsed: st.started.elapsed(),
             breaker: st.breaker.take(),
         };

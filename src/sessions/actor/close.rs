@@ -110,9 +110,9 @@ async fn close(
     core.refresh_session_metrics().await;
     core.audit()
         .record(
-            &core.store(),
+            core.store(),
             "session.closed",
-            &req.actor,
+            &req.by,
             subject(session),
             json!({"force": req.force, "branch": session.branch, "branch_deleted": branch_deleted}),
         )

@@ -151,7 +151,7 @@ impl SessionActor {
         core.session_closed_metrics(&st.session);
         core.audit()
             .record(
-                &core.store(),
+                core.store(),
                 "session.closed",
                 by,
                 subject(&old),
@@ -188,7 +188,7 @@ impl SessionActor {
         who.session_id = Some(r.session_id.clone());
         core.audit()
             .record(
-                &core.store(),
+                core.store(),
                 "session.recovered",
                 by,
                 who,

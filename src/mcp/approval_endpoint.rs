@@ -13,10 +13,10 @@ use serde_json::Value;
 use crate::core::Core;
 
 #[derive(Clone)]
-pub struct JobServer {
+pub struct ApprovalEndpoint {
     core: Arc<Core>,
     job_id: String,
-    tool_router: ToolRouter<JobServer>,
+    tool_router: ToolRouter<ApprovalEndpoint>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -29,9 +29,9 @@ pub struct PromptParams {
 }
 
 #[tool_router]
-impl JobServer {
-    pub fn new(core: Arc<Core>, job_id: String) -> JobServer {
-        JobServer {
+impl ApprovalEndpoint {
+    pub fn new(core: Arc<Core>, job_id: String) -> ApprovalEndpoint {
+        ApprovalEndpoint {
             core,
             job_id,
             tool_router: Self::tool_router(),
@@ -60,7 +60,7 @@ impl JobServer {
 }
 
 #[tool_handler(router = self.tool_router)]
-impl ServerHandler for JobServer {
+impl ServerHandler for ApprovalEndpoint {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("televibe", env!("CARGO_PKG_VERSION")))
@@ -111,7 +111,10 @@ async fn serve_job_connection(stream: tokio::net::UnixStream, core: Arc<Core>, j
             .await;
         return;
     }
-    if let Ok(running) = JobServer::new(core, job_id).serve((reader, write)).await {
+    if let Ok(running) = ApprovalEndpoint::new(core, job_id)
+        .serve((reader, write))
+        .await
+    {
         let _ = running.waiting().await;
     }
 }
