@@ -89,17 +89,7 @@ impl Core {
         if let Some((_, tx)) = waiter {
             let _ = tx.send((choice, by.to_string()));
         }
-        self.emit(
-            Scope {
-                project_id: None,
-                session_id: Some(a.session_id.clone()),
-                job_id: Some(a.job_id.clone()),
-            },
-            Event::ApprovalDecided {
-                approval_id: a.id.clone(),
-            },
-        )
-        .await;
+        self.emit_decided(&a).await;
         tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), by, "Approval decided");
         self.store()
             .approval(id)
@@ -141,20 +131,22 @@ impl Core {
         }
     }
 
+    /// An `approval.decided` event: the request's message is edited to its decision, buttons gone.
+    async fn emit_decided(&self, a: &Approval) {
+        let scope = Scope {
+            project_id: None,
+            session_id: Some(a.session_id.clone()),
+            job_id: Some(a.job_id.clone()),
+        };
+        let approval_id = a.id.clone();
+        self.emit(scope, Event::ApprovalDecided { approval_id })
+            .await;
+    }
+
     /// An approval that expired without a person: counted, and its message loses its buttons.
     async fn retire_expired(&self, a: &Approval) {
         self.count(&a.scope, "expired");
-        self.emit(
-            Scope {
-                project_id: None,
-                session_id: Some(a.session_id.clone()),
-                job_id: Some(a.job_id.clone()),
-            },
-            Event::ApprovalDecided {
-                approval_id: a.id.clone(),
-            },
-        )
-        .await;
+        self.emit_decided(a).await;
     }
 
     pub async fn list_pending_approvals(&self) -> Result<Vec<Approval>, CoreError> {

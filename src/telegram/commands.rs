@@ -35,14 +35,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
 impl Front {
     pub(super) async fn projects(&self, chat_id: i64) -> Result<(), CoreError> {
         let list = self.core.list_projects().await?;
-        let body = if list.is_empty() {
-            "No projects yet: /register &lt;path&gt; or /scan".to_string()
-        } else {
-            list.iter()
-                .map(render::project_line)
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let body = render::lines_or(
+            &list,
+            render::project_line,
+            "No projects yet: /register &lt;path&gt; or /scan",
+        );
         self.reply(chat_id, format!("<b>Projects</b>\n{body}"));
         Ok(())
     }
@@ -282,14 +279,7 @@ impl Front {
             .core
             .list_jobs(session.as_deref(), None, Some(10))
             .await?;
-        let body = if jobs.is_empty() {
-            "No jobs yet.".to_string()
-        } else {
-            jobs.iter()
-                .map(render::job_line)
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let body = render::lines_or(&jobs, render::job_line, "No jobs yet.");
         self.reply(
             chat_id,
             format!(

@@ -14,6 +14,15 @@ pub fn tg_len(text: &str) -> usize {
     text.encode_utf16().count()
 }
 
+/// One line per item, or `empty` when there is none.
+pub fn lines_or<T>(items: &[T], line: impl Fn(&T) -> String, empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items.iter().map(line).collect::<Vec<_>>().join("\n")
+    }
+}
+
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
