@@ -328,6 +328,29 @@ fn every_file_has_a_layer_and_names_no_later_layer() {
     assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
 }
 
+/// The most lines a file of `src/` may have before its unit tests (doc comments count: they are read too).
+const MAX_FILE_LINES: usize = 500;
+
+#[test]
+fn no_file_is_longer_than_a_reader_can_hold() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut long = Vec::new();
+    for path in files {
+        let rel = rel(&path);
+        if rel.ends_with("/tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        let code = &text[..find_test_module(&text).unwrap_or(text.len())];
+        let lines = code.lines().count();
+        if lines > MAX_FILE_LINES {
+            long.push(format!("{rel}: {lines} lines before its tests (at most {MAX_FILE_LINES}): split it by concern"));
+        }
+    }
+    assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
 #[test]
 fn the_fronts_call_the_core_and_never_the_store() {
     let mut wrong = Vec::new();

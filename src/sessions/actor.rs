@@ -193,76 +193,28 @@ impl Actor for SessionActor {
         st: &mut SessionActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionMsg::Close(req, reply) => {
-                let result = self.close(st, &req).await;
-                let closed = result.is_ok();
-                let _ = reply.send(result);
-                if closed {
-                    myself.stop(Some("closed".into()));
-                }
-            }
+            SessionMsg::Close(req, reply) => self.on_close(&myself, st, req, reply).await,
             SessionMsg::TryStart => self.try_start(&myself, st).await,
-            SessionMsg::SlotGranted(permit) => {
-                st.waiting_for_slot = false;
-                let breaker = match st.pending_breaker.take() {
-                    Some(b) => Ok(b),
-                    None => self.core.breakers().acquire(BreakerName::ClaudeCode),
-                };
-                if let Ok(breaker) = breaker {
-                    self.start_next(&myself, st, permit, breaker).await;
-                }
-            }
+            SessionMsg::SlotGranted(permit) => self.slot_granted(&myself, st, permit).await,
             SessionMsg::Runner(report) => self.on_report(&myself, st, report).await,
             SessionMsg::CancelJob(job_id, by, reply) => {
                 let _ = reply.send(self.cancel(st, &job_id, &by).await);
             }
             SessionMsg::StopJob(job_id, reason) => {
-                if let Some(r) = st.running.as_ref().filter(|r| r.job_id == job_id) {
-                    let _ = r.runner.cast(RunnerMsg::Stop(reason));
-                }
+                _ = tell_runner(st, &job_id, RunnerMsg::Stop(reason))
             }
             SessionMsg::KillJob(job_id, reply) => {
-                let here = st.running.as_ref().filter(|r| r.job_id == job_id);
-                if let Some(r) = here {
-                    let _ = r.runner.cast(RunnerMsg::Stop(StopReason::Manual));
-                }
-                let _ = reply.send(here.is_some());
+                let _ = reply.send(tell_runner(
+                    st,
+                    &job_id,
+                    RunnerMsg::Stop(StopReason::Manual),
+                ));
             }
             SessionMsg::Tick => self.tick(&myself, st).await,
-            SessionMsg::CheckWorktree => {
-                self.check_worktree(st).await;
-            }
-            SessionMsg::Recover(by, reply) => {
-                let result = self.recover(&myself, st, &by).await;
-                let replaced = matches!(&result, Ok(r) if r.action == RecoveryAction::Replaced);
-                let _ = reply.send(result);
-                if replaced {
-                    // This session is closed now; its successor has an actor of its own.
-                    myself.stop(Some("closed".into()));
-                }
-            }
-            SessionMsg::Drill(what) => {
-                if let Some(r) = st.running.as_ref() {
-                    let _ = r.runner.cast(match what.as_str() {
-                        "runner-stall" => RunnerMsg::Stall,
-                        _ => RunnerMsg::Panic,
-                    });
-                }
-            }
-            SessionMsg::Below(reply) => {
-                let nodes = st
-                    .running
-                    .iter()
-                    .map(|r| TreeNode {
-                        name: format!("job:{}", r.job_id),
-                        status: "running".into(),
-                        restarts: 0,
-                        uptime_secs: r.started.elapsed().as_secs(),
-                        children: Vec::new(),
-                    })
-                    .collect();
-                let _ = reply.send(nodes);
-            }
+            SessionMsg::CheckWorktree => _ = self.check_worktree(st).await,
+            SessionMsg::Recover(by, reply) => self.on_recover(&myself, st, &by, reply).await,
+            SessionMsg::Drill(what) => drill(st, &what),
+            SessionMsg::Below(reply) => _ = reply.send(below(st)),
             SessionMsg::Panic => panic!("injected panic in session actor {}", st.session.id),
         }
         Ok(())
@@ -318,6 +270,89 @@ impl SessionActor {
         mark_missing(&self.core, &mut st.session).await;
         false
     }
+}
+
+impl SessionActor {
+    async fn on_close(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        req: CloseRequest,
+        reply: RpcReplyPort<Result<Closed, CoreError>>,
+    ) {
+        let result = self.close(st, &req).await;
+        let closed = result.is_ok();
+        let _ = reply.send(result);
+        if closed {
+            myself.stop(Some("closed".into()));
+        }
+    }
+
+    /// A run slot came: start the next job under the breaker permit taken earlier (or a fresh one).
+    async fn slot_granted(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        permit: OwnedSemaphorePermit,
+    ) {
+        st.waiting_for_slot = false;
+        let breaker = match st.pending_breaker.take() {
+            Some(b) => Ok(b),
+            None => self.core.breakers().acquire(BreakerName::ClaudeCode),
+        };
+        if let Ok(breaker) = breaker {
+            self.start_next(myself, st, permit, breaker).await;
+        }
+    }
+
+    async fn on_recover(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        by: &str,
+        reply: RpcReplyPort<Result<Recovered, CoreError>>,
+    ) {
+        let result = self.recover(myself, st, by).await;
+        let replaced = matches!(&result, Ok(r) if r.action == RecoveryAction::Replaced);
+        let _ = reply.send(result);
+        if replaced {
+            // This session is closed now; its successor has an actor of its own.
+            myself.stop(Some("closed".into()));
+        }
+    }
+}
+
+/// Sends a message to the runner of `job_id` if that job is the one running here; answers whether it was.
+fn tell_runner(st: &SessionActorState, job_id: &str, msg: RunnerMsg) -> bool {
+    let here = st.running.as_ref().filter(|r| r.job_id == job_id);
+    if let Some(r) = here {
+        let _ = r.runner.cast(msg);
+    }
+    here.is_some()
+}
+
+/// A failure drill below this session: its runner panics or stops heart-beating (`runner-stall`).
+fn drill(st: &SessionActorState, what: &str) {
+    if let Some(r) = st.running.as_ref() {
+        let _ = r.runner.cast(match what {
+            "runner-stall" => RunnerMsg::Stall,
+            _ => RunnerMsg::Panic,
+        });
+    }
+}
+
+/// The live tree below this session: its running job.
+fn below(st: &SessionActorState) -> Vec<TreeNode> {
+    st.running
+        .iter()
+        .map(|r| TreeNode {
+            name: format!("job:{}", r.job_id),
+            status: "running".into(),
+            restarts: 0,
+            uptime_secs: r.started.elapsed().as_secs(),
+            children: Vec::new(),
+        })
+        .collect()
 }
 
 /// Records that a session's worktree is gone: the flag, a warning and the `session.worktree_missing` event.

@@ -286,28 +286,12 @@ impl Actor for Runner {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RunnerMsg::Events(events) => self.on_events(st, events).await,
-            RunnerMsg::StreamClosed => {
-                st.streams_open = st.streams_open.saturating_sub(1);
-                if st.streams_open == 0 && st.exit.is_some() {
-                    self.finalize(&myself, st).await;
-                }
-            }
-            RunnerMsg::Exited { code, signal } => {
-                st.exit = Some((code, signal));
-                // The leader is gone; whatever it left in its group goes with it.
-                process::signal_group(st.pgid, libc::SIGKILL);
-                if st.streams_open == 0 {
-                    self.finalize(&myself, st).await;
-                } else {
-                    myself.send_after(Duration::from_secs(3), || RunnerMsg::Finalize);
-                }
-            }
+            RunnerMsg::StreamClosed => self.stream_closed(&myself, st).await,
+            RunnerMsg::Exited { code, signal } => self.exited(&myself, st, code, signal).await,
             RunnerMsg::Tick => self.on_tick(&myself, st).await,
             RunnerMsg::HardTimeout => begin_stop(&myself, st, StopReason::Timeout, self.grace()),
             RunnerMsg::Stop(reason) => begin_stop(&myself, st, reason, self.grace()),
-            RunnerMsg::KillNow => {
-                process::signal_group(st.pgid, libc::SIGKILL);
-            }
+            RunnerMsg::KillNow => _ = process::signal_group(st.pgid, libc::SIGKILL),
             RunnerMsg::Finalize => self.finalize(&myself, st).await,
             RunnerMsg::Complete(changes) => self.complete(&myself, st, changes).await,
             RunnerMsg::Panic => panic!("injected panic in runner of job {}", st.job.id),

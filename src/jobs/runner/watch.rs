@@ -68,6 +68,31 @@ pub(super) async fn read_line_capped<R: AsyncBufRead + Unpin>(
 }
 
 impl Runner {
+    /// One of the agent's output streams ended; the job is final once both have and the agent exited.
+    pub(super) async fn stream_closed(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
+        st.streams_open = st.streams_open.saturating_sub(1);
+        if st.streams_open == 0 && st.exit.is_some() {
+            self.finalize(myself, st).await;
+        }
+    }
+
+    /// The agent exited: what it left in its group is killed; the outcome waits for its streams (3 s at most).
+    pub(super) async fn exited(
+        &self,
+        myself: &ActorRef<RunnerMsg>,
+        st: &mut RunnerState,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) {
+        st.exit = Some((code, signal));
+        process::signal_group(st.pgid, libc::SIGKILL);
+        if st.streams_open == 0 {
+            self.finalize(myself, st).await;
+        } else {
+            myself.send_after(Duration::from_secs(3), || RunnerMsg::Finalize);
+        }
+    }
+
     pub(super) async fn on_events(&self, st: &mut RunnerState, events: Vec<StreamEvent>) {
         let core = &self.core;
         for ev in events {
