@@ -866,3 +866,45 @@ async fn every_command_button_and_reply_from_the_phone() {
     assert_eq!(refused(&tg), 2, "each refused answer was tried once");
     drop(d);
 }
+
+#[tokio::test]
+async fn a_graceful_stop_sends_the_replies_still_queued() {
+    // Command replies live only in the notifier's queue (they are not outbox rows): a stop that did not drain
+    // it would lose them. Pacing (one message a second in a chat) keeps them queued when the stop comes.
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&telegram_config(&tg, ""));
+    let d = start(&env);
+    say(&tg, "/start", "TeleVibeCode").await;
+    let before = tg.messages(USER).len();
+    for command in ["/projects", "/sessions", "/approvals"] {
+        tg.send_text(USER, command);
+    }
+    // Each update is confirmed by the poll after it was handled, so its reply is queued by then.
+    until(
+        Duration::from_secs(20),
+        "all three commands handled",
+        || tg.pending_updates() == 0,
+    )
+    .await;
+    let sent_before_stop = tg.messages(USER).len() - before;
+    assert!(
+        sent_before_stop < 3,
+        "pacing should hold replies back when the stop comes ({sent_before_stop} already sent)"
+    );
+    // The fake Bot API runs on this test's runtime: wait for the exit off it, so it keeps answering.
+    let status = tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let replies: Vec<String> = texts(&tg).split_off(before);
+    for expect in [
+        "<b>Projects</b>",
+        "<b>Sessions</b>",
+        "No pending approvals.",
+    ] {
+        assert!(
+            replies.iter().any(|r| r.contains(expect)),
+            "{expect:?} was not delivered before the daemon exited: {replies:#?}"
+        );
+    }
+    tg.assert_never_flood_limited();
+}
