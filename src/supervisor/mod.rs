@@ -130,6 +130,23 @@ impl ChildMessage for SupervisorMsg {
 pub struct Supervisor;
 
 impl SupervisorState {
+    /// The cell of a running child, by name.
+    fn cell_of(&self, name: &str) -> Option<ActorCell> {
+        self.children
+            .iter()
+            .find(|c| c.spec.name == name)
+            .and_then(|c| c.cell.clone())
+    }
+
+    /// Every child runs and no shutdown began (the watchdog pings only then).
+    fn healthy(&self) -> bool {
+        !self.shutting_down
+            && self
+                .children
+                .iter()
+                .all(|c| c.status == NodeStatus::Running)
+    }
+
     fn find(&mut self, cell: &ActorCell) -> Option<usize> {
         self.children
             .iter()
@@ -263,49 +280,26 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::InjectedPanic => panic!("injected panic in supervisor {}", state.name),
-            SupervisorMsg::Restart(name) => restart(&myself, state, &name).await,
-            SupervisorMsg::Tree(reply) => {
-                let _ = reply.send(state.tree().await);
-                Ok(())
-            }
-            SupervisorMsg::Child(name, reply) => {
-                let cell = state
-                    .children
-                    .iter()
-                    .find(|c| c.spec.name == name)
-                    .and_then(|c| c.cell.clone());
-                let _ = reply.send(cell);
-                Ok(())
-            }
+            SupervisorMsg::Restart(name) => return restart(&myself, state, &name).await,
+            SupervisorMsg::Tree(reply) => _ = reply.send(state.tree().await),
+            SupervisorMsg::Child(name, reply) => _ = reply.send(state.cell_of(&name)),
             SupervisorMsg::StartChild(spec, reply) => {
-                let _ = reply.send(start_new_child(&myself, state, spec).await);
-                Ok(())
+                _ = reply.send(start_new_child(&myself, state, spec).await)
             }
-            SupervisorMsg::Healthy(reply) => {
-                let _ = reply.send(
-                    !state.shutting_down
-                        && state
-                            .children
-                            .iter()
-                            .all(|c| c.status == NodeStatus::Running),
-                );
-                Ok(())
-            }
+            SupervisorMsg::Healthy(reply) => _ = reply.send(state.healthy()),
             SupervisorMsg::PanicChild(name, reply) => {
-                let _ = reply.send(inject_panic(state, &name).await);
-                Ok(())
+                _ = reply.send(inject_panic(state, &name).await)
             }
             SupervisorMsg::Shutdown(reply) => {
                 shutdown_children(state).await;
-                let _ = reply.send(());
-                Ok(())
+                _ = reply.send(());
             }
             SupervisorMsg::StopChildren(names, reply) => {
                 stop_children(state, &names).await;
-                let _ = reply.send(());
-                Ok(())
+                _ = reply.send(());
             }
         }
+        Ok(())
     }
 
     async fn handle_supervisor_evt(

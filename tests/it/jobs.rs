@@ -76,6 +76,22 @@ async fn events(env: &Env, job_id: &str) -> Vec<(String, Value)> {
 }
 
 /// The real CLI against the fake model, accepting edits, in a home of its own; `jobs` adds to `[jobs]`.
+/// The real CLI, a fresh environment, a home directory for the CLI, and the path of `file` in the worktree
+/// session S1 of project `app` will have.
+fn real_claude_env(file: &str) -> (PathBuf, Env, PathBuf, String) {
+    let claude = claude_cli();
+    let env = Env::new("");
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let target = env
+        .root()
+        .join("workspaces/app/S1")
+        .join(file)
+        .display()
+        .to_string();
+    (claude, env, home, target)
+}
+
 fn real_claude_config(claude: &Path, model: &FakeModel, home: &Path, jobs: &str) -> String {
     format!(
         "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
@@ -93,15 +109,7 @@ fn fake_agent_config(extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_claude_code_runs_tools_resumes_and_reports_api_errors() {
-    let claude = claude_cli();
-    let env = Env::new("");
-    let home = env.dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let target = env
-        .root()
-        .join("workspaces/app/S1/hello.txt")
-        .display()
-        .to_string();
+    let (claude, env, home, target) = real_claude_env("hello.txt");
     let model = FakeModel::start(move |req| {
         if after_tool(req) {
             Reply::Text("Created hello.txt.".into())
@@ -968,15 +976,7 @@ async fn limits_prefixes_lengths_and_kill_job_over_mcp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_claude_code_against_a_difficult_model_api() {
-    let claude = claude_cli();
-    let env = Env::new("");
-    let home = env.dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let target = env
-        .root()
-        .join("workspaces/app/S1/retried.txt")
-        .display()
-        .to_string();
+    let (claude, env, home, target) = real_claude_env("retried.txt");
     let retried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = retried.clone();
     let broken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
