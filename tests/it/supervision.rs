@@ -114,7 +114,9 @@ fn exhausted_restart_budget_exits_non_zero() {
             child(&tree(&env), "janitor")["restarts"] == round
         });
     }
-    assert!(env.run(&["admin", "panic", "janitor"]).status.success());
+    // The third failure spends the budget: the daemon exits at once, and the drill's own answer may or may not
+    // reach the admin client first, so only the exit is asserted.
+    let _ = env.run(&["admin", "panic", "janitor"]);
     let status = d.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(3), "{}", d.stderr_text());
     assert!(d.stderr_text().contains("restart budget exhausted"));
