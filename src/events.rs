@@ -256,6 +256,7 @@ impl Core {
         {
             tracing::warn!(target: "televibe.events", event_type = kind, error = %e, "event not recorded");
         }
+        self.outbox_written();
     }
 }
 

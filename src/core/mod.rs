@@ -61,6 +61,8 @@ pub struct Core {
     root: OnceLock<ActorRef<SupervisorMsg>>,
     /// The last sandbox check and when it ran (readiness asks often; bwrap is started at most once a minute).
     sandbox_checked: Mutex<Option<(std::time::Instant, String)>>,
+    /// Counts outbox rows written, so whoever delivers or waits for them is woken instead of polling.
+    outbox_seq: tokio::sync::watch::Sender<u64>,
 }
 
 impl Core {
@@ -90,7 +92,17 @@ impl Core {
             shutdown: tokio_util::sync::CancellationToken::new(),
             root: OnceLock::new(),
             sandbox_checked: Mutex::new(None),
+            outbox_seq: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Changes whenever an outbox row is written (see `emit`).
+    pub fn outbox_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outbox_seq.subscribe()
+    }
+
+    pub(crate) fn outbox_written(&self) {
+        self.outbox_seq.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     // Accessors. The fronts may read the configuration, layout, metrics and breakers; the store, git, the

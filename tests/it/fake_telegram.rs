@@ -371,9 +371,10 @@ impl FakeTelegram {
         self.state.lock().unwrap().flood_limited.clone()
     }
 
-    /// A message is edited at most once a second (the tracker's pace).
+    /// Progress edits of a message are at least a second apart; only its last edit (a tracker's final
+    /// state) may follow the one before it sooner.
     pub fn assert_edits_paced(&self) {
-        let mut last: HashMap<(i64, i64), Instant> = HashMap::new();
+        let mut edits: HashMap<(i64, i64), Vec<Instant>> = HashMap::new();
         for c in self.calls_of("editMessageText") {
             if c.error.is_some() {
                 continue;
@@ -382,8 +383,14 @@ impl FakeTelegram {
                 c.params.get("chat_id").and_then(num).unwrap_or(0),
                 c.params.get("message_id").and_then(num).unwrap_or(0),
             );
-            if let Some(prev) = last.insert(key, c.at) {
-                let gap = c.at.duration_since(prev);
+            edits.entry(key).or_default().push(c.at);
+        }
+        for (key, at) in edits {
+            let Some((_, progress)) = at.split_last() else {
+                continue;
+            };
+            for pair in progress.windows(2) {
+                let gap = pair[1].duration_since(pair[0]);
                 assert!(
                     gap >= Duration::from_millis(950),
                     "message {key:?} edited {gap:?} after its previous edit"

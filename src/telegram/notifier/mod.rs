@@ -25,11 +25,7 @@ use crate::telemetry::EventTypeLabel;
 
 /// The spec's cap on queued notifications.
 pub const QUEUE_CAP: usize = 1000;
-/// Telegram's limits: about one message a second in a chat (edits count) ...
-const PER_CHAT_GAP: Duration = Duration::from_millis(1000);
-/// ... and 20 a minute in a group (group and channel chat ids are negative).
-const GROUP_GAP: Duration = Duration::from_millis(3000);
-const GLOBAL_PER_SECOND: usize = 30;
+/// Progress edits of one tracker message are at least this far apart.
 const TRACKER_EDIT_GAP: Duration = Duration::from_millis(1000);
 
 /// Something to send.
@@ -118,11 +114,14 @@ pub struct NotifierState {
     queue: VecDeque<Outgoing>,
     trackers: HashMap<String, TrackerState>,
     cursor: i64,
-    paused_until: Option<Instant>,
+    pacer: pace::Pacer,
     backoff: Duration,
-    chat_next: HashMap<i64, Instant>,
-    sent_window: VecDeque<Instant>,
     read_only_told: bool,
+    /// When a wake-up is already asked for.
+    wake_at: Option<Instant>,
+    myself: Option<ActorRef<NotifierMsg>>,
+    /// Wakes the actor when an outbox row is written, and sweeps the outbox now and then.
+    waker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for Notifier {
@@ -136,24 +135,41 @@ impl Actor for Notifier {
         _: (),
     ) -> Result<NotifierState, ActorProcessingErr> {
         self.link.set_notifier(Some(myself.clone()));
-        myself.send_interval(Duration::from_millis(100), || NotifierMsg::Tick);
+        let mut signal = self.core.outbox_watch();
+        let me = myself.clone();
+        let waker = tokio::spawn(async move {
+            loop {
+                // The first tick reads whatever the outbox kept while the notifier was down.
+                if me.cast(NotifierMsg::Tick).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    changed = signal.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(SWEEP) => {}
+                }
+            }
+        });
         Ok(NotifierState {
             queue: VecDeque::new(),
             trackers: HashMap::new(),
             cursor: 0,
-            paused_until: None,
+            pacer: pace::Pacer::new(Instant::now()),
             backoff: Duration::from_millis(500),
-            chat_next: HashMap::new(),
-            sent_window: VecDeque::new(),
             read_only_told: false,
+            wake_at: None,
+            myself: Some(myself),
+            waker: Some(waker),
         })
     }
 
     async fn post_stop(
         &self,
         _: ActorRef<NotifierMsg>,
-        _: &mut NotifierState,
+        st: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(w) = st.waker.take() {
+            w.abort();
+        }
         self.link.set_notifier(None);
         Ok(())
     }
@@ -165,8 +181,16 @@ impl Actor for Notifier {
         st: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NotifierMsg::Send(out) => self.enqueue(st, out),
-            NotifierMsg::Tick => self.tick(st).await,
+            NotifierMsg::Send(out) => {
+                self.enqueue(st, out);
+                self.flush(st).await;
+            }
+            NotifierMsg::Tick => {
+                if st.wake_at.is_some_and(|w| w <= Instant::now()) {
+                    st.wake_at = None;
+                }
+                self.tick(st).await
+            }
             NotifierMsg::Drain(limit, reply) => {
                 let _ = reply.send(self.drain(st, limit).await);
             }
@@ -178,6 +202,10 @@ impl Actor for Notifier {
 
 mod deliver;
 mod fold;
+mod pace;
+
+/// The outbox is read on every signal from whoever wrote it; this sweep is only a safety net.
+const SWEEP: Duration = Duration::from_secs(5);
 
 impl Notifier {
     fn enqueue(&self, st: &mut NotifierState, out: Outgoing) {
@@ -202,7 +230,12 @@ impl Notifier {
         loop {
             self.tick(st).await;
             // Telegram paused us (429) or is unreachable: waiting would only delay the stop.
-            let paused = st.paused_until.is_some_and(|p| Instant::now() < p);
+            let now = Instant::now();
+            let paused = st.pacer.all_paused(now)
+                || st.queue.iter().all(|item| {
+                    self.chat_of(st, item)
+                        .is_some_and(|c| st.pacer.chat_paused(c, now))
+                });
             if st.queue.is_empty() || paused || Instant::now() >= deadline {
                 return st.queue.len();
             }
@@ -233,52 +266,54 @@ impl Notifier {
 
     /// Reads new outbox rows, unless the queue is full: then they wait in SQLite.
     async fn read_outbox(&self, st: &mut NotifierState) {
-        if st.queue.len() >= QUEUE_CAP {
-            return;
-        }
-        let Ok(events) = self.core.undelivered_events(st.cursor, 200).await else {
-            return;
-        };
-        for ev in events {
-            st.cursor = ev.id;
-            self.on_event(st, ev).await;
+        while st.queue.len() < QUEUE_CAP {
+            let Ok(events) = self.core.undelivered_events(st.cursor, 200).await else {
+                return;
+            };
+            let more = events.len() == 200;
+            for ev in events {
+                st.cursor = ev.id;
+                self.on_event(st, ev).await;
+            }
+            if !more {
+                return;
+            }
         }
     }
 
-    /// Sends what pacing allows, in order per chat.
+    /// Sends what pacing allows, in order per chat, and asks to be woken when the next held item may go.
     async fn flush(&self, st: &mut NotifierState) {
-        let now = Instant::now();
-        if st.paused_until.is_some_and(|p| now < p) {
-            return;
-        }
-        let mut skipped_chats: Vec<i64> = Vec::new();
+        let mut held_chats: Vec<i64> = Vec::new();
+        let mut wake: Option<Instant> = None;
         let mut i = 0;
         while i < st.queue.len() {
-            while st
-                .sent_window
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-            {
-                st.sent_window.pop_front();
-            }
-            if st.sent_window.len() >= GLOBAL_PER_SECOND {
-                return;
+            let now = Instant::now();
+            if st.pacer.all_paused(now) {
+                wake = st.pacer.ready_at(None, 0.0, now).into();
+                break;
             }
             let chat = self.chat_of(st, &st.queue[i]);
-            let paced = chat.is_some_and(|c| {
-                skipped_chats.contains(&c) || st.chat_next.get(&c).is_some_and(|n| now < *n)
-            });
-            let tracker_wait = match &st.queue[i] {
-                Outgoing::Tracker { job_id } => st
-                    .trackers
-                    .get(job_id)
-                    .and_then(|t| t.last_edit)
-                    .is_some_and(|l| now.duration_since(l) < TRACKER_EDIT_GAP),
-                _ => false,
-            };
-            if paced || tracker_wait {
-                if let Some(c) = chat {
-                    skipped_chats.push(c);
+            if chat.is_some_and(|c| held_chats.contains(&c)) {
+                i += 1;
+                continue;
+            }
+            let cost = cost_of(&st.queue[i]);
+            let mut ready = st.pacer.ready_at(chat, cost, now);
+            // Progress edits of one message stay a second apart; the final state goes as soon as the
+            // chat's bucket allows.
+            if let Outgoing::Tracker { job_id } = &st.queue[i]
+                && let Some(t) = st.trackers.get(job_id)
+                && !t.view.is_final()
+                && let Some(last) = t.last_edit
+            {
+                ready = ready.max(last + TRACKER_EDIT_GAP);
+            }
+            if ready > now {
+                wake = Some(wake.map_or(ready, |w| w.min(ready)));
+                match chat {
+                    Some(c) => held_chats.push(c),
+                    // The overall limit holds everything.
+                    None => break,
                 }
                 i += 1;
                 continue;
@@ -287,28 +322,36 @@ impl Notifier {
             match self.deliver(st, &item).await {
                 Ok(()) => {
                     st.backoff = Duration::from_millis(500);
-                    st.sent_window.push_back(Instant::now());
-                    if let Some(c) = chat {
-                        st.chat_next.insert(c, Instant::now() + chat_gap(c));
-                    }
+                    st.pacer.spent(chat, cost, Instant::now());
                 }
                 Err(TgError::RetryAfter(secs)) => {
                     st.queue.insert(i, item);
-                    st.paused_until = Some(Instant::now() + Duration::from_secs(secs));
-                    tracing::warn!(target: "televibe.notifier", retry_after = secs, "Telegram rate limit: pausing");
-                    return;
+                    let until = Instant::now() + Duration::from_secs(secs);
+                    st.pacer.pause(chat, until);
+                    tracing::warn!(target: "televibe.notifier", retry_after = secs, chat_id = chat, "Telegram rate limit: pausing");
                 }
                 Err(TgError::Unavailable(_) | TgError::BreakerOpen) => {
                     st.queue.insert(i, item);
-                    st.paused_until = Some(Instant::now() + st.backoff);
+                    st.pacer.pause(None, Instant::now() + st.backoff);
                     st.backoff = (st.backoff * 2).min(Duration::from_secs(5));
-                    return;
                 }
                 Err(e) => {
                     // Telegram refused this message for good: drop it, but never retry it forever.
                     tracing::error!(target: "televibe.notifier", error = %e, "message refused by Telegram; dropped");
+                    st.pacer.spent(chat, cost, Instant::now());
                     self.settle(st, &item).await;
                 }
+            }
+        }
+        st.pacer.forget_idle(Instant::now());
+        if let Some(at) = wake
+            && st.wake_at.is_none_or(|w| at < w || w <= Instant::now())
+        {
+            st.wake_at = Some(at);
+            if let Some(me) = &st.myself {
+                me.send_after(at.saturating_duration_since(Instant::now()), || {
+                    NotifierMsg::Tick
+                });
             }
         }
     }
@@ -370,7 +413,10 @@ impl Notifier {
     }
 }
 
-/// The least time between two messages (or edits) in a chat.
-pub fn chat_gap(chat_id: i64) -> Duration {
-    if chat_id < 0 { GROUP_GAP } else { PER_CHAT_GAP }
+/// Telegram calls an item makes: an approval may send its whole input as a file before the message.
+fn cost_of(item: &Outgoing) -> f64 {
+    match item {
+        Outgoing::Approval { .. } => 2.0,
+        _ => 1.0,
+    }
 }
