@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261129_000001_initial;
 mod m20261129_000002_session_grants;
 mod m20261202_000003_project_trust;
+mod m20261202_000004_scale;
 
 /// The ordered list of migrations applied at start, before any actor runs.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_initial::Migration),
             Box::new(m20261129_000002_session_grants::Migration),
             Box::new(m20261202_000003_project_trust::Migration),
+            Box::new(m20261202_000004_scale::Migration),
         ]
     }
 }

@@ -1,4 +1,5 @@
-//! The `janitor` actor: deletes rotated daemon logs, job logs, audit records and backups past their retention, and
+//! The `janitor` actor: deletes rotated daemon logs, job logs, audit records, delivered outbox rows, finished
+//! jobs and backups past their retention, and
 //! measures workspace disk usage (`televibe_workspace_disk_bytes`) off the request path.
 
 use std::path::Path;
@@ -64,6 +65,7 @@ impl Actor for Janitor {
                     tracing::info!(target: "televibe.janitor", removed, "Removed files past retention");
                 }
                 self.prune_audit().await;
+                self.prune_history().await;
             }
             JanitorMsg::MeasureWorkspaces => self.core.measure_workspaces().await,
             JanitorMsg::Panic => panic!("injected panic in janitor"),
@@ -73,6 +75,33 @@ impl Actor for Janitor {
 }
 
 impl Janitor {
+    /// Delivered outbox rows past `store.events_retention_days` and finished jobs past
+    /// `store.jobs_retention_days` (with their approvals and events).
+    async fn prune_history(&self) {
+        let st = &self.core.config().store;
+        let days = |d: u32| chrono::Utc::now() - chrono::Duration::days(i64::from(d));
+        let events = self
+            .core
+            .store()
+            .prune_delivered_events(days(st.events_retention_days))
+            .await;
+        let jobs = self
+            .core
+            .store()
+            .prune_finished_jobs(days(st.jobs_retention_days))
+            .await;
+        match (events, jobs) {
+            (Ok(events), Ok(jobs)) => {
+                if events > 0 || jobs > 0 {
+                    tracing::info!(target: "televibe.janitor", events, jobs, "Removed history past retention");
+                }
+            }
+            (events, jobs) => {
+                tracing::warn!(target: "televibe.janitor", events = ?events.map_err(|e| e.to_string()), jobs = ?jobs.map_err(|e| e.to_string()), "history retention pass failed");
+            }
+        }
+    }
+
     /// Audit records past `logging.audit_retention_days`, in audit.log and in the table.
     async fn prune_audit(&self) {
         let days = i64::from(self.core.config().logging.audit_retention_days);

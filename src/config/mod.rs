@@ -358,6 +358,12 @@ impl Config {
                 "store intervals must be at least 1 second",
             ));
         }
+        if raw.store.events_retention_days == 0 || raw.store.jobs_retention_days == 0 {
+            return Err(invalid(
+                "store.jobs_retention_days",
+                "retention must be at least 1 day (store.events_retention_days, store.jobs_retention_days)",
+            ));
+        }
         let secs = Duration::from_secs;
         let (a, j, t, l, ss, st, d) = (
             &raw.agent,
@@ -426,6 +432,8 @@ impl Config {
                 busy_timeout: Duration::from_millis(st.busy_timeout_ms),
                 integrity_check_interval: secs(st.integrity_check_interval_secs),
                 read_only_probe: secs(st.read_only_probe_secs),
+                events_retention_days: st.events_retention_days,
+                jobs_retention_days: st.jobs_retention_days,
             },
             debug: DebugSettings {
                 test_hooks: d.test_hooks,
@@ -703,6 +711,18 @@ mod tests {
                 Some("store.integrity_check_interval_secs"),
             ),
             (
+                "[store]\nevents_retention_days = 0\n".into(),
+                Some("store.jobs_retention_days"),
+            ),
+            (
+                "[store]\njobs_retention_days = 0\n".into(),
+                Some("store.jobs_retention_days"),
+            ),
+            (
+                "[store]\nevents_retention_days = 1\njobs_retention_days = 1\n".into(),
+                None,
+            ),
+            (
                 "[breakers.claude_code]\nfailure_threshold = 0\n".into(),
                 Some("breakers.claude_code"),
             ),
@@ -829,7 +849,7 @@ mod tests {
         std::fs::write(&token, "1:t\n").unwrap();
         let c = from_toml(&format!(
             "[agent]\nsandbox = \"none\"\n[logging]\nmax_size_mb = 3\n\
-             [jobs]\nhang_timeout_secs = 7\nkill_grace_secs = 9\n[store]\nbusy_timeout_ms = 250\n\
+             [jobs]\nhang_timeout_secs = 7\nkill_grace_secs = 9\n[store]\nbusy_timeout_ms = 250\nevents_retention_days = 3\njobs_retention_days = 4\n\
              [telegram]\ntoken_file = \"{}\"\n",
             token.display()
         ))
@@ -839,6 +859,10 @@ mod tests {
         assert_eq!(c.jobs.hang_timeout, Duration::from_secs(7));
         assert_eq!(c.jobs.kill_grace, Duration::from_secs(9));
         assert_eq!(c.store.busy_timeout, Duration::from_millis(250));
+        assert_eq!(
+            (c.store.events_retention_days, c.store.jobs_retention_days),
+            (3, 4)
+        );
         assert_eq!(c.telegram.token_file.as_deref(), Some(token.as_path()));
     }
 }

@@ -212,6 +212,10 @@ pub struct RawStore {
     pub busy_timeout_ms: u64,
     pub integrity_check_interval_secs: u64,
     pub read_only_probe_secs: u64,
+    /// Delivered outbox rows older than this many days are deleted by the janitor.
+    pub events_retention_days: u32,
+    /// Finished jobs older than this many days are deleted with their events and approvals.
+    pub jobs_retention_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -323,6 +327,8 @@ impl Default for RawConfig {
                 busy_timeout_ms: 5000,
                 integrity_check_interval_secs: 21_600,
                 read_only_probe_secs: 30,
+                events_retention_days: 7,
+                jobs_retention_days: 90,
             },
             debug: RawDebug {
                 test_hooks: false,

@@ -102,6 +102,8 @@ pub struct StoreSettings {
     pub busy_timeout: Duration,
     pub integrity_check_interval: Duration,
     pub read_only_probe: Duration,
+    pub events_retention_days: u32,
+    pub jobs_retention_days: u32,
 }
 
 /// `[debug]`: test hooks, inert unless `test_hooks` is on.

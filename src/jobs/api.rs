@@ -132,6 +132,25 @@ impl Core {
         status: Option<&str>,
         limit: Option<u64>,
     ) -> Result<Vec<Job>, CoreError> {
+        Ok(self
+            .list_jobs_page(session_id, status, limit, None)
+            .await?
+            .jobs)
+    }
+
+    /// One page of jobs, newest first: at most `limit` (default 50, at most 500) older than the job
+    /// `before` (the previous page's `next_before`); `next_before` is set while older jobs may follow.
+    pub async fn list_jobs_page(
+        &self,
+        session_id: Option<&str>,
+        status: Option<&str>,
+        limit: Option<u64>,
+        before: Option<&str>,
+    ) -> Result<JobPage, CoreError> {
+        let before = match before {
+            Some(b) => Some(self.get_job(b).await?.id),
+            None => None,
+        };
         let session = match session_id {
             Some(s) => Some(self.get_session(s).await?.id),
             None => None,
@@ -146,14 +165,15 @@ impl Core {
             })?),
             None => None,
         };
-        Ok(self
+        let limit = limit.unwrap_or(50).clamp(1, 500);
+        let jobs = self
             .store()
-            .jobs(
-                session.as_deref(),
-                status,
-                limit.unwrap_or(50).clamp(1, 500),
-            )
-            .await?)
+            .jobs_before(session.as_deref(), status, limit, before.as_deref())
+            .await?;
+        let next_before = (jobs.len() as u64 == limit)
+            .then(|| jobs.last().map(|j| j.id.clone()))
+            .flatten();
+        Ok(JobPage { jobs, next_before })
     }
 
     /// Cancels a queued job at once, or stops a running one (TERM, grace, KILL).

@@ -11,6 +11,7 @@ pub mod process;
 pub mod runner;
 pub mod sandbox;
 pub mod stream;
+mod wait;
 
 use serde::Serialize;
 
@@ -29,6 +30,22 @@ pub struct Queued {
     pub job: Job,
     /// 1 = next to run in its session (0 = already running).
     pub position: usize,
+}
+
+/// A page of `list_jobs`: pass `next_before` as `before` for the next (older) page.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_before: Option<String>,
+}
+
+/// The answer of `wait_job`: the job as it ended, or as it stands when the wait timed out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Waited {
+    #[serde(flatten)]
+    pub job: Job,
+    /// The wait ended before the job did.
+    pub timed_out: bool,
 }
 
 /// The answer of `get_job_logs`.

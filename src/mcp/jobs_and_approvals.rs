@@ -1,7 +1,9 @@
 //! MCP tools for jobs.
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
+use std::time::Duration;
+
+use rmcp::model::{CallToolResult, ProgressNotificationParam, RequestMetaObject};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, tool, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -16,6 +18,18 @@ pub struct RunParams {
     pub session_id: String,
     /// What the agent should do (1 to 10,000 characters).
     pub instruction: String,
+    /// Answer when the job ends (as `wait_job` does) instead of when it is queued.
+    pub wait: Option<bool>,
+    /// With `wait`: the longest to wait, in seconds (default 600, at most 3600).
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WaitParams {
+    /// Job id, or a unique prefix of at least 8 characters.
+    pub job_id: String,
+    /// The longest to wait, in seconds (default 60, at most 3600).
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -29,8 +43,10 @@ pub struct ListJobsParams {
     pub session_id: Option<String>,
     /// queued, running, waiting_approval, done, failed or canceled.
     pub status: Option<String>,
-    /// At most this many, newest first (default 50).
+    /// At most this many, newest first (default 50, at most 500).
     pub limit: Option<u64>,
+    /// The next page: jobs older than this one (the previous page's `next_before`).
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -54,20 +70,79 @@ pub struct DenyParams {
     pub stop: Option<bool>,
 }
 
+impl ControlServer {
+    /// Waits for a job, forwarding its events as MCP progress notifications when the client asked.
+    async fn wait(
+        &self,
+        peer: &Peer<RoleServer>,
+        meta: &RequestMetaObject,
+        job_id: &str,
+        timeout: Duration,
+    ) -> CallToolResult {
+        let token = meta.get_progress_token();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, String)>();
+        let forward = token.map(|token| {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                while let Some((n, message)) = rx.recv().await {
+                    let note = ProgressNotificationParam::new(token.clone(), n as f64)
+                        .with_message(message);
+                    if peer.notify_progress(note).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        });
+        let waited = self
+            .core
+            .wait_job(job_id, timeout, |n, line| {
+                let _ = tx.send((n, line));
+            })
+            .await;
+        drop(tx);
+        if let Some(f) = forward {
+            // Notifications go before the answer.
+            let _ = f.await;
+        }
+        respond(waited)
+    }
+}
+
 #[tool_router(router = jobs_router, vis = "pub(crate)")]
 impl ControlServer {
     #[tool(
-        description = "Queue an instruction for the agent in a session; answers the job and its queue position."
+        description = "Queue an instruction for the agent in a session; answers the job and its queue position, or with wait: true the job once it ended (progress notifications while it runs when the request carries a progressToken)."
     )]
     async fn run_instruction(
         &self,
+        peer: Peer<RoleServer>,
+        meta: RequestMetaObject,
         Parameters(p): Parameters<RunParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond(
-            self.core
-                .run_instruction(&p.session_id, &p.instruction)
-                .await,
-        ))
+        let queued = self
+            .core
+            .run_instruction(&p.session_id, &p.instruction)
+            .await;
+        match queued {
+            Ok(q) if p.wait.unwrap_or(false) => {
+                let timeout = Duration::from_secs(p.timeout_secs.unwrap_or(600));
+                Ok(self.wait(&peer, &meta, &q.job.id, timeout).await)
+            }
+            other => Ok(respond(other)),
+        }
+    }
+
+    #[tool(
+        description = "Wait until a job ends (done, failed, canceled) or timeout_secs pass; answers the job and timed_out. Sends progress notifications while waiting when the request carries a progressToken."
+    )]
+    async fn wait_job(
+        &self,
+        peer: Peer<RoleServer>,
+        meta: RequestMetaObject,
+        Parameters(p): Parameters<WaitParams>,
+    ) -> Result<CallToolResult, McpError> {
+        let timeout = Duration::from_secs(p.timeout_secs.unwrap_or(60));
+        Ok(self.wait(&peer, &meta, &p.job_id, timeout).await)
     }
 
     #[tool(description = "Get a job: status, error, result, turns, cost, files changed.")]
@@ -83,10 +158,14 @@ impl ControlServer {
         &self,
         Parameters(p): Parameters<ListJobsParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond_list(
-            "jobs",
+        Ok(respond(
             self.core
-                .list_jobs(p.session_id.as_deref(), p.status.as_deref(), p.limit)
+                .list_jobs_page(
+                    p.session_id.as_deref(),
+                    p.status.as_deref(),
+                    p.limit,
+                    p.before.as_deref(),
+                )
                 .await,
         ))
     }

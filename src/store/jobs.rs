@@ -118,9 +118,28 @@ impl Store {
         status: Option<JobStatus>,
         limit: u64,
     ) -> Result<Vec<Job>, StoreError> {
+        self.jobs_before(session_id, status, limit, None).await
+    }
+
+    /// Like `jobs`, only jobs queued before the job `before` (a page after the one that ended with it).
+    pub async fn jobs_before(
+        &self,
+        session_id: Option<&str>,
+        status: Option<JobStatus>,
+        limit: u64,
+        before: Option<&str>,
+    ) -> Result<Vec<Job>, StoreError> {
         let mut q = job::Entity::find()
             .order_by_desc(job::Column::Seq)
             .limit(limit);
+        if let Some(b) = before {
+            let seq = job::Entity::find_by_id(b.to_string())
+                .one(self.reader())
+                .await?
+                .map(|j| j.seq)
+                .unwrap_or(i64::MAX);
+            q = q.filter(job::Column::Seq.lt(seq));
+        }
         if let Some(s) = session_id {
             q = q.filter(job::Column::SessionId.eq(s));
         }

@@ -491,4 +491,102 @@ mod tests {
         assert!(!store.is_read_only());
         store.kv_set("k", "after").await.unwrap();
     }
+    #[tokio::test]
+    async fn retention_prunes_old_delivered_history_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 2).await.unwrap();
+        let now = chrono::Utc::now();
+        let old = now - chrono::Duration::days(100);
+        let exec = |sql: &str, values: Vec<sea_orm::Value>| {
+            let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sql, values);
+            let db = store.reader().clone();
+            async move { db.execute_raw(stmt).await.unwrap() }
+        };
+        exec(
+            "INSERT INTO projects (id, name, repo_path, default_branch, created_at) VALUES ('p','p','/r','main',?)",
+            vec![now.into()],
+        )
+        .await;
+        exec(
+            "INSERT INTO sessions (id, project_id, branch, base_branch, worktree_path, state, created_at, last_activity_at) \
+             VALUES ('S1','p','b','main','/w','idle',?,?)",
+            vec![now.into(), now.into()],
+        )
+        .await;
+        // (job, status, finished, its event delivered?)
+        let jobs = [
+            ("old-done", "done", Some(old), true),
+            ("old-failed", "failed", Some(old), true),
+            ("old-undelivered", "done", Some(old), false),
+            ("new-done", "done", Some(now), true),
+            ("queued", "queued", None, false),
+        ];
+        for (seq, (id, status, finished, delivered)) in jobs.iter().enumerate() {
+            exec(
+                "INSERT INTO jobs (id, seq, session_id, instruction, status, queued_at, finished_at) VALUES (?,?,'S1','x',?,?,?)",
+                vec![(*id).into(), (seq as i64 + 1).into(), (*status).into(), old.into(), (*finished).into()],
+            )
+            .await;
+            exec(
+                "INSERT INTO events (event_type, session_id, job_id, payload, created_at, delivered_at) VALUES ('job.completed','S1',?,'{}',?,?)",
+                vec![(*id).into(), old.into(), delivered.then_some(old).into()],
+            )
+            .await;
+        }
+        exec(
+            "INSERT INTO approvals (id, job_id, session_id, tool_name, tool_input, scope, state, requested_at, expires_at) \
+             VALUES ('a1','old-done','S1','Bash','{}','shell','denied',?,?)",
+            vec![old.into(), old.into()],
+        )
+        .await;
+        // A notice without a job, delivered long ago, and one delivered just now.
+        for at in [old, now] {
+            exec(
+                "INSERT INTO events (event_type, payload, created_at, delivered_at) VALUES ('breaker.opened','{}',?,?)",
+                vec![at.into(), at.into()],
+            )
+            .await;
+        }
+        let cutoff = now - chrono::Duration::days(90);
+        assert_eq!(store.prune_finished_jobs(cutoff).await.unwrap(), 2);
+        let left: Vec<String> = store
+            .jobs(None, None, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(left, ["queued", "new-done", "old-undelivered"]);
+        // The jobs' approvals and events went with them (foreign keys would refuse otherwise).
+        assert_eq!(
+            store
+                .prune_delivered_events(now - chrono::Duration::days(7))
+                .await
+                .unwrap(),
+            2
+        );
+        let count = |sql: &'static str| {
+            let db = store.reader().clone();
+            async move {
+                db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .try_get_by_index::<i64>(0)
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM approvals").await, 0);
+        // Left: the undelivered job's row, the queued job's, and the notice delivered just now.
+        assert_eq!(count("SELECT COUNT(*) FROM events").await, 3);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM events WHERE delivered_at IS NULL").await,
+            2
+        );
+        assert_eq!(
+            store.prune_finished_jobs(cutoff).await.unwrap(),
+            0,
+            "nothing left to prune"
+        );
+    }
 }

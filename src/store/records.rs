@@ -2,7 +2,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement,
+    QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 
 use super::entities::{audit, event};
@@ -38,6 +38,85 @@ impl Store {
                 .map(|r| r.rows_affected)
         })
         .await
+    }
+
+    /// Deletes delivered outbox rows delivered before `cutoff`, in batches so no write waits long; returns
+    /// how many went. Undelivered rows are never deleted.
+    pub async fn prune_delivered_events(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(|db| async move {
+                    db.execute_raw(Statement::from_sql_and_values(
+                        DbBackend::Sqlite,
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events \
+                         WHERE delivered_at IS NOT NULL AND delivered_at < ? LIMIT 5000)",
+                        [cutoff.into()],
+                    ))
+                    .await
+                    .map(|r| r.rows_affected())
+                })
+                .await?;
+            total += n;
+            if n < 5000 {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Deletes finished jobs (done, failed, canceled) that finished before `cutoff`, with their approvals
+    /// and outbox rows, in batches; a job with an undelivered outbox row stays until it is delivered.
+    /// Returns how many jobs went.
+    pub async fn prune_finished_jobs(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        const OLD: &str = "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
+             AND status IN ('done','failed','canceled') \
+             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = jobs.id AND e.delivered_at IS NULL) \
+             LIMIT 2000";
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(|db| async move {
+                    let tx = db.begin().await?;
+                    tx.execute_unprepared(
+                        "CREATE TEMP TABLE IF NOT EXISTS prune_jobs (id TEXT PRIMARY KEY)",
+                    )
+                    .await?;
+                    tx.execute_unprepared("DELETE FROM prune_jobs").await?;
+                    tx.execute_raw(Statement::from_sql_and_values(
+                        DbBackend::Sqlite,
+                        format!("INSERT INTO prune_jobs {OLD}"),
+                        [cutoff.into()],
+                    ))
+                    .await?;
+                    for table in ["approvals", "events"] {
+                        tx.execute_unprepared(&format!(
+                            "DELETE FROM {table} WHERE job_id IN (SELECT id FROM prune_jobs)"
+                        ))
+                        .await?;
+                    }
+                    let n = tx
+                        .execute_unprepared(
+                            "DELETE FROM jobs WHERE id IN (SELECT id FROM prune_jobs)",
+                        )
+                        .await?
+                        .rows_affected();
+                    tx.commit().await?;
+                    Ok(n)
+                })
+                .await?;
+            total += n;
+            if n < 2000 {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Audit rows of one event type, oldest first (for tests and `doctor`).
@@ -169,6 +248,32 @@ impl Store {
                 let t = r.try_get_by_index::<String>(0).unwrap_or_default();
                 let p = r.try_get_by_index::<String>(1).unwrap_or_default();
                 (t, serde_json::from_str(&p).unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// Outbox rows of a job after the row `after_id`, oldest first (for callers following a job).
+    pub async fn job_events_after(
+        &self,
+        job_id: &str,
+        after_id: i64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        Ok(event::Entity::find()
+            .filter(event::Column::JobId.eq(job_id))
+            .filter(event::Column::Id.gt(after_id))
+            .order_by_asc(event::Column::Id)
+            .limit(500)
+            .all(self.reader())
+            .await?
+            .into_iter()
+            .map(|m| OutboxEvent {
+                id: m.id,
+                event_type: m.event_type,
+                project_id: m.project_id,
+                session_id: m.session_id,
+                job_id: m.job_id,
+                payload: serde_json::from_str(&m.payload).unwrap_or_default(),
+                created_at: m.created_at,
             })
             .collect())
     }

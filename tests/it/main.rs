@@ -16,3 +16,4 @@ mod retention;
 mod sessions;
 mod supervision;
 mod telegram;
+mod waiting;
