@@ -11,7 +11,8 @@
 //! - `breaker`: circuit breakers; `telemetry`: the Prometheus families; `logging`: the JSON log format.
 //! - `backup`: verified copies of `state.db`, their schedule and uploads; `audit`: the audit log.
 //! - `supervisor`: the one-for-one supervisor; `procs`: processes as `/proc` shows them; `lock`: the daemon's
-//!   lock; `sdnotify`: systemd notifications; `agent_path`: finding programs on `PATH`.
+//!   lock; `sdnotify`: systemd notifications; `agent_path`: finding programs on `PATH`; `memtrim`: giving
+//!   idle memory back.
 //!
 //! Core:
 //! - `core`: the handle every front and actor shares; `events`: the typed events and `Core::emit`.
@@ -46,6 +47,7 @@ pub mod layout;
 pub mod lock;
 pub mod logging;
 pub mod mcp;
+pub mod memtrim;
 pub mod procs;
 pub mod projects;
 pub mod reconstruct;

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "layout.rs",
             "lock.rs",
             "logging.rs",
+            "memtrim.rs",
             "sdnotify.rs",
             "agent_path.rs",
             "telemetry.rs",

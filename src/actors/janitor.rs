@@ -18,6 +18,8 @@ pub struct Janitor {
 pub enum JanitorMsg {
     Sweep,
     MeasureWorkspaces,
+    /// Gives idle memory back (see `memtrim`).
+    Trim,
     Panic,
 }
 
@@ -28,6 +30,8 @@ impl ChildMessage for JanitorMsg {
 }
 
 const DAY: u64 = 86_400;
+/// How often idle memory is given back: code that ran since comes back in on its next use.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 impl Actor for Janitor {
     type Msg = JanitorMsg;
@@ -45,6 +49,8 @@ impl Actor for Janitor {
         myself.send_after(Duration::from_secs(5), || JanitorMsg::MeasureWorkspaces);
         let every = self.core.config().sessions.disk_usage_interval;
         myself.send_interval(every, || JanitorMsg::MeasureWorkspaces);
+        myself.send_after(Duration::from_secs(5), || JanitorMsg::Trim);
+        myself.send_interval(TRIM_EVERY, || JanitorMsg::Trim);
         Ok(())
     }
 
@@ -68,6 +74,12 @@ impl Actor for Janitor {
                 self.prune_history().await;
             }
             JanitorMsg::MeasureWorkspaces => self.core.measure_workspaces().await,
+            JanitorMsg::Trim => {
+                let offered = tokio::task::spawn_blocking(crate::memtrim::trim)
+                    .await
+                    .unwrap_or(0);
+                tracing::debug!(target: "televibe.janitor", code_bytes = offered, "Idle memory given back");
+            }
             JanitorMsg::Panic => panic!("injected panic in janitor"),
         }
         Ok(())

@@ -63,7 +63,7 @@ struct Flood {
 }
 
 /// Messages a chat may send in a burst before the one-a-second rate applies.
-pub const BURST: f64 = 3.0;
+pub const BURST: f64 = 10.0;
 /// Messages a group chat may receive in a minute.
 pub const GROUP_PER_MINUTE: usize = 20;
 /// Messages the bot may send in a second over all chats.

@@ -85,6 +85,7 @@ impl Runner {
         signal: Option<i32>,
     ) {
         st.exit = Some((code, signal));
+        tracing::debug!(target: "televibe.runner", job_id = %st.job.id, code, signal, streams_open = st.streams_open, "Agent exited");
         process::signal_group(st.pgid, libc::SIGKILL);
         if st.streams_open == 0 {
             self.finalize(myself, st).await;
@@ -226,6 +227,7 @@ impl Runner {
             st.job.id.clone(),
         );
         tokio::spawn(async move {
+            let began = std::time::Instant::now();
             // The job wrote its objects into a private directory and committed into a private copy of
             // the refs: bring in its objects (each one checked) and move the session's branch (and only
             // it) to where the job left it, if nobody moved it meanwhile.
@@ -261,6 +263,7 @@ impl Runner {
             } else {
                 None
             };
+            tracing::debug!(target: "televibe.runner", job_id = %job_id, git_ms = began.elapsed().as_millis() as u64, "Job's git work collected");
             let _ = me.cast(RunnerMsg::Complete(changes));
         });
     }

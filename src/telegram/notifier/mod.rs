@@ -1,11 +1,13 @@
-//! The `notifier` actor: the only sender to Telegram. It reads the events outbox, keeps job tracker
-//! messages up to date (edited in place, at most once a second, changes coalesced), and sends replies.
+//! The `notifier` actor: the only sender to Telegram. It reads the events outbox when woken by whoever
+//! wrote a row (a slow sweep is only a safety net), keeps job tracker messages up to date (progress edits at
+//! least a second apart and coalesced, the final state at once), and sends replies as soon as they are queued.
 //!
 //! Its memory queue holds at most 1000 items; when full, progress items go first (counted in
 //! `televibe_notifications_dropped_total`), and results, failures and notices wait in the outbox instead.
-//! Pacing: about one message a second per chat and 30 a second overall; a 429 pauses everything for its
-//! `retry_after`; while Telegram is unreachable the queue is kept and flushed when it is back. An outbox
-//! row is marked delivered once the message carrying it went out, so after a restart it is sent once.
+//! Pacing (`pace.rs`): token buckets per chat, 20 a minute per group, 30 a second overall; a 429 pauses the
+//! chat it concerns for its `retry_after`; while Telegram is unreachable the queue is kept and flushed when it
+//! is back. An outbox row is marked delivered once the message carrying it went out, so after a restart it
+//! is sent once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
