@@ -25,6 +25,9 @@ impl ChildMessage for StoreMsg {
     }
 }
 
+/// When the first full integrity check runs after a start.
+const FULL_CHECK_AFTER_BOOT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Actor for StoreActor {
     type Msg = StoreMsg;
     type State = ();
@@ -32,6 +35,9 @@ impl Actor for StoreActor {
 
     async fn pre_start(&self, myself: ActorRef<StoreMsg>, _: ()) -> Result<(), ActorProcessingErr> {
         let s = &self.core.config().store;
+        // Boot ran the quick check; the full one (indexes against their tables too) follows soon after,
+        // off the path to readiness.
+        myself.send_after(FULL_CHECK_AFTER_BOOT, || StoreMsg::IntegrityCheck);
         myself.send_interval(s.integrity_check_interval, || StoreMsg::IntegrityCheck);
         myself.send_interval(s.read_only_probe, || StoreMsg::ProbeReadOnly);
         Ok(())

@@ -192,13 +192,32 @@ impl Actor for Runner {
         tokio::spawn(async move {
             let mut reader = BufReader::new(stdout);
             let mut buf = Vec::new();
+            // Only the last assistant text matters (a fallback for the result): it is kept here and
+            // handed over once, so a chatty agent does not fill the runner's mailbox with text.
+            let mut last_text = None;
             while let Ok(Some(line)) = read_line_capped(&mut reader, &mut buf).await {
                 last.store(now_ms(), Ordering::Relaxed);
                 log2.line("stdout", &line);
-                let events = parse_line(&line);
+                let mut events = parse_line(&line);
+                events.retain_mut(|e| match e {
+                    StreamEvent::AssistantText(t) => {
+                        last_text = Some(std::mem::take(t));
+                        false
+                    }
+                    StreamEvent::Unknown(_) => false,
+                    // Counted, not kept: the line is in the job log.
+                    StreamEvent::Malformed(l) => {
+                        l.clear();
+                        true
+                    }
+                    _ => true,
+                });
                 if !events.is_empty() {
                     let _ = me.cast(RunnerMsg::Events(events));
                 }
+            }
+            if let Some(t) = last_text {
+                let _ = me.cast(RunnerMsg::Events(vec![StreamEvent::AssistantText(t)]));
             }
             let _ = me.cast(RunnerMsg::StreamClosed);
         });
