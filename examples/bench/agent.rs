@@ -35,6 +35,36 @@ fn tool(out: &mut impl Write, i: usize, target: &str) {
     );
 }
 
+/// A minimal stdio MCP server offering `approval_prompt` (`TVBENCH_AGENT=mcp`): what the agent CLI costs
+/// when it has a permission-prompt server at all, whoever serves it.
+pub fn mcp_server() {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+        let Ok(m) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let Some(id) = m.get("id").cloned() else {
+            continue;
+        };
+        let result = match m["method"].as_str() {
+            Some("initialize") => serde_json::json!({
+                "protocolVersion": m["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "bench", "version": "1"}}),
+            Some("tools/list") => serde_json::json!({"tools": [{"name": "approval_prompt",
+                "description": "approval", "inputSchema": {"type": "object"}}]}),
+            _ => serde_json::json!({}),
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result})
+        );
+        let _ = out.flush();
+    }
+}
+
 /// Runs the instruction: `spawn`, `lines <n> <gap ms>`, `hang`, or `flood <n>`.
 pub fn run() {
     mark("spawn");

@@ -31,9 +31,10 @@ const CASES: [&str; 10] = [
 ];
 
 fn main() {
-    if std::env::var_os("TVBENCH_AGENT").is_some() {
-        agent::run();
-        return;
+    match std::env::var("TVBENCH_AGENT").ok().as_deref() {
+        Some("mcp") => return agent::mcp_server(),
+        Some(_) => return agent::run(),
+        None => {}
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| {

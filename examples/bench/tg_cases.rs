@@ -197,8 +197,12 @@ pub async fn say_hi(bin: &Path) -> Vec<Figure> {
     say(&tg, user, "/new app", &|t| t.contains("S1")).await;
     let scratch = s.dir.path().join("scratch");
     make_repo(&scratch, 0);
-    let (mut bare, mut e2e) = (Vec::new(), Vec::new());
-    for _ in 0..6 {
+    // The bare CLI, and the bare CLI with a permission-prompt MCP server (this benchmark's own, minimal):
+    // what any approval server costs the CLI (it starts the server first and shuts it down last).
+    let approval_server = json!({"mcpServers": {"televibe": {
+        "command": std::env::current_exe().unwrap(), "env": {"TVBENCH_AGENT": "mcp"}}}})
+    .to_string();
+    let bare_run = |with_server: bool| {
         let t = Instant::now();
         let mut c = std::process::Command::new(&claude);
         c.args(["-p", "--output-format", "stream-json", "--verbose"])
@@ -206,6 +210,10 @@ pub async fn say_hi(bin: &Path) -> Vec<Figure> {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
+        if with_server {
+            c.args(["--mcp-config", &approval_server])
+                .args(["--permission-prompt-tool", "mcp__televibe__approval_prompt"]);
+        }
         for (k, v) in &env {
             c.env(k, v);
         }
@@ -213,7 +221,12 @@ pub async fn say_hi(bin: &Path) -> Vec<Figure> {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(b"SAY_HI\n").unwrap();
         assert!(child.wait().unwrap().success());
-        bare.push(t.elapsed());
+        t.elapsed()
+    };
+    let (mut bare, mut served, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..6 {
+        bare.push(bare_run(false));
+        served.push(bare_run(true));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         e2e.push(
             say(&tg, user, "SAY_HI", &|t| {
@@ -225,8 +238,13 @@ pub async fn say_hi(bin: &Path) -> Vec<Figure> {
     }
     drop(d);
     // The first of each warms caches (the CLI's own files, the page cache); it is not counted.
-    let (bare, e2e) = (Samples::of(&bare[1..]), Samples::of(&e2e[1..]));
+    let (bare, served, e2e) = (
+        Samples::of(&bare[1..]),
+        Samples::of(&served[1..]),
+        Samples::of(&e2e[1..]),
+    );
     let overhead = e2e.p50() - bare.p50();
+    let ours = e2e.p50() - served.p50();
     vec![
         Figure::new(
             NAME,
@@ -235,6 +253,12 @@ pub async fn say_hi(bin: &Path) -> Vec<Figure> {
         )
         .target("≤ 100 ms", overhead <= 100.0)
         .data(json!({"overhead_ms": overhead, "e2e": e2e.json(), "bare": bare.json()})),
+        Figure::new(
+            "SAY_HI end to end, overhead over the bare CLI with a minimal approval MCP server",
+            ms(ours),
+            format!("bare CLI with the server {}", served.show()),
+        )
+        .data(json!({"overhead_ms": ours, "bare_with_server": served.json()})),
     ]
 }
 
