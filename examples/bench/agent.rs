@@ -86,6 +86,9 @@ pub fn run() {
     let _ = out.flush();
     match words.first().copied() {
         Some("lines") => {
+            // Two pauses before the first line: the tracker's own first edit (started) is a second
+            // behind its creation.
+            std::thread::sleep(Duration::from_millis(num(2)));
             for i in 0..num(1) as usize {
                 // The pause first, so the tracker's own edits (started) are out of the way.
                 std::thread::sleep(Duration::from_millis(num(2)));
