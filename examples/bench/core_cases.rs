@@ -18,13 +18,7 @@ pub async fn spawn(bin: &Path) -> Vec<Figure> {
     let s = Setup::new(bin, &bench_agent());
     make_repo(&s.root().join("repos/app"), 0);
     let d = s.start(None);
-    let mcp = s.mcp().await;
-    mcp.call("register_project", json!({"path": "app"}))
-        .await
-        .unwrap();
-    mcp.call("create_session", json!({"project_id": "app"}))
-        .await
-        .unwrap();
+    let mcp = s.session().await;
     let (mut via, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..21 {
         let t0 = now_ns();
@@ -257,13 +251,7 @@ pub async fn large_store(bin: &Path) -> Vec<Figure> {
     let s = Setup::new(bin, "");
     make_repo(&s.root().join("repos/app"), 0);
     let mut d = s.start(None);
-    let mcp = s.mcp().await;
-    mcp.call("register_project", json!({"path": "app"}))
-        .await
-        .unwrap();
-    mcp.call("create_session", json!({"project_id": "app"}))
-        .await
-        .unwrap();
+    let mcp = s.session().await;
     mcp.close().await;
     d.stop();
     fill(&s.root().join("orchestrator/state.db")).await;
@@ -392,13 +380,7 @@ pub async fn hang_overshoot(bin: &Path) -> Vec<Figure> {
     );
     make_repo(&s.root().join("repos/app"), 0);
     let d = s.start(None);
-    let mcp = s.mcp().await;
-    mcp.call("register_project", json!({"path": "app"}))
-        .await
-        .unwrap();
-    mcp.call("create_session", json!({"project_id": "app"}))
-        .await
-        .unwrap();
+    let mcp = s.session().await;
     let mut over = Vec::new();
     for _ in 0..3 {
         let q = mcp

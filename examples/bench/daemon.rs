@@ -115,6 +115,18 @@ impl Setup {
         d
     }
 
+    /// Registers `repos/app` and opens session S1 in it; answers the client that did.
+    pub async fn session(&self) -> DaemonClient {
+        let mcp = self.mcp().await;
+        mcp.call("register_project", serde_json::json!({"path": "app"}))
+            .await
+            .expect("app registers");
+        mcp.call("create_session", serde_json::json!({"project_id": "app"}))
+            .await
+            .expect("S1 opens");
+        mcp
+    }
+
     /// A client on the control socket (which may come up a moment after readiness).
     pub async fn mcp(&self) -> DaemonClient {
         let end = Instant::now() + Duration::from_secs(30);

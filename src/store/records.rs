@@ -46,26 +46,19 @@ impl Store {
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let n = self
-                .write(|db| async move {
-                    db.execute_raw(Statement::from_sql_and_values(
-                        DbBackend::Sqlite,
-                        "DELETE FROM events WHERE id IN (SELECT id FROM events \
-                         WHERE delivered_at IS NOT NULL AND delivered_at < ? LIMIT 5000)",
-                        [cutoff.into()],
-                    ))
-                    .await
-                    .map(|r| r.rows_affected())
-                })
-                .await?;
-            total += n;
-            if n < 5000 {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
+        in_batches(5000, || {
+            self.write(|db| async move {
+                db.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events \
+                     WHERE delivered_at IS NOT NULL AND delivered_at < ? LIMIT 5000)",
+                    [cutoff.into()],
+                ))
+                .await
+                .map(|r| r.rows_affected())
+            })
+        })
+        .await
     }
 
     /// Deletes finished jobs (done, failed, canceled) that finished before `cutoff`, with their approvals
@@ -79,44 +72,35 @@ impl Store {
              AND status IN ('done','failed','canceled') \
              AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job_id = jobs.id AND e.delivered_at IS NULL) \
              LIMIT 2000";
-        let mut total = 0;
-        loop {
-            let n = self
-                .write(|db| async move {
-                    let tx = db.begin().await?;
-                    tx.execute_unprepared(
-                        "CREATE TEMP TABLE IF NOT EXISTS prune_jobs (id TEXT PRIMARY KEY)",
-                    )
-                    .await?;
-                    tx.execute_unprepared("DELETE FROM prune_jobs").await?;
-                    tx.execute_raw(Statement::from_sql_and_values(
-                        DbBackend::Sqlite,
-                        format!("INSERT INTO prune_jobs {OLD}"),
-                        [cutoff.into()],
+        in_batches(2000, || {
+            self.write(|db| async move {
+                let tx = db.begin().await?;
+                tx.execute_unprepared(
+                    "CREATE TEMP TABLE IF NOT EXISTS prune_jobs (id TEXT PRIMARY KEY)",
+                )
+                .await?;
+                tx.execute_unprepared("DELETE FROM prune_jobs").await?;
+                tx.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    format!("INSERT INTO prune_jobs {OLD}"),
+                    [cutoff.into()],
+                ))
+                .await?;
+                for table in ["approvals", "events"] {
+                    tx.execute_unprepared(&format!(
+                        "DELETE FROM {table} WHERE job_id IN (SELECT id FROM prune_jobs)"
                     ))
                     .await?;
-                    for table in ["approvals", "events"] {
-                        tx.execute_unprepared(&format!(
-                            "DELETE FROM {table} WHERE job_id IN (SELECT id FROM prune_jobs)"
-                        ))
-                        .await?;
-                    }
-                    let n = tx
-                        .execute_unprepared(
-                            "DELETE FROM jobs WHERE id IN (SELECT id FROM prune_jobs)",
-                        )
-                        .await?
-                        .rows_affected();
-                    tx.commit().await?;
-                    Ok(n)
-                })
-                .await?;
-            total += n;
-            if n < 2000 {
-                return Ok(total);
-            }
-            tokio::task::yield_now().await;
-        }
+                }
+                let n = tx
+                    .execute_unprepared("DELETE FROM jobs WHERE id IN (SELECT id FROM prune_jobs)")
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            })
+        })
+        .await
     }
 
     /// Audit rows of one event type, oldest first (for tests and `doctor`).
@@ -181,15 +165,7 @@ impl Store {
             .all(self.reader())
             .await?
             .into_iter()
-            .map(|m| OutboxEvent {
-                id: m.id,
-                event_type: m.event_type,
-                project_id: m.project_id,
-                session_id: m.session_id,
-                job_id: m.job_id,
-                payload: serde_json::from_str(&m.payload).unwrap_or_default(),
-                created_at: m.created_at,
-            })
+            .map(outbox_event)
             .collect())
     }
 
@@ -266,15 +242,7 @@ impl Store {
             .all(self.reader())
             .await?
             .into_iter()
-            .map(|m| OutboxEvent {
-                id: m.id,
-                event_type: m.event_type,
-                project_id: m.project_id,
-                session_id: m.session_id,
-                job_id: m.job_id,
-                payload: serde_json::from_str(&m.payload).unwrap_or_default(),
-                created_at: m.created_at,
-            })
+            .map(outbox_event)
             .collect())
     }
 
@@ -291,5 +259,36 @@ impl Store {
         Ok(row
             .and_then(|r| r.try_get_by_index::<i64>(0).ok())
             .unwrap_or(0) as u64)
+    }
+}
+
+/// An outbox row as the domain has it.
+fn outbox_event(m: event::Model) -> OutboxEvent {
+    OutboxEvent {
+        id: m.id,
+        event_type: m.event_type,
+        project_id: m.project_id,
+        session_id: m.session_id,
+        job_id: m.job_id,
+        payload: serde_json::from_str(&m.payload).unwrap_or_default(),
+        created_at: m.created_at,
+    }
+}
+
+/// Runs `one` (a delete of at most `batch` rows) until it deletes fewer, yielding between batches so other
+/// writes get their turn; answers how many rows went in all.
+async fn in_batches<F, Fut>(batch: u64, mut one: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let n = one().await?;
+        total += n;
+        if n < batch {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
     }
 }
