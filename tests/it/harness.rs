@@ -366,6 +366,16 @@ pub fn json(text: &str) -> serde_json::Value {
 }
 
 /// An rmcp client speaking to the daemon through a `televibe mcp` bridge process.
+/// `televibe mcp` (the stdio bridge MCP clients run) on piped stdin and stdout, killed when dropped.
+pub fn bridge(env: &Env) -> tokio::process::Child {
+    tokio::process::Command::from(env.command(&["mcp"]))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 pub struct Mcp {
     pub client: rmcp::service::RunningService<rmcp::RoleClient, ()>,
     _bridge: tokio::process::Child,
@@ -381,12 +391,7 @@ pub struct ToolErr {
 impl Mcp {
     pub async fn connect(env: &Env) -> Mcp {
         use rmcp::ServiceExt;
-        let mut bridge = tokio::process::Command::from(env.command(&["mcp"]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut bridge = bridge(env);
         let io = (bridge.stdout.take().unwrap(), bridge.stdin.take().unwrap());
         let client = ().serve(io).await.unwrap();
         Mcp {

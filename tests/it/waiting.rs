@@ -1,7 +1,6 @@
 //! MCP clients that need not poll: `wait_job`, `run_instruction` with `wait: true`, progress notifications,
 //! and `list_jobs` pages.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,13 +85,11 @@ async fn waiting_for_jobs_with_progress_and_paging_through_them() {
 
     // Progress notifications, when the request carries a progress token.
     let listener = Listener::default();
-    let mut bridge = tokio::process::Command::from(env.command(&["mcp"]))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let io = (bridge.stdout.take().unwrap(), bridge.stdin.take().unwrap());
+    let mut listening = bridge(&env);
+    let io = (
+        listening.stdout.take().unwrap(),
+        listening.stdin.take().unwrap(),
+    );
     let client = listener.clone().serve(io).await.unwrap();
     let mut p = CallToolRequestParams::new("run_instruction");
     p.arguments = json!({"session_id": "S1", "instruction": "chatty", "wait": true})
@@ -126,14 +123,9 @@ async fn waiting_for_jobs_with_progress_and_paging_through_them() {
     client.cancel().await.unwrap();
 
     // Without a token, none: a plain JSON-RPC client through the same bridge.
-    let mut bridge = tokio::process::Command::from(env.command(&["mcp"]))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut input = bridge.stdin.take().unwrap();
-    let mut lines = BufReader::new(bridge.stdout.take().unwrap()).lines();
+    let mut plain = bridge(&env);
+    let mut input = plain.stdin.take().unwrap();
+    let mut lines = BufReader::new(plain.stdout.take().unwrap()).lines();
     for line in [
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
                "capabilities": {}, "clientInfo": {"name": "plain", "version": "1"}}}),
