@@ -184,6 +184,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// Lets an open breaker probe at once: something outside the guarded calls (a successful unguarded
+    /// reachability check) showed the service is back, so waiting out the rest of the timeout only delays
+    /// recovery. The next guarded call is the half-open probe and decides, as after a timeout.
+    pub fn probe_now(&self) {
+        let mut inner = self.lock();
+        if let Inner::Open { until } = &mut *inner {
+            *until = Instant::now();
+            self.tick(&mut inner);
+        }
+    }
+
     /// Closes the breaker by hand (admin reset).
     pub fn reset(&self) {
         let mut inner = self.lock();

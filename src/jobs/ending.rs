@@ -117,6 +117,15 @@ impl Core {
                 (outcome, None, message)
             }
         };
+        // A job ended for being stuck (the hang detector, or `admin job kill`) tells the user in the
+        // stuck-job runbook's words.
+        let message = message.or_else(|| {
+            matches!(
+                outcome.error_type,
+                Some(ErrorType::Hung | ErrorType::Killed)
+            )
+            .then(|| format!("Job {} was terminated after getting stuck", job.id))
+        });
         let status = outcome.status.unwrap_or(JobStatus::Failed);
         let end = JobEnd {
             status: Some(status),

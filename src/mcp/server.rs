@@ -53,12 +53,19 @@ pub struct PanicActorParams {
     pub name: String,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExhaustMemoryParams {
+    /// Stop allocating after this many MiB (a guard for a daemon with no memory limit).
+    pub max_mib: u64,
+}
+
 #[tool_router]
 impl ControlServer {
     pub fn new(core: Arc<Core>) -> ControlServer {
         let mut tool_router = Self::tool_router() + Self::domain_router() + Self::jobs_router();
         if !core.config().debug.test_hooks {
             tool_router.remove_route("debug_panic_actor");
+            tool_router.remove_route("debug_exhaust_memory");
         }
         ControlServer { core, tool_router }
     }
@@ -166,6 +173,26 @@ impl ControlServer {
             )
             .await;
         Ok(result)
+    }
+
+    #[tool(
+        description = "Failure drill: allocate and touch memory in 8 MiB steps up to max_mib, so a memory limit (cgroup) kills the daemon (only with debug.test_hooks = true)."
+    )]
+    async fn debug_exhaust_memory(
+        &self,
+        Parameters(p): Parameters<ExhaustMemoryParams>,
+    ) -> Result<CallToolResult, McpError> {
+        tracing::warn!(target: "televibe.drill", max_mib = p.max_mib, "Failure drill: exhausting memory");
+        std::thread::spawn(move || {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..p.max_mib.div_ceil(8) {
+                held.push(vec![0x5a; 8 << 20]);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            // Reached the guard without being stopped: keep the memory until the process ends.
+            std::mem::forget(held);
+        });
+        Ok(ok_json(&serde_json::json!({"allocating_mib": p.max_mib})))
     }
 
     #[tool(

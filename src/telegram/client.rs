@@ -22,6 +22,9 @@ use frankenstein::{Error, ParseMode};
 
 use crate::breaker::{BreakerName, Breakers};
 
+/// How long a reachability probe waits for `getMe` (a lost network may swallow packets silently).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What went wrong with a Bot API call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TgError {
@@ -115,6 +118,17 @@ impl TelegramClient {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// While `telegram_api` is open: a short `getMe` as the breaker's half-open probe, now rather than
+    /// after the breaker's timeout, so delivery resumes within seconds of the network coming back. A
+    /// failed probe opens the breaker again, as any failed probe does.
+    pub async fn reachable(&self) -> Result<(), TgError> {
+        self.breakers.get(BreakerName::TelegramApi).probe_now();
+        match tokio::time::timeout(PROBE_TIMEOUT, self.guarded(self.bot.get_me())).await {
+            Ok(answer) => answer.map(|_| ()),
+            Err(_) => Err(TgError::Unavailable("timeout".into())),
         }
     }
 

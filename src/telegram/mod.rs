@@ -41,6 +41,18 @@ impl Link {
         *self.notifier.lock().unwrap_or_else(|p| p.into_inner()) = n;
     }
 
+    /// Tells the notifier Telegram answers again, so queued messages go now.
+    pub fn reachable_again(&self) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = n.cast(notifier::NotifierMsg::Reachable);
+        }
+    }
+
     /// Hands a message to the notifier (dropped while the notifier restarts).
     pub fn send(&self, out: notifier::Outgoing) {
         if let Some(n) = self

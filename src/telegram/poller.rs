@@ -18,6 +18,9 @@ use crate::supervisor::ChildMessage;
 const OFFSET_KEY: &str = "telegram.offset";
 /// The longest wait between reconnect attempts: well inside the spec's 60 s RTO.
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// The longest wait between reachability checks while the `telegram_api` breaker is open: delivery
+/// resumes within about this long after the network comes back.
+const OPEN_PROBE_MAX: Duration = Duration::from_secs(4);
 
 pub struct Poller {
     pub core: Arc<Core>,
@@ -97,13 +100,21 @@ async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
         ) {
             (Ok(()), Ok(())) => break,
             (a, b) => {
+                let mut wait = backoff;
+                if matches!(a, Err(TgError::BreakerOpen)) || matches!(b, Err(TgError::BreakerOpen))
+                {
+                    if client.reachable().await.is_ok() {
+                        continue;
+                    }
+                    wait = wait.min(OPEN_PROBE_MAX);
+                }
                 let e = a
                     .err()
                     .or(b.err())
                     .map(|e| e.to_string())
                     .unwrap_or_default();
                 tracing::warn!(target: "televibe.telegram", error = %e, "Telegram start-up calls failed; retrying");
-                tokio::time::sleep(jittered(backoff)).await;
+                tokio::time::sleep(jittered(wait)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -116,6 +127,8 @@ async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let shutdown = core.shutdown_token();
+    // A call failed since the last good poll: the next good one tells the notifier.
+    let mut down = false;
     loop {
         let polled = tokio::select! {
             // Shutdown: no new update is taken; one cut short is confirmed by nobody and comes again.
@@ -124,8 +137,9 @@ async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
         };
         match polled {
             Ok(updates) => {
-                if backoff > Duration::from_millis(500) {
+                if std::mem::take(&mut down) {
                     tracing::info!(target: "televibe.telegram", "Telegram reachable again");
+                    link.reachable_again();
                 }
                 backoff = Duration::from_millis(500);
                 for (id, update) in updates {
@@ -139,7 +153,23 @@ async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
                     }
                 }
             }
-            Err(TgError::BreakerOpen) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(TgError::BreakerOpen) => {
+                down = true;
+                // The breaker stops guarded calls; a getMe probe at a time, backing off to
+                // OPEN_PROBE_MAX, finds Telegram again well before the breaker's own timeout.
+                match client.reachable().await {
+                    Ok(()) => {
+                        tracing::info!(target: "televibe.telegram", "Telegram reachable again");
+                        down = false;
+                        link.reachable_again();
+                        backoff = Duration::from_millis(500);
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(jittered(backoff.min(OPEN_PROBE_MAX))).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
             Err(TgError::Rejected { code: 409, .. }) => {
                 // Telegram serves one poller per token: another process polls with ours.
                 tracing::warn!(target: "televibe.telegram", backoff_ms = backoff.as_millis() as u64, "getUpdates conflict (409): another process is polling with this bot token; stop it (only one daemon may use a token)");
@@ -147,6 +177,7 @@ async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => {
+                down = true;
                 tracing::warn!(target: "televibe.telegram", error = %e, backoff_ms = backoff.as_millis() as u64, "getUpdates failed; reconnecting");
                 tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);

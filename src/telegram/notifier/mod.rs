@@ -83,6 +83,8 @@ impl Outgoing {
 pub enum NotifierMsg {
     Send(Outgoing),
     Tick,
+    /// Telegram answers again after an outage: the outage pause ends now, not at its backoff.
+    Reachable,
     /// Shutdown: send what is queued and in the outbox, for at most the given time; answers what is left.
     Drain(Duration, ractor::RpcReplyPort<usize>),
     Panic,
@@ -118,6 +120,8 @@ pub struct NotifierState {
     cursor: i64,
     pacer: pace::Pacer,
     backoff: Duration,
+    /// Sending is paused because Telegram was unreachable (not because of a 429).
+    outage: bool,
     read_only_told: bool,
     /// When a wake-up is already asked for.
     wake_at: Option<Instant>,
@@ -157,6 +161,7 @@ impl Actor for Notifier {
             cursor: 0,
             pacer: pace::Pacer::new(Instant::now()),
             backoff: Duration::from_millis(500),
+            outage: false,
             read_only_told: false,
             wake_at: None,
             myself: Some(myself),
@@ -186,6 +191,13 @@ impl Actor for Notifier {
             NotifierMsg::Send(out) => {
                 self.enqueue(st, out);
                 self.flush(st).await;
+            }
+            NotifierMsg::Reachable => {
+                if std::mem::take(&mut st.outage) {
+                    st.pacer.end_overall_pause();
+                    st.backoff = Duration::from_millis(500);
+                    self.flush(st).await;
+                }
             }
             NotifierMsg::Tick => {
                 if st.wake_at.is_some_and(|w| w <= Instant::now()) {
@@ -324,6 +336,7 @@ impl Notifier {
             match self.deliver(st, &item).await {
                 Ok(()) => {
                     st.backoff = Duration::from_millis(500);
+                    st.outage = false;
                     st.pacer.spent(chat, cost, Instant::now());
                 }
                 Err(TgError::RetryAfter(secs)) => {
@@ -335,6 +348,7 @@ impl Notifier {
                 Err(TgError::Unavailable(_) | TgError::BreakerOpen) => {
                     st.queue.insert(i, item);
                     st.pacer.pause(None, Instant::now() + st.backoff);
+                    st.outage = true;
                     st.backoff = (st.backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {

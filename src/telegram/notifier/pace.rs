@@ -98,6 +98,11 @@ impl Pacer {
     }
 
     /// A 429: `retry_after` pauses the chat it concerns, or everything when it concerns no chat.
+    /// Ends the overall pause early (Telegram answers again after an outage).
+    pub fn end_overall_pause(&mut self) {
+        self.paused_until = None;
+    }
+
     pub fn pause(&mut self, chat: Option<i64>, until: Instant) {
         match chat {
             Some(c) => {
