@@ -48,6 +48,7 @@ pub mod lock;
 pub mod logging;
 pub mod mcp;
 pub mod memtrim;
+pub mod process_metrics;
 pub mod procs;
 pub mod projects;
 pub mod reconstruct;

@@ -152,6 +152,7 @@ impl Core {
             trusted,
         };
         self.store().insert_project(&project).await?;
+        self.metrics().project_known(&project.id);
         self.audit()
             .record(
                 self.store(),

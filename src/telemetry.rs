@@ -101,6 +101,129 @@ fn delivery_buckets() -> Histogram {
     Histogram::new([0.1, 0.5, 1.0, 2.0, 5.0, 10.0])
 }
 
+/// Every family as exposed: name, type, help. The exposition lists each one with HELP and TYPE from the
+/// start, even before its first sample (prometheus-client leaves an empty family out).
+pub const FAMILIES: &[(&str, &str, &str)] = &[
+    (
+        "televibe_sessions_total",
+        "counter",
+        "Total sessions created",
+    ),
+    (
+        "televibe_sessions_active",
+        "gauge",
+        "Currently active sessions",
+    ),
+    (
+        "televibe_session_duration_seconds",
+        "histogram",
+        "Session lifetime duration",
+    ),
+    (
+        "televibe_session_last_activity_timestamp",
+        "gauge",
+        "Unix time of the last activity of a session",
+    ),
+    ("televibe_jobs_total", "counter", "Total jobs processed"),
+    ("televibe_jobs_active", "gauge", "Currently running jobs"),
+    (
+        "televibe_job_duration_seconds",
+        "histogram",
+        "Job execution duration",
+    ),
+    ("televibe_job_queue_size", "gauge", "Jobs waiting in queue"),
+    (
+        "televibe_job_start_timestamp",
+        "gauge",
+        "Unix time a running job started",
+    ),
+    (
+        "televibe_approvals_total",
+        "counter",
+        "Total approval requests",
+    ),
+    (
+        "televibe_approvals_pending",
+        "gauge",
+        "Currently pending approvals",
+    ),
+    (
+        "televibe_approval_response_seconds",
+        "histogram",
+        "Time to approve/deny",
+    ),
+    ("televibe_events_total", "counter", "Total events emitted"),
+    (
+        "televibe_event_delivery_seconds",
+        "histogram",
+        "Time from emit to Telegram delivery",
+    ),
+    (
+        "televibe_notifications_dropped_total",
+        "counter",
+        "Progress notifications dropped because the queue was full",
+    ),
+    (
+        "televibe_circuit_breaker_state",
+        "gauge",
+        "Circuit breaker state (1=closed, 0.5=half-open, 0=open)",
+    ),
+    (
+        "televibe_circuit_breaker_failures_total",
+        "counter",
+        "Circuit breaker failure count",
+    ),
+    (
+        "televibe_workspace_disk_bytes",
+        "gauge",
+        "Disk usage per workspace",
+    ),
+    ("televibe_log_file_bytes", "gauge", "Log file size per job"),
+    (
+        "televibe_actor_restarts_total",
+        "counter",
+        "Restarts of a supervised actor",
+    ),
+    (
+        "televibe_health_check",
+        "gauge",
+        "Result of the last health check (1=ok, 0=failed)",
+    ),
+    (
+        "televibe_database_read_only",
+        "gauge",
+        "1 while the store refuses writes after a write failure",
+    ),
+    (
+        "televibe_start_time_seconds",
+        "gauge",
+        "Unix time the daemon started",
+    ),
+    (
+        "televibe_backup_last_success_timestamp",
+        "gauge",
+        "Unix time of the last verified backup",
+    ),
+    (
+        "televibe_backups_total",
+        "counter",
+        "Backup runs by result (success, failure, remote_failure)",
+    ),
+    (
+        "televibe_backup_duration_seconds",
+        "histogram",
+        "Duration of a backup run (copy, check, compression, upload)",
+    ),
+    (
+        "televibe_backup_bytes",
+        "gauge",
+        "Size in bytes of the last backup file",
+    ),
+];
+
+/// The job statuses every registered project has a `televibe_jobs_total` sample for from the start.
+const FINAL_STATUSES: [&str; 3] = ["done", "failed", "canceled"];
+
 /// All metric families, registered once per daemon (not a process global, so tests can run several).
 pub struct Metrics {
     registry: Registry,
@@ -338,12 +461,38 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition (format 0.0.4) of every family.
+    /// The text exposition (format 0.0.4) of every family, the empty ones with HELP and TYPE only, and the
+    /// process's own (`process_*`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        let body_end = out.rfind("# EOF").unwrap_or(out.len());
+        let mut extra = String::new();
+        for (name, kind, help) in FAMILIES {
+            if !out.contains(&format!("# TYPE {name} ")) {
+                extra += &format!("# HELP {name} {help}.\n# TYPE {name} {kind}\n");
+            }
+        }
+        extra += &crate::process_metrics::exposition();
+        out.insert_str(body_end, &extra);
         out
+    }
+
+    /// Gives a registered project its known series at 0: sessions and jobs created, jobs running, and
+    /// finished jobs by each final status.
+    pub fn project_known(&self, project_id: &str) {
+        let project = ProjectLabel {
+            project_id: project_id.into(),
+        };
+        let _ = self.sessions_total.get_or_create(&project);
+        let _ = self.jobs_active.get_or_create(&project);
+        for status in FINAL_STATUSES {
+            let _ = self.jobs_total.get_or_create(&ProjectStatusLabel {
+                project_id: project_id.into(),
+                status: status.into(),
+            });
+        }
     }
 
     pub fn set_breaker_state(&self, name: BreakerName, state: BreakerState) {

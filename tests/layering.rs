@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lock.rs",
             "logging.rs",
             "memtrim.rs",
+            "process_metrics.rs",
             "sdnotify.rs",
             "agent_path.rs",
             "telemetry.rs",

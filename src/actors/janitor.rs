@@ -20,6 +20,8 @@ pub enum JanitorMsg {
     MeasureWorkspaces,
     /// Gives idle memory back (see `memtrim`).
     Trim,
+    /// Runs the readiness checks so `televibe_health_check` is current without anyone probing.
+    Health,
     Panic,
 }
 
@@ -33,6 +35,8 @@ const DAY: u64 = 86_400;
 /// How often idle memory is given back: code that ran since comes back in on its next use (a few hundred
 /// minor faults for the idle loop, well under a millisecond).
 const TRIM_EVERY: Duration = Duration::from_secs(15);
+/// How often the health gauges are refreshed (the readiness probe refreshes them too).
+const HEALTH_EVERY: Duration = Duration::from_secs(15);
 
 impl Actor for Janitor {
     type Msg = JanitorMsg;
@@ -52,6 +56,8 @@ impl Actor for Janitor {
         myself.send_interval(every, || JanitorMsg::MeasureWorkspaces);
         myself.send_after(Duration::from_secs(5), || JanitorMsg::Trim);
         myself.send_interval(TRIM_EVERY, || JanitorMsg::Trim);
+        myself.send_after(Duration::from_secs(1), || JanitorMsg::Health);
+        myself.send_interval(HEALTH_EVERY, || JanitorMsg::Health);
         Ok(())
     }
 
@@ -80,6 +86,13 @@ impl Actor for Janitor {
                     .await
                     .unwrap_or(0);
                 tracing::debug!(target: "televibe.janitor", code_bytes = offered, "Idle memory given back");
+            }
+            JanitorMsg::Health => {
+                // A slow check (Telegram's getMe) must not hold the janitor's other work.
+                let core = self.core.clone();
+                tokio::spawn(async move {
+                    core.health().await;
+                });
             }
             JanitorMsg::Panic => panic!("injected panic in janitor"),
         }

@@ -149,13 +149,16 @@ impl Core {
                 SessionState::Running,
             )
             .await;
-        let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
-        self.metrics()
-            .approval_response_seconds
-            .get_or_create(&ScopeLabel {
-                scope: scope.into(),
-            })
-            .observe(waited);
+        // Only a person's answer is a response time; an expired request is not.
+        if matches!(outcome, Ok(Ok(_))) {
+            let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
+            self.metrics()
+                .approval_response_seconds
+                .get_or_create(&ScopeLabel {
+                    scope: scope.into(),
+                })
+                .observe(waited);
+        }
         match outcome {
             Ok(Ok((choice, by))) => {
                 if choice == Choice::DenyStop {

@@ -86,6 +86,11 @@ impl Core {
 
     /// Recomputes `televibe_sessions_active{project_id,state}` and the per-session activity gauges.
     pub async fn refresh_session_metrics(&self) {
+        if let Ok(projects) = self.store().projects().await {
+            for p in &projects {
+                self.metrics().project_known(&p.id);
+            }
+        }
         let Ok(open) = self.store().sessions(None, false).await else {
             return;
         };
@@ -133,6 +138,7 @@ impl Core {
             .session_last_activity_timestamp
             .remove(&label);
         self.metrics().workspace_disk_bytes.remove(&label);
+        self.metrics().job_queue_size.remove(&label);
         let lived = (chrono::Utc::now() - s.created_at)
             .num_milliseconds()
             .max(0) as f64

@@ -31,3 +31,40 @@ fn alert_rules_check_and_unit_tests_pass() {
         );
     }
 }
+
+/// Every alert has a unit test that expects it to fire, and the spec's alerts are all there.
+#[test]
+fn every_alert_has_a_unit_test_that_fires_it() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus");
+    let rules = std::fs::read_to_string(format!("{dir}/alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(format!("{dir}/alerts.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for spec in [
+        "OrchestratorDown",
+        "DatabaseCorruption",
+        "JobStuckRunning",
+        "HighApprovalBacklog",
+        "CircuitBreakerOpen",
+        "DiskSpaceLow",
+        "HighJobFailureRate",
+        "SessionLongIdle",
+        "DatabaseReadOnly",
+        "BackupStale",
+    ] {
+        assert!(alerts.contains(&spec), "{spec} missing from alerts.yml");
+    }
+    // A test "fires" an alert when an `alertname:` line is followed by a non-empty `exp_alerts:`.
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
+    for alert in &alerts {
+        let fired = lines
+            .windows(2)
+            .any(|w| w[0] == format!("alertname: {alert}") && w[1] == "exp_alerts:");
+        assert!(
+            fired,
+            "no unit test in alerts.test.yml expects {alert} to fire"
+        );
+    }
+}

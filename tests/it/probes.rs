@@ -452,3 +452,78 @@ fn slow_and_surplus_http_connections_are_closed() {
     });
     drop(d);
 }
+
+/// A fresh daemon, before any project exists, lists every family of the spec (and those its alerts read)
+/// with HELP and TYPE, the process's own, and promtool finds nothing to complain about.
+#[test]
+fn a_fresh_daemon_exports_every_spec_family() {
+    let env = Env::new("");
+    let d = env.start();
+    let (code, body) = d.get("/metrics");
+    assert_eq!(code, 200);
+    for (name, kind) in [
+        ("televibe_sessions_total", "counter"),
+        ("televibe_sessions_active", "gauge"),
+        ("televibe_session_duration_seconds", "histogram"),
+        ("televibe_jobs_total", "counter"),
+        ("televibe_jobs_active", "gauge"),
+        ("televibe_job_duration_seconds", "histogram"),
+        ("televibe_job_queue_size", "gauge"),
+        ("televibe_approvals_total", "counter"),
+        ("televibe_approvals_pending", "gauge"),
+        ("televibe_approval_response_seconds", "histogram"),
+        ("televibe_events_total", "counter"),
+        ("televibe_event_delivery_seconds", "histogram"),
+        ("televibe_circuit_breaker_state", "gauge"),
+        ("televibe_circuit_breaker_failures_total", "counter"),
+        ("televibe_workspace_disk_bytes", "gauge"),
+        ("televibe_log_file_bytes", "gauge"),
+        ("televibe_health_check", "gauge"),
+        ("televibe_job_start_timestamp", "gauge"),
+        ("televibe_session_last_activity_timestamp", "gauge"),
+        ("televibe_database_read_only", "gauge"),
+        ("televibe_backup_last_success_timestamp", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_cpu_seconds_total", "counter"),
+        ("process_open_fds", "gauge"),
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind} missing:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP"
+        );
+    }
+    // Health is measured on a timer, not only when someone asks for readiness.
+    eventually(Duration::from_secs(10), "the repos health gauge", || {
+        d.metric("televibe_health_check{check=\"repos\"}").is_some()
+    });
+    let promtool = required_tool(
+        "promtool",
+        "install the Debian package prometheus (scripts/test does)",
+    );
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(d);
+}
