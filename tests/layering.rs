@@ -57,7 +57,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "cli.rs",
             "daemon.rs",
             "admin.rs",
-            "doctor.rs",
+            "doctor/",
             "backup_cmd.rs",
             "reconstruct.rs",
         ],

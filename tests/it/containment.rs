@@ -431,7 +431,7 @@ async fn without_bubblewrap_jobs_fail_clearly_and_readiness_tells() {
         .env("PATH", &bin)
         .output()
         .unwrap();
-    assert_eq!(doctor.status.code(), Some(1));
+    assert_eq!(doctor.status.code(), Some(2), "a failure is exit code 2");
     let report = json(&String::from_utf8_lossy(&doctor.stdout));
     assert!(
         report["sandbox"]

@@ -5,6 +5,8 @@ mod approvals;
 mod backup;
 mod config_cli;
 mod containment;
+mod dashboard;
+mod doctor;
 mod fake_model;
 mod fake_telegram;
 mod harness;

@@ -2,7 +2,6 @@
 //!
 //! It reads the database read-only and never changes anything; each finding says what to do.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,9 +14,11 @@ use crate::mcp::client::DaemonClient;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
+mod checks;
+
 /// The findings, printed as they come (text) or gathered for one JSON document (`--json`).
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     failures: usize,
     warnings: usize,
     json: bool,
@@ -25,24 +26,28 @@ struct Report {
 }
 
 impl Report {
-    fn say(&mut self, status: &str, what: &str) {
+    fn say(&mut self, status: &str, check: &str, what: &str, fix: Option<&str>) {
         if self.json {
-            self.checks
-                .push(serde_json::json!({"status": status, "message": what}));
+            self.checks.push(serde_json::json!({
+                "check": check, "status": status, "message": what, "fix": fix,
+            }));
         } else {
-            println!("{:<5} {what}", if status == "ok" { "ok" } else { status });
+            println!("{status:<5} {what}");
+            if let Some(fix) = fix {
+                println!("      fix: {fix}");
+            }
         }
     }
-    fn ok(&mut self, what: &str) {
-        self.say("ok", what);
+    pub(crate) fn ok(&mut self, check: &str, what: &str) {
+        self.say("ok", check, what, None);
     }
-    fn warn(&mut self, what: &str) {
+    pub(crate) fn warn(&mut self, check: &str, what: &str, fix: &str) {
         self.warnings += 1;
-        self.say("WARN", what);
+        self.say("WARN", check, what, Some(fix));
     }
-    fn fail(&mut self, what: &str) {
+    pub(crate) fn fail(&mut self, check: &str, what: &str, fix: &str) {
         self.failures += 1;
-        self.say("FAIL", what);
+        self.say("FAIL", check, what, Some(fix));
     }
 }
 
@@ -53,68 +58,25 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
     };
     let layout = Layout::new(&config.root);
     match &config.file {
-        Some(f) => r.ok(&format!("configuration valid ({})", f.display())),
-        None => r.ok("configuration valid (built-in defaults and environment)"),
+        Some(f) => r.ok("config", &format!("configuration valid ({})", f.display())),
+        None => r.ok(
+            "config",
+            "configuration valid (built-in defaults and environment)",
+        ),
     }
-    for dir in [
-        layout.repos(),
-        layout.workspaces(),
-        layout.orchestrator(),
-        layout.logs(),
-    ] {
-        if dir.is_dir() {
-            r.ok(&format!("{} exists", dir.display()));
-        } else {
-            r.fail(&format!(
-                "{} is missing (the daemon creates it at start; check permissions of {})",
-                dir.display(),
-                config.root.display()
-            ));
-        }
-    }
-    if let Ok(meta) = std::fs::metadata(layout.orchestrator())
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        r.warn(&format!(
-            "{} is readable by others (expected 0700): chmod 700 it",
-            layout.orchestrator().display()
-        ));
-    }
-    match crate::agent_path::find(&config.agent.command) {
-        Some(p) => r.ok(&format!(
-            "agent command {} found at {}",
-            config.agent.command,
-            p.display()
-        )),
-        None => r.warn(&format!(
-            "agent command {:?} not found: install it or set agent.command",
-            config.agent.command
-        )),
-    }
-    let sandbox = if !config.agent.sandboxed {
-        r.warn(&format!(
-            "sandbox: {}: agent.sandbox = \"none\", jobs can read and write everything this user can",
-            crate::jobs::sandbox::UNCONFINED
-        ));
-        crate::jobs::sandbox::UNCONFINED.to_string()
-    } else {
-        match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref()) {
-            Ok(()) => {
-                r.ok("sandbox: ok (bubblewrap)");
-                "ok".to_string()
-            }
-            Err(e) => {
-                r.fail(&format!(
-                    "sandbox: failed: {e}; jobs cannot start (install bubblewrap, or set agent.sandbox = \"none\" to run agents unconfined)"
-                ));
-                format!("failed: {e}")
-            }
-        }
-    };
+    checks::directories(config, &layout, &mut r);
+    checks::disk(config, &layout, &mut r);
+    checks::socket(config, &mut r);
+    checks::agent(config, &mut r).await;
+    let sandbox = checks::sandbox(config, &mut r);
+    checks::telegram(config, &mut r).await;
     check_daemon(config, &mut r).await;
     check_store(&layout, &mut r).await;
     let backup_age_secs = check_backups(config, &layout, &mut r, chrono::Utc::now());
+    // The exit code is the worst finding: 0 all ok, 1 warnings, 2 failures.
     let code = if r.failures > 0 {
+        ExitCode::from(2)
+    } else if r.warnings > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -144,10 +106,14 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
 
 async fn check_daemon(config: &Config, r: &mut Report) {
     match DaemonClient::connect(&config.socket_path).await {
-        Err(_) => r.warn(&format!(
-            "daemon not running (no answer on {})",
-            config.socket_path.display()
-        )),
+        Err(_) => r.warn(
+            "daemon",
+            &format!(
+                "daemon not running (no answer on {})",
+                config.socket_path.display()
+            ),
+            "systemctl start televibe (or televibe serve); then journalctl -u televibe -n 100 if it stops again",
+        ),
         Ok(client) => {
             match client.call("get_health", serde_json::json!({})).await {
                 Ok(h) => {
@@ -157,12 +123,20 @@ async fn check_daemon(config: &Config, r: &mut Report) {
                         h["ready"], checks["database"], checks["telegram"], checks["repos"]
                     );
                     if h["ready"] == true {
-                        r.ok(&line)
+                        r.ok("daemon", &line)
                     } else {
-                        r.fail(&line)
+                        r.fail(
+                            "daemon",
+                            &line,
+                            "see the failing check above and docs/runbooks.md; curl http://127.0.0.1:9464/health/ready",
+                        )
                     }
                 }
-                Err(e) => r.fail(&format!("daemon answered get_health with an error: {e}")),
+                Err(e) => r.fail(
+                    "daemon",
+                    &format!("daemon answered get_health with an error: {e}"),
+                    "journalctl -u televibe -n 100; systemctl restart televibe",
+                ),
             }
             client.close().await;
         }
@@ -172,30 +146,47 @@ async fn check_daemon(config: &Config, r: &mut Report) {
 async fn check_store(layout: &Layout, r: &mut Report) {
     let db = layout.state_db();
     if !db.exists() {
-        r.warn(&format!(
-            "{} does not exist yet (created at the first start)",
-            db.display()
-        ));
+        r.warn(
+            "database",
+            &format!(
+                "{} does not exist yet (created at the first start)",
+                db.display()
+            ),
+            "televibe serve (or televibe backup restore latest if it was lost)",
+        );
         return;
     }
     let store = match Store::open_read_only(&db, Arc::new(Metrics::new())).await {
         Ok(s) => s,
         Err(e) => {
-            r.fail(&format!("cannot open the database: {e}"));
+            r.fail(
+                "database",
+                &format!("cannot open the database: {e}"),
+                "systemctl stop televibe && televibe backup restore latest (or televibe reconstruct)",
+            );
             return;
         }
     };
     match store.integrity_check().await {
-        Ok(()) => r.ok("database integrity_check ok"),
+        Ok(()) => r.ok("database", "database integrity_check ok"),
         Err(e) => {
-            r.fail(&e.to_string());
+            r.fail(
+                "database",
+                &e.to_string(),
+                "systemctl stop televibe && televibe backup restore latest && systemctl start televibe",
+            );
             return;
         }
     }
+    checks::stuck_jobs(&store, r).await;
     let sessions = match store.sessions(None, false).await {
         Ok(s) => s,
         Err(e) => {
-            r.fail(&format!("cannot read sessions: {e}"));
+            r.fail(
+                "database",
+                &format!("cannot read sessions: {e}"),
+                "televibe backup verify latest; televibe backup restore latest",
+            );
             return;
         }
     };
@@ -203,25 +194,42 @@ async fn check_store(layout: &Layout, r: &mut Report) {
     for s in &sessions {
         let path = PathBuf::from(&s.worktree_path);
         if !path.is_dir() {
-            r.warn(&format!(
-                "session {} ({} on {}) has no worktree at {}: bring it back with `televibe admin session recover {}` (re-created from its branch)",
-                s.id, s.project_id, s.branch, s.worktree_path, s.id
-            ));
+            r.warn(
+                "worktrees",
+                &format!(
+                    "session {} ({} on {}) has no worktree at {}",
+                    s.id, s.project_id, s.branch, s.worktree_path
+                ),
+                &format!(
+                    "televibe admin session recover {} (re-created from its branch)",
+                    s.id
+                ),
+            );
         }
         known.push(path);
     }
     let unknown = unknown_worktrees(&layout.workspaces(), &known);
     for dir in &unknown {
-        r.warn(&format!(
-            "{} is not the worktree of any open session: inspect it, then remove it (git worktree remove) if nothing in it is needed",
-            dir.display()
-        ));
+        r.warn(
+            "worktrees",
+            &format!(
+                "stale worktree {}: not the worktree of any open session",
+                dir.display()
+            ),
+            &format!(
+                "televibe admin cleanup --apply (or inspect it, then git worktree remove --force {})",
+                dir.display()
+            ),
+        );
     }
-    r.ok(&format!(
-        "{} open session(s), {} unknown worktree(s)",
-        sessions.len(),
-        unknown.len()
-    ));
+    r.ok(
+        "worktrees",
+        &format!(
+            "{} open session(s), {} stale worktree(s)",
+            sessions.len(),
+            unknown.len()
+        ),
+    );
     store.close().await;
 }
 
@@ -265,21 +273,26 @@ fn check_backups(
     let schedule = &config.backup.schedule;
     let period = schedule_period(schedule, now);
     let Some((name, at)) = newest_backup(&dir) else {
-        r.warn(&format!(
-            "no backup in {} (state-<timestamp>.db.gz): take one with `televibe backup now` and check backup.schedule",
-            dir.display()
-        ));
+        r.warn(
+            "backup",
+            &format!("no backup in {} (state-<timestamp>.db.gz)", dir.display()),
+            "televibe backup now (and check backup.schedule)",
+        );
         return None;
     };
     let age = (now - at).num_seconds().max(0) as u64;
     let shown = crate::admin::human_duration(age);
     match period {
-        Some(p) if age > 2 * p.num_seconds().max(0) as u64 => r.warn(&format!(
-            "newest backup {name} is {shown} old, more than two periods of backup.schedule {:?} ({} each): check that the daemon runs and that its backups succeed (orchestrator.log)",
-            schedule.expr(),
-            crate::admin::human_duration(p.num_seconds().max(0) as u64)
-        )),
-        _ => r.ok(&format!("newest backup {name} is {shown} old")),
+        Some(p) if age > 2 * p.num_seconds().max(0) as u64 => r.warn(
+            "backup",
+            &format!(
+                "newest backup {name} is {shown} old, more than two periods of backup.schedule {:?} ({} each)",
+                schedule.expr(),
+                crate::admin::human_duration(p.num_seconds().max(0) as u64)
+            ),
+            "televibe backup now; then check that the daemon runs and its backups succeed (grep Backup orchestrator.log)",
+        ),
+        _ => r.ok("backup", &format!("newest backup {name} is {shown} old")),
     }
     Some(age)
 }

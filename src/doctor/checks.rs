@@ -1,0 +1,288 @@
+//! The doctor's checks of the machine: directories and their modes, free disk, the socket, the agent and
+//! its sandbox, Telegram, and jobs running too long. Each finding names the command that fixes it.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use super::Report;
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::store::Store;
+
+/// Free space under which a disk is a warning (the spec's DiskSpaceLow threshold) and a failure.
+const DISK_WARN_BYTES: u64 = 5_000_000_000;
+const DISK_FAIL_BYTES: u64 = 100_000_000;
+/// A job running longer than this is the stuck-job runbook's trigger.
+const STUCK_AFTER: chrono::Duration = chrono::Duration::hours(1);
+
+pub(super) fn directories(config: &Config, layout: &Layout, r: &mut Report) {
+    for dir in [
+        layout.repos(),
+        layout.workspaces(),
+        layout.orchestrator(),
+        layout.logs(),
+    ] {
+        if dir.is_dir() {
+            r.ok("directories", &format!("{} exists", dir.display()));
+        } else {
+            r.fail(
+                "directories",
+                &format!("{} is missing", dir.display()),
+                &format!(
+                    "start the daemon once (it creates it), or: chown -R televibe:televibe {}",
+                    config.root.display()
+                ),
+            );
+        }
+    }
+}
+
+/// Free space of each filesystem holding the root's parts (a worktree disk may be its own mount).
+pub(super) fn disk(config: &Config, layout: &Layout, r: &mut Report) {
+    let mut seen = Vec::new();
+    for dir in [
+        config.root.clone(),
+        layout.repos(),
+        layout.workspaces(),
+        layout.orchestrator(),
+    ] {
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        if seen.contains(&meta.dev()) {
+            continue;
+        }
+        seen.push(meta.dev());
+        let Some(free) = free_bytes(&dir) else {
+            continue;
+        };
+        let what = format!("{} GB free on the disk of {}", gb(free), dir.display());
+        let fix = format!(
+            "televibe admin cleanup (then --apply): old logs, old backups, stale worktrees; du -sh {}/* to see the rest",
+            dir.display()
+        );
+        if free < DISK_FAIL_BYTES {
+            r.fail("disk", &what, &fix);
+        } else if free < DISK_WARN_BYTES {
+            r.warn("disk", &format!("{what} (under 5 GB)"), &fix);
+        } else {
+            r.ok("disk", &what);
+        }
+    }
+}
+
+fn gb(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / 1e9)
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Modes of the root, the orchestrator directory (it holds the socket and the secrets) and the socket.
+pub(super) fn socket(config: &Config, r: &mut Report) {
+    let sock = &config.socket_path;
+    if let Some(dir) = sock.parent()
+        && let Ok(meta) = std::fs::metadata(dir)
+    {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o700 != 0o700 {
+            r.fail(
+                "permissions",
+                &format!(
+                    "socket directory {} has mode {mode:o}: its owner cannot read or enter it, so the daemon cannot create the socket and clients cannot reach it",
+                    dir.display()
+                ),
+                &format!("chmod 700 {} (and chown televibe:televibe it)", dir.display()),
+            );
+        } else if mode & 0o077 != 0 {
+            r.warn(
+                "permissions",
+                &format!("{} has mode {mode:o}: readable by others", dir.display()),
+                &format!("chmod 700 {}", dir.display()),
+            );
+        } else {
+            r.ok("permissions", &format!("{} mode {mode:o}", dir.display()));
+        }
+    }
+    match std::fs::symlink_metadata(sock) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                r.fail(
+                    "permissions",
+                    &format!(
+                        "socket {} has mode {mode:o}: other users could drive the daemon",
+                        sock.display()
+                    ),
+                    &format!(
+                        "chmod 600 {} (the daemon sets it at start: restart it)",
+                        sock.display()
+                    ),
+                );
+            } else {
+                r.ok(
+                    "permissions",
+                    &format!("socket {} mode {mode:o}", sock.display()),
+                );
+            }
+        }
+        Err(_) => r.ok(
+            "permissions",
+            &format!(
+                "no socket at {} (the daemon is not running)",
+                sock.display()
+            ),
+        ),
+    }
+}
+
+/// The agent binary and its version.
+pub(super) async fn agent(config: &Config, r: &mut Report) {
+    let Some(path) = crate::agent_path::find(&config.agent.command) else {
+        r.warn(
+            "agent",
+            &format!("agent command {:?} not found", config.agent.command),
+            "npm install -g @anthropic-ai/claude-code (or set agent.command to its path)",
+        );
+        return;
+    };
+    let version = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(&path)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await;
+    match version {
+        Ok(Ok(out)) if out.status.success() => {
+            let v = String::from_utf8_lossy(&out.stdout);
+            r.ok(
+                "agent",
+                &format!(
+                    "agent {} at {}: {}",
+                    config.agent.command,
+                    path.display(),
+                    v.lines().next().unwrap_or("").trim()
+                ),
+            );
+        }
+        Ok(Ok(out)) => r.warn(
+            "agent",
+            &format!(
+                "{} --version failed ({}): {}",
+                path.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ),
+            "reinstall the agent: npm install -g @anthropic-ai/claude-code",
+        ),
+        Ok(Err(e)) => r.warn(
+            "agent",
+            &format!("cannot run {}: {e}", path.display()),
+            &format!("chmod +x {} or reinstall the agent", path.display()),
+        ),
+        Err(_) => r.warn(
+            "agent",
+            &format!("{} --version did not answer in 20 s", path.display()),
+            "reinstall the agent: npm install -g @anthropic-ai/claude-code",
+        ),
+    }
+}
+
+/// Whether jobs can start in their sandbox. Answers what `--json` shows as `sandbox`.
+pub(super) fn sandbox(config: &Config, r: &mut Report) -> String {
+    if !config.agent.sandboxed {
+        r.warn(
+            "sandbox",
+            &format!(
+                "sandbox: {}: agent.sandbox = \"none\", jobs can read and write everything this user can",
+                crate::jobs::sandbox::UNCONFINED
+            ),
+            "apt-get install bubblewrap, then set agent.sandbox = \"bwrap\"",
+        );
+        return crate::jobs::sandbox::UNCONFINED.to_string();
+    }
+    match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref()) {
+        Ok(()) => {
+            r.ok("sandbox", "sandbox: ok (bubblewrap)");
+            "ok".to_string()
+        }
+        Err(e) => {
+            r.fail(
+                "sandbox",
+                &format!("sandbox: failed: {e}; jobs cannot start"),
+                "apt-get install bubblewrap (or set agent.sandbox = \"none\" to run agents unconfined)",
+            );
+            format!("failed: {e}")
+        }
+    }
+}
+
+/// `getMe` with the configured token.
+pub(super) async fn telegram(config: &Config, r: &mut Report) {
+    let Some(token) = config.telegram_token.as_deref() else {
+        r.ok("telegram", "telegram: no token configured (MCP only)");
+        return;
+    };
+    let probe = crate::telegram::TelegramProbe::new(&config.telegram.api_url, token);
+    match probe.get_me(Duration::from_secs(10)).await {
+        Ok(()) => r.ok("telegram", "telegram: getMe ok"),
+        Err(e) => r.fail(
+            "telegram",
+            &format!("telegram: getMe failed: {e}"),
+            "check the token (@BotFather), telegram.api_url and outbound HTTPS: curl -sS https://api.telegram.org",
+        ),
+    }
+}
+
+/// Jobs running for over an hour: the stuck-job runbook.
+pub(super) async fn stuck_jobs(store: &Store, r: &mut Report) {
+    let Ok(running) = store
+        .jobs(None, Some(crate::domain::JobStatus::Running), 1000)
+        .await
+    else {
+        return;
+    };
+    let now = chrono::Utc::now();
+    let stuck: Vec<_> = running
+        .iter()
+        .filter(|j| j.started_at.is_some_and(|t| now - t > STUCK_AFTER))
+        .collect();
+    for j in &stuck {
+        let age = (now - j.started_at.unwrap_or(now)).num_seconds().max(0) as u64;
+        r.warn(
+            "jobs",
+            &format!(
+                "job {} in session {} has been running for {} (pid {})",
+                j.id,
+                j.session_id,
+                crate::admin::human_duration(age),
+                j.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            ),
+            &format!(
+                "televibe admin job kill {} (TERM, grace, KILL; the user is told it was terminated after getting stuck)",
+                j.id
+            ),
+        );
+    }
+    if stuck.is_empty() {
+        r.ok(
+            "jobs",
+            &format!("{} running job(s), none over an hour", running.len()),
+        );
+    }
+}

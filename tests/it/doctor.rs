@@ -1,0 +1,117 @@
+//! `televibe doctor` on a deliberately broken root: each problem named with the command that fixes it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+
+const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_names_each_problem_of_a_broken_root_and_its_fix() {
+    let env = Env::new("");
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\nsandbox = \"none\"\n"
+    ));
+    // The socket's directory (it holds the database and the secrets too).
+    let sock_dir = env.orchestrator();
+    // A job left running by a daemon that died, started long ago.
+    let mut d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    make_repo(&env.root().join("repos/app"));
+    mcp.call("register_project", json!({"path": "app"}))
+        .await
+        .unwrap();
+    mcp.call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    let q = mcp
+        .call(
+            "run_instruction",
+            json!({"session_id": "S1", "instruction": "hang"}),
+        )
+        .await
+        .unwrap();
+    let job = q["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(20), "the job runs", || {
+        env.run(&["admin", "jobs", "--json"])
+            .stdout
+            .windows(7)
+            .any(|w| w == b"running")
+    });
+    drop(mcp);
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(10));
+    let store = env.store().await;
+    store
+        .execute_unchecked(&format!(
+            "UPDATE jobs SET started_at = '2020' || substr(started_at, 5) WHERE id = '{job}'"
+        ))
+        .await
+        .unwrap();
+    store.close().await;
+    // A stale worktree, an old backup, an unreadable socket directory, bubblewrap missing.
+    std::fs::create_dir_all(env.root().join("workspaces/app/S77")).unwrap();
+    let backups = env.orchestrator().join("backups");
+    for e in std::fs::read_dir(&backups).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let old = chrono::Utc::now() - chrono::Duration::days(3);
+    std::fs::write(
+        backups.join(format!("state-{}.db.gz", old.format("%Y-%m-%dT%H-%M-%S"))),
+        b"old",
+    )
+    .unwrap();
+    std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let text = std::fs::read_to_string(env.config()).unwrap();
+    std::fs::write(
+        env.config(),
+        text.replace("sandbox = \"none\"", "sandbox = \"bwrap\""),
+    )
+    .unwrap();
+    let empty = env.dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = |json_out: bool| {
+        let mut args = vec!["doctor"];
+        if json_out {
+            args.push("--json");
+        }
+        env.command(&args).env("PATH", &empty).output().unwrap()
+    };
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(2), "failures are exit code 2");
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    let find = |check: &str, needle: &str| -> serde_json::Value {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == check && c["message"].as_str().unwrap().contains(needle))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {check} finding with {needle:?}: {report}"))
+    };
+    for (check, needle, status, fix) in [
+        ("worktrees", "S77", "WARN", "televibe admin cleanup --apply"),
+        (
+            "jobs",
+            &job[..],
+            "WARN",
+            &format!("televibe admin job kill {job}")[..],
+        ),
+        ("permissions", "socket directory", "FAIL", "chmod 700"),
+        ("backup", "old", "WARN", "televibe backup now"),
+        ("sandbox", "failed", "FAIL", "apt-get install bubblewrap"),
+    ] {
+        let f = find(check, needle);
+        assert_eq!(f["status"], status, "{f}");
+        assert!(f["fix"].as_str().unwrap_or("").contains(fix), "{f}");
+    }
+    let text = String::from_utf8_lossy(&run(false).stdout).to_string();
+    assert!(
+        text.contains(&format!("fix: televibe admin job kill {job}")),
+        "{text}"
+    );
+    std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
