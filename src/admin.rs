@@ -55,6 +55,15 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// Free disk space: old logs and backups, `git worktree prune`, worktrees of sessions closed over a week
+    /// ago. A dry run unless --apply; works with the daemon stopped.
+    Cleanup {
+        /// Delete (without it, only list what would go and the bytes it frees).
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Failure drill: make a supervised actor panic (needs debug.test_hooks = true).
     #[command(hide = true)]
     Panic { name: String },
@@ -80,6 +89,9 @@ pub enum BreakersCommand {
 }
 
 pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
+    if let AdminCommand::Cleanup { apply, json } = command {
+        return crate::cleanup::run(config, apply, json).await;
+    }
     let client = match DaemonClient::connect(&config.socket_path).await {
         Ok(c) => c,
         Err(e) => {
@@ -118,6 +130,7 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
             command: SessionCommand::Recover { id },
         } => ("recover_session", json!({"session_id": id}), *json),
         AdminCommand::Panic { name } => ("debug_panic_actor", json!({"name": name}), true),
+        AdminCommand::Cleanup { .. } => unreachable!("handled above"),
     };
     let result = client.call(tool, args).await;
     client.close().await;

@@ -33,6 +33,7 @@ pub mod audit;
 pub mod backup;
 pub mod backup_cmd;
 pub mod breaker;
+pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -57,6 +57,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "cli.rs",
             "daemon.rs",
             "admin.rs",
+            "cleanup.rs",
             "doctor/",
             "backup_cmd.rs",
             "reconstruct.rs",

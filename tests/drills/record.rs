@@ -9,8 +9,19 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// The spec's rows: key, component, failure mode, spec detection, spec impact, RTO (text, seconds).
-pub const ROWS: &[(&str, &str, &str, &str, &str, &str, Option<u64>)] = &[
+/// A spec row: key, component, failure mode, spec detection, spec impact, RTO (text, seconds).
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<u64>,
+);
+
+/// The spec's rows.
+pub const ROWS: &[Row] = &[
     (
         "orchestrator_crash",
         "Orchestrator MCP",

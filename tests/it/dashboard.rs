@@ -316,9 +316,9 @@ fn expand(expr: &str, vars: &BTreeMap<String, String>) -> Result<String, String>
                 .ok_or_else(|| format!("unclosed `[[` in `{expr}`"))?;
             let inner = &bracketed[..end];
             (inner.split(':').next().unwrap_or(inner), end + 4)
-        } else if tail.starts_with('$') {
-            let end = tail[1..].find(|c| !is_ident(c)).unwrap_or(tail.len() - 1);
-            (&tail[1..1 + end], end + 1)
+        } else if let Some(name) = tail.strip_prefix('$') {
+            let end = name.find(|c| !is_ident(c)).unwrap_or(name.len());
+            (&name[..end], end + 1)
         } else {
             // A plain `[`, as in a range selector.
             out.push('[');

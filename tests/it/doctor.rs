@@ -115,3 +115,57 @@ async fn doctor_names_each_problem_of_a_broken_root_and_its_fix() {
     );
     std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
+
+#[test]
+fn cleanup_is_a_dry_run_until_applied_and_keeps_the_newest_backup() {
+    let env = Env::new("");
+    let d = env.start();
+    drop(d);
+    let backups = env.orchestrator().join("backups");
+    for e in std::fs::read_dir(&backups).unwrap().flatten() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let name = |days: i64| {
+        let at = chrono::Utc::now() - chrono::Duration::days(days);
+        backups.join(format!("state-{}.db.gz", at.format("%Y-%m-%dT%H-%M-%S")))
+    };
+    let (older, old) = (name(50), name(40));
+    std::fs::write(&older, vec![0u8; 1000]).unwrap();
+    std::fs::write(&old, vec![0u8; 1000]).unwrap();
+    let log = env.orchestrator().join("logs/jobs/ancient.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "x").unwrap();
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "40 days ago"])
+        .arg(&log)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let report = |apply: bool| {
+        let mut args = vec!["admin", "cleanup", "--json"];
+        if apply {
+            args.push("--apply");
+        }
+        let out = env.run(&args);
+        assert!(out.status.success(), "{out:?}");
+        json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let dry = report(false);
+    let paths: Vec<String> = dry["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(paths.contains(&older.display().to_string()), "{dry}");
+    assert!(paths.contains(&log.display().to_string()), "{dry}");
+    assert!(
+        !paths.contains(&old.display().to_string()),
+        "the newest backup stays: {dry}"
+    );
+    assert!(older.exists() && log.exists(), "a dry run deletes nothing");
+    let applied = report(true);
+    assert_eq!(applied["applied"], true);
+    assert!(!older.exists() && !log.exists(), "{applied}");
+    assert!(old.exists(), "the newest backup stays");
+}
