@@ -25,14 +25,7 @@ pub fn binary() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building the daemon: cargo build --profile {profile} --bin televibe …");
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            &profile,
-            "--bin",
-            "televibe",
-        ])
+        .args(["build", "--profile", &profile, "--bin", "televibe"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status();
     let bin = profile_dir.join("televibe");
