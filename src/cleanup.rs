@@ -1,5 +1,5 @@
 //! `televibe admin cleanup [--apply]`: the "disk full" runbook as one command. Daemon and job logs past
-//! their retention, backups past theirs (the newest is always kept), `git worktree prune` in each
+//! their retention, backups past theirs (never the newest three), `git worktree prune` in each
 //! registered repository, and worktrees of sessions closed more than a week ago still on disk. A dry run
 //! unless `--apply`; works with the daemon running or stopped (the database is read read-only).
 
@@ -13,6 +13,8 @@ use crate::layout::Layout;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
+/// Backups kept whatever their age.
+const KEEP_NEWEST: usize = 3;
 /// A closed session's worktree left on disk this long is removed.
 const CLOSED_FOR: chrono::Duration = chrono::Duration::days(7);
 
@@ -159,7 +161,8 @@ fn old_files(dir: &Path, age: Duration, kind: &'static str, items: &mut Vec<Item
     }
 }
 
-/// Backups older than the retention by the time in their names; the newest always stays.
+/// Backups older than the retention by the time in their names; the newest three always stay, as with the
+/// janitor's own retention.
 fn old_backups(dir: &Path, days: u32, items: &mut Vec<Item>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -172,7 +175,7 @@ fn old_backups(dir: &Path, days: u32, items: &mut Vec<Item>) {
         })
         .collect();
     all.sort();
-    all.pop();
+    all.truncate(all.len().saturating_sub(KEEP_NEWEST));
     let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
     for (at, path, bytes) in all {
         if at < cutoff {

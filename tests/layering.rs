@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "process_metrics.rs",
             "sdnotify.rs",
             "agent_path.rs",
-            "telemetry.rs",
+            "telemetry/",
             "breaker/",
             "config/",
             "store/",

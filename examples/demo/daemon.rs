@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+/// Set for every process the demo starts: the demo refuses to run where it is set.
+pub const INSIDE_VAR: &str = "TVDEMO_INSIDE";
+
 /// The daemon binary of this example's own profile (`target/<profile>/televibe`), built by cargo first
 /// (a no-op when it is up to date).
 pub fn binary() -> Result<PathBuf> {
@@ -100,6 +103,7 @@ impl Daemon {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--config").arg(self.config()).args(args);
+        c.env(INSIDE_VAR, "1");
         for (k, _) in std::env::vars() {
             if k.starts_with("TELEVIBE_") || k == "NOTIFY_SOCKET" || k.starts_with("WATCHDOG_") {
                 c.env_remove(k);

@@ -46,6 +46,17 @@ fn main() -> ExitCode {
         agent::run();
         return ExitCode::SUCCESS;
     }
+    // `televibe doctor` asks the configured agent (this program, for the scripted agent) for its version,
+    // without the agent's environment: answer it, and never start a demo from inside a demo.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--version") {
+        println!("televibe-demo scripted agent {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if !args.is_empty() || std::env::var_os(daemon::INSIDE_VAR).is_some() {
+        eprintln!("usage: cargo run --release --example demo (no arguments)");
+        return ExitCode::from(2);
+    }
     let outcome = daemon::binary().and_then(|bin| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)

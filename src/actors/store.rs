@@ -72,7 +72,7 @@ impl StoreActor {
                 self.core
                     .emit(Scope::daemon(), Event::DatabaseCorrupted { detail })
                     .await;
-                self.core.store().enter_read_only("integrity check failed");
+                self.core.store().enter_corrupt();
                 tracing::error!(target: "televibe.store()", critical = true, error = %e, "Database integrity check failed");
             }
             Err(e) => {

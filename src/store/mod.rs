@@ -69,6 +69,9 @@ fn looks_corrupt(text: &str) -> bool {
     t.contains("file is not a database") || t.contains("malformed") || t.contains("corrupt")
 }
 
+/// The read-only reason of a database that failed its integrity check.
+pub const CORRUPT: &str = "integrity check failed";
+
 /// A handle on the state database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -262,6 +265,11 @@ impl Store {
             .clone()
     }
 
+    /// Flips the store into read-only mode for good (until a restart): the integrity check failed.
+    pub fn enter_corrupt(&self) -> bool {
+        self.enter_read_only(CORRUPT)
+    }
+
     /// Flips the store into read-only mode (idempotent); returns true when this call flipped it.
     pub fn enter_read_only(&self, reason: &str) -> bool {
         let flipped = !self.read_only.swap(true, Ordering::SeqCst);
@@ -314,8 +322,14 @@ impl Store {
         &self.db
     }
 
-    /// Tries one small write past the gate; success leaves read-only mode.
+    /// Tries one small write past the gate; success leaves read-only mode. A database that failed its
+    /// integrity check stays read-only whatever the probe would say: only a restore (and a restart) ends it.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.read_only_reason()
+            && reason == CORRUPT
+        {
+            return Err(StoreError::ReadOnly { reason });
+        }
         let now = chrono::Utc::now().to_rfc3339();
         let stmt = Statement::from_sql_and_values(
             DbBackend::Sqlite,

@@ -229,7 +229,7 @@ async fn sqlite_corruption_restored_from_backup() {
     let env = Env::new(&tg_config(
         &tg,
         &format!(
-            "{}[store]\nintegrity_check_interval_secs = 1\n",
+            "{}[store]\nintegrity_check_interval_secs = 1\nread_only_probe_secs = 1\n",
             fake_agent("")
         ),
     ));
@@ -261,6 +261,16 @@ async fn sqlite_corruption_restored_from_backup() {
         .find(|m| m.visible.to_lowercase().contains("integrity"))
         .map(|m| m.visible)
         .unwrap_or_default();
+    // A corrupt database stays read-only, whatever a probe write would say.
+    eventually(Duration::from_secs(10), "read-only mode", || {
+        d.metric("televibe_database_read_only") == Some(1.0)
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        d.metric("televibe_database_read_only"),
+        Some(1.0),
+        "probe writes do not lift read-only mode after a failed integrity check"
+    );
     // The runbook: stop, restore the newest verified backup, start, check.
     let t1 = Instant::now();
     assert!(d.stop().success());
@@ -295,7 +305,7 @@ async fn sqlite_corruption_restored_from_backup() {
         user_saw: &format!("admin chat: {first_line}"),
         lost,
         duplicated,
-        settings: "integrity_check_interval_secs = 1; recovery = stop, `televibe backup restore latest`, start",
+        settings: "integrity_check_interval_secs = 1, read_only_probe_secs = 1 (it stays read-only); recovery = stop, `televibe backup restore latest`, start",
     });
     assert_eq!((lost, duplicated), (0, 0));
     drop(d2);

@@ -117,7 +117,7 @@ async fn doctor_names_each_problem_of_a_broken_root_and_its_fix() {
 }
 
 #[test]
-fn cleanup_is_a_dry_run_until_applied_and_keeps_the_newest_backup() {
+fn cleanup_is_a_dry_run_until_applied_and_keeps_the_newest_backups() {
     let env = Env::new("");
     let d = env.start();
     drop(d);
@@ -129,9 +129,11 @@ fn cleanup_is_a_dry_run_until_applied_and_keeps_the_newest_backup() {
         let at = chrono::Utc::now() - chrono::Duration::days(days);
         backups.join(format!("state-{}.db.gz", at.format("%Y-%m-%dT%H-%M-%S")))
     };
-    let (older, old) = (name(50), name(40));
-    std::fs::write(&older, vec![0u8; 1000]).unwrap();
-    std::fs::write(&old, vec![0u8; 1000]).unwrap();
+    // Four past the 30 days of retention: the newest three stay, as the janitor keeps them.
+    let (older, old) = (name(60), name(40));
+    for f in [&older, &name(50), &name(45), &old] {
+        std::fs::write(f, vec![0u8; 1000]).unwrap();
+    }
     let log = env.orchestrator().join("logs/jobs/ancient.log");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     std::fs::write(&log, "x").unwrap();
@@ -161,7 +163,7 @@ fn cleanup_is_a_dry_run_until_applied_and_keeps_the_newest_backup() {
     assert!(paths.contains(&log.display().to_string()), "{dry}");
     assert!(
         !paths.contains(&old.display().to_string()),
-        "the newest backup stays: {dry}"
+        "the newest three backups stay: {dry}"
     );
     assert!(older.exists() && log.exists(), "a dry run deletes nothing");
     let applied = report(true);
