@@ -36,7 +36,7 @@ pub enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Check the installation: config, directories, database, daemon, worktrees (exit 1 on problems).
+    /// Check the installation and the state on disk; each finding with its fix (exit 0 ok, 1 warnings, 2 failures).
     Doctor {
         /// One JSON document: ok, failures, warnings, sandbox, checks.
         #[arg(long)]

@@ -152,8 +152,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
         config_file = %config.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into()),
         "Daemon starting"
     );
-    let default = std::path::PathBuf::from("/projects");
-    if config.root != default && crate::config::default_root_fallback(default) == config.root {
+    if config.root_is_fallback {
         // The default root was not writable for this user: say where the state goes instead.
         eprintln!(
             "televibe: /projects is not writable for this user; using root {} (set root or TELEVIBE_ROOT to choose)",

@@ -198,7 +198,7 @@ pub fn sweep_backups(dir: &Path, retention_days: u32) -> usize {
 }
 
 /// Backups kept past their retention because they are the newest.
-const KEEP_NEWEST: usize = 3;
+pub const KEEP_NEWEST: usize = 3;
 
 /// Decompressed copies a restore killed halfway left beside `state.db`.
 pub fn sweep_restores(orchestrator: &Path) -> usize {

@@ -10,9 +10,8 @@ use std::time::Duration;
 use crate::breaker::names::{BreakerName, BreakerSettings};
 use source::read_token;
 
-mod root;
-pub use root::default_root_fallback;
 mod raw;
+mod root;
 mod settings;
 mod source;
 
@@ -50,6 +49,9 @@ pub struct Config {
     raw: RawConfig,
     pub file: Option<PathBuf>,
     pub root: PathBuf,
+    /// `root` was not configured and `/projects` is not writable for this user: the root is their state
+    /// directory (`serve` says so at start).
+    pub root_is_fallback: bool,
     pub http_listen: SocketAddr,
     pub socket_path: PathBuf,
     pub telegram_token: Option<String>,
@@ -77,10 +79,12 @@ pub struct Config {
 impl Config {
     /// Turns a raw config into typed values, refusing impossible ones with the key named.
     pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-        if raw.root.as_os_str().is_empty() {
-            return Err(invalid("root", "must not be empty"));
-        }
-        let root = default_root_fallback(absolute(&raw.root));
+        // Empty: the default, `/projects`, or for a user who cannot write it their own state directory.
+        let (root, root_is_fallback) = if raw.root.as_os_str().is_empty() {
+            root::default_root()
+        } else {
+            (absolute(&raw.root), false)
+        };
         for (key, rules) in [
             ("approvals.auto_allow", &raw.approvals.auto_allow),
             ("approvals.auto_deny", &raw.approvals.auto_deny),
@@ -445,6 +449,7 @@ impl Config {
             git_timeout: secs(raw.git.timeout_secs),
             trusted_projects: raw.projects.trusted.clone(),
             root,
+            root_is_fallback,
             http_listen,
             socket_path,
             telegram_token,
@@ -508,9 +513,17 @@ mod tests {
         assert_eq!(c.breakers[0].1.failure_threshold, 5);
         assert_eq!(c.breakers[0].1.timeout, Duration::from_secs(300));
         assert_eq!(c.breakers[2].1.timeout, Duration::from_secs(30));
+        // No root configured: /projects, or this user's state directory when /projects is not theirs.
+        assert!(
+            c.root == Path::new("/projects") || c.root_is_fallback,
+            "{:?}",
+            c.root
+        );
+        assert_eq!(c.socket_path, c.root.join("orchestrator/televibe.sock"));
+        let explicit = from_toml("root = \"/srv/tv\"\n").unwrap();
         assert_eq!(
-            c.socket_path,
-            PathBuf::from("/projects/orchestrator/televibe.sock")
+            (explicit.root.as_path(), explicit.root_is_fallback),
+            (Path::new("/srv/tv"), false)
         );
         assert!(c.telegram_token.is_none());
     }

@@ -31,7 +31,8 @@ pub const DEFAULT_HIDDEN: &[&str] = &[
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Directory holding `repos/`, `workspaces/` and `orchestrator/`.
+    /// Directory holding `repos/`, `workspaces/` and `orchestrator/`; empty: `/projects`, or for a user
+    /// who cannot write it, `$XDG_STATE_HOME/televibe` (`~/.local/state/televibe`).
     pub root: PathBuf,
     pub http: RawHttp,
     pub socket: RawSocket,
@@ -240,7 +241,7 @@ impl Default for RawConfig {
             half_open_requests: 1,
         };
         RawConfig {
-            root: PathBuf::from("/projects"),
+            root: PathBuf::new(),
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
                 allow_remote: false,

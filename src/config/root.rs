@@ -3,21 +3,23 @@
 use std::path::{Path, PathBuf};
 
 /// The documented default root.
-const DEFAULT_ROOT: &str = "/projects";
+pub const DEFAULT_ROOT: &str = "/projects";
 
-/// `/projects` when this user can write it (or create it); otherwise, for a normal user without it,
-/// `$XDG_STATE_HOME/televibe` (else `~/.local/state/televibe`). Any other root is kept as configured.
-pub fn default_root_fallback(root: PathBuf) -> PathBuf {
-    if root != Path::new(DEFAULT_ROOT) || writable(&root) {
-        return root;
+/// The root when none is configured: `/projects` when this user can write it (or create it); otherwise
+/// `$XDG_STATE_HOME/televibe` (else `~/.local/state/televibe`). Answers the root and whether it is the
+/// fallback. A configured root is never replaced: it is used or refused.
+pub fn default_root() -> (PathBuf, bool) {
+    let root = PathBuf::from(DEFAULT_ROOT);
+    if writable(&root) {
+        return (root, false);
     }
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")));
     match state {
-        Some(dir) => dir.join("televibe"),
-        None => root,
+        Some(dir) => (dir.join("televibe"), true),
+        None => (root, false),
     }
 }
 

@@ -57,7 +57,11 @@ pub(super) fn disk(config: &Config, layout: &Layout, r: &mut Report) {
         let Some(free) = free_bytes(&dir) else {
             continue;
         };
-        let what = format!("{} GB free on the disk of {}", gb(free), dir.display());
+        let what = format!(
+            "{} free on the disk of {}",
+            human_bytes(free),
+            dir.display()
+        );
         let fix = format!(
             "televibe admin cleanup (then --apply): old logs, old backups, stale worktrees; du -sh {}/* to see the rest",
             dir.display()
@@ -72,8 +76,12 @@ pub(super) fn disk(config: &Config, layout: &Layout, r: &mut Report) {
     }
 }
 
-fn gb(bytes: u64) -> String {
-    format!("{:.2}", bytes as f64 / 1e9)
+fn human_bytes(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
 }
 
 fn free_bytes(path: &Path) -> Option<u64> {
@@ -155,15 +163,25 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
         );
         return;
     };
-    let version = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new(&path)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await;
+    if let Some(why) = unsafe_to_run(&path) {
+        r.warn(
+            "agent",
+            &format!("agent {} at {}: version not asked ({why})", config.agent.command, path.display()),
+            &format!("sudo -u televibe {} --version (as the daemon's user), or chown root and chmod go-w it", path.display()),
+        );
+        return;
+    }
+    // Outside any sandbox, so with nothing of ours: no TELEVIBE_* (the bot token), no AWS_*, no agent.env.
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.arg("--version")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(home) = std::env::var_os("HOME") {
+        cmd.env("HOME", home);
+    }
+    let version = tokio::time::timeout(Duration::from_secs(20), cmd.output()).await;
     match version {
         Ok(Ok(out)) if out.status.success() => {
             let v = String::from_utf8_lossy(&out.stdout);
@@ -201,6 +219,27 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
             "reinstall the agent: npm install -g @anthropic-ai/claude-code",
         ),
     }
+}
+
+/// Why running `path` as this user would be unsafe: as root, a binary (or its directory) that another user
+/// could have replaced.
+fn unsafe_to_run(path: &Path) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    for p in [Some(path), path.parent()].into_iter().flatten() {
+        let meta = std::fs::metadata(p).ok()?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Some(format!(
+                "running as root, and {} is owned by uid {} with mode {:o}",
+                p.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
+    None
 }
 
 /// Whether jobs can start in their sandbox. Answers what `--json` shows as `sandbox`.
@@ -274,7 +313,7 @@ pub(super) async fn stuck_jobs(store: &Store, r: &mut Report) {
                 j.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
             ),
             &format!(
-                "televibe admin job kill {} (TERM, grace, KILL; the user is told it was terminated after getting stuck)",
+                "televibe admin job kill {} with the daemon running (TERM, grace, KILL; the user is told it was terminated after getting stuck); a daemon that starts fails the jobs it finds running",
                 j.id
             ),
         );

@@ -128,7 +128,10 @@ async fn check_daemon(config: &Config, r: &mut Report) {
                         r.fail(
                             "daemon",
                             &line,
-                            "see the failing check above and docs/runbooks.md; curl http://127.0.0.1:9464/health/ready",
+                            &format!(
+                                "see the failing check above and docs/runbooks.md; curl http://{}/health/ready",
+                                config.http_listen
+                            ),
                         )
                     }
                 }
@@ -217,7 +220,7 @@ async fn check_store(layout: &Layout, r: &mut Report) {
                 dir.display()
             ),
             &format!(
-                "televibe admin cleanup --apply (or inspect it, then git worktree remove --force {})",
+                "inspect it; if nothing in it is needed: rm -rf {}, then televibe admin cleanup --apply (runs git worktree prune)",
                 dir.display()
             ),
         );

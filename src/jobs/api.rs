@@ -234,7 +234,7 @@ impl Core {
             }
             self.end_job(
                 &job,
-                Ending::failed(ErrorType::Killed, "Manual termination"),
+                Ending::failed(ErrorType::Killed, crate::jobs::ending::MANUAL_TERMINATION),
             )
             .await?;
         }

@@ -15,6 +15,8 @@ use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel};
 
 use super::outcome::{BreakerVerdict, Decision};
 
+/// The spec's error of a job an operator stopped (`admin job kill`, the stuck-job runbook).
+pub const MANUAL_TERMINATION: &str = "Manual termination";
 /// The spec's message while the `claude_code` breaker is open.
 pub const CLAUDE_UNAVAILABLE: &str = "⚠️ Claude API temporarily unavailable. Jobs queued.";
 
@@ -119,12 +121,14 @@ impl Core {
         };
         // A job ended for being stuck (the hang detector, or `admin job kill`) tells the user in the
         // stuck-job runbook's words.
+        // (An agent killed by a signal from elsewhere keeps its own error: it was not judged stuck.)
+        let stuck = match outcome.error_type {
+            Some(ErrorType::Hung) => true,
+            Some(ErrorType::Killed) => outcome.error.as_deref() == Some(MANUAL_TERMINATION),
+            _ => false,
+        };
         let message = message.or_else(|| {
-            matches!(
-                outcome.error_type,
-                Some(ErrorType::Hung | ErrorType::Killed)
-            )
-            .then(|| format!("Job {} was terminated after getting stuck", job.id))
+            stuck.then(|| format!("Job {} was terminated after getting stuck", job.id))
         });
         let status = outcome.status.unwrap_or(JobStatus::Failed);
         let end = JobEnd {

@@ -109,7 +109,7 @@ pub fn decide(
         Some(StopReason::Manual) => (
             JobStatus::Failed,
             Some(ErrorType::Killed),
-            Some("Manual termination".into()),
+            Some(crate::jobs::ending::MANUAL_TERMINATION.into()),
         ),
         None => match result {
             Some(r) if !r.is_error && code == Some(0) => (JobStatus::Done, None, None),

@@ -79,6 +79,8 @@ pub struct Store {
     path: PathBuf,
     read_only: Arc<AtomicBool>,
     read_only_reason: Arc<Mutex<Option<String>>>,
+    /// The database failed its integrity check (or a write said it is malformed): read-only for good.
+    corrupt: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
@@ -151,6 +153,7 @@ impl Store {
             path: path.to_path_buf(),
             read_only: Arc::new(AtomicBool::new(false)),
             read_only_reason: Arc::new(Mutex::new(None)),
+            corrupt: Arc::new(AtomicBool::new(false)),
             metrics,
         };
         match store.quick_check().await {
@@ -201,6 +204,7 @@ impl Store {
             path: path.to_path_buf(),
             read_only: Arc::new(AtomicBool::new(true)),
             read_only_reason: Arc::new(Mutex::new(Some("opened read-only".into()))),
+            corrupt: Arc::new(AtomicBool::new(false)),
             metrics,
         })
     }
@@ -266,8 +270,17 @@ impl Store {
     }
 
     /// Flips the store into read-only mode for good (until a restart): the integrity check failed.
+    /// Whatever mode it was in (a full disk first, say), the reason becomes the integrity failure and no
+    /// probe write lifts it.
     pub fn enter_corrupt(&self) -> bool {
-        self.enter_read_only(CORRUPT)
+        let first = !self.corrupt.swap(true, Ordering::SeqCst);
+        if !self.enter_read_only(CORRUPT) {
+            *self
+                .read_only_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(CORRUPT.to_string());
+        }
+        first
     }
 
     /// Flips the store into read-only mode (idempotent); returns true when this call flipped it.
@@ -310,7 +323,11 @@ impl Store {
             Ok(v) => Ok(v),
             Err(e) if is_storage_failure(&e) => {
                 let reason = e.to_string();
-                self.enter_read_only(&reason);
+                if looks_corrupt(&reason) {
+                    self.enter_corrupt();
+                } else {
+                    self.enter_read_only(&reason);
+                }
                 Err(StoreError::ReadOnly { reason })
             }
             Err(e) => Err(StoreError::Db(e)),
@@ -325,10 +342,10 @@ impl Store {
     /// Tries one small write past the gate; success leaves read-only mode. A database that failed its
     /// integrity check stays read-only whatever the probe would say: only a restore (and a restart) ends it.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
-        if let Some(reason) = self.read_only_reason()
-            && reason == CORRUPT
-        {
-            return Err(StoreError::ReadOnly { reason });
+        if self.corrupt.load(Ordering::SeqCst) {
+            return Err(StoreError::ReadOnly {
+                reason: CORRUPT.to_string(),
+            });
         }
         let now = chrono::Utc::now().to_rfc3339();
         let stmt = Statement::from_sql_and_values(
@@ -514,6 +531,24 @@ mod tests {
         assert!(!store.is_read_only());
         store.kv_set("k", "after").await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_corrupt_store_stays_read_only_even_when_a_full_disk_came_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1).await.unwrap();
+        // Read-only for a full disk first, then the integrity check fails.
+        assert!(store.enter_read_only("database or disk is full"));
+        assert!(store.enter_corrupt());
+        assert_eq!(store.read_only_reason().as_deref(), Some(CORRUPT));
+        // The file takes writes again, yet the probe does not lift read-only mode.
+        assert!(store.probe_write().await.is_err());
+        assert!(store.is_read_only());
+        assert!(matches!(
+            store.kv_set("x", "y").await,
+            Err(StoreError::ReadOnly { .. })
+        ));
+    }
+
     #[tokio::test]
     async fn retention_prunes_old_delivered_history_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();

@@ -121,14 +121,54 @@ impl TelegramClient {
         }
     }
 
-    /// While `telegram_api` is open: a short `getMe` as the breaker's half-open probe, now rather than
-    /// after the breaker's timeout, so delivery resumes within seconds of the network coming back. A
-    /// failed probe opens the breaker again, as any failed probe does.
+    /// Whether `telegram_api` is closed (a half-open or open breaker is probed with `reachable`).
+    pub fn breaker_closed(&self) -> bool {
+        self.breakers.get(BreakerName::TelegramApi).state() == crate::breaker::BreakerState::Closed
+    }
+
+    /// While `telegram_api` is open: whether Telegram answers again, without waiting out the breaker's
+    /// timeout. An unguarded `getMe` asks first, so an outage keeps the breaker open (one "opened" notice,
+    /// a steady gauge); when it answers, the breaker probes at once with a guarded `getMe`, whose
+    /// success closes it. Both calls are bounded by PROBE_TIMEOUT, and a probe that times out counts as
+    /// a failure.
     pub async fn reachable(&self) -> Result<(), TgError> {
+        let unreachable = match tokio::time::timeout(PROBE_TIMEOUT, self.bot.get_me()).await {
+            Err(_) => Some(TgError::Unavailable("timeout".into())),
+            Ok(Err(e)) => Some(classify(e)),
+            Ok(Ok(_)) => None,
+        };
+        if let Some(e) = unreachable {
+            // Half-open by its own timeout while still down: this check was its probe, and it failed.
+            let breaker = self.breakers.get(BreakerName::TelegramApi);
+            if breaker.state() == crate::breaker::BreakerState::HalfOpen
+                && matches!(e, TgError::Unavailable(_) | TgError::RetryAfter(_))
+            {
+                breaker.record_failure();
+            }
+            return Err(e);
+        }
         self.breakers.get(BreakerName::TelegramApi).probe_now();
-        match tokio::time::timeout(PROBE_TIMEOUT, self.guarded(self.bot.get_me())).await {
-            Ok(answer) => answer.map(|_| ()),
-            Err(_) => Err(TgError::Unavailable("timeout".into())),
+        let permit = self
+            .breakers
+            .acquire(BreakerName::TelegramApi)
+            .map_err(|_| TgError::BreakerOpen)?;
+        match tokio::time::timeout(PROBE_TIMEOUT, self.bot.get_me()).await {
+            Ok(Ok(_)) => {
+                permit.success();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let err = classify(e);
+                match &err {
+                    TgError::RetryAfter(_) | TgError::Unavailable(_) => permit.failure(),
+                    _ => permit.success(),
+                }
+                Err(err)
+            }
+            Err(_) => {
+                permit.failure();
+                Err(TgError::Unavailable("timeout".into()))
+            }
         }
     }
 

@@ -130,10 +130,16 @@ async fn poll_loop(core: Arc<Core>, link: Arc<Link>, me: ActorRef<PollerMsg>) {
     // A call failed since the last good poll: the next good one tells the notifier.
     let mut down = false;
     loop {
-        let polled = tokio::select! {
-            // Shutdown: no new update is taken; one cut short is confirmed by nobody and comes again.
-            _ = shutdown.cancelled() => return,
-            polled = client.get_updates(offset) => polled,
+        // A half-open breaker is probed with a short getMe, never with a long poll that would hold the
+        // probe slot (and every send behind it) for the length of the poll.
+        let polled = if client.breaker_closed() {
+            tokio::select! {
+                // Shutdown: no new update is taken; one cut short is confirmed by nobody and comes again.
+                _ = shutdown.cancelled() => return,
+                polled = client.get_updates(offset) => polled,
+            }
+        } else {
+            Err(TgError::BreakerOpen)
         };
         match polled {
             Ok(updates) => {

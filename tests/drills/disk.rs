@@ -36,6 +36,8 @@ async fn sqlite_disk_full_turns_read_only_until_space_returns() {
     // Writes go on while SQLite still has room in pages it holds; then one fails for good.
     let big = "x".repeat(10_000);
     let mut refused = None;
+    // Every job the daemon accepted on the way: none may be missing afterwards.
+    let mut accepted = vec![done.clone()];
     for _ in 0..1000 {
         match mcp
             .call(
@@ -48,7 +50,11 @@ async fn sqlite_disk_full_turns_read_only_until_space_returns() {
                 refused = Some(e);
                 break;
             }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(q) => {
+                accepted.push(q["id"].as_str().unwrap().to_string());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
     let err = refused.expect("a write fails once the disk is full");
@@ -80,18 +86,20 @@ async fn sqlite_disk_full_turns_read_only_until_space_returns() {
         "done"
     );
     // Jobs accepted before the refusal all ran (none dropped), and each result reached the phone once.
-    let jobs = mcp
-        .call("list_jobs", json!({"session_id": "S1", "limit": 100}))
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    for j in jobs["jobs"].as_array().unwrap() {
-        let id = j["id"].as_str().unwrap().to_string();
-        wait_final(&mcp, &id, Duration::from_secs(120)).await;
-        ids.push(id);
+    accepted.push(after.clone());
+    let mut missing = 0;
+    for id in &accepted {
+        match mcp.call("get_job", json!({"job_id": id})).await {
+            Ok(_) => {
+                wait_final(&mcp, id, Duration::from_secs(120)).await;
+            }
+            Err(_) => missing += 1,
+        }
     }
+    let ids = accepted;
     all_delivered(&tg, &ids, Duration::from_secs(120)).await;
-    let (lost, duplicated) = deliveries(&tg, &ids);
+    let (undelivered, duplicated) = deliveries(&tg, &ids);
+    let lost = missing + undelivered;
     for (key, detection) in [
         (
             "sqlite_disk_full",
@@ -197,6 +205,13 @@ async fn worktree_disk_full_is_reported_and_cleared() {
         .cloned()
         .unwrap_or_else(|| panic!("doctor checks the workspaces disk: {report}"));
     assert_ne!(disk_check["status"], "ok", "doctor warns: {report}");
+    assert!(
+        disk_check["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("0.0 MB free"),
+        "the full disk, not just a small one: {disk_check}"
+    );
     let t1 = Instant::now();
     std::fs::remove_file(&filler).unwrap();
     say(&tg, "/new app", "Session <b>S2").await;

@@ -93,7 +93,7 @@ async fn doctor_names_each_problem_of_a_broken_root_and_its_fix() {
             .unwrap_or_else(|| panic!("no {check} finding with {needle:?}: {report}"))
     };
     for (check, needle, status, fix) in [
-        ("worktrees", "S77", "WARN", "televibe admin cleanup --apply"),
+        ("worktrees", "S77", "WARN", "rm -rf"),
         (
             "jobs",
             &job[..],

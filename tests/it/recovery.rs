@@ -424,7 +424,7 @@ async fn doctor_reports_the_age_of_the_newest_backup() {
     let (code, report) = doctor_json(&env);
     // Other warnings remain here (no daemon, no agent), so 1 is the worst; the backup is ok.
     assert_eq!(report["failures"], 0, "{report}");
-    assert!(code.is_some(), "{report}");
+    assert_eq!(code, Some(1), "{report}");
     let age = report["backup_age_secs"].as_u64().unwrap();
     assert!((5..120).contains(&age), "{report}");
     let check = backup_check(&report);

@@ -194,7 +194,7 @@ impl Actor for Notifier {
             }
             NotifierMsg::Reachable => {
                 if std::mem::take(&mut st.outage) {
-                    st.pacer.end_overall_pause();
+                    st.pacer.end_outage();
                     st.backoff = Duration::from_millis(500);
                     self.flush(st).await;
                 }
@@ -347,7 +347,7 @@ impl Notifier {
                 }
                 Err(TgError::Unavailable(_) | TgError::BreakerOpen) => {
                     st.queue.insert(i, item);
-                    st.pacer.pause(None, Instant::now() + st.backoff);
+                    st.pacer.pause_outage(Instant::now() + st.backoff);
                     st.outage = true;
                     st.backoff = (st.backoff * 2).min(Duration::from_secs(5));
                 }

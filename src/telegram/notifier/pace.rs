@@ -28,6 +28,8 @@ pub struct Pacer {
     chats: HashMap<i64, ChatAccount>,
     second: VecDeque<Instant>,
     paused_until: Option<Instant>,
+    /// The backoff while Telegram is unreachable, apart from `retry_after` pauses.
+    outage_until: Option<Instant>,
     /// When this account began: Telegram may still count what an earlier process sent, so a chat's
     /// bucket is assumed to hold one send then (a restart takes at least that long: systemd waits
     /// `RestartSec=2`) and to fill from there.
@@ -40,6 +42,7 @@ impl Pacer {
             chats: HashMap::new(),
             second: VecDeque::new(),
             paused_until: None,
+            outage_until: None,
             born: now,
         }
     }
@@ -48,7 +51,7 @@ impl Pacer {
     /// later. Never earlier than `now`.
     pub fn ready_at(&mut self, chat: Option<i64>, cost: f64, now: Instant) -> Instant {
         let mut at = now;
-        if let Some(p) = self.paused_until {
+        for p in [self.paused_until, self.outage_until].into_iter().flatten() {
             at = at.max(p);
         }
         while self
@@ -97,12 +100,17 @@ impl Pacer {
         }
     }
 
-    /// A 429: `retry_after` pauses the chat it concerns, or everything when it concerns no chat.
-    /// Ends the overall pause early (Telegram answers again after an outage).
-    pub fn end_overall_pause(&mut self) {
-        self.paused_until = None;
+    /// Telegram unreachable: everything waits until `until` (a backoff), unless it answers earlier.
+    pub fn pause_outage(&mut self, until: Instant) {
+        self.outage_until = Some(self.outage_until.map_or(until, |p| p.max(until)));
     }
 
+    /// Telegram answers again: the outage pause ends now (a `retry_after` pause stays).
+    pub fn end_outage(&mut self) {
+        self.outage_until = None;
+    }
+
+    /// A 429: `retry_after` pauses the chat it concerns, or everything when it concerns no chat.
     pub fn pause(&mut self, chat: Option<i64>, until: Instant) {
         match chat {
             Some(c) => {
@@ -116,9 +124,12 @@ impl Pacer {
         }
     }
 
-    /// Whether everything is paused at `now` (a global `retry_after`).
+    /// Whether everything is paused at `now` (a global `retry_after`, or an outage's backoff).
     pub fn all_paused(&self, now: Instant) -> bool {
-        self.paused_until.is_some_and(|p| now < p)
+        [self.paused_until, self.outage_until]
+            .into_iter()
+            .flatten()
+            .any(|p| now < p)
     }
 
     /// Whether `chat` is paused at `now` by a `retry_after`.
