@@ -234,7 +234,7 @@ impl Core {
             }
             self.end_job(
                 &job,
-                Ending::failed(ErrorType::Killed, crate::jobs::ending::MANUAL_TERMINATION),
+                Ending::failed(ErrorType::Killed, crate::jobs::outcome::MANUAL_TERMINATION),
             )
             .await?;
         }

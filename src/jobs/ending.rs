@@ -13,10 +13,8 @@ use crate::errors::CoreError;
 use crate::events::{Event, JobEnd, Scope};
 use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel};
 
-use super::outcome::{BreakerVerdict, Decision};
+use super::outcome::{BreakerVerdict, Decision, MANUAL_TERMINATION};
 
-/// The spec's error of a job an operator stopped (`admin job kill`, the stuck-job runbook).
-pub const MANUAL_TERMINATION: &str = "Manual termination";
 /// The spec's message while the `claude_code` breaker is open.
 pub const CLAUDE_UNAVAILABLE: &str = "⚠️ Claude API temporarily unavailable. Jobs queued.";
 

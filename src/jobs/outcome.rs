@@ -4,6 +4,9 @@
 use super::stream::ResultEvent;
 use crate::domain::{ErrorType, JobOutcome, JobStatus};
 
+/// The spec's error of a job an operator stopped (`admin job kill`, the stuck-job runbook).
+pub const MANUAL_TERMINATION: &str = "Manual termination";
+
 /// Why the daemon stopped a running job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
@@ -109,7 +112,7 @@ pub fn decide(
         Some(StopReason::Manual) => (
             JobStatus::Failed,
             Some(ErrorType::Killed),
-            Some(crate::jobs::ending::MANUAL_TERMINATION.into()),
+            Some(MANUAL_TERMINATION.into()),
         ),
         None => match result {
             Some(r) if !r.is_error && code == Some(0) => (JobStatus::Done, None, None),
