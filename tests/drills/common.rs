@@ -60,6 +60,16 @@ pub async fn phone_sessions(env: &Env, tg: &FakeTelegram, sessions: usize) {
     }
 }
 
+/// The newest message to the user containing `needle`, as the phone shows it.
+pub fn last_reply_with(tg: &FakeTelegram, needle: &str) -> String {
+    tg.messages(USER)
+        .into_iter()
+        .rev()
+        .find(|m| m.text.contains(needle))
+        .map(|m| m.visible)
+        .unwrap_or_default()
+}
+
 pub async fn run(mcp: &Mcp, session: &str, instruction: &str) -> String {
     let q = mcp
         .call(

@@ -138,13 +138,7 @@ async fn worktree_creation_failure_is_retried_then_reported() {
     std::fs::write(repo.join(".git/config"), "[core\n\tbroken = = =\n").unwrap();
     say(&tg, "/new app", "GIT_ERROR").await;
     let detected = t0.elapsed();
-    let told = tg
-        .messages(USER)
-        .into_iter()
-        .rev()
-        .find(|m| m.text.contains("GIT_ERROR"))
-        .map(|m| m.visible)
-        .unwrap_or_default();
+    let told = last_reply_with(&tg, "GIT_ERROR");
     assert!(
         told.contains("twice"),
         "tried again before reporting: {told}"
@@ -185,13 +179,7 @@ async fn worktree_disk_full_is_reported_and_cleared() {
     let filler = disk.fill();
     say(&tg, "/new app", "GIT_ERROR").await;
     let detected = t0.elapsed();
-    let told = tg
-        .messages(USER)
-        .into_iter()
-        .rev()
-        .find(|m| m.text.contains("GIT_ERROR"))
-        .map(|m| m.visible)
-        .unwrap_or_default();
+    let told = last_reply_with(&tg, "GIT_ERROR");
     // The operator's check names the full disk.
     let out = env.run(&["doctor", "--json"]);
     let report = json(&String::from_utf8_lossy(&out.stdout));

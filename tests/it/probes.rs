@@ -57,30 +57,7 @@ fn live_ready_and_metrics_follow_the_spec() {
         "{metrics}"
     );
 
-    let promtool = required_tool(
-        "promtool",
-        "install the Debian package prometheus (scripts/test does)",
-    );
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check_metrics(&metrics);
     assert_eq!(d.get("/nope").0, 404);
     assert!(d.stop().success());
 }
@@ -500,30 +477,34 @@ fn a_fresh_daemon_exports_every_spec_family() {
     eventually(Duration::from_secs(10), "the repos health gauge", || {
         d.metric("televibe_health_check{check=\"repos\"}").is_some()
     });
+    promtool_check_metrics(&body);
+    drop(d);
+}
+
+/// `promtool check metrics` on an exposition: it must find nothing to complain about.
+fn promtool_check_metrics(text: &str) {
     let promtool = required_tool(
         "promtool",
         "install the Debian package prometheus (scripts/test does)",
     );
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write as _;
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(body.as_bytes())
+        .write_all(text.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "promtool check metrics: {}{}",
+        "promtool check metrics failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    drop(d);
 }
