@@ -49,14 +49,20 @@ async fn nothing_lost(env: &Env, tg: &FakeTelegram, a: &Around) -> (usize, usize
     deliveries(tg, &ids)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn orchestrator_crash_kill_9() {
+/// A daemon with the phone's session S1 and jobs around the failure to come.
+async fn daemon_with_jobs_around() -> (FakeTelegram, Env, Daemon, Mcp, Around) {
     let tg = FakeTelegram::start().await;
     let env = Env::new(&tg_config(&tg, &fake_agent("")));
-    let mut d = start(&env);
+    let d = start(&env);
     phone_sessions(&env, &tg, 1).await;
     let mcp = Mcp::connect(&env).await;
     let around = jobs_around(&mcp).await;
+    (tg, env, d, mcp, around)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orchestrator_crash_kill_9() {
+    let (tg, env, mut d, mcp, around) = daemon_with_jobs_around().await;
     drop(mcp);
     let t0 = Instant::now();
     d.signal(libc::SIGKILL);
@@ -153,12 +159,7 @@ impl Drop for MemoryCgroup {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_exhaustion_under_a_cgroup_limit() {
-    let tg = FakeTelegram::start().await;
-    let env = Env::new(&tg_config(&tg, &fake_agent("")));
-    let mut d = start(&env);
-    phone_sessions(&env, &tg, 1).await;
-    let mcp = Mcp::connect(&env).await;
-    let around = jobs_around(&mcp).await;
+    let (tg, env, mut d, mcp, around) = daemon_with_jobs_around().await;
     // systemd's MemoryMax: a limit well above the daemon's needs, below what the leak takes.
     let cgroup = MemoryCgroup::new(384 << 20);
     cgroup.add(d.child.id());
@@ -201,28 +202,6 @@ async fn memory_exhaustion_under_a_cgroup_limit() {
     drop(d2);
 }
 
-/// Damages the live database from another connection so that `integrity_check` fails.
-async fn corrupt(env: &Env) {
-    let store = televibe::store::Store::open(
-        &env.orchestrator().join("state.db"),
-        televibe::store::StoreOptions {
-            max_connections: 1,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    for sql in [
-        "CREATE TABLE damage(a); CREATE INDEX damage_a ON damage(a); INSERT INTO damage VALUES (1), (2), (3), (4), (5);",
-        "PRAGMA writable_schema = ON; UPDATE sqlite_schema SET sql = 'CREATE INDEX damage_a ON damage(a DESC)' WHERE name = 'damage_a'; PRAGMA writable_schema = OFF;",
-        "PRAGMA schema_version = 1000",
-    ] {
-        store.execute_unchecked(sql).await.unwrap();
-    }
-    store.close().await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_corruption_restored_from_backup() {
     let tg = FakeTelegram::start().await;
@@ -243,7 +222,7 @@ async fn sqlite_corruption_restored_from_backup() {
     let out = env.run(&["backup", "now"]);
     assert!(out.status.success(), "{out:?}");
     let t0 = Instant::now();
-    corrupt(&env).await;
+    damage_live_database(&env).await;
     eventually(Duration::from_secs(30), "the health gauge at 0", || {
         d.metric("televibe_health_check{check=\"database\"}") == Some(0.0)
     });

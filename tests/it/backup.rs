@@ -485,38 +485,7 @@ async fn periodic_integrity_failure_drops_the_health_gauge_and_tells_the_admin_c
         d.metric("televibe_health_check{check=\"database\"}"),
         Some(1.0)
     );
-    // Damage the live database from another connection: an index whose declared order no longer matches
-    // its b-tree, and a new schema version so the daemon's connections read the damaged schema.
-    let store = televibe::store::Store::open(
-        &env.orchestrator().join("state.db"),
-        televibe::store::StoreOptions {
-            max_connections: 1,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    store
-        .execute_unchecked(
-            "CREATE TABLE damage(a); CREATE INDEX damage_a ON damage(a); \
-             INSERT INTO damage VALUES (1), (2), (3), (4), (5);",
-        )
-        .await
-        .unwrap();
-    store
-        .execute_unchecked(
-            "PRAGMA writable_schema = ON; \
-             UPDATE sqlite_schema SET sql = 'CREATE INDEX damage_a ON damage(a DESC)' WHERE name = 'damage_a'; \
-             PRAGMA writable_schema = OFF;",
-        )
-        .await
-        .unwrap();
-    store
-        .execute_unchecked("PRAGMA schema_version = 1000")
-        .await
-        .unwrap();
-    store.close().await;
+    damage_live_database(&env).await;
     eventually(Duration::from_secs(20), "the health gauge at 0", || {
         d.metric("televibe_health_check{check=\"database\"}") == Some(0.0)
     });

@@ -488,3 +488,30 @@ pub fn tree_listing(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Damages the live `state.db` from another connection so that `PRAGMA integrity_check` fails: an index
+/// whose declared order no longer matches its b-tree, and a new schema version so the daemon's
+/// connections read the damaged schema.
+pub async fn damage_live_database(env: &Env) {
+    let store = televibe::store::Store::open(
+        &env.orchestrator().join("state.db"),
+        televibe::store::StoreOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "CREATE TABLE damage(a); CREATE INDEX damage_a ON damage(a); \
+         INSERT INTO damage VALUES (1), (2), (3), (4), (5);",
+        "PRAGMA writable_schema = ON; \
+         UPDATE sqlite_schema SET sql = 'CREATE INDEX damage_a ON damage(a DESC)' WHERE name = 'damage_a'; \
+         PRAGMA writable_schema = OFF;",
+        "PRAGMA schema_version = 1000",
+    ] {
+        store.execute_unchecked(sql).await.unwrap();
+    }
+    store.close().await;
+}
