@@ -119,6 +119,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     })?;
     // Run directories of jobs of an earlier run (approval sockets, copies of refs): those jobs are over.
     let _ = std::fs::remove_dir_all(layout.orchestrator().join("run"));
+    let _ = std::fs::remove_dir_all(config.root.join("run"));
     let _log_guard = logging::init_daemon(
         &layout.logs(),
         &config.log_filter,
@@ -167,7 +168,12 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     }
     if !config.agent.sandboxed {
         tracing::warn!(target: "televibe.daemon", "Sandbox disabled (agent.sandbox = \"none\"): agents run unconfined and can read and write everything this user can, the daemon's state included");
-    } else if let Err(e) = crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref())
+    } else if !config.agent.network_allowlist {
+        tracing::warn!(target: "televibe.daemon", "Network open (agent.network = \"open\"): jobs share this machine's network, its loopback services and abstract sockets included");
+    }
+    if config.agent.sandboxed
+        && let Err(e) =
+            crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref(), &config)
     {
         tracing::error!(target: "televibe.daemon", error = %e, "Sandbox unavailable: jobs will fail until bubblewrap works (or agent.sandbox = \"none\")");
     }

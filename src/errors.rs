@@ -131,6 +131,16 @@ impl From<GitError> for CoreError {
                 e.to_string(),
                 "check the repository (git status, git fsck); repeated failures open the git_operations breaker",
             ),
+            e @ GitError::TooLarge(_) => CoreError::new(
+                ErrorCode::GitError,
+                e.to_string(),
+                "look at the change in the worktree itself, or narrow it",
+            ),
+            e @ GitError::Unsafe(_) => CoreError::new(
+                ErrorCode::GitError,
+                e.to_string(),
+                "a job left a link, FIFO or oversized file where git keeps its data; remove it (ls -l shows it)",
+            ),
         }
     }
 }

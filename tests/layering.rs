@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "process_metrics.rs",
             "sdnotify.rs",
             "agent_path.rs",
+            "safe_fs.rs",
             "telemetry/",
             "breaker/",
             "config/",
@@ -33,6 +34,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             // The approval rules' parser and its shell lexer are pure: the configuration checks rules with them.
             "approvals/policy/",
             "approvals/shell.rs",
+            // The egress proxy of the sandboxes and its in-sandbox relay: sockets and HTTP only.
+            "egress/",
         ],
     ),
     (
@@ -70,8 +73,9 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("sea_orm", &["store/"]),
     ("gix", &["git/"]),
     ("rmcp", &["mcp/"]),
-    ("frankenstein", &["telegram/"]),
-    ("hyper", &["actors/http.rs"]),
+    // The egress proxy's model route is HTTPS through the reqwest that frankenstein carries.
+    ("frankenstein", &["telegram/", "egress/"]),
+    ("hyper", &["actors/http.rs", "egress/"]),
 ];
 
 /// Import cycles that exist on purpose, each with its files and its reason (`actors.md` repeats them). None

@@ -134,6 +134,29 @@ impl Config {
                 format!("{:?} is not \"bwrap\" or \"none\"", raw.agent.sandbox),
             ));
         }
+        if !matches!(raw.agent.network.as_str(), "allowlist" | "open") {
+            return Err(invalid(
+                "agent.network",
+                format!("{:?} is not \"allowlist\" or \"open\"", raw.agent.network),
+            ));
+        }
+        if let Some(h) = raw
+            .agent
+            .network_allow
+            .iter()
+            .find(|h| !valid_host_pattern(h))
+        {
+            return Err(invalid(
+                "agent.network_allow",
+                format!("{h:?} is not a host name, host:port or *.domain"),
+            ));
+        }
+        if raw.agent.run_as.trim().is_empty() {
+            return Err(invalid(
+                "agent.run_as",
+                "empty: name the unprivileged user jobs run as when the daemon is root",
+            ));
+        }
         let http_listen: SocketAddr = raw.http.listen.parse().map_err(|e| {
             invalid(
                 "http.listen",
@@ -388,6 +411,13 @@ impl Config {
                 sandboxed: a.sandbox != "none",
                 sandbox_hide: a.sandbox_hide.clone(),
                 sandbox_write: a.sandbox_write.clone(),
+                network_allowlist: a.network != "open",
+                network_allow: a
+                    .network_allow
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                run_as: a.run_as.clone(),
             },
             jobs: JobSettings {
                 max_concurrent: j.max_concurrent as usize,
@@ -489,6 +519,27 @@ fn absolute(p: &Path) -> PathBuf {
             .map(|d| d.join(p))
             .unwrap_or_else(|_| p.to_path_buf())
     }
+}
+
+/// A host the egress proxy may let jobs reach: `host`, `host:port` or `*.domain` (letters, digits, dots,
+/// dashes; an IPv4 address is a host too).
+pub fn valid_host_pattern(pattern: &str) -> bool {
+    let (host, port) = match pattern.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (pattern, None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return false;
+    }
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -881,3 +932,4 @@ mod tests {
         assert_eq!(c.telegram.token_file.as_deref(), Some(token.as_path()));
     }
 }
+

@@ -98,6 +98,12 @@ pub struct RawAgent {
     pub sandbox_hide: Vec<String>,
     /// Paths left writable inside the sandbox besides the worktree (e.g. a build cache).
     pub sandbox_write: Vec<String>,
+    /// `allowlist` (jobs reach the network only through the daemon's egress proxy) or `open`.
+    pub network: String,
+    /// Hosts a job may reach besides its model API: `host`, `host:port` or `*.domain`.
+    pub network_allow: Vec<String>,
+    /// The unprivileged user jobs run as when the daemon runs as root (name or numeric uid).
+    pub run_as: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +272,9 @@ impl Default for RawConfig {
                 sandbox: "bwrap".into(),
                 sandbox_hide: DEFAULT_HIDDEN.iter().map(|s| s.to_string()).collect(),
                 sandbox_write: Vec::new(),
+                network: "allowlist".into(),
+                network_allow: Vec::new(),
+                run_as: "nobody".into(),
             },
             jobs: RawJobs {
                 max_concurrent: 3,

@@ -24,6 +24,12 @@ pub struct AgentSettings {
     pub sandboxed: bool,
     pub sandbox_hide: Vec<String>,
     pub sandbox_write: Vec<String>,
+    /// False with `agent.network = "open"`: jobs share the host's network, by the operator's choice.
+    pub network_allowlist: bool,
+    /// `agent.network_allow`, validated: `host`, `host:port` or `*.domain`, lower case.
+    pub network_allow: Vec<String>,
+    /// `agent.run_as`: the user jobs run as when the daemon is root.
+    pub run_as: String,
 }
 
 /// `[jobs]`, validated.

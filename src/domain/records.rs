@@ -141,7 +141,8 @@ impl JobStatus {
 }
 
 string_enum! {
-    /// Why a job failed or was canceled.
+    /// Why a job failed or was canceled. `containment`: the job left something the daemon refuses to
+    /// touch (a link, FIFO or oversized file where git keeps its data); nothing was taken from it.
     ErrorType {
         Timeout = "timeout",
         Hung = "hung",
@@ -151,6 +152,7 @@ string_enum! {
         OrchestratorRestart = "orchestrator_restart",
         ApprovalTimeout = "approval_timeout",
         Internal = "internal",
+        Containment = "containment",
     }
 }
 

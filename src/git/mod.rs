@@ -28,6 +28,12 @@ pub enum GitError {
     Timeout(u64),
     #[error("git failed: {0}")]
     Failed(String),
+    /// A file a job left where git keeps its data is not what it must be (a link, a FIFO, too big).
+    #[error("refused a file the job left: {0}")]
+    Unsafe(String),
+    /// Output past what the daemon reads (a diff of a huge change).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl GitError {
@@ -70,6 +76,7 @@ pub use repo::{validate_revision, worktree_git_dirs};
 
 impl Git {
     pub fn new(breakers: Arc<Breakers>, timeout: Duration) -> Git {
+        set_timeout(timeout);
         Git { breakers, timeout }
     }
 
@@ -220,7 +227,14 @@ impl Git {
         let (wt, base) = (worktree.to_path_buf(), base.to_string());
         self.guarded(move || {
             validate_revision(&base)?;
-            let mut out = git_cli(&wt, &["diff", "--end-of-options", &base])?;
+            let mut out = git_cli_capped(&wt, &["diff", "--end-of-options", &base], MAX_DIFF)
+                .map_err(|e| match e {
+                    GitError::Failed(m) if m.contains("bytes; it was stopped") => GitError::TooLarge(format!(
+                        "the diff is larger than {} MiB; read it in the worktree with git diff {base}",
+                        MAX_DIFF >> 20
+                    )),
+                    e => e,
+                })?;
             let untracked = git_cli(&wt, &["ls-files", "--others", "--exclude-standard"])?;
             if !untracked.trim().is_empty() {
                 out.push_str("\n# untracked files\n");

@@ -122,8 +122,9 @@ pub fn worktree_git_dirs(repo: &Path, worktree: &Path) -> Result<(PathBuf, PathB
         .join(".git")
         .canonicalize()
         .map_err(|e| format!("cannot find {}/.git: {e}", repo.display()))?;
-    let text = std::fs::read_to_string(worktree.join(".git"))
-        .map_err(|e| format!("cannot read {}/.git: {e}", worktree.display()))?;
+    // The worktree is the job's: its `.git` link is read without following links or blocking.
+    let text = crate::safe_fs::read_string(worktree, Path::new(".git"), 4096)
+        .map_err(|e| format!("cannot read the worktree's git link: {e}"))?;
     let dir = text
         .trim()
         .strip_prefix("gitdir:")
@@ -144,6 +145,9 @@ pub fn worktree_git_dirs(repo: &Path, worktree: &Path) -> Result<(PathBuf, PathB
 
 /// Points the worktree's HEAD back at its session's branch if a job moved it (a checkout of another
 /// branch or a detached HEAD inside the sandbox, whose refs were a private copy). True if it was moved.
+/// The worktree's git directory is the job's: HEAD is read without following links or blocking, and
+/// written by a staged file renamed over it (a link planted at either name is replaced, not written
+/// through).
 pub(super) fn reattach_head_sync(
     repo: &Path,
     worktree: &Path,
@@ -151,14 +155,15 @@ pub(super) fn reattach_head_sync(
 ) -> Result<bool, GitError> {
     validate_branch(branch)?;
     let (_, own) = worktree_git_dirs(repo, worktree).map_err(failed)?;
-    let head = own.join("HEAD");
     let expected = format!("ref: refs/heads/{branch}\n");
-    if std::fs::read_to_string(&head).ok().as_deref() == Some(expected.as_str()) {
-        return Ok(false);
+    match crate::safe_fs::read_string(&own, Path::new("HEAD"), 4096) {
+        Ok(text) if text == expected => return Ok(false),
+        Ok(_) => {}
+        // Whatever stands there (a link, a FIFO, a huge file) is replaced below.
+        Err(e) => tracing::warn!(target: "televibe.git", error = %e, "The worktree's HEAD is not a plain file"),
     }
-    let staged = own.join("HEAD.televibe");
-    std::fs::write(&staged, &expected).map_err(failed)?;
-    std::fs::rename(&staged, &head).map_err(failed)?;
+    crate::safe_fs::replace(&own, Path::new("HEAD"), expected.as_bytes(), 0o644)
+        .map_err(|e| GitError::Unsafe(e.to_string()))?;
     Ok(true)
 }
 

@@ -57,10 +57,17 @@ pub fn scrubbed_env() -> HashMap<String, String> {
 /// A session of its own has no controlling terminal, so the agent cannot push keystrokes into the
 /// operator's terminal (TIOCSTI) when the daemon runs in one.
 pub fn spawn(cmd: &AgentCommand<'_>) -> std::io::Result<Child> {
+    let mut inherit: Vec<i32> = Vec::new();
+    let mut user = None;
+    let mut open = None;
     let mut command = match cmd.sandbox {
         Some(plan) => {
+            let binds = plan.open_binds()?;
+            inherit = binds.raw();
+            user = plan.user;
             let mut c = Command::new(&plan.bwrap);
-            c.args(plan.argv(cmd.program, &cmd.args));
+            c.args(plan.argv(cmd.program, &cmd.args, &binds));
+            open = Some(binds);
             c
         }
         None => {
@@ -78,16 +85,29 @@ pub fn spawn(cmd: &AgentCommand<'_>) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+    if let Some(user) = user {
+        // The daemon is root: the sandbox starts as the unprivileged job user (supplementary groups
+        // dropped), so bubblewrap holds no privilege of the daemon's to begin with.
+        command.uid(user.uid).gid(user.gid);
+    }
+    // SAFETY: setsid(2) and fcntl(2) are async-signal-safe and touch no memory of the parent; the
+    // descriptors are the bind sources held open in `open` until after the spawn.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for fd in &inherit {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
-    command.spawn()
+    let child = command.spawn();
+    drop(open);
+    child
 }
 
 /// Sends `signal` to every process of the group; false when the group is gone.

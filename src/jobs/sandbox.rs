@@ -1,14 +1,17 @@
 //! The job sandbox: the bubblewrap command line that confines one agent run to its worktree.
 //!
-//! Inside, the whole filesystem is read-only; the daemon's state (`<root>/orchestrator`), every other
-//! worktree and repository, the config file, the token file, `/run` (the user's bus, agent and container
-//! sockets) and the operator's credential places are hidden behind empty mounts. Writable: the session's
+//! Inside, the whole filesystem is read-only; `root` (the daemon's state, every worktree and
+//! repository), the config file, the token file, `/run` (the user's bus, agent and container sockets)
+//! and the operator's credential places are hidden behind empty mounts. Writable: the session's
 //! worktree, the worktree's own git directory, a private copy of the refs (the session's branch is moved
 //! after the job), a private object directory (imported into the repository after the job, each object
-//! checked), the project's agent state (`CLAUDE_CONFIG_DIR`), a private `/tmp`, and the paths the
+//! checked), the session's own agent state (`CLAUDE_CONFIG_DIR`), a private `/tmp`, and the paths the
 //! operator listed in `agent.sandbox_write`. The job's approval endpoint is bound in at its host path.
-//! The job gets its own PID namespace, so every process it starts, whatever session or group it moves
-//! to, ends with it; the network stays (the agent needs its model API).
+//! The job gets its own user namespace with every capability dropped and no nested user namespaces,
+//! its own PID namespace (every process it starts ends with it), and with `agent.network = "allowlist"`
+//! its own network namespace, whose only way out is the daemon's egress proxy. When the daemon is root
+//! the job runs as the unprivileged `agent.run_as` user: the places it writes are handed to that user
+//! for the job and taken back after it.
 
 use std::path::{Path, PathBuf};
 
@@ -18,16 +21,57 @@ use crate::config::Config;
 pub const UNCONFINED: &str = "none (agents run unconfined)";
 
 /// A job's run directory: its approval socket, its copy of the refs, its private objects. Short, so
-/// the socket path fits.
-pub fn run_dir(orchestrator: &Path, job_id: &str) -> PathBuf {
+/// the socket path fits. Under `<root>/run`, not `orchestrator/` (which stays 0700): a job running as
+/// `agent.run_as` must be able to walk down to it.
+pub fn run_dir(root: &Path, job_id: &str) -> PathBuf {
     let short: String = job_id.chars().filter(|c| *c != '-').take(12).collect();
-    orchestrator.join("run").join(short)
+    root.join("run").join(short)
 }
 
-/// Where a project's agent keeps its state (conversations, settings): one per project, so a job sees
-/// neither other projects' conversations nor state other projects' jobs left behind.
-pub fn agent_state(orchestrator: &Path, project_id: &str) -> PathBuf {
-    orchestrator.join("agents").join(project_id)
+/// Where a session's agent keeps its state (conversations, settings): one per session, so a job sees
+/// neither other sessions' conversations nor instructions their jobs left behind.
+pub fn agent_state(root: &Path, project_id: &str, session_id: &str) -> PathBuf {
+    root.join("agents").join(project_id).join(session_id)
+}
+
+/// The user a job runs as: the daemon's own, or `agent.run_as` when the daemon is root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Whom jobs run as: `None` when the daemon is not root (jobs keep its user, in a user namespace with
+/// no capabilities); the resolved `agent.run_as` when it is.
+pub fn job_user(config: &Config) -> Result<Option<JobUser>, String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    resolve_user(&config.agent.run_as).map(Some)
+}
+
+/// A user name or numeric uid from the password database.
+pub fn resolve_user(name: &str) -> Result<JobUser, String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("{name:?} holds a NUL byte"))?;
+    // SAFETY: getpwnam/getpwuid return a pointer into static storage or null; read at once.
+    let pw = unsafe {
+        match name.parse::<u32>() {
+            Ok(uid) => libc::getpwuid(uid),
+            Err(_) => libc::getpwnam(c.as_ptr()),
+        }
+    };
+    if pw.is_null() {
+        return Err(format!(
+            "agent.run_as {name:?} is not a user on this machine (useradd --system televibe-agent)"
+        ));
+    }
+    // SAFETY: non-null pointer from getpw*.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    if uid == 0 {
+        return Err(format!("agent.run_as {name:?} is root: name an unprivileged user"));
+    }
+    Ok(JobUser { uid, gid })
 }
 
 /// The home directory the agent sees: `HOME` from `agent.env`, else the daemon's.
@@ -60,7 +104,7 @@ fn expand(path: &str, homes: &[PathBuf]) -> Vec<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct SandboxPlan {
     pub bwrap: PathBuf,
-    /// Directories hidden wholesale.
+    /// Directories hidden wholesale (`root` first: everything the daemon keeps).
     pub hidden_dirs: Vec<PathBuf>,
     /// Files hidden behind an empty file.
     pub hidden_files: Vec<PathBuf>,
@@ -71,14 +115,25 @@ pub struct SandboxPlan {
     pub git_worktree: PathBuf,
     /// The job's run directory on the host.
     pub run_dir: PathBuf,
-    /// The project's agent state directory (`CLAUDE_CONFIG_DIR` inside).
+    /// The session's agent state directory (`CLAUDE_CONFIG_DIR` inside).
     pub state: PathBuf,
-    /// The operator's agent state: its credentials are shared, its settings copied in read-only.
+    /// The project's agent state of earlier versions (one per project), from which a session's
+    /// conversations are carried over once.
+    pub legacy_state: PathBuf,
+    /// The operator's agent state: its settings are copied in read-only, its login in a read-only copy
+    /// that cannot refresh.
     pub operator_state: PathBuf,
     /// Extra writable paths from `agent.sandbox_write`.
     pub writable: Vec<PathBuf>,
     /// Executables the job must be able to start even if they live under a hidden directory.
     pub executables: Vec<PathBuf>,
+    /// The unprivileged user the job runs as when the daemon is root.
+    pub user: Option<JobUser>,
+    /// Whether the job gets a network namespace of its own (`agent.network = "allowlist"`).
+    pub isolate_network: bool,
+    /// Directories (`root`, the repository) under which the job's user may walk down to its places:
+    /// bubblewrap, started as that user, resolves every bind's source on the host.
+    pub walkable: Vec<PathBuf>,
 }
 
 /// Where the job's copy of `refs/` lives on the host.
@@ -96,6 +151,16 @@ pub fn approval_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("approval")
 }
 
+/// The directory holding the job's egress proxy socket (bound into the sandbox at the same path).
+pub fn egress_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("egress")
+}
+
+/// The job's read-only copy of the operator's login, without its refresh token.
+fn login_copy(run_dir: &Path) -> PathBuf {
+    run_dir.join("login.json")
+}
+
 fn arg(args: &mut Vec<String>, words: &[&str]) {
     args.extend(words.iter().map(|w| w.to_string()));
 }
@@ -107,10 +172,12 @@ fn path_arg(args: &mut Vec<String>, flag: &str, from: &Path, to: &Path) {
 }
 
 /// What one job's sandbox is made of, from the config and where its session lives.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_for(
     config: &Config,
     bwrap: PathBuf,
     project_id: &str,
+    session_id: &str,
     repo: &Path,
     worktree: &Path,
     run_dir: PathBuf,
@@ -125,11 +192,9 @@ pub fn plan_for(
     }
     let root = &config.root;
     let orchestrator = root.join("orchestrator");
-    let mut hidden_dirs = vec![
-        orchestrator.clone(),
-        root.join("workspaces"),
-        root.join("repos"),
-    ];
+    let repo_dir = repo.to_path_buf();
+    // All of `root`: the state, every worktree and repository. What the job needs is bound back in.
+    let mut hidden_dirs = vec![root.clone()];
     hidden_dirs.extend(config.allowed_roots.iter().cloned());
     let mut hidden_files = vec![config.socket_path.clone()];
     hidden_files.extend(
@@ -181,7 +246,8 @@ pub fn plan_for(
         git_common,
         git_worktree,
         run_dir,
-        state: agent_state(&orchestrator, project_id),
+        state: agent_state(root, project_id, session_id),
+        legacy_state: orchestrator.join("agents").join(project_id),
         operator_state: operator_state(config),
         writable,
         // Real paths: a bind onto a path through a symbolic link cannot be made, and the link itself
@@ -190,21 +256,140 @@ pub fn plan_for(
             .into_iter()
             .filter_map(|p| p.canonicalize().ok())
             .collect(),
+        user: job_user(config)?,
+        isolate_network: config.agent.network_allowlist,
+        walkable: vec![root.clone(), repo_dir],
     })
 }
 
+/// The isolation every sandbox gets, also in the readiness check: no capabilities (bubblewrap drops
+/// them only when it runs privileged, so they are dropped by name too), a user namespace the job cannot
+/// nest another in, PID, IPC and UTS namespaces, and a session of its own.
+const ISOLATION: &[&str] = &[
+    "--die-with-parent",
+    "--unshare-user",
+    "--disable-userns",
+    "--cap-drop",
+    "ALL",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+];
+
+/// A bind whose source the daemon opens itself and hands to bubblewrap as a descriptor: bubblewrap,
+/// running as the job's user, may not be able to walk to it (`root` is 0700), and a descriptor cannot be
+/// swapped for a link between the check and the mount.
+#[derive(Debug)]
+pub struct Bind {
+    pub writable: bool,
+    pub source: PathBuf,
+    pub dest: PathBuf,
+}
+
+/// The sources of a plan's binds, opened (`O_PATH`); kept open until the sandbox has started.
+pub struct OpenBinds {
+    pub fds: Vec<std::os::fd::OwnedFd>,
+    binds: Vec<Bind>,
+}
+
+impl OpenBinds {
+    /// The descriptors bubblewrap must inherit.
+    pub fn raw(&self) -> Vec<i32> {
+        use std::os::fd::AsRawFd;
+        self.fds.iter().map(|f| f.as_raw_fd()).collect()
+    }
+}
+
+fn open_path(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("NUL in path"))?;
+    // SAFETY: a valid C string; the descriptor is owned below. Not O_CLOEXEC: it is cleared for the
+    // sandbox's start anyway, and closed with the OwnedFd.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::other(format!(
+            "{}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 impl SandboxPlan {
+    /// What is bound in, in mount order (later mounts go on top of earlier ones).
+    fn binds(&self) -> Vec<Bind> {
+        let mut b = Vec::new();
+        let mut add = |writable: bool, source: PathBuf, dest: PathBuf| {
+            b.push(Bind {
+                writable,
+                source,
+                dest,
+            })
+        };
+        let common = &self.git_common;
+        add(false, common.clone(), common.clone());
+        add(true, refs_dir(&self.run_dir), common.join("refs"));
+        add(true, self.run_dir.join("reflogs"), common.join("logs"));
+        let objects = objects_dir(&self.run_dir);
+        add(true, objects.clone(), objects);
+        add(true, self.git_worktree.clone(), self.git_worktree.clone());
+        // Which repository the worktree belongs to, and its worktree-only config, stay as the daemon
+        // wrote them: a rewritten pointer would send the daemon's own git commands to a configuration of
+        // the agent's choosing, and a worktree config could name programs for git to run.
+        for pointer in ["commondir", "gitdir", "config.worktree"] {
+            let p = self.git_worktree.join(pointer);
+            add(false, p.clone(), p);
+        }
+        add(true, self.worktree.clone(), self.worktree.clone());
+        let dotgit = self.worktree.join(".git");
+        add(false, dotgit.clone(), dotgit);
+        add(true, self.state.clone(), self.state.clone());
+        // The settings (hooks, plugins) stay as the operator wrote them: a job must not leave hooks
+        // behind for later jobs.
+        let settings = self.state.join("settings.json");
+        add(false, settings.clone(), settings);
+        let login = login_copy(&self.run_dir);
+        if login.is_file() {
+            add(false, login, self.state.join(CREDENTIALS));
+        }
+        for w in self.writable.iter().filter(|w| w.exists()) {
+            add(true, w.clone(), w.clone());
+        }
+        let approval = approval_dir(&self.run_dir);
+        add(true, approval.clone(), approval);
+        let egress = egress_dir(&self.run_dir);
+        if self.isolate_network && egress.is_dir() {
+            add(true, egress.clone(), egress);
+        }
+        b
+    }
+
+    /// Opens every bind's source without following a link at its last step.
+    pub fn open_binds(&self) -> std::io::Result<OpenBinds> {
+        let binds = self.binds();
+        let fds = binds
+            .iter()
+            .map(|b| open_path(&b.source))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(OpenBinds { fds, binds })
+    }
+
     /// The argv for bubblewrap, ending with `--` and the agent's own argv. Later mounts go on top of
-    /// earlier ones, so the order is: the read-only world, the hidden places, then what is let back in.
-    pub fn argv(&self, program: &Path, program_args: &[String]) -> Vec<String> {
+    /// earlier ones, so the order is: the read-only world, the hidden places, then what is let back in
+    /// (by descriptor, from `open`).
+    pub fn argv(&self, program: &Path, program_args: &[String], open: &OpenBinds) -> Vec<String> {
         let mut a = Vec::new();
+        arg(&mut a, ISOLATION);
+        if self.isolate_network {
+            arg(&mut a, &["--unshare-net"]);
+        }
         arg(
             &mut a,
             &[
-                "--die-with-parent",
-                "--unshare-pid",
-                "--unshare-ipc",
-                "--unshare-uts",
                 "--ro-bind",
                 "/",
                 "/",
@@ -222,14 +407,17 @@ impl SandboxPlan {
                 "/run",
             ],
         );
-        if Path::new("/run/systemd/resolve").is_dir() {
+        if !self.isolate_network && Path::new("/run/systemd/resolve").is_dir() {
             let resolve = Path::new("/run/systemd/resolve");
             path_arg(&mut a, "--ro-bind", resolve, resolve);
         }
         if Path::new("/var/run").is_dir() && !Path::new("/var/run").is_symlink() {
             arg(&mut a, &["--tmpfs", "/var/run"]);
         }
-        for dir in self.hidden_dirs.iter().filter(|d| d.is_dir()) {
+        // A place the job's user cannot even walk to is out of its reach already (and bubblewrap,
+        // running as that user, could not mount over it).
+        let reachable = |p: &&PathBuf| self.user.is_none_or(|u| walkable_by(p, u));
+        for dir in self.hidden_dirs.iter().filter(|d| d.is_dir()).filter(reachable) {
             a.push("--tmpfs".into());
             a.push(dir.display().to_string());
         }
@@ -237,60 +425,18 @@ impl SandboxPlan {
             .hidden_files
             .iter()
             .filter(|f| f.exists() && !f.is_dir())
+            .filter(reachable)
         {
             path_arg(&mut a, "--ro-bind", Path::new("/dev/null"), file);
         }
         for exe in self.executables.iter().filter(|e| e.is_file()) {
             path_arg(&mut a, "--ro-bind", exe, exe);
         }
-        let common = &self.git_common;
-        path_arg(&mut a, "--ro-bind", common, common);
-        path_arg(
-            &mut a,
-            "--bind",
-            &refs_dir(&self.run_dir),
-            &common.join("refs"),
-        );
-        path_arg(
-            &mut a,
-            "--bind",
-            &self.run_dir.join("reflogs"),
-            &common.join("logs"),
-        );
-        let objects = objects_dir(&self.run_dir);
-        path_arg(&mut a, "--bind", &objects, &objects);
-        path_arg(&mut a, "--bind", &self.git_worktree, &self.git_worktree);
-        // Which repository the worktree belongs to, and its worktree-only config, stay as the daemon
-        // wrote them: a rewritten pointer would send the daemon's own git commands to a configuration of
-        // the agent's choosing, and a worktree config could name programs for git to run.
-        for pointer in ["commondir", "gitdir", "config.worktree"] {
-            let p = self.git_worktree.join(pointer);
-            if p.is_file() {
-                path_arg(&mut a, "--ro-bind", &p, &p);
-            }
+        for (bind, fd) in open.binds.iter().zip(open.raw()) {
+            a.push(if bind.writable { "--bind-fd" } else { "--ro-bind-fd" }.into());
+            a.push(fd.to_string());
+            a.push(bind.dest.display().to_string());
         }
-        path_arg(&mut a, "--bind", &self.worktree, &self.worktree);
-        let dotgit = self.worktree.join(".git");
-        path_arg(&mut a, "--ro-bind", &dotgit, &dotgit);
-        path_arg(&mut a, "--bind", &self.state, &self.state);
-        // The settings (hooks, plugins) stay as the operator wrote them: a job must not leave hooks
-        // behind for later jobs.
-        let settings = self.state.join("settings.json");
-        path_arg(&mut a, "--ro-bind", &settings, &settings);
-        let credentials = self.operator_state.join(CREDENTIALS);
-        if credentials.is_file() {
-            path_arg(
-                &mut a,
-                "--bind",
-                &credentials,
-                &self.state.join(CREDENTIALS),
-            );
-        }
-        for w in self.writable.iter().filter(|w| w.exists()) {
-            path_arg(&mut a, "--bind", w, w);
-        }
-        let approval = approval_dir(&self.run_dir);
-        path_arg(&mut a, "--bind", &approval, &approval);
         a.push("--chdir".into());
         a.push(self.worktree.display().to_string());
         a.push("--".into());
@@ -321,15 +467,21 @@ impl SandboxPlan {
 
     /// Makes the host side ready: the run directory with a copy of `refs/` (the session's branch
     /// included even when it is only packed), empty reflog and object directories, the approval
-    /// directory, the worktree-only config (empty, so it can be held read-only), and the project's
-    /// agent state with the operator's settings copied in.
+    /// directory, the worktree-only config (empty, so it can be held read-only), the session's agent
+    /// state with the operator's settings copied in, and a read-only copy of the operator's login.
+    /// The agent state is the job's: nothing in it is followed, and files are replaced, not written
+    /// through.
     pub fn prepare(&self, branch: &str, head: Option<&str>) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
+        let fresh_state = !self.state.exists();
         for dir in [&self.run_dir, &self.state] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)?;
+        }
+        if fresh_state {
+            self.carry_over_conversations();
         }
         let refs = refs_dir(&self.run_dir);
         copy_tree(&self.git_common.join("refs"), &refs)?;
@@ -346,33 +498,245 @@ impl SandboxPlan {
         std::fs::create_dir_all(objects_dir(&self.run_dir))?;
         std::fs::create_dir_all(self.git_common.join("logs"))?;
         std::fs::create_dir_all(approval_dir(&self.run_dir))?;
-        let worktree_config = self.git_worktree.join("config.worktree");
-        if !worktree_config.exists() {
-            std::fs::write(&worktree_config, "")?;
+        if self.isolate_network {
+            std::fs::create_dir_all(egress_dir(&self.run_dir))?;
         }
-        let settings = self.state.join("settings.json");
-        match std::fs::read(self.operator_state.join("settings.json")) {
-            Ok(text) => std::fs::write(&settings, text)?,
-            Err(_) if !settings.exists() => std::fs::write(&settings, "{}\n")?,
-            Err(_) => {}
+        let unsafe_io = |e: crate::safe_fs::Unsafe| std::io::Error::other(e.to_string());
+        if !crate::safe_fs::exists(&self.git_worktree, Path::new("config.worktree"))
+            .map_err(unsafe_io)?
+        {
+            crate::safe_fs::replace(&self.git_worktree, Path::new("config.worktree"), b"", 0o644)
+                .map_err(unsafe_io)?;
         }
-        let credentials = self.state.join(CREDENTIALS);
-        if self.operator_state.join(CREDENTIALS).is_file() && !credentials.exists() {
-            std::fs::write(&credentials, "")?;
+        let settings = match std::fs::read(self.operator_state.join("settings.json")) {
+            Ok(text) => text,
+            Err(_) => b"{}\n".to_vec(),
+        };
+        crate::safe_fs::replace(&self.state, Path::new("settings.json"), &settings, 0o644)
+            .map_err(unsafe_io)?;
+        // A login left from an earlier version (bound read-write then) goes; the copy below replaces it.
+        crate::safe_fs::remove_file(&self.state, Path::new(CREDENTIALS)).map_err(unsafe_io)?;
+        if let Some(login) = read_only_login(&self.operator_state.join(CREDENTIALS)) {
+            crate::safe_fs::replace(&self.run_dir, Path::new("login.json"), &login, 0o600)
+                .map_err(unsafe_io)?;
+            crate::safe_fs::replace(&self.state, Path::new(CREDENTIALS), b"", 0o600)
+                .map_err(unsafe_io)?;
+        }
+        Ok(())
+    }
+
+    /// A session's conversations from the time agent state was kept per project (Claude Code keeps
+    /// them under `projects/<its working directory, each other character a dash>`), copied once into
+    /// the session's own state: regular files only, nothing followed.
+    fn carry_over_conversations(&self) {
+        let encoded: String = self
+            .worktree
+            .display()
+            .to_string()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let from = self.legacy_state.join("projects").join(&encoded);
+        if !from.is_dir() || from.is_symlink() {
+            return;
+        }
+        let to = self.state.join("projects").join(&encoded);
+        let copied = crate::safe_fs::walk(&from, 10_000, |rel, entry| match entry {
+            crate::safe_fs::Entry::Dir => {
+                std::fs::create_dir_all(to.join(rel)).map_err(|e| crate::safe_fs::Unsafe {
+                    path: to.join(rel),
+                    reason: e.to_string(),
+                })?;
+                Ok(true)
+            }
+            crate::safe_fs::Entry::File { .. } => {
+                let text = crate::safe_fs::read(&from, rel, 64 << 20)?;
+                crate::safe_fs::replace(&to, rel, &text, 0o600)?;
+                Ok(false)
+            }
+            crate::safe_fs::Entry::Special(_) => Ok(false),
+        });
+        if let Err(e) = copied {
+            tracing::warn!(target: "televibe.runner", error = %e, "Could not carry the session's conversations over to its own agent state");
+        }
+    }
+
+    /// The places the job writes, handed to its user (when the daemon is root) for the job.
+    fn owned_places(&self) -> Vec<PathBuf> {
+        let mut places = vec![
+            self.worktree.clone(),
+            self.git_worktree.clone(),
+            refs_dir(&self.run_dir),
+            self.run_dir.join("reflogs"),
+            objects_dir(&self.run_dir),
+            approval_dir(&self.run_dir),
+            self.state.clone(),
+        ];
+        if self.isolate_network {
+            places.push(egress_dir(&self.run_dir));
+        }
+        places
+    }
+
+    /// Hands the places the job writes to its user (when it has one of its own): every entry with one
+    /// link, without following any. The worktree's `.git` link and the pointers held read-only stay the
+    /// daemon's.
+    pub fn hand_over(&self) -> Result<(), String> {
+        let Some(user) = self.user else {
+            return Ok(());
+        };
+        for place in self.owned_places() {
+            self.let_walk_to(&place)?;
+            chown_tree(&place, user.uid, user.gid)?;
+        }
+        for dir in [&self.git_common] {
+            self.let_walk_to(dir)?;
+        }
+        for keep in ["commondir", "gitdir", "config.worktree"] {
+            lchown(&self.git_worktree.join(keep), 0, 0)?;
+        }
+        lchown(&self.worktree.join(".git"), 0, 0)?;
+        lchown(&self.state.join("settings.json"), 0, 0)?;
+        Ok(())
+    }
+
+    /// Takes the places back from the job's user after the job (its processes are gone with its PID
+    /// namespace): the daemon's own git commands and later jobs find them as before. An entry with more
+    /// than one link is left as it is (it could be another file's name).
+    pub fn take_back(&self) -> Result<(), String> {
+        if self.user.is_none() {
+            return Ok(());
+        }
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        for place in self.owned_places() {
+            chown_tree(&place, uid, gid)?;
         }
         Ok(())
     }
 }
 
-/// The operator's login, shared with jobs (a refreshed token is written back in place).
+impl SandboxPlan {
+    /// The worktree's git directory after a job: git and the daemon read it, so a link, FIFO, socket or
+    /// device the job left there is removed (never followed or opened) and named as the job's error.
+    pub fn check_git_dir(&self) -> Result<(), String> {
+        let mut found = Vec::new();
+        crate::safe_fs::walk(&self.git_worktree, 100_000, |rel, entry| {
+            if let crate::safe_fs::Entry::Special(kind) = entry {
+                found.push((rel.to_path_buf(), kind));
+            }
+            Ok(true)
+        })
+        .map_err(|e| e.to_string())?;
+        for (rel, _) in &found {
+            crate::safe_fs::remove_file(&self.git_worktree, rel).map_err(|e| e.to_string())?;
+        }
+        match found.first() {
+            None => Ok(()),
+            Some((rel, kind)) => Err(format!(
+                "refused a file the job left: {} is {kind} where git keeps its data (removed, not followed)",
+                self.git_worktree.join(rel).display()
+            )),
+        }
+    }
+}
+
+impl SandboxPlan {
+    /// Lets others walk (not list: `o+x`) through each directory above `place` that lies in a
+    /// `walkable` directory, that directory included. `orchestrator/` is never on the way.
+    fn let_walk_to(&self, place: &Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(top) = self.walkable.iter().find(|w| place.starts_with(w)) else {
+            return Ok(());
+        };
+        let mut dir = place.parent();
+        while let Some(d) = dir {
+            if !d.starts_with(top) {
+                break;
+            }
+            let meta = std::fs::symlink_metadata(d)
+                .map_err(|e| format!("cannot open the way to {}: {e}", place.display()))?;
+            if meta.is_dir() && meta.permissions().mode() & 0o001 == 0 {
+                let mode = meta.permissions().mode() | 0o001;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("cannot open the way to {}: {e}", place.display()))?;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}
+
+/// Whether `user` may walk down to `path`: every directory above it lets others (or that user) pass.
+fn walkable_by(path: &Path, user: JobUser) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors().skip(1).all(|d| match std::fs::metadata(d) {
+        Ok(m) => {
+            m.mode() & 0o001 != 0
+                || (m.uid() == user.uid && m.mode() & 0o100 != 0)
+                || (m.gid() == user.gid && m.mode() & 0o010 != 0)
+        }
+        Err(_) => false,
+    })
+}
+
+fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot hand {} over: {e}", path.display())),
+    }
+}
+
+/// `lchown` of `root` and everything under it with one link; nothing is followed.
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    if !root.exists() {
+        return Ok(());
+    }
+    lchown(root, uid, gid)?;
+    crate::safe_fs::walk(root, 5_000_000, |rel, entry| {
+        if !matches!(entry, crate::safe_fs::Entry::File { links, .. } if links > 1) {
+            lchown(&root.join(rel), uid, gid).map_err(|reason| crate::safe_fs::Unsafe {
+                path: root.join(rel),
+                reason,
+            })?;
+        }
+        Ok(true)
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// The operator's login file.
 const CREDENTIALS: &str = ".credentials.json";
 
-/// The commit the job left its branch at, from its private copy of the refs (None: not a plain
-/// commit id).
-pub fn branch_after(run_dir: &Path, branch: &str) -> Option<String> {
-    let text = std::fs::read_to_string(refs_dir(run_dir).join("heads").join(branch)).ok()?;
+/// The operator's login as a job may see it: the access token and its expiry, never the refresh token
+/// (a job could keep or spend it), so the job can neither change nor prolong the login. None when there
+/// is no login file or it is not the expected JSON.
+fn read_only_login(path: &Path) -> Option<Vec<u8>> {
+    let text = std::fs::read(path).ok()?;
+    let mut login: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    for entry in login.as_object_mut()?.values_mut() {
+        if let Some(o) = entry.as_object_mut() {
+            o.remove("refreshToken");
+        }
+    }
+    serde_json::to_vec(&login).ok()
+}
+
+/// The commit the job left its branch at, from its private copy of the refs (None: not a plain commit
+/// id). The refs are the job's: the file is read without following links or blocking, 4 KiB at most;
+/// anything else is the error.
+pub fn branch_after(run_dir: &Path, branch: &str) -> Result<Option<String>, crate::safe_fs::Unsafe> {
+    let rel = Path::new("heads").join(branch);
+    let refs = refs_dir(run_dir);
+    match crate::safe_fs::exists(&refs, &rel) {
+        Ok(false) => return Ok(None),
+        Ok(true) => {}
+        Err(e) => return Err(e),
+    }
+    let text = crate::safe_fs::read_string(&refs, &rel, 4096)?;
     let id = text.trim();
-    (id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+    Ok((id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase()))
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -390,24 +754,22 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether bubblewrap can start a sandbox here: the readiness and `doctor` check.
-pub fn check(bwrap: Option<&Path>) -> Result<(), String> {
+/// Whether bubblewrap can start a sandbox here with the isolation every job gets (as the job's user
+/// when the daemon is root): the readiness and `doctor` check.
+pub fn check(bwrap: Option<&Path>, config: &Config) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     let bwrap = bwrap.ok_or("bwrap not found on PATH (Debian package bubblewrap)")?;
-    let out = std::process::Command::new(bwrap)
-        .args([
-            "--die-with-parent",
-            "--unshare-pid",
-            "--ro-bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--",
-            "/bin/true",
-        ])
-        .stdin(std::process::Stdio::null())
+    let mut cmd = std::process::Command::new(bwrap);
+    cmd.args(ISOLATION);
+    if config.agent.network_allowlist {
+        cmd.arg("--unshare-net");
+    }
+    cmd.args(["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"])
+        .stdin(std::process::Stdio::null());
+    if let Some(user) = job_user(config)? {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let out = cmd
         .output()
         .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
     if out.status.success() {
@@ -451,8 +813,19 @@ mod tests {
         std::fs::create_dir_all(heads.join("feature")).unwrap();
         std::fs::write(heads.join("feature/x"), format!("{}\n", "a".repeat(40))).unwrap();
         std::fs::write(heads.join("bad"), "ref: refs/heads/main\n").unwrap();
-        assert_eq!(branch_after(dir.path(), "feature/x"), Some("a".repeat(40)));
-        assert_eq!(branch_after(dir.path(), "bad"), None);
-        assert_eq!(branch_after(dir.path(), "missing"), None);
+        assert_eq!(
+            branch_after(dir.path(), "feature/x").unwrap(),
+            Some("a".repeat(40))
+        );
+        assert_eq!(branch_after(dir.path(), "bad").unwrap(), None);
+        assert_eq!(branch_after(dir.path(), "missing").unwrap(), None);
+        // What the job planted instead of a ref is refused, not followed or waited on.
+        std::os::unix::fs::symlink("/etc/hostname", heads.join("linked")).unwrap();
+        assert!(branch_after(dir.path(), "linked").is_err());
+        let fifo = std::ffi::CString::new(heads.join("fifo").display().to_string()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = branch_after(dir.path(), "fifo").unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
     }
 }

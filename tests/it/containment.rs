@@ -96,8 +96,8 @@ impl Hostile {
     async fn attempt_inner(&self, instruction: &str) -> HashMap<String, (bool, String)> {
         let id = run(&self.mcp, "S1", instruction).await;
         let job = wait_final(&self.mcp, &id, Duration::from_secs(60)).await;
-        assert_eq!(job["status"], "done", "{job}");
-        let log = std::fs::read_to_string(job["log_path"].as_str().unwrap()).unwrap();
+        let log = std::fs::read_to_string(job["log_path"].as_str().unwrap()).unwrap_or_default();
+        assert_eq!(job["status"], "done", "{job}\n{log}");
         let attempts: HashMap<_, _> = log
             .lines()
             .filter_map(|l| l.split_once("HOSTILE ").map(|(_, rest)| rest))

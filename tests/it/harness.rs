@@ -27,6 +27,10 @@ impl Env {
             .prefix("tv")
             .tempdir_in(parent)
             .unwrap();
+        // Jobs may run as another user (the daemon's `agent.run_as` when it is root): they must be able
+        // to walk down to their worktree, as they can to `/projects`.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let env = Env { dir };
         env.write_config(extra);
         env

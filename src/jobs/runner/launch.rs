@@ -8,7 +8,8 @@ use super::*;
 pub(super) struct JobEndpoint {
     pub(super) _serve: tokio_util::task::AbortOnDropHandle<()>,
     pub(super) run_dir: PathBuf,
-    pub(super) sandboxed: bool,
+    /// The job's sandbox (`None`: unconfined by the operator's choice).
+    pub(super) plan: Option<SandboxPlan>,
 }
 
 impl Drop for JobEndpoint {
@@ -22,6 +23,7 @@ pub(super) fn open_endpoint(
     core: &Arc<Core>,
     job_id: &str,
     run_dir: &std::path::Path,
+    user: Option<sandbox::JobUser>,
 ) -> Result<(std::path::PathBuf, tokio_util::task::AbortOnDropHandle<()>), String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = sandbox::approval_dir(run_dir);
@@ -36,6 +38,10 @@ pub(super) fn open_endpoint(
         .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| e.to_string())?;
+    // The job's own user (the daemon is root) connects to it; the directory is the job's already.
+    if let Some(u) = user {
+        std::os::unix::fs::lchown(&path, Some(u.uid), Some(u.gid)).map_err(|e| e.to_string())?;
+    }
     let server = core
         .approval_server()
         .ok_or("no approval endpoint server is installed")?;
@@ -91,13 +97,17 @@ pub fn agent_args(
     args
 }
 
+/// How long the host side of a sandbox may take to get ready (copies of the refs, handing the worktree
+/// to the job's user).
+const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The tool name Claude Code calls for permissions.
 pub const PERMISSION_TOOL: &str = "mcp__televibe__approval_prompt";
 
 impl Runner {
     /// The job's sandbox, or `None` when the operator set `agent.sandbox = "none"`. A job that should
     /// be sandboxed but cannot be does not start.
-    pub(super) fn sandbox_plan(
+    pub(super) async fn sandbox_plan(
         &self,
         a: &RunnerArgs,
         program: &std::path::Path,
@@ -116,14 +126,21 @@ impl Runner {
             config,
             bwrap,
             &a.project.id,
+            &a.session.id,
             std::path::Path::new(&a.project.repo_path),
             std::path::Path::new(&a.session.worktree_path),
             run_dir.to_path_buf(),
             program,
         )
         .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
-        plan.prepare(&a.session.branch, head)
-            .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
+        let (prepared, branch, head) = (plan.clone(), a.session.branch.clone(), head.map(str::to_string));
+        crate::safe_fs::blocking(PREPARE_TIMEOUT, "preparing the sandbox", move || {
+            prepared.prepare(&branch, head.as_deref())?;
+            prepared.hand_over().map_err(std::io::Error::other)
+        })
+        .await
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
         Ok(Some(plan))
     }
 }

@@ -67,8 +67,9 @@ pub enum RunnerMsg {
     Finalize,
     /// Failure drill: the handler blocks, so the runner stops heart-beating like a wedged one.
     Stall,
-    /// The worktree's changes are measured; write the outcome.
-    Complete(Option<(Vec<String>, Option<String>)>),
+    /// The worktree's changes are measured (and what the job left refused, if it was); write the
+    /// outcome.
+    Complete(Option<(Vec<String>, Option<String>)>, Option<String>),
     Panic,
 }
 
@@ -154,16 +155,23 @@ impl Actor for Runner {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
-        let run_dir = sandbox::run_dir(&core.layout().orchestrator(), &a.job.id);
-        let plan = self.sandbox_plan(&a, &program, &run_dir, base_commit.as_deref())?;
+        let run_dir = sandbox::run_dir(&core.config().root, &a.job.id);
+        let plan = self
+            .sandbox_plan(&a, &program, &run_dir, base_commit.as_deref())
+            .await?;
         if let Some(plan) = &plan {
             env.extend(plan.env());
         }
-        let (endpoint_path, serve) = open_endpoint(core, &a.job.id, &run_dir)?;
+        let (endpoint_path, serve) = open_endpoint(
+            core,
+            &a.job.id,
+            &run_dir,
+            plan.as_ref().and_then(|p| p.user),
+        )?;
         let endpoint = JobEndpoint {
             _serve: serve,
             run_dir,
-            sandboxed: plan.is_some(),
+            plan: plan.clone(),
         };
         let token = core.issue_job_token(&a.job.id);
         let trusted = a.project.trusted || core.config().trusted_projects.contains(&a.project.id);
@@ -312,7 +320,9 @@ impl Actor for Runner {
             RunnerMsg::Stop(reason) => begin_stop(&myself, st, reason, self.grace()),
             RunnerMsg::KillNow => _ = process::signal_group(st.pgid, libc::SIGKILL),
             RunnerMsg::Finalize => self.finalize(&myself, st).await,
-            RunnerMsg::Complete(changes) => self.complete(&myself, st, changes).await,
+            RunnerMsg::Complete(changes, violation) => {
+                self.complete(&myself, st, changes, violation).await
+            }
             RunnerMsg::Panic => panic!("injected panic in runner of job {}", st.job.id),
             RunnerMsg::Stall => tokio::time::sleep(Duration::from_secs(24 * 3600)).await,
         }

@@ -205,8 +205,10 @@ impl Runner {
         }
     }
 
-    /// The process is gone and its output read: measure the worktree off the handler (git may take a
-    /// while and heartbeats must go on), then `Complete`.
+    /// The process is gone and its output read: take the job's places back, bring in what it
+    /// committed and measure the worktree off the handler (git may take a while and heartbeats must go
+    /// on), then `Complete`. Everything here reads what the job wrote: through `safe_fs`, on the blocking
+    /// pool, under timeouts; a violation fails the job and nothing is taken from it.
     pub(super) async fn finalize(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
         if st.finishing {
             return;
@@ -215,12 +217,7 @@ impl Runner {
         let worktree = PathBuf::from(&st.session.worktree_path);
         let base = st.job.base_commit.clone();
         let (core, me) = (self.core.clone(), myself.clone());
-        let sandboxed = st.endpoint.sandboxed;
-        let run_dir = st.endpoint.run_dir.clone();
-        let adopt = sandboxed
-            .then(|| sandbox::branch_after(&run_dir, &st.session.branch))
-            .flatten()
-            .filter(|after| Some(after) != base.as_ref());
+        let plan = st.endpoint.plan.clone();
         let (repo, branch, job_id) = (
             PathBuf::from(&st.project.repo_path),
             st.session.branch.clone(),
@@ -228,35 +225,16 @@ impl Runner {
         );
         tokio::spawn(async move {
             let began = std::time::Instant::now();
-            // The job wrote its objects into a private directory and committed into a private copy of
-            // the refs: bring in its objects (each one checked) and move the session's branch (and only
-            // it) to where the job left it, if nobody moved it meanwhile.
-            if sandboxed {
-                match core.git().reattach_head(&repo, &worktree, &branch).await {
-                    Ok(true) => {
-                        tracing::warn!(target: "televibe.runner", job_id = %job_id, branch = %branch, "The job left its session's branch; the worktree's HEAD points at it again (its changes show as uncommitted)");
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "Cannot check the worktree's HEAD");
-                    }
+            let violation = match plan {
+                Some(plan) => {
+                    bring_in(&core, &plan, &repo, &worktree, &branch, base.as_deref(), &job_id)
+                        .await
+                        .err()
                 }
-            }
-            if sandboxed
-                && let Err(e) = core
-                    .git()
-                    .import_objects(&repo, &sandbox::objects_dir(&run_dir))
-                    .await
-            {
-                tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's new git objects could not be imported");
-            }
-            if let Some(after) = adopt
-                && let Err(e) = core
-                    .git()
-                    .adopt_branch(&repo, &branch, base.as_deref(), &after)
-                    .await
-            {
-                tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's commits could not be kept on its branch");
+                None => None,
+            };
+            if let Some(v) = &violation {
+                tracing::error!(target: "televibe.runner", job_id = %job_id, error = %v, "The job left something the daemon refuses to touch; nothing was taken from it");
             }
             let changes = if worktree.is_dir() {
                 core.git().changes(&worktree, base.as_deref()).await.ok()
@@ -264,7 +242,7 @@ impl Runner {
                 None
             };
             tracing::debug!(target: "televibe.runner", job_id = %job_id, git_ms = began.elapsed().as_millis() as u64, "Job's git work collected");
-            let _ = me.cast(RunnerMsg::Complete(changes));
+            let _ = me.cast(RunnerMsg::Complete(changes, violation));
         });
     }
 
@@ -273,6 +251,7 @@ impl Runner {
         myself: &ActorRef<RunnerMsg>,
         st: &mut RunnerState,
         changes: Option<(Vec<String>, Option<String>)>,
+        violation: Option<String>,
     ) {
         if st.finished {
             return;
@@ -294,6 +273,13 @@ impl Runner {
         if outcome.outcome.result_text.is_none() {
             outcome.outcome.result_text = st.last_text.clone();
         }
+        if let Some(v) = violation
+            && outcome.outcome.status == Some(crate::domain::JobStatus::Done)
+        {
+            outcome.outcome.status = Some(crate::domain::JobStatus::Failed);
+            outcome.outcome.error_type = Some(crate::domain::ErrorType::Containment);
+            outcome.outcome.error = Some(v);
+        }
         let ending = Ending::Decided {
             decision: Box::new(outcome),
             elapsed: st.started.elapsed(),
@@ -307,6 +293,70 @@ impl Runner {
         });
         myself.stop(Some("job finished".into()));
     }
+}
+
+/// How long the daemon's own file work after a job may take (handing places back, checks).
+const AFTER_JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// After a sandboxed job: its places back from its user, its git directory checked, HEAD back on the
+/// session's branch, its objects imported and its branch moved. The first violation ends this (named
+/// with its path and reason); what the job left is then not taken.
+async fn bring_in(
+    core: &Arc<Core>,
+    plan: &SandboxPlan,
+    repo: &std::path::Path,
+    worktree: &std::path::Path,
+    branch: &str,
+    base: Option<&str>,
+    job_id: &str,
+) -> Result<(), String> {
+    let blocking = |what: &'static str, f: Box<dyn FnOnce() -> Result<(), String> + Send>| async move {
+        crate::safe_fs::blocking(AFTER_JOB_TIMEOUT, what, f)
+            .await
+            .and_then(|r| r)
+    };
+    let p = plan.clone();
+    blocking("taking the job's places back", Box::new(move || p.take_back())).await?;
+    let p = plan.clone();
+    blocking(
+        "checking the worktree's git directory",
+        Box::new(move || p.check_git_dir()),
+    )
+    .await?;
+    match core.git().reattach_head(repo, worktree, branch).await {
+        Ok(true) => {
+            tracing::warn!(target: "televibe.runner", job_id = %job_id, branch = %branch, "The job left its session's branch; the worktree's HEAD points at it again (its changes show as uncommitted)");
+        }
+        Ok(false) => {}
+        Err(e @ crate::git::GitError::Unsafe(_)) => return Err(e.to_string()),
+        Err(e) => {
+            tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "Cannot check the worktree's HEAD");
+        }
+    }
+    let (run_dir, b) = (plan.run_dir.clone(), branch.to_string());
+    let after = crate::safe_fs::blocking(AFTER_JOB_TIMEOUT, "reading the job's branch", move || {
+        sandbox::branch_after(&run_dir, &b)
+    })
+    .await?
+    .map_err(|e| format!("refused a file the job left: {e}"))?
+    .filter(|after| Some(after.as_str()) != base);
+    match core
+        .git()
+        .import_objects(repo, &sandbox::objects_dir(&plan.run_dir))
+        .await
+    {
+        Ok(_) => {}
+        Err(e @ crate::git::GitError::Unsafe(_)) => return Err(e.to_string()),
+        Err(e) => {
+            tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's new git objects could not be imported");
+        }
+    }
+    if let Some(after) = after
+        && let Err(e) = core.git().adopt_branch(repo, branch, base, &after).await
+    {
+        tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's commits could not be kept on its branch");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,3 +391,4 @@ mod tests {
         assert!(s.len() <= 4, "samples stay bounded: {}", s.len());
     }
 }
+
