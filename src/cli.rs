@@ -1,5 +1,6 @@
 //! The command line: `serve`, `mcp`, `admin …`, `backup …`, `doctor`, `reconstruct`, `config check`. Each subcommand is a library function.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,6 +68,20 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Inside a job's sandbox: run PROGRAM with HTTP(S)_PROXY set to a loopback relay that carries each
+    /// connection to the daemon's egress socket (exits with PROGRAM's code).
+    #[command(hide = true)]
+    SandboxRelay {
+        /// The egress proxy's Unix socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Also point ANTHROPIC_BASE_URL at the relay (the model route).
+        #[arg(long)]
+        model: bool,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        program: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,7 +127,10 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
 /// into a panic on the next print; the daemon and the stdio bridge keep ignoring it, since they handle
 /// write errors themselves and must not die because one peer left.
 fn quiet_on_closed_stdout(command: &Command) {
-    if matches!(command, Command::Serve | Command::Mcp { .. }) {
+    if matches!(
+        command,
+        Command::Serve | Command::Mcp { .. } | Command::SandboxRelay { .. }
+    ) {
         return;
     }
     // SAFETY: called at start, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
@@ -124,6 +142,14 @@ fn quiet_on_closed_stdout(command: &Command) {
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     quiet_on_closed_stdout(&cli.command);
+    if let Command::SandboxRelay {
+        socket,
+        model,
+        program,
+    } = &cli.command
+    {
+        return crate::egress::relay::run(socket, *model, program);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,6 +197,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 crate::logging::init_client();
                 crate::backup_cmd::run(&config, command).await
             }
+            // Run above, without the configuration or this runtime.
+            Command::SandboxRelay { .. } => ExitCode::from(125),
             Command::Config {
                 command: ConfigCommand::Check,
             } => {

@@ -40,6 +40,7 @@ pub mod core;
 pub mod daemon;
 pub mod doctor;
 pub mod domain;
+pub mod egress;
 pub mod errors;
 pub mod events;
 pub mod git;

@@ -7,6 +7,7 @@ mod config_cli;
 mod containment;
 mod dashboard;
 mod doctor;
+mod egress_relay;
 mod fake_model;
 mod fake_telegram;
 mod harness;
