@@ -1,5 +1,6 @@
-//! The doctor's checks of the machine: directories and their modes, free disk, the socket, the agent and
-//! its sandbox, Telegram, and jobs running too long. Each finding names the command that fixes it.
+//! The doctor's checks of the machine: the user it runs as, directories and their modes, free disk, the
+//! socket, the agent and its sandbox, Telegram, and jobs running too long. Each finding names the command
+//! that fixes it.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -15,6 +16,65 @@ const DISK_WARN_BYTES: u64 = 5_000_000_000;
 const DISK_FAIL_BYTES: u64 = 100_000_000;
 /// A job running longer than this is the stuck-job runbook's trigger.
 const STUCK_AFTER: chrono::Duration = chrono::Duration::hours(1);
+
+/// The dedicated user of the README's Install, and how the daemon comes to run as it.
+const DEDICATED_USER: &str = "sudo useradd --system --create-home --home-dir /var/lib/televibe --shell /usr/sbin/nologin televibe";
+
+/// Who the daemon runs as (doctor runs as the daemon's user): root is a warning, since jobs still run
+/// unprivileged as `agent.run_as` but the daemon holds root; an `agent.run_as` that jobs cannot run as
+/// is a failure, since then no job starts.
+pub(super) fn user(config: &Config, r: &mut Report) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        r.ok(
+            "user",
+            &format!(
+                "runs as {} (uid {euid}); jobs run as this user in a user namespace with no capabilities",
+                user_name(euid)
+            ),
+        );
+        return;
+    }
+    let run_as = &config.agent.run_as;
+    match crate::jobs::sandbox::resolve_user(run_as) {
+        Ok(job) => r.warn(
+            "user",
+            &format!(
+                "the daemon runs as root: jobs run as the unprivileged user {run_as} (uid {}) in a user namespace with every capability dropped, but the daemon itself holds root; a dedicated user is safer",
+                job.uid
+            ),
+            &format!(
+                "{DEDICATED_USER} && sudo chown -R televibe:televibe {}; then run the daemon as televibe: User=televibe and Group=televibe in its systemd unit (deploy/televibe.service has them)",
+                config.root.display()
+            ),
+        ),
+        Err(e) => r.fail(
+            "user",
+            &format!("the daemon runs as root and no job can start: {e}"),
+            &format!(
+                "sudo useradd --system --no-create-home --shell /usr/sbin/nologin televibe-agent and set agent.run_as = \"televibe-agent\"; better, run the daemon as its own user: {DEDICATED_USER}, then User=televibe in its systemd unit"
+            ),
+        ),
+    }
+}
+
+/// The name of user `uid` in the password database, else the number.
+fn user_name(uid: u32) -> String {
+    // SAFETY: an all-zero passwd is a valid value (null pointers, zero ids); getpwuid_r fills it.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf`, both ours and sized as passed; `found` is null or `&pw`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pw.pw_name.is_null() {
+        return uid.to_string();
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`.
+    unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned()
+}
 
 pub(super) fn directories(config: &Config, layout: &Layout, r: &mut Report) {
     for dir in [

@@ -64,6 +64,7 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
             "configuration valid (built-in defaults and environment)",
         ),
     }
+    checks::user(config, &mut r);
     checks::directories(config, &layout, &mut r);
     checks::disk(config, &layout, &mut r);
     checks::socket(config, &mut r);

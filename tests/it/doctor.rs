@@ -171,3 +171,93 @@ fn cleanup_is_a_dry_run_until_applied_and_keeps_the_newest_backups() {
     assert!(!older.exists() && !log.exists(), "{applied}");
     assert!(old.exists(), "the newest backup stays");
 }
+
+/// `doctor --json` on `env`: its exit code and its `user` finding.
+fn user_finding(env: &Env) -> (Option<i32>, serde_json::Value) {
+    let out = env.run(&["doctor", "--json"]);
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    let user = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "user")
+        .cloned()
+        .unwrap_or_else(|| panic!("no user finding: {report}"));
+    (out.status.code(), user)
+}
+
+/// The uid `id -u <name>` gives.
+fn uid_of(name: &str) -> u32 {
+    let out = std::process::Command::new("id")
+        .args(["-u", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "id -u {name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn doctor_warns_when_the_daemon_runs_as_root_and_fails_when_run_as_is_no_user() {
+    let config = |run_as: &str| {
+        format!("[agent]\ncommand = \"{FAKE_AGENT}\"\nsandbox = \"none\"\nrun_as = \"{run_as}\"\n")
+    };
+    let env = Env::new(&config("nobody"));
+    let (code, user) = user_finding(&env);
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        assert_eq!(user["status"], "WARN", "{user}");
+        assert_eq!(
+            user["message"],
+            format!(
+                "the daemon runs as root: jobs run as the unprivileged user nobody (uid {}) in a user namespace with every capability dropped, but the daemon itself holds root; a dedicated user is safer",
+                uid_of("nobody")
+            ),
+            "{user}"
+        );
+        let fix = user["fix"].as_str().unwrap();
+        assert!(
+            fix.contains("sudo useradd --system --create-home --home-dir /var/lib/televibe --shell /usr/sbin/nologin televibe")
+                && fix.contains("User=televibe"),
+            "{user}"
+        );
+        assert!(code.unwrap() >= 1, "a warning is exit code 1 at least");
+        let text = String::from_utf8_lossy(&env.run(&["doctor"]).stdout).to_string();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("WARN") && l.contains("the daemon runs as root")),
+            "{text}"
+        );
+        // A run_as that names no user here: no job could start.
+        env.write_config(&config("televibe-no-such-user"));
+        let (code, user) = user_finding(&env);
+        assert_eq!(user["status"], "FAIL", "{user}");
+        let message = user["message"].as_str().unwrap();
+        assert!(
+            message.contains("agent.run_as")
+                && message.contains("televibe-no-such-user")
+                && message.contains("is not a user on this machine"),
+            "{user}"
+        );
+        assert!(
+            user["fix"].as_str().unwrap().contains("useradd --system"),
+            "{user}"
+        );
+        assert_eq!(code, Some(2), "a failure is exit code 2");
+    } else {
+        assert_eq!(user["status"], "ok", "{user}");
+        let message = user["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("runs as ")
+                && message.ends_with(&format!(
+                    "(uid {euid}); jobs run as this user in a user namespace with no capabilities"
+                )),
+            "{user}"
+        );
+        assert!(user["fix"].is_null(), "{user}");
+        // agent.run_as matters only to a root daemon: one that names no user here changes nothing.
+        env.write_config(&config("televibe-no-such-user"));
+        let (_, user) = user_finding(&env);
+        assert_eq!(user["status"], "ok", "{user}");
+    }
+}

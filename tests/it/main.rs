@@ -16,6 +16,7 @@ mod mcp_bridge;
 mod probes;
 mod recovery;
 mod retention;
+mod service_unit;
 mod sessions;
 mod supervision;
 mod telegram;
