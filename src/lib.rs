@@ -54,6 +54,7 @@ pub mod process_metrics;
 pub mod procs;
 pub mod projects;
 pub mod reconstruct;
+pub mod safe_fs;
 pub mod sdnotify;
 pub mod sessions;
 pub mod store;

@@ -315,7 +315,14 @@ pub(super) fn sandbox(config: &Config, r: &mut Report) -> String {
         );
         return crate::jobs::sandbox::UNCONFINED.to_string();
     }
-    match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref()) {
+    if !config.agent.network_allowlist {
+        r.warn(
+            "network",
+            "network: open (agent.network = \"open\"): jobs share this machine's network, its loopback services, abstract sockets and /metrics included, and can send what they read anywhere",
+            "set agent.network = \"allowlist\" and list the hosts jobs need in agent.network_allow",
+        );
+    }
+    match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref(), config) {
         Ok(()) => {
             r.ok("sandbox", "sandbox: ok (bubblewrap)");
             "ok".to_string()

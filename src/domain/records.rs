@@ -141,8 +141,7 @@ impl JobStatus {
 }
 
 string_enum! {
-    /// Why a job failed or was canceled. `containment`: the job left something the daemon refuses to
-    /// touch (a link, FIFO or oversized file where git keeps its data); nothing was taken from it.
+    /// Why a job failed or was canceled.
     ErrorType {
         Timeout = "timeout",
         Hung = "hung",
@@ -152,7 +151,6 @@ string_enum! {
         OrchestratorRestart = "orchestrator_restart",
         ApprovalTimeout = "approval_timeout",
         Internal = "internal",
-        Containment = "containment",
     }
 }
 

@@ -597,6 +597,8 @@ impl SandboxPlan {
         }
         lchown(&self.worktree.join(".git"), 0, 0)?;
         lchown(&self.state.join("settings.json"), 0, 0)?;
+        // Its read-only copy of the login (0600) must be readable by it.
+        lchown(&login_copy(&self.run_dir), user.uid, user.gid)?;
         Ok(())
     }
 

