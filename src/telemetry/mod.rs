@@ -137,6 +137,8 @@ pub struct Metrics {
     pub backups_total: Family<ResultLabel, Counter>,
     pub backup_duration_seconds: Histogram,
     pub backup_bytes: Gauge,
+    /// Connections a job's egress proxy refused (the host is in the log, not a label).
+    pub egress_refused_total: Counter,
 }
 
 impl Default for Metrics {
@@ -176,6 +178,7 @@ impl Metrics {
             backups_total: Family::default(),
             backup_duration_seconds: backup_buckets(),
             backup_bytes: Gauge::default(),
+            egress_refused_total: Counter::default(),
         };
         m.register_all();
         for name in BreakerName::ALL {

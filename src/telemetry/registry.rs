@@ -92,6 +92,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Result of the last health check (1=ok, 0=failed)",
     ),
     (
+        "televibe_egress_refused_total",
+        "counter",
+        "Connections of sandboxed jobs the egress proxy refused (destination not allowed)",
+    ),
+    (
         "televibe_database_read_only",
         "gauge",
         "1 while the store refuses writes after a write failure",
@@ -231,6 +236,11 @@ impl Metrics {
             "televibe_health_check",
             "Result of the last health check (1=ok, 0=failed)",
             self.health_check.clone(),
+        );
+        r.register(
+            "televibe_egress_refused",
+            "Connections of sandboxed jobs the egress proxy refused (destination not allowed)",
+            self.egress_refused_total.clone(),
         );
         r.register(
             "televibe_database_read_only",

@@ -7,6 +7,8 @@ use super::*;
 /// the refs) goes when the runner's state drops, so the endpoint dies with the job.
 pub(super) struct JobEndpoint {
     pub(super) _serve: tokio_util::task::AbortOnDropHandle<()>,
+    /// The job's egress proxy, when its network is isolated.
+    pub(super) _egress: Option<tokio_util::task::AbortOnDropHandle<()>>,
     pub(super) run_dir: PathBuf,
     /// The job's sandbox (`None`: unconfined by the operator's choice).
     pub(super) plan: Option<SandboxPlan>,
@@ -46,6 +48,66 @@ pub(super) fn open_endpoint(
         .approval_server()
         .ok_or("no approval endpoint server is installed")?;
     let serve = tokio::spawn(server(listener, core.clone(), job_id.to_string()));
+    Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
+}
+
+/// Variables that carry the model API credential: they never enter an isolated sandbox; the agent sees a
+/// placeholder, which the egress proxy swaps for the real value on the way to the model API.
+const MODEL_SECRETS: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+];
+
+/// The job's egress proxy (`agent.network = "allowlist"`): a socket in its run directory, bound into
+/// the sandbox, served until the job ends. The model API (`ANTHROPIC_BASE_URL`, else the public one) is
+/// reached through it with the credential added by the daemon; other hosts only if listed in
+/// `agent.network_allow`. `env` loses the real credentials (placeholders instead). Returns the socket.
+pub(super) fn open_egress(
+    core: &Arc<Core>,
+    plan: &SandboxPlan,
+    job_id: &str,
+    env: &mut Vec<(String, String)>,
+) -> Result<(std::path::PathBuf, tokio_util::task::AbortOnDropHandle<()>), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = sandbox::egress_dir(&plan.run_dir).join("sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    if let Some(u) = plan.user {
+        std::os::unix::fs::lchown(&path, Some(u.uid), Some(u.gid)).map_err(|e| e.to_string())?;
+    }
+    let lookup = |env: &Vec<(String, String)>, name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.is_empty())
+    };
+    let upstream = lookup(env, "ANTHROPIC_BASE_URL")
+        .unwrap_or_else(|| "https://api.anthropic.com".to_string());
+    let mut secrets = Vec::new();
+    for name in MODEL_SECRETS {
+        if let Some(real) = lookup(env, name) {
+            let placeholder = format!("televibe-placeholder-{}", uuid::Uuid::new_v4().simple());
+            env.retain(|(k, _)| k != name);
+            env.push((name.to_string(), placeholder.clone()));
+            secrets.push((placeholder, real));
+        }
+    }
+    let rules = Arc::new(crate::egress::EgressRules {
+        allow: core.config().agent.network_allow.clone(),
+        model: Some(crate::egress::ModelRoute { upstream, secrets }),
+    });
+    let (metrics, job) = (core.metrics().clone(), job_id.to_string());
+    let refused: crate::egress::Refused = Arc::new(move |host: &str| {
+        metrics.egress_refused_total.inc();
+        tracing::warn!(target: "televibe.egress", job_id = %job, host = %host, "Egress refused: the host is not on agent.network_allow");
+    });
+    let serve = tokio::spawn(crate::egress::serve(listener, rules, refused));
     Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
 }
 

@@ -168,16 +168,42 @@ impl Actor for Runner {
             &run_dir,
             plan.as_ref().and_then(|p| p.user),
         )?;
+        let token = core.issue_job_token(&a.job.id);
+        let trusted = a.project.trusted || core.config().trusted_projects.contains(&a.project.id);
+        let mut program_path = program.clone();
+        let mut args = agent_args(core, &a.session, &a.job.id, &token, &endpoint_path, trusted);
+        let mut egress = None;
+        if let Some(p) = plan.as_ref().filter(|p| p.isolate_network) {
+            let (socket, serve) = open_egress(core, p, &a.job.id, &mut env)?;
+            egress = Some(serve);
+            // Inside, the relay (this binary, bound into every sandbox) carries the agent's proxy and
+            // model connections from the sandbox's own loopback to the socket.
+            program_path = std::env::current_exe()
+                .map_err(|e| format!("cannot find the daemon binary: {e}"))?;
+            let mut relay: Vec<String> = vec![
+                "sandbox-relay".into(),
+                "--socket".into(),
+                socket.display().to_string(),
+                "--model".into(),
+                "--".into(),
+                program
+                    .canonicalize()
+                    .unwrap_or_else(|_| program.clone())
+                    .display()
+                    .to_string(),
+            ];
+            relay.append(&mut args);
+            args = relay;
+        }
         let endpoint = JobEndpoint {
             _serve: serve,
+            _egress: egress,
             run_dir,
             plan: plan.clone(),
         };
-        let token = core.issue_job_token(&a.job.id);
-        let trusted = a.project.trusted || core.config().trusted_projects.contains(&a.project.id);
         let cmd = AgentCommand {
-            program: &program,
-            args: agent_args(core, &a.session, &a.job.id, &token, &endpoint_path, trusted),
+            program: &program_path,
+            args,
             cwd: &worktree,
             env,
             sandbox: plan.as_ref(),
