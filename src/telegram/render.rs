@@ -552,7 +552,7 @@ mod tests {
         assert_eq!(
             v.html,
             "h\n⚠️ writes outside the worktree: <code>/tmp/x</code>\n\
-             <b>Parsed</b>: 1 command, 1 redirect (the shell expands some words: the text below is what runs)\n\
+             <b>Parsed</b>: 1 command, 1 redirect (approximate: the text below is what runs)\n\
              • <code>echo 'a  b'</code>\n\
              • redirect <code>&gt; /tmp/x</code>\n\
              <b>command</b>: <code>echo 'a  b' &gt; /tmp/x</code>\n"
