@@ -97,7 +97,16 @@ fn open_parent(anchor: &Path, rel: &Path) -> Result<(OwnedFd, CString, PathBuf)>
         };
         if fd < 0 {
             let e = std::io::Error::last_os_error();
-            return Err(unsafe_at(&full, io_reason(&e)));
+            // `O_DIRECTORY` on a link answers ENOTDIR: say what it really is.
+            let reason = match lstat_at(&dir, &part) {
+                Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => format!(
+                    "{} on the way is {} (not followed)",
+                    part.to_string_lossy(),
+                    kind_name(st.st_mode)
+                ),
+                _ => io_reason(&e),
+            };
+            return Err(unsafe_at(&full, reason));
         }
         // SAFETY: fresh descriptor.
         dir = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -342,7 +351,10 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
-        Err(_) => Err(format!("{what} did not finish within {} s", timeout.as_secs())),
+        Err(_) => Err(format!(
+            "{what} did not finish within {} s",
+            timeout.as_secs()
+        )),
         Ok(Err(e)) => Err(format!("{what} failed: {e}")),
         Ok(Ok(v)) => Ok(v),
     }
@@ -384,33 +396,40 @@ pub fn run_capped(
     let mut child = cmd.spawn().map_err(CapError::Spawn)?;
     let pgid = child.id() as i32;
     let (tx, rx) = mpsc::channel::<Option<usize>>();
-    let reader = |pipe: Option<Box<dyn Read + Send>>, cap: usize, tx: mpsc::Sender<Option<usize>>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let mut buf = [0u8; 64 * 1024];
-                loop {
-                    match pipe.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) if out.len() + n > cap => {
-                            let _ = tx.send(Some(cap));
-                            return out;
+    let reader =
+        |pipe: Option<Box<dyn Read + Send>>, cap: usize, tx: mpsc::Sender<Option<usize>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let mut buf = [0u8; 64 * 1024];
+                    loop {
+                        match pipe.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) if out.len() + n > cap => {
+                                let _ = tx.send(Some(cap));
+                                return out;
+                            }
+                            Ok(n) => out.extend_from_slice(&buf[..n]),
                         }
-                        Ok(n) => out.extend_from_slice(&buf[..n]),
                     }
                 }
-            }
-            let _ = tx.send(None);
-            out
-        })
-    };
+                let _ = tx.send(None);
+                out
+            })
+        };
     let out = reader(
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
         max_stdout,
         tx.clone(),
     );
     let err = reader(
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
         MAX_STDERR,
         tx,
     );
@@ -512,8 +531,11 @@ mod tests {
         std::fs::write(&target, "keep").unwrap();
         std::os::unix::fs::symlink(&target, d.join("HEAD")).unwrap();
         // A link planted at the staged name as well.
-        std::os::unix::fs::symlink(&target, d.join(format!(".HEAD.televibe-{}", std::process::id())))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            &target,
+            d.join(format!(".HEAD.televibe-{}", std::process::id())),
+        )
+        .unwrap();
         replace(d, Path::new("HEAD"), b"ref: refs/heads/x\n", 0o644).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
         assert!(!d.join("HEAD").is_symlink());

@@ -538,7 +538,9 @@ pub fn valid_host_pattern(pattern: &str) -> bool {
             !label.is_empty()
                 && label.len() <= 63
                 && !label.starts_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -932,4 +934,3 @@ mod tests {
         assert_eq!(c.telegram.token_file.as_deref(), Some(token.as_path()));
     }
 }
-

@@ -124,8 +124,10 @@ impl Core {
         {
             return status.clone();
         }
-        let status = match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref(), &self.config)
-        {
+        let status = match crate::jobs::sandbox::check(
+            crate::agent_path::find("bwrap").as_deref(),
+            &self.config,
+        ) {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("failed: {e}"),
         };

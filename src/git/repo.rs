@@ -160,7 +160,9 @@ pub(super) fn reattach_head_sync(
         Ok(text) if text == expected => return Ok(false),
         Ok(_) => {}
         // Whatever stands there (a link, a FIFO, a huge file) is replaced below.
-        Err(e) => tracing::warn!(target: "televibe.git", error = %e, "The worktree's HEAD is not a plain file"),
+        Err(e) => {
+            tracing::warn!(target: "televibe.git", error = %e, "The worktree's HEAD is not a plain file")
+        }
     }
     crate::safe_fs::replace(&own, Path::new("HEAD"), expected.as_bytes(), 0o644)
         .map_err(|e| GitError::Unsafe(e.to_string()))?;

@@ -248,11 +248,9 @@ async fn people_decide_from_the_phone() {
         String::from_utf8_lossy(&refused.stdout).contains("job's own endpoint"),
         "{refused:?}"
     );
-    let endpoint = televibe::jobs::sandbox::approval_dir(&televibe::jobs::sandbox::run_dir(
-        &env.orchestrator(),
-        &job,
-    ))
-    .join("sock");
+    let endpoint =
+        televibe::jobs::sandbox::approval_dir(&televibe::jobs::sandbox::run_dir(&env.root(), &job))
+            .join("sock");
     let mut bridge = tokio::process::Command::new(BIN)
         .args(["mcp", "--job", &job, "--socket"])
         .arg(&endpoint)

@@ -153,7 +153,10 @@ impl Hostile {
                 ))
             })
             .collect();
-        assert!(!attempts.is_empty(), "the hostile agent did not run: {job}\n{log}");
+        assert!(
+            !attempts.is_empty(),
+            "the hostile agent did not run: {job}\n{log}"
+        );
         (job, attempts)
     }
 }
@@ -551,7 +554,9 @@ fn assert_contained(job: &serde_json::Value, words: &[&str], d: &Daemon) {
     assert_eq!(job["job"]["status"], "failed", "{job}");
     assert_eq!(job["job"]["error_type"], "agent_error", "{job}");
     assert!(
-        job["job"]["error"].as_str().is_some_and(|e| e.contains("refused a file the job left")),
+        job["job"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused a file the job left")),
         "{job}"
     );
     let error = job["job"]["error"].as_str().unwrap_or_default();
@@ -580,7 +585,16 @@ async fn whoever_runs_the_daemon_the_sandbox_keeps_no_privilege() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let out = std::process::Command::new("bwrap")
-            .args(["--unshare-pid", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+            .args([
+                "--unshare-pid",
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+            ])
             .args(["--tmpfs", "/tmp", "--", "sh", "-c"])
             .arg("umount -l /tmp && mount -o remount,rw,bind / / && echo escaped")
             .output()
@@ -590,7 +604,10 @@ async fn whoever_runs_the_daemon_the_sandbox_keeps_no_privilege() {
             "the attack itself must work without the defence: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(std::fs::read("/etc/shadow").is_ok(), "root reads /etc/shadow outside");
+        assert!(
+            std::fs::read("/etc/shadow").is_ok(),
+            "root reads /etc/shadow outside"
+        );
     }
 }
 
@@ -599,7 +616,10 @@ async fn a_link_planted_where_the_daemon_writes_head_is_not_followed() {
     for user in daemon_users() {
         let h = hostile_as("bwrap", user, "").await;
         let (job, attempts) = h.attempt_in("S1", "head-link").await;
-        assert!(attempts["head-link"].0, "the link was planted: {attempts:?}");
+        assert!(
+            attempts["head-link"].0,
+            "the link was planted: {attempts:?}"
+        );
         assert_contained(&job, &["HEAD.televibe", "symbolic link"], &h._daemon);
         assert_eq!(std::fs::read_to_string(target(&h.env)).unwrap(), "keep\n");
         assert_live(&h._daemon);
@@ -614,7 +634,8 @@ async fn a_link_planted_where_the_daemon_writes_head_is_not_followed() {
     // The mechanics: a write through such a link lands in the target.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("target"), "keep").unwrap();
-    std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("HEAD.televibe")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("HEAD.televibe"))
+        .unwrap();
     std::fs::write(dir.path().join("HEAD.televibe"), "ref: refs/heads/x\n").unwrap();
     assert_eq!(
         std::fs::read_to_string(dir.path().join("target")).unwrap(),
@@ -630,7 +651,9 @@ fn vault(env: &Env) -> String {
     git(&repo, &["add", "secret.txt"]);
     git(&repo, &["commit", "-q", "-m", "secret"]);
     // Loose, so that links to its fan-out directory would reach it.
-    git(&repo, &["rev-parse", "HEAD:secret.txt"]).trim().to_string()
+    git(&repo, &["rev-parse", "HEAD:secret.txt"])
+        .trim()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -653,7 +676,10 @@ async fn links_out_of_the_private_object_store_import_nothing() {
         // The mechanics: git reading through such links finds the vault's blob.
         let farm = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(
-            h.env.root().join("repos/vault/.git/objects").join(&secret[..2]),
+            h.env
+                .root()
+                .join("repos/vault/.git/objects")
+                .join(&secret[..2]),
             farm.path().join(&secret[..2]),
         )
         .unwrap();
@@ -689,7 +715,10 @@ async fn fifos_left_as_the_branch_do_not_freeze_the_daemon() {
         }
         assert_live(&h._daemon);
         let attempts = h.attempt("commit").await;
-        assert!(attempts["own-commit"].0, "the session still works: {attempts:?}");
+        assert!(
+            attempts["own-commit"].0,
+            "the session still works: {attempts:?}"
+        );
     }
 }
 
@@ -719,7 +748,9 @@ async fn sessions_neither_read_nor_instruct_each_other_through_agent_state() {
         // The mechanics: S2's plant is there on the host, where a shared state would show it to S1.
         let planted = h.env.root().join("agents/app/S2/CLAUDE.md");
         assert!(
-            std::fs::read_to_string(&planted).unwrap().contains("planted by S2"),
+            std::fs::read_to_string(&planted)
+                .unwrap()
+                .contains("planted by S2"),
             "{}",
             planted.display()
         );

@@ -144,7 +144,11 @@ impl Env {
                 .arg(self.dir.path())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "chown: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "chown: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -154,7 +158,9 @@ impl Env {
         c.arg("--config").arg(self.config()).args(args);
         if let Some((uid, gid)) = self.user {
             // Its own home: git and gix read the user's configuration and attributes there.
-            c.uid(uid).gid(gid).env("HOME", self.dir.path().join("home"));
+            c.uid(uid)
+                .gid(gid)
+                .env("HOME", self.dir.path().join("home"));
         }
         for (k, _) in std::env::vars() {
             if k.starts_with("TELEVIBE_") || k == "NOTIFY_SOCKET" || k.starts_with("WATCHDOG_") {

@@ -195,7 +195,11 @@ impl Runner {
             program,
         )
         .map_err(|e| format!("cannot sandbox the agent: {e}"))?;
-        let (prepared, branch, head) = (plan.clone(), a.session.branch.clone(), head.map(str::to_string));
+        let (prepared, branch, head) = (
+            plan.clone(),
+            a.session.branch.clone(),
+            head.map(str::to_string),
+        );
         crate::safe_fs::blocking(PREPARE_TIMEOUT, "preparing the sandbox", move || {
             prepared.prepare(&branch, head.as_deref())?;
             prepared.hand_over().map_err(std::io::Error::other)

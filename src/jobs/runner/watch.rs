@@ -226,11 +226,17 @@ impl Runner {
         tokio::spawn(async move {
             let began = std::time::Instant::now();
             let violation = match plan {
-                Some(plan) => {
-                    bring_in(&core, &plan, &repo, &worktree, &branch, base.as_deref(), &job_id)
-                        .await
-                        .err()
-                }
+                Some(plan) => bring_in(
+                    &core,
+                    &plan,
+                    &repo,
+                    &worktree,
+                    &branch,
+                    base.as_deref(),
+                    &job_id,
+                )
+                .await
+                .err(),
                 None => None,
             };
             if let Some(v) = &violation {
@@ -317,7 +323,11 @@ async fn bring_in(
             .and_then(|r| r)
     };
     let p = plan.clone();
-    blocking("taking the job's places back", Box::new(move || p.take_back())).await?;
+    blocking(
+        "taking the job's places back",
+        Box::new(move || p.take_back()),
+    )
+    .await?;
     let p = plan.clone();
     // What the job left in the worktree's git directory is removed and named, and the rest goes on:
     // HEAD is put back below, so the session stays usable; the job still fails.
@@ -338,12 +348,13 @@ async fn bring_in(
         }
     }
     let (run_dir, b) = (plan.run_dir.clone(), branch.to_string());
-    let after = crate::safe_fs::blocking(AFTER_JOB_TIMEOUT, "reading the job's branch", move || {
-        sandbox::branch_after(&run_dir, &b)
-    })
-    .await?
-    .map_err(|e| format!("refused a file the job left: {e}"))?
-    .filter(|after| Some(after.as_str()) != base);
+    let after =
+        crate::safe_fs::blocking(AFTER_JOB_TIMEOUT, "reading the job's branch", move || {
+            sandbox::branch_after(&run_dir, &b)
+        })
+        .await?
+        .map_err(|e| format!("refused a file the job left: {e}"))?
+        .filter(|after| Some(after.as_str()) != base);
     if let Some(v) = left {
         return Err(v);
     }
@@ -398,4 +409,3 @@ mod tests {
         assert!(s.len() <= 4, "samples stay bounded: {}", s.len());
     }
 }
-

@@ -17,6 +17,14 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
+mod host;
+mod owner;
+
+pub use host::branch_after;
+use host::{CREDENTIALS, login_copy};
+use owner::walkable_by;
+pub use owner::{JobUser, job_user, resolve_user};
+
 /// How readiness and `doctor` show `agent.sandbox = "none"`.
 pub const UNCONFINED: &str = "none (agents run unconfined)";
 
@@ -32,46 +40,6 @@ pub fn run_dir(root: &Path, job_id: &str) -> PathBuf {
 /// neither other sessions' conversations nor instructions their jobs left behind.
 pub fn agent_state(root: &Path, project_id: &str, session_id: &str) -> PathBuf {
     root.join("agents").join(project_id).join(session_id)
-}
-
-/// The user a job runs as: the daemon's own, or `agent.run_as` when the daemon is root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobUser {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Whom jobs run as: `None` when the daemon is not root (jobs keep its user, in a user namespace with
-/// no capabilities); the resolved `agent.run_as` when it is.
-pub fn job_user(config: &Config) -> Result<Option<JobUser>, String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    resolve_user(&config.agent.run_as).map(Some)
-}
-
-/// A user name or numeric uid from the password database.
-pub fn resolve_user(name: &str) -> Result<JobUser, String> {
-    let c = std::ffi::CString::new(name).map_err(|_| format!("{name:?} holds a NUL byte"))?;
-    // SAFETY: getpwnam/getpwuid return a pointer into static storage or null; read at once.
-    let pw = unsafe {
-        match name.parse::<u32>() {
-            Ok(uid) => libc::getpwuid(uid),
-            Err(_) => libc::getpwnam(c.as_ptr()),
-        }
-    };
-    if pw.is_null() {
-        return Err(format!(
-            "agent.run_as {name:?} is not a user on this machine (useradd --system televibe-agent)"
-        ));
-    }
-    // SAFETY: non-null pointer from getpw*.
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-    if uid == 0 {
-        return Err(format!("agent.run_as {name:?} is root: name an unprivileged user"));
-    }
-    Ok(JobUser { uid, gid })
 }
 
 /// The home directory the agent sees: `HOME` from `agent.env`, else the daemon's.
@@ -154,11 +122,6 @@ pub fn approval_dir(run_dir: &Path) -> PathBuf {
 /// The directory holding the job's egress proxy socket (bound into the sandbox at the same path).
 pub fn egress_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("egress")
-}
-
-/// The job's read-only copy of the operator's login, without its refresh token.
-fn login_copy(run_dir: &Path) -> PathBuf {
-    run_dir.join("login.json")
 }
 
 fn arg(args: &mut Vec<String>, words: &[&str]) {
@@ -276,9 +239,8 @@ const ISOLATION: &[&str] = &[
     "--unshare-uts",
 ];
 
-/// A bind whose source the daemon opens itself and hands to bubblewrap as a descriptor: bubblewrap,
-/// running as the job's user, may not be able to walk to it (`root` is 0700), and a descriptor cannot be
-/// swapped for a link between the check and the mount.
+/// A bind whose source the daemon opens itself (`O_NOFOLLOW`) and hands to bubblewrap as a descriptor,
+/// so that what is mounted is what was opened.
 #[derive(Debug)]
 pub struct Bind {
     pub writable: bool,
@@ -307,7 +269,12 @@ fn open_path(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
         .map_err(|_| std::io::Error::other("NUL in path"))?;
     // SAFETY: a valid C string; the descriptor is owned below. Not O_CLOEXEC: it is cleared for the
     // sandbox's start anyway, and closed with the OwnedFd.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::other(format!(
             "{}: {}",
@@ -417,7 +384,12 @@ impl SandboxPlan {
         // A place the job's user cannot even walk to is out of its reach already (and bubblewrap,
         // running as that user, could not mount over it).
         let reachable = |p: &&PathBuf| self.user.is_none_or(|u| walkable_by(p, u));
-        for dir in self.hidden_dirs.iter().filter(|d| d.is_dir()).filter(reachable) {
+        for dir in self
+            .hidden_dirs
+            .iter()
+            .filter(|d| d.is_dir())
+            .filter(reachable)
+        {
             a.push("--tmpfs".into());
             a.push(dir.display().to_string());
         }
@@ -433,7 +405,14 @@ impl SandboxPlan {
             path_arg(&mut a, "--ro-bind", exe, exe);
         }
         for (bind, fd) in open.binds.iter().zip(open.raw()) {
-            a.push(if bind.writable { "--bind-fd" } else { "--ro-bind-fd" }.into());
+            a.push(
+                if bind.writable {
+                    "--bind-fd"
+                } else {
+                    "--ro-bind-fd"
+                }
+                .into(),
+            );
             a.push(fd.to_string());
             a.push(bind.dest.display().to_string());
         }
@@ -464,296 +443,6 @@ impl SandboxPlan {
             ),
         ]
     }
-
-    /// Makes the host side ready: the run directory with a copy of `refs/` (the session's branch
-    /// included even when it is only packed), empty reflog and object directories, the approval
-    /// directory, the worktree-only config (empty, so it can be held read-only), the session's agent
-    /// state with the operator's settings copied in, and a read-only copy of the operator's login.
-    /// The agent state is the job's: nothing in it is followed, and files are replaced, not written
-    /// through.
-    pub fn prepare(&self, branch: &str, head: Option<&str>) -> std::io::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        let fresh_state = !self.state.exists();
-        for dir in [&self.run_dir, &self.state] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        if fresh_state {
-            self.carry_over_conversations();
-        }
-        let refs = refs_dir(&self.run_dir);
-        copy_tree(&self.git_common.join("refs"), &refs)?;
-        let own = refs.join("heads").join(branch);
-        if !own.exists()
-            && let Some(commit) = head
-        {
-            if let Some(parent) = own.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&own, format!("{commit}\n"))?;
-        }
-        std::fs::create_dir_all(self.run_dir.join("reflogs"))?;
-        std::fs::create_dir_all(objects_dir(&self.run_dir))?;
-        std::fs::create_dir_all(self.git_common.join("logs"))?;
-        std::fs::create_dir_all(approval_dir(&self.run_dir))?;
-        if self.isolate_network {
-            std::fs::create_dir_all(egress_dir(&self.run_dir))?;
-        }
-        let unsafe_io = |e: crate::safe_fs::Unsafe| std::io::Error::other(e.to_string());
-        if !crate::safe_fs::exists(&self.git_worktree, Path::new("config.worktree"))
-            .map_err(unsafe_io)?
-        {
-            crate::safe_fs::replace(&self.git_worktree, Path::new("config.worktree"), b"", 0o644)
-                .map_err(unsafe_io)?;
-        }
-        let settings = match std::fs::read(self.operator_state.join("settings.json")) {
-            Ok(text) => text,
-            Err(_) => b"{}\n".to_vec(),
-        };
-        crate::safe_fs::replace(&self.state, Path::new("settings.json"), &settings, 0o644)
-            .map_err(unsafe_io)?;
-        // A login left from an earlier version (bound read-write then) goes; the copy below replaces it.
-        crate::safe_fs::remove_file(&self.state, Path::new(CREDENTIALS)).map_err(unsafe_io)?;
-        if let Some(login) = read_only_login(&self.operator_state.join(CREDENTIALS)) {
-            crate::safe_fs::replace(&self.run_dir, Path::new("login.json"), &login, 0o600)
-                .map_err(unsafe_io)?;
-            crate::safe_fs::replace(&self.state, Path::new(CREDENTIALS), b"", 0o600)
-                .map_err(unsafe_io)?;
-        }
-        Ok(())
-    }
-
-    /// A session's conversations from the time agent state was kept per project (Claude Code keeps
-    /// them under `projects/<its working directory, each other character a dash>`), copied once into
-    /// the session's own state: regular files only, nothing followed.
-    fn carry_over_conversations(&self) {
-        let encoded: String = self
-            .worktree
-            .display()
-            .to_string()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let from = self.legacy_state.join("projects").join(&encoded);
-        if !from.is_dir() || from.is_symlink() {
-            return;
-        }
-        let to = self.state.join("projects").join(&encoded);
-        let copied = crate::safe_fs::walk(&from, 10_000, |rel, entry| match entry {
-            crate::safe_fs::Entry::Dir => {
-                std::fs::create_dir_all(to.join(rel)).map_err(|e| crate::safe_fs::Unsafe {
-                    path: to.join(rel),
-                    reason: e.to_string(),
-                })?;
-                Ok(true)
-            }
-            crate::safe_fs::Entry::File { .. } => {
-                let text = crate::safe_fs::read(&from, rel, 64 << 20)?;
-                crate::safe_fs::replace(&to, rel, &text, 0o600)?;
-                Ok(false)
-            }
-            crate::safe_fs::Entry::Special(_) => Ok(false),
-        });
-        if let Err(e) = copied {
-            tracing::warn!(target: "televibe.runner", error = %e, "Could not carry the session's conversations over to its own agent state");
-        }
-    }
-
-    /// The places the job writes, handed to its user (when the daemon is root) for the job.
-    fn owned_places(&self) -> Vec<PathBuf> {
-        let mut places = vec![
-            self.worktree.clone(),
-            self.git_worktree.clone(),
-            refs_dir(&self.run_dir),
-            self.run_dir.join("reflogs"),
-            objects_dir(&self.run_dir),
-            approval_dir(&self.run_dir),
-            self.state.clone(),
-        ];
-        if self.isolate_network {
-            places.push(egress_dir(&self.run_dir));
-        }
-        places
-    }
-
-    /// Hands the places the job writes to its user (when it has one of its own): every entry with one
-    /// link, without following any. The worktree's `.git` link and the pointers held read-only stay the
-    /// daemon's.
-    pub fn hand_over(&self) -> Result<(), String> {
-        let Some(user) = self.user else {
-            return Ok(());
-        };
-        for place in self.owned_places() {
-            self.let_walk_to(&place)?;
-            chown_tree(&place, user.uid, user.gid)?;
-        }
-        for dir in [&self.git_common] {
-            self.let_walk_to(dir)?;
-        }
-        for keep in ["commondir", "gitdir", "config.worktree"] {
-            lchown(&self.git_worktree.join(keep), 0, 0)?;
-        }
-        lchown(&self.worktree.join(".git"), 0, 0)?;
-        lchown(&self.state.join("settings.json"), 0, 0)?;
-        // Its read-only copy of the login (0600) must be readable by it.
-        lchown(&login_copy(&self.run_dir), user.uid, user.gid)?;
-        Ok(())
-    }
-
-    /// Takes the places back from the job's user after the job (its processes are gone with its PID
-    /// namespace): the daemon's own git commands and later jobs find them as before. An entry with more
-    /// than one link is left as it is (it could be another file's name).
-    pub fn take_back(&self) -> Result<(), String> {
-        if self.user.is_none() {
-            return Ok(());
-        }
-        // SAFETY: getuid/getgid have no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        for place in self.owned_places() {
-            chown_tree(&place, uid, gid)?;
-        }
-        Ok(())
-    }
-}
-
-impl SandboxPlan {
-    /// The worktree's git directory after a job: git and the daemon read it, so a link, FIFO, socket or
-    /// device the job left there is removed (never followed or opened) and named as the job's error.
-    pub fn check_git_dir(&self) -> Result<(), String> {
-        let mut found = Vec::new();
-        crate::safe_fs::walk(&self.git_worktree, 100_000, |rel, entry| {
-            if let crate::safe_fs::Entry::Special(kind) = entry {
-                found.push((rel.to_path_buf(), kind));
-            }
-            Ok(true)
-        })
-        .map_err(|e| e.to_string())?;
-        for (rel, _) in &found {
-            crate::safe_fs::remove_file(&self.git_worktree, rel).map_err(|e| e.to_string())?;
-        }
-        match found.first() {
-            None => Ok(()),
-            Some((rel, kind)) => Err(format!(
-                "refused a file the job left: {} is {kind} where git keeps its data (removed, not followed)",
-                self.git_worktree.join(rel).display()
-            )),
-        }
-    }
-}
-
-impl SandboxPlan {
-    /// Lets others walk (not list: `o+x`) through each directory above `place` that lies in a
-    /// `walkable` directory, that directory included. `orchestrator/` is never on the way.
-    fn let_walk_to(&self, place: &Path) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
-        let Some(top) = self.walkable.iter().find(|w| place.starts_with(w)) else {
-            return Ok(());
-        };
-        let mut dir = place.parent();
-        while let Some(d) = dir {
-            if !d.starts_with(top) {
-                break;
-            }
-            let meta = std::fs::symlink_metadata(d)
-                .map_err(|e| format!("cannot open the way to {}: {e}", place.display()))?;
-            if meta.is_dir() && meta.permissions().mode() & 0o001 == 0 {
-                let mode = meta.permissions().mode() | 0o001;
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("cannot open the way to {}: {e}", place.display()))?;
-            }
-            dir = d.parent();
-        }
-        Ok(())
-    }
-}
-
-/// Whether `user` may walk down to `path`: every directory above it lets others (or that user) pass.
-fn walkable_by(path: &Path, user: JobUser) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    path.ancestors().skip(1).all(|d| match std::fs::metadata(d) {
-        Ok(m) => {
-            m.mode() & 0o001 != 0
-                || (m.uid() == user.uid && m.mode() & 0o100 != 0)
-                || (m.gid() == user.gid && m.mode() & 0o010 != 0)
-        }
-        Err(_) => false,
-    })
-}
-
-fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot hand {} over: {e}", path.display())),
-    }
-}
-
-/// `lchown` of `root` and everything under it with one link; nothing is followed.
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    if !root.exists() {
-        return Ok(());
-    }
-    lchown(root, uid, gid)?;
-    crate::safe_fs::walk(root, 5_000_000, |rel, entry| {
-        if !matches!(entry, crate::safe_fs::Entry::File { links, .. } if links > 1) {
-            lchown(&root.join(rel), uid, gid).map_err(|reason| crate::safe_fs::Unsafe {
-                path: root.join(rel),
-                reason,
-            })?;
-        }
-        Ok(true)
-    })
-    .map_err(|e| e.to_string())
-}
-
-/// The operator's login file.
-const CREDENTIALS: &str = ".credentials.json";
-
-/// The operator's login as a job may see it: the access token and its expiry, never the refresh token
-/// (a job could keep or spend it), so the job can neither change nor prolong the login. None when there
-/// is no login file or it is not the expected JSON.
-fn read_only_login(path: &Path) -> Option<Vec<u8>> {
-    let text = std::fs::read(path).ok()?;
-    let mut login: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    for entry in login.as_object_mut()?.values_mut() {
-        if let Some(o) = entry.as_object_mut() {
-            o.remove("refreshToken");
-        }
-    }
-    serde_json::to_vec(&login).ok()
-}
-
-/// The commit the job left its branch at, from its private copy of the refs (None: not a plain commit
-/// id). The refs are the job's: the file is read without following links or blocking, 4 KiB at most;
-/// anything else is the error.
-pub fn branch_after(run_dir: &Path, branch: &str) -> Result<Option<String>, crate::safe_fs::Unsafe> {
-    let rel = Path::new("heads").join(branch);
-    let refs = refs_dir(run_dir);
-    match crate::safe_fs::exists(&refs, &rel) {
-        Ok(false) => return Ok(None),
-        Ok(true) => {}
-        Err(e) => return Err(e),
-    }
-    let text = crate::safe_fs::read_string(&refs, &rel, 4096)?;
-    let id = text.trim();
-    Ok((id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase()))
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let dest = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &dest)?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), &dest)?;
-        }
-    }
-    Ok(())
 }
 
 /// Whether bubblewrap can start a sandbox here with the isolation every job gets (as the job's user
@@ -766,8 +455,18 @@ pub fn check(bwrap: Option<&Path>, config: &Config) -> Result<(), String> {
     if config.agent.network_allowlist {
         cmd.arg("--unshare-net");
     }
-    cmd.args(["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"])
-        .stdin(std::process::Stdio::null());
+    cmd.args([
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--",
+        "/bin/true",
+    ])
+    .stdin(std::process::Stdio::null());
     if let Some(user) = job_user(config)? {
         cmd.uid(user.uid).gid(user.gid);
     }
