@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::breaker::names::{BreakerName, BreakerSettings};
+pub use agent::valid_host_pattern;
 use source::read_token;
 
+mod agent;
 mod raw;
 mod root;
 mod settings;
@@ -106,57 +108,7 @@ impl Config {
                 ),
             ));
         }
-        if let Some(home) = raw.agent.env.get("HOME")
-            && !home.starts_with('/')
-        {
-            return Err(invalid(
-                "agent.env",
-                format!("HOME = {home:?} is not an absolute path"),
-            ));
-        }
-        for (key, paths) in [
-            ("agent.sandbox_hide", &raw.agent.sandbox_hide),
-            ("agent.sandbox_write", &raw.agent.sandbox_write),
-        ] {
-            if let Some(p) = paths
-                .iter()
-                .find(|p| !(p.starts_with('/') || p.starts_with("~/")) || p.contains('\0'))
-            {
-                return Err(invalid(
-                    key,
-                    format!("{p:?} is not an absolute path or a path under ~/"),
-                ));
-            }
-        }
-        if !matches!(raw.agent.sandbox.as_str(), "bwrap" | "none") {
-            return Err(invalid(
-                "agent.sandbox",
-                format!("{:?} is not \"bwrap\" or \"none\"", raw.agent.sandbox),
-            ));
-        }
-        if !matches!(raw.agent.network.as_str(), "allowlist" | "open") {
-            return Err(invalid(
-                "agent.network",
-                format!("{:?} is not \"allowlist\" or \"open\"", raw.agent.network),
-            ));
-        }
-        if let Some(h) = raw
-            .agent
-            .network_allow
-            .iter()
-            .find(|h| !valid_host_pattern(h))
-        {
-            return Err(invalid(
-                "agent.network_allow",
-                format!("{h:?} is not a host name, host:port or *.domain"),
-            ));
-        }
-        if raw.agent.run_as.trim().is_empty() {
-            return Err(invalid(
-                "agent.run_as",
-                "empty: name the unprivileged user jobs run as when the daemon is root",
-            ));
-        }
+        agent::check(&raw.agent)?;
         let http_listen: SocketAddr = raw.http.listen.parse().map_err(|e| {
             invalid(
                 "http.listen",
@@ -519,29 +471,6 @@ fn absolute(p: &Path) -> PathBuf {
             .map(|d| d.join(p))
             .unwrap_or_else(|_| p.to_path_buf())
     }
-}
-
-/// A host the egress proxy may let jobs reach: `host`, `host:port` or `*.domain` (letters, digits, dots,
-/// dashes; an IPv4 address is a host too).
-pub fn valid_host_pattern(pattern: &str) -> bool {
-    let (host, port) = match pattern.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (pattern, None),
-    };
-    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
-        return false;
-    }
-    let host = host.strip_prefix("*.").unwrap_or(host);
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 #[cfg(test)]

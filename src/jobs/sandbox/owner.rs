@@ -76,9 +76,7 @@ impl SandboxPlan {
             self.let_walk_to(&place)?;
             chown_tree(&place, user.uid, user.gid)?;
         }
-        for dir in [&self.git_common] {
-            self.let_walk_to(dir)?;
-        }
+        self.let_walk_to(&self.git_common)?;
         for keep in ["commondir", "gitdir", "config.worktree"] {
             lchown(&self.git_worktree.join(keep), 0, 0)?;
         }
