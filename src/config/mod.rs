@@ -22,7 +22,7 @@ pub use settings::*;
 pub use source::{ConfigSource, MASK, secret_looking};
 
 /// The longest root for which a job's approval socket path (`jobs::sandbox::approval_dir`) fits in a Unix socket address (107 bytes):
-/// `<root>/orchestrator/run/<12 hex>/approval/sock` adds 44.
+/// `<root>/run/<12 hex>/approval/sock` adds 31; 44 leaves room.
 pub const MAX_ROOT_LEN: usize = 107 - 44;
 
 /// A configuration problem, always naming the key or file it is about.
@@ -666,6 +666,24 @@ mod tests {
                 "[agent]\nsandbox_write = [\"/a\\u0000b\"]\n".into(),
                 Some("agent.sandbox_write"),
             ),
+            (
+                "[agent]\nnetwork = \"wide\"\n".into(),
+                Some("agent.network"),
+            ),
+            (
+                "[agent]\nnetwork_allow = [\"http://x.org\"]\n".into(),
+                Some("agent.network_allow"),
+            ),
+            (
+                "[agent]\nnetwork_allow = [\"a.org:0\"]\n".into(),
+                Some("agent.network_allow"),
+            ),
+            (
+                "[agent]\nnetwork_allow = [\"*.crates.io\", \"pypi.org:443\", \"10.0.0.1\"]\n"
+                    .into(),
+                None,
+            ),
+            ("[agent]\nrun_as = \" \"\n".into(), Some("agent.run_as")),
             ("[agent]\nenv = { GOOD = \"1\" }\n".into(), None),
             (
                 "[agent]\nenv = { TELEVIBE_X = \"1\" }\n".into(),
