@@ -246,6 +246,14 @@ sub attempt_network {
   if (my $s = IO::Socket::INET->new(PeerAddr => $ENV{TV_LOOPBACK}, Timeout => 3)) {
     print $s "GET /metrics HTTP/1.0\r\n\r\n"; my $line = <$s> // ''; report('net-loopback', 1, $line);
   } else { report('net-loopback', 0, "connect: $!") }
+  # curl, as a build script would use it: through the proxy the sandbox offers, and around it.
+  my $code = system('curl', '-fsS', '-m', '10', '-o', '/dev/null', 'http://example.org/');
+  report('net-curl', $code == 0, "curl http://example.org/ exited " . ($code >> 8));
+  # Loopback is on NO_PROXY inside (the relay lives there): this one is sent through the proxy on purpose.
+  $code = system('curl', '-fsS', '-m', '10', '--noproxy', '', '-o', '/dev/null', "http://$ENV{TV_LOOPBACK}/");
+  report('net-curl-listed', $code == 0, "curl http://$ENV{TV_LOOPBACK}/ exited " . ($code >> 8));
+  $code = system('curl', '-fsS', '-m', '10', '--noproxy', '*', '-o', '/dev/null', "http://$ENV{TV_LOOPBACK}/");
+  report('net-curl-direct', $code == 0, "curl --noproxy http://$ENV{TV_LOOPBACK}/ exited " . ($code >> 8));
 }
 
 attempt_socket() if $prompt =~ /socket/;

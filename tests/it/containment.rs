@@ -19,7 +19,9 @@ fn loopback_port() -> u16 {
         std::thread::spawn(move || {
             use std::io::Write;
             for mut s in listener.incoming().flatten() {
-                let _ = s.write_all(b"service reached\n");
+                let _ = s.write_all(
+                    b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\nservice reached\n",
+                );
             }
         });
         port
@@ -776,13 +778,32 @@ async fn jobs_reach_neither_the_hosts_loopback_nor_its_abstract_sockets() {
         let h = hostile_as("bwrap", user, "").await;
         listen_abstract(format!("tvtest-abs-{}", h.mark));
         let attempts = h.attempt("network").await;
-        assert_blocked(&attempts, "net-abstract");
-        assert_blocked(&attempts, "net-loopback");
+        for name in [
+            "net-abstract",
+            "net-loopback",
+            "net-curl",
+            "net-curl-listed",
+            "net-curl-direct",
+        ] {
+            assert_blocked(&attempts, name);
+        }
+        let refused = h._daemon.stderr_text();
+        assert!(
+            refused.contains("Egress refused") && refused.contains("example.org"),
+            "refusals are logged with the host"
+        );
     }
-    // The mechanics: with the network open the same steps reach both.
+    // The mechanics: a host on agent.network_allow is reached by curl through the proxy, and with the
+    // network open the same steps reach the abstract socket and loopback directly.
+    let listed = format!("network_allow = [\"127.0.0.1:{}\"]", loopback_port());
+    let h = hostile_as("bwrap", DaemonUser::Own, &listed).await;
+    let attempts = h.attempt("network").await;
+    assert!(attempts["net-curl-listed"].0, "{attempts:?}");
+    assert_blocked(&attempts, "net-curl");
     let h = hostile_as("bwrap", DaemonUser::Own, "network = \"open\"").await;
     listen_abstract(format!("tvtest-abs-{}", h.mark));
     let attempts = h.attempt("network").await;
     assert!(attempts["net-abstract"].0, "{attempts:?}");
     assert!(attempts["net-loopback"].0, "{attempts:?}");
+    assert!(attempts["net-curl-direct"].0, "{attempts:?}");
 }

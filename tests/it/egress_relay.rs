@@ -153,8 +153,7 @@ fn have_curl() -> bool {
 #[tokio::test]
 async fn relay_carries_curl_to_the_model_route_a_tunnel_and_a_refusal() {
     if !have_curl() {
-        eprintln!("skipped: curl is not installed");
-        return;
+        panic!("curl is not installed (Debian package curl; scripts/install-deps installs it)");
     }
     let (model_port, mut model_seen) =
         fake_http("text/event-stream", "event: message_start\ndata: {}\n\n").await;
