@@ -19,9 +19,21 @@ fn loopback_port() -> u16 {
         std::thread::spawn(move || {
             use std::io::Write;
             for mut s in listener.incoming().flatten() {
-                let _ = s.write_all(
-                    b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\nservice reached\n",
-                );
+                // The request first (a socket closed with unread bytes is reset, and the answer lost).
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                    let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\nservice reached\n",
+                    );
+                });
             }
         });
         port
