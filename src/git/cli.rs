@@ -36,6 +36,10 @@ pub(super) fn hardened_git() -> std::process::Command {
             "submodule.recurse=false",
             "-c",
             "status.submoduleSummary=false",
+            // A worktree may still belong to a job's user (`agent.run_as`) when a daemon died mid-job;
+            // nothing above lets a repository's configuration run a program, so its owner does not matter.
+            "-c",
+            "safe.directory=*",
         ]);
     cmd
 }
