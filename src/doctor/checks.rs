@@ -223,6 +223,23 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
         );
         return;
     };
+    if let Ok(Some(user)) = crate::jobs::sandbox::job_user(config)
+        && config.agent.sandboxed
+        && !crate::jobs::sandbox::runnable_by(&path, user)
+    {
+        r.fail(
+            "agent",
+            &format!(
+                "agent {} at {}: jobs run as agent.run_as {:?} (uid {}), which cannot run it; every job would fail",
+                config.agent.command,
+                path.display(),
+                config.agent.run_as,
+                user.uid
+            ),
+            "sudo npm install -g @anthropic-ai/claude-code (under /usr, where every user can run it), or chmod o+x the directories on the way",
+        );
+        return;
+    }
     if let Some(why) = unsafe_to_run(&path) {
         r.warn(
             "agent",

@@ -819,3 +819,42 @@ async fn jobs_reach_neither_the_hosts_loopback_nor_its_abstract_sockets() {
     assert!(attempts["net-loopback"].0, "{attempts:?}");
     assert!(attempts["net-curl-direct"].0, "{attempts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_the_job_user_cannot_run_fails_clearly_and_doctor_says_so() {
+    // A copy of the agent behind a directory only root may enter (as under /root).
+    let env = containment_env();
+    let closed = env.dir.path().join("closed");
+    std::fs::create_dir_all(&closed).unwrap();
+    let agent = closed.join("agent");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh"),
+        &agent,
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.write_config(&format!("[agent]\ncommand = \"{}\"\n", agent.display()));
+    let _d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let id = run(&mcp, "S1", "anything").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(30)).await;
+    let doctor = String::from_utf8_lossy(&env.run(&["doctor"]).stdout).to_string();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Jobs run as agent.run_as (nobody), which cannot walk into the directory.
+        assert_eq!(j["status"], "failed", "{j}");
+        assert!(
+            j["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot run") && e.contains("agent.run_as")),
+            "{j}"
+        );
+        assert!(doctor.contains("which cannot run it"), "{doctor}");
+    } else {
+        // The daemon's own user runs its jobs: the directory is its own.
+        assert_eq!(j["status"], "done", "{j}");
+        assert!(!doctor.contains("which cannot run it"), "{doctor}");
+    }
+}

@@ -23,7 +23,7 @@ mod owner;
 pub use host::branch_after;
 use host::{CREDENTIALS, login_copy};
 use owner::walkable_by;
-pub use owner::{JobUser, job_user, resolve_user};
+pub use owner::{JobUser, job_user, resolve_user, runnable_by};
 
 /// How readiness and `doctor` show `agent.sandbox = "none"`.
 pub const UNCONFINED: &str = "none (agents run unconfined)";
@@ -201,6 +201,20 @@ pub fn plan_for(
         }
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the daemon binary: {e}"))?;
+    let user = job_user(config)?;
+    if let Some(u) = user
+        && let Some(p) = [program, exe.as_path()]
+            .into_iter()
+            .find(|p| !runnable_by(p, u))
+    {
+        return Err(format!(
+            "agent.run_as {:?} (uid {}) cannot run {}: install it where every user can run it \
+             (e.g. npm install -g, under /usr), or let that user walk to it",
+            config.agent.run_as,
+            u.uid,
+            p.display()
+        ));
+    }
     Ok(SandboxPlan {
         bwrap,
         hidden_dirs,
@@ -219,7 +233,7 @@ pub fn plan_for(
             .into_iter()
             .filter_map(|p| p.canonicalize().ok())
             .collect(),
-        user: job_user(config)?,
+        user,
         isolate_network: config.agent.network_allowlist,
         walkable: vec![root.clone(), repo_dir],
     })

@@ -144,6 +144,21 @@ pub(super) fn walkable_by(path: &Path, user: JobUser) -> bool {
         })
 }
 
+/// Whether `user` can start the program at `path` (links resolved): every directory on the way lets it
+/// pass and the file lets it execute. Checked before a job as `agent.run_as` starts, and by `doctor`.
+pub fn runnable_by(path: &Path, user: JobUser) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(real) = path.canonicalize() else {
+        return false;
+    };
+    walkable_by(&real, user)
+        && std::fs::metadata(&real).is_ok_and(|m| {
+            m.mode() & 0o001 != 0
+                || (m.uid() == user.uid && m.mode() & 0o100 != 0)
+                || (m.gid() == user.gid && m.mode() & 0o010 != 0)
+        })
+}
+
 fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
     match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
         Ok(()) => Ok(()),
