@@ -858,3 +858,81 @@ async fn an_agent_the_job_user_cannot_run_fails_clearly_and_doctor_says_so() {
         assert!(!doctor.contains("which cannot run it"), "{doctor}");
     }
 }
+
+/// Approves the first pending approval (waiting up to a minute for one) and returns its id.
+async fn approve_next(mcp: &Mcp) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let p = mcp.call("list_pending_approvals", json!({})).await.unwrap();
+        if let Some(a) = p["approvals"].as_array().unwrap().first() {
+            break a["id"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no approval came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    mcp.call("approve", json!({"approval_id": id}))
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_cli_works_behind_the_allowlist_and_its_curl_to_an_unlisted_host_fails() {
+    use crate::fake_model::{FakeModel, Reply, after_tool, text_of};
+    let model = FakeModel::start(|req| {
+        let text = text_of(req);
+        if after_tool(req) {
+            // The tool's output goes back into the conversation: the model echoes how curl ended.
+            // The last mention: the tool's output, after the command that printed it.
+            let code = text
+                .rsplit("curl-exit=")
+                .next()
+                .map(|r| {
+                    r.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            Reply::Text(format!("curl ended with {code}"))
+        } else {
+            Reply::ToolUse {
+                name: "Bash".into(),
+                input: json!({"command": "curl -fsS -m 10 http://example.org/; echo curl-exit=$?"}),
+            }
+        }
+    })
+    .await;
+    for user in daemon_users() {
+        let mut env = containment_env();
+        env.run_as(user);
+        let home = env.dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        env.write_config(&format!(
+            "[agent]\ncommand = \"{}\"\nenv = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", \
+             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n[jobs]\nhard_timeout_secs = 120\n",
+            claude_cli().display(),
+            model.url(),
+            home.display()
+        ));
+        let d = env.start();
+        let mcp = Mcp::connect(&env).await;
+        session(&env, &mcp).await;
+        let id = run(&mcp, "S1", "fetch example.org").await;
+        approve_next(&mcp).await;
+        let j = wait_final(&mcp, &id, Duration::from_secs(90)).await;
+        assert_eq!(j["status"], "done", "{j}");
+        let said = j["result_text"].as_str().unwrap_or_default().to_string();
+        // 22: the proxy's 403 (curl -f); 0 would mean the host was reached.
+        assert_eq!(said, "curl ended with 22", "{user:?}: {j}");
+        assert!(
+            d.stderr_text().contains("example.org"),
+            "the refusal is logged with its host"
+        );
+        // The model API saw the real key; the agent only ever had a placeholder.
+        let keys = model.keys();
+        assert!(
+            !keys.is_empty() && keys.iter().all(|k| k == "sk-test"),
+            "{keys:?}"
+        );
+    }
+}

@@ -55,6 +55,7 @@ type Script = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
 pub struct FakeModel {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Value>>>,
+    keys: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -86,8 +87,9 @@ impl FakeModel {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let keys = Arc::new(Mutex::new(Vec::new()));
         let script: Script = Arc::new(script);
-        let reqs = requests.clone();
+        let reqs = (requests.clone(), keys.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -105,6 +107,7 @@ impl FakeModel {
         FakeModel {
             addr,
             requests,
+            keys,
             task,
         }
     }
@@ -116,14 +119,26 @@ impl FakeModel {
     pub fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
     }
+
+    /// The credential each Messages request carried (`x-api-key`, else `authorization`).
+    pub fn keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap().clone()
+    }
 }
+
+type Seen = (Arc<Mutex<Vec<Value>>>, Arc<Mutex<Vec<String>>>);
 
 async fn handle(
     req: Request<Incoming>,
     script: Script,
-    reqs: Arc<Mutex<Vec<Value>>>,
+    (reqs, keys): Seen,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    let key = ["x-api-key", "authorization"]
+        .iter()
+        .find_map(|h| req.headers().get(*h))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
     let body = req
         .into_body()
         .collect()
@@ -141,6 +156,7 @@ async fn handle(
         ));
     }
     reqs.lock().unwrap().push(json_body.clone());
+    keys.lock().unwrap().push(key);
     let reply = script(&json_body);
     if let Reply::Stall = reply {
         // The answer never comes; hyper drops this future when the client closes the connection.
