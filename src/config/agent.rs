@@ -50,6 +50,14 @@ pub(super) fn check(agent: &RawAgent) -> Result<(), ConfigError> {
             "empty: name the unprivileged user jobs run as when the daemon is root",
         ));
     }
+    if !(agent.oauth_token_url.starts_with("https://")
+        || agent.oauth_token_url.starts_with("http://"))
+    {
+        return Err(invalid(
+            "agent.oauth_token_url",
+            format!("{:?} is not an http(s) URL", agent.oauth_token_url),
+        ));
+    }
     Ok(())
 }
 

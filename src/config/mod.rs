@@ -370,6 +370,7 @@ impl Config {
                     .map(|h| h.to_ascii_lowercase())
                     .collect(),
                 run_as: a.run_as.clone(),
+                oauth_token_url: a.oauth_token_url.clone(),
             },
             jobs: JobSettings {
                 max_concurrent: j.max_concurrent as usize,

@@ -104,6 +104,8 @@ pub struct RawAgent {
     pub network_allow: Vec<String>,
     /// The unprivileged user jobs run as when the daemon runs as root (name or numeric uid).
     pub run_as: String,
+    /// Where the daemon refreshes the operator's `/login` (OAuth `refresh_token` grant).
+    pub oauth_token_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +277,7 @@ impl Default for RawConfig {
                 network: "allowlist".into(),
                 network_allow: Vec::new(),
                 run_as: "nobody".into(),
+                oauth_token_url: "https://console.anthropic.com/v1/oauth/token".into(),
             },
             jobs: RawJobs {
                 max_concurrent: 3,

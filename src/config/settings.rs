@@ -30,6 +30,8 @@ pub struct AgentSettings {
     pub network_allow: Vec<String>,
     /// `agent.run_as`: the user jobs run as when the daemon is root.
     pub run_as: String,
+    /// `agent.oauth_token_url`.
+    pub oauth_token_url: String,
 }
 
 /// `[jobs]`, validated.

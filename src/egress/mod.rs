@@ -15,6 +15,7 @@
 //! logged (they carry secrets).
 
 mod connect;
+pub mod login;
 mod proxy;
 pub mod relay;
 mod rules;
@@ -47,6 +48,8 @@ pub struct ModelRoute {
     /// Placeholders the sandboxed agent sees instead of real secrets, and their real values: in every request
     /// header value, each placeholder is replaced by its secret before forwarding.
     pub secrets: Vec<(String, String)>,
+    /// Placeholders whose real value is asked for at each request (a login the daemon refreshes).
+    pub fresh: Vec<(String, Arc<login::OAuthLogin>)>,
 }
 
 impl std::fmt::Debug for ModelRoute {

@@ -332,7 +332,13 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         strip_hop_headers(&mut parts.headers);
         parts.headers.remove(header::HOST);
-        insert_secrets(&mut parts.headers, &route.secrets);
+        let mut secrets = route.secrets.clone();
+        for (placeholder, login) in &route.fresh {
+            if let Some(token) = login.access_token().await {
+                secrets.push((placeholder.clone(), token));
+            }
+        }
+        insert_secrets(&mut parts.headers, &secrets);
         let upstream_host = url.host_str().unwrap_or("model").to_string();
         let mut request = client.request(parts.method, url).headers(parts.headers);
         if !body.is_end_stream() {

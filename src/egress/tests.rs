@@ -232,7 +232,7 @@ fn placeholders_are_replaced_in_every_header_value() {
 fn model_urls_join_the_base_and_keep_the_query() {
     let route = |u: &str| ModelRoute {
         upstream: u.to_string(),
-        secrets: vec![],
+        ..Default::default()
     };
     let uri: hyper::Uri = "/v1/messages?beta=true".parse().unwrap();
     assert_eq!(
@@ -378,6 +378,7 @@ async fn model_route_replaces_placeholders_and_streams_events() {
         model: Some(ModelRoute {
             upstream: format!("http://127.0.0.1:{up}/prefix"),
             secrets: vec![("PLACEHOLDER".into(), "sk-real-secret".into())],
+            ..Default::default()
         }),
     });
     let mut s = UnixStream::connect(&proxy.socket).await.unwrap();

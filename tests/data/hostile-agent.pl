@@ -219,6 +219,7 @@ sub attempt_login {
   if (open(my $f, '<', $path)) { local $/; $text = <$f> // '' }
   report('login-read', length($text) > 0, length($text) . " bytes");
   report('login-refresh-token', $text =~ /refreshToken/ ? 1 : 0, $text =~ /refreshToken/ ? 'refresh token visible' : 'no refresh token');
+  report('login-access-token', $text =~ /"at-1"/ ? 1 : 0, $text =~ /"at-1"/ ? 'access token visible' : 'placeholder only');
   write_file('login-write', $path);
 }
 

@@ -748,6 +748,8 @@ async fn a_job_can_neither_change_nor_refresh_the_operators_login() {
         // The mechanics: the job does see a login (it can work), just not the refresh token.
         assert!(attempts["login-read"].0, "{attempts:?}");
         assert_blocked(&attempts, "login-refresh-token");
+        // Behind the egress proxy not even the access token: a placeholder the proxy swaps.
+        assert_blocked(&attempts, "login-access-token");
         assert_blocked(&attempts, "login-write");
         assert_eq!(std::fs::read_to_string(&login).unwrap(), text);
     }
@@ -933,6 +935,108 @@ async fn the_real_cli_works_behind_the_allowlist_and_its_curl_to_an_unlisted_hos
         assert!(
             !keys.is_empty() && keys.iter().all(|k| k == "sk-test"),
             "{keys:?}"
+        );
+    }
+}
+
+/// A loopback OAuth token endpoint: answers every refresh with `at-new`/`rt-2` (an hour) and keeps the
+/// request bodies.
+fn token_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/oauth/token", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in listener.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        log.lock().unwrap().push(body.to_string());
+                        break;
+                    }
+                }
+            }
+            let answer = r#"{"access_token":"at-new","refresh_token":"rt-2","expires_in":3600,"token_type":"Bearer"}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_refreshes_the_operators_login_and_jobs_never_hold_it() {
+    use crate::fake_model::{FakeModel, Reply};
+    let model = FakeModel::start(|_| Reply::Text("done".into())).await;
+    let (token_url, refreshes) = token_endpoint();
+    for user in daemon_users() {
+        let mut env = containment_env();
+        env.run_as(user);
+        let home = env.dir.path().join("home");
+        let login = home.join(".claude/.credentials.json");
+        std::fs::create_dir_all(login.parent().unwrap()).unwrap();
+        // An expired subscription login: only a refresh makes it work again.
+        std::fs::write(
+            &login,
+            r#"{"claudeAiOauth":{"accessToken":"at-old","refreshToken":"rt-1","expiresAt":1000,"scopes":["user:inference"],"subscriptionType":"pro"}}"#,
+        )
+        .unwrap();
+        env.write_config(&format!(
+            "[agent]\ncommand = \"{}\"\noauth_token_url = \"{token_url}\"\n\
+             env = {{ ANTHROPIC_BASE_URL = \"{}\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\
+             [jobs]\nhard_timeout_secs = 120\n",
+            claude_cli().display(),
+            model.url(),
+            home.display()
+        ));
+        let before = refreshes.lock().unwrap().len();
+        let _d = env.start();
+        let mcp = Mcp::connect(&env).await;
+        session(&env, &mcp).await;
+        for instruction in ["first", "second"] {
+            let id = run(&mcp, "S1", instruction).await;
+            let j = wait_final(&mcp, &id, Duration::from_secs(90)).await;
+            assert_eq!(j["status"], "done", "{user:?}: {j}");
+        }
+        // Refreshed once by the daemon, with the refresh token the job never saw.
+        let seen = refreshes.lock().unwrap()[before..].to_vec();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains("\"refresh_token\":\"rt-1\""), "{seen:?}");
+        assert!(
+            seen[0].contains("\"grant_type\":\"refresh_token\""),
+            "{seen:?}"
+        );
+        // The model API got the fresh token; the job only ever had a placeholder.
+        let keys = model.keys();
+        assert!(
+            keys.last().is_some_and(|k| k == "Bearer at-new"),
+            "{keys:?}"
+        );
+        assert!(keys.iter().all(|k| !k.contains("placeholder")), "{keys:?}");
+        // The operator's file holds the new tokens (the operator's own CLI keeps working).
+        let saved = std::fs::read_to_string(&login).unwrap();
+        assert!(
+            saved.contains("at-new") && saved.contains("rt-2"),
+            "{saved}"
         );
     }
 }

@@ -169,6 +169,7 @@ async fn relay_carries_curl_to_the_model_route_a_tunnel_and_a_refusal() {
             model: Some(ModelRoute {
                 upstream: format!("http://127.0.0.1:{model_port}"),
                 secrets: vec![("PLACEHOLDER".into(), "sk-real-secret".into())],
+                ..Default::default()
             }),
         }),
         Arc::new(move |h: &str| seen.lock().unwrap().push(h.to_string())),

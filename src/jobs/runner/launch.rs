@@ -100,7 +100,19 @@ pub(super) fn open_egress(
     }
     let rules = Arc::new(crate::egress::EgressRules {
         allow: core.config().agent.network_allow.clone(),
-        model: Some(crate::egress::ModelRoute { upstream, secrets }),
+        model: Some(crate::egress::ModelRoute {
+            upstream,
+            secrets,
+            // The operator's `/login`: the job's copy holds the plan's placeholder, the proxy the real,
+            // refreshed token.
+            fresh: vec![(
+                plan.login_placeholder.clone(),
+                crate::egress::login::OAuthLogin::new(
+                    &plan.operator_state.join(".credentials.json"),
+                    &core.config().agent.oauth_token_url,
+                ),
+            )],
+        }),
     });
     let (metrics, job) = (core.metrics().clone(), job_id.to_string());
     let refused: crate::egress::Refused = Arc::new(move |host: &str| {

@@ -62,7 +62,11 @@ impl SandboxPlan {
             .map_err(unsafe_io)?;
         // A login left from an earlier version (bound read-write then) goes; the copy below replaces it.
         crate::safe_fs::remove_file(&self.state, Path::new(CREDENTIALS)).map_err(unsafe_io)?;
-        if let Some(login) = read_only_login(&self.operator_state.join(CREDENTIALS)) {
+        if let Some(login) = read_only_login(
+            &self.operator_state.join(CREDENTIALS),
+            self.isolate_network
+                .then_some(self.login_placeholder.as_str()),
+        ) {
             crate::safe_fs::replace(&self.run_dir, Path::new("login.json"), &login, 0o600)
                 .map_err(unsafe_io)?;
             crate::safe_fs::replace(&self.state, Path::new(CREDENTIALS), b"", 0o600)
@@ -136,15 +140,23 @@ impl SandboxPlan {
 /// The operator's login file.
 pub(super) const CREDENTIALS: &str = ".credentials.json";
 
-/// The operator's login as a job may see it: the access token and its expiry, never the refresh token
-/// (a job could keep or spend it), so the job can neither change nor prolong the login. None when there
-/// is no login file or it is not the expected JSON.
-fn read_only_login(path: &Path) -> Option<Vec<u8>> {
+/// The operator's login as a job may see it: never the refresh token (a job could keep or spend it), so
+/// the job can neither change nor prolong the login. With `placeholder` (the job's network goes through
+/// the egress proxy) not the access token either: the placeholder instead, good "forever" so the agent
+/// never tries to refresh it, and the proxy puts the real, fresh token into each request. None when
+/// there is no login file or it is not the expected JSON.
+fn read_only_login(path: &Path, placeholder: Option<&str>) -> Option<Vec<u8>> {
     let text = std::fs::read(path).ok()?;
     let mut login: serde_json::Value = serde_json::from_slice(&text).ok()?;
     for entry in login.as_object_mut()?.values_mut() {
         if let Some(o) = entry.as_object_mut() {
             o.remove("refreshToken");
+            if let Some(p) = placeholder
+                && o.contains_key("accessToken")
+            {
+                o.insert("accessToken".into(), serde_json::json!(p));
+                o.insert("expiresAt".into(), serde_json::json!(4_102_444_800_000i64));
+            }
         }
     }
     serde_json::to_vec(&login).ok()

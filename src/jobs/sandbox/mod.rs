@@ -55,7 +55,7 @@ pub fn agent_home(config: &Config) -> PathBuf {
 }
 
 /// The operator's own agent state, whose credentials and settings a job may use.
-fn operator_state(config: &Config) -> PathBuf {
+pub fn operator_state(config: &Config) -> PathBuf {
     std::env::var_os("CLAUDE_CONFIG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| agent_home(config).join(".claude"))
@@ -99,6 +99,8 @@ pub struct SandboxPlan {
     pub user: Option<JobUser>,
     /// Whether the job gets a network namespace of its own (`agent.network = "allowlist"`).
     pub isolate_network: bool,
+    /// What the job's copy of the operator's login carries instead of its access token (isolated network).
+    pub login_placeholder: String,
     /// Directories (`root`, the repository) under which the job's user may walk down to its places:
     /// bubblewrap, started as that user, resolves every bind's source on the host.
     pub walkable: Vec<PathBuf>,
@@ -235,6 +237,7 @@ pub fn plan_for(
             .collect(),
         user,
         isolate_network: config.agent.network_allowlist,
+        login_placeholder: format!("televibe-placeholder-{}", uuid::Uuid::new_v4().simple()),
         walkable: vec![root.clone(), repo_dir],
     })
 }
