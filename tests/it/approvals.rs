@@ -696,8 +696,19 @@ async fn a_restart_expires_pending_approvals_and_retires_their_buttons() {
     drop(d2);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_long_disguised_command_is_shown_whole_and_visible() {
+/// A daemon with the real CLI and the fake Bot API, where `instruction` (a word the fake model answers with
+/// a scripted Bash command) ran in a new session until its approval message arrived.
+struct Asked {
+    tg: FakeTelegram,
+    env: Env,
+    _model: crate::fake_model::FakeModel,
+    d: Daemon,
+    mcp: Mcp,
+    job: String,
+    msg: crate::fake_telegram::Sent,
+}
+
+async fn asked(instruction: &str) -> Asked {
     let tg = FakeTelegram::start().await;
     let model = model().await;
     let env = Env::new("");
@@ -714,12 +725,34 @@ async fn a_long_disguised_command_is_shown_whole_and_visible() {
         .await
         .unwrap();
     let (s1, _) = new_session(&mcp).await;
-    let job = run(&mcp, &s1, "DISGUISED").await;
+    let job = run(&mcp, &s1, instruction).await;
     until(Duration::from_secs(60), "an approval message", || {
         approval_messages(&tg).len() == 1
     })
     .await;
     let msg = approval_messages(&tg).remove(0);
+    Asked {
+        tg,
+        env,
+        _model: model,
+        d,
+        mcp,
+        job,
+        msg,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_disguised_command_is_shown_whole_and_visible() {
+    let Asked {
+        tg,
+        env,
+        _model,
+        d,
+        mcp,
+        job,
+        msg,
+    } = asked("DISGUISED").await;
     assert!(!msg.text.contains('\u{202e}'), "{}", msg.text);
     assert!(msg.text.contains("Not shown whole"), "{}", msg.text);
     let docs = tg.documents(USER);
@@ -751,28 +784,15 @@ async fn a_long_disguised_command_is_shown_whole_and_visible() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_padded_command_shows_its_download_into_a_shell_at_the_top() {
-    let tg = FakeTelegram::start().await;
-    let model = model().await;
-    let env = Env::new("");
-    let home = env.dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    env.write_config(&config(&model, &home, Some(&tg), ""));
-    make_repo(&env.root().join("repos/app"));
-    let d = env.start_with(|c| {
-        c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
-    });
-    greet(&tg).await;
-    let mcp = Mcp::connect(&env).await;
-    mcp.call("register_project", json!({"path": "app"}))
-        .await
-        .unwrap();
-    let (s1, _) = new_session(&mcp).await;
-    let job = run(&mcp, &s1, "PADDED").await;
-    until(Duration::from_secs(60), "an approval message", || {
-        approval_messages(&tg).len() == 1
-    })
-    .await;
-    let msg = approval_messages(&tg).remove(0);
+    let Asked {
+        tg,
+        env: _env,
+        _model,
+        d,
+        mcp,
+        job,
+        msg,
+    } = asked("PADDED").await;
     // What the person sees (entities parsed), as a phone shows it: the first ten lines tell it all.
     let top = msg.visible.lines().take(10).collect::<Vec<_>>().join("\n");
     assert!(
