@@ -131,32 +131,26 @@ impl SandboxPlan {
 
 /// Whether `user` may walk down to `path`: every directory above it lets others (or that user) pass.
 pub(super) fn walkable_by(path: &Path, user: JobUser) -> bool {
-    use std::os::unix::fs::MetadataExt;
     path.ancestors()
         .skip(1)
-        .all(|d| match std::fs::metadata(d) {
-            Ok(m) => {
-                m.mode() & 0o001 != 0
-                    || (m.uid() == user.uid && m.mode() & 0o100 != 0)
-                    || (m.gid() == user.gid && m.mode() & 0o010 != 0)
-            }
-            Err(_) => false,
-        })
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| may_execute(&m, user)))
 }
 
 /// Whether `user` can start the program at `path` (links resolved): every directory on the way lets it
 /// pass and the file lets it execute. Checked before a job as `agent.run_as` starts, and by `doctor`.
 pub fn runnable_by(path: &Path, user: JobUser) -> bool {
-    use std::os::unix::fs::MetadataExt;
     let Ok(real) = path.canonicalize() else {
         return false;
     };
-    walkable_by(&real, user)
-        && std::fs::metadata(&real).is_ok_and(|m| {
-            m.mode() & 0o001 != 0
-                || (m.uid() == user.uid && m.mode() & 0o100 != 0)
-                || (m.gid() == user.gid && m.mode() & 0o010 != 0)
-        })
+    walkable_by(&real, user) && std::fs::metadata(&real).is_ok_and(|m| may_execute(&m, user))
+}
+
+/// Whether `user` has the execute (for a directory: search) bit on a file with these metadata.
+fn may_execute(m: &std::fs::Metadata, user: JobUser) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    m.mode() & 0o001 != 0
+        || (m.uid() == user.uid && m.mode() & 0o100 != 0)
+        || (m.gid() == user.gid && m.mode() & 0o010 != 0)
 }
 
 fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
