@@ -389,6 +389,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_diff_past_its_cap_is_refused_not_read_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = repo(tmp.path());
+        let (g, metrics, _) = setup();
+        let wt = tmp.path().join("ws/S1");
+        g.create_worktree(&r, "big", "main", &wt).await.unwrap();
+        // A change whose diff is larger than the daemon reads (as a job could leave).
+        let line = "x".repeat(99) + "\n";
+        std::fs::write(wt.join("README"), line.repeat(MAX_DIFF / 100 + 1000)).unwrap();
+        match g.diff(&wt, "main").await {
+            Err(GitError::TooLarge(m)) => assert!(m.contains("larger than 8 MiB"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Not a git failure: the breaker counts nothing.
+        assert!(
+            metrics
+                .encode()
+                .contains("televibe_circuit_breaker_failures_total{name=\"git_operations\"} 0")
+        );
+        // A small change is read as before.
+        std::fs::write(wt.join("README"), "changed\n").unwrap();
+        assert!(g.diff(&wt, "main").await.unwrap().contains("+changed"));
+    }
+
+    #[tokio::test]
     async fn prune_forgets_deleted_worktrees() {
         let tmp = tempfile::tempdir().unwrap();
         let r = repo(tmp.path());
