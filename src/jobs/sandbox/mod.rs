@@ -23,7 +23,7 @@ mod owner;
 pub use host::branch_after;
 use host::{CREDENTIALS, login_copy};
 use owner::walkable_by;
-pub use owner::{JobUser, job_user, resolve_user, runnable_by};
+pub use owner::{JobUser, check, job_user, resolve_user, runnable_by};
 
 /// How readiness and `doctor` show `agent.sandbox = "none"`.
 pub const UNCONFINED: &str = "none (agents run unconfined)";
@@ -245,7 +245,7 @@ pub fn plan_for(
 /// The isolation every sandbox gets, also in the readiness check: no capabilities (bubblewrap drops
 /// them only when it runs privileged, so they are dropped by name too), a user namespace the job cannot
 /// nest another in, PID, IPC and UTS namespaces, and a session of its own.
-const ISOLATION: &[&str] = &[
+pub(super) const ISOLATION: &[&str] = &[
     "--die-with-parent",
     "--unshare-user",
     "--disable-userns",
@@ -459,44 +459,6 @@ impl SandboxPlan {
                 self.git_common.join("objects").display().to_string(),
             ),
         ]
-    }
-}
-
-/// Whether bubblewrap can start a sandbox here with the isolation every job gets (as the job's user
-/// when the daemon is root): the readiness and `doctor` check.
-pub fn check(bwrap: Option<&Path>, config: &Config) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
-    let bwrap = bwrap.ok_or("bwrap not found on PATH (Debian package bubblewrap)")?;
-    let mut cmd = std::process::Command::new(bwrap);
-    cmd.args(ISOLATION);
-    if config.agent.network_allowlist {
-        cmd.arg("--unshare-net");
-    }
-    cmd.args([
-        "--ro-bind",
-        "/",
-        "/",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--",
-        "/bin/true",
-    ])
-    .stdin(std::process::Stdio::null());
-    if let Some(user) = job_user(config)? {
-        cmd.uid(user.uid).gid(user.gid);
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "bwrap cannot create a sandbox: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }
 

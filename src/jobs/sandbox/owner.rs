@@ -1,8 +1,8 @@
-//! Who a job runs as, and the places it writes handed to that user for the job and taken back after it.
+//! Who a job runs as (checked by starting an empty sandbox as that user), and the places it writes handed to that user for the job and taken back after it.
 
 use std::path::{Path, PathBuf};
 
-use super::{SandboxPlan, approval_dir, egress_dir, login_copy, objects_dir, refs_dir};
+use super::{ISOLATION, SandboxPlan, approval_dir, egress_dir, login_copy, objects_dir, refs_dir};
 use crate::config::Config;
 
 /// The user a job runs as: the daemon's own, or `agent.run_as` when the daemon is root.
@@ -177,4 +177,42 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), String> {
         Ok(true)
     })
     .map_err(|e| e.to_string())
+}
+
+/// Whether bubblewrap can start a sandbox here with the isolation every job gets (as the job's user
+/// when the daemon is root): the readiness and `doctor` check.
+pub fn check(bwrap: Option<&Path>, config: &Config) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let bwrap = bwrap.ok_or("bwrap not found on PATH (Debian package bubblewrap)")?;
+    let mut cmd = std::process::Command::new(bwrap);
+    cmd.args(ISOLATION);
+    if config.agent.network_allowlist {
+        cmd.arg("--unshare-net");
+    }
+    cmd.args([
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--",
+        "/bin/true",
+    ])
+    .stdin(std::process::Stdio::null());
+    if let Some(user) = job_user(config)? {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "bwrap cannot create a sandbox: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
