@@ -42,6 +42,9 @@ impl Setup {
             .disable_cleanup(std::env::var_os("TVBENCH_KEEP").is_some())
             .tempdir_in(&base)
             .unwrap();
+        // As root, jobs run as `agent.run_as`: they must be able to walk down to their worktree.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let s = Setup {
             dir,
             bin: bin.to_path_buf(),

@@ -62,6 +62,10 @@ impl Daemon {
                 .prefix("televibe-demo")
                 .tempdir_in("/tmp")?;
         }
+        // When the demo runs as root, jobs run as `agent.run_as` (nobody): they must be able to walk down
+        // to their worktree and run the binary, as they can under `/projects`.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
         std::fs::create_dir_all(dir.path().join("home"))?;
         // A private link to the binary: cargo replacing target/<profile>/televibe meanwhile (another
         // build in the same target directory) must not take the path the daemon hands its jobs away.
