@@ -908,3 +908,34 @@ async fn a_graceful_stop_sends_the_replies_still_queued() {
     }
     tg.assert_never_flood_limited();
 }
+
+/// The daemon's peak resident memory so far (`VmHWM`), in MiB.
+fn peak_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_diff_of_a_huge_change_is_refused_not_read_whole() {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new(&telegram_config(&tg, ""));
+    let d = start(&env);
+    let mcp = Mcp::connect(&env).await;
+    let wt = crate::jobs::session(&env, &mcp).await;
+    // 150 MB of change in a tracked file, as a job could leave it.
+    let line = "x".repeat(99) + "\n";
+    std::fs::write(wt.join("README.md"), line.repeat(1_500_000)).unwrap();
+    let before = peak_mib(d.child.id());
+    say(&tg, "/diff S1", "larger than 8 MiB").await;
+    let after = peak_mib(d.child.id());
+    // A figure, not a limit: what the daemon's peak memory did while it refused the diff.
+    eprintln!("peak resident memory: {before:.1} MiB before /diff of 150 MB, {after:.1} MiB after");
+    // A small change is sent as before.
+    std::fs::write(wt.join("README.md"), "changed\n").unwrap();
+    say(&tg, "/diff S1", "Changes of S1").await;
+}
