@@ -18,8 +18,8 @@ use crate::breaker::Breakers;
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::mcp::client::DaemonClient;
-use crate::store::Store;
 use crate::store::backup::{Contents, check_file, newer_in_file};
+use crate::store::{self, Store};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Subcommand)]
@@ -280,23 +280,18 @@ fn print_rows(c: &Contents) {
     println!("  {:<16}{:>8}", "open sessions", c.open_sessions);
 }
 
-/// The first free name among `state.db.corrupted`, `state.db.corrupted.1`, `.2`, …: an earlier damaged
-/// file is evidence and is never overwritten.
-pub fn corrupted_name(db: &Path) -> PathBuf {
-    let base = format!("{}.corrupted", db.display());
-    let taken = |p: &str| {
-        Path::new(p).exists()
-            || Path::new(&format!("{p}-wal")).exists()
-            || Path::new(&format!("{p}-shm")).exists()
-    };
-    if !taken(&base) {
-        return PathBuf::from(base);
+/// Failure drills of a restore: with `debug.test_hooks`, `debug.stop_at = "<step>"` makes the restore say
+/// `stopped at <step>` on stderr and wait there forever, for a test to kill it at that very step.
+fn drill_stop(config: &Config) -> impl Fn(&str) + use<> {
+    let stop_at = config.debug.stop_at.clone();
+    move |step: &str| {
+        if stop_at.as_deref() == Some(step) {
+            eprintln!("stopped at {step}");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
     }
-    (1..)
-        .map(|i| format!("{base}.{i}"))
-        .find(|p| !taken(p))
-        .map(PathBuf::from)
-        .expect("some suffix is free")
 }
 
 async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), String> {
@@ -321,31 +316,19 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
         (true, Some(t)) => newer_in_file(&db, t).await,
         _ => None,
     };
-    let mut kept_as = None;
-    // The journal files go aside too, whether or not state.db is still there: SQLite would replay a
-    // write-ahead log left beside the restored file onto it.
-    let sides: Vec<PathBuf> = ["-wal", "-shm", "-journal"]
-        .iter()
-        .map(|s| PathBuf::from(format!("{}{s}", db.display())))
-        .filter(|p| p.exists())
-        .collect();
-    if db.exists() || !sides.is_empty() {
-        let aside = corrupted_name(&db);
-        if db.exists() {
-            std::fs::rename(&db, &aside)
-                .map_err(|e| format!("cannot move {} aside: {e}", db.display()))?;
-        }
-        for side in &sides {
-            let suffix = &side.display().to_string()[db.display().to_string().len()..];
-            std::fs::rename(side, format!("{}{suffix}", aside.display()))
-                .map_err(|e| format!("cannot move {} aside: {e}", side.display()))?;
-        }
-        kept_as = Some(aside);
-    }
-    std::fs::rename(&unpacked, &db).map_err(|e| format!("cannot install {}: {e}", db.display()))?;
-    std::fs::File::open(layout.orchestrator())
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("fsync {}: {e}", layout.orchestrator().display()))?;
+    // Results delivered after the backup was taken are marked delivered in the restored file, from the
+    // previous one when it can be read: the notifier sends nothing twice.
+    let at = drill_stop(config);
+    at("staged");
+    let carried = if db.exists() {
+        store::file::carry_delivered(&unpacked, &db).await.ok()
+    } else {
+        None
+    };
+    at("carried");
+    // Staged beside state.db, checked and fsynced, then renamed over it: there is never a moment without
+    // a usable state.db (a crash before the rename leaves the previous one, after it the restored one).
+    let kept_as = store::file::install(&unpacked, &db, &at).await?;
     drop(tmp);
     // Verify after: the installed file is read again from its final place.
     let installed = check_file(&db)
@@ -374,6 +357,7 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
             },
             "lost": lost,
             "lost_known": lost.is_some(),
+            "already_delivered": carried,
         }));
         return Ok(());
     }
@@ -402,24 +386,16 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
         ),
         (None, None) => println!("there was no previous state.db"),
     }
+    match carried {
+        Some(n) => println!(
+            "{n} results and notices delivered after the backup are marked delivered (not sent again)"
+        ),
+        None => println!(
+            "results delivered after the backup cannot be told from the previous file: they may be sent once more"
+        ),
+    }
     println!(
         "start the daemon again and check the sessions and jobs (televibe admin sessions, jobs)"
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_earlier_corrupted_file_is_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        assert_eq!(corrupted_name(&db), dir.path().join("state.db.corrupted"));
-        std::fs::write(dir.path().join("state.db.corrupted"), b"x").unwrap();
-        assert_eq!(corrupted_name(&db), dir.path().join("state.db.corrupted.1"));
-        std::fs::write(dir.path().join("state.db.corrupted.1-wal"), b"x").unwrap();
-        assert_eq!(corrupted_name(&db), dir.path().join("state.db.corrupted.2"));
-    }
 }

@@ -117,6 +117,18 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             config.root.display()
         ))
     })?;
+    // A missing state.db on a root that held one is a loss to repair, not a first start: an empty database
+    // would forget every project, session and job.
+    let earlier = crate::store::file::earlier_state(&layout);
+    if !earlier.is_empty() {
+        return Err(ServeError::Boot(format!(
+            "{} is missing but this root held state before ({}); refusing to start on an empty database. \
+             Restore the newest backup with `televibe backup restore latest`, or rebuild projects and sessions \
+             from the disk with `televibe reconstruct`, then start again",
+            layout.state_db().display(),
+            earlier.join(", ")
+        )));
+    }
     // Run directories of jobs of an earlier run (approval sockets, copies of refs): those jobs are over.
     let _ = std::fs::remove_dir_all(layout.orchestrator().join("run"));
     let _ = std::fs::remove_dir_all(config.root.join("run"));

@@ -22,7 +22,7 @@ use crate::domain::{SessionId, is_project_id, slugify};
 use crate::git::{Git, GitError};
 use crate::layout::Layout;
 use crate::mcp::client::DaemonClient;
-use crate::store::{Store, StoreOptions};
+use crate::store::{self, Store, StoreOptions};
 use crate::telemetry::Metrics;
 
 /// What was lost with the database and cannot be rebuilt from git.
@@ -92,34 +92,6 @@ pub fn prefixed_number(branch: &str, prefix: &str) -> Option<i64> {
         .map(|s| s.0)
 }
 
-/// The first of `state.db.corrupted`, `state.db.corrupted.1`, `.2`… that exists neither itself nor with a
-/// `-wal`/`-shm` companion, so no earlier copy is ever overwritten.
-pub fn aside_path(db: &Path) -> PathBuf {
-    let taken = |p: &Path| {
-        ["", "-wal", "-shm"].iter().any(|suffix| {
-            let mut s = p.as_os_str().to_owned();
-            s.push(suffix);
-            Path::new(&s).exists()
-        })
-    };
-    let base = {
-        let mut s = db.as_os_str().to_owned();
-        s.push(".corrupted");
-        PathBuf::from(s)
-    };
-    if !taken(&base) {
-        return base;
-    }
-    (1..)
-        .map(|n| {
-            let mut s = base.as_os_str().to_owned();
-            s.push(format!(".{n}"));
-            PathBuf::from(s)
-        })
-        .find(|p| !taken(p))
-        .unwrap_or(base)
-}
-
 /// Why the database at `db` cannot serve the daemon, or None when it is readable.
 async fn unusable(db: &Path) -> Option<String> {
     let store = match Store::open_read_only(db, Arc::new(Metrics::new())).await {
@@ -138,19 +110,6 @@ async fn unusable(db: &Path) -> Option<String> {
     };
     store.close().await;
     why
-}
-
-/// Moves the database and its WAL companions to `dest` (never over an existing file).
-fn move_aside(db: &Path, dest: &Path) -> std::io::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let (mut from, mut to) = (db.as_os_str().to_owned(), dest.as_os_str().to_owned());
-        from.push(suffix);
-        to.push(suffix);
-        if Path::new(&from).exists() {
-            std::fs::rename(&from, &to)?;
-        }
-    }
-    Ok(())
 }
 
 /// Directories one level below each root, hidden ones left out, each once.
@@ -240,27 +199,28 @@ pub async fn run(config: &Config, force: bool, json_out: bool) -> ExitCode {
                     "{} is readable; reconstructing would replace it and lose its job history. Restore a backup or \
                      keep it; to rebuild anyway, run `televibe reconstruct --force` (the current file is kept as {})",
                     db.display(),
-                    aside_path(&db).display()
+                    store::file::aside_name(&db).display()
                 ));
             }
-            why => {
-                let dest = aside_path(&db);
-                if let Err(e) = move_aside(&db, &dest) {
-                    return fail(&format!(
-                        "cannot move {} to {}: {e}",
-                        db.display(),
-                        dest.display()
-                    ));
-                }
-                if let Some(why) = why {
-                    eprintln!("televibe reconstruct: {} is unusable: {why}", db.display());
-                }
-                report.moved_aside = Some(dest.display().to_string());
-            }
+            Some(why) => eprintln!("televibe reconstruct: {} is unusable: {why}", db.display()),
+            None => {}
         }
     }
+    if previous {
+        report.moved_aside = Some(store::file::aside_name(&db).display().to_string());
+    }
+    // The new database is built beside state.db and renamed over it once complete: a crash meanwhile leaves
+    // the previous file in place, never a root without a state.db.
+    let stage = match tempfile::Builder::new()
+        .prefix(".reconstruct-")
+        .tempdir_in(layout.orchestrator())
+    {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("cannot create a temporary directory: {e}")),
+    };
+    let staged = stage.path().join("state.db");
     let metrics = Arc::new(Metrics::new());
-    let store = match Store::open(&db, StoreOptions::default(), metrics.clone()).await {
+    let store = match Store::open(&staged, StoreOptions::default(), metrics.clone()).await {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
@@ -286,6 +246,11 @@ pub async fn run(config: &Config, force: bool, json_out: bool) -> ExitCode {
         )
         .await;
     store.close().await;
+    store::file::checkpoint(&staged).await;
+    match store::file::install(&staged, &db, &|_| {}).await {
+        Ok(kept) => report.moved_aside = kept.map(|k| k.display().to_string()),
+        Err(e) => return fail(&e),
+    }
     if json_out {
         println!(
             "{}",
@@ -515,30 +480,6 @@ mod tests {
         assert_eq!(prefixed_number("televibe/7", "televibe/"), None);
         assert_eq!(prefixed_number("feature/S7", "televibe/"), None);
         assert_eq!(prefixed_number("televibe/S7x", "televibe/"), None);
-    }
-
-    #[test]
-    fn aside_never_overwrites_an_earlier_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        assert_eq!(aside_path(&db), dir.path().join("state.db.corrupted"));
-        std::fs::write(dir.path().join("state.db.corrupted"), "x").unwrap();
-        assert_eq!(aside_path(&db), dir.path().join("state.db.corrupted.1"));
-        // A leftover companion file counts as taken too.
-        std::fs::write(dir.path().join("state.db.corrupted.1-wal"), "x").unwrap();
-        assert_eq!(aside_path(&db), dir.path().join("state.db.corrupted.2"));
-        std::fs::write(&db, "db").unwrap();
-        std::fs::write(dir.path().join("state.db-wal"), "wal").unwrap();
-        move_aside(&db, &aside_path(&db)).unwrap();
-        assert!(!db.exists() && !dir.path().join("state.db-wal").exists());
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("state.db.corrupted.2-wal")).unwrap(),
-            "wal"
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("state.db.corrupted")).unwrap(),
-            "x"
-        );
     }
 
     #[test]

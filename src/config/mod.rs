@@ -428,6 +428,7 @@ impl Config {
                 test_hooks: d.test_hooks,
                 backup_clock_offset: chrono::TimeDelta::seconds(d.backup_clock_offset_secs),
                 shutdown_hold: Duration::from_millis(d.shutdown_hold_ms),
+                stop_at: (d.test_hooks && !d.stop_at.is_empty()).then(|| d.stop_at.clone()),
             },
             git_timeout: secs(raw.git.timeout_secs),
             trusted_projects: raw.projects.trusted.clone(),

@@ -238,6 +238,9 @@ pub struct RawDebug {
     /// Milliseconds the daemon keeps serving its probes between reporting "shutting down" and stopping its
     /// children (only with `test_hooks`), so a test can see the not-ready answer.
     pub shutdown_hold_ms: u64,
+    /// A step of `backup restore` where it stops and waits to be killed (only with `test_hooks`), for
+    /// crash tests; empty = none.
+    pub stop_at: String,
 }
 
 impl Default for RawConfig {
@@ -347,6 +350,7 @@ impl Default for RawConfig {
                 test_hooks: false,
                 backup_clock_offset_secs: 0,
                 shutdown_hold_ms: 0,
+                stop_at: String::new(),
             },
         }
     }

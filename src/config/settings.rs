@@ -122,4 +122,6 @@ pub struct DebugSettings {
     pub backup_clock_offset: chrono::TimeDelta,
     /// How long shutdown keeps answering "shutting down" before stopping (only with `test_hooks`).
     pub shutdown_hold: Duration,
+    /// The step where `backup restore` stops to be killed (only with `test_hooks`).
+    pub stop_at: Option<String>,
 }

@@ -20,6 +20,7 @@ use crate::telemetry::Metrics;
 mod approvals;
 pub mod backup;
 mod entities;
+pub mod file;
 mod jobs;
 mod projects;
 mod records;

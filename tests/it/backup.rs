@@ -504,3 +504,121 @@ async fn periodic_integrity_failure_drops_the_health_gauge_and_tells_the_admin_c
     store.close().await;
     assert!(d.stop().success());
 }
+
+/// Open sessions in a state database, read the way `backup verify` counts them.
+async fn open_sessions(db: &Path) -> i64 {
+    televibe::store::backup::check_file(db)
+        .await
+        .unwrap()
+        .open_sessions
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_killed_at_any_step_never_leaves_the_next_start_on_an_empty_database() {
+    let env = Env::new("");
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    cli_json(&env, &["backup", "now", "--json"]);
+    drop(mcp);
+    assert!(d.stop().success());
+    let db = env.orchestrator().join("state.db");
+    // (step, whether every build reaches it). The companions are removed only when the checkpoint left some.
+    let steps = [
+        ("staged", true),
+        ("carried", true),
+        ("checkpointed", true),
+        ("kept_aside", true),
+        ("removed-shm", false),
+        ("removed-wal", false),
+        ("renamed", true),
+    ];
+    let mut reached = Vec::new();
+    for (step, always) in steps {
+        // The live database moves past the backup: one more session, left in the log of a killed daemon.
+        let d = env.start();
+        let mcp = Mcp::connect(&env).await;
+        mcp.call("create_session", json!({"project_id": "app"}))
+            .await
+            .unwrap();
+        drop(mcp);
+        let mut d = d;
+        d.signal(libc::SIGKILL);
+        d.wait_exit(Duration::from_secs(5));
+        let before = open_sessions(&db).await;
+        assert!(before >= 2, "{step}: {before}");
+
+        let mut restore = env.command(&["backup", "restore", "latest"]);
+        restore
+            .env("TELEVIBE_DEBUG__STOP_AT", step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = restore.spawn().unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        if line.trim() == format!("stopped at {step}") {
+            reached.push(step);
+            child.kill().unwrap();
+        } else {
+            assert!(!always, "{step} was not reached: {line}");
+        }
+        child.wait().unwrap();
+
+        // Whatever the step, state.db is a sound database: the previous one (nothing lost from its log)
+        // until the rename, the restored one after it. The next start comes up on it.
+        let now = open_sessions(&db).await;
+        let renamed = step == "renamed" || !reached.contains(&step);
+        assert_eq!(now, if renamed { 1 } else { before }, "{step}");
+        let d = env.start();
+        let mcp = Mcp::connect(&env).await;
+        let sessions = mcp.call("list_sessions", json!({})).await.unwrap();
+        assert_eq!(
+            sessions["sessions"].as_array().unwrap().len() as i64,
+            now,
+            "{step}: {sessions}"
+        );
+        drop(mcp);
+        assert!(d.stop().success());
+    }
+    assert!(reached.len() >= 5, "{reached:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_database_on_a_used_root_is_refused_with_the_way_back() {
+    let env = Env::new("");
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    cli_json(&env, &["backup", "now", "--json"]);
+    drop(mcp);
+    assert!(d.stop().success());
+    let orchestrator = env.orchestrator();
+    std::fs::rename(
+        orchestrator.join("state.db"),
+        orchestrator.join("elsewhere.db"),
+    )
+    .unwrap();
+    let out = env.run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("televibe backup restore latest"), "{err}");
+    assert!(err.contains("televibe reconstruct"), "{err}");
+    assert!(
+        !orchestrator.join("state.db").exists(),
+        "the refused start created nothing"
+    );
+    cli_json(&env, &["backup", "restore", "latest", "--json"]);
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let sessions = mcp.call("list_sessions", json!({})).await.unwrap();
+    assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
+    drop(mcp);
+    assert!(d.stop().success());
+
+    // A first start on an empty root still creates its database.
+    let fresh = Env::new("");
+    let d = fresh.start();
+    assert!(fresh.orchestrator().join("state.db").exists());
+    assert!(d.stop().success());
+}
