@@ -205,6 +205,17 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     .await?;
     tracing::info!(target: "televibe.store", path = %layout.state_db().display(), "State database open, integrity ok, migrations applied");
     let core = Core::new(config.clone(), store, metrics.clone());
+    match core.cgroups() {
+        Ok(g) if config.jobs.memory_max > 0 && !g.memory => {
+            tracing::warn!(target: "televibe.daemon", base = %g.base().display(), "Jobs get cgroups for CPU accounting, but no memory controller: jobs.memory_max is not enforced (the unit's Delegate=yes on cgroup v2 gives it)")
+        }
+        Ok(g) => {
+            tracing::info!(target: "televibe.daemon", base = %g.base().display(), memory_limit = g.memory, "Jobs run in cgroups of their own")
+        }
+        Err(e) => {
+            tracing::warn!(target: "televibe.daemon", reason = %e, "Jobs cannot get cgroups of their own: hang detection counts each job's process tree, jobs.memory_max is not enforced")
+        }
+    }
     // The core names no front: the fronts' parts it calls are installed here.
     core.set_approval_server(|listener, core, job_id| {
         Box::pin(crate::mcp::approval_endpoint::serve_endpoint(

@@ -10,7 +10,8 @@
 //! - `store`: SQLite (only it names sea-orm); `git`: repositories and worktrees (only it names gix).
 //! - `breaker`: circuit breakers; `telemetry`: the Prometheus families; `logging`: the JSON log format.
 //! - `backup`: verified copies of `state.db`, their schedule and uploads; `audit`: the audit log.
-//! - `supervisor`: the one-for-one supervisor; `procs`: processes as `/proc` shows them; `lock`: the daemon's
+//! - `supervisor`: the one-for-one supervisor; `procs`: processes as `/proc` shows them; `cgroup`: jobs'
+//!   cgroups (CPU of everything a job started, its memory limit, one kill); `lock`: the daemon's
 //!   lock; `sdnotify`: systemd notifications; `agent_path`: finding programs on `PATH`; `memtrim`: giving
 //!   idle memory back.
 //!
@@ -33,6 +34,7 @@ pub mod audit;
 pub mod backup;
 pub mod backup_cmd;
 pub mod breaker;
+pub mod cgroup;
 pub mod cleanup;
 pub mod cli;
 pub mod config;

@@ -26,12 +26,38 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
     out
 }
 
-/// CPU ticks (user + system) used by the live processes of the group.
-pub fn group_cpu_ticks(pgid: i32) -> u64 {
-    group_members(pgid)
-        .into_iter()
-        .filter_map(read_stat)
-        .map(|s| s.utime + s.stime)
+/// CPU ticks (user + system) used by the job whose process group is `pgid`, counted over its process tree:
+/// the group's live members and every live descendant of them (one that left the group with `setsid`
+/// included), each with the time of the children it waited for. This is the fallback where jobs get no
+/// cgroup: a child that exited unwaited-for, or a descendant re-parented away, is not seen.
+pub fn tree_cpu_ticks(pgid: i32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let all: Vec<(i32, Stat)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .collect();
+    let mut inside: std::collections::HashSet<i32> = all
+        .iter()
+        .filter(|(_, s)| s.pgrp == pgid)
+        .map(|(pid, _)| *pid)
+        .collect();
+    loop {
+        let before = inside.len();
+        for (pid, s) in &all {
+            if inside.contains(&s.ppid) {
+                inside.insert(*pid);
+            }
+        }
+        if inside.len() == before {
+            break;
+        }
+    }
+    all.iter()
+        .filter(|(pid, s)| inside.contains(pid) && s.state != 'Z')
+        .map(|(_, s)| s.utime + s.stime + s.cutime + s.cstime)
         .sum()
 }
 
@@ -41,6 +67,8 @@ struct Stat {
     pgrp: i32,
     utime: u64,
     stime: u64,
+    cutime: u64,
+    cstime: u64,
     start: u64,
 }
 
@@ -55,6 +83,8 @@ fn read_stat(pid: i32) -> Option<Stat> {
         pgrp: f.get(2)?.parse().ok()?,
         utime: f.get(11)?.parse().ok()?,
         stime: f.get(12)?.parse().ok()?,
+        cutime: f.get(13)?.parse().ok()?,
+        cstime: f.get(14)?.parse().ok()?,
         start: f.get(19)?.parse().ok()?,
     })
 }

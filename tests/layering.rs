@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "errors.rs",
             "text.rs",
             "procs.rs",
+            "cgroup.rs",
             "layout.rs",
             "lock.rs",
             "logging.rs",

@@ -192,6 +192,16 @@ impl Config {
                 "must be in 2..=50 (the spec's runner RTO is 60 s)",
             ));
         }
+        match j.memory_max.bytes() {
+            Err(e) => return Err(invalid("jobs.memory_max", &e)),
+            Ok(n) if n != 0 && n < 64 << 20 => {
+                return Err(invalid(
+                    "jobs.memory_max",
+                    "must be 0 (no limit) or at least 64M",
+                ));
+            }
+            Ok(_) => {}
+        }
         if j.max_log_bytes < 4096 {
             return Err(invalid("jobs.max_log_bytes", "must be at least 4096"));
         }
@@ -380,6 +390,7 @@ impl Config {
                 kill_grace: secs(j.kill_grace_secs),
                 max_log_bytes: j.max_log_bytes,
                 heartbeat_timeout: secs(j.heartbeat_timeout_secs),
+                memory_max: j.memory_max.bytes().unwrap_or(0),
             },
             approvals: ApprovalSettings {
                 timeout: secs(raw.approvals.timeout_secs),

@@ -120,6 +120,41 @@ pub struct RawJobs {
     pub max_log_bytes: u64,
     /// A runner silent this long is presumed dead: its session kills the group and fails the job.
     pub heartbeat_timeout_secs: u64,
+    /// Memory of one job (its cgroup's `memory.max`): bytes, or a number with K, M, G or T; 0 = no limit.
+    pub memory_max: RawSize,
+}
+
+/// A size in bytes, written as a number or as text with a binary suffix ("512M", "8G").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl RawSize {
+    /// The size in bytes, or why it is no size.
+    pub fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            RawSize::Bytes(n) => return Ok(*n),
+            RawSize::Text(t) => t.trim(),
+        };
+        let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = text[digits.len()..].to_ascii_uppercase();
+        let n: u64 = digits.trim().parse().map_err(|_| {
+            format!("{text:?} is not a size (bytes, or a number with K, M, G or T)")
+        })?;
+        let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+            "" => 0,
+            "K" => 10,
+            "M" => 20,
+            "G" => 30,
+            "T" => 40,
+            _ => return Err(format!("{text:?}: unknown unit (K, M, G or T)")),
+        };
+        n.checked_mul(1 << shift)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,8 +273,8 @@ pub struct RawDebug {
     /// Milliseconds the daemon keeps serving its probes between reporting "shutting down" and stopping its
     /// children (only with `test_hooks`), so a test can see the not-ready answer.
     pub shutdown_hold_ms: u64,
-    /// A step of `backup restore` where it stops and waits to be killed (only with `test_hooks`), for
-    /// crash tests; empty = none.
+    /// A step (of `backup restore`, or `after_import` after a job) where the daemon stops and waits to be
+    /// killed (only with `test_hooks`), for crash tests; empty = none.
     pub stop_at: String,
 }
 
@@ -286,10 +321,11 @@ impl Default for RawConfig {
                 max_concurrent: 3,
                 max_queued_per_session: 10,
                 hard_timeout_secs: 3600,
-                hang_timeout_secs: 600,
+                hang_timeout_secs: 60,
                 kill_grace_secs: 30,
                 max_log_bytes: 100 * 1024 * 1024,
                 heartbeat_timeout_secs: 45,
+                memory_max: RawSize::Text("4G".into()),
             },
             approvals: RawApprovals {
                 timeout_secs: 3600,

@@ -44,6 +44,8 @@ pub struct JobSettings {
     pub kill_grace: Duration,
     pub max_log_bytes: u64,
     pub heartbeat_timeout: Duration,
+    /// `jobs.memory_max` in bytes; 0 = no limit.
+    pub memory_max: u64,
 }
 
 /// `[approvals]`, validated (rules checked by the policy's parser).

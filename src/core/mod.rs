@@ -63,6 +63,8 @@ pub struct Core {
     sandbox_checked: Mutex<Option<(std::time::Instant, String)>>,
     /// Counts outbox rows written, so whoever delivers or waits for them is woken instead of polling.
     outbox_seq: tokio::sync::watch::Sender<u64>,
+    /// Where jobs get cgroups of their own, or why they cannot (found once, at the first job or at boot).
+    cgroups: OnceLock<Result<crate::cgroup::Cgroups, String>>,
 }
 
 impl Core {
@@ -93,7 +95,17 @@ impl Core {
             root: OnceLock::new(),
             sandbox_checked: Mutex::new(None),
             outbox_seq: tokio::sync::watch::Sender::new(0),
+            cgroups: OnceLock::new(),
         })
+    }
+
+    /// Where jobs get cgroups of their own (CPU accounting, `jobs.memory_max`, one kill for all), or why
+    /// they cannot here (the runner then counts the process tree).
+    pub fn cgroups(&self) -> Result<&crate::cgroup::Cgroups, &str> {
+        self.cgroups
+            .get_or_init(|| crate::cgroup::Cgroups::detect(self.config.jobs.memory_max > 0))
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// Changes whenever an outbox row is written (see `emit`).

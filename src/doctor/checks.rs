@@ -356,6 +356,39 @@ pub(super) fn sandbox(config: &Config, r: &mut Report) -> String {
 }
 
 /// `getMe` with the configured token.
+/// Whether jobs get cgroups of their own here (CPU accounting for hang detection, `jobs.memory_max`).
+/// Checked from this process's cgroup: under systemd the daemon's is the unit's (`Delegate=yes`).
+pub(super) fn cgroups(config: &Config, r: &mut Report) {
+    match crate::cgroup::Cgroups::inspect() {
+        Ok((base, true)) => r.ok(
+            "cgroups",
+            &format!(
+                "jobs get cgroups under {} (CPU of all they start; memory limit {})",
+                base.display(),
+                match config.jobs.memory_max {
+                    0 => "off (jobs.memory_max = 0)".to_string(),
+                    n => format!("{} MiB", n >> 20),
+                }
+            ),
+        ),
+        Ok((base, false)) => r.warn(
+            "cgroups",
+            &format!(
+                "jobs get cgroups under {} for CPU accounting, but the memory controller is not available there: jobs.memory_max is not enforced",
+                base.display()
+            ),
+            "run the daemon under systemd with the unit's Delegate=yes (cgroup v2 with the memory controller)",
+        ),
+        Err(e) => r.warn(
+            "cgroups",
+            &format!(
+                "jobs cannot get cgroups of their own: {e}; hang detection counts the job's process tree and jobs.memory_max is not enforced"
+            ),
+            "run the daemon under systemd with the unit's Delegate=yes on a cgroup v2 system",
+        ),
+    }
+}
+
 pub(super) async fn telegram(config: &Config, r: &mut Report) {
     let Some(token) = config.telegram_token.as_deref() else {
         r.ok("telegram", "telegram: no token configured (MCP only)");

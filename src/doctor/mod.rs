@@ -70,6 +70,7 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
     checks::socket(config, &mut r);
     checks::agent(config, &mut r).await;
     let sandbox = checks::sandbox(config, &mut r);
+    checks::cgroups(config, &mut r);
     checks::telegram(config, &mut r).await;
     check_daemon(config, &mut r).await;
     check_store(&layout, &mut r).await;
@@ -149,6 +150,19 @@ async fn check_daemon(config: &Config, r: &mut Report) {
 
 async fn check_store(layout: &Layout, r: &mut Report) {
     let db = layout.state_db();
+    let earlier = crate::store::file::earlier_state(layout);
+    if !earlier.is_empty() {
+        r.fail(
+            "database",
+            &format!(
+                "{} is missing but this root held state before ({}): the daemon refuses to start on an empty database",
+                db.display(),
+                earlier.join(", ")
+            ),
+            "televibe backup restore latest (or televibe reconstruct to rebuild projects and sessions from the disk)",
+        );
+        return;
+    }
     if !db.exists() {
         r.warn(
             "database",

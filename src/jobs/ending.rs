@@ -220,6 +220,10 @@ impl Core {
                 tracing::warn!(target: "televibe.jobs", job_id = %job.id, pgid, "Killing the process group of a job left running by the previous daemon");
                 super::process::signal_group(pgid, libc::SIGKILL);
             }
+            // What it left in its cgroup (detached children included) goes too.
+            if let Ok(groups) = self.cgroups() {
+                groups.release(&job.id);
+            }
             let ending = Ending::failed(
                 ErrorType::OrchestratorRestart,
                 "the daemon restarted while the job was running",

@@ -42,6 +42,8 @@ pub struct AgentCommand<'a> {
     pub env: Vec<(String, String)>,
     /// The sandbox the agent runs in; `None` only when the operator chose `agent.sandbox = "none"`.
     pub sandbox: Option<&'a super::sandbox::SandboxPlan>,
+    /// `cgroup.procs` of the job's cgroup, open for writing: the process enters it before it execs.
+    pub cgroup_procs: Option<std::os::fd::RawFd>,
 }
 
 /// The daemon's environment minus its own settings and secrets.
@@ -90,12 +92,19 @@ pub fn spawn(cmd: &AgentCommand<'_>) -> std::io::Result<Child> {
         // dropped), so bubblewrap holds no privilege of the daemon's to begin with.
         command.uid(user.uid).gid(user.gid);
     }
-    // SAFETY: setsid(2) and fcntl(2) are async-signal-safe and touch no memory of the parent; the
-    // descriptors are the bind sources held open in `open` until after the spawn.
+    let cgroup_procs = cmd.cgroup_procs;
+    // SAFETY: setsid(2), write(2) and fcntl(2) are async-signal-safe and touch no memory of the parent; the
+    // descriptors are the bind sources held open in `open` and the job's cgroup.procs, held open by the
+    // runner, until after the spawn.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Into the job's cgroup before anything runs. A refusal is seen by the runner (the process is
+            // not in the cgroup), which then counts the process tree instead.
+            if let Some(fd) = cgroup_procs {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
             }
             for fd in &inherit {
                 if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
@@ -164,6 +173,7 @@ mod tests {
             cwd: dir.path(),
             env: vec![],
             sandbox: None,
+            cgroup_procs: None,
         };
         let child = spawn(&cmd).unwrap();
         let pgid = child.id().unwrap() as i32;
@@ -189,6 +199,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_a_cgroup_the_cpu_of_a_descendant_that_left_the_group_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = AgentCommand {
+            program: Path::new("/bin/sh"),
+            args: vec![
+                "-c".into(),
+                "setsid sh -c 'while :; do :; done' & echo $!; wait".into(),
+            ],
+            cwd: dir.path(),
+            env: vec![],
+            sandbox: None,
+            cgroup_procs: None,
+        };
+        let mut child = spawn(&cmd).unwrap();
+        let pgid = child.id().unwrap() as i32;
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        let busy: i32 = line.trim().parse().unwrap();
+        let mut ticks = 0;
+        for _ in 0..200 {
+            ticks = crate::procs::tree_cpu_ticks(pgid);
+            if ticks >= 30 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The busy loop is in a session (and group) of its own: only the tree finds it.
+        let in_group = group_members(pgid).contains(&busy);
+        // SAFETY: kill(2) on the child this test started; no memory effects.
+        unsafe { libc::kill(busy, libc::SIGKILL) };
+        let _ = child.kill().await;
+        assert!(!in_group);
+        assert!(ticks >= 30, "{ticks} ticks");
+    }
+
+    #[tokio::test]
     async fn a_recorded_group_is_only_signalled_while_it_is_still_ours() {
         let dir = tempfile::tempdir().unwrap();
         let cmd = AgentCommand {
@@ -197,6 +246,7 @@ mod tests {
             cwd: dir.path(),
             env: vec![],
             sandbox: None,
+            cgroup_procs: None,
         };
         let mut child = spawn(&cmd).unwrap();
         let pid = child.id().unwrap() as i32;

@@ -31,6 +31,12 @@ case " $prompt " in
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"survived"}'
     exit 0 ;;
   *" crash "*) echo 'boom' >&2; exit 2 ;;
+  *" commit "*)
+    echo "made by the job" > job-file.txt
+    git add job-file.txt >&2
+    git -c user.name=job -c user.email=job@example.com commit -q -m "the job's commit" >&2
+    echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"committed"}'
+    exit 0 ;;
   *" chatty "*)
     # 120 tool uses and their results: 240 progress events.
     i=0

@@ -59,6 +59,15 @@ pub const ROWS: &[Row] = &[
         None,
     ),
     (
+        "claude_api_failure_default_retries",
+        "Runner",
+        "Claude API failure (CLI default retries)",
+        "HTTP error codes",
+        "Jobs fail",
+        "N/A",
+        None,
+    ),
+    (
         "telegram_network_loss",
         "Telegram Bot",
         "Network loss",

@@ -1,13 +1,15 @@
 //! A loopback fake of the Anthropic Messages API, scripted per test, speaking SSE like the real one: text and
 //! tool-use blocks (several in one message), error answers with the real headers (`request-id`,
-//! `x-should-retry`, `retry-after`, `anthropic-ratelimit-*`), an `event: error` in the middle of a stream, and a
-//! stall (the connection stays open and nothing is sent).
+//! `x-should-retry`, `retry-after`, `anthropic-ratelimit-*`), an `event: error` in the middle of a stream, a
+//! stall before the headers (the connection stays open and nothing is sent) and a stall in the middle of a
+//! stream (some text, then only `ping` events, as the real API sends them while a message is on its way).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -38,7 +40,15 @@ pub enum Reply {
     },
     /// Nothing is ever sent; the connection stays open until the client gives up.
     Stall,
+    /// The stream starts (`message_start`, a text block with `text`), then only a `ping` event every
+    /// `PING_EVERY`, forever: the model stalls mid-stream while the connection looks alive.
+    StallMidStream {
+        text: String,
+    },
 }
+
+/// How often a stream stalled mid-way sends `event: ping`.
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Reply {
     pub fn error(status: u16, kind: &str, message: &str) -> Reply {
@@ -75,6 +85,16 @@ pub fn after_tool(req: &Value) -> bool {
                 .as_array()
                 .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
         })
+}
+
+/// The text of the request's last message: the newest instruction (a resumed conversation repeats the
+/// earlier ones).
+pub fn last_text_of(req: &Value) -> String {
+    req["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["content"].to_string())
+        .unwrap_or_default()
 }
 
 /// All text of the request's messages, for matching on instructions.
@@ -132,7 +152,7 @@ async fn handle(
     req: Request<Incoming>,
     script: Script,
     (reqs, keys): Seen,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let path = req.uri().path().to_string();
     let key = ["x-api-key", "authorization"]
         .iter()
@@ -147,13 +167,14 @@ async fn handle(
         .unwrap_or_default();
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if path.ends_with("/count_tokens") {
-        return Ok(json_response(200, json!({"input_tokens": 10})));
+        return Ok(json_response(200, json!({"input_tokens": 10})).map(|b| b.boxed()));
     }
     if !path.starts_with("/v1/messages") {
         return Ok(json_response(
             404,
             json!({"type": "error", "error": {"type": "not_found_error", "message": "not found"}}),
-        ));
+        )
+        .map(|b| b.boxed()));
     }
     reqs.lock().unwrap().push(json_body.clone());
     keys.lock().unwrap().push(key);
@@ -161,6 +182,42 @@ async fn handle(
     if let Reply::Stall = reply {
         // The answer never comes; hyper drops this future when the client closes the connection.
         std::future::pending::<()>().await;
+    }
+    if let Reply::StallMidStream { text } = &reply {
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+        let mut start = String::new();
+        message_start(&mut start);
+        event(
+            &mut start,
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        event(
+            &mut start,
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        );
+        tokio::spawn(async move {
+            if tx.send_data(Bytes::from(start)).await.is_err() {
+                return;
+            }
+            // Pings until the client gives up and closes the connection.
+            loop {
+                tokio::time::sleep(PING_EVERY).await;
+                let mut ping = String::new();
+                event(&mut ping, "ping", json!({"type": "ping"}));
+                if tx.send_data(Bytes::from(ping)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .header("request-id", "req_fake")
+            .body(body.boxed())
+            .unwrap());
     }
     if let Reply::Error {
         status,
@@ -191,7 +248,7 @@ async fn handle(
                 h.insert(k, v.parse().unwrap());
             }
         }
-        return Ok(r);
+        return Ok(r.map(|b| b.boxed()));
     }
     if json_body["stream"] != true {
         let text = match &reply {
@@ -203,13 +260,14 @@ async fn handle(
             json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": "claude-test",
                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
                    "usage": {"input_tokens": 10, "output_tokens": 5}}),
-        ));
+        )
+        .map(|b| b.boxed()));
     }
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
-        .body(Full::new(Bytes::from(sse(&reply))))
+        .body(Full::new(Bytes::from(sse(&reply))).boxed())
         .unwrap())
 }
 
@@ -267,14 +325,20 @@ fn block(out: &mut String, index: usize, reply: &Reply) -> bool {
     tool
 }
 
-fn sse(reply: &Reply) -> String {
-    let mut out = String::new();
+/// `message_start` and the `ping` the API sends right after it.
+fn message_start(out: &mut String) {
     event(
-        &mut out,
+        out,
         "message_start",
         json!({"type": "message_start", "message": {"id": format!("msg_{}", uuid::Uuid::new_v4().simple()), "type": "message", "role": "assistant",
             "model": "claude-test", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
     );
+    event(out, "ping", json!({"type": "ping"}));
+}
+
+fn sse(reply: &Reply) -> String {
+    let mut out = String::new();
+    message_start(&mut out);
     let blocks: Vec<&Reply> = match reply {
         Reply::Blocks(b) => b.iter().collect(),
         Reply::StreamError { text, kind } => {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_model::{FakeModel, Reply, after_tool, text_of};
+use crate::fake_model::{FakeModel, Reply, after_tool, last_text_of, text_of};
 use crate::harness::*;
 
 const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
@@ -984,12 +984,12 @@ async fn real_claude_code_against_a_difficult_model_api() {
     let broke = broken.clone();
     let model = FakeModel::start(move |req| {
         // The session's jobs share one conversation: the newest message says what this request is about.
-        let text = req["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .map(|m| m.to_string())
-            .unwrap_or_default();
-        if text.contains("STALL") {
+        let text = last_text_of(req);
+        if text.contains("PINGS") {
+            Reply::StallMidStream {
+                text: "Half a thou".into(),
+            }
+        } else if text.contains("STALL") {
             Reply::Stall
         } else if text.contains("MIDSTREAM") {
             // The stream breaks off with an `event: error` once; the next try goes through.
@@ -1065,6 +1065,16 @@ async fn real_claude_code_against_a_difficult_model_api() {
     // A stalled model: the connection stays open and nothing comes. The agent's process idles (its timers may
     // tick), produces no output, and the hang detector ends the job after hang_timeout_secs.
     let id = run(&mcp, "S1", "STALL forever").await;
+    let j = wait_final(&mcp, &id, Duration::from_secs(60)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["error_type"].as_str()),
+        (Some("failed"), Some("hung")),
+        "{j}"
+    );
+    assert!(group_gone(&j));
+
+    // Stalled in the middle of the answer, the connection kept alive by `ping` events: still hung.
+    let id = run(&mcp, "S1", "PINGS then silence").await;
     let j = wait_final(&mcp, &id, Duration::from_secs(60)).await;
     assert_eq!(
         (j["status"].as_str(), j["error_type"].as_str()),

@@ -436,3 +436,47 @@ async fn doctor_reports_the_age_of_the_newest_backup() {
     let text = String::from_utf8_lossy(&env.run(&["doctor"]).stdout).to_string();
     assert!(text.contains("newest backup state-"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_during_the_after_job_import_leaves_branch_and_objects_consistent() {
+    const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
+    let agent = format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n");
+    let env = Env::new(&format!("{agent}[debug]\nstop_at = \"after_import\"\n"));
+    let mut d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    crate::jobs::session(&env, &mcp).await;
+    let repo = env.root().join("repos/app");
+    let branch = "televibe/S1";
+    let before = git(&repo, &["rev-parse", branch]);
+    let job = crate::jobs::run(&mcp, "S1", "commit").await;
+    eventually(
+        Duration::from_secs(60),
+        "the daemon between the import and the branch move",
+        || d.stderr_text().contains("stopped at after_import"),
+    );
+    drop(mcp);
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(5));
+    // The job's objects are in the repository, its branch where it was: git finds nothing wrong.
+    assert_eq!(git(&repo, &["rev-parse", branch]), before);
+    git(&repo, &["fsck", "--no-dangling", "--no-progress"]);
+
+    env.write_config(&agent);
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let j = crate::jobs::wait_final(&mcp, &job, Duration::from_secs(30)).await;
+    assert_eq!(j["error_type"], "orchestrator_restart", "{j}");
+    // The session goes on: the next job's commit lands on the branch.
+    let again = crate::jobs::run(&mcp, "S1", "commit").await;
+    let j = crate::jobs::wait_final(&mcp, &again, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    let after = git(&repo, &["rev-parse", branch]);
+    assert_ne!(after, before);
+    assert_eq!(
+        git(&repo, &["log", "-1", "--format=%s", branch]).trim(),
+        "the job's commit"
+    );
+    git(&repo, &["fsck", "--no-dangling", "--no-progress"]);
+    drop(mcp);
+    assert!(d.stop().success());
+}

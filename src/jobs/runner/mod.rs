@@ -89,7 +89,9 @@ pub struct RunnerState {
     breaker: Option<BreakerPermit>,
     report_to: ReportTo,
     last_output_ms: Arc<AtomicI64>,
-    /// The group's CPU ticks at recent checks, oldest first, covering about `CPU_WINDOW`.
+    /// The job's own cgroup (its CPU, memory limit and kill); `None` where cgroups are unavailable.
+    cgroup: Option<crate::cgroup::JobCgroup>,
+    /// The job's CPU ticks at recent checks, oldest first, covering about `CPU_WINDOW`.
     cpu_samples: std::collections::VecDeque<(Instant, u64)>,
     last_cpu_change: Instant,
     started: Instant,
@@ -201,18 +203,26 @@ impl Actor for Runner {
             run_dir,
             plan: plan.clone(),
         };
+        let mut cgroup = job_cgroup(core, &a.job.id);
         let cmd = AgentCommand {
             program: &program_path,
             args,
             cwd: &worktree,
             env,
             sandbox: plan.as_ref(),
+            cgroup_procs: cgroup.as_ref().map(|c| c.procs_fd()),
         };
         let mut child =
             process::spawn(&cmd).map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let pid = child
             .id()
             .ok_or("agent exited before it could be tracked")? as i32;
+        if cgroup.as_ref().is_some_and(|c| !c.holds(pid))
+            && child.try_wait().ok().flatten().is_none()
+        {
+            tracing::warn!(target: "televibe.runner", job_id = %a.job.id, "The agent did not enter its cgroup; its CPU is counted over its process tree");
+            cgroup = None;
+        }
         let last_output_ms = Arc::new(AtomicI64::new(now_ms()));
 
         let mut stdin = child.stdin.take().ok_or("no stdin")?;
@@ -315,6 +325,7 @@ impl Actor for Runner {
             breaker: a.breaker,
             report_to: a.report_to,
             last_output_ms,
+            cgroup,
             cpu_samples: std::collections::VecDeque::new(),
             last_cpu_change: Instant::now(),
             started: Instant::now(),
@@ -344,7 +355,7 @@ impl Actor for Runner {
             RunnerMsg::Tick => self.on_tick(&myself, st).await,
             RunnerMsg::HardTimeout => begin_stop(&myself, st, StopReason::Timeout, self.grace()),
             RunnerMsg::Stop(reason) => begin_stop(&myself, st, reason, self.grace()),
-            RunnerMsg::KillNow => _ = process::signal_group(st.pgid, libc::SIGKILL),
+            RunnerMsg::KillNow => st.kill(),
             RunnerMsg::Finalize => self.finalize(&myself, st).await,
             RunnerMsg::Complete(changes, violation) => {
                 self.complete(&myself, st, changes, violation).await
@@ -377,11 +388,42 @@ impl Runner {
     }
 }
 
+impl RunnerState {
+    /// SIGKILL to the job's process group and to everything in its cgroup (what left the group too).
+    fn kill(&self) {
+        process::signal_group(self.pgid, libc::SIGKILL);
+        if let Some(c) = &self.cgroup {
+            c.kill();
+        }
+    }
+
+    /// CPU ticks (1/100 s) the job used: its cgroup's count, else its process tree's.
+    fn cpu_ticks(&self) -> u64 {
+        match self.cgroup.as_ref().and_then(|c| c.cpu_usec()) {
+            Some(usec) => usec / 10_000,
+            None => crate::procs::tree_cpu_ticks(self.pgid),
+        }
+    }
+}
+
+/// The job's cgroup, or `None` (said once in the log) where jobs cannot have one.
+fn job_cgroup(core: &Arc<Core>, job_id: &str) -> Option<crate::cgroup::JobCgroup> {
+    let groups = core.cgroups().ok()?;
+    match groups.create(job_id, core.config().jobs.memory_max) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "Cannot create the job's cgroup; its CPU is counted over its process tree");
+            None
+        }
+    }
+}
+
 impl Drop for RunnerState {
     fn drop(&mut self) {
         // A runner that goes away before the end (killed, crashed, its session gone) takes its agent with it.
+        // The job's cgroup goes with the state (what the job left running in it is killed then).
         if !self.finished {
-            process::signal_group(self.pgid, libc::SIGKILL);
+            self.kill();
         }
     }
 }

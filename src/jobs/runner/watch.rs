@@ -86,7 +86,8 @@ impl Runner {
     ) {
         st.exit = Some((code, signal));
         tracing::debug!(target: "televibe.runner", job_id = %st.job.id, code, signal, streams_open = st.streams_open, "Agent exited");
-        process::signal_group(st.pgid, libc::SIGKILL);
+        // Nothing of the job may go on (a detached child in its cgroup included) while its work is read.
+        st.kill();
         if st.streams_open == 0 {
             self.finalize(myself, st).await;
         } else {
@@ -184,12 +185,8 @@ impl Runner {
         let now = Instant::now();
         let hang = core.config().jobs.hang_timeout;
         let window = (hang / 2).clamp(Duration::from_secs(1), CPU_WINDOW);
-        if cpu_busy(
-            &mut st.cpu_samples,
-            window,
-            now,
-            crate::procs::group_cpu_ticks(st.pgid),
-        ) {
+        let ticks = st.cpu_ticks();
+        if cpu_busy(&mut st.cpu_samples, window, now, ticks) {
             st.last_cpu_change = now;
         }
         let quiet_output = Duration::from_millis(
@@ -279,7 +276,15 @@ impl Runner {
         if outcome.outcome.result_text.is_none() {
             outcome.outcome.result_text = st.last_text.clone();
         }
-        if let Some(v) = violation
+        let oom = st.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+        if oom > 0 && outcome.outcome.status != Some(crate::domain::JobStatus::Canceled) {
+            outcome.outcome.status = Some(crate::domain::JobStatus::Failed);
+            outcome.outcome.error_type = Some(crate::domain::ErrorType::AgentError);
+            outcome.outcome.error = Some(format!(
+                "out of memory: the job used all of jobs.memory_max ({} MiB) and the kernel killed it",
+                core.config().jobs.memory_max >> 20
+            ));
+        } else if let Some(v) = violation
             && outcome.outcome.status == Some(crate::domain::JobStatus::Done)
         {
             outcome.outcome.status = Some(crate::domain::JobStatus::Failed);
@@ -368,6 +373,12 @@ async fn bring_in(
         Err(e) => {
             tracing::warn!(target: "televibe.runner", job_id = %job_id, error = %e, "The job's new git objects could not be imported");
         }
+    }
+    // Failure drill (only with debug.test_hooks): the daemon is killed between the import and the branch
+    // move. The objects are in the repository, the branch still at its old commit: both consistent.
+    if core.config().debug.stop_at.as_deref() == Some("after_import") {
+        tracing::warn!(target: "televibe.runner", job_id = %job_id, "stopped at after_import");
+        std::future::pending::<()>().await;
     }
     if let Some(after) = after
         && let Err(e) = core.git().adopt_branch(repo, branch, base, &after).await
