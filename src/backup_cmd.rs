@@ -43,7 +43,8 @@ pub enum BackupCommand {
     },
     /// Replace state.db with a backup (daemon stopped); the old file is kept as state.db.corrupted.
     Restore {
-        /// A path, a file name in orchestrator/backups, or `latest`.
+        /// A path, a file name in orchestrator/backups, `latest`, or from `backup.remote`:
+        /// `remote:latest` or `remote:<file name>` (also a plain file name that only the remote holds).
         file: String,
         #[arg(long)]
         json: bool,
@@ -220,6 +221,54 @@ fn resolve(layout: &Layout, file: &str) -> Result<PathBuf, String> {
     Err(format!("no backup file {file}"))
 }
 
+/// The backup a restore reads: local as `resolve` finds it, or fetched from `backup.remote`
+/// (`remote:latest`, `remote:<name>`, or a backup name only the remote holds) into a temporary directory
+/// under `backups/` (returned with it, removed when dropped).
+async fn resolve_for_restore(
+    config: &Config,
+    layout: &Layout,
+    file: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    let wanted = file.strip_prefix("remote:");
+    let local = match wanted {
+        Some(_) => Err(String::new()),
+        None => resolve(layout, file),
+    };
+    let name = match (local, wanted) {
+        (Ok(path), _) => return Ok((path, None)),
+        (Err(e), None) if config.backup.remote.is_none() || backup::parse_name(file).is_none() => {
+            return Err(e);
+        }
+        (Err(_), None) => file.to_string(),
+        (Err(_), Some(n)) => n.to_string(),
+    };
+    let remote = config
+        .backup
+        .remote
+        .as_ref()
+        .ok_or("no backup.remote is configured")?;
+    let name = if name == "latest" {
+        remote
+            .list()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .max()
+            .ok_or_else(|| format!("no backup at {}", config.backup.remote_url))?
+    } else {
+        name
+    };
+    std::fs::create_dir_all(layout.backups())
+        .map_err(|e| format!("cannot create {}: {e}", layout.backups().display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(layout.backups())
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let dest = dir.path().join(&name);
+    remote.download(&name, &dest).await?;
+    Ok((dest, Some(dir)))
+}
+
 /// The time the backup was taken: from its name, else the file's modification time.
 fn backup_time(path: &Path) -> Option<DateTime<Utc>> {
     path.file_name()
@@ -304,13 +353,29 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
         ));
     }
     let layout = Layout::new(&config.root);
+    // A new machine restoring from the remote has no root yet.
+    layout
+        .create()
+        .map_err(|e| format!("cannot prepare root {}: {e}", config.root.display()))?;
     // Held until the restore is done: a daemon starting meanwhile waits for nothing and fails to start
     // rather than opening a file that is being replaced.
     let _lock = crate::lock::StateLock::acquire(&layout.orchestrator())?;
-    let src = resolve(&layout, file)?;
+    let (src, fetched) = resolve_for_restore(config, &layout, file).await?;
     let taken_at = backup_time(&src);
     // Verify before: the backup is decompressed next to state.db and checked; nothing is touched yet.
     let (tmp, unpacked, recovered) = unpack_and_check(&src, &layout.orchestrator()).await?;
+    // A backup fetched from the remote and found sound joins the local ones under its own name.
+    let src = match fetched {
+        Some(_guard) => {
+            let kept = layout.backups().join(src.file_name().unwrap_or_default());
+            if !kept.exists() && std::fs::rename(&src, &kept).is_ok() {
+                kept
+            } else {
+                src
+            }
+        }
+        None => src,
+    };
     let db = layout.state_db();
     let lost = match (db.exists(), taken_at) {
         (true, Some(t)) => newer_in_file(&db, t).await,

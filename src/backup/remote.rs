@@ -147,6 +147,36 @@ impl Remote {
         Err(format!("upload failed after 3 attempts: {last}"))
     }
 
+    /// Copies the remote backup `name` to `dest` (which must not exist), fsynced. The copy is not yet
+    /// checked: the caller verifies it like any local backup.
+    pub async fn download(&self, name: &str, dest: &Path) -> Result<(), String> {
+        if parse_name(name).is_none() {
+            return Err(format!(
+                "{name} is not a backup name (state-YYYY-MM-DDTHH-MM-SS.db.gz)"
+            ));
+        }
+        let (store, prefix) = self.open()?;
+        let got = store
+            .get(&Self::object_path(&prefix, name))
+            .await
+            .map_err(|e| format!("cannot fetch {}: {e}", self.url_of(name)))?;
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot fetch {}: {e}", self.url_of(name)))?;
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create_new(&dest)
+                .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+            f.write_all(&bytes)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", dest.display()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// The backup names stored remotely with their sizes.
     pub async fn list(&self) -> Result<Vec<(String, u64)>, String> {
         let (store, prefix) = self.open()?;

@@ -400,6 +400,27 @@ async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
         listing.contains(&format!("<Key>televibe/backups/{file}</Key>")),
         "{listing}"
     );
+    // What the server holds is the verified backup: another machine with only the remote restores it,
+    // and gets the rows the backup reported.
+    let elsewhere = Env::new("[backup]\nremote = \"s3://tvbackups/televibe/backups\"\n");
+    let mut restore =
+        elsewhere.command(&["backup", "restore", &format!("remote:{file}"), "--json"]);
+    aws_env(&mut restore, &endpoint);
+    let out = restore.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        restored["recovered"]["rows"], up["contents"]["rows"],
+        "{restored}"
+    );
+    assert_eq!(
+        rows(&elsewhere.orchestrator().join("state.db")).await,
+        up["contents"]["rows"]
+    );
     let list = cli(&["backup", "list", "--json"]);
     let row = list["backups"]
         .as_array()
@@ -621,4 +642,115 @@ async fn a_missing_database_on_a_used_root_is_refused_with_the_way_back() {
     let d = fresh.start();
     assert!(fresh.orchestrator().join("state.db").exists());
     assert!(d.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_is_restored_from_the_remote_alone() {
+    let remote = tempfile::tempdir().unwrap();
+    let env = Env::new(&format!(
+        "[backup]\nremote = \"file://{}\"\n",
+        remote.path().display()
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    drop(mcp);
+    let taken = cli_json(&env, &["backup", "now", "--json"]);
+    assert_eq!(taken["remote"]["ok"], true, "{taken}");
+    let file = taken["file"].as_str().unwrap().to_string();
+    assert!(d.stop().success());
+    // The remote copy is the backup itself: it decompresses to a sound database with the same rows.
+    let copy = remote.path().join(&file);
+    let unpacked = env.dir.path().join("from-remote.db");
+    televibe::backup::decompress(&copy, &unpacked).unwrap();
+    assert_eq!(rows(&unpacked).await, taken["contents"]["rows"]);
+
+    // The machine lost its disk: no local backup, no database. The remote alone brings it back.
+    std::fs::remove_dir_all(env.orchestrator().join("backups")).unwrap();
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(env.orchestrator().join(f));
+    }
+    let out = env.run(&["backup", "restore", "latest"]);
+    assert_eq!(out.status.code(), Some(1), "no local backup named latest");
+    let restored = cli_json(&env, &["backup", "restore", "remote:latest", "--json"]);
+    assert_eq!(restored["recovered"]["open_sessions"], 1, "{restored}");
+    assert!(
+        env.orchestrator().join("backups").join(&file).is_file(),
+        "the fetched backup is kept locally"
+    );
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let sessions = mcp.call("list_sessions", json!({})).await.unwrap();
+    assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
+    drop(mcp);
+    assert!(d.stop().success());
+    // A name the remote does not hold is refused, and nothing changes.
+    let before = std::fs::read(env.orchestrator().join("state.db")).unwrap();
+    let out = env.run(&[
+        "backup",
+        "restore",
+        "remote:state-2001-01-01T00-00-00.db.gz",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read(env.orchestrator().join("state.db")).unwrap(),
+        before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_of_an_older_schema_is_restored_and_migrated_at_start() {
+    use migrations::MigratorTrait;
+    use migrations::sea_orm::ConnectionTrait;
+    let env = Env::new("");
+    make_repo(&env.root().join("repos/app"));
+    // A database as the first schema wrote it: one project, none of the later tables or columns.
+    let old = env.dir.path().join("old.db");
+    let db = migrations::sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", old.display()))
+        .await
+        .unwrap();
+    migrations::Migrator::up(&db, Some(1)).await.unwrap();
+    db.execute_unprepared(&format!(
+        "INSERT INTO projects (id, name, repo_path, default_branch, created_at) \
+         VALUES ('app', 'app', '{}', 'main', '2026-11-29 00:00:00+00:00')",
+        env.root().join("repos/app").display()
+    ))
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    let backups = env.orchestrator().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let gz = backups.join("state-2026-11-30T00-00-00.db.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    std::io::copy(&mut std::fs::File::open(&old).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+
+    let restored = cli_json(&env, &["backup", "restore", "latest", "--json"]);
+    assert_eq!(restored["recovered"]["projects"], 1, "{restored}");
+    // The start applies the later migrations; the project is there and sessions (a later schema) work.
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let projects = mcp.call("list_projects", json!({})).await.unwrap();
+    assert_eq!(projects["projects"][0]["id"], "app", "{projects}");
+    let s = mcp
+        .call("create_session", json!({"project_id": "app"}))
+        .await
+        .unwrap();
+    assert_eq!(s["id"], "S1", "{s}");
+    drop(mcp);
+    assert!(d.stop().success());
+    let store = env.store_read_only().await;
+    assert!(
+        store
+            .table_names()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t == "session_grants"),
+        "the later migrations ran"
+    );
+    store.close().await;
 }
