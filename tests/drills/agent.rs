@@ -231,10 +231,14 @@ async fn api_failure_drill(no_retries: bool) {
         "queued",
         "no job starts while open"
     );
-    assert_eq!(
-        mcp.call("list_sessions", json!({})).await.unwrap()["sessions"][0]["id"],
-        "S1",
-        "status and list work normally"
+    let listed = mcp.call("list_sessions", json!({})).await.unwrap();
+    assert!(
+        listed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == "S1"),
+        "status and list work normally: {listed}"
     );
     let t1 = Instant::now();
     down.store(false, Ordering::SeqCst);
