@@ -14,8 +14,22 @@ use tokio::sync::oneshot;
 use super::*;
 
 impl Core {
-    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects.
+    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects. Its lines
+    /// (policy, waiting, the decision) are in the job's trace.
     pub async fn request_approval(
+        &self,
+        job_id: &str,
+        tool: &str,
+        input: Value,
+        tool_use_id: Option<String>,
+    ) -> Result<String, CoreError> {
+        use tracing::Instrument;
+        self.request_approval_traced(job_id, tool, input, tool_use_id)
+            .instrument(crate::logging::job_span(job_id))
+            .await
+    }
+
+    async fn request_approval_traced(
         &self,
         job_id: &str,
         tool: &str,

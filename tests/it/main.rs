@@ -12,6 +12,7 @@ mod fake_model;
 mod fake_telegram;
 mod harness;
 mod jobs;
+mod logs;
 mod mcp_bridge;
 mod probes;
 mod recovery;
