@@ -2,6 +2,7 @@
 
 mod alerts;
 mod approvals;
+mod approvals_read_only;
 mod backup;
 mod config_cli;
 mod containment;
@@ -16,6 +17,7 @@ mod logs;
 mod mcp_bridge;
 mod probes;
 mod recovery;
+mod restarts;
 mod retention;
 mod service_unit;
 mod sessions;
