@@ -80,13 +80,13 @@ fn messages_with(tg: &FakeTelegram, needle: &str) -> usize {
         .count()
 }
 
-/// A job that ends while the notifier is down (its restart waits out a 5 s backoff) is shown once the
+/// A job that ends while the notifier is down (its restart waits out an 8 s backoff) is shown once the
 /// notifier is back: one tracker, final, and no message twice; replies flow again after the restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_notifier_delivers_what_happened_while_it_was_down_once() {
     let tg = FakeTelegram::start().await;
     let (env, config) =
-        telegram_env("[supervision]\nbackoff_initial_ms = 5000\nbackoff_max_ms = 5000\n");
+        telegram_env("[supervision]\nbackoff_initial_ms = 8000\nbackoff_max_ms = 8000\n");
     env.write_config(&format!(
         "[telegram]\napi_url = \"{}\"\nallowed_users = [{USER}]\n{config}",
         tg.url()
