@@ -1,6 +1,7 @@
 //! The store turns read-only (a full disk) while approvals are pending: no decision and no expiry is lost.
-//! A person's answer is refused while it cannot be recorded, the expiry waits for writes to work again,
-//! and afterwards a person's answer is handled and an unanswered request expires.
+//! A person's answer (a Telegram tap, MCP `approve`) is refused while it cannot be recorded, the expiry
+//! waits for writes to work again, and afterwards a person's answer is handled and an unanswered request
+//! expires.
 
 use std::io::Write;
 use std::process::Command;
@@ -8,9 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::fake_telegram::{FakeTelegram, TOKEN};
 use crate::harness::*;
 use crate::jobs::{run, wait_final, wait_status};
 
+const USER: i64 = 4242;
 const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
 
 /// A 3 MiB tmpfs, unmounted when dropped.
@@ -76,14 +79,25 @@ async fn approval_of(mcp: &Mcp, job: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn approvals_pending_while_the_store_turns_read_only_are_not_lost() {
     let disk = SmallDisk::mount();
+    let tg = FakeTelegram::start().await;
     let env = Env::new(&format!(
         "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n\
-         [approvals]\ntimeout_secs = 10\n[store]\nread_only_probe_secs = 1\n"
+         [approvals]\ntimeout_secs = 10\n[store]\nread_only_probe_secs = 1\n\
+         [telegram]\napi_url = \"{}\"\nallowed_users = [{USER}]\n",
+        tg.url()
     ));
     let root = disk.0.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
     std::os::unix::fs::symlink(&root, env.root()).unwrap();
-    let d = env.start();
+    let d = env.start_with(|c| {
+        c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
+    });
+    // The user has talked to the bot, so it may write to them.
+    tg.send_text(USER, "/help");
+    until(Duration::from_secs(20), "the bot answers", || {
+        !tg.messages(USER).is_empty()
+    })
+    .await;
     let mcp = Mcp::connect(&env).await;
     crate::jobs::session(&env, &mcp).await;
     for _ in 0..2 {
@@ -96,6 +110,20 @@ async fn approvals_pending_while_the_store_turns_read_only_are_not_lost() {
     let unanswered = run(&mcp, "S2", "ask-approval").await;
     let a = approval_of(&mcp, &answered).await;
     let b = approval_of(&mcp, &unanswered).await;
+    // The person's approval message with its buttons (in the allowed user's chat).
+    let approve = format!("ap:{a}:a");
+    until(Duration::from_secs(20), "the approval message", || {
+        tg.messages(USER)
+            .iter()
+            .any(|m| m.markup.to_string().contains(&approve))
+    })
+    .await;
+    let message = tg
+        .messages(USER)
+        .into_iter()
+        .find(|m| m.markup.to_string().contains(&approve))
+        .unwrap()
+        .message_id;
 
     // The disk fills up; S3's writes go on until one fails and the store turns read-only.
     let filler = disk.0.path().join("filler");
@@ -129,7 +157,15 @@ async fn approvals_pending_while_the_store_turns_read_only_are_not_lost() {
         "both still pending when the store turned read-only (approvals.timeout_secs too short?)"
     );
 
-    // A person's answer cannot be recorded: refused, and the request stays as it was.
+    // A person's answer cannot be recorded: refused, and the request stays as it was. On Telegram the
+    // tap is answered with why, not as an expired button.
+    let tap = tg.tap(USER, USER, message, &approve);
+    until(Duration::from_secs(20), "the refused tap answered", || {
+        tg.answered_callbacks()
+            .iter()
+            .any(|(id, t)| *id == tap && t.contains("read-only mode") && t.contains("tap again"))
+    })
+    .await;
     let refused = mcp
         .refused("approve", json!({"approval_id": a}), "READ_ONLY")
         .await;
@@ -158,9 +194,13 @@ async fn approvals_pending_while_the_store_turns_read_only_are_not_lost() {
         d.get("/health/ready").0 == 200
     });
     // The person's answer now is handled: the job goes on with the tool allowed.
-    mcp.call("approve", json!({"approval_id": a}))
-        .await
-        .unwrap();
+    let tap = tg.tap(USER, USER, message, &approve);
+    until(Duration::from_secs(20), "the tap recorded", || {
+        tg.answered_callbacks()
+            .iter()
+            .any(|(id, t)| *id == tap && t.contains("approved"))
+    })
+    .await;
     let done = wait_final(&mcp, &answered, Duration::from_secs(30)).await;
     assert_eq!(done["status"], "done", "{done}");
     assert!(
@@ -177,6 +217,7 @@ async fn approvals_pending_while_the_store_turns_read_only_are_not_lost() {
     assert_eq!(expired["status"], "canceled", "{expired}");
     assert_eq!(expired["error_type"], "approval_timeout", "{expired}");
     assert!(pending_ids(&mcp).await.is_empty());
+    tg.assert_never_flood_limited();
     drop(mcp);
     assert!(d.stop().success());
 }
