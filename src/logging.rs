@@ -3,6 +3,12 @@
 //! Each line carries `timestamp` (UTC, milliseconds, `Z`), `level` (`debug`, `info`, `warning`, `error`,
 //! `critical`), `logger` (the event target with dots), `message`, `context` (span and event fields),
 //! `trace_id` and `span_id`. An event logged with the field `critical = true` at error level is `critical`.
+//!
+//! A line about a job (a `job_id` field of its own or of a span it is in) carries the job's trace id, the
+//! job id's 32 hex digits (`job_trace_id`): whichever actor logs about the job, before or after a restart,
+//! its lines share one `trace_id`. `job_span` opens a span of that trace. Other spans inherit their parent's
+//! trace id or start a random one. Lines of other crates (targets not under `televibe`) are filtered at
+//! `logging.third_party_level` (`daemon_filter`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
@@ -109,6 +115,74 @@ impl<W> JsonLayer<W> {
     }
 }
 
+/// The trace id of every line about job `job_id`: its UUID's 32 hex digits (lowercase, no dashes). `None`
+/// for anything that is not a job id (a prefix, an empty field).
+pub fn job_trace_id(job_id: &str) -> Option<String> {
+    uuid::Uuid::parse_str(job_id)
+        .ok()
+        .map(|u| u.simple().to_string())
+}
+
+/// A span of job `job_id`'s trace (its lines get the job's `trace_id`, a span id of their own, and the
+/// span's fields in `context`).
+pub fn job_span(job_id: &str) -> tracing::Span {
+    tracing::info_span!(target: "televibe.jobs", "job", job_id = %job_id)
+}
+
+/// The trace id a `job_id` field gives: its job's, when it names one.
+fn trace_of(fields: &Map<String, Value>) -> Option<String> {
+    fields
+        .get("job_id")
+        .and_then(Value::as_str)
+        .and_then(job_trace_id)
+}
+
+/// The levels `logging.level` and `logging.third_party_level` may name, as the filter spells them.
+fn level_directive(level: &str) -> Option<&'static str> {
+    Some(match level {
+        "off" => "off",
+        "error" => "error",
+        "warning" | "warn" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ => return None,
+    })
+}
+
+/// The daemon's filter: the lines of other crates at `third_party` (a level), the daemon's own at `level`
+/// (a level, or a filter such as `info,televibe::store=debug,rmcp=info`: its bare levels apply to the
+/// daemon's own lines, its targeted directives as written, so a crate can still be turned up by name).
+/// An error names the key at fault (`logging.level` or `logging.third_party_level`) and why.
+pub fn daemon_filter(level: &str, third_party: &str) -> Result<String, (&'static str, String)> {
+    let third = level_directive(third_party).ok_or_else(|| {
+        (
+            "logging.third_party_level",
+            format!(
+                "{third_party:?} is not a level: use off, error, warning, info, debug or trace"
+            ),
+        )
+    })?;
+    let mut parts = vec![third.to_string()];
+    for part in level.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match level_directive(part) {
+            Some(own) => parts.push(format!("televibe={own}")),
+            None if part.contains('=') => parts.push(part.to_string()),
+            None => {
+                return Err((
+                    "logging.level",
+                    format!(
+                        "{part:?} is neither a level (off, error, warning, info, debug, trace) nor a target=level directive"
+                    ),
+                ));
+            }
+        }
+    }
+    let filter = parts.join(",");
+    EnvFilter::try_new(&filter).map_err(|e| ("logging.level", e.to_string()))?;
+    Ok(filter)
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::fill(&mut buf[..]);
@@ -161,15 +235,17 @@ where
         if span.extensions().get::<SpanInfo>().is_some() {
             return;
         }
-        let trace_id = span
-            .parent()
-            .and_then(|p| p.extensions().get::<SpanInfo>().map(|i| i.trace_id.clone()))
-            .unwrap_or_else(|| random_hex(16));
         let mut fields = Map::new();
         attrs.record(&mut FieldVisitor {
             fields: &mut fields,
             message: None,
         });
+        let trace_id = trace_of(&fields)
+            .or_else(|| {
+                span.parent()
+                    .and_then(|p| p.extensions().get::<SpanInfo>().map(|i| i.trace_id.clone()))
+            })
+            .unwrap_or_else(|| random_hex(16));
         span.extensions_mut().insert(SpanInfo {
             trace_id,
             span_id: random_hex(8),
@@ -210,6 +286,10 @@ where
         };
         event.record(&mut visitor);
         let message = visitor.message.take().unwrap_or_default();
+        // A line naming a job is in the job's trace, whatever span it was logged in.
+        if let Some(job_trace) = trace_of(&context) {
+            trace_id = Some(job_trace);
+        }
         let critical = context.remove("critical") == Some(Value::Bool(true));
         let meta = event.metadata();
         let level = match *meta.level() {
@@ -373,6 +453,156 @@ mod tests {
         assert_eq!(lines[2]["level"], "critical");
         assert_eq!(l["trace_id"], lines[1]["trace_id"], "same span, same trace");
         assert_eq!(l["span_id"].as_str().unwrap().len(), 16);
+    }
+
+    fn lines_of(buf: &Buf) -> Vec<Value> {
+        String::from_utf8(buf.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_line_about_a_job_carries_the_job_trace() {
+        let job = "550e8400-e29b-41d4-a716-446655440000";
+        let other = "6ba7b810-9dad-41d1-80b4-00c04fd430c8";
+        let buf = Buf::default();
+        let sub = Registry::default().with(JsonLayer::new(buf.clone()));
+        tracing::subscriber::with_default(sub, || {
+            // Outside any span, from two "actors", and inside the job's span.
+            tracing::info!(target: "televibe.jobs", job_id = %job, "Job queued");
+            tracing::info!(target: "televibe.runner", job_id = %job, "Job started");
+            {
+                let _g = job_span(job).entered();
+                tracing::info!(target: "televibe.approvals", "Approval needed");
+                // A span inside the job's span keeps its trace.
+                let _inner = tracing::info_span!("tool").entered();
+                tracing::debug!(target: "televibe.runner", "tool ran");
+            }
+            // A line naming another job inside an unrelated span is that job's.
+            let _g = tracing::info_span!("sweep").entered();
+            tracing::info!(target: "televibe.runner", job_id = %other, "Job finished");
+            tracing::info!(target: "televibe.runner", "not about a job");
+        });
+        let lines = lines_of(&buf);
+        assert_eq!(lines.len(), 6);
+        let trace = "550e8400e29b41d4a716446655440000";
+        for l in &lines[..4] {
+            assert_eq!(l["trace_id"], trace, "{l}");
+        }
+        assert_eq!(
+            lines[2]["context"]["job_id"], job,
+            "the span's field is in context"
+        );
+        assert_eq!(lines[4]["trace_id"], "6ba7b8109dad41d180b400c04fd430c8");
+        assert_ne!(lines[5]["trace_id"], trace);
+        // Span ids are per span: the two lines outside any span differ, the span's line has its own.
+        assert_ne!(lines[0]["span_id"], lines[1]["span_id"]);
+        assert_ne!(lines[2]["span_id"], lines[3]["span_id"]);
+        assert_eq!(job_trace_id("550e8400"), None, "a prefix is no job id");
+    }
+
+    #[test]
+    fn the_daemon_filter_keeps_other_crates_at_their_own_level() {
+        assert_eq!(
+            daemon_filter("info", "warning").unwrap(),
+            "warn,televibe=info"
+        );
+        assert_eq!(
+            daemon_filter("info,televibe::store=debug,rmcp=info", "error").unwrap(),
+            "error,televibe=info,televibe::store=debug,rmcp=info"
+        );
+        assert_eq!(
+            daemon_filter("warning", "off").unwrap(),
+            "off,televibe=warn"
+        );
+        assert_eq!(
+            daemon_filter("info", "loud").unwrap_err().0,
+            "logging.third_party_level"
+        );
+        assert_eq!(
+            daemon_filter("chatty", "warn").unwrap_err().0,
+            "logging.level"
+        );
+        assert_eq!(
+            daemon_filter("info,x=nope", "warn").unwrap_err().0,
+            "logging.level"
+        );
+        // What the filter lets through: the daemon's info lines (both target spellings), another
+        // crate's warnings, not its info lines.
+        let buf = Buf::default();
+        let sub = Registry::default()
+            .with(EnvFilter::new(daemon_filter("info", "warning").unwrap()))
+            .with(JsonLayer::new(buf.clone()));
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(target: "televibe.store", "own, dotted");
+            tracing::info!(target: "televibe::jobs::api", "own, module path");
+            tracing::info!(target: "rmcp::service", "third-party info");
+            tracing::warn!(target: "rmcp::service", "third-party warning");
+            tracing::debug!(target: "televibe.store", "own debug");
+        });
+        let messages: Vec<String> = lines_of(&buf)
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    l["logger"].as_str().unwrap(),
+                    l["message"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "televibe.store own, dotted",
+                "televibe.jobs.api own, module path",
+                "rmcp.service third-party warning"
+            ]
+        );
+    }
+
+    /// Every logger the daemon names itself is a dotted module name (`televibe.store`, never
+    /// `televibe.store()`).
+    #[test]
+    fn every_explicit_logger_name_is_dotted() {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut seen = 0;
+        let mut bad = Vec::new();
+        // This file's own tests spell targets both ways on purpose.
+        for f in files.into_iter().filter(|f| !f.ends_with("src/logging.rs")) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, _) in text.match_indices("target: \"televibe") {
+                let name: String = text[i + 9..].chars().take_while(|c| *c != '"').collect();
+                seen += 1;
+                let dotted = name.strip_prefix("televibe").is_some_and(|rest| {
+                    !rest.is_empty()
+                        && rest.split('.').skip(1).all(|p| {
+                            !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        })
+                        && rest.starts_with('.')
+                });
+                if !dotted {
+                    bad.push(format!("{}: {name}", f.display()));
+                }
+            }
+        }
+        assert!(seen > 50, "found only {seen} logger names");
+        assert!(bad.is_empty(), "malformed logger names: {bad:?}");
     }
 
     fn names(dir: &Path) -> Vec<String> {

@@ -61,9 +61,8 @@ impl Actor for StoreActor {
 impl StoreActor {
     async fn integrity_check(&self) {
         match self.core.store().integrity_check().await {
-            Ok(()) => tracing::debug!(target: "televibe.store()", "integrity check ok"),
+            Ok(()) => tracing::debug!(target: "televibe.store", "integrity check ok"),
             Err(e @ StoreError::Corrupt { .. }) => {
-                self.core.metrics().set_health("database", false);
                 // Told before the store turns read-only, while the outbox row can still be written.
                 let detail = match &e {
                     StoreError::Corrupt { detail, .. } => detail.clone(),
@@ -72,8 +71,9 @@ impl StoreActor {
                 self.core
                     .emit(Scope::daemon(), Event::DatabaseCorrupted { detail })
                     .await;
+                // Health gauge to 0, `televibe_database_read_only_reason{reason="integrity"}` to 1.
                 self.core.store().enter_corrupt();
-                tracing::error!(target: "televibe.store()", critical = true, error = %e, "Database integrity check failed");
+                tracing::error!(target: "televibe.store", critical = true, error = %e, "Database integrity check failed");
             }
             Err(e) => {
                 tracing::warn!(target: "televibe.store", error = %e, "integrity check could not run")
@@ -85,7 +85,7 @@ impl StoreActor {
         if self.core.store().is_read_only()
             && let Err(e) = self.core.store().probe_write().await
         {
-            tracing::warn!(target: "televibe.store()", error = %e, "store still read-only");
+            tracing::warn!(target: "televibe.store", error = %e, "store still read-only");
         }
     }
 }

@@ -1,5 +1,11 @@
 //! An agent asks: the policy answers at once, a session grant allows, or a person is asked (Telegram
 //! buttons, `decide_approval`) until `approvals.timeout_secs`; an expiry stops the job.
+//!
+//! While the store is read-only neither a decision nor an expiry can be recorded: a person's decision is
+//! refused with `READ_ONLY` (the request and its buttons stay), and the expiry waits for writes to work
+//! again, then gives the request a grace of `READ_ONLY_GRACE` (at most the approval timeout) so the person
+//! who could not answer meanwhile can. A store that failed its integrity check stays read-only: there the
+//! expiry is applied without being recorded.
 
 use crate::core::Core;
 use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
@@ -9,13 +15,44 @@ use crate::jobs::outcome::StopReason;
 use crate::telemetry::ScopeLabel;
 use policy::Verdict;
 use serde_json::{Value, json};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::*;
 
+/// How long a request stays open once writes work again after its expiry came while they did not.
+const READ_ONLY_GRACE: Duration = Duration::from_secs(60);
+
+/// How often a postponed expiry looks whether writes work again.
+const READ_ONLY_RECHECK: Duration = Duration::from_secs(1);
+
+/// Where the wait for a person stands.
+enum Wait {
+    /// Until the approval timeout.
+    Open,
+    /// The expiry came while the store was read-only: checking every `READ_ONLY_RECHECK`.
+    Postponed,
+    /// Writes work again: the grace after a postponed expiry.
+    Grace,
+}
+
 impl Core {
-    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects.
+    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects. Its lines
+    /// (policy, waiting, the decision) are in the job's trace.
     pub async fn request_approval(
+        &self,
+        job_id: &str,
+        tool: &str,
+        input: Value,
+        tool_use_id: Option<String>,
+    ) -> Result<String, CoreError> {
+        use tracing::Instrument;
+        self.request_approval_traced(job_id, tool, input, tool_use_id)
+            .instrument(crate::logging::job_span(job_id))
+            .await
+    }
+
+    async fn request_approval_traced(
         &self,
         job_id: &str,
         tool: &str,
@@ -132,7 +169,7 @@ impl Core {
         .await;
         tracing::info!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, tool, scope, "Approval needed");
 
-        let outcome = tokio::time::timeout(timeout, rx).await;
+        let outcome = self.wait_for_person(rx, timeout, &approval.id).await;
         self.approval_waiters()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -150,7 +187,7 @@ impl Core {
             )
             .await;
         // Only a person's answer is a response time; an expired request is not.
-        if matches!(outcome, Ok(Ok(_))) {
+        if matches!(outcome, Some(Ok(_))) {
             let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
             self.metrics()
                 .approval_response_seconds
@@ -160,7 +197,7 @@ impl Core {
                 .observe(waited);
         }
         match outcome {
-            Ok(Ok((choice, by))) => {
+            Some(Ok((choice, by))) => {
                 if choice == Choice::DenyStop {
                     self.stop_job(&job, StopReason::Canceled { by }).await;
                 }
@@ -177,12 +214,23 @@ impl Core {
             }
             // Expired (or the daemon lost the waiter): deny with interrupt and end the job.
             _ => {
-                if self
+                let recorded = self
                     .store()
                     .decide_approval(&approval.id, ApprovalState::Expired, "expired", "expiry")
-                    .await
-                    .unwrap_or(false)
-                {
+                    .await;
+                if let Err(e) = &recorded {
+                    // Read-only for good (corruption): the expiry holds all the same, unrecorded.
+                    tracing::warn!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, error = %e, "Approval expired; the expiry could not be recorded");
+                    self.count(scope, "expired");
+                    self.stop_job(&job, StopReason::ApprovalTimeout).await;
+                    return Ok(answer(
+                        false,
+                        &input,
+                        "The approval request timed out",
+                        true,
+                    ));
+                }
+                if recorded.unwrap_or(false) {
                     self.count(scope, "expired");
                     self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
                     self.emit(
@@ -207,6 +255,43 @@ impl Core {
                 } else {
                     answer(false, &input, "Denied", false)
                 })
+            }
+        }
+    }
+
+    /// Waits for the decision on `approval_id` until `timeout`; `None` once it expired. An expiry that
+    /// comes while the store is read-only (and not corrupt) waits for writes to work again, then gives
+    /// the request `READ_ONLY_GRACE` (at most `timeout`) more.
+    async fn wait_for_person(
+        &self,
+        mut rx: oneshot::Receiver<(Choice, String)>,
+        timeout: Duration,
+        approval_id: &str,
+    ) -> Option<Result<(Choice, String), oneshot::error::RecvError>> {
+        let mut stage = Wait::Open;
+        let mut wait = timeout;
+        loop {
+            if let Ok(decided) = tokio::time::timeout(wait, &mut rx).await {
+                return Some(decided);
+            }
+            let store = self.store();
+            let held = store.is_read_only() && !store.is_corrupt();
+            stage = match (stage, held) {
+                (Wait::Postponed, true) => Wait::Postponed,
+                (_, true) => {
+                    tracing::warn!(target: "televibe.approvals", approval_id, "Approval expiry postponed: writes are disabled, so neither an answer nor the expiry can be recorded");
+                    Wait::Postponed
+                }
+                (Wait::Postponed, false) => {
+                    let grace = READ_ONLY_GRACE.min(timeout);
+                    tracing::info!(target: "televibe.approvals", approval_id, grace_secs = grace.as_secs_f64(), "Writes work again: the approval stays open a little longer");
+                    wait = grace;
+                    Wait::Grace
+                }
+                (Wait::Open | Wait::Grace, false) => return None,
+            };
+            if matches!(stage, Wait::Postponed) {
+                wait = READ_ONLY_RECHECK;
             }
         }
     }

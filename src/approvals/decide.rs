@@ -90,7 +90,7 @@ impl Core {
             let _ = tx.send((choice, by.to_string()));
         }
         self.emit_decided(&a).await;
-        tracing::info!(target: "televibe.approvals", approval_id = %a.id, decision = choice.as_str(), by, "Approval decided");
+        tracing::info!(target: "televibe.approvals", approval_id = %a.id, job_id = %a.job_id, decision = choice.as_str(), by, "Approval decided");
         self.store()
             .approval(id)
             .await?

@@ -263,15 +263,9 @@ impl Config {
         if raw.backup.retention_days == 0 {
             return Err(invalid("backup.retention_days", "must be at least 1"));
         }
-        let log_filter = match raw.logging.level.as_str() {
-            "debug" | "info" | "error" => raw.logging.level.clone(),
-            "warning" | "warn" => "warn".into(),
-            other => {
-                tracing_subscriber::EnvFilter::try_new(other)
-                    .map_err(|e| invalid("logging.level", e.to_string()))?;
-                other.to_string()
-            }
-        };
+        let log_filter =
+            crate::logging::daemon_filter(&raw.logging.level, &raw.logging.third_party_level)
+                .map_err(|(key, why)| invalid(key, why))?;
         if !matches!(
             raw.logging.stderr.as_str(),
             "auto" | "human" | "json" | "off"

@@ -202,8 +202,12 @@ pub struct RawBackup {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogging {
-    /// `debug`, `info`, `warning` or `error`, or a full tracing filter directive.
+    /// `debug`, `info`, `warning` or `error` for the daemon's own lines, or a filter such as
+    /// `info,televibe::store=debug` (its bare levels are the daemon's, its `target=level` parts as written).
     pub level: String,
+    /// Lines of other crates (rmcp, sqlx, hyper…) below this level are left out: `off`, `error`,
+    /// `warning`, `info`, `debug` or `trace`.
+    pub third_party_level: String,
     pub retention_days: u32,
     pub max_size_mb: u64,
     pub job_log_retention_days: u32,
@@ -351,6 +355,7 @@ impl Default for RawConfig {
             },
             logging: RawLogging {
                 level: "info".into(),
+                third_party_level: "warning".into(),
                 retention_days: 30,
                 max_size_mb: 100,
                 job_log_retention_days: 7,

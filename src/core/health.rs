@@ -84,7 +84,11 @@ impl Core {
         } else {
             format!("failed: {} does not exist", repos_path.display())
         };
-        self.metrics.set_health("database", database == "ok");
+        // The database gauge is the integrity signal (`DatabaseCorruption` reads it): a store read-only for a
+        // full disk or an I/O error is still a sound database, and says so in
+        // `televibe_database_read_only_reason`; readiness above fails either way.
+        self.metrics
+            .set_health("database", !self.store.is_corrupt());
         self.metrics
             .set_health("telegram", telegram == "ok" || telegram == "disabled");
         self.metrics.set_health("repos", repos == "ok");

@@ -11,6 +11,7 @@ use crate::telemetry::SessionLabel;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
+use tracing::Instrument;
 
 use super::*;
 
@@ -71,6 +72,11 @@ impl Core {
             ));
         };
         let position = queued.len() + 1;
+        // The job's trace begins here: its queued line, then every line about it until its end.
+        let span = crate::logging::job_span(&job.id);
+        span.in_scope(|| {
+            tracing::info!(target: "televibe.jobs", session_id = %session.id, position, "Job queued");
+        });
         self.emit(
             Scope::job(&job, &session),
             Event::JobQueued {
@@ -78,6 +84,7 @@ impl Core {
                 position,
             },
         )
+        .instrument(span)
         .await;
         self.set_queue_gauge(&session.id).await;
         if let Some(actor_ref) = self.session_actor(&session.id) {

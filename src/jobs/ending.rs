@@ -83,8 +83,15 @@ impl Core {
     }
 
     /// Ends a job: the one path every ending takes. Answers whether this call ended it (false when it had
-    /// ended already: then nothing else happens).
+    /// ended already: then nothing else happens). Its lines (the breaker's too) are in the job's trace.
     pub async fn end_job(&self, job: &Job, ending: Ending) -> Result<bool, CoreError> {
+        use tracing::Instrument;
+        self.end_job_traced(job, ending)
+            .instrument(crate::logging::job_span(&job.id))
+            .await
+    }
+
+    async fn end_job_traced(&self, job: &Job, ending: Ending) -> Result<bool, CoreError> {
         let (outcome, elapsed, message) = match ending {
             Ending::Decided {
                 decision,

@@ -19,6 +19,7 @@ use crate::telemetry::Metrics;
 
 mod approvals;
 pub mod backup;
+mod cause;
 mod entities;
 pub mod file;
 mod jobs;
@@ -26,6 +27,8 @@ mod projects;
 mod records;
 
 pub use crate::domain::READ_ONLY_MESSAGE;
+pub use cause::ReadOnlyCause;
+use cause::looks_corrupt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,23 +54,7 @@ pub enum StoreError {
 
 /// Whether a database error means the file or disk can no longer take writes.
 fn is_storage_failure(err: &DbErr) -> bool {
-    let text = err.to_string().to_lowercase();
-    [
-        "database or disk is full",
-        "disk i/o error",
-        "readonly database",
-        "read-only",
-        "database disk image is malformed",
-        "file is not a database",
-        "unable to open database file",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
-}
-
-fn looks_corrupt(text: &str) -> bool {
-    let t = text.to_lowercase();
-    t.contains("file is not a database") || t.contains("malformed") || t.contains("corrupt")
+    ReadOnlyCause::of_error(&err.to_string()).is_some()
 }
 
 /// The read-only reason of a database that failed its integrity check.
@@ -80,6 +67,9 @@ pub struct Store {
     path: PathBuf,
     read_only: Arc<AtomicBool>,
     read_only_reason: Arc<Mutex<Option<String>>>,
+    /// What made it read-only (`televibe_database_read_only_reason`); `None` while writable or opened
+    /// read-only on purpose.
+    read_only_cause: Arc<Mutex<Option<ReadOnlyCause>>>,
     /// The database failed its integrity check (or a write said it is malformed): read-only for good.
     corrupt: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -154,6 +144,7 @@ impl Store {
             path: path.to_path_buf(),
             read_only: Arc::new(AtomicBool::new(false)),
             read_only_reason: Arc::new(Mutex::new(None)),
+            read_only_cause: Arc::new(Mutex::new(None)),
             corrupt: Arc::new(AtomicBool::new(false)),
             metrics,
         };
@@ -205,6 +196,7 @@ impl Store {
             path: path.to_path_buf(),
             read_only: Arc::new(AtomicBool::new(true)),
             read_only_reason: Arc::new(Mutex::new(Some("opened read-only".into()))),
+            read_only_cause: Arc::new(Mutex::new(None)),
             corrupt: Arc::new(AtomicBool::new(false)),
             metrics,
         })
@@ -251,16 +243,29 @@ impl Store {
         }
     }
 
-    /// The readiness query of the spec: `SELECT 1`.
+    /// The readiness query of the spec: `SELECT 1`. An answer saying the file is damaged counts as a failed
+    /// integrity check.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.db
+        if let Err(e) = self
+            .db
             .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT 1"))
-            .await?;
+            .await
+        {
+            if looks_corrupt(&e.to_string()) {
+                self.enter_corrupt();
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 
     pub fn is_read_only(&self) -> bool {
         self.read_only.load(Ordering::SeqCst)
+    }
+
+    /// Whether the database failed an integrity check (or SQLite called it malformed) since the start.
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt.load(Ordering::SeqCst)
     }
 
     pub fn read_only_reason(&self) -> Option<String> {
@@ -270,9 +275,26 @@ impl Store {
             .clone()
     }
 
+    /// What made the store read-only, when it is for a failure (not opened read-only on purpose).
+    pub fn read_only_cause(&self) -> Option<ReadOnlyCause> {
+        *self
+            .read_only_cause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_cause(&self, cause: Option<ReadOnlyCause>) {
+        *self
+            .read_only_cause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = cause;
+        self.metrics
+            .set_read_only_cause(cause.map(ReadOnlyCause::as_str));
+    }
+
     /// Flips the store into read-only mode for good (until a restart): the integrity check failed.
     /// Whatever mode it was in (a full disk first, say), the reason becomes the integrity failure and no
-    /// probe write lifts it.
+    /// probe write lifts it. `televibe_health_check{check="database"}` goes to 0 here, and only here.
     pub fn enter_corrupt(&self) -> bool {
         let first = !self.corrupt.swap(true, Ordering::SeqCst);
         if !self.enter_read_only(CORRUPT) {
@@ -280,11 +302,15 @@ impl Store {
                 .read_only_reason
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(CORRUPT.to_string());
+            self.set_cause(Some(ReadOnlyCause::Integrity));
         }
+        // Last, so whoever sees the gauge at 0 sees the read-only cause too.
+        self.metrics.set_health("database", false);
         first
     }
 
-    /// Flips the store into read-only mode (idempotent); returns true when this call flipped it.
+    /// Flips the store into read-only mode (idempotent); returns true when this call flipped it. The
+    /// cause (`televibe_database_read_only_reason`) is read from `reason`, SQLite's error text.
     pub fn enter_read_only(&self, reason: &str) -> bool {
         let flipped = !self.read_only.swap(true, Ordering::SeqCst);
         if flipped {
@@ -292,8 +318,15 @@ impl Store {
                 .read_only_reason
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+            let cause = if reason == CORRUPT {
+                Some(ReadOnlyCause::Integrity)
+            } else {
+                ReadOnlyCause::of_error(reason)
+            };
+            self.set_cause(cause);
             self.metrics.database_read_only.set(1);
-            tracing::error!(target: "televibe.store", critical = true, reason, "Store entered read-only mode: writes disabled");
+            let cause = cause.map_or("other", ReadOnlyCause::as_str);
+            tracing::error!(target: "televibe.store", critical = true, reason, cause, "Store entered read-only mode: writes disabled");
         }
         flipped
     }
@@ -304,6 +337,7 @@ impl Store {
                 .read_only_reason
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
+            self.set_cause(None);
             self.metrics.database_read_only.set(0);
             tracing::info!(target: "televibe.store", "Store left read-only mode: a write succeeded again");
         }
@@ -517,6 +551,16 @@ mod tests {
         let err = store.kv_set("k", "after").await.unwrap_err();
         assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
         assert!(store.is_read_only());
+        assert_eq!(store.read_only_cause(), Some(ReadOnlyCause::ReadOnlyFile));
+        let text = store.metrics.encode();
+        assert!(
+            text.contains("televibe_database_read_only_reason{reason=\"read_only_file\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("televibe_health_check{check=\"database\"} 1"),
+            "{text}"
+        );
         // Reads keep working, and later writes are refused at the gate.
         assert_eq!(store.kv_get("k").await.unwrap().as_deref(), Some("before"));
         assert!(matches!(
@@ -530,6 +574,13 @@ mod tests {
             .unwrap();
         store.probe_write().await.unwrap();
         assert!(!store.is_read_only());
+        assert_eq!(store.read_only_cause(), None);
+        assert!(
+            store
+                .metrics
+                .encode()
+                .contains("televibe_database_read_only_reason{reason=\"read_only_file\"} 0")
+        );
         store.kv_set("k", "after").await.unwrap();
     }
 
@@ -539,8 +590,29 @@ mod tests {
         let store = open(dir.path(), 1).await.unwrap();
         // Read-only for a full disk first, then the integrity check fails.
         assert!(store.enter_read_only("database or disk is full"));
+        let gauges = |store: &Store| {
+            let text = store.metrics.encode();
+            let value = |series: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series))
+                    .map(str::trim)
+                    .unwrap_or_else(|| panic!("no {series} in {text}"))
+                    .to_string()
+            };
+            (
+                value("televibe_health_check{check=\"database\"}"),
+                value("televibe_database_read_only_reason{reason=\"disk_full\"}"),
+                value("televibe_database_read_only_reason{reason=\"integrity\"}"),
+            )
+        };
+        // A full disk is no integrity failure: the health gauge stays 1 and the cause is disk_full.
+        assert_eq!(store.read_only_cause(), Some(ReadOnlyCause::DiskFull));
+        assert_eq!(gauges(&store), ("1".into(), "1".into(), "0".into()));
         assert!(store.enter_corrupt());
+        assert!(store.is_corrupt());
         assert_eq!(store.read_only_reason().as_deref(), Some(CORRUPT));
+        assert_eq!(store.read_only_cause(), Some(ReadOnlyCause::Integrity));
+        assert_eq!(gauges(&store), ("0".into(), "0".into(), "1".into()));
         // The file takes writes again, yet the probe does not lift read-only mode.
         assert!(store.probe_write().await.is_err());
         assert!(store.is_read_only());

@@ -228,6 +228,11 @@ impl Front {
                         Err(e) if e.code == ErrorCode::ApprovalAlreadyDecided => {
                             format!("Already decided: {}", e.message)
                         }
+                        // Not recorded, so not applied: the request is still open for a later tap.
+                        Err(e) if e.code == ErrorCode::ReadOnly => format!(
+                            "{}. Not recorded: tap again once writes work",
+                            crate::domain::READ_ONLY_MESSAGE.trim_end_matches('.')
+                        ),
                         Err(_) => "Unknown or expired button".to_string(),
                     },
                     None => "Unknown or expired button".to_string(),

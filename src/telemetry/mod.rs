@@ -19,6 +19,9 @@ pub use registry::FAMILIES;
 /// The `Content-Type` of `/metrics`: Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
+/// The causes `televibe_database_read_only_reason{reason}` tells apart (`store::ReadOnlyCause`).
+pub const READ_ONLY_REASONS: [&str; 4] = ["disk_full", "io_error", "read_only_file", "integrity"];
+
 /// The results `televibe_backups_total` counts.
 pub const BACKUP_RESULTS: [&str; 3] = ["success", "failure", "remote_failure"];
 
@@ -84,6 +87,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventTypeLabel {
     pub event_type: String,
 }
@@ -132,6 +140,8 @@ pub struct Metrics {
     pub actor_restarts_total: Family<ActorLabel, Counter>,
     pub health_check: Family<CheckLabel, Gauge>,
     pub database_read_only: Gauge,
+    /// 1 for the cause of read-only mode (`READ_ONLY_REASONS`), 0 for the others.
+    pub database_read_only_reason: Family<ReasonLabel, Gauge>,
     pub start_time_seconds: Gauge,
     pub backup_last_success_timestamp: Gauge,
     pub backups_total: Family<ResultLabel, Counter>,
@@ -173,6 +183,7 @@ impl Metrics {
             actor_restarts_total: Family::default(),
             health_check: Family::default(),
             database_read_only: Gauge::default(),
+            database_read_only_reason: Family::default(),
             start_time_seconds: Gauge::default(),
             backup_last_success_timestamp: Gauge::default(),
             backups_total: Family::default(),
@@ -194,8 +205,21 @@ impl Metrics {
                 result: result.into(),
             });
         }
+        m.set_read_only_cause(None);
         m.start_time_seconds.set(chrono::Utc::now().timestamp());
         m
+    }
+
+    /// Marks `cause` (one of `READ_ONLY_REASONS`) as why the store is read-only, every other reason 0;
+    /// `None`: writable, all 0.
+    pub fn set_read_only_cause(&self, cause: Option<&str>) {
+        for reason in READ_ONLY_REASONS {
+            self.database_read_only_reason
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .set(i64::from(cause == Some(reason)));
+        }
     }
 
     /// Counts one backup outcome (`success`, `failure` or `remote_failure`).

@@ -102,6 +102,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "1 while the store refuses writes after a write failure",
     ),
     (
+        "televibe_database_read_only_reason",
+        "gauge",
+        "Why the store is read-only: 1 for the cause (disk_full, io_error, read_only_file, integrity), 0 for the others",
+    ),
+    (
         "televibe_start_time_seconds",
         "gauge",
         "Unix time the daemon started",
@@ -246,6 +251,11 @@ impl Metrics {
             "televibe_database_read_only",
             "1 while the store refuses writes after a write failure",
             self.database_read_only.clone(),
+        );
+        r.register(
+            "televibe_database_read_only_reason",
+            "Why the store is read-only: 1 for the cause (disk_full, io_error, read_only_file, integrity), 0 for the others",
+            self.database_read_only_reason.clone(),
         );
         r.register(
             "televibe_start_time_seconds",

@@ -60,7 +60,16 @@ async fn sqlite_disk_full_turns_read_only_until_space_returns() {
     let err = refused.expect("a write fails once the disk is full");
     let detected = t0.elapsed();
     assert!(err.message.contains("read-only mode"), "{}", err.message);
-    assert_eq!(d.metric("televibe_database_read_only"), Some(1.0));
+    assert_eq!(d.metric("televibe_database_read_only "), Some(1.0));
+    // What the alerts read: a full disk (DatabaseDiskFull), not corruption (DatabaseCorruption).
+    assert_eq!(
+        d.metric("televibe_database_read_only_reason{reason=\"disk_full\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        d.metric("televibe_health_check{check=\"database\"}"),
+        Some(1.0)
+    );
     assert_eq!(
         mcp.call("list_projects", json!({})).await.unwrap()["projects"][0]["id"],
         "app",

@@ -32,7 +32,8 @@ fn alert_rules_check_and_unit_tests_pass() {
     }
 }
 
-/// Every alert has a unit test that expects it to fire, and the spec's alerts are all there.
+/// Every alert has a unit test that expects it to fire, and the spec's alerts (with those that tell a full
+/// disk from corruption and catch crash loops) are all there.
 #[test]
 fn every_alert_has_a_unit_test_that_fires_it() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus");
@@ -53,6 +54,9 @@ fn every_alert_has_a_unit_test_that_fires_it() {
         "SessionLongIdle",
         "DatabaseReadOnly",
         "BackupStale",
+        "DatabaseDiskFull",
+        "OrchestratorCrashLooping",
+        "ActorRestartLoop",
     ] {
         assert!(alerts.contains(&spec), "{spec} missing from alerts.yml");
     }
@@ -65,6 +69,57 @@ fn every_alert_has_a_unit_test_that_fires_it() {
         assert!(
             fired,
             "no unit test in alerts.test.yml expects {alert} to fire"
+        );
+    }
+}
+
+/// Every series an alert reads is one the daemon exports (its own families and `process_*`), so a renamed
+/// metric cannot leave an alert silently reading nothing.
+#[test]
+fn every_metric_an_alert_reads_is_exported() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus");
+    let rules = std::fs::read_to_string(format!("{dir}/alerts.yml")).unwrap();
+    let exposition = televibe::telemetry::Metrics::new().encode();
+    let exported: Vec<&str> = exposition
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split(' ').next(),
+            None if !l.starts_with('#') => l.split(['{', ' ']).next(),
+            None => None,
+        })
+        .collect();
+    let mut read = Vec::new();
+    let mut in_expr = false;
+    for line in rules.lines() {
+        let t = line.trim_start();
+        if t.starts_with("expr:") {
+            in_expr = true;
+        } else if t.starts_with("for:") || t.starts_with("- alert:") {
+            in_expr = false;
+        }
+        if !in_expr || t.starts_with('#') {
+            continue;
+        }
+        for word in t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("televibe_") || word.starts_with("process_") {
+                read.push(word.to_string());
+            }
+        }
+    }
+    for name in [
+        "televibe_database_read_only_reason",
+        "process_start_time_seconds",
+        "televibe_actor_restarts_total",
+    ] {
+        assert!(
+            read.iter().any(|r| r == name),
+            "{name} not found in alerts.yml: {read:?}"
+        );
+    }
+    for name in &read {
+        assert!(
+            exported.contains(&name.as_str()),
+            "alerts.yml reads {name}, which the daemon does not export:\n{exposition}"
         );
     }
 }

@@ -506,10 +506,24 @@ async fn periodic_integrity_failure_drops_the_health_gauge_and_tells_the_admin_c
         d.metric("televibe_health_check{check=\"database\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        d.metric("televibe_database_read_only_reason{reason=\"integrity\"}"),
+        Some(0.0)
+    );
     damage_live_database(&env).await;
     eventually(Duration::from_secs(20), "the health gauge at 0", || {
         d.metric("televibe_health_check{check=\"database\"}") == Some(0.0)
     });
+    // The read-only cause names the integrity failure, not a full disk.
+    assert_eq!(
+        d.metric("televibe_database_read_only_reason{reason=\"integrity\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        d.metric("televibe_database_read_only_reason{reason=\"disk_full\"}"),
+        Some(0.0)
+    );
+    assert_eq!(d.metric("televibe_database_read_only "), Some(1.0));
     // The notice is written first, then the store turns read-only and readiness fails.
     eventually(Duration::from_secs(10), "readiness to fail", || {
         d.get("/health/ready").0 == 503

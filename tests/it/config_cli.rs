@@ -220,3 +220,32 @@ fn a_retention_of_zero_days_is_refused_naming_the_key() {
         );
     }
 }
+
+#[test]
+fn third_party_level_is_documented_checked_and_taken_from_the_environment() {
+    let env = Env::new("");
+    let out = env.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("third_party_level = \"warning\""), "{text}");
+    let with = |value: &str| {
+        env.command(&["config", "check"])
+            .env("TELEVIBE_LOGGING__THIRD_PARTY_LEVEL", value)
+            .output()
+            .unwrap()
+    };
+    let out = with("error");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("third_party_level = \"error\""),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = with("loud");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("logging.third_party_level") && stderr(&out).contains("loud"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod approvals;
+mod approvals_read_only;
 mod backup;
 mod config_cli;
 mod containment;
@@ -12,9 +13,11 @@ mod fake_model;
 mod fake_telegram;
 mod harness;
 mod jobs;
+mod logs;
 mod mcp_bridge;
 mod probes;
 mod recovery;
+mod restarts;
 mod retention;
 mod service_unit;
 mod sessions;

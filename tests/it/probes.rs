@@ -308,7 +308,22 @@ async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
             .starts_with("failed: read-only mode"),
         "{body}"
     );
-    assert_eq!(d.metric("televibe_database_read_only"), Some(1.0));
+    assert_eq!(d.metric("televibe_database_read_only "), Some(1.0));
+    // The metrics name the failure: a full disk, not corruption (the integrity signal stays 1, so
+    // `DatabaseDiskFull` fires and `DatabaseCorruption` does not).
+    assert_eq!(
+        d.metric("televibe_health_check{check=\"database\"}"),
+        Some(1.0),
+        "a full disk is not corruption"
+    );
+    assert_eq!(
+        d.metric("televibe_database_read_only_reason{reason=\"disk_full\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        d.metric("televibe_database_read_only_reason{reason=\"integrity\"}"),
+        Some(0.0)
+    );
     // The user hears of it on Telegram, once.
     until(
         Duration::from_secs(20),
@@ -326,6 +341,11 @@ async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
     eventually(Duration::from_secs(15), "ready again", || {
         d.get("/health/ready").0 == 200
     });
+    assert_eq!(
+        d.metric("televibe_database_read_only_reason{reason=\"disk_full\"}"),
+        Some(0.0),
+        "the cause is cleared with the mode"
+    );
     mcp.call(
         "run_instruction",
         json!({"session_id": "S1", "instruction": "after the disk was freed"}),
