@@ -286,7 +286,7 @@ async fn api_failure_drill(no_retries: bool) {
             detected_after: detected,
             recovered_after: recovered,
             detection: "HTTP 529 on every attempt; the CLI retries (system/api_retry shown), then the jobs fail with API error 529; claude_code breaker opens",
-            user_saw: "🔁 retry notes, then ❌ on the failed jobs (API error 529)",
+            user_saw: "⏳ model API busy, retry n/10 (HTTP 529) on the trackers, then ❌ on the failed jobs (API error 529)",
             lost,
             duplicated,
             settings: "real Claude Code CLI with its default retries; two sessions failing side by side; claude_code failure_threshold = 2, timeout_seconds = 5",
