@@ -1,12 +1,12 @@
 //! The `breakers` actor: applies time-driven breaker transitions every second so the gauge and logs are
-//! current, and turns a breaker that opens into a `breaker.opened` outbox event (the spec's notify_admin).
+//! current, and turns each outage (a breaker opening from closed, however briefly) into one
+//! `breaker.opened` outbox event (the spec's notify_admin).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::breaker::BreakerState;
 use crate::core::Core;
 use crate::events::{Event, Scope};
 use crate::supervisor::ChildMessage;
@@ -28,22 +28,22 @@ impl ChildMessage for BreakersMsg {
 
 impl Actor for BreakersActor {
     type Msg = BreakersMsg;
-    /// The states seen at the last tick.
-    type State = Vec<BreakerState>;
+    /// Each breaker's outage count seen at the last tick.
+    type State = Vec<u64>;
     type Arguments = ();
 
     async fn pre_start(
         &self,
         myself: ActorRef<BreakersMsg>,
         _: (),
-    ) -> Result<Vec<BreakerState>, ActorProcessingErr> {
+    ) -> Result<Vec<u64>, ActorProcessingErr> {
         myself.send_interval(Duration::from_secs(1), || BreakersMsg::Tick);
         Ok(self
             .core
             .breakers()
             .statuses()
             .iter()
-            .map(|s| s.state)
+            .map(|s| s.outages)
             .collect())
     }
 
@@ -51,14 +51,14 @@ impl Actor for BreakersActor {
         &self,
         _: ActorRef<BreakersMsg>,
         msg: BreakersMsg,
-        last: &mut Vec<BreakerState>,
+        last: &mut Vec<u64>,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             BreakersMsg::Tick => {
                 self.core.breakers().refresh();
                 let now = self.core.breakers().statuses();
                 for (i, s) in now.iter().enumerate() {
-                    if s.state == BreakerState::Open && last.get(i) != Some(&BreakerState::Open) {
+                    if s.outages > last.get(i).copied().unwrap_or(0) {
                         self.core
                             .emit(
                                 Scope::daemon(),
@@ -69,7 +69,7 @@ impl Actor for BreakersActor {
                             .await;
                     }
                 }
-                *last = now.iter().map(|s| s.state).collect();
+                *last = now.iter().map(|s| s.outages).collect();
             }
             BreakersMsg::Panic => panic!("injected panic in breakers actor"),
         }

@@ -48,6 +48,9 @@ pub struct BreakerStatus {
     pub half_open_requests: u32,
     /// Seconds until an open breaker lets a probe through.
     pub retry_in_secs: Option<u64>,
+    /// Outages so far: openings from closed (a failed half-open probe continues the outage).
+    #[serde(skip)]
+    pub outages: u64,
 }
 
 /// One circuit breaker.
@@ -56,6 +59,9 @@ pub struct CircuitBreaker {
     settings: BreakerSettings,
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
+    /// Openings from closed, counted when they happen: an outage shorter than any observer's poll is
+    /// still seen.
+    outages: std::sync::atomic::AtomicU64,
 }
 
 impl CircuitBreaker {
@@ -68,6 +74,7 @@ impl CircuitBreaker {
                 consecutive_failures: 0,
             }),
             metrics,
+            outages: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -208,6 +215,10 @@ impl CircuitBreaker {
     }
 
     fn open(&self, inner: &mut Inner) {
+        if matches!(*inner, Inner::Closed { .. }) {
+            self.outages
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         *inner = Inner::Open {
             until: Instant::now() + self.settings.timeout,
         };
@@ -244,6 +255,7 @@ impl CircuitBreaker {
             timeout_seconds: self.settings.timeout.as_secs(),
             half_open_requests: self.settings.half_open_requests,
             retry_in_secs,
+            outages: self.outages.load(std::sync::atomic::Ordering::SeqCst),
         }
     }
 }
