@@ -8,29 +8,30 @@ use crate::fake_model::{FakeModel, Reply, after_tool};
 use crate::fake_telegram::{FakeTelegram, Fault, TOKEN};
 use crate::harness::*;
 
-const USER: i64 = 4242;
+pub(crate) const USER: i64 = 4242;
 const STRANGER: i64 = 666;
-const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
+pub(crate) const FAKE_AGENT: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
 
-fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
+pub(crate) fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
     format!(
         "[telegram]\napi_url = \"{}\"\nallowed_users = [{USER}]\n{extra}",
         tg.url()
     )
 }
 
-fn start(env: &Env) -> Daemon {
+pub(crate) fn start(env: &Env) -> Daemon {
     env.start_with(|c| {
         c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
     })
 }
 
 /// The texts the bot sent to the user, oldest first.
-fn texts(tg: &FakeTelegram) -> Vec<String> {
+pub(crate) fn texts(tg: &FakeTelegram) -> Vec<String> {
     tg.messages(USER).into_iter().map(|m| m.text).collect()
 }
 
-async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
+pub(crate) async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
     let before = tg.messages(USER).len();
     tg.send_text(USER, text);
     until(

@@ -106,14 +106,15 @@ impl Notifier {
                     None => false,
                 };
                 if !edited {
-                    {
-                        let mid = c.send_html(t.chat_id, &html, &buttons).await?;
-                        let chat = t.chat_id;
-                        if let Some(t) = st.trackers.get_mut(job_id) {
-                            t.message_id = Some(mid);
-                        }
-                        routes::remember_tracker(&self.core, job_id, chat, mid).await;
+                    // The intent goes first: a crash before the answer is recorded leaves it, and the next
+                    // start knows this message may exist (it cannot be edited without its id).
+                    let chat = t.chat_id;
+                    routes::tracker_sending(&self.core, job_id, chat).await;
+                    let mid = c.send_html(chat, &html, &buttons).await?;
+                    if let Some(t) = st.trackers.get_mut(job_id) {
+                        t.message_id = Some(mid);
                     }
+                    routes::remember_tracker(&self.core, job_id, chat, mid).await;
                 }
             }
         }

@@ -132,13 +132,19 @@ impl Notifier {
                     .map(|j| j.instruction.clone())
                     .unwrap_or_default(),
                 status: Some(JobStatus::Queued),
+                // The daemon stopped during this tracker's first send: that message may exist, and
+                // without its id it cannot be edited. The new one says so (see README, "Crash windows").
+                resent: matches!(known, Some((_, None))),
                 ..Default::default()
             };
+            if view.resent {
+                tracing::warn!(target: "televibe.notifier", job_id = %job_id, "a tracker send was cut short by a restart: it is sent again (an earlier copy may exist)");
+            }
             st.trackers.insert(
                 job_id.clone(),
                 TrackerState {
                     chat_id: known.map(|k| k.0).unwrap_or(chat),
-                    message_id: known.map(|k| k.1),
+                    message_id: known.and_then(|k| k.1),
                     view,
                     unsent: Vec::new(),
                     progress_unsent: false,

@@ -400,6 +400,7 @@ impl Notifier {
             },
             _ => Vec::new(),
         };
+        let mut finished = None;
         if let Outgoing::Tracker { job_id } = item
             && st
                 .trackers
@@ -407,13 +408,20 @@ impl Notifier {
                 .is_some_and(|t| t.view.is_final() && t.unsent.is_empty())
         {
             st.trackers.remove(job_id);
+            finished = Some(job_id);
+        }
+        if !events.is_empty() {
+            let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            if let Err(e) = self.core.mark_delivered(&ids).await {
+                tracing::warn!(target: "televibe.notifier", error = %e, "delivery not recorded");
+            }
+        }
+        // Shown final and its rows delivered: the message is never edited again, its row goes.
+        if let Some(job_id) = finished {
+            routes::forget_tracker(&self.core, job_id).await;
         }
         if events.is_empty() {
             return;
-        }
-        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        if let Err(e) = self.core.mark_delivered(&ids).await {
-            tracing::warn!(target: "televibe.notifier", error = %e, "delivery not recorded");
         }
         let now = chrono::Utc::now();
         for e in events {

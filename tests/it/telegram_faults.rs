@@ -1,0 +1,267 @@
+//! The notifier against a Bot API as unkind as the world: calls applied whose answer is lost, connections
+//! black-holed, a gateway's HTML 502, flood limits stricter than Telegram's, and a daemon killed while a
+//! tracker's `sendMessage` waits for its answer. Nothing is lost; what may be sent twice is bounded as the
+//! README's "Crash windows and lost answers" says.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::fake_telegram::{FakeTelegram, Fault, Limits, Sent};
+use crate::harness::*;
+use crate::jobs::wait_final;
+use crate::telegram::{FAKE_AGENT, USER, say, start, telegram_config, texts};
+
+async fn setup(tg: &FakeTelegram) -> (Env, Daemon) {
+    let env = Env::new("");
+    env.write_config(&telegram_config(
+        tg,
+        &format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n"),
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    say(tg, "/register app", "Registered").await;
+    say(tg, "/new app", "Session <b>S1</b>").await;
+    (env, d)
+}
+
+async fn run(mcp: &Mcp, instruction: &str) -> String {
+    mcp.call(
+        "run_instruction",
+        json!({"session_id": "S1", "instruction": instruction}),
+    )
+    .await
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every message the user got about a job (its tracker, and any copy of it).
+fn trackers(tg: &FakeTelegram, id: &str) -> Vec<Sent> {
+    let head = format!("<b>Job {}</b>", &id[..8]);
+    tg.messages(USER)
+        .into_iter()
+        .filter(|m| m.text.contains(&head))
+        .collect()
+}
+
+async fn shown_final(tg: &FakeTelegram, id: &str, icon: &str) {
+    until(
+        Duration::from_secs(60),
+        &format!("job {id} shown {icon}"),
+        || trackers(tg, id).iter().any(|m| m.text.contains(icon)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_answers_black_holes_and_html_502s_lose_nothing() {
+    let tg = FakeTelegram::start().await;
+    let (env, d) = setup(&tg).await;
+    let mcp = Mcp::connect(&env).await;
+    // A job holds the session, so the next ones queue and their trackers exist before they end.
+    let hold = run(&mcp, "hang").await;
+    until(Duration::from_secs(30), "the holding job's tracker", || {
+        !trackers(&tg, &hold).is_empty()
+    })
+    .await;
+    // The next tracker's first send takes effect, and its answer is lost.
+    tg.fail_next_matching("sendMessage", "<b>Job ", 1, Fault::AnswerLost);
+    let lost_send = run(&mcp, "quick one").await;
+    until(Duration::from_secs(30), "the lost send retried", || {
+        trackers(&tg, &lost_send).len() == 2
+    })
+    .await;
+    let other = run(&mcp, "quick one").await;
+    until(Duration::from_secs(30), "the third tracker", || {
+        !trackers(&tg, &other).is_empty()
+    })
+    .await;
+    // Final edits: one applied with its answer lost, one black-holed until the client gives up.
+    tg.fail_next_matching("editMessageText", "✅", 1, Fault::AnswerLost);
+    tg.fail_next_matching("editMessageText", "✅", 1, Fault::BlackHole);
+    mcp.call("cancel_job", json!({"job_id": hold}))
+        .await
+        .unwrap();
+    for id in [&lost_send, &other] {
+        assert_eq!(
+            wait_final(&mcp, id, Duration::from_secs(60)).await["status"],
+            "done"
+        );
+        shown_final(&tg, id, "✅").await;
+    }
+    // A gateway answers a reply with HTML pages, twice; then a reply's answer is lost.
+    tg.fail_next("sendMessage", 2, Fault::Html502);
+    say(&tg, "/projects", "<b>Projects</b>").await;
+    tg.fail_next_matching("sendMessage", "▶️ <b>S1</b>", 1, Fault::AnswerLost);
+    say(&tg, "/sessions", "▶️ <b>S1</b>").await;
+    assert_eq!(tg.faults_left(), 0, "every fault was met");
+    // Everything sent before the marker went first: a repeat would be among them.
+    say(&tg, "/help", "TeleVibeCode").await;
+    for id in [&hold, &lost_send, &other] {
+        let finals = trackers(&tg, id)
+            .iter()
+            .filter(|m| m.text.contains("✅") || m.text.contains("🚫"))
+            .count();
+        assert_eq!(finals, 1, "job {id}: its final state shown once");
+    }
+    // An edit whose answer was lost is simply repeated ("message is not modified" settles it): no copy.
+    assert_eq!(trackers(&tg, &other).len(), 1);
+    assert_eq!(trackers(&tg, &hold).len(), 1);
+    // A send whose answer was lost may have been applied: it is sent again, one copy per lost answer.
+    assert_eq!(trackers(&tg, &lost_send).len(), 2);
+    let count = |needle: &str| texts(&tg).iter().filter(|t| t.contains(needle)).count();
+    assert_eq!(count("<b>Projects</b>"), 1, "a 502 page applied nothing");
+    assert_eq!(count("▶️ <b>S1</b>"), 2, "one copy per lost answer");
+    // A black-holed edit was given up by the client's own timeout and sent again.
+    let edits = tg.calls_of("editMessageText");
+    assert!(
+        edits.iter().filter(|c| c.error == Some(400)).count() >= 1,
+        "the repeated edit found the message already up to date"
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flood_limits_stricter_than_telegrams_delay_but_lose_nothing() {
+    let tg = FakeTelegram::start().await;
+    let (env, d) = setup(&tg).await;
+    // Two messages in a burst, then one every two seconds: half what the bot's pacing assumes.
+    tg.set_limits(Limits {
+        burst: 2.0,
+        per_second: 0.5,
+        group_per_minute: 20,
+        global_per_second: 30,
+    });
+    let mcp = Mcp::connect(&env).await;
+    let job = run(&mcp, "quick one").await;
+    for _ in 0..4 {
+        tg.send_text(USER, "/projects");
+    }
+    assert_eq!(
+        wait_final(&mcp, &job, Duration::from_secs(30)).await["status"],
+        "done"
+    );
+    until(
+        Duration::from_secs(90),
+        "four replies and the result",
+        || {
+            texts(&tg).iter().filter(|t| t.contains("Projects")).count() == 4
+                && trackers(&tg, &job).iter().any(|m| m.text.contains("✅"))
+        },
+    )
+    .await;
+    say(&tg, "/help", "TeleVibeCode").await;
+    assert_eq!(
+        texts(&tg).iter().filter(|t| t.contains("Projects")).count(),
+        4,
+        "each reply once"
+    );
+    assert_eq!(trackers(&tg, &job).len(), 1, "one tracker");
+    // 429s were earned, and after each nothing went to that chat before its retry_after.
+    let calls: Vec<_> = tg
+        .calls()
+        .into_iter()
+        .filter(|c| c.params.get("chat_id").is_some())
+        .collect();
+    let limited: Vec<_> = calls.iter().filter(|c| c.error == Some(429)).collect();
+    assert!(!limited.is_empty(), "the stricter limits were met");
+    for l in &limited {
+        let until_ok = l.at + Duration::from_secs(l.retry_after.unwrap());
+        let early = calls
+            .iter()
+            .filter(|c| c.at > l.at && c.at + Duration::from_millis(50) < until_ok)
+            .count();
+        assert_eq!(early, 0, "a call went before retry_after ({l:?})");
+    }
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_while_a_tracker_send_waits_leaves_one_stale_copy_at_most() {
+    let tg = FakeTelegram::start().await;
+    let (env, d) = setup(&tg).await;
+    // The tracker's first sendMessage takes effect and its answer never comes.
+    tg.fail_next_matching("sendMessage", "<b>Job ", 1, Fault::ApplyThenHang);
+    let mcp = Mcp::connect(&env).await;
+    let job = run(&mcp, "quick one").await;
+    assert_eq!(
+        wait_final(&mcp, &job, Duration::from_secs(30)).await["status"],
+        "done"
+    );
+    until(Duration::from_secs(30), "the tracker applied", || {
+        trackers(&tg, &job).len() == 1
+    })
+    .await;
+    // The intent was recorded before the call; the id never was.
+    let key = format!("telegram.tracker.{job}");
+    let store = env.store_read_only().await;
+    assert_eq!(
+        store.kv_get(&key).await.unwrap(),
+        Some(format!("{USER}:")),
+        "the send's intent is on disk"
+    );
+    drop(mcp);
+    let mut d = d;
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(5));
+    let d2 = start(&env);
+    shown_final(&tg, &job, "✅").await;
+    say(&tg, "/help", "TeleVibeCode").await;
+    let all = trackers(&tg, &job);
+    assert_eq!(all.len(), 2, "the stale copy and one new tracker: {all:?}");
+    // The stale copy shows what the job was when its send began (the job may have ended meanwhile).
+    assert!(
+        !all[0].text.contains("sent again"),
+        "the stale copy: {}",
+        all[0].text
+    );
+    assert!(
+        all[1].text.contains("✅") && all[1].text.contains("sent again after a restart"),
+        "the new tracker says an earlier copy may exist: {}",
+        all[1].text
+    );
+    // Shown final: its row is gone.
+    until_async(
+        Duration::from_secs(10),
+        "the tracker's row removed",
+        || async { store.kv_get(&key).await.unwrap().is_none() },
+    )
+    .await;
+    drop(d2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_history_keeps_the_tracker_rows_bounded() {
+    let tg = FakeTelegram::start().await;
+    let (env, d) = setup(&tg).await;
+    let mcp = Mcp::connect(&env).await;
+    let store = env.store_read_only().await;
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for round in 0..3 {
+        for _ in 0..5 {
+            jobs.push(run(&mcp, "quick one").await);
+        }
+        for id in &jobs {
+            wait_final(&mcp, id, Duration::from_secs(60)).await;
+        }
+        until(Duration::from_secs(60), "every tracker final", || {
+            jobs.iter()
+                .all(|id| trackers(&tg, id).iter().any(|m| m.text.contains("✅")))
+        })
+        .await;
+        // A tracker's row lives while its message may still be edited, and goes once it is final.
+        until_async(Duration::from_secs(10), "tracker rows gone", || async {
+            store.kv_count("telegram.tracker.").await.unwrap() == 0
+        })
+        .await;
+        eprintln!(
+            "round {round}: {} jobs, 0 tracker rows after {:?}",
+            jobs.len(),
+            started.elapsed()
+        );
+    }
+    drop(d);
+}
