@@ -58,8 +58,14 @@ pub enum Event {
     ApprovalDecided { approval_id: String },
     #[serde(rename = "approval.expired")]
     ApprovalExpired { approval_id: String },
+    /// Jobs wait for the Claude API. One row per session told; `since` (unix ms) names the period, so a
+    /// chat that follows several sessions is told once per period.
     #[serde(rename = "claude.unavailable")]
-    ClaudeUnavailable { message: String },
+    ClaudeUnavailable {
+        message: String,
+        #[serde(default)]
+        since: i64,
+    },
     #[serde(rename = "session.created")]
     SessionCreated { branch: String },
     #[serde(rename = "session.closed")]
@@ -326,6 +332,7 @@ mod tests {
             },
             Event::ClaudeUnavailable {
                 message: "m".into(),
+                since: 1,
             },
             Event::SessionCreated { branch: "b".into() },
             Event::SessionClosed {

@@ -652,13 +652,17 @@ async fn group_chats_are_served_only_when_listed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readiness_probes_share_one_get_me() {
+async fn readiness_follows_the_pollers_live_state() {
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
     env.write_config(&telegram_config(&tg, ""));
     let d = start(&env);
+    say(&tg, "/help", "TeleVibeCode").await;
     let addr = d.addr();
-    // Probes in a burst, some at the same time: Telegram sees a single getMe.
+    let telegram =
+        || json(&http_get(addr, "/health/ready").unwrap().1)["checks"]["telegram"].clone();
+    // Probes in a burst, some at the same time: they read what the poller saw and cost Telegram nothing.
+    let get_me = tg.calls_of("getMe").len();
     let bursts: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
@@ -677,7 +681,29 @@ async fn readiness_probes_share_one_get_me() {
     let mcp = Mcp::connect(&env).await;
     let health = mcp.call("get_health", json!({})).await.unwrap();
     assert_eq!(health["readiness"]["checks"]["telegram"], "ok");
-    assert_eq!(tg.calls_of("getMe").len(), 1, "one getMe for 21 probes");
+    assert_eq!(tg.calls_of("getMe").len(), get_me, "no getMe for 21 probes");
+    // The network goes: the poll in progress fails, and readiness says so at once (not 30 s later).
+    tg.set_down(true);
+    let down = Instant::now();
+    until(
+        Duration::from_secs(10),
+        "readiness reports the outage",
+        || telegram().as_str().is_some_and(|t| t.starts_with("failed")),
+    )
+    .await;
+    eprintln!(
+        "readiness failed {:?} after the network went",
+        down.elapsed()
+    );
+    let (code, _) = http_get(addr, "/health/ready").unwrap();
+    assert_eq!(code, 503);
+    // Back: the poller's next good call makes it ready again.
+    tg.set_down(false);
+    until(Duration::from_secs(20), "ready again", || {
+        telegram() == "ok"
+    })
+    .await;
+    say(&tg, "/help", "TeleVibeCode").await;
     drop(d);
 }
 

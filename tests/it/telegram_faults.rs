@@ -265,3 +265,98 @@ async fn a_long_history_keeps_the_tracker_rows_bounded() {
     }
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_claude_unavailable_notice_reaches_every_chat_with_a_held_job_once() {
+    const OTHER: i64 = 4343;
+    const IDLE: i64 = 4444;
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    env.write_config(&format!(
+        "[telegram]\napi_url = \"{}\"\nallowed_users = [{USER}, {OTHER}, {IDLE}]\n\
+         [agent]\ncommand = \"{FAKE_AGENT}\"\n\
+         [breakers.claude_code]\nfailure_threshold = 1\nsuccess_threshold = 1\ntimeout_seconds = 8\nhalf_open_requests = 1\n",
+        tg.url()
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    let ask = |chat: i64, text: &str, expect: &'static str| {
+        let before = tg.messages(chat).len();
+        tg.send_text(chat, text);
+        let tg = &tg;
+        async move {
+            until(Duration::from_secs(20), expect, || {
+                tg.messages(chat)
+                    .iter()
+                    .skip(before)
+                    .any(|m| m.text.contains(expect))
+            })
+            .await
+        }
+    };
+    say(&tg, "/register app", "Registered").await;
+    // Two sessions follow the first chat, one the second; the third chat has none.
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    say(&tg, "/new app", "Session <b>S2</b>").await;
+    ask(OTHER, "/new app", "Session <b>S3</b>").await;
+    ask(IDLE, "/help", "TeleVibeCode").await;
+    let mcp = Mcp::connect(&env).await;
+    let run_in = |session: &'static str, instruction: &'static str| {
+        let mcp = &mcp;
+        async move {
+            mcp.call(
+                "run_instruction",
+                json!({"session_id": session, "instruction": instruction}),
+            )
+            .await
+            .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let crash = run_in("S1", "crash").await;
+    assert_eq!(
+        wait_final(&mcp, &crash, Duration::from_secs(20)).await["status"],
+        "failed"
+    );
+    let held = [
+        run_in("S1", "after the outage").await,
+        run_in("S2", "after the outage").await,
+        run_in("S3", "after the outage").await,
+    ];
+    const NOTICE: &str = "Claude API temporarily unavailable";
+    let notices = |chat: i64| {
+        tg.messages(chat)
+            .iter()
+            .filter(|m| m.text.contains(NOTICE))
+            .count()
+    };
+    until(Duration::from_secs(20), "both chats told", || {
+        notices(USER) >= 1 && notices(OTHER) >= 1
+    })
+    .await;
+    for id in &held {
+        assert_eq!(
+            wait_final(&mcp, id, Duration::from_secs(60)).await["status"],
+            "done"
+        );
+    }
+    shown_final(&tg, &held[0], "✅").await;
+    shown_final(&tg, &held[1], "✅").await;
+    let head = format!("<b>Job {}</b>", &held[2][..8]);
+    until(Duration::from_secs(30), "S3's result in its chat", || {
+        tg.messages(OTHER)
+            .iter()
+            .any(|m| m.text.contains(&head) && m.text.contains("✅"))
+    })
+    .await;
+    // Markers after everything: a second notice would have been sent before them.
+    say(&tg, "/help", "TeleVibeCode").await;
+    ask(OTHER, "/help", "TeleVibeCode").await;
+    ask(IDLE, "/help", "TeleVibeCode").await;
+    assert_eq!(notices(USER), 1, "once for the chat of S1 and S2");
+    assert_eq!(notices(OTHER), 1, "once for the chat of S3");
+    assert_eq!(notices(IDLE), 0, "not where no job waits");
+    drop(d);
+}

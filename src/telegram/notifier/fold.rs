@@ -66,7 +66,10 @@ impl Notifier {
                 let _ = core.mark_delivered(&[row.id]).await;
                 return;
             }
-            Event::ClaudeUnavailable { message } => escape(message),
+            Event::ClaudeUnavailable { message, .. } => {
+                let message = message.clone();
+                return self.on_claude_notice(st, chat, row, &message).await;
+            }
             Event::BreakerOpened { breaker } => {
                 format!("⚠️ Circuit breaker <b>{}</b> opened", escape(breaker))
             }

@@ -123,6 +123,8 @@ pub struct NotifierState {
     /// Sending is paused because Telegram was unreachable (not because of a 429).
     outage: bool,
     read_only_told: bool,
+    /// Chats told that the Claude API is unavailable, in the current period.
+    claude: notices::ClaudeTold,
     /// When a wake-up is already asked for.
     wake_at: Option<Instant>,
     myself: Option<ActorRef<NotifierMsg>>,
@@ -163,6 +165,7 @@ impl Actor for Notifier {
             backoff: Duration::from_millis(500),
             outage: false,
             read_only_told: false,
+            claude: Default::default(),
             wake_at: None,
             myself: Some(myself),
             waker: Some(waker),
@@ -216,6 +219,7 @@ impl Actor for Notifier {
 
 mod deliver;
 mod fold;
+mod notices;
 mod pace;
 
 /// The outbox is read on every signal from whoever wrote it; this sweep is only a safety net.
@@ -385,6 +389,12 @@ impl Notifier {
 
     /// The item is done (sent, or refused for good): its outbox rows are delivered.
     async fn settle(&self, st: &mut NotifierState, item: &Outgoing) {
+        if let Outgoing::Text {
+            chat_id, events, ..
+        } = item
+        {
+            self.told(st, *chat_id, events).await;
+        }
         let events: Vec<OutboxEvent> = match item {
             Outgoing::Text { events, .. }
             | Outgoing::Approval { events, .. }
