@@ -23,6 +23,7 @@ impl Notifier {
                 filename,
                 bytes,
                 caption,
+                ..
             } => c.send_document(*chat_id, filename, bytes, caption).await?,
             Outgoing::Answer { callback_id, text } => {
                 // A stale query cannot be answered; that is not worth a retry.
@@ -35,6 +36,7 @@ impl Notifier {
                 approval_id,
                 chat_id,
                 events,
+                again,
             } => {
                 if let Some(a) = self.core.approval(approval_id).await {
                     let view = self.render_approval(&a).await;
@@ -42,6 +44,7 @@ impl Notifier {
                     // is brought up to date instead of a second one being sent (`/approvals`, with no outbox
                     // row, sends it again on purpose).
                     if !events.is_empty()
+                        && !again
                         && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
                     {
                         let buttons = if a.state == crate::domain::ApprovalState::Pending {

@@ -45,6 +45,7 @@ pub enum Outgoing {
         filename: String,
         bytes: Vec<u8>,
         caption: String,
+        events: Vec<OutboxEvent>,
     },
     Answer {
         callback_id: String,
@@ -59,6 +60,8 @@ pub enum Outgoing {
         approval_id: String,
         chat_id: i64,
         events: Vec<OutboxEvent>,
+        /// Shown again on request (`/approvals`): a new message, even when one was sent before.
+        again: bool,
     },
     /// Show an approval's decision in its message, buttons removed.
     ApprovalDecided {
@@ -192,8 +195,9 @@ impl Actor for Notifier {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             NotifierMsg::Send(out) => {
-                self.enqueue(st, out);
-                self.flush(st).await;
+                if self.enqueue(st, out) {
+                    self.flush(st).await;
+                }
             }
             NotifierMsg::Reachable => {
                 if std::mem::take(&mut st.outage) {
@@ -222,23 +226,53 @@ mod fold;
 mod notices;
 mod pace;
 
+/// The most items one outbox row becomes (an expired approval: a notice and an edit of its message).
+const ROW_ITEMS: usize = 2;
+
 /// The outbox is read on every signal from whoever wrote it; this sweep is only a safety net.
 const SWEEP: Duration = Duration::from_secs(5);
 
 impl Notifier {
-    fn enqueue(&self, st: &mut NotifierState, out: Outgoing) {
-        if st.queue.len() >= QUEUE_CAP {
-            // Progress goes first; a tracker keeps its state, so dropping its item loses only an edit.
-            if let Some(pos) = st.queue.iter().position(|o| matches!(o, Outgoing::Tracker { job_id } if !st.trackers.get(job_id).is_some_and(|t| t.view.is_final()))) {
-                if let Some(Outgoing::Tracker { job_id }) = st.queue.remove(pos)
-                    && let Some(t) = st.trackers.get_mut(&job_id)
-                {
-                    t.queued = false;
-                }
-                self.core.metrics().notifications_dropped_total.inc();
+    /// Makes room for `need` more items by dropping queued progress edits (a tracker keeps its state, so
+    /// its next item shows everything: coalesced, counted as dropped). False when the rest is final.
+    fn make_room(&self, st: &mut NotifierState, need: usize) -> bool {
+        while st.queue.len() + need > QUEUE_CAP {
+            let progress = st.queue.iter().position(|o| matches!(o, Outgoing::Tracker { job_id } if !st.trackers.get(job_id).is_some_and(|t| t.view.is_final())));
+            let Some(pos) = progress else {
+                return false;
+            };
+            if let Some(Outgoing::Tracker { job_id }) = st.queue.remove(pos)
+                && let Some(t) = st.trackers.get_mut(&job_id)
+            {
+                t.queued = false;
             }
+            self.core.metrics().notifications_dropped_total.inc();
+        }
+        true
+    }
+
+    /// Queues an item unless the queue is at its cap with nothing droppable. Items from outbox rows always
+    /// find room (rows are read only when there is); what comes from memory alone (a callback answer, a
+    /// reply while the store is read-only) is dropped then, logged and counted.
+    fn enqueue(&self, st: &mut NotifierState, out: Outgoing) -> bool {
+        if !self.make_room(st, 1) {
+            tracing::warn!(target: "televibe.notifier", queued = st.queue.len(), "notification queue full of results and notices: an item kept only in memory is dropped");
+            self.core.metrics().notifications_dropped_total.inc();
+            return false;
         }
         st.queue.push_back(out);
+        self.gauge(st);
+        true
+    }
+
+    /// `televibe_notification_queue_size` and its peak.
+    fn gauge(&self, st: &NotifierState) {
+        let m = self.core.metrics();
+        let n = st.queue.len() as i64;
+        m.notification_queue_size.set(n);
+        if n > m.notification_queue_peak.get() {
+            m.notification_queue_peak.set(n);
+        }
     }
 
     /// Ticks until nothing is queued (the outbox read too), Telegram pauses us, or `limit` has passed;
@@ -282,14 +316,18 @@ impl Notifier {
         }
     }
 
-    /// Reads new outbox rows, unless the queue is full: then they wait in SQLite.
+    /// Reads new outbox rows while the queue has room for what a row becomes; the rest wait in SQLite
+    /// (the cursor stays before them) until sends make room.
     async fn read_outbox(&self, st: &mut NotifierState) {
-        while st.queue.len() < QUEUE_CAP {
+        while self.make_room(st, ROW_ITEMS) {
             let Ok(events) = self.core.undelivered_events(st.cursor, 200).await else {
                 return;
             };
             let more = events.len() == 200;
             for ev in events {
+                if !self.make_room(st, ROW_ITEMS) {
+                    return;
+                }
                 st.cursor = ev.id;
                 self.on_event(st, ev).await;
             }
@@ -364,6 +402,7 @@ impl Notifier {
             }
         }
         st.pacer.forget_idle(Instant::now());
+        self.gauge(st);
         if let Some(at) = wake
             && st.wake_at.is_none_or(|w| at < w || w <= Instant::now())
         {
@@ -397,6 +436,7 @@ impl Notifier {
         }
         let events: Vec<OutboxEvent> = match item {
             Outgoing::Text { events, .. }
+            | Outgoing::Document { events, .. }
             | Outgoing::Approval { events, .. }
             | Outgoing::ApprovalDecided { events, .. } => events.clone(),
             Outgoing::Tracker { job_id } => match st.trackers.get_mut(job_id) {
