@@ -119,6 +119,8 @@ struct State {
     /// Per method: faults to inject, each for the next call whose text contains its needle (any call: None).
     faults: HashMap<String, VecDeque<(Option<String>, Fault)>>,
     limits: Limits,
+    /// Every send and edit takes this long before it is answered (a slow Telegram).
+    latency: Duration,
     /// The test chose its own limits: 429s are expected, not a failure of the bot's pacing.
     own_limits: bool,
     poll_generation: u64,
@@ -224,6 +226,16 @@ impl FakeTelegram {
         for _ in 0..n {
             q.push_back((Some(needle.to_string()), fault.clone()));
         }
+    }
+
+    /// Every send and edit is answered `latency` later (zero: at once).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
+    /// Faults not yet met are forgotten: Telegram is well again.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
     }
 
     /// Injected faults not yet met by a call.
@@ -556,6 +568,10 @@ async fn handle(
     };
     if let Some(Fault::Slow(d)) = &fault {
         tokio::time::sleep(*d).await;
+    }
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() && method != "getupdates" && method != "getme" {
+        tokio::time::sleep(latency).await;
     }
     if down.load(Ordering::SeqCst) {
         return Err(std::io::Error::other("network down"));

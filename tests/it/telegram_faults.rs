@@ -360,3 +360,94 @@ async fn the_claude_unavailable_notice_reaches_every_chat_with_a_held_job_once()
     assert_eq!(notices(IDLE), 0, "not where no job waits");
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_past_the_queue_cap_loses_no_reply_and_no_result() {
+    const USERS: i64 = 60;
+    const EACH: usize = 20;
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    let users: Vec<String> = std::iter::once(USER)
+        .chain(5000..5000 + USERS)
+        .map(|u| u.to_string())
+        .collect();
+    env.write_config(&format!(
+        "[telegram]\napi_url = \"{}\"\nallowed_users = [{}]\n[agent]\ncommand = \"{FAKE_AGENT}\"\n",
+        tg.url(),
+        users.join(", ")
+    ));
+    make_repo(&env.root().join("repos/app"));
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    // Telegram is slow, then its gateway answers every send with 502 pages: replies pile up.
+    tg.set_latency(Duration::from_millis(200));
+    tg.fail_next("sendMessage", 1_000_000, Fault::Html502);
+    let mcp = Mcp::connect(&env).await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(run(&mcp, "quick one").await);
+    }
+    for i in 0..USERS as usize * EACH {
+        tg.send_text(5000 + (i as i64 % USERS), "/help");
+    }
+    let metric = |name: &str| d.metric(name).unwrap_or(-1.0);
+    until(Duration::from_secs(60), "the queue at its cap", || {
+        metric("televibe_notification_queue_size") >= 990.0
+    })
+    .await;
+    for id in &jobs {
+        assert_eq!(
+            wait_final(&mcp, id, Duration::from_secs(60)).await["status"],
+            "done"
+        );
+    }
+    // The notifier restarts with a full queue: what it held is read again from the outbox.
+    assert!(env.run(&["admin", "panic", "notifier"]).status.success());
+    until(Duration::from_secs(30), "the queue refilled", || {
+        metric("televibe_notification_queue_size") >= 990.0
+    })
+    .await;
+    tg.clear_faults();
+    tg.set_latency(Duration::ZERO);
+    let helps = |u: i64| {
+        tg.messages(u)
+            .iter()
+            .filter(|m| m.text.contains("TeleVibeCode"))
+            .count()
+    };
+    until(Duration::from_secs(180), "every reply", || {
+        (5000..5000 + USERS).all(|u| helps(u) >= EACH)
+    })
+    .await;
+    for id in &jobs {
+        shown_final(&tg, id, "✅").await;
+    }
+    // Nothing left anywhere to send: the outbox is delivered and the queue empty.
+    let store = env.store_read_only().await;
+    until_async(Duration::from_secs(30), "outbox delivered", || async {
+        store.undelivered_events(0, 10).await.unwrap().is_empty()
+    })
+    .await;
+    until(Duration::from_secs(10), "queue empty", || {
+        metric("televibe_notification_queue_size") == 0.0
+    })
+    .await;
+    for u in 5000..5000 + USERS {
+        assert_eq!(helps(u), EACH, "user {u}: each reply once");
+    }
+    for id in &jobs {
+        let finals = trackers(&tg, id)
+            .iter()
+            .filter(|m| m.text.contains("✅"))
+            .count();
+        assert_eq!(finals, 1, "job {id}: its result once");
+    }
+    let peak = metric("televibe_notification_queue_peak");
+    eprintln!(
+        "queue peak {peak}, progress dropped {}",
+        metric("televibe_notifications_dropped_total")
+    );
+    assert!(peak <= 1000.0, "the cap held: peak {peak}");
+    drop(d);
+}
