@@ -776,6 +776,7 @@ mod tests {
             files: (0..12).map(|i| format!("f{i}")).collect(),
             diff_stat: Some("12 files changed".into()),
             api_retry: Some("2/10 (HTTP 529)".into()),
+            resent: false,
         };
         let files: Vec<String> = (0..10).map(|i| format!("<code>f{i}</code>")).collect();
         let expected = format!(
@@ -787,6 +788,15 @@ mod tests {
             files.join(", ")
         );
         assert_eq!(t.render(), expected);
+        // Sent again after a restart cut its first send short: it says an earlier copy may exist.
+        let again = Tracker { resent: true, ..t };
+        assert!(
+            again.render().contains(
+                "↻ <i>sent again after a restart: an earlier copy above may be stale</i>\n"
+            ),
+            "{}",
+            again.render()
+        );
     }
 
     #[test]
