@@ -1,9 +1,13 @@
 //! The `notifier` actor: the only sender to Telegram. It reads the events outbox when woken by whoever
 //! wrote a row (a slow sweep is only a safety net), keeps job tracker messages up to date (progress edits at
-//! least a second apart and coalesced, the final state at once), and sends replies as soon as they are queued.
+//! least a second apart and coalesced, the final state at once), and sends the front's replies, which are
+//! outbox rows too (`chat.reply`), so a full queue or a restart loses none.
 //!
-//! Its memory queue holds at most 1000 items; when full, progress items go first (counted in
-//! `televibe_notifications_dropped_total`), and results, failures and notices wait in the outbox instead.
+//! Its memory queue holds at most 1000 items, a hard cap: rows are read only while what a row becomes fits,
+//! making room by dropping queued progress edits (coalesced: the tracker keeps its state; counted in
+//! `televibe_notifications_dropped_total`); results, failures, notices and replies wait in the outbox.
+//! Only what exists in memory alone (callback answers, replies while the store is read-only) can be dropped
+//! past the cap, logged and counted.
 //! Pacing (`pace.rs`): token buckets per chat, 20 a minute per group, 30 a second overall; a 429 pauses the
 //! chat it concerns for its `retry_after`; while Telegram is unreachable the queue is kept and flushed when it
 //! is back. An outbox row is marked delivered once the message carrying it went out, so after a restart it
