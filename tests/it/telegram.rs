@@ -386,6 +386,8 @@ async fn telegram_down_longer_than_the_breaker_then_back() {
         })
     })
     .await;
+    // A second copy would still be in the outbox or the queue: wait until both are empty.
+    settled(&env, &d).await;
     for id in &jobs {
         let n = tg
             .messages(USER)
@@ -886,14 +888,15 @@ async fn every_command_button_and_reply_from_the_phone() {
         refused(&tg) >= 2
     })
     .await;
+    settled(&env, &d).await;
     assert_eq!(refused(&tg), 2, "each refused answer was tried once");
     drop(d);
 }
 
 #[tokio::test]
 async fn a_graceful_stop_sends_the_replies_still_queued() {
-    // Command replies live only in the notifier's queue (they are not outbox rows): a stop that did not drain
-    // it would lose them. Pacing (one message a second in a chat) keeps them queued when the stop comes.
+    // Command replies are outbox rows: a stop that did not drain the queue would leave them to the next start,
+    // later than the person expects. Pacing keeps them queued when the stop comes; the drain sends them.
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
     env.write_config(&telegram_config(&tg, ""));
