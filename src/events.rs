@@ -265,6 +265,18 @@ impl Core {
             })
             .inc();
         let payload = event.payload();
+        // A reply's text (a document may be megabytes) is not logged, only where it goes.
+        let details = match &event {
+            Event::Reply { chat_id, body } => serde_json::json!({
+                "chat_id": chat_id,
+                "kind": match body {
+                    ReplyBody::Text { .. } => "text",
+                    ReplyBody::Document { .. } => "document",
+                    ReplyBody::Approval { .. } => "approval",
+                },
+            }),
+            _ => payload.clone(),
+        };
         let (p, s, j) = (
             scope.project_id.as_deref().unwrap_or(""),
             scope.session_id.as_deref().unwrap_or(""),
@@ -272,7 +284,7 @@ impl Core {
         );
         macro_rules! log {
             ($level:ident) => {
-                tracing::$level!(target: "televibe.events", event_type = kind, project_id = p, session_id = s, job_id = j, details = %payload, "Event {kind}")
+                tracing::$level!(target: "televibe.events", event_type = kind, project_id = p, session_id = s, job_id = j, details = %details, "Event {kind}")
             };
         }
         match event.level() {

@@ -98,6 +98,18 @@ impl Core {
                         // Dropping it gives a probe slot back.
                         BreakerVerdict::Neutral => drop(permit),
                     }
+                    // The probe closed the breaker: the next opening is a new period, told again.
+                    if self
+                        .breakers()
+                        .get(crate::breaker::BreakerName::ClaudeCode)
+                        .state()
+                        == crate::breaker::BreakerState::Closed
+                    {
+                        *self
+                            .claude_notice()
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = None;
+                    }
                 }
                 (decision.outcome, Some(elapsed), None)
             }

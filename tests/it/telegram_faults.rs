@@ -358,6 +358,15 @@ async fn the_claude_unavailable_notice_reaches_every_chat_with_a_held_job_once()
     assert_eq!(notices(USER), 1, "once for the chat of S1 and S2");
     assert_eq!(notices(OTHER), 1, "once for the chat of S3");
     assert_eq!(notices(IDLE), 0, "not where no job waits");
+    // The probe closed the breaker: the next opening is a new period, and the chat is told again.
+    let crash = run_in("S1", "crash").await;
+    wait_final(&mcp, &crash, Duration::from_secs(20)).await;
+    let later = run_in("S2", "after the second outage").await;
+    until(Duration::from_secs(20), "told again", || notices(USER) == 2).await;
+    assert_eq!(
+        wait_final(&mcp, &later, Duration::from_secs(60)).await["status"],
+        "done"
+    );
     drop(d);
 }
 
