@@ -53,7 +53,8 @@ impl Link {
         }
     }
 
-    /// Hands a message to the notifier (dropped while the notifier restarts).
+    /// Hands an item to the notifier's memory queue: callback answers, and replies the store could not
+    /// keep (read-only mode). Dropped while the notifier restarts; every other reply is an outbox row.
     pub fn send(&self, out: notifier::Outgoing) {
         if let Some(n) = self
             .notifier
