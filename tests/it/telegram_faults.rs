@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::fake_telegram::{FakeTelegram, Fault, Limits, Sent};
 use crate::harness::*;
 use crate::jobs::wait_final;
-use crate::telegram::{FAKE_AGENT, USER, say, start, telegram_config, texts};
+use crate::telegram::{FAKE_AGENT, USER, say, settled, start, telegram_config, texts};
 
 async fn setup(tg: &FakeTelegram) -> (Env, Daemon) {
     let env = Env::new("");
@@ -458,5 +458,52 @@ async fn a_flood_past_the_queue_cap_loses_no_reply_and_no_result() {
         metric("televibe_notifications_dropped_total")
     );
     assert!(peak <= 1000.0, "the cap held: peak {peak}");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_notifier_and_telegram_actors_restart_losing_and_repeating_nothing() {
+    let tg = FakeTelegram::start().await;
+    let (env, d) = setup(&tg).await;
+    // Replies cannot go out (a gateway answers 502 pages) while the three commands are handled.
+    tg.fail_next("sendMessage", 1_000_000, Fault::Html502);
+    for command in ["/projects", "/sessions", "/status"] {
+        tg.send_text(USER, command);
+    }
+    until(Duration::from_secs(20), "the commands handled", || {
+        tg.pending_updates() == 0
+    })
+    .await;
+    let commands_set = tg.calls_of("setMyCommands").len();
+    // Both actors panic with the replies unsent: the notifier's queue is gone, the poller's loop too.
+    for actor in ["notifier", "telegram"] {
+        let out = env.run(&["admin", "panic", actor]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    until(Duration::from_secs(20), "the poller started again", || {
+        tg.calls_of("setMyCommands").len() > commands_set
+    })
+    .await;
+    tg.clear_faults();
+    until(Duration::from_secs(30), "the three replies", || {
+        let t = texts(&tg);
+        ["<b>Projects</b>", "▶️ <b>S1</b>", "<b>Status</b>"]
+            .iter()
+            .all(|x| t.iter().any(|m| m.contains(x)))
+    })
+    .await;
+    // The poller went on from its stored offset and the notifier from the outbox: a command after the
+    // restarts is answered, and nothing before it twice.
+    say(&tg, "/help", "TeleVibeCode").await;
+    settled(&env, &d).await;
+    for x in [
+        "<b>Projects</b>",
+        "▶️ <b>S1</b>",
+        "<b>Status</b>",
+        "TeleVibeCode",
+    ] {
+        let n = texts(&tg).iter().filter(|m| m.contains(x)).count();
+        assert_eq!(n, 1, "{x}: once");
+    }
     drop(d);
 }
