@@ -465,3 +465,41 @@ fn classify(e: Error) -> TgError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_reads_the_latest_outcome_and_the_breaker() {
+        let live = Liveness::default();
+        let now = Instant::now();
+        assert_eq!(live.state(now, true), Live::Unknown);
+        live.answered();
+        assert_eq!(live.state(Instant::now(), true), Live::Ok);
+        live.failed("timeout");
+        let failed_at = Instant::now();
+        assert_eq!(
+            live.state(failed_at, true),
+            Live::Failed("timeout".into()),
+            "a failure after the last answer"
+        );
+        let later = failed_at + FAILURE_WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            live.state(later, true),
+            Live::Ok,
+            "an old failure with the breaker closed"
+        );
+        assert_eq!(
+            live.state(later, false),
+            Live::Failed("timeout".into()),
+            "while the breaker is not closed, at any age"
+        );
+        live.answered();
+        assert_eq!(
+            live.state(Instant::now(), false),
+            Live::Ok,
+            "answered since"
+        );
+    }
+}
