@@ -82,6 +82,11 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
             token,
             core.breakers().clone(),
         ));
+        // Readiness reads what the poller and the notifier saw (`telegram::LiveCheck`).
+        core.set_front_check(Box::new(crate::telegram::LiveCheck::new(
+            link.client.clone(),
+            crate::telegram::TelegramProbe::new(&core.config().telegram.api_url, token),
+        )));
         let (c, l) = (core.clone(), link.clone());
         children.push(ChildSpec::new("notifier", move || {
             (
@@ -222,12 +227,6 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
             listener, core, job_id,
         ))
     });
-    if let Some(token) = &config.telegram_token {
-        core.set_front_check(Box::new(crate::telegram::TelegramProbe::new(
-            &config.telegram.api_url,
-            token,
-        )));
-    }
     let (exhausted_tx, mut exhausted_rx) = mpsc::unbounded_channel();
     let (root, root_handle) = Actor::spawn(
         None,

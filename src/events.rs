@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::core::Core;
 use crate::domain::{ErrorType, Job, JobStatus, OutboxEvent, Session};
+use crate::errors::CoreError;
 use crate::telemetry::EventTypeLabel;
 
 /// What happened. The serde names are the event types of the outbox rows and of
@@ -58,8 +59,14 @@ pub enum Event {
     ApprovalDecided { approval_id: String },
     #[serde(rename = "approval.expired")]
     ApprovalExpired { approval_id: String },
+    /// Jobs wait for the Claude API. One row per session told; `since` (unix ms) names the period, so a
+    /// chat that follows several sessions is told once per period.
     #[serde(rename = "claude.unavailable")]
-    ClaudeUnavailable { message: String },
+    ClaudeUnavailable {
+        message: String,
+        #[serde(default)]
+        since: i64,
+    },
     #[serde(rename = "session.created")]
     SessionCreated { branch: String },
     #[serde(rename = "session.closed")]
@@ -78,6 +85,30 @@ pub enum Event {
     },
     #[serde(rename = "database.corrupted")]
     DatabaseCorrupted { detail: String },
+    /// A front's answer to a person (a command's reply), kept in the outbox like any notice so that a
+    /// full queue or a restart of the sender loses none.
+    #[serde(rename = "chat.reply")]
+    Reply { chat_id: i64, body: ReplyBody },
+}
+
+/// What a reply carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReplyBody {
+    /// A message (HTML) with inline buttons (label, callback data).
+    Text {
+        html: String,
+        #[serde(default)]
+        buttons: Vec<(String, String)>,
+    },
+    /// A text sent as a file.
+    Document {
+        filename: String,
+        text: String,
+        caption: String,
+    },
+    /// A pending approval request shown again, with its buttons.
+    Approval { approval_id: String },
 }
 
 /// How a job ended, as its tracker shows it.
@@ -158,6 +189,7 @@ impl Event {
             Event::BreakerOpened { .. } => "breaker.opened",
             Event::BackupFailed { .. } => "backup.failed",
             Event::DatabaseCorrupted { .. } => "database.corrupted",
+            Event::Reply { .. } => "chat.reply",
         }
     }
 
@@ -204,6 +236,7 @@ impl Event {
     fn level(&self) -> tracing::Level {
         match self {
             e if e.is_progress() => tracing::Level::DEBUG,
+            Event::Reply { .. } => tracing::Level::DEBUG,
             Event::JobFailed(_)
             | Event::ApprovalExpired { .. }
             | Event::ClaudeUnavailable { .. }
@@ -219,6 +252,11 @@ impl Event {
 impl Core {
     /// Records an event: its outbox row, its count in `televibe_events_total`, its log line.
     pub async fn emit(&self, scope: Scope, event: Event) {
+        let _ = self.try_emit(scope, event).await;
+    }
+
+    /// Like [`Core::emit`], and says whether the row was written (not in read-only mode, say).
+    pub async fn try_emit(&self, scope: Scope, event: Event) -> Result<(), CoreError> {
         let kind = event.kind();
         self.metrics()
             .events_total
@@ -227,6 +265,18 @@ impl Core {
             })
             .inc();
         let payload = event.payload();
+        // A reply's text (a document may be megabytes) is not logged, only where it goes.
+        let details = match &event {
+            Event::Reply { chat_id, body } => serde_json::json!({
+                "chat_id": chat_id,
+                "kind": match body {
+                    ReplyBody::Text { .. } => "text",
+                    ReplyBody::Document { .. } => "document",
+                    ReplyBody::Approval { .. } => "approval",
+                },
+            }),
+            _ => payload.clone(),
+        };
         let (p, s, j) = (
             scope.project_id.as_deref().unwrap_or(""),
             scope.session_id.as_deref().unwrap_or(""),
@@ -234,7 +284,7 @@ impl Core {
         );
         macro_rules! log {
             ($level:ident) => {
-                tracing::$level!(target: "televibe.events", event_type = kind, project_id = p, session_id = s, job_id = j, details = %payload, "Event {kind}")
+                tracing::$level!(target: "televibe.events", event_type = kind, project_id = p, session_id = s, job_id = j, details = %details, "Event {kind}")
             };
         }
         match event.level() {
@@ -243,7 +293,7 @@ impl Core {
             tracing::Level::INFO => log!(info),
             _ => log!(debug),
         }
-        if let Err(e) = self
+        let written = self
             .store()
             .insert_event(
                 kind,
@@ -252,11 +302,12 @@ impl Core {
                 scope.job_id.as_deref(),
                 payload,
             )
-            .await
-        {
+            .await;
+        if let Err(e) = &written {
             tracing::warn!(target: "televibe.events", event_type = kind, error = %e, "event not recorded");
         }
         self.outbox_written();
+        written.map(|_| ()).map_err(CoreError::from)
     }
 }
 
@@ -326,6 +377,7 @@ mod tests {
             },
             Event::ClaudeUnavailable {
                 message: "m".into(),
+                since: 1,
             },
             Event::SessionCreated { branch: "b".into() },
             Event::SessionClosed {
@@ -341,6 +393,13 @@ mod tests {
                 error: "e".into(),
             },
             Event::DatabaseCorrupted { detail: "d".into() },
+            Event::Reply {
+                chat_id: 7,
+                body: ReplyBody::Text {
+                    html: "<b>x</b>".into(),
+                    buttons: vec![("a".into(), "b".into())],
+                },
+            },
         ];
         let kinds: std::collections::HashSet<_> = all.iter().map(Event::kind).collect();
         assert_eq!(kinds.len(), all.len(), "each variant has its own type");

@@ -42,6 +42,10 @@ impl Core {
         Ok(self.store.kv_set(key, value).await?)
     }
 
+    pub async fn forget_front_value(&self, key: &str) -> Result<(), CoreError> {
+        Ok(self.store.kv_delete(key).await?)
+    }
+
     /// Whether the store refuses writes (degraded mode).
     pub fn is_read_only(&self) -> bool {
         self.store.is_read_only()

@@ -11,7 +11,7 @@ use super::Core;
 use crate::breaker::BreakerStatus;
 use crate::supervisor::SupervisorMsg;
 
-/// A readiness check a front brings (Telegram's `getMe`); readiness reports it as `telegram`.
+/// A readiness check a front brings (Telegram's live state); readiness reports it as `telegram`.
 pub trait FrontCheck: Send + Sync {
     fn check(
         &self,
@@ -60,7 +60,8 @@ impl Core {
             .map_err(|e| format!("supervision tree not responding: {e}"))
     }
 
-    /// Readiness: database `SELECT 1`, Telegram `getMe` (5 s, its answer reused for 30 s), repos directory present.
+    /// Readiness: database `SELECT 1`, Telegram's live state (what the poller and the notifier saw last),
+    /// repos directory present.
     pub async fn readiness(&self) -> Readiness {
         let database = match tokio::time::timeout(Duration::from_secs(5), self.store.ping()).await {
             Ok(Ok(())) if self.store.is_read_only() => format!(

@@ -2,7 +2,6 @@
 //!
 //! Fronts (MCP, admin, later Telegram) call methods here; none of them touches the database or spawns processes.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -20,6 +19,13 @@ use crate::layout::Layout;
 use crate::store::Store;
 use crate::supervisor::{SupervisorMsg, TreeNode};
 use crate::telemetry::Metrics;
+
+/// One period of the Claude API being unavailable: when it began (unix ms) and the sessions told.
+#[derive(Debug, Default)]
+pub struct ClaudeNotice {
+    pub since: i64,
+    pub told: HashSet<String>,
+}
 
 mod fronts;
 mod health;
@@ -52,8 +58,9 @@ pub struct Core {
     active_jobs: Mutex<HashSet<String>>,
     /// Run slots: `jobs.max_concurrent` permits, held by running jobs.
     job_slots: Arc<tokio::sync::Semaphore>,
-    /// Whether users were told that the Claude API is unavailable (reset when a job starts again).
-    claude_notice_sent: AtomicBool,
+    /// While the `claude_code` breaker keeps jobs waiting: when that began (unix ms, the notice's episode)
+    /// and the sessions told so far. `None` once it is closed again.
+    claude_notice: Mutex<Option<ClaudeNotice>>,
     /// Label sets of `televibe_sessions_active` set last time, so vanished ones go back to 0.
     session_gauge_labels: Mutex<HashSet<(String, String)>>,
     /// Cancelled when shutdown begins: readiness turns not-ready and the fronts stop taking work.
@@ -89,7 +96,7 @@ impl Core {
             active_jobs: Mutex::new(HashSet::new()),
             approval_waiters: Mutex::new(Default::default()),
             job_tokens: Mutex::new(HashMap::new()),
-            claude_notice_sent: AtomicBool::new(false),
+            claude_notice: Mutex::new(None),
             session_gauge_labels: Mutex::new(HashSet::new()),
             shutdown: tokio_util::sync::CancellationToken::new(),
             root: OnceLock::new(),
@@ -173,8 +180,8 @@ impl Core {
         &self.job_slots
     }
 
-    pub(crate) fn claude_notice_sent(&self) -> &AtomicBool {
-        &self.claude_notice_sent
+    pub(crate) fn claude_notice(&self) -> &Mutex<Option<ClaudeNotice>> {
+        &self.claude_notice
     }
 
     pub(crate) fn session_gauge_labels(&self) -> &Mutex<HashSet<(String, String)>> {

@@ -105,6 +105,18 @@ impl Core {
                         // Dropping it gives a probe slot back.
                         BreakerVerdict::Neutral => drop(permit),
                     }
+                    // The probe closed the breaker: the next opening is a new period, told again.
+                    if self
+                        .breakers()
+                        .get(crate::breaker::BreakerName::ClaudeCode)
+                        .state()
+                        == crate::breaker::BreakerState::Closed
+                    {
+                        *self
+                            .claude_notice()
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = None;
+                    }
                 }
                 (decision.outcome, Some(elapsed), None)
             }
@@ -248,20 +260,56 @@ impl Core {
         Ok(())
     }
 
-    /// Tells the user once per open period that jobs wait for the Claude API.
+    /// Tells that jobs wait for the Claude API: at the first refusal of a period, every session with a
+    /// queued or waiting job; later, each further session whose job is refused. One `claude.unavailable`
+    /// row per session, all carrying the period's start (`since`), so the notifier tells each chat once.
     pub async fn notify_claude_unavailable(&self, session: &Session) {
-        if !self
-            .claude_notice_sent()
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        let first = self
+            .claude_notice()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none();
+        let mut sessions = vec![session.id.clone()];
+        if first {
+            sessions.extend(
+                self.store()
+                    .sessions_with_waiting_jobs()
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+        let (since, new): (i64, Vec<String>) = {
+            let mut notice = self
+                .claude_notice()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let notice = notice.get_or_insert_with(|| crate::core::ClaudeNotice {
+                since: chrono::Utc::now().timestamp_millis(),
+                told: Default::default(),
+            });
+            let new = sessions
+                .into_iter()
+                .filter(|s| notice.told.insert(s.clone()))
+                .collect();
+            (notice.since, new)
+        };
+        if new.is_empty() {
+            return;
+        }
+        tracing::warn!(target: "televibe.jobs", sessions = ?new, "{CLAUDE_UNAVAILABLE}");
+        for id in new {
+            let scope = match self.store().session(&id).await {
+                Ok(Some(s)) => Scope::session(&s),
+                _ => continue,
+            };
             self.emit(
-                Scope::session(session),
+                scope,
                 Event::ClaudeUnavailable {
                     message: CLAUDE_UNAVAILABLE.into(),
+                    since,
                 },
             )
             .await;
-            tracing::warn!(target: "televibe.jobs", "{CLAUDE_UNAVAILABLE}");
         }
     }
 }

@@ -166,6 +166,22 @@ impl Store {
             .collect())
     }
 
+    /// Sessions with a queued job or one waiting for an approval.
+    pub async fn sessions_with_waiting_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .reader()
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT DISTINCT session_id FROM jobs WHERE status IN ('queued', 'waiting_approval') \
+                 ORDER BY session_id",
+            ))
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+            .collect())
+    }
+
     /// Jobs a crash could have left mid-run.
     pub async fn unfinished_running_jobs(&self) -> Result<Vec<Job>, StoreError> {
         Ok(job::Entity::find()

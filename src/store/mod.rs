@@ -432,6 +432,36 @@ impl Store {
         .await
     }
 
+    /// Deletes a value of the key-value table (absent already: nothing to do).
+    pub async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(|db| async move {
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "DELETE FROM kv WHERE key = ?",
+                [key.into()],
+            ))
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Rows of the key-value table whose key starts with `prefix` (tests: bounded growth).
+    pub async fn kv_count(&self, prefix: &str) -> Result<i64, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT COUNT(*) FROM kv WHERE substr(key, 1, length(?)) = ?",
+                [prefix.into(), prefix.into()],
+            ))
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+            .unwrap_or(0))
+    }
+
     /// Names of the tables, for checks that the schema came from the migrations.
     pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
         let rows = self
@@ -678,8 +708,25 @@ mod tests {
             )
             .await;
         }
+        for (id, _, _, _) in &jobs {
+            store
+                .kv_set(&format!("telegram.tracker.{id}"), "1:2")
+                .await
+                .unwrap();
+        }
+        store.kv_set("telegram.offset", "7").await.unwrap();
         let cutoff = now - chrono::Duration::days(90);
         assert_eq!(store.prune_finished_jobs(cutoff).await.unwrap(), 2);
+        // The pruned jobs' tracker rows went with them; the others' and other keys stay.
+        assert_eq!(store.kv_count("telegram.tracker.").await.unwrap(), 3);
+        assert!(
+            store
+                .kv_get("telegram.tracker.old-done")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.kv_get("telegram.offset").await.unwrap().is_some());
         let left: Vec<String> = store
             .jobs(None, None, 50)
             .await

@@ -9,6 +9,10 @@ use super::entities::{audit, event};
 use super::{Store, StoreError};
 use crate::domain::{AuditRecord, OutboxEvent};
 
+/// Key-value rows kept per job, named `<prefix><job id>` (a front's values about one job: the Telegram
+/// tracker's message). They go with their job when it is pruned.
+pub const JOB_KV_PREFIXES: &[&str] = &["telegram.tracker."];
+
 impl Store {
     pub async fn insert_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
         let am = audit::ActiveModel {
@@ -61,9 +65,9 @@ impl Store {
         .await
     }
 
-    /// Deletes finished jobs (done, failed, canceled) that finished before `cutoff`, with their approvals
-    /// and outbox rows, in batches; a job with an undelivered outbox row stays until it is delivered.
-    /// Returns how many jobs went.
+    /// Deletes finished jobs (done, failed, canceled) that finished before `cutoff`, with their approvals,
+    /// outbox rows and the key-value rows kept per job ([`JOB_KV_PREFIXES`]), in batches; a job with an
+    /// undelivered outbox row stays until it is delivered. Returns how many jobs went.
     pub async fn prune_finished_jobs(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
@@ -89,6 +93,12 @@ impl Store {
                 for table in ["approvals", "events"] {
                     tx.execute_unprepared(&format!(
                         "DELETE FROM {table} WHERE job_id IN (SELECT id FROM prune_jobs)"
+                    ))
+                    .await?;
+                }
+                for prefix in JOB_KV_PREFIXES {
+                    tx.execute_unprepared(&format!(
+                        "DELETE FROM kv WHERE key IN (SELECT '{prefix}' || id FROM prune_jobs)"
                     ))
                     .await?;
                 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use frankenstein::AsyncTelegramApi;
 use frankenstein::client_reqwest::Bot;
@@ -75,8 +75,71 @@ pub enum Incoming {
 
 #[derive(Clone)]
 pub struct TelegramClient {
+    /// Long polls (the client's timeout is longer than the poll).
+    poll_bot: Bot,
+    /// Every other call: a connection that accepts and never answers is given up after
+    /// [`CALL_TIMEOUT`], so one black-holed send cannot hold the notifier for the length of a poll.
     bot: Bot,
     breakers: Arc<Breakers>,
+    live: Arc<Liveness>,
+}
+
+/// How long a call other than a long poll may take, connection included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a failed call (no answer, or a 5xx) makes readiness report Telegram as failed when no call
+/// has succeeded since; while the `telegram_api` breaker is not closed it stays failed regardless.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+
+/// What Telegram answered lately, as the poller and the notifier saw it: readiness reads this instead of
+/// calling Telegram itself.
+#[derive(Default)]
+pub struct Liveness {
+    inner: std::sync::Mutex<LiveInner>,
+}
+
+#[derive(Default)]
+struct LiveInner {
+    ok: Option<Instant>,
+    failed: Option<(Instant, String)>,
+}
+
+/// What readiness concludes from the live state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Live {
+    /// No call has ended yet (the daemon just started).
+    Unknown,
+    Ok,
+    Failed(String),
+}
+
+impl Liveness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn answered(&self) {
+        self.lock().ok = Some(Instant::now());
+    }
+
+    pub fn failed(&self, why: &str) {
+        self.lock().failed = Some((Instant::now(), why.to_string()));
+    }
+
+    /// Failed when the latest outcome is a failure that is recent or while the breaker is not closed.
+    pub fn state(&self, now: Instant, breaker_closed: bool) -> Live {
+        let inner = self.lock();
+        match (&inner.failed, inner.ok) {
+            (Some((at, why)), ok)
+                if ok.is_none_or(|ok| ok < *at)
+                    && (!breaker_closed || now.duration_since(*at) < FAILURE_WINDOW) =>
+            {
+                Live::Failed(why.clone())
+            }
+            (_, Some(_)) | (Some(_), None) => Live::Ok,
+            (None, None) => Live::Unknown,
+        }
+    }
 }
 
 /// Seconds a getUpdates call waits on the server.
@@ -84,19 +147,27 @@ pub const LONG_POLL_SECS: u32 = 25;
 
 impl TelegramClient {
     pub fn new(api_url: &str, token: &str, breakers: Arc<Breakers>) -> TelegramClient {
-        let client = frankenstein::reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // Longer than the long poll, so an idle poll is not a timeout.
-            .timeout(Duration::from_secs(u64::from(LONG_POLL_SECS) + 15))
-            .build()
-            .unwrap_or_default();
+        let url = format!("{}/bot{token}", api_url.trim_end_matches('/'));
+        let bot = |timeout: Duration| {
+            let client = frankenstein::reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(timeout)
+                .build()
+                .unwrap_or_default();
+            Bot::builder().api_url(url.clone()).client(client).build()
+        };
         TelegramClient {
-            bot: Bot::builder()
-                .api_url(format!("{}/bot{token}", api_url.trim_end_matches('/')))
-                .client(client)
-                .build(),
+            // Longer than the long poll, so an idle poll is not a timeout.
+            poll_bot: bot(Duration::from_secs(u64::from(LONG_POLL_SECS) + 15)),
+            bot: bot(CALL_TIMEOUT),
             breakers,
+            live: Arc::default(),
         }
+    }
+
+    /// What Telegram answered lately (readiness).
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.live.clone()
     }
 
     /// Runs one call through the breaker and sorts its error.
@@ -108,13 +179,24 @@ impl TelegramClient {
         match call.await {
             Ok(v) => {
                 permit.success();
+                self.live.answered();
                 Ok(v)
             }
             Err(e) => {
                 let err = classify(e);
                 match &err {
-                    TgError::RetryAfter(_) | TgError::Unavailable(_) => permit.failure(),
-                    _ => permit.success(),
+                    TgError::Unavailable(why) => {
+                        permit.failure();
+                        self.live.failed(why);
+                    }
+                    TgError::RetryAfter(_) => {
+                        permit.failure();
+                        self.live.answered();
+                    }
+                    _ => {
+                        permit.success();
+                        self.live.answered();
+                    }
                 }
                 Err(err)
             }
@@ -138,6 +220,9 @@ impl TelegramClient {
             Ok(Ok(_)) => None,
         };
         if let Some(e) = unreachable {
+            if let TgError::Unavailable(why) = &e {
+                self.live.failed(why);
+            }
             // Half-open by its own timeout while still down: this check was its probe, and it failed.
             let breaker = self.breakers.get(BreakerName::TelegramApi);
             if breaker.state() == crate::breaker::BreakerState::HalfOpen
@@ -155,6 +240,7 @@ impl TelegramClient {
         match tokio::time::timeout(PROBE_TIMEOUT, self.bot.get_me()).await {
             Ok(Ok(_)) => {
                 permit.success();
+                self.live.answered();
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -163,10 +249,14 @@ impl TelegramClient {
                     TgError::RetryAfter(_) | TgError::Unavailable(_) => permit.failure(),
                     _ => permit.success(),
                 }
+                if let TgError::Unavailable(why) = &err {
+                    self.live.failed(why);
+                }
                 Err(err)
             }
             Err(_) => {
                 permit.failure();
+                self.live.failed("timeout");
                 Err(TgError::Unavailable("timeout".into()))
             }
         }
@@ -199,7 +289,7 @@ impl TelegramClient {
             .limit(100)
             .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
             .build();
-        let resp = self.guarded(self.bot.get_updates(&p)).await?;
+        let resp = self.guarded(self.poll_bot.get_updates(&p)).await?;
         Ok(resp
             .result
             .into_iter()
@@ -373,5 +463,43 @@ fn classify(e: Error) -> TgError {
             code: 0,
             description: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_reads_the_latest_outcome_and_the_breaker() {
+        let live = Liveness::default();
+        let now = Instant::now();
+        assert_eq!(live.state(now, true), Live::Unknown);
+        live.answered();
+        assert_eq!(live.state(Instant::now(), true), Live::Ok);
+        live.failed("timeout");
+        let failed_at = Instant::now();
+        assert_eq!(
+            live.state(failed_at, true),
+            Live::Failed("timeout".into()),
+            "a failure after the last answer"
+        );
+        let later = failed_at + FAILURE_WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            live.state(later, true),
+            Live::Ok,
+            "an old failure with the breaker closed"
+        );
+        assert_eq!(
+            live.state(later, false),
+            Live::Failed("timeout".into()),
+            "while the breaker is not closed, at any age"
+        );
+        live.answered();
+        assert_eq!(
+            live.state(Instant::now(), false),
+            Live::Ok,
+            "answered since"
+        );
     }
 }

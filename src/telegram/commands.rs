@@ -40,7 +40,8 @@ impl Front {
             render::project_line,
             "No projects yet: /register &lt;path&gt; or /scan",
         );
-        self.reply(chat_id, format!("<b>Projects</b>\n{body}"));
+        self.reply(chat_id, format!("<b>Projects</b>\n{body}"))
+            .await;
         Ok(())
     }
 
@@ -67,7 +68,8 @@ impl Front {
         self.reply(
             chat_id,
             format!("✅ {verb}: {}", render::project_line(&r.project)),
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -90,7 +92,7 @@ impl Front {
                 escape(&s.reason)
             ));
         }
-        self.reply(chat_id, render::cut_html(&out));
+        self.reply(chat_id, render::cut_html(&out)).await;
         Ok(())
     }
 
@@ -119,7 +121,8 @@ impl Front {
                 escape(&s.project_id),
                 code(&s.worktree_path)
             ),
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -134,7 +137,8 @@ impl Front {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        self.reply(chat_id, format!("<b>Sessions</b>\n{body}"));
+        self.reply(chat_id, format!("<b>Sessions</b>\n{body}"))
+            .await;
         Ok(())
     }
 
@@ -156,7 +160,8 @@ impl Front {
                 escape(&s.project_id),
                 code(&s.branch)
             ),
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -183,7 +188,8 @@ impl Front {
                 escape(&c.session.id),
                 code(&c.session.branch)
             ),
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -215,7 +221,7 @@ impl Front {
                 ));
             }
         }
-        self.reply(chat_id, out);
+        self.reply(chat_id, out).await;
         Ok(())
     }
 
@@ -223,14 +229,16 @@ impl Front {
     pub(super) async fn approvals(&self, chat_id: i64) -> Result<(), CoreError> {
         let pending = self.core.list_pending_approvals().await?;
         if pending.is_empty() {
-            self.reply(chat_id, "No pending approvals.".into());
+            self.reply(chat_id, "No pending approvals.".into()).await;
         }
         for a in pending {
             self.send(Outgoing::Approval {
                 approval_id: a.id,
                 chat_id,
                 events: Vec::new(),
-            });
+                again: true,
+            })
+            .await;
         }
         Ok(())
     }
@@ -246,7 +254,8 @@ impl Front {
                 escape(&r.checks.telegram),
                 escape(&r.checks.repos)
             ),
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -288,7 +297,8 @@ impl Front {
                     .map(|s| format!(" of {}", escape(&s)))
                     .unwrap_or_default()
             ),
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -329,7 +339,7 @@ impl Front {
         if let Some(r) = &j.result_text {
             out.push_str(&format!("\n\n{}", escape(&render::cut(r, 2500))));
         }
-        self.reply(chat_id, out);
+        self.reply(chat_id, out).await;
         Ok(())
     }
 
@@ -342,16 +352,18 @@ impl Front {
             &format!("{}.log", j.id),
             &text,
             &format!("Log of job {}", code(&j.id[..8.min(j.id.len())])),
-        );
+        )
+        .await;
         Ok(())
     }
 
     /// Short text inline (escaped in a <pre>), long text as a document.
-    pub(super) fn send_long(&self, chat_id: i64, filename: &str, text: &str, caption: &str) {
+    pub(super) async fn send_long(&self, chat_id: i64, filename: &str, text: &str, caption: &str) {
         if text.trim().is_empty() {
-            self.reply(chat_id, format!("{caption}: empty"));
+            self.reply(chat_id, format!("{caption}: empty")).await;
         } else if render::tg_len(text) <= 3500 {
-            self.reply(chat_id, format!("{caption}\n<pre>{}</pre>", escape(text)));
+            self.reply(chat_id, format!("{caption}\n<pre>{}</pre>", escape(text)))
+                .await;
         } else {
             // Uploads stay small enough to go through; the end of a log or diff is what matters.
             const MAX_DOCUMENT: usize = 5 * 1024 * 1024;
@@ -362,7 +374,9 @@ impl Front {
                 filename: filename.to_string(),
                 bytes: bytes.to_vec(),
                 caption: caption.to_string(),
-            });
+                events: Vec::new(),
+            })
+            .await;
         }
     }
 
@@ -377,7 +391,8 @@ impl Front {
         self.reply(
             chat_id,
             format!("🚫 Cancel requested: {}", render::job_line(&j)),
-        );
+        )
+        .await;
         Ok(())
     }
 
@@ -400,7 +415,8 @@ impl Front {
                 escape(&s.id),
                 code(&s.base_branch)
             ),
-        );
+        )
+        .await;
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
+use crate::events::{Event, ReplyBody, Scope};
 
 const HELP: &str = "<b>TeleVibeCode</b>\n\
 /projects · /register &lt;path&gt; · /scan\n\
@@ -38,12 +39,56 @@ impl Front {
         }
     }
 
-    pub(super) fn send(&self, out: Outgoing) {
+    /// Hands a reply over for sending. Messages, documents and approvals shown again go into the outbox
+    /// first, so a full queue or a restarted notifier loses none; a callback answer (worth nothing after
+    /// Telegram's 15 s) and anything the store refuses (read-only mode) go to the notifier's memory queue.
+    pub(super) async fn send(&self, out: Outgoing) {
+        let body = match &out {
+            Outgoing::Text { html, buttons, .. } => Some(ReplyBody::Text {
+                html: html.clone(),
+                buttons: buttons.clone(),
+            }),
+            Outgoing::Document {
+                filename,
+                bytes,
+                caption,
+                ..
+            } => Some(ReplyBody::Document {
+                filename: filename.clone(),
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                caption: caption.clone(),
+            }),
+            Outgoing::Approval { approval_id, .. } => Some(ReplyBody::Approval {
+                approval_id: approval_id.clone(),
+            }),
+            _ => None,
+        };
+        let chat = match &out {
+            Outgoing::Text { chat_id, .. }
+            | Outgoing::Document { chat_id, .. }
+            | Outgoing::Approval { chat_id, .. } => *chat_id,
+            _ => 0,
+        };
+        if let Some(body) = body
+            && self
+                .core
+                .try_emit(
+                    Scope::daemon(),
+                    Event::Reply {
+                        chat_id: chat,
+                        body,
+                    },
+                )
+                .await
+                .is_ok()
+        {
+            return;
+        }
         self.link.send(out);
     }
 
-    pub(super) fn reply(&self, chat_id: i64, html: String) {
-        self.send(Outgoing::text(chat_id, html, Vec::new()));
+    pub(super) async fn reply(&self, chat_id: i64, html: String) {
+        self.send(Outgoing::text(chat_id, html, Vec::new())).await;
     }
 
     fn access(&self, chat_id: i64, user_id: i64, private: bool) -> Access {
@@ -103,11 +148,14 @@ impl Front {
             )
             .await;
         match callback {
-            Some(id) => self.send(Outgoing::Answer {
-                callback_id: id.to_string(),
-                text: short,
-            }),
-            None => self.reply(chat_id, long),
+            Some(id) => {
+                self.send(Outgoing::Answer {
+                    callback_id: id.to_string(),
+                    text: short,
+                })
+                .await
+            }
+            None => self.reply(chat_id, long).await,
         }
     }
 
@@ -170,7 +218,7 @@ impl Front {
                 self.run(chat_id, target, rest).await
             }
             "start" | "help" => {
-                self.reply(chat_id, HELP.into());
+                self.reply(chat_id, HELP.into()).await;
                 Ok(())
             }
             "projects" => self.projects(chat_id).await,
@@ -199,12 +247,13 @@ impl Front {
                 self.reply(
                     chat_id,
                     format!("Unknown command /{}. /help lists them.", escape(other)),
-                );
+                )
+                .await;
                 Ok(())
             }
         };
         if let Err(e) = result {
-            self.reply(chat_id, render::error(&e));
+            self.reply(chat_id, render::error(&e)).await;
         }
     }
 
@@ -248,7 +297,7 @@ impl Front {
             "diff" => match self.core.get_job(arg).await {
                 Ok(j) => {
                     if let Err(e) = self.diff(chat_id, &j.session_id).await {
-                        self.reply(chat_id, render::error(&e));
+                        self.reply(chat_id, render::error(&e)).await;
                     }
                     "Diff sent".to_string()
                 }
@@ -259,7 +308,8 @@ impl Front {
         self.send(Outgoing::Answer {
             callback_id: callback_id.to_string(),
             text: answer,
-        });
+        })
+        .await;
     }
 }
 

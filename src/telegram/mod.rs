@@ -53,7 +53,8 @@ impl Link {
         }
     }
 
-    /// Hands a message to the notifier (dropped while the notifier restarts).
+    /// Hands an item to the notifier's memory queue: callback answers, and replies the store could not
+    /// keep (read-only mode). Dropped while the notifier restarts; every other reply is an outbox row.
     pub fn send(&self, out: notifier::Outgoing) {
         if let Some(n) = self
             .notifier
@@ -66,20 +67,11 @@ impl Link {
     }
 }
 
-/// How long a `getMe` answer stands for the readiness check. Probes may come every second from several
-/// monitors; Telegram limits bots, so they see the answer of the last 30 s instead of causing a call each.
-pub const GET_ME_CACHE: Duration = Duration::from_secs(30);
-
-/// Calls `getMe` for the readiness check.
+/// Calls `getMe` (doctor, and readiness before the daemon's first call to Telegram has ended).
 #[derive(Clone)]
 pub struct TelegramProbe {
     bot: Bot,
-    /// The last answer and when it came. Held across the call, so concurrent probes wait for one `getMe`.
-    last: Arc<tokio::sync::Mutex<Option<GetMeAnswer>>>,
 }
-
-/// A `getMe` result and when it came.
-type GetMeAnswer = (Instant, Result<(), String>);
 
 impl TelegramProbe {
     /// `api_url` is the Bot API base (`telegram.api_url`); the token is appended as `/bot<token>`.
@@ -92,22 +84,7 @@ impl TelegramProbe {
         let url = format!("{}/bot{token}", api_url.trim_end_matches('/'));
         TelegramProbe {
             bot: Bot::builder().api_url(url).client(client).build(),
-            last: Arc::default(),
         }
-    }
-
-    /// `getMe`, answered from the last result while it is younger than [`GET_ME_CACHE`]; failures are kept
-    /// as long as successes, so a Telegram outage is not probed harder than a healthy Telegram.
-    pub async fn cached_get_me(&self, timeout: Duration) -> Result<(), String> {
-        let mut last = self.last.lock().await;
-        if let Some((at, result)) = last.as_ref()
-            && at.elapsed() < GET_ME_CACHE
-        {
-            return result.clone();
-        }
-        let result = self.get_me(timeout).await;
-        *last = Some((Instant::now(), result.clone()));
-        result
     }
 
     /// `getMe` within `timeout`. Errors never include the token (it is part of the URL).
@@ -124,12 +101,37 @@ impl TelegramProbe {
     }
 }
 
-impl crate::core::FrontCheck for TelegramProbe {
+/// Readiness from the live state of the poller and the notifier: Telegram is failed while their latest
+/// call failed (no answer, a 5xx) within [`client::FAILURE_WINDOW`] or the `telegram_api` breaker is not
+/// closed, so probes cost Telegram nothing and see an outage as soon as a poll or a send does. Only before
+/// the first call of the daemon has ended does a probe ask `getMe` itself.
+pub struct LiveCheck {
+    client: client::TelegramClient,
+    probe: TelegramProbe,
+}
+
+impl LiveCheck {
+    pub fn new(client: client::TelegramClient, probe: TelegramProbe) -> LiveCheck {
+        LiveCheck { client, probe }
+    }
+}
+
+impl crate::core::FrontCheck for LiveCheck {
     fn check(
         &self,
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-        Box::pin(self.cached_get_me(timeout))
+        Box::pin(async move {
+            let live = self
+                .client
+                .liveness()
+                .state(Instant::now(), self.client.breaker_closed());
+            match live {
+                client::Live::Ok => Ok(()),
+                client::Live::Failed(why) => Err(why),
+                client::Live::Unknown => self.probe.get_me(timeout).await,
+            }
+        })
     }
 }
 

@@ -106,6 +106,8 @@ pub struct Tracker {
     pub diff_stat: Option<String>,
     /// The agent's latest retry of the model API while nothing else happened since, e.g. "2/10 (HTTP 529)".
     pub api_retry: Option<String>,
+    /// Sent again after a restart cut its first send short: an earlier copy may be above.
+    pub resent: bool,
 }
 
 /// How many recent tool events a tracker shows.
@@ -142,6 +144,11 @@ impl Tracker {
                 code(&cut(&t.target, 80)),
                 mark
             ));
+        }
+        if self.resent {
+            out.push_str(
+                "↻ <i>sent again after a restart: an earlier copy above may be stale</i>\n",
+            );
         }
         if let Some(r) = self.api_retry.as_ref().filter(|_| !self.is_final()) {
             out.push_str(&format!("⏳ model API busy, retry {}\n", escape(r)));
@@ -769,6 +776,7 @@ mod tests {
             files: (0..12).map(|i| format!("f{i}")).collect(),
             diff_stat: Some("12 files changed".into()),
             api_retry: Some("2/10 (HTTP 529)".into()),
+            resent: false,
         };
         let files: Vec<String> = (0..10).map(|i| format!("<code>f{i}</code>")).collect();
         let expected = format!(
@@ -780,6 +788,15 @@ mod tests {
             files.join(", ")
         );
         assert_eq!(t.render(), expected);
+        // Sent again after a restart cut its first send short: it says an earlier copy may exist.
+        let again = Tracker { resent: true, ..t };
+        assert!(
+            again.render().contains(
+                "↻ <i>sent again after a restart: an earlier copy above may be stale</i>\n"
+            ),
+            "{}",
+            again.render()
+        );
     }
 
     #[test]

@@ -40,20 +40,34 @@ pub async fn set_session_chat(core: &Core, session_id: &str, chat_id: i64) {
         .await;
 }
 
-/// The tracker message of a job (chat, message id), kept so edits continue after a restart.
-pub async fn tracker_message(core: &Core, job_id: &str) -> Option<(i64, i64)> {
-    let v = core
-        .front_value(&format!("telegram.tracker.{job_id}"))
-        .await?;
+/// The tracker message of a job: its chat, and its message id once Telegram answered the send (`None`: a
+/// send was begun and its answer never recorded, so a message may exist that nobody can edit). Kept so
+/// edits continue after a restart.
+pub async fn tracker_message(core: &Core, job_id: &str) -> Option<(i64, Option<i64>)> {
+    let v = core.front_value(&tracker_key(job_id)).await?;
     let (c, m) = v.split_once(':')?;
-    Some((c.parse().ok()?, m.parse().ok()?))
+    Some((c.parse().ok()?, m.parse().ok()))
+}
+
+/// Written before a tracker's first `sendMessage`: a crash before its answer is recorded leaves this mark.
+pub async fn tracker_sending(core: &Core, job_id: &str, chat_id: i64) {
+    let _ = core
+        .set_front_value(&tracker_key(job_id), &format!("{chat_id}:"))
+        .await;
 }
 
 pub async fn remember_tracker(core: &Core, job_id: &str, chat_id: i64, message_id: i64) {
     let _ = core
-        .set_front_value(
-            &format!("telegram.tracker.{job_id}"),
-            &format!("{chat_id}:{message_id}"),
-        )
+        .set_front_value(&tracker_key(job_id), &format!("{chat_id}:{message_id}"))
         .await;
+}
+
+/// A tracker shown in its final state is not edited again: its row goes (the janitor prunes what a
+/// crash left, with the job).
+pub async fn forget_tracker(core: &Core, job_id: &str) {
+    let _ = core.forget_front_value(&tracker_key(job_id)).await;
+}
+
+fn tracker_key(job_id: &str) -> String {
+    format!("telegram.tracker.{job_id}")
 }

@@ -66,6 +66,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Progress notifications dropped because the queue was full",
     ),
     (
+        "televibe_notification_queue_size",
+        "gauge",
+        "Items in the notifier's memory queue (at most 1000)",
+    ),
+    (
+        "televibe_notification_queue_peak",
+        "gauge",
+        "The most items the notifier's memory queue held since the start",
+    ),
+    (
         "televibe_circuit_breaker_state",
         "gauge",
         "Circuit breaker state (1=closed, 0.5=half-open, 0=open)",
@@ -211,6 +221,16 @@ impl Metrics {
             "televibe_notifications_dropped",
             "Progress notifications dropped because the queue was full",
             self.notifications_dropped_total.clone(),
+        );
+        r.register(
+            "televibe_notification_queue_size",
+            "Items in the notifier's memory queue (at most 1000)",
+            self.notification_queue_size.clone(),
+        );
+        r.register(
+            "televibe_notification_queue_peak",
+            "The most items the notifier's memory queue held since the start",
+            self.notification_queue_peak.clone(),
         );
         r.register(
             "televibe_circuit_breaker_state",

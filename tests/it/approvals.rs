@@ -831,3 +831,116 @@ async fn a_padded_command_shows_its_download_into_a_shell_at_the_top() {
     wait_job(&mcp, &job, is_final, Duration::from_secs(60)).await;
     drop(d);
 }
+
+/// Waits (polling, with a deadline) for the pending approval of `job` and answers its id.
+async fn pending_of(mcp: &Mcp, job: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = mcp.call("list_pending_approvals", json!({})).await.unwrap();
+        if let Some(id) = p["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["job_id"] == job)
+            .and_then(|a| a["id"].as_str())
+        {
+            return id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no approval request for {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deny_and_stop_and_a_session_grant_that_stays_in_its_session() {
+    let tg = FakeTelegram::start().await;
+    let model = model().await;
+    let env = Env::new("");
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    env.write_config(&config(&model, &home, Some(&tg), ""));
+    make_repo(&env.root().join("repos/app"));
+    let d = env.start_with(|c| {
+        c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
+    });
+    greet(&tg).await;
+    let mcp = Mcp::connect(&env).await;
+    mcp.call("register_project", json!({"path": "app"}))
+        .await
+        .unwrap();
+
+    // "⛔ Deny and stop" on the phone: nothing runs and the job ends canceled at once.
+    let (s1, wt1) = new_session(&mcp).await;
+    let job = run(&mcp, &s1, "write hello").await;
+    until(Duration::from_secs(60), "an approval message", || {
+        approval_messages(&tg).len() == 1
+    })
+    .await;
+    let msg = approval_messages(&tg).remove(0);
+    let stop = msg.markup["inline_keyboard"][0][3].clone();
+    assert_eq!(stop["text"], "⛔ Deny and stop", "{}", msg.markup);
+    tg.tap(
+        USER,
+        USER,
+        msg.message_id,
+        stop["callback_data"].as_str().unwrap(),
+    );
+    let j = wait_job(&mcp, &job, is_final, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "canceled", "{j}");
+    assert!(!wt1.join("hello.txt").exists(), "the denied command ran");
+    until(
+        Duration::from_secs(10),
+        "the message shows the decision",
+        || {
+            tg.message_text(USER, msg.message_id)
+                .is_some_and(|t| t.contains("denied") && t.contains("deny_stop"))
+        },
+    )
+    .await;
+    until_session(&mcp, &s1, "idle").await;
+
+    // MCP approve for the session: the same command later in the session is not asked again...
+    let (s2, wt2) = new_session(&mcp).await;
+    let job = run(&mcp, &s2, "write hello").await;
+    let id = pending_of(&mcp, &job).await;
+    let decided = mcp
+        .call("approve", json!({"approval_id": id, "for_session": true}))
+        .await
+        .unwrap();
+    assert_eq!(decided["state"], "approved", "{decided}");
+    assert_eq!(
+        wait_job(&mcp, &job, is_final, Duration::from_secs(60)).await["status"],
+        "done"
+    );
+    std::fs::remove_file(wt2.join("hello.txt")).unwrap();
+    let asked_before = approval_messages(&tg).len();
+    let again = run(&mcp, &s2, "write hello again").await;
+    let j = wait_job(&mcp, &again, is_final, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(
+        std::fs::read_to_string(wt2.join("hello.txt")).unwrap(),
+        "hello\n",
+        "the granted command ran without asking"
+    );
+    // ... and another session is asked for the same command: a grant is its session's only.
+    let (s3, wt3) = new_session(&mcp).await;
+    let other = run(&mcp, &s3, "write hello").await;
+    let id = pending_of(&mcp, &other).await;
+    mcp.call("deny", json!({"approval_id": id})).await.unwrap();
+    let j = wait_job(&mcp, &other, is_final, Duration::from_secs(60)).await;
+    assert!(!wt3.join("hello.txt").exists(), "{j}");
+    // The phone saw one request per asking (the second job of S2 asked nothing).
+    until(
+        Duration::from_secs(10),
+        "the third session's request",
+        || approval_messages(&tg).len() == asked_before + 1,
+    )
+    .await;
+    let audit = std::fs::read_to_string(env.orchestrator().join("logs/audit.log")).unwrap();
+    assert_eq!(
+        audit.matches("job.approval_needed").count(),
+        3,
+        "S1, S2's first job and S3 asked; S2's second did not: {audit}"
+    );
+    drop(d);
+}

@@ -4,8 +4,9 @@
 //! second per chat with edits counted, 20 a minute per group, 30 a second overall) answered with 429 and
 //! `retry_after`; lengths in UTF-16 units after entity parsing; HTML checked in texts and captions; "message is
 //! not modified"; deleted messages; 403 for a chat that blocked the bot and 400 for a chat the bot cannot know;
-//! replies and button messages that carry the visible text. Faults (5xx, 429, slow answers, dropped
-//! connections) are injected on demand. It records every call with a timestamp and can inject messages and taps.
+//! replies and button messages that carry the visible text. Faults are injected on demand, as unkind as the
+//! world: 5xx, 429, slow answers, dropped connections, a call applied whose answer is lost, a connection
+//! black-holed, a gateway's HTML 502, and flood limits the test chooses (`set_limits`). It records every call with a timestamp and can inject messages and taps.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +31,40 @@ pub enum Fault {
     Status(u16),
     RetryAfter(u64),
     Slow(Duration),
+    /// The call takes effect (a message is sent), then the connection closes before the answer: the
+    /// commonest real cause of duplicates, since the bot cannot tell it from a call that never arrived.
+    AnswerLost,
+    /// The connection is accepted and never answered (nothing takes effect); only the client's own
+    /// timeout ends the call.
+    BlackHole,
+    /// The call takes effect, then the answer never comes (the connection stays open): a daemon killed
+    /// while it waits never learned the message id.
+    ApplyThenHang,
+    /// A gateway in front of the Bot API answers 502 with an HTML page instead of JSON.
+    Html502,
+}
+
+/// Telegram's flood limits as the fake applies them, chosen by the test (never copied from the
+/// product's constants): a chat's burst, its sustained rate, a group's minute and the overall second.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub burst: f64,
+    pub per_second: f64,
+    pub group_per_minute: usize,
+    pub global_per_second: usize,
+}
+
+impl Default for Limits {
+    /// What Telegram documents: short bursts, about one message a second per chat, 20 a minute per group,
+    /// 30 a second overall.
+    fn default() -> Limits {
+        Limits {
+            burst: BURST,
+            per_second: 1.0,
+            group_per_minute: GROUP_PER_MINUTE,
+            global_per_second: GLOBAL_PER_SECOND,
+        }
+    }
 }
 
 /// One recorded call.
@@ -40,6 +75,8 @@ pub struct Call {
     pub params: Value,
     /// The error code answered, if the call failed.
     pub error: Option<u16>,
+    /// The `retry_after` of a 429.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +116,13 @@ struct State {
     callbacks: HashMap<String, Instant>,
     answered: Vec<(String, String)>,
     calls: Vec<Call>,
-    faults: HashMap<String, VecDeque<Fault>>,
+    /// Per method: faults to inject, each for the next call whose text contains its needle (any call: None).
+    faults: HashMap<String, VecDeque<(Option<String>, Fault)>>,
+    limits: Limits,
+    /// Every send and edit takes this long before it is answered (a slow Telegram).
+    latency: Duration,
+    /// The test chose its own limits: 429s are expected, not a failure of the bot's pacing.
+    own_limits: bool,
     poll_generation: u64,
     /// Calls as they arrive (before any answer): method name lowercase, parameters.
     arrivals: Vec<(String, Value)>,
@@ -107,7 +150,7 @@ impl Drop for FakeTelegram {
     fn drop(&mut self) {
         self.task.abort();
         // Every test that used the fake also checks that the bot kept to Telegram's limits on its own.
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.state.lock().unwrap().own_limits {
             self.assert_never_flood_limited();
             self.assert_edits_paced();
         }
@@ -121,6 +164,7 @@ impl FakeTelegram {
         let state = Arc::new(Mutex::new(State {
             next_update_id: 1000,
             next_message_id: 1,
+            limits: Limits::default(),
             ..Default::default()
         }));
         let notify = Arc::new(tokio::sync::Notify::new());
@@ -171,8 +215,47 @@ impl FakeTelegram {
         let mut st = self.state.lock().unwrap();
         let q = st.faults.entry(method.to_lowercase()).or_default();
         for _ in 0..n {
-            q.push_back(fault.clone());
+            q.push_back((None, fault.clone()));
         }
+    }
+
+    /// Like `fail_next`, for the next `n` calls of `method` whose text (or caption) contains `needle`.
+    pub fn fail_next_matching(&self, method: &str, needle: &str, n: usize, fault: Fault) {
+        let mut st = self.state.lock().unwrap();
+        let q = st.faults.entry(method.to_lowercase()).or_default();
+        for _ in 0..n {
+            q.push_back((Some(needle.to_string()), fault.clone()));
+        }
+    }
+
+    /// Every send and edit is answered `latency` later (zero: at once).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
+    }
+
+    /// Faults not yet met are forgotten: Telegram is well again.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
+    /// Injected faults not yet met by a call.
+    pub fn faults_left(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .values()
+            .map(VecDeque::len)
+            .sum()
+    }
+
+    /// Flood limits chosen by the test (stricter than Telegram's, say): 429s past them are expected, so
+    /// the fake no longer asserts that none was earned; the test asserts what it promises instead.
+    pub fn set_limits(&self, limits: Limits) {
+        let mut st = self.state.lock().unwrap();
+        st.limits = limits;
+        st.own_limits = true;
+        st.flood.clear();
     }
 
     fn push_update(&self, content: Value) {
@@ -469,17 +552,49 @@ async fn handle(
         .unwrap()
         .arrivals
         .push((method.clone(), params.clone()));
-    let fault = state
-        .lock()
-        .unwrap()
-        .faults
-        .get_mut(&method)
-        .and_then(|q| q.pop_front());
+    let fault = {
+        let text = ["text", "caption"]
+            .iter()
+            .filter_map(|k| params.get(*k).and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut st = state.lock().unwrap();
+        st.faults.get_mut(&method).and_then(|q| {
+            let i = q
+                .iter()
+                .position(|(needle, _)| needle.as_ref().is_none_or(|n| text.contains(n)))?;
+            q.remove(i).map(|(_, f)| f)
+        })
+    };
     if let Some(Fault::Slow(d)) = &fault {
         tokio::time::sleep(*d).await;
     }
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() && method != "getupdates" && method != "getme" {
+        tokio::time::sleep(latency).await;
+    }
     if down.load(Ordering::SeqCst) {
         return Err(std::io::Error::other("network down"));
+    }
+    match &fault {
+        Some(Fault::BlackHole) => std::future::pending::<()>().await,
+        Some(Fault::Html502) => {
+            state.lock().unwrap().calls.push(Call {
+                at: Instant::now(),
+                method: method.clone(),
+                params: params.clone(),
+                error: Some(502),
+                retry_after: None,
+            });
+            return Ok(Response::builder()
+                .status(502)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from_static(
+                    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n",
+                )))
+                .unwrap());
+        }
+        _ => {}
     }
     let (code, value) = match fault {
         Some(Fault::Status(code)) => error(code, &format!("Internal Server Error ({code})")),
@@ -495,7 +610,17 @@ async fn handle(
         method: method.clone(),
         params: params.clone(),
         error: (code != 200).then_some(code),
+        retry_after: value
+            .get("parameters")
+            .and_then(|p| p.get("retry_after"))
+            .and_then(Value::as_u64),
     });
+    match fault {
+        // Applied; the answer is lost with the connection.
+        Some(Fault::AnswerLost) => return Err(std::io::Error::other("connection reset")),
+        Some(Fault::ApplyThenHang) => std::future::pending::<()>().await,
+        _ => {}
+    }
     let mut resp = reply((code, value.clone()));
     if let Some(secs) = value.get("parameters").and_then(|p| p.get("retry_after")) {
         resp.headers_mut()
@@ -764,12 +889,14 @@ fn admit(st: &mut State, method: &str, chat: i64) -> Result<(), (u16, Value)> {
     {
         st.global.pop_front();
     }
+    let limits = st.limits;
     let f = st.flood.entry(chat).or_insert(Flood {
-        tokens: BURST,
+        tokens: limits.burst,
         at: now,
         minute: VecDeque::new(),
     });
-    f.tokens = (f.tokens + now.duration_since(f.at).as_secs_f64()).min(BURST);
+    f.tokens =
+        (f.tokens + now.duration_since(f.at).as_secs_f64() * limits.per_second).min(limits.burst);
     f.at = now;
     while f
         .minute
@@ -778,9 +905,9 @@ fn admit(st: &mut State, method: &str, chat: i64) -> Result<(), (u16, Value)> {
     {
         f.minute.pop_front();
     }
-    let wait = if st.global.len() >= GLOBAL_PER_SECOND {
+    let wait = if st.global.len() >= limits.global_per_second {
         Some(1)
-    } else if chat < 0 && f.minute.len() >= GROUP_PER_MINUTE {
+    } else if chat < 0 && f.minute.len() >= limits.group_per_minute {
         let oldest = *f.minute.front().expect("non-empty");
         Some(
             60u64
@@ -788,7 +915,7 @@ fn admit(st: &mut State, method: &str, chat: i64) -> Result<(), (u16, Value)> {
                 .max(1),
         )
     } else if f.tokens < 1.0 {
-        Some(((1.0 - f.tokens).ceil() as u64).max(1))
+        Some((((1.0 - f.tokens) / limits.per_second).ceil() as u64).max(1))
     } else {
         None
     };

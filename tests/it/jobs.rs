@@ -594,8 +594,8 @@ async fn open_claude_breaker_keeps_jobs_queued_and_probes_with_one() {
             .reader_count_events("claude.unavailable")
             .await
             .unwrap(),
-        1,
-        "the user is told once"
+        2,
+        "each session with a held job is told once (the notifier tells each chat once)"
     );
     drop(d);
 }

@@ -23,4 +23,5 @@ mod service_unit;
 mod sessions;
 mod supervision;
 mod telegram;
+mod telegram_faults;
 mod waiting;

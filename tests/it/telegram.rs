@@ -8,29 +8,30 @@ use crate::fake_model::{FakeModel, Reply, after_tool};
 use crate::fake_telegram::{FakeTelegram, Fault, TOKEN};
 use crate::harness::*;
 
-const USER: i64 = 4242;
+pub(crate) const USER: i64 = 4242;
 const STRANGER: i64 = 666;
-const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
+pub(crate) const FAKE_AGENT: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
 
-fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
+pub(crate) fn telegram_config(tg: &FakeTelegram, extra: &str) -> String {
     format!(
         "[telegram]\napi_url = \"{}\"\nallowed_users = [{USER}]\n{extra}",
         tg.url()
     )
 }
 
-fn start(env: &Env) -> Daemon {
+pub(crate) fn start(env: &Env) -> Daemon {
     env.start_with(|c| {
         c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
     })
 }
 
 /// The texts the bot sent to the user, oldest first.
-fn texts(tg: &FakeTelegram) -> Vec<String> {
+pub(crate) fn texts(tg: &FakeTelegram) -> Vec<String> {
     tg.messages(USER).into_iter().map(|m| m.text).collect()
 }
 
-async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
+pub(crate) async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
     let before = tg.messages(USER).len();
     tg.send_text(USER, text);
     until(
@@ -41,6 +42,21 @@ async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
                 .iter()
                 .skip(before)
                 .any(|m| m.text.contains(expect))
+        },
+    )
+    .await;
+}
+
+/// Nothing is left to send: every outbox row is delivered and the notifier's queue is empty. What was
+/// decided before this returns has reached the fake (or was refused for good).
+pub(crate) async fn settled(env: &Env, d: &Daemon) {
+    let store = env.store_read_only().await;
+    until_async(
+        Duration::from_secs(30),
+        "the outbox delivered and the queue empty",
+        || async {
+            store.undelivered_events(0, 1).await.unwrap().is_empty()
+                && d.metric("televibe_notification_queue_size") == Some(0.0)
         },
     )
     .await;
@@ -214,19 +230,11 @@ async fn cancel_button_stale_button_forged_callback_and_strangers() {
     .await;
     tg.send_text(STRANGER, "/close S1");
     let tap = tg.tap(STRANGER, STRANGER, t.message_id, &data);
-    // Updates are handled in order: once the user's later command is answered, the stranger's were decided.
-    // A second denial would wait out the chat's pacing gap (1 s) behind the first, so the wait goes past it.
-    let first_denial = tg
-        .calls_of("sendMessage")
-        .into_iter()
-        .find(|c| c.params["chat_id"] == json!(STRANGER))
-        .expect("the denial was sent")
-        .at;
+    // Updates are handled in order: once the user's later command is answered, the stranger's were decided,
+    // and a second denial would be in the outbox before that answer. It may wait out the stranger's pacing,
+    // so the window closes when nothing is left to send: the outbox delivered and the queue empty.
     say(&tg, "/help", "TeleVibeCode").await;
-    until(Duration::from_secs(10), "three pacing gaps passed", || {
-        first_denial.elapsed() >= Duration::from_secs(3)
-    })
-    .await;
+    settled(&env, &d).await;
     let denied: Vec<_> = tg
         .messages(STRANGER)
         .into_iter()
@@ -378,6 +386,8 @@ async fn telegram_down_longer_than_the_breaker_then_back() {
         })
     })
     .await;
+    // A second copy would still be in the outbox or the queue: wait until both are empty.
+    settled(&env, &d).await;
     for id in &jobs {
         let n = tg
             .messages(USER)
@@ -618,20 +628,9 @@ async fn group_chats_are_served_only_when_listed() {
             .any(|m| m.text.contains("access denied"))
     })
     .await;
-    // Updates are handled in order, so the three unlisted commands were decided; a second hint would wait out
-    // the group's pacing gap (3 s) behind the first, so the wait goes past it.
-    let first_hint = tg
-        .calls_of("sendMessage")
-        .into_iter()
-        .find(|c| c.params["chat_id"] == json!(UNLISTED))
-        .expect("the hint was sent")
-        .at;
-    until(
-        Duration::from_secs(20),
-        "past the group's pacing gap",
-        || first_hint.elapsed() >= Duration::from_secs(4),
-    )
-    .await;
+    // Updates are handled in order, so the three unlisted commands were decided; a second hint would be in
+    // the outbox, perhaps waiting out the group's pacing: the window closes when nothing is left to send.
+    settled(&env, &d).await;
     let unlisted = tg.messages(UNLISTED);
     assert_eq!(unlisted.len(), 1, "{unlisted:?}");
     assert!(
@@ -651,13 +650,17 @@ async fn group_chats_are_served_only_when_listed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readiness_probes_share_one_get_me() {
+async fn readiness_follows_the_pollers_live_state() {
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
     env.write_config(&telegram_config(&tg, ""));
     let d = start(&env);
+    say(&tg, "/help", "TeleVibeCode").await;
     let addr = d.addr();
-    // Probes in a burst, some at the same time: Telegram sees a single getMe.
+    let telegram =
+        || json(&http_get(addr, "/health/ready").unwrap().1)["checks"]["telegram"].clone();
+    // Probes in a burst, some at the same time: they read what the poller saw and cost Telegram nothing.
+    let get_me = tg.calls_of("getMe").len();
     let bursts: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
@@ -676,7 +679,29 @@ async fn readiness_probes_share_one_get_me() {
     let mcp = Mcp::connect(&env).await;
     let health = mcp.call("get_health", json!({})).await.unwrap();
     assert_eq!(health["readiness"]["checks"]["telegram"], "ok");
-    assert_eq!(tg.calls_of("getMe").len(), 1, "one getMe for 21 probes");
+    assert_eq!(tg.calls_of("getMe").len(), get_me, "no getMe for 21 probes");
+    // The network goes: the poll in progress fails, and readiness says so at once (not 30 s later).
+    tg.set_down(true);
+    let down = Instant::now();
+    until(
+        Duration::from_secs(10),
+        "readiness reports the outage",
+        || telegram().as_str().is_some_and(|t| t.starts_with("failed")),
+    )
+    .await;
+    eprintln!(
+        "readiness failed {:?} after the network went",
+        down.elapsed()
+    );
+    let (code, _) = http_get(addr, "/health/ready").unwrap();
+    assert_eq!(code, 503);
+    // Back: the poller's next good call makes it ready again.
+    tg.set_down(false);
+    until(Duration::from_secs(20), "ready again", || {
+        telegram() == "ok"
+    })
+    .await;
+    say(&tg, "/help", "TeleVibeCode").await;
     drop(d);
 }
 
@@ -863,14 +888,15 @@ async fn every_command_button_and_reply_from_the_phone() {
         refused(&tg) >= 2
     })
     .await;
+    settled(&env, &d).await;
     assert_eq!(refused(&tg), 2, "each refused answer was tried once");
     drop(d);
 }
 
 #[tokio::test]
 async fn a_graceful_stop_sends_the_replies_still_queued() {
-    // Command replies live only in the notifier's queue (they are not outbox rows): a stop that did not drain
-    // it would lose them. Pacing (one message a second in a chat) keeps them queued when the stop comes.
+    // Command replies are outbox rows: a stop that did not drain the queue would leave them to the next start,
+    // later than the person expects. Pacing keeps them queued when the stop comes; the drain sends them.
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
     env.write_config(&telegram_config(&tg, ""));

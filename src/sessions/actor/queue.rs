@@ -62,9 +62,11 @@ impl SessionActor {
         }
         let breaker = self.core.breakers().get(BreakerName::ClaudeCode);
         if breaker.state() == BreakerState::Closed {
-            self.core
-                .claude_notice_sent()
-                .store(false, std::sync::atomic::Ordering::SeqCst);
+            *self
+                .core
+                .claude_notice()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
         }
         let Ok(breaker_permit) = self.core.breakers().acquire(BreakerName::ClaudeCode) else {
             // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.

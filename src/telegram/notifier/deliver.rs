@@ -23,6 +23,7 @@ impl Notifier {
                 filename,
                 bytes,
                 caption,
+                ..
             } => c.send_document(*chat_id, filename, bytes, caption).await?,
             Outgoing::Answer { callback_id, text } => {
                 // A stale query cannot be answered; that is not worth a retry.
@@ -35,6 +36,7 @@ impl Notifier {
                 approval_id,
                 chat_id,
                 events,
+                again,
             } => {
                 if let Some(a) = self.core.approval(approval_id).await {
                     let view = self.render_approval(&a).await;
@@ -42,6 +44,7 @@ impl Notifier {
                     // is brought up to date instead of a second one being sent (`/approvals`, with no outbox
                     // row, sends it again on purpose).
                     if !events.is_empty()
+                        && !again
                         && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
                     {
                         let buttons = if a.state == crate::domain::ApprovalState::Pending {
@@ -106,14 +109,15 @@ impl Notifier {
                     None => false,
                 };
                 if !edited {
-                    {
-                        let mid = c.send_html(t.chat_id, &html, &buttons).await?;
-                        let chat = t.chat_id;
-                        if let Some(t) = st.trackers.get_mut(job_id) {
-                            t.message_id = Some(mid);
-                        }
-                        routes::remember_tracker(&self.core, job_id, chat, mid).await;
+                    // The intent goes first: a crash before the answer is recorded leaves it, and the next
+                    // start knows this message may exist (it cannot be edited without its id).
+                    let chat = t.chat_id;
+                    routes::tracker_sending(&self.core, job_id, chat).await;
+                    let mid = c.send_html(chat, &html, &buttons).await?;
+                    if let Some(t) = st.trackers.get_mut(job_id) {
+                        t.message_id = Some(mid);
                     }
+                    routes::remember_tracker(&self.core, job_id, chat, mid).await;
                 }
             }
         }

@@ -2,10 +2,16 @@
 //! (a view of the job that one message shows and edits), the rest become notices or approval messages.
 
 use super::*;
+use crate::events::ReplyBody;
 
 impl Notifier {
     pub(super) async fn on_event(&self, st: &mut NotifierState, row: OutboxEvent) {
         let core = &self.core;
+        if row.event_type == "chat.reply"
+            && let Some(Event::Reply { chat_id, body }) = Event::from_row(&row)
+        {
+            return self.on_reply(st, row, chat_id, body);
+        }
         let chat = match &row.session_id {
             Some(s) => routes::session_chat(core, s).await,
             None => routes::notice_chats(core).into_iter().next(),
@@ -31,12 +37,13 @@ impl Notifier {
             | Event::JobCanceled(_) => return self.on_job_event(st, chat, row, &event).await,
             Event::ApprovalRequested { approval_id } => {
                 let approval_id = approval_id.clone();
-                return self.enqueue(
+                return self.push(
                     st,
                     Outgoing::Approval {
                         approval_id,
                         chat_id: chat,
                         events: vec![row],
+                        again: false,
                     },
                 );
             }
@@ -52,7 +59,7 @@ impl Notifier {
                     );
                 }
                 let approval_id = approval_id.clone();
-                return self.enqueue(
+                return self.push(
                     st,
                     Outgoing::ApprovalDecided {
                         approval_id,
@@ -61,12 +68,20 @@ impl Notifier {
                     },
                 );
             }
+            // Handled above; a reply row that does not read as one is skipped there.
+            Event::Reply { .. } => {
+                let _ = core.mark_delivered(&[row.id]).await;
+                return;
+            }
             Event::SessionCreated { .. } | Event::SessionClosed { .. } => {
                 // The person who created or closed it got the answer already.
                 let _ = core.mark_delivered(&[row.id]).await;
                 return;
             }
-            Event::ClaudeUnavailable { message } => escape(message),
+            Event::ClaudeUnavailable { message, .. } => {
+                let message = message.clone();
+                return self.on_claude_notice(st, chat, row, &message).await;
+            }
             Event::BreakerOpened { breaker } => {
                 format!("⚠️ Circuit breaker <b>{}</b> opened", escape(breaker))
             }
@@ -109,6 +124,40 @@ impl Notifier {
         );
     }
 
+    fn push(&self, st: &mut NotifierState, out: Outgoing) {
+        self.enqueue(st, out);
+    }
+
+    /// A front's reply, read back from the outbox: delivered (and its row marked) like a notice.
+    fn on_reply(&self, st: &mut NotifierState, row: OutboxEvent, chat_id: i64, body: ReplyBody) {
+        let out = match body {
+            ReplyBody::Text { html, buttons } => Outgoing::Text {
+                chat_id,
+                html,
+                buttons,
+                events: vec![row],
+            },
+            ReplyBody::Document {
+                filename,
+                text,
+                caption,
+            } => Outgoing::Document {
+                chat_id,
+                filename,
+                bytes: text.into_bytes(),
+                caption,
+                events: vec![row],
+            },
+            ReplyBody::Approval { approval_id } => Outgoing::Approval {
+                approval_id,
+                chat_id,
+                events: vec![row],
+                again: true,
+            },
+        };
+        self.enqueue(st, out);
+    }
+
     async fn on_job_event(
         &self,
         st: &mut NotifierState,
@@ -132,13 +181,19 @@ impl Notifier {
                     .map(|j| j.instruction.clone())
                     .unwrap_or_default(),
                 status: Some(JobStatus::Queued),
+                // The daemon stopped during this tracker's first send: that message may exist, and
+                // without its id it cannot be edited. The new one says so (see README, "Crash windows").
+                resent: matches!(known, Some((_, None))),
                 ..Default::default()
             };
+            if view.resent {
+                tracing::warn!(target: "televibe.notifier", job_id = %job_id, "a tracker send was cut short by a restart: it is sent again (an earlier copy may exist)");
+            }
             st.trackers.insert(
                 job_id.clone(),
                 TrackerState {
                     chat_id: known.map(|k| k.0).unwrap_or(chat),
-                    message_id: known.map(|k| k.1),
+                    message_id: known.and_then(|k| k.1),
                     view,
                     unsent: Vec::new(),
                     progress_unsent: false,

@@ -1,9 +1,13 @@
 //! The `notifier` actor: the only sender to Telegram. It reads the events outbox when woken by whoever
 //! wrote a row (a slow sweep is only a safety net), keeps job tracker messages up to date (progress edits at
-//! least a second apart and coalesced, the final state at once), and sends replies as soon as they are queued.
+//! least a second apart and coalesced, the final state at once), and sends the front's replies, which are
+//! outbox rows too (`chat.reply`), so a full queue or a restart loses none.
 //!
-//! Its memory queue holds at most 1000 items; when full, progress items go first (counted in
-//! `televibe_notifications_dropped_total`), and results, failures and notices wait in the outbox instead.
+//! Its memory queue holds at most 1000 items, a hard cap: rows are read only while what a row becomes fits,
+//! making room by dropping queued progress edits (coalesced: the tracker keeps its state; counted in
+//! `televibe_notifications_dropped_total`); results, failures, notices and replies wait in the outbox.
+//! Only what exists in memory alone (callback answers, replies while the store is read-only) can be dropped
+//! past the cap, logged and counted.
 //! Pacing (`pace.rs`): token buckets per chat, 20 a minute per group, 30 a second overall; a 429 pauses the
 //! chat it concerns for its `retry_after`; while Telegram is unreachable the queue is kept and flushed when it
 //! is back. An outbox row is marked delivered once the message carrying it went out, so after a restart it
@@ -45,6 +49,7 @@ pub enum Outgoing {
         filename: String,
         bytes: Vec<u8>,
         caption: String,
+        events: Vec<OutboxEvent>,
     },
     Answer {
         callback_id: String,
@@ -59,6 +64,8 @@ pub enum Outgoing {
         approval_id: String,
         chat_id: i64,
         events: Vec<OutboxEvent>,
+        /// Shown again on request (`/approvals`): a new message, even when one was sent before.
+        again: bool,
     },
     /// Show an approval's decision in its message, buttons removed.
     ApprovalDecided {
@@ -123,6 +130,8 @@ pub struct NotifierState {
     /// Sending is paused because Telegram was unreachable (not because of a 429).
     outage: bool,
     read_only_told: bool,
+    /// Chats told that the Claude API is unavailable, in the current period.
+    claude: notices::ClaudeTold,
     /// When a wake-up is already asked for.
     wake_at: Option<Instant>,
     myself: Option<ActorRef<NotifierMsg>>,
@@ -163,6 +172,7 @@ impl Actor for Notifier {
             backoff: Duration::from_millis(500),
             outage: false,
             read_only_told: false,
+            claude: Default::default(),
             wake_at: None,
             myself: Some(myself),
             waker: Some(waker),
@@ -189,8 +199,9 @@ impl Actor for Notifier {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             NotifierMsg::Send(out) => {
-                self.enqueue(st, out);
-                self.flush(st).await;
+                if self.enqueue(st, out) {
+                    self.flush(st).await;
+                }
             }
             NotifierMsg::Reachable => {
                 if std::mem::take(&mut st.outage) {
@@ -216,27 +227,17 @@ impl Actor for Notifier {
 
 mod deliver;
 mod fold;
+mod notices;
 mod pace;
+mod queue;
+
+/// The most items one outbox row becomes (an expired approval: a notice and an edit of its message).
+const ROW_ITEMS: usize = 2;
 
 /// The outbox is read on every signal from whoever wrote it; this sweep is only a safety net.
 const SWEEP: Duration = Duration::from_secs(5);
 
 impl Notifier {
-    fn enqueue(&self, st: &mut NotifierState, out: Outgoing) {
-        if st.queue.len() >= QUEUE_CAP {
-            // Progress goes first; a tracker keeps its state, so dropping its item loses only an edit.
-            if let Some(pos) = st.queue.iter().position(|o| matches!(o, Outgoing::Tracker { job_id } if !st.trackers.get(job_id).is_some_and(|t| t.view.is_final()))) {
-                if let Some(Outgoing::Tracker { job_id }) = st.queue.remove(pos)
-                    && let Some(t) = st.trackers.get_mut(&job_id)
-                {
-                    t.queued = false;
-                }
-                self.core.metrics().notifications_dropped_total.inc();
-            }
-        }
-        st.queue.push_back(out);
-    }
-
     /// Ticks until nothing is queued (the outbox read too), Telegram pauses us, or `limit` has passed;
     /// answers what is left, which stays in the outbox for the next start.
     async fn drain(&self, st: &mut NotifierState, limit: Duration) -> usize {
@@ -278,14 +279,18 @@ impl Notifier {
         }
     }
 
-    /// Reads new outbox rows, unless the queue is full: then they wait in SQLite.
+    /// Reads new outbox rows while the queue has room for what a row becomes; the rest wait in SQLite
+    /// (the cursor stays before them) until sends make room.
     async fn read_outbox(&self, st: &mut NotifierState) {
-        while st.queue.len() < QUEUE_CAP {
+        while self.make_room(st, ROW_ITEMS) {
             let Ok(events) = self.core.undelivered_events(st.cursor, 200).await else {
                 return;
             };
             let more = events.len() == 200;
             for ev in events {
+                if !self.make_room(st, ROW_ITEMS) {
+                    return;
+                }
                 st.cursor = ev.id;
                 self.on_event(st, ev).await;
             }
@@ -360,6 +365,7 @@ impl Notifier {
             }
         }
         st.pacer.forget_idle(Instant::now());
+        self.gauge(st);
         if let Some(at) = wake
             && st.wake_at.is_none_or(|w| at < w || w <= Instant::now())
         {
@@ -385,8 +391,15 @@ impl Notifier {
 
     /// The item is done (sent, or refused for good): its outbox rows are delivered.
     async fn settle(&self, st: &mut NotifierState, item: &Outgoing) {
+        if let Outgoing::Text {
+            chat_id, events, ..
+        } = item
+        {
+            self.told(st, *chat_id, events).await;
+        }
         let events: Vec<OutboxEvent> = match item {
             Outgoing::Text { events, .. }
+            | Outgoing::Document { events, .. }
             | Outgoing::Approval { events, .. }
             | Outgoing::ApprovalDecided { events, .. } => events.clone(),
             Outgoing::Tracker { job_id } => match st.trackers.get_mut(job_id) {
@@ -400,6 +413,7 @@ impl Notifier {
             },
             _ => Vec::new(),
         };
+        let mut finished = None;
         if let Outgoing::Tracker { job_id } = item
             && st
                 .trackers
@@ -407,13 +421,20 @@ impl Notifier {
                 .is_some_and(|t| t.view.is_final() && t.unsent.is_empty())
         {
             st.trackers.remove(job_id);
+            finished = Some(job_id);
+        }
+        if !events.is_empty() {
+            let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+            if let Err(e) = self.core.mark_delivered(&ids).await {
+                tracing::warn!(target: "televibe.notifier", error = %e, "delivery not recorded");
+            }
+        }
+        // Shown final and its rows delivered: the message is never edited again, its row goes.
+        if let Some(job_id) = finished {
+            routes::forget_tracker(&self.core, job_id).await;
         }
         if events.is_empty() {
             return;
-        }
-        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        if let Err(e) = self.core.mark_delivered(&ids).await {
-            tracing::warn!(target: "televibe.notifier", error = %e, "delivery not recorded");
         }
         let now = chrono::Utc::now();
         for e in events {
