@@ -32,7 +32,7 @@ async fn jobs_around(mcp: &Mcp) -> Around {
 
 /// After the restart: the interrupted job failed as such, the queued one ran, every result reached the phone
 /// once. Answers (lost, duplicated).
-async fn nothing_lost(env: &Env, tg: &FakeTelegram, a: &Around) -> (usize, usize) {
+async fn nothing_lost(env: &Env, d: &Daemon, tg: &FakeTelegram, a: &Around) -> (usize, usize) {
     let mcp = Mcp::connect(env).await;
     let j = wait_final(&mcp, &a.running, Duration::from_secs(20)).await;
     assert_eq!(
@@ -44,8 +44,8 @@ async fn nothing_lost(env: &Env, tg: &FakeTelegram, a: &Around) -> (usize, usize
     assert_eq!(q["status"], "done", "the queued job survives: {q}");
     let ids = [a.before.clone(), a.running.clone(), a.queued.clone()];
     all_delivered(tg, &ids, Duration::from_secs(30)).await;
-    // A little longer, so that a late duplicate would show.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Nothing is left to send, so no later sweep can add a duplicate.
+    settled(env, d).await;
     deliveries(tg, &ids)
 }
 
@@ -76,7 +76,7 @@ async fn orchestrator_crash_kill_9() {
     let d2 = start(&env);
     wait_ready(&d2, Duration::from_secs(30));
     let recovered = t0.elapsed() - detected;
-    let (lost, duplicated) = nothing_lost(&env, &tg, &around).await;
+    let (lost, duplicated) = nothing_lost(&env, &d2, &tg, &around).await;
     record(Measured {
         key: "orchestrator_crash",
         detected_after: detected,
@@ -182,7 +182,7 @@ async fn memory_exhaustion_under_a_cgroup_limit() {
     let d2 = start(&env);
     wait_ready(&d2, Duration::from_secs(30));
     let recovered = t1.elapsed();
-    let (lost, duplicated) = nothing_lost(&env, &tg, &around).await;
+    let (lost, duplicated) = nothing_lost(&env, &d2, &tg, &around).await;
     assert!(
         d2.metric("process_resident_memory_bytes")
             .is_some_and(|b| b > 0.0),
@@ -244,7 +244,12 @@ async fn sqlite_corruption_restored_from_backup() {
     eventually(Duration::from_secs(10), "read-only mode", || {
         d.metric("televibe_database_read_only") == Some(1.0)
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Three more probe rounds (each logs "store still read-only") have run, and none lifted it.
+    let probes = |d: &Daemon| d.stderr_text().matches("store still read-only").count();
+    let seen = probes(&d);
+    eventually(Duration::from_secs(20), "three more probe rounds", || {
+        probes(&d) >= seen + 3
+    });
     assert_eq!(
         d.metric("televibe_database_read_only"),
         Some(1.0),

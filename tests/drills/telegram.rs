@@ -48,7 +48,7 @@ async fn telegram_network_loss_then_back() {
     all_delivered(&tg, &ids, Duration::from_secs(15)).await;
     let recovered = t1.elapsed();
     say(&tg, "/help", "TeleVibeCode").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    settled(&env, &d).await;
     let (lost, duplicated) = deliveries(&tg, &ids);
     // The outage opened the breaker once: probing while down does not make it flap.
     let opened = tg
@@ -95,7 +95,7 @@ async fn telegram_rate_limited_then_self_healing() {
     let t1 = Instant::now();
     all_delivered(&tg, &ids, Duration::from_secs(60)).await;
     let recovered = t1.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    settled(&env, &d).await;
     let (lost, duplicated) = deliveries(&tg, &ids);
     tg.assert_never_flood_limited();
     record(Measured {

@@ -578,3 +578,19 @@ pub async fn damage_live_database(env: &Env) {
     }
     store.close().await;
 }
+
+/// Nothing is left to send: every outbox row is delivered and the notifier's queue is empty. What was
+/// decided before this returns has reached the fake (or was refused for good), and no later sweep of the
+/// outbox can send anything again: a "nothing more happens" window closed by a cause, not a sleep.
+pub async fn settled(env: &Env, d: &Daemon) {
+    let store = env.store_read_only().await;
+    until_async(
+        Duration::from_secs(30),
+        "the outbox delivered and the queue empty",
+        || async {
+            store.undelivered_events(0, 1).await.unwrap().is_empty()
+                && d.metric("televibe_notification_queue_size") == Some(0.0)
+        },
+    )
+    .await;
+}

@@ -353,7 +353,7 @@ async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
     .await
     .unwrap();
     // A second notice would still be queued: wait until nothing is left to send.
-    crate::telegram::settled(&env, &d).await;
+    settled(&env, &d).await;
     assert_eq!(
         tg.messages(USER)
             .iter()

@@ -47,21 +47,6 @@ pub(crate) async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
     .await;
 }
 
-/// Nothing is left to send: every outbox row is delivered and the notifier's queue is empty. What was
-/// decided before this returns has reached the fake (or was refused for good).
-pub(crate) async fn settled(env: &Env, d: &Daemon) {
-    let store = env.store_read_only().await;
-    until_async(
-        Duration::from_secs(30),
-        "the outbox delivered and the queue empty",
-        || async {
-            store.undelivered_events(0, 1).await.unwrap().is_empty()
-                && d.metric("televibe_notification_queue_size") == Some(0.0)
-        },
-    )
-    .await;
-}
-
 fn tracker(tg: &FakeTelegram, marker: &str) -> Option<crate::fake_telegram::Sent> {
     tg.messages(USER)
         .into_iter()
