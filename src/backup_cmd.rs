@@ -365,8 +365,9 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
     // Verify before: the backup is decompressed next to state.db and checked; nothing is touched yet.
     let (tmp, unpacked, recovered) = unpack_and_check(&src, &layout.orchestrator()).await?;
     // A backup fetched from the remote and found sound joins the local ones under its own name.
-    let src = match fetched {
-        Some(_guard) => {
+    // (`fetched`, the temporary directory, lives to the end of the restore.)
+    let src = match &fetched {
+        Some(_) => {
             let kept = layout.backups().join(src.file_name().unwrap_or_default());
             if !kept.exists() && std::fs::rename(&src, &kept).is_ok() {
                 kept

@@ -52,6 +52,33 @@ fn write(path: &Path, value: &str) -> std::io::Result<()> {
         .write_all(value.as_bytes())
 }
 
+/// Whether the cgroup at `dir` was delegated to this process: systemd's `trusted.delegate` (or
+/// `user.delegate`) attribute, or, for a daemon that is not root, the directory being its user's.
+fn delegated(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) has no failure mode and no memory effects.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && std::fs::metadata(dir).is_ok_and(|m| m.uid() == euid) {
+        return true;
+    }
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    [c"trusted.delegate", c"user.delegate"].iter().any(|name| {
+        let mut buf = [0u8; 8];
+        // SAFETY: getxattr(2) writes at most `buf.len()` bytes into `buf`; both strings are NUL-terminated.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        n > 0 && &buf[..n as usize] == b"1"
+    })
+}
+
 fn controllers(dir: &Path, file: &str) -> Vec<String> {
     std::fs::read_to_string(dir.join(file))
         .unwrap_or_default()
@@ -79,17 +106,26 @@ impl Cgroups {
         })
     }
 
-    /// What `detect` would find, changing nothing (for `doctor`): the jobs' parent cgroup and whether
-    /// their memory can be limited there.
+    /// What `detect` would find for this process, changing nothing (for `doctor` while no daemon runs):
+    /// the jobs' parent cgroup and whether their memory can be limited there.
     pub fn inspect() -> Result<(PathBuf, bool), String> {
-        let (_, base) = Self::locate()?;
+        let (_, base) = Self::place()?;
+        let c_path = std::ffi::CString::new(base.as_os_str().as_encoded_bytes())
+            .map_err(|e| e.to_string())?;
+        // SAFETY: access(2) on a NUL-terminated path; no memory effects.
+        if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } != 0 {
+            return Err(format!("{} is not writable here", base.display()));
+        }
         let memory = controllers(&base, "cgroup.subtree_control").contains(&"memory".into())
             || controllers(&base, "cgroup.controllers").contains(&"memory".into());
         Ok((base, memory))
     }
 
-    /// The cgroup v2 mount and the daemon's cgroup in it, checked to be one where job cgroups can be made.
-    fn locate() -> Result<(PathBuf, PathBuf), String> {
+    /// The cgroup v2 mount and this process's cgroup in it (the parent of a `daemon` leaf of ours),
+    /// checked to be delegated to us: the root cgroup, or one systemd delegated (`Delegate=yes` marks it
+    /// with the `trusted.delegate` attribute, or hands it to the unit's user). A cgroup of someone else's
+    /// (a login session's scope, a unit without `Delegate=yes`) is never written, even by root.
+    fn place() -> Result<(PathBuf, PathBuf), String> {
         let mount = cgroup2_mount().ok_or("no cgroup v2 file system is mounted")?;
         let own = own_cgroup().ok_or("this process is in no cgroup v2")?;
         let rel = own.trim_start_matches('/');
@@ -104,6 +140,21 @@ impl Cgroups {
         } else {
             base
         };
+        if !base.join("cpu.stat").is_file() {
+            return Err(format!("{} has no cpu.stat", base.display()));
+        }
+        if base != mount && !delegated(&base) {
+            return Err(format!(
+                "the daemon's cgroup {} is not delegated to it (under systemd the unit needs Delegate=yes)",
+                base.display()
+            ));
+        }
+        Ok((mount, base))
+    }
+
+    /// `place`, and a job cgroup can be made there.
+    fn locate() -> Result<(PathBuf, PathBuf), String> {
+        let (mount, base) = Self::place()?;
         let probe = base.join(format!("televibe-probe-{}", std::process::id()));
         std::fs::create_dir(&probe).map_err(|e| {
             format!(
@@ -148,6 +199,8 @@ impl Cgroups {
         std::fs::create_dir(&path)?;
         if self.memory && memory_max > 0 {
             write(&path.join("memory.max"), &memory_max.to_string())?;
+            // Past the limit the job is killed, not swapped out far beyond it.
+            let _ = write(&path.join("memory.swap.max"), "0");
             let _ = write(&path.join("memory.oom.group"), "1");
         }
         let procs = std::fs::OpenOptions::new()
@@ -173,7 +226,9 @@ fn procs_of(path: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Kills every process of the cgroup at `path` (`cgroup.kill`, else SIGKILL each) and removes it.
+/// Kills every process of the cgroup at `path` (`cgroup.kill`, else SIGKILL each) and removes it. The
+/// kernel takes a moment to empty it: until then the removal is retried on a thread of its own, so no
+/// async worker ever sleeps here.
 fn kill_and_remove(path: &Path) {
     if write(&path.join("cgroup.kill"), "1").is_err() {
         for pid in procs_of(path) {
@@ -181,12 +236,18 @@ fn kill_and_remove(path: &Path) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-    for _ in 0..50 {
-        if std::fs::remove_dir(path).is_ok() || !path.exists() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if std::fs::remove_dir(path).is_ok() || !path.exists() {
+        return;
     }
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        for _ in 0..250 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if std::fs::remove_dir(&path).is_ok() || !path.exists() {
+                return;
+            }
+        }
+    });
 }
 
 impl JobCgroup {
@@ -275,6 +336,12 @@ mod tests {
         assert!(cg.cpu_usec().unwrap() > 10_000, "{:?}", cg.cpu_usec());
         let path = cg.path.clone();
         drop(cg);
+        for _ in 0..250 {
+            if !path.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(!path.exists());
     }
 }

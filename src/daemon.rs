@@ -198,6 +198,22 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     // (even before the socket is bound), and a second daemon on the same root stops here.
     let _state_lock =
         crate::lock::StateLock::acquire(&layout.orchestrator()).map_err(ServeError::Boot)?;
+    // What a killed restore, reconstruct or fetch left (each a whole database copy): they hold the state
+    // lock while they work, and the daemon holds it now, so none of them is running.
+    for (dir, prefixes) in [
+        (layout.orchestrator(), &[".restore-", ".reconstruct-"][..]),
+        (layout.backups(), &[".fetch-"][..]),
+    ] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if prefixes.iter().any(|p| name.starts_with(p))
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(
         &layout.state_db(),

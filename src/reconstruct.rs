@@ -246,7 +246,10 @@ pub async fn run(config: &Config, force: bool, json_out: bool) -> ExitCode {
         )
         .await;
     store.close().await;
-    store::file::checkpoint(&staged).await;
+    match store::file::checkpoint(&staged).await {
+        store::file::Checkpoint::Done => {}
+        other => return fail(&format!("the rebuilt database is not whole: {other:?}")),
+    }
     match store::file::install(&staged, &db, &|_| {}).await {
         Ok(kept) => report.moved_aside = kept.map(|k| k.display().to_string()),
         Err(e) => return fail(&e),

@@ -203,7 +203,7 @@ pub struct RawBackup {
 #[serde(deny_unknown_fields)]
 pub struct RawLogging {
     /// `debug`, `info`, `warning` or `error` for the daemon's own lines, or a filter such as
-    /// `info,televibe::store=debug` (its bare levels are the daemon's, its `target=level` parts as written).
+    /// `info,televibe.store=debug` (its bare levels are the daemon's, its `target=level` parts as written).
     pub level: String,
     /// Lines of other crates (rmcp, sqlx, hyper…) below this level are left out: `off`, `error`,
     /// `warning`, `info`, `debug` or `trace`.

@@ -49,6 +49,20 @@ pub struct Health {
     pub agent_command: String,
     pub agent_found: bool,
     pub breakers: Vec<BreakerStatus>,
+    /// Where the daemon's jobs get cgroups, or why they cannot (as `doctor` reports it).
+    pub cgroups: JobCgroups,
+}
+
+/// The daemon's jobs' cgroups as `get_health` reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobCgroups {
+    pub available: bool,
+    /// The jobs' parent cgroup, when available.
+    pub base: Option<String>,
+    /// Whether `jobs.memory_max` is enforced.
+    pub memory_limit: bool,
+    /// Why jobs get no cgroups, when they do not.
+    pub reason: Option<String>,
 }
 
 impl Core {
@@ -154,6 +168,20 @@ impl Core {
             agent_command: self.config.agent.command.clone(),
             agent_found: crate::agent_path::find(&self.config.agent.command).is_some(),
             breakers: self.breakers.statuses(),
+            cgroups: match self.cgroups() {
+                Ok(g) => JobCgroups {
+                    available: true,
+                    base: Some(g.base().display().to_string()),
+                    memory_limit: g.memory && self.config.jobs.memory_max > 0,
+                    reason: None,
+                },
+                Err(e) => JobCgroups {
+                    available: false,
+                    base: None,
+                    memory_limit: false,
+                    reason: Some(e.to_string()),
+                },
+            },
         }
     }
 }

@@ -355,40 +355,51 @@ pub(super) fn sandbox(config: &Config, r: &mut Report) -> String {
     }
 }
 
-/// `getMe` with the configured token.
-/// Whether jobs get cgroups of their own here (CPU accounting for hang detection, `jobs.memory_max`).
-/// Checked from this process's cgroup: under systemd the daemon's is the unit's (`Delegate=yes`).
-pub(super) fn cgroups(config: &Config, r: &mut Report) {
-    match crate::cgroup::Cgroups::inspect() {
-        Ok((base, true)) => r.ok(
+/// Whether jobs get cgroups of their own (CPU accounting for hang detection, `jobs.memory_max`): as the
+/// running daemon reports it, else as this process would find it (changing nothing).
+pub(super) fn cgroups(config: &Config, daemon: Option<&serde_json::Value>, r: &mut Report) {
+    let fix = "run the daemon under systemd with the unit's Delegate=yes on a cgroup v2 system";
+    let limit = match config.jobs.memory_max {
+        0 => "off (jobs.memory_max = 0)".to_string(),
+        n => format!("{} MiB", n >> 20),
+    };
+    let found = match daemon.map(|h| &h["cgroups"]).filter(|c| c.is_object()) {
+        Some(c) if c["available"] == true => Ok((
+            format!("the daemon's jobs get cgroups under {}", c["base"].as_str().unwrap_or("?")),
+            c["memory_limit"] == true || config.jobs.memory_max == 0,
+        )),
+        Some(c) => Err(format!(
+            "the daemon's jobs get no cgroups of their own: {}",
+            c["reason"].as_str().unwrap_or("unknown")
+        )),
+        None => crate::cgroup::Cgroups::inspect()
+            .map(|(base, memory)| {
+                (
+                    format!("jobs would get cgroups under {} (checked from this process; no daemon runs)", base.display()),
+                    memory,
+                )
+            })
+            .map_err(|e| format!("jobs would get no cgroups of their own (checked from this process; no daemon runs): {e}")),
+    };
+    match found {
+        Ok((what, true)) => r.ok(
             "cgroups",
-            &format!(
-                "jobs get cgroups under {} (CPU of all they start; memory limit {})",
-                base.display(),
-                match config.jobs.memory_max {
-                    0 => "off (jobs.memory_max = 0)".to_string(),
-                    n => format!("{} MiB", n >> 20),
-                }
-            ),
+            &format!("{what} (CPU of all they start; memory limit {limit})"),
         ),
-        Ok((base, false)) => r.warn(
+        Ok((what, false)) => r.warn(
             "cgroups",
-            &format!(
-                "jobs get cgroups under {} for CPU accounting, but the memory controller is not available there: jobs.memory_max is not enforced",
-                base.display()
-            ),
-            "run the daemon under systemd with the unit's Delegate=yes (cgroup v2 with the memory controller)",
+            &format!("{what} for CPU accounting, but without the memory controller: jobs.memory_max is not enforced"),
+            fix,
         ),
         Err(e) => r.warn(
             "cgroups",
-            &format!(
-                "jobs cannot get cgroups of their own: {e}; hang detection counts the job's process tree and jobs.memory_max is not enforced"
-            ),
-            "run the daemon under systemd with the unit's Delegate=yes on a cgroup v2 system",
+            &format!("{e}; hang detection counts each job's process tree and jobs.memory_max is not enforced"),
+            fix,
         ),
     }
 }
 
+/// `getMe` with the configured token.
 pub(super) async fn telegram(config: &Config, r: &mut Report) {
     let Some(token) = config.telegram_token.as_deref() else {
         r.ok("telegram", "telegram: no token configured (MCP only)");

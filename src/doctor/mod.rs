@@ -70,9 +70,9 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
     checks::socket(config, &mut r);
     checks::agent(config, &mut r).await;
     let sandbox = checks::sandbox(config, &mut r);
-    checks::cgroups(config, &mut r);
     checks::telegram(config, &mut r).await;
-    check_daemon(config, &mut r).await;
+    let health = check_daemon(config, &mut r).await;
+    checks::cgroups(config, health.as_ref(), &mut r);
     check_store(&layout, &mut r).await;
     let backup_age_secs = check_backups(config, &layout, &mut r, chrono::Utc::now());
     // The exit code is the worst finding: 0 all ok, 1 warnings, 2 failures.
@@ -106,7 +106,9 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
     code
 }
 
-async fn check_daemon(config: &Config, r: &mut Report) {
+/// The running daemon's `get_health`, when it runs and answers.
+async fn check_daemon(config: &Config, r: &mut Report) -> Option<serde_json::Value> {
+    let mut health = None;
     match DaemonClient::connect(&config.socket_path).await {
         Err(_) => r.warn(
             "daemon",
@@ -124,7 +126,9 @@ async fn check_daemon(config: &Config, r: &mut Report) {
                         "daemon running: ready={} database={} telegram={} repos={}",
                         h["ready"], checks["database"], checks["telegram"], checks["repos"]
                     );
-                    if h["ready"] == true {
+                    let ready = h["ready"] == true;
+                    health = Some(h);
+                    if ready {
                         r.ok("daemon", &line)
                     } else {
                         r.fail(
@@ -146,6 +150,7 @@ async fn check_daemon(config: &Config, r: &mut Report) {
             client.close().await;
         }
     }
+    health
 }
 
 async fn check_store(layout: &Layout, r: &mut Report) {

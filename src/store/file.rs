@@ -47,21 +47,55 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("fsync {}: {e}", dir.display()))
 }
 
-/// Folds the write-ahead log of the database at `db` into the file itself, when the file opens: afterwards
-/// the log holds nothing a reader of the file alone would miss. A damaged file is left as it is.
-pub async fn checkpoint(db: &Path) {
+/// What folding a database's write-ahead log into it came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Every frame of the log is in the file: a reader of the file alone misses nothing.
+    Done,
+    /// The file does not open as a database (damaged): its log is kept aside with it, as it is.
+    Unreadable(String),
+    /// The file opens but its log could not be folded in (another connection holds it): replacing the
+    /// file now would lose commits.
+    Busy(String),
+}
+
+/// Folds the write-ahead log of the database at `db` into the file itself (`wal_checkpoint(TRUNCATE)`,
+/// which must report no busy reader and every frame checkpointed).
+pub async fn checkpoint(db: &Path) -> Checkpoint {
     let mut co = ConnectOptions::new(format!("sqlite://{}?mode=rw", db.display()));
     co.max_connections(1)
         .min_connections(1)
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10));
-    let Ok(conn) = Database::connect(co).await else {
-        return;
+    let conn = match Database::connect(co).await {
+        Ok(c) => c,
+        Err(e) => return Checkpoint::Unreadable(e.to_string()),
     };
-    let _ = conn
-        .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ))
         .await;
     let _ = conn.close().await;
+    let row = match row {
+        Ok(Some(r)) => r,
+        Ok(None) => return Checkpoint::Done,
+        Err(e) if e.to_string().contains("locked") || e.to_string().contains("busy") => {
+            return Checkpoint::Busy(e.to_string());
+        }
+        Err(e) => return Checkpoint::Unreadable(e.to_string()),
+    };
+    let get = |i: usize| row.try_get_by_index::<i64>(i).unwrap_or(-1);
+    let (busy, log, done) = (get(0), get(1), get(2));
+    // `log` is -1 when the file is not in WAL mode: nothing to fold.
+    if busy == 0 && (log == -1 || log == done) {
+        Checkpoint::Done
+    } else {
+        Checkpoint::Busy(format!(
+            "checkpoint incomplete (busy {busy}, {done} of {log} frames): another program has it open"
+        ))
+    }
 }
 
 /// Puts `staged` (a checked database file in the same directory tree and file system as `db`) in place of
@@ -85,7 +119,12 @@ pub async fn install(
         .map_err(|e| format!("fsync {}: {e}", staged.display()))?;
     let had_db = db.exists();
     if had_db {
-        checkpoint(db).await;
+        if let Checkpoint::Busy(why) = checkpoint(db).await {
+            return Err(format!(
+                "{} is in use ({why}); close whatever has it open and run this again (nothing was changed)",
+                db.display()
+            ));
+        }
         at("checkpointed");
     }
     let sides: Vec<&str> = SIDES

@@ -102,7 +102,13 @@ pub struct Liveness {
 struct LiveInner {
     ok: Option<Instant>,
     failed: Option<(Instant, String)>,
+    /// When the long poll in flight began: one that outlasts its own server-side wait by more than
+    /// `POLL_GRACE` is a connection that accepts and never answers, failed before the client gives up.
+    polling: Option<Instant>,
 }
+
+/// How long past `LONG_POLL_SECS` a poll may stay unanswered before readiness calls Telegram failed.
+pub const POLL_GRACE: Duration = Duration::from_secs(3);
 
 /// What readiness concludes from the live state.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,9 +132,22 @@ impl Liveness {
         self.lock().failed = Some((Instant::now(), why.to_string()));
     }
 
+    fn poll(&self, started: Option<Instant>) {
+        self.lock().polling = started;
+    }
+
     /// Failed when the latest outcome is a failure that is recent or while the breaker is not closed.
     pub fn state(&self, now: Instant, breaker_closed: bool) -> Live {
         let inner = self.lock();
+        let overdue = Duration::from_secs(u64::from(LONG_POLL_SECS)) + POLL_GRACE;
+        if let Some(at) = inner.polling
+            && now.duration_since(at) > overdue
+        {
+            return Live::Failed(format!(
+                "getUpdates unanswered for {} s (its wait is {LONG_POLL_SECS} s)",
+                now.duration_since(at).as_secs()
+            ));
+        }
         match (&inner.failed, inner.ok) {
             (Some((at, why)), ok)
                 if ok.is_none_or(|ok| ok < *at)
@@ -289,8 +308,17 @@ impl TelegramClient {
             .limit(100)
             .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
             .build();
-        let resp = self.guarded(self.poll_bot.get_updates(&p)).await?;
-        Ok(resp
+        // Cleared however the poll ends, a dropped future (the poller stopping) included.
+        struct Polling<'a>(&'a Liveness);
+        impl Drop for Polling<'_> {
+            fn drop(&mut self) {
+                self.0.poll(None);
+            }
+        }
+        self.live.poll(Some(Instant::now()));
+        let _polling = Polling(&self.live);
+        let resp = self.guarded(self.poll_bot.get_updates(&p)).await;
+        Ok(resp?
             .result
             .into_iter()
             .map(|u| (i64::from(u.update_id), incoming(u.content)))
@@ -371,7 +399,10 @@ impl TelegramClient {
             .caption(caption_html)
             .parse_mode(ParseMode::Html)
             .build();
-        self.guarded(self.bot.send_document(&p)).await.map(|_| ())
+        // An upload of up to a few MiB may take longer than a message: it gets the poll's longer limit.
+        self.guarded(self.poll_bot.send_document(&p))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -501,5 +532,16 @@ mod tests {
             Live::Ok,
             "answered since"
         );
+        // A poll that outlasts its own wait: a connection that accepts and never answers.
+        let started = Instant::now();
+        live.poll(Some(started));
+        let wait = Duration::from_secs(u64::from(LONG_POLL_SECS));
+        assert_eq!(live.state(started + wait, true), Live::Ok, "still waiting");
+        assert!(matches!(
+            live.state(started + wait + POLL_GRACE + Duration::from_secs(1), true),
+            Live::Failed(_)
+        ));
+        live.poll(None);
+        assert_eq!(live.state(started + wait * 2, true), Live::Ok);
     }
 }

@@ -69,6 +69,13 @@ fn the_unit_keeps_what_the_job_sandbox_needs() {
             "RestrictNamespaces= must allow {ns}: {namespaces}"
         );
     }
+    // Jobs' cgroups: the unit's own cgroup is the daemon's to divide, and writable.
+    assert_eq!(one("Delegate"), "yes");
+    assert_ne!(
+        one("ProtectControlGroups"),
+        "yes",
+        "a read-only cgroup tree leaves jobs without cgroups"
+    );
     // mount, umount2 and pivot_root.
     let filter = one("SystemCallFilter");
     assert!(

@@ -77,6 +77,20 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
+    /// The job this item is about, for its log lines (the job's trace id follows from it).
+    fn job_id(&self) -> Option<&str> {
+        match self {
+            Outgoing::Tracker { job_id } => Some(job_id),
+            Outgoing::Text { events, .. }
+            | Outgoing::Document { events, .. }
+            | Outgoing::Approval { events, .. }
+            | Outgoing::ApprovalDecided { events, .. } => {
+                events.iter().find_map(|e| e.job_id.as_deref())
+            }
+            Outgoing::Answer { .. } => None,
+        }
+    }
+
     pub fn text(chat_id: i64, html: String, buttons: Vec<Button>) -> Outgoing {
         Outgoing::Text {
             chat_id,
@@ -345,10 +359,11 @@ impl Notifier {
                     st.pacer.spent(chat, cost, Instant::now());
                 }
                 Err(TgError::RetryAfter(secs)) => {
+                    let job = item.job_id().map(str::to_string);
                     st.queue.insert(i, item);
                     let until = Instant::now() + Duration::from_secs(secs);
                     st.pacer.pause(chat, until);
-                    tracing::warn!(target: "televibe.notifier", retry_after = secs, chat_id = chat, "Telegram rate limit: pausing");
+                    tracing::warn!(target: "televibe.notifier", retry_after = secs, chat_id = chat, job_id = job.as_deref(), "Telegram rate limit: pausing");
                 }
                 Err(TgError::Unavailable(_) | TgError::BreakerOpen) => {
                     st.queue.insert(i, item);
@@ -358,7 +373,7 @@ impl Notifier {
                 }
                 Err(e) => {
                     // Telegram refused this message for good: drop it, but never retry it forever.
-                    tracing::error!(target: "televibe.notifier", error = %e, "message refused by Telegram; dropped");
+                    tracing::error!(target: "televibe.notifier", error = %e, job_id = item.job_id(), "message refused by Telegram; dropped");
                     st.pacer.spent(chat, cost, Instant::now());
                     self.settle(st, &item).await;
                 }
