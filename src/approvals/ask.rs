@@ -218,28 +218,27 @@ impl Core {
                     .store()
                     .decide_approval(&approval.id, ApprovalState::Expired, "expired", "expiry")
                     .await;
-                if let Err(e) = &recorded {
+                let expired = match &recorded {
                     // Read-only for good (corruption): the expiry holds all the same, unrecorded.
-                    tracing::warn!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, error = %e, "Approval expired; the expiry could not be recorded");
+                    Err(e) => {
+                        tracing::warn!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, error = %e, "Approval expired; the expiry could not be recorded");
+                        true
+                    }
+                    Ok(true) => {
+                        self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
+                        self.emit(
+                            job_scope(&job, session.as_ref()),
+                            Event::ApprovalExpired {
+                                approval_id: approval.id.clone(),
+                            },
+                        )
+                        .await;
+                        true
+                    }
+                    Ok(false) => false,
+                };
+                if expired {
                     self.count(scope, "expired");
-                    self.stop_job(&job, StopReason::ApprovalTimeout).await;
-                    return Ok(answer(
-                        false,
-                        &input,
-                        "The approval request timed out",
-                        true,
-                    ));
-                }
-                if recorded.unwrap_or(false) {
-                    self.count(scope, "expired");
-                    self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
-                    self.emit(
-                        job_scope(&job, session.as_ref()),
-                        Event::ApprovalExpired {
-                            approval_id: approval.id.clone(),
-                        },
-                    )
-                    .await;
                     self.stop_job(&job, StopReason::ApprovalTimeout).await;
                     return Ok(answer(
                         false,

@@ -13,24 +13,34 @@ use crate::fake_telegram::FakeTelegram;
 use crate::harness::*;
 use crate::record::{Measured, record};
 
-/// The real Claude Code CLI against the fake model, with the daemon's defaults unless `jobs` says more.
-fn claude_env(tg: &FakeTelegram, model: &FakeModel, jobs: &str) -> Env {
+/// The phone, a daemon running the real Claude Code CLI against `model` with `sessions` sessions, and an
+/// MCP client. The daemon's defaults hold unless `agent_env` (more of the agent's environment, as
+/// `KEY = "value", `) or `more` (further sections) say otherwise.
+async fn claude_phone(
+    model: &FakeModel,
+    agent_env: &str,
+    more: &str,
+    sessions: usize,
+) -> (FakeTelegram, Env, Daemon, Mcp) {
+    let tg = FakeTelegram::start().await;
     let claude = claude_cli();
     let env = Env::new("");
     let home = env.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     env.write_config(&tg_config(
-        tg,
+        &tg,
         &format!(
             "[agent]\ncommand = \"{}\"\n\
-             env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\
-             [jobs]\n{jobs}",
+             env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", {agent_env}HOME = \"{}\" }}\n{more}",
             claude.display(),
             model.url(),
             home.display()
         ),
     ));
-    env
+    let d = start(&env);
+    phone_sessions(&env, &tg, sessions).await;
+    let mcp = Mcp::connect(&env).await;
+    (tg, env, d, mcp)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,11 +62,7 @@ async fn runner_hang_is_killed_and_the_queue_goes_on() {
         }
     })
     .await;
-    let tg = FakeTelegram::start().await;
-    let env = claude_env(&tg, &model, "");
-    let _d = start(&env);
-    phone_sessions(&env, &tg, 1).await;
-    let mcp = Mcp::connect(&env).await;
+    let (tg, _env, _d, mcp) = claude_phone(&model, "", "", 1).await;
     let hung = run(&mcp, "S1", "stall in the middle").await;
     let running = wait_status(&mcp, &hung, Duration::from_secs(60), &["running"]).await;
     let next = run(&mcp, "S1", "queued behind the stuck job").await;
@@ -126,11 +132,7 @@ async fn a_silent_cpu_bound_command_is_not_hung() {
         }
     })
     .await;
-    let tg = FakeTelegram::start().await;
-    let env = claude_env(&tg, &model, "");
-    let _d = start(&env);
-    phone_sessions(&env, &tg, 1).await;
-    let mcp = Mcp::connect(&env).await;
+    let (_tg, _env, _d, mcp) = claude_phone(&model, "", "", 1).await;
     let id = run(&mcp, "S1", "build it").await;
     let approval = {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -177,32 +179,19 @@ async fn api_failure_drill(no_retries: bool) {
         }
     })
     .await;
-    let tg = FakeTelegram::start().await;
     let retries = if no_retries {
         "CLAUDE_CODE_MAX_RETRIES = \"0\", "
     } else {
         ""
     };
-    let claude = claude_cli();
-    let env = Env::new("");
-    let home = env.dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    env.write_config(&tg_config(
-        &tg,
-        &format!(
-            "[agent]\ncommand = \"{}\"\n\
-             env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", {retries}HOME = \"{}\" }}\n\
-             [jobs]\nhard_timeout_secs = 600\n\
-             [breakers.claude_code]\nfailure_threshold = 2\nsuccess_threshold = 1\ntimeout_seconds = 5\nhalf_open_requests = 1\n",
-            claude.display(),
-            model.url(),
-            home.display()
-        ),
-    ));
-    let d = start(&env);
-    let sessions = if no_retries { 1 } else { 2 };
-    phone_sessions(&env, &tg, sessions).await;
-    let mcp = Mcp::connect(&env).await;
+    let (tg, _env, d, mcp) = claude_phone(
+        &model,
+        retries,
+        "[jobs]\nhard_timeout_secs = 600\n\
+         [breakers.claude_code]\nfailure_threshold = 2\nsuccess_threshold = 1\ntimeout_seconds = 5\nhalf_open_requests = 1\n",
+        if no_retries { 1 } else { 2 },
+    )
+    .await;
     let gauge = || d.metric("televibe_circuit_breaker_state{name=\"claude_code\"}");
     let t0 = Instant::now();
     let first = run(&mcp, "S1", "first try").await;

@@ -36,19 +36,7 @@ pub fn wait_ready(d: &Daemon, limit: Duration) {
 
 /// The user says `text` and waits for a reply containing `expect`.
 pub async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
-    let before = tg.messages(USER).len();
-    tg.send_text(USER, text);
-    until(
-        Duration::from_secs(30),
-        &format!("a reply to {text:?} containing {expect:?}"),
-        || {
-            tg.messages(USER)
-                .iter()
-                .skip(before)
-                .any(|m| m.text.contains(expect))
-        },
-    )
-    .await;
+    tg.say(USER, text, expect, Duration::from_secs(30)).await;
 }
 
 /// Registers `repos/app` and opens `sessions` sessions from the phone (their results go to the phone).

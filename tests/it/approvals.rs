@@ -708,7 +708,8 @@ struct Asked {
     msg: crate::fake_telegram::Sent,
 }
 
-async fn asked(instruction: &str) -> Asked {
+/// The phone greeted, the real agent against the scripted model, project `app` registered.
+async fn phone_with_project() -> (FakeTelegram, FakeModel, Env, Daemon, Mcp) {
     let tg = FakeTelegram::start().await;
     let model = model().await;
     let env = Env::new("");
@@ -724,6 +725,11 @@ async fn asked(instruction: &str) -> Asked {
     mcp.call("register_project", json!({"path": "app"}))
         .await
         .unwrap();
+    (tg, model, env, d, mcp)
+}
+
+async fn asked(instruction: &str) -> Asked {
+    let (tg, model, env, d, mcp) = phone_with_project().await;
     let (s1, _) = new_session(&mcp).await;
     let job = run(&mcp, &s1, instruction).await;
     until(Duration::from_secs(60), "an approval message", || {
@@ -853,21 +859,7 @@ async fn pending_of(mcp: &Mcp, job: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deny_and_stop_and_a_session_grant_that_stays_in_its_session() {
-    let tg = FakeTelegram::start().await;
-    let model = model().await;
-    let env = Env::new("");
-    let home = env.dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    env.write_config(&config(&model, &home, Some(&tg), ""));
-    make_repo(&env.root().join("repos/app"));
-    let d = env.start_with(|c| {
-        c.env("TELEVIBE_TELEGRAM__TOKEN", TOKEN);
-    });
-    greet(&tg).await;
-    let mcp = Mcp::connect(&env).await;
-    mcp.call("register_project", json!({"path": "app"}))
-        .await
-        .unwrap();
+    let (tg, _model, env, d, mcp) = phone_with_project().await;
 
     // "⛔ Deny and stop" on the phone: nothing runs and the job ends canceled at once.
     let (s1, wt1) = new_session(&mcp).await;

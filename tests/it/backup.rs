@@ -354,6 +354,19 @@ async fn a_write_ahead_log_left_behind_is_set_aside_not_replayed_onto_the_restor
     drop(d);
 }
 
+/// `televibe <args>` on `env` with the S3 credentials of moto at `endpoint`; its JSON answer.
+fn aws_cli(env: &Env, endpoint: &str, args: &[&str]) -> Value {
+    let mut c = env.command(args);
+    aws_env(&mut c, endpoint);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
 fn aws_env(cmd: &mut Command, endpoint: &str) {
     cmd.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -374,17 +387,7 @@ async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
     let env = Env::new("[backup]\nremote = \"s3://tvbackups/televibe/backups\"\n");
     let endpoint = moto.url();
     let d = env.start_with(|c| aws_env(c, &endpoint));
-    let cli = |args: &[&str]| {
-        let mut c = env.command(args);
-        aws_env(&mut c, &endpoint);
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        json(&String::from_utf8_lossy(&out.stdout))
-    };
+    let cli = |args: &[&str]| aws_cli(&env, &endpoint, args);
     let up = cli(&["backup", "now", "--json"]);
     assert_eq!(up["remote"]["ok"], true, "{up}");
     let file = up["file"].as_str().unwrap().to_string();
@@ -403,16 +406,11 @@ async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
     // What the server holds is the verified backup: another machine with only the remote restores it,
     // and gets the rows the backup reported.
     let elsewhere = Env::new("[backup]\nremote = \"s3://tvbackups/televibe/backups\"\n");
-    let mut restore =
-        elsewhere.command(&["backup", "restore", &format!("remote:{file}"), "--json"]);
-    aws_env(&mut restore, &endpoint);
-    let out = restore.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let restored = aws_cli(
+        &elsewhere,
+        &endpoint,
+        &["backup", "restore", &format!("remote:{file}"), "--json"],
     );
-    let restored = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(
         restored["recovered"]["rows"], up["contents"]["rows"],
         "{restored}"
@@ -548,8 +546,8 @@ async fn open_sessions(db: &Path) -> i64 {
         .open_sessions
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_restore_killed_at_any_step_never_leaves_the_next_start_on_an_empty_database() {
+/// A root with project `app`, session S1 and a backup of that, the daemon stopped.
+async fn backed_up_root() -> Env {
     let env = Env::new("");
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
@@ -557,6 +555,12 @@ async fn a_restore_killed_at_any_step_never_leaves_the_next_start_on_an_empty_da
     cli_json(&env, &["backup", "now", "--json"]);
     drop(mcp);
     assert!(d.stop().success());
+    env
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_killed_at_any_step_never_leaves_the_next_start_on_an_empty_database() {
+    let env = backed_up_root().await;
     let db = env.orchestrator().join("state.db");
     // (step, whether every build reaches it). The companions are removed only when the checkpoint left some.
     let steps = [
@@ -621,13 +625,7 @@ async fn a_restore_killed_at_any_step_never_leaves_the_next_start_on_an_empty_da
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_database_on_a_used_root_is_refused_with_the_way_back() {
-    let env = Env::new("");
-    let d = env.start();
-    let mcp = Mcp::connect(&env).await;
-    session(&env, &mcp).await;
-    cli_json(&env, &["backup", "now", "--json"]);
-    drop(mcp);
-    assert!(d.stop().success());
+    let env = backed_up_root().await;
     let orchestrator = env.orchestrator();
     std::fs::rename(
         orchestrator.join("state.db"),

@@ -274,6 +274,25 @@ impl FakeTelegram {
         self.send_text_reply(user_id, text, None);
     }
 
+    /// `user_id` writes `text` and waits (at most `limit`) for a reply containing `expect`.
+    pub async fn say(&self, user_id: i64, text: &str, expect: &str, limit: Duration) {
+        let before = self.messages(user_id).len();
+        self.send_text(user_id, text);
+        let deadline = Instant::now() + limit;
+        while !self
+            .messages(user_id)
+            .iter()
+            .skip(before)
+            .any(|m| m.text.contains(expect))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no reply to {text:?} containing {expect:?} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A user writes in a group chat (`chat_id` negative, type `supergroup`).
     pub fn send_group_text(&self, chat_id: i64, user_id: i64, text: &str) {
         self.send_in_chat(

@@ -397,20 +397,25 @@ async fn queue_rules_and_validation() {
     drop(d);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hang_without_output_or_cpu_is_killed() {
-    let env = Env::new(&fake_agent_config("hang_timeout_secs = 2"));
-    let d = env.start();
-    let mcp = Mcp::connect(&env).await;
-    session(&env, &mcp).await;
-    let id = run(&mcp, "S1", "hang").await;
-    let j = wait_final(&mcp, &id, Duration::from_secs(20)).await;
+/// Runs `instruction` in S1 and waits for the job to fail `hung` with its processes gone.
+async fn ends_hung(mcp: &Mcp, instruction: &str, limit: Duration) {
+    let id = run(mcp, "S1", instruction).await;
+    let j = wait_final(mcp, &id, limit).await;
     assert_eq!(
         (j["status"].as_str(), j["error_type"].as_str()),
         (Some("failed"), Some("hung")),
         "{j}"
     );
     assert!(group_gone(&j));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hang_without_output_or_cpu_is_killed() {
+    let env = Env::new(&fake_agent_config("hang_timeout_secs = 2"));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    ends_hung(&mcp, "hang", Duration::from_secs(20)).await;
     until_session(&mcp, "S1", "idle").await;
     drop(d);
 }
@@ -1064,23 +1069,8 @@ async fn real_claude_code_against_a_difficult_model_api() {
 
     // A stalled model: the connection stays open and nothing comes. The agent's process idles (its timers may
     // tick), produces no output, and the hang detector ends the job after hang_timeout_secs.
-    let id = run(&mcp, "S1", "STALL forever").await;
-    let j = wait_final(&mcp, &id, Duration::from_secs(60)).await;
-    assert_eq!(
-        (j["status"].as_str(), j["error_type"].as_str()),
-        (Some("failed"), Some("hung")),
-        "{j}"
-    );
-    assert!(group_gone(&j));
-
+    ends_hung(&mcp, "STALL forever", Duration::from_secs(60)).await;
     // Stalled in the middle of the answer, the connection kept alive by `ping` events: still hung.
-    let id = run(&mcp, "S1", "PINGS then silence").await;
-    let j = wait_final(&mcp, &id, Duration::from_secs(60)).await;
-    assert_eq!(
-        (j["status"].as_str(), j["error_type"].as_str()),
-        (Some("failed"), Some("hung")),
-        "{j}"
-    );
-    assert!(group_gone(&j));
+    ends_hung(&mcp, "PINGS then silence", Duration::from_secs(60)).await;
     drop(d);
 }

@@ -58,19 +58,7 @@ fn start_with_bot(env: &Env) -> Daemon {
 
 /// Sends `text` and waits for a reply containing `expect`.
 async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
-    let before = tg.messages(USER).len();
-    tg.send_text(USER, text);
-    until(
-        Duration::from_secs(20),
-        &format!("a reply to {text:?} containing {expect:?}"),
-        || {
-            tg.messages(USER)
-                .iter()
-                .skip(before)
-                .any(|m| m.text.contains(expect))
-        },
-    )
-    .await;
+    tg.say(USER, text, expect, Duration::from_secs(20)).await;
 }
 
 fn messages_with(tg: &FakeTelegram, needle: &str) -> usize {

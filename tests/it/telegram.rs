@@ -32,19 +32,7 @@ pub(crate) fn texts(tg: &FakeTelegram) -> Vec<String> {
 }
 
 pub(crate) async fn say(tg: &FakeTelegram, text: &str, expect: &str) {
-    let before = tg.messages(USER).len();
-    tg.send_text(USER, text);
-    until(
-        Duration::from_secs(20),
-        &format!("a reply to {text:?} containing {expect:?}"),
-        || {
-            tg.messages(USER)
-                .iter()
-                .skip(before)
-                .any(|m| m.text.contains(expect))
-        },
-    )
-    .await;
+    tg.say(USER, text, expect, Duration::from_secs(20)).await;
 }
 
 fn tracker(tg: &FakeTelegram, marker: &str) -> Option<crate::fake_telegram::Sent> {
