@@ -225,8 +225,13 @@ async fn corrupted_database_is_restored_with_the_command_the_refusal_names() {
     assert_eq!(restored["recovered"]["open_sessions"], 1, "{restored}");
     assert_eq!(rows(&db).await, reported);
 
+    starts_with_s1(&env).await;
+}
+
+/// The daemon starts on the root and lists session S1 again; then it stops.
+async fn starts_with_s1(env: &Env) {
     let d = env.start();
-    let mcp = Mcp::connect(&env).await;
+    let mcp = Mcp::connect(env).await;
     let sessions = mcp.call("list_sessions", json!({})).await.unwrap();
     assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
     drop(mcp);
@@ -642,12 +647,7 @@ async fn a_missing_database_on_a_used_root_is_refused_with_the_way_back() {
         "the refused start created nothing"
     );
     cli_json(&env, &["backup", "restore", "latest", "--json"]);
-    let d = env.start();
-    let mcp = Mcp::connect(&env).await;
-    let sessions = mcp.call("list_sessions", json!({})).await.unwrap();
-    assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
-    drop(mcp);
-    assert!(d.stop().success());
+    starts_with_s1(&env).await;
 
     // A first start on an empty root still creates its database.
     let fresh = Env::new("");
@@ -690,12 +690,7 @@ async fn a_backup_is_restored_from_the_remote_alone() {
         env.orchestrator().join("backups").join(&file).is_file(),
         "the fetched backup is kept locally"
     );
-    let d = env.start();
-    let mcp = Mcp::connect(&env).await;
-    let sessions = mcp.call("list_sessions", json!({})).await.unwrap();
-    assert_eq!(sessions["sessions"][0]["id"], "S1", "{sessions}");
-    drop(mcp);
-    assert!(d.stop().success());
+    starts_with_s1(&env).await;
     // A name the remote does not hold is refused, and nothing changes.
     let before = std::fs::read(env.orchestrator().join("state.db")).unwrap();
     let out = env.run(&[
