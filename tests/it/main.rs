@@ -4,6 +4,7 @@ mod alerts;
 mod approvals;
 mod approvals_read_only;
 mod backup;
+mod cgroups;
 mod config_cli;
 mod containment;
 mod dashboard;
