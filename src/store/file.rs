@@ -212,8 +212,9 @@ pub async fn carry_delivered(staged: &Path, old: &Path) -> Result<u64, String> {
     Ok(marked)
 }
 
-/// What in `layout` shows the root held a database before, when `state.db` is missing: backups, the job
-/// logs or audit log it wrote, sessions' workspaces, a file kept aside. Empty on a first start.
+/// What in `layout` shows the root held a database before, when `state.db` is missing: backups, the
+/// daemon's log, the job logs or audit log it wrote, sessions' workspaces, a file kept aside. Empty on a
+/// first start.
 pub fn earlier_state(layout: &Layout) -> Vec<String> {
     let db = layout.state_db();
     if db.exists() {
@@ -238,6 +239,11 @@ pub fn earlier_state(layout: &Layout) -> Vec<String> {
     }
     if std::fs::metadata(layout.audit_log()).is_ok_and(|m| m.len() > 0) {
         found.push(format!("the audit log {}", layout.audit_log().display()));
+    }
+    // A start writes its log before it opens the database: a log means a daemon ran here.
+    let log = layout.logs().join("orchestrator.log");
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+        found.push(format!("the daemon's log {}", log.display()));
     }
     for side in ["-wal", ".corrupted"] {
         let p = with_suffix(&db, side);
@@ -339,6 +345,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(earlier_state(&layout).len(), 1);
+        std::fs::write(layout.logs().join("orchestrator.log"), b"{}\n").unwrap();
+        assert_eq!(earlier_state(&layout).len(), 2);
         std::fs::write(layout.state_db(), b"").unwrap();
         assert!(earlier_state(&layout).is_empty());
     }

@@ -649,11 +649,19 @@ async fn a_missing_database_on_a_used_root_is_refused_with_the_way_back() {
     cli_json(&env, &["backup", "restore", "latest", "--json"]);
     starts_with_s1(&env).await;
 
-    // A first start on an empty root still creates its database.
+    // A first start on an empty root still creates its database; once a daemon ran there (its log is
+    // all it left), a lost database is refused too.
     let fresh = Env::new("");
     let d = fresh.start();
     assert!(fresh.orchestrator().join("state.db").exists());
     assert!(d.stop().success());
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(fresh.orchestrator().join(f));
+    }
+    let out = fresh.run(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("orchestrator.log"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
