@@ -176,6 +176,22 @@ sub attempt_remount {
   my $nested = system('unshare -U -r true 2>/dev/null') == 0;
   report('nested-userns', $nested, $nested ? 'unshare -U worked' : 'unshare -U refused');
   read_file('read-shadow', '/etc/shadow');
+  # Out of the job's cgroup (where its CPU is counted, its memory capped, and all of it is killed at
+  # once): into the cgroup v2 root, and into the cgroup above its own.
+  my ($mount) = map { my @f = split / /; ($_ =~ / - cgroup2 /) ? $f[4] : () }
+    do { open(my $m, '<', '/proc/self/mountinfo'); <$m> };
+  my ($own) = map { /^0::(.*)$/ ? $1 : () } do { open(my $c, '<', '/proc/self/cgroup'); <$c> };
+  if (!defined $mount || !defined $own) {
+    report('cgroup-escape', 0, 'no cgroup v2 visible');
+  } else {
+    (my $parent = $own) =~ s{/[^/]*$}{};
+    my @moved;
+    for my $target ("$mount/cgroup.procs", "$mount$parent/cgroup.procs") {
+      my $p;
+      push @moved, $target if open($p, '>', $target) && print($p "$$\n") && close($p);
+    }
+    report('cgroup-escape', scalar(@moved), @moved ? "moved into @moved" : "own $own: writes refused");
+  }
 }
 
 # The daemon writes the worktree's HEAD after the job: a link planted at its staged name aims that write

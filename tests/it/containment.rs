@@ -175,6 +175,17 @@ impl Hostile {
     }
 }
 
+/// The real Claude Code CLI against `model`, its state under `home`.
+fn claude_config(model: &crate::fake_model::FakeModel, home: &Path) -> String {
+    format!(
+        "[agent]\ncommand = \"{}\"\nenv = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n[jobs]\nhard_timeout_secs = 120\n",
+        claude_cli().display(),
+        model.url(),
+        home.display()
+    )
+}
+
 fn assert_blocked(attempts: &HashMap<String, (bool, String)>, name: &str) {
     let (reached, detail) = attempts
         .get(name)
@@ -394,13 +405,7 @@ async fn repository_hooks_are_off_unless_trusted_and_stay_in_the_sandbox_when_tr
         .join("target/containment")
         .join(env.dir.path().file_name().unwrap());
     std::fs::create_dir_all(&outside).unwrap();
-    env.write_config(&format!(
-        "[agent]\ncommand = \"{}\"\nenv = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", \
-         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n[jobs]\nhard_timeout_secs = 120\n",
-        claude_cli().display(),
-        model.url(),
-        home.display()
-    ));
+    env.write_config(&claude_config(&model, &home));
     repo_with_hooks(&env.root().join("repos/app"), &outside);
     let _d = env.start();
     let mcp = Mcp::connect(&env).await;
@@ -590,6 +595,7 @@ async fn whoever_runs_the_daemon_the_sandbox_keeps_no_privilege() {
             "capabilities",
             "nested-userns",
             "read-shadow",
+            "cgroup-escape",
         ] {
             assert_blocked(&attempts, name);
         }
@@ -909,13 +915,7 @@ async fn the_real_cli_works_behind_the_allowlist_and_its_curl_to_an_unlisted_hos
         env.run_as(user);
         let home = env.dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        env.write_config(&format!(
-            "[agent]\ncommand = \"{}\"\nenv = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", \
-             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n[jobs]\nhard_timeout_secs = 120\n",
-            claude_cli().display(),
-            model.url(),
-            home.display()
-        ));
+        env.write_config(&claude_config(&model, &home));
         let d = env.start();
         let mcp = Mcp::connect(&env).await;
         session(&env, &mcp).await;
