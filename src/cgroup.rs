@@ -172,7 +172,17 @@ impl Cgroups {
 
     fn enable_memory(base: &Path, mount: &Path) -> std::io::Result<()> {
         if base != mount {
-            // The root cgroup may hold processes and still give controllers; any other may not.
+            // The root cgroup may hold processes and still give controllers; any other may not. The
+            // daemon moves into a leaf of its own only where it is alone (a unit's cgroup): a cgroup it
+            // shares with others (a terminal's scope) could not give controllers anyway, and is not ours
+            // to rearrange.
+            let me = std::process::id() as i32;
+            if procs_of(base).iter().any(|p| *p != me) {
+                return Err(std::io::Error::other(format!(
+                    "{} holds other processes",
+                    base.display()
+                )));
+            }
             let leaf = base.join("daemon");
             match std::fs::create_dir(&leaf) {
                 Ok(()) => {}
