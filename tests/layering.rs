@@ -519,3 +519,243 @@ fn the_reader_finds_a_cycle_and_a_forbidden_import() {
     );
     assert_eq!(place("nowhere.rs", LAYERS), None);
 }
+
+/// The module graph: for every file that names another, the two sibling modules under their nearest common
+/// parent (`jobs/api.rs` naming `sessions/actor.rs` gives `crate: jobs → sessions`; `jobs/api.rs` naming
+/// `jobs/runner/mod.rs` gives `jobs: api → runner`). A parent naming its child, or a child its parent, is
+/// no edge: that is how a module is built.
+fn module_graph(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
+    let module: BTreeMap<&str, &Vec<String>> =
+        sources.iter().map(|s| (s.rel.as_str(), &s.module)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, deps) in imports(sources) {
+        let from = module[file.as_str()];
+        for dep in deps {
+            let to = module[dep.as_str()];
+            let common = from.iter().zip(to.iter()).take_while(|(a, b)| a == b).count();
+            let (Some(a), Some(b)) = (from.get(common), to.get(common)) else {
+                continue;
+            };
+            let parent = if common == 0 {
+                "crate".to_string()
+            } else {
+                from[..common].join("::")
+            };
+            graph
+                .entry(format!("{parent}::{a}"))
+                .or_default()
+                .insert(format!("{parent}::{b}"));
+        }
+    }
+    graph
+}
+
+#[test]
+fn modules_form_no_cycle() {
+    let found = cycles(&module_graph(&sources()));
+    let shown: Vec<String> = found
+        .iter()
+        .map(|c| c.iter().cloned().collect::<Vec<_>>().join(" ↔ "))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "module cycles (each module of a set names another of it, directly or not):\n{}",
+        shown.join("\n")
+    );
+}
+
+/// The most lines a function may have, its signature and closing brace included (unit tests too).
+const MAX_FN_LINES: usize = 150;
+
+/// Every function of a text with its first line and its length in lines. Braces inside strings, chars
+/// and comments do not count; a function without a body (a trait's declaration) is skipped.
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut line_of = Vec::with_capacity(chars.len());
+    let mut line = 1;
+    for &c in &chars {
+        line_of.push(line);
+        if c == '\n' {
+            line += 1;
+        }
+    }
+    // Code only: strings, chars and comments blanked (newlines kept).
+    let mut code = chars.clone();
+    let mut i = 0;
+    let blank = |code: &mut Vec<char>, from: usize, to: usize| {
+        for c in &mut code[from..to.min(chars.len())] {
+            if *c != '\n' {
+                *c = ' ';
+            }
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            let end = (i..chars.len()).find(|&j| chars[j] == '\n').unwrap_or(chars.len());
+            blank(&mut code, i, end);
+            i = end;
+        } else if c == '/' && next == Some('*') {
+            let end = (i + 2..chars.len())
+                .find(|&j| chars[j] == '*' && chars.get(j + 1) == Some(&'/'))
+                .map_or(chars.len(), |j| j + 2);
+            blank(&mut code, i, end);
+            i = end;
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !(i > 0 && is_ident(chars[i - 1]))
+        {
+            let hashes = chars[i + 1..].iter().take_while(|&&c| c == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                i += 1;
+                continue;
+            }
+            let close: String = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            let body = i + 2 + hashes;
+            let rest: String = chars[body..].iter().collect();
+            let end = rest
+                .find(&close)
+                .map_or(chars.len(), |k| body + rest[..k].chars().count() + close.len());
+            blank(&mut code, i, end);
+            i = end;
+        } else if c == '"' {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '"' {
+                j += if chars[j] == '\\' { 2 } else { 1 };
+            }
+            blank(&mut code, i, j + 1);
+            i = j + 1;
+        } else if c == '\'' {
+            // A char literal ('x', '\n', '{'), not a lifetime ('a).
+            let len = if next == Some('\\') {
+                (i + 2..chars.len()).find(|&j| chars[j] == '\'').map(|j| j - i + 1)
+            } else if chars.get(i + 2) == Some(&'\'') {
+                Some(3)
+            } else {
+                None
+            };
+            match len {
+                Some(n) => {
+                    blank(&mut code, i, i + n);
+                    i += n;
+                }
+                None => i += 1,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let code: String = code.into_iter().collect();
+    let code: Vec<char> = code.chars().collect();
+    let mut found = Vec::new();
+    let mut k = 0;
+    while k + 3 < code.len() {
+        let is_fn = code[k] == 'f'
+            && code[k + 1] == 'n'
+            && code[k + 2] == ' '
+            && !(k > 0 && is_ident(code[k - 1]));
+        if !is_fn {
+            k += 1;
+            continue;
+        }
+        let name: String = code[k + 3..].iter().take_while(|c| is_ident(**c)).collect();
+        // The body starts at the first `{` at depth 0 of the signature; a `;` first means no body.
+        let mut j = k + 3;
+        let mut depth = 0i32;
+        let mut body = None;
+        while j < code.len() {
+            match code[j] {
+                '(' | '[' | '<' => depth += 1,
+                ')' | ']' => depth -= 1,
+                '>' if code[j - 1] != '-' && code[j - 1] != '=' => depth -= 1,
+                '{' if depth <= 0 => {
+                    body = Some(j);
+                    break;
+                }
+                ';' if depth <= 0 => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        let Some(open) = body else {
+            k = j;
+            continue;
+        };
+        let mut braces = 0;
+        let mut end = open;
+        for (m, &c) in code.iter().enumerate().skip(open) {
+            if c == '{' {
+                braces += 1;
+            } else if c == '}' {
+                braces -= 1;
+                if braces == 0 {
+                    end = m;
+                    break;
+                }
+            }
+        }
+        found.push((name, line_of[k], line_of[end] - line_of[k] + 1));
+        k += 3;
+    }
+    found
+}
+
+#[test]
+fn no_function_is_longer_than_a_reader_can_hold() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut long = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        for (name, line, lines) in functions(&text) {
+            if lines > MAX_FN_LINES {
+                long.push(format!(
+                    "src/{}:{line} fn {name}: {lines} lines (at most {MAX_FN_LINES})",
+                    rel(&path)
+                ));
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions too long:\n{}", long.join("\n"));
+}
+
+#[test]
+fn the_function_reader_measures_bodies_not_strings() {
+    let text = "fn a() {\n    let s = \"}\";\n    let c = '{';\n    // }\n}\ntrait T {\n    fn b(&self) -> Vec<u8>;\n}\nfn c<'a>(x: &'a str) -> impl Fn() -> u8 {\n    let r = r#\"{\"#;\n    || 1\n}\n";
+    let found = functions(text);
+    assert_eq!(
+        found,
+        [("a".to_string(), 1, 5), ("c".to_string(), 9, 4)],
+        "{found:?}"
+    );
+}
+
+/// The core is one folder: `impl Core` blocks live there only, and in at most this many of its files.
+const MAX_CORE_IMPL_FILES: usize = 3;
+
+#[test]
+fn the_core_is_implemented_in_its_own_folder_only() {
+    let mut inside = Vec::new();
+    let mut outside = Vec::new();
+    for s in sources() {
+        if s.code.contains("impl Core {") || s.code.contains("impl Core{") {
+            if s.rel.starts_with("core/") {
+                inside.push(s.rel);
+            } else {
+                outside.push(s.rel);
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "`impl Core` outside src/core/: {outside:?} (give the methods to the service that owns the state)"
+    );
+    assert!(
+        inside.len() <= MAX_CORE_IMPL_FILES,
+        "`impl Core` in {} files of src/core/ (at most {MAX_CORE_IMPL_FILES}): {inside:?}",
+        inside.len()
+    );
+}
