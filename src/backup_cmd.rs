@@ -95,7 +95,7 @@ async fn now(config: &Config, json_out: bool) -> Result<(), String> {
         let runner = Runner {
             store: &store,
             layout: &layout,
-            config,
+            remote: config.backup.remote.as_ref(),
             breakers: &breakers,
             metrics: &metrics,
         };

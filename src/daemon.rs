@@ -65,7 +65,7 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
                 children: Vec::new(),
                 metrics: Some(c.metrics().clone()),
                 exhausted: None,
-                initial: Some(crate::sessions::initial_sessions(c.clone())),
+                initial: Some(crate::core::sessions::initial_sessions(c.clone())),
             },
         )
     })
@@ -190,7 +190,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     }
     if config.agent.sandboxed
         && let Err(e) =
-            crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref(), &config)
+            crate::core::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref(), &config)
     {
         tracing::error!(target: "televibe.daemon", error = %e, "Sandbox unavailable: jobs will fail until bubblewrap works (or agent.sandbox = \"none\")");
     }

@@ -314,7 +314,7 @@ async fn rebuild(
             found.push(FoundSession {
                 seq,
                 project_dir,
-                present: crate::sessions::worktree_present(&wt.path),
+                present: crate::core::sessions::worktree_present(&wt.path),
                 path: wt.path,
                 branch: wt.branch,
             });

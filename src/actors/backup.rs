@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::backup::{Outcome, Runner, Schedule};
 use crate::core::Core;
-use crate::events::{Event, Scope};
+use crate::core::events::{Event, Scope};
 use crate::supervisor::ChildMessage;
 
 pub struct BackupActor {
@@ -114,7 +114,7 @@ pub async fn run_and_report(core: &Core, now: DateTime<Utc>) -> Result<Outcome, 
     let runner = Runner {
         store: core.store(),
         layout: core.layout(),
-        config: core.config(),
+        remote: core.config().backup.remote.as_ref(),
         breakers: core.breakers(),
         metrics: core.metrics(),
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::core::Core;
-use crate::events::{Event, Scope};
+use crate::core::events::{Event, Scope};
 use crate::supervisor::ChildMessage;
 
 pub struct BreakersActor {

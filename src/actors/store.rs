@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::core::Core;
-use crate::events::{Event, Scope};
+use crate::core::events::{Event, Scope};
 use crate::store::StoreError;
 use crate::supervisor::ChildMessage;
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::breaker::Breakers;
-use crate::config::Config;
+
 use crate::layout::Layout;
 use crate::store::Store;
 use crate::store::backup::Contents;
@@ -61,7 +61,8 @@ impl Drop for TempFiles {
 pub struct Runner<'a> {
     pub store: &'a Store,
     pub layout: &'a Layout,
-    pub config: &'a Config,
+    /// Where each backup is also uploaded (`backup.remote`).
+    pub remote: Option<&'a Remote>,
     pub breakers: &'a Arc<Breakers>,
     pub metrics: &'a Metrics,
 }
@@ -88,7 +89,7 @@ impl Runner<'_> {
         self.metrics
             .backup_bytes
             .set(i64::try_from(outcome.bytes).unwrap_or(i64::MAX));
-        if let Some(remote) = self.config.backup.remote.clone() {
+        if let Some(remote) = self.remote {
             let r = remote
                 .upload_guarded(self.breakers, &outcome.path, &outcome.file)
                 .await;
@@ -216,6 +217,7 @@ pub fn decompress(src: &Path, dest: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use chrono::TimeZone;
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
@@ -322,7 +324,7 @@ mod tests {
         let runner = Runner {
             store: &store,
             layout: &layout,
-            config: &config,
+            remote: config.backup.remote.as_ref(),
             breakers: &breakers,
             metrics: &metrics,
         };

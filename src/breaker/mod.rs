@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::telemetry::Metrics;
 
-pub mod names;
-pub use names::{BreakerName, BreakerSettings, BreakerState};
+
+pub use crate::domain::breaker::{BreakerName, BreakerSettings, BreakerState};
 
 #[derive(Debug)]
 enum Inner {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::breaker::names::{BreakerName, BreakerSettings};
+use crate::domain::breaker::{BreakerName, BreakerSettings};
 pub use agent::valid_host_pattern;
 use source::read_token;
 
@@ -92,7 +92,7 @@ impl Config {
             ("approvals.auto_deny", &raw.approvals.auto_deny),
         ] {
             for rule in rules {
-                crate::approvals::policy::check_rule(rule)
+                crate::policy::check_rule(rule)
                     .map_err(|e| invalid(key, format!("rule {rule:?}: {e}")))?;
             }
         }

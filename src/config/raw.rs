@@ -333,11 +333,11 @@ impl Default for RawConfig {
             },
             approvals: RawApprovals {
                 timeout_secs: 3600,
-                auto_allow: crate::approvals::policy::DEFAULT_ALLOW
+                auto_allow: crate::policy::DEFAULT_ALLOW
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
-                auto_deny: crate::approvals::policy::DEFAULT_DENY
+                auto_deny: crate::policy::DEFAULT_DENY
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),

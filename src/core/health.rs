@@ -132,7 +132,7 @@ impl Core {
     /// Whether jobs can be sandboxed, checked by starting an empty sandbox at most once a minute.
     pub fn sandbox_status(&self) -> String {
         if !self.config.agent.sandboxed {
-            return crate::jobs::sandbox::UNCONFINED.to_string();
+            return crate::core::jobs::sandbox::UNCONFINED.to_string();
         }
         let mut cached = self
             .sandbox_checked
@@ -143,7 +143,7 @@ impl Core {
         {
             return status.clone();
         }
-        let status = match crate::jobs::sandbox::check(
+        let status = match crate::core::jobs::sandbox::check(
             crate::agent_path::find("bwrap").as_deref(),
             &self.config,
         ) {

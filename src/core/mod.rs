@@ -27,6 +27,11 @@ pub struct ClaudeNotice {
     pub told: HashSet<String>,
 }
 
+pub mod approvals;
+pub mod events;
+pub mod jobs;
+pub mod projects;
+pub mod sessions;
 mod fronts;
 mod health;
 pub use fronts::ApprovalServer;
@@ -51,7 +56,7 @@ pub struct Core {
     /// Serialises session creation: limits, numbering and branch checks happen under it.
     session_create: tokio::sync::Mutex<()>,
     /// Approval calls waiting for a person.
-    approval_waiters: Mutex<crate::approvals::waiting::Waiters>,
+    approval_waiters: Mutex<crate::core::approvals::waiting::Waiters>,
     /// Per-job secrets of the approval tool connections (job id → token), alive while the job runs.
     job_tokens: Mutex<HashMap<String, String>>,
     /// Jobs this daemon counts in `televibe_jobs_active` (so a gauge never goes below what it added).
@@ -168,7 +173,7 @@ impl Core {
         &self.session_create
     }
 
-    pub(crate) fn approval_waiters(&self) -> &Mutex<crate::approvals::waiting::Waiters> {
+    pub(crate) fn approval_waiters(&self) -> &Mutex<crate::core::approvals::waiting::Waiters> {
         &self.approval_waiters
     }
 

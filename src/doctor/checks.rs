@@ -37,7 +37,7 @@ pub(super) fn user(config: &Config, r: &mut Report) {
         return;
     }
     let run_as = &config.agent.run_as;
-    match crate::jobs::sandbox::resolve_user(run_as) {
+    match crate::core::jobs::sandbox::resolve_user(run_as) {
         Ok(job) => r.warn(
             "user",
             &format!(
@@ -223,9 +223,9 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
         );
         return;
     };
-    if let Ok(Some(user)) = crate::jobs::sandbox::job_user(config)
+    if let Ok(Some(user)) = crate::core::jobs::sandbox::job_user(config)
         && config.agent.sandboxed
-        && !crate::jobs::sandbox::runnable_by(&path, user)
+        && !crate::core::jobs::sandbox::runnable_by(&path, user)
     {
         r.fail(
             "agent",
@@ -326,11 +326,11 @@ pub(super) fn sandbox(config: &Config, r: &mut Report) -> String {
             "sandbox",
             &format!(
                 "sandbox: {}: agent.sandbox = \"none\", jobs can read and write everything this user can",
-                crate::jobs::sandbox::UNCONFINED
+                crate::core::jobs::sandbox::UNCONFINED
             ),
             "apt-get install bubblewrap, then set agent.sandbox = \"bwrap\"",
         );
-        return crate::jobs::sandbox::UNCONFINED.to_string();
+        return crate::core::jobs::sandbox::UNCONFINED.to_string();
     }
     if !config.agent.network_allowlist {
         r.warn(
@@ -339,7 +339,7 @@ pub(super) fn sandbox(config: &Config, r: &mut Report) -> String {
             "set agent.network = \"allowlist\" and list the hosts jobs need in agent.network_allow",
         );
     }
-    match crate::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref(), config) {
+    match crate::core::jobs::sandbox::check(crate::agent_path::find("bwrap").as_deref(), config) {
         Ok(()) => {
             r.ok("sandbox", "sandbox: ok (bubblewrap)");
             "ok".to_string()

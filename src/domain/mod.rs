@@ -27,6 +27,7 @@ macro_rules! string_enum {
     };
 }
 
+pub mod breaker;
 mod records;
 
 /// The spec's degraded-mode message.

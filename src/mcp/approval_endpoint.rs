@@ -53,7 +53,7 @@ impl ApprovalEndpoint {
         {
             Ok(text) => text,
             // No decision can be had: deny, so nothing runs unapproved.
-            Err(e) => crate::approvals::answer(false, &input, &e.message, false),
+            Err(e) => crate::core::approvals::answer(false, &input, &e.message, false),
         };
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }

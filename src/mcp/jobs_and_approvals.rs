@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::errors::{respond, respond_list};
 use super::server::{ControlServer, caller};
-use crate::approvals::Choice;
+use crate::core::approvals::Choice;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RunParams {

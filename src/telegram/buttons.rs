@@ -2,7 +2,7 @@
 //! limit) and what a tapped approval button decides.
 
 use super::client::Button;
-use crate::approvals::Choice;
+use crate::core::approvals::Choice;
 use crate::domain::JobStatus;
 
 /// The buttons of an approval request (callback data `ap:<32 hex>:<a|s|d|x>`, 37 bytes).

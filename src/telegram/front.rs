@@ -15,7 +15,7 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
-use crate::events::{Event, ReplyBody, Scope};
+use crate::core::events::{Event, ReplyBody, Scope};
 
 const HELP: &str = "<b>TeleVibeCode</b>\n\
 /projects · /register &lt;path&gt; · /scan\n\

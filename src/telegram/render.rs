@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::approvals::policy::describe;
+use crate::policy::describe;
 use crate::domain::{Job, JobStatus, Project, Session};
 use crate::errors::CoreError;
 pub use crate::text::{compact, cut, hidden_char, main_field, visible};

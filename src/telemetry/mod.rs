@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::breaker::names::{BreakerName, BreakerState};
+use crate::domain::breaker::{BreakerName, BreakerState};
 
 mod registry;
 pub use registry::FAMILIES;

@@ -83,7 +83,7 @@ async fn runner_hang_is_killed_and_the_queue_goes_on() {
     );
     let pgid = running["pgid"].as_i64().unwrap() as i32;
     assert!(
-        televibe::jobs::process::group_members(pgid).is_empty(),
+        televibe::core::jobs::process::group_members(pgid).is_empty(),
         "the hung agent's processes are gone"
     );
     let t1 = Instant::now();

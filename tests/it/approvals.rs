@@ -249,7 +249,7 @@ async fn people_decide_from_the_phone() {
         "{refused:?}"
     );
     let endpoint =
-        televibe::jobs::sandbox::approval_dir(&televibe::jobs::sandbox::run_dir(&env.root(), &job))
+        televibe::core::jobs::sandbox::approval_dir(&televibe::core::jobs::sandbox::run_dir(&env.root(), &job))
             .join("sock");
     let mut bridge = tokio::process::Command::new(BIN)
         .args(["mcp", "--job", &job, "--socket"])

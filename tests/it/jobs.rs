@@ -66,7 +66,7 @@ pub(crate) async fn wait_final(mcp: &Mcp, id: &str, limit: Duration) -> Value {
 
 fn group_gone(job: &Value) -> bool {
     let pgid = job["pgid"].as_i64().unwrap() as i32;
-    televibe::jobs::process::group_members(pgid).is_empty()
+    televibe::core::jobs::process::group_members(pgid).is_empty()
 }
 
 async fn events(env: &Env, job_id: &str) -> Vec<(String, Value)> {
@@ -431,7 +431,7 @@ async fn sigterm_ignored_means_sigkill_after_grace_and_no_orphans() {
         let running = wait_status(&mcp, &id, Duration::from_secs(10), |s| s == "running").await;
         let pgid = running["pgid"].as_i64().unwrap() as i32;
         eventually(Duration::from_secs(5), "agent processes up", || {
-            televibe::jobs::process::group_members(pgid).len() >= 2
+            televibe::core::jobs::process::group_members(pgid).len() >= 2
         });
         let asked = Instant::now();
         mcp.call("cancel_job", json!({"job_id": id})).await.unwrap();
@@ -478,7 +478,7 @@ async fn output_flood_is_capped_and_malformed_lines_survive() {
         .await
         .unwrap();
     assert_eq!(logs["log_capped"], true);
-    assert_eq!(logs["lines"][0], televibe::jobs::log::TRUNCATION_MARKER);
+    assert_eq!(logs["lines"][0], televibe::core::jobs::log::TRUNCATION_MARKER);
     assert_eq!(j["status"], "failed", "no result event: {j}");
     assert!(
         j["error"].as_str().unwrap().contains("log truncated"),
@@ -728,14 +728,14 @@ async fn kill_9_then_recovery(sandbox: &str) {
     d.wait_exit(Duration::from_secs(5));
     if sandbox == "none" {
         assert!(
-            !televibe::jobs::process::group_members(pgid).is_empty(),
+            !televibe::core::jobs::process::group_members(pgid).is_empty(),
             "an unconfined agent outlives a kill -9 of the daemon"
         );
     } else {
         eventually(
             Duration::from_secs(5),
             "the sandbox dies with the daemon",
-            || televibe::jobs::process::group_members(pgid).is_empty(),
+            || televibe::core::jobs::process::group_members(pgid).is_empty(),
         );
     }
     let d2 = env.start();
@@ -747,7 +747,7 @@ async fn kill_9_then_recovery(sandbox: &str) {
         "{j}"
     );
     assert!(
-        televibe::jobs::process::group_members(pgid).is_empty(),
+        televibe::core::jobs::process::group_members(pgid).is_empty(),
         "the old group is killed at boot"
     );
     let n = wait_final(&mcp, &next, Duration::from_secs(15)).await;

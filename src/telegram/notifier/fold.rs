@@ -2,7 +2,7 @@
 //! (a view of the job that one message shows and edits), the rest become notices or approval messages.
 
 use super::*;
-use crate::events::ReplyBody;
+use crate::core::events::ReplyBody;
 
 impl Notifier {
     pub(super) async fn on_event(&self, st: &mut NotifierState, row: OutboxEvent) {
@@ -295,7 +295,7 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::JobEnd;
+    use crate::core::events::JobEnd;
 
     #[test]
     fn a_model_api_retry_shows_on_the_tracker_until_the_agent_moves_on() {

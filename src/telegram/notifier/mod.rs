@@ -25,7 +25,7 @@ use super::{Link, routes};
 use crate::core::Core;
 use crate::domain::READ_ONLY_MESSAGE;
 use crate::domain::{JobStatus, OutboxEvent};
-use crate::events::Event;
+use crate::core::events::Event;
 use crate::supervisor::ChildMessage;
 use crate::telemetry::EventTypeLabel;
 

@@ -2,7 +2,7 @@
 //! command's parts as the approval policy parses them.
 
 use super::{code, compact, cut};
-use crate::approvals::policy::{Description, PartKind, quoted};
+use crate::policy::{Description, PartKind, quoted};
 
 /// At most this many danger labels, and parts of a command, are listed before an approval's text…
 const ABOUT_DANGERS: usize = 5;
@@ -116,7 +116,7 @@ pub(super) fn about_html(d: &Description, command: Option<&str>, max_parts: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approvals::policy::describe;
+    use crate::policy::describe;
 
     fn about(command: &str, max_parts: usize) -> String {
         let d = describe("Bash", &serde_json::json!({ "command": command }), None);

@@ -4,7 +4,7 @@
 use crate::core::Core;
 use crate::domain::{Approval, ApprovalState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::events::{Event, Scope};
+use crate::core::events::{Event, Scope};
 use serde_json::json;
 use tokio::sync::oneshot;
 

@@ -6,8 +6,8 @@ mod decide;
 pub mod waiting;
 
 pub use waiting::{Choice, Waiters};
-pub mod policy;
-mod shell;
+
+
 
 use serde_json::{Value, json};
 
@@ -16,7 +16,7 @@ use crate::core::Core;
 use crate::domain::Job;
 use crate::errors::{CoreError, ErrorCode};
 use crate::telemetry::ScopeResultLabel;
-use policy::Policy;
+use crate::policy::{self, Policy};
 
 /// The answer Claude Code expects from the permission prompt tool, echoing the input when allowing.
 pub fn answer(allow: bool, input: &Value, message: &str, interrupt: bool) -> String {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::commands::{Part, PartKind, parts, program_index, quoted, split_args};
 use super::raw_command;
 use super::rules::inside;
-use crate::approvals::shell::lex;
+use crate::policy::shell::lex;
 
 /// Something a person should know before deciding, with the text it is about (unescaped, as parsed).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,10 +10,10 @@
 use crate::core::Core;
 use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::events::{Event, Scope};
-use crate::jobs::outcome::StopReason;
+use crate::core::events::{Event, Scope};
+use crate::core::jobs::outcome::StopReason;
 use crate::telemetry::ScopeLabel;
-use policy::Verdict;
+use crate::policy::Verdict;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -297,7 +297,7 @@ impl Core {
 
     async fn stop_job(&self, job: &Job, reason: StopReason) {
         if let Some(session) = self.session_actor(&job.session_id) {
-            let _ = session.cast(crate::sessions::actor::SessionMsg::StopJob(
+            let _ = session.cast(crate::core::sessions::actor::SessionMsg::StopJob(
                 job.id.clone(),
                 reason,
             ));

@@ -5,7 +5,7 @@ use super::*;
 use crate::core::Core;
 use crate::domain::{NewSession, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::events::{Event, Scope};
+use crate::core::events::{Event, Scope};
 use crate::git::GitError;
 use crate::supervisor::SupervisorMsg;
 use crate::telemetry::ProjectLabel;

@@ -6,10 +6,10 @@ use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
 use crate::core::Core;
 use crate::domain::{ErrorType, Job, JobStatus, SessionState};
 use crate::errors::CoreError;
-use crate::jobs::Ending;
-use crate::jobs::outcome::StopReason;
-use crate::jobs::process;
-use crate::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
+use crate::core::jobs::Ending;
+use crate::core::jobs::outcome::StopReason;
+use crate::core::jobs::process;
+use crate::core::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
 use ractor::{Actor, ActorRef};
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
@@ -255,7 +255,7 @@ pub(super) async fn fail_hung(core: &Core, job: &Job) {
 /// Cancels a job that has not started; a job that already ended is left as it is.
 pub(super) async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Result<(), CoreError> {
     let Some(job) = core.store().job(job_id).await? else {
-        return Err(crate::jobs::job_not_found(job_id));
+        return Err(crate::core::jobs::job_not_found(job_id));
     };
     if job.status != JobStatus::Queued {
         return Ok(());

@@ -5,8 +5,8 @@ use super::*;
 use crate::core::Core;
 use crate::domain::{Session, SessionState};
 use crate::errors::CoreError;
-use crate::events::{Event, Scope};
-use crate::jobs::Ending;
+use crate::core::events::{Event, Scope};
+use crate::core::jobs::Ending;
 use crate::telemetry::{ProjectLabel, ProjectStateLabel, SessionLabel};
 use std::path::{Path, PathBuf};
 

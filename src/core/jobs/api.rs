@@ -5,8 +5,8 @@ use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::{ErrorType, Job, JobStatus, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::events::{Event, Scope};
-use crate::sessions::actor::SessionMsg;
+use crate::core::events::{Event, Scope};
+use crate::core::sessions::actor::SessionMsg;
 use crate::telemetry::SessionLabel;
 use serde_json::json;
 use std::path::Path;
@@ -241,7 +241,7 @@ impl Core {
             }
             self.end_job(
                 &job,
-                Ending::failed(ErrorType::Killed, crate::jobs::outcome::MANUAL_TERMINATION),
+                Ending::failed(ErrorType::Killed, crate::core::jobs::outcome::MANUAL_TERMINATION),
             )
             .await?;
         }

@@ -45,7 +45,7 @@
 use serde_json::Value;
 use std::path::Path;
 
-use super::shell::lex;
+use shell::lex;
 
 /// What the policy decides for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +220,7 @@ impl Policy {
     }
 }
 
+pub mod shell;
 mod commands;
 mod describe;
 mod rules;

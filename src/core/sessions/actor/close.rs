@@ -5,10 +5,10 @@ use super::*;
 use crate::core::Core;
 use crate::domain::{Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::events::{Event, Scope};
-use crate::jobs::Ending;
-use crate::jobs::process;
-use crate::sessions::{Closed, subject};
+use crate::core::events::{Event, Scope};
+use crate::core::jobs::Ending;
+use crate::core::jobs::process;
+use crate::core::sessions::{Closed, subject};
 use serde_json::json;
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The commands a shell line runs, as the policy sees them: each simple command of a pipeline, list or
 //! substitution, with wrappers (`env`, `sudo`, `bash -c` …) unwrapped, and its program's options normalised.
 
-use crate::approvals::shell::{Lexed, lex};
+use crate::policy::shell::{Lexed, lex};
 
 /// Programs that run their operands as a command, with those of their options that take a separate value.
 pub(super) const WRAPPERS: &[(&str, &str)] = &[

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{SessionActor, SessionActorState, SessionMsg, cancel_queued, mark_missing};
 use crate::domain::SessionState;
 use crate::errors::{CoreError, ErrorCode};
-use crate::sessions::{Recovered, RecoveryAction, subject, worktree_present};
+use crate::core::sessions::{Recovered, RecoveryAction, subject, worktree_present};
 
 impl SessionActor {
     /// Re-creates a missing worktree on the session's branch at the same path; when git cannot, closes

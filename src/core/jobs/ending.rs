@@ -10,7 +10,7 @@ use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session};
 use crate::errors::CoreError;
-use crate::events::{Event, JobEnd, Scope};
+use crate::core::events::{Event, JobEnd, Scope};
 use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel};
 
 use super::outcome::{BreakerVerdict, Decision, MANUAL_TERMINATION};

@@ -23,7 +23,7 @@ use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::domain::{Job, Project, Session};
-use crate::events::{Event, Scope};
+use crate::core::events::{Event, Scope};
 use crate::supervisor::ChildMessage;
 use crate::text::preview;
 

@@ -13,10 +13,10 @@ use crate::breaker::{BreakerName, BreakerPermit};
 use crate::core::Core;
 use crate::domain::{Session, SessionState};
 use crate::errors::CoreError;
-use crate::events::{Event, Scope};
-use crate::jobs::outcome::StopReason;
-use crate::jobs::process;
-use crate::jobs::runner::{Report, RunnerMsg};
+use crate::core::events::{Event, Scope};
+use crate::core::jobs::outcome::StopReason;
+use crate::core::jobs::process;
+use crate::core::jobs::runner::{Report, RunnerMsg};
 use crate::supervisor::{ChildMessage, TreeNode};
 
 pub struct SessionActor {
