@@ -124,28 +124,30 @@ pub async fn run_and_report(core: &Core, now: DateTime<Utc>) -> Result<Outcome, 
             tracing::info!(target: "televibe.backup", file = %o.file, bytes = o.bytes, duration_secs = o.duration_secs, "Backup written and verified");
             if let Some(r) = o.remote.as_ref().filter(|r| !r.ok) {
                 tracing::error!(target: "televibe.backup", file = %o.file, error = %r.detail, "Backup upload failed; the local backup is kept");
-                core.emit(
-                    Scope::daemon(),
-                    Event::BackupFailed {
-                        stage: "remote".into(),
-                        file: Some(o.file.clone()),
-                        error: r.detail.clone(),
-                    },
-                )
-                .await;
+                core.events()
+                    .emit(
+                        Scope::daemon(),
+                        Event::BackupFailed {
+                            stage: "remote".into(),
+                            file: Some(o.file.clone()),
+                            error: r.detail.clone(),
+                        },
+                    )
+                    .await;
             }
         }
         Err(e) => {
             tracing::error!(target: "televibe.backup", error = %e, "Backup failed; earlier backups are untouched");
-            core.emit(
-                Scope::daemon(),
-                Event::BackupFailed {
-                    stage: "local".into(),
-                    file: None,
-                    error: e.to_string(),
-                },
-            )
-            .await;
+            core.events()
+                .emit(
+                    Scope::daemon(),
+                    Event::BackupFailed {
+                        stage: "local".into(),
+                        file: None,
+                        error: e.to_string(),
+                    },
+                )
+                .await;
         }
     }
     result

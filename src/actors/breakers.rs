@@ -60,6 +60,7 @@ impl Actor for BreakersActor {
                 for (i, s) in now.iter().enumerate() {
                     if s.outages > last.get(i).copied().unwrap_or(0) {
                         self.core
+                            .events()
                             .emit(
                                 Scope::daemon(),
                                 Event::BreakerOpened {

@@ -80,7 +80,7 @@ impl Actor for Janitor {
                 self.prune_audit().await;
                 self.prune_history().await;
             }
-            JanitorMsg::MeasureWorkspaces => self.core.measure_workspaces().await,
+            JanitorMsg::MeasureWorkspaces => self.core.sessions().measure_workspaces().await,
             JanitorMsg::Trim => {
                 let offered = tokio::task::spawn_blocking(crate::memtrim::trim)
                     .await

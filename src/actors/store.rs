@@ -69,6 +69,7 @@ impl StoreActor {
                     _ => String::new(),
                 };
                 self.core
+                    .events()
                     .emit(Scope::daemon(), Event::DatabaseCorrupted { detail })
                     .await;
                 // Health gauge to 0, `televibe_database_read_only_reason{reason="integrity"}` to 1.

@@ -249,7 +249,38 @@ impl Event {
     }
 }
 
-impl Core {
+/// The emitter: every typed event is logged, counted and recorded (outbox row) in one place.
+pub struct Events<'a> {
+    pub(super) core: &'a Core,
+}
+
+/// What the emitter owns: a counter of outbox rows written, so whoever delivers or waits for them is woken
+/// instead of polling.
+pub struct State {
+    outbox_seq: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            outbox_seq: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Events<'_> {
+    /// Changes whenever an outbox row is written (see `emit`).
+    pub fn outbox_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.core.events_state.outbox_seq.subscribe()
+    }
+
+    fn outbox_written(&self) {
+        self.core
+            .events_state
+            .outbox_seq
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Records an event: its outbox row, its count in `televibe_events_total`, its log line.
     pub async fn emit(&self, scope: Scope, event: Event) {
         let _ = self.try_emit(scope, event).await;
@@ -258,7 +289,8 @@ impl Core {
     /// Like [`Core::emit`], and says whether the row was written (not in read-only mode, say).
     pub async fn try_emit(&self, scope: Scope, event: Event) -> Result<(), CoreError> {
         let kind = event.kind();
-        self.metrics()
+        self.core
+            .metrics()
             .events_total
             .get_or_create(&EventTypeLabel {
                 event_type: kind.to_string(),
@@ -294,6 +326,7 @@ impl Core {
             _ => log!(debug),
         }
         let written = self
+            .core
             .store()
             .insert_event(
                 kind,

@@ -45,11 +45,16 @@ fn invalid_path(message: String) -> CoreError {
     )
 }
 
-impl Core {
+/// The projects service: registration, scanning and lookups of the repositories jobs work in.
+pub struct Projects<'a> {
+    pub(super) core: &'a Core,
+}
+
+impl Projects<'_> {
     /// Directories where projects may live, canonicalised.
     fn allowed_project_roots(&self) -> Vec<PathBuf> {
-        std::iter::once(self.layout().repos())
-            .chain(self.config().allowed_roots.iter().cloned())
+        std::iter::once(self.core.layout().repos())
+            .chain(self.core.config().allowed_roots.iter().cloned())
             .filter_map(|p| p.canonicalize().ok())
             .collect()
     }
@@ -64,7 +69,7 @@ impl Core {
         let candidate = if raw.is_absolute() {
             raw.to_path_buf()
         } else {
-            self.layout().repos().join(raw)
+            self.core.layout().repos().join(raw)
         };
         let canonical = candidate
             .canonicalize()
@@ -90,11 +95,11 @@ impl Core {
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>, CoreError> {
-        Ok(self.store().projects().await?)
+        Ok(self.core.store().projects().await?)
     }
 
     pub async fn get_project(&self, id: &str) -> Result<Project, CoreError> {
-        self.store().project(id).await?.ok_or_else(|| {
+        self.core.store().project(id).await?.ok_or_else(|| {
             CoreError::new(
                 ErrorCode::ProjectNotFound,
                 format!("no project {id:?}"),
@@ -113,13 +118,17 @@ impl Core {
     ) -> Result<Registration, CoreError> {
         let canonical = self.resolve_project_path(path)?;
         let repo_path = canonical.display().to_string();
-        if let Some(mut existing) = self.store().project_by_path(&repo_path).await? {
+        if let Some(mut existing) = self.core.store().project_by_path(&repo_path).await? {
             if trusted && !existing.trusted {
-                self.store().set_project_trusted(&existing.id, true).await?;
+                self.core
+                    .store()
+                    .set_project_trusted(&existing.id, true)
+                    .await?;
                 existing.trusted = true;
-                self.audit()
+                self.core
+                    .audit()
                     .record(
-                        self.store(),
+                        self.core.store(),
                         "project.trusted",
                         by,
                         AuditSubject {
@@ -135,7 +144,7 @@ impl Core {
                 already_registered: true,
             });
         }
-        let info = self.git().inspect(&canonical).await?;
+        let info = self.core.git().inspect(&canonical).await?;
         let dir_name = canonical
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -151,11 +160,11 @@ impl Core {
             created_at: chrono::Utc::now(),
             trusted,
         };
-        self.store().insert_project(&project).await?;
-        self.metrics().project_known(&project.id);
-        self.audit()
+        self.core.store().insert_project(&project).await?;
+        self.core.metrics().project_known(&project.id);
+        self.core.audit()
             .record(
-                self.store(),
+                self.core.store(),
                 "project.registered",
                 by,
                 AuditSubject {
@@ -189,7 +198,7 @@ impl Core {
                         .trim_end_matches('-')
                 )
             };
-            if self.store().project(&candidate).await?.is_none() {
+            if self.core.store().project(&candidate).await?.is_none() {
                 return Ok(candidate);
             }
         }
@@ -200,7 +209,7 @@ impl Core {
 
     /// Registers every git repository one level below `<root>/repos` that is not registered yet.
     pub async fn scan_projects(&self, by: &str) -> Result<ScanReport, CoreError> {
-        let repos = self.layout().repos();
+        let repos = self.core.layout().repos();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&repos)
             .map_err(|e| CoreError::internal(format!("cannot read {}: {e}", repos.display())))?
             .flatten()

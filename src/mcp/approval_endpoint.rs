@@ -48,6 +48,7 @@ impl ApprovalEndpoint {
         let input = Value::Object(p.input);
         let text = match self
             .core
+            .approvals()
             .request_approval(&self.job_id, &p.tool_name, input.clone(), p.tool_use_id)
             .await
         {
@@ -103,7 +104,7 @@ async fn serve_job_connection(stream: tokio::net::UnixStream, core: Arc<Core>, j
     let preamble = serde_json::from_str::<Value>(&first).unwrap_or(Value::Null);
     let token = preamble["token"].as_str().unwrap_or("");
     if preamble["televibe_job"].as_str() != Some(job_id.as_str())
-        || !core.job_token_valid(&job_id, token)
+        || !core.jobs().job_token_valid(&job_id, token)
     {
         tracing::warn!(target: "televibe.socket", job_id = %job_id, "Approval connection refused: wrong job or secret");
         let _ = write

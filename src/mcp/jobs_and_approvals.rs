@@ -95,6 +95,7 @@ impl ControlServer {
         });
         let waited = self
             .core
+            .jobs()
             .wait_job(job_id, timeout, |n, line| {
                 let _ = tx.send((n, line));
             })
@@ -121,6 +122,7 @@ impl ControlServer {
     ) -> Result<CallToolResult, McpError> {
         let queued = self
             .core
+            .sessions()
             .run_instruction(&p.session_id, &p.instruction)
             .await;
         match queued {
@@ -150,7 +152,7 @@ impl ControlServer {
         &self,
         Parameters(p): Parameters<JobParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond(self.core.get_job(&p.job_id).await))
+        Ok(respond(self.core.jobs().get_job(&p.job_id).await))
     }
 
     #[tool(description = "List jobs, newest first, optionally of one session or one status.")]
@@ -160,6 +162,7 @@ impl ControlServer {
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(
             self.core
+                .jobs()
                 .list_jobs_page(
                     p.session_id.as_deref(),
                     p.status.as_deref(),
@@ -179,7 +182,10 @@ impl ControlServer {
         Parameters(p): Parameters<JobParams>,
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(
-            self.core.cancel_job(&caller(&peer), &p.job_id).await,
+            self.core
+                .sessions()
+                .cancel_job(&caller(&peer), &p.job_id)
+                .await,
         ))
     }
 
@@ -190,7 +196,7 @@ impl ControlServer {
         &self,
         Parameters(p): Parameters<LogParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond(self.core.job_logs(&p.job_id, p.lines).await))
+        Ok(respond(self.core.jobs().job_logs(&p.job_id, p.lines).await))
     }
 
     #[tool(
@@ -201,14 +207,19 @@ impl ControlServer {
         peer: Peer<RoleServer>,
         Parameters(p): Parameters<JobParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond(self.core.kill_job(&caller(&peer), &p.job_id).await))
+        Ok(respond(
+            self.core
+                .sessions()
+                .kill_job(&caller(&peer), &p.job_id)
+                .await,
+        ))
     }
 
     #[tool(description = "Approval requests waiting for a decision.")]
     async fn list_pending_approvals(&self) -> Result<CallToolResult, McpError> {
         Ok(respond_list(
             "approvals",
-            self.core.list_pending_approvals().await,
+            self.core.approvals().list_pending_approvals().await,
         ))
     }
 
@@ -227,6 +238,7 @@ impl ControlServer {
         };
         Ok(respond(
             self.core
+                .approvals()
                 .decide_approval(&p.approval_id, choice, &caller(&peer))
                 .await,
         ))
@@ -245,6 +257,7 @@ impl ControlServer {
         };
         Ok(respond(
             self.core
+                .approvals()
                 .decide_approval(&p.approval_id, choice, &caller(&peer))
                 .await,
         ))

@@ -63,7 +63,10 @@ pub struct CloseSessionParams {
 impl ControlServer {
     #[tool(description = "List registered projects (git repositories).")]
     async fn list_projects(&self) -> Result<CallToolResult, McpError> {
-        Ok(respond_list("projects", self.core.list_projects().await))
+        Ok(respond_list(
+            "projects",
+            self.core.projects().list_projects().await,
+        ))
     }
 
     #[tool(description = "Get one project by id.")]
@@ -71,7 +74,9 @@ impl ControlServer {
         &self,
         Parameters(p): Parameters<ProjectParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond(self.core.get_project(&p.project_id).await))
+        Ok(respond(
+            self.core.projects().get_project(&p.project_id).await,
+        ))
     }
 
     #[tool(
@@ -84,6 +89,7 @@ impl ControlServer {
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(
             self.core
+                .projects()
                 .register_project(
                     &caller(&peer),
                     &p.path,
@@ -98,7 +104,9 @@ impl ControlServer {
         description = "Register every git repository one level below <root>/repos that is not registered yet."
     )]
     async fn scan_projects(&self, peer: Peer<RoleServer>) -> Result<CallToolResult, McpError> {
-        Ok(respond(self.core.scan_projects(&caller(&peer)).await))
+        Ok(respond(
+            self.core.projects().scan_projects(&caller(&peer)).await,
+        ))
     }
 
     #[tool(description = "List sessions (open ones unless include_closed), newest first.")]
@@ -109,6 +117,7 @@ impl ControlServer {
         Ok(respond_list(
             "sessions",
             self.core
+                .sessions()
                 .list_sessions(p.project_id.as_deref(), p.include_closed.unwrap_or(false))
                 .await,
         ))
@@ -122,6 +131,7 @@ impl ControlServer {
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(
             self.core
+                .sessions()
                 .create_session(
                     &caller(&peer),
                     &p.project_id,
@@ -137,7 +147,9 @@ impl ControlServer {
         &self,
         Parameters(p): Parameters<SessionParams>,
     ) -> Result<CallToolResult, McpError> {
-        Ok(respond(self.core.get_session(&p.session_id).await))
+        Ok(respond(
+            self.core.sessions().get_session(&p.session_id).await,
+        ))
     }
 
     #[tool(
@@ -150,6 +162,7 @@ impl ControlServer {
     ) -> Result<CallToolResult, McpError> {
         let r = self
             .core
+            .sessions()
             .close_session(
                 &caller(&peer),
                 &p.session_id,
@@ -170,6 +183,7 @@ impl ControlServer {
     ) -> Result<CallToolResult, McpError> {
         Ok(respond(
             self.core
+                .sessions()
                 .recover_session(&caller(&peer), &p.session_id)
                 .await,
         ))

@@ -220,10 +220,10 @@ impl Policy {
     }
 }
 
-pub mod shell;
 mod commands;
 mod describe;
 mod rules;
+pub mod shell;
 
 pub use commands::{Part, PartKind, parts, quoted};
 pub use describe::{Danger, Description, describe};

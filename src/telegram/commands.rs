@@ -34,7 +34,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
 
 impl Front {
     pub(super) async fn projects(&self, chat_id: i64) -> Result<(), CoreError> {
-        let list = self.core.list_projects().await?;
+        let list = self.core.projects().list_projects().await?;
         let body = render::lines_or(
             &list,
             render::project_line,
@@ -58,6 +58,7 @@ impl Front {
         };
         let r = self
             .core
+            .projects()
             .register_project(actor, path, None, trusted)
             .await?;
         let verb = if r.already_registered {
@@ -74,7 +75,7 @@ impl Front {
     }
 
     pub(super) async fn scan(&self, chat_id: i64, actor: &str) -> Result<(), CoreError> {
-        let r = self.core.scan_projects(actor).await?;
+        let r = self.core.projects().scan_projects(actor).await?;
         let mut out = format!(
             "<b>Scan</b>: {} registered, {} known, {} skipped\n",
             r.registered.len(),
@@ -109,6 +110,7 @@ impl Front {
         let branch = it.next();
         let s = self
             .core
+            .sessions()
             .create_session(actor, project, branch, None)
             .await?;
         self.set_active(chat_id, &s.id).await;
@@ -128,7 +130,7 @@ impl Front {
 
     pub(super) async fn sessions(&self, chat_id: i64) -> Result<(), CoreError> {
         let active = self.active_session(chat_id).await;
-        let list = self.core.list_sessions(None, false).await?;
+        let list = self.core.sessions().list_sessions(None, false).await?;
         let body = if list.is_empty() {
             "No open sessions: /new &lt;project&gt; [branch]".to_string()
         } else {
@@ -143,7 +145,7 @@ impl Front {
     }
 
     pub(super) async fn use_session(&self, chat_id: i64, arg: &str) -> Result<(), CoreError> {
-        let s = self.core.get_session(arg).await?;
+        let s = self.core.sessions().get_session(arg).await?;
         if !s.state.is_open() {
             return Err(CoreError::new(
                 ErrorCode::SessionClosing,
@@ -180,7 +182,11 @@ impl Front {
                 .ok_or_else(|| usage("/close S3 [force]"))?,
         };
         let force = it.any(|w| w.eq_ignore_ascii_case("force"));
-        let c = self.core.close_session(actor, &id, force, false).await?;
+        let c = self
+            .core
+            .sessions()
+            .close_session(actor, &id, force, false)
+            .await?;
         self.reply(
             chat_id,
             format!(
@@ -199,8 +205,16 @@ impl Front {
             .active_session(chat_id)
             .await
             .unwrap_or_else(|| "none".into());
-        let running = self.core.list_jobs(None, Some("running"), Some(20)).await?;
-        let queued = self.core.list_jobs(None, Some("queued"), Some(100)).await?;
+        let running = self
+            .core
+            .jobs()
+            .list_jobs(None, Some("running"), Some(20))
+            .await?;
+        let queued = self
+            .core
+            .jobs()
+            .list_jobs(None, Some("queued"), Some(100))
+            .await?;
         let mut out = format!(
             "<b>Status</b>: {}\nActive session: <b>{}</b>\nRunning: {} · queued: {}\n",
             escape(r.status),
@@ -227,7 +241,7 @@ impl Front {
 
     /// Pending approvals, each sent again with its buttons (a lost message can still be decided).
     pub(super) async fn approvals(&self, chat_id: i64) -> Result<(), CoreError> {
-        let pending = self.core.list_pending_approvals().await?;
+        let pending = self.core.approvals().list_pending_approvals().await?;
         if pending.is_empty() {
             self.reply(chat_id, "No pending approvals.".into()).await;
         }
@@ -276,9 +290,9 @@ impl Front {
             })?,
         };
         // The tracker message of the job goes to this chat.
-        let s = self.core.get_session(&session).await?;
+        let s = self.core.sessions().get_session(&session).await?;
         routes::set_session_chat(&self.core, &s.id, chat_id).await;
-        self.core.run_instruction(&s.id, text).await?;
+        self.core.sessions().run_instruction(&s.id, text).await?;
         Ok(())
     }
 
@@ -286,6 +300,7 @@ impl Front {
         let session = self.active_session(chat_id).await;
         let jobs = self
             .core
+            .jobs()
             .list_jobs(session.as_deref(), None, Some(10))
             .await?;
         let body = render::lines_or(&jobs, render::job_line, "No jobs yet.");
@@ -309,10 +324,11 @@ impl Front {
         arg: &str,
     ) -> Result<crate::domain::Job, CoreError> {
         if !arg.is_empty() {
-            return self.core.get_job(arg).await;
+            return self.core.jobs().get_job(arg).await;
         }
         let session = self.active_session(chat_id).await;
         self.core
+            .jobs()
             .list_jobs(session.as_deref(), None, Some(1))
             .await?
             .into_iter()
@@ -345,7 +361,7 @@ impl Front {
 
     pub(super) async fn tail(&self, chat_id: i64, arg: &str) -> Result<(), CoreError> {
         let j = self.pick_job(chat_id, arg).await?;
-        let logs = self.core.job_logs(&j.id, Some(200)).await?;
+        let logs = self.core.jobs().job_logs(&j.id, Some(200)).await?;
         let text = logs.lines.join("\n");
         self.send_long(
             chat_id,
@@ -387,7 +403,7 @@ impl Front {
         arg: &str,
     ) -> Result<(), CoreError> {
         let j = self.pick_job(chat_id, arg).await?;
-        let j = self.core.cancel_job(actor, &j.id).await?;
+        let j = self.core.sessions().cancel_job(actor, &j.id).await?;
         self.reply(
             chat_id,
             format!("🚫 Cancel requested: {}", render::job_line(&j)),
@@ -404,8 +420,8 @@ impl Front {
                 .await
                 .ok_or_else(|| usage("/diff S3"))?,
         };
-        let s = self.core.get_session(&id).await?;
-        let diff = self.core.session_diff(&s).await?;
+        let s = self.core.sessions().get_session(&id).await?;
+        let diff = self.core.sessions().session_diff(&s).await?;
         self.send_long(
             chat_id,
             &format!("{}.diff", s.id),

@@ -13,9 +13,9 @@ use super::render::{self, code, escape};
 use super::{Link, routes};
 use crate::audit::AuditSubject;
 use crate::core::Core;
+use crate::core::events::{Event, ReplyBody, Scope};
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::events::{Event, ReplyBody, Scope};
 
 const HELP: &str = "<b>TeleVibeCode</b>\n\
 /projects · /register &lt;path&gt; · /scan\n\
@@ -72,6 +72,7 @@ impl Front {
         if let Some(body) = body
             && self
                 .core
+                .events()
                 .try_emit(
                     Scope::daemon(),
                     Event::Reply {
@@ -261,9 +262,9 @@ impl Front {
         let actor = format!("telegram:{user_id}");
         let (action, arg) = data.split_once(':').unwrap_or((data, ""));
         let answer = match action {
-            "cancel" => match self.core.get_job(arg).await {
+            "cancel" => match self.core.jobs().get_job(arg).await {
                 Ok(j) if j.status.is_final() => format!("Job already {}", j.status.as_str()),
-                Ok(j) => match self.core.cancel_job(&actor, &j.id).await {
+                Ok(j) => match self.core.sessions().cancel_job(&actor, &j.id).await {
                     Ok(_) => "Canceling…".to_string(),
                     Err(e) => e.message,
                 },
@@ -272,7 +273,12 @@ impl Front {
             "ap" => {
                 let (id, code) = arg.split_once(':').unwrap_or((arg, ""));
                 match super::buttons::choice(code) {
-                    Some(choice) => match self.core.decide_approval(id, choice, &actor).await {
+                    Some(choice) => match self
+                        .core
+                        .approvals()
+                        .decide_approval(id, choice, &actor)
+                        .await
+                    {
                         Ok(a) => format!("{} ✓", a.state.as_str()),
                         Err(e) if e.code == ErrorCode::ApprovalAlreadyDecided => {
                             format!("Already decided: {}", e.message)
@@ -287,14 +293,14 @@ impl Front {
                     None => "Unknown or expired button".to_string(),
                 }
             }
-            "log" => match self.core.get_job(arg).await {
+            "log" => match self.core.jobs().get_job(arg).await {
                 Ok(j) => {
                     let _ = self.tail(chat_id, &j.id).await;
                     "Log sent".to_string()
                 }
                 Err(_) => "Unknown or expired button".to_string(),
             },
-            "diff" => match self.core.get_job(arg).await {
+            "diff" => match self.core.jobs().get_job(arg).await {
                 Ok(j) => {
                     if let Err(e) = self.diff(chat_id, &j.session_id).await {
                         self.reply(chat_id, render::error(&e)).await;

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::policy::describe;
 use crate::domain::{Job, JobStatus, Project, Session};
 use crate::errors::CoreError;
+use crate::policy::describe;
 pub use crate::text::{compact, cut, hidden_char, main_field, visible};
 
 mod about;

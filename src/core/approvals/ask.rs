@@ -7,13 +7,12 @@
 //! who could not answer meanwhile can. A store that failed its integrity check stays read-only: there the
 //! expiry is applied without being recorded.
 
-use crate::core::Core;
-use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
-use crate::errors::{CoreError, ErrorCode};
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::outcome::StopReason;
-use crate::telemetry::ScopeLabel;
+use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
+use crate::errors::{CoreError, ErrorCode};
 use crate::policy::Verdict;
+use crate::telemetry::ScopeLabel;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -36,7 +35,7 @@ enum Wait {
     Grace,
 }
 
-impl Core {
+impl Approvals<'_> {
     /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects. Its lines
     /// (policy, waiting, the decision) are in the job's trace.
     pub async fn request_approval(
@@ -59,7 +58,7 @@ impl Core {
         input: Value,
         tool_use_id: Option<String>,
     ) -> Result<String, CoreError> {
-        let job = self.get_job(job_id).await?;
+        let job = self.core.jobs().get_job(job_id).await?;
         if job.status.is_final() {
             return Err(CoreError::new(
                 ErrorCode::JobNotFound,
@@ -68,10 +67,11 @@ impl Core {
             ));
         }
         let scope = policy::scope(tool, &input);
-        let grants = self.store().grants(&job.session_id).await?;
+        let grants = self.core.store().grants(&job.session_id).await?;
         let preview = render_input(tool, &input);
         // Paths in a command are judged against the session's worktree; without one nothing is auto-allowed.
         let worktree = self
+            .core
             .store()
             .session(&job.session_id)
             .await?
@@ -112,7 +112,7 @@ impl Core {
         scope: &str,
         preview: String,
     ) -> Result<String, CoreError> {
-        let timeout = self.config().approvals.timeout;
+        let timeout = self.core.config().approvals.timeout;
         let now = chrono::Utc::now();
         let approval = Approval {
             id: {
@@ -135,16 +135,15 @@ impl Core {
             telegram_chat_id: None,
             telegram_message_id: None,
         };
-        self.store().insert_approval(&approval).await?;
+        self.core.store().insert_approval(&approval).await?;
         let (tx, rx) = oneshot::channel();
-        self.approval_waiters()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.waiters()
             .map
             .insert(approval.id.clone(), (job.id.clone(), tx));
-        self.metrics().approvals_pending.inc();
-        let _ = self.store().set_job_waiting(&job.id, true).await;
+        self.core.metrics().approvals_pending.inc();
+        let _ = self.core.store().set_job_waiting(&job.id, true).await;
         let _ = self
+            .core
             .store()
             .set_session_state_if(
                 &job.session_id,
@@ -159,26 +158,25 @@ impl Core {
             json!({"approval_id": approval.id, "tool": tool, "input": preview, "scope": scope}),
         )
         .await;
-        let session = self.get_session(&job.session_id).await.ok();
-        self.emit(
-            job_scope(&job, session.as_ref()),
-            Event::ApprovalRequested {
-                approval_id: approval.id.clone(),
-            },
-        )
-        .await;
+        let session = self.core.sessions().get_session(&job.session_id).await.ok();
+        self.core
+            .events()
+            .emit(
+                job_scope(&job, session.as_ref()),
+                Event::ApprovalRequested {
+                    approval_id: approval.id.clone(),
+                },
+            )
+            .await;
         tracing::info!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, tool, scope, "Approval needed");
 
         let outcome = self.wait_for_person(rx, timeout, &approval.id).await;
-        self.approval_waiters()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .remove(&approval.id);
-        self.metrics().approvals_pending.dec();
-        let _ = self.store().set_job_waiting(&job.id, false).await;
+        self.waiters().map.remove(&approval.id);
+        self.core.metrics().approvals_pending.dec();
+        let _ = self.core.store().set_job_waiting(&job.id, false).await;
         // Only a session still blocked by this wait goes back to running (it may have been closed meanwhile).
         let _ = self
+            .core
             .store()
             .set_session_state_if(
                 &job.session_id,
@@ -189,7 +187,8 @@ impl Core {
         // Only a person's answer is a response time; an expired request is not.
         if matches!(outcome, Some(Ok(_))) {
             let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
-            self.metrics()
+            self.core
+                .metrics()
                 .approval_response_seconds
                 .get_or_create(&ScopeLabel {
                     scope: scope.into(),
@@ -215,6 +214,7 @@ impl Core {
             // Expired (or the daemon lost the waiter): deny with interrupt and end the job.
             _ => {
                 let recorded = self
+                    .core
                     .store()
                     .decide_approval(&approval.id, ApprovalState::Expired, "expired", "expiry")
                     .await;
@@ -226,13 +226,15 @@ impl Core {
                     }
                     Ok(true) => {
                         self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
-                        self.emit(
-                            job_scope(&job, session.as_ref()),
-                            Event::ApprovalExpired {
-                                approval_id: approval.id.clone(),
-                            },
-                        )
-                        .await;
+                        self.core
+                            .events()
+                            .emit(
+                                job_scope(&job, session.as_ref()),
+                                Event::ApprovalExpired {
+                                    approval_id: approval.id.clone(),
+                                },
+                            )
+                            .await;
                         true
                     }
                     Ok(false) => false,
@@ -248,7 +250,7 @@ impl Core {
                     ));
                 }
                 // Decided just as the wait ended: answer what was recorded.
-                let approved = matches!(self.store().approval(&approval.id).await, Ok(Some(a)) if a.state == ApprovalState::Approved);
+                let approved = matches!(self.core.store().approval(&approval.id).await, Ok(Some(a)) if a.state == ApprovalState::Approved);
                 Ok(if approved {
                     answer(true, &input, "", false)
                 } else {
@@ -273,7 +275,7 @@ impl Core {
             if let Ok(decided) = tokio::time::timeout(wait, &mut rx).await {
                 return Some(decided);
             }
-            let store = self.store();
+            let store = self.core.store();
             let held = store.is_read_only() && !store.is_corrupt();
             stage = match (stage, held) {
                 (Wait::Postponed, true) => Wait::Postponed,
@@ -296,7 +298,7 @@ impl Core {
     }
 
     async fn stop_job(&self, job: &Job, reason: StopReason) {
-        if let Some(session) = self.session_actor(&job.session_id) {
+        if let Some(session) = self.core.sessions().session_actor(&job.session_id) {
             let _ = session.cast(crate::core::sessions::actor::SessionMsg::StopJob(
                 job.id.clone(),
                 reason,

@@ -1,16 +1,15 @@
 //! A decision arrives (a person, an expiry, a job's end): written once, the waiting call woken, the
 //! message's buttons retired through an `approval.decided` event.
 
-use crate::core::Core;
+use crate::core::events::{Event, Scope};
 use crate::domain::{Approval, ApprovalState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::events::{Event, Scope};
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::*;
 
-impl Core {
+impl Approvals<'_> {
     /// A person decides. The first decision wins; later ones get APPROVAL_ALREADY_DECIDED.
     pub async fn decide_approval(
         &self,
@@ -19,6 +18,7 @@ impl Core {
         by: &str,
     ) -> Result<Approval, CoreError> {
         let a = self
+            .core
             .store()
             .approval(id)
             .await?
@@ -29,11 +29,13 @@ impl Core {
             ApprovalState::Denied
         };
         if !self
+            .core
             .store()
             .decide_approval(id, state, choice.as_str(), by)
             .await?
         {
             let a = self
+                .core
                 .store()
                 .approval(id)
                 .await?
@@ -49,7 +51,8 @@ impl Core {
             ));
         }
         if choice == Choice::ApproveSession {
-            self.store()
+            self.core
+                .store()
                 .insert_grant(
                     &a.session_id,
                     &a.tool_name,
@@ -66,7 +69,7 @@ impl Core {
                 "denied"
             },
         );
-        if let Ok(job) = self.get_job(&a.job_id).await {
+        if let Ok(job) = self.core.jobs().get_job(&a.job_id).await {
             let event = if choice.approves() {
                 "job.approved"
             } else {
@@ -80,18 +83,14 @@ impl Core {
             )
             .await;
         }
-        let waiter = self
-            .approval_waiters()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .remove(id);
+        let waiter = self.waiters().map.remove(id);
         if let Some((_, tx)) = waiter {
             let _ = tx.send((choice, by.to_string()));
         }
         self.emit_decided(&a).await;
         tracing::info!(target: "televibe.approvals", approval_id = %a.id, job_id = %a.job_id, decision = choice.as_str(), by, "Approval decided");
-        self.store()
+        self.core
+            .store()
             .approval(id)
             .await?
             .ok_or_else(|| not_found(id))
@@ -100,10 +99,7 @@ impl Core {
     /// A job ended while asking: its requests expire, their buttons go, and the waiting calls answer deny.
     pub async fn end_approvals_of_job(&self, job_id: &str) {
         let waiting: Vec<(String, oneshot::Sender<(Choice, String)>)> = {
-            let mut w = self
-                .approval_waiters()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut w = self.waiters();
             let ids: Vec<String> = w
                 .map
                 .iter()
@@ -119,11 +115,12 @@ impl Core {
         }
         for (id, tx) in waiting {
             if self
+                .core
                 .store()
                 .decide_approval(&id, ApprovalState::Expired, "expired", "job ended")
                 .await
                 .unwrap_or(false)
-                && let Ok(Some(a)) = self.store().approval(&id).await
+                && let Ok(Some(a)) = self.core.store().approval(&id).await
             {
                 self.retire_expired(&a).await;
             }
@@ -139,7 +136,9 @@ impl Core {
             job_id: Some(a.job_id.clone()),
         };
         let approval_id = a.id.clone();
-        self.emit(scope, Event::ApprovalDecided { approval_id })
+        self.core
+            .events()
+            .emit(scope, Event::ApprovalDecided { approval_id })
             .await;
     }
 
@@ -150,12 +149,13 @@ impl Core {
     }
 
     pub async fn list_pending_approvals(&self) -> Result<Vec<Approval>, CoreError> {
-        Ok(self.store().pending_approvals().await?)
+        Ok(self.core.store().pending_approvals().await?)
     }
 
     /// At boot no waiting call survives: pending approvals expire and their buttons are retired.
     pub async fn expire_orphaned_approvals(&self) {
         match self
+            .core
             .store()
             .expire_pending_approvals(chrono::Utc::now())
             .await

@@ -7,16 +7,14 @@ pub mod waiting;
 
 pub use waiting::{Choice, Waiters};
 
-
-
 use serde_json::{Value, json};
 
 use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::Job;
 use crate::errors::{CoreError, ErrorCode};
-use crate::telemetry::ScopeResultLabel;
 use crate::policy::{self, Policy};
+use crate::telemetry::ScopeResultLabel;
 
 /// The answer Claude Code expects from the permission prompt tool, echoing the input when allowing.
 pub fn answer(allow: bool, input: &Value, message: &str, interrupt: bool) -> String {
@@ -35,26 +33,41 @@ fn not_found(id: &str) -> CoreError {
     )
 }
 
-impl Core {
+/// The approvals service: asks (policy first, then a person), decisions, expiry and the waiting calls.
+pub struct Approvals<'a> {
+    pub(super) core: &'a Core,
+}
+
+/// What the approvals service owns: the approval calls waiting for a person.
+#[derive(Default)]
+pub struct State {
+    waiters: std::sync::Mutex<Waiters>,
+}
+
+impl Approvals<'_> {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.core
+            .approvals_state
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn policy(&self) -> Policy {
         Policy {
-            allow: self.config().approvals.auto_allow.clone(),
-            deny: self.config().approvals.auto_deny.clone(),
+            allow: self.core.config().approvals.auto_allow.clone(),
+            deny: self.core.config().approvals.auto_deny.clone(),
         }
     }
 
     /// Whether a job waits for a person (its runner does not count that as a hang).
     pub fn job_waits_for_approval(&self, job_id: &str) -> bool {
-        self.approval_waiters()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .values()
-            .any(|(j, _)| j == job_id)
+        self.waiters().map.values().any(|(j, _)| j == job_id)
     }
 
     fn count(&self, scope: &str, result: &str) {
-        self.metrics()
+        self.core
+            .metrics()
             .approvals_total
             .get_or_create(&ScopeResultLabel {
                 scope: scope.into(),
@@ -64,9 +77,10 @@ impl Core {
     }
 
     async fn audit_decision(&self, job: &Job, event: &str, by: &str, details: Value) {
-        self.audit()
+        self.core
+            .audit()
             .record(
-                self.store(),
+                self.core.store(),
                 event,
                 by,
                 AuditSubject {

@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use crate::breaker::BreakerPermit;
-use crate::core::Core;
+use crate::core::events::{Event, JobEnd, Scope};
 use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session};
 use crate::errors::CoreError;
-use crate::core::events::{Event, JobEnd, Scope};
 use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel};
 
 use super::outcome::{BreakerVerdict, Decision, MANUAL_TERMINATION};
@@ -54,32 +53,38 @@ impl Ending {
     }
 }
 
-impl Core {
+use super::Jobs;
+
+impl Jobs<'_> {
     /// Bookkeeping when a runner has started its process.
     pub async fn job_started(&self, job: &Job, session: &Session, pid: i32) {
         let project = ProjectLabel {
             project_id: session.project_id.clone(),
         };
-        self.active_jobs()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(job.id.clone());
-        self.metrics().jobs_active.get_or_create(&project).inc();
-        self.metrics()
+        super::lock(&self.state().active).insert(job.id.clone());
+        self.core
+            .metrics()
+            .jobs_active
+            .get_or_create(&project)
+            .inc();
+        self.core
+            .metrics()
             .job_start_timestamp
             .get_or_create(&JobLabel {
                 job_id: job.id.clone(),
             })
             .set(chrono::Utc::now().timestamp());
-        self.set_queue_gauge(&session.id).await;
-        self.emit(
-            Scope::job(job, session),
-            Event::JobStarted {
-                pid,
-                instruction_preview: crate::text::preview(&job.instruction),
-            },
-        )
-        .await;
+        self.core.sessions().set_queue_gauge(&session.id).await;
+        self.core
+            .events()
+            .emit(
+                Scope::job(job, session),
+                Event::JobStarted {
+                    pid,
+                    instruction_preview: crate::text::preview(&job.instruction),
+                },
+            )
+            .await;
     }
 
     /// Ends a job: the one path every ending takes. Answers whether this call ended it (false when it had
@@ -107,15 +112,13 @@ impl Core {
                     }
                     // The probe closed the breaker: the next opening is a new period, told again.
                     if self
+                        .core
                         .breakers()
                         .get(crate::breaker::BreakerName::ClaudeCode)
                         .state()
                         == crate::breaker::BreakerState::Closed
                     {
-                        *self
-                            .claude_notice()
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = None;
+                        self.agent_available_again();
                     }
                 }
                 (decision.outcome, Some(elapsed), None)
@@ -163,12 +166,18 @@ impl Core {
             duration_secs: elapsed.map(|e| e.as_secs_f64()),
             message,
         };
-        let session = self.store().session(&job.session_id).await.ok().flatten();
+        let session = self
+            .core
+            .store()
+            .session(&job.session_id)
+            .await
+            .ok()
+            .flatten();
         let project_id = session
             .as_ref()
             .map(|s| s.project_id.clone())
             .unwrap_or_default();
-        match self.store().finish_job(&job.id, outcome).await {
+        match self.core.store().finish_job(&job.id, outcome).await {
             Ok(true) => {}
             Ok(false) => return Ok(false),
             Err(e) => {
@@ -184,19 +193,22 @@ impl Core {
             status: status.as_str().into(),
         };
         if let Some(elapsed) = elapsed {
-            self.metrics()
+            self.core
+                .metrics()
                 .job_duration_seconds
                 .get_or_create(&labels)
                 .observe(elapsed.as_secs_f64());
         }
-        self.metrics().jobs_total.get_or_create(&labels).inc();
+        self.core.metrics().jobs_total.get_or_create(&labels).inc();
         self.job_inactive(&job.id, &project_id).await;
         tracing::info!(target: "televibe.runner", job_id = %job.id, session_id = %job.session_id, status = status.as_str(), error = %end.error.as_deref().unwrap_or(""), "Job finished");
         if let Some(session) = &session {
-            self.emit(Scope::job(job, session), Event::ending(status, end))
+            self.core
+                .events()
+                .emit(Scope::job(job, session), Event::ending(status, end))
                 .await;
         }
-        self.set_queue_gauge(&job.session_id).await;
+        self.core.sessions().set_queue_gauge(&job.session_id).await;
         Ok(true)
     }
 
@@ -204,16 +216,12 @@ impl Core {
     /// gauges (once, and only if this daemon counted it in).
     async fn job_inactive(&self, job_id: &str, project_id: &str) {
         self.revoke_job_token(job_id);
-        self.end_approvals_of_job(job_id).await;
-        if !self
-            .active_jobs()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(job_id)
-        {
+        self.core.approvals().end_approvals_of_job(job_id).await;
+        if !super::lock(&self.state().active).remove(job_id) {
             return;
         }
-        self.metrics()
+        self.core
+            .metrics()
             .jobs_active
             .get_or_create(&ProjectLabel {
                 project_id: project_id.to_string(),
@@ -223,8 +231,8 @@ impl Core {
         let label = JobLabel {
             job_id: job_id.to_string(),
         };
-        self.metrics().job_start_timestamp.remove(&label);
-        self.metrics().log_file_bytes.remove(&label);
+        self.core.metrics().job_start_timestamp.remove(&label);
+        self.core.metrics().log_file_bytes.remove(&label);
     }
 
     /// At boot (and whenever the `sessions` supervisor starts): jobs left `running` are failed
@@ -232,7 +240,7 @@ impl Core {
     /// The jobs are written off, so the groups get SIGKILL at once rather than a grace period each.
     /// Writes are best effort: a read-only store must not keep the daemon from starting.
     pub async fn recover_jobs(&self) -> Result<(), CoreError> {
-        for job in self.store().unfinished_running_jobs().await? {
+        for job in self.core.store().unfinished_running_jobs().await? {
             if let Some(pgid) = job.recorded_group()
                 && super::process::group_alive(pgid)
             {
@@ -240,7 +248,7 @@ impl Core {
                 super::process::signal_group(pgid, libc::SIGKILL);
             }
             // What it left in its cgroup (detached children included) goes too.
-            if let Ok(groups) = self.cgroups() {
+            if let Ok(groups) = self.core.cgroups() {
                 groups.release(&job.id);
             }
             let ending = Ending::failed(
@@ -264,26 +272,20 @@ impl Core {
     /// queued or waiting job; later, each further session whose job is refused. One `claude.unavailable`
     /// row per session, all carrying the period's start (`since`), so the notifier tells each chat once.
     pub async fn notify_claude_unavailable(&self, session: &Session) {
-        let first = self
-            .claude_notice()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none();
+        let first = super::lock(&self.state().claude_notice).is_none();
         let mut sessions = vec![session.id.clone()];
         if first {
             sessions.extend(
-                self.store()
+                self.core
+                    .store()
                     .sessions_with_waiting_jobs()
                     .await
                     .unwrap_or_default(),
             );
         }
         let (since, new): (i64, Vec<String>) = {
-            let mut notice = self
-                .claude_notice()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let notice = notice.get_or_insert_with(|| crate::core::ClaudeNotice {
+            let mut notice = super::lock(&self.state().claude_notice);
+            let notice = notice.get_or_insert_with(|| super::ClaudeNotice {
                 since: chrono::Utc::now().timestamp_millis(),
                 told: Default::default(),
             });
@@ -298,18 +300,20 @@ impl Core {
         }
         tracing::warn!(target: "televibe.jobs", sessions = ?new, "{CLAUDE_UNAVAILABLE}");
         for id in new {
-            let scope = match self.store().session(&id).await {
+            let scope = match self.core.store().session(&id).await {
                 Ok(Some(s)) => Scope::session(&s),
                 _ => continue,
             };
-            self.emit(
-                scope,
-                Event::ClaudeUnavailable {
-                    message: CLAUDE_UNAVAILABLE.into(),
-                    since,
-                },
-            )
-            .await;
+            self.core
+                .events()
+                .emit(
+                    scope,
+                    Event::ClaudeUnavailable {
+                        message: CLAUDE_UNAVAILABLE.into(),
+                        since,
+                    },
+                )
+                .await;
         }
     }
 }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use super::Waited;
-use crate::core::Core;
 use crate::errors::CoreError;
 
 /// The longest a caller may wait in one call.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-impl Core {
+use super::Jobs;
+
+impl Jobs<'_> {
     /// Waits until the job `id` (or a unique prefix) is final, at most `timeout` (capped at an hour).
     /// `progress` gets each event of the job as it is written (its count so far and a one-line summary),
     /// those before the call included.
@@ -22,13 +23,14 @@ impl Core {
     ) -> Result<Waited, CoreError> {
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
         // Subscribed before the first look, so an ending written in between still wakes us.
-        let mut written = self.outbox_watch();
+        let mut written = self.core.events().outbox_watch();
         let id = self.get_job(id).await?.id;
-        let shutdown = self.shutdown_token();
+        let shutdown = self.core.shutdown_token();
         let mut cursor = 0;
         let mut seen = 0;
         loop {
             for row in self
+                .core
                 .store()
                 .job_events_after(&id, cursor)
                 .await

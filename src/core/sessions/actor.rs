@@ -11,12 +11,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{Closed, Recovered, RecoveryAction, worktree_present};
 use crate::breaker::{BreakerName, BreakerPermit};
 use crate::core::Core;
-use crate::domain::{Session, SessionState};
-use crate::errors::CoreError;
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::outcome::StopReason;
 use crate::core::jobs::process;
 use crate::core::jobs::runner::{Report, RunnerMsg};
+use crate::domain::{Session, SessionState};
+use crate::errors::CoreError;
 use crate::supervisor::{ChildMessage, TreeNode};
 
 pub struct SessionActor {
@@ -106,11 +106,7 @@ impl Drop for SessionActorState {
                 process::signal_group(pgid, libc::SIGKILL);
             }
         }
-        let mut map = self
-            .core
-            .session_actors()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.core.sessions().actors();
         if map
             .get(&self.session.id)
             .is_some_and(|r| r.get_id() == self.me.get_id())
@@ -166,9 +162,8 @@ impl Actor for SessionActor {
             .await?
             .unwrap_or(session);
         self.core
-            .session_actors()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .sessions()
+            .actors()
             .insert(session.id.clone(), myself.get_cell());
         let every = (self.core.config().jobs.heartbeat_timeout / 2).min(Duration::from_secs(10));
         myself.send_interval(every, || SessionMsg::Tick);
@@ -363,11 +358,12 @@ async fn mark_missing(core: &Core, session: &mut Session) {
     }
     session.worktree_missing = true;
     tracing::warn!(target: "televibe.sessions", session_id = %session.id, path = %session.worktree_path, "Session worktree is missing");
-    core.emit(
-        Scope::session(session),
-        Event::WorktreeMissing {
-            path: session.worktree_path.clone(),
-        },
-    )
-    .await;
+    core.events()
+        .emit(
+            Scope::session(session),
+            Event::WorktreeMissing {
+                path: session.worktree_path.clone(),
+            },
+        )
+        .await;
 }

@@ -2,34 +2,37 @@
 //! and a session's diff.
 
 use super::*;
-use crate::core::Core;
+use crate::core::events::{Event, Scope};
 use crate::domain::{NewSession, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::events::{Event, Scope};
 use crate::git::GitError;
 use crate::supervisor::SupervisorMsg;
 use crate::telemetry::ProjectLabel;
 use actor::{CloseRequest, SessionMsg};
 use serde_json::json;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-impl Core {
+impl Sessions<'_> {
     pub async fn list_sessions(
         &self,
         project_id: Option<&str>,
         include_closed: bool,
     ) -> Result<Vec<Session>, CoreError> {
         if let Some(p) = project_id {
-            self.get_project(p).await?;
+            self.core.projects().get_project(p).await?;
         }
-        Ok(self.store().sessions(project_id, include_closed).await?)
+        Ok(self
+            .core
+            .store()
+            .sessions(project_id, include_closed)
+            .await?)
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Session, CoreError> {
         let sid = crate::domain::SessionId::parse(id).ok_or_else(|| session_not_found(id))?;
-        self.store()
+        self.core
+            .store()
             .session(&sid.to_string())
             .await?
             .ok_or_else(|| session_not_found(id))
@@ -37,22 +40,26 @@ impl Core {
 
     /// Creates a session: a branch (new from `base`, or an existing unused one) and its worktree.
     pub async fn create_session(
-        self: &Arc<Self>,
+        &self,
         by: &str,
         project_id: &str,
         branch: Option<&str>,
         base: Option<&str>,
     ) -> Result<Session, CoreError> {
-        let _serial = self.session_create().lock().await;
-        let project = self.get_project(project_id).await?;
-        if self.store().is_read_only() {
+        let _serial = self.state().create.lock().await;
+        let project = self.core.projects().get_project(project_id).await?;
+        if self.core.store().is_read_only() {
             return Err(crate::store::StoreError::ReadOnly {
-                reason: self.store().read_only_reason().unwrap_or_default(),
+                reason: self.core.store().read_only_reason().unwrap_or_default(),
             }
             .into());
         }
-        let limits = &self.config().sessions;
-        if self.store().count_open_sessions(Some(&project.id)).await?
+        let limits = &self.core.config().sessions;
+        if self
+            .core
+            .store()
+            .count_open_sessions(Some(&project.id))
+            .await?
             >= limits.max_per_project as u64
         {
             return Err(limit_error(format!(
@@ -60,14 +67,14 @@ impl Core {
                 project.id, limits.max_per_project
             )));
         }
-        if self.store().count_open_sessions(None).await? >= limits.max_total as u64 {
+        if self.core.store().count_open_sessions(None).await? >= limits.max_total as u64 {
             return Err(limit_error(format!(
                 "{} sessions are open (sessions.max_total)",
                 limits.max_total
             )));
         }
-        let workspace_dir = self.layout().workspaces().join(&project.id);
-        let mut seq = self.store().next_session_seq().await?;
+        let workspace_dir = self.core.layout().workspaces().join(&project.id);
+        let mut seq = self.core.store().next_session_seq().await?;
         while workspace_dir.join(format!("S{seq}")).exists() {
             // A directory left by a crash keeps its number; doctor reports it.
             seq += 1;
@@ -80,6 +87,7 @@ impl Core {
         crate::domain::validate_branch(&branch)
             .map_err(|e| CoreError::from(GitError::InvalidBranch(e.0)))?;
         if let Some(other) = self
+            .core
             .store()
             .open_session_on_branch(&project.id, &branch)
             .await?
@@ -109,16 +117,18 @@ impl Core {
             branch_created,
             workspace_dir,
         };
-        let session = match self.store().insert_session(seq, &new).await {
+        let session = match self.core.store().insert_session(seq, &new).await {
             Ok(s) => s,
             Err(e) => {
                 // Undo the git side so a refusal changes nothing.
                 let _ = self
+                    .core
                     .git()
                     .remove_worktree(Path::new(&project.repo_path), &dest, true)
                     .await;
                 if branch_created {
                     let _ = self
+                        .core
                         .git()
                         .delete_branch(Path::new(&project.repo_path), &branch)
                         .await;
@@ -126,28 +136,31 @@ impl Core {
                 return Err(e.into());
             }
         };
-        self.metrics()
+        self.core
+            .metrics()
             .sessions_total
             .get_or_create(&ProjectLabel {
                 project_id: project.id.clone(),
             })
             .inc();
-        self.audit()
+        self.core.audit()
             .record(
-                self.store(),
+                self.core.store(),
                 "session.created",
                 by,
                 subject(&session),
                 json!({"branch": session.branch, "base": session.base_branch, "branch_created": branch_created, "worktree": session.worktree_path}),
             )
             .await;
-        self.emit(
-            Scope::session(&session),
-            Event::SessionCreated {
-                branch: session.branch.clone(),
-            },
-        )
-        .await;
+        self.core
+            .events()
+            .emit(
+                Scope::session(&session),
+                Event::SessionCreated {
+                    branch: session.branch.clone(),
+                },
+            )
+            .await;
         self.refresh_session_metrics().await;
         self.start_session_actor(&session.id).await;
         Ok(session)
@@ -160,11 +173,17 @@ impl Core {
         base: &str,
         dest: &Path,
     ) -> Result<bool, CoreError> {
-        match self.git().create_worktree(repo, branch, base, dest).await {
+        match self
+            .core
+            .git()
+            .create_worktree(repo, branch, base, dest)
+            .await
+        {
             Err(e) if e.is_failure() => {
                 tracing::warn!(target: "televibe.sessions", error = %e, "worktree creation failed; retrying once");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                self.git()
+                self.core
+                    .git()
                     .create_worktree(repo, branch, base, dest)
                     .await
                     .map_err(|e| {
@@ -177,9 +196,9 @@ impl Core {
         }
     }
 
-    async fn start_session_actor(self: &Arc<Self>, id: &str) {
-        let spec = session_child(self, id);
-        let started = match self.root_child("sessions").await {
+    async fn start_session_actor(&self, id: &str) {
+        let spec = session_child(&self.core.arc(), id);
+        let started = match self.core.root_child("sessions").await {
             Ok(cell) => {
                 let sup: ractor::ActorRef<SupervisorMsg> = cell.into();
                 ractor::call_t!(sup, SupervisorMsg::StartChild, 5000, spec)
@@ -232,7 +251,7 @@ impl Core {
             delete_branch,
         };
         // Dirty check, removal and branch deletion each may take up to git.timeout_secs.
-        let limit = (4 * self.config().git_timeout.as_millis() + 30_000) as u64;
+        let limit = (4 * self.core.config().git_timeout.as_millis() + 30_000) as u64;
         ractor::call_t!(actor_ref, SessionMsg::Close, limit, req).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?
@@ -242,7 +261,7 @@ impl Core {
     pub async fn recover_session(&self, by: &str, id: &str) -> Result<Recovered, CoreError> {
         let (session, actor_ref) = self.open_session_actor(id).await?;
         // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
-        let limit = (6 * self.config().git_timeout.as_millis() + 30_000) as u64;
+        let limit = (6 * self.core.config().git_timeout.as_millis() + 30_000) as u64;
         ractor::call_t!(actor_ref, SessionMsg::Recover, limit, by.to_string()).map_err(|e| {
             CoreError::internal(format!("session {} did not answer: {e}", session.id))
         })?
@@ -258,7 +277,7 @@ impl Core {
                 "close the session and open a new one on the branch",
             ));
         }
-        Ok(self.git().diff(wt, &s.base_branch).await?)
+        Ok(self.core.git().diff(wt, &s.base_branch).await?)
     }
 }
 

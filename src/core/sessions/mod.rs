@@ -6,6 +6,7 @@
 pub mod actor;
 mod api;
 mod upkeep;
+mod work;
 
 pub use upkeep::disk_usage;
 
@@ -20,6 +21,41 @@ use crate::domain::Session;
 use crate::errors::{CoreError, ErrorCode};
 use crate::supervisor::{ChildSpec, InitialChildren};
 use actor::{SessionActor, SessionMsg};
+
+/// The sessions service: create, list, close and recover sessions, and the typed way to their actors.
+pub struct Sessions<'a> {
+    pub(super) core: &'a Core,
+}
+
+/// What the sessions service owns.
+#[derive(Default)]
+pub struct State {
+    /// Running session actors by session id (each registers itself when it starts).
+    actors: std::sync::Mutex<std::collections::HashMap<String, ractor::ActorCell>>,
+    /// Serialises session creation: limits, numbering and branch checks happen under it.
+    create: tokio::sync::Mutex<()>,
+    /// Label sets of `televibe_sessions_active` set last time, so vanished ones go back to 0.
+    gauge_labels: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl Sessions<'_> {
+    fn state(&self) -> &State {
+        &self.core.sessions_state
+    }
+}
+
+impl<'a> Sessions<'a> {
+    /// The running session actors (registered by each actor as it starts, removed as it stops).
+    pub(super) fn actors(
+        &self,
+    ) -> std::sync::MutexGuard<'a, std::collections::HashMap<String, ractor::ActorCell>> {
+        self.core
+            .sessions_state
+            .actors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// What `close_session` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -101,11 +137,11 @@ pub fn initial_sessions(core: Arc<Core>) -> InitialChildren {
     Arc::new(move || {
         let core = core.clone();
         Box::pin(async move {
-            core.expire_orphaned_approvals().await;
-            core.recover_jobs().await?;
-            core.reconcile_sessions().await?;
+            core.approvals().expire_orphaned_approvals().await;
+            core.jobs().recover_jobs().await?;
+            core.sessions().reconcile_sessions().await?;
             let open = core.store().sessions(None, false).await?;
-            core.refresh_session_metrics().await;
+            core.sessions().refresh_session_metrics().await;
             Ok(open.iter().map(|s| session_child(&core, &s.id)).collect())
         })
     })

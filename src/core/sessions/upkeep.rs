@@ -2,19 +2,18 @@
 //! and workspace disk usage.
 
 use super::*;
-use crate::core::Core;
-use crate::domain::{Session, SessionState};
-use crate::errors::CoreError;
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::Ending;
+use crate::domain::{Session, SessionState};
+use crate::errors::CoreError;
 use crate::telemetry::{ProjectLabel, ProjectStateLabel, SessionLabel};
 use std::path::{Path, PathBuf};
 
-impl Core {
+impl Sessions<'_> {
     /// Prunes stale worktree entries, marks sessions whose worktree is gone, finishes interrupted closes.
     pub async fn reconcile_sessions(&self) -> Result<(), CoreError> {
-        for project in self.store().projects().await? {
-            match self.git().prune(Path::new(&project.repo_path)).await {
+        for project in self.core.store().projects().await? {
+            match self.core.git().prune(Path::new(&project.repo_path)).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(target: "televibe.sessions", project_id = %project.id, pruned = n, "Pruned stale worktree entries")
                 }
@@ -30,7 +29,7 @@ impl Core {
                 tracing::error!(target: "televibe.sessions", session_id = id, error = %e, "reconciliation could not {what}");
             }
         };
-        for s in self.store().sessions(None, false).await? {
+        for s in self.core.store().sessions(None, false).await? {
             let exists = worktree_present(Path::new(&s.worktree_path));
             match s.state {
                 // A close interrupted after its worktree was removed: finish it.
@@ -38,12 +37,21 @@ impl Core {
                     warn(
                         "close a session",
                         &s.id,
-                        self.store()
+                        self.core
+                            .store()
                             .set_session_state(&s.id, SessionState::Closed)
                             .await,
                     );
-                    for job in self.store().queued_jobs(&s.id).await.unwrap_or_default() {
+                    for job in self
+                        .core
+                        .store()
+                        .queued_jobs(&s.id)
+                        .await
+                        .unwrap_or_default()
+                    {
                         let _ = self
+                            .core
+                            .jobs()
                             .end_job(&job, Ending::canceled("its session was closed"))
                             .await;
                     }
@@ -53,7 +61,8 @@ impl Core {
                 SessionState::Closing | SessionState::Running | SessionState::Blocked => warn(
                     "reset a session",
                     &s.id,
-                    self.store()
+                    self.core
+                        .store()
                         .set_session_state(&s.id, SessionState::Idle)
                         .await,
                 ),
@@ -63,21 +72,23 @@ impl Core {
                 warn(
                     "mark a worktree missing",
                     &s.id,
-                    self.store().set_worktree_missing(&s.id, true).await,
+                    self.core.store().set_worktree_missing(&s.id, true).await,
                 );
                 tracing::warn!(target: "televibe.sessions", session_id = %s.id, path = %s.worktree_path, "Session worktree is missing");
-                self.emit(
-                    Scope::session(&s),
-                    Event::WorktreeMissing {
-                        path: s.worktree_path.clone(),
-                    },
-                )
-                .await;
+                self.core
+                    .events()
+                    .emit(
+                        Scope::session(&s),
+                        Event::WorktreeMissing {
+                            path: s.worktree_path.clone(),
+                        },
+                    )
+                    .await;
             } else if exists && s.worktree_missing {
                 warn(
                     "clear a worktree mark",
                     &s.id,
-                    self.store().set_worktree_missing(&s.id, false).await,
+                    self.core.store().set_worktree_missing(&s.id, false).await,
                 );
             }
         }
@@ -86,12 +97,12 @@ impl Core {
 
     /// Recomputes `televibe_sessions_active{project_id,state}` and the per-session activity gauges.
     pub async fn refresh_session_metrics(&self) {
-        if let Ok(projects) = self.store().projects().await {
+        if let Ok(projects) = self.core.store().projects().await {
             for p in &projects {
-                self.metrics().project_known(&p.id);
+                self.core.metrics().project_known(&p.id);
             }
         }
-        let Ok(open) = self.store().sessions(None, false).await else {
+        let Ok(open) = self.core.store().sessions(None, false).await else {
             return;
         };
         let mut counts: std::collections::HashMap<(String, String), i64> = Default::default();
@@ -99,7 +110,8 @@ impl Core {
             *counts
                 .entry((s.project_id.clone(), s.state.as_str().to_string()))
                 .or_default() += 1;
-            self.metrics()
+            self.core
+                .metrics()
                 .session_last_activity_timestamp
                 .get_or_create(&SessionLabel {
                     session_id: s.id.clone(),
@@ -107,18 +119,21 @@ impl Core {
                 .set(s.last_activity_at.timestamp());
         }
         let mut last = self
-            .session_gauge_labels()
+            .state()
+            .gauge_labels
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         for (project_id, state) in last.drain() {
             if !counts.contains_key(&(project_id.clone(), state.clone())) {
-                self.metrics()
+                self.core
+                    .metrics()
                     .sessions_active
                     .remove(&ProjectStateLabel { project_id, state });
             }
         }
         for ((project_id, state), n) in counts {
-            self.metrics()
+            self.core
+                .metrics()
                 .sessions_active
                 .get_or_create(&ProjectStateLabel {
                     project_id: project_id.clone(),
@@ -134,16 +149,18 @@ impl Core {
         let label = SessionLabel {
             session_id: s.id.clone(),
         };
-        self.metrics()
+        self.core
+            .metrics()
             .session_last_activity_timestamp
             .remove(&label);
-        self.metrics().workspace_disk_bytes.remove(&label);
-        self.metrics().job_queue_size.remove(&label);
+        self.core.metrics().workspace_disk_bytes.remove(&label);
+        self.core.metrics().job_queue_size.remove(&label);
         let lived = (chrono::Utc::now() - s.created_at)
             .num_milliseconds()
             .max(0) as f64
             / 1000.0;
-        self.metrics()
+        self.core
+            .metrics()
             .session_duration_seconds
             .get_or_create(&ProjectLabel {
                 project_id: s.project_id.clone(),
@@ -153,7 +170,7 @@ impl Core {
 
     /// Measures every open session's worktree (janitor; never on a request path).
     pub async fn measure_workspaces(&self) {
-        let Ok(open) = self.store().sessions(None, false).await else {
+        let Ok(open) = self.core.store().sessions(None, false).await else {
             return;
         };
         for s in open {
@@ -162,12 +179,12 @@ impl Core {
                 .await
                 .unwrap_or(0);
             // A session closed while it was being measured must not get its gauge back.
-            let still_open =
-                matches!(self.store().session(&s.id).await, Ok(Some(now)) if now.state.is_open());
+            let still_open = matches!(self.core.store().session(&s.id).await, Ok(Some(now)) if now.state.is_open());
             if !still_open {
                 continue;
             }
-            self.metrics()
+            self.core
+                .metrics()
                 .workspace_disk_bytes
                 .get_or_create(&SessionLabel {
                     session_id: s.id.clone(),

@@ -129,7 +129,7 @@ impl Notifier {
     /// a command's parts, writes judged against the session's worktree) and the whole input (a file when it
     /// does not fit, see `render::approval_view`), and once decided, who decided and when.
     async fn render_approval(&self, a: &crate::domain::Approval) -> render::ApprovalView {
-        let session = self.core.get_session(&a.session_id).await.ok();
+        let session = self.core.sessions().get_session(&a.session_id).await.ok();
         let (project, branch, worktree) = session
             .map(|s| {
                 let worktree = std::path::PathBuf::from(s.worktree_path);

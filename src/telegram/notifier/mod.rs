@@ -23,9 +23,9 @@ use super::client::{Button, TgError};
 use super::render::{self, ToolLine, Tracker, escape};
 use super::{Link, routes};
 use crate::core::Core;
+use crate::core::events::Event;
 use crate::domain::READ_ONLY_MESSAGE;
 use crate::domain::{JobStatus, OutboxEvent};
-use crate::core::events::Event;
 use crate::supervisor::ChildMessage;
 use crate::telemetry::EventTypeLabel;
 
@@ -164,7 +164,7 @@ impl Actor for Notifier {
         _: (),
     ) -> Result<NotifierState, ActorProcessingErr> {
         self.link.set_notifier(Some(myself.clone()));
-        let mut signal = self.core.outbox_watch();
+        let mut signal = self.core.events().outbox_watch();
         let me = myself.clone();
         let waker = tokio::spawn(async move {
             loop {

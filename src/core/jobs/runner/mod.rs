@@ -22,8 +22,8 @@ use super::sandbox::{self, SandboxPlan};
 use super::stream::{ResultEvent, StreamEvent, parse_line, tool_target};
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
-use crate::domain::{Job, Project, Session};
 use crate::core::events::{Event, Scope};
+use crate::domain::{Job, Project, Session};
 use crate::supervisor::ChildMessage;
 use crate::text::preview;
 
@@ -170,7 +170,7 @@ impl Actor for Runner {
             &run_dir,
             plan.as_ref().and_then(|p| p.user),
         )?;
-        let token = core.issue_job_token(&a.job.id);
+        let token = core.jobs().issue_job_token(&a.job.id);
         let trusted = a.project.trusted || core.config().trusted_projects.contains(&a.project.id);
         let mut program_path = program.clone();
         let mut args = agent_args(core, &a.session, &a.job.id, &token, &endpoint_path, trusted);
@@ -306,7 +306,7 @@ impl Actor for Runner {
             job_id: a.job.id.clone(),
             pgid: pid,
         });
-        core.job_started(&a.job, &a.session, pid).await;
+        core.jobs().job_started(&a.job, &a.session, pid).await;
         let jobs = &core.config().jobs;
         // Heartbeats come well inside the session's limit; hang checks a few times per hang timeout.
         let tick = (jobs.hang_timeout / 4)

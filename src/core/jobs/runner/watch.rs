@@ -110,15 +110,16 @@ impl Runner {
                 }
                 StreamEvent::ToolUse { id, name, input } => {
                     let target = tool_target(&name, &input);
-                    core.emit(
-                        Scope::job(&st.job, &st.session),
-                        Event::ToolStarted {
-                            tool: name.clone(),
-                            target: target.clone(),
-                            tool_use_id: id.clone(),
-                        },
-                    )
-                    .await;
+                    core.events()
+                        .emit(
+                            Scope::job(&st.job, &st.session),
+                            Event::ToolStarted {
+                                tool: name.clone(),
+                                target: target.clone(),
+                                tool_use_id: id.clone(),
+                            },
+                        )
+                        .await;
                     st.tools.insert(id, (name, target));
                 }
                 StreamEvent::ToolResult {
@@ -126,16 +127,17 @@ impl Runner {
                     is_error,
                 } => {
                     let (name, target) = st.tools.get(&tool_use_id).cloned().unwrap_or_default();
-                    core.emit(
-                        Scope::job(&st.job, &st.session),
-                        Event::ToolCompleted {
-                            tool: name,
-                            target,
-                            tool_use_id,
-                            is_error,
-                        },
-                    )
-                    .await;
+                    core.events()
+                        .emit(
+                            Scope::job(&st.job, &st.session),
+                            Event::ToolCompleted {
+                                tool: name,
+                                target,
+                                tool_use_id,
+                                is_error,
+                            },
+                        )
+                        .await;
                 }
                 StreamEvent::AssistantText(t) => st.last_text = Some(t),
                 StreamEvent::Result(r) => st.result = Some(r),
@@ -147,16 +149,17 @@ impl Runner {
                 } => {
                     tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, "Agent retries the model API");
                     // The phone shows it: a job that waits on an overloaded API is not stuck.
-                    core.emit(
-                        Scope::job(&st.job, &st.session),
-                        Event::ApiRetry {
-                            attempt,
-                            max_retries,
-                            error_status,
-                            error,
-                        },
-                    )
-                    .await;
+                    core.events()
+                        .emit(
+                            Scope::job(&st.job, &st.session),
+                            Event::ApiRetry {
+                                attempt,
+                                max_retries,
+                                error_status,
+                                error,
+                            },
+                        )
+                        .await;
                 }
                 StreamEvent::PermissionDenied { tool_name, .. } => {
                     tracing::info!(target: "televibe.runner", job_id = %st.job.id, tool = %tool_name, "Agent was denied a tool");
@@ -194,7 +197,7 @@ impl Runner {
         );
         let quiet = quiet_output.min(st.last_cpu_change.elapsed());
         // Waiting for a person is not a hang.
-        if core.job_waits_for_approval(&st.job.id) {
+        if core.approvals().job_waits_for_approval(&st.job.id) {
             st.last_cpu_change = Instant::now();
             st.last_output_ms.store(now_ms(), Ordering::Relaxed);
         } else if quiet >= core.config().jobs.hang_timeout {
@@ -297,7 +300,7 @@ impl Runner {
             elapsed: st.started.elapsed(),
             breaker: st.breaker.take(),
         };
-        if let Err(e) = core.end_job(&st.job, ending).await {
+        if let Err(e) = core.jobs().end_job(&st.job, ending).await {
             tracing::error!(target: "televibe.runner", job_id = %st.job.id, error = %e, "the job's ending was not recorded");
         }
         (st.report_to)(Report::Done {

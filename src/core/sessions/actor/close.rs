@@ -3,12 +3,12 @@
 
 use super::*;
 use crate::core::Core;
-use crate::domain::{Session, SessionState};
-use crate::errors::{CoreError, ErrorCode};
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::Ending;
 use crate::core::jobs::process;
 use crate::core::sessions::{Closed, subject};
+use crate::domain::{Session, SessionState};
+use crate::errors::{CoreError, ErrorCode};
 use serde_json::json;
 use std::path::Path;
 
@@ -30,6 +30,7 @@ impl SessionActor {
             if let Ok(Some(job)) = self.core.store().job(&r.job_id).await {
                 let _ = self
                     .core
+                    .jobs()
                     .end_job(&job, Ending::canceled("its session was closed"))
                     .await;
             }
@@ -71,7 +72,7 @@ async fn close(
             "wait for it or cancel it, or close with force = true",
         ));
     }
-    let project = core.get_project(&session.project_id).await?;
+    let project = core.projects().get_project(&session.project_id).await?;
     let repo = Path::new(&project.repo_path);
     let worktree = Path::new(&session.worktree_path);
     if worktree.is_dir() && !req.force && core.git().is_dirty(worktree).await? {
@@ -106,8 +107,8 @@ async fn close(
     if let Some(fresh) = core.store().session(&session.id).await? {
         *session = fresh;
     }
-    core.session_closed_metrics(session);
-    core.refresh_session_metrics().await;
+    core.sessions().session_closed_metrics(session);
+    core.sessions().refresh_session_metrics().await;
     core.audit()
         .record(
             core.store(),
@@ -117,11 +118,12 @@ async fn close(
             json!({"force": req.force, "branch": session.branch, "branch_deleted": branch_deleted}),
         )
         .await;
-    core.emit(
-        Scope::session(session),
-        Event::SessionClosed { branch_deleted },
-    )
-    .await;
+    core.events()
+        .emit(
+            Scope::session(session),
+            Event::SessionClosed { branch_deleted },
+        )
+        .await;
     Ok(Closed {
         session: session.clone(),
         branch_deleted,

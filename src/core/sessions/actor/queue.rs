@@ -4,12 +4,12 @@
 use super::*;
 use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
 use crate::core::Core;
-use crate::domain::{ErrorType, Job, JobStatus, SessionState};
-use crate::errors::CoreError;
 use crate::core::jobs::Ending;
 use crate::core::jobs::outcome::StopReason;
 use crate::core::jobs::process;
 use crate::core::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
+use crate::domain::{ErrorType, Job, JobStatus, SessionState};
+use crate::errors::CoreError;
 use ractor::{Actor, ActorRef};
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
@@ -62,25 +62,24 @@ impl SessionActor {
         }
         let breaker = self.core.breakers().get(BreakerName::ClaudeCode);
         if breaker.state() == BreakerState::Closed {
-            *self
-                .core
-                .claude_notice()
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+            self.core.jobs().agent_available_again();
         }
         let Ok(breaker_permit) = self.core.breakers().acquire(BreakerName::ClaudeCode) else {
             // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.
-            self.core.notify_claude_unavailable(&st.session).await;
+            self.core
+                .jobs()
+                .notify_claude_unavailable(&st.session)
+                .await;
             return;
         };
-        match self.core.job_slots().clone().try_acquire_owned() {
-            Ok(permit) => self.start_next(myself, st, permit, breaker_permit).await,
-            Err(_) => {
+        match self.core.jobs().try_slot() {
+            Some(permit) => self.start_next(myself, st, permit, breaker_permit).await,
+            None => {
                 st.waiting_for_slot = true;
                 st.pending_breaker = Some(breaker_permit);
-                let (slots, me) = (self.core.job_slots().clone(), myself.clone());
+                let (slot, me) = (self.core.jobs().slot(), myself.clone());
                 tokio::spawn(async move {
-                    if let Ok(permit) = slots.acquire_owned().await {
+                    if let Some(permit) = slot.await {
                         let _ = me.cast(SessionMsg::SlotGranted(permit));
                     }
                 });
@@ -102,8 +101,10 @@ impl SessionActor {
             .await
             .ok()
             .and_then(|q| q.into_iter().next());
-        let (Some(job), Ok(project)) = (next, core.get_project(&st.session.project_id).await)
-        else {
+        let (Some(job), Ok(project)) = (
+            next,
+            core.projects().get_project(&st.session.project_id).await,
+        ) else {
             return;
         };
         if let Ok(Some(fresh)) = core.store().session(&st.session.id).await {
@@ -114,7 +115,7 @@ impl SessionActor {
             .set_session_state(&st.session.id, SessionState::Running)
             .await;
         st.session.state = SessionState::Running;
-        core.refresh_session_metrics().await;
+        core.sessions().refresh_session_metrics().await;
         let args = RunnerArgs {
             job: job.clone(),
             session: st.session.clone(),
@@ -143,6 +144,7 @@ impl SessionActor {
                 let why = format!("cannot start the agent: {e}");
                 tracing::error!(target: "televibe.sessions", job_id = %job.id, error = %why, "Job failed to start");
                 let recorded = core
+                    .jobs()
                     .end_job(&job, Ending::failed(ErrorType::Internal, &why))
                     .await
                     .unwrap_or(false);
@@ -188,7 +190,7 @@ impl SessionActor {
                 .set_session_state(&st.session.id, SessionState::Idle)
                 .await;
             st.session.state = SessionState::Idle;
-            self.core.refresh_session_metrics().await;
+            self.core.sessions().refresh_session_metrics().await;
         }
     }
 
@@ -232,6 +234,7 @@ pub(super) async fn fail_orphan(core: &Core, job: &Job, why: &str) {
         process::signal_group(pgid, libc::SIGKILL);
     }
     if core
+        .jobs()
         .end_job(job, Ending::failed(ErrorType::Internal, why))
         .await
         .unwrap_or(false)
@@ -245,6 +248,7 @@ pub(super) async fn fail_hung(core: &Core, job: &Job) {
         process::signal_group(pgid, libc::SIGKILL);
     }
     let _ = core
+        .jobs()
         .end_job(
             job,
             Ending::failed(ErrorType::Hung, "its runner stopped heart-beating"),
@@ -260,6 +264,6 @@ pub(super) async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Resul
     if job.status != JobStatus::Queued {
         return Ok(());
     }
-    core.end_job(&job, Ending::canceled(why)).await?;
+    core.jobs().end_job(&job, Ending::canceled(why)).await?;
     Ok(())
 }

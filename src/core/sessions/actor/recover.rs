@@ -6,9 +6,9 @@ use ractor::ActorRef;
 use serde_json::json;
 
 use super::{SessionActor, SessionActorState, SessionMsg, cancel_queued, mark_missing};
+use crate::core::sessions::{Recovered, RecoveryAction, subject, worktree_present};
 use crate::domain::SessionState;
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::sessions::{Recovered, RecoveryAction, subject, worktree_present};
 
 impl SessionActor {
     /// Re-creates a missing worktree on the session's branch at the same path; when git cannot, closes
@@ -70,7 +70,7 @@ impl SessionActor {
         if !st.session.worktree_missing {
             mark_missing(core, &mut st.session).await;
         }
-        let project = core.get_project(&st.session.project_id).await?;
+        let project = core.projects().get_project(&st.session.project_id).await?;
         let repo = Path::new(&project.repo_path);
         // The repository still lists the lost worktree (git refuses to add one at a listed path).
         core.git().prune(repo).await?;
@@ -148,7 +148,7 @@ impl SessionActor {
         if let Some(fresh) = core.store().session(&old.id).await? {
             st.session = fresh;
         }
-        core.session_closed_metrics(&st.session);
+        core.sessions().session_closed_metrics(&st.session);
         core.audit()
             .record(
                 core.store(),
@@ -159,7 +159,7 @@ impl SessionActor {
             )
             .await;
         let new = core
-            .create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch))
+            .sessions().create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch))
             .await
             .map_err(|mut e| {
                 e.message = format!(
@@ -201,6 +201,6 @@ impl SessionActor {
                 }),
             )
             .await;
-        core.refresh_session_metrics().await;
+        core.sessions().refresh_session_metrics().await;
     }
 }

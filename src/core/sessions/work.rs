@@ -1,0 +1,192 @@
+//! A session's work: run an instruction (validated, queued, its session told), cancel and kill a job (the
+//! runbook's manual termination). The session's actor owns the queue; this is the typed way in.
+
+use crate::audit::AuditSubject;
+use crate::core::events::{Event, Scope};
+use crate::core::sessions::actor::SessionMsg;
+use crate::domain::{ErrorType, Job, SessionState};
+use crate::errors::{CoreError, ErrorCode};
+use crate::telemetry::SessionLabel;
+use serde_json::json;
+use std::time::Duration;
+use tracing::Instrument;
+
+use super::*;
+use crate::core::jobs::*;
+
+impl Sessions<'_> {
+    /// Queues an instruction in a session.
+    pub async fn run_instruction(
+        &self,
+        session_id: &str,
+        instruction: &str,
+    ) -> Result<Queued, CoreError> {
+        if instruction.trim().is_empty() {
+            return Err(CoreError::new(
+                ErrorCode::InstructionEmpty,
+                "the instruction is empty",
+                "say what the agent should do",
+            ));
+        }
+        let chars = instruction.chars().count();
+        if chars > MAX_INSTRUCTION_CHARS {
+            return Err(CoreError::new(
+                ErrorCode::InstructionTooLong,
+                format!(
+                    "the instruction has {chars} characters; at most {MAX_INSTRUCTION_CHARS} are accepted"
+                ),
+                "shorten it, or put the details in a file in the worktree and refer to it",
+            ));
+        }
+        let session = self.get_session(session_id).await?;
+        if matches!(session.state, SessionState::Closing | SessionState::Closed) {
+            return Err(CoreError::new(
+                ErrorCode::SessionClosing,
+                format!("session {} is {}", session.id, session.state.as_str()),
+                "open a new session (create_session) on the same branch",
+            ));
+        }
+        let queued = self.core.store().queued_jobs(&session.id).await?;
+        let max = self.core.config().jobs.max_queued_per_session;
+        if queued.len() >= max {
+            return Err(CoreError::new(
+                ErrorCode::QueueFull,
+                format!(
+                    "session {} already has {max} queued jobs (jobs.max_queued_per_session)",
+                    session.id
+                ),
+                "wait for the queue to drain, or cancel queued jobs",
+            ));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let Some(job) = self
+            .core
+            .store()
+            .insert_job(&id, &session.id, instruction)
+            .await?
+        else {
+            return Err(CoreError::new(
+                ErrorCode::SessionClosing,
+                format!("session {} was closed", session.id),
+                "open a new session (create_session) on the same branch",
+            ));
+        };
+        let position = queued.len() + 1;
+        // The job's trace begins here: its queued line, then every line about it until its end.
+        let span = crate::logging::job_span(&job.id);
+        span.in_scope(|| {
+            tracing::info!(target: "televibe.jobs", session_id = %session.id, position, "Job queued");
+        });
+        self.core
+            .events()
+            .emit(
+                Scope::job(&job, &session),
+                Event::JobQueued {
+                    instruction_preview: crate::text::preview(instruction),
+                    position,
+                },
+            )
+            .instrument(span)
+            .await;
+        self.set_queue_gauge(&session.id).await;
+        if let Some(actor_ref) = self.session_actor(&session.id) {
+            let _ = actor_ref.cast(SessionMsg::TryStart);
+        }
+        Ok(Queued { job, position })
+    }
+
+    pub fn session_actor(&self, id: &str) -> Option<ractor::ActorRef<SessionMsg>> {
+        self.actors().get(id).map(|cell| cell.clone().into())
+    }
+
+    pub async fn set_queue_gauge(&self, session_id: &str) {
+        if let Ok(q) = self.core.store().queued_jobs(session_id).await {
+            self.core
+                .metrics()
+                .job_queue_size
+                .get_or_create(&SessionLabel {
+                    session_id: session_id.to_string(),
+                })
+                .set(q.len() as i64);
+        }
+    }
+
+    /// Cancels a queued job at once, or stops a running one (TERM, grace, KILL).
+    pub async fn cancel_job(&self, by: &str, id: &str) -> Result<Job, CoreError> {
+        let job = self.core.jobs().get_job(id).await?;
+        if job.status.is_final() {
+            return Ok(job);
+        }
+        let actor_ref = self.session_actor(&job.session_id).ok_or_else(|| {
+            CoreError::internal(format!(
+                "session {} is restarting; retry in a moment",
+                job.session_id
+            ))
+        })?;
+        ractor::call_t!(
+            actor_ref,
+            SessionMsg::CancelJob,
+            10_000,
+            job.id.clone(),
+            by.to_string()
+        )
+        .map_err(|e| {
+            CoreError::internal(format!("session {} did not answer: {e}", job.session_id))
+        })??;
+        self.core.jobs().get_job(&job.id).await
+    }
+
+    /// The spec's runbook for a stuck job: TERM, grace, KILL, failed "Manual termination", session idle, user told.
+    pub async fn kill_job(&self, by: &str, id: &str) -> Result<Job, CoreError> {
+        let job = self.core.jobs().get_job(id).await?;
+        if job.status.is_final() {
+            return Ok(job);
+        }
+        self.core
+            .audit()
+            .record(
+                self.core.store(),
+                "admin.job_kill",
+                by,
+                AuditSubject {
+                    session_id: Some(job.session_id.clone()),
+                    job_id: Some(job.id.clone()),
+                    ..Default::default()
+                },
+                json!({"status": job.status.as_str()}),
+            )
+            .await;
+        let grace = self.core.config().jobs.kill_grace;
+        let delivered = match self.session_actor(&job.session_id) {
+            Some(a) => {
+                ractor::call_t!(a, SessionMsg::KillJob, 10_000, job.id.clone()).unwrap_or(false)
+            }
+            None => false,
+        };
+        if !delivered {
+            // No runner owns it: do the runbook here.
+            if let Some(pgid) = job.recorded_group() {
+                process::terminate_group(pgid, grace).await;
+            }
+            self.core
+                .jobs()
+                .end_job(
+                    &job,
+                    Ending::failed(
+                        ErrorType::Killed,
+                        crate::core::jobs::outcome::MANUAL_TERMINATION,
+                    ),
+                )
+                .await?;
+        }
+        // Wait for the runner to finish its stop sequence.
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(10);
+        loop {
+            let now = self.core.jobs().get_job(&job.id).await?;
+            if now.status.is_final() || tokio::time::Instant::now() > deadline {
+                return Ok(now);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
