@@ -128,7 +128,7 @@ impl Store {
                     .busy_timeout(busy)
                     .foreign_keys(true)
             });
-        let db = Database::connect(co).await.map_err(|e| {
+        let mut db = Database::connect(co).await.map_err(|e| {
             let detail = e.to_string();
             if looks_corrupt(&detail) {
                 corrupt(detail)
@@ -139,6 +139,10 @@ impl Store {
                 }
             }
         })?;
+        let statements = metrics.db_statements_total.clone();
+        db.set_metric_callback(move |_| {
+            statements.inc();
+        });
         let store = Store {
             db,
             path: path.to_path_buf(),

@@ -151,6 +151,8 @@ pub struct Metrics {
     pub backup_bytes: Gauge,
     /// Connections a job's egress proxy refused (the host is in the log, not a label).
     pub egress_refused_total: Counter,
+    /// SQL statements run on the state database (the walk of one instruction is measured with it).
+    pub db_statements_total: Counter,
 }
 
 impl Default for Metrics {
@@ -194,6 +196,7 @@ impl Metrics {
             backup_duration_seconds: backup_buckets(),
             backup_bytes: Gauge::default(),
             egress_refused_total: Counter::default(),
+            db_statements_total: Counter::default(),
         };
         m.register_all();
         for name in BreakerName::ALL {

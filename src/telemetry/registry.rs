@@ -107,6 +107,11 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Connections of sandboxed jobs the egress proxy refused (destination not allowed)",
     ),
     (
+        "televibe_db_statements_total",
+        "counter",
+        "SQL statements the daemon ran on its state database",
+    ),
+    (
         "televibe_database_read_only",
         "gauge",
         "1 while the store refuses writes after a write failure",
@@ -266,6 +271,11 @@ impl Metrics {
             "televibe_egress_refused",
             "Connections of sandboxed jobs the egress proxy refused (destination not allowed)",
             self.egress_refused_total.clone(),
+        );
+        r.register(
+            "televibe_db_statements",
+            "SQL statements the daemon ran on its state database",
+            self.db_statements_total.clone(),
         );
         r.register(
             "televibe_database_read_only",

@@ -26,3 +26,4 @@ mod supervision;
 mod telegram;
 mod telegram_faults;
 mod waiting;
+mod walk;
