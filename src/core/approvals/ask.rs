@@ -9,7 +9,7 @@
 
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::outcome::StopReason;
-use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
+use crate::domain::{Approval, ApprovalState, Job, Session};
 use crate::errors::{CoreError, ErrorCode};
 use crate::policy::Verdict;
 use crate::telemetry::ScopeLabel;
@@ -142,15 +142,11 @@ impl Approvals<'_> {
             .insert(approval.id.clone(), (job.id.clone(), tx));
         self.core.metrics().approvals_pending.inc();
         let _ = self.core.store().set_job_waiting(&job.id, true).await;
-        let _ = self
-            .core
-            .store()
-            .set_session_state_if(
-                &job.session_id,
-                SessionState::Running,
-                SessionState::Blocked,
-            )
-            .await;
+        // The session is told (it shows `blocked`); it writes its own row.
+        let session_handle = self.core.sessions().handle(&job.session_id);
+        if let Some(h) = &session_handle {
+            h.waiting_for_person(&job.id, true).await;
+        }
         self.audit_decision(
             &job,
             "job.approval_needed",
@@ -174,16 +170,9 @@ impl Approvals<'_> {
         self.waiters().map.remove(&approval.id);
         self.core.metrics().approvals_pending.dec();
         let _ = self.core.store().set_job_waiting(&job.id, false).await;
-        // Only a session still blocked by this wait goes back to running (it may have been closed meanwhile).
-        let _ = self
-            .core
-            .store()
-            .set_session_state_if(
-                &job.session_id,
-                SessionState::Blocked,
-                SessionState::Running,
-            )
-            .await;
+        if let Some(h) = &session_handle {
+            h.waiting_for_person(&job.id, false).await;
+        }
         // Only a person's answer is a response time; an expired request is not.
         if matches!(outcome, Some(Ok(_))) {
             let waited = (chrono::Utc::now() - now).num_milliseconds().max(0) as f64 / 1000.0;
@@ -298,11 +287,8 @@ impl Approvals<'_> {
     }
 
     async fn stop_job(&self, job: &Job, reason: StopReason) {
-        if let Some(session) = self.core.sessions().session_actor(&job.session_id) {
-            let _ = session.cast(crate::core::sessions::actor::SessionMsg::StopJob(
-                job.id.clone(),
-                reason,
-            ));
+        if let Some(session) = self.core.sessions().handle(&job.session_id) {
+            session.stop(&job.id, reason);
         }
     }
 }

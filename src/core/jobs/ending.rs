@@ -74,7 +74,6 @@ impl Jobs<'_> {
                 job_id: job.id.clone(),
             })
             .set(chrono::Utc::now().timestamp());
-        self.core.sessions().set_queue_gauge(&session.id).await;
         self.core
             .events()
             .emit(
@@ -208,7 +207,6 @@ impl Jobs<'_> {
                 .emit(Scope::job(job, session), Event::ending(status, end))
                 .await;
         }
-        self.core.sessions().set_queue_gauge(&job.session_id).await;
         Ok(true)
     }
 

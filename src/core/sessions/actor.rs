@@ -1,4 +1,5 @@
-//! `session:S<n>`: owns one open session's state; closing runs here. Restarted from its SQLite row.
+//! `session:S<n>`: the one writer of an open session: its row, its queue (loaded at start, then kept here)
+//! and its jobs' lives (started here, ended here with the runner's decision). Restarted from its SQLite rows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -42,11 +43,15 @@ mod recover;
 use queue::{cancel_queued, fail_orphan};
 
 pub enum SessionMsg {
+    /// A job was queued (its row is written): it joins the queue.
+    Enqueued(Box<crate::domain::Job>),
+    /// The running job waits for a person (true) or goes on (false): the session is `blocked` meanwhile.
+    WaitingForPerson(String, bool, RpcReplyPort<()>),
     Close(CloseRequest, RpcReplyPort<Result<Closed, CoreError>>),
     /// Start the next queued job if the session, the breaker and a run slot allow it.
     TryStart,
     SlotGranted(OwnedSemaphorePermit),
-    /// From the running job's runner: started (its process group), alive, done.
+    /// From the running job's runner: started (its process group), alive, its decision.
     Runner(Report),
     /// Cancel a job of this session (job id, who).
     CancelJob(String, String, RpcReplyPort<Result<(), CoreError>>),
@@ -75,7 +80,7 @@ impl ChildMessage for SessionMsg {
 
 /// The job this session runs now.
 struct Running {
-    job_id: String,
+    job: crate::domain::Job,
     runner: ActorRef<RunnerMsg>,
     last_heartbeat: Instant,
     started: Instant,
@@ -87,6 +92,8 @@ pub struct SessionActorState {
     core: Arc<Core>,
     me: ActorRef<SessionMsg>,
     running: Option<Running>,
+    /// The queued jobs, oldest first: loaded from the store when this actor starts, kept here after.
+    queue: std::collections::VecDeque<crate::domain::Job>,
     waiting_for_slot: bool,
     /// The `claude_code` permit taken for the job waiting for a run slot (returned if dropped).
     pending_breaker: Option<BreakerPermit>,
@@ -170,12 +177,14 @@ impl Actor for SessionActor {
         // Boot reconciliation checks worktrees once; this timer notices one that disappears later.
         let check = self.core.config().sessions.worktree_check;
         myself.send_interval(check, || SessionMsg::CheckWorktree);
+        let queue = self.core.store().queued_jobs(&session.id).await?.into();
         let _ = myself.cast(SessionMsg::TryStart);
         Ok(SessionActorState {
             session,
             core: self.core.clone(),
             me: myself,
             running: None,
+            queue,
             waiting_for_slot: false,
             pending_breaker: None,
         })
@@ -188,6 +197,11 @@ impl Actor for SessionActor {
         st: &mut SessionActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            SessionMsg::Enqueued(job) => self.enqueued(&myself, st, *job),
+            SessionMsg::WaitingForPerson(job_id, waiting, reply) => {
+                self.waiting_for_person(st, &job_id, waiting).await;
+                let _ = reply.send(());
+            }
             SessionMsg::Close(req, reply) => self.on_close(&myself, st, req, reply).await,
             SessionMsg::TryStart => self.try_start(&myself, st).await,
             SessionMsg::SlotGranted(permit) => self.slot_granted(&myself, st, permit).await,
@@ -232,7 +246,7 @@ impl Actor for SessionActor {
             .running
             .as_ref()
             .filter(|r| r.runner.get_id() == cell.get_id())
-            .map(|r| r.job_id.clone())
+            .map(|r| r.job.id.clone())
         else {
             return Ok(());
         };
@@ -319,7 +333,7 @@ impl SessionActor {
 
 /// Sends a message to the runner of `job_id` if that job is the one running here; answers whether it was.
 fn tell_runner(st: &SessionActorState, job_id: &str, msg: RunnerMsg) -> bool {
-    let here = st.running.as_ref().filter(|r| r.job_id == job_id);
+    let here = st.running.as_ref().filter(|r| r.job.id == job_id);
     if let Some(r) = here {
         let _ = r.runner.cast(msg);
     }
@@ -341,7 +355,7 @@ fn below(st: &SessionActorState) -> Vec<TreeNode> {
     st.running
         .iter()
         .map(|r| TreeNode {
-            name: format!("job:{}", r.job_id),
+            name: format!("job:{}", r.job.id),
             status: "running".into(),
             restarts: 0,
             uptime_secs: r.started.elapsed().as_secs(),

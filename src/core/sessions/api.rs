@@ -8,7 +8,7 @@ use crate::errors::{CoreError, ErrorCode};
 use crate::git::GitError;
 use crate::supervisor::SupervisorMsg;
 use crate::telemetry::ProjectLabel;
-use actor::{CloseRequest, SessionMsg};
+use actor::CloseRequest;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -218,7 +218,7 @@ impl Sessions<'_> {
     async fn open_session_actor(
         &self,
         id: &str,
-    ) -> Result<(Session, ractor::ActorRef<SessionMsg>), CoreError> {
+    ) -> Result<(Session, super::SessionHandle), CoreError> {
         let session = self.get_session(id).await?;
         if session.state == SessionState::Closed {
             return Err(CoreError::new(
@@ -227,7 +227,7 @@ impl Sessions<'_> {
                 "create a new session on the same branch to continue its work",
             ));
         }
-        match self.session_actor(&session.id) {
+        match self.handle(&session.id) {
             Some(r) => Ok((session, r)),
             None => Err(CoreError::internal(format!(
                 "session {} is restarting; retry in a moment",
@@ -244,7 +244,7 @@ impl Sessions<'_> {
         force: bool,
         delete_branch: bool,
     ) -> Result<Closed, CoreError> {
-        let (session, actor_ref) = self.open_session_actor(id).await?;
+        let (_, handle) = self.open_session_actor(id).await?;
         let req = CloseRequest {
             by: by.to_string(),
             force,
@@ -252,19 +252,15 @@ impl Sessions<'_> {
         };
         // Dirty check, removal and branch deletion each may take up to git.timeout_secs.
         let limit = (4 * self.core.config().git_timeout.as_millis() + 30_000) as u64;
-        ractor::call_t!(actor_ref, SessionMsg::Close, limit, req).map_err(|e| {
-            CoreError::internal(format!("session {} did not answer: {e}", session.id))
-        })?
+        handle.close(req, limit).await
     }
 
     /// Brings back the worktree of an open session whose worktree is missing, through its actor.
     pub async fn recover_session(&self, by: &str, id: &str) -> Result<Recovered, CoreError> {
-        let (session, actor_ref) = self.open_session_actor(id).await?;
+        let (_, handle) = self.open_session_actor(id).await?;
         // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
         let limit = (6 * self.core.config().git_timeout.as_millis() + 30_000) as u64;
-        ractor::call_t!(actor_ref, SessionMsg::Recover, limit, by.to_string()).map_err(|e| {
-            CoreError::internal(format!("session {} did not answer: {e}", session.id))
-        })?
+        handle.recover(by, limit).await
     }
 
     /// The session's changes against its base branch (uncommitted ones included) and its new files.

@@ -5,9 +5,11 @@
 
 pub mod actor;
 mod api;
+mod handle;
 mod upkeep;
 mod work;
 
+pub use handle::SessionHandle;
 pub use upkeep::disk_usage;
 
 use std::path::Path;

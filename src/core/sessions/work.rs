@@ -1,12 +1,11 @@
 //! A session's work: run an instruction (validated, queued, its session told), cancel and kill a job (the
 //! runbook's manual termination). The session's actor owns the queue; this is the typed way in.
 
+use super::SessionHandle;
 use crate::audit::AuditSubject;
 use crate::core::events::{Event, Scope};
-use crate::core::sessions::actor::SessionMsg;
 use crate::domain::{ErrorType, Job, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::telemetry::SessionLabel;
 use serde_json::json;
 use std::time::Duration;
 use tracing::Instrument;
@@ -88,27 +87,17 @@ impl Sessions<'_> {
             )
             .instrument(span)
             .await;
-        self.set_queue_gauge(&session.id).await;
-        if let Some(actor_ref) = self.session_actor(&session.id) {
-            let _ = actor_ref.cast(SessionMsg::TryStart);
+        // The session's actor keeps the queue; one that is restarting loads it from the store.
+        if let Some(handle) = self.handle(&session.id) {
+            handle.enqueued(job.clone());
         }
         Ok(Queued { job, position })
     }
 
-    pub fn session_actor(&self, id: &str) -> Option<ractor::ActorRef<SessionMsg>> {
-        self.actors().get(id).map(|cell| cell.clone().into())
-    }
-
-    pub async fn set_queue_gauge(&self, session_id: &str) {
-        if let Ok(q) = self.core.store().queued_jobs(session_id).await {
-            self.core
-                .metrics()
-                .job_queue_size
-                .get_or_create(&SessionLabel {
-                    session_id: session_id.to_string(),
-                })
-                .set(q.len() as i64);
-        }
+    /// The running actor of a session, as its typed handle.
+    pub fn handle(&self, id: &str) -> Option<SessionHandle> {
+        let cell = self.actors().get(id)?.clone();
+        Some(SessionHandle::new(id, cell.into()))
     }
 
     /// Cancels a queued job at once, or stops a running one (TERM, grace, KILL).
@@ -117,22 +106,13 @@ impl Sessions<'_> {
         if job.status.is_final() {
             return Ok(job);
         }
-        let actor_ref = self.session_actor(&job.session_id).ok_or_else(|| {
+        let handle = self.handle(&job.session_id).ok_or_else(|| {
             CoreError::internal(format!(
                 "session {} is restarting; retry in a moment",
                 job.session_id
             ))
         })?;
-        ractor::call_t!(
-            actor_ref,
-            SessionMsg::CancelJob,
-            10_000,
-            job.id.clone(),
-            by.to_string()
-        )
-        .map_err(|e| {
-            CoreError::internal(format!("session {} did not answer: {e}", job.session_id))
-        })??;
+        handle.cancel(&job.id, by).await?;
         self.core.jobs().get_job(&job.id).await
     }
 
@@ -157,10 +137,8 @@ impl Sessions<'_> {
             )
             .await;
         let grace = self.core.config().jobs.kill_grace;
-        let delivered = match self.session_actor(&job.session_id) {
-            Some(a) => {
-                ractor::call_t!(a, SessionMsg::KillJob, 10_000, job.id.clone()).unwrap_or(false)
-            }
+        let delivered = match self.handle(&job.session_id) {
+            Some(h) => h.kill(&job.id).await,
             None => false,
         };
         if !delivered {

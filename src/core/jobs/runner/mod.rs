@@ -27,12 +27,13 @@ use crate::domain::{Job, Project, Session};
 use crate::supervisor::ChildMessage;
 use crate::text::preview;
 
-/// What a runner tells its session: its agent started (with its process group), it is alive, it is done.
-#[derive(Debug, Clone, PartialEq)]
+/// What a runner tells its session: its agent started (with its process group), it is alive, and at the
+/// end its decision (the outcome read from the agent, the changes, the breaker's verdict). The session
+/// ends the job with it and then stops the runner: the runner never writes the job's end itself.
 pub enum Report {
     Started { job_id: String, pgid: i32 },
     Alive { job_id: String },
-    Done { job_id: String },
+    Decided { job_id: String, ending: Ending },
 }
 
 /// Where a runner's reports go: its session's mailbox (the session actor builds it).
@@ -357,9 +358,7 @@ impl Actor for Runner {
             RunnerMsg::Stop(reason) => begin_stop(&myself, st, reason, self.grace()),
             RunnerMsg::KillNow => st.kill(),
             RunnerMsg::Finalize => self.finalize(&myself, st).await,
-            RunnerMsg::Complete(changes, violation) => {
-                self.complete(&myself, st, changes, violation).await
-            }
+            RunnerMsg::Complete(changes, violation) => self.complete(st, changes, violation).await,
             RunnerMsg::Panic => panic!("injected panic in runner of job {}", st.job.id),
             RunnerMsg::Stall => tokio::time::sleep(Duration::from_secs(24 * 3600)).await,
         }

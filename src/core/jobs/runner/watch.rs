@@ -254,7 +254,6 @@ impl Runner {
 
     pub(super) async fn complete(
         &self,
-        myself: &ActorRef<RunnerMsg>,
         st: &mut RunnerState,
         changes: Option<(Vec<String>, Option<String>)>,
         violation: Option<String>,
@@ -300,13 +299,12 @@ impl Runner {
             elapsed: st.started.elapsed(),
             breaker: st.breaker.take(),
         };
-        if let Err(e) = core.jobs().end_job(&st.job, ending).await {
-            tracing::error!(target: "televibe.runner", job_id = %st.job.id, error = %e, "the job's ending was not recorded");
-        }
-        (st.report_to)(Report::Done {
+        // The session ends the job and then stops this runner (a stop first could reach the session
+        // before this report and look like a runner that died without an outcome).
+        (st.report_to)(Report::Decided {
             job_id: st.job.id.clone(),
+            ending,
         });
-        myself.stop(Some("job finished".into()));
     }
 }
 

@@ -27,7 +27,7 @@ impl SessionActor {
                 process::signal_group(pgid, libc::SIGKILL);
             }
             r.runner.kill();
-            if let Ok(Some(job)) = self.core.store().job(&r.job_id).await {
+            if let Ok(Some(job)) = self.core.store().job(&r.job.id).await {
                 let _ = self
                     .core
                     .jobs()
@@ -36,13 +36,7 @@ impl SessionActor {
             }
         }
         let closed = close(&self.core, &mut st.session, req).await?;
-        for job in self
-            .core
-            .store()
-            .queued_jobs(&st.session.id)
-            .await
-            .unwrap_or_default()
-        {
+        for job in std::mem::take(&mut st.queue) {
             let _ = cancel_queued(&self.core, &job.id, "its session was closed").await;
         }
         Ok(closed)

@@ -1,5 +1,6 @@
-//! The session's queue: starting the next job (one at a time, a run slot and the breaker permitting), the
-//! runner's end, heartbeats gone silent, cancels, and the jobs a runner left behind.
+//! The session's queue, kept in the actor: jobs joining it, starting the next (one at a time, a run slot and
+//! the breaker permitting), the runner's decision that ends a job, heartbeats gone silent, cancels, and the
+//! jobs a runner left behind.
 
 use super::*;
 use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
@@ -23,17 +24,89 @@ impl SessionActor {
         report: Report,
     ) {
         match report {
-            Report::Done { job_id } => self.runner_done(myself, st, &job_id, None).await,
+            Report::Decided { job_id, ending } => self.decided(myself, st, &job_id, ending).await,
             Report::Started { job_id, pgid } => {
-                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
+                if let Some(r) = st.running.as_mut().filter(|r| r.job.id == job_id) {
                     r.pgid = Some(pgid);
                 }
             }
             Report::Alive { job_id } => {
-                if let Some(r) = st.running.as_mut().filter(|r| r.job_id == job_id) {
+                if let Some(r) = st.running.as_mut().filter(|r| r.job.id == job_id) {
                     r.last_heartbeat = Instant::now();
                 }
             }
+        }
+    }
+
+    /// The runner decided how its job ends: the job is ended here (the one place a running job's end is
+    /// written), then its runner stops and the next job may start.
+    async fn decided(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        job_id: &str,
+        ending: Ending,
+    ) {
+        let Some(r) = st.running.take_if(|r| r.job.id == job_id) else {
+            let _ = myself.cast(SessionMsg::TryStart);
+            return;
+        };
+        if let Err(e) = self.core.jobs().end_job(&r.job, ending).await {
+            tracing::error!(target: "televibe.runner", job_id = %r.job.id, error = %e, "the job's ending was not recorded");
+        }
+        r.runner.stop(Some("job finished".into()));
+        self.set_idle(st).await;
+        let _ = myself.cast(SessionMsg::TryStart);
+    }
+
+    /// A job was queued: it joins the end of the queue (once: the queue loaded at start may have it).
+    pub(super) fn enqueued(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        job: Job,
+    ) {
+        let known = st.queue.iter().any(|j| j.id == job.id)
+            || st.running.as_ref().is_some_and(|r| r.job.id == job.id);
+        if !known && job.status == JobStatus::Queued {
+            st.queue.push_back(job);
+            self.queue_gauge(st);
+        }
+        let _ = myself.cast(SessionMsg::TryStart);
+    }
+
+    /// `televibe_job_queue_size` of this session, from its queue.
+    pub(super) fn queue_gauge(&self, st: &SessionActorState) {
+        self.core
+            .metrics()
+            .job_queue_size
+            .get_or_create(&crate::telemetry::SessionLabel {
+                session_id: st.session.id.clone(),
+            })
+            .set(st.queue.len() as i64);
+    }
+
+    /// The running job waits for a person, or goes on: the session's row shows `blocked` meanwhile (only
+    /// a session still running, or still blocked by that wait, changes: it may have been closed).
+    pub(super) async fn waiting_for_person(
+        &self,
+        st: &mut SessionActorState,
+        job_id: &str,
+        waiting: bool,
+    ) {
+        let (from, to) = if waiting {
+            (SessionState::Running, SessionState::Blocked)
+        } else {
+            (SessionState::Blocked, SessionState::Running)
+        };
+        tracing::debug!(target: "televibe.sessions", session_id = %st.session.id, job_id, waiting, "Job waits for a person");
+        if let Ok(true) = self
+            .core
+            .store()
+            .set_session_state_if(&st.session.id, from, to)
+            .await
+        {
+            st.session.state = to;
         }
     }
 
@@ -51,9 +124,8 @@ impl SessionActor {
         {
             return;
         }
-        match self.core.store().queued_jobs(&st.session.id).await {
-            Ok(q) if !q.is_empty() => {}
-            _ => return,
+        if st.queue.is_empty() {
+            return;
         }
         // An agent started in a vanished directory would fail at once (or write somewhere else):
         // the jobs wait in the queue until the worktree is recovered.
@@ -95,21 +167,17 @@ impl SessionActor {
         breaker: BreakerPermit,
     ) {
         let core = &self.core;
-        let next = core
-            .store()
-            .queued_jobs(&st.session.id)
-            .await
-            .ok()
-            .and_then(|q| q.into_iter().next());
-        let (Some(job), Ok(project)) = (
-            next,
-            core.projects().get_project(&st.session.project_id).await,
-        ) else {
+        let Some(job) = st.queue.pop_front() else {
             return;
         };
-        if let Ok(Some(fresh)) = core.store().session(&st.session.id).await {
-            st.session = fresh;
-        }
+        let project = match core.projects().get_project(&st.session.project_id).await {
+            Ok(p) => p,
+            Err(_) => {
+                st.queue.push_front(job);
+                return;
+            }
+        };
+        self.queue_gauge(st);
         let _ = core
             .store()
             .set_session_state(&st.session.id, SessionState::Running)
@@ -133,7 +201,7 @@ impl SessionActor {
         match Actor::spawn_linked(None, runner, args, myself.get_cell()).await {
             Ok((runner, _)) => {
                 st.running = Some(Running {
-                    job_id: job.id,
+                    job,
                     runner,
                     last_heartbeat: Instant::now(),
                     started: Instant::now(),
@@ -165,7 +233,7 @@ impl SessionActor {
         job_id: &str,
         crash: Option<String>,
     ) {
-        if st.running.as_ref().is_none_or(|r| r.job_id != job_id) {
+        if st.running.as_ref().is_none_or(|r| r.job.id != job_id) {
             let _ = myself.cast(SessionMsg::TryStart);
             return;
         }
@@ -199,7 +267,7 @@ impl SessionActor {
             .running
             .as_ref()
             .filter(|r| r.last_heartbeat.elapsed() > heartbeat_limit(&self.core))
-            .map(|r| (r.job_id.clone(), r.runner.clone()));
+            .map(|r| (r.job.id.clone(), r.runner.clone()));
         if let Some((job_id, runner)) = stale {
             tracing::error!(target: "televibe.sessions", job_id = %job_id, "Runner stopped heart-beating; killing its process group");
             runner.kill();
@@ -218,11 +286,15 @@ impl SessionActor {
         job_id: &str,
         by: &str,
     ) -> Result<(), CoreError> {
-        if let Some(r) = st.running.as_ref().filter(|r| r.job_id == job_id) {
+        if let Some(r) = st.running.as_ref().filter(|r| r.job.id == job_id) {
             let _ = r
                 .runner
                 .cast(RunnerMsg::Stop(StopReason::Canceled { by: by.to_string() }));
             return Ok(());
+        }
+        if let Some(i) = st.queue.iter().position(|j| j.id == job_id) {
+            st.queue.remove(i);
+            self.queue_gauge(st);
         }
         cancel_queued(&self.core, job_id, &format!("canceled by {by}")).await
     }
