@@ -31,9 +31,22 @@ use crate::text::preview;
 /// end its decision (the outcome read from the agent, the changes, the breaker's verdict). The session
 /// ends the job with it and then stops the runner: the runner never writes the job's end itself.
 pub enum Report {
-    Started { job_id: String, pgid: i32 },
-    Alive { job_id: String },
-    Decided { job_id: String, ending: Ending },
+    Started {
+        job_id: String,
+        pgid: i32,
+    },
+    Alive {
+        job_id: String,
+    },
+    /// The agent's conversation, to resume in the session's next job.
+    Conversation {
+        job_id: String,
+        id: String,
+    },
+    Decided {
+        job_id: String,
+        ending: Ending,
+    },
 }
 
 /// Where a runner's reports go: its session's mailbox (the session actor builds it).

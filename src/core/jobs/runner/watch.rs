@@ -100,11 +100,12 @@ impl Runner {
         for ev in events {
             match ev {
                 StreamEvent::Init { session_id, .. } => {
+                    // The session keeps the conversation (its row is the session's to write).
                     if st.session.conversation_id.as_deref() != Some(session_id.as_str()) {
-                        let _ = core
-                            .store()
-                            .set_conversation_id(&st.session.id, &session_id)
-                            .await;
+                        (st.report_to)(Report::Conversation {
+                            job_id: st.job.id.clone(),
+                            id: session_id.clone(),
+                        });
                         st.session.conversation_id = Some(session_id);
                     }
                 }

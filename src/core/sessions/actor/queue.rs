@@ -30,6 +30,18 @@ impl SessionActor {
                     r.pgid = Some(pgid);
                 }
             }
+            Report::Conversation { job_id, id } => {
+                if st.running.as_ref().is_some_and(|r| r.job.id == job_id)
+                    && st.session.conversation_id.as_deref() != Some(id.as_str())
+                {
+                    let _ = self
+                        .core
+                        .store()
+                        .set_conversation_id(&st.session.id, &id)
+                        .await;
+                    st.session.conversation_id = Some(id);
+                }
+            }
             Report::Alive { job_id } => {
                 if let Some(r) = st.running.as_mut().filter(|r| r.job.id == job_id) {
                     r.last_heartbeat = Instant::now();
@@ -99,7 +111,10 @@ impl SessionActor {
         } else {
             (SessionState::Blocked, SessionState::Running)
         };
-        tracing::debug!(target: "televibe.sessions", session_id = %st.session.id, job_id, waiting, "Job waits for a person");
+        // A wait that ends after its job did (canceled while it asked) leaves the session idle.
+        if st.running.as_ref().is_none_or(|r| r.job.id != job_id) {
+            return;
+        }
         if let Ok(true) = self
             .core
             .store()
@@ -251,7 +266,10 @@ impl SessionActor {
     }
 
     pub(super) async fn set_idle(&self, st: &mut SessionActorState) {
-        if st.session.state == SessionState::Running {
+        if matches!(
+            st.session.state,
+            SessionState::Running | SessionState::Blocked
+        ) {
             let _ = self
                 .core
                 .store()
