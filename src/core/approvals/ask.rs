@@ -114,27 +114,7 @@ impl Approvals<'_> {
     ) -> Result<String, CoreError> {
         let timeout = self.core.config().approvals.timeout;
         let now = chrono::Utc::now();
-        let approval = Approval {
-            id: {
-                let mut b = [0u8; 16];
-                rand::fill(&mut b[..]);
-                b.iter().map(|x| format!("{x:02x}")).collect()
-            },
-            job_id: job.id.clone(),
-            session_id: job.session_id.clone(),
-            tool_name: tool.to_string(),
-            tool_input: input.clone(),
-            tool_use_id,
-            scope: scope.to_string(),
-            state: ApprovalState::Pending,
-            decision: None,
-            decided_by: None,
-            requested_at: now,
-            decided_at: None,
-            expires_at: now + chrono::Duration::from_std(timeout).unwrap_or_default(),
-            telegram_chat_id: None,
-            telegram_message_id: None,
-        };
+        let approval = new_approval(&job, tool, &input, tool_use_id, scope, now, timeout);
         self.core.store().insert_approval(&approval).await?;
         let (tx, rx) = oneshot::channel();
         self.waiters()
@@ -290,6 +270,39 @@ impl Approvals<'_> {
         if let Some(session) = self.core.sessions().handle(&job.session_id) {
             session.stop(&job.id, reason);
         }
+    }
+}
+
+/// A pending request with a fresh random id, expiring `timeout` after `now`.
+fn new_approval(
+    job: &Job,
+    tool: &str,
+    input: &Value,
+    tool_use_id: Option<String>,
+    scope: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    timeout: Duration,
+) -> Approval {
+    Approval {
+        id: {
+            let mut b = [0u8; 16];
+            rand::fill(&mut b[..]);
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        },
+        job_id: job.id.clone(),
+        session_id: job.session_id.clone(),
+        tool_name: tool.to_string(),
+        tool_input: input.clone(),
+        tool_use_id,
+        scope: scope.to_string(),
+        state: ApprovalState::Pending,
+        decision: None,
+        decided_by: None,
+        requested_at: now,
+        decided_at: None,
+        expires_at: now + chrono::Duration::from_std(timeout).unwrap_or_default(),
+        telegram_chat_id: None,
+        telegram_message_id: None,
     }
 }
 
