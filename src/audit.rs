@@ -17,6 +17,186 @@ pub struct Audit {
     file_lock: Mutex<()>,
 }
 
+/// What the audit log records, one kind each with its own fields: `name` is the record's `event`, `details`
+/// its `details`. Every record goes through `core.events().audit` (the one emitter).
+#[derive(Debug, Clone)]
+pub enum Audited {
+    ProjectRegistered {
+        path: String,
+        default_branch: String,
+        trusted: bool,
+    },
+    /// A registered project was registered again with `trust`.
+    ProjectTrusted {
+        path: String,
+    },
+    SessionCreated {
+        branch: String,
+        base: String,
+        branch_created: bool,
+        worktree: String,
+    },
+    SessionClosed {
+        force: bool,
+        branch: String,
+        branch_deleted: bool,
+    },
+    /// Recovery closed a session whose worktree could not be re-created (a new one replaces it).
+    SessionReplaced {
+        branch: String,
+        error: String,
+    },
+    SessionRecovered {
+        action: Value,
+        session: String,
+        branch: String,
+        worktree: String,
+        jobs_canceled: usize,
+    },
+    /// A job's agent asks a person.
+    ApprovalNeeded {
+        approval_id: String,
+        tool: String,
+        input: String,
+        scope: String,
+    },
+    /// A person decided a request.
+    ApprovalDecided {
+        approved: bool,
+        approval_id: String,
+        tool: String,
+        decision: String,
+    },
+    /// The policy decided without asking.
+    PolicyDecided {
+        approved: bool,
+        tool: String,
+        input: String,
+        scope: String,
+        reason: String,
+    },
+    /// Nobody decided in time.
+    ApprovalExpired {
+        approval_id: String,
+        tool: String,
+    },
+    JobKilled {
+        status: String,
+    },
+    BreakerReset {
+        breaker: String,
+    },
+    BackupNow {
+        outcome: Value,
+    },
+    /// A listed user wrote in a chat that is not served.
+    TelegramChatRefused {
+        chat_id: i64,
+        attempt: String,
+    },
+    TelegramAccessDenied {
+        chat_id: i64,
+        attempt: String,
+    },
+}
+
+impl Audited {
+    /// The record's `event`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Audited::ProjectRegistered { .. } => "project.registered",
+            Audited::ProjectTrusted { .. } => "project.trusted",
+            Audited::SessionCreated { .. } => "session.created",
+            Audited::SessionClosed { .. } | Audited::SessionReplaced { .. } => "session.closed",
+            Audited::SessionRecovered { .. } => "session.recovered",
+            Audited::ApprovalNeeded { .. } => "job.approval_needed",
+            Audited::ApprovalDecided { approved, .. } | Audited::PolicyDecided { approved, .. } => {
+                if *approved {
+                    "job.approved"
+                } else {
+                    "job.denied"
+                }
+            }
+            Audited::ApprovalExpired { .. } => "job.denied",
+            Audited::JobKilled { .. } => "admin.job_kill",
+            Audited::BreakerReset { .. } => "admin.breaker_reset",
+            Audited::BackupNow { .. } => "admin.backup_now",
+            Audited::TelegramChatRefused { .. } => "telegram.chat_refused",
+            Audited::TelegramAccessDenied { .. } => "telegram.access_denied",
+        }
+    }
+
+    /// The record's `details`.
+    pub fn details(&self) -> Value {
+        match self {
+            Audited::ProjectRegistered {
+                path,
+                default_branch,
+                trusted,
+            } => json!({"path": path, "default_branch": default_branch, "trusted": trusted}),
+            Audited::ProjectTrusted { path } => json!({ "path": path }),
+            Audited::SessionCreated {
+                branch,
+                base,
+                branch_created,
+                worktree,
+            } => {
+                json!({"branch": branch, "base": base, "branch_created": branch_created, "worktree": worktree})
+            }
+            Audited::SessionClosed {
+                force,
+                branch,
+                branch_deleted,
+            } => json!({"force": force, "branch": branch, "branch_deleted": branch_deleted}),
+            Audited::SessionReplaced { branch, error } => {
+                json!({"reason": "worktree lost; replaced by recovery", "branch": branch, "error": error})
+            }
+            Audited::SessionRecovered {
+                action,
+                session,
+                branch,
+                worktree,
+                jobs_canceled,
+            } => json!({
+                "action": action,
+                "session": session,
+                "branch": branch,
+                "worktree": worktree,
+                "jobs_canceled": jobs_canceled,
+            }),
+            Audited::ApprovalNeeded {
+                approval_id,
+                tool,
+                input,
+                scope,
+            } => json!({"approval_id": approval_id, "tool": tool, "input": input, "scope": scope}),
+            Audited::ApprovalDecided {
+                approval_id,
+                tool,
+                decision,
+                ..
+            } => json!({"approval_id": approval_id, "tool": tool, "decision": decision}),
+            Audited::PolicyDecided {
+                tool,
+                input,
+                scope,
+                reason,
+                ..
+            } => json!({"tool": tool, "input": input, "scope": scope, "reason": reason}),
+            Audited::ApprovalExpired { approval_id, tool } => {
+                json!({"approval_id": approval_id, "tool": tool, "reason": "approval timed out"})
+            }
+            Audited::JobKilled { status } => json!({ "status": status }),
+            Audited::BreakerReset { breaker } => json!({ "breaker": breaker }),
+            Audited::BackupNow { outcome } => outcome.clone(),
+            Audited::TelegramChatRefused { chat_id, attempt }
+            | Audited::TelegramAccessDenied { chat_id, attempt } => {
+                json!({"chat_id": chat_id, "attempt": attempt})
+            }
+        }
+    }
+}
+
 /// The ids an audit record refers to.
 #[derive(Debug, Clone, Default)]
 pub struct AuditSubject {
@@ -34,14 +214,9 @@ impl Audit {
     }
 
     /// Writes the record to the file first (it survives a read-only database), then to the table.
-    pub async fn record(
-        &self,
-        store: &Store,
-        event: &str,
-        by: &str,
-        subject: AuditSubject,
-        details: Value,
-    ) {
+    pub async fn record(&self, store: &Store, what: &Audited, by: &str, subject: AuditSubject) {
+        let event = what.name();
+        let details = what.details();
         let rec = AuditRecord {
             event: event.to_string(),
             actor: by.to_string(),

@@ -269,6 +269,19 @@ impl Default for State {
 }
 
 impl Events<'_> {
+    /// Records what `by` did in the audit log (file and table) and logs it: the one way to audit.
+    pub async fn audit(
+        &self,
+        by: &str,
+        subject: crate::audit::AuditSubject,
+        what: crate::audit::Audited,
+    ) {
+        self.core
+            .audit()
+            .record(self.core.store(), &what, by, subject)
+            .await;
+    }
+
     /// Changes whenever an outbox row is written (see `emit`).
     pub fn outbox_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.core.events_state.outbox_seq.subscribe()

@@ -96,11 +96,4 @@ impl Core {
             .filter_map(|j| j.pgid)
             .collect())
     }
-
-    /// Writes an audit record for a front's caller `by`.
-    pub async fn record_audit(&self, event: &str, by: &str, subject: AuditSubject, details: Value) {
-        self.audit
-            .record(&self.store, event, by, subject, details)
-            .await;
-    }
 }

@@ -3,6 +3,7 @@
 //! A path is canonicalised (symlinks resolved) before the allowed-roots check, so a symlink inside
 //! `repos/` that points elsewhere is refused like the path it points to.
 
+use crate::audit::Audited;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -126,16 +127,16 @@ impl Projects<'_> {
                     .await?;
                 existing.trusted = true;
                 self.core
-                    .audit()
-                    .record(
-                        self.core.store(),
-                        "project.trusted",
+                    .events()
+                    .audit(
                         by,
                         AuditSubject {
                             project_id: Some(existing.id.clone()),
                             ..Default::default()
                         },
-                        json!({"path": existing.repo_path}),
+                        Audited::ProjectTrusted {
+                            path: existing.repo_path.clone(),
+                        },
                     )
                     .await;
             }
@@ -162,16 +163,19 @@ impl Projects<'_> {
         };
         self.core.store().insert_project(&project).await?;
         self.core.metrics().project_known(&project.id);
-        self.core.audit()
-            .record(
-                self.core.store(),
-                "project.registered",
+        self.core
+            .events()
+            .audit(
                 by,
                 AuditSubject {
                     project_id: Some(project.id.clone()),
                     ..Default::default()
                 },
-                json!({"path": project.repo_path, "default_branch": project.default_branch, "trusted": project.trusted}),
+                Audited::ProjectRegistered {
+                    path: project.repo_path.clone(),
+                    default_branch: project.default_branch.clone(),
+                    trusted: project.trusted,
+                },
             )
             .await;
         tracing::info!(target: "televibe.projects", project_id = %project.id, path = %project.repo_path, "Project registered");

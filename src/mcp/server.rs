@@ -1,5 +1,6 @@
 //! The MCP tool server each socket connection gets.
 
+use crate::audit::Audited;
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -117,11 +118,13 @@ impl ControlServer {
         };
         self.core.breakers().get(name).reset();
         self.core
-            .record_audit(
-                "admin.breaker_reset",
+            .events()
+            .audit(
                 &caller(&peer),
                 Default::default(),
-                serde_json::json!({"breaker": name.as_str()}),
+                Audited::BreakerReset {
+                    breaker: name.as_str().to_string(),
+                },
             )
             .await;
         Ok(ok_json(&self.core.breakers().get(name).status()))
@@ -165,11 +168,11 @@ impl ControlServer {
             ),
         };
         self.core
-            .record_audit(
-                "admin.backup_now",
+            .events()
+            .audit(
                 &caller(&peer),
                 Default::default(),
-                details,
+                Audited::BackupNow { outcome: details },
             )
             .await;
         Ok(result)

@@ -1,6 +1,7 @@
 //! The Telegram front: allowlist, commands and buttons, all through the core API; replies go out through
 //! the notifier (the only sender).
 
+use crate::audit::Audited;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -125,9 +126,10 @@ impl Front {
         if !due {
             return;
         }
-        let (event, short, long) = match access {
+        let attempt = render::cut(what, 100);
+        let (audited, short, long) = match access {
             Access::UnlistedChat => (
-                "telegram.chat_refused",
+                Audited::TelegramChatRefused { chat_id, attempt },
                 "this chat is not served".to_string(),
                 format!(
                     "⛔ This chat is not served. Write to me in a private chat, or add {} to telegram.allowed_chats.",
@@ -135,17 +137,17 @@ impl Front {
                 ),
             ),
             _ => (
-                "telegram.access_denied",
+                Audited::TelegramAccessDenied { chat_id, attempt },
                 "access denied".to_string(),
                 "⛔ access denied".to_string(),
             ),
         };
         self.core
-            .record_audit(
-                event,
+            .events()
+            .audit(
                 &format!("telegram:{user_id}"),
                 AuditSubject::default(),
-                json!({"chat_id": chat_id, "attempt": render::cut(what, 100)}),
+                audited,
             )
             .await;
         match callback {

@@ -86,17 +86,17 @@ impl Approvals<'_> {
                     .await;
             }
         };
-        let (event, result) = if allow {
-            ("job.approved", "approved")
-        } else {
-            ("job.denied", "denied")
-        };
-        self.count(scope, result);
+        self.count(scope, if allow { "approved" } else { "denied" });
         self.audit_decision(
             &job,
-            event,
             "policy",
-            json!({"tool": tool, "input": preview, "scope": scope, "reason": why}),
+            Audited::PolicyDecided {
+                approved: allow,
+                tool: tool.to_string(),
+                input: preview.clone(),
+                scope: scope.to_string(),
+                reason: why.to_string(),
+            },
         )
         .await;
         Ok(answer(allow, &input, &why, false))
@@ -129,9 +129,13 @@ impl Approvals<'_> {
         }
         self.audit_decision(
             &job,
-            "job.approval_needed",
             "agent",
-            json!({"approval_id": approval.id, "tool": tool, "input": preview, "scope": scope}),
+            Audited::ApprovalNeeded {
+                approval_id: approval.id.clone(),
+                tool: tool.to_string(),
+                input: preview,
+                scope: scope.to_string(),
+            },
         )
         .await;
         let session = self.core.sessions().get_session(&job.session_id).await.ok();
@@ -194,7 +198,15 @@ impl Approvals<'_> {
                         true
                     }
                     Ok(true) => {
-                        self.audit_decision(&job, "job.denied", "expiry", json!({"approval_id": approval.id, "tool": tool, "reason": "approval timed out"})).await;
+                        self.audit_decision(
+                            &job,
+                            "expiry",
+                            Audited::ApprovalExpired {
+                                approval_id: approval.id.clone(),
+                                tool: tool.to_string(),
+                            },
+                        )
+                        .await;
                         self.core
                             .events()
                             .emit(

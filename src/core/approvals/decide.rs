@@ -70,16 +70,15 @@ impl Approvals<'_> {
             },
         );
         if let Ok(job) = self.core.jobs().get_job(&a.job_id).await {
-            let event = if choice.approves() {
-                "job.approved"
-            } else {
-                "job.denied"
-            };
             self.audit_decision(
                 &job,
-                event,
                 by,
-                json!({"approval_id": a.id, "tool": a.tool_name, "decision": choice.as_str()}),
+                Audited::ApprovalDecided {
+                    approved: choice.approves(),
+                    approval_id: a.id.clone(),
+                    tool: a.tool_name.clone(),
+                    decision: choice.as_str().to_string(),
+                },
             )
             .await;
         }

@@ -7,6 +7,7 @@ pub mod waiting;
 
 pub use waiting::{Choice, Waiters};
 
+use crate::audit::Audited;
 use serde_json::{Value, json};
 
 use crate::audit::AuditSubject;
@@ -76,19 +77,17 @@ impl Approvals<'_> {
             .inc();
     }
 
-    async fn audit_decision(&self, job: &Job, event: &str, by: &str, details: Value) {
+    async fn audit_decision(&self, job: &Job, by: &str, what: Audited) {
         self.core
-            .audit()
-            .record(
-                self.core.store(),
-                event,
+            .events()
+            .audit(
                 by,
                 AuditSubject {
                     session_id: Some(job.session_id.clone()),
                     job_id: Some(job.id.clone()),
                     ..Default::default()
                 },
-                details,
+                what,
             )
             .await;
     }

@@ -2,6 +2,7 @@
 //! and a session's diff.
 
 use super::*;
+use crate::audit::Audited;
 use crate::core::events::{Event, Scope};
 use crate::domain::{NewSession, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
@@ -143,13 +144,17 @@ impl Sessions<'_> {
                 project_id: project.id.clone(),
             })
             .inc();
-        self.core.audit()
-            .record(
-                self.core.store(),
-                "session.created",
+        self.core
+            .events()
+            .audit(
                 by,
                 subject(&session),
-                json!({"branch": session.branch, "base": session.base_branch, "branch_created": branch_created, "worktree": session.worktree_path}),
+                Audited::SessionCreated {
+                    branch: session.branch.clone(),
+                    base: session.base_branch.clone(),
+                    branch_created,
+                    worktree: session.worktree_path.clone(),
+                },
             )
             .await;
         self.core

@@ -3,6 +3,7 @@
 
 use super::SessionHandle;
 use crate::audit::AuditSubject;
+use crate::audit::Audited;
 use crate::core::events::{Event, Scope};
 use crate::domain::{ErrorType, Job, SessionState};
 use crate::errors::{CoreError, ErrorCode};
@@ -123,17 +124,17 @@ impl Sessions<'_> {
             return Ok(job);
         }
         self.core
-            .audit()
-            .record(
-                self.core.store(),
-                "admin.job_kill",
+            .events()
+            .audit(
                 by,
                 AuditSubject {
                     session_id: Some(job.session_id.clone()),
                     job_id: Some(job.id.clone()),
                     ..Default::default()
                 },
-                json!({"status": job.status.as_str()}),
+                Audited::JobKilled {
+                    status: job.status.as_str().to_string(),
+                },
             )
             .await;
         let grace = self.core.config().jobs.kill_grace;

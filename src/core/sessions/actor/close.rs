@@ -2,6 +2,7 @@
 //! worktree removed, the branch deleted when the daemon created it, and queued jobs canceled.
 
 use super::*;
+use crate::audit::Audited;
 use crate::core::Core;
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::Ending;
@@ -103,13 +104,15 @@ async fn close(
     }
     core.sessions().session_closed_metrics(session);
     core.sessions().refresh_session_metrics().await;
-    core.audit()
-        .record(
-            core.store(),
-            "session.closed",
+    core.events()
+        .audit(
             &req.by,
             subject(session),
-            json!({"force": req.force, "branch": session.branch, "branch_deleted": branch_deleted}),
+            Audited::SessionClosed {
+                force: req.force,
+                branch: session.branch.clone(),
+                branch_deleted,
+            },
         )
         .await;
     core.events()

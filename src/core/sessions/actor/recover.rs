@@ -1,5 +1,6 @@
 //! Recovery of a session whose worktree is gone: re-created in place, or the session replaced.
 
+use crate::audit::Audited;
 use std::path::Path;
 
 use ractor::ActorRef;
@@ -149,13 +150,14 @@ impl SessionActor {
             st.session = fresh;
         }
         core.sessions().session_closed_metrics(&st.session);
-        core.audit()
-            .record(
-                core.store(),
-                "session.closed",
+        core.events()
+            .audit(
                 by,
                 subject(&old),
-                json!({"reason": "worktree lost; replaced by recovery", "branch": old.branch, "error": why}),
+                Audited::SessionReplaced {
+                    branch: old.branch.clone(),
+                    error: why.to_string(),
+                },
             )
             .await;
         let new = core
@@ -186,19 +188,17 @@ impl SessionActor {
         let core = &self.core;
         let mut who = subject(&r.session);
         who.session_id = Some(r.session_id.clone());
-        core.audit()
-            .record(
-                core.store(),
-                "session.recovered",
+        core.events()
+            .audit(
                 by,
                 who,
-                json!({
-                    "action": r.action,
-                    "session": r.session.id,
-                    "branch": r.session.branch,
-                    "worktree": r.session.worktree_path,
-                    "jobs_canceled": r.jobs_canceled,
-                }),
+                Audited::SessionRecovered {
+                    action: json!(r.action),
+                    session: r.session.id.clone(),
+                    branch: r.session.branch.clone(),
+                    worktree: r.session.worktree_path.clone(),
+                    jobs_canceled: r.jobs_canceled,
+                },
             )
             .await;
         core.sessions().refresh_session_metrics().await;
