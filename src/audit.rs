@@ -89,6 +89,10 @@ pub enum Audited {
     BackupNow {
         outcome: Value,
     },
+    /// `televibe reconstruct` rebuilt the state database from the disk (what it found).
+    StateReconstructed {
+        details: Value,
+    },
     /// A listed user wrote in a chat that is not served.
     TelegramChatRefused {
         chat_id: i64,
@@ -121,6 +125,7 @@ impl Audited {
             Audited::JobKilled { .. } => "admin.job_kill",
             Audited::BreakerReset { .. } => "admin.breaker_reset",
             Audited::BackupNow { .. } => "admin.backup_now",
+            Audited::StateReconstructed { .. } => "state.reconstructed",
             Audited::TelegramChatRefused { .. } => "telegram.chat_refused",
             Audited::TelegramAccessDenied { .. } => "telegram.access_denied",
         }
@@ -189,6 +194,7 @@ impl Audited {
             Audited::JobKilled { status } => json!({ "status": status }),
             Audited::BreakerReset { breaker } => json!({ "breaker": breaker }),
             Audited::BackupNow { outcome } => outcome.clone(),
+            Audited::StateReconstructed { details } => details.clone(),
             Audited::TelegramChatRefused { chat_id, attempt }
             | Audited::TelegramAccessDenied { chat_id, attempt } => {
                 json!({"chat_id": chat_id, "attempt": attempt})

@@ -537,7 +537,7 @@ mod tests {
             .with(JsonLayer::new(buf.clone()));
         tracing::subscriber::with_default(sub, || {
             tracing::info!(target: "televibe.store", "own, dotted");
-            tracing::info!(target: "televibe::core::jobs::api", "own, module path");
+            tracing::info!(target: "televibe::jobs::api", "own, module path");
             tracing::info!(target: "rmcp::service", "third-party info");
             tracing::warn!(target: "rmcp::service", "third-party warning");
             tracing::debug!(target: "televibe.store", "own debug");

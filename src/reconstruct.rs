@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::audit::Audited;
 use crate::audit::{Audit, AuditSubject};
 use crate::breaker::Breakers;
 use crate::config::Config;
@@ -232,17 +233,18 @@ pub async fn run(config: &Config, force: bool, json_out: bool) -> ExitCode {
     Audit::new(layout.audit_log())
         .record(
             &store,
-            "state.reconstructed",
+            &Audited::StateReconstructed {
+                details: json!({
+                    "projects": report.projects,
+                    "sessions": report.sessions,
+                    "sessions_missing_worktree": report.sessions_missing_worktree,
+                    "next_session": report.next_session,
+                    "moved_aside": report.moved_aside,
+                    "job_history": "lost",
+                }),
+            },
             "admin",
             AuditSubject::default(),
-            json!({
-                "projects": report.projects,
-                "sessions": report.sessions,
-                "sessions_missing_worktree": report.sessions_missing_worktree,
-                "next_session": report.next_session,
-                "moved_aside": report.moved_aside,
-                "job_history": "lost",
-            }),
         )
         .await;
     store.close().await;

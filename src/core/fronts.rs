@@ -6,10 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::{Core, FrontCheck};
-use crate::audit::AuditSubject;
 use crate::domain::{Approval, Job, OutboxEvent};
 use crate::errors::CoreError;
 

@@ -7,7 +7,6 @@ use crate::audit::Audited;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::json;
 
 use crate::audit::AuditSubject;
 use crate::core::Core;

@@ -5,8 +5,6 @@ use crate::audit::Audited;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::json;
-
 use super::client::Incoming;
 use super::gate::{Access, Allowlist, Denials, Origin};
 use super::notifier::Outgoing;

@@ -13,7 +13,7 @@ use crate::domain::{Approval, ApprovalState, Job, Session};
 use crate::errors::{CoreError, ErrorCode};
 use crate::policy::Verdict;
 use crate::telemetry::ScopeLabel;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::oneshot;
 

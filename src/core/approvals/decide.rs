@@ -4,7 +4,6 @@
 use crate::core::events::{Event, Scope};
 use crate::domain::{Approval, ApprovalState};
 use crate::errors::{CoreError, ErrorCode};
-use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::*;

@@ -10,7 +10,6 @@ use crate::git::GitError;
 use crate::supervisor::SupervisorMsg;
 use crate::telemetry::ProjectLabel;
 use actor::CloseRequest;
-use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 

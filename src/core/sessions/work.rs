@@ -7,7 +7,6 @@ use crate::audit::Audited;
 use crate::core::events::{Event, Scope};
 use crate::domain::{ErrorType, Job, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use serde_json::json;
 use std::time::Duration;
 use tracing::Instrument;
 

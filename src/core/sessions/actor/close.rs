@@ -10,7 +10,6 @@ use crate::core::jobs::process;
 use crate::core::sessions::{Closed, subject};
 use crate::domain::{Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use serde_json::json;
 use std::path::Path;
 
 impl SessionActor {
