@@ -36,10 +36,10 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+fn invalid(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         key,
-        reason: reason.into(),
+        reason: reason.to_string(),
     }
 }
 
@@ -196,6 +196,48 @@ mod tests {
         assert!(from_toml("[backup]\nremote = \"s3://bucket/televibe\"\n").is_ok());
         assert!(from_toml("[backup]\nschedule = \"0 */6 * *\"\n").is_err());
         assert!(from_toml("[breakers.backup_remote]\nfailure_threshold = 0\n").is_err());
+    }
+
+    /// The typed errors of the parts (sizes, schedules, remote URLs) read exactly as the operator knows them.
+    #[test]
+    fn typed_part_errors_keep_their_text() {
+        for (toml, text) in [
+            (
+                "[jobs]\nmemory_max = \"12Q\"\n",
+                "invalid value for `jobs.memory_max`: \"12Q\": unknown unit (K, M, G or T)",
+            ),
+            (
+                "[jobs]\nmemory_max = \"lots\"\n",
+                "invalid value for `jobs.memory_max`: \"lots\" is not a size (bytes, or a number with K, M, G or T)",
+            ),
+            (
+                "[jobs]\nmemory_max = \"99999999999T\"\n",
+                "invalid value for `jobs.memory_max`: \"99999999999T\" is too large",
+            ),
+            (
+                "[backup]\nschedule = \"0 */6 * *\"\n",
+                "invalid value for `backup.schedule`: \"0 */6 * *\" must have five fields: minute hour day-of-month month day-of-week",
+            ),
+            (
+                "[backup]\nremote = \"s3://AKIA5:topsecret6@bucket/x\"\n",
+                "invalid value for `backup.remote`: must not hold credentials; set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY in the daemon's environment instead",
+            ),
+            (
+                "[backup]\nremote = \"file://relative\"\n",
+                "invalid value for `backup.remote`: file:// needs an absolute path (file:///srv/backups)",
+            ),
+            (
+                "[backup]\nremote = \"http://bucket/x\"\n",
+                "invalid value for `backup.remote`: must start with s3:// or file://",
+            ),
+            (
+                "[backup]\nremote = \"s3:///x\"\n",
+                "invalid value for `backup.remote`: expected s3://bucket/prefix",
+            ),
+        ] {
+            assert_eq!(from_toml(toml).unwrap_err().to_string(), text, "{toml}");
+        }
     }
 
     #[test]
