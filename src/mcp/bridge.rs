@@ -91,8 +91,8 @@ where
             Duration::from_secs(3600)
         };
         tokio::select! {
-            line = from_client.recv(), if b.client_open => b.from_client(line).await?,
-            line = next_daemon_line(&mut b.link), if b.link.is_some() => b.from_daemon(line).await?,
+            line = from_client.recv(), if b.client_open => b.client_line(line).await?,
+            line = next_daemon_line(&mut b.link), if b.link.is_some() => b.daemon_line(line).await?,
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -225,7 +225,7 @@ impl<W: AsyncWrite + Unpin> Bridge<W> {
 
     /// A line from the client (`None`: it hung up): remembered if it initializes, queued, and sent unless
     /// the daemon is away or `initialize` is being replayed.
-    async fn from_client(&mut self, line: Option<String>) -> std::io::Result<()> {
+    async fn client_line(&mut self, line: Option<String>) -> std::io::Result<()> {
         let Some(line) = line else {
             self.client_open = false;
             return Ok(());
@@ -256,7 +256,7 @@ impl<W: AsyncWrite + Unpin> Bridge<W> {
 
     /// A line from the daemon: the answer to the replayed `initialize` is swallowed (then what waited is
     /// sent), anything else goes to the client. An error or end of stream is a lost link.
-    async fn from_daemon(&mut self, line: std::io::Result<Option<String>>) -> std::io::Result<()> {
+    async fn daemon_line(&mut self, line: std::io::Result<Option<String>>) -> std::io::Result<()> {
         let Ok(Some(line)) = line else {
             self.lost().await?;
             self.back_off();
