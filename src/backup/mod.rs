@@ -301,7 +301,7 @@ mod tests {
             "file://relative",
             "s3:///x",
         ] {
-            let e = Remote::parse(bad).unwrap_err();
+            let e = Remote::parse(bad).unwrap_err().to_string();
             assert!(!e.contains("secret"), "{e}");
         }
     }

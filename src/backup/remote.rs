@@ -10,6 +10,21 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::schedule::parse_name;
 use crate::breaker::{BreakerName, Breakers};
 
+/// Why a `backup.remote` URL is refused (never repeating the URL, which may hold a secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteUrlError {
+    #[error("file:// needs an absolute path (file:///srv/backups)")]
+    RelativeFile,
+    #[error("must start with s3:// or file://")]
+    Scheme,
+    #[error(
+        "must not hold credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the daemon's environment instead"
+    )]
+    Credentials,
+    #[error("expected s3://bucket/prefix")]
+    NotBucketPrefix,
+}
+
 /// Where remote copies go: `s3://bucket/prefix` or `file:///path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
@@ -20,32 +35,28 @@ pub enum Remote {
 impl Remote {
     /// `Ok(None)` when empty. Credentials in the URL are refused: they come from the standard AWS
     /// environment variables, so the configuration file never holds them in clear.
-    pub fn parse(url: &str) -> Result<Option<Remote>, String> {
+    pub fn parse(url: &str) -> Result<Option<Remote>, RemoteUrlError> {
         let url = url.trim();
         if url.is_empty() {
             return Ok(None);
         }
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err("file:// needs an absolute path (file:///srv/backups)".into());
+                return Err(RemoteUrlError::RelativeFile);
             }
             return Ok(Some(Remote::File {
                 dir: PathBuf::from(path),
             }));
         }
         let Some(rest) = url.strip_prefix("s3://") else {
-            return Err("must start with s3:// or file://".into());
+            return Err(RemoteUrlError::Scheme);
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.contains('@') || bucket.contains(':') {
-            return Err(
-                "must not hold credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the \
-                 daemon's environment instead"
-                    .into(),
-            );
+            return Err(RemoteUrlError::Credentials);
         }
         if bucket.is_empty() || prefix.contains('?') || prefix.contains('#') {
-            return Err("expected s3://bucket/prefix".into());
+            return Err(RemoteUrlError::NotBucketPrefix);
         }
         Ok(Some(Remote::S3 {
             bucket: bucket.into(),

@@ -21,6 +21,15 @@ pub fn parse_name(name: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// Why a `backup.schedule` is no schedule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{expr:?} must have five fields: minute hour day-of-month month day-of-week")]
+    Fields { expr: String },
+    #[error("{expr:?}: {reason}")]
+    Cron { expr: String, reason: String },
+}
+
 /// A five-field cron schedule (minute hour day-of-month month day-of-week), evaluated in UTC.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -29,11 +38,11 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn parse(expr: &str) -> Result<Schedule, String> {
+    pub fn parse(expr: &str) -> Result<Schedule, ScheduleError> {
         if expr.split_whitespace().count() != 5 {
-            return Err(format!(
-                "{expr:?} must have five fields: minute hour day-of-month month day-of-week"
-            ));
+            return Err(ScheduleError::Fields {
+                expr: expr.to_string(),
+            });
         }
         croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Disallowed)
@@ -43,7 +52,10 @@ impl Schedule {
                 cron,
                 expr: expr.to_string(),
             })
-            .map_err(|e| format!("{expr:?}: {e}"))
+            .map_err(|e| ScheduleError::Cron {
+                expr: expr.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     /// The expression as written (`backup.schedule`).

@@ -1,9 +1,44 @@
 //! `[agent]` checks: the agent's home, the sandbox's paths, the network allowlist and the job user.
 
 use super::raw::RawAgent;
+use super::settings::AgentSettings;
 use super::{ConfigError, invalid};
 
-pub(super) fn check(agent: &RawAgent) -> Result<(), ConfigError> {
+/// `[agent]`, checked and typed: a command to run, an environment that cannot set `TELEVIBE_*`.
+pub(super) fn section(a: &RawAgent) -> Result<AgentSettings, ConfigError> {
+    check(a)?;
+    if a.command.trim().is_empty() {
+        return Err(invalid("agent.command", "must not be empty"));
+    }
+    if let Some(k) = a
+        .env
+        .keys()
+        .find(|k| k.starts_with("TELEVIBE_") || k.is_empty() || k.contains('='))
+    {
+        return Err(invalid(
+            "agent.env",
+            format!("{k:?} cannot be set for agents"),
+        ));
+    }
+    Ok(AgentSettings {
+        command: a.command.clone(),
+        extra_args: a.extra_args.clone(),
+        env: a.env.clone(),
+        sandboxed: a.sandbox != "none",
+        sandbox_hide: a.sandbox_hide.clone(),
+        sandbox_write: a.sandbox_write.clone(),
+        network_allowlist: a.network != "open",
+        network_allow: a
+            .network_allow
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        run_as: a.run_as.clone(),
+        oauth_token_url: a.oauth_token_url.clone(),
+    })
+}
+
+fn check(agent: &RawAgent) -> Result<(), ConfigError> {
     if let Some(home) = agent.env.get("HOME")
         && !home.starts_with('/')
     {

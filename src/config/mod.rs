@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use crate::domain::breaker::{BreakerName, BreakerSettings};
 pub use agent::valid_host_pattern;
-use source::read_token;
 
 mod agent;
 mod raw;
 mod root;
+mod sections;
 mod settings;
 mod source;
 
@@ -36,10 +36,10 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+fn invalid(key: &'static str, reason: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         key,
-        reason: reason.into(),
+        reason: reason.to_string(),
     }
 }
 
@@ -76,398 +76,6 @@ pub struct Config {
     pub git_timeout: Duration,
     /// `projects.trusted`: projects whose own settings (hooks, MCP servers) the agent may load.
     pub trusted_projects: Vec<String>,
-}
-
-impl Config {
-    /// Turns a raw config into typed values, refusing impossible ones with the key named.
-    pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-        // Empty: the default, `/projects`, or for a user who cannot write it their own state directory.
-        let (root, root_is_fallback) = if raw.root.as_os_str().is_empty() {
-            root::default_root()
-        } else {
-            (absolute(&raw.root), false)
-        };
-        for (key, rules) in [
-            ("approvals.auto_allow", &raw.approvals.auto_allow),
-            ("approvals.auto_deny", &raw.approvals.auto_deny),
-        ] {
-            for rule in rules {
-                crate::policy::check_rule(rule)
-                    .map_err(|e| invalid(key, format!("rule {rule:?}: {e}")))?;
-            }
-        }
-        if root.as_os_str().len() > MAX_ROOT_LEN {
-            return Err(invalid(
-                "root",
-                format!(
-                    "{} is {} bytes long; job approval sockets under it would not fit a Unix socket \
-                     address: use a root of at most {} bytes",
-                    root.display(),
-                    root.as_os_str().len(),
-                    MAX_ROOT_LEN
-                ),
-            ));
-        }
-        agent::check(&raw.agent)?;
-        let http_listen: SocketAddr = raw.http.listen.parse().map_err(|e| {
-            invalid(
-                "http.listen",
-                format!(
-                    "{:?} is not an address with a port in 0..=65535 like 127.0.0.1:9464 ({e})",
-                    raw.http.listen
-                ),
-            )
-        })?;
-        if !http_listen.ip().is_loopback() && !raw.http.allow_remote {
-            return Err(invalid(
-                "http.listen",
-                format!(
-                    "{http_listen} is not a loopback address; set http.allow_remote = true to expose probes and metrics"
-                ),
-            ));
-        }
-        if !(1..=300).contains(&raw.http.header_read_timeout_secs) {
-            return Err(invalid(
-                "http.header_read_timeout_secs",
-                "must be in 1..=300",
-            ));
-        }
-        if raw.http.max_connections == 0 {
-            return Err(invalid("http.max_connections", "must be at least 1"));
-        }
-        let socket_path = if raw.socket.path.is_empty() {
-            root.join("orchestrator").join("televibe.sock")
-        } else {
-            absolute(Path::new(&raw.socket.path))
-        };
-        // Linux limits a Unix socket path to 107 bytes.
-        if socket_path.as_os_str().len() > 107 {
-            return Err(invalid(
-                "socket.path",
-                format!(
-                    "{} is longer than the 107 bytes a Unix socket path may have",
-                    socket_path.display()
-                ),
-            ));
-        }
-        if !raw.telegram.api_url.starts_with("http://")
-            && !raw.telegram.api_url.starts_with("https://")
-        {
-            return Err(invalid(
-                "telegram.api_url",
-                "must start with http:// or https://",
-            ));
-        }
-        if let Some(id) = raw.telegram.allowed_chats.iter().find(|id| **id >= 0) {
-            return Err(invalid(
-                "telegram.allowed_chats",
-                format!(
-                    "{id} is not a group chat id (those are negative); private chats are served through telegram.allowed_users"
-                ),
-            ));
-        }
-        let telegram_token = read_token(&raw.telegram)?;
-        if raw.agent.command.trim().is_empty() {
-            return Err(invalid("agent.command", "must not be empty"));
-        }
-        let j = &raw.jobs;
-        if j.max_concurrent == 0 {
-            return Err(invalid("jobs.max_concurrent", "must be at least 1"));
-        }
-        if j.max_queued_per_session == 0 {
-            return Err(invalid("jobs.max_queued_per_session", "must be at least 1"));
-        }
-        if !(1..=14_400).contains(&j.hard_timeout_secs) {
-            return Err(invalid("jobs.hard_timeout_secs", "must be in 1..=14400"));
-        }
-        if j.hang_timeout_secs == 0 {
-            return Err(invalid("jobs.hang_timeout_secs", "must be at least 1"));
-        }
-        if j.kill_grace_secs == 0 || j.kill_grace_secs > 600 {
-            return Err(invalid("jobs.kill_grace_secs", "must be in 1..=600"));
-        }
-        if !(2..=50).contains(&j.heartbeat_timeout_secs) {
-            return Err(invalid(
-                "jobs.heartbeat_timeout_secs",
-                "must be in 2..=50 (the spec's runner RTO is 60 s)",
-            ));
-        }
-        match j.memory_max.bytes() {
-            Err(e) => return Err(invalid("jobs.memory_max", &e)),
-            Ok(n) if n != 0 && n < 64 << 20 => {
-                return Err(invalid(
-                    "jobs.memory_max",
-                    "must be 0 (no limit) or at least 64M",
-                ));
-            }
-            Ok(_) => {}
-        }
-        if j.max_log_bytes < 4096 {
-            return Err(invalid("jobs.max_log_bytes", "must be at least 4096"));
-        }
-        if let Some(k) = raw
-            .agent
-            .env
-            .keys()
-            .find(|k| k.starts_with("TELEVIBE_") || k.is_empty() || k.contains('='))
-        {
-            return Err(invalid(
-                "agent.env",
-                format!("{k:?} cannot be set for agents"),
-            ));
-        }
-        if raw.approvals.timeout_secs == 0 {
-            return Err(invalid("approvals.timeout_secs", "must be at least 1"));
-        }
-        let b = &raw.breakers;
-        let breakers = [
-            (
-                BreakerName::ClaudeCode,
-                breaker_settings(&b.claude_code, "breakers.claude_code")?,
-            ),
-            (
-                BreakerName::TelegramApi,
-                breaker_settings(&b.telegram_api, "breakers.telegram_api")?,
-            ),
-            (
-                BreakerName::GitOperations,
-                breaker_settings(&b.git_operations, "breakers.git_operations")?,
-            ),
-            (
-                BreakerName::BackupRemote,
-                breaker_settings(&b.backup_remote, "breakers.backup_remote")?,
-            ),
-        ];
-        let schedule = crate::backup::schedule::Schedule::parse(&raw.backup.schedule)
-            .map_err(|e| invalid("backup.schedule", e))?;
-        let remote = crate::backup::remote::Remote::parse(&raw.backup.remote)
-            .map_err(|e| invalid("backup.remote", e))?;
-        for (key, days) in [
-            ("logging.retention_days", raw.logging.retention_days),
-            (
-                "logging.job_log_retention_days",
-                raw.logging.job_log_retention_days,
-            ),
-            (
-                "logging.audit_retention_days",
-                raw.logging.audit_retention_days,
-            ),
-        ] {
-            if days == 0 {
-                return Err(invalid(
-                    key,
-                    "must be at least 1 (0 would delete every record at once)",
-                ));
-            }
-        }
-        if raw.backup.retention_days == 0 {
-            return Err(invalid("backup.retention_days", "must be at least 1"));
-        }
-        let log_filter =
-            crate::logging::daemon_filter(&raw.logging.level, &raw.logging.third_party_level)
-                .map_err(|(key, why)| invalid(key, why))?;
-        if !matches!(
-            raw.logging.stderr.as_str(),
-            "auto" | "human" | "json" | "off"
-        ) {
-            return Err(invalid(
-                "logging.stderr",
-                "must be one of auto, human, json, off",
-            ));
-        }
-        if raw.logging.max_size_mb == 0 {
-            return Err(invalid("logging.max_size_mb", "must be at least 1"));
-        }
-        let allowed_roots = raw
-            .projects
-            .allowed_roots
-            .iter()
-            .map(|p| {
-                if p.is_absolute() {
-                    Ok(p.clone())
-                } else {
-                    Err(invalid(
-                        "projects.allowed_roots",
-                        format!("{} is not an absolute path", p.display()),
-                    ))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let ss = &raw.sessions;
-        if ss.max_per_project == 0 || ss.max_total == 0 {
-            return Err(invalid(
-                "sessions.max_per_project",
-                "session limits must be at least 1",
-            ));
-        }
-        let prefix_probe = format!("{}S1", ss.branch_prefix);
-        crate::domain::validate_branch(&prefix_probe)
-            .map_err(|e| invalid("sessions.branch_prefix", e.0))?;
-        if ss.disk_usage_interval_secs == 0 {
-            return Err(invalid(
-                "sessions.disk_usage_interval_secs",
-                "must be at least 1",
-            ));
-        }
-        if ss.worktree_check_secs == 0 {
-            return Err(invalid(
-                "sessions.worktree_check_secs",
-                "must be at least 1",
-            ));
-        }
-        if raw.git.timeout_secs == 0 {
-            return Err(invalid("git.timeout_secs", "must be at least 1"));
-        }
-        let s = &raw.supervision;
-        if s.window_secs == 0 {
-            return Err(invalid("supervision.window_secs", "must be at least 1"));
-        }
-        if s.backoff_initial_ms == 0 || s.backoff_max_ms < s.backoff_initial_ms {
-            return Err(invalid(
-                "supervision.backoff_max_ms",
-                "backoff_initial_ms must be at least 1 and not above backoff_max_ms",
-            ));
-        }
-        let supervision = RestartPolicy {
-            max_restarts: s.max_restarts,
-            window: Duration::from_secs(s.window_secs),
-            backoff_initial: Duration::from_millis(s.backoff_initial_ms),
-            backoff_max: Duration::from_millis(s.backoff_max_ms),
-        };
-        if raw.store.busy_timeout_ms == 0 {
-            return Err(invalid("store.busy_timeout_ms", "must be at least 1"));
-        }
-        if raw.store.integrity_check_interval_secs == 0 || raw.store.read_only_probe_secs == 0 {
-            return Err(invalid(
-                "store.integrity_check_interval_secs",
-                "store intervals must be at least 1 second",
-            ));
-        }
-        if raw.store.events_retention_days == 0 || raw.store.jobs_retention_days == 0 {
-            return Err(invalid(
-                "store.jobs_retention_days",
-                "retention must be at least 1 day (store.events_retention_days, store.jobs_retention_days)",
-            ));
-        }
-        let secs = Duration::from_secs;
-        let (a, j, t, l, ss, st, d) = (
-            &raw.agent,
-            &raw.jobs,
-            &raw.telegram,
-            &raw.logging,
-            &raw.sessions,
-            &raw.store,
-            &raw.debug,
-        );
-        Ok(Config {
-            agent: AgentSettings {
-                command: a.command.clone(),
-                extra_args: a.extra_args.clone(),
-                env: a.env.clone(),
-                sandboxed: a.sandbox != "none",
-                sandbox_hide: a.sandbox_hide.clone(),
-                sandbox_write: a.sandbox_write.clone(),
-                network_allowlist: a.network != "open",
-                network_allow: a
-                    .network_allow
-                    .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect(),
-                run_as: a.run_as.clone(),
-                oauth_token_url: a.oauth_token_url.clone(),
-            },
-            jobs: JobSettings {
-                max_concurrent: j.max_concurrent as usize,
-                max_queued_per_session: j.max_queued_per_session as usize,
-                hard_timeout: secs(j.hard_timeout_secs),
-                hang_timeout: secs(j.hang_timeout_secs),
-                kill_grace: secs(j.kill_grace_secs),
-                max_log_bytes: j.max_log_bytes,
-                heartbeat_timeout: secs(j.heartbeat_timeout_secs),
-                memory_max: j.memory_max.bytes().unwrap_or(0),
-            },
-            approvals: ApprovalSettings {
-                timeout: secs(raw.approvals.timeout_secs),
-                auto_allow: raw.approvals.auto_allow.clone(),
-                auto_deny: raw.approvals.auto_deny.clone(),
-            },
-            telegram: TelegramSettings {
-                api_url: t.api_url.clone(),
-                token_file: (!t.token_file.is_empty()).then(|| absolute(Path::new(&t.token_file))),
-                allowed_users: t.allowed_users.clone(),
-                allowed_chats: t.allowed_chats.clone(),
-                admin_chat_id: t.admin_chat_id,
-            },
-            backup: BackupSettings {
-                schedule,
-                retention_days: raw.backup.retention_days,
-                remote,
-                remote_url: raw.backup.remote.trim().to_string(),
-            },
-            logging: LoggingSettings {
-                retention_days: l.retention_days,
-                max_size_bytes: l.max_size_mb * 1024 * 1024,
-                job_log_retention_days: l.job_log_retention_days,
-                audit_retention_days: l.audit_retention_days,
-                stderr: l.stderr.clone(),
-            },
-            sessions: SessionSettings {
-                max_per_project: ss.max_per_project as usize,
-                max_total: ss.max_total as usize,
-                branch_prefix: ss.branch_prefix.clone(),
-                disk_usage_interval: secs(ss.disk_usage_interval_secs),
-                worktree_check: secs(ss.worktree_check_secs),
-            },
-            http: HttpSettings {
-                header_read_timeout: secs(raw.http.header_read_timeout_secs),
-                max_connections: raw.http.max_connections as usize,
-            },
-            store: StoreSettings {
-                busy_timeout: Duration::from_millis(st.busy_timeout_ms),
-                integrity_check_interval: secs(st.integrity_check_interval_secs),
-                read_only_probe: secs(st.read_only_probe_secs),
-                events_retention_days: st.events_retention_days,
-                jobs_retention_days: st.jobs_retention_days,
-            },
-            debug: DebugSettings {
-                test_hooks: d.test_hooks,
-                backup_clock_offset: chrono::TimeDelta::seconds(d.backup_clock_offset_secs),
-                shutdown_hold: Duration::from_millis(d.shutdown_hold_ms),
-                stop_at: (d.test_hooks && !d.stop_at.is_empty()).then(|| d.stop_at.clone()),
-            },
-            git_timeout: secs(raw.git.timeout_secs),
-            trusted_projects: raw.projects.trusted.clone(),
-            root,
-            root_is_fallback,
-            http_listen,
-            socket_path,
-            telegram_token,
-            breakers,
-            supervision,
-            log_filter,
-            allowed_roots,
-            file: None,
-            raw,
-        })
-    }
-}
-
-fn breaker_settings(b: &RawBreaker, key: &'static str) -> Result<BreakerSettings, ConfigError> {
-    if b.failure_threshold == 0 || b.success_threshold == 0 || b.half_open_requests == 0 {
-        return Err(invalid(
-            key,
-            "failure_threshold, success_threshold and half_open_requests must be at least 1",
-        ));
-    }
-    if b.timeout_seconds == 0 {
-        return Err(invalid(key, "timeout_seconds must be at least 1"));
-    }
-    Ok(BreakerSettings {
-        failure_threshold: b.failure_threshold,
-        success_threshold: b.success_threshold,
-        timeout: Duration::from_secs(b.timeout_seconds),
-        half_open_requests: b.half_open_requests,
-    })
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -588,6 +196,48 @@ mod tests {
         assert!(from_toml("[backup]\nremote = \"s3://bucket/televibe\"\n").is_ok());
         assert!(from_toml("[backup]\nschedule = \"0 */6 * *\"\n").is_err());
         assert!(from_toml("[breakers.backup_remote]\nfailure_threshold = 0\n").is_err());
+    }
+
+    /// The typed errors of the parts (sizes, schedules, remote URLs) read exactly as the operator knows them.
+    #[test]
+    fn typed_part_errors_keep_their_text() {
+        for (toml, text) in [
+            (
+                "[jobs]\nmemory_max = \"12Q\"\n",
+                "invalid value for `jobs.memory_max`: \"12Q\": unknown unit (K, M, G or T)",
+            ),
+            (
+                "[jobs]\nmemory_max = \"lots\"\n",
+                "invalid value for `jobs.memory_max`: \"lots\" is not a size (bytes, or a number with K, M, G or T)",
+            ),
+            (
+                "[jobs]\nmemory_max = \"99999999999T\"\n",
+                "invalid value for `jobs.memory_max`: \"99999999999T\" is too large",
+            ),
+            (
+                "[backup]\nschedule = \"0 */6 * *\"\n",
+                "invalid value for `backup.schedule`: \"0 */6 * *\" must have five fields: minute hour day-of-month month day-of-week",
+            ),
+            (
+                "[backup]\nremote = \"s3://AKIA5:topsecret6@bucket/x\"\n",
+                "invalid value for `backup.remote`: must not hold credentials; set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY in the daemon's environment instead",
+            ),
+            (
+                "[backup]\nremote = \"file://relative\"\n",
+                "invalid value for `backup.remote`: file:// needs an absolute path (file:///srv/backups)",
+            ),
+            (
+                "[backup]\nremote = \"http://bucket/x\"\n",
+                "invalid value for `backup.remote`: must start with s3:// or file://",
+            ),
+            (
+                "[backup]\nremote = \"s3:///x\"\n",
+                "invalid value for `backup.remote`: expected s3://bucket/prefix",
+            ),
+        ] {
+            assert_eq!(from_toml(toml).unwrap_err().to_string(), text, "{toml}");
+        }
     }
 
     #[test]

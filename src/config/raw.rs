@@ -134,15 +134,15 @@ pub enum RawSize {
 
 impl RawSize {
     /// The size in bytes, or why it is no size.
-    pub fn bytes(&self) -> Result<u64, String> {
+    pub fn bytes(&self) -> Result<u64, SizeError> {
         let text = match self {
             RawSize::Bytes(n) => return Ok(*n),
             RawSize::Text(t) => t.trim(),
         };
         let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
         let unit = text[digits.len()..].to_ascii_uppercase();
-        let n: u64 = digits.trim().parse().map_err(|_| {
-            format!("{text:?} is not a size (bytes, or a number with K, M, G or T)")
+        let n: u64 = digits.trim().parse().map_err(|_| SizeError::NotASize {
+            text: text.to_string(),
         })?;
         let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
             "" => 0,
@@ -150,11 +150,28 @@ impl RawSize {
             "M" => 20,
             "G" => 30,
             "T" => 40,
-            _ => return Err(format!("{text:?}: unknown unit (K, M, G or T)")),
+            _ => {
+                return Err(SizeError::UnknownUnit {
+                    text: text.to_string(),
+                });
+            }
         };
         n.checked_mul(1 << shift)
-            .ok_or_else(|| format!("{text:?} is too large"))
+            .ok_or_else(|| SizeError::TooLarge {
+                text: text.to_string(),
+            })
     }
+}
+
+/// Why a size setting is no size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("{text:?} is not a size (bytes, or a number with K, M, G or T)")]
+    NotASize { text: String },
+    #[error("{text:?}: unknown unit (K, M, G or T)")]
+    UnknownUnit { text: String },
+    #[error("{text:?} is too large")]
+    TooLarge { text: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

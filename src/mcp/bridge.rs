@@ -64,13 +64,43 @@ pub async fn run<R, W>(
     socket: PathBuf,
     preamble: Option<String>,
     input: R,
-    mut output: W,
+    output: W,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let (tx, mut from_client) = mpsc::channel::<String>(256);
+    let mut from_client = read_client(input);
+    let mut b = Bridge::new(socket, preamble, output);
+    loop {
+        // The client hung up: leave once nothing it asked for is still owed an answer.
+        if !b.client_open && b.pending.is_empty() && b.in_flight.is_empty() {
+            return Ok(());
+        }
+        if b.link.is_none() && Instant::now() >= b.next_attempt && !b.connect().await? {
+            continue;
+        }
+        if b.link.is_none() {
+            b.expire_pending().await?;
+        }
+        let wait = if b.link.is_none() {
+            b.next_attempt
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10))
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            line = from_client.recv(), if b.client_open => b.client_line(line).await?,
+            line = next_daemon_line(&mut b.link), if b.link.is_some() => b.daemon_line(line).await?,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The client's lines, read by a task of their own so a slow daemon never blocks reading them.
+fn read_client<R: AsyncRead + Unpin + Send + 'static>(input: R) -> mpsc::Receiver<String> {
+    let (tx, from_client) = mpsc::channel::<String>(256);
     tokio::spawn(async move {
         let mut lines = BufReader::new(input).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -79,159 +109,205 @@ where
             }
         }
     });
-    let mut initialize: Option<Value> = None;
-    let mut initialized: Option<String> = None;
-    let mut in_flight: HashSet<String> = HashSet::new();
-    let mut pending: Vec<(String, Instant)> = Vec::new();
-    let mut link: Option<Link> = None;
-    let mut backoff = Duration::from_millis(50);
-    let mut next_attempt = Instant::now();
-    let mut client_open = true;
-    let mut replaying = false;
+    from_client
+}
 
-    loop {
-        // The client hung up: leave once nothing it asked for is still owed an answer.
-        if !client_open && pending.is_empty() && in_flight.is_empty() {
+/// The bridge's state between the client and a daemon that may come and go.
+struct Bridge<W> {
+    socket: PathBuf,
+    preamble: Option<String>,
+    output: W,
+    /// The client's `initialize` request and `initialized` notification, replayed on every reconnect.
+    initialize: Option<Value>,
+    initialized: Option<String>,
+    /// Ids of the requests sent to the daemon and not answered yet.
+    in_flight: HashSet<String>,
+    /// Client lines not sent yet, with when they arrived.
+    pending: Vec<(String, Instant)>,
+    link: Option<Link>,
+    backoff: Duration,
+    next_attempt: Instant,
+    client_open: bool,
+    /// The replayed `initialize` is not answered yet: client lines wait.
+    replaying: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Bridge<W> {
+    fn new(socket: PathBuf, preamble: Option<String>, output: W) -> Self {
+        Bridge {
+            socket,
+            preamble,
+            output,
+            initialize: None,
+            initialized: None,
+            in_flight: HashSet::new(),
+            pending: Vec::new(),
+            link: None,
+            backoff: Duration::from_millis(50),
+            next_attempt: Instant::now(),
+            client_open: true,
+            replaying: false,
+        }
+    }
+
+    /// The next attempt waits the backoff, which doubles up to 2 s.
+    fn back_off(&mut self) {
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+    }
+
+    /// Connects to the daemon and replays `initialize`, or sends what waits. False when the new link failed
+    /// at once (the loop starts over).
+    async fn connect(&mut self) -> std::io::Result<bool> {
+        let mut l = match connect(&self.socket, self.preamble.as_deref()).await {
+            Ok(l) => l,
+            Err(e) => {
+                if self.backoff >= Duration::from_secs(1) {
+                    tracing::warn!(
+                        "daemon socket {} unavailable: {e}; retrying",
+                        self.socket.display()
+                    );
+                }
+                self.back_off();
+                return Ok(true);
+            }
+        };
+        if let Some(init) = &self.initialize {
+            let mut replay = init.clone();
+            replay["id"] = json!(REPLAY_ID);
+            // A daemon that drops us right away is just not back yet.
+            if l.writer
+                .write_all(format!("{replay}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                self.back_off();
+                return Ok(false);
+            }
+            self.replaying = true;
+        } else if flush_pending(&mut l, &mut self.pending, &mut self.in_flight)
+            .await
+            .is_err()
+        {
+            self.lost().await?;
+            self.back_off();
+            return Ok(false);
+        }
+        self.link = Some(l);
+        Ok(true)
+    }
+
+    /// Requests that waited too long for a daemon get an error instead of hanging the client.
+    async fn expire_pending(&mut self) -> std::io::Result<()> {
+        let now = Instant::now();
+        let mut kept = Vec::new();
+        for (line, since) in std::mem::take(&mut self.pending) {
+            if now.duration_since(since) < UNAVAILABLE_AFTER {
+                kept.push((line, since));
+            } else if let Some(id) = serde_json::from_str::<Value>(&line)
+                .ok()
+                .as_ref()
+                .and_then(request_id)
+            {
+                let reply = error_reply(
+                    &id,
+                    "televibe daemon unavailable: is `televibe serve` running?",
+                );
+                self.output
+                    .write_all(format!("{reply}\n").as_bytes())
+                    .await?;
+                self.output.flush().await?;
+            }
+        }
+        self.pending = kept;
+        Ok(())
+    }
+
+    /// A line from the client (`None`: it hung up): remembered if it initializes, queued, and sent unless
+    /// the daemon is away or `initialize` is being replayed.
+    async fn client_line(&mut self, line: Option<String>) -> std::io::Result<()> {
+        let Some(line) = line else {
+            self.client_open = false;
+            return Ok(());
+        };
+        if line.trim().is_empty() {
             return Ok(());
         }
-        if link.is_none() && Instant::now() >= next_attempt {
-            match connect(&socket, preamble.as_deref()).await {
-                Ok(mut l) => {
-                    if let Some(init) = &initialize {
-                        let mut replay = init.clone();
-                        replay["id"] = json!(REPLAY_ID);
-                        // A daemon that drops us right away is just not back yet.
-                        if l.writer
-                            .write_all(format!("{replay}\n").as_bytes())
-                            .await
-                            .is_err()
-                        {
-                            next_attempt = Instant::now() + backoff;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                            continue;
-                        }
-                        replaying = true;
-                    } else {
-                        if flush_pending(&mut l, &mut pending, &mut in_flight)
-                            .await
-                            .is_err()
-                        {
-                            lost(&mut link, &mut in_flight, &mut output).await?;
-                            next_attempt = Instant::now() + backoff;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                            continue;
-                        }
-                    }
-                    link = Some(l);
-                }
-                Err(e) => {
-                    if backoff >= Duration::from_secs(1) {
-                        tracing::warn!(
-                            "daemon socket {} unavailable: {e}; retrying",
-                            socket.display()
-                        );
-                    }
-                    next_attempt = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+        let parsed: Option<Value> = serde_json::from_str(&line).ok();
+        if let Some(msg) = &parsed {
+            match msg.get("method").and_then(Value::as_str) {
+                Some("initialize") => self.initialize = Some(msg.clone()),
+                Some("notifications/initialized") => self.initialized = Some(line.clone()),
+                _ => {}
             }
         }
-        // Requests that waited too long for a daemon get an error instead of hanging the client.
-        if link.is_none() {
-            let now = Instant::now();
-            let mut kept = Vec::new();
-            for (line, since) in pending.drain(..) {
-                if now.duration_since(since) >= UNAVAILABLE_AFTER {
-                    if let Some(id) = serde_json::from_str::<Value>(&line)
-                        .ok()
-                        .as_ref()
-                        .and_then(request_id)
-                    {
-                        output
-                            .write_all(
-                                format!(
-                                    "{}\n",
-                                    error_reply(
-                                        &id,
-                                        "televibe daemon unavailable: is `televibe serve` running?"
-                                    )
-                                )
-                                .as_bytes(),
-                            )
-                            .await?;
-                        output.flush().await?;
-                    }
-                } else {
-                    kept.push((line, since));
-                }
-            }
-            pending = kept;
+        self.pending.push((line, Instant::now()));
+        if let Some(l) = self.link.as_mut()
+            && !self.replaying
+            && flush_pending(l, &mut self.pending, &mut self.in_flight)
+                .await
+                .is_err()
+        {
+            self.lost().await?;
+            self.next_attempt = Instant::now();
         }
-        let wait = if link.is_none() {
-            next_attempt
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(10))
-        } else {
-            Duration::from_secs(3600)
+        Ok(())
+    }
+
+    /// A line from the daemon: the answer to the replayed `initialize` is swallowed (then what waited is
+    /// sent), anything else goes to the client. An error or end of stream is a lost link.
+    async fn daemon_line(&mut self, line: std::io::Result<Option<String>>) -> std::io::Result<()> {
+        let Ok(Some(line)) = line else {
+            self.lost().await?;
+            self.back_off();
+            return Ok(());
         };
-        tokio::select! {
-            line = from_client.recv(), if client_open => {
-                let Some(line) = line else {
-                    client_open = false;
-                    continue;
-                };
-                if line.trim().is_empty() { continue; }
-                let parsed: Option<Value> = serde_json::from_str(&line).ok();
-                if let Some(msg) = &parsed {
-                    match msg.get("method").and_then(Value::as_str) {
-                        Some("initialize") => initialize = Some(msg.clone()),
-                        Some("notifications/initialized") => initialized = Some(line.clone()),
-                        _ => {}
-                    }
-                }
-                pending.push((line, Instant::now()));
-                if let Some(l) = link.as_mut() && !replaying
-                    && flush_pending(l, &mut pending, &mut in_flight).await.is_err()
-                {
-                    lost(&mut link, &mut in_flight, &mut output).await?;
-                    next_attempt = Instant::now();
-                }
+        // The daemon answers: it is back for real.
+        self.backoff = Duration::from_millis(50);
+        let parsed: Option<Value> = serde_json::from_str(&line).ok();
+        let id = parsed.as_ref().and_then(|m| m.get("id")).cloned();
+        if self.replaying && id == Some(json!(REPLAY_ID)) {
+            self.replaying = false;
+            let l = self.link.as_mut().expect("link present");
+            let mut ok = true;
+            if let Some(n) = &self.initialized {
+                ok = l
+                    .writer
+                    .write_all(format!("{n}\n").as_bytes())
+                    .await
+                    .is_ok();
             }
-            line = next_daemon_line(&mut link), if link.is_some() => {
-                match line {
-                    Ok(Some(line)) => {
-                        // The daemon answers: it is back for real.
-                        backoff = Duration::from_millis(50);
-                        let parsed: Option<Value> = serde_json::from_str(&line).ok();
-                        let id = parsed.as_ref().and_then(|m| m.get("id")).cloned();
-                        if replaying && id == Some(json!(REPLAY_ID)) {
-                            replaying = false;
-                            let l = link.as_mut().expect("link present");
-                            let mut ok = true;
-                            if let Some(n) = &initialized {
-                                ok = l.writer.write_all(format!("{n}\n").as_bytes()).await.is_ok();
-                            }
-                            if !ok || flush_pending(l, &mut pending, &mut in_flight).await.is_err() {
-                                lost(&mut link, &mut in_flight, &mut output).await?;
-                                next_attempt = Instant::now();
-                            }
-                            continue;
-                        }
-                        if let Some(id) = &id && parsed.as_ref().is_some_and(|m| m.get("method").is_none()) {
-                            in_flight.remove(&id.to_string());
-                        }
-                        output.write_all(format!("{line}\n").as_bytes()).await?;
-                        output.flush().await?;
-                    }
-                    _ => {
-                        lost(&mut link, &mut in_flight, &mut output).await?;
-                        next_attempt = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
+            if !ok
+                || flush_pending(l, &mut self.pending, &mut self.in_flight)
+                    .await
+                    .is_err()
+            {
+                self.lost().await?;
+                self.next_attempt = Instant::now();
             }
-            _ = tokio::time::sleep(wait) => {}
+            return Ok(());
         }
+        if let Some(id) = &id
+            && parsed.as_ref().is_some_and(|m| m.get("method").is_none())
+        {
+            self.in_flight.remove(&id.to_string());
+        }
+        self.output
+            .write_all(format!("{line}\n").as_bytes())
+            .await?;
+        self.output.flush().await
+    }
+
+    /// The daemon connection dropped: answer what was in flight, forget the link.
+    async fn lost(&mut self) -> std::io::Result<()> {
+        self.link = None;
+        for id in self.in_flight.drain() {
+            let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
+            self.output
+                .write_all(format!("{}\n", error_reply(&id, "televibe daemon connection lost before the answer; the request may not have completed, retry it")).as_bytes())
+                .await?;
+        }
+        self.output.flush().await
     }
 }
 
@@ -261,20 +337,4 @@ async fn flush_pending(
         pending.remove(0);
     }
     l.writer.flush().await
-}
-
-/// The daemon connection dropped: answer what was in flight, forget the link.
-async fn lost<W: AsyncWrite + Unpin>(
-    link: &mut Option<Link>,
-    in_flight: &mut HashSet<String>,
-    output: &mut W,
-) -> std::io::Result<()> {
-    *link = None;
-    for id in in_flight.drain() {
-        let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
-        output
-            .write_all(format!("{}\n", error_reply(&id, "televibe daemon connection lost before the answer; the request may not have completed, retry it")).as_bytes())
-            .await?;
-    }
-    output.flush().await
 }

@@ -5,13 +5,16 @@ use crate::audit::Audited;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::buttons::ButtonAction;
 use super::client::Incoming;
 use super::gate::{Access, Allowlist, Denials, Origin};
+use super::mention::session_in_text;
 use super::notifier::Outgoing;
 use super::render::{self, code, escape};
 use super::{Link, routes};
 use crate::audit::AuditSubject;
 use crate::core::Core;
+use crate::core::approvals::Choice;
 use crate::core::events::{Event, ReplyBody, Scope};
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
@@ -215,7 +218,9 @@ impl Front {
         let result: Result<(), CoreError> = match cmd.as_str() {
             "" => {
                 // A reply to a bot message about a session runs there; else the active session.
-                let target = reply_to.and_then(|(_, t)| session_in_text(&t));
+                let target = reply_to
+                    .and_then(|(_, t)| session_in_text(&t))
+                    .map(|s| s.to_string());
                 self.run(chat_id, target, rest).await
             }
             "start" | "help" => {
@@ -260,56 +265,38 @@ impl Front {
 
     async fn on_button(&self, callback_id: &str, chat_id: i64, user_id: i64, data: &str) {
         let actor = format!("telegram:{user_id}");
-        let (action, arg) = data.split_once(':').unwrap_or((data, ""));
-        let answer = match action {
-            "cancel" => match self.core.jobs().get_job(arg).await {
-                Ok(j) if j.status.is_final() => format!("Job already {}", j.status.as_str()),
-                Ok(j) => match self.core.sessions().cancel_job(&actor, &j.id).await {
-                    Ok(_) => "Canceling…".to_string(),
-                    Err(e) => e.message,
-                },
-                Err(_) => "Unknown or expired button".to_string(),
-            },
-            "ap" => {
-                let (id, code) = arg.split_once(':').unwrap_or((arg, ""));
-                match super::buttons::choice(code) {
-                    Some(choice) => match self
-                        .core
-                        .approvals()
-                        .decide_approval(id, choice, &actor)
-                        .await
-                    {
-                        Ok(a) => format!("{} ✓", a.state.as_str()),
-                        Err(e) if e.code == ErrorCode::ApprovalAlreadyDecided => {
-                            format!("Already decided: {}", e.message)
-                        }
-                        // Not recorded, so not applied: the request is still open for a later tap.
-                        Err(e) if e.code == ErrorCode::ReadOnly => format!(
-                            "{}. Not recorded: tap again once writes work",
-                            crate::domain::READ_ONLY_MESSAGE.trim_end_matches('.')
-                        ),
-                        Err(_) => "Unknown or expired button".to_string(),
+        let answer = match ButtonAction::decode(data) {
+            Some(ButtonAction::Cancel { job_id }) => {
+                match self.core.jobs().get_job(&job_id).await {
+                    Ok(j) if j.status.is_final() => format!("Job already {}", j.status.as_str()),
+                    Ok(j) => match self.core.sessions().cancel_job(&actor, &j.id).await {
+                        Ok(_) => "Canceling…".to_string(),
+                        Err(e) => e.message,
                     },
-                    None => "Unknown or expired button".to_string(),
+                    Err(_) => UNKNOWN_BUTTON.to_string(),
                 }
             }
-            "log" => match self.core.jobs().get_job(arg).await {
+            Some(ButtonAction::Decide {
+                approval_id,
+                choice,
+            }) => self.decide(&approval_id, choice, &actor).await,
+            Some(ButtonAction::Log { job_id }) => match self.core.jobs().get_job(&job_id).await {
                 Ok(j) => {
                     let _ = self.tail(chat_id, &j.id).await;
                     "Log sent".to_string()
                 }
-                Err(_) => "Unknown or expired button".to_string(),
+                Err(_) => UNKNOWN_BUTTON.to_string(),
             },
-            "diff" => match self.core.jobs().get_job(arg).await {
+            Some(ButtonAction::Diff { job_id }) => match self.core.jobs().get_job(&job_id).await {
                 Ok(j) => {
                     if let Err(e) = self.diff(chat_id, &j.session_id).await {
                         self.reply(chat_id, render::error(&e)).await;
                     }
                     "Diff sent".to_string()
                 }
-                Err(_) => "Unknown or expired button".to_string(),
+                Err(_) => UNKNOWN_BUTTON.to_string(),
             },
-            _ => "Unknown or expired button".to_string(),
+            None => UNKNOWN_BUTTON.to_string(),
         };
         self.send(Outgoing::Answer {
             callback_id: callback_id.to_string(),
@@ -317,7 +304,31 @@ impl Front {
         })
         .await;
     }
+
+    /// An approval button: the decision is recorded, or the answer says why not.
+    async fn decide(&self, approval_id: &str, choice: Choice, actor: &str) -> String {
+        match self
+            .core
+            .approvals()
+            .decide_approval(approval_id, choice, actor)
+            .await
+        {
+            Ok(a) => format!("{} ✓", a.state.as_str()),
+            Err(e) if e.code == ErrorCode::ApprovalAlreadyDecided => {
+                format!("Already decided: {}", e.message)
+            }
+            // Not recorded, so not applied: the request is still open for a later tap.
+            Err(e) if e.code == ErrorCode::ReadOnly => format!(
+                "{}. Not recorded: tap again once writes work",
+                crate::domain::READ_ONLY_MESSAGE.trim_end_matches('.')
+            ),
+            Err(_) => UNKNOWN_BUTTON.to_string(),
+        }
+    }
 }
+
+/// The answer to a button whose data we did not write or whose subject is gone.
+const UNKNOWN_BUTTON: &str = "Unknown or expired button";
 
 pub(super) fn usage(text: &str) -> CoreError {
     CoreError::new(
@@ -325,28 +336,4 @@ pub(super) fn usage(text: &str) -> CoreError {
         format!("usage: {text}"),
         "see /help",
     )
-}
-
-/// `Session S12` in a bot message's text names the session a reply is about.
-pub fn session_in_text(text: &str) -> Option<String> {
-    let i = text.find("Session S")?;
-    let digits: String = text[i + "Session S".len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    (!digits.is_empty()).then(|| format!("S{digits}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_from_reply_text() {
-        assert_eq!(
-            session_in_text("⚙️ Job 1234 · Session S12 · app").as_deref(),
-            Some("S12")
-        );
-        assert_eq!(session_in_text("nothing"), None);
-    }
 }

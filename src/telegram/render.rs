@@ -121,10 +121,10 @@ impl Tracker {
     pub fn render(&self) -> String {
         let status = self.status.unwrap_or(JobStatus::Queued);
         let mut out = format!(
-            "{} <b>Job {}</b> · Session {} · {}\n<i>{}</i>\n",
+            "{} <b>Job {}</b> · {} · {}\n<i>{}</i>\n",
             status_icon(status),
             escape(&self.job_id.chars().take(8).collect::<String>()),
-            escape(&self.session_id),
+            super::mention::session_html(&self.session_id),
             escape(&self.project_id),
             escape(&cut(&self.instruction, 200))
         );

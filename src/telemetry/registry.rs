@@ -1,6 +1,8 @@
 //! Registration of every family under its exposed name and help, and the table the exposition uses to list
 //! families before their first sample.
 
+use prometheus_client::registry::{Metric, Registry};
+
 use super::Metrics;
 
 /// Every family as exposed: name, type, help. The exposition lists each one with HELP and TYPE from the
@@ -149,168 +151,160 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
 ];
 
 impl Metrics {
+    /// Registers every family under its exposed name, with the help `FAMILIES` gives it, in `FAMILIES`'
+    /// order.
     pub(super) fn register_all(&mut self) {
-        // prometheus-client appends `_total` to counters itself, so counters are registered without it.
+        self.register_sessions_and_jobs();
+        self.register_events_and_notifications();
+        self.register_health();
+        self.register_backups();
+    }
+
+    /// Sessions, jobs and approvals.
+    fn register_sessions_and_jobs(&mut self) {
         let r = &mut self.registry;
-        r.register(
-            "televibe_sessions",
-            "Total sessions created",
-            self.sessions_total.clone(),
-        );
-        r.register(
-            "televibe_sessions_active",
-            "Currently active sessions",
-            self.sessions_active.clone(),
-        );
-        r.register(
+        register(r, "televibe_sessions", self.sessions_total.clone());
+        register(r, "televibe_sessions_active", self.sessions_active.clone());
+        register(
+            r,
             "televibe_session_duration_seconds",
-            "Session lifetime duration",
             self.session_duration_seconds.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_session_last_activity_timestamp",
-            "Unix time of the last activity of a session",
             self.session_last_activity_timestamp.clone(),
         );
-        r.register(
-            "televibe_jobs",
-            "Total jobs processed",
-            self.jobs_total.clone(),
-        );
-        r.register(
-            "televibe_jobs_active",
-            "Currently running jobs",
-            self.jobs_active.clone(),
-        );
-        r.register(
+        register(r, "televibe_jobs", self.jobs_total.clone());
+        register(r, "televibe_jobs_active", self.jobs_active.clone());
+        register(
+            r,
             "televibe_job_duration_seconds",
-            "Job execution duration",
             self.job_duration_seconds.clone(),
         );
-        r.register(
-            "televibe_job_queue_size",
-            "Jobs waiting in queue",
-            self.job_queue_size.clone(),
-        );
-        r.register(
+        register(r, "televibe_job_queue_size", self.job_queue_size.clone());
+        register(
+            r,
             "televibe_job_start_timestamp",
-            "Unix time a running job started",
             self.job_start_timestamp.clone(),
         );
-        r.register(
-            "televibe_approvals",
-            "Total approval requests",
-            self.approvals_total.clone(),
-        );
-        r.register(
+        register(r, "televibe_approvals", self.approvals_total.clone());
+        register(
+            r,
             "televibe_approvals_pending",
-            "Currently pending approvals",
             self.approvals_pending.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_approval_response_seconds",
-            "Time to approve/deny",
             self.approval_response_seconds.clone(),
         );
-        r.register(
-            "televibe_events",
-            "Total events emitted",
-            self.events_total.clone(),
-        );
-        r.register(
+    }
+
+    /// Events and the notifier's queue.
+    fn register_events_and_notifications(&mut self) {
+        let r = &mut self.registry;
+        register(r, "televibe_events", self.events_total.clone());
+        register(
+            r,
             "televibe_event_delivery_seconds",
-            "Time from emit to Telegram delivery",
             self.event_delivery_seconds.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_notifications_dropped",
-            "Progress notifications dropped because the queue was full",
             self.notifications_dropped_total.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_notification_queue_size",
-            "Items in the notifier's memory queue (at most 1000)",
             self.notification_queue_size.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_notification_queue_peak",
-            "The most items the notifier's memory queue held since the start",
             self.notification_queue_peak.clone(),
         );
-        r.register(
+    }
+
+    /// Breakers, disk, restarts, health, egress and the store.
+    fn register_health(&mut self) {
+        let r = &mut self.registry;
+        register(
+            r,
             "televibe_circuit_breaker_state",
-            "Circuit breaker state (1=closed, 0.5=half-open, 0=open)",
             self.circuit_breaker_state.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_circuit_breaker_failures",
-            "Circuit breaker failure count",
             self.circuit_breaker_failures_total.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_workspace_disk_bytes",
-            "Disk usage per workspace",
             self.workspace_disk_bytes.clone(),
         );
-        r.register(
-            "televibe_log_file_bytes",
-            "Log file size per job",
-            self.log_file_bytes.clone(),
-        );
-        r.register(
+        register(r, "televibe_log_file_bytes", self.log_file_bytes.clone());
+        register(
+            r,
             "televibe_actor_restarts",
-            "Restarts of a supervised actor",
             self.actor_restarts_total.clone(),
         );
-        r.register(
-            "televibe_health_check",
-            "Result of the last health check (1=ok, 0=failed)",
-            self.health_check.clone(),
-        );
-        r.register(
+        register(r, "televibe_health_check", self.health_check.clone());
+        register(
+            r,
             "televibe_egress_refused",
-            "Connections of sandboxed jobs the egress proxy refused (destination not allowed)",
             self.egress_refused_total.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_db_statements",
-            "SQL statements the daemon ran on its state database",
             self.db_statements_total.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_database_read_only",
-            "1 while the store refuses writes after a write failure",
             self.database_read_only.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_database_read_only_reason",
-            "Why the store is read-only: 1 for the cause (disk_full, io_error, read_only_file, integrity), 0 for the others",
             self.database_read_only_reason.clone(),
         );
-        r.register(
+        register(
+            r,
             "televibe_start_time_seconds",
-            "Unix time the daemon started",
             self.start_time_seconds.clone(),
         );
-        r.register(
+    }
+
+    /// Backups.
+    fn register_backups(&mut self) {
+        let r = &mut self.registry;
+        register(
+            r,
             "televibe_backup_last_success_timestamp",
-            "Unix time of the last verified backup",
             self.backup_last_success_timestamp.clone(),
         );
-        r.register(
-            "televibe_backups",
-            "Backup runs by result (success, failure, remote_failure)",
-            self.backups_total.clone(),
-        );
-        r.register(
+        register(r, "televibe_backups", self.backups_total.clone());
+        register(
+            r,
             "televibe_backup_duration_seconds",
-            "Duration of a backup run (copy, check, compression, upload)",
             self.backup_duration_seconds.clone(),
         );
-        r.register(
-            "televibe_backup_bytes",
-            "Size in bytes of the last backup file",
-            self.backup_bytes.clone(),
-        );
+        register(r, "televibe_backup_bytes", self.backup_bytes.clone());
     }
+}
+
+/// Registers a family under `name`: a counter without its `_total` (prometheus-client appends it), with the
+/// help of its `FAMILIES` entry, so the two can never disagree.
+fn register(r: &mut Registry, name: &str, metric: impl Metric) {
+    let (_, _, help) = FAMILIES
+        .iter()
+        .find(|(family, kind, _)| {
+            *family == name || (*kind == "counter" && family.strip_suffix("_total") == Some(name))
+        })
+        .unwrap_or_else(|| panic!("{name} is not in FAMILIES"));
+    r.register(name, *help, metric);
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::telegram::buttons::tracker_buttons;
+use crate::telegram::mention::session_html;
 
 impl Notifier {
     pub(super) async fn deliver(
@@ -63,9 +64,9 @@ impl Notifier {
                     // The whole input goes first, so it is there before anyone can tap a button.
                     if let Some((filename, text)) = &view.attachment {
                         let caption = format!(
-                            "Whole input of the approval request for {} in Session {}",
+                            "Whole input of the approval request for {} in {}",
                             escape(&a.tool_name),
-                            escape(&a.session_id)
+                            session_html(&a.session_id)
                         );
                         c.send_document(*chat_id, filename, text.as_bytes(), &caption)
                             .await?;
@@ -137,8 +138,8 @@ impl Notifier {
             })
             .unwrap_or_default();
         let header = format!(
-            "✋ <b>Approval needed</b> · Session {} · {} · {}\nTool: <b>{}</b> ({})",
-            escape(&a.session_id),
+            "✋ <b>Approval needed</b> · {} · {} · {}\nTool: <b>{}</b> ({})",
+            session_html(&a.session_id),
             escape(&project),
             render::code(&branch),
             escape(&render::visible(&a.tool_name)),

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::core::events::ReplyBody;
+use crate::telegram::mention::session_html;
 
 impl Notifier {
     pub(super) async fn on_event(&self, st: &mut NotifierState, row: OutboxEvent) {
@@ -100,8 +101,8 @@ impl Notifier {
                 escape(detail)
             ),
             Event::WorktreeMissing { path } => format!(
-                "⚠️ Session {} lost its worktree {}",
-                escape(row.session_id.as_deref().unwrap_or("?")),
+                "⚠️ {} lost its worktree {}",
+                session_html(row.session_id.as_deref().unwrap_or("?")),
                 render::code(path)
             ),
         };
