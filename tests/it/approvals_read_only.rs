@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::fake_telegram::{FakeTelegram, TOKEN};
 use crate::harness::*;
-use crate::core::jobs::{run, wait_final, wait_status};
+use crate::jobs::{run, wait_final, wait_status};
 
 const USER: i64 = 4242;
 const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
@@ -99,7 +99,7 @@ async fn approvals_pending_while_the_store_turns_read_only_are_not_lost() {
     })
     .await;
     let mcp = Mcp::connect(&env).await;
-    crate::core::jobs::session(&env, &mcp).await;
+    crate::jobs::session(&env, &mcp).await;
     for _ in 0..2 {
         mcp.call("create_session", json!({"project_id": "app"}))
             .await

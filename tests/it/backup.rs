@@ -12,7 +12,7 @@ use chrono::Timelike;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use crate::core::jobs::{run, session, wait_final};
+use crate::jobs::{run, session, wait_final};
 
 const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
 const MOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.moto-venv/bin/moto_server");

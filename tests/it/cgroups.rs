@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::*;
-use crate::core::jobs::{run, session, wait_final, wait_status};
+use crate::jobs::{run, session, wait_final, wait_status};
 
 const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
 

@@ -39,7 +39,7 @@ fn loopback_port() -> u16 {
         port
     })
 }
-use crate::core::jobs::{run, session, wait_final};
+use crate::jobs::{run, session, wait_final};
 
 const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hostile-agent.pl");
 

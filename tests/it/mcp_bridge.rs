@@ -321,9 +321,9 @@ async fn a_call_in_flight_when_the_daemon_dies_gets_an_error_and_the_bridge_goes
     ));
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
-    crate::core::jobs::session(&env, &mcp).await;
-    let id = crate::core::jobs::run(&mcp, "S1", "ignore-term").await;
-    crate::core::jobs::wait_status(&mcp, &id, Duration::from_secs(20), |s| s == "running").await;
+    crate::jobs::session(&env, &mcp).await;
+    let id = crate::jobs::run(&mcp, "S1", "ignore-term").await;
+    crate::jobs::wait_status(&mcp, &id, Duration::from_secs(20), |s| s == "running").await;
     // kill_job waits out the grace period for a job that ignores SIGTERM: the call is in flight for a minute.
     let peer = mcp.client.peer().clone();
     let mut p = CallToolRequestParams::new("kill_job");

@@ -286,7 +286,7 @@ async fn a_worktree_lost_while_running_is_noticed_and_recovered() {
         .unwrap();
     assert_eq!(s1["worktree_missing"], false, "{s1}");
     // The job queued while the worktree was gone starts only now, in the recovered worktree.
-    let j = crate::core::jobs::wait_final(&mcp, &job_id, Duration::from_secs(30)).await;
+    let j = crate::jobs::wait_final(&mcp, &job_id, Duration::from_secs(30)).await;
     assert_eq!(j["status"], "done", "{j}");
     let started: chrono::DateTime<chrono::Utc> = j["started_at"].as_str().unwrap().parse().unwrap();
     assert!(started >= recovering, "started before the recovery: {j}");
@@ -444,11 +444,11 @@ async fn a_kill_during_the_after_job_import_leaves_branch_and_objects_consistent
     let env = Env::new(&format!("{agent}[debug]\nstop_at = \"after_import\"\n"));
     let mut d = env.start();
     let mcp = Mcp::connect(&env).await;
-    crate::core::jobs::session(&env, &mcp).await;
+    crate::jobs::session(&env, &mcp).await;
     let repo = env.root().join("repos/app");
     let branch = "televibe/S1";
     let before = git(&repo, &["rev-parse", branch]);
-    let job = crate::core::jobs::run(&mcp, "S1", "commit").await;
+    let job = crate::jobs::run(&mcp, "S1", "commit").await;
     eventually(
         Duration::from_secs(60),
         "the daemon between the import and the branch move",
@@ -464,11 +464,11 @@ async fn a_kill_during_the_after_job_import_leaves_branch_and_objects_consistent
     env.write_config(&agent);
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
-    let j = crate::core::jobs::wait_final(&mcp, &job, Duration::from_secs(30)).await;
+    let j = crate::jobs::wait_final(&mcp, &job, Duration::from_secs(30)).await;
     assert_eq!(j["error_type"], "orchestrator_restart", "{j}");
     // The session goes on: the next job's commit lands on the branch.
-    let again = crate::core::jobs::run(&mcp, "S1", "commit").await;
-    let j = crate::core::jobs::wait_final(&mcp, &again, Duration::from_secs(60)).await;
+    let again = crate::jobs::run(&mcp, "S1", "commit").await;
+    let j = crate::jobs::wait_final(&mcp, &again, Duration::from_secs(60)).await;
     assert_eq!(j["status"], "done", "{j}");
     let after = git(&repo, &["rev-parse", branch]);
     assert_ne!(after, before);

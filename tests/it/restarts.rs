@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::fake_telegram::{FakeTelegram, TOKEN};
 use crate::harness::*;
-use crate::core::jobs::{run, wait_final};
+use crate::jobs::{run, wait_final};
 
 const USER: i64 = 4242;
 const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
@@ -229,7 +229,7 @@ async fn a_restarted_breakers_actor_keeps_the_state_and_tells_of_the_next_openin
     // The actor notices an opening at its 1 s tick, so the breaker stays open longer than that.
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
-    crate::core::jobs::session(&env, &mcp).await;
+    crate::jobs::session(&env, &mcp).await;
     // One failure opens claude_code; the actor's tick records the notice.
     let crashed = run(&mcp, "S1", "crash").await;
     assert_eq!(

@@ -925,7 +925,7 @@ async fn a_diff_of_a_huge_change_is_refused_not_read_whole() {
     let env = Env::new(&telegram_config(&tg, ""));
     let d = start(&env);
     let mcp = Mcp::connect(&env).await;
-    let wt = crate::core::jobs::session(&env, &mcp).await;
+    let wt = crate::jobs::session(&env, &mcp).await;
     // 150 MB of change in a tracked file, as a job could leave it.
     let line = "x".repeat(99) + "\n";
     std::fs::write(wt.join("README.md"), line.repeat(1_500_000)).unwrap();

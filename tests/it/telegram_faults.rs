@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::fake_telegram::{FakeTelegram, Fault, Limits, Sent};
 use crate::harness::*;
-use crate::core::jobs::wait_final;
+use crate::jobs::wait_final;
 use crate::telegram::{FAKE_AGENT, USER, say, start, telegram_config, texts};
 
 async fn setup(tg: &FakeTelegram) -> (Env, Daemon) {
