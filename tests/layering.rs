@@ -38,13 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "egress/",
         ],
     ),
-    (
-        "core",
-        &[
-            "core/",
-            "actors/",
-        ],
-    ),
+    ("core", &["core/", "actors/"]),
     ("front", &["telegram/", "mcp/", "actors/http.rs"]),
     (
         "entry",
@@ -518,14 +512,20 @@ fn the_reader_finds_a_cycle_and_a_forbidden_import() {
 /// `jobs/runner/mod.rs` gives `jobs: api → runner`). A parent naming its child, or a child its parent, is
 /// no edge: that is how a module is built.
 fn module_graph(sources: &[Source]) -> BTreeMap<String, BTreeSet<String>> {
-    let module: BTreeMap<&str, &Vec<String>> =
-        sources.iter().map(|s| (s.rel.as_str(), &s.module)).collect();
+    let module: BTreeMap<&str, &Vec<String>> = sources
+        .iter()
+        .map(|s| (s.rel.as_str(), &s.module))
+        .collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (file, deps) in imports(sources) {
         let from = module[file.as_str()];
         for dep in deps {
             let to = module[dep.as_str()];
-            let common = from.iter().zip(to.iter()).take_while(|(a, b)| a == b).count();
+            let common = from
+                .iter()
+                .zip(to.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
             let (Some(a), Some(b)) = (from.get(common), to.get(common)) else {
                 continue;
             };
@@ -586,7 +586,9 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
         if c == '/' && next == Some('/') {
-            let end = (i..chars.len()).find(|&j| chars[j] == '\n').unwrap_or(chars.len());
+            let end = (i..chars.len())
+                .find(|&j| chars[j] == '\n')
+                .unwrap_or(chars.len());
             blank(&mut code, i, end);
             i = end;
         } else if c == '/' && next == Some('*') {
@@ -609,9 +611,9 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
                 .collect();
             let body = i + 2 + hashes;
             let rest: String = chars[body..].iter().collect();
-            let end = rest
-                .find(&close)
-                .map_or(chars.len(), |k| body + rest[..k].chars().count() + close.len());
+            let end = rest.find(&close).map_or(chars.len(), |k| {
+                body + rest[..k].chars().count() + close.len()
+            });
             blank(&mut code, i, end);
             i = end;
         } else if c == '"' {
@@ -624,7 +626,9 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
         } else if c == '\'' {
             // A char literal ('x', '\n', '{'), not a lifetime ('a).
             let len = if next == Some('\\') {
-                (i + 2..chars.len()).find(|&j| chars[j] == '\'').map(|j| j - i + 1)
+                (i + 2..chars.len())
+                    .find(|&j| chars[j] == '\'')
+                    .map(|j| j - i + 1)
             } else if chars.get(i + 2) == Some(&'\'') {
                 Some(3)
             } else {
@@ -757,12 +761,19 @@ fn the_core_is_implemented_in_its_own_folder_only() {
 fn zz_dump() {
     let s = sources();
     let m = module_graph(&s);
-    for (a, bs) in &m { for b in bs { println!("MOD {a} -> {b}"); } }
-    let module: BTreeMap<&str, &Vec<String>> = s.iter().map(|s| (s.rel.as_str(), &s.module)).collect();
+    for (a, bs) in &m {
+        for b in bs {
+            println!("MOD {a} -> {b}");
+        }
+    }
+    let module: BTreeMap<&str, &Vec<String>> =
+        s.iter().map(|s| (s.rel.as_str(), &s.module)).collect();
     for (f, deps) in imports(&s) {
         for d in deps {
             let (a, b) = (module[f.as_str()], module[d.as_str()]);
-            if a.len() > 1 && b.len() > 1 && a[0] == "core" && b[0] == "core" && a[1] != b[1] { println!("EDGE {f} -> {d}"); }
+            if a.len() > 1 && b.len() > 1 && a[0] == "core" && b[0] == "core" && a[1] != b[1] {
+                println!("EDGE {f} -> {d}");
+            }
         }
     }
 }

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 
 use crate::telemetry::Metrics;
 
-
 pub use crate::domain::breaker::{BreakerName, BreakerSettings, BreakerState};
 
 #[derive(Debug)]

@@ -29,11 +29,11 @@ pub struct ClaudeNotice {
 
 pub mod approvals;
 pub mod events;
+mod fronts;
+mod health;
 pub mod jobs;
 pub mod projects;
 pub mod sessions;
-mod fronts;
-mod health;
 pub use fronts::ApprovalServer;
 pub use health::{FrontCheck, Health, Readiness, ReadinessChecks};
 

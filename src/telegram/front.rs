@@ -13,9 +13,9 @@ use super::render::{self, code, escape};
 use super::{Link, routes};
 use crate::audit::AuditSubject;
 use crate::core::Core;
+use crate::core::events::{Event, ReplyBody, Scope};
 use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::events::{Event, ReplyBody, Scope};
 
 const HELP: &str = "<b>TeleVibeCode</b>\n\
 /projects · /register &lt;path&gt; · /scan\n\

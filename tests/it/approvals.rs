@@ -248,9 +248,10 @@ async fn people_decide_from_the_phone() {
         String::from_utf8_lossy(&refused.stdout).contains("job's own endpoint"),
         "{refused:?}"
     );
-    let endpoint =
-        televibe::core::jobs::sandbox::approval_dir(&televibe::core::jobs::sandbox::run_dir(&env.root(), &job))
-            .join("sock");
+    let endpoint = televibe::core::jobs::sandbox::approval_dir(
+        &televibe::core::jobs::sandbox::run_dir(&env.root(), &job),
+    )
+    .join("sock");
     let mut bridge = tokio::process::Command::new(BIN)
         .args(["mcp", "--job", &job, "--socket"])
         .arg(&endpoint)

@@ -478,7 +478,10 @@ async fn output_flood_is_capped_and_malformed_lines_survive() {
         .await
         .unwrap();
     assert_eq!(logs["log_capped"], true);
-    assert_eq!(logs["lines"][0], televibe::core::jobs::log::TRUNCATION_MARKER);
+    assert_eq!(
+        logs["lines"][0],
+        televibe::core::jobs::log::TRUNCATION_MARKER
+    );
     assert_eq!(j["status"], "failed", "no result event: {j}");
     assert!(
         j["error"].as_str().unwrap().contains("log truncated"),

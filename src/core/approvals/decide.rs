@@ -2,9 +2,9 @@
 //! message's buttons retired through an `approval.decided` event.
 
 use crate::core::Core;
+use crate::core::events::{Event, Scope};
 use crate::domain::{Approval, ApprovalState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::events::{Event, Scope};
 use serde_json::json;
 use tokio::sync::oneshot;
 

@@ -3,10 +3,10 @@
 
 use crate::audit::AuditSubject;
 use crate::core::Core;
-use crate::domain::{ErrorType, Job, JobStatus, SessionState};
-use crate::errors::{CoreError, ErrorCode};
 use crate::core::events::{Event, Scope};
 use crate::core::sessions::actor::SessionMsg;
+use crate::domain::{ErrorType, Job, JobStatus, SessionState};
+use crate::errors::{CoreError, ErrorCode};
 use crate::telemetry::SessionLabel;
 use serde_json::json;
 use std::path::Path;
@@ -241,7 +241,10 @@ impl Core {
             }
             self.end_job(
                 &job,
-                Ending::failed(ErrorType::Killed, crate::core::jobs::outcome::MANUAL_TERMINATION),
+                Ending::failed(
+                    ErrorType::Killed,
+                    crate::core::jobs::outcome::MANUAL_TERMINATION,
+                ),
             )
             .await?;
         }

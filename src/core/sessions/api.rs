@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::core::Core;
+use crate::core::events::{Event, Scope};
 use crate::domain::{NewSession, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::events::{Event, Scope};
 use crate::git::GitError;
 use crate::supervisor::SupervisorMsg;
 use crate::telemetry::ProjectLabel;

@@ -3,10 +3,10 @@
 
 use super::*;
 use crate::core::Core;
-use crate::domain::{Session, SessionState};
-use crate::errors::CoreError;
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::Ending;
+use crate::domain::{Session, SessionState};
+use crate::errors::CoreError;
 use crate::telemetry::{ProjectLabel, ProjectStateLabel, SessionLabel};
 use std::path::{Path, PathBuf};
 

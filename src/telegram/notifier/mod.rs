@@ -23,9 +23,9 @@ use super::client::{Button, TgError};
 use super::render::{self, ToolLine, Tracker, escape};
 use super::{Link, routes};
 use crate::core::Core;
+use crate::core::events::Event;
 use crate::domain::READ_ONLY_MESSAGE;
 use crate::domain::{JobStatus, OutboxEvent};
-use crate::core::events::Event;
 use crate::supervisor::ChildMessage;
 use crate::telemetry::EventTypeLabel;
 

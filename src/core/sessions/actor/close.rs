@@ -3,12 +3,12 @@
 
 use super::*;
 use crate::core::Core;
-use crate::domain::{Session, SessionState};
-use crate::errors::{CoreError, ErrorCode};
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::Ending;
 use crate::core::jobs::process;
 use crate::core::sessions::{Closed, subject};
+use crate::domain::{Session, SessionState};
+use crate::errors::{CoreError, ErrorCode};
 use serde_json::json;
 use std::path::Path;
 

@@ -6,9 +6,9 @@ use ractor::ActorRef;
 use serde_json::json;
 
 use super::{SessionActor, SessionActorState, SessionMsg, cancel_queued, mark_missing};
+use crate::core::sessions::{Recovered, RecoveryAction, subject, worktree_present};
 use crate::domain::SessionState;
 use crate::errors::{CoreError, ErrorCode};
-use crate::core::sessions::{Recovered, RecoveryAction, subject, worktree_present};
 
 impl SessionActor {
     /// Re-creates a missing worktree on the session's branch at the same path; when git cannot, closes
