@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::policy::describe;
 use crate::domain::{Job, JobStatus, Project, Session};
 use crate::errors::CoreError;
+use crate::policy::describe;
 pub use crate::text::{compact, cut, hidden_char, main_field, visible};
 
 mod about;
@@ -1028,7 +1028,7 @@ mod tests {
             total_cost_usd: None,
             input_tokens: None,
             output_tokens: None,
-            api_error_status: None,
+            model_api_status: None,
             permission_denials: None,
             files_changed: Vec::new(),
             diff_stat: None,

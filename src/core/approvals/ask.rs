@@ -8,12 +8,12 @@
 //! expiry is applied without being recorded.
 
 use crate::core::Core;
-use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
-use crate::errors::{CoreError, ErrorCode};
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::outcome::StopReason;
-use crate::telemetry::ScopeLabel;
+use crate::domain::{Approval, ApprovalState, Job, Session, SessionState};
+use crate::errors::{CoreError, ErrorCode};
 use crate::policy::Verdict;
+use crate::telemetry::ScopeLabel;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -37,7 +37,7 @@ enum Wait {
 }
 
 impl Core {
-    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects. Its lines
+    /// The permission prompt of job `job_id`'s agent: the decision, which its driver words. Its lines
     /// (policy, waiting, the decision) are in the job's trace.
     pub async fn request_approval(
         &self,
@@ -45,7 +45,7 @@ impl Core {
         tool: &str,
         input: Value,
         tool_use_id: Option<String>,
-    ) -> Result<String, CoreError> {
+    ) -> Result<ApprovalAnswer, CoreError> {
         use tracing::Instrument;
         self.request_approval_traced(job_id, tool, input, tool_use_id)
             .instrument(crate::logging::job_span(job_id))
@@ -58,7 +58,7 @@ impl Core {
         tool: &str,
         input: Value,
         tool_use_id: Option<String>,
-    ) -> Result<String, CoreError> {
+    ) -> Result<ApprovalAnswer, CoreError> {
         let job = self.get_job(job_id).await?;
         if job.status.is_final() {
             return Err(CoreError::new(
@@ -111,7 +111,7 @@ impl Core {
         tool_use_id: Option<String>,
         scope: &str,
         preview: String,
-    ) -> Result<String, CoreError> {
+    ) -> Result<ApprovalAnswer, CoreError> {
         let timeout = self.config().approvals.timeout;
         let now = chrono::Utc::now();
         let approval = Approval {

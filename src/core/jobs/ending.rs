@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::breaker::BreakerPermit;
 use crate::core::Core;
+use crate::core::events::{Event, JobEnd, Scope};
 use crate::domain::{ErrorType, Job, JobOutcome, JobStatus, Session};
 use crate::errors::CoreError;
-use crate::core::events::{Event, JobEnd, Scope};
 use crate::telemetry::{JobLabel, ProjectLabel, ProjectStatusLabel};
 
 use super::outcome::{BreakerVerdict, Decision, MANUAL_TERMINATION};
@@ -24,7 +24,7 @@ pub enum Ending {
     Decided {
         decision: Box<Decision>,
         elapsed: Duration,
-        /// The `claude_code` breaker permit the job ran under, settled by the verdict.
+        /// The permit of its agent's breaker the job ran under, settled by the verdict.
         breaker: Option<BreakerPermit>,
     },
     /// No runner decides: the daemon ends the job itself (a queued job canceled, its session closed, its
@@ -108,7 +108,7 @@ impl Core {
                     // The probe closed the breaker: the next opening is a new period, told again.
                     if self
                         .breakers()
-                        .get(crate::breaker::BreakerName::ClaudeCode)
+                        .get(crate::agents::of_job(job).breaker())
                         .state()
                         == crate::breaker::BreakerState::Closed
                     {

@@ -2,14 +2,14 @@
 //! runner's end, heartbeats gone silent, cancels, and the jobs a runner left behind.
 
 use super::*;
-use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
+use crate::breaker::{BreakerPermit, BreakerState};
 use crate::core::Core;
-use crate::domain::{ErrorType, Job, JobStatus, SessionState};
-use crate::errors::CoreError;
 use crate::core::jobs::Ending;
 use crate::core::jobs::outcome::StopReason;
 use crate::core::jobs::process;
 use crate::core::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
+use crate::domain::{ErrorType, Job, JobStatus, SessionState};
+use crate::errors::CoreError;
 use ractor::{Actor, ActorRef};
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
@@ -60,7 +60,9 @@ impl SessionActor {
         if !self.check_worktree(st).await {
             return;
         }
-        let breaker = self.core.breakers().get(BreakerName::ClaudeCode);
+        // The breaker of the session's agent (`claude_code` for Claude Code).
+        let agent_breaker = crate::agents::of_session(&st.session).breaker();
+        let breaker = self.core.breakers().get(agent_breaker);
         if breaker.state() == BreakerState::Closed {
             *self
                 .core
@@ -68,7 +70,7 @@ impl SessionActor {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
         }
-        let Ok(breaker_permit) = self.core.breakers().acquire(BreakerName::ClaudeCode) else {
+        let Ok(breaker_permit) = self.core.breakers().acquire(agent_breaker) else {
             // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.
             self.core.notify_claude_unavailable(&st.session).await;
             return;
