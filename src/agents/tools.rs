@@ -72,3 +72,25 @@ pub fn tool_target(tool: &str, input: &Value) -> String {
         one_line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tools_are_looked_up_across_the_agents() {
+        assert_eq!(tool_kind("Bash"), ToolKind::Shell);
+        assert_eq!(tool_kind("NotebookEdit"), ToolKind::Write);
+        assert_eq!(tool_kind("WebSearch"), ToolKind::WebSearch);
+        assert_eq!(tool_kind("mcp__televibe__anything"), ToolKind::Mcp);
+        assert_eq!(tool_kind("Task"), ToolKind::Other);
+        assert_eq!(subject_field("Write"), Some("file_path"));
+        assert_eq!(subject_field("NotebookEdit"), Some("notebook_path"));
+        assert_eq!(subject_field("Task"), None);
+        let input = json!({"notebook_path": "/w/n.ipynb", "command": 1});
+        assert_eq!(subject("Edit", &input), Some("/w/n.ipynb"));
+        assert_eq!(subject("Bash", &input), None, "a command that is not text");
+        assert_eq!(tool_target("Bash", &input), "");
+    }
+}
