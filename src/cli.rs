@@ -75,9 +75,12 @@ pub enum Command {
         /// The egress proxy's Unix socket.
         #[arg(long)]
         socket: PathBuf,
-        /// Also point ANTHROPIC_BASE_URL at the relay (the model route).
+        /// Also point the default agent's model API variable at the relay (the model route).
         #[arg(long)]
         model: bool,
+        /// Point this variable at the relay as the model API's base URL (the job's agent names it).
+        #[arg(long, value_name = "VAR")]
+        model_env: Option<String>,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         program: Vec<OsString>,
@@ -145,10 +148,18 @@ pub fn run(cli: Cli) -> ExitCode {
     if let Command::SandboxRelay {
         socket,
         model,
+        model_env,
         program,
     } = &cli.command
     {
-        return crate::egress::relay::run(socket, *model, program);
+        let default = || {
+            crate::agents::default_driver()
+                .model_api()
+                .base_url_env
+                .to_string()
+        };
+        let model = model_env.clone().or_else(|| model.then(default));
+        return crate::egress::relay::run(socket, model.as_deref(), program);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,6 +7,8 @@
 //! - `domain`: ids and their validation, the records (projects, sessions, jobs, approvals, events, audit).
 //! - `errors`: the error codes every front shows; `text`: cutting, hidden characters, previews.
 //! - `config`: defaults, `config.toml` and `TELEVIBE_*`, validated into typed sections; `layout`: paths under `root`.
+//! - `agents`: coding agents behind one trait (`AgentDriver`): argv, output, verdict, approval answers, state
+//!   and credential files, tool names; one folder per agent (`agents/claude/`).
 //! - `store`: SQLite (only it names sea-orm); `git`: repositories and worktrees (only it names gix).
 //! - `breaker`: circuit breakers; `telemetry`: the Prometheus families; `logging`: the JSON log format.
 //! - `backup`: verified copies of `state.db`, their schedule and uploads; `audit`: the audit log.
@@ -29,6 +31,7 @@
 pub mod actors;
 pub mod admin;
 pub mod agent_path;
+pub mod agents;
 pub mod audit;
 pub mod backup;
 pub mod backup_cmd;

@@ -163,17 +163,9 @@ fn count(run: &[char]) -> String {
         .join(", ")
 }
 
-/// The field of a tool's input that says what it does, shown first.
+/// The field of a tool's input that says what it does, shown first (its agent's word).
 pub fn main_field(tool: &str) -> Option<&'static str> {
-    match tool {
-        "Bash" => Some("command"),
-        "Read" | "Write" | "Edit" | "MultiEdit" => Some("file_path"),
-        "NotebookEdit" => Some("notebook_path"),
-        "Grep" | "Glob" => Some("pattern"),
-        "WebFetch" => Some("url"),
-        "WebSearch" => Some("query"),
-        _ => None,
-    }
+    crate::agents::subject_field(tool)
 }
 
 /// One line of at most 60 characters: whitespace runs become one space, a longer text ends in `...` (the

@@ -36,6 +36,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "policy/",
             // The egress proxy of the sandboxes and its in-sandbox relay: sockets and HTTP only.
             "egress/",
+            // Coding agents behind one trait, one folder per agent: protocol knowledge, no daemon state.
+            "agents/",
         ],
     ),
     ("core", &["core/", "actors/"]),
@@ -321,6 +323,84 @@ fn every_file_has_a_layer_and_names_no_later_layer() {
         }
     }
     assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+}
+
+/// Claude Code's protocol: its flags, output format, approval answer, state and credential files and
+/// variables, its OAuth client and package. Production code names them only in `src/agents/claude/`; the
+/// rest of the daemon reaches Claude Code through the `AgentDriver` trait. (Configuration defaults such as
+/// the command `claude` and the hidden `~/.claude` are the operator's settings, not protocol.)
+const CLAUDE_PROTOCOL: &[&str] = &[
+    "--output-format",
+    "stream-json",
+    "--permission-prompt-tool",
+    "--resume",
+    "--mcp-config",
+    "--strict-mcp-config",
+    "--setting-sources",
+    "mcpServers",
+    "mcp__televibe__",
+    "\"behavior\"",
+    "updatedInput",
+    ".credentials.json",
+    "settings.json",
+    "CLAUDE_CONFIG_DIR",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "claudeAiOauth",
+    "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+    "@anthropic-ai/claude-code",
+];
+
+#[test]
+fn claude_code_protocol_is_named_in_its_agent_folder_only() {
+    let mut wrong = Vec::new();
+    for s in sources() {
+        if s.rel.starts_with("agents/claude/") {
+            continue;
+        }
+        for needle in CLAUDE_PROTOCOL {
+            if s.code.contains(needle) {
+                wrong.push(format!(
+                    "{} names Claude Code's {needle:?}: ask the agent's driver (src/agents/)",
+                    s.rel
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The check reads what it should: the folder itself names them.
+    let claude: String = sources()
+        .into_iter()
+        .filter(|s| s.rel.starts_with("agents/claude/"))
+        .map(|s| s.code)
+        .collect();
+    let missing: Vec<_> = CLAUDE_PROTOCOL
+        .iter()
+        .filter(|n| !claude.contains(**n))
+        .collect();
+    assert!(missing.is_empty(), "not in src/agents/claude/: {missing:?}");
+}
+
+#[test]
+fn the_agents_seam_names_no_core_and_no_agent_outside_its_folder() {
+    let mut wrong = Vec::new();
+    for s in sources() {
+        if !s.rel.starts_with("agents/") {
+            continue;
+        }
+        if s.code.contains("crate::core") {
+            wrong.push(format!("{} names the core", s.rel));
+        }
+        if !s.rel.starts_with("agents/claude/")
+            && s.code.contains("claude::")
+            && s.rel != "agents/mod.rs"
+        {
+            wrong.push(format!("{} names the Claude driver's insides", s.rel));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// The most lines a file of `src/` may have before its unit tests (doc comments count: they are read too).

@@ -215,11 +215,12 @@ pub(super) fn socket(config: &Config, r: &mut Report) {
 
 /// The agent binary and its version.
 pub(super) async fn agent(config: &Config, r: &mut Report) {
+    let check = crate::agents::default_driver().version_check();
     let Some(path) = crate::agent_path::find(&config.agent.command) else {
         r.warn(
             "agent",
             &format!("agent command {:?} not found", config.agent.command),
-            "npm install -g @anthropic-ai/claude-code (or set agent.command to its path)",
+            &format!("{} (or set agent.command to its path)", check.install),
         );
         return;
     };
@@ -236,21 +237,32 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
                 config.agent.run_as,
                 user.uid
             ),
-            "sudo npm install -g @anthropic-ai/claude-code (under /usr, where every user can run it), or chmod o+x the directories on the way",
+            &format!(
+                "{} (under /usr, where every user can run it), or chmod o+x the directories on the way",
+                check.install_for_all
+            ),
         );
         return;
     }
     if let Some(why) = unsafe_to_run(&path) {
         r.warn(
             "agent",
-            &format!("agent {} at {}: version not asked ({why})", config.agent.command, path.display()),
-            &format!("sudo -u televibe {} --version (as the daemon's user), or chown root and chmod go-w it", path.display()),
+            &format!(
+                "agent {} at {}: version not asked ({why})",
+                config.agent.command,
+                path.display()
+            ),
+            &format!(
+                "sudo -u televibe {} {} (as the daemon's user), or chown root and chmod go-w it",
+                path.display(),
+                check.args.join(" ")
+            ),
         );
         return;
     }
     // Outside any sandbox, so with nothing of ours: no TELEVIBE_* (the bot token), no AWS_*, no agent.env.
     let mut cmd = tokio::process::Command::new(&path);
-    cmd.arg("--version")
+    cmd.args(check.args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .stdin(std::process::Stdio::null())
@@ -275,15 +287,16 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
         Ok(Ok(out)) => r.warn(
             "agent",
             &format!(
-                "{} --version failed ({}): {}",
+                "{} {} failed ({}): {}",
                 path.display(),
+                check.args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .next()
                     .unwrap_or("")
             ),
-            "reinstall the agent: npm install -g @anthropic-ai/claude-code",
+            &format!("reinstall the agent: {}", check.install),
         ),
         Ok(Err(e)) => r.warn(
             "agent",
@@ -292,8 +305,12 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
         ),
         Err(_) => r.warn(
             "agent",
-            &format!("{} --version did not answer in 20 s", path.display()),
-            "reinstall the agent: npm install -g @anthropic-ai/claude-code",
+            &format!(
+                "{} {} did not answer in 20 s",
+                path.display(),
+                check.args.join(" ")
+            ),
+            &format!("reinstall the agent: {}", check.install),
         ),
     }
 }

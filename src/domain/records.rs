@@ -182,7 +182,10 @@ pub struct Job {
     pub total_cost_usd: Option<f64>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
-    pub api_error_status: Option<i64>,
+    /// The model API's HTTP status when an API error ended the run (`api_error_status` in answers and in
+    /// the `jobs` table, the name they always had).
+    #[serde(rename = "api_error_status")]
+    pub model_api_status: Option<i64>,
     /// Tool uses the agent was denied (by a person, the policy or an expiry).
     pub permission_denials: Option<i64>,
     pub files_changed: Vec<String>,
@@ -218,7 +221,8 @@ pub struct JobOutcome {
     pub total_cost_usd: Option<f64>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
-    pub api_error_status: Option<i64>,
+    /// The model API's HTTP status when an API error ended the run.
+    pub model_api_status: Option<i64>,
     /// Tool uses the agent was denied (by a person, the policy or an expiry).
     pub permission_denials: Option<i64>,
     pub files_changed: Vec<String>,

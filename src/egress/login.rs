@@ -1,4 +1,5 @@
-//! The operator's refreshable Claude login (`.credentials.json` of `/login`), kept fresh by the daemon.
+//! The operator's refreshable agent login (the credentials file an agent's `/login` writes, named by its
+//! driver), kept fresh by the daemon.
 //!
 //! A sandboxed job never holds it: its copy carries a placeholder, and the model route asks
 //! [`OAuthLogin::access_token`] for the real access token at each request. When that token is within five
@@ -10,9 +11,6 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-/// Claude Code's public OAuth client id (the one its `/login` uses).
-pub const CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
-
 /// How long before its expiry a token is refreshed.
 const MARGIN_MS: i64 = 5 * 60 * 1000;
 
@@ -20,6 +18,10 @@ const MARGIN_MS: i64 = 5 * 60 * 1000;
 pub struct OAuthLogin {
     path: PathBuf,
     token_url: String,
+    /// The agent's public OAuth client id (the one its `/login` uses).
+    client_id: String,
+    /// The key of the login's entry in the file.
+    entry: String,
     /// One refresh at a time: a refresh token may be good for one use only.
     lock: tokio::sync::Mutex<()>,
 }
@@ -32,10 +34,12 @@ fn now_ms() -> i64 {
 }
 
 impl OAuthLogin {
-    pub fn new(path: &Path, token_url: &str) -> Arc<OAuthLogin> {
+    pub fn new(path: &Path, token_url: &str, client_id: &str, entry: &str) -> Arc<OAuthLogin> {
         Arc::new(OAuthLogin {
             path: path.to_path_buf(),
             token_url: token_url.to_string(),
+            client_id: client_id.to_string(),
+            entry: entry.to_string(),
             lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -46,7 +50,7 @@ impl OAuthLogin {
         let _one = self.lock.lock().await;
         let text = tokio::fs::read(&self.path).await.ok()?;
         let mut login: Value = serde_json::from_slice(&text).ok()?;
-        let oauth = login.get_mut("claudeAiOauth")?.as_object_mut()?;
+        let oauth = login.get_mut(&self.entry)?.as_object_mut()?;
         let current = oauth.get("accessToken")?.as_str()?.to_string();
         let expires = oauth
             .get("expiresAt")
@@ -71,13 +75,13 @@ impl OAuthLogin {
                 let bytes = serde_json::to_vec(&login).ok()?;
                 let (dir, name) = (self.path.parent()?, self.path.file_name()?);
                 if let Err(e) = crate::safe_fs::replace(dir, Path::new(name), &bytes, 0o600) {
-                    tracing::warn!(target: "televibe.egress", error = %e, "The refreshed Claude login could not be saved");
+                    tracing::warn!(target: "televibe.egress", error = %e, "The refreshed agent login could not be saved");
                 }
-                tracing::info!(target: "televibe.egress", "Refreshed the operator's Claude login");
+                tracing::info!(target: "televibe.egress", "Refreshed the operator's agent login");
                 Some(fresh.access)
             }
             Err(e) => {
-                tracing::warn!(target: "televibe.egress", error = %e, "The operator's Claude login could not be refreshed");
+                tracing::warn!(target: "televibe.egress", error = %e, "The operator's agent login could not be refreshed");
                 Some(current)
             }
         }
@@ -96,7 +100,7 @@ impl OAuthLogin {
                 json!({
                     "grant_type": "refresh_token",
                     "refresh_token": refresh_token,
-                    "client_id": CLIENT_ID,
+                    "client_id": self.client_id,
                 })
                 .to_string(),
             )

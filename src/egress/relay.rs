@@ -40,10 +40,11 @@ fn ignore_stop_signals() {
     }
 }
 
-/// The environment the program gets on top of the relay's own.
-pub fn proxy_env(port: u16, model: bool) -> Vec<(&'static str, String)> {
+/// The environment the program gets on top of the relay's own; `model` names the variable that points
+/// the agent at its model API (its driver's), set to the relay too.
+pub fn proxy_env(port: u16, model: Option<&str>) -> Vec<(String, String)> {
     let url = format!("http://127.0.0.1:{port}");
-    let mut env: Vec<(&'static str, String)> = [
+    let mut env: Vec<(String, String)> = [
         "HTTPS_PROXY",
         "HTTP_PROXY",
         "https_proxy",
@@ -51,12 +52,12 @@ pub fn proxy_env(port: u16, model: bool) -> Vec<(&'static str, String)> {
         "ALL_PROXY",
     ]
     .into_iter()
-    .map(|k| (k, url.clone()))
+    .map(|k| (k.to_string(), url.clone()))
     .collect();
-    env.push(("NO_PROXY", NO_PROXY.to_string()));
-    env.push(("no_proxy", NO_PROXY.to_string()));
-    if model {
-        env.push(("ANTHROPIC_BASE_URL", url));
+    env.push(("NO_PROXY".into(), NO_PROXY.to_string()));
+    env.push(("no_proxy".into(), NO_PROXY.to_string()));
+    if let Some(var) = model {
+        env.push((var.to_string(), url));
     }
     env
 }
@@ -112,10 +113,10 @@ fn accept_loop(listener: TcpListener, socket: PathBuf) {
 }
 
 /// Runs the relay around `program`; returns the program's exit code (128+signal if a signal ended it).
-pub fn run(socket: &Path, model: bool, program: &[OsString]) -> ExitCode {
+pub fn run(socket: &Path, model: Option<&str>, program: &[OsString]) -> ExitCode {
     let Some((exe, args)) = program.split_first() else {
         say(
-            "no program to run (usage: televibe sandbox-relay --socket PATH [--model] -- PROGRAM [ARGS…])",
+            "no program to run (usage: televibe sandbox-relay --socket PATH [--model | --model-env VAR] -- PROGRAM [ARGS…])",
         );
         return ExitCode::from(125);
     };

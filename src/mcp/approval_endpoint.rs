@@ -1,4 +1,5 @@
-//! The MCP server a job's Claude reaches: exactly one tool, `approval_prompt`, bound to that job.
+//! The MCP server a job's agent reaches (agents whose approval bridge is an MCP tool): exactly one tool,
+//! `approval_prompt`, bound to that job; its answer is worded by the job's agent driver.
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ pub struct ApprovalEndpoint {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PromptParams {
-    /// The tool Claude wants to use, e.g. `Bash`.
+    /// The tool the agent wants to use.
     pub tool_name: String,
     /// The tool's input.
     pub input: serde_json::Map<String, Value>,
@@ -45,17 +46,33 @@ impl ApprovalEndpoint {
         &self,
         Parameters(p): Parameters<PromptParams>,
     ) -> Result<CallToolResult, McpError> {
-        let input = Value::Object(p.input);
-        let text = match self
+        let ask = crate::agents::ApprovalAsk {
+            tool: p.tool_name,
+            input: Value::Object(p.input),
+            tool_use_id: p.tool_use_id,
+            reply_to: None,
+        };
+        let answer = match self
             .core
             .approvals()
-            .request_approval(&self.job_id, &p.tool_name, input.clone(), p.tool_use_id)
+            .request_approval(
+                &self.job_id,
+                &ask.tool,
+                ask.input.clone(),
+                ask.tool_use_id.clone(),
+            )
             .await
         {
-            Ok(text) => text,
+            Ok(answer) => answer,
             // No decision can be had: deny, so nothing runs unapproved.
-            Err(e) => crate::core::approvals::answer(false, &input, &e.message, false),
+            Err(e) => crate::core::approvals::answer(false, &ask.input, &e.message, false),
         };
+        // The job's agent words the answer (a job gone meanwhile: the default agent's words, a denial).
+        let driver = match self.core.jobs().get_job(&self.job_id).await {
+            Ok(job) => crate::agents::of_job(&job),
+            Err(_) => crate::agents::default_driver(),
+        };
+        let text = driver.approval_answer(&ask, &answer);
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }
 }

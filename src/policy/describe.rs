@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::commands::{Part, PartKind, parts, program_index, quoted, split_args};
 use super::raw_command;
 use super::rules::inside;
+use crate::agents::{ToolKind, tool_kind};
 use crate::policy::shell::lex;
 
 /// Something a person should know before deciding, with the text it is about (unescaped, as parsed).
@@ -61,26 +62,23 @@ pub struct Description {
 /// Describes a request. `worktree` is the session's worktree, when known: writes are judged against it.
 pub fn describe(tool: &str, input: &Value, worktree: Option<&Path>) -> Description {
     let mut d = Description::default();
-    match tool {
-        "Bash" => {
+    match tool_kind(tool) {
+        ToolKind::Shell => {
             let command = raw_command(input);
             d.parts = parts(command);
             d.approximate = lex(command).opaque;
             d.dangers = command_dangers(&d.parts, worktree);
         }
-        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => {
-            let path = input
-                .get("file_path")
-                .or_else(|| input.get("notebook_path"))
-                .and_then(Value::as_str);
+        ToolKind::Write => {
+            let path = crate::agents::tools::subject(tool, input);
             if let (Some(path), Some(worktree)) = (path, worktree)
                 && outside(worktree, path, false)
             {
                 d.dangers.push(Danger::WritesOutside(path.to_string()));
             }
         }
-        "WebFetch" => {
-            if let Some(url) = input.get("url").and_then(Value::as_str) {
+        ToolKind::Fetch => {
+            if let Some(url) = crate::agents::tools::subject(tool, input) {
                 d.dangers.push(Danger::Network(url.to_string()));
             }
         }

@@ -45,6 +45,7 @@
 use serde_json::Value;
 use std::path::Path;
 
+use crate::agents::{ToolKind, tool_kind};
 use shell::lex;
 
 /// What the policy decides for one request.
@@ -89,10 +90,11 @@ const NETWORK: &[&str] = &[
 ];
 
 /// The action category of a request (the `scope` label): shell, write, git_push, network, mcp, other.
-/// A compound command takes the riskiest category among its simple commands.
+/// A compound command takes the riskiest category among its simple commands. What a tool does is its
+/// agent's word ([`tool_kind`]).
 pub fn scope(tool: &str, input: &Value) -> &'static str {
-    match tool {
-        "Bash" => {
+    match tool_kind(tool) {
+        ToolKind::Shell => {
             let rank = commands(&lex(raw_command(input)))
                 .iter()
                 .map(|c| match c.program.as_str() {
@@ -104,14 +106,14 @@ pub fn scope(tool: &str, input: &Value) -> &'static str {
                 .unwrap_or(0);
             ["shell", "network", "git_push"][rank]
         }
-        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => "write",
-        "WebFetch" | "WebSearch" => "network",
-        t if t.starts_with("mcp__") => "mcp",
-        _ => "other",
+        ToolKind::Write => "write",
+        ToolKind::Fetch | ToolKind::WebSearch => "network",
+        ToolKind::Mcp => "mcp",
+        ToolKind::Read | ToolKind::Search | ToolKind::Other => "other",
     }
 }
 
-/// The command exactly as the shell will get it.
+/// The command exactly as the shell will get it (a shell tool's `command`).
 fn raw_command(input: &Value) -> &str {
     input.get("command").and_then(Value::as_str).unwrap_or("")
 }
@@ -120,17 +122,12 @@ fn raw_command(input: &Value) -> &str {
 /// file path, the URL, or for a tool without a target its whole input as canonical JSON, so that a grant
 /// covers only that very request.
 pub fn grant_pattern(tool: &str, input: &Value) -> String {
-    let target = match tool {
-        "Bash" => return raw_command(input).to_string(),
-        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => input
-            .get("file_path")
-            .or_else(|| input.get("notebook_path")),
-        "WebFetch" => input.get("url"),
+    let target = match tool_kind(tool) {
+        ToolKind::Shell => return raw_command(input).to_string(),
+        ToolKind::Write | ToolKind::Fetch => crate::agents::tools::subject(tool, input),
         _ => None,
     };
-    target
-        .and_then(Value::as_str)
-        .map_or_else(|| input.to_string(), str::to_string)
+    target.map_or_else(|| input.to_string(), str::to_string)
 }
 
 /// Checks one configured allow or deny entry, so that configuration loading can refuse a bad one.
@@ -191,7 +188,7 @@ impl Policy {
         grants: &[(String, String)],
         worktree: &Path,
     ) -> Verdict {
-        if tool == "Bash" {
+        if tool_kind(tool) == ToolKind::Shell {
             let lexed = lex(raw_command(input));
             let cmds = commands(&lexed);
             if let Some(rule) = self

@@ -37,7 +37,7 @@ impl From<job::Model> for Job {
             total_cost_usd: m.total_cost_usd,
             input_tokens: m.input_tokens,
             output_tokens: m.output_tokens,
-            api_error_status: m.api_error_status,
+            model_api_status: m.api_error_status,
             permission_denials: m.permission_denials,
             files_changed: m
                 .files_changed
@@ -272,7 +272,7 @@ impl Store {
                     .col_expr(job::Column::TotalCostUsd, Expr::value(o.total_cost_usd))
                     .col_expr(job::Column::InputTokens, Expr::value(o.input_tokens))
                     .col_expr(job::Column::OutputTokens, Expr::value(o.output_tokens))
-                    .col_expr(job::Column::ApiErrorStatus, Expr::value(o.api_error_status))
+                    .col_expr(job::Column::ApiErrorStatus, Expr::value(o.model_api_status))
                     .col_expr(
                         job::Column::PermissionDenials,
                         Expr::value(o.permission_denials),

@@ -7,7 +7,6 @@ pub mod client;
 pub mod commands;
 pub mod front;
 pub mod gate;
-pub mod mention;
 pub mod notifier;
 pub mod poller;
 pub mod render;

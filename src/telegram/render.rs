@@ -9,6 +9,7 @@ use crate::policy::describe;
 pub use crate::text::{compact, cut, hidden_char, main_field, visible};
 
 mod about;
+pub mod mention;
 use about::{ABOUT_MIN_PREVIEW, ABOUT_PARTS, about_html};
 
 /// Telegram's limit for a message text (after entities are parsed), in UTF-16 code units.
@@ -124,7 +125,7 @@ impl Tracker {
             "{} <b>Job {}</b> · {} · {}\n<i>{}</i>\n",
             status_icon(status),
             escape(&self.job_id.chars().take(8).collect::<String>()),
-            super::mention::session_html(&self.session_id),
+            mention::session_html(&self.session_id),
             escape(&self.project_id),
             escape(&cut(&self.instruction, 200))
         );
@@ -1028,7 +1029,7 @@ mod tests {
             total_cost_usd: None,
             input_tokens: None,
             output_tokens: None,
-            api_error_status: None,
+            model_api_status: None,
             permission_denials: None,
             files_changed: Vec::new(),
             diff_stat: None,

@@ -36,7 +36,7 @@ enum Wait {
 }
 
 impl Approvals<'_> {
-    /// The permission prompt of job `job_id`'s Claude: answers the JSON text Claude Code expects. Its lines
+    /// The permission prompt of job `job_id`'s agent: the decision, which its driver words. Its lines
     /// (policy, waiting, the decision) are in the job's trace.
     pub async fn request_approval(
         &self,
@@ -44,7 +44,7 @@ impl Approvals<'_> {
         tool: &str,
         input: Value,
         tool_use_id: Option<String>,
-    ) -> Result<String, CoreError> {
+    ) -> Result<ApprovalAnswer, CoreError> {
         use tracing::Instrument;
         self.request_approval_traced(job_id, tool, input, tool_use_id)
             .instrument(crate::logging::job_span(job_id))
@@ -57,7 +57,7 @@ impl Approvals<'_> {
         tool: &str,
         input: Value,
         tool_use_id: Option<String>,
-    ) -> Result<String, CoreError> {
+    ) -> Result<ApprovalAnswer, CoreError> {
         let job = self.core.jobs().get_job(job_id).await?;
         if job.status.is_final() {
             return Err(CoreError::new(
@@ -111,7 +111,7 @@ impl Approvals<'_> {
         tool_use_id: Option<String>,
         scope: &str,
         preview: String,
-    ) -> Result<String, CoreError> {
+    ) -> Result<ApprovalAnswer, CoreError> {
         let timeout = self.core.config().approvals.timeout;
         let now = chrono::Utc::now();
         let approval = new_approval(&job, tool, &input, tool_use_id, scope, now, timeout);

@@ -1,4 +1,4 @@
-//! Approvals: a job's Claude asks before a risky tool use; the policy answers first, else a person does,
+//! Approvals: a job's agent asks before a risky tool use; the policy answers first, else a person does,
 //! from Telegram or an MCP client. The first decision wins; an unanswered request expires.
 
 mod ask;
@@ -8,8 +8,9 @@ pub mod waiting;
 pub use waiting::{Choice, Waiters};
 
 use crate::audit::Audited;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+pub use crate::agents::ApprovalAnswer;
 use crate::audit::AuditSubject;
 use crate::core::Core;
 use crate::domain::Job;
@@ -17,12 +18,18 @@ use crate::errors::{CoreError, ErrorCode};
 use crate::policy::{self, Policy};
 use crate::telemetry::ScopeResultLabel;
 
-/// The answer Claude Code expects from the permission prompt tool, echoing the input when allowing.
-pub fn answer(allow: bool, input: &Value, message: &str, interrupt: bool) -> String {
+/// A decision for the agent: allowing runs the tool with `input` unchanged; a denial says why and may
+/// end the agent's turn (`interrupt`). The agent's driver puts it in the agent's format.
+pub fn answer(allow: bool, input: &Value, message: &str, interrupt: bool) -> ApprovalAnswer {
     if allow {
-        json!({"behavior": "allow", "updatedInput": input}).to_string()
+        ApprovalAnswer::Allow {
+            input: input.clone(),
+        }
     } else {
-        json!({"behavior": "deny", "message": message, "interrupt": interrupt}).to_string()
+        ApprovalAnswer::Deny {
+            message: message.to_string(),
+            interrupt,
+        }
     }
 }
 
@@ -122,6 +129,7 @@ pub fn render_input(tool: &str, input: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_audited_input_is_visible_and_says_what_it_leaves_out() {

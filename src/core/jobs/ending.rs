@@ -23,7 +23,7 @@ pub enum Ending {
     Decided {
         decision: Box<Decision>,
         elapsed: Duration,
-        /// The `claude_code` breaker permit the job ran under, settled by the verdict.
+        /// The permit of its agent's breaker the job ran under, settled by the verdict.
         breaker: Option<BreakerPermit>,
     },
     /// No runner decides: the daemon ends the job itself (a queued job canceled, its session closed, its
@@ -113,7 +113,7 @@ impl Jobs<'_> {
                     if self
                         .core
                         .breakers()
-                        .get(crate::breaker::BreakerName::ClaudeCode)
+                        .get(crate::agents::of_job(job).breaker())
                         .state()
                         == crate::breaker::BreakerState::Closed
                     {

@@ -1,7 +1,7 @@
 //! Jobs: one agent run on one instruction, queued per session, run by a `job:<id>` runner actor.
 //!
 //! The API (`api.rs`) validates and queues; the session actor decides when a job starts (one at a time per
-//! session, `jobs.max_concurrent` overall, never while the `claude_code` breaker is open); the runner runs it.
+//! session, `jobs.max_concurrent` overall, never while its agent's breaker, `claude_code` for Claude Code, is open); the runner runs it.
 
 mod api;
 pub mod ending;
@@ -10,7 +10,6 @@ pub mod outcome;
 pub mod process;
 pub mod runner;
 pub mod sandbox;
-pub mod stream;
 mod wait;
 
 use serde::Serialize;

@@ -1,7 +1,7 @@
-//! How a job ended: status and error type from the stop reason, the exit, and the `result` event;
-//! and whether the `claude_code` breaker counts it.
+//! How a job ended: status and error type from the stop reason, else from its agent's verdict on the
+//! exit and the final result; and whether the agent's breaker counts it.
 
-use super::stream::ResultEvent;
+use crate::agents::{AgentDriver, AgentResult, Exit};
 use crate::domain::{ErrorType, JobOutcome, JobStatus};
 
 /// The spec's error of a job an operator stopped (`admin job kill`, the stuck-job runbook).
@@ -24,7 +24,7 @@ pub enum StopReason {
     ApprovalTimeout,
 }
 
-/// What the `claude_code` breaker makes of a job.
+/// What the agent's breaker (`claude_code` for Claude Code) makes of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerVerdict {
     Success,
@@ -39,38 +39,28 @@ pub struct Decision {
     pub breaker: BreakerVerdict,
 }
 
-/// The spec's failure conditions: non-zero exit except 1, timeouts, SIGKILL; plus API errors from the result.
-fn verdict(
-    code: Option<i32>,
-    signal: Option<i32>,
-    stop: Option<&StopReason>,
-    result: Option<&ResultEvent>,
-) -> BreakerVerdict {
+/// A stop by timeout or hang counts against the agent's API, a stop by a person or an approval says nothing
+/// of it; otherwise the agent's driver judges the exit and result.
+fn breaker_verdict(stop: Option<&StopReason>, api_failure: bool) -> BreakerVerdict {
     match stop {
-        Some(StopReason::Timeout | StopReason::Hung) => return BreakerVerdict::Failure,
-        Some(_) => return BreakerVerdict::Neutral,
-        None => {}
-    }
-    if signal == Some(libc::SIGKILL) || result.is_some_and(|r| r.api_error_status.is_some()) {
-        return BreakerVerdict::Failure;
-    }
-    match code {
-        Some(0) | Some(1) => BreakerVerdict::Success,
-        Some(_) => BreakerVerdict::Failure,
-        None => BreakerVerdict::Failure,
+        Some(StopReason::Timeout | StopReason::Hung) => BreakerVerdict::Failure,
+        Some(_) => BreakerVerdict::Neutral,
+        None if api_failure => BreakerVerdict::Failure,
+        None => BreakerVerdict::Success,
     }
 }
 
+/// The outcome of a job run by `driver`'s agent: a stop reason decides first, else the driver's verdict.
 pub fn decide(
-    code: Option<i32>,
-    signal: Option<i32>,
+    driver: &dyn AgentDriver,
+    exit: Exit,
     stop: Option<&StopReason>,
-    result: Option<&ResultEvent>,
+    result: Option<&AgentResult>,
     log_truncated: bool,
 ) -> Decision {
     let mut o = JobOutcome {
-        exit_code: code,
-        signal,
+        exit_code: exit.code,
+        signal: exit.signal,
         ..Default::default()
     };
     if let Some(r) = result {
@@ -82,9 +72,10 @@ pub fn decide(
         o.total_cost_usd = r.total_cost_usd;
         o.input_tokens = r.input_tokens;
         o.output_tokens = r.output_tokens;
-        o.api_error_status = r.api_error_status;
+        o.model_api_status = r.model_api_status;
         o.permission_denials = Some(r.permission_denials as i64);
     }
+    let verdict = stop.is_none().then(|| driver.verdict(exit, result));
     let (status, error_type, error): (JobStatus, Option<ErrorType>, Option<String>) = match stop {
         Some(StopReason::Canceled { by }) => {
             (JobStatus::Canceled, None, Some(format!("canceled by {by}")))
@@ -114,42 +105,9 @@ pub fn decide(
             Some(ErrorType::Killed),
             Some(MANUAL_TERMINATION.into()),
         ),
-        None => match result {
-            Some(r) if !r.is_error && code == Some(0) => (JobStatus::Done, None, None),
-            Some(r) if r.api_error_status.is_some() => (
-                JobStatus::Failed,
-                Some(ErrorType::ApiError),
-                Some(r.result.clone().unwrap_or_else(|| {
-                    format!("API error {}", r.api_error_status.unwrap_or_default())
-                })),
-            ),
-            Some(r) if r.is_error => (
-                JobStatus::Failed,
-                Some(ErrorType::AgentError),
-                Some(
-                    r.result
-                        .clone()
-                        .unwrap_or_else(|| format!("agent reported an error ({})", r.subtype)),
-                ),
-            ),
-            Some(_) => (
-                JobStatus::Failed,
-                Some(ErrorType::AgentError),
-                Some(format!("agent exited with {}", exit_text(code, signal))),
-            ),
-            None if signal.is_some() => (
-                JobStatus::Failed,
-                Some(ErrorType::Killed),
-                Some(format!("agent killed by {}", exit_text(code, signal))),
-            ),
-            None => (
-                JobStatus::Failed,
-                Some(ErrorType::AgentError),
-                Some(format!(
-                    "agent exited with {} and no result",
-                    exit_text(code, signal)
-                )),
-            ),
+        None => match verdict.as_ref().and_then(|v| v.failure.clone()) {
+            None => (JobStatus::Done, None, None),
+            Some((error_type, error)) => (JobStatus::Failed, Some(error_type), Some(error)),
         },
     };
     o.status = Some(status);
@@ -163,15 +121,7 @@ pub fn decide(
     });
     Decision {
         outcome: o,
-        breaker: verdict(code, signal, stop, result),
-    }
-}
-
-fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
-    match (code, signal) {
-        (Some(c), _) => format!("code {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => "an unknown status".into(),
+        breaker: breaker_verdict(stop, verdict.is_some_and(|v| v.api_failure)),
     }
 }
 
@@ -179,11 +129,28 @@ fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
 mod tests {
     use super::*;
 
-    fn result(is_error: bool, api: Option<i64>) -> ResultEvent {
-        ResultEvent {
+    /// The outcome of a Claude Code job.
+    fn decide(
+        code: Option<i32>,
+        signal: Option<i32>,
+        stop: Option<&StopReason>,
+        result: Option<&AgentResult>,
+        log_truncated: bool,
+    ) -> Decision {
+        super::decide(
+            &crate::agents::claude::Claude,
+            Exit { code, signal },
+            stop,
+            result,
+            log_truncated,
+        )
+    }
+
+    fn result(is_error: bool, api: Option<i64>) -> AgentResult {
+        AgentResult {
             subtype: "success".into(),
             is_error,
-            api_error_status: api,
+            model_api_status: api,
             result: Some("text".into()),
             ..Default::default()
         }
@@ -370,7 +337,7 @@ mod tests {
 
     #[test]
     fn the_outcome_keeps_the_exit_and_the_result_totals() {
-        let r = ResultEvent {
+        let r = AgentResult {
             subtype: "success".into(),
             is_error: false,
             num_turns: Some(3),
@@ -378,7 +345,7 @@ mod tests {
             input_tokens: Some(100),
             output_tokens: Some(20),
             result: Some("done".into()),
-            api_error_status: None,
+            model_api_status: None,
             terminal_reason: Some("completed".into()),
             permission_denials: 2,
         };
@@ -402,7 +369,7 @@ mod tests {
             ),
             (Some(3), Some(0.25), Some(100), Some(20))
         );
-        assert_eq!((o.api_error_status, o.permission_denials), (None, Some(2)));
+        assert_eq!((o.model_api_status, o.permission_denials), (None, Some(2)));
         let o = decide(None, Some(libc::SIGKILL), None, None, false).outcome;
         assert_eq!((o.exit_code, o.signal), (None, Some(libc::SIGKILL)));
     }

@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Closed, Recovered, RecoveryAction, worktree_present};
-use crate::breaker::{BreakerName, BreakerPermit};
+use crate::breaker::BreakerPermit;
 use crate::core::Core;
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::outcome::StopReason;
@@ -307,7 +307,10 @@ impl SessionActor {
         st.waiting_for_slot = false;
         let breaker = match st.pending_breaker.take() {
             Some(b) => Ok(b),
-            None => self.core.breakers().acquire(BreakerName::ClaudeCode),
+            None => self
+                .core
+                .breakers()
+                .acquire(crate::agents::of_session(&st.session).breaker()),
         };
         if let Ok(breaker) = breaker {
             self.start_next(myself, st, permit, breaker).await;

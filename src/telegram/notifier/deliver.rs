@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::telegram::buttons::tracker_buttons;
-use crate::telegram::mention::session_html;
+use crate::telegram::render::mention::session_html;
 
 impl Notifier {
     pub(super) async fn deliver(

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::core::events::ReplyBody;
-use crate::telegram::mention::session_html;
+use crate::telegram::render::mention::session_html;
 
 impl Notifier {
     pub(super) async fn on_event(&self, st: &mut NotifierState, row: OutboxEvent) {

@@ -1,12 +1,13 @@
-//! What a job starts with: its run directory and approval endpoint, the MCP configuration that points the
-//! agent's permission tool at it, the agent's argv, and the sandbox plan.
+//! What a job starts with: its run directory and approval endpoint, the stdio bridge an agent's tool
+//! server reaches it by, its egress proxy, and the sandbox plan. The agent's own argv is its driver's.
 
 use super::*;
 
 /// The job's approval endpoint and run directory: the listener stops and the directory (socket, copy of
 /// the refs) goes when the runner's state drops, so the endpoint dies with the job.
 pub(super) struct JobEndpoint {
-    pub(super) _serve: tokio_util::task::AbortOnDropHandle<()>,
+    /// The approval endpoint's listener (`None`: the agent asks on its own stream).
+    pub(super) _serve: Option<tokio_util::task::AbortOnDropHandle<()>>,
     /// The job's egress proxy, when its network is isolated.
     pub(super) _egress: Option<tokio_util::task::AbortOnDropHandle<()>>,
     pub(super) run_dir: PathBuf,
@@ -51,18 +52,12 @@ pub(super) fn open_endpoint(
     Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
 }
 
-/// Variables that carry the model API credential: they never enter an isolated sandbox; the agent sees a
-/// placeholder, which the egress proxy swaps for the real value on the way to the model API.
-const MODEL_SECRETS: &[&str] = &[
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-];
-
 /// The job's egress proxy (`agent.network = "allowlist"`): a socket in its run directory, bound into
-/// the sandbox, served until the job ends. The model API (`ANTHROPIC_BASE_URL`, else the public one) is
-/// reached through it with the credential added by the daemon; other hosts only if listed in
-/// `agent.network_allow`. `env` loses the real credentials (placeholders instead). Returns the socket.
+/// the sandbox, served until the job ends. The agent's model API (its driver's base URL variable, else the
+/// public one) is reached through it with the credential added by the daemon; other hosts only if listed
+/// in `agent.network_allow`. `env` loses the real credentials, the variables the driver names (they never
+/// enter an isolated sandbox: placeholders instead, swapped for the real values on the way). Returns the
+/// socket.
 pub(super) fn open_egress(
     core: &Arc<Core>,
     plan: &SandboxPlan,
@@ -87,10 +82,11 @@ pub(super) fn open_egress(
             .or_else(|| std::env::var(name).ok())
             .filter(|v| !v.is_empty())
     };
-    let upstream = lookup(env, "ANTHROPIC_BASE_URL")
-        .unwrap_or_else(|| "https://api.anthropic.com".to_string());
+    let api = plan.agent.model_api();
+    let upstream =
+        lookup(env, api.base_url_env).unwrap_or_else(|| api.default_upstream.to_string());
     let mut secrets = Vec::new();
-    for name in MODEL_SECRETS {
+    for name in api.secrets {
         if let Some(real) = lookup(env, name) {
             let placeholder = format!("televibe-placeholder-{}", uuid::Uuid::new_v4().simple());
             env.retain(|(k, _)| k != name);
@@ -105,13 +101,22 @@ pub(super) fn open_egress(
             secrets,
             // The operator's `/login`: the job's copy holds the plan's placeholder, the proxy the real,
             // refreshed token.
-            fresh: vec![(
-                plan.login_placeholder.clone(),
-                crate::egress::login::OAuthLogin::new(
-                    &plan.operator_state.join(".credentials.json"),
-                    &core.config().agent.oauth_token_url,
-                ),
-            )],
+            fresh: api
+                .oauth
+                .zip(plan.agent.files().credentials)
+                .map(|(client, credentials)| {
+                    (
+                        plan.login_placeholder.clone(),
+                        crate::egress::login::OAuthLogin::new(
+                            &plan.operator_state.join(credentials),
+                            &core.config().agent.oauth_token_url,
+                            client.client_id,
+                            client.entry,
+                        ),
+                    )
+                })
+                .into_iter()
+                .collect(),
         }),
     });
     let (metrics, job) = (core.metrics().clone(), job_id.to_string());
@@ -123,60 +128,30 @@ pub(super) fn open_egress(
     Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
 }
 
-/// The argv after the program: stream-json, resume, then `agent.extra_args`.
-/// The MCP server a job's Claude starts: `televibe mcp --job <id>` with the job's secret, which sees
-/// exactly one tool, `approval_prompt`, for this job only.
-pub fn mcp_config(job_id: &str, token: &str, endpoint: &std::path::Path) -> String {
+/// The daemon's stdio bridge to the job's approval endpoint: `televibe mcp --job <id>` with the job's
+/// secret, which sees exactly one tool, `approval_prompt`, for this job only.
+pub fn bridge_command(job_id: &str, token: &str, endpoint: &std::path::Path) -> BridgeCommand {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "televibe".into());
-    serde_json::json!({"mcpServers": {"televibe": {
-        "type": "stdio",
-        "command": exe,
-        "args": ["mcp", "--job", job_id, "--socket", endpoint.display().to_string()],
-        "env": {"TELEVIBE_JOB_TOKEN": token},
-    }}})
-    .to_string()
-}
-
-/// The agent's argv. Unless the project is trusted, repository settings are not loaded: no hooks or
-/// MCP servers from `.claude/` or `.mcp.json` (CLAUDE.md, being text, still is).
-pub fn agent_args(
-    core: &Core,
-    session: &Session,
-    job_id: &str,
-    token: &str,
-    endpoint: &std::path::Path,
-    trusted: bool,
-) -> Vec<String> {
-    let mut args: Vec<String> = ["-p", "--output-format", "stream-json", "--verbose"]
+    BridgeCommand {
+        program: exe,
+        args: [
+            "mcp",
+            "--job",
+            job_id,
+            "--socket",
+            &endpoint.display().to_string(),
+        ]
         .map(String::from)
-        .to_vec();
-    args.extend([
-        "--mcp-config".to_string(),
-        mcp_config(job_id, token, endpoint),
-    ]);
-    if !trusted {
-        args.extend(["--strict-mcp-config", "--setting-sources", "user"].map(String::from));
+        .to_vec(),
+        env: vec![("TELEVIBE_JOB_TOKEN".into(), token.into())],
     }
-    args.extend([
-        "--permission-prompt-tool".to_string(),
-        PERMISSION_TOOL.to_string(),
-    ]);
-    if let Some(conv) = &session.conversation_id {
-        args.push("--resume".into());
-        args.push(conv.clone());
-    }
-    args.extend(core.config().agent.extra_args.iter().cloned());
-    args
 }
 
 /// How long the host side of a sandbox may take to get ready (copies of the refs, handing the worktree
 /// to the job's user).
 const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// The tool name Claude Code calls for permissions.
-pub const PERMISSION_TOOL: &str = "mcp__televibe__approval_prompt";
 
 impl Runner {
     /// The job's sandbox, or `None` when the operator set `agent.sandbox = "none"`. A job that should
@@ -184,6 +159,7 @@ impl Runner {
     pub(super) async fn sandbox_plan(
         &self,
         a: &RunnerArgs,
+        driver: &'static dyn AgentDriver,
         program: &std::path::Path,
         run_dir: &std::path::Path,
         head: Option<&str>,
@@ -198,6 +174,7 @@ impl Runner {
         )?;
         let plan = sandbox::plan_for(
             config,
+            driver,
             bwrap,
             &a.project.id,
             &a.session.id,

@@ -1,4 +1,4 @@
-//! Watching a running job: its stream-json events (tools, retries, the result), the heartbeat and hang
+//! Watching a running job: its agent's events (tools, retries, the result), the heartbeat and hang
 //! check (CPU progress counts only when busy), and its end (outcome, changes, `end_job`).
 
 use super::*;
@@ -95,21 +95,21 @@ impl Runner {
         }
     }
 
-    pub(super) async fn on_events(&self, st: &mut RunnerState, events: Vec<StreamEvent>) {
+    pub(super) async fn on_events(&self, st: &mut RunnerState, events: Vec<AgentEvent>) {
         let core = &self.core;
         for ev in events {
             match ev {
-                StreamEvent::Init { session_id, .. } => {
+                AgentEvent::Conversation { id, .. } => {
                     // The session keeps the conversation (its row is the session's to write).
-                    if st.session.conversation_id.as_deref() != Some(session_id.as_str()) {
+                    if st.session.conversation_id.as_deref() != Some(id.as_str()) {
                         (st.report_to)(Report::Conversation {
                             job_id: st.job.id.clone(),
-                            id: session_id.clone(),
+                            id: id.clone(),
                         });
-                        st.session.conversation_id = Some(session_id);
+                        st.session.conversation_id = Some(id);
                     }
                 }
-                StreamEvent::ToolUse { id, name, input } => {
+                AgentEvent::ToolUse { id, name, input } => {
                     let target = tool_target(&name, &input);
                     core.events()
                         .emit(
@@ -123,7 +123,7 @@ impl Runner {
                         .await;
                     st.tools.insert(id, (name, target));
                 }
-                StreamEvent::ToolResult {
+                AgentEvent::ToolResult {
                     tool_use_id,
                     is_error,
                 } => {
@@ -140,9 +140,9 @@ impl Runner {
                         )
                         .await;
                 }
-                StreamEvent::AssistantText(t) => st.last_text = Some(t),
-                StreamEvent::Result(r) => st.result = Some(r),
-                StreamEvent::ApiRetry {
+                AgentEvent::Text(t) => st.last_text = Some(t),
+                AgentEvent::Result(r) => st.result = Some(r),
+                AgentEvent::ApiRetry {
                     attempt,
                     max_retries,
                     error_status,
@@ -162,18 +162,47 @@ impl Runner {
                         )
                         .await;
                 }
-                StreamEvent::PermissionDenied { tool_name, .. } => {
+                AgentEvent::PermissionDenied { tool_name, .. } => {
                     tracing::info!(target: "televibe.runner", job_id = %st.job.id, tool = %tool_name, "Agent was denied a tool");
                 }
-                StreamEvent::Malformed(_) => {
+                AgentEvent::Malformed(_) => {
                     st.malformed += 1;
                     if st.malformed <= 3 {
                         tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "Malformed line from the agent (kept in the job log)");
                     }
                 }
-                StreamEvent::Unknown(_) => {}
+                AgentEvent::ApprovalRequest(ask) => self.answer_on_stream(st, ask),
+                // The output reader handles these (stdin), and drops what it does not model.
+                AgentEvent::Reply(_) | AgentEvent::EndInput | AgentEvent::Unknown(_) => {}
             }
         }
+    }
+
+    /// An approval the agent asked on its own output: asked like any other (policy, grants, a person),
+    /// off the handler (a person may take minutes); the answer, in the driver's format, goes to stdin.
+    fn answer_on_stream(&self, st: &RunnerState, ask: crate::agents::ApprovalAsk) {
+        let Some(input) = st.input.clone() else {
+            tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "The agent asked for an approval with its input closed");
+            return;
+        };
+        let (core, driver, job_id) = (self.core.clone(), st.driver, st.job.id.clone());
+        tokio::spawn(async move {
+            let answer = core
+                .approvals()
+                .request_approval(
+                    &job_id,
+                    &ask.tool,
+                    ask.input.clone(),
+                    ask.tool_use_id.clone(),
+                )
+                .await
+                // No decision can be had: deny, so nothing runs unapproved.
+                .unwrap_or_else(|e| crate::agents::ApprovalAnswer::Deny {
+                    message: e.message,
+                    interrupt: false,
+                });
+            let _ = input.send(start::StdinMsg::Line(driver.approval_answer(&ask, &answer)));
+        });
     }
 
     pub(super) async fn on_tick(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
@@ -266,8 +295,8 @@ impl Runner {
         let core = &self.core;
         let (code, signal) = st.exit.unwrap_or((None, None));
         let mut outcome = decide(
-            code,
-            signal,
+            st.driver,
+            Exit { code, signal },
             st.stop.as_ref(),
             st.result.as_ref(),
             st.log.truncated(),

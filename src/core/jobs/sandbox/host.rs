@@ -54,43 +54,50 @@ impl SandboxPlan {
             crate::safe_fs::replace(&self.git_worktree, Path::new("config.worktree"), b"", 0o644)
                 .map_err(unsafe_io)?;
         }
-        let settings = match std::fs::read(self.operator_state.join("settings.json")) {
-            Ok(text) => text,
-            Err(_) => b"{}\n".to_vec(),
+        let files = self.agent.files();
+        for (name, empty) in files.settings {
+            let settings = match std::fs::read(self.operator_state.join(name)) {
+                Ok(text) => text,
+                Err(_) => empty.as_bytes().to_vec(),
+            };
+            crate::safe_fs::replace(&self.state, Path::new(name), &settings, 0o644)
+                .map_err(unsafe_io)?;
+        }
+        let Some(credentials) = files.credentials else {
+            return Ok(());
         };
-        crate::safe_fs::replace(&self.state, Path::new("settings.json"), &settings, 0o644)
-            .map_err(unsafe_io)?;
         // A login left from an earlier version (bound read-write then) goes; the copy below replaces it.
-        crate::safe_fs::remove_file(&self.state, Path::new(CREDENTIALS)).map_err(unsafe_io)?;
-        if let Some(login) = read_only_login(
-            &self.operator_state.join(CREDENTIALS),
-            self.isolate_network
-                .then_some(self.login_placeholder.as_str()),
-        ) {
+        crate::safe_fs::remove_file(&self.state, Path::new(credentials)).map_err(unsafe_io)?;
+        if let Some(login) = std::fs::read(self.operator_state.join(credentials))
+            .ok()
+            .and_then(|text| {
+                self.agent.login_copy(
+                    &text,
+                    self.isolate_network
+                        .then_some(self.login_placeholder.as_str()),
+                )
+            })
+        {
             crate::safe_fs::replace(&self.run_dir, Path::new("login.json"), &login, 0o600)
                 .map_err(unsafe_io)?;
-            crate::safe_fs::replace(&self.state, Path::new(CREDENTIALS), b"", 0o600)
+            crate::safe_fs::replace(&self.state, Path::new(credentials), b"", 0o600)
                 .map_err(unsafe_io)?;
         }
         Ok(())
     }
 
-    /// A session's conversations from the time agent state was kept per project (Claude Code keeps
-    /// them under `projects/<its working directory, each other character a dash>`), copied once into
-    /// the session's own state: regular files only, nothing followed.
+    /// A session's conversations from the time agent state was kept per project (where in a state
+    /// directory the agent keeps a working directory's conversations is its driver's word), copied once
+    /// into the session's own state: regular files only, nothing followed.
     fn carry_over_conversations(&self) {
-        let encoded: String = self
-            .worktree
-            .display()
-            .to_string()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let from = self.legacy_state.join("projects").join(&encoded);
+        let Some(conversations) = self.agent.conversations(&self.worktree) else {
+            return;
+        };
+        let from = self.legacy_state.join(&conversations);
         if !from.is_dir() || from.is_symlink() {
             return;
         }
-        let to = self.state.join("projects").join(&encoded);
+        let to = self.state.join(&conversations);
         let copied = crate::safe_fs::walk(&from, 10_000, |rel, entry| match entry {
             crate::safe_fs::Entry::Dir => {
                 std::fs::create_dir_all(to.join(rel)).map_err(|e| crate::safe_fs::Unsafe {
@@ -135,31 +142,6 @@ impl SandboxPlan {
             )),
         }
     }
-}
-
-/// The operator's login file.
-pub(super) const CREDENTIALS: &str = ".credentials.json";
-
-/// The operator's login as a job may see it: never the refresh token (a job could keep or spend it), so
-/// the job can neither change nor prolong the login. With `placeholder` (the job's network goes through
-/// the egress proxy) not the access token either: the placeholder instead, good "forever" so the agent
-/// never tries to refresh it, and the proxy puts the real, fresh token into each request. None when
-/// there is no login file or it is not the expected JSON.
-fn read_only_login(path: &Path, placeholder: Option<&str>) -> Option<Vec<u8>> {
-    let text = std::fs::read(path).ok()?;
-    let mut login: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    for entry in login.as_object_mut()?.values_mut() {
-        if let Some(o) = entry.as_object_mut() {
-            o.remove("refreshToken");
-            if let Some(p) = placeholder
-                && o.contains_key("accessToken")
-            {
-                o.insert("accessToken".into(), serde_json::json!(p));
-                o.insert("expiresAt".into(), serde_json::json!(4_102_444_800_000i64));
-            }
-        }
-    }
-    serde_json::to_vec(&login).ok()
 }
 
 /// The commit the job left its branch at, from its private copy of the refs (None: not a plain commit

@@ -5,7 +5,7 @@
 //! and the operator's credential places are hidden behind empty mounts. Writable: the session's
 //! worktree, the worktree's own git directory, a private copy of the refs (the session's branch is moved
 //! after the job), a private object directory (imported into the repository after the job, each object
-//! checked), the session's own agent state (`CLAUDE_CONFIG_DIR`), a private `/tmp`, and the paths the
+//! checked), the session's own agent state (named by its driver's state variable), a private `/tmp`, and the paths the
 //! operator listed in `agent.sandbox_write`. The job's approval endpoint is bound in at its host path.
 //! The job gets its own user namespace with every capability dropped and no nested user namespaces,
 //! its own PID namespace (every process it starts ends with it), and with `agent.network = "allowlist"`
@@ -15,13 +15,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::agents::AgentDriver;
 use crate::config::Config;
 
 mod host;
 mod owner;
 
 pub use host::branch_after;
-use host::{CREDENTIALS, login_copy};
+use host::login_copy;
 use owner::walkable_by;
 pub use owner::{JobUser, check, job_user, resolve_user, runnable_by};
 
@@ -54,13 +55,6 @@ pub fn agent_home(config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
-/// The operator's own agent state, whose credentials and settings a job may use.
-pub fn operator_state(config: &Config) -> PathBuf {
-    std::env::var_os("CLAUDE_CONFIG_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| agent_home(config).join(".claude"))
-}
-
 fn expand(path: &str, homes: &[PathBuf]) -> Vec<PathBuf> {
     match path.strip_prefix("~/") {
         Some(rest) => homes.iter().map(|h| h.join(rest)).collect(),
@@ -71,6 +65,8 @@ fn expand(path: &str, homes: &[PathBuf]) -> Vec<PathBuf> {
 /// Everything the command line is built from; paths are absolute.
 #[derive(Debug, Clone)]
 pub struct SandboxPlan {
+    /// The job's agent: which state and credential files the sandbox provides.
+    pub agent: &'static dyn AgentDriver,
     pub bwrap: PathBuf,
     /// Directories hidden wholesale (`root` first: everything the daemon keeps).
     pub hidden_dirs: Vec<PathBuf>,
@@ -83,7 +79,7 @@ pub struct SandboxPlan {
     pub git_worktree: PathBuf,
     /// The job's run directory on the host.
     pub run_dir: PathBuf,
-    /// The session's agent state directory (`CLAUDE_CONFIG_DIR` inside).
+    /// The session's agent state directory (the driver's state variable names it inside).
     pub state: PathBuf,
     /// The project's agent state of earlier versions (one per project), from which a session's
     /// conversations are carried over once.
@@ -140,6 +136,7 @@ fn path_arg(args: &mut Vec<String>, flag: &str, from: &Path, to: &Path) {
 #[allow(clippy::too_many_arguments)]
 pub fn plan_for(
     config: &Config,
+    agent: &'static dyn AgentDriver,
     bwrap: PathBuf,
     project_id: &str,
     session_id: &str,
@@ -218,6 +215,7 @@ pub fn plan_for(
         ));
     }
     Ok(SandboxPlan {
+        agent,
         bwrap,
         hidden_dirs,
         hidden_files,
@@ -227,7 +225,7 @@ pub fn plan_for(
         run_dir,
         state: agent_state(root, project_id, session_id),
         legacy_state: orchestrator.join("agents").join(project_id),
-        operator_state: operator_state(config),
+        operator_state: agent.operator_state(&agent_home(config)),
         writable,
         // Real paths: a bind onto a path through a symbolic link cannot be made, and the link itself
         // resolves inside the sandbox to the same file.
@@ -334,11 +332,16 @@ impl SandboxPlan {
         add(true, self.state.clone(), self.state.clone());
         // The settings (hooks, plugins) stay as the operator wrote them: a job must not leave hooks
         // behind for later jobs.
-        let settings = self.state.join("settings.json");
-        add(false, settings.clone(), settings);
+        let files = self.agent.files();
+        for (name, _) in files.settings {
+            let settings = self.state.join(name);
+            add(false, settings.clone(), settings);
+        }
         let login = login_copy(&self.run_dir);
-        if login.is_file() {
-            add(false, login, self.state.join(CREDENTIALS));
+        if let Some(credentials) = files.credentials
+            && login.is_file()
+        {
+            add(false, login, self.state.join(credentials));
         }
         for w in self.writable.iter().filter(|w| w.exists()) {
             add(true, w.clone(), w.clone());
@@ -449,7 +452,10 @@ impl SandboxPlan {
     /// the repository's objects as an alternate (read-only).
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("CLAUDE_CONFIG_DIR".into(), self.state.display().to_string()),
+            (
+                self.agent.files().state_env.into(),
+                self.state.display().to_string(),
+            ),
             (
                 "GIT_OBJECT_DIRECTORY".into(),
                 objects_dir(&self.run_dir).display().to_string(),

@@ -81,7 +81,9 @@ impl SandboxPlan {
             lchown(&self.git_worktree.join(keep), 0, 0)?;
         }
         lchown(&self.worktree.join(".git"), 0, 0)?;
-        lchown(&self.state.join("settings.json"), 0, 0)?;
+        for (name, _) in self.agent.files().settings {
+            lchown(&self.state.join(name), 0, 0)?;
+        }
         // Its read-only copy of the login (0600) must be readable by it.
         lchown(&login_copy(&self.run_dir), user.uid, user.gid)?;
         Ok(())

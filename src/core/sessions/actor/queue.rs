@@ -3,7 +3,7 @@
 //! jobs a runner left behind.
 
 use super::*;
-use crate::breaker::{BreakerName, BreakerPermit, BreakerState};
+use crate::breaker::{BreakerPermit, BreakerState};
 use crate::core::Core;
 use crate::core::jobs::Ending;
 use crate::core::jobs::outcome::StopReason;
@@ -147,11 +147,13 @@ impl SessionActor {
         if !self.check_worktree(st).await {
             return;
         }
-        let breaker = self.core.breakers().get(BreakerName::ClaudeCode);
+        // The breaker of the session's agent (`claude_code` for Claude Code).
+        let agent_breaker = crate::agents::of_session(&st.session).breaker();
+        let breaker = self.core.breakers().get(agent_breaker);
         if breaker.state() == BreakerState::Closed {
             self.core.jobs().agent_available_again();
         }
-        let Ok(breaker_permit) = self.core.breakers().acquire(BreakerName::ClaudeCode) else {
+        let Ok(breaker_permit) = self.core.breakers().acquire(agent_breaker) else {
             // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.
             self.core
                 .jobs()

@@ -1,59 +1,11 @@
-//! Claude Code's `--output-format stream-json`: one JSON object per line, parsed into typed events.
+//! Claude Code's `--output-format stream-json`: one JSON object per line, parsed into agent events.
 //!
 //! Unknown types and subtypes are kept raw (and logged in the job log by the runner); a line that is not
 //! JSON becomes `Malformed`. Nothing here can fail the job.
 
 use serde_json::Value;
 
-/// Totals and verdict of the `result` event.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ResultEvent {
-    pub subtype: String,
-    pub is_error: bool,
-    pub num_turns: Option<i64>,
-    pub total_cost_usd: Option<f64>,
-    pub input_tokens: Option<i64>,
-    pub output_tokens: Option<i64>,
-    pub result: Option<String>,
-    pub api_error_status: Option<i64>,
-    pub terminal_reason: Option<String>,
-    pub permission_denials: usize,
-}
-
-/// One parsed line.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    /// `system/init`: the conversation id to resume later.
-    Init {
-        session_id: String,
-        model: Option<String>,
-    },
-    ApiRetry {
-        attempt: i64,
-        max_retries: i64,
-        error_status: Option<i64>,
-        error: Option<String>,
-    },
-    PermissionDenied {
-        tool_name: String,
-        message: String,
-    },
-    AssistantText(String),
-    ToolUse {
-        id: String,
-        name: String,
-        input: Value,
-    },
-    ToolResult {
-        tool_use_id: String,
-        is_error: bool,
-    },
-    Result(ResultEvent),
-    /// A valid event this parser does not model (kept for the log).
-    Unknown(Value),
-    /// Not JSON at all.
-    Malformed(String),
-}
+use crate::agents::{AgentEvent, AgentResult};
 
 fn s(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
@@ -64,40 +16,40 @@ fn i(v: &Value, k: &str) -> Option<i64> {
 }
 
 /// Parses one stdout line into zero or more events (an assistant message may carry several blocks).
-pub fn parse_line(line: &str) -> Vec<StreamEvent> {
+pub fn parse_line(line: &str) -> Vec<AgentEvent> {
     let trimmed = line.trim();
     if trimmed.is_empty() {
         return Vec::new();
     }
     let v: Value = match serde_json::from_str(trimmed) {
         Ok(v @ Value::Object(_)) => v,
-        _ => return vec![StreamEvent::Malformed(line.to_string())],
+        _ => return vec![AgentEvent::Malformed(line.to_string())],
     };
     match (
         v.get("type").and_then(Value::as_str),
         v.get("subtype").and_then(Value::as_str),
     ) {
         (Some("system"), Some("init")) => match s(&v, "session_id") {
-            Some(session_id) => vec![StreamEvent::Init {
-                session_id,
+            Some(session_id) => vec![AgentEvent::Conversation {
+                id: session_id,
                 model: s(&v, "model"),
             }],
-            None => vec![StreamEvent::Unknown(v)],
+            None => vec![AgentEvent::Unknown(v)],
         },
-        (Some("system"), Some("api_retry")) => vec![StreamEvent::ApiRetry {
+        (Some("system"), Some("api_retry")) => vec![AgentEvent::ApiRetry {
             attempt: i(&v, "attempt").unwrap_or(0),
             max_retries: i(&v, "max_retries").unwrap_or(0),
             error_status: i(&v, "error_status"),
             error: s(&v, "error"),
         }],
-        (Some("system"), Some("permission_denied")) => vec![StreamEvent::PermissionDenied {
+        (Some("system"), Some("permission_denied")) => vec![AgentEvent::PermissionDenied {
             tool_name: s(&v, "tool_name").unwrap_or_default(),
             message: s(&v, "message").unwrap_or_default(),
         }],
         (Some("assistant"), _) => blocks(&v)
             .filter_map(|b| match b.get("type").and_then(Value::as_str) {
-                Some("text") => s(b, "text").map(StreamEvent::AssistantText),
-                Some("tool_use") => Some(StreamEvent::ToolUse {
+                Some("text") => s(b, "text").map(AgentEvent::Text),
+                Some("tool_use") => Some(AgentEvent::ToolUse {
                     id: s(b, "id").unwrap_or_default(),
                     name: s(b, "name").unwrap_or_default(),
                     input: b.get("input").cloned().unwrap_or(Value::Null),
@@ -107,12 +59,12 @@ pub fn parse_line(line: &str) -> Vec<StreamEvent> {
             .collect(),
         (Some("user"), _) => blocks(&v)
             .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
-            .map(|b| StreamEvent::ToolResult {
+            .map(|b| AgentEvent::ToolResult {
                 tool_use_id: s(b, "tool_use_id").unwrap_or_default(),
                 is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
             })
             .collect(),
-        (Some("result"), _) => vec![StreamEvent::Result(ResultEvent {
+        (Some("result"), _) => vec![AgentEvent::Result(AgentResult {
             subtype: s(&v, "subtype").unwrap_or_default(),
             is_error: v.get("is_error").and_then(Value::as_bool).unwrap_or(false),
             num_turns: i(&v, "num_turns"),
@@ -120,14 +72,14 @@ pub fn parse_line(line: &str) -> Vec<StreamEvent> {
             input_tokens: v.get("usage").and_then(|u| i(u, "input_tokens")),
             output_tokens: v.get("usage").and_then(|u| i(u, "output_tokens")),
             result: s(&v, "result"),
-            api_error_status: i(&v, "api_error_status"),
+            model_api_status: i(&v, "api_error_status"),
             terminal_reason: s(&v, "terminal_reason"),
             permission_denials: v
                 .get("permission_denials")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len),
         })],
-        _ => vec![StreamEvent::Unknown(v)],
+        _ => vec![AgentEvent::Unknown(v)],
     }
 }
 
@@ -139,33 +91,12 @@ fn blocks(v: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-/// The short target of a tool use for people: a command, a path or a pattern.
-pub fn tool_target(name: &str, input: &Value) -> String {
-    let pick = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
-    let raw = match name {
-        "Bash" => pick("command"),
-        "Read" | "Write" | "Edit" | "NotebookEdit" => {
-            pick("file_path").or_else(|| pick("notebook_path"))
-        }
-        "Grep" | "Glob" => pick("pattern"),
-        "WebFetch" => pick("url"),
-        "WebSearch" => pick("query"),
-        _ => None,
-    }
-    .unwrap_or_default();
-    let one_line = raw.replace('\n', " ");
-    if one_line.chars().count() > 120 {
-        format!("{}…", one_line.chars().take(119).collect::<String>())
-    } else {
-        one_line
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agents::tool_target;
 
-    fn capture(name: &str) -> Vec<StreamEvent> {
+    fn capture(name: &str) -> Vec<AgentEvent> {
         let path = format!(
             "{}/tests/data/claude-code-2.1.328/{name}",
             env!("CARGO_MANIFEST_DIR")
@@ -181,22 +112,20 @@ mod tests {
     fn approved_tool_run() {
         let ev = capture("approved-tool-run.jsonl");
         assert!(
-            matches!(&ev[0], StreamEvent::Init { session_id, .. } if session_id == "d8da5358-7310-4dba-9c07-994e6eb34027")
+            matches!(&ev[0], AgentEvent::Conversation { id, .. } if id == "d8da5358-7310-4dba-9c07-994e6eb34027")
         );
         assert!(
-            matches!(&ev[1], StreamEvent::ToolUse { name, input, .. } if name == "Bash" && tool_target(name, input) == "echo hello > hello.txt")
+            matches!(&ev[1], AgentEvent::ToolUse { name, input, .. } if name == "Bash" && tool_target(name, input) == "echo hello > hello.txt")
         );
         assert!(matches!(
             &ev[2],
-            StreamEvent::ToolResult {
+            AgentEvent::ToolResult {
                 is_error: false,
                 ..
             }
         ));
-        assert!(
-            matches!(&ev[3], StreamEvent::AssistantText(t) if t == "All done: created hello.txt.")
-        );
-        let StreamEvent::Result(r) = &ev[4] else {
+        assert!(matches!(&ev[3], AgentEvent::Text(t) if t == "All done: created hello.txt."));
+        let AgentEvent::Result(r) = &ev[4] else {
             panic!("{:?}", ev[4])
         };
         assert_eq!(
@@ -211,7 +140,7 @@ mod tests {
     #[test]
     fn api_error_400() {
         let ev = capture("error-400.jsonl");
-        let StreamEvent::Result(r) = ev.last().unwrap() else {
+        let AgentEvent::Result(r) = ev.last().unwrap() else {
             panic!()
         };
         assert!(r.is_error);
@@ -219,7 +148,7 @@ mod tests {
             r.subtype, "success",
             "Claude Code reports API errors with subtype success"
         );
-        assert_eq!(r.api_error_status, Some(400));
+        assert_eq!(r.model_api_status, Some(400));
         assert_eq!(r.terminal_reason.as_deref(), Some("api_error"));
     }
 
@@ -227,13 +156,13 @@ mod tests {
     fn permission_denied_and_retries() {
         let ev = capture("permission-denied-run.jsonl");
         assert!(ev.iter().any(
-            |e| matches!(e, StreamEvent::PermissionDenied { tool_name, .. } if tool_name == "Bash")
+            |e| matches!(e, AgentEvent::PermissionDenied { tool_name, .. } if tool_name == "Bash")
         ));
-        assert!(matches!(ev.last().unwrap(), StreamEvent::Result(r) if r.permission_denials == 1));
+        assert!(matches!(ev.last().unwrap(), AgentEvent::Result(r) if r.permission_denials == 1));
         let ev = capture("auth-error-retrying.partial.jsonl");
         assert!(matches!(
             &ev[1],
-            StreamEvent::ApiRetry {
+            AgentEvent::ApiRetry {
                 attempt: 1,
                 max_retries: 10,
                 error_status: Some(401),
@@ -246,16 +175,16 @@ mod tests {
     fn malformed_and_unknown_lines_are_kept() {
         assert!(matches!(
             &parse_line("not json {")[0],
-            StreamEvent::Malformed(_)
+            AgentEvent::Malformed(_)
         ));
-        assert!(matches!(&parse_line("[1,2]")[0], StreamEvent::Malformed(_)));
+        assert!(matches!(&parse_line("[1,2]")[0], AgentEvent::Malformed(_)));
         assert!(matches!(
             &parse_line(r#"{"type":"rate_limit_event","x":1}"#)[0],
-            StreamEvent::Unknown(_)
+            AgentEvent::Unknown(_)
         ));
         assert!(matches!(
             &parse_line(r#"{"type":"system","subtype":"compact_boundary"}"#)[0],
-            StreamEvent::Unknown(_)
+            AgentEvent::Unknown(_)
         ));
         assert!(parse_line("   ").is_empty());
     }

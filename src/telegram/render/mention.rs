@@ -2,7 +2,7 @@
 //! carries the mention ([`session_html`]), and a person's reply to such a message runs in the session it
 //! names ([`session_in_text`]).
 
-use super::render::escape;
+use super::escape;
 use crate::domain::SessionId;
 
 /// What precedes the session id in a message.

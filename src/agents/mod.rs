@@ -1,0 +1,320 @@
+//! Coding agents behind one seam: what the daemon must know of an agent CLI, as the [`AgentDriver`] trait,
+//! with one folder per agent (`claude/`: Claude Code).
+//!
+//! The runner, the verdict, the sandbox, the approval endpoint, `doctor` and the approval rules speak only
+//! the agent-neutral types of this file. An agent's flags, output format, approval answer format, state
+//! and credential files and tool names live in its folder alone (`tests/layering.rs` checks Claude's).
+//! A job's agent is found with [`of_job`]; the name of an agent in configuration and records with
+//! [`by_name`].
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::domain::breaker::BreakerName;
+use crate::domain::{ErrorType, Job, Session};
+
+pub mod claude;
+pub mod tools;
+
+pub use tools::{ToolKind, subject_field, tool_kind, tool_target};
+
+/// The agent a session runs when nothing names another.
+pub const DEFAULT_AGENT: &str = "claude";
+
+/// Every agent the daemon can drive.
+pub fn all() -> &'static [&'static dyn AgentDriver] {
+    &[&claude::Claude]
+}
+
+/// The driver of the agent named `name` in configuration and records.
+pub fn by_name(name: &str) -> Option<&'static dyn AgentDriver> {
+    all().iter().copied().find(|d| d.name() == name)
+}
+
+/// The default agent's driver.
+pub fn default_driver() -> &'static dyn AgentDriver {
+    by_name(DEFAULT_AGENT).unwrap_or(&claude::Claude)
+}
+
+/// The driver of a job's agent. Jobs do not name their agent yet (one agent today): the default.
+pub fn of_job(_job: &Job) -> &'static dyn AgentDriver {
+    default_driver()
+}
+
+/// The driver of a session's agent (its next job's). The default until sessions name theirs.
+pub fn of_session(_session: &Session) -> &'static dyn AgentDriver {
+    default_driver()
+}
+
+/// Everything the daemon needs of one coding agent CLI. A driver is a stateless value; what one job's
+/// conversation needs to remember lives in its [`AgentOutput`].
+pub trait AgentDriver: Send + Sync + 'static {
+    /// The agent's name in configuration, records and logs (`claude`).
+    fn name(&self) -> &'static str;
+
+    /// The circuit breaker that counts this agent's API failures and holds its jobs while open.
+    fn breaker(&self) -> BreakerName;
+
+    /// The argv after the program, the environment it adds, and what goes to its stdin.
+    fn launch(&self, job: &LaunchSpec<'_>) -> Launch;
+
+    /// A reader of one job's stdout: turns each line into events (and protocol replies).
+    fn output(&self) -> Box<dyn AgentOutput>;
+
+    /// How a job the daemon did not stop ended: from its exit and the final result it reported.
+    fn verdict(&self, exit: Exit, result: Option<&AgentResult>) -> AgentVerdict;
+
+    /// How the agent asks for approvals.
+    fn approval_bridge(&self) -> ApprovalBridge;
+
+    /// A decision in the format the agent expects: the text of the MCP tool's answer
+    /// ([`ApprovalBridge::McpTool`]), or the line written to its stdin ([`ApprovalBridge::Stream`]).
+    fn approval_answer(&self, ask: &ApprovalAsk, answer: &ApprovalAnswer) -> String;
+
+    /// The agent's state and credential files, which the sandbox provides.
+    fn files(&self) -> &'static AgentFiles;
+
+    /// The operator's own agent state directory (settings and login are taken from it), given the home
+    /// directory the agent sees.
+    fn operator_state(&self, home: &Path) -> PathBuf;
+
+    /// The copy of the operator's login a job may see: never a refresh token; with `placeholder` (its
+    /// network goes through the egress proxy) not the access token either. `None`: not a login this
+    /// driver knows.
+    fn login_copy(&self, login: &[u8], placeholder: Option<&str>) -> Option<Vec<u8>>;
+
+    /// Where, inside a state directory, the agent keeps the conversations of working directory `cwd`
+    /// (carried over from per-project state of earlier versions). `None`: nothing to carry over.
+    fn conversations(&self, cwd: &Path) -> Option<PathBuf>;
+
+    /// The model API the egress proxy routes the agent's requests to, and the variables carrying its
+    /// credential.
+    fn model_api(&self) -> &'static ModelApi;
+
+    /// How `doctor` asks the agent's version, and how an operator installs it.
+    fn version_check(&self) -> &'static VersionCheck;
+
+    /// What a tool of this agent does, by its name; `None`: not one of this agent's tools.
+    fn tool_kind(&self, tool: &str) -> Option<ToolKind>;
+
+    /// The fields of a tool's input that say what it acts on, first the one shown first (`command`,
+    /// `file_path`…). Empty: none.
+    fn subject_fields(&self, tool: &str) -> &'static [&'static str];
+}
+
+impl std::fmt::Debug for dyn AgentDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AgentDriver({})", self.name())
+    }
+}
+
+/// What a driver starts one job from.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchSpec<'a> {
+    pub job_id: &'a str,
+    /// The person's instruction.
+    pub instruction: &'a str,
+    /// The conversation to continue (an earlier [`AgentEvent::Conversation`]), if any.
+    pub resume: Option<&'a str>,
+    /// The daemon's stdio bridge to the job's approval endpoint, for [`ApprovalBridge::McpTool`] agents.
+    pub approvals: Option<&'a BridgeCommand>,
+    /// Whether the repository's own agent settings (hooks, tool servers) may load.
+    pub trusted: bool,
+    /// The operator's `agent.extra_args`, last on the command line.
+    pub extra_args: &'a [String],
+}
+
+/// A command that serves the job's approval endpoint over stdio (`televibe mcp --job <id> …`), for an
+/// agent that starts its tool servers itself.
+#[derive(Debug, Clone)]
+pub struct BridgeCommand {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Its environment (the job's secret).
+    pub env: Vec<(String, String)>,
+}
+
+/// How to start one job.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// The argv after the program.
+    pub args: Vec<String>,
+    /// Variables added to the job's environment.
+    pub env: Vec<(String, String)>,
+    /// Written to stdin at start: the prompt, or a protocol's opening requests.
+    pub stdin: String,
+    /// Whether stdin stays open for [`AgentEvent::Reply`] and stream approval answers (closed at
+    /// [`AgentEvent::EndInput`]), or closes after `stdin`.
+    pub keep_stdin_open: bool,
+}
+
+/// One job's stdout as its driver reads it: one call per line, in order.
+pub trait AgentOutput: Send {
+    fn line(&mut self, line: &str) -> Vec<AgentEvent>;
+}
+
+/// What an agent said, in agent-neutral terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// The conversation to resume later (Claude Code's session id).
+    Conversation {
+        id: String,
+        model: Option<String>,
+    },
+    /// The agent retries the model API.
+    ApiRetry {
+        attempt: i64,
+        max_retries: i64,
+        error_status: Option<i64>,
+        error: Option<String>,
+    },
+    /// A tool use was refused (by a person, the policy or an expiry).
+    PermissionDenied {
+        tool_name: String,
+        message: String,
+    },
+    /// Text the agent wrote (the last is the result when none is reported).
+    Text(String),
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        is_error: bool,
+    },
+    /// The run's final result: totals and verdict.
+    Result(AgentResult),
+    /// The agent asks for an approval on its own output ([`ApprovalBridge::Stream`]).
+    ApprovalRequest(ApprovalAsk),
+    /// A line the driver must write to the agent's stdin (a protocol's next request or reply).
+    Reply(String),
+    /// The driver is done talking: stdin closes, so the agent ends.
+    EndInput,
+    /// A valid message this driver does not model (kept in the job log only).
+    Unknown(Value),
+    /// Not a message at all (counted; the line is in the job log).
+    Malformed(String),
+}
+
+/// Totals and verdict of a run, as the agent reports them at its end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentResult {
+    /// The agent's own word for how the run ended (`success`, `error_max_turns`…).
+    pub subtype: String,
+    pub is_error: bool,
+    pub num_turns: Option<i64>,
+    pub total_cost_usd: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    /// The final text.
+    pub result: Option<String>,
+    /// The model API's HTTP status when an API error ended the run.
+    pub model_api_status: Option<i64>,
+    pub terminal_reason: Option<String>,
+    pub permission_denials: usize,
+}
+
+/// How the agent process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    /// `code 2`, `signal 9`, for error texts.
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "an unknown status".into(),
+        }
+    }
+}
+
+/// A driver's verdict on a run the daemon did not stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentVerdict {
+    /// `None`: the job is done; else its error type and text.
+    pub failure: Option<(ErrorType, String)>,
+    /// Whether the agent's breaker counts the run as a failure of its API.
+    pub api_failure: bool,
+}
+
+/// How an agent's approval requests reach the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalBridge {
+    /// The agent calls a tool of an MCP server it starts ([`LaunchSpec::approvals`]), which reaches the
+    /// job's approval endpoint; the answer is the tool's text.
+    McpTool,
+    /// The agent asks on its own output ([`AgentEvent::ApprovalRequest`]); the runner writes the answer
+    /// to its stdin.
+    Stream,
+}
+
+/// One approval request, in agent-neutral terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalAsk {
+    /// The tool the agent wants to use.
+    pub tool: String,
+    pub input: Value,
+    pub tool_use_id: Option<String>,
+    /// What the answer must refer to (a JSON-RPC request id), for [`ApprovalBridge::Stream`].
+    pub reply_to: Option<Value>,
+}
+
+/// A decision on an approval request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApprovalAnswer {
+    /// Run the tool with this input.
+    Allow { input: Value },
+    /// Do not; `interrupt` also ends the agent's turn.
+    Deny { message: String, interrupt: bool },
+}
+
+/// The files of an agent's state directory the sandbox provides.
+#[derive(Debug)]
+pub struct AgentFiles {
+    /// The variable telling the agent where its state directory is.
+    pub state_env: &'static str,
+    /// Files copied from the operator's state into each session's and held read-only there (hooks and
+    /// plugins stay as the operator wrote them), with their content when the operator has none.
+    pub settings: &'static [(&'static str, &'static str)],
+    /// The login file of a state directory, of which a job gets a read-only copy.
+    pub credentials: Option<&'static str>,
+}
+
+/// The model API of an agent, for the egress proxy.
+#[derive(Debug)]
+pub struct ModelApi {
+    /// The variable that points the agent at another base URL.
+    pub base_url_env: &'static str,
+    /// The base URL when that variable is not set.
+    pub default_upstream: &'static str,
+    /// Variables that carry the credential: an isolated job sees placeholders, the proxy the real values.
+    pub secrets: &'static [&'static str],
+    /// The OAuth client the agent's refreshable login belongs to, if it has one.
+    pub oauth: Option<OAuthClient>,
+}
+
+/// An OAuth client whose login file the daemon refreshes for isolated jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct OAuthClient {
+    pub client_id: &'static str,
+    /// The key of the login's entry in the credentials file.
+    pub entry: &'static str,
+}
+
+/// How `doctor` checks an agent.
+#[derive(Debug)]
+pub struct VersionCheck {
+    /// The argv that prints the version on stdout.
+    pub args: &'static [&'static str],
+    /// How to install the agent.
+    pub install: &'static str,
+    /// How to install it where every user (`agent.run_as`) can run it.
+    pub install_for_all: &'static str,
+}
