@@ -383,6 +383,48 @@ fn claude_code_protocol_is_named_in_its_agent_folder_only() {
     assert!(missing.is_empty(), "not in src/agents/claude/: {missing:?}");
 }
 
+/// What only the SQLite engine of the store may say: its dialect, pragmas, bookkeeping tables and online
+/// copy. The services speak to `Store`; a second engine would be a sibling of `src/store/sqlite/`.
+const SQLITE_ONLY: &[&str] = &[
+    "DbBackend::Sqlite",
+    // (`sqlite://` URLs cannot be checked: the reader cuts a line at `//`.)
+    "sqlx::sqlite",
+    "PRAGMA ",
+    "VACUUM INTO",
+    "sqlite_sequence",
+    "sqlite_master",
+    "wal_checkpoint",
+];
+
+#[test]
+fn sqlite_is_named_behind_the_store_seam_only() {
+    let mut wrong = Vec::new();
+    for s in sources() {
+        if s.rel.starts_with("store/sqlite/") {
+            continue;
+        }
+        for needle in SQLITE_ONLY {
+            if s.code.contains(needle) {
+                wrong.push(format!(
+                    "{} names SQLite's {needle:?}: put it behind the store (src/store/sqlite/)",
+                    s.rel
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let engine: String = sources()
+        .into_iter()
+        .filter(|s| s.rel.starts_with("store/sqlite/"))
+        .map(|s| s.code)
+        .collect();
+    let missing: Vec<_> = SQLITE_ONLY
+        .iter()
+        .filter(|n| !engine.contains(**n))
+        .collect();
+    assert!(missing.is_empty(), "not in src/store/sqlite/: {missing:?}");
+}
+
 #[test]
 fn the_agents_seam_names_no_core_and_no_agent_outside_its_folder() {
     let mut wrong = Vec::new();

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, Set, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    Statement,
 };
 
 use super::entities::approval;
@@ -138,7 +138,7 @@ impl Store {
         );
         self.write(|db| async move {
             db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "INSERT OR IGNORE INTO session_grants (session_id, tool_name, pattern, granted_by, created_at) VALUES (?, ?, ?, ?, ?)",
                 [s.into(), t.into(), p.into(), b.into(), Utc::now().into()],
             ))
@@ -153,7 +153,7 @@ impl Store {
         let rows = self
             .reader()
             .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "SELECT tool_name, pattern FROM session_grants WHERE session_id = ?",
                 [session_id.into()],
             ))
@@ -209,7 +209,7 @@ impl Store {
         let id = job_id.to_string();
         self.write(|db| async move {
             db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "UPDATE jobs SET status = ? WHERE id = ? AND status = ?",
                 [to.into(), id.into(), from.into()],
             ))

@@ -3,8 +3,7 @@
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 
 use super::entities::job;
@@ -71,7 +70,7 @@ impl Store {
         let inserted = self
             .write(|db| async move {
                 db.execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
+                    super::BACKEND,
                     "INSERT INTO jobs (id, seq, session_id, instruction, status, queued_at) \
                      SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, 'queued', ? \
                      FROM sessions WHERE id = ? AND state NOT IN ('closing', 'closed')",
@@ -171,7 +170,7 @@ impl Store {
         let rows = self
             .reader()
             .query_all_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
+                super::BACKEND,
                 "SELECT DISTINCT session_id FROM jobs WHERE status IN ('queued', 'waiting_approval') \
                  ORDER BY session_id",
             ))
@@ -304,7 +303,7 @@ impl Store {
         let (sid, conv) = (session_id.to_string(), conversation.to_string());
         self.write(|db| async move {
             db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "UPDATE sessions SET conversation_id = ?, last_activity_at = ? WHERE id = ?",
                 [conv.into(), Utc::now().into(), sid.into()],
             ))

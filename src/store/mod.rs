@@ -1,4 +1,5 @@
-//! The SQLite store: WAL, busy timeout, foreign keys, integrity check at open, migrations, and the write gate.
+//! The store: the one interface the services speak to (typed reads and writes of every record), integrity
+//! check at open, migrations, and the write gate. The engine (SQLite today) sits behind it in `sqlite/`.
 //!
 //! Only this module imports sea-orm. A write that fails because of the disk or the file (full, I/O error,
 //! read-only file, corruption) flips the store into read-only mode: reads keep working, writes answer
@@ -10,25 +11,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
 use crate::telemetry::Metrics;
 
 mod approvals;
-pub mod backup;
-mod cause;
 mod entities;
-pub mod file;
 mod jobs;
 mod projects;
 mod records;
+mod sqlite;
 
 pub use crate::domain::READ_ONLY_MESSAGE;
-pub use cause::ReadOnlyCause;
-use cause::looks_corrupt;
+use sqlite::BACKEND;
+pub use sqlite::cause::ReadOnlyCause;
+use sqlite::cause::looks_corrupt;
+pub use sqlite::{backup, file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,7 +35,7 @@ pub enum StoreError {
     #[error(
         "state database {path} is corrupted ({detail}). The daemon refuses to start on it. To restore the \
          newest backup from {backups}: run `televibe backup restore latest` (with the same --config) while \
-         the daemon is stopped; it keeps the damaged file as state.db.corrupted, runs PRAGMA integrity_check \
+         the daemon is stopped; it keeps the damaged file as state.db.corrupted, runs the integrity check \
          on the backup before and after copying it, and prints what was recovered and what is lost. Then \
          start the daemon again"
     )]
@@ -114,31 +112,19 @@ impl Store {
                 detail: e.to_string(),
             })?;
         }
-        let file = path.to_path_buf();
-        let busy = opts.busy_timeout;
-        let mut co = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
-        co.max_connections(opts.max_connections)
-            .min_connections(1)
-            .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(move |o| {
-                o.filename(&file)
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(busy)
-                    .foreign_keys(true)
-            });
-        let mut db = Database::connect(co).await.map_err(|e| {
-            let detail = e.to_string();
-            if looks_corrupt(&detail) {
-                corrupt(detail)
-            } else {
-                StoreError::Open {
-                    path: shown.clone(),
-                    detail,
+        let mut db = sqlite::connect(path, opts.max_connections, opts.busy_timeout)
+            .await
+            .map_err(|e| {
+                let detail = e.to_string();
+                if looks_corrupt(&detail) {
+                    corrupt(detail)
+                } else {
+                    StoreError::Open {
+                        path: shown.clone(),
+                        detail,
+                    }
                 }
-            }
-        })?;
+            })?;
         let statements = metrics.db_statements_total.clone();
         db.set_metric_callback(move |_| {
             statements.inc();
@@ -181,20 +167,12 @@ impl Store {
                 detail: "no such file".into(),
             });
         }
-        let file = path.to_path_buf();
-        let mut co = ConnectOptions::new(format!("sqlite://{}?mode=ro", path.display()));
-        co.max_connections(1)
-            .min_connections(1)
-            .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(move |o| {
-                o.filename(&file)
-                    .read_only(true)
-                    .busy_timeout(Duration::from_secs(5))
-            });
-        let db = Database::connect(co).await.map_err(|e| StoreError::Open {
-            path: shown,
-            detail: e.to_string(),
-        })?;
+        let db = sqlite::connect_read_only(path)
+            .await
+            .map_err(|e| StoreError::Open {
+                path: shown,
+                detail: e.to_string(),
+            })?;
         Ok(Store {
             db,
             path: path.to_path_buf(),
@@ -210,29 +188,22 @@ impl Store {
         &self.path
     }
 
-    /// `PRAGMA integrity_check`; anything but `ok` is corruption.
+    /// The engine's full integrity check; any finding is corruption.
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
-        self.check("PRAGMA integrity_check").await
+        self.check(sqlite::Check::Full).await
     }
 
-    /// `PRAGMA quick_check`: every page, b-tree and record is read and checked like `integrity_check`
+    /// The engine's quick check: every page, b-tree and record is read and checked as the full check
     /// does, only the cross-check of index entries against their tables is left out, which makes it about
     /// three times faster on a large database. The daemon runs it at boot (the full check follows in the
     /// background, see `actors::store`).
     pub async fn quick_check(&self) -> Result<(), StoreError> {
-        self.check("PRAGMA quick_check").await
+        self.check(sqlite::Check::Quick).await
     }
 
-    async fn check(&self, pragma: &str) -> Result<(), StoreError> {
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_string(DbBackend::Sqlite, pragma))
-            .await?;
-        let lines: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r.try_get_by_index::<String>(0).ok())
-            .collect();
-        if lines.len() == 1 && lines[0] == "ok" {
+    async fn check(&self, how: sqlite::Check) -> Result<(), StoreError> {
+        let lines = sqlite::check(&self.db, how).await?;
+        if lines.is_empty() {
             Ok(())
         } else {
             Err(StoreError::Corrupt {
@@ -252,7 +223,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         if let Err(e) = self
             .db
-            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT 1"))
+            .query_one_raw(Statement::from_string(BACKEND, "SELECT 1"))
             .await
         {
             if looks_corrupt(&e.to_string()) {
@@ -388,7 +359,7 @@ impl Store {
         }
         let now = chrono::Utc::now().to_rfc3339();
         let stmt = Statement::from_sql_and_values(
-            DbBackend::Sqlite,
+            BACKEND,
             "INSERT INTO kv(key, value, updated_at) VALUES ('store.probe', ?, ?) \
              ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             [now.clone().into(), now.into()],
@@ -412,7 +383,7 @@ impl Store {
         let row = self
             .db
             .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                BACKEND,
                 "SELECT value FROM kv WHERE key = ?",
                 [key.into()],
             ))
@@ -425,7 +396,7 @@ impl Store {
         let (key, value) = (key.to_string(), value.to_string());
         self.write(|db| async move {
             db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                BACKEND,
                 "INSERT INTO kv(key, value, updated_at) VALUES (?, ?, ?) \
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 [key.into(), value.into(), chrono::Utc::now().to_rfc3339().into()],
@@ -441,7 +412,7 @@ impl Store {
         let key = key.to_string();
         self.write(|db| async move {
             db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                BACKEND,
                 "DELETE FROM kv WHERE key = ?",
                 [key.into()],
             ))
@@ -456,7 +427,7 @@ impl Store {
         let row = self
             .db
             .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                BACKEND,
                 "SELECT COUNT(*) FROM kv WHERE substr(key, 1, length(?)) = ?",
                 [prefix.into(), prefix.into()],
             ))
@@ -468,17 +439,7 @@ impl Store {
 
     /// Names of the tables, for checks that the schema came from the migrations.
     pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-            ))
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.try_get_by_index::<String>(0).ok())
-            .collect())
+        Ok(sqlite::table_names(&self.db).await?)
     }
 
     /// Runs one statement on one pooled connection (test drills: `PRAGMA query_only = 1`).
@@ -526,20 +487,14 @@ mod tests {
         }
         let row = store
             .reader()
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "PRAGMA journal_mode",
-            ))
+            .query_one_raw(Statement::from_string(BACKEND, "PRAGMA journal_mode"))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(row.try_get_by_index::<String>(0).unwrap(), "wal");
         let fk = store
             .reader()
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "PRAGMA foreign_keys",
-            ))
+            .query_one_raw(Statement::from_string(BACKEND, "PRAGMA foreign_keys"))
             .await
             .unwrap()
             .unwrap();
@@ -663,7 +618,7 @@ mod tests {
         let now = chrono::Utc::now();
         let old = now - chrono::Duration::days(100);
         let exec = |sql: &str, values: Vec<sea_orm::Value>| {
-            let stmt = Statement::from_sql_and_values(DbBackend::Sqlite, sql, values);
+            let stmt = Statement::from_sql_and_values(BACKEND, sql, values);
             let db = store.reader().clone();
             async move { db.execute_raw(stmt).await.unwrap() }
         };
@@ -750,7 +705,7 @@ mod tests {
         let count = |sql: &'static str| {
             let db = store.reader().clone();
             async move {
-                db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+                db.query_one_raw(Statement::from_string(BACKEND, sql))
                     .await
                     .unwrap()
                     .unwrap()

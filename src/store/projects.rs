@@ -3,8 +3,7 @@
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Set, Statement,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
 
 use super::entities::{project, session};
@@ -150,41 +149,16 @@ impl Store {
         Ok(q.count(self.reader()).await?)
     }
 
-    /// The number the next session would get: one above every number ever used (AUTOINCREMENT's counter).
+    /// The number the next session would get: one above every number ever used.
     pub async fn next_session_seq(&self) -> Result<i64, StoreError> {
-        let row = self
-            .reader()
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'sessions'), 0), COALESCE((SELECT MAX(seq) FROM sessions), 0)) + 1",
-            ))
-            .await?;
-        Ok(row
-            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
-            .unwrap_or(1))
+        Ok(super::sqlite::next_session_seq(self.reader()).await?)
     }
 
-    /// Raises the AUTOINCREMENT counter of sessions to at least `seq`, so the next session gets a number
-    /// above it (state reconstruction: numbers of sessions whose rows are lost stay used).
+    /// Raises the sessions' counter to at least `seq`, so the next session gets a number above it (state
+    /// reconstruction: numbers of sessions whose rows are lost stay used).
     pub async fn raise_session_counter(&self, seq: i64) -> Result<(), StoreError> {
-        self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'sessions'",
-                [seq.into()],
-            ))
-            .await?;
-            // No row yet when no session was ever inserted.
-            db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                "INSERT INTO sqlite_sequence(name, seq) SELECT 'sessions', ? \
-                 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'sessions')",
-                [seq.into()],
-            ))
+        self.write(|db| async move { super::sqlite::raise_session_counter(&db, seq).await })
             .await
-            .map(|_| ())
-        })
-        .await
     }
 
     /// Inserts session `S<seq>` (the caller serialises creations and picked an unused `seq`).

@@ -1,8 +1,8 @@
 //! Append-only records: audit rows and the events outbox; job counts used by sessions.
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, Statement, TransactionTrait,
 };
 
 use super::entities::{audit, event};
@@ -53,7 +53,7 @@ impl Store {
         in_batches(5000, || {
             self.write(|db| async move {
                 db.execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
+                    super::BACKEND,
                     "DELETE FROM events WHERE id IN (SELECT id FROM events \
                      WHERE delivered_at IS NOT NULL AND delivered_at < ? LIMIT 5000)",
                     [cutoff.into()],
@@ -85,7 +85,7 @@ impl Store {
                 .await?;
                 tx.execute_unprepared("DELETE FROM prune_jobs").await?;
                 tx.execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
+                    super::BACKEND,
                     format!("INSERT INTO prune_jobs {OLD}"),
                     [cutoff.into()],
                 ))
@@ -121,7 +121,7 @@ impl Store {
         let rows = self
             .reader()
             .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "SELECT actor, project_id, session_id FROM audit WHERE event = ? ORDER BY id",
                 [event_name.into()],
             ))
@@ -205,7 +205,7 @@ impl Store {
         let row = self
             .reader()
             .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "SELECT COUNT(*) FROM events WHERE event_type = ?",
                 [event_type.into()],
             ))
@@ -223,7 +223,7 @@ impl Store {
         let rows = self
             .reader()
             .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "SELECT event_type, payload FROM events WHERE job_id = ? ORDER BY id",
                 [job_id.into()],
             ))
@@ -261,7 +261,7 @@ impl Store {
         let row = self
             .reader()
             .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+                super::BACKEND,
                 "SELECT COUNT(*) FROM jobs WHERE session_id = ? AND status IN ('running', 'waiting_approval')",
                 [session_id.into()],
             ))

@@ -6,9 +6,11 @@ use super::*;
 /// CPU is judged over a window of recent checks: half the hang timeout, at most this long.
 pub(super) const CPU_WINDOW: Duration = Duration::from_secs(10);
 
-/// CPU ticks a second (of `CLK_TCK` = 100) that count as progress: 2 % of a core. Less is an agent idling on
-/// a stalled connection (its timers and keep-alives tick), which must not keep a hung job alive.
-pub(super) const BUSY_TICKS_PER_SEC: f64 = 2.0;
+/// CPU ticks a second (of `CLK_TCK` = 100) that count as progress: 5 % of a core. Less is an agent idling on
+/// a stalled connection (its timers, file polls and keep-alives tick), which must not keep a hung job alive:
+/// Claude Code 2.1.328 idles at 1–4 % of a core on a stalled stream (it polls its state file and the git
+/// HEAD every second), which a 2 % threshold took for progress now and then.
+pub(super) const BUSY_TICKS_PER_SEC: f64 = 5.0;
 
 /// Records the group's CPU `ticks` at `now`; whether it used at least `BUSY_TICKS_PER_SEC` over the last
 /// `window`.
@@ -444,10 +446,12 @@ mod tests {
         // The window slides: the burst ages out and idling is idling again.
         assert!(!cpu_busy(&mut s, CPU_WINDOW, at(35_000), 153));
         assert!(!cpu_busy(&mut s, CPU_WINDOW, at(40_000), 154));
-        // Exactly the threshold counts: 2 ticks a second over 10 s.
-        assert!(cpu_busy(&mut s, CPU_WINDOW, at(50_000), 174));
+        // An idling agent's 3 % of a core is not progress either.
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(45_000), 169));
+        // Exactly the threshold counts: 5 ticks a second over 10 s.
+        assert!(cpu_busy(&mut s, CPU_WINDOW, at(55_000), 219));
         // A process leaving the group lowers the total: not progress.
-        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(55_000), 20));
+        assert!(!cpu_busy(&mut s, CPU_WINDOW, at(60_000), 20));
         assert!(s.len() <= 4, "samples stay bounded: {}", s.len());
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
 
-use super::Store;
 use crate::layout::Layout;
+use crate::store::Store;
 use crate::telemetry::Metrics;
 
 /// The SQLite companions of a database file, in the order they may be removed without losing a commit:

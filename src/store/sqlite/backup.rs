@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-use super::{Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// The tables whose rows `verify` and `restore` report, in the order people read them.
