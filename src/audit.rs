@@ -211,6 +211,17 @@ pub struct AuditSubject {
     pub job_id: Option<String>,
 }
 
+impl AuditSubject {
+    /// A job and its session.
+    pub fn job(job: &crate::domain::Job) -> AuditSubject {
+        AuditSubject {
+            session_id: Some(job.session_id.clone()),
+            job_id: Some(job.id.clone()),
+            ..Default::default()
+        }
+    }
+}
+
 impl Audit {
     pub fn new(path: PathBuf) -> Audit {
         Audit {

@@ -9,7 +9,9 @@
 //! - `config`: defaults, `config.toml` and `TELEVIBE_*`, validated into typed sections; `layout`: paths under `root`.
 //! - `agents`: coding agents behind one trait (`AgentDriver`): argv, output, verdict, approval answers, state
 //!   and credential files, tool names; one folder per agent (`agents/claude/`).
-//! - `store`: SQLite (only it names sea-orm); `git`: repositories and worktrees (only it names gix).
+//! - `store`: the store the services speak to (only it names sea-orm; SQLite sits behind it in
+//!   `store/sqlite/`); `git`: repositories and worktrees (only it names gix).
+//! - `policy`: the approval rules and their shell lexer.
 //! - `breaker`: circuit breakers; `telemetry`: the Prometheus families; `logging`: the JSON log format.
 //! - `backup`: verified copies of `state.db`, their schedule and uploads; `audit`: the audit log.
 //! - `supervisor`: the one-for-one supervisor; `procs`: processes as `/proc` shows them; `cgroup`: jobs'
@@ -18,8 +20,10 @@
 //!   idle memory back.
 //!
 //! Core:
-//! - `core`: the handle every front and actor shares; `events`: the typed events and `Core::emit`.
-//! - `projects`, `sessions`, `jobs`, `approvals`: the domains and their APIs (methods of the core).
+//! - `core`: the handle every front and actor shares, and its services, each a folder or file of it:
+//!   `core::events` (the typed events and their one emitter, audit included), `core::projects`,
+//!   `core::sessions` (the session actor is the one writer of a session), `core::jobs` (the runner),
+//!   `core::approvals`.
 //! - `actors`: the root's children besides the fronts (store, breakers, janitor, backup; `http` is a front).
 //!
 //! Fronts: `telegram` (poller, commands, notifier), `mcp` (tool server, control socket, stdio bridge, admin

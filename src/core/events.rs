@@ -1,4 +1,4 @@
-//! The domain events, typed: one enum, and one place ([`Core::emit`]) that records each — its outbox row
+//! The domain events, typed: one enum, and one place (`Events::emit`) that records each — its outbox row
 //! (what the notifier delivers), its count in `televibe_events_total` and its log line. The notifier reads
 //! the rows back as the same enum ([`Event::from_row`]), so a new event is a new variant, matched by the
 //! compiler everywhere it matters.
@@ -299,7 +299,7 @@ impl Events<'_> {
         let _ = self.try_emit(scope, event).await;
     }
 
-    /// Like [`Core::emit`], and says whether the row was written (not in read-only mode, say).
+    /// Like `Events::emit`, and says whether the row was written (not in read-only mode, say).
     pub async fn try_emit(&self, scope: Scope, event: Event) -> Result<(), CoreError> {
         let kind = event.kind();
         self.core

@@ -1,6 +1,7 @@
-//! The core: the handles every front and actor shares (config, store, metrics, breakers, the tree).
+//! The core: the handle every front and actor shares (config, store, metrics, breakers, the tree) and its
+//! services (`projects()`, `sessions()`, `jobs()`, `approvals()`, `events()`), each owning its state.
 //!
-//! Fronts (MCP, admin, later Telegram) call methods here; none of them touches the database or spawns processes.
+//! Fronts (Telegram, MCP, HTTP) call the services; none of them touches the database or spawns agents.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

@@ -35,7 +35,7 @@ pub enum StoreError {
     #[error(
         "state database {path} is corrupted ({detail}). The daemon refuses to start on it. To restore the \
          newest backup from {backups}: run `televibe backup restore latest` (with the same --config) while \
-         the daemon is stopped; it keeps the damaged file as state.db.corrupted, runs the integrity check \
+         the daemon is stopped; it keeps the damaged file as state.db.corrupted, runs SQLite's integrity_check \
          on the backup before and after copying it, and prints what was recovered and what is lost. Then \
          start the daemon again"
     )]

@@ -472,7 +472,20 @@ async fn kill_9_with_undelivered_results_then_each_delivered_once() {
     let before = helps();
     let update = tg.next_update_id();
     tg.stall_polls_from(update + 1);
+    // A reply counts as delivered once its row is marked (after the Bot API took it); a kill between the
+    // two sends it again, which is not what this part is about: the kill waits for the mark.
+    let replies_marked = |d: &Daemon| {
+        d.metric("televibe_event_delivery_seconds_count{event_type=\"chat.reply\"}")
+            .unwrap_or(0.0)
+    };
+    let marked = replies_marked(&d2);
     say(&tg, "/help", "TeleVibeCode").await;
+    until(
+        Duration::from_secs(20),
+        "the /help reply marked delivered",
+        || replies_marked(&d2) > marked,
+    )
+    .await;
     let confirming = |tg: &FakeTelegram| {
         tg.arrived("getUpdates")
             .iter()

@@ -87,15 +87,7 @@ impl Approvals<'_> {
     async fn audit_decision(&self, job: &Job, by: &str, what: Audited) {
         self.core
             .events()
-            .audit(
-                by,
-                AuditSubject {
-                    session_id: Some(job.session_id.clone()),
-                    job_id: Some(job.id.clone()),
-                    ..Default::default()
-                },
-                what,
-            )
+            .audit(by, AuditSubject::job(job), what)
             .await;
     }
 }

@@ -1,5 +1,5 @@
-//! The jobs API: run an instruction (validated, queued, its session told), get and list jobs, cancel,
-//! kill (the runbook's manual termination), and a job's log.
+//! The jobs service's lookups: a job by id or prefix, pages of jobs, and a job's log. Running, canceling
+//! and killing a job are the sessions service's (`core/sessions/work.rs`).
 
 use crate::domain::{Job, JobStatus};
 use crate::errors::{CoreError, ErrorCode};

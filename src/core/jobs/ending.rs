@@ -1,8 +1,9 @@
 //! How a job starts and ends, as bookkeeping. Every ending — done, failed, canceled, killed, timeout, hung,
-//! orphaned, restart-recovered, could not start — goes through [`Core::end_job`]: the outcome is written
+//! orphaned, restart-recovered, could not start — goes through `Jobs::end_job`: the outcome is written
 //! (the first ending wins), the breaker probe is settled, the job's approval secret and pending requests
-//! go, the gauges drop it, the ending is counted and told (`job.completed|failed|canceled`), and its
-//! session's queue gauge is set again. Killing what is left of the job's processes is the caller's part.
+//! go, the gauges drop it, and the ending is counted and told (`job.completed|failed|canceled`). A running
+//! job is ended by its session with the runner's decision. Killing what is left of the job's processes is
+//! the caller's part.
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Jobs: one agent run on one instruction, queued per session, run by a `job:<id>` runner actor.
 //!
-//! The API (`api.rs`) validates and queues; the session actor decides when a job starts (one at a time per
+//! The sessions service validates and queues (`core/sessions/work.rs`); the session actor keeps the queue
+//! and decides when a job starts (one at a time per
 //! session, `jobs.max_concurrent` overall, never while its agent's breaker, `claude_code` for Claude Code, is open); the runner runs it.
 
 mod api;

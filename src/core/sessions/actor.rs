@@ -63,7 +63,7 @@ pub enum SessionMsg {
     /// Is the worktree still on disk? A missing one is marked `worktree_missing` (every
     /// `sessions.worktree_check_secs`, and before a job would start in it).
     CheckWorktree,
-    /// Bring a missing worktree back (who asks); see `Core::recover_session`.
+    /// Bring a missing worktree back (who asks); see `Sessions::recover_session`.
     Recover(String, RpcReplyPort<Result<Recovered, CoreError>>),
     /// Failure drills on the running job's runner: `runner` (panic) or `runner-stall` (stops heart-beating).
     Drill(String),

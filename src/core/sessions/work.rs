@@ -126,11 +126,7 @@ impl Sessions<'_> {
             .events()
             .audit(
                 by,
-                AuditSubject {
-                    session_id: Some(job.session_id.clone()),
-                    job_id: Some(job.id.clone()),
-                    ..Default::default()
-                },
+                AuditSubject::job(&job),
                 Audited::JobKilled {
                     status: job.status.as_str().to_string(),
                 },
