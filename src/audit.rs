@@ -102,6 +102,10 @@ pub enum Audited {
         chat_id: i64,
         attempt: String,
     },
+    /// A session's default agent changed (`/agent <name>`).
+    SessionAgentSet {
+        agent: String,
+    },
 }
 
 impl Audited {
@@ -128,6 +132,7 @@ impl Audited {
             Audited::StateReconstructed { .. } => "state.reconstructed",
             Audited::TelegramChatRefused { .. } => "telegram.chat_refused",
             Audited::TelegramAccessDenied { .. } => "telegram.access_denied",
+            Audited::SessionAgentSet { .. } => "session.agent_set",
         }
     }
 
@@ -199,6 +204,7 @@ impl Audited {
             | Audited::TelegramAccessDenied { chat_id, attempt } => {
                 json!({"chat_id": chat_id, "attempt": attempt})
             }
+            Audited::SessionAgentSet { agent } => json!({ "agent": agent }),
         }
     }
 }
@@ -209,14 +215,27 @@ pub struct AuditSubject {
     pub project_id: Option<String>,
     pub session_id: Option<String>,
     pub job_id: Option<String>,
+    /// The agent of the job or session the record is about (added to its details as `agent`).
+    pub agent: Option<String>,
 }
 
 impl AuditSubject {
-    /// A job and its session.
+    /// A job and its session, and the job's agent.
     pub fn job(job: &crate::domain::Job) -> AuditSubject {
         AuditSubject {
             session_id: Some(job.session_id.clone()),
             job_id: Some(job.id.clone()),
+            agent: Some(job.agent.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// A session, its project, and its default agent.
+    pub fn session(session: &crate::domain::Session) -> AuditSubject {
+        AuditSubject {
+            project_id: Some(session.project_id.clone()),
+            session_id: Some(session.id.clone()),
+            agent: Some(session.agent.clone()),
             ..Default::default()
         }
     }
@@ -233,7 +252,10 @@ impl Audit {
     /// Writes the record to the file first (it survives a read-only database), then to the table.
     pub async fn record(&self, store: &Store, what: &Audited, by: &str, subject: AuditSubject) {
         let event = what.name();
-        let details = what.details();
+        let mut details = what.details();
+        if let (Some(agent), Some(d)) = (&subject.agent, details.as_object_mut()) {
+            d.entry("agent").or_insert_with(|| json!(agent));
+        }
         let rec = AuditRecord {
             event: event.to_string(),
             actor: by.to_string(),

@@ -75,6 +75,9 @@ pub enum Command {
         /// The egress proxy's Unix socket.
         #[arg(long)]
         socket: PathBuf,
+        /// The relay's port on the sandbox's 127.0.0.1 (0: any free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
         /// Also point the default agent's model API variable at the relay (the model route).
         #[arg(long)]
         model: bool,
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
     quiet_on_closed_stdout(&cli.command);
     if let Command::SandboxRelay {
         socket,
+        port,
         model,
         model_env,
         program,
@@ -159,7 +163,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 .to_string()
         };
         let model = model_env.clone().or_else(|| model.then(default));
-        return crate::egress::relay::run(socket, model.as_deref(), program);
+        return crate::egress::relay::run(socket, *port, model.as_deref(), program);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     SessionLimit,
     /// Beyond the product's list: `recover_session` on a session whose worktree is on disk.
     WorktreeNotMissing,
+    /// Beyond the product's list: an agent name that is not configured.
+    UnknownAgent,
 }
 
 impl fmt::Display for ErrorCode {
@@ -142,5 +144,15 @@ impl From<GitError> for CoreError {
                 "a job left a link, FIFO or oversized file where git keeps its data; remove it (ls -l shows it)",
             ),
         }
+    }
+}
+
+impl From<crate::agents::UnknownAgent> for CoreError {
+    fn from(e: crate::agents::UnknownAgent) -> Self {
+        CoreError::new(
+            ErrorCode::UnknownAgent,
+            e.to_string(),
+            format!("name one of: {}", e.configured.join(", ")),
+        )
     }
 }

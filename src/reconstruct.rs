@@ -370,6 +370,7 @@ async fn rebuild(
                 base_branch: project.default_branch.clone(),
                 branch_created: false,
                 workspace_dir,
+                agent: crate::agents::DEFAULT_AGENT.to_string(),
             };
             let session = store
                 .insert_session(f.seq, &new)

@@ -1,5 +1,5 @@
 //! Coding agents behind one seam: what the daemon must know of an agent CLI, as the [`AgentDriver`] trait,
-//! with one folder per agent (`claude/`: Claude Code).
+//! with one folder per agent (`claude/`: Claude Code; `codex/`: OpenAI Codex).
 //!
 //! The runner, the verdict, the sandbox, the approval endpoint, `doctor` and the approval rules speak only
 //! the agent-neutral types of this file. An agent's flags, output format, approval answer format, state
@@ -15,6 +15,7 @@ use crate::domain::breaker::BreakerName;
 use crate::domain::{ErrorType, Job, Session};
 
 pub mod claude;
+pub mod codex;
 pub mod tools;
 
 pub use tools::{ToolKind, subject_field, tool_kind, tool_target};
@@ -24,7 +25,7 @@ pub const DEFAULT_AGENT: &str = "claude";
 
 /// Every agent the daemon can drive.
 pub fn all() -> &'static [&'static dyn AgentDriver] {
-    &[&claude::Claude]
+    &[&claude::Claude, &codex::Codex]
 }
 
 /// The driver of the agent named `name` in configuration and records.
@@ -37,14 +38,57 @@ pub fn default_driver() -> &'static dyn AgentDriver {
     by_name(DEFAULT_AGENT).unwrap_or(&claude::Claude)
 }
 
-/// The driver of a job's agent. Jobs do not name their agent yet (one agent today): the default.
-pub fn of_job(_job: &Job) -> &'static dyn AgentDriver {
-    default_driver()
+/// The driver of a job's agent (a name no driver has, from a record of a later version: the default's).
+pub fn of_job(job: &Job) -> &'static dyn AgentDriver {
+    by_name(&job.agent).unwrap_or_else(default_driver)
 }
 
-/// The driver of a session's agent (its next job's). The default until sessions name theirs.
-pub fn of_session(_session: &Session) -> &'static dyn AgentDriver {
-    default_driver()
+/// The agent an instruction runs with: the one it names, else its session's. An unknown name is refused
+/// with the configured ones.
+pub fn choose(
+    named: Option<&str>,
+    session: &Session,
+    configured: &[&str],
+) -> Result<&'static dyn AgentDriver, UnknownAgent> {
+    let name = named.map(str::trim).filter(|n| !n.is_empty());
+    let name = name.unwrap_or(&session.agent);
+    configured_driver(name, configured)
+}
+
+/// The driver of agent `name`, when it is one of the `configured` ones.
+pub fn configured_driver(
+    name: &str,
+    configured: &[&str],
+) -> Result<&'static dyn AgentDriver, UnknownAgent> {
+    by_name(name)
+        .filter(|d| configured.contains(&d.name()))
+        .ok_or_else(|| UnknownAgent {
+            name: name.to_string(),
+            configured: configured.iter().map(|s| s.to_string()).collect(),
+        })
+}
+
+/// An agent name that is not configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownAgent {
+    pub name: String,
+    pub configured: Vec<String>,
+}
+
+impl std::fmt::Display for UnknownAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if by_name(&self.name).is_some() {
+            "is not configured"
+        } else {
+            "is unknown"
+        };
+        write!(
+            f,
+            "agent {:?} {what}; the configured agents are: {}",
+            self.name,
+            self.configured.join(", ")
+        )
+    }
 }
 
 /// Everything the daemon needs of one coding agent CLI. A driver is a stateless value; what one job's
@@ -60,7 +104,7 @@ pub trait AgentDriver: Send + Sync + 'static {
     fn launch(&self, job: &LaunchSpec<'_>) -> Launch;
 
     /// A reader of one job's stdout: turns each line into events (and protocol replies).
-    fn output(&self) -> Box<dyn AgentOutput>;
+    fn output(&self, job: &LaunchSpec<'_>) -> Box<dyn AgentOutput>;
 
     /// How a job the daemon did not stop ended: from its exit and the final result it reported.
     fn verdict(&self, exit: Exit, result: Option<&AgentResult>) -> AgentVerdict;
@@ -121,8 +165,14 @@ pub struct LaunchSpec<'a> {
     pub approvals: Option<&'a BridgeCommand>,
     /// Whether the repository's own agent settings (hooks, tool servers) may load.
     pub trusted: bool,
-    /// The operator's `agent.extra_args`, last on the command line.
+    /// The operator's `extra_args` for this agent, last on the command line.
     pub extra_args: &'a [String],
+    /// Where the agent finds its model API when it cannot be told by a variable
+    /// ([`ModelApi::base_url_env`]): the egress relay inside an isolated sandbox, else the variable's
+    /// value in the agent's environment. `None`: the agent's own default.
+    pub model_base_url: Option<&'a str>,
+    /// The job's working directory (its worktree).
+    pub cwd: &'a str,
 }
 
 /// A command that serves the job's approval endpoint over stdio (`televibe mcp --job <id> …`), for an
@@ -157,7 +207,7 @@ pub trait AgentOutput: Send {
 /// What an agent said, in agent-neutral terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
-    /// The conversation to resume later (Claude Code's session id).
+    /// The conversation to resume later (Claude Code's session id, Codex's thread id).
     Conversation {
         id: String,
         model: Option<String>,

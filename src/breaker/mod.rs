@@ -445,6 +445,7 @@ mod tests {
     fn names_are_the_spec_labels_and_titles() {
         let expected = [
             (BreakerName::ClaudeCode, "claude_code", "Claude Code"),
+            (BreakerName::Codex, "codex", "Codex"),
             (BreakerName::TelegramApi, "telegram_api", "Telegram API"),
             (
                 BreakerName::GitOperations,

@@ -1,29 +1,114 @@
 //! `[agent]` checks: the agent's home, the sandbox's paths, the network allowlist and the job user.
 
-use super::raw::RawAgent;
-use super::settings::AgentSettings;
+use super::raw::{RawAgent, RawAgentCommand, RawAgents};
+use super::settings::{AgentCommand, AgentSettings};
 use super::{ConfigError, invalid};
 
-/// `[agent]`, checked and typed: a command to run, an environment that cannot set `TELEVIBE_*`.
-pub(super) fn section(a: &RawAgent) -> Result<AgentSettings, ConfigError> {
+/// An environment agents may get: no `TELEVIBE_*` (the daemon's own), no empty or `=` names.
+fn check_env(
+    key: &'static str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    if let Some(k) = env
+        .keys()
+        .find(|k| k.starts_with("TELEVIBE_") || k.is_empty() || k.contains('='))
+    {
+        return Err(invalid(key, format!("{k:?} cannot be set for agents")));
+    }
+    if let Some(home) = env.get("HOME")
+        && !home.starts_with('/')
+    {
+        return Err(invalid(
+            key,
+            format!("HOME = {home:?} is not an absolute path"),
+        ));
+    }
+    Ok(())
+}
+
+/// `[agents.<name>]` over its defaults (`base`): a non-empty command or argument list replaces the
+/// default's, variables are added to it.
+fn agent_command(
+    name: &'static str,
+    raw: Option<&RawAgentCommand>,
+    base: AgentCommand,
+) -> Result<AgentCommand, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(base);
+    };
+    let key = |field: &str| -> &'static str {
+        match (name, field) {
+            ("claude", "env") => "agents.claude.env",
+            ("claude", _) => "agents.claude.command",
+            (_, "env") => "agents.codex.env",
+            _ => "agents.codex.command",
+        }
+    };
+    check_env(key("env"), &raw.env)?;
+    let mut env = base.env;
+    env.extend(raw.env.clone());
+    Ok(AgentCommand {
+        command: if raw.command.trim().is_empty() {
+            base.command
+        } else {
+            raw.command.clone()
+        },
+        extra_args: if raw.extra_args.is_empty() {
+            base.extra_args
+        } else {
+            raw.extra_args.clone()
+        },
+        env,
+    })
+}
+
+/// `[agent]` and `[agents.*]`, checked and typed: commands to run, environments that cannot set
+/// `TELEVIBE_*`, a default agent that is configured.
+pub(super) fn section(a: &RawAgent, agents: &RawAgents) -> Result<AgentSettings, ConfigError> {
     check(a)?;
     if a.command.trim().is_empty() {
         return Err(invalid("agent.command", "must not be empty"));
     }
-    if let Some(k) = a
-        .env
-        .keys()
-        .find(|k| k.starts_with("TELEVIBE_") || k.is_empty() || k.contains('='))
-    {
+    check_env("agent.env", &a.env)?;
+    let claude = agent_command(
+        "claude",
+        agents.claude.as_ref(),
+        AgentCommand {
+            command: a.command.clone(),
+            extra_args: a.extra_args.clone(),
+            env: a.env.clone(),
+        },
+    )?;
+    let codex = agent_command(
+        "codex",
+        agents.codex.as_ref(),
+        AgentCommand {
+            command: "codex".into(),
+            ..AgentCommand::default()
+        },
+    )?;
+    // Claude Code is always configured; Codex with its section (or as the default).
+    let mut configured: std::collections::BTreeMap<String, AgentCommand> =
+        [("claude".to_string(), claude.clone())].into();
+    if agents.codex.is_some() || a.default == "codex" {
+        configured.insert("codex".to_string(), codex);
+    }
+    if !configured.contains_key(&a.default) {
         return Err(invalid(
-            "agent.env",
-            format!("{k:?} cannot be set for agents"),
+            "agent.default",
+            format!(
+                "{:?} is not a configured agent (configured: {})",
+                a.default,
+                configured.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
         ));
     }
     Ok(AgentSettings {
-        command: a.command.clone(),
-        extra_args: a.extra_args.clone(),
-        env: a.env.clone(),
+        command: claude.command,
+        extra_args: claude.extra_args,
+        env: claude.env,
+        agents: configured,
+        default: a.default.clone(),
         sandboxed: a.sandbox != "none",
         sandbox_hide: a.sandbox_hide.clone(),
         sandbox_write: a.sandbox_write.clone(),
@@ -39,14 +124,6 @@ pub(super) fn section(a: &RawAgent) -> Result<AgentSettings, ConfigError> {
 }
 
 fn check(agent: &RawAgent) -> Result<(), ConfigError> {
-    if let Some(home) = agent.env.get("HOME")
-        && !home.starts_with('/')
-    {
-        return Err(invalid(
-            "agent.env",
-            format!("HOME = {home:?} is not an absolute path"),
-        ));
-    }
     for (key, paths) in [
         ("agent.sandbox_hide", &agent.sandbox_hide),
         ("agent.sandbox_write", &agent.sandbox_write),

@@ -57,7 +57,7 @@ pub struct Config {
     pub http_listen: SocketAddr,
     pub socket_path: PathBuf,
     pub telegram_token: Option<String>,
-    pub breakers: [(BreakerName, BreakerSettings); 4],
+    pub breakers: [(BreakerName, BreakerSettings); 5],
     pub supervision: RestartPolicy,
     pub log_filter: String,
     /// Absolute directories besides `<root>/repos` where projects may live.
@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(c.http_listen.to_string(), "127.0.0.1:9464");
         assert_eq!(c.breakers[0].1.failure_threshold, 5);
         assert_eq!(c.breakers[0].1.timeout, Duration::from_secs(300));
-        assert_eq!(c.breakers[2].1.timeout, Duration::from_secs(30));
+        assert_eq!(c.breakers[3].1.timeout, Duration::from_secs(30));
+        // Claude Code alone, and the default.
+        assert_eq!(c.agent.names(), ["claude"]);
+        assert_eq!(c.agent.default, "claude");
         // No root configured: /projects, or this user's state directory when /projects is not theirs.
         assert!(
             c.root == Path::new("/projects") || c.root_is_fallback,
@@ -130,6 +133,49 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
         let shipped: RawConfig = Figment::from(Toml::file_exact(path)).extract().unwrap();
         assert_eq!(toml_string(&shipped), toml_string(&RawConfig::default()));
+    }
+
+    #[test]
+    fn agents_have_their_own_command_lines_and_the_default_must_be_configured() {
+        let c = from_toml(
+            "[agent]\ncommand = \"/opt/claude\"\nenv = { A = \"1\" }\n\
+             [agents.codex]\nextra_args = [\"-c\", \"model=\\\"m\\\"\"]\nenv = { OPENAI_API_KEY = \"k\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent.names(), ["claude", "codex"]);
+        assert_eq!(c.agent.of("claude").command, "/opt/claude");
+        let codex = c.agent.of("codex");
+        assert_eq!(codex.command, "codex");
+        assert_eq!(codex.extra_args, ["-c", "model=\"m\""]);
+        assert_eq!(
+            codex.env.get("OPENAI_API_KEY").map(String::as_str),
+            Some("k")
+        );
+        assert!(codex.env.get("A").is_none(), "[agent] env is Claude Code's");
+        // [agents.claude] overrides [agent] and adds to its environment.
+        let c = from_toml("[agents.claude]\ncommand = \"/x/claude\"\nenv = { B = \"2\" }\n[agent]\nenv = { A = \"1\" }\n")
+            .unwrap();
+        let claude = c.agent.of("claude");
+        assert_eq!(claude.command, "/x/claude");
+        assert_eq!(
+            (claude.env["A"].as_str(), claude.env["B"].as_str()),
+            ("1", "2")
+        );
+        let e = from_toml("[agent]\ndefault = \"gemini\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.default") && e.contains("claude"), "{e}");
+        let e = from_toml("[agents.gemini]\ncommand = \"g\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gemini"), "{e}");
+        let e = from_toml("[agents.codex]\nenv = { TELEVIBE_X = \"1\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agents.codex.env"), "{e}");
+        // Codex as the default is configured by that alone.
+        let c = from_toml("[agent]\ndefault = \"codex\"\n").unwrap();
+        assert_eq!(c.agent.names(), ["claude", "codex"]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub const DEFAULT_HIDDEN: &[&str] = &[
     "~/.cargo/credentials.toml",
     "~/.claude",
     "~/.claude.json",
+    "~/.codex",
 ];
 
 /// The file and environment as written, before validation.
@@ -38,6 +39,9 @@ pub struct RawConfig {
     pub socket: RawSocket,
     pub telegram: RawTelegram,
     pub agent: RawAgent,
+    /// `[agents.claude]`, `[agents.codex]`: each agent's command, arguments and environment.
+    #[serde(default)]
+    pub agents: RawAgents,
     pub jobs: RawJobs,
     pub approvals: RawApprovals,
     pub breakers: RawBreakers,
@@ -106,6 +110,32 @@ pub struct RawAgent {
     pub run_as: String,
     /// Where the daemon refreshes the operator's `/login` (OAuth `refresh_token` grant).
     pub oauth_token_url: String,
+    /// The agent a session runs when nothing names another (`claude` or `codex`).
+    pub default: String,
+}
+
+/// The agents the daemon drives, each with its own command line. An absent section: the agent's
+/// defaults (`[agents.claude]` falls back to `[agent] command/extra_args/env`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgents {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude: Option<RawAgentCommand>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex: Option<RawAgentCommand>,
+}
+
+/// One agent's command line: `command` (a path, or a name looked up on PATH; empty: the agent's own
+/// name), `extra_args` (last on its command line) and `env` (added to its environment).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgentCommand {
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +230,8 @@ pub struct RawBreaker {
 #[serde(deny_unknown_fields)]
 pub struct RawBreakers {
     pub claude_code: RawBreaker,
+    /// Codex's model API, as `claude_code` is Claude Code's.
+    pub codex: RawBreaker,
     pub telegram_api: RawBreaker,
     pub git_operations: RawBreaker,
     /// Uploads of backups to `backup.remote`.
@@ -337,7 +369,9 @@ impl Default for RawConfig {
                 network_allow: Vec::new(),
                 run_as: "nobody".into(),
                 oauth_token_url: "https://console.anthropic.com/v1/oauth/token".into(),
+                default: "claude".into(),
             },
+            agents: RawAgents::default(),
             jobs: RawJobs {
                 max_concurrent: 3,
                 max_queued_per_session: 10,
@@ -361,6 +395,7 @@ impl Default for RawConfig {
             },
             breakers: RawBreakers {
                 claude_code: breaker(5, 2, 300),
+                codex: breaker(5, 2, 300),
                 telegram_api: breaker(3, 1, 60),
                 git_operations: breaker(3, 1, 30),
                 backup_remote: breaker(3, 1, 300),

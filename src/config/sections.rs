@@ -26,7 +26,7 @@ impl Config {
     pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let approvals = approvals(&raw.approvals)?;
         let (root, root_is_fallback) = root(&raw.root)?;
-        let agent = agent::section(&raw.agent)?;
+        let agent = agent::section(&raw.agent, &raw.agents)?;
         let (http_listen, http) = http(&raw.http)?;
         let socket_path = socket(&raw.socket, &root)?;
         let (telegram, telegram_token) = telegram(&raw.telegram)?;
@@ -241,13 +241,14 @@ fn jobs(j: &RawJobs) -> Result<JobSettings, ConfigError> {
     })
 }
 
-/// `[breakers.*]`: the four circuit breakers, in `BreakerName` order.
-fn breakers(b: &RawBreakers) -> Result<[(BreakerName, BreakerSettings); 4], ConfigError> {
+/// `[breakers.*]`: the five circuit breakers, in `BreakerName` order.
+fn breakers(b: &RawBreakers) -> Result<[(BreakerName, BreakerSettings); 5], ConfigError> {
     Ok([
         (
             BreakerName::ClaudeCode,
             breaker(&b.claude_code, "breakers.claude_code")?,
         ),
+        (BreakerName::Codex, breaker(&b.codex, "breakers.codex")?),
         (
             BreakerName::TelegramApi,
             breaker(&b.telegram_api, "breakers.telegram_api")?,

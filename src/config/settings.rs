@@ -14,12 +14,25 @@ pub struct RestartPolicy {
     pub backoff_max: Duration,
 }
 
-/// `[agent]`, validated.
-#[derive(Debug, Clone)]
-pub struct AgentSettings {
+/// One agent's command line, validated: `[agents.<name>]` (Claude Code's from `[agent]` too).
+#[derive(Debug, Clone, Default)]
+pub struct AgentCommand {
     pub command: String,
     pub extra_args: Vec<String>,
     pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// `[agent]` and `[agents.*]`, validated.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Claude Code's command line (`[agent]`, overridden by `[agents.claude]`).
+    pub command: String,
+    pub extra_args: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Every configured agent's command line, by the agent's name.
+    pub agents: std::collections::BTreeMap<String, AgentCommand>,
+    /// `agent.default`: the agent a session runs when nothing names another.
+    pub default: String,
     /// False with `agent.sandbox = "none"`: agents run unconfined, by the operator's choice.
     pub sandboxed: bool,
     pub sandbox_hide: Vec<String>,
@@ -32,6 +45,25 @@ pub struct AgentSettings {
     pub run_as: String,
     /// `agent.oauth_token_url`.
     pub oauth_token_url: String,
+}
+
+impl AgentSettings {
+    /// The command line of agent `name` (a configured one; else Claude Code's).
+    pub fn of(&self, name: &str) -> AgentCommand {
+        self.agents
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| AgentCommand {
+                command: self.command.clone(),
+                extra_args: self.extra_args.clone(),
+                env: self.env.clone(),
+            })
+    }
+
+    /// The configured agents' names, for messages.
+    pub fn names(&self) -> Vec<&str> {
+        self.agents.keys().map(String::as_str).collect()
+    }
 }
 
 /// `[jobs]`, validated.

@@ -213,14 +213,32 @@ pub(super) fn socket(config: &Config, r: &mut Report) {
     }
 }
 
-/// The agent binary and its version.
+/// Every configured agent's binary and version.
 pub(super) async fn agent(config: &Config, r: &mut Report) {
-    let check = crate::agents::default_driver().version_check();
-    let Some(path) = crate::agent_path::find(&config.agent.command) else {
+    for name in config.agent.names() {
+        if let Some(driver) = crate::agents::by_name(name) {
+            one_agent(config, driver, r).await;
+        }
+    }
+}
+
+/// An agent's binary, whether jobs can run it, and its version.
+async fn one_agent(
+    config: &Config,
+    driver: &'static dyn crate::agents::AgentDriver,
+    r: &mut Report,
+) {
+    let check = driver.version_check();
+    let command = config.agent.of(driver.name()).command;
+    let Some(path) = crate::agent_path::find(&command) else {
         r.warn(
             "agent",
-            &format!("agent command {:?} not found", config.agent.command),
-            &format!("{} (or set agent.command to its path)", check.install),
+            &format!("agent {} command {command:?} not found", driver.name()),
+            &format!(
+                "{} (or set agents.{}.command to its path)",
+                check.install,
+                driver.name()
+            ),
         );
         return;
     };
@@ -232,7 +250,7 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
             "agent",
             &format!(
                 "agent {} at {}: jobs run as agent.run_as {:?} (uid {}), which cannot run it; every job would fail",
-                config.agent.command,
+                command,
                 path.display(),
                 config.agent.run_as,
                 user.uid
@@ -249,7 +267,7 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
             "agent",
             &format!(
                 "agent {} at {}: version not asked ({why})",
-                config.agent.command,
+                command,
                 path.display()
             ),
             &format!(
@@ -278,7 +296,7 @@ pub(super) async fn agent(config: &Config, r: &mut Report) {
                 "agent",
                 &format!(
                     "agent {} at {}: {}",
-                    config.agent.command,
+                    command,
                     path.display(),
                     v.lines().next().unwrap_or("").trim()
                 ),

@@ -6,19 +6,22 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// The three breakers of the operations spec, and one for uploads of backups.
+/// The three breakers of the operations spec, one for Codex's model API as `claude_code` is Claude Code's,
+/// and one for uploads of backups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerName {
     ClaudeCode,
+    Codex,
     TelegramApi,
     GitOperations,
     BackupRemote,
 }
 
 impl BreakerName {
-    pub const ALL: [BreakerName; 4] = [
+    pub const ALL: [BreakerName; 5] = [
         BreakerName::ClaudeCode,
+        BreakerName::Codex,
         BreakerName::TelegramApi,
         BreakerName::GitOperations,
         BreakerName::BackupRemote,
@@ -27,6 +30,7 @@ impl BreakerName {
     pub fn as_str(self) -> &'static str {
         match self {
             BreakerName::ClaudeCode => "claude_code",
+            BreakerName::Codex => "codex",
             BreakerName::TelegramApi => "telegram_api",
             BreakerName::GitOperations => "git_operations",
             BreakerName::BackupRemote => "backup_remote",
@@ -37,6 +41,7 @@ impl BreakerName {
     pub fn title(self) -> &'static str {
         match self {
             BreakerName::ClaudeCode => "Claude Code",
+            BreakerName::Codex => "Codex",
             BreakerName::TelegramApi => "Telegram API",
             BreakerName::GitOperations => "Git Operations",
             BreakerName::BackupRemote => "Backup Remote",

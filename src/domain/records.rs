@@ -47,7 +47,12 @@ pub struct Session {
     /// Set by boot reconciliation when the worktree directory has disappeared.
     pub worktree_missing: bool,
     pub state: SessionState,
+    /// Claude Code's conversation in this session (the name it always had).
     pub conversation_id: Option<String>,
+    /// The agent the session's jobs run when an instruction names none.
+    pub agent: String,
+    /// Each agent's conversation in this session, by the agent's name (Claude Code's too).
+    pub conversations: std::collections::BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
@@ -62,6 +67,15 @@ pub struct NewSession {
     pub branch_created: bool,
     /// Directory holding the session's worktree; the id is appended.
     pub workspace_dir: std::path::PathBuf,
+    /// The session's default agent.
+    pub agent: String,
+}
+
+impl Session {
+    /// The conversation agent `agent` continues in this session, if it has one.
+    pub fn conversation(&self, agent: &str) -> Option<&str> {
+        self.conversations.get(agent).map(String::as_str)
+    }
 }
 
 string_enum! {
@@ -160,6 +174,8 @@ pub struct Job {
     pub id: String,
     pub session_id: String,
     pub instruction: String,
+    /// The agent that runs it (`claude`, `codex`).
+    pub agent: String,
     pub status: JobStatus,
     pub error_type: Option<ErrorType>,
     pub error: Option<String>,

@@ -14,6 +14,11 @@ use std::process::{Command, ExitCode};
 
 /// Stack of each copying thread: a copy loop needs little.
 const THREAD_STACK: usize = 128 * 1024;
+/// The port the runner gives the relay inside an isolated sandbox (its own network namespace, where the
+/// port is free), so an agent that takes its model API's address on its command line can be given it
+/// before it starts.
+pub const PORT: u16 = 4319;
+
 /// The loopback names the agent reaches directly (the relay itself).
 pub const NO_PROXY: &str = "127.0.0.1,localhost,::1";
 
@@ -113,15 +118,16 @@ fn accept_loop(listener: TcpListener, socket: PathBuf) {
 }
 
 /// Runs the relay around `program`; returns the program's exit code (128+signal if a signal ended it).
-pub fn run(socket: &Path, model: Option<&str>, program: &[OsString]) -> ExitCode {
+/// Listens on 127.0.0.1:`port` (0: any free port).
+pub fn run(socket: &Path, port: u16, model: Option<&str>, program: &[OsString]) -> ExitCode {
     let Some((exe, args)) = program.split_first() else {
         say(
-            "no program to run (usage: televibe sandbox-relay --socket PATH [--model | --model-env VAR] -- PROGRAM [ARGS…])",
+            "no program to run (usage: televibe sandbox-relay --socket PATH [--port N] [--model | --model-env VAR] -- PROGRAM [ARGS…])",
         );
         return ExitCode::from(125);
     };
     ignore_stop_signals();
-    let listener = match TcpListener::bind(("127.0.0.1", 0)) {
+    let listener = match TcpListener::bind(("127.0.0.1", port)) {
         Ok(l) => l,
         Err(e) => {
             say(&format!("cannot listen on 127.0.0.1: {e}"));

@@ -22,6 +22,8 @@ pub struct RunParams {
     pub wait: Option<bool>,
     /// With `wait`: the longest to wait, in seconds (default 600, at most 3600).
     pub timeout_secs: Option<u64>,
+    /// The agent that runs this instruction (`claude`, `codex`); default: the session's.
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -123,7 +125,7 @@ impl ControlServer {
         let queued = self
             .core
             .sessions()
-            .run_instruction(&p.session_id, &p.instruction)
+            .run_instruction(&p.session_id, &p.instruction, p.agent.as_deref())
             .await;
         match queued {
             Ok(q) if p.wait.unwrap_or(false) => {

@@ -42,6 +42,8 @@ pub struct CreateSessionParams {
     pub branch: Option<String>,
     /// Branch a new branch starts from (default: the project's default branch).
     pub base: Option<String>,
+    /// The agent the session's instructions run with (`claude`, `codex`); default: `agent.default`.
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -137,6 +139,7 @@ impl ControlServer {
                     &p.project_id,
                     p.branch.as_deref(),
                     p.base.as_deref(),
+                    p.agent.as_deref(),
                 )
                 .await,
         ))

@@ -16,6 +16,7 @@ impl From<job::Model> for Job {
             id: m.id,
             session_id: m.session_id,
             instruction: m.instruction,
+            agent: m.agent,
             // CHECK constraints keep both columns inside their enum's words.
             status: JobStatus::parse(&m.status).unwrap_or(JobStatus::Failed),
             error_type: m.error_type.as_deref().and_then(ErrorType::parse),
@@ -60,23 +61,26 @@ impl Store {
         id: &str,
         session_id: &str,
         instruction: &str,
+        agent: &str,
     ) -> Result<Option<Job>, StoreError> {
-        let (id, session_id, instruction) = (
+        let (id, session_id, instruction, agent) = (
             id.to_string(),
             session_id.to_string(),
             instruction.to_string(),
+            agent.to_string(),
         );
         let job_id = id.clone();
         let inserted = self
             .write(|db| async move {
                 db.execute_raw(Statement::from_sql_and_values(
                     super::BACKEND,
-                    "INSERT INTO jobs (id, seq, session_id, instruction, status, queued_at) \
-                     SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, 'queued', ? \
+                    "INSERT INTO jobs (id, seq, session_id, instruction, agent, status, queued_at) \
+                     SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, ?, 'queued', ? \
                      FROM sessions WHERE id = ? AND state NOT IN ('closing', 'closed')",
                     [
                         id.into(),
                         instruction.into(),
+                        agent.into(),
                         Utc::now().into(),
                         session_id.into(),
                     ],
@@ -295,17 +299,50 @@ impl Store {
         Ok(changed.rows_affected > 0)
     }
 
+    /// Records agent `agent`'s conversation in session `session_id`: Claude Code's in `conversation_id`
+    /// (the column it always had), every other agent's in the `conversations` object (`all` is the
+    /// session's whole map, written as is).
     pub async fn set_conversation_id(
         &self,
         session_id: &str,
+        agent: &str,
         conversation: &str,
+        all: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        let (sid, conv) = (session_id.to_string(), conversation.to_string());
+        let (sql, value) = if agent == "claude" {
+            (
+                "UPDATE sessions SET conversation_id = ?, last_activity_at = ? WHERE id = ?",
+                conversation.to_string(),
+            )
+        } else {
+            let others: std::collections::BTreeMap<_, _> =
+                all.iter().filter(|(k, _)| *k != "claude").collect();
+            (
+                "UPDATE sessions SET conversations = ?, last_activity_at = ? WHERE id = ?",
+                serde_json::to_string(&others).unwrap_or_else(|_| "{}".into()),
+            )
+        };
+        let sid = session_id.to_string();
         self.write(|db| async move {
             db.execute_raw(Statement::from_sql_and_values(
                 super::BACKEND,
-                "UPDATE sessions SET conversation_id = ?, last_activity_at = ? WHERE id = ?",
-                [conv.into(), Utc::now().into(), sid.into()],
+                sql,
+                [value.into(), Utc::now().into(), sid.into()],
+            ))
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Sets session `session_id`'s default agent.
+    pub async fn set_session_agent(&self, session_id: &str, agent: &str) -> Result<(), StoreError> {
+        let (sid, agent) = (session_id.to_string(), agent.to_string());
+        self.write(|db| async move {
+            db.execute_raw(Statement::from_sql_and_values(
+                super::BACKEND,
+                "UPDATE sessions SET agent = ? WHERE id = ?",
+                [agent.into(), sid.into()],
             ))
             .await
             .map(|_| ())

@@ -36,7 +36,16 @@ impl From<session::Model> for Session {
             worktree_missing: m.worktree_missing,
             // A CHECK constraint keeps the column inside the enum's words.
             state: SessionState::parse(&m.state).unwrap_or(SessionState::Closed),
+            conversations: {
+                let mut all: std::collections::BTreeMap<String, String> =
+                    serde_json::from_str(&m.conversations).unwrap_or_default();
+                if let Some(c) = &m.conversation_id {
+                    all.insert("claude".into(), c.clone());
+                }
+                all
+            },
             conversation_id: m.conversation_id,
+            agent: m.agent,
             created_at: m.created_at,
             last_activity_at: m.last_activity_at,
             closed_at: m.closed_at,
@@ -176,6 +185,8 @@ impl Store {
             worktree_missing: Set(false),
             state: Set(SessionState::Idle.as_str().to_string()),
             conversation_id: Set(None),
+            agent: Set(new.agent.clone()),
+            conversations: Set("{}".into()),
             created_at: Set(now),
             last_activity_at: Set(now),
             closed_at: Set(None),

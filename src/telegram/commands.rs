@@ -23,6 +23,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("close", "Close a session: /close S3 [force]"),
     ("status", "Health, active session, running jobs"),
     ("run", "Run an instruction: /run [S3] <text>"),
+    (
+        "claude",
+        "Run one instruction with Claude Code: /claude <text>",
+    ),
+    ("codex", "Run one instruction with Codex: /codex <text>"),
+    ("agent", "The active session's agent: /agent <claude|codex>"),
     ("jobs", "Recent jobs"),
     ("job", "One job: /job <id>"),
     ("tail", "End of a job's log: /tail [job]"),
@@ -111,7 +117,7 @@ impl Front {
         let s = self
             .core
             .sessions()
-            .create_session(actor, project, branch, None)
+            .create_session(actor, project, branch, None, None)
             .await?;
         self.set_active(chat_id, &s.id).await;
         self.reply(
@@ -278,21 +284,70 @@ impl Front {
         chat_id: i64,
         session: Option<String>,
         text: &str,
+        agent: Option<&str>,
     ) -> Result<(), CoreError> {
         let session = match session {
             Some(s) => s,
-            None => self.active_session(chat_id).await.ok_or_else(|| {
-                CoreError::new(
-                    ErrorCode::SessionNotFound,
-                    "no active session in this chat",
-                    "open one with /new <project>, or pick one with /use S3",
-                )
-            })?,
+            None => self.require_active(chat_id).await?,
         };
         // The tracker message of the job goes to this chat.
         let s = self.core.sessions().get_session(&session).await?;
         routes::set_session_chat(&self.core, &s.id, chat_id).await;
-        self.core.sessions().run_instruction(&s.id, text).await?;
+        self.core
+            .sessions()
+            .run_instruction(&s.id, text, agent)
+            .await?;
+        Ok(())
+    }
+
+    async fn require_active(&self, chat_id: i64) -> Result<String, CoreError> {
+        self.active_session(chat_id).await.ok_or_else(|| {
+            CoreError::new(
+                ErrorCode::SessionNotFound,
+                "no active session in this chat",
+                "open one with /new <project>, or pick one with /use S3",
+            )
+        })
+    }
+
+    /// `/agent <name>`: the active session's agent from now on; `/agent` alone shows it and the others.
+    pub(super) async fn agent(
+        &self,
+        chat_id: i64,
+        actor: &str,
+        args: &str,
+    ) -> Result<(), CoreError> {
+        let session = self.require_active(chat_id).await?;
+        let configured = self.core.config().agent.names().join(", ");
+        let name = args.trim();
+        if name.is_empty() {
+            let s = self.core.sessions().get_session(&session).await?;
+            self.reply(
+                chat_id,
+                format!(
+                    "🤖 Session <b>{}</b> runs {}. Agents: {}. Change it with /agent &lt;name&gt;.",
+                    escape(&s.id),
+                    code(&s.agent),
+                    escape(&configured)
+                ),
+            )
+            .await;
+            return Ok(());
+        }
+        let s = self
+            .core
+            .sessions()
+            .set_session_agent(actor, &session, name)
+            .await?;
+        self.reply(
+            chat_id,
+            format!(
+                "🤖 Session <b>{}</b> now runs {}; /claude or /codex &lt;text&gt; runs one instruction with another.",
+                escape(&s.id),
+                code(&s.agent)
+            ),
+        )
+        .await;
         Ok(())
     }
 

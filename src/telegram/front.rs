@@ -23,6 +23,7 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /projects · /register &lt;path&gt; · /scan\n\
 /new &lt;project&gt; [branch] · /sessions · /use S3 · /close S3 [force]\n\
 /run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
+/claude &lt;text&gt; · /codex &lt;text&gt; — one instruction with that agent · /agent &lt;name&gt; — the active session's agent\n\
 /jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
 /approvals · /status · /health";
 
@@ -221,7 +222,7 @@ impl Front {
                 let target = reply_to
                     .and_then(|(_, t)| session_in_text(&t))
                     .map(|s| s.to_string());
-                self.run(chat_id, target, rest).await
+                self.run(chat_id, target, rest, None).await
             }
             "start" | "help" => {
                 self.reply(chat_id, HELP.into()).await;
@@ -238,9 +239,16 @@ impl Front {
             "run" => {
                 let (first, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
                 match SessionId::parse(first).filter(|_| first.to_uppercase().starts_with('S')) {
-                    Some(s) => self.run(chat_id, Some(s.to_string()), tail.trim()).await,
-                    None => self.run(chat_id, None, rest).await,
+                    Some(s) => {
+                        self.run(chat_id, Some(s.to_string()), tail.trim(), None)
+                            .await
+                    }
+                    None => self.run(chat_id, None, rest, None).await,
                 }
+            }
+            "agent" => self.agent(chat_id, &actor, rest).await,
+            name if crate::agents::by_name(name).is_some() => {
+                self.run(chat_id, None, rest, Some(name)).await
             }
             "jobs" => self.jobs(chat_id).await,
             "job" => self.job(chat_id, rest).await,

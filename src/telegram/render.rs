@@ -70,8 +70,8 @@ pub fn status_icon(status: JobStatus) -> &'static str {
 
 pub fn tool_icon(tool: &str) -> &'static str {
     match tool {
-        "Bash" => "💻",
-        "Write" | "Edit" | "NotebookEdit" => "✏️",
+        "Bash" | "shell" => "💻",
+        "Write" | "Edit" | "NotebookEdit" | "apply_patch" => "✏️",
         "Read" => "📖",
         "Grep" | "Glob" => "🔎",
         "WebFetch" | "WebSearch" => "🌐",
@@ -95,6 +95,8 @@ pub struct Tracker {
     pub session_id: String,
     pub project_id: String,
     pub instruction: String,
+    /// The job's agent (`claude`, `codex`).
+    pub agent: String,
     pub status: Option<JobStatus>,
     pub tools: Vec<ToolLine>,
     pub started_unix: Option<i64>,
@@ -121,8 +123,13 @@ impl Tracker {
 
     pub fn render(&self) -> String {
         let status = self.status.unwrap_or(JobStatus::Queued);
+        let agent = if self.agent.is_empty() {
+            String::new()
+        } else {
+            format!(" · {}", escape(&self.agent))
+        };
         let mut out = format!(
-            "{} <b>Job {}</b> · {} · {}\n<i>{}</i>\n",
+            "{} <b>Job {}</b> · {} · {}{agent}\n<i>{}</i>\n",
             status_icon(status),
             escape(&self.job_id.chars().take(8).collect::<String>()),
             mention::session_html(&self.session_id),
@@ -395,11 +402,12 @@ pub fn project_line(p: &Project) -> String {
 
 pub fn session_line(s: &Session, active: bool) -> String {
     format!(
-        "{}<b>{}</b> {} {} · {}{}",
+        "{}<b>{}</b> {} {} · {} · {}{}",
         if active { "▶️ " } else { "• " },
         escape(&s.id),
         escape(&s.project_id),
         code(&s.branch),
+        escape(&s.agent),
         escape(s.state.as_str()),
         if s.worktree_missing {
             " · ⚠️ worktree missing"
@@ -766,6 +774,7 @@ mod tests {
             session_id: "S1".into(),
             project_id: "app".into(),
             instruction: "fix it".into(),
+            agent: "codex".into(),
             status: Some(JobStatus::Done),
             tools,
             started_unix: Some(0),
@@ -781,7 +790,7 @@ mod tests {
         };
         let files: Vec<String> = (0..10).map(|i| format!("<code>f{i}</code>")).collect();
         let expected = format!(
-            "✅ <b>Job 01234567</b> · Session S1 · app\n<i>fix it</i>\n\
+            "✅ <b>Job 01234567</b> · Session S1 · app · codex\n<i>fix it</i>\n\
              📖 Read <code>t2</code> ✓\n📖 Read <code>t3</code> ✓\n📖 Read <code>t4</code> ✓\n\
              📖 Read <code>t5</code> ✓\n📖 Read <code>t6</code> ✗\n📖 Read <code>t7</code> …\n\
              <i>status: done · 2m05s · 4 turns · $0.1235</i>\n\
@@ -993,23 +1002,26 @@ mod tests {
             worktree_missing: false,
             state: crate::domain::SessionState::Idle,
             conversation_id: None,
+            agent: "claude".into(),
+            conversations: Default::default(),
             created_at: now,
             last_activity_at: now,
             closed_at: None,
         };
         assert_eq!(
             session_line(&s, true),
-            "▶️ <b>S1</b> app <code>televibe/S1</code> · idle"
+            "▶️ <b>S1</b> app <code>televibe/S1</code> · claude · idle"
         );
         s.worktree_missing = true;
         assert_eq!(
             session_line(&s, false),
-            "• <b>S1</b> app <code>televibe/S1</code> · idle · ⚠️ worktree missing"
+            "• <b>S1</b> app <code>televibe/S1</code> · claude · idle · ⚠️ worktree missing"
         );
         let j = Job {
             id: "0123456789abcdef".into(),
             session_id: "S1".into(),
             instruction: format!("fix   the\n<bug> {}", "x".repeat(100)),
+            agent: "claude".into(),
             status: JobStatus::Failed,
             error_type: None,
             error: None,

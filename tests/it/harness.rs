@@ -421,6 +421,37 @@ pub fn claude_cli() -> PathBuf {
         .clone()
 }
 
+/// The OpenAI Codex CLI the tests speak to, installed by `scripts/install-deps` into `.codex-cli/`.
+pub const CODEX_VERSION: &str = "0.169.0";
+
+pub fn codex_cli() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+                ".codex-cli/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
+            );
+            assert!(
+                p.is_file(),
+                "Codex CLI {CODEX_VERSION} not found at {}: run scripts/install-deps (it installs it with npm)",
+                p.display()
+            );
+            let out = Command::new(&p)
+                .arg("--version")
+                .output()
+                .unwrap_or_else(|e| panic!("{} --version: {e}", p.display()));
+            let version = String::from_utf8_lossy(&out.stdout).to_string();
+            assert_eq!(
+                version.split_whitespace().last(),
+                Some(CODEX_VERSION),
+                "the tests follow Codex {CODEX_VERSION}, {} is {version:?}: run scripts/install-deps",
+                p.display()
+            );
+            p
+        })
+        .clone()
+}
+
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }

@@ -74,6 +74,8 @@ mod tests {
             approvals: Some(&bridge),
             trusted: false,
             extra_args: &extra,
+            model_base_url: None,
+            cwd: "/w",
         };
         let l = launch(&spec);
         assert_eq!(

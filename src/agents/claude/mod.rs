@@ -59,7 +59,7 @@ impl AgentDriver for Claude {
         launch::launch(job)
     }
 
-    fn output(&self) -> Box<dyn AgentOutput> {
+    fn output(&self, _job: &LaunchSpec<'_>) -> Box<dyn AgentOutput> {
         Box::new(StreamJson)
     }
 

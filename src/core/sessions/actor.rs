@@ -310,7 +310,7 @@ impl SessionActor {
             None => self
                 .core
                 .breakers()
-                .acquire(crate::agents::of_session(&st.session).breaker()),
+                .acquire(queue::next_agent(st).breaker()),
         };
         if let Ok(breaker) = breaker {
             self.start_next(myself, st, permit, breaker).await;

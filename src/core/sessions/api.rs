@@ -45,7 +45,17 @@ impl Sessions<'_> {
         project_id: &str,
         branch: Option<&str>,
         base: Option<&str>,
+        agent: Option<&str>,
     ) -> Result<Session, CoreError> {
+        let config = self.core.config();
+        let agent = crate::agents::configured_driver(
+            agent
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .unwrap_or(&config.agent.default),
+            &config.agent.names(),
+        )?
+        .name();
         let _serial = self.state().create.lock().await;
         let project = self.core.projects().get_project(project_id).await?;
         if self.core.store().is_read_only() {
@@ -116,6 +126,7 @@ impl Sessions<'_> {
             base_branch: base,
             branch_created,
             workspace_dir,
+            agent: agent.to_string(),
         };
         let session = match self.core.store().insert_session(seq, &new).await {
             Ok(s) => s,

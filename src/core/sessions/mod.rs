@@ -150,9 +150,5 @@ pub fn initial_sessions(core: Arc<Core>) -> InitialChildren {
 }
 
 pub fn subject(s: &Session) -> AuditSubject {
-    AuditSubject {
-        project_id: Some(s.project_id.clone()),
-        session_id: Some(s.id.clone()),
-        job_id: None,
-    }
+    AuditSubject::session(s)
 }

@@ -19,6 +19,7 @@ impl Sessions<'_> {
         &self,
         session_id: &str,
         instruction: &str,
+        agent: Option<&str>,
     ) -> Result<Queued, CoreError> {
         if instruction.trim().is_empty() {
             return Err(CoreError::new(
@@ -38,6 +39,7 @@ impl Sessions<'_> {
             ));
         }
         let session = self.get_session(session_id).await?;
+        let agent = crate::agents::choose(agent, &session, &self.core.config().agent.names())?;
         if matches!(session.state, SessionState::Closing | SessionState::Closed) {
             return Err(CoreError::new(
                 ErrorCode::SessionClosing,
@@ -61,7 +63,7 @@ impl Sessions<'_> {
         let Some(job) = self
             .core
             .store()
-            .insert_job(&id, &session.id, instruction)
+            .insert_job(&id, &session.id, instruction, agent.name())
             .await?
         else {
             return Err(CoreError::new(
@@ -92,6 +94,40 @@ impl Sessions<'_> {
             handle.enqueued(job.clone());
         }
         Ok(Queued { job, position })
+    }
+
+    /// Sets the agent a session's instructions run with when they name none (`/agent <name>`).
+    pub async fn set_session_agent(
+        &self,
+        by: &str,
+        session_id: &str,
+        agent: &str,
+    ) -> Result<Session, CoreError> {
+        let session = self.get_session(session_id).await?;
+        let driver =
+            crate::agents::configured_driver(agent.trim(), &self.core.config().agent.names())?;
+        if matches!(session.state, SessionState::Closing | SessionState::Closed) {
+            return Err(CoreError::new(
+                ErrorCode::SessionClosing,
+                format!("session {} is {}", session.id, session.state.as_str()),
+                "open a new session (create_session) on the same branch",
+            ));
+        }
+        self.core
+            .store()
+            .set_session_agent(&session.id, driver.name())
+            .await?;
+        self.core
+            .events()
+            .audit(
+                by,
+                super::subject(&session),
+                Audited::SessionAgentSet {
+                    agent: driver.name().to_string(),
+                },
+            )
+            .await;
+        self.get_session(&session.id).await
     }
 
     /// The running actor of a session, as its typed handle.

@@ -181,6 +181,7 @@ impl Notifier {
                     .as_ref()
                     .map(|j| j.instruction.clone())
                     .unwrap_or_default(),
+                agent: job.as_ref().map(|j| j.agent.clone()).unwrap_or_default(),
                 status: Some(JobStatus::Queued),
                 // The daemon stopped during this tracker's first send: that message may exist, and
                 // without its id it cannot be edited. The new one says so (see README, "Crash windows").

@@ -40,9 +40,10 @@ pub enum Report {
     Alive {
         job_id: String,
     },
-    /// The agent's conversation, to resume in the session's next job.
+    /// The agent's conversation, to resume in the session's next job of the same agent.
     Conversation {
         job_id: String,
+        agent: &'static str,
         id: String,
     },
     Decided {
@@ -151,7 +152,7 @@ impl Actor for Runner {
     ) -> Result<RunnerState, ActorProcessingErr> {
         let driver = crate::agents::of_job(&a.job);
         let prepared = self.prepare(&mut a, driver).await?;
-        let started = self.spawn_agent(&myself, &a, driver, prepared)?;
+        let started = self.spawn_agent(&myself, &a, prepared)?;
         self.mark_running(&myself, &a, &started).await?;
         Ok(RunnerState {
             driver,

@@ -27,6 +27,8 @@ pub(super) struct Prepared {
     log_path: PathBuf,
     /// The opening of stdin, and whether it stays open.
     stdin: (String, bool),
+    /// The driver's reader of this job's output.
+    output: Box<dyn crate::agents::AgentOutput>,
     endpoint: JobEndpoint,
 }
 
@@ -50,10 +52,12 @@ impl Runner {
         driver: &'static dyn AgentDriver,
     ) -> Result<Prepared, ActorProcessingErr> {
         let core = &self.core;
-        let program = crate::agent_path::find(&core.config().agent.command).ok_or_else(|| {
+        let command = core.config().agent.of(driver.name());
+        let program = crate::agent_path::find(&command.command).ok_or_else(|| {
             format!(
-                "agent command {:?} not found (agent.command)",
-                core.config().agent.command
+                "agent command {:?} not found (agents.{}.command)",
+                command.command,
+                driver.name()
             )
         })?;
         let worktree = PathBuf::from(&a.session.worktree_path);
@@ -71,13 +75,7 @@ impl Runner {
                 a.session.worktree_path.clone(),
             ),
         ];
-        env.extend(
-            core.config()
-                .agent
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        env.extend(command.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let run_dir = sandbox::run_dir(&core.config().root, &a.job.id);
         let plan = self
             .sandbox_plan(a, driver, &program, &run_dir, base_commit.as_deref())
@@ -101,14 +99,20 @@ impl Runner {
             crate::agents::ApprovalBridge::Stream => (None, None),
         };
         let trusted = a.project.trusted || core.config().trusted_projects.contains(&a.project.id);
-        let launch = driver.launch(&crate::agents::LaunchSpec {
+        let isolated = plan.as_ref().is_some_and(|p| p.isolate_network);
+        let model_base_url = model_base_url(driver, &env, isolated);
+        let spec = crate::agents::LaunchSpec {
             job_id: &a.job.id,
             instruction: &a.job.instruction,
-            resume: a.session.conversation_id.as_deref(),
+            resume: a.session.conversation(driver.name()),
             approvals: bridge.as_ref(),
             trusted,
-            extra_args: &core.config().agent.extra_args,
-        });
+            extra_args: &command.extra_args,
+            model_base_url: model_base_url.as_deref(),
+            cwd: &a.session.worktree_path,
+        };
+        let launch = driver.launch(&spec);
+        let output = driver.output(&spec);
         env.extend(launch.env);
         let (mut program_path, mut args) = (program.clone(), launch.args);
         let mut egress = None;
@@ -129,6 +133,7 @@ impl Runner {
             log,
             log_path,
             stdin: (launch.stdin, launch.keep_stdin_open),
+            output,
             endpoint: JobEndpoint {
                 _serve: serve,
                 _egress: egress,
@@ -144,7 +149,6 @@ impl Runner {
         &self,
         myself: &ActorRef<RunnerMsg>,
         a: &RunnerArgs,
-        driver: &'static dyn AgentDriver,
         p: Prepared,
     ) -> Result<Started, ActorProcessingErr> {
         let mut cgroup = job_cgroup(&self.core, &a.job.id);
@@ -173,7 +177,7 @@ impl Runner {
         let input = feed_stdin(stdin, opening, keep_open);
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (me, log, last) = (myself.clone(), p.log.clone(), last_output_ms.clone());
-        let (output, to_stdin) = (driver.output(), input.clone());
+        let (output, to_stdin) = (p.output, input.clone());
         tokio::spawn(read_output(stdout, output, to_stdin, me, log, last));
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (me, log, last) = (myself.clone(), p.log.clone(), last_output_ms.clone());
@@ -255,6 +259,31 @@ impl Runner {
     }
 }
 
+/// Where an agent that cannot be pointed at its model API by a variable finds it: at the relay inside an
+/// isolated sandbox, else at the variable's value; only when the operator gave the agent an address or a
+/// key of its own (else the agent's own login and default address are left alone).
+fn model_base_url(
+    driver: &'static dyn AgentDriver,
+    env: &[(String, String)],
+    isolated: bool,
+) -> Option<String> {
+    let api = driver.model_api();
+    let set = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let given = set(api.base_url_env);
+    if isolated {
+        (given.is_some() || api.secrets.iter().any(|s| set(s).is_some()))
+            .then(|| format!("http://127.0.0.1:{}", crate::egress::relay::PORT))
+    } else {
+        given
+    }
+}
+
 /// Inside an isolated sandbox the relay (this binary, bound into every sandbox) starts the agent and
 /// carries its proxy and model connections from the sandbox's own loopback to the egress `socket`; the
 /// agent finds its model API at the relay through variable `model_env`.
@@ -268,6 +297,8 @@ fn relayed(
         "sandbox-relay".into(),
         "--socket".into(),
         socket.display().to_string(),
+        "--port".into(),
+        crate::egress::relay::PORT.to_string(),
         "--model-env".into(),
         model_env.into(),
         "--".into(),

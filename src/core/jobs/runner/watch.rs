@@ -103,12 +103,14 @@ impl Runner {
             match ev {
                 AgentEvent::Conversation { id, .. } => {
                     // The session keeps the conversation (its row is the session's to write).
-                    if st.session.conversation_id.as_deref() != Some(id.as_str()) {
+                    let agent = st.driver.name();
+                    if st.session.conversation(agent) != Some(id.as_str()) {
                         (st.report_to)(Report::Conversation {
                             job_id: st.job.id.clone(),
+                            agent,
                             id: id.clone(),
                         });
-                        st.session.conversation_id = Some(id);
+                        st.session.conversations.insert(agent.to_string(), id);
                     }
                 }
                 AgentEvent::ToolUse { id, name, input } => {

@@ -37,10 +37,17 @@ pub fn run_dir(root: &Path, job_id: &str) -> PathBuf {
     root.join("run").join(short)
 }
 
-/// Where a session's agent keeps its state (conversations, settings): one per session, so a job sees
-/// neither other sessions' conversations nor instructions their jobs left behind.
-pub fn agent_state(root: &Path, project_id: &str, session_id: &str) -> PathBuf {
-    root.join("agents").join(project_id).join(session_id)
+/// Where a session's agent keeps its state (conversations, settings): one per session and agent, so a
+/// job sees neither other sessions' conversations nor instructions their jobs left behind, and two
+/// agents' files never mix (Claude Code's in `<session>`, the name it always had; another agent's in
+/// `<session>.<agent>`).
+pub fn agent_state(root: &Path, project_id: &str, session_id: &str, agent: &str) -> PathBuf {
+    let dir = root.join("agents").join(project_id);
+    if agent == crate::agents::claude::Claude.name() {
+        dir.join(session_id)
+    } else {
+        dir.join(format!("{session_id}.{agent}"))
+    }
 }
 
 /// The home directory the agent sees: `HOME` from `agent.env`, else the daemon's.
@@ -223,7 +230,7 @@ pub fn plan_for(
         git_common,
         git_worktree,
         run_dir,
-        state: agent_state(root, project_id, session_id),
+        state: agent_state(root, project_id, session_id, agent.name()),
         legacy_state: orchestrator.join("agents").join(project_id),
         operator_state: agent.operator_state(&agent_home(config)),
         writable,

@@ -30,16 +30,21 @@ impl SessionActor {
                     r.pgid = Some(pgid);
                 }
             }
-            Report::Conversation { job_id, id } => {
+            Report::Conversation { job_id, agent, id } => {
                 if st.running.as_ref().is_some_and(|r| r.job.id == job_id)
-                    && st.session.conversation_id.as_deref() != Some(id.as_str())
+                    && st.session.conversation(agent) != Some(id.as_str())
                 {
+                    st.session
+                        .conversations
+                        .insert(agent.to_string(), id.clone());
                     let _ = self
                         .core
                         .store()
-                        .set_conversation_id(&st.session.id, &id)
+                        .set_conversation_id(&st.session.id, agent, &id, &st.session.conversations)
                         .await;
-                    st.session.conversation_id = Some(id);
+                    if agent == "claude" {
+                        st.session.conversation_id = Some(id);
+                    }
                 }
             }
             Report::Alive { job_id } => {
@@ -148,7 +153,7 @@ impl SessionActor {
             return;
         }
         // The breaker of the session's agent (`claude_code` for Claude Code).
-        let agent_breaker = crate::agents::of_session(&st.session).breaker();
+        let agent_breaker = next_agent(st).breaker();
         let breaker = self.core.breakers().get(agent_breaker);
         if breaker.state() == BreakerState::Closed {
             self.core.jobs().agent_available_again();
@@ -358,4 +363,12 @@ pub(super) async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Resul
     }
     core.jobs().end_job(&job, Ending::canceled(why)).await?;
     Ok(())
+}
+
+/// The agent of the job next in the session's queue (the default's when none waits).
+pub(super) fn next_agent(st: &SessionActorState) -> &'static dyn crate::agents::AgentDriver {
+    st.queue
+        .front()
+        .map(crate::agents::of_job)
+        .unwrap_or_else(crate::agents::default_driver)
 }

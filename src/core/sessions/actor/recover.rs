@@ -161,7 +161,7 @@ impl SessionActor {
             )
             .await;
         let new = core
-            .sessions().create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch))
+            .sessions().create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch), Some(&old.agent))
             .await
             .map_err(|mut e| {
                 e.message = format!(

@@ -1,0 +1,39 @@
+//! More than one agent: a session's default agent, each job's agent, and each agent's conversation in a
+//! session (`conversation_id` stays Claude Code's; the others are in `conversations`, a JSON object).
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261207_000005_agents"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in [
+            "ALTER TABLE sessions ADD COLUMN agent TEXT NOT NULL DEFAULT 'claude';",
+            "ALTER TABLE sessions ADD COLUMN conversations TEXT NOT NULL DEFAULT '{}';",
+            "ALTER TABLE jobs ADD COLUMN agent TEXT NOT NULL DEFAULT 'claude';",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for sql in [
+            "ALTER TABLE jobs DROP COLUMN agent;",
+            "ALTER TABLE sessions DROP COLUMN conversations;",
+            "ALTER TABLE sessions DROP COLUMN agent;",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,444 @@
+//! The conversation with `codex app-server` on its stdout, one JSON-RPC message a line: the answers to the
+//! daemon's requests (the thread, then the turn), Codex's notifications (items, token usage, errors, the
+//! turn's end) and Codex's own requests (approvals), into agent-neutral events and the next requests.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::launch::{ID_NEW_THREAD, ID_THREAD, ID_TURN, thread_request, turn_request};
+use super::{APPLY_PATCH, SHELL};
+use crate::agents::{AgentEvent, AgentOutput, AgentResult, ApprovalAsk, LaunchSpec};
+
+/// What Codex calls an error of the model's connection or its HTTP answer (`codexErrorInfo`), which the
+/// breaker counts.
+pub fn is_model_api_error(info: &str) -> bool {
+    [
+        "httpConnectionFailed",
+        "responseStreamConnectionFailed",
+        "responseStreamDisconnected",
+        "responseTooManyFailedAttempts",
+        "internalServerError",
+        "serverOverloaded",
+        "usageLimitExceeded",
+        "unauthorized",
+    ]
+    .iter()
+    .any(|k| info.contains(k))
+}
+
+/// One job's conversation.
+pub struct AppServer {
+    instruction: String,
+    cwd: String,
+    /// Items started and not yet completed (a file change's paths are in its item, not its approval
+    /// request).
+    items: HashMap<String, Value>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    last_text: Option<String>,
+    /// The last error Codex reported, and the HTTP status in it.
+    last_error: Option<(String, Option<String>, Option<i64>)>,
+    retries: i64,
+    ended: bool,
+}
+
+impl AppServer {
+    pub fn new(job: &LaunchSpec<'_>) -> AppServer {
+        AppServer {
+            instruction: job.instruction.to_string(),
+            cwd: job.cwd.to_string(),
+            items: HashMap::new(),
+            input_tokens: None,
+            output_tokens: None,
+            last_text: None,
+            last_error: None,
+            retries: 0,
+            ended: false,
+        }
+    }
+
+    /// The run's end: its result, then stdin closes (app-server exits at the end of its input).
+    fn end(
+        &mut self,
+        status: &str,
+        error: Option<(String, Option<String>, Option<i64>)>,
+    ) -> Vec<AgentEvent> {
+        if self.ended {
+            return Vec::new();
+        }
+        self.ended = true;
+        let is_error = status != "completed";
+        let error = error.or_else(|| {
+            if is_error {
+                self.last_error.clone()
+            } else {
+                None
+            }
+        });
+        let result = match (&error, is_error) {
+            (Some((message, _, _)), true) => Some(message.clone()),
+            _ => self.last_text.clone(),
+        };
+        vec![
+            AgentEvent::Result(AgentResult {
+                subtype: status.to_string(),
+                is_error,
+                num_turns: Some(1),
+                total_cost_usd: None,
+                input_tokens: self.input_tokens,
+                output_tokens: self.output_tokens,
+                result,
+                model_api_status: error.as_ref().and_then(|e| e.2).filter(|_| is_error),
+                terminal_reason: error.and_then(|e| e.1).filter(|_| is_error),
+                permission_denials: 0,
+            }),
+            AgentEvent::EndInput,
+        ]
+    }
+
+    /// The answer to one of the daemon's requests.
+    fn response(&mut self, id: i64, msg: &Value) -> Vec<AgentEvent> {
+        let error = msg.get("error");
+        match id {
+            ID_THREAD | ID_NEW_THREAD => match (error, msg["result"]["thread"]["id"].as_str()) {
+                (None, Some(thread)) => vec![
+                    AgentEvent::Conversation {
+                        id: thread.to_string(),
+                        model: msg["result"]["model"].as_str().map(str::to_string),
+                    },
+                    AgentEvent::Reply(turn_request(thread, &self.instruction).to_string()),
+                ],
+                // The thread to resume is gone (another state directory, or pruned): a new one.
+                (Some(_), _) if id == ID_THREAD => vec![AgentEvent::Reply(
+                    thread_request(&self.cwd, None, ID_NEW_THREAD).to_string(),
+                )],
+                _ => self.end("failed", Some((rpc_error(msg, "no thread"), None, None))),
+            },
+            ID_TURN if error.is_some() => self.end(
+                "failed",
+                Some((rpc_error(msg, "the turn did not start"), None, None)),
+            ),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A request of Codex's: approvals become the daemon's; anything else is refused so Codex never waits
+    /// on an answer that does not come.
+    fn request(&mut self, id: &Value, method: &str, params: &Value) -> Vec<AgentEvent> {
+        let item_id = params["itemId"].as_str().unwrap_or_default().to_string();
+        let (tool, input) = match method {
+            "item/commandExecution/requestApproval" => (SHELL, self.shell_input(params)),
+            "item/fileChange/requestApproval" => (APPLY_PATCH, self.patch_input(&item_id, params)),
+            _ => {
+                return vec![AgentEvent::Reply(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601,
+                           "message": format!("{method} is not supported by this client")}})
+                    .to_string(),
+                )];
+            }
+        };
+        vec![AgentEvent::ApprovalRequest(ApprovalAsk {
+            tool: tool.to_string(),
+            input,
+            tool_use_id: Some(item_id).filter(|i| !i.is_empty()),
+            reply_to: Some(id.clone()),
+        })]
+    }
+
+    /// A command as the rules read it: the script of `bash -lc <script>` (how Codex runs commands), else
+    /// the command line.
+    fn shell_input(&self, params: &Value) -> Value {
+        let argv: Vec<&str> = params["proposedExecpolicyAmendment"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let command = match argv.as_slice() {
+            [shell, flag, script]
+                if (shell.ends_with("bash") || shell.ends_with("sh"))
+                    && matches!(*flag, "-lc" | "-c") =>
+            {
+                script.to_string()
+            }
+            _ => params["command"].as_str().unwrap_or_default().to_string(),
+        };
+        let mut input = json!({"command": command});
+        for key in ["cwd", "reason"] {
+            if let Some(v) = params.get(key).filter(|v| !v.is_null()) {
+                input[key] = v.clone();
+            }
+        }
+        input
+    }
+
+    /// A file change as the rules read it: the first path it writes (`file_path`), every change.
+    fn patch_input(&self, item_id: &str, params: &Value) -> Value {
+        let changes = self
+            .items
+            .get(item_id)
+            .map(|item| item["changes"].clone())
+            .unwrap_or(Value::Null);
+        let first = changes
+            .as_array()
+            .and_then(|c| c.first())
+            .and_then(|c| c["path"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let mut input = json!({"file_path": first, "changes": changes});
+        if let Some(r) = params.get("reason").filter(|v| !v.is_null()) {
+            input["reason"] = r.clone();
+        }
+        input
+    }
+
+    fn notification(&mut self, method: &str, params: &Value) -> Vec<AgentEvent> {
+        let item = &params["item"];
+        let item_id = item["id"].as_str().unwrap_or_default().to_string();
+        match (method, item["type"].as_str().unwrap_or_default()) {
+            ("item/started", kind @ ("commandExecution" | "fileChange")) => {
+                self.items.insert(item_id.clone(), item.clone());
+                let (name, input) = if kind == "commandExecution" {
+                    let command = item["commandActions"]
+                        .as_array()
+                        .filter(|a| a.len() == 1)
+                        .and_then(|a| a[0]["command"].as_str())
+                        .or(item["command"].as_str())
+                        .unwrap_or_default();
+                    (SHELL, json!({"command": command}))
+                } else {
+                    (APPLY_PATCH, self.patch_input(&item_id, &Value::Null))
+                };
+                vec![AgentEvent::ToolUse {
+                    id: item_id,
+                    name: name.to_string(),
+                    input,
+                }]
+            }
+            ("item/completed", "commandExecution" | "fileChange") => {
+                self.items.remove(&item_id);
+                let status = item["status"].as_str().unwrap_or_default();
+                let mut events = vec![AgentEvent::ToolResult {
+                    tool_use_id: item_id,
+                    is_error: status != "completed",
+                }];
+                if status == "declined" {
+                    events.push(AgentEvent::PermissionDenied {
+                        tool_name: if item["type"] == "fileChange" {
+                            APPLY_PATCH
+                        } else {
+                            SHELL
+                        }
+                        .to_string(),
+                        message: "declined".into(),
+                    });
+                }
+                events
+            }
+            ("item/completed", "agentMessage") => match item["text"].as_str() {
+                Some(t) if !t.is_empty() => {
+                    self.last_text = Some(t.to_string());
+                    vec![AgentEvent::Text(t.to_string())]
+                }
+                _ => Vec::new(),
+            },
+            ("thread/tokenUsage/updated", _) => {
+                let total = &params["tokenUsage"]["total"];
+                self.input_tokens = total["inputTokens"].as_i64().or(self.input_tokens);
+                self.output_tokens = total["outputTokens"].as_i64().or(self.output_tokens);
+                Vec::new()
+            }
+            ("error", _) => self.error(params),
+            ("turn/completed", _) => {
+                let turn = &params["turn"];
+                let status = turn["status"].as_str().unwrap_or("failed").to_string();
+                let error = turn.get("error").filter(|e| !e.is_null()).map(|e| {
+                    let (info, status) = error_info(e);
+                    (
+                        e["message"]
+                            .as_str()
+                            .unwrap_or("the turn failed")
+                            .to_string(),
+                        info,
+                        status,
+                    )
+                });
+                self.end(&status, error)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// An `error` notification: a retry of the model API Codex makes itself, or the error that ends the
+    /// turn (kept for the result).
+    fn error(&mut self, params: &Value) -> Vec<AgentEvent> {
+        let e = &params["error"];
+        let message = e["message"].as_str().unwrap_or("error").to_string();
+        let (info, status) = error_info(e);
+        self.last_error = Some((message.clone(), info, status));
+        if params["willRetry"].as_bool() == Some(true) {
+            self.retries += 1;
+            return vec![AgentEvent::ApiRetry {
+                attempt: self.retries,
+                max_retries: 0,
+                error_status: status,
+                error: Some(message),
+            }];
+        }
+        Vec::new()
+    }
+}
+
+/// `codexErrorInfo` of an error, as text, and the HTTP status in it.
+fn error_info(e: &Value) -> (Option<String>, Option<i64>) {
+    let info = e.get("codexErrorInfo").filter(|i| !i.is_null());
+    let status = info.and_then(find_status);
+    let text = info.map(|i| match i {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.keys().cloned().collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    });
+    (text, status)
+}
+
+/// An `httpStatusCode` anywhere in an error's details.
+fn find_status(v: &Value) -> Option<i64> {
+    match v {
+        Value::Object(o) => o
+            .get("httpStatusCode")
+            .and_then(Value::as_i64)
+            .or_else(|| o.values().find_map(find_status)),
+        Value::Array(a) => a.iter().find_map(find_status),
+        _ => None,
+    }
+}
+
+fn rpc_error(msg: &Value, fallback: &str) -> String {
+    msg["error"]["message"]
+        .as_str()
+        .unwrap_or(fallback)
+        .to_string()
+}
+
+impl AgentOutput for AppServer {
+    fn line(&mut self, line: &str) -> Vec<AgentEvent> {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            return vec![AgentEvent::Malformed(line.to_string())];
+        };
+        let (id, method) = (msg.get("id"), msg["method"].as_str());
+        let events = match (id, method) {
+            (Some(id), Some(m)) => self.request(id, m, &msg["params"]),
+            (Some(id), None) => self.response(id.as_i64().unwrap_or(-1), &msg),
+            (None, Some(m)) => self.notification(m, &msg["params"]),
+            (None, None) => vec![AgentEvent::Malformed(line.to_string())],
+        };
+        if events.is_empty() {
+            vec![AgentEvent::Unknown(msg)]
+        } else {
+            events
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader() -> AppServer {
+        AppServer::new(&LaunchSpec {
+            job_id: "j",
+            instruction: "WRITE_HELLO",
+            resume: None,
+            approvals: None,
+            trusted: false,
+            extra_args: &[],
+            model_base_url: None,
+            cwd: "/w",
+        })
+    }
+
+    /// The real lines of Codex 0.169.0 (`../shared/reference/codex-0.169.0/`), shortened.
+    #[test]
+    fn a_turn_with_an_approved_command() {
+        let mut r = reader();
+        let ev = r.line(r#"{"id": 2, "result": {"thread": {"id": "th-1"}, "model": "gpt-5.5"}}"#);
+        assert_eq!(
+            ev[0],
+            AgentEvent::Conversation {
+                id: "th-1".into(),
+                model: Some("gpt-5.5".into())
+            }
+        );
+        let AgentEvent::Reply(turn) = &ev[1] else {
+            panic!("{ev:?}")
+        };
+        let turn: Value = serde_json::from_str(turn).unwrap();
+        assert_eq!(turn["method"], "turn/start");
+        assert_eq!(turn["params"]["input"][0]["text"], "WRITE_HELLO");
+        let ev = r.line(r#"{"method": "item/started", "params": {"item": {"type": "commandExecution", "id": "call_1", "command": "/bin/bash -lc 'echo hello > hello.txt'", "commandActions": [{"type": "unknown", "command": "echo hello > hello.txt"}]}}}"#);
+        assert!(
+            matches!(&ev[0], AgentEvent::ToolUse { name, input, .. } if name == "shell" && input["command"] == "echo hello > hello.txt")
+        );
+        let ev = r.line(r#"{"method": "item/commandExecution/requestApproval", "id": 0, "params": {"kind": "command", "itemId": "call_1", "reason": "Write hello.txt", "command": "/bin/bash -lc 'echo hello > hello.txt'", "cwd": "/w", "proposedExecpolicyAmendment": ["/bin/bash", "-lc", "echo hello > hello.txt"]}}"#);
+        let AgentEvent::ApprovalRequest(ask) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(ask.tool, "shell");
+        assert_eq!(ask.input["command"], "echo hello > hello.txt");
+        assert_eq!(ask.reply_to, Some(json!(0)));
+        assert_eq!(ask.tool_use_id.as_deref(), Some("call_1"));
+        r.line(r#"{"method": "item/completed", "params": {"item": {"type": "commandExecution", "id": "call_1", "status": "completed"}}}"#);
+        r.line(r#"{"method": "thread/tokenUsage/updated", "params": {"tokenUsage": {"total": {"inputTokens": 20, "outputTokens": 10}}}}"#);
+        let ev = r.line(r#"{"method": "item/completed", "params": {"item": {"type": "agentMessage", "id": "m", "text": "All done"}}}"#);
+        assert_eq!(ev, vec![AgentEvent::Text("All done".into())]);
+        let ev = r.line(r#"{"method": "turn/completed", "params": {"turn": {"status": "completed", "error": null}}}"#);
+        let AgentEvent::Result(res) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert!(!res.is_error);
+        assert_eq!(res.result.as_deref(), Some("All done"));
+        assert_eq!((res.input_tokens, res.output_tokens), (Some(20), Some(10)));
+        assert_eq!(ev[1], AgentEvent::EndInput);
+    }
+
+    #[test]
+    fn a_file_change_is_asked_with_its_paths_and_a_failed_turn_is_an_error() {
+        let mut r = reader();
+        r.line(r#"{"method": "item/started", "params": {"item": {"type": "fileChange", "id": "call_2", "changes": [{"path": "/w/hello.txt", "kind": {"type": "add"}, "diff": "hello\n"}]}}}"#);
+        let ev = r.line(r#"{"method": "item/fileChange/requestApproval", "id": 5, "params": {"itemId": "call_2", "reason": null}}"#);
+        let AgentEvent::ApprovalRequest(ask) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(ask.tool, "apply_patch");
+        assert_eq!(ask.input["file_path"], "/w/hello.txt");
+        r.line(r#"{"method": "error", "params": {"error": {"message": "unexpected status 500", "codexErrorInfo": {"responseStreamConnectionFailed": {"httpStatusCode": 500}}}, "willRetry": true}}"#);
+        let ev = r.line(r#"{"method": "turn/completed", "params": {"turn": {"status": "failed", "error": {"message": "exceeded retry limit, last status: 500", "codexErrorInfo": {"responseTooManyFailedAttempts": {"httpStatusCode": 500}}}}}}"#);
+        let AgentEvent::Result(res) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert!(res.is_error);
+        assert_eq!(res.model_api_status, Some(500));
+        assert_eq!(
+            res.result.as_deref(),
+            Some("exceeded retry limit, last status: 500")
+        );
+    }
+
+    #[test]
+    fn other_requests_are_refused_and_a_lost_thread_is_started_anew() {
+        let mut r = reader();
+        let ev = r.line(r#"{"method": "item/tool/requestUserInput", "id": 9, "params": {}}"#);
+        let AgentEvent::Reply(reply) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(serde_json::from_str::<Value>(reply).unwrap()["id"], 9);
+        let ev = r.line(r#"{"id": 2, "error": {"code": -32600, "message": "no rollout found"}}"#);
+        let AgentEvent::Reply(start) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(start).unwrap()["method"],
+            "thread/start"
+        );
+        assert!(matches!(r.line("not json")[0], AgentEvent::Malformed(_)));
+    }
+}
