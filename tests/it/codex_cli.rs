@@ -16,19 +16,9 @@ use crate::fake_openai::{
     last_user_text, text_of, tool_output,
 };
 
-pub const CODEX_VERSION: &str = "0.169.0";
-
-/// The pinned Codex binary; the test fails (never skips) when it is missing.
+/// The pinned Codex binary, its version checked; the test fails (never skips) when it is missing.
 pub fn codex_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(
-        ".codex-cli/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
-    );
-    assert!(
-        bin.is_file(),
-        "the Codex CLI {CODEX_VERSION} is not installed at {}: run scripts/install-deps",
-        bin.display()
-    );
-    bin
+    crate::harness::codex_cli()
 }
 
 /// A scratch root for one run: HOME, CODEX_HOME and the workspace, in the target directory (Codex's own
@@ -256,7 +246,7 @@ async fn codex_version_is_the_pinned_one() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("codex-cli {CODEX_VERSION}")
+        format!("codex-cli {}", crate::harness::CODEX_VERSION)
     );
 }
 

@@ -945,7 +945,7 @@ async fn limits_prefixes_lengths_and_kill_job_over_mcp() {
     let twin = format!("{}-0000-4000-8000-000000000000", &id[..8]);
     assert!(
         store
-            .insert_job(&twin, "S3", "twin")
+            .insert_job(&twin, "S3", "twin", "claude")
             .await
             .unwrap()
             .is_some()

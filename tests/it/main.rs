@@ -5,6 +5,7 @@ mod approvals;
 mod approvals_read_only;
 mod backup;
 mod cgroups;
+mod codex;
 mod codex_cli;
 mod config_cli;
 mod containment;

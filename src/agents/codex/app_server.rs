@@ -69,13 +69,14 @@ impl AppServer {
         }
         self.ended = true;
         let is_error = status != "completed";
-        let error = error.or_else(|| {
-            if is_error {
-                self.last_error.clone()
-            } else {
-                None
-            }
-        });
+        let mut error = error.or_else(|| is_error.then(|| self.last_error.clone()).flatten());
+        // A turn that failed after Codex retried the model API failed on that API, whatever the last
+        // error's word (`other` for a stream cut short).
+        if let Some(e) = error.as_mut().filter(|_| self.retries > 0)
+            && !e.1.as_deref().is_some_and(is_model_api_error)
+        {
+            e.1 = Some("responseStreamDisconnected".into());
+        }
         let result = match (&error, is_error) {
             (Some((message, _, _)), true) => Some(message.clone()),
             _ => self.last_text.clone(),
