@@ -35,7 +35,7 @@ fn home(env: &Env) -> std::path::PathBuf {
 
 /// The keyword-driven model: `SAY_HI` → "hi"; `WRITE_HELLO` → a shell command writing hello.txt;
 /// `WRITE_BYE` → one writing bye.txt; `PATCH_NOTE` → a file change adding note.txt; `FAIL500` → a
-/// server error; after a tool → "All done."; else it names the instruction it got.
+/// server error; `STALL` → no answer ever; after a tool → "All done."; else it names the instruction it got.
 fn model(req: &Value) -> Reply {
     let last = last_user_text(req);
     if after_tool(req) {
@@ -48,6 +48,8 @@ fn model(req: &Value) -> Reply {
         Reply::exec("echo bye > bye.txt")
     } else if last.contains("PATCH_NOTE") {
         Reply::add_file("note.txt", "a note\n")
+    } else if last.contains("STALL") {
+        Reply::Stall
     } else if last.contains("FAIL500") {
         Reply::error(500, "server_error", "the fake model is down")
     } else {
@@ -379,5 +381,45 @@ async fn from_the_phone_codex_asks_the_tap_decides_and_claude_keeps_its_own_conv
             && agents.contains(&("WRITE_HELLO".into(), "codex".into())),
         "{agents:?}"
     );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_codex_job_is_found_hung_and_another_is_canceled() {
+    let api = FakeOpenAi::start(model).await;
+    let env = Env::new("");
+    let home = home(&env);
+    env.write_config(&format!(
+        "[agent]\ndefault = \"codex\"\n{}[jobs]\nhang_timeout_secs = 5\nkill_grace_secs = 1\n",
+        codex_section(&api, &home)
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    // agent.default = "codex": a session opened without naming one runs Codex.
+    crate::jobs::session(&env, &mcp).await;
+    let hung = run(&mcp, "S1", "STALL first").await;
+    let j = wait_final(&mcp, &hung, Duration::from_secs(90)).await;
+    assert_eq!(
+        (
+            j["status"].as_str(),
+            j["error_type"].as_str(),
+            j["agent"].as_str()
+        ),
+        (Some("failed"), Some("hung"), Some("codex")),
+        "{j}"
+    );
+    let stalled = run(&mcp, "S1", "STALL second").await;
+    until_async(Duration::from_secs(60), "the model is asked", || async {
+        api.requests()
+            .iter()
+            .any(|r| last_user_text(r).contains("STALL second"))
+    })
+    .await;
+    mcp.call("cancel_job", json!({"job_id": stalled}))
+        .await
+        .unwrap();
+    let j = wait_final(&mcp, &stalled, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "canceled", "{j}");
+    until_session(&mcp, "S1", "idle").await;
     drop(d);
 }

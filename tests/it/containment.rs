@@ -76,8 +76,38 @@ fn target(env: &Env) -> PathBuf {
     env.dir.path().join("outside/target.txt")
 }
 
+/// The hostile script's targets, as variables of its environment (an inline TOML table's entries).
+fn hostile_vars(env: &Env, outside: &Path, mark: &str, run_socket: &Path) -> String {
+    format!(
+        "TV_ROOT = \"{root}\", TV_SOCKET = \"{sock}\", TV_CONFIG = \"{config}\", \
+         TV_OTHER = \"{root}/workspaces/app/S2\", TV_OUTSIDE = \"{outside}\", \
+         TV_MARK = \"{mark}\", TV_RUN_SOCKET = \"{run_socket}\", TV_TARGET = \"{target}\", \
+         TV_SECRET_OBJECTS = \"{root}/repos/vault/.git/objects\", TV_ABSTRACT = \"tvtest-abs-{mark}\", \
+         TV_LOOPBACK = \"127.0.0.1:{loopback}\"",
+        target = target(env).display(),
+        loopback = loopback_port(),
+        root = env.root().display(),
+        sock = env.socket().display(),
+        config = env.config().display(),
+        outside = outside.display(),
+        run_socket = run_socket.display(),
+    )
+}
+
 /// `hostile` with the daemon run by `user` and `extra` config lines in `[agent]`.
 async fn hostile_as(sandbox: &str, user: DaemonUser, extra: &str) -> Hostile {
+    hostile_with(user, |vars, home| {
+        format!(
+            "[agent]\ncommand = \"{HOSTILE}\"\nsandbox = \"{sandbox}\"\n\
+             env = {{ {vars}, HOME = \"{}\" }}\n{extra}\n",
+            home.display()
+        )
+    })
+    .await
+}
+
+/// A daemon run by `user` whose agent configuration is `agent(<the hostile targets>, <home>)`.
+async fn hostile_with(user: DaemonUser, agent: impl FnOnce(&str, &Path) -> String) -> Hostile {
     let mut env = containment_env();
     env.run_as(user);
     let outside = env.dir.path().join("outside");
@@ -95,23 +125,9 @@ async fn hostile_as(sandbox: &str, user: DaemonUser, extra: &str) -> Hostile {
             libc::getuid()
         }))
     };
-    env.write_config(&format!(
-        "[agent]\ncommand = \"{HOSTILE}\"\nsandbox = \"{sandbox}\"\n\
-         env = {{ TV_ROOT = \"{root}\", TV_SOCKET = \"{sock}\", TV_CONFIG = \"{config}\", \
-         TV_OTHER = \"{root}/workspaces/app/S2\", TV_OUTSIDE = \"{outside}\", HOME = \"{home}\", \
-         TV_MARK = \"{mark}\", TV_RUN_SOCKET = \"{run_socket}\", TV_TARGET = \"{target}\", \
-         TV_SECRET_OBJECTS = \"{root}/repos/vault/.git/objects\", TV_ABSTRACT = \"tvtest-abs-{mark}\", \
-         TV_LOOPBACK = \"127.0.0.1:{loopback}\" }}\n{extra}\n\
-         [jobs]\nkill_grace_secs = 1\n",
-        target = target(&env).display(),
-        loopback = loopback_port(),
-        root = env.root().display(),
-        sock = env.socket().display(),
-        config = env.config().display(),
-        outside = outside.display(),
-        home = env.dir.path().join("home").display(),
-        run_socket = run_socket.display(),
-    ));
+    let vars = hostile_vars(&env, &outside, &mark, &run_socket);
+    let agent = agent(&vars, &env.dir.path().join("home"));
+    env.write_config(&format!("{agent}[jobs]\nkill_grace_secs = 1\n"));
     std::fs::create_dir_all(env.dir.path().join("home")).unwrap();
     std::fs::write(target(&env), "keep\n").unwrap();
     let daemon = env.start();
@@ -1038,5 +1054,110 @@ async fn the_daemon_refreshes_the_operators_login_and_jobs_never_hold_it() {
             saved.contains("at-new") && saved.contains("rt-2"),
             "{saved}"
         );
+    }
+}
+
+/// The real Codex as the hostile one: the model has it run the hostile script as a shell command (asked,
+/// and approved over MCP as a careless person would), so every attempt is made by a process Codex
+/// started in the job's sandbox; the attempts are read back from the command's output.
+async fn codex_attempts(
+    user: DaemonUser,
+    instruction: &str,
+) -> (Hostile, HashMap<String, (bool, String)>) {
+    let api = crate::fake_openai::FakeOpenAi::start(|req| {
+        use crate::fake_openai::{Reply, after_tool, last_user_text};
+        if after_tool(req) {
+            Reply::text("hostile run over")
+        } else {
+            // Waiting for the whole run (unified exec otherwise returns what came within 10 s).
+            Reply::Call {
+                name: "exec_command".into(),
+                arguments: json!({
+                    "cmd": format!("echo {} | perl {HOSTILE}", last_user_text(req)),
+                    "yield_time_ms": 120_000,
+                }),
+            }
+        }
+    })
+    .await;
+    let h = hostile_with(user, |vars, home| {
+        let section = crate::codex::codex_section(&api, home);
+        let section = section.replace("env = {", &format!("env = {{ {vars},"));
+        format!("[agent]\ndefault = \"codex\"\n{section}")
+    })
+    .await;
+    let id = run(&h.mcp, "S1", instruction).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let job = loop {
+        let job = h.mcp.call("get_job", json!({"job_id": id})).await.unwrap();
+        if ["done", "failed", "canceled"].contains(&job["status"].as_str().unwrap_or("")) {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        let pending = h
+            .mcp
+            .call("list_pending_approvals", json!({}))
+            .await
+            .unwrap();
+        for a in pending["approvals"].as_array().unwrap() {
+            let _ = h.mcp.call("approve", json!({"approval_id": a["id"]})).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["status"], "done", "{job}");
+    let output: String = api
+        .requests()
+        .iter()
+        .map(crate::fake_openai::tool_output)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let attempts: HashMap<_, _> = output
+        .lines()
+        .filter_map(|l| l.split_once("HOSTILE ").map(|(_, rest)| rest))
+        .filter_map(|rest| {
+            let mut w = rest.splitn(3, ' ');
+            let (name, verdict) = (w.next()?, w.next()?);
+            Some((
+                name.to_string(),
+                (verdict == "reached", w.next().unwrap_or("").to_string()),
+            ))
+        })
+        .collect();
+    assert!(
+        !attempts.is_empty(),
+        "the hostile command did not run: {job}\n{output}"
+    );
+    (h, attempts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_codex_job_cannot_write_outside_its_worktree_nor_reach_a_host_off_the_allowlist() {
+    for user in daemon_users() {
+        let (h, attempts) = codex_attempts(user, "write read socket network").await;
+        for name in [
+            "write-other-worktree",
+            "write-outside",
+            "write-git-config",
+            "write-git-hook",
+            "write-home",
+            "read-db",
+            "read-config",
+            "socket-direct",
+            "net-loopback",
+            "net-curl",
+            "net-curl-listed",
+            "net-curl-direct",
+        ] {
+            assert_blocked(&attempts, name);
+        }
+        assert!(!h.other.join("pwned.txt").exists());
+        assert!(!h.outside.join("pwned.txt").exists());
+        assert!(!h.env.dir.path().join("home/pwned.txt").exists());
+        let refused = h._daemon.stderr_text();
+        assert!(
+            refused.contains("Egress refused") && refused.contains("example.org"),
+            "refusals are logged with the host"
+        );
+        eprintln!("{user:?}: {} attempts, all blocked", attempts.len());
     }
 }
