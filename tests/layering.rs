@@ -353,34 +353,57 @@ const CLAUDE_PROTOCOL: &[&str] = &[
     "@anthropic-ai/claude-code",
 ];
 
-#[test]
-fn claude_code_protocol_is_named_in_its_agent_folder_only() {
+/// What only Codex's driver may say: its app-server protocol, its state and credential files, its model
+/// provider's settings and variables, its package.
+const CODEX_PROTOCOL: &[&str] = &[
+    "app-server",
+    "thread/start",
+    "thread/resume",
+    "turn/start",
+    "requestApproval",
+    "codexErrorInfo",
+    "CODEX_HOME",
+    "auth.json",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "model_providers",
+    "@openai/codex",
+];
+
+/// Every needle of `protocol` is named in `folder` (the check reads what it should) and nowhere else.
+fn named_in_its_agent_folder_only(folder: &str, agent: &str, protocol: &[&str]) {
     let mut wrong = Vec::new();
     for s in sources() {
-        if s.rel.starts_with("agents/claude/") {
+        if s.rel.starts_with(folder) {
             continue;
         }
-        for needle in CLAUDE_PROTOCOL {
+        for needle in protocol {
             if s.code.contains(needle) {
                 wrong.push(format!(
-                    "{} names Claude Code's {needle:?}: ask the agent's driver (src/agents/)",
+                    "{} names {agent}'s {needle:?}: ask the agent's driver (src/agents/)",
                     s.rel
                 ));
             }
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    // The check reads what it should: the folder itself names them.
-    let claude: String = sources()
+    let own: String = sources()
         .into_iter()
-        .filter(|s| s.rel.starts_with("agents/claude/"))
+        .filter(|s| s.rel.starts_with(folder))
         .map(|s| s.code)
         .collect();
-    let missing: Vec<_> = CLAUDE_PROTOCOL
-        .iter()
-        .filter(|n| !claude.contains(**n))
-        .collect();
-    assert!(missing.is_empty(), "not in src/agents/claude/: {missing:?}");
+    let missing: Vec<_> = protocol.iter().filter(|n| !own.contains(**n)).collect();
+    assert!(missing.is_empty(), "not in src/{folder}: {missing:?}");
+}
+
+#[test]
+fn claude_code_protocol_is_named_in_its_agent_folder_only() {
+    named_in_its_agent_folder_only("agents/claude/", "Claude Code", CLAUDE_PROTOCOL);
+}
+
+#[test]
+fn codex_protocol_is_named_in_its_agent_folder_only() {
+    named_in_its_agent_folder_only("agents/codex/", "Codex", CODEX_PROTOCOL);
 }
 
 /// What only the SQLite engine of the store may say: its dialect, pragmas, bookkeeping tables and online

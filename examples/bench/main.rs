@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release --example bench -- --json bench.json [--markdown bench.md] [--only a,b]`
 //!
-//! Cases: `reply` (command reply latency), `say_hi` (the real agent CLI end to end), `line` (agent stdout
+//! Cases: `reply` (command reply latency), `say_hi` (the real agent CLI end to end), `codex_say_hi` (the
+//! same with the real Codex CLI beside the bare `codex app-server`), `line` (agent stdout
 //! line to Telegram call), `spawn` (run_instruction to agent spawned), `mcp` (MCP round trip),
 //! `worktree` (create_session on 10k files), `idle` (RSS and CPU with 50 sessions), `store` (start and
 //! kill -9 to ready with 100k jobs and 1M events, list_jobs pages), `hang` (hung-job detection
@@ -12,11 +13,15 @@
 #[path = "../../tests/it/fake_model.rs"]
 #[allow(dead_code)]
 mod fake_model;
+#[path = "../../tests/it/fake_openai.rs"]
+#[allow(dead_code)]
+mod fake_openai;
 #[path = "../../tests/it/fake_telegram.rs"]
 #[allow(dead_code)]
 mod fake_telegram;
 
 mod agent;
+mod codex_case;
 mod core_cases;
 mod daemon;
 mod report;
@@ -26,8 +31,18 @@ use std::path::PathBuf;
 
 use report::Figure;
 
-const CASES: [&str; 10] = [
-    "reply", "say_hi", "line", "spawn", "mcp", "worktree", "idle", "store", "hang", "load",
+const CASES: [&str; 11] = [
+    "reply",
+    "say_hi",
+    "codex_say_hi",
+    "line",
+    "spawn",
+    "mcp",
+    "worktree",
+    "idle",
+    "store",
+    "hang",
+    "load",
 ];
 
 fn main() {
@@ -63,6 +78,7 @@ fn main() {
             match case.as_str() {
                 "reply" => tg_cases::command_reply(&bin).await,
                 "say_hi" => tg_cases::say_hi(&bin).await,
+                "codex_say_hi" => codex_case::say_hi(&bin).await,
                 "line" => tg_cases::line_to_telegram(&bin).await,
                 "load" => tg_cases::load(&bin).await,
                 "spawn" => core_cases::spawn(&bin).await,

@@ -139,7 +139,7 @@ mod tests {
     fn agents_have_their_own_command_lines_and_the_default_must_be_configured() {
         let c = from_toml(
             "[agent]\ncommand = \"/opt/claude\"\nenv = { A = \"1\" }\n\
-             [agents.codex]\nextra_args = [\"-c\", \"model=\\\"m\\\"\"]\nenv = { OPENAI_API_KEY = \"k\" }\n",
+             [agents.codex]\nextra_args = [\"-c\", \"model=\\\"m\\\"\"]\nenv = { KEY = \"k\" }\n",
         )
         .unwrap();
         assert_eq!(c.agent.names(), ["claude", "codex"]);
@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(codex.command, "codex");
         assert_eq!(codex.extra_args, ["-c", "model=\"m\""]);
         assert_eq!(
-            codex.env.get("OPENAI_API_KEY").map(String::as_str),
+            codex.env.get("KEY").map(String::as_str),
             Some("k")
         );
         assert!(codex.env.get("A").is_none(), "[agent] env is Claude Code's");
