@@ -52,15 +52,21 @@ fn bare_run(codex: &Path, dir: &Path, home: &Path, codex_home: &Path, base_url: 
     let mut send = |v: serde_json::Value| {
         stdin.write_all(format!("{v}\n").as_bytes()).unwrap();
     };
-    send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "bench", "version": "1"}}}));
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "bench", "version": "1"}}}),
+    );
     send(json!({"jsonrpc": "2.0", "method": "initialized"}));
-    send(json!({"jsonrpc": "2.0", "id": 2, "method": "thread/start", "params": {"cwd": dir, "approvalPolicy": "untrusted", "sandbox": "danger-full-access"}}));
+    send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "thread/start", "params": {"cwd": dir, "approvalPolicy": "untrusted", "sandbox": "danger-full-access"}}),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
         let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
         if v["id"] == 2 {
             let thread = v["result"]["thread"]["id"].clone();
-            send(json!({"jsonrpc": "2.0", "id": 3, "method": "turn/start", "params": {"threadId": thread, "input": [{"type": "text", "text": "SAY_HI"}]}}));
+            send(
+                json!({"jsonrpc": "2.0", "id": 3, "method": "turn/start", "params": {"threadId": thread, "input": [{"type": "text", "text": "SAY_HI"}]}}),
+            );
         }
         if v["method"] == "turn/completed" {
             break;
@@ -73,7 +79,8 @@ fn bare_run(codex: &Path, dir: &Path, home: &Path, codex_home: &Path, base_url: 
 }
 
 pub async fn say_hi(bin: &Path) -> Vec<Figure> {
-    const NAME: &str = "Codex SAY_HI end to end with the real CLI, overhead over the bare app-server";
+    const NAME: &str =
+        "Codex SAY_HI end to end with the real CLI, overhead over the bare app-server";
     let Some(codex) = codex_cli() else {
         return vec![Figure::missing(
             NAME,
@@ -111,7 +118,13 @@ pub async fn say_hi(bin: &Path) -> Vec<Figure> {
     make_repo(&scratch, 0);
     let (mut bare, mut e2e) = (Vec::new(), Vec::new());
     for _ in 0..6 {
-        bare.push(bare_run(&codex, &scratch, &home, &codex_home, &api.base_url()));
+        bare.push(bare_run(
+            &codex,
+            &scratch,
+            &home,
+            &codex_home,
+            &api.base_url(),
+        ));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         e2e.push(
             say(&tg, user, "SAY_HI", &|t| {

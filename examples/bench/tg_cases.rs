@@ -61,7 +61,12 @@ pub fn bench_agent() -> String {
 }
 
 /// Says `text` as `user` and waits for the first reply that passes `want`.
-pub async fn say(tg: &FakeTelegram, user: i64, text: &str, want: &dyn Fn(&str) -> bool) -> Duration {
+pub async fn say(
+    tg: &FakeTelegram,
+    user: i64,
+    text: &str,
+    want: &dyn Fn(&str) -> bool,
+) -> Duration {
     let t0 = Instant::now();
     tg.send_text(user, text);
     let at = until(Duration::from_secs(60), || first_out(tg, user, t0, want))

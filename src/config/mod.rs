@@ -147,10 +147,7 @@ mod tests {
         let codex = c.agent.of("codex");
         assert_eq!(codex.command, "codex");
         assert_eq!(codex.extra_args, ["-c", "model=\"m\""]);
-        assert_eq!(
-            codex.env.get("KEY").map(String::as_str),
-            Some("k")
-        );
+        assert_eq!(codex.env.get("KEY").map(String::as_str), Some("k"));
         assert!(codex.env.get("A").is_none(), "[agent] env is Claude Code's");
         // [agents.claude] overrides [agent] and adds to its environment.
         let c = from_toml("[agents.claude]\ncommand = \"/x/claude\"\nenv = { B = \"2\" }\n[agent]\nenv = { A = \"1\" }\n")

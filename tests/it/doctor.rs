@@ -261,3 +261,55 @@ fn doctor_warns_when_the_daemon_runs_as_root_and_fails_when_run_as_is_no_user() 
         assert_eq!(user["status"], "ok", "{user}");
     }
 }
+
+/// The `agent` findings of `doctor --json`.
+fn agent_findings(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.run(&["doctor", "--json"]);
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "agent")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn doctor_checks_every_configured_agent() {
+    let claude = claude_cli();
+    let codex = codex_cli();
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{}\"\n[agents.codex]\ncommand = \"{}\"\n",
+        claude.display(),
+        codex.display()
+    ));
+    let found = agent_findings(&env);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|f| f["status"] == "ok"), "{found:?}");
+    assert!(
+        found[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("codex-cli 0.169.0"),
+        "{found:?}"
+    );
+    // A Codex that is not there is named with how to install it; Claude Code alone is not checked twice.
+    env.write_config(&format!(
+        "[agent]\ncommand = \"{}\"\n[agents.codex]\ncommand = \"/nonexistent/codex\"\n",
+        claude.display()
+    ));
+    let found = agent_findings(&env);
+    let codex = found
+        .iter()
+        .find(|f| f["message"].as_str().unwrap().contains("codex"))
+        .unwrap_or_else(|| panic!("{found:?}"));
+    assert_eq!(codex["status"], "WARN", "{codex}");
+    assert!(
+        codex["fix"].as_str().unwrap().contains("@openai/codex"),
+        "{codex}"
+    );
+    // Without [agents.codex] Codex is not configured, and not checked.
+    env.write_config(&format!("[agent]\ncommand = \"{}\"\n", claude.display()));
+    assert_eq!(agent_findings(&env).len(), 1);
+}

@@ -65,6 +65,8 @@ impl Runner {
         a.job.base_commit = base_commit.clone();
         let log_path = core.layout().job_logs().join(format!("{}.log", a.job.id));
         let log = Arc::new(JobLog::create(&log_path, core.config().jobs.max_log_bytes)?);
+        // The log names the job's agent first (`agent codex`).
+        log.line("agent", driver.name());
         let mut env = vec![
             ("TELEVIBE_PROJECT_ID".to_string(), a.project.id.clone()),
             ("TELEVIBE_SESSION_ID".to_string(), a.session.id.clone()),
@@ -254,7 +256,7 @@ impl Runner {
             .clamp(Duration::from_millis(250), Duration::from_secs(5));
         myself.send_interval(tick, || RunnerMsg::Tick);
         myself.send_after(jobs.hard_timeout, || RunnerMsg::HardTimeout);
-        tracing::info!(target: "televibe.runner", job_id = %a.job.id, session_id = %a.session.id, project_id = %a.project.id, pid, instruction_preview = %preview(&a.job.instruction), "Job started");
+        tracing::info!(target: "televibe.runner", job_id = %a.job.id, session_id = %a.session.id, project_id = %a.project.id, agent = %a.job.agent, pid, instruction_preview = %preview(&a.job.instruction), "Job started");
         Ok(())
     }
 }
