@@ -72,7 +72,6 @@ fn bare_run(codex: &Path, dir: &Path, home: &Path, codex_home: &Path, base_url: 
             break;
         }
     }
-    drop(send);
     drop(stdin);
     assert!(child.wait().unwrap().success());
     t.elapsed()

@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(codex.command, "codex");
         assert_eq!(codex.extra_args, ["-c", "model=\"m\""]);
         assert_eq!(codex.env.get("KEY").map(String::as_str), Some("k"));
-        assert!(codex.env.get("A").is_none(), "[agent] env is Claude Code's");
+        assert!(!codex.env.contains_key("A"), "[agent] env is Claude Code's");
         // [agents.claude] overrides [agent] and adds to its environment.
         let c = from_toml("[agents.claude]\ncommand = \"/x/claude\"\nenv = { B = \"2\" }\n[agent]\nenv = { A = \"1\" }\n")
             .unwrap();
