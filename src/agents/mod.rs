@@ -335,6 +335,9 @@ pub struct AgentFiles {
     pub settings: &'static [(&'static str, &'static str)],
     /// The login file of a state directory, of which a job gets a read-only copy.
     pub credentials: Option<&'static str>,
+    /// Directories of a state directory that are emptied before each job and held read-only during it:
+    /// what the agent reads there would change what later jobs may do (Codex's `rules/`).
+    pub locked_dirs: &'static [&'static str],
 }
 
 /// The model API of an agent, for the egress proxy.

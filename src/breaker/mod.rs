@@ -322,6 +322,11 @@ pub struct BreakerPermit {
 }
 
 impl BreakerPermit {
+    /// The breaker it was taken from.
+    pub fn name(&self) -> BreakerName {
+        self.name
+    }
+
     pub fn is_probe(&self) -> bool {
         self.probe
     }

@@ -34,7 +34,9 @@ fn home(env: &Env) -> std::path::PathBuf {
 }
 
 /// The keyword-driven model: `SAY_HI` → "hi"; `WRITE_HELLO` → a shell command writing hello.txt;
-/// `WRITE_BYE` → one writing bye.txt; `PATCH_NOTE` → a file change adding note.txt; `FAIL500` → a
+/// `WRITE_BYE` → one writing bye.txt; `PATCH_NOTE` → a file change adding note.txt; `LIST_FILES` →
+/// `ls -la`; `PATCH_TWO` → one change adding two files; `WRITE_RULE <dir>` → a command writing an allow
+/// rule into `<dir>`; `FAIL500` → a
 /// server error; `STALL` → no answer ever; after a tool → "All done."; else it names the instruction it got.
 fn model(req: &Value) -> Reply {
     let last = last_user_text(req);
@@ -48,6 +50,18 @@ fn model(req: &Value) -> Reply {
         Reply::exec("echo bye > bye.txt")
     } else if last.contains("PATCH_NOTE") {
         Reply::add_file("note.txt", "a note\n")
+    } else if last.contains("LIST_FILES") {
+        Reply::exec("ls -la")
+    } else if last.contains("PATCH_TWO") {
+        Reply::Patch(
+            "*** Begin Patch\n*** Add File: one.txt\n+one\n*** Add File: two.txt\n+two\n*** End Patch\n"
+                .into(),
+        )
+    } else if let Some(rule) = last.strip_prefix("WRITE_RULE ") {
+        // A rule that would let `rm` run unasked in later jobs, written where Codex reads its rules.
+        Reply::exec(&format!(
+            "mkdir -p {rule} && echo 'prefix_rule(pattern=[\"rm\"], decision=\"allow\")' > {rule}/allow.rules"
+        ))
     } else if last.contains("STALL") {
         Reply::Stall
     } else if last.contains("FAIL500") {
@@ -188,6 +202,53 @@ async fn mcp_runs_codex_to_its_answer_asks_for_its_commands_and_resumes_its_thre
     assert!(
         resumed,
         "every PATCH_NOTE request carries the thread's start"
+    );
+
+    // A read-only command the policy allows needs nobody; the job's tokens are its own, not the thread's.
+    let job = run(&mcp, "S1", "LIST_FILES").await;
+    let j = wait_final(&mcp, &job, Duration::from_secs(120)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(
+        (j["input_tokens"].as_i64(), j["output_tokens"].as_i64()),
+        (Some(20), Some(10)),
+        "two model requests of this job: {j}"
+    );
+    let audit = std::fs::read_to_string(env.orchestrator().join("logs/audit.log")).unwrap();
+    assert!(
+        audit.lines().map(json).any(|r| r["event"] == "job.approved"
+            && r["actor"] == "policy"
+            && r["job_id"] == job.as_str()
+            && r["details"]["input"]
+                .as_str()
+                .unwrap_or("")
+                .contains("ls -la")),
+        "{audit}"
+    );
+
+    // One change of two files: no single path for a rule or grant, a person sees both.
+    let job = run(&mcp, "S1", "PATCH_TWO").await;
+    let a = pending_approval(&mcp, &job).await;
+    assert!(a["tool_input"].get("file_path").is_none(), "{a}");
+    assert_eq!(a["tool_input"]["paths"].as_array().unwrap().len(), 2, "{a}");
+    mcp.call("approve", json!({"approval_id": a["id"]}))
+        .await
+        .unwrap();
+    let j = wait_final(&mcp, &job, Duration::from_secs(120)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert!(wt.join("one.txt").exists() && wt.join("two.txt").exists());
+
+    // A rule written where Codex reads its rules, even approved, never reaches the session's state.
+    let rules = env.root().join("agents/app/S1.codex/rules");
+    let job = run(&mcp, "S1", &format!("WRITE_RULE {}", rules.display())).await;
+    let a = pending_approval(&mcp, &job).await;
+    mcp.call("approve", json!({"approval_id": a["id"]}))
+        .await
+        .unwrap();
+    let j = wait_final(&mcp, &job, Duration::from_secs(120)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert!(
+        std::fs::read_dir(&rules).unwrap().next().is_none(),
+        "the rules directory stays empty"
     );
 
     // An error of the model API fails the job as an API error and counts on the codex breaker alone.
@@ -415,6 +476,9 @@ async fn a_stalled_codex_job_is_found_hung_and_another_is_canceled() {
             .any(|r| last_user_text(r).contains("STALL second"))
     })
     .await;
+    // The job's Codex holds a placeholder, never the key (the egress proxy adds it).
+    let key = codex_env(&stalled, "OPENAI_API_KEY").expect("the job's codex app-server process");
+    assert!(key.starts_with("televibe-placeholder-"), "{key}");
     mcp.call("cancel_job", json!({"job_id": stalled}))
         .await
         .unwrap();
@@ -422,4 +486,34 @@ async fn a_stalled_codex_job_is_found_hung_and_another_is_canceled() {
     assert_eq!(j["status"], "canceled", "{j}");
     until_session(&mcp, "S1", "idle").await;
     drop(d);
+}
+
+/// Variable `name` of job `job`'s `codex app-server` process, read from the host's `/proc`.
+fn codex_env(job: &str, name: &str) -> Option<String> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        if pid.parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if !args.iter().any(|a| *a == b"app-server") {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        if vars.iter().any(|v| *v == format!("TELEVIBE_JOB_ID={job}")) {
+            return vars
+                .iter()
+                .find_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_string));
+        }
+    }
+    None
 }

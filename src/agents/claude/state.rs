@@ -19,6 +19,7 @@ pub static FILES: AgentFiles = AgentFiles {
     state_env: STATE_ENV,
     settings: &[(SETTINGS, "{}\n")],
     credentials: Some(CREDENTIALS),
+    locked_dirs: &[],
 };
 
 /// Claude Code's public OAuth client id (the one its `/login` uses), and its login's entry.

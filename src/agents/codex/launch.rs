@@ -25,7 +25,11 @@ pub const APPROVAL_POLICY: &str = "untrusted";
 pub const SANDBOX: &str = "danger-full-access";
 
 pub fn launch(job: &LaunchSpec<'_>) -> Launch {
-    let mut args = vec!["app-server".to_string()];
+    // No MCP servers from the operator's `config.toml`: their tool calls would not come to the daemon's
+    // approval wall, and their `env` would be readable in the job.
+    let mut args = ["app-server", "-c", "mcp_servers={}"]
+        .map(String::from)
+        .to_vec();
     if let Some(url) = job.model_base_url {
         let toml_string = |s: &str| Value::from(s).to_string();
         for (key, value) in [
@@ -108,7 +112,7 @@ mod tests {
     fn app_server_with_the_daemons_provider_and_the_operators_arguments_last() {
         let extra = vec!["-c".to_string(), "model=\"gpt-5.5\"".to_string()];
         let l = launch(&spec(None, Some("http://127.0.0.1:9/v1"), &extra));
-        assert_eq!(l.args[0], "app-server");
+        assert_eq!(l.args[..3], ["app-server", "-c", "mcp_servers={}"]);
         assert!(
             l.args.contains(
                 &"model_providers.televibe.base_url=\"http://127.0.0.1:9/v1\"".to_string()
@@ -127,10 +131,7 @@ mod tests {
         assert_eq!(lines[2]["params"]["approvalPolicy"], "untrusted");
         assert_eq!(lines[2]["params"]["cwd"], "/w/S1");
         // No address given: Codex's own provider, nothing added.
-        assert_eq!(
-            launch(&spec(None, None, &[])).args,
-            vec!["app-server".to_string()]
-        );
+        assert_eq!(launch(&spec(None, None, &[])).args.len(), 3);
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub static FILES: AgentFiles = AgentFiles {
     state_env: STATE_ENV,
     settings: &[(SETTINGS, "")],
     credentials: Some(CREDENTIALS),
+    // Execution-policy rules (`decision = "allow"` runs a command without asking) and hooks.
+    locked_dirs: &["rules", "hooks"],
 };
 
 /// The model API: the Responses API at `OPENAI_BASE_URL` of `[agents.codex] env` (Codex 0.169.0 itself
@@ -38,15 +40,16 @@ pub fn operator_state(home: &Path) -> PathBuf {
         .unwrap_or_else(|| home.join(".codex"))
 }
 
-/// The operator's login as a job may see it: never a refresh token. With `placeholder` (the job's network
-/// goes through the egress proxy, where the key of `[agents.codex] env` is added) no key or token at all:
-/// an isolated Codex job uses the daemon's model provider and its placeholder key. None when it is not the
-/// expected JSON.
+/// The operator's login as a job may see it: never the refresh token (a job could keep or spend it). With
+/// `placeholder` (the job's network goes through the egress proxy) no API key either: an isolated job's
+/// key comes from `OPENAI_API_KEY` as a placeholder the proxy replaces; an account login (`codex login`)
+/// keeps its access token, which Codex sends itself through a `CONNECT` tunnel the proxy cannot read into.
+/// None when it is not the expected JSON.
 pub fn login_copy(text: &[u8], placeholder: Option<&str>) -> Option<Vec<u8>> {
     let mut login: serde_json::Value = serde_json::from_slice(text).ok()?;
     let o = login.as_object_mut()?;
     if placeholder.is_some() {
-        return Some(b"{}".to_vec());
+        o.remove("OPENAI_API_KEY");
     }
     if let Some(tokens) = o.get_mut("tokens").and_then(|t| t.as_object_mut()) {
         tokens.remove("refresh_token");
@@ -60,12 +63,16 @@ mod tests {
 
     #[test]
     fn the_login_copy_never_holds_the_refresh_token() {
-        let login = br#"{"OPENAI_API_KEY":null,"tokens":{"access_token":"a","refresh_token":"r","id_token":"i"}}"#;
+        let login = br#"{"OPENAI_API_KEY":"sk-real","tokens":{"access_token":"a","refresh_token":"r","id_token":"i"}}"#;
         let copy: serde_json::Value =
             serde_json::from_slice(&login_copy(login, None).unwrap()).unwrap();
         assert!(copy["tokens"].get("refresh_token").is_none());
         assert_eq!(copy["tokens"]["access_token"], "a");
-        assert_eq!(login_copy(login, Some("ph")).unwrap(), b"{}");
+        assert_eq!(copy["OPENAI_API_KEY"], "sk-real");
+        let isolated: serde_json::Value =
+            serde_json::from_slice(&login_copy(login, Some("ph")).unwrap()).unwrap();
+        assert!(isolated.get("OPENAI_API_KEY").is_none(), "{isolated}");
+        assert!(isolated["tokens"].get("refresh_token").is_none());
         assert!(login_copy(b"not json", None).is_none());
     }
 }

@@ -111,14 +111,11 @@ impl Jobs<'_> {
                         BreakerVerdict::Neutral => drop(permit),
                     }
                     // The probe closed the breaker: the next opening is a new period, told again.
-                    if self
-                        .core
-                        .breakers()
-                        .get(crate::agents::of_job(job).breaker())
-                        .state()
+                    let breaker = crate::agents::of_job(job).breaker();
+                    if self.core.breakers().get(breaker).state()
                         == crate::breaker::BreakerState::Closed
                     {
-                        self.agent_available_again();
+                        self.agent_available_again(breaker);
                     }
                 }
                 (decision.outcome, Some(elapsed), None)
@@ -270,8 +267,12 @@ impl Jobs<'_> {
     /// Tells that jobs wait for the Claude API: at the first refusal of a period, every session with a
     /// queued or waiting job; later, each further session whose job is refused. One `claude.unavailable`
     /// row per session, all carrying the period's start (`since`), so the notifier tells each chat once.
-    pub async fn notify_claude_unavailable(&self, session: &Session) {
-        let first = super::lock(&self.state().claude_notice).is_none();
+    pub async fn notify_claude_unavailable(
+        &self,
+        session: &Session,
+        breaker: crate::domain::breaker::BreakerName,
+    ) {
+        let first = !super::lock(&self.state().claude_notice).contains_key(&breaker);
         let mut sessions = vec![session.id.clone()];
         if first {
             sessions.extend(
@@ -284,10 +285,12 @@ impl Jobs<'_> {
         }
         let (since, new): (i64, Vec<String>) = {
             let mut notice = super::lock(&self.state().claude_notice);
-            let notice = notice.get_or_insert_with(|| super::ClaudeNotice {
-                since: chrono::Utc::now().timestamp_millis(),
-                told: Default::default(),
-            });
+            let notice = notice
+                .entry(breaker)
+                .or_insert_with(|| super::ClaudeNotice {
+                    since: chrono::Utc::now().timestamp_millis(),
+                    told: Default::default(),
+                });
             let new = sessions
                 .into_iter()
                 .filter(|s| notice.told.insert(s.clone()))
@@ -308,11 +311,22 @@ impl Jobs<'_> {
                 .emit(
                     scope,
                     Event::ClaudeUnavailable {
-                        message: CLAUDE_UNAVAILABLE.into(),
+                        message: unavailable_message(breaker),
                         since,
                     },
                 )
                 .await;
         }
+    }
+}
+
+/// What the chat is told while `breaker` holds jobs: the spec's message for Claude Code's, the same words
+/// for another agent's.
+fn unavailable_message(breaker: crate::domain::breaker::BreakerName) -> String {
+    match breaker {
+        crate::domain::breaker::BreakerName::Codex => {
+            "⚠️ Codex API temporarily unavailable. Jobs queued.".into()
+        }
+        _ => CLAUDE_UNAVAILABLE.into(),
     }
 }

@@ -13,6 +13,7 @@ pub mod runner;
 pub mod sandbox;
 mod wait;
 
+use crate::domain::breaker::BreakerName;
 use serde::Serialize;
 
 use crate::domain::Job;
@@ -43,9 +44,9 @@ pub struct State {
     slots: Arc<tokio::sync::Semaphore>,
     /// Per-job secrets of the approval tool connections (job id → token), alive while the job runs.
     tokens: Mutex<HashMap<String, String>>,
-    /// While the `claude_code` breaker keeps jobs waiting: when that began (unix ms, the notice's episode)
-    /// and the sessions told so far. `None` once it is closed again.
-    claude_notice: Mutex<Option<ClaudeNotice>>,
+    /// While an agent's breaker (`claude_code`, `codex`) keeps jobs waiting: when that began (unix ms, the
+    /// notice's episode) and the sessions told so far. No entry once it is closed again.
+    claude_notice: Mutex<HashMap<BreakerName, ClaudeNotice>>,
 }
 
 impl State {
@@ -54,7 +55,7 @@ impl State {
             active: Mutex::new(HashSet::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             tokens: Mutex::new(HashMap::new()),
-            claude_notice: Mutex::new(None),
+            claude_notice: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -83,8 +84,8 @@ impl Jobs<'_> {
     }
 
     /// The agent's API works again: the next outage is a new period, told anew.
-    pub fn agent_available_again(&self) {
-        *lock(&self.state().claude_notice) = None;
+    pub fn agent_available_again(&self, breaker: BreakerName) {
+        lock(&self.state().claude_notice).remove(&breaker);
     }
 
     /// A fresh secret for a job's approval connection (256 random bits).

@@ -305,7 +305,9 @@ impl SessionActor {
         permit: OwnedSemaphorePermit,
     ) {
         st.waiting_for_slot = false;
-        let breaker = match st.pending_breaker.take() {
+        // The permit was taken for the job then at the head; another agent's job there now needs its own.
+        let head = queue::next_agent(st).breaker();
+        let breaker = match st.pending_breaker.take().filter(|b| b.name() == head) {
             Some(b) => Ok(b),
             None => self
                 .core

@@ -52,7 +52,20 @@ impl Runner {
         driver: &'static dyn AgentDriver,
     ) -> Result<Prepared, ActorProcessingErr> {
         let core = &self.core;
-        let command = core.config().agent.of(driver.name());
+        let config = core.config();
+        let command = config
+            .agent
+            .agents
+            .get(driver.name())
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "agent {} is not configured (agents.{} in the configuration); configured: {}",
+                    driver.name(),
+                    driver.name(),
+                    config.agent.names().join(", ")
+                )
+            })?;
         let program = crate::agent_path::find(&command.command).ok_or_else(|| {
             format!(
                 "agent command {:?} not found (agents.{}.command)",
@@ -262,8 +275,9 @@ impl Runner {
 }
 
 /// Where an agent that cannot be pointed at its model API by a variable finds it: at the relay inside an
-/// isolated sandbox, else at the variable's value; only when the operator gave the agent an address or a
-/// key of its own (else the agent's own login and default address are left alone).
+/// isolated sandbox, else at the variable's value (its default address without one); only when the
+/// operator gave the agent an address or a key (in its `env` or the daemon's environment, which jobs
+/// inherit), else the agent's own login and default address are left alone.
 fn model_base_url(
     driver: &'static dyn AgentDriver,
     env: &[(String, String)],
@@ -275,15 +289,18 @@ fn model_base_url(
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
             .filter(|v| !v.is_empty())
     };
     let given = set(api.base_url_env);
-    if isolated {
-        (given.is_some() || api.secrets.iter().any(|s| set(s).is_some()))
-            .then(|| format!("http://127.0.0.1:{}", crate::egress::relay::PORT))
-    } else {
-        given
+    if given.is_none() && !api.secrets.iter().any(|s| set(s).is_some()) {
+        return None;
     }
+    Some(if isolated {
+        format!("http://127.0.0.1:{}", crate::egress::relay::PORT)
+    } else {
+        given.unwrap_or_else(|| api.default_upstream.to_string())
+    })
 }
 
 /// Inside an isolated sandbox the relay (this binary, bound into every sandbox) starts the agent and

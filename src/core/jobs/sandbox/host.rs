@@ -55,6 +55,15 @@ impl SandboxPlan {
                 .map_err(unsafe_io)?;
         }
         let files = self.agent.files();
+        // What a job left where the agent finds rules and hooks goes with this job's run directory (a
+        // rename, which follows no link); an empty directory, held read-only, takes its place.
+        for name in files.locked_dirs {
+            let at = self.state.join(name);
+            if std::fs::symlink_metadata(&at).is_ok() {
+                std::fs::rename(&at, self.run_dir.join(format!("left-{name}")))?;
+            }
+            std::fs::create_dir(&at)?;
+        }
         for (name, empty) in files.settings {
             let settings = match std::fs::read(self.operator_state.join(name)) {
                 Ok(text) => text,

@@ -50,10 +50,11 @@ pub fn agent_state(root: &Path, project_id: &str, session_id: &str, agent: &str)
     }
 }
 
-/// The home directory the agent sees: `HOME` from `agent.env`, else the daemon's.
-pub fn agent_home(config: &Config) -> PathBuf {
+/// The home directory agent `agent` sees: `HOME` from its `env`, else the daemon's.
+pub fn agent_home(config: &Config, agent: &str) -> PathBuf {
     config
         .agent
+        .of(agent)
         .env
         .get("HOME")
         .cloned()
@@ -153,7 +154,7 @@ pub fn plan_for(
     program: &Path,
 ) -> Result<SandboxPlan, String> {
     let (git_common, git_worktree) = crate::git::worktree_git_dirs(repo, worktree)?;
-    let mut homes = vec![agent_home(config)];
+    let mut homes = vec![agent_home(config, agent.name())];
     if let Some(own) = std::env::var_os("HOME").map(PathBuf::from)
         && !homes.contains(&own)
     {
@@ -173,12 +174,23 @@ pub fn plan_for(
             .filter_map(|f| std::path::absolute(f).ok()),
     );
     hidden_files.extend(config.telegram.token_file.clone());
+    // Every agent's own state and login (`~/.claude`, `~/.codex`, or where their variables point), in
+    // every home the job might look in, whatever `agent.sandbox_hide` says: a job gets its session's
+    // copy only.
+    let operator_states: Vec<PathBuf> = crate::agents::all()
+        .iter()
+        .flat_map(|d| homes.iter().map(|h| d.operator_state(h)))
+        .collect();
     for p in config
         .agent
         .sandbox_hide
         .iter()
         .flat_map(|p| expand(p, &homes))
+        .chain(operator_states)
     {
+        if hidden_dirs.contains(&p) || hidden_files.contains(&p) {
+            continue;
+        }
         if p.is_dir() {
             hidden_dirs.push(p);
         } else {
@@ -232,7 +244,7 @@ pub fn plan_for(
         run_dir,
         state: agent_state(root, project_id, session_id, agent.name()),
         legacy_state: orchestrator.join("agents").join(project_id),
-        operator_state: agent.operator_state(&agent_home(config)),
+        operator_state: agent.operator_state(&agent_home(config, agent.name())),
         writable,
         // Real paths: a bind onto a path through a symbolic link cannot be made, and the link itself
         // resolves inside the sandbox to the same file.
@@ -343,6 +355,12 @@ impl SandboxPlan {
         for (name, _) in files.settings {
             let settings = self.state.join(name);
             add(false, settings.clone(), settings);
+        }
+        // Places whose files would change what later jobs may do (rules that allow commands), empty and
+        // read-only.
+        for name in files.locked_dirs {
+            let dir = self.state.join(name);
+            add(false, dir.clone(), dir);
         }
         let login = login_copy(&self.run_dir);
         if let Some(credentials) = files.credentials

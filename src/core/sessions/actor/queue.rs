@@ -156,13 +156,13 @@ impl SessionActor {
         let agent_breaker = next_agent(st).breaker();
         let breaker = self.core.breakers().get(agent_breaker);
         if breaker.state() == BreakerState::Closed {
-            self.core.jobs().agent_available_again();
+            self.core.jobs().agent_available_again(agent_breaker);
         }
         let Ok(breaker_permit) = self.core.breakers().acquire(agent_breaker) else {
             // Jobs stay queued; the tick tries again, and the half-open breaker lets exactly one through.
             self.core
                 .jobs()
-                .notify_claude_unavailable(&st.session)
+                .notify_claude_unavailable(&st.session, agent_breaker)
                 .await;
             return;
         };
