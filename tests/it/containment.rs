@@ -171,18 +171,7 @@ impl Hostile {
         let id = run(&self.mcp, session, instruction).await;
         let job = wait_final(&self.mcp, &id, Duration::from_secs(60)).await;
         let log = std::fs::read_to_string(job["log_path"].as_str().unwrap()).unwrap_or_default();
-        let attempts: HashMap<_, _> = log
-            .lines()
-            .filter_map(|l| l.split_once("HOSTILE ").map(|(_, rest)| rest))
-            .filter_map(|rest| {
-                let mut w = rest.splitn(3, ' ');
-                let (name, verdict) = (w.next()?, w.next()?);
-                Some((
-                    name.to_string(),
-                    (verdict == "reached", w.next().unwrap_or("").to_string()),
-                ))
-            })
-            .collect();
+        let attempts = attempts_in(&log);
         assert!(
             !attempts.is_empty(),
             "the hostile agent did not run: {job}\n{log}"
@@ -1057,6 +1046,22 @@ async fn the_daemon_refreshes_the_operators_login_and_jobs_never_hold_it() {
     }
 }
 
+/// The hostile script's attempts in `text` (its lines `HOSTILE <name> reached|blocked <detail>`): name →
+/// (reached, detail).
+fn attempts_in(text: &str) -> HashMap<String, (bool, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once("HOSTILE ").map(|(_, rest)| rest))
+        .filter_map(|rest| {
+            let mut w = rest.splitn(3, ' ');
+            let (name, verdict) = (w.next()?, w.next()?);
+            Some((
+                name.to_string(),
+                (verdict == "reached", w.next().unwrap_or("").to_string()),
+            ))
+        })
+        .collect()
+}
+
 /// The real Codex as the hostile one: the model has it run the hostile script as a shell command (asked,
 /// and approved over MCP as a careless person would), so every attempt is made by a process Codex
 /// started in the job's sandbox; the attempts are read back from the command's output.
@@ -1111,18 +1116,7 @@ async fn codex_attempts(
         .map(crate::fake_openai::tool_output)
         .collect::<Vec<_>>()
         .join("\n");
-    let attempts: HashMap<_, _> = output
-        .lines()
-        .filter_map(|l| l.split_once("HOSTILE ").map(|(_, rest)| rest))
-        .filter_map(|rest| {
-            let mut w = rest.splitn(3, ' ');
-            let (name, verdict) = (w.next()?, w.next()?);
-            Some((
-                name.to_string(),
-                (verdict == "reached", w.next().unwrap_or("").to_string()),
-            ))
-        })
-        .collect();
+    let attempts = attempts_in(&output);
     assert!(
         !attempts.is_empty(),
         "the hostile command did not run: {job}\n{output}"

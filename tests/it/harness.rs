@@ -400,23 +400,9 @@ pub fn claude_cli() -> PathBuf {
                 None => Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join(".claude-cli/node_modules/@anthropic-ai/claude-code-linux-x64/claude"),
             };
-            assert!(
-                p.is_file(),
-                "Claude Code CLI {CLAUDE_VERSION} not found at {}: run scripts/test (it installs it with npm)",
-                p.display()
-            );
-            let out = Command::new(&p)
-                .arg("--version")
-                .output()
-                .unwrap_or_else(|e| panic!("{} --version: {e}", p.display()));
-            let version = String::from_utf8_lossy(&out.stdout).to_string();
-            assert_eq!(
-                version.split_whitespace().next(),
-                Some(CLAUDE_VERSION),
-                "the tests follow Claude Code {CLAUDE_VERSION}, {} is {version:?}: run scripts/test",
-                p.display()
-            );
-            p
+            pinned(p, "Claude Code CLI", CLAUDE_VERSION, |v| {
+                v.split_whitespace().next()
+            })
         })
         .clone()
 }
@@ -431,25 +417,33 @@ pub fn codex_cli() -> PathBuf {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(
                 ".codex-cli/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
             );
-            assert!(
-                p.is_file(),
-                "Codex CLI {CODEX_VERSION} not found at {}: run scripts/install-deps (it installs it with npm)",
-                p.display()
-            );
-            let out = Command::new(&p)
-                .arg("--version")
-                .output()
-                .unwrap_or_else(|e| panic!("{} --version: {e}", p.display()));
-            let version = String::from_utf8_lossy(&out.stdout).to_string();
-            assert_eq!(
-                version.split_whitespace().last(),
-                Some(CODEX_VERSION),
-                "the tests follow Codex {CODEX_VERSION}, {} is {version:?}: run scripts/install-deps",
-                p.display()
-            );
-            p
+            pinned(p, "Codex CLI", CODEX_VERSION, |v| {
+                v.split_whitespace().last()
+            })
         })
         .clone()
+}
+
+/// `p`, once checked to be the CLI `what` at `version` (`--version`'s output read by `version_of`); a
+/// missing or other CLI fails the test with how to install the pinned one.
+fn pinned(p: PathBuf, what: &str, version: &str, version_of: fn(&str) -> Option<&str>) -> PathBuf {
+    assert!(
+        p.is_file(),
+        "{what} {version} not found at {}: run scripts/install-deps (it installs it with npm)",
+        p.display()
+    );
+    let out = Command::new(&p)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{} --version: {e}", p.display()));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        version_of(&said),
+        Some(version),
+        "the tests follow {what} {version}, {} is {said:?}: run scripts/install-deps",
+        p.display()
+    );
+    p
 }
 
 pub fn json(text: &str) -> serde_json::Value {

@@ -149,6 +149,8 @@ impl SessionActor {
         if let Some(fresh) = core.store().session(&old.id).await? {
             st.session = fresh;
         }
+        // The agent as stored (`/agent` writes the row, not this actor's copy).
+        let agent = st.session.agent.clone();
         core.sessions().session_closed_metrics(&st.session);
         core.events()
             .audit(
@@ -161,7 +163,7 @@ impl SessionActor {
             )
             .await;
         let new = core
-            .sessions().create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch), Some(&old.agent))
+            .sessions().create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch), Some(&agent))
             .await
             .map_err(|mut e| {
                 e.message = format!(
