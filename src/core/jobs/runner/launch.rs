@@ -74,14 +74,7 @@ pub(super) fn open_egress(
     if let Some(u) = plan.user {
         std::os::unix::fs::lchown(&path, Some(u.uid), Some(u.gid)).map_err(|e| e.to_string())?;
     }
-    let lookup = |env: &Vec<(String, String)>, name: &str| {
-        env.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-            .filter(|v| !v.is_empty())
-    };
+    let lookup = |env: &Vec<(String, String)>, name: &str| env_value(env, name);
     let api = plan.agent.model_api();
     let upstream =
         lookup(env, api.base_url_env).unwrap_or_else(|| api.default_upstream.to_string());
@@ -126,6 +119,17 @@ pub(super) fn open_egress(
     });
     let serve = tokio::spawn(crate::egress::serve(listener, rules, refused));
     Ok((path, tokio_util::task::AbortOnDropHandle::new(serve)))
+}
+
+/// Variable `name` as the job gets it: the last setting in `env` (the job's additions), else the daemon's
+/// own environment, which jobs inherit; empty counts as unset.
+pub(super) fn env_value(env: &[(String, String)], name: &str) -> Option<String> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var(name).ok())
+        .filter(|v| !v.is_empty())
 }
 
 /// The daemon's stdio bridge to the job's approval endpoint: `televibe mcp --job <id>` with the job's

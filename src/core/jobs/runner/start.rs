@@ -284,14 +284,7 @@ fn model_base_url(
     isolated: bool,
 ) -> Option<String> {
     let api = driver.model_api();
-    let set = |name: &str| {
-        env.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(name).ok())
-            .filter(|v| !v.is_empty())
-    };
+    let set = |name: &str| super::launch::env_value(env, name);
     let given = set(api.base_url_env);
     if given.is_none() && !api.secrets.iter().any(|s| set(s).is_some()) {
         return None;
