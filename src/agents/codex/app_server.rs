@@ -27,6 +27,9 @@ pub fn is_model_api_error(info: &str) -> bool {
     .any(|k| info.contains(k))
 }
 
+/// Items started and not completed that are remembered at most.
+const MAX_OPEN_ITEMS: usize = 64;
+
 /// One job's conversation.
 pub struct AppServer {
     instruction: String,
@@ -208,6 +211,10 @@ impl AppServer {
         let item_id = item["id"].as_str().unwrap_or_default().to_string();
         match (method, item["type"].as_str().unwrap_or_default()) {
             ("item/started", kind @ ("commandExecution" | "fileChange")) => {
+                // Bounded whatever the agent prints: items it never completes are forgotten.
+                if self.items.len() >= MAX_OPEN_ITEMS {
+                    self.items.clear();
+                }
                 self.items.insert(item_id.clone(), item.clone());
                 let (name, input) = if kind == "commandExecution" {
                     let command = unwrap_shell(item["command"].as_str().unwrap_or_default());
