@@ -136,6 +136,13 @@ pub trait AgentDriver: Send + Sync + 'static {
     /// credential.
     fn model_api(&self) -> &'static ModelApi;
 
+    /// The model API's base URL the operator wrote in the agent's own arguments (`extra_args`), where an
+    /// agent takes it there rather than from [`ModelApi::base_url_env`]: the egress proxy's upstream, and
+    /// what [`LaunchSpec::model_base_url`] then stands in for. `None`: not given there.
+    fn model_upstream(&self, _extra_args: &[String]) -> Option<String> {
+        None
+    }
+
     /// How `doctor` asks the agent's version, and how an operator installs it.
     fn version_check(&self) -> &'static VersionCheck;
 

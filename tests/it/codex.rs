@@ -517,3 +517,48 @@ fn codex_env(job: &str, name: &str) -> Option<String> {
     }
     None
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_of_the_operators_own_in_extra_args_reaches_the_model_through_the_proxy() {
+    // Codex pointed at its model the way its own documentation does it: a provider in `-c` overrides, the
+    // key in its `env`. Inside the job's network namespace that address is reached through the relay.
+    let api = FakeOpenAi::start(model).await;
+    let env = Env::new("");
+    let home = home(&env);
+    let provider = [
+        "model_provider=\\\"fake\\\"".to_string(),
+        "model_providers.fake.name=\\\"fake\\\"".to_string(),
+        format!("model_providers.fake.base_url=\\\"{}\\\"", api.base_url()),
+        "model_providers.fake.wire_api=\\\"responses\\\"".to_string(),
+        "model_providers.fake.env_key=\\\"OPENAI_API_KEY\\\"".to_string(),
+        "model=\\\"gpt-5.5\\\"".to_string(),
+    ];
+    let extra: Vec<String> = provider
+        .iter()
+        .map(|p| format!("\"-c\", \"{p}\""))
+        .collect();
+    env.write_config(&format!(
+        "[agent]\ndefault = \"codex\"\n[agents.codex]\ncommand = \"{}\"\nextra_args = [{}]\n\
+         env = {{ OPENAI_API_KEY = \"sk-test\", HOME = \"{}\" }}\n",
+        codex_cli().display(),
+        extra.join(", "),
+        home.display()
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    crate::jobs::session(&env, &mcp).await;
+    let q = mcp
+        .call(
+            "run_instruction",
+            json!({"session_id": "S1", "instruction": "SAY_HI", "wait": true, "timeout_secs": 120}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (q["status"].as_str(), q["result_text"].as_str()),
+        (Some("done"), Some("hi")),
+        "{q}"
+    );
+    assert_eq!(api.auths(), ["Bearer sk-test"], "the proxy put the key in");
+    drop(d);
+}

@@ -48,7 +48,13 @@ pub fn launch(job: &LaunchSpec<'_>) -> Launch {
             args.extend(["-c".to_string(), format!("{key}={value}")]);
         }
     }
-    args.extend(job.extra_args.iter().cloned());
+    // The operator's own provider address (`-c model_providers.<name>.base_url=…`) becomes the daemon's
+    // too: inside an isolated sandbox that address is only reachable through the relay.
+    args.extend(job.extra_args.iter().map(|a| {
+        job.model_base_url
+            .and_then(|url| with_base_url(a, url))
+            .unwrap_or_else(|| a.clone())
+    }));
     let mut stdin = String::new();
     for msg in [
         json!({"jsonrpc": "2.0", "id": ID_INITIALIZE, "method": "initialize",
@@ -65,6 +71,75 @@ pub fn launch(job: &LaunchSpec<'_>) -> Launch {
         stdin,
         keep_stdin_open: true,
     }
+}
+
+/// The configuration overrides (`-c key=value`, `--config key=value`, `-ckey=value`) among `args`.
+fn overrides(args: &[String]) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let kv = match a.as_str() {
+            "-c" | "--config" => it.next().map(String::as_str),
+            other => other
+                .strip_prefix("--config=")
+                .or_else(|| other.strip_prefix("-c").filter(|r| !r.is_empty())),
+        };
+        if let Some((k, v)) = kv.and_then(|kv| kv.split_once('=')) {
+            out.push((k.trim(), v.trim()));
+        }
+    }
+    out
+}
+
+/// `arg` with its provider base URL replaced by `url`, when it is a `model_providers.<name>.base_url=…`
+/// override (alone after `-c`, or as `--config=…`).
+fn with_base_url(arg: &str, url: &str) -> Option<String> {
+    let (prefix, kv) = match arg.strip_prefix("--config=") {
+        Some(kv) => ("--config=", kv),
+        None => ("", arg),
+    };
+    let (key, _) = kv.split_once('=')?;
+    key.trim()
+        .strip_prefix("model_providers.")?
+        .strip_suffix(".base_url")?;
+    Some(format!("{prefix}{key}={}", Value::from(url)))
+}
+
+/// The base URL of the model provider the operator's arguments choose (`model_provider = "<name>"` and
+/// `model_providers.<name>.base_url`; the only provider given a base URL when none is chosen).
+pub fn provider_base_url(args: &[String]) -> Option<String> {
+    let all = overrides(args);
+    let unquote = |v: &str| {
+        toml_string(v).unwrap_or_else(|| v.trim_matches(|c| c == '"' || c == '\'').to_string())
+    };
+    let chosen = all
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "model_provider")
+        .map(|(_, v)| unquote(v));
+    let urls: Vec<(&str, String)> = all
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k
+                .strip_prefix("model_providers.")?
+                .strip_suffix(".base_url")?;
+            Some((name, unquote(v)))
+        })
+        .collect();
+    match chosen {
+        Some(name) => urls
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, u)| u.clone()),
+        None if urls.len() == 1 => Some(urls[0].1.clone()),
+        None => None,
+    }
+}
+
+/// A TOML basic string's value (`"…"`), as `-c` values are written.
+fn toml_string(v: &str) -> Option<String> {
+    serde_json::from_str::<String>(v).ok()
 }
 
 /// `thread/resume` of `resume`, else `thread/start`, in working directory `cwd` under the daemon's
@@ -132,6 +207,42 @@ mod tests {
         assert_eq!(lines[2]["params"]["cwd"], "/w/S1");
         // No address given: Codex's own provider, nothing added.
         assert_eq!(launch(&spec(None, None, &[])).args.len(), 3);
+    }
+
+    #[test]
+    fn the_operators_provider_address_is_read_and_stood_in_for() {
+        let extra: Vec<String> = [
+            "-c",
+            "model_provider=\"fake\"",
+            "-c",
+            "model_providers.fake.base_url=\"http://127.0.0.1:9/v1\"",
+            "--config=model=\"gpt-5.5\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            provider_base_url(&extra).as_deref(),
+            Some("http://127.0.0.1:9/v1")
+        );
+        let l = launch(&spec(None, Some("http://127.0.0.1:4319"), &extra));
+        assert!(
+            l.args
+                .contains(&"model_providers.fake.base_url=\"http://127.0.0.1:4319\"".to_string()),
+            "{:?}",
+            l.args
+        );
+        assert!(!l.args.iter().any(|a| a.contains("127.0.0.1:9")));
+        // Another provider chosen than the one given an address: none.
+        let other: Vec<String> = [
+            "-c",
+            "model_provider=\"openai\"",
+            "-c",
+            "model_providers.fake.base_url=\"u\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(provider_base_url(&other), None);
+        assert_eq!(provider_base_url(&[]), None);
     }
 
     #[test]

@@ -105,6 +105,10 @@ impl AgentDriver for Codex {
         &state::MODEL_API
     }
 
+    fn model_upstream(&self, extra_args: &[String]) -> Option<String> {
+        launch::provider_base_url(extra_args)
+    }
+
     fn version_check(&self) -> &'static VersionCheck {
         &VERSION
     }

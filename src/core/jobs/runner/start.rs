@@ -91,6 +91,13 @@ impl Runner {
             ),
         ];
         env.extend(command.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // A model address written in the agent's own arguments is the model API's, as if in its `env`.
+        let base_url_env = driver.model_api().base_url_env;
+        if let Some(url) = driver.model_upstream(&command.extra_args)
+            && !env.iter().any(|(k, _)| k == base_url_env)
+        {
+            env.push((base_url_env.to_string(), url));
+        }
         let run_dir = sandbox::run_dir(&core.config().root, &a.job.id);
         let plan = self
             .sandbox_plan(a, driver, &program, &run_dir, base_commit.as_deref())
