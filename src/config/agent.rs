@@ -29,22 +29,14 @@ fn check_env(
 /// `[agents.<name>]` over its defaults (`base`): a non-empty command or argument list replaces the
 /// default's, variables are added to it.
 fn agent_command(
-    name: &'static str,
+    env_key: &'static str,
     raw: Option<&RawAgentCommand>,
     base: AgentCommand,
 ) -> Result<AgentCommand, ConfigError> {
     let Some(raw) = raw else {
         return Ok(base);
     };
-    let key = |field: &str| -> &'static str {
-        match (name, field) {
-            ("claude", "env") => "agents.claude.env",
-            ("claude", _) => "agents.claude.command",
-            (_, "env") => "agents.codex.env",
-            _ => "agents.codex.command",
-        }
-    };
-    check_env(key("env"), &raw.env)?;
+    check_env(env_key, &raw.env)?;
     let mut env = base.env;
     env.extend(raw.env.clone());
     Ok(AgentCommand {
@@ -71,7 +63,7 @@ pub(super) fn section(a: &RawAgent, agents: &RawAgents) -> Result<AgentSettings,
     }
     check_env("agent.env", &a.env)?;
     let claude = agent_command(
-        "claude",
+        "agents.claude.env",
         agents.claude.as_ref(),
         AgentCommand {
             command: a.command.clone(),
@@ -80,7 +72,7 @@ pub(super) fn section(a: &RawAgent, agents: &RawAgents) -> Result<AgentSettings,
         },
     )?;
     let codex = agent_command(
-        "codex",
+        "agents.codex.env",
         agents.codex.as_ref(),
         AgentCommand {
             command: "codex".into(),

@@ -34,8 +34,8 @@ mod records;
 pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";
 
 pub use records::{
-    Approval, ApprovalState, AuditRecord, ErrorType, Job, JobOutcome, JobStatus, NewSession,
-    OutboxEvent, Project, Session, SessionState,
+    Approval, ApprovalState, AuditRecord, CLAUDE, ErrorType, Job, JobOutcome, JobStatus,
+    NewSession, OutboxEvent, Project, Session, SessionState,
 };
 
 use std::fmt;

@@ -58,6 +58,9 @@ pub struct Session {
     pub closed_at: Option<DateTime<Utc>>,
 }
 
+/// The agent whose conversation has the `conversation_id` column.
+pub const CLAUDE: &str = "claude";
+
 /// A new session row before it has an id.
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -75,6 +78,15 @@ impl Session {
     /// The conversation agent `agent` continues in this session, if it has one.
     pub fn conversation(&self, agent: &str) -> Option<&str> {
         self.conversations.get(agent).map(String::as_str)
+    }
+
+    /// Agent `agent` continues conversation `id` from now on (Claude Code's also under the name it
+    /// always had, `conversation_id`).
+    pub fn set_conversation(&mut self, agent: &str, id: &str) {
+        if agent == CLAUDE {
+            self.conversation_id = Some(id.to_string());
+        }
+        self.conversations.insert(agent.to_string(), id.to_string());
     }
 }
 

@@ -309,14 +309,16 @@ impl Store {
         conversation: &str,
         all: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        let (sql, value) = if agent == "claude" {
+        let (sql, value) = if agent == crate::domain::CLAUDE {
             (
                 "UPDATE sessions SET conversation_id = ?, last_activity_at = ? WHERE id = ?",
                 conversation.to_string(),
             )
         } else {
-            let others: std::collections::BTreeMap<_, _> =
-                all.iter().filter(|(k, _)| *k != "claude").collect();
+            let others: std::collections::BTreeMap<_, _> = all
+                .iter()
+                .filter(|(k, _)| *k != crate::domain::CLAUDE)
+                .collect();
             (
                 "UPDATE sessions SET conversations = ?, last_activity_at = ? WHERE id = ?",
                 serde_json::to_string(&others).unwrap_or_else(|_| "{}".into()),

@@ -40,7 +40,7 @@ impl From<session::Model> for Session {
                 let mut all: std::collections::BTreeMap<String, String> =
                     serde_json::from_str(&m.conversations).unwrap_or_default();
                 if let Some(c) = &m.conversation_id {
-                    all.insert("claude".into(), c.clone());
+                    all.insert(crate::domain::CLAUDE.into(), c.clone());
                 }
                 all
             },

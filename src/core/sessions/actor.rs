@@ -309,10 +309,7 @@ impl SessionActor {
         let head = queue::next_agent(st).breaker();
         let breaker = match st.pending_breaker.take().filter(|b| b.name() == head) {
             Some(b) => Ok(b),
-            None => self
-                .core
-                .breakers()
-                .acquire(queue::next_agent(st).breaker()),
+            None => self.core.breakers().acquire(head),
         };
         if let Ok(breaker) = breaker {
             self.start_next(myself, st, permit, breaker).await;

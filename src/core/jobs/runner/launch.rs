@@ -74,13 +74,12 @@ pub(super) fn open_egress(
     if let Some(u) = plan.user {
         std::os::unix::fs::lchown(&path, Some(u.uid), Some(u.gid)).map_err(|e| e.to_string())?;
     }
-    let lookup = |env: &Vec<(String, String)>, name: &str| env_value(env, name);
     let api = plan.agent.model_api();
     let upstream =
-        lookup(env, api.base_url_env).unwrap_or_else(|| api.default_upstream.to_string());
+        env_value(env, api.base_url_env).unwrap_or_else(|| api.default_upstream.to_string());
     let mut secrets = Vec::new();
     for name in api.secrets {
-        if let Some(real) = lookup(env, name) {
+        if let Some(real) = env_value(env, name) {
             let placeholder = format!("televibe-placeholder-{}", uuid::Uuid::new_v4().simple());
             env.retain(|(k, _)| k != name);
             env.push((name.to_string(), placeholder.clone()));

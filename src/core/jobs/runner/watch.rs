@@ -110,7 +110,7 @@ impl Runner {
                             agent,
                             id: id.clone(),
                         });
-                        st.session.conversations.insert(agent.to_string(), id);
+                        st.session.set_conversation(agent, &id);
                     }
                 }
                 AgentEvent::ToolUse { id, name, input } => {

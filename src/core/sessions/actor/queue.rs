@@ -34,17 +34,12 @@ impl SessionActor {
                 if st.running.as_ref().is_some_and(|r| r.job.id == job_id)
                     && st.session.conversation(agent) != Some(id.as_str())
                 {
-                    st.session
-                        .conversations
-                        .insert(agent.to_string(), id.clone());
+                    st.session.set_conversation(agent, &id);
                     let _ = self
                         .core
                         .store()
                         .set_conversation_id(&st.session.id, agent, &id, &st.session.conversations)
                         .await;
-                    if agent == "claude" {
-                        st.session.conversation_id = Some(id);
-                    }
                 }
             }
             Report::Alive { job_id } => {
