@@ -219,13 +219,16 @@ pub enum AgentEvent {
         id: String,
         model: Option<String>,
     },
-    /// The agent retries the model API.
+    /// The agent retries the model API (after `retry_delay_ms`, when it says).
     ApiRetry {
         attempt: i64,
         max_retries: i64,
         error_status: Option<i64>,
         error: Option<String>,
+        retry_delay_ms: Option<i64>,
     },
+    /// The agent reported its usage-limit windows, from its structured output (never its prose).
+    Usage(UsageReport),
     /// A tool use was refused (by a person, the policy or an expiry).
     PermissionDenied {
         tool_name: String,
@@ -299,6 +302,37 @@ pub struct AgentVerdict {
     pub failure: Option<(ErrorType, String)>,
     /// Whether the agent's breaker counts the run as a failure of its API.
     pub api_failure: bool,
+    /// The run ended on a usage or rate limit of the model API (HTTP 429): the job waits for the reset
+    /// and runs again; it is neither failed nor counted by the breaker.
+    pub usage_limited: bool,
+}
+
+/// What an agent said about its usage limits: whether it is refused now, until when, and the windows it
+/// knows of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageReport {
+    /// The model API refuses this agent's requests now.
+    pub limited: bool,
+    /// When the refusal ends (Unix seconds), if the agent says.
+    pub resets_at: Option<i64>,
+    pub windows: Vec<UsageWindow>,
+}
+
+/// One usage-limit window of an agent's account (`five_hour`, `seven_day`, Codex's `primary`…).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct UsageWindow {
+    pub name: String,
+    /// How much of the window is used, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_percent: Option<f64>,
+    /// When the window resets (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<i64>,
+    /// The window's length in minutes, when the agent says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_minutes: Option<i64>,
+    /// Requests are refused in this window.
+    pub limited: bool,
 }
 
 /// How an agent's approval requests reach the daemon.

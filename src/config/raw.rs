@@ -152,6 +152,11 @@ pub struct RawJobs {
     pub heartbeat_timeout_secs: u64,
     /// Memory of one job (its cgroup's `memory.max`): bytes, or a number with K, M, G or T; 0 = no limit.
     pub memory_max: RawSize,
+    /// A job a daemon restart cut is run once more, resuming its conversation.
+    pub retry_interrupted: bool,
+    /// How long a job limited by its agent's usage limit waits when the agent gives no reset time (doubled
+    /// for each further limit of the same job, up to an hour).
+    pub usage_limit_backoff_secs: u64,
 }
 
 /// A size in bytes, written as a number or as text with a binary suffix ("512M", "8G").
@@ -381,6 +386,8 @@ impl Default for RawConfig {
                 max_log_bytes: 100 * 1024 * 1024,
                 heartbeat_timeout_secs: 45,
                 memory_max: RawSize::Text("4G".into()),
+                retry_interrupted: true,
+                usage_limit_backoff_secs: 300,
             },
             approvals: RawApprovals {
                 timeout_secs: 3600,

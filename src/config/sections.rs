@@ -228,6 +228,12 @@ fn jobs(j: &RawJobs) -> Result<JobSettings, ConfigError> {
     if j.max_log_bytes < 4096 {
         return Err(invalid("jobs.max_log_bytes", "must be at least 4096"));
     }
+    if !(1..=3600).contains(&j.usage_limit_backoff_secs) {
+        return Err(invalid(
+            "jobs.usage_limit_backoff_secs",
+            "must be in 1..=3600",
+        ));
+    }
     let secs = Duration::from_secs;
     Ok(JobSettings {
         max_concurrent: j.max_concurrent as usize,
@@ -238,6 +244,8 @@ fn jobs(j: &RawJobs) -> Result<JobSettings, ConfigError> {
         max_log_bytes: j.max_log_bytes,
         heartbeat_timeout: secs(j.heartbeat_timeout_secs),
         memory_max,
+        retry_interrupted: j.retry_interrupted,
+        usage_limit_backoff: secs(j.usage_limit_backoff_secs),
     })
 }
 

@@ -78,6 +78,9 @@ pub struct JobSettings {
     pub heartbeat_timeout: Duration,
     /// `jobs.memory_max` in bytes; 0 = no limit.
     pub memory_max: u64,
+    pub retry_interrupted: bool,
+    /// `jobs.usage_limit_backoff_secs`.
+    pub usage_limit_backoff: Duration,
 }
 
 /// `[approvals]`, validated (rules checked by the policy's parser).

@@ -46,6 +46,18 @@ pub enum Event {
         max_retries: i64,
         error_status: Option<i64>,
         error: Option<String>,
+        /// How long the agent waits before it retries (Claude Code says).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_delay_ms: Option<i64>,
+    },
+    /// A running job went back to the head of its session's queue: for its agent's usage limit
+    /// ([`REQUEUED_USAGE_LIMIT`], until `not_before`, Unix seconds) or because a daemon restart cut it
+    /// ([`REQUEUED_RESTART`]). Its tracker says so.
+    #[serde(rename = "job.requeued")]
+    JobRequeued {
+        reason: String,
+        #[serde(default)]
+        not_before: Option<i64>,
     },
     #[serde(rename = "job.completed")]
     JobCompleted(JobEnd),
@@ -66,6 +78,14 @@ pub enum Event {
         message: String,
         #[serde(default)]
         since: i64,
+    },
+    /// A session's jobs wait for `agent`'s usage limit until `until` (Unix seconds). One row per session
+    /// and limit; a chat is told once per limit.
+    #[serde(rename = "usage.limited")]
+    UsageLimited {
+        agent: String,
+        until: i64,
+        message: String,
     },
     #[serde(rename = "session.created")]
     SessionCreated { branch: String },
@@ -90,6 +110,11 @@ pub enum Event {
     #[serde(rename = "chat.reply")]
     Reply { chat_id: i64, body: ReplyBody },
 }
+
+/// [`Event::JobRequeued`]'s reason: the agent's usage limit.
+pub const REQUEUED_USAGE_LIMIT: &str = "usage_limit";
+/// [`Event::JobRequeued`]'s reason: a daemon restart cut the job.
+pub const REQUEUED_RESTART: &str = "restart";
 
 /// What a reply carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +201,8 @@ impl Event {
             Event::ToolStarted { .. } => "job.tool_started",
             Event::ToolCompleted { .. } => "job.tool_completed",
             Event::ApiRetry { .. } => "job.api_retry",
+            Event::JobRequeued { .. } => "job.requeued",
+            Event::UsageLimited { .. } => "usage.limited",
             Event::JobCompleted(_) => "job.completed",
             Event::JobFailed(_) => "job.failed",
             Event::JobCanceled(_) => "job.canceled",
@@ -240,6 +267,7 @@ impl Event {
             Event::JobFailed(_)
             | Event::ApprovalExpired { .. }
             | Event::ClaudeUnavailable { .. }
+            | Event::UsageLimited { .. }
             | Event::WorktreeMissing { .. }
             | Event::BreakerOpened { .. }
             | Event::BackupFailed { .. } => tracing::Level::WARN,
@@ -408,6 +436,11 @@ mod tests {
                 max_retries: 10,
                 error_status: Some(529),
                 error: None,
+                retry_delay_ms: Some(41_000),
+            },
+            Event::JobRequeued {
+                reason: REQUEUED_USAGE_LIMIT.into(),
+                not_before: Some(1_800_000_000),
             },
             Event::JobCompleted(JobEnd::default()),
             Event::JobFailed(end.clone()),
@@ -424,6 +457,11 @@ mod tests {
             Event::ClaudeUnavailable {
                 message: "m".into(),
                 since: 1,
+            },
+            Event::UsageLimited {
+                agent: "claude".into(),
+                until: 1_800_000_000,
+                message: "m".into(),
             },
             Event::SessionCreated { branch: "b".into() },
             Event::SessionClosed {
@@ -462,6 +500,7 @@ mod tests {
             max_retries: 10,
             error_status: Some(429),
             error: Some("rate_limit".into()),
+            retry_delay_ms: None,
         };
         assert_eq!(
             e.payload(),

@@ -56,6 +56,10 @@ pub struct Session {
     pub created_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// What its queue waits for, when it waits for a usage limit (`waiting for usage limit until 14:05
+    /// UTC`). Not stored: the jobs' `not_before` and the agents' known limits say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// The agent whose conversation has the `conversation_id` column.
@@ -222,6 +226,12 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// A job queued again for its agent's usage limit does not start before this (the limit's reset).
+    pub not_before: Option<DateTime<Utc>>,
+    /// How often it waited for a usage limit.
+    pub limit_waits: i64,
+    /// How often a daemon restart cut it while it ran.
+    pub interruptions: i64,
 }
 
 impl Job {

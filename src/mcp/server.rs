@@ -72,6 +72,15 @@ impl ControlServer {
     }
 
     #[tool(
+        description = "Each configured agent's usage limits as its CLI last reported them: the windows (used percent, reset time as Unix seconds), and until when the agent is limited (its jobs wait and resume then)."
+    )]
+    async fn get_usage(&self) -> Result<CallToolResult, McpError> {
+        let config = self.core.config();
+        let agents = self.core.jobs().usage(&config.agent.names());
+        Ok(ok_json(&serde_json::json!({ "agents": agents })))
+    }
+
+    #[tool(
         description = "Daemon health: liveness, readiness checks (database, telegram, repos), read-only mode, agent command, breakers."
     )]
     async fn get_health(&self) -> Result<CallToolResult, McpError> {

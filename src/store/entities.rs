@@ -139,6 +139,9 @@ pub mod job {
         pub started_at: Option<DateTimeUtc>,
         pub finished_at: Option<DateTimeUtc>,
         pub heartbeat_at: Option<DateTimeUtc>,
+        pub not_before: Option<DateTimeUtc>,
+        pub limit_waits: i64,
+        pub interruptions: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

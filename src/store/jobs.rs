@@ -1,7 +1,7 @@
 //! Queries and writes of jobs.
 
 use chrono::Utc;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
@@ -48,8 +48,18 @@ impl From<job::Model> for Job {
             started_at: m.started_at,
             finished_at: m.finished_at,
             heartbeat_at: m.heartbeat_at,
+            not_before: m.not_before,
+            limit_waits: m.limit_waits,
+            interruptions: m.interruptions,
         }
     }
+}
+
+/// Why a running job goes back to its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    UsageLimit,
+    Interrupted,
 }
 
 impl Store {
@@ -249,6 +259,51 @@ impl Store {
                 .map(|_| ())
         })
         .await
+    }
+
+    /// Puts a running job back in its session's queue, at the head it had (its place is its sequence):
+    /// for a usage limit (`not_before` the reset; `limit_waits` counts it) or after a daemon restart cut
+    /// it (`interruptions` counts it). Its run's traces go; false when it is not running any more (a job
+    /// that ended is never run again).
+    pub async fn requeue_job(
+        &self,
+        id: &str,
+        not_before: Option<chrono::DateTime<Utc>>,
+        why: Requeue,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        let res = self
+            .write(|db| async move {
+                let count = match why {
+                    Requeue::UsageLimit => job::Column::LimitWaits,
+                    Requeue::Interrupted => job::Column::Interruptions,
+                };
+                job::Entity::update_many()
+                    .col_expr(job::Column::Status, Expr::value(JobStatus::Queued.as_str()))
+                    .col_expr(job::Column::NotBefore, Expr::value(not_before))
+                    .col_expr(count, Expr::col(count).add(1))
+                    .col_expr(job::Column::Pid, Expr::value(Option::<i32>::None))
+                    .col_expr(job::Column::Pgid, Expr::value(Option::<i32>::None))
+                    .col_expr(job::Column::BootId, Expr::value(Option::<String>::None))
+                    .col_expr(job::Column::LeaderStart, Expr::value(Option::<i64>::None))
+                    .col_expr(
+                        job::Column::StartedAt,
+                        Expr::value(Option::<chrono::DateTime<Utc>>::None),
+                    )
+                    .col_expr(
+                        job::Column::HeartbeatAt,
+                        Expr::value(Option::<chrono::DateTime<Utc>>::None),
+                    )
+                    .filter(job::Column::Id.eq(id))
+                    .filter(job::Column::Status.is_in([
+                        JobStatus::Running.as_str(),
+                        JobStatus::WaitingApproval.as_str(),
+                    ]))
+                    .exec(&db)
+                    .await
+            })
+            .await?;
+        Ok(res.rows_affected > 0)
     }
 
     /// Writes a final state, only if the job is not final yet (the first ending wins).

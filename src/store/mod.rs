@@ -18,6 +18,7 @@ use crate::telemetry::Metrics;
 mod approvals;
 mod entities;
 mod jobs;
+pub use jobs::Requeue;
 mod projects;
 mod records;
 mod sqlite;

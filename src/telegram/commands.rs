@@ -36,6 +36,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("diff", "Changes of a session: /diff [S3]"),
     ("approvals", "Pending approval requests"),
     ("health", "Readiness checks"),
+    ("usage", "Each agent's usage-limit windows and resets"),
 ];
 
 impl Front {
@@ -276,6 +277,14 @@ impl Front {
             ),
         )
         .await;
+        Ok(())
+    }
+
+    /// Each configured agent's known limit windows and resets.
+    pub(super) async fn usage(&self, chat_id: i64) -> Result<(), CoreError> {
+        let config = self.core.config();
+        let usage = self.core.jobs().usage(&config.agent.names());
+        self.reply(chat_id, render::usage(&usage)).await;
         Ok(())
     }
 

@@ -256,6 +256,7 @@ impl Front {
             "cancel" => self.cancel(chat_id, &actor, rest).await,
             "diff" => self.diff(chat_id, rest).await,
             "health" => self.health(chat_id).await,
+            "usage" => self.usage(chat_id).await,
             "approvals" => self.approvals(chat_id).await,
             other => {
                 self.reply(

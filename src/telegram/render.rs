@@ -111,6 +111,10 @@ pub struct Tracker {
     pub api_retry: Option<String>,
     /// Sent again after a restart cut its first send short: an earlier copy may be above.
     pub resent: bool,
+    /// The job waits for its agent's usage limit until then (Unix seconds).
+    pub waiting_until: Option<i64>,
+    /// A daemon restart cut it and it runs again.
+    pub rerun_after_restart: bool,
 }
 
 /// How many recent tool events a tracker shows.
@@ -157,6 +161,15 @@ impl Tracker {
             out.push_str(
                 "↻ <i>sent again after a restart: an earlier copy above may be stale</i>\n",
             );
+        }
+        if self.rerun_after_restart {
+            out.push_str("↻ <i>cut by a daemon restart: run again</i>\n");
+        }
+        if let Some(until) = self.waiting_until.filter(|_| !self.is_final()) {
+            out.push_str(&format!(
+                "⏸ {}\n",
+                escape(&crate::core::jobs::usage::waiting_text(until))
+            ));
         }
         if let Some(r) = self.api_retry.as_ref().filter(|_| !self.is_final()) {
             out.push_str(&format!("⏳ model API busy, retry {}\n", escape(r)));
@@ -402,19 +415,63 @@ pub fn project_line(p: &Project) -> String {
 
 pub fn session_line(s: &Session, active: bool) -> String {
     format!(
-        "{}<b>{}</b> {} {} · {} · {}{}",
+        "{}<b>{}</b> {} {} · {} · {}{}{}",
         if active { "▶️ " } else { "• " },
         escape(&s.id),
         escape(&s.project_id),
         code(&s.branch),
         escape(&s.agent),
         escape(s.state.as_str()),
+        s.waiting
+            .as_deref()
+            .map(|w| format!(" · ⏸ {}", escape(w)))
+            .unwrap_or_default(),
         if s.worktree_missing {
             " · ⚠️ worktree missing"
         } else {
             ""
         }
     )
+}
+
+/// `/usage`: each agent's known limit windows and when they reset.
+pub fn usage(agents: &[crate::core::jobs::usage::AgentUsage]) -> String {
+    use crate::core::jobs::usage::{agent_title, resume_time};
+    let mut out = String::from("<b>Usage limits</b>");
+    for a in agents {
+        let state = match a.limited_until {
+            Some(until) => format!("⏸ limited; work resumes at {}", resume_time(until)),
+            None if a.updated_at.is_none() => "nothing reported yet".into(),
+            None => "✅ not limited".into(),
+        };
+        out.push_str(&format!(
+            "\n\n<b>{}</b>: {}",
+            escape(agent_title(&a.agent)),
+            escape(&state)
+        ));
+        for w in &a.windows {
+            let mut facts = Vec::new();
+            if let Some(p) = w.used_percent {
+                facts.push(format!("{p:.0}% used"));
+            }
+            if let Some(t) = w.resets_at {
+                facts.push(format!("resets {}", resume_time(t)));
+            }
+            if w.limited {
+                facts.push("limited".into());
+            }
+            out.push_str(&format!(
+                "\n• {}: {}",
+                escape(&w.name),
+                escape(&facts.join(" · "))
+            ));
+        }
+        if let Some(at) = a.updated_at {
+            let ago = (chrono::Utc::now().timestamp() - at).max(0) / 60;
+            out.push_str(&format!("\n<i>reported {ago} min ago</i>"));
+        }
+    }
+    out
 }
 
 pub fn job_line(j: &Job) -> String {
@@ -787,6 +844,8 @@ mod tests {
             diff_stat: Some("12 files changed".into()),
             api_retry: Some("2/10 (HTTP 529)".into()),
             resent: false,
+            waiting_until: None,
+            rerun_after_restart: false,
         };
         let files: Vec<String> = (0..10).map(|i| format!("<code>f{i}</code>")).collect();
         let expected = format!(
@@ -799,6 +858,27 @@ mod tests {
         );
         assert_eq!(t.render(), expected);
         // Sent again after a restart cut its first send short: it says an earlier copy may exist.
+        let rerun = Tracker {
+            rerun_after_restart: true,
+            ..t.clone()
+        };
+        assert!(
+            rerun
+                .render()
+                .contains("↻ <i>cut by a daemon restart: run again</i>\n")
+        );
+        let waiting = Tracker {
+            status: Some(JobStatus::Queued),
+            waiting_until: Some(chrono::Utc::now().timestamp() + 600),
+            ..t.clone()
+        };
+        assert!(
+            waiting
+                .render()
+                .contains("⏸ waiting for usage limit until "),
+            "{}",
+            waiting.render()
+        );
         let again = Tracker { resent: true, ..t };
         assert!(
             again.render().contains(
@@ -1007,6 +1087,7 @@ mod tests {
             created_at: now,
             last_activity_at: now,
             closed_at: None,
+            waiting: None,
         };
         assert_eq!(
             session_line(&s, true),
@@ -1049,6 +1130,9 @@ mod tests {
             started_at: None,
             finished_at: None,
             heartbeat_at: None,
+            not_before: None,
+            limit_waits: 0,
+            interruptions: 0,
         };
         assert_eq!(
             job_line(&j),

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::agents::{AgentEvent, AgentResult};
+use crate::agents::{AgentEvent, AgentResult, UsageReport, UsageWindow};
 
 fn s(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_string)
@@ -41,11 +41,23 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
             max_retries: i(&v, "max_retries").unwrap_or(0),
             error_status: i(&v, "error_status"),
             error: s(&v, "error"),
+            retry_delay_ms: i(&v, "retry_delay_ms"),
         }],
+        (Some("rate_limit_event"), _) => match v.get("rate_limit_info") {
+            Some(info) => vec![AgentEvent::Usage(usage_report(info))],
+            None => vec![AgentEvent::Unknown(v)],
+        },
         (Some("system"), Some("permission_denied")) => vec![AgentEvent::PermissionDenied {
             tool_name: s(&v, "tool_name").unwrap_or_default(),
             message: s(&v, "message").unwrap_or_default(),
         }],
+        // A subscriber's usage limit: the refusal and its reset, in the message's structured fields.
+        (Some("assistant"), _) if s(&v, "api_error").as_deref() == Some("usage_limit_reached") => {
+            let info = &v["api_error_params"]["rate_limit_info"];
+            let mut report = usage_report(info);
+            report.limited = true;
+            vec![AgentEvent::Usage(report)]
+        }
         (Some("assistant"), _) => blocks(&v)
             .filter_map(|b| match b.get("type").and_then(Value::as_str) {
                 Some("text") => s(b, "text").map(AgentEvent::Text),
@@ -80,6 +92,44 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
                 .map_or(0, Vec::len),
         })],
         _ => vec![AgentEvent::Unknown(v)],
+    }
+}
+
+/// A `rate_limit_info` object: `status` (`allowed`, `allowed_warning`, `rejected`), `resetsAt` (Unix
+/// seconds), `rateLimitType`, and `unifiedWindows` (each with `utilization` 0–1, `resetsAt`, `status`).
+fn usage_report(info: &Value) -> UsageReport {
+    let limited = s(info, "status").as_deref() == Some("rejected");
+    let mut windows: Vec<UsageWindow> = info
+        .get("unifiedWindows")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(name, w)| UsageWindow {
+            name: name.clone(),
+            used_percent: w
+                .get("utilization")
+                .and_then(Value::as_f64)
+                .map(|u| u * 100.0),
+            resets_at: i(w, "resetsAt"),
+            window_minutes: None,
+            limited: s(w, "status").as_deref() == Some("rejected"),
+        })
+        .collect();
+    if let Some(name) = s(info, "rateLimitType")
+        && !windows.iter().any(|w| w.name == name)
+    {
+        windows.push(UsageWindow {
+            name,
+            used_percent: None,
+            resets_at: i(info, "resetsAt"),
+            window_minutes: None,
+            limited,
+        });
+    }
+    UsageReport {
+        limited,
+        resets_at: i(info, "resetsAt"),
+        windows,
     }
 }
 
@@ -172,6 +222,65 @@ mod tests {
     }
 
     #[test]
+    fn a_subscribers_usage_limit_is_read_from_its_fields() {
+        let ev = capture("usage-limit/oauth-reset40s-default-retries.jsonl");
+        let reports: Vec<&UsageReport> = ev
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Usage(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reports.len(), 2, "{ev:?}");
+        assert!(reports.iter().all(|r| r.limited));
+        assert!(reports.iter().all(|r| r.resets_at == Some(1796596749)));
+        let five = reports[0]
+            .windows
+            .iter()
+            .find(|w| w.name == "five_hour")
+            .unwrap();
+        assert_eq!(
+            (five.used_percent, five.resets_at, five.limited),
+            (Some(100.0), Some(1796596749), true)
+        );
+        let week = reports[0]
+            .windows
+            .iter()
+            .find(|w| w.name == "seven_day")
+            .unwrap();
+        assert_eq!((week.used_percent, week.limited), (Some(50.0), false));
+        assert!(
+            !ev.iter().any(|e| matches!(e, AgentEvent::Text(_))),
+            "the limit's prose is not taken for the agent's text"
+        );
+        let AgentEvent::Result(r) = ev.last().unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.model_api_status, Some(429));
+        let after = capture("usage-limit/oauth-resume-run2-after-reset.jsonl");
+        assert!(after.iter().any(|e| matches!(e, AgentEvent::Usage(r) if !r.limited)));
+    }
+
+    #[test]
+    fn an_api_keys_limit_is_a_retry_with_its_delay_or_a_429_result() {
+        let ev = capture("usage-limit/apikey-reset40s-default-retries.jsonl");
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            AgentEvent::ApiRetry {
+                error_status: Some(429),
+                retry_delay_ms: Some(41010),
+                ..
+            }
+        )));
+        let ev = capture("usage-limit/apikey-reset400s-default-retries.jsonl");
+        assert!(!ev.iter().any(|e| matches!(e, AgentEvent::Usage(_))));
+        let AgentEvent::Result(r) = ev.last().unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.is_error, r.model_api_status), (true, Some(429)));
+    }
+
+    #[test]
     fn malformed_and_unknown_lines_are_kept() {
         assert!(matches!(
             &parse_line("not json {")[0],
@@ -181,6 +290,10 @@ mod tests {
         assert!(matches!(
             &parse_line(r#"{"type":"rate_limit_event","x":1}"#)[0],
             AgentEvent::Unknown(_)
+        ));
+        assert!(matches!(
+            &parse_line(r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}"#)[0],
+            AgentEvent::Usage(UsageReport { limited: false, resets_at: None, .. })
         ));
         assert!(matches!(
             &parse_line(r#"{"type":"system","subtype":"compact_boundary"}"#)[0],

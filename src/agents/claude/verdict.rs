@@ -41,8 +41,11 @@ pub fn verdict(exit: Exit, result: Option<&AgentResult>) -> AgentVerdict {
             format!("agent exited with {} and no result", exit.describe()),
         )),
     };
+    // A 429 is a usage or rate limit: the job waits for it, the breaker does not count it.
+    let usage_limited = result.is_some_and(|r| r.is_error && r.model_api_status == Some(429));
     AgentVerdict {
         failure,
-        api_failure: api_failure(exit, result),
+        api_failure: api_failure(exit, result) && !usage_limited,
+        usage_limited,
     }
 }

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::launch::{ID_NEW_THREAD, ID_THREAD, ID_TURN, thread_request, turn_request};
 use super::{APPLY_PATCH, SHELL};
-use crate::agents::{AgentEvent, AgentOutput, AgentResult, ApprovalAsk, LaunchSpec};
+use crate::agents::{
+    AgentEvent, AgentOutput, AgentResult, ApprovalAsk, LaunchSpec, UsageReport, UsageWindow,
+};
 
 /// What Codex calls an error of the model's connection or its HTTP answer (`codexErrorInfo`), which the
 /// breaker counts.
@@ -49,6 +51,37 @@ pub struct AppServer {
     last_error: Option<(String, Option<String>, Option<i64>)>,
     retries: i64,
     ended: bool,
+    /// The rate limits Codex last reported.
+    limits: Option<UsageReport>,
+}
+
+/// Codex's word (`codexErrorInfo`) for a spent usage limit.
+pub const USAGE_LIMIT: &str = "usageLimitExceeded";
+
+/// `account/rateLimits/updated`'s `rateLimits`: `primary` and `secondary` windows, each with
+/// `usedPercent`, `windowDurationMins` and `resetsAt` (Unix seconds). A window used up is limited.
+fn rate_limits(limits: &Value) -> UsageReport {
+    let windows: Vec<UsageWindow> = ["primary", "secondary"]
+        .iter()
+        .filter_map(|name| {
+            let w = limits.get(*name).filter(|w| w.is_object())?;
+            let used = w["usedPercent"].as_f64();
+            Some(UsageWindow {
+                name: name.to_string(),
+                used_percent: used,
+                resets_at: w["resetsAt"].as_i64(),
+                window_minutes: w["windowDurationMins"].as_i64(),
+                limited: used.is_some_and(|u| u >= 100.0),
+            })
+        })
+        .collect();
+    let limited: Vec<&UsageWindow> = windows.iter().filter(|w| w.limited).collect();
+    UsageReport {
+        limited: !limited.is_empty(),
+        // Requests are refused until the last used-up window resets.
+        resets_at: limited.iter().filter_map(|w| w.resets_at).max(),
+        windows,
+    }
 }
 
 impl AppServer {
@@ -65,6 +98,7 @@ impl AppServer {
             last_error: None,
             retries: 0,
             ended: false,
+            limits: None,
         }
     }
 
@@ -261,6 +295,11 @@ impl AppServer {
                 self.tokens(&params["tokenUsage"]);
                 Vec::new()
             }
+            ("account/rateLimits/updated", _) => {
+                let report = rate_limits(&params["rateLimits"]);
+                self.limits = Some(report.clone());
+                vec![AgentEvent::Usage(report)]
+            }
             ("error", _) => self.error(params),
             ("turn/completed", _) => {
                 let turn = &params["turn"];
@@ -307,7 +346,14 @@ impl AppServer {
         let e = &params["error"];
         let message = e["message"].as_str().unwrap_or("error").to_string();
         let (info, status) = error_info(e);
+        let usage_limit = info.as_deref().is_some_and(|i| i.contains(USAGE_LIMIT));
         self.last_error = Some((message.clone(), info, status));
+        if usage_limit {
+            // The reset is in the rate limits Codex reported just before, when it did.
+            let mut report = self.limits.clone().unwrap_or_default();
+            report.limited = true;
+            return vec![AgentEvent::Usage(report)];
+        }
         if params["willRetry"].as_bool() == Some(true) {
             self.retries += 1;
             let (attempt, max_retries) = retry_counts(&message).unwrap_or((self.retries, 0));
@@ -316,6 +362,7 @@ impl AppServer {
                 max_retries,
                 error_status: status,
                 error: Some(message),
+                retry_delay_ms: None,
             }];
         }
         Vec::new()
@@ -566,6 +613,38 @@ mod tests {
             res.result.as_deref(),
             Some("exceeded retry limit, last status: 500")
         );
+    }
+
+    #[test]
+    fn a_usage_limit_is_read_from_the_rate_limits_and_the_error_info() {
+        let mut r = reader();
+        let ev = r.line(r#"{"method": "account/rateLimits/updated", "params": {"rateLimits": {"limitId": "codex", "primary": {"usedPercent": 100, "windowDurationMins": 300, "resetsAt": 2000000000}, "secondary": {"usedPercent": 40, "windowDurationMins": 10080, "resetsAt": 2000500000}}}}"#);
+        let AgentEvent::Usage(u) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((u.limited, u.resets_at), (true, Some(2_000_000_000)));
+        assert_eq!(u.windows.len(), 2);
+        assert_eq!(
+            (u.windows[1].window_minutes, u.windows[1].limited),
+            (Some(10080), false)
+        );
+        let ev = r.line(r#"{"method": "error", "params": {"error": {"message": "You've hit your usage limit.", "codexErrorInfo": "usageLimitExceeded"}, "willRetry": false}}"#);
+        assert!(
+            matches!(&ev[0], AgentEvent::Usage(u) if u.limited && u.resets_at == Some(2_000_000_000)),
+            "{ev:?}"
+        );
+        let ev = r.line(r#"{"method": "turn/completed", "params": {"turn": {"status": "failed", "error": {"message": "You've hit your usage limit.", "codexErrorInfo": "usageLimitExceeded"}}}}"#);
+        let AgentEvent::Result(res) = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        let v = super::super::verdict(
+            crate::agents::Exit {
+                code: Some(0),
+                signal: None,
+            },
+            Some(res),
+        );
+        assert!(v.usage_limited && !v.api_failure, "{v:?}");
     }
 
     #[test]

@@ -167,9 +167,18 @@ pub fn verdict(exit: Exit, result: Option<&AgentResult>) -> AgentVerdict {
             format!("agent exited with {} and no result", exit.describe()),
         )),
     };
+    // A spent usage limit, or a rate limit Codex gave up retrying: the job waits for it.
+    let usage_limited = result.is_some_and(|r| {
+        r.is_error
+            && (r.model_api_status == Some(429)
+                || r.terminal_reason
+                    .as_deref()
+                    .is_some_and(|t| t.contains(app_server::USAGE_LIMIT)))
+    });
     AgentVerdict {
         failure,
-        api_failure: api || exit.signal == Some(libc::SIGKILL),
+        api_failure: (api || exit.signal == Some(libc::SIGKILL)) && !usage_limited,
+        usage_limited,
     }
 }
 

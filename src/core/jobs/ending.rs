@@ -210,7 +210,7 @@ impl Jobs<'_> {
 
     /// A job ended: its approval connection and pending requests end with it, and it leaves the running
     /// gauges (once, and only if this daemon counted it in).
-    async fn job_inactive(&self, job_id: &str, project_id: &str) {
+    pub(super) async fn job_inactive(&self, job_id: &str, project_id: &str) {
         self.revoke_job_token(job_id);
         self.core.approvals().end_approvals_of_job(job_id).await;
         if !super::lock(&self.state().active).remove(job_id) {
@@ -247,10 +247,22 @@ impl Jobs<'_> {
             if let Ok(groups) = self.core.cgroups() {
                 groups.release(&job.id);
             }
-            let ending = Ending::failed(
-                ErrorType::OrchestratorRestart,
-                "the daemon restarted while the job was running",
-            );
+            // Run once more, resuming its conversation; a job cut twice fails.
+            if self.core.config().jobs.retry_interrupted && job.interruptions == 0 {
+                match self.requeue_interrupted(&job).await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(target: "televibe.jobs", job_id = %job.id, error = %e, "cannot queue the interrupted job again; it fails");
+                    }
+                }
+            }
+            let reason = if job.interruptions > 0 {
+                "the daemon restarted while the job was running, a second time (it runs again only once)"
+            } else {
+                "the daemon restarted while the job was running"
+            };
+            let ending = Ending::failed(ErrorType::OrchestratorRestart, reason);
             match self.end_job(&job, ending).await {
                 Ok(true) => {
                     tracing::warn!(target: "televibe.jobs", job_id = %job.id, "Job failed: orchestrator_restart");
@@ -262,6 +274,39 @@ impl Jobs<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A job a daemon restart cut goes back to the head of its session's queue (`jobs.retry_interrupted`):
+    /// its tracker says so. False when it was not running any more.
+    async fn requeue_interrupted(&self, job: &Job) -> Result<bool, CoreError> {
+        if !self
+            .core
+            .store()
+            .requeue_job(&job.id, None, crate::store::Requeue::Interrupted)
+            .await?
+        {
+            return Ok(false);
+        }
+        let session = self.core.store().session(&job.session_id).await?;
+        let project_id = session
+            .as_ref()
+            .map(|s| s.project_id.clone())
+            .unwrap_or_default();
+        self.job_inactive(&job.id, &project_id).await;
+        tracing::warn!(target: "televibe.jobs", job_id = %job.id, session_id = %job.session_id, "Job cut by a daemon restart is queued again, resuming its conversation");
+        if let Some(session) = &session {
+            self.core
+                .events()
+                .emit(
+                    Scope::job(job, session),
+                    Event::JobRequeued {
+                        reason: crate::core::events::REQUEUED_RESTART.into(),
+                        not_before: None,
+                    },
+                )
+                .await;
+        }
+        Ok(true)
     }
 
     /// Tells that jobs wait for the Claude API: at the first refusal of a period, every session with a

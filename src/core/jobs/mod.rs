@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod process;
 pub mod runner;
 pub mod sandbox;
+pub mod usage;
 mod wait;
 
 use crate::domain::breaker::BreakerName;
@@ -47,6 +48,8 @@ pub struct State {
     /// While an agent's breaker (`claude_code`, `codex`) keeps jobs waiting: when that began (unix ms, the
     /// notice's episode) and the sessions told so far. No entry once it is closed again.
     claude_notice: Mutex<HashMap<BreakerName, ClaudeNotice>>,
+    /// What the agents reported of their usage limits, and the limits told.
+    usage: Mutex<usage::UsageState>,
 }
 
 impl State {
@@ -56,6 +59,7 @@ impl State {
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             tokens: Mutex::new(HashMap::new()),
             claude_notice: Mutex::new(HashMap::new()),
+            usage: Mutex::new(Default::default()),
         }
     }
 }

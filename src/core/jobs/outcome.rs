@@ -37,6 +37,10 @@ pub enum BreakerVerdict {
 pub struct Decision {
     pub outcome: JobOutcome,
     pub breaker: BreakerVerdict,
+    /// The agent ran into a usage or rate limit: the job waits for its reset rather than ending.
+    pub usage_limited: bool,
+    /// The limit's reset (Unix seconds), when the agent gave one.
+    pub resets_at: Option<i64>,
 }
 
 /// A stop by timeout or hang counts against the agent's API, a stop by a person or an approval says nothing
@@ -119,9 +123,16 @@ pub fn decide(
             e
         }
     });
+    let usage_limited = verdict.as_ref().is_some_and(|v| v.usage_limited);
     Decision {
         outcome: o,
-        breaker: breaker_verdict(stop, verdict.is_some_and(|v| v.api_failure)),
+        breaker: if usage_limited {
+            BreakerVerdict::Neutral
+        } else {
+            breaker_verdict(stop, verdict.is_some_and(|v| v.api_failure))
+        },
+        usage_limited,
+        resets_at: None,
     }
 }
 

@@ -97,6 +97,8 @@ pub struct SessionActorState {
     waiting_for_slot: bool,
     /// The `claude_code` permit taken for the job waiting for a run slot (returned if dropped).
     pending_breaker: Option<BreakerPermit>,
+    /// When a wait for a usage limit ends and a start is tried (Unix seconds).
+    wake_at: Option<i64>,
 }
 
 /// A runner that stops heart-beating this long is presumed dead (spec RTO: 60 s).
@@ -187,6 +189,7 @@ impl Actor for SessionActor {
             queue,
             waiting_for_slot: false,
             pending_breaker: None,
+            wake_at: None,
         })
     }
 

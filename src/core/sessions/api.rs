@@ -22,20 +22,56 @@ impl Sessions<'_> {
         if let Some(p) = project_id {
             self.core.projects().get_project(p).await?;
         }
-        Ok(self
+        let mut sessions = self
             .core
             .store()
             .sessions(project_id, include_closed)
-            .await?)
+            .await?;
+        for s in &mut sessions {
+            s.waiting = self.usage_waiting(s).await;
+        }
+        Ok(sessions)
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Session, CoreError> {
         let sid = crate::domain::SessionId::parse(id).ok_or_else(|| session_not_found(id))?;
-        self.core
+        let mut s = self
+            .core
             .store()
             .session(&sid.to_string())
             .await?
-            .ok_or_else(|| session_not_found(id))
+            .ok_or_else(|| session_not_found(id))?;
+        s.waiting = self.usage_waiting(&s).await;
+        Ok(s)
+    }
+
+    /// `waiting for usage limit until 14:05 UTC` while the session's next job waits for a usage limit
+    /// (its own reset, or its agent's known limit), or its running job's agent waits one out itself.
+    async fn usage_waiting(&self, s: &Session) -> Option<String> {
+        if !s.state.is_open() {
+            return None;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let jobs = self.core.jobs();
+        let until = if s.state == crate::domain::SessionState::Idle {
+            let head = self
+                .core
+                .store()
+                .queued_jobs(&s.id)
+                .await
+                .ok()?
+                .into_iter()
+                .next()?;
+            let own = head.not_before.map(|t| t.timestamp());
+            own.into_iter()
+                .chain(jobs.agent_limited_until(&head.agent))
+                .max()
+        } else {
+            jobs.agent_limited_until(&s.agent)
+        };
+        until
+            .filter(|t| *t > now)
+            .map(crate::core::jobs::usage::waiting_text)
     }
 
     /// Creates a session: a branch (new from `base`, or an existing unused one) and its worktree.

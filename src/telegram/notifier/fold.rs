@@ -33,6 +33,7 @@ impl Notifier {
             | Event::ToolStarted { .. }
             | Event::ToolCompleted { .. }
             | Event::ApiRetry { .. }
+            | Event::JobRequeued { .. }
             | Event::JobCompleted(_)
             | Event::JobFailed(_)
             | Event::JobCanceled(_) => return self.on_job_event(st, chat, row, &event).await,
@@ -82,6 +83,16 @@ impl Notifier {
             Event::ClaudeUnavailable { message, .. } => {
                 let message = message.clone();
                 return self.on_claude_notice(st, chat, row, &message).await;
+            }
+            Event::UsageLimited {
+                agent,
+                until,
+                message,
+            } => {
+                let (agent, until, message) = (agent.clone(), *until, message.clone());
+                return self
+                    .on_usage_notice(st, chat, row, &agent, until, &message)
+                    .await;
             }
             Event::BreakerOpened { breaker } => {
                 format!("⚠️ Circuit breaker <b>{}</b> opened", escape(breaker))
@@ -233,6 +244,25 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
         Event::JobStarted { .. } => {
             view.status = Some(JobStatus::Running);
             view.started_unix = Some(at.timestamp());
+            view.waiting_until = None;
+            view.api_retry = None;
+        }
+        Event::JobRequeued { reason, not_before } => {
+            view.status = Some(JobStatus::Queued);
+            view.api_retry = None;
+            if reason == crate::core::events::REQUEUED_RESTART {
+                view.rerun_after_restart = true;
+            } else {
+                view.waiting_until = *not_before;
+            }
+        }
+        // A usage limit the agent waits out itself.
+        Event::ApiRetry {
+            error_status: Some(429),
+            retry_delay_ms: Some(delay),
+            ..
+        } if *delay >= crate::core::jobs::usage::SELF_WAIT_NOTICE_MS => {
+            view.waiting_until = Some((at.timestamp_millis() + delay + 999) / 1000);
         }
         Event::ApiRetry {
             attempt,
@@ -249,6 +279,7 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
         }
         Event::ToolStarted { tool, target, .. } => {
             view.api_retry = None;
+            view.waiting_until = None;
             view.tools.push(ToolLine {
                 tool: tool.clone(),
                 target: target.clone(),
@@ -308,6 +339,7 @@ mod tests {
         };
         let now = chrono::Utc::now();
         let retry = |attempt, error_status| Event::ApiRetry {
+            retry_delay_ms: None,
             attempt,
             max_retries: 10,
             error_status,

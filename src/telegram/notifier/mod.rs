@@ -146,6 +146,8 @@ pub struct NotifierState {
     read_only_told: bool,
     /// Chats told that the Claude API is unavailable, in the current period.
     claude: notices::ClaudeTold,
+    /// The usage limits each chat was told of (chat, agent, reset).
+    usage_told: Vec<(i64, String, i64)>,
     /// When a wake-up is already asked for.
     wake_at: Option<Instant>,
     myself: Option<ActorRef<NotifierMsg>>,
@@ -187,6 +189,7 @@ impl Actor for Notifier {
             outage: false,
             read_only_told: false,
             claude: Default::default(),
+            usage_told: Vec::new(),
             wake_at: None,
             myself: Some(myself),
             waker: Some(waker),

@@ -98,3 +98,41 @@ impl Notifier {
             .await;
     }
 }
+
+/// Two notices of the same agent's limit name resets this close (seconds) when they are one limit.
+const SAME_LIMIT_SECS: i64 = 60;
+
+impl Notifier {
+    /// "⏸ … usage limit … resumes at HH:MM UTC": once per chat and limit, whichever of its sessions
+    /// waits for it.
+    pub(super) async fn on_usage_notice(
+        &self,
+        st: &mut NotifierState,
+        chat: i64,
+        row: OutboxEvent,
+        agent: &str,
+        until: i64,
+        message: &str,
+    ) {
+        let now = chrono::Utc::now().timestamp();
+        st.usage_told.retain(|(_, _, t)| *t + SAME_LIMIT_SECS > now);
+        let told = st
+            .usage_told
+            .iter()
+            .any(|(c, a, t)| *c == chat && a == agent && (t - until).abs() <= SAME_LIMIT_SECS);
+        if told {
+            let _ = self.core.mark_delivered(&[row.id]).await;
+            return;
+        }
+        st.usage_told.push((chat, agent.to_string(), until));
+        self.enqueue(
+            st,
+            Outgoing::Text {
+                chat_id: chat,
+                html: escape(message),
+                buttons: Vec::new(),
+                events: vec![row],
+            },
+        );
+    }
+}

@@ -126,6 +126,10 @@ pub struct RunnerState {
     finishing: bool,
     finished: bool,
     endpoint: JobEndpoint,
+    /// The agent reported a usage limit in this run: its reset (Unix seconds) when it gave one.
+    limit: Option<Option<i64>>,
+    /// The agent waits out a retry of the model API until then: the job is not hung meanwhile.
+    api_wait_until: Option<Instant>,
 }
 
 fn now_ms() -> i64 {
@@ -180,6 +184,8 @@ impl Actor for Runner {
             finishing: false,
             finished: false,
             endpoint: started.endpoint,
+            limit: None,
+            api_wait_until: None,
         })
     }
 

@@ -2,6 +2,7 @@
 //! check (CPU progress counts only when busy), and its end (outcome, changes, `end_job`).
 
 use super::*;
+use crate::core::jobs::usage;
 
 /// CPU is judged over a window of recent checks: half the hang timeout, at most this long.
 pub(super) const CPU_WINDOW: Duration = Duration::from_secs(10);
@@ -151,8 +152,24 @@ impl Runner {
                     max_retries,
                     error_status,
                     error,
+                    retry_delay_ms,
                 } => {
-                    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, "Agent retries the model API");
+                    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, retry_delay_ms, "Agent retries the model API");
+                    if let Some(delay) = retry_delay_ms.filter(|d| *d > 0) {
+                        // The agent is silent until it retries: that wait is not a hang.
+                        st.api_wait_until =
+                            Some(Instant::now() + Duration::from_millis(delay as u64));
+                        // A rate limit the agent waits out itself: its chat is told once, as for any
+                        // usage limit.
+                        if error_status == Some(429) && delay >= usage::SELF_WAIT_NOTICE_MS {
+                            let until = (now_ms() + delay + 999) / 1000;
+                            let agent = st.driver.name();
+                            core.jobs().usage_limited_until(agent, until);
+                            core.jobs()
+                                .notify_usage_limit(&st.session, agent, until)
+                                .await;
+                        }
+                    }
                     // The phone shows it: a job that waits on an overloaded API is not stuck.
                     core.events()
                         .emit(
@@ -162,9 +179,17 @@ impl Runner {
                                 max_retries,
                                 error_status,
                                 error,
+                                retry_delay_ms,
                             },
                         )
                         .await;
+                }
+                AgentEvent::Usage(report) => {
+                    core.jobs().usage_reported(st.driver.name(), &report);
+                    if report.limited {
+                        tracing::warn!(target: "televibe.runner", job_id = %st.job.id, resets_at = report.resets_at, "The agent reports a usage limit");
+                        st.limit = Some(report.resets_at.or(st.limit.flatten()));
+                    }
                 }
                 AgentEvent::PermissionDenied { tool_name, .. } => {
                     tracing::info!(target: "televibe.runner", job_id = %st.job.id, tool = %tool_name, "Agent was denied a tool");
@@ -230,8 +255,9 @@ impl Runner {
             (now_ms() - st.last_output_ms.load(Ordering::Relaxed)).max(0) as u64,
         );
         let quiet = quiet_output.min(st.last_cpu_change.elapsed());
-        // Waiting for a person is not a hang.
-        if core.approvals().job_waits_for_approval(&st.job.id) {
+        // Waiting for a person, or for the model API's retry the agent announced, is not a hang.
+        let api_wait = st.api_wait_until.is_some_and(|t| now < t);
+        if api_wait || core.approvals().job_waits_for_approval(&st.job.id) {
             st.last_cpu_change = Instant::now();
             st.last_output_ms.store(now_ms(), Ordering::Relaxed);
         } else if quiet >= core.config().jobs.hang_timeout {
@@ -312,8 +338,11 @@ impl Runner {
         if outcome.outcome.result_text.is_none() {
             outcome.outcome.result_text = st.last_text.clone();
         }
+        // The reset the agent gave for its limit, if it gave one.
+        outcome.resets_at = st.limit.flatten();
         let oom = st.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
         if oom > 0 && outcome.outcome.status != Some(crate::domain::JobStatus::Canceled) {
+            outcome.usage_limited = false;
             outcome.outcome.status = Some(crate::domain::JobStatus::Failed);
             outcome.outcome.error_type = Some(crate::domain::ErrorType::AgentError);
             outcome.outcome.error = Some(format!(
@@ -321,8 +350,10 @@ impl Runner {
                 core.config().jobs.memory_max >> 20
             ));
         } else if let Some(v) = violation
-            && outcome.outcome.status == Some(crate::domain::JobStatus::Done)
+            && (outcome.outcome.status == Some(crate::domain::JobStatus::Done)
+                || outcome.usage_limited)
         {
+            outcome.usage_limited = false;
             outcome.outcome.status = Some(crate::domain::JobStatus::Failed);
             // The agent misbehaved: the error names what it left and why it was refused.
             outcome.outcome.error_type = Some(crate::domain::ErrorType::AgentError);

@@ -63,6 +63,38 @@ impl SessionActor {
             let _ = myself.cast(SessionMsg::TryStart);
             return;
         };
+        // A usage limit: the job goes back to the head of the queue until the reset.
+        let ending = match ending {
+            Ending::Decided {
+                decision,
+                elapsed,
+                breaker,
+            } if decision.usage_limited => {
+                let resets_at = decision.resets_at;
+                match self
+                    .core
+                    .jobs()
+                    .wait_for_limit(&r.job, &st.session, resets_at, breaker)
+                    .await
+                {
+                    Some(again) => {
+                        r.runner.stop(Some("job waits for a usage limit".into()));
+                        st.queue.push_front(again);
+                        self.queue_gauge(st);
+                        self.set_idle(st).await;
+                        let _ = myself.cast(SessionMsg::TryStart);
+                        return;
+                    }
+                    // Not running any more (or not recorded): it ends as the agent left it.
+                    None => Ending::Decided {
+                        decision,
+                        elapsed,
+                        breaker: None,
+                    },
+                }
+            }
+            other => other,
+        };
         if let Err(e) = self.core.jobs().end_job(&r.job, ending).await {
             tracing::error!(target: "televibe.runner", job_id = %r.job.id, error = %e, "the job's ending was not recorded");
         }
@@ -145,6 +177,16 @@ impl SessionActor {
         // An agent started in a vanished directory would fail at once (or write somewhere else):
         // the jobs wait in the queue until the worktree is recovered.
         if !self.check_worktree(st).await {
+            return;
+        }
+        // The next job waits for its agent's usage limit: the queue holds until the reset.
+        if let Some(until) = self.usage_wait(st) {
+            let agent = next_agent(st).name();
+            self.core
+                .jobs()
+                .notify_usage_limit(&st.session, agent, until)
+                .await;
+            self.wake_at(myself, st, until);
             return;
         }
         // The breaker of the session's agent (`claude_code` for Claude Code).
@@ -358,6 +400,28 @@ pub(super) async fn cancel_queued(core: &Core, job_id: &str, why: &str) -> Resul
     }
     core.jobs().end_job(&job, Ending::canceled(why)).await?;
     Ok(())
+}
+
+impl SessionActor {
+    /// Until when (Unix seconds) the next job waits for a usage limit: its own `not_before`, or its
+    /// agent's limit known from another job. `None`: it may start.
+    pub(super) fn usage_wait(&self, st: &SessionActorState) -> Option<i64> {
+        let head = st.queue.front()?;
+        let now = chrono::Utc::now().timestamp();
+        let own = head.not_before.map(|t| t.timestamp());
+        let agent = self.core.jobs().agent_limited_until(&head.agent);
+        own.into_iter().chain(agent).filter(|t| *t > now).max()
+    }
+
+    /// Tries to start again at `until` (the tick tries every few seconds too).
+    fn wake_at(&self, myself: &ActorRef<SessionMsg>, st: &mut SessionActorState, until: i64) {
+        if st.wake_at == Some(until) {
+            return;
+        }
+        st.wake_at = Some(until);
+        let wait = (until - chrono::Utc::now().timestamp()).max(0) as u64;
+        myself.send_after(std::time::Duration::from_secs(wait), || SessionMsg::TryStart);
+    }
 }
 
 /// The agent of the job next in the session's queue (the default's when none waits).
