@@ -10,6 +10,16 @@ case " $prompt " in
     trap '' TERM
     echo '{"type":"system","subtype":"init","session_id":"fake-conv"}'
     while true; do sleep 1; done ;;
+  *" interruptible "*)
+    # Runs until it is killed; run again resuming its conversation (after a daemon restart), it finishes.
+    case " $* " in
+      *" --resume fake-conv "*)
+        echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"finished after the restart"}'
+        exit 0 ;;
+    esac
+    sleep 1000 &
+    echo '{"type":"system","subtype":"init","session_id":"fake-conv"}'
+    wait ;;
   *" grandchildren "*)
     sleep 1000 &
     sleep 1000 &

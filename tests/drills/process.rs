@@ -20,7 +20,7 @@ struct Around {
 async fn jobs_around(mcp: &Mcp) -> Around {
     let before = run(mcp, "S1", "finished before the failure").await;
     wait_final(mcp, &before, Duration::from_secs(20)).await;
-    let running = run(mcp, "S1", "grandchildren").await;
+    let running = run(mcp, "S1", "interruptible").await;
     wait_status(mcp, &running, Duration::from_secs(20), &["running"]).await;
     let queued = run(mcp, "S1", "queued across the failure").await;
     Around {
@@ -30,14 +30,19 @@ async fn jobs_around(mcp: &Mcp) -> Around {
     }
 }
 
-/// After the restart: the interrupted job failed as such, the queued one ran, every result reached the phone
-/// once. Answers (lost, duplicated).
+/// After the restart: the interrupted job ran again, resuming its conversation, and finished
+/// (`jobs.retry_interrupted`), the queued one ran, every result reached the phone once. Answers (lost,
+/// duplicated).
 async fn nothing_lost(env: &Env, d: &Daemon, tg: &FakeTelegram, a: &Around) -> (usize, usize) {
     let mcp = Mcp::connect(env).await;
     let j = wait_final(&mcp, &a.running, Duration::from_secs(20)).await;
     assert_eq!(
-        (j["status"].as_str(), j["error_type"].as_str()),
-        (Some("failed"), Some("orchestrator_restart")),
+        (
+            j["status"].as_str(),
+            j["result_text"].as_str(),
+            j["interruptions"].as_i64()
+        ),
+        (Some("done"), Some("finished after the restart"), Some(1)),
         "{j}"
     );
     let q = wait_final(&mcp, &a.queued, Duration::from_secs(30)).await;
@@ -82,7 +87,7 @@ async fn orchestrator_crash_kill_9() {
         detected_after: detected,
         recovered_after: recovered,
         detection: "process exit seen by the supervisor (Restart=always)",
-        user_saw: "interrupted job ❌ orchestrator_restart; queued job ran; each result once",
+        user_saw: "interrupted job ran again and finished; queued job ran; each result once",
         lost,
         duplicated,
         settings: "restart at once (the unit's RestartSec adds to this)",
@@ -193,7 +198,7 @@ async fn memory_exhaustion_under_a_cgroup_limit() {
         detected_after: detected,
         recovered_after: recovered,
         detection: "OOM kill in a 384 MiB memory cgroup (SIGKILL), exit seen by the supervisor",
-        user_saw: "interrupted job ❌ orchestrator_restart; queued job ran; each result once",
+        user_saw: "interrupted job ran again and finished; queued job ran; each result once",
         lost,
         duplicated,
         settings: "memory cgroup limit 384 MiB; detection includes the leak's growth to the limit",

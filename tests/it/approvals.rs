@@ -616,7 +616,13 @@ async fn a_restart_expires_pending_approvals_and_retires_their_buttons() {
     let env = Env::new("");
     let home = env.dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    env.write_config(&config(&model, &home, Some(&tg), ""));
+    // The job is not run again after the restart (`retry_interrupted`): its approval is what is checked.
+    env.write_config(&config(
+        &model,
+        &home,
+        Some(&tg),
+        "retry_interrupted = false\n",
+    ));
     make_repo(&env.root().join("repos/app"));
     let start = || {
         env.start_with(|c| {

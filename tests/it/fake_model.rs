@@ -38,6 +38,9 @@ pub enum Reply {
         text: String,
         kind: String,
     },
+    /// A 429 of a spent usage limit until `resets_at` (Unix seconds), as the real API sends it: the unified
+    /// rate-limit headers (which Claude Code reads for a subscriber's login) and `retry-after`.
+    UsageLimited { resets_at: i64 },
     /// Nothing is ever sent; the connection stays open until the client gives up.
     Stall,
     /// The stream starts (`message_start`, a text block with `text`), then only a `ping` event every
@@ -218,6 +221,43 @@ async fn handle(
             .header("request-id", "req_fake")
             .body(body.boxed())
             .unwrap());
+    }
+    if let Reply::UsageLimited { resets_at } = &reply {
+        let mut r = json_response(
+            429,
+            json!({"type": "error", "error": {"type": "rate_limit_error",
+                   "message": "This request would exceed your account's rate limit. Please try again later."}}),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let (reset, week) = (resets_at.to_string(), (resets_at + 259_200).to_string());
+        let h = r.headers_mut();
+        for (k, v) in [
+            ("anthropic-ratelimit-unified-status", "rejected"),
+            ("anthropic-ratelimit-unified-reset", reset.as_str()),
+            ("anthropic-ratelimit-unified-representative-claim", "five_hour"),
+            ("anthropic-ratelimit-unified-5h-status", "rejected"),
+            ("anthropic-ratelimit-unified-5h-reset", reset.as_str()),
+            ("anthropic-ratelimit-unified-5h-utilization", "1.0"),
+            ("anthropic-ratelimit-unified-7d-status", "allowed"),
+            ("anthropic-ratelimit-unified-7d-reset", week.as_str()),
+            ("anthropic-ratelimit-unified-7d-utilization", "0.5"),
+            ("anthropic-ratelimit-unified-fallback", "available"),
+            ("anthropic-ratelimit-unified-overage-status", "rejected"),
+            (
+                "anthropic-ratelimit-unified-overage-disabled-reason",
+                "org_level_disabled",
+            ),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        h.insert(
+            "retry-after",
+            (resets_at - now).max(1).to_string().parse().unwrap(),
+        );
+        return Ok(r.map(|b| b.boxed()));
     }
     if let Reply::Error {
         status,

@@ -726,9 +726,12 @@ async fn kill_9_then_recovery(sandbox: &str) {
     let pgid = j["pgid"].as_i64().unwrap() as i32;
     let next = run(&mcp, "S1", "after restart").await;
     drop(mcp);
-    d.signal(libc::SIGKILL);
-    let mut d = d;
-    d.wait_exit(Duration::from_secs(5));
+    let kill_9 = |d: Daemon| {
+        d.signal(libc::SIGKILL);
+        let mut d = d;
+        d.wait_exit(Duration::from_secs(5));
+    };
+    kill_9(d);
     if sandbox == "none" {
         assert!(
             !televibe::core::jobs::process::group_members(pgid).is_empty(),
@@ -741,7 +744,23 @@ async fn kill_9_then_recovery(sandbox: &str) {
             || televibe::core::jobs::process::group_members(pgid).is_empty(),
         );
     }
+    // Cut by a restart, the job runs once more (`jobs.retry_interrupted`), ahead of the one queued behind it.
     let d2 = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let j = wait_status(&mcp, &stuck, Duration::from_secs(15), |s| s == "running").await;
+    assert_eq!(j["interruptions"], 1, "{j}");
+    assert!(
+        televibe::core::jobs::process::group_members(pgid).is_empty(),
+        "the old group is killed at boot"
+    );
+    let again = j["pgid"].as_i64().unwrap() as i32;
+    assert_ne!(again, pgid, "a new run");
+    let n = mcp.call("get_job", json!({"job_id": next})).await.unwrap();
+    assert_eq!(n["status"], "queued", "{n}");
+    drop(mcp);
+    // Cut a second time, it fails with the reason; the queued job then runs.
+    kill_9(d2);
+    let d3 = env.start();
     let mcp = Mcp::connect(&env).await;
     let j = mcp.call("get_job", json!({"job_id": stuck})).await.unwrap();
     assert_eq!(
@@ -750,12 +769,16 @@ async fn kill_9_then_recovery(sandbox: &str) {
         "{j}"
     );
     assert!(
-        televibe::core::jobs::process::group_members(pgid).is_empty(),
-        "the old group is killed at boot"
+        j["error"].as_str().unwrap().contains("a second time"),
+        "{j}"
+    );
+    assert!(
+        televibe::core::jobs::process::group_members(again).is_empty(),
+        "the second run's group is killed at boot"
     );
     let n = wait_final(&mcp, &next, Duration::from_secs(15)).await;
     assert_eq!(n["status"], "done", "queued jobs resume: {n}");
-    drop(d2);
+    drop(d3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,5 +28,6 @@ mod sessions;
 mod supervision;
 mod telegram;
 mod telegram_faults;
+mod usage;
 mod waiting;
 mod walk;

@@ -316,7 +316,7 @@ fn a_line_that_is_not_json_gets_a_parse_error_on_the_socket() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_in_flight_when_the_daemon_dies_gets_an_error_and_the_bridge_goes_on() {
     let env = Env::new(&format!(
-        "[agent]\ncommand = \"{}/tests/data/fake-agent.sh\"\n[jobs]\nkill_grace_secs = 60\n",
+        "[agent]\ncommand = \"{}/tests/data/fake-agent.sh\"\n[jobs]\nkill_grace_secs = 60\nretry_interrupted = false\n",
         env!("CARGO_MANIFEST_DIR")
     ));
     let d = env.start();

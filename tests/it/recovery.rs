@@ -440,7 +440,10 @@ async fn doctor_reports_the_age_of_the_newest_backup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_during_the_after_job_import_leaves_branch_and_objects_consistent() {
     const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
-    let agent = format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n");
+    // Not run again after the restart (`retry_interrupted`): the next job's commit is what is checked.
+    let agent = format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\nretry_interrupted = false\n"
+    );
     let env = Env::new(&format!("{agent}[debug]\nstop_at = \"after_import\"\n"));
     let mut d = env.start();
     let mcp = Mcp::connect(&env).await;

@@ -164,7 +164,8 @@ impl Jobs<'_> {
         breaker: Option<BreakerPermit>,
     ) -> Option<Job> {
         let now = Utc::now().timestamp();
-        let until = match resets_at.filter(|t| *t > now) {
+        let reset = resets_at.filter(|t| *t > now);
+        let until = match reset {
             Some(t) => t + AFTER_RESET_SECS,
             None => self.usage_backoff_until(job),
         };
@@ -184,7 +185,7 @@ impl Jobs<'_> {
         }
         // Neither a success nor a failure of the API: a probe slot goes back.
         drop(breaker);
-        self.usage_limited_until(&job.agent, until);
+        self.usage_limited_until(&job.agent, reset.unwrap_or(until));
         self.job_inactive(&job.id, &session.project_id).await;
         tracing::warn!(target: "televibe.jobs", job_id = %job.id, session_id = %session.id, agent = %job.agent, until = %resume_time(until), "Job waits for its agent's usage limit");
         self.core
