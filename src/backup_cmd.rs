@@ -392,6 +392,8 @@ async fn restore(config: &Config, file: &str, json_out: bool) -> Result<(), Stri
         None
     };
     at("carried");
+    // A job running in the backup may have finished since: it is not run again after the restore.
+    store::file::hold_running_jobs(&unpacked).await?;
     // Staged beside state.db, checked and fsynced, then renamed over it: there is never a moment without
     // a usable state.db (a crash before the rename leaves the previous one, after it the restored one).
     let kept_as = store::file::install(&unpacked, &db, &at).await?;

@@ -769,3 +769,37 @@ async fn a_backup_of_an_older_schema_is_restored_and_migrated_at_start() {
     );
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_running_when_the_backup_was_taken_is_not_run_again_after_a_restore() {
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n"
+    ));
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let job = run(&mcp, "S1", "hang").await;
+    crate::jobs::wait_status(&mcp, &job, Duration::from_secs(20), |s| s == "running").await;
+    drop(mcp);
+    cli_json(&env, &["backup", "now", "--json"]);
+    assert!(d.stop().success());
+    cli_json(&env, &["backup", "restore", "latest", "--json"]);
+    // The backup cannot tell whether the job finished after it was taken: it is not run a second time.
+    let d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    let j = wait_final(&mcp, &job, Duration::from_secs(20)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["error_type"].as_str()),
+        (Some("failed"), Some("orchestrator_restart")),
+        "{j}"
+    );
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("restored from a backup"),
+        "{j}"
+    );
+    drop(mcp);
+    drop(d);
+}

@@ -40,7 +40,9 @@ pub enum Reply {
     },
     /// A 429 of a spent usage limit until `resets_at` (Unix seconds), as the real API sends it: the unified
     /// rate-limit headers (which Claude Code reads for a subscriber's login) and `retry-after`.
-    UsageLimited { resets_at: i64 },
+    UsageLimited {
+        resets_at: i64,
+    },
     /// Nothing is ever sent; the connection stays open until the client gives up.
     Stall,
     /// The stream starts (`message_start`, a text block with `text`), then only a `ping` event every
@@ -237,7 +239,10 @@ async fn handle(
         for (k, v) in [
             ("anthropic-ratelimit-unified-status", "rejected"),
             ("anthropic-ratelimit-unified-reset", reset.as_str()),
-            ("anthropic-ratelimit-unified-representative-claim", "five_hour"),
+            (
+                "anthropic-ratelimit-unified-representative-claim",
+                "five_hour",
+            ),
             ("anthropic-ratelimit-unified-5h-status", "rejected"),
             ("anthropic-ratelimit-unified-5h-reset", reset.as_str()),
             ("anthropic-ratelimit-unified-5h-utilization", "1.0"),

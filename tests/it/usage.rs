@@ -103,7 +103,9 @@ async fn phone_run(tg: &FakeTelegram, mcp: &Mcp, text: &str) -> String {
 }
 
 fn breaker_state(d: &Daemon, name: &str) -> Option<f64> {
-    d.metric(&format!("televibe_circuit_breaker_state{{name=\"{name}\"}}"))
+    d.metric(&format!(
+        "televibe_circuit_breaker_state{{name=\"{name}\"}}"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,9 +160,11 @@ async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_job
         "{s}"
     );
     let conversation = s["conversation_id"].as_str().unwrap().to_string();
-    until(Duration::from_secs(20), "the chat told of the limit", || {
-        !limit_notices(&tg).is_empty()
-    })
+    until(
+        Duration::from_secs(20),
+        "the chat told of the limit",
+        || !limit_notices(&tg).is_empty(),
+    )
     .await;
     let resume = televibe::core::jobs::usage::resume_time(not_before);
     assert!(
@@ -168,7 +172,10 @@ async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_job
         "{:?}",
         limit_notices(&tg)
     );
-    let q = mcp.call("get_job", json!({"job_id": second})).await.unwrap();
+    let q = mcp
+        .call("get_job", json!({"job_id": second}))
+        .await
+        .unwrap();
     assert_eq!(q["status"], "queued", "the job behind it waits: {q}");
     assert_eq!(
         breaker_state(&d, "claude_code"),
@@ -262,9 +269,11 @@ async fn a_rate_limit_the_cli_waits_out_itself_is_told_once_and_is_no_hang() {
     say(&tg, "/new app", "Session <b>S1</b>").await;
     let mcp = Mcp::connect(&env).await;
     let first = phone_run(&tg, &mcp, "/run FIRST").await;
-    until(Duration::from_secs(30), "the chat told of the limit", || {
-        !limit_notices(&tg).is_empty()
-    })
+    until(
+        Duration::from_secs(30),
+        "the chat told of the limit",
+        || !limit_notices(&tg).is_empty(),
+    )
     .await;
     let j = wait_final(&mcp, &first, Duration::from_secs(60)).await;
     assert_eq!(
@@ -430,9 +439,9 @@ async fn a_job_cut_by_a_kill_9_runs_again_and_the_chat_shows_one_final_tracker()
     );
     let prefix: String = job.chars().take(8).collect();
     until(Duration::from_secs(30), "the final tracker", || {
-        tg.messages(USER).iter().any(|m| {
-            m.text.contains(&prefix) && m.text.contains("finished after the restart")
-        })
+        tg.messages(USER)
+            .iter()
+            .any(|m| m.text.contains(&prefix) && m.text.contains("finished after the restart"))
     })
     .await;
     settled(&env, &d).await;

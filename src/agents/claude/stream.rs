@@ -258,7 +258,11 @@ mod tests {
         };
         assert_eq!(r.model_api_status, Some(429));
         let after = capture("usage-limit/oauth-resume-run2-after-reset.jsonl");
-        assert!(after.iter().any(|e| matches!(e, AgentEvent::Usage(r) if !r.limited)));
+        assert!(
+            after
+                .iter()
+                .any(|e| matches!(e, AgentEvent::Usage(r) if !r.limited))
+        );
     }
 
     #[test]
@@ -293,7 +297,11 @@ mod tests {
         ));
         assert!(matches!(
             &parse_line(r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}"#)[0],
-            AgentEvent::Usage(UsageReport { limited: false, resets_at: None, .. })
+            AgentEvent::Usage(UsageReport {
+                limited: false,
+                resets_at: None,
+                ..
+            })
         ));
         assert!(matches!(
             &parse_line(r#"{"type":"system","subtype":"compact_boundary"}"#)[0],

@@ -258,7 +258,8 @@ impl Jobs<'_> {
                 }
             }
             let reason = if job.interruptions > 0 {
-                "the daemon restarted while the job was running, a second time (it runs again only once)"
+                "the daemon restarted while the job was running, a second time (it runs again only once; \
+                 a job restored from a backup taken while it ran counts as cut once)"
             } else {
                 "the daemon restarted while the job was running"
             };

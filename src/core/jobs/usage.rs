@@ -148,7 +148,9 @@ impl Jobs<'_> {
     pub fn usage_backoff_until(&self, job: &Job) -> i64 {
         let base = self.core.config().jobs.usage_limit_backoff.as_secs() as i64;
         let waits = job.limit_waits.clamp(0, 12) as u32;
-        let secs = base.saturating_mul(1 << waits).min(MAX_BACKOFF_SECS.max(base));
+        let secs = base
+            .saturating_mul(1 << waits)
+            .min(MAX_BACKOFF_SECS.max(base));
         Utc::now().timestamp() + secs
     }
 

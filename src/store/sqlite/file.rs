@@ -212,6 +212,28 @@ pub async fn carry_delivered(staged: &Path, old: &Path) -> Result<u64, String> {
     Ok(marked)
 }
 
+/// Jobs that were running when a backup was taken may have finished after it: in the file about to be
+/// restored they count as cut once already, so boot recovery fails them (`orchestrator_restart`) rather
+/// than running them again (`jobs.retry_interrupted`). Answers how many.
+pub async fn hold_running_jobs(staged: &Path) -> Result<u64, String> {
+    let mut co = ConnectOptions::new(format!("sqlite://{}?mode=rw", staged.display()));
+    co.max_connections(1).min_connections(1).sqlx_logging(false);
+    let conn = Database::connect(co).await.map_err(|e| e.to_string())?;
+    let held = conn
+        .execute_unprepared(
+            "UPDATE jobs SET interruptions = interruptions + 1 \
+             WHERE status IN ('running', 'waiting_approval') AND interruptions = 0",
+        )
+        .await
+        .map(|r| r.rows_affected());
+    let _ = conn.close().await;
+    let held = held.map_err(|e| e.to_string())?;
+    std::fs::File::open(staged)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", staged.display()))?;
+    Ok(held)
+}
+
 /// What in `layout` shows the root held a database before, when `state.db` is missing: backups, the
 /// daemon's log, the job logs or audit log it wrote, sessions' workspaces, a file kept aside. Empty on a
 /// first start.

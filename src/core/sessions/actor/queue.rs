@@ -420,7 +420,9 @@ impl SessionActor {
         }
         st.wake_at = Some(until);
         let wait = (until - chrono::Utc::now().timestamp()).max(0) as u64;
-        myself.send_after(std::time::Duration::from_secs(wait), || SessionMsg::TryStart);
+        myself.send_after(std::time::Duration::from_secs(wait), || {
+            SessionMsg::TryStart
+        });
     }
 }
 
