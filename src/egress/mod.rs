@@ -50,6 +50,35 @@ pub struct ModelRoute {
     pub secrets: Vec<(String, String)>,
     /// Placeholders whose real value is asked for at each request (a login the daemon refreshes).
     pub fresh: Vec<(String, Arc<login::OAuthLogin>)>,
+    /// Where the reset of the model API's last 429 is kept (Unix seconds), for the job's runner: an API
+    /// key's usage limit names its reset only in the answer's headers.
+    pub limit_reset: LimitReset,
+}
+
+/// The reset of the last usage or rate limit a job's model API answered (Unix seconds).
+pub type LimitReset = Arc<std::sync::Mutex<Option<i64>>>;
+
+/// When a 429's limit resets (Unix seconds), from its headers: the unified reset of Claude's API, Codex's
+/// window reset, else `retry-after` (seconds or an HTTP date).
+pub fn reset_of_429(headers: &hyper::HeaderMap, now: i64) -> Option<i64> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let epoch = |name: &str| {
+        text(name)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as i64)
+    };
+    if let Some(t) =
+        epoch("anthropic-ratelimit-unified-reset").or_else(|| epoch("x-codex-primary-reset-at"))
+    {
+        return Some(t);
+    }
+    let after = text("retry-after")?.trim();
+    match after.parse::<u64>() {
+        Ok(secs) => Some(now + secs.min(366 * 86_400) as i64),
+        Err(_) => chrono::DateTime::parse_from_rfc2822(after)
+            .ok()
+            .map(|t| t.timestamp()),
+    }
 }
 
 impl std::fmt::Debug for ModelRoute {

@@ -349,6 +349,14 @@ impl Proxy {
             Ok(resp) => {
                 let resp: Response<frankenstein::reqwest::Body> = resp.into();
                 let (mut parts, body) = resp.into_parts();
+                if parts.status == StatusCode::TOO_MANY_REQUESTS {
+                    let now = chrono::Utc::now().timestamp();
+                    let reset = super::reset_of_429(&parts.headers, now);
+                    tracing::info!(host = %upstream_host, reset, "egress: the model API answered 429");
+                    if reset.is_some() {
+                        *route.limit_reset.lock().unwrap_or_else(|p| p.into_inner()) = reset;
+                    }
+                }
                 parts.version = hyper::Version::HTTP_11;
                 strip_hop_headers(&mut parts.headers);
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())

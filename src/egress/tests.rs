@@ -501,3 +501,48 @@ async fn aborting_serve_closes_open_tunnels() {
         .await
         .expect("the tunnel closes when serve is aborted");
 }
+
+#[test]
+fn a_429_names_its_reset_in_its_headers() {
+    let headers = |pairs: &[(&str, &str)]| {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    };
+    let now = 1_800_000_000;
+    assert_eq!(
+        super::reset_of_429(
+            &headers(&[
+                ("retry-after", "40"),
+                ("anthropic-ratelimit-unified-reset", "1800000045")
+            ]),
+            now
+        ),
+        Some(1_800_000_045)
+    );
+    assert_eq!(
+        super::reset_of_429(&headers(&[("retry-after", "40")]), now),
+        Some(now + 40)
+    );
+    assert_eq!(
+        super::reset_of_429(&headers(&[("x-codex-primary-reset-at", "1800000300")]), now),
+        Some(1_800_000_300)
+    );
+    assert_eq!(
+        super::reset_of_429(
+            &headers(&[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")]),
+            now
+        ),
+        Some(1_792_567_680)
+    );
+    assert_eq!(
+        super::reset_of_429(&headers(&[("retry-after", "soon")]), now),
+        None
+    );
+    assert_eq!(super::reset_of_429(&headers(&[]), now), None);
+}

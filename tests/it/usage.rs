@@ -290,6 +290,58 @@ async fn a_rate_limit_the_cli_waits_out_itself_is_told_once_and_is_no_hang() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_api_keys_limit_the_cli_does_not_wait_out_waits_for_the_reset_its_429_named() {
+    let reset_at = Arc::new(AtomicI64::new(now() + 10));
+    let model = limited_model(reset_at.clone()).await;
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    let home = home(&env);
+    // No retries of its own: the run ends on the 429, whose reset only its headers name (the egress
+    // proxy reads them), not the CLI's output.
+    env.write_config(
+        &claude_config(&tg, &model, &home, "ANTHROPIC_API_KEY", "").replace(
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+            "CLAUDE_CODE_MAX_RETRIES = \"0\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+        ),
+    );
+    make_repo(&env.root().join("repos/app"));
+    env.hand_over();
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    let mcp = Mcp::connect(&env).await;
+    let first = phone_run(&tg, &mcp, "/run FIRST").await;
+    until_async(
+        Duration::from_secs(60),
+        "the limited job back in the queue",
+        || async {
+            let j = mcp.call("get_job", json!({"job_id": first})).await.unwrap();
+            j["limit_waits"] == 1
+        },
+    )
+    .await;
+    let j = mcp.call("get_job", json!({"job_id": first})).await.unwrap();
+    let not_before = chrono::DateTime::parse_from_rfc3339(j["not_before"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let reset = reset_at.load(Ordering::SeqCst);
+    assert!(
+        (reset..=reset + 5).contains(&not_before),
+        "the reset of the 429, not the backoff ({reset}): {j}"
+    );
+    let j = wait_final(&mcp, &first, Duration::from_secs(60)).await;
+    assert_eq!(
+        (j["status"].as_str(), j["result_text"].as_str()),
+        (Some("done"), Some("done: FIRST")),
+        "{j}"
+    );
+    assert_eq!(breaker_state(&d, "claude_code"), Some(1.0));
+    assert_eq!(limit_notices(&tg).len(), 1, "{:?}", limit_notices(&tg));
+    drop(mcp);
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_codex_usage_limit_holds_codex_jobs_while_claude_code_goes_on() {
     let reset_at = Arc::new(AtomicI64::new(now() + 15));
     let limit = reset_at.clone();

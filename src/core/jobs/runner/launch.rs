@@ -13,6 +13,8 @@ pub(super) struct JobEndpoint {
     pub(super) run_dir: PathBuf,
     /// The job's sandbox (`None`: unconfined by the operator's choice).
     pub(super) plan: Option<SandboxPlan>,
+    /// The reset of the last 429 its model API answered, as its egress proxy saw it.
+    pub(super) limit_reset: crate::egress::LimitReset,
 }
 
 impl Drop for JobEndpoint {
@@ -63,6 +65,7 @@ pub(super) fn open_egress(
     plan: &SandboxPlan,
     job_id: &str,
     env: &mut Vec<(String, String)>,
+    limit_reset: crate::egress::LimitReset,
 ) -> Result<(std::path::PathBuf, tokio_util::task::AbortOnDropHandle<()>), String> {
     use std::os::unix::fs::PermissionsExt;
     let path = sandbox::egress_dir(&plan.run_dir).join("sock");
@@ -109,6 +112,7 @@ pub(super) fn open_egress(
                 })
                 .into_iter()
                 .collect(),
+            limit_reset,
         }),
     });
     let (metrics, job) = (core.metrics().clone(), job_id.to_string());

@@ -138,8 +138,9 @@ impl Runner {
         env.extend(launch.env);
         let (mut program_path, mut args) = (program.clone(), launch.args);
         let mut egress = None;
+        let limit_reset = crate::egress::LimitReset::default();
         if let Some(p) = plan.as_ref().filter(|p| p.isolate_network) {
-            let (socket, serve) = open_egress(core, p, &a.job.id, &mut env)?;
+            let (socket, serve) = open_egress(core, p, &a.job.id, &mut env, limit_reset.clone())?;
             egress = Some(serve);
             program_path = std::env::current_exe()
                 .map_err(|e| format!("cannot find the daemon binary: {e}"))?;
@@ -161,6 +162,7 @@ impl Runner {
                 _egress: egress,
                 run_dir,
                 plan,
+                limit_reset,
             },
         })
     }

@@ -338,8 +338,14 @@ impl Runner {
         if outcome.outcome.result_text.is_none() {
             outcome.outcome.result_text = st.last_text.clone();
         }
-        // The reset the agent gave for its limit, if it gave one.
-        outcome.resets_at = st.limit.flatten();
+        // The reset the agent gave for its limit, else the one its model API's 429 named (an API key's
+        // limit shows its reset only there).
+        let seen = *st
+            .endpoint
+            .limit_reset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        outcome.resets_at = st.limit.flatten().or(seen);
         let oom = st.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
         if oom > 0 && outcome.outcome.status != Some(crate::domain::JobStatus::Canceled) {
             outcome.usage_limited = false;
