@@ -233,6 +233,12 @@ impl Front {
             out.push_str(&render::job_line(j));
             out.push('\n');
         }
+        // Sessions whose queue waits for a usage limit.
+        for s in self.core.sessions().list_sessions(None, false).await? {
+            if let Some(w) = &s.waiting {
+                out.push_str(&format!("⏸ <b>{}</b> {}\n", escape(&s.id), escape(w)));
+            }
+        }
         for b in self.core.breakers().statuses() {
             if b.state != crate::breaker::BreakerState::Closed {
                 out.push_str(&format!(

@@ -183,6 +183,7 @@ async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_job
         "the breaker does not count a usage limit"
     );
     say(&tg, "/sessions", "waiting for usage limit until").await;
+    say(&tg, "/status", "<b>S1</b> waiting for usage limit until").await;
     say(&tg, "/usage", "five_hour").await;
     let usage = mcp.call("get_usage", json!({})).await.unwrap();
     let claude = usage["agents"]
