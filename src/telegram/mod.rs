@@ -8,6 +8,7 @@ pub mod commands;
 pub mod front;
 pub mod gate;
 pub mod notifier;
+mod overview;
 pub mod poller;
 pub mod render;
 pub mod routes;
