@@ -7,6 +7,7 @@ mod m20261129_000002_session_grants;
 mod m20261202_000003_project_trust;
 mod m20261202_000004_scale;
 mod m20261207_000005_agents;
+mod m20261207_000008_schedules;
 
 /// The ordered list of migrations applied at start, before any actor runs.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000003_project_trust::Migration),
             Box::new(m20261202_000004_scale::Migration),
             Box::new(m20261207_000005_agents::Migration),
+            Box::new(m20261207_000008_schedules::Migration),
         ]
     }
 }

@@ -20,9 +20,11 @@ mod entities;
 mod jobs;
 mod projects;
 mod records;
+mod schedules;
 mod sqlite;
 
 pub use crate::domain::READ_ONLY_MESSAGE;
+pub use schedules::{NewSchedule, ScheduleRun, ScheduleRunOutcome};
 use sqlite::BACKEND;
 pub use sqlite::cause::ReadOnlyCause;
 use sqlite::cause::looks_corrupt;

@@ -11,6 +11,7 @@ pub mod notifier;
 pub mod poller;
 pub mod render;
 pub mod routes;
+pub mod schedules;
 
 use std::future::Future;
 use std::pin::Pin;
