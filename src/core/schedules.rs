@@ -78,6 +78,18 @@ fn subject(s: &ScheduledInstruction) -> AuditSubject {
     }
 }
 
+/// The occurrence a due run stands for and the next one: the latest occurrence reached stands for every
+/// one missed since `due` (a daemon down for hours runs once, not once per occurrence), and the next is
+/// the first after `now`. `None` when the cron never occurs again.
+fn this_run(
+    cron: &Cron,
+    due: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let occurrence = cron.previous(now).map_or(due, |p| p.max(due));
+    Some((occurrence, cron.next_after(now)?))
+}
+
 /// What became of one due schedule.
 enum Ran {
     Done,
@@ -349,11 +361,7 @@ impl Schedules<'_> {
                 return Ran::Done;
             }
         };
-        // The latest occurrence reached stands for every one missed since the last run.
-        let occurrence = cron
-            .previous(now)
-            .map_or(s.next_run_at, |p| p.max(s.next_run_at));
-        let Some(next) = cron.next_after(now) else {
+        let Some((occurrence, next)) = this_run(&cron, s.next_run_at, now) else {
             self.remove(SCHEDULER, s, "its cron has no further occurrence")
                 .await;
             return Ran::Done;
@@ -444,5 +452,42 @@ impl Schedules<'_> {
             )
             .await;
         Ran::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32, sec: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 7, h, m, sec).unwrap()
+    }
+
+    #[test]
+    fn a_run_stands_for_every_occurrence_it_missed_and_the_next_is_after_now() {
+        let hourly = Cron::parse("0 * * * *").unwrap();
+        // On time (the tick a second late): the occurrence itself, the next hour.
+        assert_eq!(
+            this_run(&hourly, at(10, 0, 0), at(10, 0, 1)),
+            Some((at(10, 0, 0), at(11, 0, 0)))
+        );
+        // Down from 09:30 to 13:20: one run, for 13:00, then 14:00.
+        assert_eq!(
+            this_run(&hourly, at(10, 0, 0), at(13, 20, 0)),
+            Some((at(13, 0, 0), at(14, 0, 0)))
+        );
+        let minutely = Cron::parse("* * * * *").unwrap();
+        assert_eq!(
+            this_run(&minutely, at(10, 5, 0), at(10, 5, 0)),
+            Some((at(10, 5, 0), at(10, 6, 0)))
+        );
+    }
+
+    #[test]
+    fn a_cron_that_never_occurs_has_no_next_run() {
+        let never = Cron::parse("0 0 30 2 *").unwrap();
+        assert_eq!(never.next_after(at(10, 0, 0)), None);
+        assert_eq!(this_run(&never, at(10, 0, 0), at(10, 0, 0)), None);
     }
 }
