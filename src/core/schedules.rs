@@ -326,9 +326,15 @@ impl Schedules<'_> {
                 later = true;
             }
         }
-        self.reload().await;
+        let all = self.reload().await;
         if later {
-            *self.lock_next_due() = Some(now + RETRY);
+            // What failed waits; a schedule due sooner still runs on time.
+            let sooner = all
+                .iter()
+                .flatten()
+                .map(|s| s.next_run_at)
+                .filter(|t| *t > now);
+            *self.lock_next_due() = Some(sooner.fold(now + RETRY, DateTime::min));
         }
     }
 
@@ -339,13 +345,17 @@ impl Schedules<'_> {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the earliest next run again.
-    async fn reload(&self) {
+    /// Reads the earliest next run again; answers the schedules read.
+    async fn reload(&self) -> Option<Vec<ScheduledInstruction>> {
         match self.core.store().active_schedules(None).await {
-            Ok(all) => *self.lock_next_due() = all.iter().map(|s| s.next_run_at).min(),
+            Ok(all) => {
+                *self.lock_next_due() = all.iter().map(|s| s.next_run_at).min();
+                Some(all)
+            }
             Err(e) => {
                 tracing::warn!(target: "televibe.schedules", error = %e, "schedules unreadable; retrying");
                 self.changed();
+                None
             }
         }
     }
