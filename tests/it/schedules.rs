@@ -478,3 +478,58 @@ async fn from_the_phone_every_lists_cancels_and_a_closed_session_takes_its_sched
     tg.assert_never_flood_limited();
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_occurrence_that_finds_the_queue_full_is_skipped_and_said_so() {
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\nmax_queued_per_session = 1\n"
+    ));
+    let _d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let run = |instruction: &'static str| {
+        let mcp = &mcp;
+        async move {
+            mcp.call(
+                "run_instruction",
+                json!({"session_id": "S1", "instruction": instruction}),
+            )
+            .await
+            .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let slow = run("be slow please").await;
+    crate::jobs::wait_status(&mcp, &slow, Duration::from_secs(20), |s| s == "running").await;
+    let waiting = run("wait in the queue").await;
+    let s = mcp
+        .call(
+            "schedule_instruction",
+            json!({"session_id": "S1", "cron": "* * * * *", "instruction": "scheduled"}),
+        )
+        .await
+        .unwrap();
+    let first = time(&s["next_run_at"]);
+    shift_past(&mcp, first).await;
+    until_async(Duration::from_secs(20), "the skip notice", || async {
+        count_events(&env, "schedule.skipped").await == 1
+    })
+    .await;
+    let sc = schedule(&mcp, "SC1").await;
+    assert_eq!(sc["runs"], 0, "{sc}");
+    assert!(time(&sc["next_run_at"]) > first, "{sc}");
+    assert_eq!(jobs_of(&mcp, "S1").await.len(), 2);
+
+    // Room again: the next occurrence queues its job.
+    for id in [&waiting, &slow] {
+        mcp.call("cancel_job", json!({"job_id": id})).await.unwrap();
+    }
+    wait_final(&mcp, &slow, Duration::from_secs(20)).await;
+    shift_past(&mcp, time(&sc["next_run_at"])).await;
+    let jobs = until_jobs(&mcp, "S1", 3).await;
+    assert_eq!(jobs[0]["instruction"], "scheduled", "{jobs:?}");
+    assert_eq!(schedule(&mcp, "SC1").await["runs"], 1);
+    assert_eq!(count_events(&env, "schedule.skipped").await, 1);
+}
