@@ -106,6 +106,28 @@ pub enum Audited {
     SessionAgentSet {
         agent: String,
     },
+    /// An instruction was scheduled (`/every`, `schedule_instruction`).
+    ScheduleCreated {
+        schedule_id: String,
+        cron: String,
+        instruction: String,
+        next_run_at: String,
+    },
+    /// A scheduled run queued its job (the actor is `scheduler`).
+    ScheduleRan {
+        schedule_id: String,
+        occurrence: String,
+        created_by: String,
+    },
+    /// A schedule was canceled by a person.
+    ScheduleCanceled {
+        schedule_id: String,
+    },
+    /// A schedule was removed because its session closed (or is gone).
+    ScheduleRemoved {
+        schedule_id: String,
+        reason: String,
+    },
 }
 
 impl Audited {
@@ -133,6 +155,10 @@ impl Audited {
             Audited::TelegramChatRefused { .. } => "telegram.chat_refused",
             Audited::TelegramAccessDenied { .. } => "telegram.access_denied",
             Audited::SessionAgentSet { .. } => "session.agent_set",
+            Audited::ScheduleCreated { .. } => "schedule.created",
+            Audited::ScheduleRan { .. } => "schedule.ran",
+            Audited::ScheduleCanceled { .. } => "schedule.canceled",
+            Audited::ScheduleRemoved { .. } => "schedule.removed",
         }
     }
 
@@ -205,6 +231,29 @@ impl Audited {
                 json!({"chat_id": chat_id, "attempt": attempt})
             }
             Audited::SessionAgentSet { agent } => json!({ "agent": agent }),
+            Audited::ScheduleCreated {
+                schedule_id,
+                cron,
+                instruction,
+                next_run_at,
+            } => json!({
+                "schedule_id": schedule_id,
+                "cron": cron,
+                "instruction": crate::text::preview(instruction),
+                "next_run_at": next_run_at,
+            }),
+            Audited::ScheduleRan {
+                schedule_id,
+                occurrence,
+                created_by,
+            } => {
+                json!({"schedule_id": schedule_id, "occurrence": occurrence, "created_by": created_by})
+            }
+            Audited::ScheduleCanceled { schedule_id } => json!({ "schedule_id": schedule_id }),
+            Audited::ScheduleRemoved {
+                schedule_id,
+                reason,
+            } => json!({"schedule_id": schedule_id, "reason": reason}),
         }
     }
 }

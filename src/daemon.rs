@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::actors::{
     backup::BackupActor, breakers::BreakersActor, http::HttpActor, janitor::Janitor,
-    store::StoreActor,
+    scheduler::SchedulerActor, store::StoreActor,
 };
 use crate::config::Config;
 use crate::core::Core;
@@ -71,10 +71,15 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     })
     .supervisor();
     let c = core.clone();
+    // After `sessions`: a run missed while the daemon was down is queued once the session actors exist.
+    let scheduler = ChildSpec::new("scheduler", move || {
+        (SchedulerActor { core: c.clone() }, ())
+    });
+    let c = core.clone();
     let socket = ChildSpec::new("socket", move || {
         (crate::mcp::socket::SocketActor { core: c.clone() }, ())
     });
-    let mut children = vec![store, breakers, http, janitor, backup, sessions];
+    let mut children = vec![store, breakers, http, janitor, backup, sessions, scheduler];
     // Telegram's actors exist only with a bot token.
     if let Some(token) = &core.config().telegram_token {
         let link = crate::telegram::Link::new(crate::telegram::client::TelegramClient::new(

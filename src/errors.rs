@@ -37,6 +37,10 @@ pub enum ErrorCode {
     WorktreeNotMissing,
     /// Beyond the product's list: an agent name that is not configured.
     UnknownAgent,
+    /// Beyond the product's list: a schedule's cron is not five valid fields.
+    InvalidSchedule,
+    /// Beyond the product's list: no schedule has this id.
+    ScheduleNotFound,
 }
 
 impl fmt::Display for ErrorCode {

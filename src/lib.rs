@@ -23,8 +23,9 @@
 //! - `core`: the handle every front and actor shares, and its services, each a folder or file of it:
 //!   `core::events` (the typed events and their one emitter, audit included), `core::projects`,
 //!   `core::sessions` (the session actor is the one writer of a session), `core::jobs` (the runner),
-//!   `core::approvals`.
-//! - `actors`: the root's children besides the fronts (store, breakers, janitor, backup; `http` is a front).
+//!   `core::approvals`, `core::schedules` (scheduled instructions).
+//! - `actors`: the root's children besides the fronts (store, breakers, janitor, backup, scheduler;
+//!   `http` is a front).
 //!
 //! Fronts: `telegram` (poller, commands, notifier), `mcp` (tool server, control socket, stdio bridge, admin
 //! client), `actors::http` (probes and metrics). They call the core and never the store.

@@ -8,6 +8,7 @@ mod m20261202_000003_project_trust;
 mod m20261202_000004_scale;
 mod m20261207_000005_agents;
 mod m20261207_000006_usage_limits;
+mod m20261207_000008_schedules;
 
 /// The ordered list of migrations applied at start, before any actor runs.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_scale::Migration),
             Box::new(m20261207_000005_agents::Migration),
             Box::new(m20261207_000006_usage_limits::Migration),
+            Box::new(m20261207_000008_schedules::Migration),
         ]
     }
 }

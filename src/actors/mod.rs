@@ -4,4 +4,5 @@ pub mod backup;
 pub mod breakers;
 pub mod http;
 pub mod janitor;
+pub mod scheduler;
 pub mod store;

@@ -328,6 +328,9 @@ pub struct RawDebug {
     /// Seconds added to the backup scheduler's clock (only with `test_hooks`), so a test can bring the
     /// next scheduled minute close without waiting for it.
     pub backup_clock_offset_secs: i64,
+    /// Seconds added to the instruction scheduler's clock (only with `test_hooks`), so a test can bring a
+    /// schedule's next occurrence close, or move past several while the daemon is down.
+    pub scheduler_clock_offset_secs: i64,
     /// Milliseconds the daemon keeps serving its probes between reporting "shutting down" and stopping its
     /// children (only with `test_hooks`), so a test can see the not-ready answer.
     pub shutdown_hold_ms: u64,
@@ -449,6 +452,7 @@ impl Default for RawConfig {
             debug: RawDebug {
                 test_hooks: false,
                 backup_clock_offset_secs: 0,
+                scheduler_clock_offset_secs: 0,
                 shutdown_hold_ms: 0,
                 stop_at: String::new(),
             },

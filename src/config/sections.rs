@@ -450,6 +450,7 @@ fn debug(d: &RawDebug) -> DebugSettings {
     DebugSettings {
         test_hooks: d.test_hooks,
         backup_clock_offset: chrono::TimeDelta::seconds(d.backup_clock_offset_secs),
+        scheduler_clock_offset: chrono::TimeDelta::seconds(d.scheduler_clock_offset_secs),
         shutdown_hold: Duration::from_millis(d.shutdown_hold_ms),
         stop_at: (d.test_hooks && !d.stop_at.is_empty()).then(|| d.stop_at.clone()),
     }

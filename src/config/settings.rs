@@ -157,6 +157,8 @@ pub struct DebugSettings {
     pub test_hooks: bool,
     /// Added to the backup scheduler's clock (only with `test_hooks`).
     pub backup_clock_offset: chrono::TimeDelta,
+    /// Added to the instruction scheduler's clock (only with `test_hooks`).
+    pub scheduler_clock_offset: chrono::TimeDelta,
     /// How long shutdown keeps answering "shutting down" before stopping (only with `test_hooks`).
     pub shutdown_hold: Duration,
     /// The step where `backup restore` stops to be killed (only with `test_hooks`).

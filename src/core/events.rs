@@ -105,6 +105,22 @@ pub enum Event {
     },
     #[serde(rename = "database.corrupted")]
     DatabaseCorrupted { detail: String },
+    /// A schedule of the session was removed because the session closed (or is gone): its chat is told.
+    #[serde(rename = "schedule.removed")]
+    ScheduleRemoved {
+        schedule_id: String,
+        cron: String,
+        instruction_preview: String,
+        reason: String,
+    },
+    /// A scheduled occurrence queued nothing (the queue was full, the agent is no longer configured…);
+    /// the schedule goes on.
+    #[serde(rename = "schedule.skipped")]
+    ScheduleSkipped {
+        schedule_id: String,
+        occurrence: String,
+        reason: String,
+    },
     /// A front's answer to a person (a command's reply), kept in the outbox like any notice so that a
     /// full queue or a restart of the sender loses none.
     #[serde(rename = "chat.reply")]
@@ -216,6 +232,8 @@ impl Event {
             Event::BreakerOpened { .. } => "breaker.opened",
             Event::BackupFailed { .. } => "backup.failed",
             Event::DatabaseCorrupted { .. } => "database.corrupted",
+            Event::ScheduleRemoved { .. } => "schedule.removed",
+            Event::ScheduleSkipped { .. } => "schedule.skipped",
             Event::Reply { .. } => "chat.reply",
         }
     }
@@ -270,7 +288,8 @@ impl Event {
             | Event::UsageLimited { .. }
             | Event::WorktreeMissing { .. }
             | Event::BreakerOpened { .. }
-            | Event::BackupFailed { .. } => tracing::Level::WARN,
+            | Event::BackupFailed { .. }
+            | Event::ScheduleSkipped { .. } => tracing::Level::WARN,
             Event::DatabaseCorrupted { .. } => tracing::Level::ERROR,
             _ => tracing::Level::INFO,
         }
@@ -477,6 +496,17 @@ mod tests {
                 error: "e".into(),
             },
             Event::DatabaseCorrupted { detail: "d".into() },
+            Event::ScheduleRemoved {
+                schedule_id: "SC1".into(),
+                cron: "* * * * *".into(),
+                instruction_preview: "fix".into(),
+                reason: "its session S1 was closed".into(),
+            },
+            Event::ScheduleSkipped {
+                schedule_id: "SC1".into(),
+                occurrence: "2026-12-07T10:00:00Z".into(),
+                reason: "queue full".into(),
+            },
             Event::Reply {
                 chat_id: 7,
                 body: ReplyBody::Text {

@@ -1,5 +1,6 @@
 //! The core: the handle every front and actor shares (config, store, metrics, breakers, the tree) and its
-//! services (`projects()`, `sessions()`, `jobs()`, `approvals()`, `events()`), each owning its state.
+//! services (`projects()`, `sessions()`, `jobs()`, `approvals()`, `events()`, `schedules()`), each owning
+//! its state.
 //!
 //! Fronts (Telegram, MCP, HTTP) call the services; none of them touches the database or spawns agents.
 
@@ -26,6 +27,7 @@ mod fronts;
 mod health;
 pub mod jobs;
 pub mod projects;
+pub mod schedules;
 pub mod sessions;
 pub use fronts::ApprovalServer;
 pub use health::{FrontCheck, Health, Readiness, ReadinessChecks};
@@ -51,6 +53,7 @@ pub struct Core {
     jobs_state: jobs::State,
     approvals_state: approvals::State,
     events_state: events::State,
+    schedules_state: schedules::State,
     /// Cancelled when shutdown begins: readiness turns not-ready and the fronts stop taking work.
     shutdown: tokio_util::sync::CancellationToken,
     root: OnceLock<ActorRef<SupervisorMsg>>,
@@ -71,6 +74,7 @@ impl Core {
             jobs_state,
             approvals_state: Default::default(),
             events_state: Default::default(),
+            schedules_state: Default::default(),
             git: Git::new(breakers.clone(), config.git_timeout),
             audit: Audit::new(layout.audit_log()),
             layout,
@@ -157,6 +161,10 @@ impl Core {
 
     pub fn events(&self) -> events::Events<'_> {
         events::Events { core: self }
+    }
+
+    pub fn schedules(&self) -> schedules::Schedules<'_> {
+        schedules::Schedules { core: self }
     }
 
     pub fn set_root(&self, root: ActorRef<SupervisorMsg>) {

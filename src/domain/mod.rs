@@ -35,7 +35,7 @@ pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes dis
 
 pub use records::{
     Approval, ApprovalState, AuditRecord, CLAUDE, ErrorType, Job, JobOutcome, JobStatus,
-    NewSession, OutboxEvent, Project, Session, SessionState,
+    NewSession, OutboxEvent, Project, ScheduledInstruction, Session, SessionState,
 };
 
 use std::fmt;
@@ -90,6 +90,30 @@ impl SessionId {
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "S{}", self.0)
+    }
+}
+
+/// A schedule id `SC<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScheduleId(pub i64);
+
+impl ScheduleId {
+    /// Accepts `SC4` and `sc4` (people type on phones).
+    pub fn parse(s: &str) -> Option<ScheduleId> {
+        let digits = s
+            .get(..2)
+            .filter(|p| p.eq_ignore_ascii_case("sc"))
+            .map(|_| &s[2..])?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 18 {
+            return None;
+        }
+        digits.parse().ok().filter(|n| *n > 0).map(ScheduleId)
+    }
+}
+
+impl fmt::Display for ScheduleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SC{}", self.0)
     }
 }
 
@@ -163,6 +187,17 @@ mod tests {
             assert_eq!(SessionId::parse(bad), None, "{bad}");
         }
         assert_eq!(SessionId(4).to_string(), "S4");
+    }
+
+    #[test]
+    fn schedule_ids() {
+        assert_eq!(ScheduleId::parse("SC12"), Some(ScheduleId(12)));
+        assert_eq!(ScheduleId::parse("sc3"), Some(ScheduleId(3)));
+        assert_eq!(ScheduleId::parse("Sc3"), Some(ScheduleId(3)));
+        for bad in ["", "SC", "SC0", "S1", "3", "SC-1", "SC1a", "é1", "SCé"] {
+            assert_eq!(ScheduleId::parse(bad), None, "{bad}");
+        }
+        assert_eq!(ScheduleId(4).to_string(), "SC4");
     }
 
     #[test]

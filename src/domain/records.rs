@@ -266,3 +266,32 @@ pub struct JobOutcome {
     pub files_changed: Vec<String>,
     pub diff_stat: Option<String>,
 }
+
+/// An instruction queued in a session at each occurrence of a five-field UTC cron (`/every`,
+/// `schedule_instruction`). A removed one (canceled, or its session closed) stays as history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduledInstruction {
+    /// `SC<n>`, never reused.
+    pub id: String,
+    pub session_id: String,
+    /// Minute, hour, day of month, month, day of week; evaluated in UTC.
+    pub cron: String,
+    pub instruction: String,
+    /// The agent each run names; `None`: the session's agent at the time of the run.
+    pub agent: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    /// The scheduled occurrence last run (not when it ran: a run missed while the daemon was down runs
+    /// later, once, under the latest occurrence it missed).
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The job the last run queued.
+    pub last_job_id: Option<String>,
+    /// The next occurrence: the scheduler queues the instruction once the clock reaches it.
+    pub next_run_at: DateTime<Utc>,
+    /// How many runs queued a job.
+    pub runs: i64,
+    pub removed_at: Option<DateTime<Utc>>,
+    pub removed_by: Option<String>,
+    /// Why it was removed: `canceled`, or what happened to its session.
+    pub removed_reason: Option<String>,
+}

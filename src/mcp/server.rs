@@ -55,6 +55,12 @@ pub struct PanicActorParams {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct ShiftClockParams {
+    /// Seconds to move the scheduler's clock on (negative: back).
+    pub secs: i64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct ExhaustMemoryParams {
     /// Stop allocating after this many MiB (a guard for a daemon with no memory limit).
     pub max_mib: u64,
@@ -63,10 +69,14 @@ pub struct ExhaustMemoryParams {
 #[tool_router]
 impl ControlServer {
     pub fn new(core: Arc<Core>) -> ControlServer {
-        let mut tool_router = Self::tool_router() + Self::domain_router() + Self::jobs_router();
+        let mut tool_router = Self::tool_router()
+            + Self::domain_router()
+            + Self::jobs_router()
+            + Self::schedules_router();
         if !core.config().debug.test_hooks {
             tool_router.remove_route("debug_panic_actor");
             tool_router.remove_route("debug_exhaust_memory");
+            tool_router.remove_route("debug_shift_scheduler_clock");
         }
         ControlServer { core, tool_router }
     }
@@ -205,6 +215,18 @@ impl ControlServer {
             std::mem::forget(held);
         });
         Ok(ok_json(&serde_json::json!({"allocating_mib": p.max_mib})))
+    }
+
+    #[tool(
+        description = "Test hook: move the instruction scheduler's clock on by secs; answers its new time (only with debug.test_hooks = true)."
+    )]
+    async fn debug_shift_scheduler_clock(
+        &self,
+        Parameters(p): Parameters<ShiftClockParams>,
+    ) -> Result<CallToolResult, McpError> {
+        let now = self.core.schedules().shift_clock(p.secs);
+        tracing::warn!(target: "televibe.drill", secs = p.secs, now = %now, "Test hook: the scheduler's clock moved");
+        Ok(ok_json(&serde_json::json!({"scheduler_now": now})))
     }
 
     #[tool(

@@ -179,3 +179,33 @@ pub mod approval {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod schedule {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "schedules")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub seq: i64,
+        pub session_id: String,
+        pub cron: String,
+        pub instruction: String,
+        pub agent: Option<String>,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+        pub last_run_at: Option<DateTimeUtc>,
+        pub last_job_id: Option<String>,
+        pub next_run_at: DateTimeUtc,
+        pub runs: i64,
+        pub removed_at: Option<DateTimeUtc>,
+        pub removed_by: Option<String>,
+        pub removed_reason: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -62,6 +62,29 @@ pub enum Requeue {
     Interrupted,
 }
 
+/// The statement that queues a job in an open session (no row when it is closing or closed); its FIFO
+/// position comes from a sequence taken in the same statement.
+pub(super) fn insert_job_statement(
+    id: String,
+    session_id: String,
+    instruction: String,
+    agent: String,
+) -> Statement {
+    Statement::from_sql_and_values(
+        super::BACKEND,
+        "INSERT INTO jobs (id, seq, session_id, instruction, agent, status, queued_at) \
+         SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, ?, 'queued', ? \
+         FROM sessions WHERE id = ? AND state NOT IN ('closing', 'closed')",
+        [
+            id.into(),
+            instruction.into(),
+            agent.into(),
+            Utc::now().into(),
+            session_id.into(),
+        ],
+    )
+}
+
 impl Store {
     /// Queues a job; its FIFO position comes from a per-table sequence taken in the same statement.
     /// Queues a job in an open session; `None` when the session is closing or closed. The FIFO position
@@ -82,21 +105,9 @@ impl Store {
         let job_id = id.clone();
         let inserted = self
             .write(|db| async move {
-                db.execute_raw(Statement::from_sql_and_values(
-                    super::BACKEND,
-                    "INSERT INTO jobs (id, seq, session_id, instruction, agent, status, queued_at) \
-                     SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, ?, 'queued', ? \
-                     FROM sessions WHERE id = ? AND state NOT IN ('closing', 'closed')",
-                    [
-                        id.into(),
-                        instruction.into(),
-                        agent.into(),
-                        Utc::now().into(),
-                        session_id.into(),
-                    ],
-                ))
-                .await
-                .map(|r| r.rows_affected())
+                db.execute_raw(insert_job_statement(id, session_id, instruction, agent))
+                    .await
+                    .map(|r| r.rows_affected())
             })
             .await?;
         if inserted == 0 {

@@ -21,9 +21,11 @@ mod jobs;
 pub use jobs::Requeue;
 mod projects;
 mod records;
+mod schedules;
 mod sqlite;
 
 pub use crate::domain::READ_ONLY_MESSAGE;
+pub use schedules::{NewSchedule, ScheduleRun, ScheduleRunOutcome};
 use sqlite::BACKEND;
 pub use sqlite::cause::ReadOnlyCause;
 use sqlite::cause::looks_corrupt;

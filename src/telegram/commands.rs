@@ -34,6 +34,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("tail", "End of a job's log: /tail [job]"),
     ("cancel", "Cancel a job: /cancel [job]"),
     ("diff", "Changes of a session: /diff [S3]"),
+    (
+        "every",
+        "Schedule an instruction: /every <m h dom mon dow> <text> (UTC)",
+    ),
+    ("schedules", "List scheduled instructions"),
+    ("unschedule", "Cancel a schedule: /unschedule SC3"),
     ("approvals", "Pending approval requests"),
     ("health", "Readiness checks"),
     ("usage", "Each agent's usage-limit windows and resets"),
@@ -245,7 +251,7 @@ impl Front {
         Ok(())
     }
 
-    async fn require_active(&self, chat_id: i64) -> Result<String, CoreError> {
+    pub(super) async fn require_active(&self, chat_id: i64) -> Result<String, CoreError> {
         self.active_session(chat_id).await.ok_or_else(|| {
             CoreError::new(
                 ErrorCode::SessionNotFound,

@@ -12,6 +12,7 @@ mod overview;
 pub mod poller;
 pub mod render;
 pub mod routes;
+pub mod schedules;
 
 use std::future::Future;
 use std::pin::Pin;

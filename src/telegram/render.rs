@@ -10,6 +10,7 @@ pub use crate::text::{compact, cut, hidden_char, main_field, visible};
 
 mod about;
 pub mod mention;
+pub mod schedule;
 use about::{ABOUT_MIN_PREVIEW, ABOUT_PARTS, about_html};
 
 /// Telegram's limit for a message text (after entities are parsed), in UTF-16 code units.

@@ -23,6 +23,7 @@ mod probes;
 mod recovery;
 mod restarts;
 mod retention;
+mod schedules;
 mod service_unit;
 mod sessions;
 mod supervision;

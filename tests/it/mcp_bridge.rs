@@ -76,7 +76,7 @@ async fn rmcp_client_through_the_bridge_survives_a_daemon_restart() {
     )
     .await
     .unwrap();
-    assert_eq!(tree["children"].as_array().unwrap().len(), 7);
+    assert_eq!(tree["children"].as_array().unwrap().len(), 8);
     let _ = client.cancel().await;
     drop(d2);
 }

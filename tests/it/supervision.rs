@@ -34,7 +34,16 @@ fn admin_tree_shows_root_and_children() {
     let d = env.start();
     let t = tree(&env);
     assert_eq!(t["name"], "root");
-    for name in ["store", "breakers", "http", "janitor", "sessions", "socket"] {
+    for name in [
+        "store",
+        "breakers",
+        "http",
+        "janitor",
+        "backup",
+        "sessions",
+        "scheduler",
+        "socket",
+    ] {
         let c = child(&t, name);
         assert_eq!(c["status"], "running");
         assert_eq!(c["restarts"], 0);

@@ -11,6 +11,7 @@ mod work;
 
 pub use handle::SessionHandle;
 pub use upkeep::disk_usage;
+pub use work::check_instruction;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -5,13 +5,45 @@ use super::SessionHandle;
 use crate::audit::AuditSubject;
 use crate::audit::Audited;
 use crate::core::events::{Event, Scope};
-use crate::domain::{ErrorType, Job, SessionState};
+use crate::domain::{ErrorType, Job, ScheduledInstruction, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
+use crate::store::{ScheduleRun, ScheduleRunOutcome};
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tracing::Instrument;
 
 use super::*;
 use crate::core::jobs::*;
+
+/// Refuses an instruction no job could take: empty, or longer than `MAX_INSTRUCTION_CHARS`.
+pub fn check_instruction(instruction: &str) -> Result<(), CoreError> {
+    if instruction.trim().is_empty() {
+        return Err(CoreError::new(
+            ErrorCode::InstructionEmpty,
+            "the instruction is empty",
+            "say what the agent should do",
+        ));
+    }
+    let chars = instruction.chars().count();
+    if chars > MAX_INSTRUCTION_CHARS {
+        return Err(CoreError::new(
+            ErrorCode::InstructionTooLong,
+            format!(
+                "the instruction has {chars} characters; at most {MAX_INSTRUCTION_CHARS} are accepted"
+            ),
+            "shorten it, or put the details in a file in the worktree and refer to it",
+        ));
+    }
+    Ok(())
+}
+
+fn closed(session: &Session) -> CoreError {
+    CoreError::new(
+        ErrorCode::SessionClosing,
+        format!("session {} was closed", session.id),
+        "open a new session (create_session) on the same branch",
+    )
+}
 
 impl Sessions<'_> {
     /// Queues an instruction in a session.
@@ -21,23 +53,59 @@ impl Sessions<'_> {
         instruction: &str,
         agent: Option<&str>,
     ) -> Result<Queued, CoreError> {
-        if instruction.trim().is_empty() {
-            return Err(CoreError::new(
-                ErrorCode::InstructionEmpty,
-                "the instruction is empty",
-                "say what the agent should do",
-            ));
+        check_instruction(instruction)?;
+        let (session, agent, queued) = self.admit(session_id, agent).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let Some(job) = self
+            .core
+            .store()
+            .insert_job(&id, &session.id, instruction, agent)
+            .await?
+        else {
+            return Err(closed(&session));
+        };
+        Ok(self.queued(job, &session, queued + 1).await)
+    }
+
+    /// One occurrence of a schedule, queued as `run_instruction` queues: the schedule moves on to `next` and
+    /// the job is written in one transaction, so the occurrence queues exactly one job. `Ok(None)`: another
+    /// run came first, or the schedule was removed. A closed session is `SESSION_CLOSING`, a full queue
+    /// `QUEUE_FULL` (the occurrence then queues nothing).
+    pub async fn run_scheduled(
+        &self,
+        schedule: &ScheduledInstruction,
+        occurrence: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> Result<Option<Queued>, CoreError> {
+        let (session, agent, queued) = self
+            .admit(&schedule.session_id, schedule.agent.as_deref())
+            .await?;
+        let run = ScheduleRun {
+            schedule_id: schedule.id.clone(),
+            runs: schedule.runs,
+            occurrence,
+            next_run_at: next,
+            job_id: uuid::Uuid::new_v4().to_string(),
+            session_id: session.id.clone(),
+            instruction: schedule.instruction.clone(),
+            agent: agent.to_string(),
+        };
+        match self.core.store().run_schedule(&run).await? {
+            ScheduleRunOutcome::Queued(job) => {
+                Ok(Some(self.queued(*job, &session, queued + 1).await))
+            }
+            ScheduleRunOutcome::Stale => Ok(None),
+            ScheduleRunOutcome::SessionClosed => Err(closed(&session)),
         }
-        let chars = instruction.chars().count();
-        if chars > MAX_INSTRUCTION_CHARS {
-            return Err(CoreError::new(
-                ErrorCode::InstructionTooLong,
-                format!(
-                    "the instruction has {chars} characters; at most {MAX_INSTRUCTION_CHARS} are accepted"
-                ),
-                "shorten it, or put the details in a file in the worktree and refer to it",
-            ));
-        }
+    }
+
+    /// Whether a job may be queued in the session: it exists and is open, the agent is configured and the
+    /// queue has room. Answers the session, the agent and how many jobs wait already.
+    async fn admit(
+        &self,
+        session_id: &str,
+        agent: Option<&str>,
+    ) -> Result<(Session, &'static str, usize), CoreError> {
         let session = self.get_session(session_id).await?;
         let agent = crate::agents::choose(agent, &session, &self.core.config().agent.names())?;
         if matches!(session.state, SessionState::Closing | SessionState::Closed) {
@@ -47,9 +115,9 @@ impl Sessions<'_> {
                 "open a new session (create_session) on the same branch",
             ));
         }
-        let queued = self.core.store().queued_jobs(&session.id).await?;
+        let queued = self.core.store().queued_jobs(&session.id).await?.len();
         let max = self.core.config().jobs.max_queued_per_session;
-        if queued.len() >= max {
+        if queued >= max {
             return Err(CoreError::new(
                 ErrorCode::QueueFull,
                 format!(
@@ -59,20 +127,11 @@ impl Sessions<'_> {
                 "wait for the queue to drain, or cancel queued jobs",
             ));
         }
-        let id = uuid::Uuid::new_v4().to_string();
-        let Some(job) = self
-            .core
-            .store()
-            .insert_job(&id, &session.id, instruction, agent.name())
-            .await?
-        else {
-            return Err(CoreError::new(
-                ErrorCode::SessionClosing,
-                format!("session {} was closed", session.id),
-                "open a new session (create_session) on the same branch",
-            ));
-        };
-        let position = queued.len() + 1;
+        Ok((session, agent.name(), queued))
+    }
+
+    /// A job just written `queued`: its trace begins, `job.queued` is emitted and the session's actor told.
+    async fn queued(&self, job: Job, session: &Session, position: usize) -> Queued {
         // The job's trace begins here: its queued line, then every line about it until its end.
         let span = crate::logging::job_span(&job.id);
         span.in_scope(|| {
@@ -81,9 +140,9 @@ impl Sessions<'_> {
         self.core
             .events()
             .emit(
-                Scope::job(&job, &session),
+                Scope::job(&job, session),
                 Event::JobQueued {
-                    instruction_preview: crate::text::preview(instruction),
+                    instruction_preview: crate::text::preview(&job.instruction),
                     position,
                 },
             )
@@ -93,7 +152,7 @@ impl Sessions<'_> {
         if let Some(handle) = self.handle(&session.id) {
             handle.enqueued(job.clone());
         }
-        Ok(Queued { job, position })
+        Queued { job, position }
     }
 
     /// Sets the agent a session's instructions run with when they name none (`/agent <name>`).

@@ -11,12 +11,13 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// The tables whose rows `verify` and `restore` report, in the order people read them.
-pub const REPORTED_TABLES: [&str; 8] = [
+pub const REPORTED_TABLES: [&str; 9] = [
     "projects",
     "sessions",
     "jobs",
     "approvals",
     "session_grants",
+    "schedules",
     "events",
     "audit",
     "kv",

@@ -111,6 +111,30 @@ impl Notifier {
                  stop the daemon and run <code>televibe backup restore latest</code>",
                 escape(detail)
             ),
+            Event::ScheduleRemoved {
+                schedule_id,
+                cron,
+                instruction_preview,
+                reason,
+            } => format!(
+                "🗓 Schedule <b>{}</b> ({} UTC: {}) was removed: {}.",
+                escape(schedule_id),
+                render::code(cron),
+                escape(instruction_preview),
+                escape(reason)
+            ),
+            Event::ScheduleSkipped {
+                schedule_id,
+                occurrence,
+                reason,
+            } => format!(
+                "⚠️ Schedule <b>{}</b> queued nothing for {}: {}",
+                escape(schedule_id),
+                escape(&crate::telegram::render::schedule::utc_minute_of(
+                    occurrence
+                )),
+                escape(reason)
+            ),
             Event::WorktreeMissing { path } => format!(
                 "⚠️ {} lost its worktree {}",
                 session_html(row.session_id.as_deref().unwrap_or("?")),

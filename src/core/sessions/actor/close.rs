@@ -1,5 +1,6 @@
 //! Closing a session: refused while busy or dirty unless forced, then the running job canceled, the
-//! worktree removed, the branch deleted when the daemon created it, and queued jobs canceled.
+//! worktree removed, the branch deleted when the daemon created it, queued jobs canceled and the session's
+//! schedules removed.
 
 use super::*;
 use crate::audit::Audited;
@@ -39,6 +40,11 @@ impl SessionActor {
         for job in std::mem::take(&mut st.queue) {
             let _ = cancel_queued(&self.core, &job.id, "its session was closed").await;
         }
+        let reason = format!("its session {} was closed", closed.session.id);
+        self.core
+            .schedules()
+            .session_closed(&req.by, &closed.session, &reason)
+            .await;
         Ok(closed)
     }
 }

@@ -162,6 +162,8 @@ impl SessionActor {
                 },
             )
             .await;
+        let reason = format!("its session {} lost its worktree and was closed", old.id);
+        core.schedules().session_closed(by, &old, &reason).await;
         let new = core
             .sessions().create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch), Some(&agent))
             .await
