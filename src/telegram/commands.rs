@@ -7,6 +7,8 @@ use crate::telegram::notifier::Outgoing;
 use crate::telegram::render::{self, code, escape};
 use crate::telegram::routes;
 
+mod settings;
+
 /// Commands as `setMyCommands` announces them.
 pub const COMMANDS: &[(&str, &str)] = &[
     ("start", "Start and show help"),
@@ -35,6 +37,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("cancel", "Cancel a job: /cancel [job]"),
     ("diff", "Changes of a session: /diff [S3]"),
     ("approvals", "Pending approval requests"),
+    (
+        "verbosity",
+        "Progress in this chat: /verbosity full|compact|final",
+    ),
     ("health", "Readiness checks"),
 ];
 
@@ -446,6 +452,7 @@ impl Front {
                 bytes: bytes.to_vec(),
                 caption: caption.to_string(),
                 events: Vec::new(),
+                silent: false,
             })
             .await;
         }

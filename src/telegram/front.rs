@@ -25,11 +25,12 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
 /claude &lt;text&gt; · /codex &lt;text&gt; — one instruction with that agent · /agent &lt;name&gt; — the active session's agent\n\
 /jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
-/approvals · /status · /health";
+/approvals · /status · /health\n\
+/verbosity full|compact|final — how much of a running job this chat sees (approvals and results always come)";
 
 pub struct Front {
     pub(super) core: Arc<Core>,
-    link: Arc<Link>,
+    pub(super) link: Arc<Link>,
     denied: Mutex<Denials>,
 }
 
@@ -257,6 +258,7 @@ impl Front {
             "diff" => self.diff(chat_id, rest).await,
             "health" => self.health(chat_id).await,
             "approvals" => self.approvals(chat_id).await,
+            "verbosity" => self.verbosity(chat_id, rest).await,
             other => {
                 self.reply(
                     chat_id,

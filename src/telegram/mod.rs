@@ -11,6 +11,7 @@ pub mod notifier;
 pub mod poller;
 pub mod render;
 pub mod routes;
+pub mod verbosity;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +51,19 @@ impl Link {
             .as_ref()
         {
             let _ = n.cast(notifier::NotifierMsg::Reachable);
+        }
+    }
+
+    /// Tells the notifier a chat chose another verbosity (`/verbosity`), which it applies from its next
+    /// tracker item; a notifier that restarts reads it again from the front values.
+    pub fn verbosity_changed(&self, chat_id: i64, v: verbosity::Verbosity) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = n.cast(notifier::NotifierMsg::Verbosity(chat_id, v));
         }
     }
 

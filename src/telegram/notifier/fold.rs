@@ -50,19 +50,33 @@ impl Notifier {
             }
             Event::ApprovalDecided { approval_id } | Event::ApprovalExpired { approval_id } => {
                 if matches!(event, Event::ApprovalExpired { .. }) {
+                    // Silent: the job's result (canceled) follows and notifies.
                     self.enqueue(
                         st,
-                        Outgoing::text(
-                            chat,
-                            "⏰ An approval request expired: the job was canceled.".into(),
-                            Vec::new(),
-                        ),
+                        Outgoing::Text {
+                            chat_id: chat,
+                            html: "⏰ An approval request expired: the job was canceled.".into(),
+                            buttons: Vec::new(),
+                            events: Vec::new(),
+                            silent: true,
+                        },
                     );
                 }
                 let approval_id = approval_id.clone();
                 return self.push(
                     st,
                     Outgoing::ApprovalDecided {
+                        approval_id,
+                        chat_id: chat,
+                        events: vec![row],
+                    },
+                );
+            }
+            Event::ApprovalReminded { approval_id } => {
+                let approval_id = approval_id.clone();
+                return self.push(
+                    st,
+                    Outgoing::Reminder {
                         approval_id,
                         chat_id: chat,
                         events: vec![row],
@@ -114,6 +128,7 @@ impl Notifier {
         } else {
             chat
         };
+        // Alerts for the operator (a breaker, a backup, the database, a worktree) notify.
         self.enqueue(
             st,
             Outgoing::Text {
@@ -121,6 +136,7 @@ impl Notifier {
                 html,
                 buttons: Vec::new(),
                 events: vec![row],
+                silent: false,
             },
         );
     }
@@ -129,7 +145,8 @@ impl Notifier {
         self.enqueue(st, out);
     }
 
-    /// A front's reply, read back from the outbox: delivered (and its row marked) like a notice.
+    /// A front's reply, read back from the outbox: delivered (and its row marked) like a notice. It answers
+    /// what the person just did, so it notifies as any message does.
     fn on_reply(&self, st: &mut NotifierState, row: OutboxEvent, chat_id: i64, body: ReplyBody) {
         let out = match body {
             ReplyBody::Text { html, buttons } => Outgoing::Text {
@@ -137,6 +154,7 @@ impl Notifier {
                 html,
                 buttons,
                 events: vec![row],
+                silent: false,
             },
             ReplyBody::Document {
                 filename,
@@ -148,6 +166,7 @@ impl Notifier {
                 bytes: text.into_bytes(),
                 caption,
                 events: vec![row],
+                silent: false,
             },
             ReplyBody::Approval { approval_id } => Outgoing::Approval {
                 approval_id,
@@ -214,7 +233,11 @@ impl Notifier {
             t.progress_unsent = true;
         }
         t.unsent.push(row);
-        if !t.queued {
+        let tracker_chat = t.chat_id;
+        let mode = self.verbosity_of(st, tracker_chat).await;
+        let t = st.trackers.get_mut(&job_id).expect("inserted above");
+        // A chat that chose `final` sees nothing of the job before its end (its rows wait in `unsent`).
+        if !t.queued && modes::shown(mode, t) {
             t.queued = true;
             self.enqueue(st, Outgoing::Tracker { job_id });
         }
@@ -249,6 +272,7 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
         }
         Event::ToolStarted { tool, target, .. } => {
             view.api_retry = None;
+            view.steps += 1;
             view.tools.push(ToolLine {
                 tool: tool.clone(),
                 target: target.clone(),
@@ -274,6 +298,9 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
             {
                 t.done = true;
                 t.failed = *is_error;
+            }
+            if *is_error {
+                view.steps_failed += 1;
             }
         }
         Event::JobCompleted(end) | Event::JobFailed(end) | Event::JobCanceled(end) => {

@@ -71,11 +71,13 @@ impl Notifier {
         }
         self.enqueue(
             st,
+            // Silent: held jobs wait and no one need act; each job's result notifies when it comes.
             Outgoing::Text {
                 chat_id: chat,
                 html: escape(message),
                 buttons: Vec::new(),
                 events: vec![row],
+                silent: true,
             },
         );
     }
