@@ -242,6 +242,10 @@ async fn progress_is_silent_and_results_approvals_and_replies_notify() {
 async fn verbosity_chooses_what_a_chat_sees_of_a_running_job_and_outlives_a_restart() {
     let tg = FakeTelegram::start().await;
     let (env, d) = setup(&tg, "[jobs]\nkill_grace_secs = 1\n").await;
+    // Announced with the other commands, and in /help.
+    let announced = tg.calls_of("setMyCommands")[0].params["commands"].to_string();
+    assert!(announced.contains("\"verbosity\""), "{announced}");
+    say(&tg, "/help", "/verbosity full|compact|final").await;
     say(&tg, "/verbosity", "Progress in this chat: <b>full</b>").await;
     let shown = crate::telegram::texts(&tg).pop().unwrap();
     for mode in ["full", "compact", "final"] {
@@ -332,8 +336,23 @@ async fn verbosity_chooses_what_a_chat_sees_of_a_running_job_and_outlives_a_rest
     shown_final(&tg, &job, "✅").await;
     assert_eq!(tracker_calls(&tg, &job).len(), 1);
     one_notifying_result(&tg, &job, "✅");
-    // Back to full: the tracker is sent (silently) before the result again.
+    // A chat that leaves `final` while a job runs sees its tracker at once (silently); the result follows.
+    let hold = run(&mcp, "S1", "hang").await;
+    wait_status(&mcp, &hold, Duration::from_secs(30), |s| s == "running").await;
+    say(&tg, "/help", "TeleVibeCode").await;
+    assert!(trackers(&tg, &hold).is_empty());
     say(&tg, "/verbosity full", "now <b>full</b>").await;
+    until(Duration::from_secs(20), "the running job's tracker", || {
+        trackers(&tg, &hold).iter().any(|m| m.text.contains("⚙️"))
+    })
+    .await;
+    assert_eq!(tracker_calls(&tg, &hold)[0].notifies(), Some(false));
+    mcp.call("cancel_job", json!({"job_id": hold}))
+        .await
+        .unwrap();
+    shown_final(&tg, &hold, "🚫").await;
+    one_notifying_result(&tg, &hold, "🚫");
+    // And in full the tracker is sent (silently) before the result again, with its tool lines.
     let (_, job) = run_held(&tg, &mcp, "chatty").await;
     wait_final(&mcp, &job, Duration::from_secs(60)).await;
     let result = shown_final(&tg, &job, "✅").await;
