@@ -1,7 +1,8 @@
 //! The `notifier` actor: the only sender to Telegram. It reads the events outbox when woken by whoever
-//! wrote a row (a slow sweep is only a safety net), keeps job tracker messages up to date (progress edits at
-//! least a second apart and coalesced, the final state at once), and sends the front's replies, which are
-//! outbox rows too (`chat.reply`), so a full queue or a restart loses none.
+//! wrote a row (a slow sweep is only a safety net), keeps job tracker messages up to date as each chat's
+//! verbosity asks (progress silent, edits at least a second apart and coalesced; the result at once, in a
+//! new message that notifies: `show.rs`), and sends the front's replies, which are outbox rows too
+//! (`chat.reply`), so a full queue or a restart loses none.
 //!
 //! Its memory queue holds at most 1000 items, a hard cap: rows are read only while what a row becomes fits,
 //! making room by dropping queued progress edits (coalesced: the tracker keeps its state; counted in
