@@ -154,9 +154,11 @@ async fn play(phone: &mut Phone, daemon: &Daemon) -> Result<String> {
     let title = if job.is_ok() { "" } else { " so far" };
     println!("\n─── The phone{title} ───");
     println!(
-        "(bot messages where they sit in the chat, each in its final state; the job's tracker"
+        "(bot messages where they sit in the chat, each in its final state; the job's progress"
     );
-    println!(" and the approval request were edited as the job went on)");
+    println!(
+        " message and the approval request were edited as the job went on, its result came as a new one)"
+    );
     print!("{}", phone.transcript());
     let job = job?;
     println!("\n─── Supervision tree: televibe admin tree ───");

@@ -551,6 +551,25 @@ mod tests {
     }
 
     #[test]
+    fn an_approval_reminder_comes_only_before_the_expiry() {
+        let d = from_toml("").unwrap();
+        assert_eq!(d.approvals.remind_after, Some(Duration::from_secs(600)));
+        let at = |remind: u64, timeout: u64| {
+            from_toml(&format!(
+                "[approvals]\nremind_after_secs = {remind}\ntimeout_secs = {timeout}\n"
+            ))
+            .unwrap()
+            .approvals
+            .remind_after
+        };
+        assert_eq!(at(2, 60), Some(Duration::from_secs(2)));
+        assert_eq!(at(0, 60), None, "0: never");
+        assert_eq!(at(60, 60), None, "at the expiry: never");
+        assert_eq!(at(600, 3), None, "past the expiry: never");
+        assert!(from_toml("[approvals]\nremind_after_secs = -1\n").is_err());
+    }
+
+    #[test]
     fn typed_sections_carry_the_converted_values() {
         let d = from_toml("").unwrap();
         assert!(d.agent.sandboxed, "bubblewrap by default");

@@ -213,6 +213,9 @@ pub enum SizeError {
 #[serde(deny_unknown_fields)]
 pub struct RawApprovals {
     pub timeout_secs: u64,
+    /// A request still pending this long after it was asked gets one reminder in its chat; 0: never. At or
+    /// past `timeout_secs` no reminder comes (the request expires first).
+    pub remind_after_secs: u64,
     /// Read-only command forms allowed without asking: program, subcommands, then the options allowed
     /// (`-n=` takes a value, a final `*` allows any further words, a final `$` no operands); operands must
     /// be paths inside the worktree. Only a single simple command without shell syntax can match.
@@ -394,6 +397,7 @@ impl Default for RawConfig {
             },
             approvals: RawApprovals {
                 timeout_secs: 3600,
+                remind_after_secs: 600,
                 auto_allow: crate::policy::DEFAULT_ALLOW
                     .iter()
                     .map(|s| s.to_string())

@@ -104,8 +104,12 @@ fn approvals(a: &RawApprovals) -> Result<ApprovalSettings, ConfigError> {
     if a.timeout_secs == 0 {
         return Err(invalid("approvals.timeout_secs", "must be at least 1"));
     }
+    // A reminder at or after the expiry would never come: such a setting means none (documented).
+    let remind_after = (a.remind_after_secs > 0 && a.remind_after_secs < a.timeout_secs)
+        .then(|| Duration::from_secs(a.remind_after_secs));
     Ok(ApprovalSettings {
         timeout: Duration::from_secs(a.timeout_secs),
+        remind_after,
         auto_allow: a.auto_allow.clone(),
         auto_deny: a.auto_deny.clone(),
     })

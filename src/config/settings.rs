@@ -87,6 +87,8 @@ pub struct JobSettings {
 #[derive(Debug, Clone)]
 pub struct ApprovalSettings {
     pub timeout: Duration,
+    /// When a pending request gets its one reminder: `None` when never (0, or not before the expiry).
+    pub remind_after: Option<Duration>,
     pub auto_allow: Vec<String>,
     pub auto_deny: Vec<String>,
 }

@@ -71,6 +71,9 @@ pub enum Event {
     ApprovalDecided { approval_id: String },
     #[serde(rename = "approval.expired")]
     ApprovalExpired { approval_id: String },
+    /// A request still waits for a person after `approvals.remind_after_secs`: they are reminded once.
+    #[serde(rename = "approval.reminded")]
+    ApprovalReminded { approval_id: String },
     /// Jobs wait for the Claude API. One row per session told; `since` (unix ms) names the period, so a
     /// chat that follows several sessions is told once per period.
     #[serde(rename = "claude.unavailable")]
@@ -225,6 +228,7 @@ impl Event {
             Event::ApprovalRequested { .. } => "approval.requested",
             Event::ApprovalDecided { .. } => "approval.decided",
             Event::ApprovalExpired { .. } => "approval.expired",
+            Event::ApprovalReminded { .. } => "approval.reminded",
             Event::ClaudeUnavailable { .. } => "claude.unavailable",
             Event::SessionCreated { .. } => "session.created",
             Event::SessionClosed { .. } => "session.closed",
@@ -471,6 +475,9 @@ mod tests {
                 approval_id: "a".into(),
             },
             Event::ApprovalExpired {
+                approval_id: "a".into(),
+            },
+            Event::ApprovalReminded {
                 approval_id: "a".into(),
             },
             Event::ClaudeUnavailable {

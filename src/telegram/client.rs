@@ -14,13 +14,15 @@ use frankenstein::methods::{
     SendDocumentParams, SendMessageParams, SetMyCommandsParams,
 };
 use frankenstein::types::{
-    AllowedUpdate, BotCommand, ChatType, InlineKeyboardButton, InlineKeyboardMarkup,
-    LinkPreviewOptions, MaybeInaccessibleMessage, ReplyMarkup,
+    AllowedUpdate, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions,
+    ReplyMarkup, ReplyParameters,
 };
-use frankenstein::updates::UpdateContent;
 use frankenstein::{Error, ParseMode};
 
 use crate::breaker::{BreakerName, Breakers};
+
+mod updates;
+use updates::incoming;
 
 /// How long a reachability probe waits for `getMe` (a lost network may swallow packets silently).
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -325,17 +327,28 @@ impl TelegramClient {
             .collect())
     }
 
+    /// Sends a message; `silent` sends it without a notification (`disable_notification`, always given),
+    /// `reply_to` as a reply to that message of the chat (sent all the same when it is gone).
     pub async fn send_html(
         &self,
         chat_id: i64,
         html: &str,
         buttons: &[Button],
+        silent: bool,
+        reply_to: Option<i64>,
     ) -> Result<i64, TgError> {
         let p = SendMessageParams::builder()
             .chat_id(chat_id)
             .text(html)
             .parse_mode(ParseMode::Html)
             .link_preview_options(LinkPreviewOptions::DISABLED)
+            .disable_notification(silent)
+            .maybe_reply_parameters(reply_to.map(|m| {
+                ReplyParameters::builder()
+                    .message_id(m as i32)
+                    .allow_sending_without_reply(true)
+                    .build()
+            }))
             .maybe_reply_markup(
                 (!buttons.is_empty()).then(|| ReplyMarkup::InlineKeyboardMarkup(keyboard(buttons))),
             )
@@ -378,13 +391,15 @@ impl TelegramClient {
             .map(|_| ())
     }
 
-    /// Sends `bytes` as a document named `filename` (staged in a private temp file: the client uploads paths).
+    /// Sends `bytes` as a document named `filename` (staged in a private temp file: the client uploads
+    /// paths); `silent` as for [`TelegramClient::send_html`].
     pub async fn send_document(
         &self,
         chat_id: i64,
         filename: &str,
         bytes: &[u8],
         caption_html: &str,
+        silent: bool,
     ) -> Result<(), TgError> {
         let dir = tempfile::Builder::new()
             .prefix("televibe-upload")
@@ -398,6 +413,7 @@ impl TelegramClient {
             .document(path)
             .caption(caption_html)
             .parse_mode(ParseMode::Html)
+            .disable_notification(silent)
             .build();
         // An upload of up to a few MiB may take longer than a message: it gets the poll's longer limit.
         self.guarded(self.poll_bot.send_document(&p))
@@ -424,47 +440,6 @@ fn keyboard(buttons: &[Button]) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::builder()
         .inline_keyboard(rows)
         .build()
-}
-
-fn incoming(content: UpdateContent) -> Incoming {
-    match content {
-        UpdateContent::Message(m) => {
-            let (Some(text), Some(from)) = (m.text.clone(), m.from.as_ref()) else {
-                return Incoming::Ignored;
-            };
-            Incoming::Text {
-                chat_id: m.chat.id,
-                private: m.chat.type_field == ChatType::Private,
-                user_id: from.id as i64,
-                message_id: i64::from(m.message_id),
-                text,
-                reply_to: m
-                    .reply_to_message
-                    .as_ref()
-                    .map(|r| (i64::from(r.message_id), r.text.clone().unwrap_or_default())),
-            }
-        }
-        UpdateContent::CallbackQuery(q) => {
-            let (chat, message_id) = match &q.message {
-                Some(MaybeInaccessibleMessage::Message(m)) => {
-                    (Some(&*m.chat), i64::from(m.message_id))
-                }
-                Some(MaybeInaccessibleMessage::InaccessibleMessage(m)) => {
-                    (Some(&m.chat), i64::from(m.message_id))
-                }
-                None => (None, 0),
-            };
-            Incoming::Callback {
-                id: q.id.clone(),
-                user_id: q.from.id as i64,
-                chat_id: chat.map_or(0, |c| c.id),
-                private: chat.is_some_and(|c| c.type_field == ChatType::Private),
-                message_id,
-                data: q.data.clone().unwrap_or_default(),
-            }
-        }
-        _ => Incoming::Ignored,
-    }
 }
 
 fn classify(e: Error) -> TgError {

@@ -7,6 +7,8 @@ use crate::telegram::notifier::Outgoing;
 use crate::telegram::render::{self, code, escape};
 use crate::telegram::routes;
 
+mod settings;
+
 /// Commands as `setMyCommands` announces them.
 pub const COMMANDS: &[(&str, &str)] = &[
     ("start", "Start and show help"),
@@ -41,6 +43,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("schedules", "List scheduled instructions"),
     ("unschedule", "Cancel a schedule: /unschedule SC3"),
     ("approvals", "Pending approval requests"),
+    (
+        "verbosity",
+        "Progress in this chat: /verbosity full|compact|final",
+    ),
     ("health", "Readiness checks"),
     ("usage", "Each agent's usage-limit windows and resets"),
 ];
@@ -397,6 +403,7 @@ impl Front {
                 bytes: bytes.to_vec(),
                 caption: caption.to_string(),
                 events: Vec::new(),
+                silent: false,
             })
             .await;
         }

@@ -26,11 +26,12 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /claude &lt;text&gt; · /codex &lt;text&gt; — one instruction with that agent · /agent &lt;name&gt; — the active session's agent\n\
 /jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
 /every &lt;m h dom mon dow&gt; &lt;text&gt; — run it in the active session on a UTC cron · /schedules · /unschedule SC3\n\
-/approvals · /status · /health";
+/approvals · /status · /health · /usage\n\
+/verbosity full|compact|final — how much of a running job this chat sees (approvals and results always come)";
 
 pub struct Front {
     pub(super) core: Arc<Core>,
-    link: Arc<Link>,
+    pub(super) link: Arc<Link>,
     denied: Mutex<Denials>,
 }
 
@@ -262,6 +263,7 @@ impl Front {
             "health" => self.health(chat_id).await,
             "usage" => self.usage(chat_id).await,
             "approvals" => self.approvals(chat_id).await,
+            "verbosity" => self.verbosity(chat_id, rest).await,
             other => {
                 self.reply(
                     chat_id,

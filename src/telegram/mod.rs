@@ -13,6 +13,7 @@ pub mod poller;
 pub mod render;
 pub mod routes;
 pub mod schedules;
+pub mod verbosity;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,6 +53,19 @@ impl Link {
             .as_ref()
         {
             let _ = n.cast(notifier::NotifierMsg::Reachable);
+        }
+    }
+
+    /// Tells the notifier a chat chose another verbosity (`/verbosity`), which it applies from its next
+    /// tracker item; a notifier that restarts reads it again from the front values.
+    pub fn verbosity_changed(&self, chat_id: i64, v: verbosity::Verbosity) {
+        if let Some(n) = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = n.cast(notifier::NotifierMsg::Verbosity(chat_id, v));
         }
     }
 

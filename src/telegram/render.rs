@@ -3,15 +3,20 @@
 
 use std::path::Path;
 
-use crate::domain::{Job, JobStatus, Project, Session};
+use crate::domain::JobStatus;
 use crate::errors::CoreError;
 use crate::policy::describe;
+use crate::telegram::verbosity::Verbosity;
 pub use crate::text::{compact, cut, hidden_char, main_field, visible};
 
 mod about;
+mod lines;
 pub mod mention;
 pub mod schedule;
+mod usage;
 use about::{ABOUT_MIN_PREVIEW, ABOUT_PARTS, about_html};
+pub use lines::{job_line, project_line, session_line};
+pub use usage::usage;
 
 /// Telegram's limit for a message text (after entities are parsed), in UTF-16 code units.
 pub const MAX_TEXT: usize = 4096;
@@ -116,6 +121,9 @@ pub struct Tracker {
     pub waiting_until: Option<i64>,
     /// A daemon restart cut it and it runs again.
     pub rerun_after_restart: bool,
+    /// Tool uses folded into this view, and how many of them failed (`compact` shows the counts).
+    pub steps: u32,
+    pub steps_failed: u32,
 }
 
 /// How many recent tool events a tracker shows.
@@ -126,7 +134,16 @@ impl Tracker {
         self.status.is_some_and(JobStatus::is_final)
     }
 
+    /// The tracker with its last tool uses, one line each (`/verbosity full`).
     pub fn render(&self) -> String {
+        self.render_for(Verbosity::Full)
+    }
+
+    /// The tracker as a chat of verbosity `v` sees it: `full` lists the last tool uses, one line each;
+    /// `compact` (and the one message `final` shows) replaces the list with one line of counts and the
+    /// last step. Everything else (status, instruction, elapsed time, turns, cost, result, files) is the
+    /// same.
+    pub fn render_for(&self, v: Verbosity) -> String {
         let status = self.status.unwrap_or(JobStatus::Queued);
         let agent = if self.agent.is_empty() {
             String::new()
@@ -141,8 +158,13 @@ impl Tracker {
             escape(&self.project_id),
             escape(&cut(&self.instruction, 200))
         );
-        let skip = self.tools.len().saturating_sub(TRACKER_TOOLS);
-        for t in &self.tools[skip..] {
+        let listed = if v == Verbosity::Full {
+            self.tools.len().saturating_sub(TRACKER_TOOLS)
+        } else {
+            out.push_str(&self.steps_line());
+            self.tools.len()
+        };
+        for t in &self.tools[listed..] {
             let mark = if t.failed {
                 "✗"
             } else if t.done {
@@ -214,6 +236,39 @@ impl Tracker {
             out.push_str(&format!("{}\n", escape(d)));
         }
         cut_html(&out)
+    }
+}
+
+impl Tracker {
+    /// `compact`'s line for the tool list: how many steps ran (and failed), and the last one.
+    fn steps_line(&self) -> String {
+        if self.steps == 0 {
+            return String::new();
+        }
+        let failed = if self.steps_failed > 0 {
+            format!(", {} failed", self.steps_failed)
+        } else {
+            String::new()
+        };
+        let last = self
+            .tools
+            .last()
+            .map(|t| format!(" · last: {} {}", escape(&t.tool), code(&cut(&t.target, 60))))
+            .unwrap_or_default();
+        let noun = if self.steps == 1 { "step" } else { "steps" };
+        format!("{} {noun}{failed}{last}\n", self.steps)
+    }
+
+    /// What a job's progress message says once its result went out in a new message (so that only one
+    /// message shows the job's final state): the outcome and where the result is.
+    pub fn pointer(&self) -> String {
+        let status = self.status.unwrap_or(JobStatus::Queued);
+        format!(
+            "{} {} · {}: the result is in the message below ↓",
+            status_icon(status),
+            escape(status.as_str()),
+            mention::session_html(&self.session_id)
+        )
     }
 }
 
@@ -405,95 +460,10 @@ pub fn approval_view(
     }
 }
 
-pub fn project_line(p: &Project) -> String {
-    format!(
-        "• <b>{}</b> {} ({})",
-        escape(&p.id),
-        code(&p.repo_path),
-        escape(&p.default_branch)
-    )
-}
-
-pub fn session_line(s: &Session, active: bool) -> String {
-    format!(
-        "{}<b>{}</b> {} {} · {} · {}{}{}",
-        if active { "▶️ " } else { "• " },
-        escape(&s.id),
-        escape(&s.project_id),
-        code(&s.branch),
-        escape(&s.agent),
-        escape(s.state.as_str()),
-        s.waiting
-            .as_deref()
-            .map(|w| format!(" · ⏸ {}", escape(w)))
-            .unwrap_or_default(),
-        if s.worktree_missing {
-            " · ⚠️ worktree missing"
-        } else {
-            ""
-        }
-    )
-}
-
-/// `/usage`: each agent's known limit windows and when they reset.
-pub fn usage(agents: &[crate::core::jobs::usage::AgentUsage]) -> String {
-    use crate::core::jobs::usage::{agent_title, resume_time};
-    let mut out = String::from("<b>Usage limits</b>");
-    for a in agents {
-        let state = match a.limited_until {
-            Some(until) => format!("⏸ limited; work resumes at {}", resume_time(until)),
-            None if a.updated_at.is_none() => "nothing reported yet".into(),
-            None => "✅ not limited".into(),
-        };
-        out.push_str(&format!(
-            "\n\n<b>{}</b>: {}",
-            escape(agent_title(&a.agent)),
-            escape(&state)
-        ));
-        for w in &a.windows {
-            let mut facts = Vec::new();
-            if let Some(p) = w.used_percent {
-                facts.push(format!("{p:.0}% used"));
-            }
-            if let Some(t) = w.resets_at {
-                facts.push(format!("resets {}", resume_time(t)));
-            }
-            if w.limited {
-                facts.push("limited".into());
-            }
-            out.push_str(&format!(
-                "\n• {}: {}",
-                escape(&w.name),
-                escape(&facts.join(" · "))
-            ));
-        }
-        if let Some(at) = a.updated_at {
-            let ago = (chrono::Utc::now().timestamp() - at).max(0) / 60;
-            out.push_str(&format!("\n<i>reported {ago} min ago</i>"));
-        }
-    }
-    out
-}
-
-pub fn job_line(j: &Job) -> String {
-    format!(
-        "{} {} {} {}",
-        status_icon(j.status),
-        code(&j.id.chars().take(8).collect::<String>()),
-        escape(&j.session_id),
-        escape(&cut(
-            &j.instruction
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-            60
-        ))
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Job, Project, Session};
 
     #[test]
     fn escaping_handles_agent_output() {
@@ -847,6 +817,8 @@ mod tests {
             resent: false,
             waiting_until: None,
             rerun_after_restart: false,
+            steps: 8,
+            steps_failed: 1,
         };
         let files: Vec<String> = (0..10).map(|i| format!("<code>f{i}</code>")).collect();
         let expected = format!(
@@ -858,6 +830,45 @@ mod tests {
             files.join(", ")
         );
         assert_eq!(t.render(), expected);
+        // Compact (and the result of a chat in `final`): counts and the last step instead of the list.
+        let compact = format!(
+            "✅ <b>Job 01234567</b> · Session S1 · app · codex\n<i>fix it</i>\n\
+             8 steps, 1 failed · last: Read <code>t7</code>\n\
+             <i>status: done · 2m05s · 4 turns · $0.1235</i>\n\
+             ⚠️ late &amp; slow\n\nall &lt;good&gt;\n\n📁 {} +2\n12 files changed\n",
+            files.join(", ")
+        );
+        assert_eq!(t.render_for(Verbosity::Compact), compact);
+        assert_eq!(t.render_for(Verbosity::Final), compact);
+        assert_eq!(t.render_for(Verbosity::Full), expected);
+        let one = Tracker {
+            steps: 1,
+            steps_failed: 0,
+            tools: vec![ToolLine {
+                tool: "Bash".into(),
+                target: "ls".into(),
+                done: false,
+                failed: false,
+            }],
+            ..t.clone()
+        };
+        assert!(
+            one.render_for(Verbosity::Compact)
+                .contains("\n1 step · last: Bash <code>ls</code>\n"),
+            "{}",
+            one.render_for(Verbosity::Compact)
+        );
+        let idle = Tracker {
+            steps: 0,
+            tools: Vec::new(),
+            ..t.clone()
+        };
+        assert!(!idle.render_for(Verbosity::Compact).contains("step"));
+        // Once the result went out in a new message, the progress message points to it.
+        assert_eq!(
+            t.pointer(),
+            "✅ done · Session S1: the result is in the message below ↓"
+        );
         // Sent again after a restart cut its first send short: it says an earlier copy may exist.
         let rerun = Tracker {
             rerun_after_restart: true,

@@ -79,6 +79,45 @@ pub struct Call {
     pub retry_after: Option<u64>,
 }
 
+impl Call {
+    /// The call's `disable_notification` (a JSON boolean, or the text of a form field), if it has one.
+    pub fn disable_notification(&self) -> Option<bool> {
+        flag(&self.params, "disable_notification")
+    }
+
+    /// Whether the message rings the phone: `Some(true)` when sent with `disable_notification: false`,
+    /// `Some(false)` when sent silently, `None` when the call does not say (Telegram then notifies).
+    pub fn notifies(&self) -> Option<bool> {
+        self.disable_notification().map(|silent| !silent)
+    }
+
+    /// The text of a message or the caption of a document.
+    pub fn text(&self) -> &str {
+        ["text", "caption"]
+            .iter()
+            .find_map(|k| self.params.get(*k).and_then(Value::as_str))
+            .unwrap_or("")
+    }
+
+    /// The message this one replies to (`reply_parameters.message_id`).
+    pub fn reply_to(&self) -> Option<i64> {
+        let p = match self.params.get("reply_parameters")? {
+            Value::String(s) => serde_json::from_str(s).ok()?,
+            other => other.clone(),
+        };
+        p.get("message_id").and_then(num)
+    }
+}
+
+/// A boolean parameter as JSON sends it, or as a form field's text.
+fn flag(params: &Value, key: &str) -> Option<bool> {
+    match params.get(key)? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Sent {
     pub chat_id: i64,
@@ -153,6 +192,9 @@ impl Drop for FakeTelegram {
         if !std::thread::panicking() && !self.state.lock().unwrap().own_limits {
             self.assert_never_flood_limited();
             self.assert_edits_paced();
+        }
+        if !std::thread::panicking() {
+            self.assert_every_send_says_whether_it_notifies();
         }
     }
 }
@@ -499,6 +541,22 @@ impl FakeTelegram {
                 );
             }
         }
+    }
+
+    /// Every message and document the bot sends says whether it rings the phone (`disable_notification`):
+    /// progress is silent, what needs the person notifies, and nothing is left to Telegram's default.
+    pub fn assert_every_send_says_whether_it_notifies(&self) {
+        let unsaid: Vec<String> = self
+            .calls()
+            .into_iter()
+            .filter(|c| c.method == "sendmessage" || c.method == "senddocument")
+            .filter(|c| c.disable_notification().is_none())
+            .map(|c| format!("{} {:?}", c.method, c.text()))
+            .collect();
+        assert!(
+            unsaid.is_empty(),
+            "sent without saying whether it notifies: {unsaid:?}"
+        );
     }
 
     /// Normal operation never earns a 429 from Telegram.
@@ -1001,6 +1059,18 @@ async fn dispatch(
                 Err(e) => return e,
             };
             let mut st = state.lock().unwrap();
+            // A reply to a message that is not there is refused unless the bot allows sending without it.
+            let reply = match params.get("reply_parameters") {
+                Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+                Some(other) => other.clone(),
+                None => Value::Null,
+            };
+            if let Some(to) = reply.get("message_id").and_then(num)
+                && !st.messages.contains_key(&(chat_id, to))
+                && flag(&reply, "allow_sending_without_reply") != Some(true)
+            {
+                return error(400, "Bad Request: message to be replied not found");
+            }
             if let Err(e) = admit(&mut st, method, chat_id) {
                 return e;
             }

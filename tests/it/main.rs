@@ -28,6 +28,7 @@ mod service_unit;
 mod sessions;
 mod supervision;
 mod telegram;
+mod telegram_attention;
 mod telegram_faults;
 mod usage;
 mod waiting;

@@ -150,7 +150,13 @@ impl Approvals<'_> {
             .await;
         tracing::info!(target: "televibe.approvals", approval_id = %approval.id, job_id = %job.id, tool, scope, "Approval needed");
 
-        let outcome = self.wait_for_person(rx, timeout, &approval.id).await;
+        let reminder = Reminder {
+            after: self.core.config().approvals.remind_after,
+            scope: job_scope(&job, session.as_ref()),
+        };
+        let outcome = self
+            .wait_for_person(rx, timeout, &approval.id, reminder)
+            .await;
         self.waiters().map.remove(&approval.id);
         self.core.metrics().approvals_pending.dec();
         let _ = self.core.store().set_job_waiting(&job.id, false).await;
@@ -241,17 +247,26 @@ impl Approvals<'_> {
         }
     }
 
-    /// Waits for the decision on `approval_id` until `timeout`; `None` once it expired. An expiry that
-    /// comes while the store is read-only (and not corrupt) waits for writes to work again, then gives
-    /// the request `READ_ONLY_GRACE` (at most `timeout`) more.
+    /// Waits for the decision on `approval_id` until `timeout`; `None` once it expired. A request still
+    /// pending after `reminder.after` is reminded once (`approval.reminded`), the expiry unchanged. An
+    /// expiry that comes while the store is read-only (and not corrupt) waits for writes to work again,
+    /// then gives the request `READ_ONLY_GRACE` (at most `timeout`) more.
     async fn wait_for_person(
         &self,
         mut rx: oneshot::Receiver<(Choice, String)>,
         timeout: Duration,
         approval_id: &str,
+        reminder: Reminder,
     ) -> Option<Result<(Choice, String), oneshot::error::RecvError>> {
         let mut stage = Wait::Open;
         let mut wait = timeout;
+        if let Some(after) = reminder.after.filter(|a| *a < timeout) {
+            if let Ok(decided) = tokio::time::timeout(after, &mut rx).await {
+                return Some(decided);
+            }
+            self.remind(approval_id, reminder.scope).await;
+            wait = timeout - after;
+        }
         loop {
             if let Ok(decided) = tokio::time::timeout(wait, &mut rx).await {
                 return Some(decided);
@@ -278,11 +293,40 @@ impl Approvals<'_> {
         }
     }
 
+    /// The one reminder of a request that still waits: an outbox row, so the notifier delivers it once
+    /// (and skips it if the request was decided by the time it goes out). A request decided in the
+    /// store while its waiter was not yet woken is not reminded.
+    async fn remind(&self, approval_id: &str, scope: Scope) {
+        let pending = matches!(
+            self.core.store().approval(approval_id).await,
+            Ok(Some(a)) if a.state == ApprovalState::Pending
+        );
+        if !pending {
+            return;
+        }
+        tracing::info!(target: "televibe.approvals", approval_id, job_id = scope.job_id.as_deref(), "Approval still waits: reminding");
+        self.core
+            .events()
+            .emit(
+                scope,
+                Event::ApprovalReminded {
+                    approval_id: approval_id.to_string(),
+                },
+            )
+            .await;
+    }
+
     async fn stop_job(&self, job: &Job, reason: StopReason) {
         if let Some(session) = self.core.sessions().handle(&job.session_id) {
             session.stop(&job.id, reason);
         }
     }
+}
+
+/// When a pending request is reminded (`approvals.remind_after_secs`), and the scope of its event.
+struct Reminder {
+    after: Option<Duration>,
+    scope: Scope,
 }
 
 /// A pending request with a fresh random id, expiring `timeout` after `now`.

@@ -2,7 +2,6 @@
 //! answers, and approval messages rendered from the request's current state.
 
 use super::*;
-use crate::telegram::buttons::tracker_buttons;
 use crate::telegram::render::mention::session_html;
 
 impl Notifier {
@@ -17,15 +16,23 @@ impl Notifier {
                 chat_id,
                 html,
                 buttons,
+                silent,
                 ..
-            } => c.send_html(*chat_id, html, buttons).await.map(|_| ())?,
+            } => c
+                .send_html(*chat_id, html, buttons, *silent, None)
+                .await
+                .map(|_| ())?,
             Outgoing::Document {
                 chat_id,
                 filename,
                 bytes,
                 caption,
+                silent,
                 ..
-            } => c.send_document(*chat_id, filename, bytes, caption).await?,
+            } => {
+                c.send_document(*chat_id, filename, bytes, caption, *silent)
+                    .await?
+            }
             Outgoing::Answer { callback_id, text } => {
                 // A stale query cannot be answered; that is not worth a retry.
                 match c.answer_callback(callback_id, text).await {
@@ -61,14 +68,15 @@ impl Notifier {
                             Err(e) => return Err(e),
                         }
                     }
-                    // The whole input goes first, so it is there before anyone can tap a button.
+                    // The whole input goes first, so it is there before anyone can tap a button; silently,
+                    // as the message with the buttons right after it notifies.
                     if let Some((filename, text)) = &view.attachment {
                         let caption = format!(
                             "Whole input of the approval request for {} in {}",
                             escape(&a.tool_name),
                             session_html(&a.session_id)
                         );
-                        c.send_document(*chat_id, filename, text.as_bytes(), &caption)
+                        c.send_document(*chat_id, filename, text.as_bytes(), &caption, true)
                             .await?;
                     }
                     let html = view.html;
@@ -77,7 +85,7 @@ impl Notifier {
                     } else {
                         Vec::new()
                     };
-                    let mid = c.send_html(*chat_id, &html, &buttons).await?;
+                    let mid = c.send_html(*chat_id, &html, &buttons, false, None).await?;
                     self.core.set_approval_message(&a.id, *chat_id, mid).await;
                 }
             }
@@ -93,32 +101,14 @@ impl Notifier {
                     }
                 }
             }
+            Outgoing::Reminder {
+                approval_id,
+                chat_id,
+                ..
+            } => self.remind(approval_id, *chat_id).await?,
             Outgoing::Tracker { job_id } => {
-                let Some(t) = st.trackers.get(job_id) else {
+                if !self.show_tracker(st, job_id).await? {
                     return Ok(());
-                };
-                let html = t.view.render();
-                let status = t.view.status.unwrap_or(JobStatus::Queued);
-                let buttons = tracker_buttons(job_id, status);
-                let edited = match t.message_id {
-                    Some(mid) => match c.edit_html(t.chat_id, mid, &html, &buttons).await {
-                        Ok(()) => true,
-                        // The message is gone (deleted by the user): the tracker starts a new one.
-                        Err(TgError::Rejected { .. }) => false,
-                        Err(e) => return Err(e),
-                    },
-                    None => false,
-                };
-                if !edited {
-                    // The intent goes first: a crash before the answer is recorded leaves it, and the next
-                    // start knows this message may exist (it cannot be edited without its id).
-                    let chat = t.chat_id;
-                    routes::tracker_sending(&self.core, job_id, chat).await;
-                    let mid = c.send_html(chat, &html, &buttons).await?;
-                    if let Some(t) = st.trackers.get_mut(job_id) {
-                        t.message_id = Some(mid);
-                    }
-                    routes::remember_tracker(&self.core, job_id, chat, mid).await;
                 }
             }
         }

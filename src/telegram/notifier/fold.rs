@@ -51,19 +51,33 @@ impl Notifier {
             }
             Event::ApprovalDecided { approval_id } | Event::ApprovalExpired { approval_id } => {
                 if matches!(event, Event::ApprovalExpired { .. }) {
+                    // Silent: the job's result (canceled) follows and notifies.
                     self.enqueue(
                         st,
-                        Outgoing::text(
-                            chat,
-                            "⏰ An approval request expired: the job was canceled.".into(),
-                            Vec::new(),
-                        ),
+                        Outgoing::Text {
+                            chat_id: chat,
+                            html: "⏰ An approval request expired: the job was canceled.".into(),
+                            buttons: Vec::new(),
+                            events: Vec::new(),
+                            silent: true,
+                        },
                     );
                 }
                 let approval_id = approval_id.clone();
                 return self.push(
                     st,
                     Outgoing::ApprovalDecided {
+                        approval_id,
+                        chat_id: chat,
+                        events: vec![row],
+                    },
+                );
+            }
+            Event::ApprovalReminded { approval_id } => {
+                let approval_id = approval_id.clone();
+                return self.push(
+                    st,
+                    Outgoing::Reminder {
                         approval_id,
                         chat_id: chat,
                         events: vec![row],
@@ -94,52 +108,8 @@ impl Notifier {
                     .on_usage_notice(st, chat, row, &agent, until, &message)
                     .await;
             }
-            Event::BreakerOpened { breaker } => {
-                format!("⚠️ Circuit breaker <b>{}</b> opened", escape(breaker))
-            }
-            Event::BackupFailed { stage, error, .. } => format!(
-                "⚠️ Backup failed ({}): {}",
-                if stage == "remote" {
-                    "upload; the local backup is kept"
-                } else {
-                    "no new backup was written; earlier ones are untouched"
-                },
-                escape(error)
-            ),
-            Event::DatabaseCorrupted { detail } => format!(
-                "🚨 The state database failed its integrity check: {}. Writes are disabled; \
-                 stop the daemon and run <code>televibe backup restore latest</code>",
-                escape(detail)
-            ),
-            Event::ScheduleRemoved {
-                schedule_id,
-                cron,
-                instruction_preview,
-                reason,
-            } => format!(
-                "🗓 Schedule <b>{}</b> ({} UTC: {}) was removed: {}.",
-                escape(schedule_id),
-                render::code(cron),
-                escape(instruction_preview),
-                escape(reason)
-            ),
-            Event::ScheduleSkipped {
-                schedule_id,
-                occurrence,
-                reason,
-            } => format!(
-                "⚠️ Schedule <b>{}</b> queued nothing for {}: {}",
-                escape(schedule_id),
-                escape(&crate::telegram::render::schedule::utc_minute_of(
-                    occurrence
-                )),
-                escape(reason)
-            ),
-            Event::WorktreeMissing { path } => format!(
-                "⚠️ {} lost its worktree {}",
-                session_html(row.session_id.as_deref().unwrap_or("?")),
-                render::code(path)
-            ),
+            // Every other event is a plain notice.
+            other => notice_html(other, &row),
         };
         let target = if row.session_id.is_none() {
             routes::notice_chats(core)
@@ -149,6 +119,7 @@ impl Notifier {
         } else {
             chat
         };
+        // Alerts for the operator (a breaker, a backup, the database, a worktree) notify.
         self.enqueue(
             st,
             Outgoing::Text {
@@ -156,6 +127,7 @@ impl Notifier {
                 html,
                 buttons: Vec::new(),
                 events: vec![row],
+                silent: false,
             },
         );
     }
@@ -164,7 +136,8 @@ impl Notifier {
         self.enqueue(st, out);
     }
 
-    /// A front's reply, read back from the outbox: delivered (and its row marked) like a notice.
+    /// A front's reply, read back from the outbox: delivered (and its row marked) like a notice. It answers
+    /// what the person just did, so it notifies as any message does.
     fn on_reply(&self, st: &mut NotifierState, row: OutboxEvent, chat_id: i64, body: ReplyBody) {
         let out = match body {
             ReplyBody::Text { html, buttons } => Outgoing::Text {
@@ -172,6 +145,7 @@ impl Notifier {
                 html,
                 buttons,
                 events: vec![row],
+                silent: false,
             },
             ReplyBody::Document {
                 filename,
@@ -183,6 +157,7 @@ impl Notifier {
                 bytes: text.into_bytes(),
                 caption,
                 events: vec![row],
+                silent: false,
             },
             ReplyBody::Approval { approval_id } => Outgoing::Approval {
                 approval_id,
@@ -249,10 +224,68 @@ impl Notifier {
             t.progress_unsent = true;
         }
         t.unsent.push(row);
-        if !t.queued {
+        let tracker_chat = t.chat_id;
+        let mode = self.verbosity_of(st, tracker_chat).await;
+        let t = st.trackers.get_mut(&job_id).expect("inserted above");
+        // A chat that chose `final` sees nothing of the job before its end (its rows wait in `unsent`).
+        if !t.queued && modes::shown(mode, t) {
             t.queued = true;
             self.enqueue(st, Outgoing::Tracker { job_id });
         }
+    }
+}
+
+/// The text of a plain notice (an alert or a session's news), delivered as one message.
+fn notice_html(event: &Event, row: &OutboxEvent) -> String {
+    match event {
+        Event::BreakerOpened { breaker } => {
+            format!("⚠️ Circuit breaker <b>{}</b> opened", escape(breaker))
+        }
+        Event::BackupFailed { stage, error, .. } => format!(
+            "⚠️ Backup failed ({}): {}",
+            if stage == "remote" {
+                "upload; the local backup is kept"
+            } else {
+                "no new backup was written; earlier ones are untouched"
+            },
+            escape(error)
+        ),
+        Event::DatabaseCorrupted { detail } => format!(
+            "🚨 The state database failed its integrity check: {}. Writes are disabled; \
+             stop the daemon and run <code>televibe backup restore latest</code>",
+            escape(detail)
+        ),
+        Event::ScheduleRemoved {
+            schedule_id,
+            cron,
+            instruction_preview,
+            reason,
+        } => format!(
+            "🗓 Schedule <b>{}</b> ({} UTC: {}) was removed: {}.",
+            escape(schedule_id),
+            render::code(cron),
+            escape(instruction_preview),
+            escape(reason)
+        ),
+        Event::ScheduleSkipped {
+            schedule_id,
+            occurrence,
+            reason,
+        } => format!(
+            "⚠️ Schedule <b>{}</b> queued nothing for {}: {}",
+            escape(schedule_id),
+            escape(&crate::telegram::render::schedule::utc_minute_of(
+                occurrence
+            )),
+            escape(reason)
+        ),
+        Event::WorktreeMissing { path } => format!(
+            "⚠️ {} lost its worktree {}",
+            session_html(row.session_id.as_deref().unwrap_or("?")),
+            render::code(path)
+        ),
+        // The rest are handled by `on_event` before it asks for a notice's text.
+        _ => escape(event.kind()),
     }
 }
 
@@ -304,6 +337,7 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
         Event::ToolStarted { tool, target, .. } => {
             view.api_retry = None;
             view.waiting_until = None;
+            view.steps += 1;
             view.tools.push(ToolLine {
                 tool: tool.clone(),
                 target: target.clone(),
@@ -329,6 +363,9 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
             {
                 t.done = true;
                 t.failed = *is_error;
+            }
+            if *is_error {
+                view.steps_failed += 1;
             }
         }
         Event::JobCompleted(end) | Event::JobFailed(end) | Event::JobCanceled(end) => {

@@ -1,7 +1,8 @@
 //! The `notifier` actor: the only sender to Telegram. It reads the events outbox when woken by whoever
-//! wrote a row (a slow sweep is only a safety net), keeps job tracker messages up to date (progress edits at
-//! least a second apart and coalesced, the final state at once), and sends the front's replies, which are
-//! outbox rows too (`chat.reply`), so a full queue or a restart loses none.
+//! wrote a row (a slow sweep is only a safety net), keeps job tracker messages up to date as each chat's
+//! verbosity asks (progress silent, edits at least a second apart and coalesced; the result at once, in a
+//! new message that notifies: `show.rs`), and sends the front's replies, which are outbox rows too
+//! (`chat.reply`), so a full queue or a restart loses none.
 //!
 //! Its memory queue holds at most 1000 items, a hard cap: rows are read only while what a row becomes fits,
 //! making room by dropping queued progress edits (coalesced: the tracker keeps its state; counted in
@@ -21,6 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::client::{Button, TgError};
 use super::render::{self, ToolLine, Tracker, escape};
+use super::verbosity::{self, Verbosity};
 use super::{Link, routes};
 use crate::core::Core;
 use crate::core::events::Event;
@@ -34,76 +36,11 @@ pub const QUEUE_CAP: usize = 1000;
 /// Progress edits of one tracker message are at least this far apart.
 const TRACKER_EDIT_GAP: Duration = Duration::from_millis(1000);
 
-/// Something to send.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    Text {
-        chat_id: i64,
-        html: String,
-        buttons: Vec<Button>,
-        /// Outbox rows this message delivers (marked delivered once it is sent).
-        events: Vec<OutboxEvent>,
-    },
-    Document {
-        chat_id: i64,
-        filename: String,
-        bytes: Vec<u8>,
-        caption: String,
-        events: Vec<OutboxEvent>,
-    },
-    Answer {
-        callback_id: String,
-        text: String,
-    },
-    /// Create or edit the tracker message of a job from its current state.
-    Tracker {
-        job_id: String,
-    },
-    /// Send an approval request (with its buttons while it is pending).
-    Approval {
-        approval_id: String,
-        chat_id: i64,
-        events: Vec<OutboxEvent>,
-        /// Shown again on request (`/approvals`): a new message, even when one was sent before.
-        again: bool,
-    },
-    /// Show an approval's decision in its message, buttons removed.
-    ApprovalDecided {
-        approval_id: String,
-        /// The chat the edit is paced in (the session's chat).
-        chat_id: i64,
-        events: Vec<OutboxEvent>,
-    },
-}
-
-impl Outgoing {
-    /// The job this item is about, for its log lines (the job's trace id follows from it).
-    fn job_id(&self) -> Option<&str> {
-        match self {
-            Outgoing::Tracker { job_id } => Some(job_id),
-            Outgoing::Text { events, .. }
-            | Outgoing::Document { events, .. }
-            | Outgoing::Approval { events, .. }
-            | Outgoing::ApprovalDecided { events, .. } => {
-                events.iter().find_map(|e| e.job_id.as_deref())
-            }
-            Outgoing::Answer { .. } => None,
-        }
-    }
-
-    pub fn text(chat_id: i64, html: String, buttons: Vec<Button>) -> Outgoing {
-        Outgoing::Text {
-            chat_id,
-            html,
-            buttons,
-            events: Vec::new(),
-        }
-    }
-}
-
 pub enum NotifierMsg {
     Send(Outgoing),
     Tick,
+    /// A chat chose another verbosity (`/verbosity`).
+    Verbosity(i64, Verbosity),
     /// Telegram answers again after an outage: the outage pause ends now, not at its backoff.
     Reachable,
     /// Shutdown: send what is queued and in the outbox, for at most the given time; answers what is left.
@@ -148,6 +85,8 @@ pub struct NotifierState {
     claude: notices::ClaudeTold,
     /// The usage limits each chat was told of (chat, agent, reset).
     usage_told: Vec<(i64, String, i64)>,
+    /// Each chat's verbosity, read from its front value the first time one of its jobs is shown.
+    verbosity: HashMap<i64, Verbosity>,
     /// When a wake-up is already asked for.
     wake_at: Option<Instant>,
     myself: Option<ActorRef<NotifierMsg>>,
@@ -190,6 +129,7 @@ impl Actor for Notifier {
             read_only_told: false,
             claude: Default::default(),
             usage_told: Vec::new(),
+            verbosity: HashMap::new(),
             wake_at: None,
             myself: Some(myself),
             waker: Some(waker),
@@ -220,6 +160,10 @@ impl Actor for Notifier {
                     self.flush(st).await;
                 }
             }
+            NotifierMsg::Verbosity(chat, v) => {
+                self.verbosity_changed(st, chat, v);
+                self.flush(st).await;
+            }
             NotifierMsg::Reachable => {
                 if std::mem::take(&mut st.outage) {
                     st.pacer.end_outage();
@@ -244,9 +188,14 @@ impl Actor for Notifier {
 
 mod deliver;
 mod fold;
+mod modes;
 mod notices;
+mod outgoing;
 mod pace;
 mod queue;
+mod show;
+
+pub use outgoing::Outgoing;
 
 /// The most items one outbox row becomes (an expired approval: a notice and an edit of its message).
 const ROW_ITEMS: usize = 2;
@@ -333,7 +282,7 @@ impl Notifier {
                 i += 1;
                 continue;
             }
-            let cost = cost_of(&st.queue[i]);
+            let cost = cost_of(st, &st.queue[i]);
             let mut ready = st.pacer.ready_at(chat, cost, now);
             // Progress edits of one message stay a second apart; the final state goes as soon as the
             // chat's bucket allows.
@@ -400,9 +349,9 @@ impl Notifier {
         match item {
             Outgoing::Text { chat_id, .. } | Outgoing::Document { chat_id, .. } => Some(*chat_id),
             Outgoing::Tracker { job_id } => st.trackers.get(job_id).map(|t| t.chat_id),
-            Outgoing::Approval { chat_id, .. } | Outgoing::ApprovalDecided { chat_id, .. } => {
-                Some(*chat_id)
-            }
+            Outgoing::Approval { chat_id, .. }
+            | Outgoing::Reminder { chat_id, .. }
+            | Outgoing::ApprovalDecided { chat_id, .. } => Some(*chat_id),
             Outgoing::Answer { .. } => None,
         }
     }
@@ -419,6 +368,7 @@ impl Notifier {
             Outgoing::Text { events, .. }
             | Outgoing::Document { events, .. }
             | Outgoing::Approval { events, .. }
+            | Outgoing::Reminder { events, .. }
             | Outgoing::ApprovalDecided { events, .. } => events.clone(),
             Outgoing::Tracker { job_id } => match st.trackers.get_mut(job_id) {
                 Some(t) => {
@@ -468,10 +418,15 @@ impl Notifier {
     }
 }
 
-/// Telegram calls an item makes: an approval may send its whole input as a file before the message.
-fn cost_of(item: &Outgoing) -> f64 {
+/// Telegram calls an item makes: an approval may send its whole input as a file before the message, and a
+/// job's result retires its progress message (an edit) before it goes out in a new one.
+fn cost_of(st: &NotifierState, item: &Outgoing) -> f64 {
     match item {
         Outgoing::Approval { .. } => 2.0,
+        Outgoing::Tracker { job_id } => match st.trackers.get(job_id) {
+            Some(t) if t.view.is_final() && t.message_id.is_some() => 2.0,
+            _ => 1.0,
+        },
         _ => 1.0,
     }
 }

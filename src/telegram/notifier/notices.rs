@@ -71,11 +71,13 @@ impl Notifier {
         }
         self.enqueue(
             st,
+            // Silent: held jobs wait and no one need act; each job's result notifies when it comes.
             Outgoing::Text {
                 chat_id: chat,
                 html: escape(message),
                 buttons: Vec::new(),
                 events: vec![row],
+                silent: true,
             },
         );
     }
@@ -132,6 +134,8 @@ impl Notifier {
                 html: escape(message),
                 buttons: Vec::new(),
                 events: vec![row],
+                // Work stops for hours maybe: the person is told, once.
+                silent: false,
             },
         );
     }
