@@ -59,17 +59,29 @@ pub struct ModelRoute {
 pub type LimitReset = Arc<std::sync::Mutex<Option<i64>>>;
 
 /// When a 429's limit resets (Unix seconds), from its headers: the unified reset of Claude's API, Codex's
-/// window reset, else `retry-after` (seconds or an HTTP date).
+/// used-up window's reset (the later of its primary and secondary when both are used up), else
+/// `retry-after` (seconds or an HTTP date).
 pub fn reset_of_429(headers: &hyper::HeaderMap, now: i64) -> Option<i64> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let epoch = |name: &str| {
+    let number = |name: &str| {
         text(name)
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as i64)
+            .filter(|v| v.is_finite())
     };
-    if let Some(t) =
-        epoch("anthropic-ratelimit-unified-reset").or_else(|| epoch("x-codex-primary-reset-at"))
-    {
+    let epoch = |name: &str| number(name).map(|v| v as i64);
+    if let Some(t) = epoch("anthropic-ratelimit-unified-reset") {
+        return Some(t);
+    }
+    let codex: Vec<(bool, i64)> = ["primary", "secondary"]
+        .iter()
+        .filter_map(|w| {
+            let reset = epoch(&format!("x-codex-{w}-reset-at"))?;
+            let used_up = number(&format!("x-codex-{w}-used-percent")).is_some_and(|p| p >= 100.0);
+            Some((used_up, reset))
+        })
+        .collect();
+    let used_up = codex.iter().filter(|c| c.0).map(|c| c.1).max();
+    if let Some(t) = used_up.or_else(|| codex.first().map(|c| c.1)) {
         return Some(t);
     }
     let after = text("retry-after")?.trim();

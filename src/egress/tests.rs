@@ -541,6 +541,30 @@ fn a_429_names_its_reset_in_its_headers() {
         Some(1_792_567_680)
     );
     assert_eq!(
+        super::reset_of_429(
+            &headers(&[
+                ("x-codex-primary-used-percent", "40"),
+                ("x-codex-primary-reset-at", "1800000300"),
+                ("x-codex-secondary-used-percent", "100"),
+                ("x-codex-secondary-reset-at", "1800500000"),
+            ]),
+            now
+        ),
+        Some(1_800_500_000),
+        "the used-up window's reset"
+    );
+    assert_eq!(
+        super::reset_of_429(
+            &headers(&[
+                ("anthropic-ratelimit-unified-reset", "inf"),
+                ("retry-after", "30")
+            ]),
+            now
+        ),
+        Some(now + 30),
+        "a reset that is no number is not believed"
+    );
+    assert_eq!(
         super::reset_of_429(&headers(&[("retry-after", "soon")]), now),
         None
     );

@@ -297,6 +297,8 @@ impl Store {
                     .col_expr(job::Column::Pgid, Expr::value(Option::<i32>::None))
                     .col_expr(job::Column::BootId, Expr::value(Option::<String>::None))
                     .col_expr(job::Column::LeaderStart, Expr::value(Option::<i64>::None))
+                    .col_expr(job::Column::ExitCode, Expr::value(Option::<i32>::None))
+                    .col_expr(job::Column::Signal, Expr::value(Option::<i32>::None))
                     .col_expr(
                         job::Column::StartedAt,
                         Expr::value(Option::<chrono::DateTime<Utc>>::None),
@@ -315,6 +317,37 @@ impl Store {
             })
             .await?;
         Ok(res.rows_affected > 0)
+    }
+
+    /// The agent of a running job exited (its status stays until the job's work is collected): a job
+    /// whose agent ended is not run again after a restart.
+    pub async fn job_exited(
+        &self,
+        id: &str,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        // A kill leaves no code; `-1` still says the agent ended.
+        let code = if code.is_none() && signal.is_none() {
+            Some(-1)
+        } else {
+            code
+        };
+        self.write(|db| async move {
+            job::Entity::update_many()
+                .col_expr(job::Column::ExitCode, Expr::value(code))
+                .col_expr(job::Column::Signal, Expr::value(signal))
+                .filter(job::Column::Id.eq(id))
+                .filter(job::Column::Status.is_in([
+                    JobStatus::Running.as_str(),
+                    JobStatus::WaitingApproval.as_str(),
+                ]))
+                .exec(&db)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// Writes a final state, only if the job is not final yet (the first ending wins).

@@ -440,10 +440,7 @@ async fn doctor_reports_the_age_of_the_newest_backup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_during_the_after_job_import_leaves_branch_and_objects_consistent() {
     const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-agent.sh");
-    // Not run again after the restart (`retry_interrupted`): the next job's commit is what is checked.
-    let agent = format!(
-        "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\nretry_interrupted = false\n"
-    );
+    let agent = format!("[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n");
     let env = Env::new(&format!("{agent}[debug]\nstop_at = \"after_import\"\n"));
     let mut d = env.start();
     let mcp = Mcp::connect(&env).await;
@@ -469,6 +466,11 @@ async fn a_kill_during_the_after_job_import_leaves_branch_and_objects_consistent
     let mcp = Mcp::connect(&env).await;
     let j = crate::jobs::wait_final(&mcp, &job, Duration::from_secs(30)).await;
     assert_eq!(j["error_type"], "orchestrator_restart", "{j}");
+    // Its agent had ended: it is not run again (`jobs.retry_interrupted` reruns only a cut agent).
+    assert!(
+        j["error"].as_str().unwrap().contains("the agent had ended"),
+        "{j}"
+    );
     // The session goes on: the next job's commit lands on the branch.
     let again = crate::jobs::run(&mcp, "S1", "commit").await;
     let j = crate::jobs::wait_final(&mcp, &again, Duration::from_secs(60)).await;

@@ -27,10 +27,14 @@ fn home(env: &Env) -> std::path::PathBuf {
     home
 }
 
-/// A model API that refuses every request with a usage limit until `until` (Unix seconds), then answers
-/// "done: <the instruction>".
-async fn limited_model(until: Arc<AtomicI64>) -> FakeModel {
-    FakeModel::start(move |req| {
+/// A model API that refuses every request with a usage limit until `delay_secs` after the first request
+/// (so a slow start of the test does not eat the wait), then answers "done: <the instruction>". Answers the
+/// reset (Unix seconds, 0 until the first request).
+async fn limited_model(delay_secs: i64) -> (FakeModel, Arc<AtomicI64>) {
+    let reset = Arc::new(AtomicI64::new(0));
+    let until = reset.clone();
+    let model = FakeModel::start(move |req| {
+        let _ = until.compare_exchange(0, now() + delay_secs, Ordering::SeqCst, Ordering::SeqCst);
         let resets_at = until.load(Ordering::SeqCst);
         if now() < resets_at {
             Reply::UsageLimited { resets_at }
@@ -44,7 +48,8 @@ async fn limited_model(until: Arc<AtomicI64>) -> FakeModel {
             Reply::Text(format!("done: {word}"))
         }
     })
-    .await
+    .await;
+    (model, reset)
 }
 
 /// Claude Code with `credential` (`ANTHROPIC_API_KEY` or a subscriber's `CLAUDE_CODE_OAUTH_TOKEN`) against
@@ -110,8 +115,7 @@ fn breaker_state(d: &Daemon, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_jobs_end_done() {
-    let reset_at = Arc::new(AtomicI64::new(now() + 20));
-    let model = limited_model(reset_at.clone()).await;
+    let (model, reset_at) = limited_model(20).await;
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
     let home = home(&env);
@@ -250,8 +254,7 @@ async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_job
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limit_the_cli_waits_out_itself_is_told_once_and_is_no_hang() {
-    let reset_at = Arc::new(AtomicI64::new(now() + 12));
-    let model = limited_model(reset_at.clone()).await;
+    let (model, _) = limited_model(12).await;
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
     let home = home(&env);
@@ -292,8 +295,7 @@ async fn a_rate_limit_the_cli_waits_out_itself_is_told_once_and_is_no_hang() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_keys_limit_the_cli_does_not_wait_out_waits_for_the_reset_its_429_named() {
-    let reset_at = Arc::new(AtomicI64::new(now() + 10));
-    let model = limited_model(reset_at.clone()).await;
+    let (model, reset_at) = limited_model(10).await;
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
     let home = home(&env);
@@ -344,9 +346,11 @@ async fn an_api_keys_limit_the_cli_does_not_wait_out_waits_for_the_reset_its_429
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_codex_usage_limit_holds_codex_jobs_while_claude_code_goes_on() {
-    let reset_at = Arc::new(AtomicI64::new(now() + 15));
+    let reset_at = Arc::new(AtomicI64::new(0));
     let limit = reset_at.clone();
+    // Limited for 15 s from the first request.
     let api = FakeOpenAi::start(move |req| {
+        let _ = limit.compare_exchange(0, now() + 15, Ordering::SeqCst, Ordering::SeqCst);
         let resets_at = limit.load(Ordering::SeqCst);
         if now() < resets_at {
             OpenAiReply::usage_limit_reached(resets_at)
@@ -510,6 +514,54 @@ async fn a_job_cut_by_a_kill_9_runs_again_and_the_chat_shows_one_final_tracker()
         "{}",
         trackers[0]
     );
+    drop(mcp);
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_far_ahead_is_held_to_eight_days_and_a_waiting_job_can_be_canceled() {
+    // A reset a month ahead (what an agent's output, which a job can write, might say).
+    let far = now() + 30 * 86_400;
+    let model = FakeModel::start(move |_| Reply::UsageLimited { resets_at: far }).await;
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    let home = home(&env);
+    env.write_config(&claude_config(
+        &tg,
+        &model,
+        &home,
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "",
+    ));
+    make_repo(&env.root().join("repos/app"));
+    env.hand_over();
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    let mcp = Mcp::connect(&env).await;
+    let job = phone_run(&tg, &mcp, "/run FIRST").await;
+    until_async(Duration::from_secs(60), "the job waits", || async {
+        let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();
+        j["limit_waits"] == 1
+    })
+    .await;
+    let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();
+    let not_before = chrono::DateTime::parse_from_rfc3339(j["not_before"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let most = now() + televibe::core::jobs::usage::MAX_RESET_AHEAD_SECS + 5;
+    assert!(not_before <= most, "held to eight days: {j}");
+    mcp.call("cancel_job", json!({"job_id": job}))
+        .await
+        .unwrap();
+    let j = wait_final(&mcp, &job, Duration::from_secs(10)).await;
+    assert_eq!(j["status"], "canceled", "{j}");
+    let s = mcp
+        .call("get_session", json!({"session_id": "S1"}))
+        .await
+        .unwrap();
+    assert!(s.get("waiting").is_none(), "nothing waits any more: {s}");
+    assert_eq!(model.requests().len(), 1, "it never ran again");
     drop(mcp);
     drop(d);
 }

@@ -247,8 +247,15 @@ impl Jobs<'_> {
             if let Ok(groups) = self.core.cgroups() {
                 groups.release(&job.id);
             }
-            // Run once more, resuming its conversation; a job cut twice fails.
-            if self.core.config().jobs.retry_interrupted && job.interruptions == 0 {
+            // Run once more, resuming its conversation; a job cut twice fails, and so does one whose
+            // agent had ended (its work was being collected) or that a restore brought back running.
+            let restored = job.error_type == Some(ErrorType::OrchestratorRestart);
+            let agent_ended = job.exit_code.is_some() || job.signal.is_some();
+            if self.core.config().jobs.retry_interrupted
+                && job.interruptions == 0
+                && !restored
+                && !agent_ended
+            {
                 match self.requeue_interrupted(&job).await {
                     Ok(true) => continue,
                     Ok(false) => {}
@@ -257,9 +264,14 @@ impl Jobs<'_> {
                     }
                 }
             }
-            let reason = if job.interruptions > 0 {
-                "the daemon restarted while the job was running, a second time (it runs again only once; \
-                 a job restored from a backup taken while it ran counts as cut once)"
+            let reason = if restored {
+                "the state was restored from a backup taken while the job ran; it may have finished \
+                 after the backup, so it is not run again"
+            } else if agent_ended {
+                "the daemon restarted while it collected the job's work (the agent had ended; it is \
+                 not run again)"
+            } else if job.interruptions > 0 {
+                "the daemon restarted while the job was running, a second time (it runs again only once)"
             } else {
                 "the daemon restarted while the job was running"
             };
@@ -280,6 +292,21 @@ impl Jobs<'_> {
     /// A job a daemon restart cut goes back to the head of its session's queue (`jobs.retry_interrupted`):
     /// its tracker says so. False when it was not running any more.
     async fn requeue_interrupted(&self, job: &Job) -> Result<bool, CoreError> {
+        let session = self.core.store().session(&job.session_id).await?;
+        if !session
+            .as_ref()
+            .is_some_and(|s| s.state.is_open() && s.state != crate::domain::SessionState::Closing)
+        {
+            return Ok(false);
+        }
+        // What the cut run left in its place of its own (new objects, files handed back) goes: the rerun
+        // starts clean.
+        let run_dir = super::sandbox::run_dir(&self.core.config().root, &job.id);
+        if let Err(e) = std::fs::remove_dir_all(&run_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(target: "televibe.jobs", job_id = %job.id, error = %e, "cannot remove the cut run's directory");
+        }
         if !self
             .core
             .store()
@@ -288,7 +315,6 @@ impl Jobs<'_> {
         {
             return Ok(false);
         }
-        let session = self.core.store().session(&job.session_id).await?;
         let project_id = session
             .as_ref()
             .map(|s| s.project_id.clone())

@@ -41,6 +41,10 @@ pub struct Decision {
     pub usage_limited: bool,
     /// The limit's reset (Unix seconds), when the agent gave one.
     pub resets_at: Option<i64>,
+    /// The reset believed for every job of the agent: the one the job's egress proxy read in the model
+    /// API's answer when the job's network is isolated (the agent's output can be forged by the job),
+    /// else the agent's.
+    pub agent_reset: Option<i64>,
 }
 
 /// A stop by timeout or hang counts against the agent's API, a stop by a person or an approval says nothing
@@ -133,6 +137,7 @@ pub fn decide(
         },
         usage_limited,
         resets_at: None,
+        agent_reset: None,
     }
 }
 

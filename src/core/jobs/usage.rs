@@ -19,11 +19,31 @@ use crate::store::Requeue;
 /// is told (a shorter one only shows on the tracker).
 pub const SELF_WAIT_NOTICE_MS: i64 = 10_000;
 
+/// The longest retry wait of an agent believed (its output is untrusted); Claude Code waits about a minute
+/// at most.
+pub const MAX_SELF_WAIT_MS: i64 = 600_000;
+
 /// A limited job runs again this long after the reset it was given (the model API's clock may be behind).
 const AFTER_RESET_SECS: i64 = 2;
 
 /// The longest backoff of a job limited without a reset time.
 const MAX_BACKOFF_SECS: i64 = 3600;
+
+/// The furthest ahead a reset is believed (Unix seconds from now): longer than the longest window (a week).
+pub const MAX_RESET_AHEAD_SECS: i64 = 8 * 86_400;
+
+/// Windows kept per agent, and the longest window name kept.
+const MAX_WINDOWS: usize = 8;
+const MAX_WINDOW_NAME: usize = 64;
+
+/// A job that ran into a limit this often fails rather than waiting again (a refusal that never clears).
+pub const MAX_LIMIT_WAITS: i64 = 20;
+
+/// A reset the daemon believes: ahead of `now`, and at most [`MAX_RESET_AHEAD_SECS`] ahead (an agent's
+/// output, which a job can write, may say anything).
+pub fn bounded_reset(reset: i64, now: i64) -> Option<i64> {
+    (reset > now).then(|| reset.min(now.saturating_add(MAX_RESET_AHEAD_SECS)))
+}
 
 /// What is known of one agent's limits.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -43,6 +63,8 @@ pub struct UsageState {
     agents: BTreeMap<String, Known>,
     /// (session, agent, until) told.
     told: HashSet<(String, String, i64)>,
+    /// Sessions whose running job's agent waits out a retry itself, until when.
+    self_waits: std::collections::HashMap<String, i64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -89,30 +111,62 @@ pub fn limit_message(agent: &str, until: i64) -> String {
 }
 
 impl Jobs<'_> {
-    /// An agent's report of its windows (and of a refusal, with its reset when given).
+    /// An agent's report of its windows. What an agent prints is untrusted (a job can write to its
+    /// output): the report replaces the windows known (at most [`MAX_WINDOWS`], names cut short, resets
+    /// held within [`MAX_RESET_AHEAD_SECS`]) and never holds the agent's jobs by itself; only a run that
+    /// ended on the limit does (`wait_for_limit`).
     pub fn usage_reported(&self, agent: &str, report: &UsageReport) {
         let now = Utc::now().timestamp();
         let mut st = lock(&self.state().usage);
         let known = st.agents.entry(agent.to_string()).or_default();
-        for w in &report.windows {
-            known.windows.insert(w.name.clone(), w.clone());
+        if !report.windows.is_empty() {
+            known.windows = report
+                .windows
+                .iter()
+                .take(MAX_WINDOWS)
+                .map(|w| {
+                    let mut w = w.clone();
+                    w.name = w.name.chars().take(MAX_WINDOW_NAME).collect();
+                    w.resets_at = w.resets_at.and_then(|t| bounded_reset(t, now));
+                    w.used_percent = w.used_percent.filter(|p| p.is_finite());
+                    (w.name.clone(), w)
+                })
+                .collect();
         }
         known.updated_at = Some(now);
-        match (report.limited, report.resets_at) {
-            (true, Some(until)) if until > now => {
-                known.limited_until = Some(known.limited_until.unwrap_or(0).max(until));
-            }
-            // Allowed again: whatever was known of a refusal is over.
-            (false, _) if report.windows.iter().all(|w| !w.limited) => known.limited_until = None,
-            _ => {}
+        // Allowed again: whatever was known of a refusal is over.
+        if !report.limited && report.windows.iter().all(|w| !w.limited) {
+            known.limited_until = None;
         }
     }
 
-    /// The agent is refused until `until` (Unix seconds).
+    /// The agent is refused until `until` (Unix seconds, held within [`MAX_RESET_AHEAD_SECS`]).
     pub fn usage_limited_until(&self, agent: &str, until: i64) {
+        let Some(until) = bounded_reset(until, Utc::now().timestamp()) else {
+            return;
+        };
         let mut st = lock(&self.state().usage);
         let known = st.agents.entry(agent.to_string()).or_default();
         known.limited_until = Some(known.limited_until.unwrap_or(0).max(until));
+    }
+
+    /// The running job of `session` waits out its agent's retry until `until` (the agent said so).
+    pub fn agent_waits_itself(&self, session: &str, until: Option<i64>) {
+        let mut st = lock(&self.state().usage);
+        match until.and_then(|t| bounded_reset(t, Utc::now().timestamp())) {
+            Some(t) => st.self_waits.insert(session.to_string(), t),
+            None => st.self_waits.remove(session),
+        };
+    }
+
+    /// Until when the running job of `session` waits out its agent's retry, if that is still ahead.
+    pub fn session_waits_itself(&self, session: &str) -> Option<i64> {
+        let now = Utc::now().timestamp();
+        lock(&self.state().usage)
+            .self_waits
+            .get(session)
+            .copied()
+            .filter(|t| *t > now)
     }
 
     /// Until when the agent is refused, if that is still ahead.
@@ -156,19 +210,23 @@ impl Jobs<'_> {
 
     /// A running job ran into its agent's usage limit: it goes back to the head of its session's queue
     /// until `resets_at` (a backoff when unknown), its breaker permit is given back uncounted, its tracker
-    /// and its chat are told. Answers the job as queued again, or `None` when it is not running any more
+    /// and its chat are told; `agent_reset` holds the agent's other jobs too. Answers the job as queued again, or `None` when it is not running any more
     /// (then the caller ends it as it would have).
     pub async fn wait_for_limit(
         &self,
         job: &Job,
         session: &Session,
-        resets_at: Option<i64>,
+        (resets_at, agent_reset): (Option<i64>, Option<i64>),
         breaker: Option<BreakerPermit>,
     ) -> Option<Job> {
         let now = Utc::now().timestamp();
-        let reset = resets_at.filter(|t| *t > now);
+        if job.limit_waits >= MAX_LIMIT_WAITS {
+            tracing::warn!(target: "televibe.jobs", job_id = %job.id, waits = job.limit_waits, "The job's agent is still refused after its usage-limit waits; the job fails");
+            return None;
+        }
+        let reset = resets_at.and_then(|t| bounded_reset(t, now));
         let until = match reset {
-            Some(t) => t + AFTER_RESET_SECS,
+            Some(t) => t.saturating_add(AFTER_RESET_SECS),
             None => self.usage_backoff_until(job),
         };
         let not_before = DateTime::<Utc>::from_timestamp(until, 0);
@@ -187,7 +245,12 @@ impl Jobs<'_> {
         }
         // Neither a success nor a failure of the API: a probe slot goes back.
         drop(breaker);
-        self.usage_limited_until(&job.agent, reset.unwrap_or(until));
+        // A reset the model API named (through the job's egress proxy; the agent's own word where the
+        // job's network is open) holds the agent's other jobs too; a backoff guessed for this job, or a
+        // reset only the job's output claims, holds this job only.
+        if let Some(reset) = agent_reset.and_then(|t| bounded_reset(t, now)) {
+            self.usage_limited_until(&job.agent, reset);
+        }
         self.job_inactive(&job.id, &session.project_id).await;
         tracing::warn!(target: "televibe.jobs", job_id = %job.id, session_id = %session.id, agent = %job.agent, until = %resume_time(until), "Job waits for its agent's usage limit");
         self.core
@@ -207,14 +270,21 @@ impl Jobs<'_> {
     }
 
     /// Tells a session's chat that its jobs wait for `agent`'s limit until `until`: once per session and
-    /// limit (the notifier tells a chat following several sessions once).
+    /// limit (the notifier tells a chat following several sessions once). Limits within a minute of one
+    /// told are the same limit.
     pub async fn notify_usage_limit(&self, session: &Session, agent: &str, until: i64) {
         let first = {
             let mut st = lock(&self.state().usage);
             let now = Utc::now().timestamp();
             st.told.retain(|(_, _, t)| *t > now);
-            st.told
-                .insert((session.id.clone(), agent.to_string(), until))
+            let known = st
+                .told
+                .iter()
+                .any(|(s, a, t)| s == &session.id && a == agent && (t - until).abs() <= 60);
+            !known
+                && st
+                    .told
+                    .insert((session.id.clone(), agent.to_string(), until))
         };
         if !first {
             return;
@@ -236,6 +306,19 @@ impl Jobs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resets_are_believed_ahead_and_at_most_eight_days_ahead() {
+        let now = 1_800_000_000;
+        assert_eq!(bounded_reset(now, now), None);
+        assert_eq!(bounded_reset(now - 5, now), None);
+        assert_eq!(bounded_reset(now + 40, now), Some(now + 40));
+        assert_eq!(
+            bounded_reset(i64::MAX, now),
+            Some(now + MAX_RESET_AHEAD_SECS)
+        );
+        assert_eq!(bounded_reset(i64::MIN, now), None);
+    }
 
     #[test]
     fn resume_times_name_the_day_when_it_is_not_today() {

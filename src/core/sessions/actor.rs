@@ -308,6 +308,13 @@ impl SessionActor {
         permit: OwnedSemaphorePermit,
     ) {
         st.waiting_for_slot = false;
+        // Its agent ran into a usage limit while it waited for the slot: the slot and permit go back.
+        if self.usage_wait(st).is_some() {
+            st.pending_breaker = None;
+            drop(permit);
+            let _ = myself.cast(SessionMsg::TryStart);
+            return;
+        }
         // The permit was taken for the job then at the head; another agent's job there now needs its own.
         let head = queue::next_agent(st).breaker();
         let breaker = match st.pending_breaker.take().filter(|b| b.name() == head) {

@@ -67,7 +67,7 @@ impl Sessions<'_> {
                 .chain(jobs.agent_limited_until(&head.agent))
                 .max()
         } else {
-            jobs.agent_limited_until(&s.agent)
+            jobs.session_waits_itself(&s.id)
         };
         until
             .filter(|t| *t > now)

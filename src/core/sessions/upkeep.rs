@@ -57,7 +57,8 @@ impl Sessions<'_> {
                     }
                     continue;
                 }
-                // A close interrupted before: the session stays open. No job survives a restart.
+                // A close interrupted before: the session stays open. No job runs across a restart (one cut is
+                // queued again, or failed, by `recover_jobs` before this).
                 SessionState::Closing | SessionState::Running | SessionState::Blocked => warn(
                     "reset a session",
                     &s.id,

@@ -213,16 +213,17 @@ pub async fn carry_delivered(staged: &Path, old: &Path) -> Result<u64, String> {
 }
 
 /// Jobs that were running when a backup was taken may have finished after it: in the file about to be
-/// restored they count as cut once already, so boot recovery fails them (`orchestrator_restart`) rather
-/// than running them again (`jobs.retry_interrupted`). Answers how many.
+/// restored they are marked (`error_type` `orchestrator_restart` while still running, which every schema
+/// has), so boot recovery fails them rather than running them again (`jobs.retry_interrupted`). Answers
+/// how many.
 pub async fn hold_running_jobs(staged: &Path) -> Result<u64, String> {
     let mut co = ConnectOptions::new(format!("sqlite://{}?mode=rw", staged.display()));
     co.max_connections(1).min_connections(1).sqlx_logging(false);
     let conn = Database::connect(co).await.map_err(|e| e.to_string())?;
     let held = conn
         .execute_unprepared(
-            "UPDATE jobs SET interruptions = interruptions + 1 \
-             WHERE status IN ('running', 'waiting_approval') AND interruptions = 0",
+            "UPDATE jobs SET error_type = 'orchestrator_restart' \
+             WHERE status IN ('running', 'waiting_approval')",
         )
         .await
         .map(|r| r.rows_affected());

@@ -319,6 +319,7 @@ fn apply(view: &mut Tracker, event: &Event, at: chrono::DateTime<chrono::Utc>) {
             retry_delay_ms: Some(delay),
             ..
         } if *delay >= crate::core::jobs::usage::SELF_WAIT_NOTICE_MS => {
+            let delay = (*delay).min(crate::core::jobs::usage::MAX_SELF_WAIT_MS);
             view.waiting_until = Some((at.timestamp_millis() + delay + 999) / 1000);
         }
         Event::ApiRetry {

@@ -130,6 +130,10 @@ pub struct RunnerState {
     limit: Option<Option<i64>>,
     /// The agent waits out a retry of the model API until then: the job is not hung meanwhile.
     api_wait_until: Option<Instant>,
+    /// The chat was told of a rate limit the agent waits out itself (once a run).
+    self_wait_told: bool,
+    /// A stop asked for after the agent exited (nothing left to signal; it still decides the ending).
+    late_stop: Option<StopReason>,
 }
 
 fn now_ms() -> i64 {
@@ -186,6 +190,8 @@ impl Actor for Runner {
             endpoint: started.endpoint,
             limit: None,
             api_wait_until: None,
+            self_wait_told: false,
+            late_stop: None,
         })
     }
 
@@ -218,7 +224,14 @@ fn begin_stop(
     reason: StopReason,
     grace: Duration,
 ) {
-    if st.stop.is_some() || st.exit.is_some() {
+    if st.stop.is_some() {
+        return;
+    }
+    // The agent is gone already; a run its outcome would put back in the queue must not come back.
+    if st.exit.is_some() {
+        if !st.finished && st.late_stop.is_none() {
+            st.late_stop = Some(reason);
+        }
         return;
     }
     tracing::warn!(target: "televibe.runner", job_id = %st.job.id, reason = ?reason, "Stopping job: SIGTERM to its process group");

@@ -89,6 +89,10 @@ impl Runner {
     ) {
         st.exit = Some((code, signal));
         tracing::debug!(target: "televibe.runner", job_id = %st.job.id, code, signal, streams_open = st.streams_open, "Agent exited");
+        // Recorded at once: a restart while its work is collected must not run the job again.
+        if let Err(e) = self.core.store().job_exited(&st.job.id, code, signal).await {
+            tracing::warn!(target: "televibe.runner", job_id = %st.job.id, error = %e, "cannot record that the agent exited");
+        }
         // Nothing of the job may go on (a detached child in its cgroup included) while its work is read.
         st.kill();
         if st.streams_open == 0 {
@@ -145,8 +149,15 @@ impl Runner {
                         )
                         .await;
                 }
-                AgentEvent::Text(t) => st.last_text = Some(t),
-                AgentEvent::Result(r) => st.result = Some(r),
+                AgentEvent::Text(t) => {
+                    st.api_wait_until = None;
+                    core.jobs().agent_waits_itself(&st.session.id, None);
+                    st.last_text = Some(t)
+                }
+                AgentEvent::Result(r) => {
+                    core.jobs().agent_waits_itself(&st.session.id, None);
+                    st.result = Some(r)
+                }
                 AgentEvent::ApiRetry {
                     attempt,
                     max_retries,
@@ -155,19 +166,24 @@ impl Runner {
                     retry_delay_ms,
                 } => {
                     tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, retry_delay_ms, "Agent retries the model API");
-                    if let Some(delay) = retry_delay_ms.filter(|d| *d > 0) {
+                    // What the agent prints is untrusted: a wait it announces counts up to a bound.
+                    if let Some(delay) = retry_delay_ms
+                        .filter(|d| *d > 0)
+                        .map(|d| d.min(usage::MAX_SELF_WAIT_MS))
+                    {
                         // The agent is silent until it retries: that wait is not a hang.
                         st.api_wait_until =
                             Some(Instant::now() + Duration::from_millis(delay as u64));
                         // A rate limit the agent waits out itself: its chat is told once, as for any
-                        // usage limit.
+                        // usage limit, and its session shows the wait.
                         if error_status == Some(429) && delay >= usage::SELF_WAIT_NOTICE_MS {
                             let until = (now_ms() + delay + 999) / 1000;
-                            let agent = st.driver.name();
-                            core.jobs().usage_limited_until(agent, until);
-                            core.jobs()
-                                .notify_usage_limit(&st.session, agent, until)
-                                .await;
+                            core.jobs().agent_waits_itself(&st.session.id, Some(until));
+                            if !std::mem::replace(&mut st.self_wait_told, true) {
+                                core.jobs()
+                                    .notify_usage_limit(&st.session, st.driver.name(), until)
+                                    .await;
+                            }
                         }
                     }
                     // The phone shows it: a job that waits on an overloaded API is not stuck.
@@ -324,13 +340,24 @@ impl Runner {
         st.finished = true;
         let core = &self.core;
         let (code, signal) = st.exit.unwrap_or((None, None));
-        let mut outcome = decide(
-            st.driver,
-            Exit { code, signal },
-            st.stop.as_ref(),
-            st.result.as_ref(),
-            st.log.truncated(),
-        );
+        core.jobs().agent_waits_itself(&st.session.id, None);
+        let decide_with = |stop: Option<&StopReason>| {
+            decide(
+                st.driver,
+                Exit { code, signal },
+                stop,
+                st.result.as_ref(),
+                st.log.truncated(),
+            )
+        };
+        let mut outcome = decide_with(st.stop.as_ref());
+        // Stopped (canceled, killed, timed out) after the agent exited: a run that would wait for a
+        // usage limit ends as it was told to instead.
+        if outcome.usage_limited
+            && let Some(late) = st.late_stop.as_ref()
+        {
+            outcome = decide_with(Some(late));
+        }
         if let Some((files, stat)) = changes {
             outcome.outcome.files_changed = files;
             outcome.outcome.diff_stat = stat;
@@ -346,6 +373,8 @@ impl Runner {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         outcome.resets_at = st.limit.flatten().or(seen);
+        let isolated = st.endpoint.plan.as_ref().is_some_and(|p| p.isolate_network);
+        outcome.agent_reset = if isolated { seen } else { outcome.resets_at };
         let oom = st.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
         if oom > 0 && outcome.outcome.status != Some(crate::domain::JobStatus::Canceled) {
             outcome.usage_limited = false;

@@ -70,11 +70,11 @@ impl SessionActor {
                 elapsed,
                 breaker,
             } if decision.usage_limited => {
-                let resets_at = decision.resets_at;
+                let resets = (decision.resets_at, decision.agent_reset);
                 match self
                     .core
                     .jobs()
-                    .wait_for_limit(&r.job, &st.session, resets_at, breaker)
+                    .wait_for_limit(&r.job, &st.session, resets, breaker)
                     .await
                 {
                     Some(again) => {
@@ -181,11 +181,20 @@ impl SessionActor {
         }
         // The next job waits for its agent's usage limit: the queue holds until the reset.
         if let Some(until) = self.usage_wait(st) {
-            let agent = next_agent(st).name();
-            self.core
-                .jobs()
-                .notify_usage_limit(&st.session, agent, until)
-                .await;
+            // Its own limit was told when it was queued again; another job's limit of the same agent is
+            // told here, once.
+            let own = st
+                .queue
+                .front()
+                .and_then(|j| j.not_before)
+                .map(|t| t.timestamp());
+            if own != Some(until) {
+                let agent = next_agent(st).name();
+                self.core
+                    .jobs()
+                    .notify_usage_limit(&st.session, agent, until)
+                    .await;
+            }
             self.wake_at(myself, st, until);
             return;
         }
