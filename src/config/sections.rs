@@ -40,7 +40,7 @@ impl Config {
         let supervision = supervision(&raw.supervision)?;
         let store = store(&raw.store)?;
         Ok(Config {
-            debug: debug(&raw.debug),
+            debug: debug(&raw.debug)?,
             trusted_projects: raw.projects.trusted.clone(),
             agent,
             jobs,
@@ -449,13 +449,23 @@ fn store(st: &RawStore) -> Result<StoreSettings, ConfigError> {
     })
 }
 
-/// `[debug]`: nothing to refuse; `stop_at` only counts with the test hooks on.
-fn debug(d: &RawDebug) -> DebugSettings {
-    DebugSettings {
+/// `[debug]`: clock offsets within a century; `stop_at` only counts with the test hooks on.
+fn debug(d: &RawDebug) -> Result<DebugSettings, ConfigError> {
+    Ok(DebugSettings {
         test_hooks: d.test_hooks,
-        backup_clock_offset: chrono::TimeDelta::seconds(d.backup_clock_offset_secs),
-        scheduler_clock_offset: chrono::TimeDelta::seconds(d.scheduler_clock_offset_secs),
+        backup_clock_offset: offset(d.backup_clock_offset_secs, "debug.backup_clock_offset_secs")?,
+        scheduler_clock_offset: offset(
+            d.scheduler_clock_offset_secs,
+            "debug.scheduler_clock_offset_secs",
+        )?,
         shutdown_hold: Duration::from_millis(d.shutdown_hold_ms),
         stop_at: (d.test_hooks && !d.stop_at.is_empty()).then(|| d.stop_at.clone()),
-    }
+    })
+}
+
+/// A clock offset of the test hooks: at most a century either way.
+fn offset(secs: i64, key: &'static str) -> Result<chrono::TimeDelta, ConfigError> {
+    chrono::TimeDelta::try_seconds(secs)
+        .filter(|_| secs.unsigned_abs() <= 100 * 366 * 86_400)
+        .ok_or_else(|| invalid(key, "must be within a century (in seconds)"))
 }

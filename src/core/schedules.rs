@@ -265,14 +265,15 @@ impl Schedules<'_> {
         }
     }
 
-    /// Removes a schedule whose session is gone, with its audit record and the chat's notice.
-    async fn remove(&self, by: &str, s: &ScheduledInstruction, reason: &str) {
+    /// Removes a schedule whose session is gone, with its audit record and the chat's notice. False when
+    /// it could not be written (retried later).
+    async fn remove(&self, by: &str, s: &ScheduledInstruction, reason: &str) -> bool {
         match self.core.store().remove_schedule(&s.id, by, reason).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return true,
             Err(e) => {
-                tracing::warn!(target: "televibe.schedules", schedule_id = %s.id, error = %e, "schedule not removed; retried at its next due time");
-                return;
+                tracing::warn!(target: "televibe.schedules", schedule_id = %s.id, error = %e, "schedule not removed; retried later");
+                return false;
             }
         }
         self.changed();
@@ -300,6 +301,7 @@ impl Schedules<'_> {
                 },
             )
             .await;
+        true
     }
 
     /// The scheduler's tick: runs every schedule whose time has come, once each.
@@ -366,16 +368,22 @@ impl Schedules<'_> {
         let cron = match Cron::parse(&s.cron) {
             Ok(c) => c,
             Err(e) => {
-                self.remove(SCHEDULER, s, &format!("its cron no longer parses: {e}"))
-                    .await;
-                return Ran::Done;
+                let why = format!("its cron no longer parses: {e}");
+                return self.removed(s, &why).await;
             }
         };
         let Some((occurrence, next)) = this_run(&cron, s.next_run_at, now) else {
-            self.remove(SCHEDULER, s, "its cron has no further occurrence")
-                .await;
-            return Ran::Done;
+            return self.removed(s, "its cron has no further occurrence").await;
         };
+        // The previous run has not started or not ended yet: this occurrence adds nothing but a longer
+        // queue (a schedule faster than its job would fill it), so it is passed over quietly.
+        if let Some(last) = &s.last_job_id
+            && let Ok(Some(job)) = self.core.store().job(last).await
+            && !job.status.is_final()
+        {
+            tracing::info!(target: "televibe.schedules", schedule_id = %s.id, job_id = %job.id, occurrence = %occurrence, "Scheduled run passed over: the previous run has not ended");
+            return self.skip(s, occurrence, next, None).await;
+        }
         match self
             .core
             .sessions()
@@ -412,7 +420,16 @@ impl Schedules<'_> {
                 tracing::warn!(target: "televibe.schedules", schedule_id = %s.id, error = %e, "scheduled run not queued; retrying");
                 Ran::Later
             }
-            Err(e) => self.skip(s, occurrence, next, &e.message).await,
+            Err(e) => self.skip(s, occurrence, next, Some(&e.message)).await,
+        }
+    }
+
+    /// Removes a schedule from the scheduler's run: done, or retried later when it could not be written.
+    async fn removed(&self, s: &ScheduledInstruction, reason: &str) -> Ran {
+        if self.remove(SCHEDULER, s, reason).await {
+            Ran::Done
+        } else {
+            Ran::Later
         }
     }
 
@@ -423,21 +440,20 @@ impl Schedules<'_> {
             Ok(Some(session)) if session.state != SessionState::Closed => Ran::Later,
             Ok(_) => {
                 let reason = format!("its session {} was closed", s.session_id);
-                self.remove(SCHEDULER, s, &reason).await;
-                Ran::Done
+                self.removed(s, &reason).await
             }
             Err(_) => Ran::Later,
         }
     }
 
     /// An occurrence that cannot queue its job (a full queue, an agent no longer configured): the schedule
-    /// moves on and the chat is told.
+    /// moves on and the chat is told why (`reason`; `None`: passed over quietly).
     async fn skip(
         &self,
         s: &ScheduledInstruction,
         occurrence: DateTime<Utc>,
         next: DateTime<Utc>,
-        reason: &str,
+        reason: Option<&str>,
     ) -> Ran {
         match self
             .core
@@ -449,6 +465,9 @@ impl Schedules<'_> {
             Ok(false) => return Ran::Done,
             Err(_) => return Ran::Later,
         }
+        let Some(reason) = reason else {
+            return Ran::Done;
+        };
         tracing::warn!(target: "televibe.schedules", schedule_id = %s.id, occurrence = %occurrence, reason, "Scheduled run skipped");
         self.core
             .events()

@@ -55,6 +55,14 @@ impl From<job::Model> for Job {
     }
 }
 
+/// The statuses of a job whose agent runs (or ran, until its work is collected).
+fn running() -> [&'static str; 2] {
+    [
+        JobStatus::Running.as_str(),
+        JobStatus::WaitingApproval.as_str(),
+    ]
+}
+
 /// Why a running job goes back to its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requeue {
@@ -209,10 +217,7 @@ impl Store {
     /// Jobs a crash could have left mid-run.
     pub async fn unfinished_running_jobs(&self) -> Result<Vec<Job>, StoreError> {
         Ok(job::Entity::find()
-            .filter(job::Column::Status.is_in([
-                JobStatus::Running.as_str(),
-                JobStatus::WaitingApproval.as_str(),
-            ]))
+            .filter(job::Column::Status.is_in(running()))
             .all(self.reader())
             .await?
             .into_iter()
@@ -308,10 +313,7 @@ impl Store {
                         Expr::value(Option::<chrono::DateTime<Utc>>::None),
                     )
                     .filter(job::Column::Id.eq(id))
-                    .filter(job::Column::Status.is_in([
-                        JobStatus::Running.as_str(),
-                        JobStatus::WaitingApproval.as_str(),
-                    ]))
+                    .filter(job::Column::Status.is_in(running()))
                     .exec(&db)
                     .await
             })
@@ -339,10 +341,7 @@ impl Store {
                 .col_expr(job::Column::ExitCode, Expr::value(code))
                 .col_expr(job::Column::Signal, Expr::value(signal))
                 .filter(job::Column::Id.eq(id))
-                .filter(job::Column::Status.is_in([
-                    JobStatus::Running.as_str(),
-                    JobStatus::WaitingApproval.as_str(),
-                ]))
+                .filter(job::Column::Status.is_in(running()))
                 .exec(&db)
                 .await
                 .map(|_| ())

@@ -533,3 +533,52 @@ async fn an_occurrence_that_finds_the_queue_full_is_skipped_and_said_so() {
     assert_eq!(schedule(&mcp, "SC1").await["runs"], 1);
     assert_eq!(count_events(&env, "schedule.skipped").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_occurrence_while_the_previous_run_goes_on_is_passed_over_quietly() {
+    let env = Env::new(&format!(
+        "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n"
+    ));
+    let _d = env.start();
+    let mcp = Mcp::connect(&env).await;
+    session(&env, &mcp).await;
+    let s = mcp
+        .call(
+            "schedule_instruction",
+            json!({"session_id": "S1", "cron": "* * * * *", "instruction": "hang"}),
+        )
+        .await
+        .unwrap();
+    shift_past(&mcp, time(&s["next_run_at"])).await;
+    let jobs = until_jobs(&mcp, "S1", 1).await;
+    let job = jobs[0]["id"].as_str().unwrap().to_string();
+    crate::jobs::wait_status(&mcp, &job, Duration::from_secs(20), |s| s == "running").await;
+    // The next minute comes while the first run still runs: no second job queues behind it, and nobody
+    // is told (nothing went wrong).
+    let second = time(&schedule(&mcp, "SC1").await["next_run_at"]);
+    shift_past(&mcp, second).await;
+    until_async(
+        Duration::from_secs(20),
+        "the occurrence passed over",
+        || async { time(&schedule(&mcp, "SC1").await["next_run_at"]) > second },
+    )
+    .await;
+    let sc = schedule(&mcp, "SC1").await;
+    assert_eq!(sc["runs"], 1, "{sc}");
+    assert_eq!(jobs_of(&mcp, "S1").await.len(), 1, "no second job");
+    assert_eq!(count_events(&env, "schedule.skipped").await, 0);
+    // Once it ended, the next occurrence runs.
+    mcp.call("cancel_job", json!({"job_id": job}))
+        .await
+        .unwrap();
+    wait_final(&mcp, &job, Duration::from_secs(20)).await;
+    shift_past(&mcp, time(&sc["next_run_at"])).await;
+    let jobs = until_jobs(&mcp, "S1", 2).await;
+    assert_eq!(schedule(&mcp, "SC1").await["runs"], 2);
+    mcp.call("cancel_schedule", json!({"schedule_id": "SC1"}))
+        .await
+        .unwrap();
+    for j in jobs {
+        let _ = mcp.call("cancel_job", json!({"job_id": j["id"]})).await;
+    }
+}

@@ -415,7 +415,7 @@ async fn a_pending_approval_is_reminded_once_and_one_decided_in_time_never() {
     let tg = FakeTelegram::start().await;
     let (env, d) = setup(
         &tg,
-        "[approvals]\nremind_after_secs = 3\ntimeout_secs = 600\n",
+        "[approvals]\nremind_after_secs = 6\ntimeout_secs = 600\n",
     )
     .await;
     say(&tg, "/new app", "Session <b>S2</b>").await;

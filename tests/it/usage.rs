@@ -52,8 +52,8 @@ async fn limited_model(delay_secs: i64) -> (FakeModel, Arc<AtomicI64>) {
     (model, reset)
 }
 
-/// Claude Code with `credential` (`ANTHROPIC_API_KEY` or a subscriber's `CLAUDE_CODE_OAUTH_TOKEN`) against
-/// `model`, a claude_code breaker that would open at the first failure it counts, and the phone.
+/// Claude Code with `credential` (`ANTHROPIC_API_KEY` or a subscriber's `CLAUDE_CODE_OAUTH_TOKEN`, after any
+/// other variables of the agent's written before it) against `model`, a claude_code breaker that would open at the first failure it counts, and the phone.
 fn claude_config(
     tg: &FakeTelegram,
     model: &FakeModel,
@@ -72,6 +72,26 @@ fn claude_config(
             home.display()
         ),
     )
+}
+
+/// The phone's daemon with Claude Code against `model` (see [`claude_config`]), project `app` registered and
+/// session S1 opened from the chat.
+async fn phone(
+    model: &FakeModel,
+    credential: &str,
+    jobs: &str,
+) -> (FakeTelegram, Env, Daemon, Mcp) {
+    let tg = FakeTelegram::start().await;
+    let env = Env::new("");
+    let home = home(&env);
+    env.write_config(&claude_config(&tg, model, &home, credential, jobs));
+    make_repo(&env.root().join("repos/app"));
+    env.hand_over();
+    let d = start(&env);
+    say(&tg, "/register app", "Registered").await;
+    say(&tg, "/new app", "Session <b>S1</b>").await;
+    let mcp = Mcp::connect(&env).await;
+    (tg, env, d, mcp)
 }
 
 /// The chat's usage-limit notices (not the trackers, which show the wait too).
@@ -116,22 +136,7 @@ fn breaker_state(d: &Daemon, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_jobs_end_done() {
     let (model, reset_at) = limited_model(20).await;
-    let tg = FakeTelegram::start().await;
-    let env = Env::new("");
-    let home = home(&env);
-    env.write_config(&claude_config(
-        &tg,
-        &model,
-        &home,
-        "CLAUDE_CODE_OAUTH_TOKEN",
-        "",
-    ));
-    make_repo(&env.root().join("repos/app"));
-    env.hand_over();
-    let d = start(&env);
-    say(&tg, "/register app", "Registered").await;
-    say(&tg, "/new app", "Session <b>S1</b>").await;
-    let mcp = Mcp::connect(&env).await;
+    let (tg, _env, d, mcp) = phone(&model, "CLAUDE_CODE_OAUTH_TOKEN", "").await;
     let first = phone_run(&tg, &mcp, "/run FIRST").await;
     let second = phone_run(&tg, &mcp, "/run SECOND").await;
 
@@ -255,23 +260,8 @@ async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_job
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limit_the_cli_waits_out_itself_is_told_once_and_is_no_hang() {
     let (model, _) = limited_model(12).await;
-    let tg = FakeTelegram::start().await;
-    let env = Env::new("");
-    let home = home(&env);
     // Silent for 12 s while it waits: far past the hang timeout.
-    env.write_config(&claude_config(
-        &tg,
-        &model,
-        &home,
-        "ANTHROPIC_API_KEY",
-        "hang_timeout_secs = 4",
-    ));
-    make_repo(&env.root().join("repos/app"));
-    env.hand_over();
-    let d = start(&env);
-    say(&tg, "/register app", "Registered").await;
-    say(&tg, "/new app", "Session <b>S1</b>").await;
-    let mcp = Mcp::connect(&env).await;
+    let (tg, _env, d, mcp) = phone(&model, "ANTHROPIC_API_KEY", "hang_timeout_secs = 4").await;
     let first = phone_run(&tg, &mcp, "/run FIRST").await;
     until(
         Duration::from_secs(30),
@@ -296,23 +286,10 @@ async fn a_rate_limit_the_cli_waits_out_itself_is_told_once_and_is_no_hang() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_keys_limit_the_cli_does_not_wait_out_waits_for_the_reset_its_429_named() {
     let (model, reset_at) = limited_model(10).await;
-    let tg = FakeTelegram::start().await;
-    let env = Env::new("");
-    let home = home(&env);
     // No retries of its own: the run ends on the 429, whose reset only its headers name (the egress
     // proxy reads them), not the CLI's output.
-    env.write_config(
-        &claude_config(&tg, &model, &home, "ANTHROPIC_API_KEY", "").replace(
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-            "CLAUDE_CODE_MAX_RETRIES = \"0\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-        ),
-    );
-    make_repo(&env.root().join("repos/app"));
-    env.hand_over();
-    let d = start(&env);
-    say(&tg, "/register app", "Registered").await;
-    say(&tg, "/new app", "Session <b>S1</b>").await;
-    let mcp = Mcp::connect(&env).await;
+    let credential = "CLAUDE_CODE_MAX_RETRIES = \"0\", ANTHROPIC_API_KEY";
+    let (tg, _env, d, mcp) = phone(&model, credential, "").await;
     let first = phone_run(&tg, &mcp, "/run FIRST").await;
     until_async(
         Duration::from_secs(60),
@@ -454,22 +431,7 @@ async fn a_job_cut_by_a_kill_9_runs_again_and_the_chat_shows_one_final_tracker()
         }
     })
     .await;
-    let tg = FakeTelegram::start().await;
-    let env = Env::new("");
-    let home = home(&env);
-    env.write_config(&claude_config(
-        &tg,
-        &model,
-        &home,
-        "ANTHROPIC_API_KEY",
-        "hang_timeout_secs = 300",
-    ));
-    make_repo(&env.root().join("repos/app"));
-    env.hand_over();
-    let d = start(&env);
-    say(&tg, "/register app", "Registered").await;
-    say(&tg, "/new app", "Session <b>S1</b>").await;
-    let mcp = Mcp::connect(&env).await;
+    let (tg, env, d, mcp) = phone(&model, "ANTHROPIC_API_KEY", "hang_timeout_secs = 300").await;
     let job = phone_run(&tg, &mcp, "/run LONG_WORK").await;
     wait_status(&mcp, &job, Duration::from_secs(60), |s| s == "running").await;
     until(Duration::from_secs(60), "the model has the request", || {
@@ -523,22 +485,7 @@ async fn a_reset_far_ahead_is_held_to_eight_days_and_a_waiting_job_can_be_cancel
     // A reset a month ahead (what an agent's output, which a job can write, might say).
     let far = now() + 30 * 86_400;
     let model = FakeModel::start(move |_| Reply::UsageLimited { resets_at: far }).await;
-    let tg = FakeTelegram::start().await;
-    let env = Env::new("");
-    let home = home(&env);
-    env.write_config(&claude_config(
-        &tg,
-        &model,
-        &home,
-        "CLAUDE_CODE_OAUTH_TOKEN",
-        "",
-    ));
-    make_repo(&env.root().join("repos/app"));
-    env.hand_over();
-    let d = start(&env);
-    say(&tg, "/register app", "Registered").await;
-    say(&tg, "/new app", "Session <b>S1</b>").await;
-    let mcp = Mcp::connect(&env).await;
+    let (tg, _env, d, mcp) = phone(&model, "CLAUDE_CODE_OAUTH_TOKEN", "").await;
     let job = phone_run(&tg, &mcp, "/run FIRST").await;
     until_async(Duration::from_secs(60), "the job waits", || async {
         let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();

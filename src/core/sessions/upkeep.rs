@@ -55,6 +55,11 @@ impl Sessions<'_> {
                             .end_job(&job, Ending::canceled("its session was closed"))
                             .await;
                     }
+                    let reason = format!("its session {} was closed", s.id);
+                    self.core
+                        .schedules()
+                        .session_closed("daemon", &s, &reason)
+                        .await;
                     continue;
                 }
                 // A close interrupted before: the session stays open. No job runs across a restart (one cut is

@@ -107,7 +107,6 @@ impl Sessions<'_> {
         agent: Option<&str>,
     ) -> Result<(Session, &'static str, usize), CoreError> {
         let session = self.get_session(session_id).await?;
-        let agent = crate::agents::choose(agent, &session, &self.core.config().agent.names())?;
         if matches!(session.state, SessionState::Closing | SessionState::Closed) {
             return Err(CoreError::new(
                 ErrorCode::SessionClosing,
@@ -115,6 +114,7 @@ impl Sessions<'_> {
                 "open a new session (create_session) on the same branch",
             ));
         }
+        let agent = crate::agents::choose(agent, &session, &self.core.config().agent.names())?;
         let queued = self.core.store().queued_jobs(&session.id).await?.len();
         let max = self.core.config().jobs.max_queued_per_session;
         if queued >= max {

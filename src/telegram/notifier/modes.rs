@@ -28,10 +28,16 @@ impl Notifier {
             .map(|(id, _)| id.clone())
             .collect();
         for job_id in held {
-            if let Some(t) = st.trackers.get_mut(&job_id) {
+            // Marked queued only once it is: a full queue leaves it to the job's next event.
+            if self.enqueue(
+                st,
+                Outgoing::Tracker {
+                    job_id: job_id.clone(),
+                },
+            ) && let Some(t) = st.trackers.get_mut(&job_id)
+            {
                 t.queued = true;
             }
-            self.enqueue(st, Outgoing::Tracker { job_id });
         }
     }
 }

@@ -46,7 +46,13 @@ impl Notifier {
             // The intent without an id: a restart before this send is answered sends the result again,
             // saying an earlier copy may exist. Its id is not kept: the result is never edited.
             routes::tracker_sending(&self.core, job_id, chat).await;
-            c.send_html(chat, &html, &buttons, false, None).await?;
+            if let Err(e) = c.send_html(chat, &html, &buttons, false, None).await {
+                // Telegram may have applied it with its answer lost: the copy sent again says so.
+                if let Some(t) = st.trackers.get_mut(job_id) {
+                    t.view.resent = true;
+                }
+                return Err(e);
+            }
             return Ok(true);
         }
         let edited = match t.message_id {
