@@ -229,6 +229,9 @@ pub enum AgentEvent {
     },
     /// The agent reported its usage-limit windows, from its structured output (never its prose).
     Usage(UsageReport),
+    /// The conversation the run was to resume does not exist (the agent ended before it started): the job
+    /// runs again in a new conversation.
+    ConversationLost,
     /// A tool use was refused (by a person, the policy or an expiry).
     PermissionDenied {
         tool_name: String,

@@ -92,6 +92,14 @@ impl Session {
         }
         self.conversations.insert(agent.to_string(), id.to_string());
     }
+
+    /// Agent `agent` has no conversation here any more: its next job starts a new one.
+    pub fn forget_conversation(&mut self, agent: &str) {
+        if agent == CLAUDE {
+            self.conversation_id = None;
+        }
+        self.conversations.remove(agent);
+    }
 }
 
 string_enum! {

@@ -68,6 +68,8 @@ fn running() -> [&'static str; 2] {
 pub enum Requeue {
     UsageLimit,
     Interrupted,
+    /// The conversation it was to resume was not found: it runs again in a new one.
+    NewConversation,
 }
 
 /// The statement that queues a job in an open session (no row when it is closing or closed); its FIFO
@@ -291,13 +293,17 @@ impl Store {
         let res = self
             .write(|db| async move {
                 let count = match why {
-                    Requeue::UsageLimit => job::Column::LimitWaits,
-                    Requeue::Interrupted => job::Column::Interruptions,
+                    Requeue::UsageLimit => Some(job::Column::LimitWaits),
+                    Requeue::Interrupted => Some(job::Column::Interruptions),
+                    Requeue::NewConversation => None,
                 };
-                job::Entity::update_many()
+                let mut update = job::Entity::update_many();
+                if let Some(count) = count {
+                    update = update.col_expr(count, Expr::col(count).add(1));
+                }
+                update
                     .col_expr(job::Column::Status, Expr::value(JobStatus::Queued.as_str()))
                     .col_expr(job::Column::NotBefore, Expr::value(not_before))
-                    .col_expr(count, Expr::col(count).add(1))
                     .col_expr(job::Column::Pid, Expr::value(Option::<i32>::None))
                     .col_expr(job::Column::Pgid, Expr::value(Option::<i32>::None))
                     .col_expr(job::Column::BootId, Expr::value(Option::<String>::None))
@@ -397,20 +403,20 @@ impl Store {
         Ok(changed.rows_affected > 0)
     }
 
-    /// Records agent `agent`'s conversation in session `session_id`: Claude Code's in `conversation_id`
-    /// (the column it always had), every other agent's in the `conversations` object (`all` is the
-    /// session's whole map, written as is).
+    /// Records agent `agent`'s conversation in session `session_id` (`None`: it has none any more):
+    /// Claude Code's in `conversation_id` (the column it always had), every other agent's in the
+    /// `conversations` object (`all` is the session's whole map, written as is).
     pub async fn set_conversation_id(
         &self,
         session_id: &str,
         agent: &str,
-        conversation: &str,
+        conversation: Option<&str>,
         all: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
         let (sql, value) = if agent == crate::domain::CLAUDE {
             (
                 "UPDATE sessions SET conversation_id = ?, last_activity_at = ? WHERE id = ?",
-                conversation.to_string(),
+                conversation.map(str::to_string),
             )
         } else {
             let others: std::collections::BTreeMap<_, _> = all
@@ -419,7 +425,7 @@ impl Store {
                 .collect();
             (
                 "UPDATE sessions SET conversations = ?, last_activity_at = ? WHERE id = ?",
-                serde_json::to_string(&others).unwrap_or_else(|_| "{}".into()),
+                Some(serde_json::to_string(&others).unwrap_or_else(|_| "{}".into())),
             )
         };
         let sid = session_id.to_string();

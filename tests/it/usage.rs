@@ -512,3 +512,35 @@ async fn a_reset_far_ahead_is_held_to_eight_days_and_a_waiting_job_can_be_cancel
     drop(mcp);
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conversation_that_cannot_be_resumed_is_started_anew() {
+    let model =
+        FakeModel::start(|req| Reply::Text(format!("answer to {}", text_of(req).len()))).await;
+    let (tg, env, d, mcp) = phone(&model, "ANTHROPIC_API_KEY", "").await;
+    let first = phone_run(&tg, &mcp, "/run FIRST").await;
+    assert_eq!(
+        wait_final(&mcp, &first, Duration::from_secs(60)).await["status"],
+        "done"
+    );
+    let s = mcp
+        .call("get_session", json!({"session_id": "S1"}))
+        .await
+        .unwrap();
+    let old = s["conversation_id"].as_str().unwrap().to_string();
+    // The agent's saved conversations are gone (a run cut before it saved one, or removed by hand).
+    let saved = env.root().join("agents/app/S1/projects");
+    assert!(saved.is_dir(), "{}", saved.display());
+    std::fs::remove_dir_all(&saved).unwrap();
+    let second = phone_run(&tg, &mcp, "/run SECOND").await;
+    let j = wait_final(&mcp, &second, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "done", "{j}");
+    let s = mcp
+        .call("get_session", json!({"session_id": "S1"}))
+        .await
+        .unwrap();
+    let new = s["conversation_id"].as_str().unwrap_or_default();
+    assert!(!new.is_empty() && new != old, "a new conversation: {s}");
+    drop(mcp);
+    drop(d);
+}

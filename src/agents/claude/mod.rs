@@ -37,12 +37,31 @@ static VERSION: VersionCheck = VersionCheck {
     install_for_all: "sudo npm install -g @anthropic-ai/claude-code",
 };
 
-/// Claude Code's output needs no memory between lines.
-struct StreamJson;
+/// Claude Code's output, line by line; it remembers only whether the run started (`system/init`).
+struct StreamJson {
+    /// The run was asked to resume a conversation.
+    resumed: bool,
+    started: bool,
+}
 
 impl AgentOutput for StreamJson {
     fn line(&mut self, line: &str) -> Vec<super::AgentEvent> {
-        stream::parse_line(line)
+        let mut events = stream::parse_line(line);
+        for e in &events {
+            if matches!(e, super::AgentEvent::Conversation { .. }) {
+                self.started = true;
+            }
+        }
+        // A resumed run that ends before it starts: the conversation is gone (never saved, or removed).
+        if self.resumed
+            && !self.started
+            && events
+                .iter()
+                .any(|e| matches!(e, super::AgentEvent::Result(r) if r.is_error && r.num_turns == Some(0)))
+        {
+            events.insert(0, super::AgentEvent::ConversationLost);
+        }
+        events
     }
 }
 
@@ -59,8 +78,11 @@ impl AgentDriver for Claude {
         launch::launch(job)
     }
 
-    fn output(&self, _job: &LaunchSpec<'_>) -> Box<dyn AgentOutput> {
-        Box::new(StreamJson)
+    fn output(&self, job: &LaunchSpec<'_>) -> Box<dyn AgentOutput> {
+        Box::new(StreamJson {
+            resumed: job.resume.is_some(),
+            started: false,
+        })
     }
 
     fn verdict(&self, exit: Exit, result: Option<&AgentResult>) -> AgentVerdict {
@@ -168,6 +190,42 @@ mod tests {
         assert_eq!(
             Claude.conversations(Path::new("/w/S1.x")),
             Some(PathBuf::from("projects/-w-S1-x"))
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_that_ends_before_it_starts_has_lost_its_conversation() {
+        let line = std::fs::read_to_string(format!(
+            "{}/tests/data/claude-code-2.1.328/resume-not-found.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let spec = |resume| LaunchSpec {
+            job_id: "j",
+            instruction: "hi",
+            resume,
+            approvals: None,
+            trusted: false,
+            extra_args: &[],
+            model_base_url: None,
+            cwd: "/w",
+        };
+        let mut resumed = Claude.output(&spec(Some("0b6a76d7")));
+        let ev = resumed.line(line.trim());
+        assert_eq!(ev[0], super::super::AgentEvent::ConversationLost, "{ev:?}");
+        // Not resumed, or started before it failed: nothing was lost.
+        let mut fresh = Claude.output(&spec(None));
+        assert!(
+            !fresh
+                .line(line.trim())
+                .contains(&super::super::AgentEvent::ConversationLost)
+        );
+        let mut started = Claude.output(&spec(Some("0b6a76d7")));
+        started.line(r#"{"type":"system","subtype":"init","session_id":"0b6a76d7"}"#);
+        assert!(
+            !started
+                .line(line.trim())
+                .contains(&super::super::AgentEvent::ConversationLost)
         );
     }
 }

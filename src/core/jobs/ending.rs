@@ -336,6 +336,29 @@ impl Jobs<'_> {
         Ok(true)
     }
 
+    /// A run whose conversation to resume was not found goes back to the head of its session's queue, to
+    /// run at once in a new conversation (the caller forgets the old one, so this cannot repeat). Its
+    /// breaker permit goes back uncounted. `None`: it is not running any more.
+    pub async fn rerun_in_new_conversation(
+        &self,
+        job: &Job,
+        session: &Session,
+        breaker: Option<crate::breaker::BreakerPermit>,
+    ) -> Option<Job> {
+        let requeued = self
+            .core
+            .store()
+            .requeue_job(&job.id, None, crate::store::Requeue::NewConversation)
+            .await;
+        if !matches!(requeued, Ok(true)) {
+            return None;
+        }
+        drop(breaker);
+        self.job_inactive(&job.id, &session.project_id).await;
+        tracing::warn!(target: "televibe.jobs", job_id = %job.id, session_id = %session.id, agent = %job.agent, "Job runs again in a new conversation: the one to resume was not found");
+        self.core.store().job(&job.id).await.ok().flatten()
+    }
+
     /// Tells that jobs wait for the Claude API: at the first refusal of a period, every session with a
     /// queued or waiting job; later, each further session whose job is refused. One `claude.unavailable`
     /// row per session, all carrying the period's start (`since`), so the notifier tells each chat once.

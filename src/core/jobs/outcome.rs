@@ -45,6 +45,9 @@ pub struct Decision {
     /// API's answer when the job's network is isolated (the agent's output can be forged by the job),
     /// else the agent's.
     pub agent_reset: Option<i64>,
+    /// The conversation to resume was not found (the agent ended before it started): the job runs again
+    /// in a new conversation rather than ending.
+    pub conversation_lost: bool,
 }
 
 /// A stop by timeout or hang counts against the agent's API, a stop by a person or an approval says nothing
@@ -138,6 +141,7 @@ pub fn decide(
         usage_limited,
         resets_at: None,
         agent_reset: None,
+        conversation_lost: false,
     }
 }
 

@@ -134,6 +134,8 @@ pub struct RunnerState {
     self_wait_told: bool,
     /// A stop asked for after the agent exited (nothing left to signal; it still decides the ending).
     late_stop: Option<StopReason>,
+    /// The conversation to resume was not found: the job runs again in a new one.
+    conversation_lost: bool,
 }
 
 fn now_ms() -> i64 {
@@ -192,6 +194,7 @@ impl Actor for Runner {
             api_wait_until: None,
             self_wait_told: false,
             late_stop: None,
+            conversation_lost: false,
         })
     }
 

@@ -200,6 +200,10 @@ impl Runner {
                         )
                         .await;
                 }
+                AgentEvent::ConversationLost => {
+                    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "The conversation to resume was not found; the job runs again in a new one");
+                    st.conversation_lost = true;
+                }
                 AgentEvent::Usage(report) => {
                     core.jobs().usage_reported(st.driver.name(), &report);
                     if report.limited {
@@ -365,6 +369,8 @@ impl Runner {
         if outcome.outcome.result_text.is_none() {
             outcome.outcome.result_text = st.last_text.clone();
         }
+        outcome.conversation_lost =
+            st.conversation_lost && st.stop.is_none() && st.late_stop.is_none();
         // The reset the agent gave for its limit, else the one its model API's 429 named (an API key's
         // limit shows its reset only there).
         let seen = *st

@@ -38,7 +38,12 @@ impl SessionActor {
                     let _ = self
                         .core
                         .store()
-                        .set_conversation_id(&st.session.id, agent, &id, &st.session.conversations)
+                        .set_conversation_id(
+                            &st.session.id,
+                            agent,
+                            Some(&id),
+                            &st.session.conversations,
+                        )
                         .await;
                 }
             }
@@ -62,6 +67,49 @@ impl SessionActor {
         let Some(r) = st.running.take_if(|r| r.job.id == job_id) else {
             let _ = myself.cast(SessionMsg::TryStart);
             return;
+        };
+        // The conversation to resume is gone: the job runs again at once, in a new one.
+        let ending = match ending {
+            Ending::Decided {
+                decision,
+                elapsed,
+                breaker,
+            } if decision.conversation_lost => {
+                match self
+                    .core
+                    .jobs()
+                    .rerun_in_new_conversation(&r.job, &st.session, breaker)
+                    .await
+                {
+                    Some(again) => {
+                        let agent = crate::agents::of_job(&r.job).name();
+                        st.session.forget_conversation(agent);
+                        let _ = self
+                            .core
+                            .store()
+                            .set_conversation_id(
+                                &st.session.id,
+                                agent,
+                                None,
+                                &st.session.conversations,
+                            )
+                            .await;
+                        r.runner
+                            .stop(Some("job runs again in a new conversation".into()));
+                        st.queue.push_front(again);
+                        self.queue_gauge(st);
+                        self.set_idle(st).await;
+                        let _ = myself.cast(SessionMsg::TryStart);
+                        return;
+                    }
+                    None => Ending::Decided {
+                        decision,
+                        elapsed,
+                        breaker: None,
+                    },
+                }
+            }
+            other => other,
         };
         // A usage limit: the job goes back to the head of the queue until the reset.
         let ending = match ending {
