@@ -30,11 +30,13 @@ impl JobLog {
             .create(true)
             .append(true)
             .open(path)?;
+        // A job run again (after a usage limit or a restart) goes on in its log, under the same cap.
+        let written = file.metadata()?.len();
         Ok(JobLog {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
                 file: Some(file),
-                written: 0,
+                written,
                 cap,
                 truncated: false,
             }),
