@@ -132,6 +132,12 @@ pub trait AgentDriver: Send + Sync + 'static {
     /// (carried over from per-project state of earlier versions). `None`: nothing to carry over.
     fn conversations(&self, cwd: &Path) -> Option<PathBuf>;
 
+    /// Where, inside a state directory, the agent keeps conversation `id` of working directory `cwd`.
+    /// `None`: not a single file the daemon can look for.
+    fn conversation_file(&self, _cwd: &Path, _id: &str) -> Option<PathBuf> {
+        None
+    }
+
     /// The model API the egress proxy routes the agent's requests to, and the variables carrying its
     /// credential.
     fn model_api(&self) -> &'static ModelApi;

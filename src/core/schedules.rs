@@ -109,16 +109,25 @@ impl Schedules<'_> {
         if !d.test_hooks {
             return Utc::now();
         }
+        let shift = TimeDelta::try_seconds(self.state().shift_secs.load(Ordering::SeqCst))
+            .unwrap_or_default();
         Utc::now()
-            + d.scheduler_clock_offset
-            + TimeDelta::seconds(self.state().shift_secs.load(Ordering::SeqCst))
+            .checked_add_signed(d.scheduler_clock_offset + shift)
+            .unwrap_or_else(Utc::now)
     }
 
     /// Test hook: moves the scheduler's clock on by `secs` (only with `debug.test_hooks`); answers the
     /// clock's new time.
     pub fn shift_clock(&self, secs: i64) -> DateTime<Utc> {
         if self.core.config().debug.test_hooks {
-            self.state().shift_secs.fetch_add(secs, Ordering::SeqCst);
+            // Held within a century either way, like the configured offset.
+            const CENTURY: i64 = 100 * 366 * 86_400;
+            let _ = self
+                .state()
+                .shift_secs
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                    Some(s.saturating_add(secs).clamp(-CENTURY, CENTURY))
+                });
         }
         self.now()
     }

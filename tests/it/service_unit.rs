@@ -71,6 +71,9 @@ fn the_unit_keeps_what_the_job_sandbox_needs() {
     }
     // Jobs' cgroups: the unit's own cgroup is the daemon's to divide, and writable.
     assert_eq!(one("Delegate"), "yes");
+    // A stop signals the daemon alone: it ends its agents itself, so their jobs are cut (and run again at
+    // the next start), not failed as agents killed by a signal.
+    assert_eq!(one("KillMode"), "mixed");
     assert_ne!(
         one("ProtectControlGroups"),
         "yes",

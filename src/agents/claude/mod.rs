@@ -121,6 +121,10 @@ impl AgentDriver for Claude {
         Some(state::conversations(cwd))
     }
 
+    fn conversation_file(&self, cwd: &Path, id: &str) -> Option<PathBuf> {
+        Some(state::conversations(cwd).join(format!("{id}.jsonl")))
+    }
+
     fn model_api(&self) -> &'static ModelApi {
         &state::MODEL_API
     }

@@ -30,8 +30,10 @@ impl JobLog {
             .create(true)
             .append(true)
             .open(path)?;
-        // A job run again (after a usage limit or a restart) goes on in its log, under the same cap.
+        // A job run again (after a usage limit or a restart) goes on in its log: each run may add up to
+        // the cap, all of them together at most twice the cap.
         let written = file.metadata()?.len();
+        let cap = written.saturating_add(cap).min(cap.saturating_mul(2));
         Ok(JobLog {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {

@@ -61,6 +61,34 @@ fn breaker_verdict(stop: Option<&StopReason>, api_failure: bool) -> BreakerVerdi
     }
 }
 
+/// How a job the daemon stopped ends: its status, error type and error.
+pub fn stopped(stop: &StopReason) -> (JobStatus, Option<ErrorType>, String) {
+    match stop {
+        StopReason::Canceled { by } => (JobStatus::Canceled, None, format!("canceled by {by}")),
+        StopReason::SessionClosed => (JobStatus::Canceled, None, "its session was closed".into()),
+        StopReason::ApprovalTimeout => (
+            JobStatus::Canceled,
+            Some(ErrorType::ApprovalTimeout),
+            "an approval request timed out".into(),
+        ),
+        StopReason::Timeout => (
+            JobStatus::Failed,
+            Some(ErrorType::Timeout),
+            "hard time limit reached".into(),
+        ),
+        StopReason::Hung => (
+            JobStatus::Failed,
+            Some(ErrorType::Hung),
+            "no output and no CPU progress".into(),
+        ),
+        StopReason::Manual => (
+            JobStatus::Failed,
+            Some(ErrorType::Killed),
+            MANUAL_TERMINATION.into(),
+        ),
+    }
+}
+
 /// The outcome of a job run by `driver`'s agent: a stop reason decides first, else the driver's verdict.
 pub fn decide(
     driver: &dyn AgentDriver,
@@ -88,34 +116,10 @@ pub fn decide(
     }
     let verdict = stop.is_none().then(|| driver.verdict(exit, result));
     let (status, error_type, error): (JobStatus, Option<ErrorType>, Option<String>) = match stop {
-        Some(StopReason::Canceled { by }) => {
-            (JobStatus::Canceled, None, Some(format!("canceled by {by}")))
+        Some(stop) => {
+            let (status, error_type, error) = stopped(stop);
+            (status, error_type, Some(error))
         }
-        Some(StopReason::SessionClosed) => (
-            JobStatus::Canceled,
-            None,
-            Some("its session was closed".into()),
-        ),
-        Some(StopReason::ApprovalTimeout) => (
-            JobStatus::Canceled,
-            Some(ErrorType::ApprovalTimeout),
-            Some("an approval request timed out".into()),
-        ),
-        Some(StopReason::Timeout) => (
-            JobStatus::Failed,
-            Some(ErrorType::Timeout),
-            Some("hard time limit reached".into()),
-        ),
-        Some(StopReason::Hung) => (
-            JobStatus::Failed,
-            Some(ErrorType::Hung),
-            Some("no output and no CPU progress".into()),
-        ),
-        Some(StopReason::Manual) => (
-            JobStatus::Failed,
-            Some(ErrorType::Killed),
-            Some(MANUAL_TERMINATION.into()),
-        ),
         None => match verdict.as_ref().and_then(|v| v.failure.clone()) {
             None => (JobStatus::Done, None, None),
             Some((error_type, error)) => (JobStatus::Failed, Some(error_type), Some(error)),

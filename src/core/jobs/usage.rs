@@ -133,11 +133,8 @@ impl Jobs<'_> {
                 })
                 .collect();
         }
+        // A hold ends at its reset: an agent's word (which a job can forge) neither sets nor lifts it.
         known.updated_at = Some(now);
-        // Allowed again: whatever was known of a refusal is over.
-        if !report.limited && report.windows.iter().all(|w| !w.limited) {
-            known.limited_until = None;
-        }
     }
 
     /// The agent is refused until `until` (Unix seconds, held within [`MAX_RESET_AHEAD_SECS`]).

@@ -37,6 +37,7 @@ pub struct CloseRequest {
 }
 
 mod close;
+mod decided;
 mod queue;
 mod recover;
 
@@ -81,6 +82,8 @@ impl ChildMessage for SessionMsg {
 /// The job this session runs now.
 struct Running {
     job: crate::domain::Job,
+    /// A stop asked for (cancel, approval expiry, kill): a run that would go back to the queue ends so.
+    stop_requested: Option<StopReason>,
     runner: ActorRef<RunnerMsg>,
     last_heartbeat: Instant,
     started: Instant,
@@ -343,13 +346,18 @@ impl SessionActor {
     }
 }
 
-/// Sends a message to the runner of `job_id` if that job is the one running here; answers whether it was.
-fn tell_runner(st: &SessionActorState, job_id: &str, msg: RunnerMsg) -> bool {
-    let here = st.running.as_ref().filter(|r| r.job.id == job_id);
+/// Sends a message to the runner of `job_id` if that job is the one running here (a stop is remembered
+/// too); answers whether it was.
+fn tell_runner(st: &mut SessionActorState, job_id: &str, msg: RunnerMsg) -> bool {
+    let here = st.running.as_mut().filter(|r| r.job.id == job_id);
     if let Some(r) = here {
+        if let RunnerMsg::Stop(reason) = &msg {
+            r.stop_requested.get_or_insert_with(|| reason.clone());
+        }
         let _ = r.runner.cast(msg);
+        return true;
     }
-    here.is_some()
+    false
 }
 
 /// A failure drill below this session: its runner panics or stops heart-beating (`runner-stall`).

@@ -142,6 +142,7 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+mod events;
 mod launch;
 mod start;
 mod watch;

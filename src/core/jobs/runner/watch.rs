@@ -1,8 +1,7 @@
-//! Watching a running job: its agent's events (tools, retries, the result), the heartbeat and hang
-//! check (CPU progress counts only when busy), and its end (outcome, changes, `end_job`).
+//! Watching a running job: the heartbeat and hang check (CPU progress counts only when busy), the
+//! agent's exit, and its end (outcome, changes, the decision for its session). Its events are `events.rs`.
 
 use super::*;
-use crate::core::jobs::usage;
 
 /// CPU is judged over a window of recent checks: half the hang timeout, at most this long.
 pub(super) const CPU_WINDOW: Duration = Duration::from_secs(10);
@@ -87,171 +86,26 @@ impl Runner {
         code: Option<i32>,
         signal: Option<i32>,
     ) {
+        // Killed by a signal while the daemon stops, unasked (a service manager signalling the whole
+        // group): the job is cut, not ended; the next start runs it again.
+        if signal.is_some() && st.stop.is_none() && self.core.is_shutting_down() {
+            tracing::warn!(target: "televibe.runner", job_id = %st.job.id, signal, "Agent killed while the daemon stops; the job runs again at the next start");
+            st.kill();
+            return;
+        }
         st.exit = Some((code, signal));
         tracing::debug!(target: "televibe.runner", job_id = %st.job.id, code, signal, streams_open = st.streams_open, "Agent exited");
+        // Nothing of the job may go on (a detached child in its cgroup included) while its work is read.
+        st.kill();
         // Recorded at once: a restart while its work is collected must not run the job again.
         if let Err(e) = self.core.store().job_exited(&st.job.id, code, signal).await {
             tracing::warn!(target: "televibe.runner", job_id = %st.job.id, error = %e, "cannot record that the agent exited");
         }
-        // Nothing of the job may go on (a detached child in its cgroup included) while its work is read.
-        st.kill();
         if st.streams_open == 0 {
             self.finalize(myself, st).await;
         } else {
             myself.send_after(Duration::from_secs(3), || RunnerMsg::Finalize);
         }
-    }
-
-    pub(super) async fn on_events(&self, st: &mut RunnerState, events: Vec<AgentEvent>) {
-        let core = &self.core;
-        for ev in events {
-            match ev {
-                AgentEvent::Conversation { id, .. } => {
-                    // The session keeps the conversation (its row is the session's to write).
-                    let agent = st.driver.name();
-                    if st.session.conversation(agent) != Some(id.as_str()) {
-                        (st.report_to)(Report::Conversation {
-                            job_id: st.job.id.clone(),
-                            agent,
-                            id: id.clone(),
-                        });
-                        st.session.set_conversation(agent, &id);
-                    }
-                }
-                AgentEvent::ToolUse { id, name, input } => {
-                    let target = tool_target(&name, &input);
-                    core.events()
-                        .emit(
-                            Scope::job(&st.job, &st.session),
-                            Event::ToolStarted {
-                                tool: name.clone(),
-                                target: target.clone(),
-                                tool_use_id: id.clone(),
-                            },
-                        )
-                        .await;
-                    st.tools.insert(id, (name, target));
-                }
-                AgentEvent::ToolResult {
-                    tool_use_id,
-                    is_error,
-                } => {
-                    let (name, target) = st.tools.get(&tool_use_id).cloned().unwrap_or_default();
-                    core.events()
-                        .emit(
-                            Scope::job(&st.job, &st.session),
-                            Event::ToolCompleted {
-                                tool: name,
-                                target,
-                                tool_use_id,
-                                is_error,
-                            },
-                        )
-                        .await;
-                }
-                AgentEvent::Text(t) => {
-                    st.api_wait_until = None;
-                    core.jobs().agent_waits_itself(&st.session.id, None);
-                    st.last_text = Some(t)
-                }
-                AgentEvent::Result(r) => {
-                    core.jobs().agent_waits_itself(&st.session.id, None);
-                    st.result = Some(r)
-                }
-                AgentEvent::ApiRetry {
-                    attempt,
-                    max_retries,
-                    error_status,
-                    error,
-                    retry_delay_ms,
-                } => {
-                    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, attempt, max_retries, error_status, retry_delay_ms, "Agent retries the model API");
-                    // What the agent prints is untrusted: a wait it announces counts up to a bound.
-                    if let Some(delay) = retry_delay_ms
-                        .filter(|d| *d > 0)
-                        .map(|d| d.min(usage::MAX_SELF_WAIT_MS))
-                    {
-                        // The agent is silent until it retries: that wait is not a hang.
-                        st.api_wait_until =
-                            Some(Instant::now() + Duration::from_millis(delay as u64));
-                        // A rate limit the agent waits out itself: its chat is told once, as for any
-                        // usage limit, and its session shows the wait.
-                        if error_status == Some(429) && delay >= usage::SELF_WAIT_NOTICE_MS {
-                            let until = (now_ms() + delay + 999) / 1000;
-                            core.jobs().agent_waits_itself(&st.session.id, Some(until));
-                            if !std::mem::replace(&mut st.self_wait_told, true) {
-                                core.jobs()
-                                    .notify_usage_limit(&st.session, st.driver.name(), until)
-                                    .await;
-                            }
-                        }
-                    }
-                    // The phone shows it: a job that waits on an overloaded API is not stuck.
-                    core.events()
-                        .emit(
-                            Scope::job(&st.job, &st.session),
-                            Event::ApiRetry {
-                                attempt,
-                                max_retries,
-                                error_status,
-                                error,
-                                retry_delay_ms,
-                            },
-                        )
-                        .await;
-                }
-                AgentEvent::ConversationLost => {
-                    tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "The conversation to resume was not found; the job runs again in a new one");
-                    st.conversation_lost = true;
-                }
-                AgentEvent::Usage(report) => {
-                    core.jobs().usage_reported(st.driver.name(), &report);
-                    if report.limited {
-                        tracing::warn!(target: "televibe.runner", job_id = %st.job.id, resets_at = report.resets_at, "The agent reports a usage limit");
-                        st.limit = Some(report.resets_at.or(st.limit.flatten()));
-                    }
-                }
-                AgentEvent::PermissionDenied { tool_name, .. } => {
-                    tracing::info!(target: "televibe.runner", job_id = %st.job.id, tool = %tool_name, "Agent was denied a tool");
-                }
-                AgentEvent::Malformed(_) => {
-                    st.malformed += 1;
-                    if st.malformed <= 3 {
-                        tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "Malformed line from the agent (kept in the job log)");
-                    }
-                }
-                AgentEvent::ApprovalRequest(ask) => self.answer_on_stream(st, ask),
-                // The output reader handles these (stdin), and drops what it does not model.
-                AgentEvent::Reply(_) | AgentEvent::EndInput | AgentEvent::Unknown(_) => {}
-            }
-        }
-    }
-
-    /// An approval the agent asked on its own output: asked like any other (policy, grants, a person),
-    /// off the handler (a person may take minutes); the answer, in the driver's format, goes to stdin.
-    fn answer_on_stream(&self, st: &RunnerState, ask: crate::agents::ApprovalAsk) {
-        let Some(input) = st.input.clone() else {
-            tracing::warn!(target: "televibe.runner", job_id = %st.job.id, "The agent asked for an approval with its input closed");
-            return;
-        };
-        let (core, driver, job_id) = (self.core.clone(), st.driver, st.job.id.clone());
-        tokio::spawn(async move {
-            let answer = core
-                .approvals()
-                .request_approval(
-                    &job_id,
-                    &ask.tool,
-                    ask.input.clone(),
-                    ask.tool_use_id.clone(),
-                )
-                .await
-                // No decision can be had: deny, so nothing runs unapproved.
-                .unwrap_or_else(|e| crate::agents::ApprovalAnswer::Deny {
-                    message: e.message,
-                    interrupt: false,
-                });
-            let _ = input.send(start::StdinMsg::Line(driver.approval_answer(&ask, &answer)));
-        });
     }
 
     pub(super) async fn on_tick(&self, myself: &ActorRef<RunnerMsg>, st: &mut RunnerState) {
@@ -356,8 +210,8 @@ impl Runner {
         };
         let mut outcome = decide_with(st.stop.as_ref());
         // Stopped (canceled, killed, timed out) after the agent exited: a run that would wait for a
-        // usage limit ends as it was told to instead.
-        if outcome.usage_limited
+        // usage limit, or run again in a new conversation, ends as it was told to instead.
+        if (outcome.usage_limited || st.conversation_lost)
             && let Some(late) = st.late_stop.as_ref()
         {
             outcome = decide_with(Some(late));
