@@ -299,14 +299,6 @@ impl Jobs<'_> {
         {
             return Ok(false);
         }
-        // What the cut run left in its place of its own (new objects, files handed back) goes: the rerun
-        // starts clean.
-        let run_dir = super::sandbox::run_dir(&self.core.config().root, &job.id);
-        if let Err(e) = std::fs::remove_dir_all(&run_dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(target: "televibe.jobs", job_id = %job.id, error = %e, "cannot remove the cut run's directory");
-        }
         if !self
             .core
             .store()

@@ -63,13 +63,8 @@ impl SessionActor {
                                 &st.session.conversations,
                             )
                             .await;
-                        r.runner
-                            .stop(Some("job runs again in a new conversation".into()));
-                        st.queue.push_front(again);
-                        self.queue_gauge(st);
-                        self.set_idle(st).await;
-                        let _ = myself.cast(SessionMsg::TryStart);
-                        return;
+                        let why = "job runs again in a new conversation";
+                        return self.back_to_queue(myself, st, &r.runner, again, why).await;
                     }
                     None => Ending::Decided {
                         decision,
@@ -95,12 +90,8 @@ impl SessionActor {
                     .await
                 {
                     Some(again) => {
-                        r.runner.stop(Some("job waits for a usage limit".into()));
-                        st.queue.push_front(again);
-                        self.queue_gauge(st);
-                        self.set_idle(st).await;
-                        let _ = myself.cast(SessionMsg::TryStart);
-                        return;
+                        let why = "job waits for a usage limit";
+                        return self.back_to_queue(myself, st, &r.runner, again, why).await;
                     }
                     // Not running any more (or not recorded): it ends as the agent left it.
                     None => Ending::Decided {
@@ -116,6 +107,23 @@ impl SessionActor {
             tracing::error!(target: "televibe.runner", job_id = %r.job.id, error = %e, "the job's ending was not recorded");
         }
         r.runner.stop(Some("job finished".into()));
+        self.set_idle(st).await;
+        let _ = myself.cast(SessionMsg::TryStart);
+    }
+
+    /// The run's job went back to the queue (its row is `queued` again): its runner stops, and it waits at
+    /// the head of the queue for its turn.
+    async fn back_to_queue(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        runner: &ActorRef<RunnerMsg>,
+        again: crate::domain::Job,
+        why: &str,
+    ) {
+        runner.stop(Some(why.into()));
+        st.queue.push_front(again);
+        self.queue_gauge(st);
         self.set_idle(st).await;
         let _ = myself.cast(SessionMsg::TryStart);
     }
