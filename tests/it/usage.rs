@@ -127,6 +127,24 @@ async fn phone_run(tg: &FakeTelegram, mcp: &Mcp, text: &str) -> String {
     job_ids(mcp).await.pop().unwrap()
 }
 
+/// Waits until `job` went back to the queue for its first usage limit; answers it and its `not_before`.
+async fn waiting(mcp: &Mcp, job: &str) -> (Value, i64) {
+    until_async(
+        Duration::from_secs(60),
+        "the limited job back in the queue",
+        || async {
+            let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();
+            j["status"] == "queued" && j["limit_waits"] == 1
+        },
+    )
+    .await;
+    let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();
+    let not_before = chrono::DateTime::parse_from_rfc3339(j["not_before"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    (j, not_before)
+}
+
 fn breaker_state(d: &Daemon, name: &str) -> Option<f64> {
     d.metric(&format!(
         "televibe_circuit_breaker_state{{name=\"{name}\"}}"
@@ -141,19 +159,7 @@ async fn a_subscribers_usage_limit_holds_the_queue_until_the_reset_then_both_job
     let second = phone_run(&tg, &mcp, "/run SECOND").await;
 
     // The limit: the first job is queued again with its reset, nothing failed, the chat told once.
-    until_async(
-        Duration::from_secs(60),
-        "the limited job back in the queue",
-        || async {
-            let j = mcp.call("get_job", json!({"job_id": first})).await.unwrap();
-            j["status"] == "queued" && j["limit_waits"] == 1
-        },
-    )
-    .await;
-    let j = mcp.call("get_job", json!({"job_id": first})).await.unwrap();
-    let not_before = chrono::DateTime::parse_from_rfc3339(j["not_before"].as_str().unwrap())
-        .unwrap()
-        .timestamp();
+    let (j, not_before) = waiting(&mcp, &first).await;
     let reset = reset_at.load(Ordering::SeqCst);
     assert!(
         (reset..=reset + 5).contains(&not_before),
@@ -291,19 +297,7 @@ async fn an_api_keys_limit_the_cli_does_not_wait_out_waits_for_the_reset_its_429
     let credential = "CLAUDE_CODE_MAX_RETRIES = \"0\", ANTHROPIC_API_KEY";
     let (tg, _env, d, mcp) = phone(&model, credential, "").await;
     let first = phone_run(&tg, &mcp, "/run FIRST").await;
-    until_async(
-        Duration::from_secs(60),
-        "the limited job back in the queue",
-        || async {
-            let j = mcp.call("get_job", json!({"job_id": first})).await.unwrap();
-            j["limit_waits"] == 1
-        },
-    )
-    .await;
-    let j = mcp.call("get_job", json!({"job_id": first})).await.unwrap();
-    let not_before = chrono::DateTime::parse_from_rfc3339(j["not_before"].as_str().unwrap())
-        .unwrap()
-        .timestamp();
+    let (j, not_before) = waiting(&mcp, &first).await;
     let reset = reset_at.load(Ordering::SeqCst);
     assert!(
         (reset..=reset + 5).contains(&not_before),
@@ -487,15 +481,7 @@ async fn a_reset_far_ahead_is_held_to_eight_days_and_a_waiting_job_can_be_cancel
     let model = FakeModel::start(move |_| Reply::UsageLimited { resets_at: far }).await;
     let (tg, _env, d, mcp) = phone(&model, "CLAUDE_CODE_OAUTH_TOKEN", "").await;
     let job = phone_run(&tg, &mcp, "/run FIRST").await;
-    until_async(Duration::from_secs(60), "the job waits", || async {
-        let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();
-        j["limit_waits"] == 1
-    })
-    .await;
-    let j = mcp.call("get_job", json!({"job_id": job})).await.unwrap();
-    let not_before = chrono::DateTime::parse_from_rfc3339(j["not_before"].as_str().unwrap())
-        .unwrap()
-        .timestamp();
+    let (j, not_before) = waiting(&mcp, &job).await;
     let most = now() + televibe::core::jobs::usage::MAX_RESET_AHEAD_SECS + 5;
     assert!(not_before <= most, "held to eight days: {j}");
     mcp.call("cancel_job", json!({"job_id": job}))

@@ -37,60 +37,32 @@ impl SessionActor {
             }
             (ending, _) => ending,
         };
-        // The conversation to resume is gone: the job runs again at once, in a new one.
+        // The conversation to resume is gone (the job runs again at once, in a new one), or a usage limit
+        // (it waits at the head of the queue for the reset).
         let ending = match ending {
             Ending::Decided {
                 decision,
                 elapsed,
                 breaker,
-            } if decision.conversation_lost => {
-                match self
-                    .core
-                    .jobs()
-                    .rerun_in_new_conversation(&r.job, &st.session, breaker)
-                    .await
-                {
+            } if decision.conversation_lost || decision.usage_limited => {
+                let jobs = self.core.jobs();
+                let (again, why) = if decision.conversation_lost {
+                    let again = jobs
+                        .rerun_in_new_conversation(&r.job, &st.session, breaker)
+                        .await;
+                    (again, "job runs again in a new conversation")
+                } else {
+                    let resets = (decision.resets_at, decision.agent_reset);
+                    let again = jobs
+                        .wait_for_limit(&r.job, &st.session, resets, breaker)
+                        .await;
+                    (again, "job waits for a usage limit")
+                };
+                match again {
                     Some(again) => {
-                        let agent = crate::agents::of_job(&r.job).name();
-                        st.session.forget_conversation(agent);
-                        let _ = self
-                            .core
-                            .store()
-                            .set_conversation_id(
-                                &st.session.id,
-                                agent,
-                                None,
-                                &st.session.conversations,
-                            )
-                            .await;
-                        let why = "job runs again in a new conversation";
-                        return self.back_to_queue(myself, st, &r.runner, again, why).await;
-                    }
-                    None => Ending::Decided {
-                        decision,
-                        elapsed,
-                        breaker: None,
-                    },
-                }
-            }
-            other => other,
-        };
-        // A usage limit: the job goes back to the head of the queue until the reset.
-        let ending = match ending {
-            Ending::Decided {
-                decision,
-                elapsed,
-                breaker,
-            } if decision.usage_limited => {
-                let resets = (decision.resets_at, decision.agent_reset);
-                match self
-                    .core
-                    .jobs()
-                    .wait_for_limit(&r.job, &st.session, resets, breaker)
-                    .await
-                {
-                    Some(again) => {
-                        let why = "job waits for a usage limit";
+                        if decision.conversation_lost {
+                            self.forget_conversation(st, &r.job).await;
+                        }
                         return self.back_to_queue(myself, st, &r.runner, again, why).await;
                     }
                     // Not running any more (or not recorded): it ends as the agent left it.
@@ -126,5 +98,16 @@ impl SessionActor {
         self.queue_gauge(st);
         self.set_idle(st).await;
         let _ = myself.cast(SessionMsg::TryStart);
+    }
+
+    /// The session's conversation of `job`'s agent is gone: its next job starts a new one.
+    async fn forget_conversation(&self, st: &mut SessionActorState, job: &crate::domain::Job) {
+        let agent = crate::agents::of_job(job).name();
+        st.session.forget_conversation(agent);
+        let _ = self
+            .core
+            .store()
+            .set_conversation_id(&st.session.id, agent, None, &st.session.conversations)
+            .await;
     }
 }
