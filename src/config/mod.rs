@@ -11,12 +11,14 @@ use crate::domain::breaker::{BreakerName, BreakerSettings};
 pub use agent::valid_host_pattern;
 
 mod agent;
+mod phone;
 mod raw;
 mod root;
 mod sections;
 mod settings;
 mod source;
 
+pub use phone::{FilesSettings, GithubSettings, RawFiles, RawGithub, RawVoice, VoiceSettings};
 pub use raw::*;
 pub use settings::*;
 pub use source::{ConfigSource, MASK, secret_looking};
@@ -57,7 +59,7 @@ pub struct Config {
     pub http_listen: SocketAddr,
     pub socket_path: PathBuf,
     pub telegram_token: Option<String>,
-    pub breakers: [(BreakerName, BreakerSettings); 5],
+    pub breakers: [(BreakerName, BreakerSettings); 6],
     pub supervision: RestartPolicy,
     pub log_filter: String,
     /// Absolute directories besides `<root>/repos` where projects may live.
@@ -76,6 +78,9 @@ pub struct Config {
     pub git_timeout: Duration,
     /// `projects.trusted`: projects whose own settings (hooks, MCP servers) the agent may load.
     pub trusted_projects: Vec<String>,
+    pub voice: VoiceSettings,
+    pub files: FilesSettings,
+    pub github: GithubSettings,
 }
 
 fn absolute(p: &Path) -> PathBuf {

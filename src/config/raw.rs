@@ -52,6 +52,15 @@ pub struct RawConfig {
     pub git: RawGit,
     pub supervision: RawSupervision,
     pub store: RawStore,
+    /// `[voice]`: voice notes transcribed into instructions.
+    #[serde(default)]
+    pub voice: super::phone::RawVoice,
+    /// `[files]`: photos and documents in, `/get` out.
+    #[serde(default)]
+    pub files: super::phone::RawFiles,
+    /// `[github]`: pull requests opened by `/pr`.
+    #[serde(default)]
+    pub github: super::phone::RawGithub,
     pub debug: RawDebug,
 }
 
@@ -244,6 +253,8 @@ pub struct RawBreakers {
     pub git_operations: RawBreaker,
     /// Uploads of backups to `backup.remote`.
     pub backup_remote: RawBreaker,
+    /// The voice notes' transcription endpoint (`voice.transcription_url`).
+    pub voice_transcription: RawBreaker,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -413,6 +424,7 @@ impl Default for RawConfig {
                 telegram_api: breaker(3, 1, 60),
                 git_operations: breaker(3, 1, 30),
                 backup_remote: breaker(3, 1, 300),
+                voice_transcription: breaker(3, 1, 60),
             },
             backup: RawBackup {
                 schedule: "0 */6 * * *".into(),
@@ -453,6 +465,9 @@ impl Default for RawConfig {
                 events_retention_days: 7,
                 jobs_retention_days: 90,
             },
+            voice: Default::default(),
+            files: Default::default(),
+            github: Default::default(),
             debug: RawDebug {
                 test_hooks: false,
                 backup_clock_offset_secs: 0,

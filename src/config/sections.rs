@@ -39,7 +39,13 @@ impl Config {
         let git_timeout = git(&raw.git)?;
         let supervision = supervision(&raw.supervision)?;
         let store = store(&raw.store)?;
+        let voice = super::phone::voice(&raw.voice)?;
+        let files = super::phone::files(&raw.files)?;
+        let github = super::phone::github(&raw.github)?;
         Ok(Config {
+            voice,
+            files,
+            github,
             debug: debug(&raw.debug)?,
             trusted_projects: raw.projects.trusted.clone(),
             agent,
@@ -254,7 +260,7 @@ fn jobs(j: &RawJobs) -> Result<JobSettings, ConfigError> {
 }
 
 /// `[breakers.*]`: the five circuit breakers, in `BreakerName` order.
-fn breakers(b: &RawBreakers) -> Result<[(BreakerName, BreakerSettings); 5], ConfigError> {
+fn breakers(b: &RawBreakers) -> Result<[(BreakerName, BreakerSettings); 6], ConfigError> {
     Ok([
         (
             BreakerName::ClaudeCode,
@@ -272,6 +278,10 @@ fn breakers(b: &RawBreakers) -> Result<[(BreakerName, BreakerSettings); 5], Conf
         (
             BreakerName::BackupRemote,
             breaker(&b.backup_remote, "breakers.backup_remote")?,
+        ),
+        (
+            BreakerName::VoiceTranscription,
+            breaker(&b.voice_transcription, "breakers.voice_transcription")?,
         ),
     ])
 }

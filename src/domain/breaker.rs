@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// The three breakers of the operations spec, one for Codex's model API as `claude_code` is Claude Code's,
-/// and one for uploads of backups.
+/// one for uploads of backups, and one for the voice notes' transcription endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerName {
@@ -16,15 +16,17 @@ pub enum BreakerName {
     TelegramApi,
     GitOperations,
     BackupRemote,
+    VoiceTranscription,
 }
 
 impl BreakerName {
-    pub const ALL: [BreakerName; 5] = [
+    pub const ALL: [BreakerName; 6] = [
         BreakerName::ClaudeCode,
         BreakerName::Codex,
         BreakerName::TelegramApi,
         BreakerName::GitOperations,
         BreakerName::BackupRemote,
+        BreakerName::VoiceTranscription,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl BreakerName {
             BreakerName::TelegramApi => "telegram_api",
             BreakerName::GitOperations => "git_operations",
             BreakerName::BackupRemote => "backup_remote",
+            BreakerName::VoiceTranscription => "voice_transcription",
         }
     }
 
@@ -45,6 +48,7 @@ impl BreakerName {
             BreakerName::TelegramApi => "Telegram API",
             BreakerName::GitOperations => "Git Operations",
             BreakerName::BackupRemote => "Backup Remote",
+            BreakerName::VoiceTranscription => "Voice Transcription",
         }
     }
 
