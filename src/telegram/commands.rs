@@ -7,6 +7,7 @@ use crate::telegram::notifier::Outgoing;
 use crate::telegram::render::{self, code, escape};
 use crate::telegram::routes;
 
+mod files;
 mod settings;
 
 /// Commands as `setMyCommands` announces them.
@@ -36,6 +37,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("tail", "End of a job's log: /tail [job]"),
     ("cancel", "Cancel a job: /cancel [job]"),
     ("diff", "Changes of a session: /diff [S3]"),
+    ("get", "Send a file of the worktree: /get [S3] <path>"),
     (
         "every",
         "Schedule an instruction: /every <m h dom mon dow> <text> (UTC)",

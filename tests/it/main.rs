@@ -15,6 +15,7 @@ mod egress_relay;
 mod fake_model;
 mod fake_openai;
 mod fake_telegram;
+mod files_out;
 mod harness;
 mod jobs;
 mod logs;

@@ -5,10 +5,12 @@
 
 pub mod actor;
 mod api;
+mod files;
 mod handle;
 mod upkeep;
 mod work;
 
+pub use files::{WorktreeFile, human_size};
 pub use handle::SessionHandle;
 pub use upkeep::disk_usage;
 pub use work::check_instruction;

@@ -165,6 +165,17 @@ impl Notifier {
                 events: vec![row],
                 again: true,
             },
+            ReplyBody::WorktreeFile {
+                session_id,
+                path,
+                caption,
+            } => Outgoing::WorktreeFile {
+                chat_id,
+                session_id,
+                path,
+                caption,
+                events: vec![row],
+            },
         };
         self.enqueue(st, out);
     }

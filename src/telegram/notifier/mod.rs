@@ -347,7 +347,9 @@ impl Notifier {
 
     fn chat_of(&self, st: &NotifierState, item: &Outgoing) -> Option<i64> {
         match item {
-            Outgoing::Text { chat_id, .. } | Outgoing::Document { chat_id, .. } => Some(*chat_id),
+            Outgoing::Text { chat_id, .. }
+            | Outgoing::Document { chat_id, .. }
+            | Outgoing::WorktreeFile { chat_id, .. } => Some(*chat_id),
             Outgoing::Tracker { job_id } => st.trackers.get(job_id).map(|t| t.chat_id),
             Outgoing::Approval { chat_id, .. }
             | Outgoing::Reminder { chat_id, .. }
@@ -367,6 +369,7 @@ impl Notifier {
         let events: Vec<OutboxEvent> = match item {
             Outgoing::Text { events, .. }
             | Outgoing::Document { events, .. }
+            | Outgoing::WorktreeFile { events, .. }
             | Outgoing::Approval { events, .. }
             | Outgoing::Reminder { events, .. }
             | Outgoing::ApprovalDecided { events, .. } => events.clone(),
