@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::fake_telegram::FakeTelegram;
+use crate::fake_telegram::{FakeTelegram, Fault};
 use crate::harness::*;
 use crate::telegram::{FAKE_AGENT, USER, say, start, telegram_config, texts};
 
@@ -154,6 +154,110 @@ async fn get_refuses_a_file_larger_than_the_cap() {
     assert_eq!(
         tg.document_bytes(USER)[0].1.as_deref(),
         Some(&[b'y'; 1000][..])
+    );
+    drop(d);
+}
+
+/// The long result the scripted agent gives for `long-result`.
+fn long_result() -> String {
+    let mut r: String = (1..=300)
+        .map(|i| format!("line {i} of a long result\n"))
+        .collect();
+    r.push_str("the end");
+    r
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_result_arrives_whole_as_a_document_once_even_across_a_restart() {
+    let (tg, env, d, _wt) = with_session("").await;
+    // The result's message is answered with a 500 once (retried: its document is not sent again), then
+    // never answered at all (the daemon dies waiting); the restarted daemon sends it again.
+    const MARK: &str = "The whole result is in the file above";
+    tg.fail_next_matching("sendMessage", MARK, 1, Fault::Status(500));
+    tg.fail_next_matching("sendMessage", MARK, 1, Fault::BlackHole);
+    tg.send_text(USER, "give a long-result please");
+    let asked = |tg: &FakeTelegram| {
+        tg.arrived("sendMessage")
+            .iter()
+            .filter(|p| p["text"].as_str().is_some_and(|t| t.contains(MARK)))
+            .count()
+    };
+    until(
+        Duration::from_secs(30),
+        "the result's message was tried twice",
+        || asked(&tg) == 2,
+    )
+    .await;
+    assert_eq!(tg.document_bytes(USER).len(), 1, "one document so far");
+    let mut d = d;
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(5));
+    let d = start(&env);
+    let result_message = |tg: &FakeTelegram| {
+        tg.messages(USER)
+            .into_iter()
+            .find(|m| m.text.contains("<b>Job ") && m.text.contains(MARK))
+    };
+    until(
+        Duration::from_secs(30),
+        "the result's message after the restart",
+        || result_message(&tg).is_some(),
+    )
+    .await;
+    let m = result_message(&tg).unwrap();
+    assert!(
+        m.text
+            .contains("line 1 of a long result\nline 2 of a long result"),
+        "the first lines inline: {}",
+        m.text
+    );
+    assert!(!m.text.contains("line 300"), "{}", m.text);
+    // A marker closes the window: a second document would have gone before this answer.
+    say(&tg, "/status", "Active session").await;
+    let docs = tg.document_bytes(USER);
+    let names: Vec<&String> = docs.iter().map(|d| &d.0).collect();
+    assert_eq!(docs.len(), 1, "the document went once: {names:?}");
+    let (name, bytes) = &docs[0];
+    assert!(name.ends_with("-result.md"), "{name}");
+    assert_eq!(
+        String::from_utf8(bytes.clone().unwrap()).unwrap(),
+        long_result(),
+        "the whole result, not the event's cut copy"
+    );
+    let (_, _, caption) = tg.documents(USER).remove(0);
+    assert!(
+        caption.contains("Whole result of job") && caption.contains("301 lines"),
+        "{caption}"
+    );
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_diff_shows_its_first_lines_with_its_document() {
+    let (tg, _env, d, wt) = with_session("").await;
+    let text: String = (1..=400).map(|i| format!("changed line {i}\n")).collect();
+    std::fs::write(wt.join("README.md"), &text).unwrap();
+    tg.send_text(USER, "/diff");
+    until(Duration::from_secs(20), "the diff as a document", || {
+        !tg.documents(USER).is_empty()
+    })
+    .await;
+    let (name, _, caption) = tg.documents(USER).remove(0);
+    assert_eq!(name, "S1.diff");
+    assert!(
+        caption.contains("Changes of S1") && caption.contains("<pre>diff --git"),
+        "the first lines inline: {caption}"
+    );
+    assert!(
+        caption.contains("The whole text is in the file"),
+        "{caption}"
+    );
+    let (_, bytes) = tg.document_bytes(USER).remove(0);
+    let bytes = String::from_utf8(bytes.unwrap()).unwrap();
+    assert!(
+        bytes.contains("+changed line 400"),
+        "whole: {}",
+        bytes.len()
     );
     drop(d);
 }

@@ -222,6 +222,7 @@ impl Notifier {
                     progress_unsent: false,
                     last_edit: None,
                     queued: false,
+                    result_file_sent: false,
                 },
             );
         }
