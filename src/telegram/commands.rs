@@ -8,6 +8,7 @@ use crate::telegram::render::{self, code, escape};
 use crate::telegram::routes;
 
 mod files;
+mod pull;
 mod settings;
 
 /// Commands as `setMyCommands` announces them.
@@ -38,6 +39,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("cancel", "Cancel a job: /cancel [job]"),
     ("diff", "Changes of a session: /diff [S3]"),
     ("get", "Send a file of the worktree: /get [S3] <path>"),
+    ("pr", "Open a pull request of the branch: /pr [S3] [title]"),
     (
         "every",
         "Schedule an instruction: /every <m h dom mon dow> <text> (UTC)",
