@@ -168,8 +168,10 @@ fn long_result() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_long_result_arrives_whole_as_a_document_once_even_across_a_restart() {
+async fn a_long_result_arrives_whole_as_a_document_once_even_across_a_restart_in_any_verbosity() {
     let (tg, env, d, _wt) = with_session("").await;
+    // The chat sees only results: the document is part of the result, so it comes all the same.
+    say(&tg, "/verbosity final", "now <b>final</b>").await;
     // The result's message is answered with a 500 once (retried: its document is not sent again), then
     // never answered at all (the daemon dies waiting); the restarted daemon sends it again.
     const MARK: &str = "The whole result is in the file above";
