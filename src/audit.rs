@@ -128,6 +128,14 @@ pub enum Audited {
         schedule_id: String,
         reason: String,
     },
+    /// A pull request was opened for a session's branch (`/pr`, `open_pull_request`).
+    PullRequestOpened {
+        repository: String,
+        number: u64,
+        url: String,
+        head: String,
+        base: String,
+    },
 }
 
 impl Audited {
@@ -159,6 +167,7 @@ impl Audited {
             Audited::ScheduleRan { .. } => "schedule.ran",
             Audited::ScheduleCanceled { .. } => "schedule.canceled",
             Audited::ScheduleRemoved { .. } => "schedule.removed",
+            Audited::PullRequestOpened { .. } => "session.pull_request",
         }
     }
 
@@ -254,6 +263,19 @@ impl Audited {
                 schedule_id,
                 reason,
             } => json!({"schedule_id": schedule_id, "reason": reason}),
+            Audited::PullRequestOpened {
+                repository,
+                number,
+                url,
+                head,
+                base,
+            } => json!({
+                "repository": repository,
+                "number": number,
+                "url": url,
+                "head": head,
+                "base": base,
+            }),
         }
     }
 }

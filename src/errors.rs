@@ -41,6 +41,12 @@ pub enum ErrorCode {
     InvalidSchedule,
     /// Beyond the product's list: no schedule has this id.
     ScheduleNotFound,
+    /// Beyond the product's list: no file at this path of the session's worktree (`/get`, `get_file`).
+    FileNotFound,
+    /// Beyond the product's list: the file is larger than `files.max_bytes`.
+    FileTooLarge,
+    /// Beyond the product's list: the forge (GitHub) is not set up, unreachable, or refused the request.
+    ForgeError,
 }
 
 impl fmt::Display for ErrorCode {

@@ -12,6 +12,8 @@
 //! - `store`: the store the services speak to (only it names sea-orm; SQLite sits behind it in
 //!   `store/sqlite/`); `git`: repositories and worktrees (only it names gix).
 //! - `policy`: the approval rules and their shell lexer.
+//! - `forge`: code hosts behind one trait (`Forge`: which origins are its repositories, opening a pull
+//!   request); one module per forge (`forge/github.rs`).
 //! - `breaker`: circuit breakers; `telemetry`: the Prometheus families; `logging`: the JSON log format.
 //! - `backup`: verified copies of `state.db`, their schedule and uploads; `audit`: the audit log.
 //! - `supervisor`: the one-for-one supervisor; `procs`: processes as `/proc` shows them; `cgroup`: jobs'
@@ -51,6 +53,7 @@ pub mod doctor;
 pub mod domain;
 pub mod egress;
 pub mod errors;
+pub mod forge;
 pub mod git;
 pub mod layout;
 pub mod lock;

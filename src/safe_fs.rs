@@ -27,6 +27,16 @@ pub struct Unsafe {
 
 pub type Result<T> = std::result::Result<T, Unsafe>;
 
+/// The reason given when a file, or a directory on its way, does not exist.
+const MISSING: &str = "does not exist";
+
+impl Unsafe {
+    /// Whether the file (or a directory on its way) is simply not there, rather than refused.
+    pub fn is_missing(&self) -> bool {
+        self.reason == MISSING
+    }
+}
+
 fn unsafe_at(path: &Path, reason: impl Into<String>) -> Unsafe {
     Unsafe {
         path: path.to_path_buf(),
@@ -38,7 +48,7 @@ fn io_reason(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::ELOOP) => "is a symbolic link (not followed)".into(),
         Some(libc::ENOTDIR) => "a part of the path is not a directory".into(),
-        Some(libc::ENOENT) => "does not exist".into(),
+        Some(libc::ENOENT) => MISSING.into(),
         _ => e.to_string(),
     }
 }

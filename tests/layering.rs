@@ -38,6 +38,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "egress/",
             // Coding agents behind one trait, one folder per agent: protocol knowledge, no daemon state.
             "agents/",
+            // Code hosts behind one trait (pull requests), one module per forge: HTTP only.
+            "forge/",
         ],
     ),
     ("core", &["core/", "actors/"]),
@@ -66,6 +68,9 @@ const OWNERS: &[(&str, &[&str])] = &[
     // The egress proxy's model route is HTTPS through the reqwest that frankenstein carries.
     ("frankenstein", &["telegram/", "egress/"]),
     ("hyper", &["actors/http.rs", "egress/"]),
+    // The forges speak HTTPS through the reqwest frankenstein carries (named directly, same version and
+    // features); the Telegram client and the egress proxy reach it as `frankenstein::reqwest`.
+    ("reqwest", &["forge/", "telegram/", "egress/"]),
 ];
 
 /// Import cycles that exist on purpose, each with its files and its reason (`actors.md` repeats them). None

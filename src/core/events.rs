@@ -153,6 +153,13 @@ pub enum ReplyBody {
     },
     /// A pending approval request shown again, with its buttons.
     Approval { approval_id: String },
+    /// A file of a session's worktree (`/get`), read when it is sent: the row stays small, and the file
+    /// is read under the same rules as when it was asked for.
+    WorktreeFile {
+        session_id: String,
+        path: String,
+        caption: String,
+    },
 }
 
 /// How a job ended, as its tracker shows it.
@@ -369,6 +376,7 @@ impl Events<'_> {
                     ReplyBody::Text { .. } => "text",
                     ReplyBody::Document { .. } => "document",
                     ReplyBody::Approval { .. } => "approval",
+                    ReplyBody::WorktreeFile { .. } => "worktree_file",
                 },
             }),
             _ => payload.clone(),
@@ -522,6 +530,18 @@ mod tests {
                 },
             },
         ];
+        let file = Event::Reply {
+            chat_id: 7,
+            body: ReplyBody::WorktreeFile {
+                session_id: "S1".into(),
+                path: "src/main.rs".into(),
+                caption: "c".into(),
+            },
+        };
+        assert_eq!(
+            Event::from_row(&row(file.kind(), file.payload())).as_ref(),
+            Some(&file)
+        );
         let kinds: std::collections::HashSet<_> = all.iter().map(Event::kind).collect();
         assert_eq!(kinds.len(), all.len(), "each variant has its own type");
         for e in all {

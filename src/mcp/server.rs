@@ -72,7 +72,8 @@ impl ControlServer {
         let mut tool_router = Self::tool_router()
             + Self::domain_router()
             + Self::jobs_router()
-            + Self::schedules_router();
+            + Self::schedules_router()
+            + Self::pull_requests_router();
         if !core.config().debug.test_hooks {
             tool_router.remove_route("debug_panic_actor");
             tool_router.remove_route("debug_exhaust_memory");

@@ -10,8 +10,9 @@ use super::{Store, StoreError};
 use crate::domain::{AuditRecord, OutboxEvent};
 
 /// Key-value rows kept per job, named `<prefix><job id>` (a front's values about one job: the Telegram
-/// tracker's message). They go with their job when it is pruned.
-pub const JOB_KV_PREFIXES: &[&str] = &["telegram.tracker."];
+/// tracker's message, whether its long result went out as a document). They go with their job when it is
+/// pruned.
+pub const JOB_KV_PREFIXES: &[&str] = &["telegram.tracker.", "telegram.result_file."];
 
 impl Store {
     pub async fn insert_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {

@@ -7,6 +7,8 @@ use crate::telegram::notifier::Outgoing;
 use crate::telegram::render::{self, code, escape};
 use crate::telegram::routes;
 
+mod files;
+mod pull;
 mod settings;
 
 /// Commands as `setMyCommands` announces them.
@@ -36,6 +38,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("tail", "End of a job's log: /tail [job]"),
     ("cancel", "Cancel a job: /cancel [job]"),
     ("diff", "Changes of a session: /diff [S3]"),
+    ("get", "Send a file of the worktree: /get [S3] <path>"),
+    ("pr", "Open a pull request of the branch: /pr [S3] [title]"),
     (
         "every",
         "Schedule an instruction: /every <m h dom mon dow> <text> (UTC)",
@@ -364,8 +368,26 @@ impl Front {
         if let Some(e) = &j.error {
             out.push_str(&format!("\n⚠️ {}", escape(&render::cut(e, 500))));
         }
-        if let Some(r) = &j.result_text {
-            out.push_str(&format!("\n\n{}", escape(&render::cut(r, 2500))));
+        match &j.result_text {
+            Some(r) if render::result::is_long(r) => {
+                out.push_str(&format!("\n\n{}", render::result::preview_html(r)));
+                // The document goes first: the message says it is above.
+                self.send(Outgoing::Document {
+                    chat_id,
+                    filename: render::result::file_name(&j.id),
+                    bytes: r.as_bytes().to_vec(),
+                    caption: format!(
+                        "📄 Whole result of job {} ({})",
+                        code(&j.id[..8.min(j.id.len())]),
+                        escape(&render::result::size_of(r))
+                    ),
+                    events: Vec::new(),
+                    silent: true,
+                })
+                .await;
+            }
+            Some(r) => out.push_str(&format!("\n\n{}", escape(r))),
+            None => {}
         }
         self.reply(chat_id, out).await;
         Ok(())
@@ -385,7 +407,8 @@ impl Front {
         Ok(())
     }
 
-    /// Short text inline (escaped in a <pre>), long text as a document.
+    /// Short text inline (escaped in a <pre>); long text as a document whose caption shows its first
+    /// lines and says that the whole is in the file (or, past what one upload carries, which part is).
     pub(super) async fn send_long(&self, chat_id: i64, filename: &str, text: &str, caption: &str) {
         if text.trim().is_empty() {
             self.reply(chat_id, format!("{caption}: empty")).await;
@@ -393,15 +416,23 @@ impl Front {
             self.reply(chat_id, format!("{caption}\n<pre>{}</pre>", escape(text)))
                 .await;
         } else {
-            // Uploads stay small enough to go through; the end of a log or diff is what matters.
+            // Uploads stay small enough to go through; the end of a log or diff is what matters, and the
+            // caption says when only the end is in the file.
             const MAX_DOCUMENT: usize = 5 * 1024 * 1024;
             let bytes = text.as_bytes();
-            let bytes = &bytes[bytes.len().saturating_sub(MAX_DOCUMENT)..];
+            let from = bytes.len().saturating_sub(MAX_DOCUMENT);
+            let note = (from > 0).then(|| {
+                format!(
+                    "The file holds the last {} of {}.",
+                    crate::core::sessions::human_size(MAX_DOCUMENT as u64),
+                    crate::core::sessions::human_size(bytes.len() as u64)
+                )
+            });
             self.send(Outgoing::Document {
                 chat_id,
                 filename: filename.to_string(),
-                bytes: bytes.to_vec(),
-                caption: caption.to_string(),
+                bytes: bytes[from..].to_vec(),
+                caption: render::result::document_caption(caption, text, note.as_deref()),
                 events: Vec::new(),
                 silent: false,
             })

@@ -25,6 +25,7 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
 /claude &lt;text&gt; · /codex &lt;text&gt; — one instruction with that agent · /agent &lt;name&gt; — the active session's agent\n\
 /jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
+/get [S3] &lt;path&gt; — a file of the worktree as a document · /pr [S3] [title] — a pull request on GitHub\n\
 /every &lt;m h dom mon dow&gt; &lt;text&gt; — run it in the active session on a UTC cron · /schedules · /unschedule SC3\n\
 /approvals · /status · /health · /usage\n\
 /verbosity full|compact|final — how much of a running job this chat sees (approvals and results always come)";
@@ -66,11 +67,22 @@ impl Front {
             Outgoing::Approval { approval_id, .. } => Some(ReplyBody::Approval {
                 approval_id: approval_id.clone(),
             }),
+            Outgoing::WorktreeFile {
+                session_id,
+                path,
+                caption,
+                ..
+            } => Some(ReplyBody::WorktreeFile {
+                session_id: session_id.clone(),
+                path: path.clone(),
+                caption: caption.clone(),
+            }),
             _ => None,
         };
         let chat = match &out {
             Outgoing::Text { chat_id, .. }
             | Outgoing::Document { chat_id, .. }
+            | Outgoing::WorktreeFile { chat_id, .. }
             | Outgoing::Approval { chat_id, .. } => *chat_id,
             _ => 0,
         };
@@ -257,6 +269,8 @@ impl Front {
             "tail" => self.tail(chat_id, rest).await,
             "cancel" => self.cancel(chat_id, &actor, rest).await,
             "diff" => self.diff(chat_id, rest).await,
+            "get" => self.get(chat_id, rest).await,
+            "pr" => self.pull_request(chat_id, &actor, rest).await,
             "every" => self.every(chat_id, &actor, rest).await,
             "schedules" => self.schedules(chat_id).await,
             "unschedule" => self.unschedule(chat_id, &actor, rest).await,

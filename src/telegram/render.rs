@@ -12,6 +12,7 @@ pub use crate::text::{compact, cut, hidden_char, main_field, visible};
 mod about;
 mod lines;
 pub mod mention;
+pub mod result;
 pub mod schedule;
 mod usage;
 use about::{ABOUT_MIN_PREVIEW, ABOUT_PARTS, about_html};
@@ -217,7 +218,12 @@ impl Tracker {
             out.push_str(&format!("⚠️ {}\n", escape(&cut(e, 500))));
         }
         if let Some(r) = &self.result {
-            out.push_str(&format!("\n{}\n", escape(&cut(r, 1500))));
+            // A long result goes whole into a document beside this message (see `notifier/show.rs`).
+            if result::is_long(r) {
+                out.push_str(&format!("\n{}\n", result::preview_html(r)));
+            } else {
+                out.push_str(&format!("\n{}\n", escape(r)));
+            }
         }
         if !self.files.is_empty() {
             let shown: Vec<String> = self.files.iter().take(10).map(|f| code(f)).collect();

@@ -68,6 +68,25 @@ pub async fn forget_tracker(core: &Core, job_id: &str) {
     let _ = core.forget_front_value(&tracker_key(job_id)).await;
 }
 
+/// Whether a job's long result already went out as a document (kept so that a result sent again after a
+/// restart does not send its document twice).
+pub async fn result_file_sent(core: &Core, job_id: &str) -> bool {
+    core.front_value(&result_file_key(job_id)).await.is_some()
+}
+
+pub async fn remember_result_file(core: &Core, job_id: &str) {
+    let _ = core.set_front_value(&result_file_key(job_id), "sent").await;
+}
+
+/// The job's result is shown for good: the mark goes (the janitor prunes what a crash left, with the job).
+pub async fn forget_result_file(core: &Core, job_id: &str) {
+    let _ = core.forget_front_value(&result_file_key(job_id)).await;
+}
+
+fn result_file_key(job_id: &str) -> String {
+    format!("telegram.result_file.{job_id}")
+}
+
 fn tracker_key(job_id: &str) -> String {
     format!("telegram.tracker.{job_id}")
 }

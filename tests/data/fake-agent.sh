@@ -100,5 +100,12 @@ PERL
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"env printed"}'
     exit 0 ;;
   *" slow "*) sleep 30 ;;
+  *" long-result "*)
+    # A result of 300 lines (about 7,500 characters): longer than its message and than the event's copy.
+    i=1
+    r=""
+    while [ $i -le 300 ]; do r="${r}line $i of a long result\\n"; i=$((i+1)); done
+    printf '%s\n' "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"num_turns\":1,\"result\":\"${r}the end\"}"
+    exit 0 ;;
   *) echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"ok"}' ;;
 esac

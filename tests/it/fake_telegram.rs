@@ -152,6 +152,8 @@ struct State {
     next_message_id: i64,
     messages: HashMap<(i64, i64), Sent>,
     documents: Vec<(i64, String, usize, String)>,
+    /// Each sent document's name and whole content (files up to [`DOCUMENT_KEPT`] bytes), by chat.
+    document_data: Vec<(i64, String, Option<Vec<u8>>)>,
     callbacks: HashMap<String, Instant>,
     answered: Vec<(String, String)>,
     calls: Vec<Call>,
@@ -451,6 +453,19 @@ impl FakeTelegram {
             .collect()
     }
 
+    /// The documents sent to a chat, oldest first: name and whole content (`None` past [`DOCUMENT_KEPT`]
+    /// bytes).
+    pub fn document_bytes(&self, chat_id: i64) -> Vec<(String, Option<Vec<u8>>)> {
+        self.state
+            .lock()
+            .unwrap()
+            .document_data
+            .iter()
+            .filter(|d| d.0 == chat_id)
+            .map(|d| (d.1.clone(), d.2.clone()))
+            .collect()
+    }
+
     /// What the user sees of a message: its text after entity parsing.
     pub fn visible_text(&self, chat_id: i64, message_id: i64) -> Option<String> {
         self.state
@@ -714,6 +729,15 @@ fn reply((code, value): (u16, Value)) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
+/// Documents up to this size are kept whole (as hex in the call's parameters) for byte-for-byte checks.
+pub const DOCUMENT_KEPT: usize = 1 << 20;
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex written above"))
+        .collect()
+}
+
 /// Query string, form, JSON or multipart parameters as one JSON object.
 fn parse_params(content_type: &str, body: &[u8], query: &str) -> Value {
     let mut out = serde_json::Map::new();
@@ -732,7 +756,9 @@ fn parse_params(content_type: &str, body: &[u8], query: &str) -> Value {
         for (name, filename, data) in multipart(body, boundary.trim_matches('"')) {
             match filename {
                 Some(f) => {
-                    out.insert(name, json!({"filename": f, "size": data.len(), "head": String::from_utf8_lossy(&data[..data.len().min(200)])}));
+                    let hex = (data.len() <= DOCUMENT_KEPT)
+                        .then(|| data.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                    out.insert(name, json!({"filename": f, "size": data.len(), "head": String::from_utf8_lossy(&data[..data.len().min(200)]), "hex": hex}));
                 }
                 None => {
                     let text = String::from_utf8_lossy(&data).to_string();
@@ -1189,6 +1215,8 @@ async fn dispatch(
             st.next_message_id += 1;
             let message_id = st.next_message_id;
             st.documents.push((chat_id, name.clone(), size, caption));
+            let data = doc.get("hex").and_then(Value::as_str).map(unhex);
+            st.document_data.push((chat_id, name.clone(), data));
             envelope(
                 json!({"message_id": message_id, "date": 0, "chat": {"id": chat_id, "type": "private", "first_name": "Tester"},
                 "document": {"file_id": "f", "file_unique_id": "u", "file_name": name}}),

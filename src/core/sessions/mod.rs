@@ -5,11 +5,15 @@
 
 pub mod actor;
 mod api;
+mod files;
 mod handle;
+mod pull;
 mod upkeep;
 mod work;
 
+pub use files::{WorktreeFile, human_size};
 pub use handle::SessionHandle;
+pub use pull::PullRequestOpened;
 pub use upkeep::disk_usage;
 pub use work::check_instruction;
 

@@ -33,6 +33,31 @@ impl Notifier {
                 c.send_document(*chat_id, filename, bytes, caption, *silent)
                     .await?
             }
+            Outgoing::WorktreeFile {
+                chat_id,
+                session_id,
+                path,
+                caption,
+                ..
+            } => {
+                // Read now, under the same rules as when it was asked for: what the worktree holds now
+                // is sent, or why it cannot be.
+                match self
+                    .core
+                    .sessions()
+                    .read_worktree_file(session_id, path)
+                    .await
+                {
+                    Ok((name, bytes)) => {
+                        c.send_document(*chat_id, &name, &bytes, caption, false)
+                            .await?
+                    }
+                    Err(e) => c
+                        .send_html(*chat_id, &render::error(&e), &[], false, None)
+                        .await
+                        .map(|_| ())?,
+                }
+            }
             Outgoing::Answer { callback_id, text } => {
                 // A stale query cannot be answered; that is not worth a retry.
                 match c.answer_callback(callback_id, text).await {

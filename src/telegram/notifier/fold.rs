@@ -165,6 +165,17 @@ impl Notifier {
                 events: vec![row],
                 again: true,
             },
+            ReplyBody::WorktreeFile {
+                session_id,
+                path,
+                caption,
+            } => Outgoing::WorktreeFile {
+                chat_id,
+                session_id,
+                path,
+                caption,
+                events: vec![row],
+            },
         };
         self.enqueue(st, out);
     }
@@ -211,6 +222,7 @@ impl Notifier {
                     progress_unsent: false,
                     last_edit: None,
                     queued: false,
+                    result_file_sent: false,
                 },
             );
         }

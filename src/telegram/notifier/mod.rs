@@ -65,6 +65,8 @@ struct TrackerState {
     progress_unsent: bool,
     last_edit: Option<Instant>,
     queued: bool,
+    /// The job's long result went out as a document (a retry of its message does not send it again).
+    result_file_sent: bool,
 }
 
 pub struct Notifier {
@@ -347,7 +349,9 @@ impl Notifier {
 
     fn chat_of(&self, st: &NotifierState, item: &Outgoing) -> Option<i64> {
         match item {
-            Outgoing::Text { chat_id, .. } | Outgoing::Document { chat_id, .. } => Some(*chat_id),
+            Outgoing::Text { chat_id, .. }
+            | Outgoing::Document { chat_id, .. }
+            | Outgoing::WorktreeFile { chat_id, .. } => Some(*chat_id),
             Outgoing::Tracker { job_id } => st.trackers.get(job_id).map(|t| t.chat_id),
             Outgoing::Approval { chat_id, .. }
             | Outgoing::Reminder { chat_id, .. }
@@ -367,6 +371,7 @@ impl Notifier {
         let events: Vec<OutboxEvent> = match item {
             Outgoing::Text { events, .. }
             | Outgoing::Document { events, .. }
+            | Outgoing::WorktreeFile { events, .. }
             | Outgoing::Approval { events, .. }
             | Outgoing::Reminder { events, .. }
             | Outgoing::ApprovalDecided { events, .. } => events.clone(),
@@ -388,8 +393,8 @@ impl Notifier {
                 .get(job_id)
                 .is_some_and(|t| t.view.is_final() && t.unsent.is_empty())
         {
-            st.trackers.remove(job_id);
-            finished = Some(job_id);
+            let t = st.trackers.remove(job_id);
+            finished = Some((job_id, t.is_some_and(|t| t.result_file_sent)));
         }
         if !events.is_empty() {
             let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
@@ -398,8 +403,11 @@ impl Notifier {
             }
         }
         // Shown final and its rows delivered: the message is never edited again, its row goes.
-        if let Some(job_id) = finished {
+        if let Some((job_id, file)) = finished {
             routes::forget_tracker(&self.core, job_id).await;
+            if file {
+                routes::forget_result_file(&self.core, job_id).await;
+            }
         }
         if events.is_empty() {
             return;
@@ -419,12 +427,21 @@ impl Notifier {
 }
 
 /// Telegram calls an item makes: an approval may send its whole input as a file before the message, and a
-/// job's result retires its progress message (an edit) before it goes out in a new one.
+/// job's result retires its progress message (an edit) and may send its whole text as a file before it
+/// goes out in a new one.
 fn cost_of(st: &NotifierState, item: &Outgoing) -> f64 {
     match item {
         Outgoing::Approval { .. } => 2.0,
         Outgoing::Tracker { job_id } => match st.trackers.get(job_id) {
-            Some(t) if t.view.is_final() && t.message_id.is_some() => 2.0,
+            Some(t) if t.view.is_final() => {
+                let retire = if t.message_id.is_some() { 1.0 } else { 0.0 };
+                let file = t
+                    .view
+                    .result
+                    .as_deref()
+                    .is_some_and(|r| render::result::is_long(r) && !t.result_file_sent);
+                1.0 + retire + if file { 1.0 } else { 0.0 }
+            }
             _ => 1.0,
         },
         _ => 1.0,

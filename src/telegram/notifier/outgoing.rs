@@ -25,6 +25,15 @@ pub enum Outgoing {
         events: Vec<OutboxEvent>,
         silent: bool,
     },
+    /// A file of a session's worktree (`/get`), read through the core when it is sent; a file that can
+    /// no longer be read is told instead.
+    WorktreeFile {
+        chat_id: i64,
+        session_id: String,
+        path: String,
+        caption: String,
+        events: Vec<OutboxEvent>,
+    },
     Answer {
         callback_id: String,
         text: String,
@@ -64,6 +73,7 @@ impl Outgoing {
             Outgoing::Tracker { job_id } => Some(job_id),
             Outgoing::Text { events, .. }
             | Outgoing::Document { events, .. }
+            | Outgoing::WorktreeFile { events, .. }
             | Outgoing::Approval { events, .. }
             | Outgoing::Reminder { events, .. }
             | Outgoing::ApprovalDecided { events, .. } => {

@@ -43,6 +43,9 @@ impl Notifier {
                     t.message_id = None;
                 }
             }
+            // A long result goes whole as a document first (silently: the message right after it
+            // notifies), once, even when the message is sent again.
+            self.send_result_file(st, job_id).await?;
             // The intent without an id: a restart before this send is answered sends the result again,
             // saying an earlier copy may exist. Its id is not kept: the result is never edited.
             routes::tracker_sending(&self.core, job_id, chat).await;
@@ -75,6 +78,58 @@ impl Notifier {
             routes::remember_tracker(&self.core, job_id, chat, mid).await;
         }
         Ok(true)
+    }
+
+    /// Sends a finished job's long result whole as a document (`<job>-result.md`), unless it went out
+    /// already: in this run (a retry of its message) or before a restart (a mark kept in the store once
+    /// Telegram took it). The whole text comes from the job's row (the event carries a cut one).
+    async fn send_result_file(&self, st: &mut NotifierState, job_id: &str) -> Result<(), TgError> {
+        let Some(t) = st.trackers.get(job_id) else {
+            return Ok(());
+        };
+        let Some(cut) = t
+            .view
+            .result
+            .as_deref()
+            .filter(|r| render::result::is_long(r))
+        else {
+            return Ok(());
+        };
+        if t.result_file_sent || routes::result_file_sent(&self.core, job_id).await {
+            if let Some(t) = st.trackers.get_mut(job_id) {
+                t.result_file_sent = true;
+            }
+            return Ok(());
+        }
+        let whole = self
+            .core
+            .job_by_id(job_id)
+            .await
+            .and_then(|j| j.result_text)
+            .filter(|w| w.len() >= cut.len())
+            .unwrap_or_else(|| cut.to_string());
+        let caption = format!(
+            "📄 Whole result of job {} · {} ({})",
+            render::code(&t.view.job_id.chars().take(8).collect::<String>()),
+            session_html(&t.view.session_id),
+            escape(&render::result::size_of(&whole))
+        );
+        let chat = t.chat_id;
+        self.link
+            .client
+            .send_document(
+                chat,
+                &render::result::file_name(job_id),
+                whole.as_bytes(),
+                &caption,
+                true,
+            )
+            .await?;
+        if let Some(t) = st.trackers.get_mut(job_id) {
+            t.result_file_sent = true;
+        }
+        routes::remember_result_file(&self.core, job_id).await;
+        Ok(())
     }
 
     /// The one reminder of a request that still waits: a notifying reply to the request's message (which
