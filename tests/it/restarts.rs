@@ -276,7 +276,7 @@ async fn a_restarted_breakers_actor_keeps_the_state_and_tells_of_the_next_openin
             .as_array()
             .unwrap()
             .len(),
-        5,
+        6,
         "every breaker still reported"
     );
     drop(mcp);
