@@ -6,10 +6,12 @@
 pub mod actor;
 mod api;
 mod handle;
+mod inbox;
 mod upkeep;
 mod work;
 
 pub use handle::SessionHandle;
+pub use inbox::{INBOX, Saved, safe_name};
 pub use upkeep::disk_usage;
 pub use work::check_instruction;
 
