@@ -329,6 +329,14 @@ async fn a_document_past_files_max_bytes_is_refused_before_or_while_downloading(
     );
     assert_eq!(p.get_file_calls(), 0, "no getFile");
     assert!(p.tg.served().downloads.is_empty(), "no download");
+    // No size in the message: getFile's refuses it before the download.
+    let quiet = p.tg.add_file("documents", "bin", vec![3; 3000]);
+    p.tg.leave_size_out_of_messages(&quiet);
+    p.tg.send_document(USER, &quiet, "unsized.bin", Some("look again"));
+    p.told("<code>unsized.bin</code> is 2.9 KiB (3000 bytes)")
+        .await;
+    assert_eq!(p.get_file_calls(), 1, "getFile told the size");
+    assert!(p.tg.served().downloads.is_empty(), "no download");
     // Declared small, streamed large: cut off at the cap while downloading.
     let total = 32 << 20;
     let liar = p.tg.add_file("documents", "bin", vec![2; total]);

@@ -32,6 +32,8 @@ pub(super) struct FakeFile {
     /// The size messages and getFile declare (the true one unless the test made it lie).
     declared: u64,
     lying: bool,
+    /// Messages carry no `file_size` for it (the field is optional); getFile still declares one.
+    unsized_messages: bool,
 }
 
 /// What the fake served of files.
@@ -57,6 +59,7 @@ impl FakeTelegram {
             declared: bytes.len() as u64,
             bytes: Arc::new(bytes),
             lying: false,
+            unsized_messages: false,
         };
         let id = f.id.clone();
         st.files.push(f);
@@ -72,6 +75,16 @@ impl FakeTelegram {
         f.lying = true;
     }
 
+    /// Messages carrying this file leave out its size; only getFile tells it.
+    pub fn leave_size_out_of_messages(&self, file_id: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.files
+            .iter_mut()
+            .find(|f| f.id == file_id)
+            .unwrap()
+            .unsized_messages = true;
+    }
+
     pub fn served(&self) -> Served {
         self.state.lock().unwrap().served.clone()
     }
@@ -83,6 +96,16 @@ impl FakeTelegram {
 
     fn file_json(f: &FakeFile) -> Value {
         json!({"file_id": f.id, "file_unique_id": format!("u{}", f.id), "file_size": f.declared})
+    }
+
+    /// A file as a message carries it.
+    fn message_file(&self, file_id: &str) -> Value {
+        let f = self.file(file_id);
+        let mut v = Self::file_json(&f);
+        if f.unsized_messages {
+            v.as_object_mut().unwrap().remove("file_size");
+        }
+        v
     }
 
     /// A message with a file from `user_id` in their private chat: `content` holds its voice, photo or
@@ -116,7 +139,7 @@ impl FakeTelegram {
 
     /// A voice note (OGG/Opus) as Telegram delivers it.
     pub fn send_voice(&self, user_id: i64, file_id: &str) {
-        let mut voice = Self::file_json(&self.file(file_id));
+        let mut voice = self.message_file(file_id);
         voice["duration"] = json!(2);
         voice["mime_type"] = json!("audio/ogg");
         self.send_file_message(user_id, json!({ "voice": voice }), None);
@@ -127,7 +150,7 @@ impl FakeTelegram {
         let photo: Vec<Value> = sizes
             .iter()
             .map(|(id, w, h)| {
-                let mut p = Self::file_json(&self.file(id));
+                let mut p = self.message_file(id);
                 p["width"] = json!(w);
                 p["height"] = json!(h);
                 p
@@ -142,7 +165,7 @@ impl FakeTelegram {
 
     /// A file sent as a document under `name`, with its caption.
     pub fn send_document(&self, user_id: i64, file_id: &str, name: &str, caption: Option<&str>) {
-        let mut doc = Self::file_json(&self.file(file_id));
+        let mut doc = self.message_file(file_id);
         doc["file_name"] = json!(name);
         doc["mime_type"] = json!("application/octet-stream");
         let mut content = json!({ "document": doc });
