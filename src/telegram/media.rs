@@ -164,6 +164,8 @@ impl Front {
         caption: Option<String>,
     ) -> Result<(), Stop> {
         let session = self.media_session(chat_id, target).await?;
+        // Nothing is downloaded for a session that cannot take it.
+        let session = self.core.sessions().inbox_session(&session).await?.id;
         let cap = self.core.config().files.max_bytes;
         let shown = if name.is_empty() { "The file" } else { name };
         let bytes = self.link.client.fetch_file(file, cap).await.map_err(|e| {

@@ -356,6 +356,12 @@ async fn a_document_past_files_max_bytes_is_refused_before_or_while_downloading(
         served.streamed
     );
     assert!(!wt.join(".televibe").exists(), "nothing saved");
+    // A closed session takes no file: refused before anything is fetched.
+    say(&p.tg, "/close S1", "closed; branch").await;
+    let late = p.tg.add_file("documents", "txt", b"late\n".to_vec());
+    p.tg.send_document(USER, &late, "late.txt", None);
+    p.told("session S1 is closed").await;
+    assert_eq!(p.get_file_calls(), 2, "no getFile for the closed session");
     assert!(p.jobs().await.is_empty(), "nothing ran");
 }
 

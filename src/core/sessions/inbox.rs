@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::Sessions;
+use crate::domain::Session;
 use crate::errors::{CoreError, ErrorCode};
 
 /// Where files sent to a session land, relative to its worktree.
@@ -88,15 +89,9 @@ fn save(worktree: &Path, name: &str, contents: &[u8]) -> Result<String, crate::s
 }
 
 impl Sessions<'_> {
-    /// Saves a file sent to session `id` into its inbox, as `wanted` made safe (a number added when the
-    /// name is taken). A file larger than `files.max_bytes`, a closed session, a missing worktree or
-    /// anything planted on the way is refused, and nothing is saved.
-    pub async fn save_to_inbox(
-        &self,
-        id: &str,
-        wanted: &str,
-        contents: Vec<u8>,
-    ) -> Result<Saved, CoreError> {
+    /// Session `id` if files can be saved into its inbox now: open, with its worktree on disk. The
+    /// front asks before it downloads anything.
+    pub async fn inbox_session(&self, id: &str) -> Result<Session, CoreError> {
         let session = self.get_session(id).await?;
         if !session.state.is_open() {
             return Err(CoreError::new(
@@ -105,6 +100,29 @@ impl Sessions<'_> {
                 "open a new one with /new, then send the file again",
             ));
         }
+        if session.worktree_missing || !Path::new(&session.worktree_path).is_dir() {
+            return Err(CoreError::new(
+                ErrorCode::GitError,
+                format!("the worktree of {} is missing", session.id),
+                format!(
+                    "recover it with televibe admin session recover {}",
+                    session.id
+                ),
+            ));
+        }
+        Ok(session)
+    }
+
+    /// Saves a file sent to session `id` into its inbox, as `wanted` made safe (a number added when the
+    /// name is taken). A file larger than `files.max_bytes`, a session [`Sessions::inbox_session`]
+    /// refuses, or anything planted on the way is refused, and nothing is saved.
+    pub async fn save_to_inbox(
+        &self,
+        id: &str,
+        wanted: &str,
+        contents: Vec<u8>,
+    ) -> Result<Saved, CoreError> {
+        let session = self.inbox_session(id).await?;
         let max = self.core.config().files.max_bytes;
         if contents.len() as u64 > max {
             return Err(CoreError::new(
@@ -117,16 +135,6 @@ impl Sessions<'_> {
             ));
         }
         let worktree = PathBuf::from(&session.worktree_path);
-        if session.worktree_missing || !worktree.is_dir() {
-            return Err(CoreError::new(
-                ErrorCode::GitError,
-                format!("the worktree of {} is missing", session.id),
-                format!(
-                    "recover it with televibe admin session recover {}",
-                    session.id
-                ),
-            ));
-        }
         let name = safe_name(wanted);
         let bytes = contents.len() as u64;
         let saved = crate::safe_fs::blocking(SAVE_TIMEOUT, "saving into the inbox", move || {
