@@ -17,6 +17,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+mod create;
+pub use create::{MAX_NAME_TRIES, create_new, make_dirs};
+
 /// A file the daemon refused to touch: where, and why. Shown to the user as the job's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {reason}", path.display())]

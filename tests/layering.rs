@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sdnotify.rs",
             "agent_path.rs",
             "safe_fs.rs",
+            "safe_fs/",
             "telemetry/",
             "breaker/",
             "config/",

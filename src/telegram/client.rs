@@ -21,8 +21,11 @@ use frankenstein::{Error, ParseMode};
 
 use crate::breaker::{BreakerName, Breakers};
 
+mod files;
 mod updates;
+pub use files::FileError;
 use updates::incoming;
+pub use updates::{Media, RemoteFile};
 
 /// How long a reachability probe waits for `getMe` (a lost network may swallow packets silently).
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -63,6 +66,16 @@ pub enum Incoming {
         text: String,
         reply_to: Option<(i64, String)>,
     },
+    /// A voice note, photo or document, with its caption (none when blank).
+    Media {
+        chat_id: i64,
+        private: bool,
+        user_id: i64,
+        message_id: i64,
+        media: Media,
+        caption: Option<String>,
+        reply_to: Option<(i64, String)>,
+    },
     Callback {
         id: String,
         user_id: i64,
@@ -84,6 +97,8 @@ pub struct TelegramClient {
     bot: Bot,
     breakers: Arc<Breakers>,
     live: Arc<Liveness>,
+    /// Downloads of files sent to the bot (their address holds the token).
+    files: files::Download,
 }
 
 /// How long a call other than a long poll may take, connection included.
@@ -183,6 +198,7 @@ impl TelegramClient {
             bot: bot(CALL_TIMEOUT),
             breakers,
             live: Arc::default(),
+            files: files::Download::new(api_url, token),
         }
     }
 

@@ -28,20 +28,25 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /get [S3] &lt;path&gt; — a file of the worktree as a document · /pr [S3] [title] — a pull request on GitHub\n\
 /every &lt;m h dom mon dow&gt; &lt;text&gt; — run it in the active session on a UTC cron · /schedules · /unschedule SC3\n\
 /approvals · /status · /health · /usage\n\
-/verbosity full|compact|final — how much of a running job this chat sees (approvals and results always come)";
+/verbosity full|compact|final — how much of a running job this chat sees (approvals and results always come)\n\
+A voice note runs as the instruction it says (with [voice] set up); a photo or file is saved in the session's .televibe/inbox/ and its caption runs with it";
 
 pub struct Front {
     pub(super) core: Arc<Core>,
     pub(super) link: Arc<Link>,
     denied: Mutex<Denials>,
+    /// The transcription endpoint of voice notes (`None`: voice notes are off).
+    pub(super) voice: Option<super::voice::Transcriber>,
 }
 
 impl Front {
     pub fn new(core: Arc<Core>, link: Arc<Link>) -> Front {
+        let voice = super::voice::Transcriber::new(&core.config().voice, core.breakers().clone());
         Front {
             core,
             link,
             denied: Mutex::new(Denials::default()),
+            voice,
         }
     }
 
@@ -190,6 +195,25 @@ impl Front {
             } => match self.access(chat_id, user_id, private) {
                 Access::Serve => self.on_text(chat_id, user_id, &text, reply_to).await,
                 refused => self.deny(refused, chat_id, user_id, None, &text).await,
+            },
+            // A file is gated as text is: a refused one is never downloaded.
+            Incoming::Media {
+                chat_id,
+                private,
+                user_id,
+                message_id,
+                media,
+                caption,
+                reply_to,
+            } => match self.access(chat_id, user_id, private) {
+                Access::Serve => {
+                    self.on_media(chat_id, message_id, media, caption, reply_to)
+                        .await
+                }
+                refused => {
+                    let what = media.label(caption.as_deref());
+                    self.deny(refused, chat_id, user_id, None, &what).await
+                }
             },
             Incoming::Callback {
                 id,

@@ -1,5 +1,6 @@
 //! The Telegram front. Only this module imports frankenstein: the Bot API client, the poller actor, the
-//! command front and its button codec, chat routing, the HTML rendering and the notifier (the only sender).
+//! command front and its button codec, voice notes and files from the phone (and the transcription client
+//! voice notes need), chat routing, the HTML rendering and the notifier (the only sender).
 //! It calls the core's API and never the store.
 
 pub mod buttons;
@@ -7,6 +8,7 @@ pub mod client;
 pub mod commands;
 pub mod front;
 pub mod gate;
+mod media;
 pub mod notifier;
 mod overview;
 pub mod poller;
@@ -14,6 +16,7 @@ pub mod render;
 pub mod routes;
 pub mod schedules;
 pub mod verbosity;
+pub mod voice;
 
 use std::future::Future;
 use std::pin::Pin;

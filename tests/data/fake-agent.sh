@@ -99,6 +99,19 @@ PERL
     echo "cwd=$(pwd)"
     echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"env printed"}'
     exit 0 ;;
+  *" attached "*)
+    # An instruction about a file sent from the phone: reads the file it names (from inside the job, as
+    # the job's user) and reports its path and checksum.
+    path=$( (printf '%s\n' "$prompt"; cat) | sed -n 's/.*[Aa]ttached file:* //p' | head -n 1)
+    sum=$(sha256sum "$path" | cut -d ' ' -f 1)
+    echo "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"num_turns\":1,\"result\":\"read $path $sum\"}"
+    exit 0 ;;
+  *" plant-inbox-link "*)
+    # Puts a link where the daemon saves files sent from the phone, pointing at the path after the keyword.
+    target=${prompt#*plant-inbox-link }
+    mkdir -p .televibe && ln -s "$target" .televibe/inbox
+    echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"planted"}'
+    exit 0 ;;
   *" slow "*) sleep 30 ;;
   *" long-result "*)
     # A result of 300 lines (about 7,500 characters): longer than its message and than the event's copy.

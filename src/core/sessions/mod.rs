@@ -7,12 +7,14 @@ pub mod actor;
 mod api;
 mod files;
 mod handle;
+mod inbox;
 mod pull;
 mod upkeep;
 mod work;
 
 pub use files::{WorktreeFile, human_size};
 pub use handle::SessionHandle;
+pub use inbox::{INBOX, Saved, safe_name};
 pub use pull::PullRequestOpened;
 pub use upkeep::disk_usage;
 pub use work::check_instruction;
