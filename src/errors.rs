@@ -41,6 +41,9 @@ pub enum ErrorCode {
     InvalidSchedule,
     /// Beyond the product's list: no schedule has this id.
     ScheduleNotFound,
+    /// Beyond the product's list: "approve for this session" asked of a request that is approved one at a
+    /// time (a push).
+    ApprovalOnceOnly,
 }
 
 impl fmt::Display for ErrorCode {
@@ -141,6 +144,11 @@ impl From<GitError> for CoreError {
                 ErrorCode::GitError,
                 e.to_string(),
                 "look at the change in the worktree itself, or narrow it",
+            ),
+            e @ GitError::Remote(_) => CoreError::new(
+                ErrorCode::GitError,
+                e.to_string(),
+                "check the project's remote origin and the git credentials of the daemon's user (git ls-remote origin in the project's repository)",
             ),
             e @ GitError::Unsafe(_) => CoreError::new(
                 ErrorCode::GitError,

@@ -7,6 +7,7 @@ use crate::telegram::notifier::Outgoing;
 use crate::telegram::render::{self, code, escape};
 use crate::telegram::routes;
 
+mod push;
 mod settings;
 
 /// Commands as `setMyCommands` announces them.
@@ -36,6 +37,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("tail", "End of a job's log: /tail [job]"),
     ("cancel", "Cancel a job: /cancel [job]"),
     ("diff", "Changes of a session: /diff [S3]"),
+    (
+        "push",
+        "Push a session's branch to origin, after your approval: /push [S3]",
+    ),
     (
         "every",
         "Schedule an instruction: /every <m h dom mon dow> <text> (UTC)",

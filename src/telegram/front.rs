@@ -25,6 +25,7 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
 /claude &lt;text&gt; · /codex &lt;text&gt; — one instruction with that agent · /agent &lt;name&gt; — the active session's agent\n\
 /jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
+/push [S3] — push the session's branch to origin once you approve\n\
 /every &lt;m h dom mon dow&gt; &lt;text&gt; — run it in the active session on a UTC cron · /schedules · /unschedule SC3\n\
 /approvals · /status · /health · /usage\n\
 /verbosity full|compact|final — how much of a running job this chat sees (approvals and results always come)";
@@ -257,6 +258,7 @@ impl Front {
             "tail" => self.tail(chat_id, rest).await,
             "cancel" => self.cancel(chat_id, &actor, rest).await,
             "diff" => self.diff(chat_id, rest).await,
+            "push" => self.push(chat_id, rest).await,
             "every" => self.every(chat_id, &actor, rest).await,
             "schedules" => self.schedules(chat_id).await,
             "unschedule" => self.unschedule(chat_id, &actor, rest).await,

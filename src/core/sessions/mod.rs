@@ -6,6 +6,7 @@
 pub mod actor;
 mod api;
 mod handle;
+pub mod push;
 mod upkeep;
 mod work;
 
