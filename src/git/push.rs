@@ -126,23 +126,20 @@ fn branch_head(repo_path: &Path, branch: &str) -> Result<String, GitError> {
     Ok(id.to_string())
 }
 
-/// The remote's push address with any credentials in it taken out; an error when there is no `origin`.
+/// The remote's push address as the daemon's git resolves it (its `insteadOf` rules too), credentials
+/// taken out; an error when there is no `origin`.
 fn remote_url(repo_path: &Path) -> Result<String, GitError> {
-    let repo = open_existing(repo_path)?;
-    let remote = repo
-        .try_find_remote(REMOTE)
-        .ok_or_else(|| {
-            GitError::Remote(format!(
-                "the project's repository has no remote {REMOTE} (git remote add {REMOTE} <url> in {})",
-                repo_path.display()
-            ))
-        })?
-        .map_err(|e| GitError::Remote(format!("remote {REMOTE} cannot be read: {e}")))?;
-    let url = remote
-        .url(gix::remote::Direction::Push)
-        .map(|u| u.to_bstring().to_string())
-        .ok_or_else(|| GitError::Remote(format!("remote {REMOTE} has no URL")))?;
-    Ok(redact(&url))
+    let mut get = remote_git(repo_path);
+    get.args(["remote", "get-url", "--push", REMOTE]);
+    let (ok, out, err) = run_remote(get, "remote get-url")?;
+    if !ok {
+        return Err(GitError::Remote(format!(
+            "the project's repository has no usable remote {REMOTE} (git remote add {REMOTE} <url> in {}): {}",
+            repo_path.display(),
+            words(None, &err)
+        )));
+    }
+    Ok(redact(out.trim()))
 }
 
 /// Git for the commands that talk to the remote: the daemon's environment (credentials), without the
@@ -220,7 +217,10 @@ pub(super) fn push_plan_sync(repo_path: &Path, branch: &str) -> Result<PushPlan,
         .args(["rev-list", "--count", "--ignore-missing", &head, "--not"])
         .args(tips.iter().take(MAX_REMOTE_TIPS).map(|(id, _)| *id));
     let commits = run_checked(count, "rev-list --count")?;
-    let commits = String::from_utf8_lossy(&commits).trim().parse().unwrap_or(0);
+    let commits = String::from_utf8_lossy(&commits)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     Ok(PushPlan {
         url,
         branch: branch.to_string(),
@@ -330,9 +330,15 @@ mod tests {
             redact("fatal: unable to access 'https://bob:ghp_secret@example.com/a.git/': 403"),
             "fatal: unable to access 'https://***@example.com/a.git/': 403"
         );
-        assert_eq!(redact("https://example.com/a.git"), "https://example.com/a.git");
+        assert_eq!(
+            redact("https://example.com/a.git"),
+            "https://example.com/a.git"
+        );
         assert_eq!(redact("git@example.com:a.git"), "git@example.com:a.git");
-        assert_eq!(redact("ssh://git@h/x and http://t@h"), "ssh://***@h/x and http://***@h");
+        assert_eq!(
+            redact("ssh://git@h/x and http://t@h"),
+            "ssh://***@h/x and http://***@h"
+        );
     }
 
     #[test]

@@ -138,8 +138,8 @@ impl Store {
                     agent,
                     kind,
                 ))
-                    .await
-                    .map(|r| r.rows_affected())
+                .await
+                .map(|r| r.rows_affected())
             })
             .await?;
         if inserted == 0 {

@@ -148,7 +148,10 @@ mod tests {
         for (_, data) in tracker_buttons(&id, JobStatus::Running)
             .into_iter()
             .chain(tracker_buttons(&id, JobStatus::Done))
-            .chain(approval_buttons(&uuid::Uuid::new_v4().simple().to_string(), "Bash"))
+            .chain(approval_buttons(
+                &uuid::Uuid::new_v4().simple().to_string(),
+                "Bash",
+            ))
         {
             assert!(data.len() <= 64, "{data}");
         }

@@ -20,6 +20,7 @@ mod jobs;
 mod logs;
 mod mcp_bridge;
 mod probes;
+mod push;
 mod recovery;
 mod restarts;
 mod retention;

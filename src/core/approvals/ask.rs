@@ -169,9 +169,15 @@ impl Approvals<'_> {
         if let Some(h) = &session_handle {
             h.waiting_for_person(&job.id, true).await;
         }
+        // The daemon asks for its own push; an agent for its tools.
+        let asker = if tool == policy::PUSH_TOOL {
+            "daemon"
+        } else {
+            "agent"
+        };
         self.audit_decision(
             &job,
-            "agent",
+            asker,
             Audited::ApprovalNeeded {
                 approval_id: approval.id.clone(),
                 tool: tool.to_string(),
@@ -219,7 +225,8 @@ impl Approvals<'_> {
         match outcome {
             Some(Ok((choice, by))) => {
                 if choice == Choice::DenyStop {
-                    self.stop_job(&job, StopReason::Canceled { by: by.clone() }).await;
+                    self.stop_job(&job, StopReason::Canceled { by: by.clone() })
+                        .await;
                 }
                 let answer = if choice.approves() {
                     answer(true, &input, "", false)
@@ -276,7 +283,13 @@ impl Approvals<'_> {
                     return Ok((timed_out, "expiry".into()));
                 }
                 // Decided just as the wait ended (or its job ended): answer what was recorded.
-                let recorded = self.core.store().approval(&approval.id).await.ok().flatten();
+                let recorded = self
+                    .core
+                    .store()
+                    .approval(&approval.id)
+                    .await
+                    .ok()
+                    .flatten();
                 let by = recorded
                     .as_ref()
                     .and_then(|a| a.decided_by.clone())

@@ -130,7 +130,8 @@ impl PushState {
             .is_err()
         {
             if self.phase.load(Ordering::SeqCst) == PUSHING {
-                self.log.line("push", "stop asked while pushing: the push finishes");
+                self.log
+                    .line("push", "stop asked while pushing: the push finishes");
                 tracing::warn!(target: "televibe.runner", job_id = %self.job.id, reason = ?reason, "Stop asked while the branch is being pushed; the push finishes");
             }
             return;

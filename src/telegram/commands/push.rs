@@ -7,7 +7,11 @@ use crate::telegram::front::Front;
 use crate::telegram::routes;
 
 impl Front {
-    pub(in crate::telegram) async fn push(&self, chat_id: i64, args: &str) -> Result<(), CoreError> {
+    pub(in crate::telegram) async fn push(
+        &self,
+        chat_id: i64,
+        args: &str,
+    ) -> Result<(), CoreError> {
         let session = match args.split_whitespace().next() {
             Some(s) => s.to_string(),
             None => self.require_active(chat_id).await?,

@@ -116,7 +116,10 @@ pub(super) fn about_html(d: &Description, command: Option<&str>, max_parts: usiz
 /// What a push request does, in one line: `⬆️ Pushes <branch> to <remote>: <range> (n commits, new branch)`.
 pub(super) fn push_html(input: &serde_json::Value) -> String {
     let field = |k: &str| {
-        let v = input.get(k).and_then(serde_json::Value::as_str).unwrap_or("?");
+        let v = input
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?");
         code(&cut(&compact(v), ABOUT_WIDTH))
     };
     let commits = input

@@ -205,8 +205,13 @@ impl SessionActor {
             core: self.core.clone(),
         };
         let spawned = Actor::spawn_linked(None, runner, args, myself.get_cell()).await;
-        self.launched(myself, st, job, spawned.map(|(r, _)| r).map_err(|e| e.to_string()))
-            .await;
+        self.launched(
+            myself,
+            st,
+            job,
+            spawned.map(|(r, _)| r).map_err(|e| e.to_string()),
+        )
+        .await;
     }
 
     /// Takes the next job off the queue to start it, with its project, and writes the session running.
