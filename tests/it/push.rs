@@ -528,3 +528,29 @@ async fn a_job_sees_no_credential_and_no_hook_it_plants_runs_when_the_daemon_pus
     assert!(!mark.exists(), "a hook ran when the daemon pushed");
     drop(p.daemon);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_cut_by_a_restart_asks_again_and_runs_no_agent() {
+    let env = Env::new(&agent_config(""));
+    let mut p = pushing(env, None, None).await;
+    let id = p.push().await;
+    let first = p.pending().await;
+    p.daemon.signal(libc::SIGKILL);
+    p.daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(p.remote_head(), None);
+    p.daemon = p.env.start();
+    p.mcp = Mcp::connect(&p.env).await;
+    // The request died with the daemon; the push runs again and asks again.
+    let again = p.pending().await;
+    assert_ne!(again["id"], first["id"], "a new request");
+    assert_eq!(again["job_id"], id.as_str());
+    p.approve().await;
+    let j = wait_final(&p.mcp, &id, LIMIT).await;
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(j["interruptions"], 1, "{j}");
+    assert_eq!(p.remote_head(), Some(p.head()));
+    // Its log is the push's own: no agent was started for it.
+    let log = std::fs::read_to_string(j["log_path"].as_str().unwrap()).unwrap();
+    assert!(log.contains("push") && !log.contains(" agent "), "{log}");
+    drop(p.daemon);
+}
