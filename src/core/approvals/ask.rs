@@ -283,24 +283,23 @@ impl Approvals<'_> {
                     return Ok((timed_out, "expiry".into()));
                 }
                 // Decided just as the wait ended (or its job ended): answer what was recorded.
-                let recorded = self
-                    .core
-                    .store()
-                    .approval(&approval.id)
-                    .await
-                    .ok()
-                    .flatten();
-                let by = recorded
-                    .as_ref()
-                    .and_then(|a| a.decided_by.clone())
-                    .unwrap_or_else(|| "daemon".into());
-                let approved = recorded.is_some_and(|a| a.state == ApprovalState::Approved);
-                Ok(if approved {
-                    (answer(true, &input, "", false), by)
-                } else {
-                    (answer(false, &input, "Denied", false), by)
-                })
+                Ok(self.as_recorded(&approval.id, &input).await)
             }
+        }
+    }
+
+    /// The answer recorded for `approval_id`, and who gave it (`daemon` when no one did).
+    async fn as_recorded(&self, approval_id: &str, input: &Value) -> (ApprovalAnswer, String) {
+        let recorded = self.core.store().approval(approval_id).await.ok().flatten();
+        let by = recorded
+            .as_ref()
+            .and_then(|a| a.decided_by.clone())
+            .unwrap_or_else(|| "daemon".into());
+        let approved = recorded.is_some_and(|a| a.state == ApprovalState::Approved);
+        if approved {
+            (answer(true, input, "", false), by)
+        } else {
+            (answer(false, input, "Denied", false), by)
         }
     }
 
