@@ -47,6 +47,9 @@ pub enum ErrorCode {
     FileTooLarge,
     /// Beyond the product's list: the forge (GitHub) is not set up, unreachable, or refused the request.
     ForgeError,
+    /// Beyond the product's list: "approve for this session" asked of a request that is approved one at a
+    /// time (a push).
+    ApprovalOnceOnly,
 }
 
 impl fmt::Display for ErrorCode {
@@ -147,6 +150,11 @@ impl From<GitError> for CoreError {
                 ErrorCode::GitError,
                 e.to_string(),
                 "look at the change in the worktree itself, or narrow it",
+            ),
+            e @ GitError::Remote(_) => CoreError::new(
+                ErrorCode::GitError,
+                e.to_string(),
+                "check the project's remote origin and the git credentials of the daemon's user (git ls-remote origin in the project's repository)",
             ),
             e @ GitError::Unsafe(_) => CoreError::new(
                 ErrorCode::GitError,

@@ -9,6 +9,7 @@ mod m20261202_000004_scale;
 mod m20261207_000005_agents;
 mod m20261207_000006_usage_limits;
 mod m20261207_000008_schedules;
+mod m20261207_000009_job_kinds;
 
 /// The ordered list of migrations applied at start, before any actor runs.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000005_agents::Migration),
             Box::new(m20261207_000006_usage_limits::Migration),
             Box::new(m20261207_000008_schedules::Migration),
+            Box::new(m20261207_000009_job_kinds::Migration),
         ]
     }
 }

@@ -34,7 +34,7 @@ mod records;
 pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";
 
 pub use records::{
-    Approval, ApprovalState, AuditRecord, CLAUDE, ErrorType, Job, JobOutcome, JobStatus,
+    Approval, ApprovalState, AuditRecord, CLAUDE, ErrorType, Job, JobKind, JobOutcome, JobStatus,
     NewSession, OutboxEvent, Project, ScheduledInstruction, Session, SessionState,
 };
 

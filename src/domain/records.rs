@@ -192,11 +192,22 @@ string_enum! {
     }
 }
 
-/// One agent run on one instruction.
+string_enum! {
+    /// What a job does: an agent runs its instruction, or the daemon pushes the session's branch to the
+    /// project's `origin` once a person approves (its instruction is the command, `git push origin <branch>`).
+    JobKind {
+        Agent = "agent",
+        Push = "push",
+    }
+}
+
+/// One agent run on one instruction, or one push of a session's branch (`kind`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     pub id: String,
     pub session_id: String,
+    /// An agent's run, or a push of the session's branch.
+    pub kind: JobKind,
     pub instruction: String,
     /// The agent that runs it (`claude`, `codex`).
     pub agent: String,

@@ -55,7 +55,7 @@ pub(super) fn set_timeout(timeout: std::time::Duration) {
     );
 }
 
-fn timeout() -> std::time::Duration {
+pub(super) fn timeout() -> std::time::Duration {
     std::time::Duration::from_secs(TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
 }
 

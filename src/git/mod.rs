@@ -34,6 +34,10 @@ pub enum GitError {
     /// Output past what the daemon reads (a diff of a huge change).
     #[error("{0}")]
     TooLarge(String),
+    /// A remote could not be reached or read (no `origin`, refused credentials, no network): its words.
+    /// Not a failure of the repository, so the breaker does not count it.
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl GitError {
@@ -68,9 +72,11 @@ pub struct Git {
 }
 
 mod cli;
+mod push;
 mod repo;
 
 use cli::*;
+pub use push::{PushPlan, Pushed, REMOTE, redact};
 use repo::*;
 pub use repo::{validate_revision, worktree_git_dirs};
 

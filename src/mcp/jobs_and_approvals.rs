@@ -27,6 +27,12 @@ pub struct RunParams {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+pub struct PushParams {
+    /// Session id, e.g. `S12`.
+    pub session_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct WaitParams {
     /// Job id, or a unique prefix of at least 8 characters.
     pub job_id: String,
@@ -134,6 +140,18 @@ impl ControlServer {
             }
             other => Ok(respond(other)),
         }
+    }
+
+    #[tool(
+        description = "Queue a push of the session's branch to the project's origin: a job (kind push) that waits for the jobs before it, asks for an approval of scope git_push (approve/deny; never approved for the session) and pushes with the daemon's git credentials; its result tells the commit range, or the remote's refusal. Answers the job and its queue position."
+    )]
+    async fn push_session(
+        &self,
+        Parameters(p): Parameters<PushParams>,
+    ) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core.sessions().push_session(&p.session_id).await,
+        ))
     }
 
     #[tool(

@@ -8,7 +8,7 @@
 //!
 //! Evaluation order: an auto-deny rule matching any simple command denies; otherwise an auto-allow rule
 //! accounting for the whole command allows; otherwise a session grant for exactly this request allows;
-//! otherwise a person is asked.
+//! otherwise a person is asked. The daemon's own push request ([`PUSH_TOOL`]) is always asked.
 //!
 //! # Auto-allow entries (`approvals.auto_allow`)
 //!
@@ -89,10 +89,17 @@ const NETWORK: &[&str] = &[
     "curl", "wget", "ssh", "scp", "rsync", "nc", "ncat", "ftp", "sftp", "telnet", "socat",
 ];
 
+/// The daemon's own request to push a session's branch (a push job asks it; no agent may). Its scope is
+/// `git_push`, and only a person decides it: no rule allows or denies it, no session grant covers it.
+pub const PUSH_TOOL: &str = "git_push";
+
 /// The action category of a request (the `scope` label): shell, write, git_push, network, mcp, other.
 /// A compound command takes the riskiest category among its simple commands. What a tool does is its
 /// agent's word ([`tool_kind`]).
 pub fn scope(tool: &str, input: &Value) -> &'static str {
+    if tool == PUSH_TOOL {
+        return "git_push";
+    }
     match tool_kind(tool) {
         ToolKind::Shell => {
             let rank = commands(&lex(raw_command(input)))
@@ -188,6 +195,10 @@ impl Policy {
         grants: &[(String, String)],
         worktree: &Path,
     ) -> Verdict {
+        // A push is always a person's decision.
+        if tool == PUSH_TOOL {
+            return Verdict::Ask;
+        }
         if tool_kind(tool) == ToolKind::Shell {
             let lexed = lex(raw_command(input));
             let cmds = commands(&lexed);

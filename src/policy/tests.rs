@@ -529,3 +529,20 @@ fn allow_entries_are_read_as_documented() {
         assert_eq!(kind(&bash(&p, c, w)), K::Ask, "{c}");
     }
 }
+
+#[test]
+fn a_push_is_always_asked_whatever_the_rules_and_grants() {
+    let dir = worktree();
+    let input = json!({"remote": "origin", "branch": "feature", "range": "0000000..abc1234"});
+    // Rules that would allow anything, and a grant made for exactly this request.
+    let p = Policy {
+        allow: vec!["git *".into(), "git_push *".into()],
+        deny: Vec::new(),
+    };
+    let grants = vec![(PUSH_TOOL.to_string(), grant_pattern(PUSH_TOOL, &input))];
+    assert_eq!(
+        kind(&p.evaluate(PUSH_TOOL, &input, &grants, dir.path())),
+        K::Ask
+    );
+    assert_eq!(scope(PUSH_TOOL, &input), "git_push");
+}

@@ -142,6 +142,7 @@ pub mod job {
         pub not_before: Option<DateTimeUtc>,
         pub limit_waits: i64,
         pub interruptions: i64,
+        pub kind: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,13 +8,15 @@ use sea_orm::{
 
 use super::entities::job;
 use super::{Store, StoreError};
-use crate::domain::{ErrorType, Job, JobOutcome, JobStatus};
+use crate::domain::{ErrorType, Job, JobKind, JobOutcome, JobStatus};
 
 impl From<job::Model> for Job {
     fn from(m: job::Model) -> Self {
         Job {
             id: m.id,
             session_id: m.session_id,
+            // A CHECK constraint keeps the column inside the enum's words.
+            kind: JobKind::parse(&m.kind).unwrap_or(JobKind::Agent),
             instruction: m.instruction,
             agent: m.agent,
             // CHECK constraints keep both columns inside their enum's words.
@@ -79,16 +81,18 @@ pub(super) fn insert_job_statement(
     session_id: String,
     instruction: String,
     agent: String,
+    kind: JobKind,
 ) -> Statement {
     Statement::from_sql_and_values(
         super::BACKEND,
-        "INSERT INTO jobs (id, seq, session_id, instruction, agent, status, queued_at) \
-         SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, ?, 'queued', ? \
+        "INSERT INTO jobs (id, seq, session_id, instruction, agent, kind, status, queued_at) \
+         SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, ?, ?, 'queued', ? \
          FROM sessions WHERE id = ? AND state NOT IN ('closing', 'closed')",
         [
             id.into(),
             instruction.into(),
             agent.into(),
+            kind.as_str().into(),
             Utc::now().into(),
             session_id.into(),
         ],
@@ -96,11 +100,23 @@ pub(super) fn insert_job_statement(
 }
 
 impl Store {
-    /// Queues a job; its FIFO position comes from a per-table sequence taken in the same statement.
-    /// Queues a job in an open session; `None` when the session is closing or closed. The FIFO position
-    /// comes from a sequence taken in the same statement.
+    /// Queues an agent's job in an open session; `None` when the session is closing or closed. The FIFO
+    /// position comes from a sequence taken in the same statement.
     pub async fn insert_job(
         &self,
+        id: &str,
+        session_id: &str,
+        instruction: &str,
+        agent: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        self.insert_job_of(JobKind::Agent, id, session_id, instruction, agent)
+            .await
+    }
+
+    /// Queues a job of `kind` as [`Store::insert_job`] does.
+    pub async fn insert_job_of(
+        &self,
+        kind: JobKind,
         id: &str,
         session_id: &str,
         instruction: &str,
@@ -115,9 +131,15 @@ impl Store {
         let job_id = id.clone();
         let inserted = self
             .write(|db| async move {
-                db.execute_raw(insert_job_statement(id, session_id, instruction, agent))
-                    .await
-                    .map(|r| r.rows_affected())
+                db.execute_raw(insert_job_statement(
+                    id,
+                    session_id,
+                    instruction,
+                    agent,
+                    kind,
+                ))
+                .await
+                .map(|r| r.rows_affected())
             })
             .await?;
         if inserted == 0 {
@@ -228,16 +250,18 @@ impl Store {
     }
 
     /// Moves a queued job to running; false when it is no longer queued (canceled meanwhile).
+    /// A queued job starts: its process (the leader of its group; `None` for a job that runs no process of
+    /// its own, a push), log and base commit. False when it is not queued any more.
     pub async fn mark_job_running(
         &self,
         id: &str,
-        pid: i32,
+        pid: Option<i32>,
         log_path: &str,
         base_commit: Option<String>,
     ) -> Result<bool, StoreError> {
         let (id, log_path) = (id.to_string(), log_path.to_string());
-        let boot = crate::procs::boot_id();
-        let start = crate::procs::start_ticks(pid);
+        let boot = pid.and_then(|_| crate::procs::boot_id());
+        let start = pid.and_then(crate::procs::start_ticks);
         let res = self
             .write(|db| async move {
                 let now = Utc::now();

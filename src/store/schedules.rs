@@ -205,6 +205,7 @@ impl Store {
                         run.session_id,
                         run.instruction,
                         run.agent,
+                        crate::domain::JobKind::Agent,
                     ))
                     .await?
                     .rows_affected();

@@ -71,8 +71,9 @@ fn id_of(s: &str) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
-/// The buttons of an approval request (callback data `ap:<32 hex>:<a|s|d|x>`, 37 bytes).
-pub fn approval_buttons(approval_id: &str) -> Vec<Button> {
+/// The buttons of an approval request (callback data `ap:<32 hex>:<a|s|d|x>`, 37 bytes). A push
+/// (`policy::PUSH_TOOL`) is approved once or denied: it has no "for this session", and denying ends it.
+pub fn approval_buttons(approval_id: &str, tool: &str) -> Vec<Button> {
     let decide = |choice| {
         ButtonAction::Decide {
             approval_id: approval_id.to_string(),
@@ -80,6 +81,12 @@ pub fn approval_buttons(approval_id: &str) -> Vec<Button> {
         }
         .encode()
     };
+    if tool == crate::policy::PUSH_TOOL {
+        return vec![
+            ("✅ Approve push".into(), decide(Choice::ApproveOnce)),
+            ("❌ Deny".into(), decide(Choice::Deny)),
+        ];
+    }
     vec![
         ("✅ Approve".into(), decide(Choice::ApproveOnce)),
         (
@@ -141,11 +148,14 @@ mod tests {
         for (_, data) in tracker_buttons(&id, JobStatus::Running)
             .into_iter()
             .chain(tracker_buttons(&id, JobStatus::Done))
-            .chain(approval_buttons(&uuid::Uuid::new_v4().simple().to_string()))
+            .chain(approval_buttons(
+                &uuid::Uuid::new_v4().simple().to_string(),
+                "Bash",
+            ))
         {
             assert!(data.len() <= 64, "{data}");
         }
-        let codes: Vec<_> = approval_buttons("x")
+        let codes: Vec<_> = approval_buttons("x", "Bash")
             .into_iter()
             .map(|(_, d)| choice(d.rsplit(':').next().unwrap()))
             .collect();
@@ -159,6 +169,12 @@ mod tests {
             ]
         );
         assert_eq!(choice("z"), None);
+        // A push is approved once or denied: nothing for the session.
+        let push: Vec<_> = approval_buttons("x", crate::policy::PUSH_TOOL)
+            .into_iter()
+            .map(|(_, d)| choice(d.rsplit(':').next().unwrap()))
+            .collect();
+        assert_eq!(push, [Some(Choice::ApproveOnce), Some(Choice::Deny)]);
     }
 
     /// The wire strings of buttons already sent: they must keep decoding to the same action.
@@ -215,7 +231,7 @@ mod tests {
         let sent: Vec<String> = tracker_buttons(job, JobStatus::Running)
             .into_iter()
             .chain(tracker_buttons(job, JobStatus::Failed))
-            .chain(approval_buttons(approval))
+            .chain(approval_buttons(approval, "Bash"))
             .map(|(_, d)| d)
             .collect();
         for data in &sent {

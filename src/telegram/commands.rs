@@ -9,6 +9,7 @@ use crate::telegram::routes;
 
 mod files;
 mod pull;
+mod push;
 mod settings;
 
 /// Commands as `setMyCommands` announces them.
@@ -40,6 +41,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("diff", "Changes of a session: /diff [S3]"),
     ("get", "Send a file of the worktree: /get [S3] <path>"),
     ("pr", "Open a pull request of the branch: /pr [S3] [title]"),
+    (
+        "push",
+        "Push a session's branch to origin, after your approval: /push [S3]",
+    ),
     (
         "every",
         "Schedule an instruction: /every <m h dom mon dow> <text> (UTC)",

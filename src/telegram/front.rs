@@ -26,6 +26,7 @@ const HELP: &str = "<b>TeleVibeCode</b>\n\
 /claude &lt;text&gt; · /codex &lt;text&gt; — one instruction with that agent · /agent &lt;name&gt; — the active session's agent\n\
 /jobs · /job &lt;id&gt; · /tail [job] · /cancel [job] · /diff [S3]\n\
 /get [S3] &lt;path&gt; — a file of the worktree as a document · /pr [S3] [title] — a pull request on GitHub\n\
+/push [S3] — push the session's branch to origin once you approve\n\
 /every &lt;m h dom mon dow&gt; &lt;text&gt; — run it in the active session on a UTC cron · /schedules · /unschedule SC3\n\
 /approvals · /status · /health · /usage\n\
 /verbosity full|compact|final — how much of a running job this chat sees (approvals and results always come)\n\
@@ -295,6 +296,7 @@ impl Front {
             "diff" => self.diff(chat_id, rest).await,
             "get" => self.get(chat_id, rest).await,
             "pr" => self.pull_request(chat_id, &actor, rest).await,
+            "push" => self.push(chat_id, rest).await,
             "every" => self.every(chat_id, &actor, rest).await,
             "schedules" => self.schedules(chat_id).await,
             "unschedule" => self.unschedule(chat_id, &actor, rest).await,

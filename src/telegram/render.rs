@@ -392,6 +392,9 @@ pub fn approval_view(
         .and_then(serde_json::Value::as_str)
         .filter(|_| tool == "Bash");
     let mut about = about_html(&description, command, ABOUT_PARTS);
+    if tool == crate::policy::PUSH_TOOL {
+        about = about::push_html(input);
+    }
     let body = fields_html(&fields);
     let footer_room = tg_len(footer).max(APPROVAL_FOOTER_ROOM);
     if tg_len(header) + 1 + tg_len(&about) + tg_len(&body) + footer_room <= APPROVAL_LIMIT {
@@ -1119,6 +1122,7 @@ mod tests {
         let j = Job {
             id: "0123456789abcdef".into(),
             session_id: "S1".into(),
+            kind: crate::domain::JobKind::Agent,
             instruction: format!("fix   the\n<bug> {}", "x".repeat(100)),
             agent: "claude".into(),
             status: JobStatus::Failed,

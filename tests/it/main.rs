@@ -25,6 +25,7 @@ mod mcp_bridge;
 mod phone_media;
 mod probes;
 mod pull_requests;
+mod push;
 mod recovery;
 mod restarts;
 mod retention;

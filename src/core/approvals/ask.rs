@@ -9,7 +9,7 @@
 
 use crate::core::events::{Event, Scope};
 use crate::core::jobs::outcome::StopReason;
-use crate::domain::{Approval, ApprovalState, Job, Session};
+use crate::domain::{Approval, ApprovalState, Job, JobKind, Session};
 use crate::errors::{CoreError, ErrorCode};
 use crate::policy::Verdict;
 use crate::telemetry::ScopeLabel;
@@ -58,13 +58,24 @@ impl Approvals<'_> {
         input: Value,
         tool_use_id: Option<String>,
     ) -> Result<ApprovalAnswer, CoreError> {
-        let job = self.core.jobs().get_job(job_id).await?;
-        if job.status.is_final() {
-            return Err(CoreError::new(
-                ErrorCode::JobNotFound,
-                format!("job {job_id} has ended"),
-                "nothing to approve",
-            ));
+        let job = open_job(self.core, job_id).await?;
+        // A push is the daemon's own request: an agent asking it is refused (it could only mimic one).
+        if tool == policy::PUSH_TOOL {
+            let why = "git_push is asked by the daemon for a push job only; an agent cannot ask it";
+            self.audit_decision(
+                &job,
+                "policy",
+                Audited::PolicyDecided {
+                    approved: false,
+                    tool: tool.to_string(),
+                    input: render_input(tool, &input),
+                    scope: "git_push".into(),
+                    reason: why.into(),
+                },
+            )
+            .await;
+            self.count("git_push", "denied");
+            return Ok(answer(false, &input, why, false));
         }
         let scope = policy::scope(tool, &input);
         let grants = self.core.store().grants(&job.session_id).await?;
@@ -83,7 +94,8 @@ impl Approvals<'_> {
             Verdict::Ask => {
                 return self
                     .ask(job, tool, input, tool_use_id, scope, preview)
-                    .await;
+                    .await
+                    .map(|(answer, _)| answer);
             }
         };
         self.count(scope, if allow { "approved" } else { "denied" });
@@ -102,7 +114,37 @@ impl Approvals<'_> {
         Ok(answer(allow, &input, &why, false))
     }
 
+    /// A push job asks to push (`input` says what: remote, branch, range, commits): only a person decides,
+    /// no rule nor grant; the answer says who (`expiry` when it expired, `daemon` when the job ended
+    /// first). An expiry stops the job as any expiry does.
+    pub async fn request_push_approval(
+        &self,
+        job_id: &str,
+        input: Value,
+    ) -> Result<PersonAnswer, CoreError> {
+        use tracing::Instrument;
+        let job = open_job(self.core, job_id).await?;
+        if job.kind != JobKind::Push {
+            return Err(CoreError::internal(format!(
+                "job {job_id} is not a push; only a push job asks {}",
+                policy::PUSH_TOOL
+            )));
+        }
+        let tool = policy::PUSH_TOOL;
+        let preview = render_input(tool, &input);
+        let scope = policy::scope(tool, &input);
+        let (answer, by) = self
+            .ask(job, tool, input, None, scope, preview)
+            .instrument(crate::logging::job_span(job_id))
+            .await?;
+        Ok(PersonAnswer {
+            approved: matches!(answer, ApprovalAnswer::Allow { .. }),
+            by,
+        })
+    }
+
     /// No rule decides: record the request, tell people, and wait for the first decision or the expiry.
+    /// Answers the decision and who took it.
     async fn ask(
         &self,
         job: Job,
@@ -111,7 +153,7 @@ impl Approvals<'_> {
         tool_use_id: Option<String>,
         scope: &str,
         preview: String,
-    ) -> Result<ApprovalAnswer, CoreError> {
+    ) -> Result<(ApprovalAnswer, String), CoreError> {
         let timeout = self.core.config().approvals.timeout;
         let now = chrono::Utc::now();
         let approval = new_approval(&job, tool, &input, tool_use_id, scope, now, timeout);
@@ -127,9 +169,15 @@ impl Approvals<'_> {
         if let Some(h) = &session_handle {
             h.waiting_for_person(&job.id, true).await;
         }
+        // The daemon asks for its own push; an agent for its tools.
+        let asker = if tool == policy::PUSH_TOOL {
+            "daemon"
+        } else {
+            "agent"
+        };
         self.audit_decision(
             &job,
-            "agent",
+            asker,
             Audited::ApprovalNeeded {
                 approval_id: approval.id.clone(),
                 tool: tool.to_string(),
@@ -177,9 +225,10 @@ impl Approvals<'_> {
         match outcome {
             Some(Ok((choice, by))) => {
                 if choice == Choice::DenyStop {
-                    self.stop_job(&job, StopReason::Canceled { by }).await;
+                    self.stop_job(&job, StopReason::Canceled { by: by.clone() })
+                        .await;
                 }
-                Ok(if choice.approves() {
+                let answer = if choice.approves() {
                     answer(true, &input, "", false)
                 } else {
                     answer(
@@ -188,7 +237,8 @@ impl Approvals<'_> {
                         "Denied by the user",
                         choice == Choice::DenyStop,
                     )
-                })
+                };
+                Ok((answer, by))
             }
             // Expired (or the daemon lost the waiter): deny with interrupt and end the job.
             _ => {
@@ -229,21 +279,27 @@ impl Approvals<'_> {
                 if expired {
                     self.count(scope, "expired");
                     self.stop_job(&job, StopReason::ApprovalTimeout).await;
-                    return Ok(answer(
-                        false,
-                        &input,
-                        "The approval request timed out",
-                        true,
-                    ));
+                    let timed_out = answer(false, &input, "The approval request timed out", true);
+                    return Ok((timed_out, "expiry".into()));
                 }
-                // Decided just as the wait ended: answer what was recorded.
-                let approved = matches!(self.core.store().approval(&approval.id).await, Ok(Some(a)) if a.state == ApprovalState::Approved);
-                Ok(if approved {
-                    answer(true, &input, "", false)
-                } else {
-                    answer(false, &input, "Denied", false)
-                })
+                // Decided just as the wait ended (or its job ended): answer what was recorded.
+                Ok(self.as_recorded(&approval.id, &input).await)
             }
+        }
+    }
+
+    /// The answer recorded for `approval_id`, and who gave it (`daemon` when no one did).
+    async fn as_recorded(&self, approval_id: &str, input: &Value) -> (ApprovalAnswer, String) {
+        let recorded = self.core.store().approval(approval_id).await.ok().flatten();
+        let by = recorded
+            .as_ref()
+            .and_then(|a| a.decided_by.clone())
+            .unwrap_or_else(|| "daemon".into());
+        let approved = recorded.is_some_and(|a| a.state == ApprovalState::Approved);
+        if approved {
+            (answer(true, input, "", false), by)
+        } else {
+            (answer(false, input, "Denied", false), by)
         }
     }
 
@@ -321,6 +377,19 @@ impl Approvals<'_> {
             session.stop(&job.id, reason);
         }
     }
+}
+
+/// Job `job_id`, still able to ask (not ended).
+async fn open_job(core: &crate::core::Core, job_id: &str) -> Result<Job, CoreError> {
+    let job = core.jobs().get_job(job_id).await?;
+    if job.status.is_final() {
+        return Err(CoreError::new(
+            ErrorCode::JobNotFound,
+            format!("job {job_id} has ended"),
+            "nothing to approve",
+        ));
+    }
+    Ok(job)
 }
 
 /// When a pending request is reminded (`approvals.remind_after_secs`), and the scope of its event.

@@ -22,6 +22,14 @@ impl Approvals<'_> {
             .approval(id)
             .await?
             .ok_or_else(|| not_found(id))?;
+        // A push is approved one at a time: no grant covers the next one.
+        if choice == Choice::ApproveSession && a.tool_name == policy::PUSH_TOOL {
+            return Err(CoreError::new(
+                ErrorCode::ApprovalOnceOnly,
+                format!("approval {id} is a push, which is approved one at a time"),
+                "approve it once (approve without for_session), or deny it",
+            ));
+        }
         let state = if choice.approves() {
             ApprovalState::Approved
         } else {

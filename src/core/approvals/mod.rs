@@ -33,6 +33,14 @@ pub fn answer(allow: bool, input: &Value, message: &str, interrupt: bool) -> App
     }
 }
 
+/// A person's answer to a request only a person decides (a push): approved or not, and by whom
+/// (`expiry` when it expired, `daemon` when its job ended first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonAnswer {
+    pub approved: bool,
+    pub by: String,
+}
+
 fn not_found(id: &str) -> CoreError {
     CoreError::new(
         ErrorCode::ApprovalNotFound,

@@ -38,6 +38,7 @@ pub struct CloseRequest {
 
 mod close;
 mod decided;
+mod push;
 mod queue;
 mod recover;
 
@@ -311,8 +312,13 @@ impl SessionActor {
         permit: OwnedSemaphorePermit,
     ) {
         st.waiting_for_slot = false;
-        // Its agent ran into a usage limit while it waited for the slot: the slot and permit go back.
-        if self.usage_wait(st).is_some() {
+        // Its agent ran into a usage limit while it waited for the slot, or a push is at the head now
+        // (the job that waited was canceled): the slot and permit go back.
+        let push_next = st
+            .queue
+            .front()
+            .is_some_and(|j| j.kind == crate::domain::JobKind::Push);
+        if push_next || self.usage_wait(st).is_some() {
             st.pending_breaker = None;
             drop(permit);
             let _ = myself.cast(SessionMsg::TryStart);

@@ -9,6 +9,7 @@ mod files;
 mod handle;
 mod inbox;
 mod pull;
+pub mod push;
 mod upkeep;
 mod work;
 

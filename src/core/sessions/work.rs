@@ -5,7 +5,7 @@ use super::SessionHandle;
 use crate::audit::AuditSubject;
 use crate::audit::Audited;
 use crate::core::events::{Event, Scope};
-use crate::domain::{ErrorType, Job, ScheduledInstruction, Session, SessionState};
+use crate::domain::{ErrorType, Job, JobKind, ScheduledInstruction, Session, SessionState};
 use crate::errors::{CoreError, ErrorCode};
 use crate::store::{ScheduleRun, ScheduleRunOutcome};
 use chrono::{DateTime, Utc};
@@ -60,6 +60,24 @@ impl Sessions<'_> {
             .core
             .store()
             .insert_job(&id, &session.id, instruction, agent)
+            .await?
+        else {
+            return Err(closed(&session));
+        };
+        Ok(self.queued(job, &session, queued + 1).await)
+    }
+
+    /// Queues a push of the session's branch to the project's `origin`: a job of the session's queue
+    /// (so it waits for the job before it) that asks a person, then pushes with the daemon's credentials.
+    /// Its instruction is the command it stands for, `git push origin <branch>`.
+    pub async fn push_session(&self, session_id: &str) -> Result<Queued, CoreError> {
+        let (session, agent, queued) = self.admit(session_id, None).await?;
+        let instruction = format!("git push {} {}", crate::git::REMOTE, session.branch);
+        let id = uuid::Uuid::new_v4().to_string();
+        let Some(job) = self
+            .core
+            .store()
+            .insert_job_of(JobKind::Push, &id, &session.id, &instruction, agent)
             .await?
         else {
             return Err(closed(&session));

@@ -81,7 +81,7 @@ impl Notifier {
                         && let (Some(chat), Some(mid)) = (a.telegram_chat_id, a.telegram_message_id)
                     {
                         let buttons = if a.state == crate::domain::ApprovalState::Pending {
-                            crate::telegram::buttons::approval_buttons(&a.id)
+                            crate::telegram::buttons::approval_buttons(&a.id, &a.tool_name)
                         } else {
                             Vec::new()
                         };
@@ -106,7 +106,7 @@ impl Notifier {
                     }
                     let html = view.html;
                     let buttons = if a.state == crate::domain::ApprovalState::Pending {
-                        crate::telegram::buttons::approval_buttons(&a.id)
+                        crate::telegram::buttons::approval_buttons(&a.id, &a.tool_name)
                     } else {
                         Vec::new()
                     };

@@ -113,6 +113,30 @@ pub(super) fn about_html(d: &Description, command: Option<&str>, max_parts: usiz
     out
 }
 
+/// What a push request does, in one line: `⬆️ Pushes <branch> to <remote>: <range> (n commits, new branch)`.
+pub(super) fn push_html(input: &serde_json::Value) -> String {
+    let field = |k: &str| {
+        let v = input
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?");
+        code(&cut(&compact(v), ABOUT_WIDTH))
+    };
+    let commits = input
+        .get("commits")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let new_branch = input.get("new_branch").and_then(serde_json::Value::as_bool) == Some(true);
+    format!(
+        "⬆️ Pushes {} to {}: {} ({commits} commit{}{})\n",
+        field("branch"),
+        field("remote"),
+        field("range"),
+        if commits == 1 { "" } else { "s" },
+        if new_branch { ", new branch" } else { "" },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +145,17 @@ mod tests {
     fn about(command: &str, max_parts: usize) -> String {
         let d = describe("Bash", &serde_json::json!({ "command": command }), None);
         about_html(&d, Some(command), max_parts)
+    }
+
+    #[test]
+    fn a_push_says_what_goes_where() {
+        let input = serde_json::json!({"remote": "origin (/srv/o.git)", "branch": "tv/x<y>",
+            "range": "0000000..abc1234", "commits": 2, "new_branch": true});
+        assert_eq!(
+            push_html(&input),
+            "⬆️ Pushes <code>tv/x&lt;y&gt;</code> to <code>origin (/srv/o.git)</code>: \
+             <code>0000000..abc1234</code> (2 commits, new branch)\n"
+        );
     }
 
     #[test]

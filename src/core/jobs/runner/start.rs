@@ -249,7 +249,7 @@ impl Runner {
             .store()
             .mark_job_running(
                 &a.job.id,
-                pid,
+                Some(pid),
                 &s.log_path.display().to_string(),
                 s.base_commit.clone(),
             )

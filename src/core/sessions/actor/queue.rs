@@ -9,7 +9,7 @@ use crate::core::jobs::Ending;
 use crate::core::jobs::outcome::StopReason;
 use crate::core::jobs::process;
 use crate::core::jobs::runner::{Runner, RunnerArgs, RunnerMsg};
-use crate::domain::{ErrorType, Job, JobStatus, SessionState};
+use crate::domain::{ErrorType, Job, JobKind, JobStatus, SessionState};
 use crate::errors::CoreError;
 use ractor::{Actor, ActorRef};
 use std::time::Instant;
@@ -131,6 +131,10 @@ impl SessionActor {
         if !self.check_worktree(st).await {
             return;
         }
+        // A push runs no agent: no usage limit, breaker or run slot holds it.
+        if st.queue.front().is_some_and(|j| j.kind == JobKind::Push) {
+            return self.start_push(myself, st).await;
+        }
         // The next job waits for its agent's usage limit: the queue holds until the reset.
         if let Some(until) = self.usage_wait(st) {
             // Its own limit was told when it was queued again; another job's limit of the same agent is
@@ -186,15 +190,43 @@ impl SessionActor {
         permit: OwnedSemaphorePermit,
         breaker: BreakerPermit,
     ) {
-        let core = &self.core;
-        let Some(job) = st.queue.pop_front() else {
+        let Some((job, project)) = self.take_next(st).await else {
             return;
         };
+        let args = RunnerArgs {
+            job: job.clone(),
+            session: st.session.clone(),
+            project,
+            permit,
+            breaker: Some(breaker),
+            report_to: report_to(myself),
+        };
+        let runner = Runner {
+            core: self.core.clone(),
+        };
+        let spawned = Actor::spawn_linked(None, runner, args, myself.get_cell()).await;
+        self.launched(
+            myself,
+            st,
+            job,
+            spawned.map(|(r, _)| r).map_err(|e| e.to_string()),
+        )
+        .await;
+    }
+
+    /// Takes the next job off the queue to start it, with its project, and writes the session running.
+    /// `None`: nothing queued, or its project cannot be read (the job stays at the head).
+    pub(super) async fn take_next(
+        &self,
+        st: &mut SessionActorState,
+    ) -> Option<(Job, crate::domain::Project)> {
+        let core = &self.core;
+        let job = st.queue.pop_front()?;
         let project = match core.projects().get_project(&st.session.project_id).await {
             Ok(p) => p,
             Err(_) => {
                 st.queue.push_front(job);
-                return;
+                return None;
             }
         };
         self.queue_gauge(st);
@@ -204,22 +236,21 @@ impl SessionActor {
             .await;
         st.session.state = SessionState::Running;
         core.sessions().refresh_session_metrics().await;
-        let args = RunnerArgs {
-            job: job.clone(),
-            session: st.session.clone(),
-            project,
-            permit,
-            breaker: Some(breaker),
-            report_to: {
-                let me = myself.clone();
-                Arc::new(move |report| {
-                    let _ = me.cast(SessionMsg::Runner(report));
-                })
-            },
-        };
-        let runner = Runner { core: core.clone() };
-        match Actor::spawn_linked(None, runner, args, myself.get_cell()).await {
-            Ok((runner, _)) => {
+        Some((job, project))
+    }
+
+    /// The runner of `job` was spawned, or could not be: it runs now, or the job fails and the next
+    /// may start.
+    pub(super) async fn launched(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        st: &mut SessionActorState,
+        job: Job,
+        spawned: Result<ActorRef<RunnerMsg>, String>,
+    ) {
+        let core = &self.core;
+        match spawned {
+            Ok(runner) => {
                 st.running = Some(Running {
                     job,
                     stop_requested: None,
@@ -230,7 +261,7 @@ impl SessionActor {
                 });
             }
             Err(e) => {
-                let why = format!("cannot start the agent: {e}");
+                let why = format!("cannot start the job: {e}");
                 tracing::error!(target: "televibe.sessions", job_id = %job.id, error = %why, "Job failed to start");
                 let recorded = core
                     .jobs()
@@ -322,6 +353,14 @@ impl SessionActor {
         }
         cancel_queued(&self.core, job_id, &format!("canceled by {by}")).await
     }
+}
+
+/// Where a runner of this session reports: the session's mailbox.
+pub(super) fn report_to(myself: &ActorRef<SessionMsg>) -> crate::core::jobs::runner::ReportTo {
+    let me = myself.clone();
+    Arc::new(move |report| {
+        let _ = me.cast(SessionMsg::Runner(report));
+    })
 }
 
 /// Kills what is left of a job's process group and fails it (`internal`).
