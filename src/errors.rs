@@ -41,7 +41,7 @@ pub enum ErrorCode {
     InvalidSchedule,
     /// Beyond the product's list: no schedule has this id.
     ScheduleNotFound,
-    /// Beyond the product's list: no file at this path of the session's worktree (`/get`, `get_file`).
+    /// Beyond the product's list: no file at this path of the session's worktree (`/get`).
     FileNotFound,
     /// Beyond the product's list: the file is larger than `files.max_bytes`.
     FileTooLarge,

@@ -92,8 +92,10 @@ impl Forge for GitHub {
     fn repo_of(&self, origin_url: &str) -> Result<RemoteRepo, ForgeError> {
         let not_github = || {
             ForgeError::NotItsRepository(format!(
-                "origin is not a GitHub repository: {origin_url:?} (expected git@github.com:owner/repo.git, \
-                 https://github.com/owner/repo or ssh://git@github.com/owner/repo.git)"
+                "origin is not a GitHub repository: {:?} (expected git@github.com:owner/repo.git, \
+                 https://github.com/owner/repo or ssh://git@github.com/owner/repo.git)",
+                // An origin may hold a password: never shown.
+                crate::git::redact(origin_url)
             ))
         };
         let repo = parse_remote(origin_url).ok_or_else(not_github)?;

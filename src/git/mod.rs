@@ -91,13 +91,21 @@ impl Git {
         T: Send + 'static,
         F: FnOnce() -> Result<T, GitError> + Send + 'static,
     {
+        self.guarded_for(self.timeout, op).await
+    }
+
+    /// [`Git::guarded`] with a time limit of its own (what talks to a remote may take longer).
+    async fn guarded_for<T, F>(&self, limit: std::time::Duration, op: F) -> Result<T, GitError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, GitError> + Send + 'static,
+    {
         let permit = self.breakers.acquire(BreakerName::GitOperations)?;
-        let outcome =
-            match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(op)).await {
-                Err(_) => Err(GitError::Timeout(self.timeout.as_secs())),
-                Ok(Err(join)) => Err(failed(format!("git task panicked: {join}"))),
-                Ok(Ok(r)) => r,
-            };
+        let outcome = match tokio::time::timeout(limit, tokio::task::spawn_blocking(op)).await {
+            Err(_) => Err(GitError::Timeout(limit.as_secs())),
+            Ok(Err(join)) => Err(failed(format!("git task panicked: {join}"))),
+            Ok(Ok(r)) => r,
+        };
         match &outcome {
             Err(e) if e.is_failure() => {
                 tracing::warn!(target: "televibe.git", error = %e, "git operation failed");

@@ -76,12 +76,18 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(7)]
 }
 
+/// How long one command that talks to the remote may take (a large push on a slow line takes minutes).
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a whole plan or push may take: its remote command, and the local reads around it.
+const REMOTE_BUDGET: std::time::Duration = std::time::Duration::from_secs(660);
+
 impl Git {
     /// What pushing `branch` of `repo` to `origin` would do: the branch's commit, the remote's, how many
     /// commits. Reads the remote with the daemon's credentials.
     pub async fn push_plan(&self, repo: &Path, branch: &str) -> Result<PushPlan, GitError> {
         let (repo, branch) = (repo.to_path_buf(), branch.to_string());
-        self.guarded(move || push_plan_sync(&repo, &branch)).await
+        self.guarded_for(REMOTE_BUDGET, move || push_plan_sync(&repo, &branch))
+            .await
     }
 
     /// Pushes commit `head` to `refs/heads/<branch>` of `origin` (no force: the remote takes only what
@@ -93,7 +99,8 @@ impl Git {
         head: &str,
     ) -> Result<Pushed, GitError> {
         let (repo, branch, head) = (repo.to_path_buf(), branch.to_string(), head.to_string());
-        self.guarded(move || push_sync(&repo, &branch, &head)).await
+        self.guarded_for(REMOTE_BUDGET, move || push_sync(&repo, &branch, &head))
+            .await
     }
 }
 
@@ -176,8 +183,13 @@ fn remote_git(repo_path: &Path) -> Command {
 
 /// Runs a command that talks to the remote: its output, or what it said when it failed.
 fn run_remote(cmd: Command, what: &str) -> Result<(bool, String, String), GitError> {
-    let out = crate::safe_fs::run_capped(cmd, MAX_OUTPUT, timeout()).map_err(|e| match e {
-        crate::safe_fs::CapError::Timeout(t) => GitError::Timeout(t.as_secs()),
+    // A remote that does not answer is the remote's trouble, not the repository's: not counted by the
+    // breaker (`GitError::Remote`), so a dead origin cannot keep local git work from running.
+    let out = crate::safe_fs::run_capped(cmd, MAX_OUTPUT, REMOTE_TIMEOUT).map_err(|e| match e {
+        crate::safe_fs::CapError::Timeout(t) => GitError::Remote(format!(
+            "{REMOTE} did not answer git {what} within {} s",
+            t.as_secs()
+        )),
         e => failed(format!("git {what}: {e}")),
     })?;
     Ok((

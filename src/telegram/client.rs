@@ -92,6 +92,8 @@ pub enum Incoming {
 pub struct TelegramClient {
     /// Long polls (the client's timeout is longer than the poll).
     poll_bot: Bot,
+    /// Uploads documents (up to `files.max_bytes`, 20 MB by default: minutes on a slow line).
+    upload_bot: Bot,
     /// Every other call: a connection that accepts and never answers is given up after
     /// [`CALL_TIMEOUT`], so one black-holed send cannot hold the notifier for the length of a poll.
     bot: Bot,
@@ -178,6 +180,9 @@ impl Liveness {
     }
 }
 
+/// How long one document upload may take: 20 MB at about 35 KB/s.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Seconds a getUpdates call waits on the server.
 pub const LONG_POLL_SECS: u32 = 25;
 
@@ -195,6 +200,7 @@ impl TelegramClient {
         TelegramClient {
             // Longer than the long poll, so an idle poll is not a timeout.
             poll_bot: bot(Duration::from_secs(u64::from(LONG_POLL_SECS) + 15)),
+            upload_bot: bot(UPLOAD_TIMEOUT),
             bot: bot(CALL_TIMEOUT),
             breakers,
             live: Arc::default(),
@@ -431,8 +437,8 @@ impl TelegramClient {
             .parse_mode(ParseMode::Html)
             .disable_notification(silent)
             .build();
-        // An upload of up to a few MiB may take longer than a message: it gets the poll's longer limit.
-        self.guarded(self.poll_bot.send_document(&p))
+        // An upload of up to `files.max_bytes` may take minutes: it has a limit of its own.
+        self.guarded(self.upload_bot.send_document(&p))
             .await
             .map(|_| ())
     }

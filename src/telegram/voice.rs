@@ -119,22 +119,24 @@ impl Transcriber {
                 break;
             }
         }
+        // The key is taken out of the whole answer before it is cut (a cut could keep part of it).
+        let said = reason(self.redact(&String::from_utf8_lossy(&body)).as_bytes());
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(VoiceError::Unavailable(format!(
                 "HTTP {}{}",
                 status.as_u16(),
-                reason(&body)
+                said
             )));
         }
         if !status.is_success() {
             return Err(VoiceError::Refused(format!(
                 "HTTP {}{}",
                 status.as_u16(),
-                reason(&body)
+                said
             )));
         }
         let answer: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| VoiceError::Malformed(format!("not JSON{}", reason(&body))))?;
+            .map_err(|_| VoiceError::Malformed(format!("not JSON{said}")))?;
         match answer.get("text") {
             Some(serde_json::Value::String(text)) => Ok(text.trim().to_string()),
             _ => Err(VoiceError::Malformed(

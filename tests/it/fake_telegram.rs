@@ -779,8 +779,14 @@ fn parse_params(content_type: &str, body: &[u8], query: &str) -> Value {
             out.insert(k, Value::String(v));
         }
     } else if let Some(boundary) = content_type.split("boundary=").nth(1) {
-        for (name, filename, data) in multipart(body, boundary.trim_matches('"')) {
-            match filename {
+        for Part {
+            name,
+            file_name,
+            data,
+            ..
+        } in multipart(body, boundary.trim_matches('"'))
+        {
+            match file_name {
                 Some(f) => {
                     let hex = (data.len() <= DOCUMENT_KEPT)
                         .then(|| data.iter().map(|b| format!("{b:02x}")).collect::<String>());
@@ -834,18 +840,26 @@ fn form_pairs(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Option<String>, Vec<u8>)> {
+/// One part of a `multipart/form-data` body: its name, file name and type, and its bytes.
+pub struct Part {
+    pub name: String,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// The parts of a `multipart/form-data` body, each with its own headers (the fakes of uploads share it).
+pub fn multipart(body: &[u8], boundary: &str) -> Vec<Part> {
     let sep = format!("--{boundary}");
-    let text = body;
-    let mut parts = Vec::new();
-    let positions: Vec<usize> = text
+    let at: Vec<usize> = body
         .windows(sep.len())
         .enumerate()
         .filter(|(_, w)| *w == sep.as_bytes())
         .map(|(i, _)| i)
         .collect();
-    for pair in positions.windows(2) {
-        let chunk = &text[pair[0] + sep.len()..pair[1]];
+    let mut out = Vec::new();
+    for pair in at.windows(2) {
+        let chunk = &body[pair[0] + sep.len()..pair[1]];
         let Some(split) = chunk.windows(4).position(|w| w == b"\r\n\r\n") else {
             continue;
         };
@@ -854,13 +868,16 @@ fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Option<String>, Vec<u8
         if data.ends_with(b"\r\n") {
             data.truncate(data.len() - 2);
         }
-        // Each part has its own header lines (Content-Disposition, Content-Type, ...); names and file names
-        // are read from the disposition line only.
-        let disposition = head
-            .split("\r\n")
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
-            .unwrap_or("")
-            .to_string();
+        let line = |name: &str| {
+            head.split("\r\n").find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+        };
+        // Names and file names are read from the disposition line only.
+        let disposition = line("content-disposition").unwrap_or_default();
         let attr = |name: &str| {
             disposition.split(';').find_map(|p| {
                 p.trim()
@@ -869,10 +886,15 @@ fn multipart(body: &[u8], boundary: &str) -> Vec<(String, Option<String>, Vec<u8
             })
         };
         if let Some(name) = attr("name") {
-            parts.push((name, attr("filename"), data));
+            out.push(Part {
+                name,
+                file_name: attr("filename"),
+                content_type: line("content-type"),
+                data,
+            });
         }
     }
-    parts
+    out
 }
 
 fn num(v: &Value) -> Option<i64> {

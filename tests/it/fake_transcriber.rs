@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
+
+use crate::fake_telegram::multipart;
 
 /// What the fake answers to one upload.
 #[derive(Debug, Clone)]
@@ -68,28 +67,12 @@ impl FakeTranscriber {
     /// A fake that wants `key` as the bearer token (`None`: no Authorization header at all) and
     /// `expected` as the uploaded file.
     pub async fn start(key: Option<&str>, expected: Vec<u8>) -> FakeTranscriber {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             key: key.map(str::to_string),
             expected: Some(expected),
             ..State::default()
         }));
-        let st = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, st.clone()));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let (addr, task) = crate::fake_http::serve(state.clone(), handle).await;
         FakeTranscriber { addr, state, task }
     }
 
@@ -144,7 +127,7 @@ async fn handle(
         .and_then(|t| t.strip_prefix("multipart/form-data; boundary="))
     {
         Some(boundary) => {
-            for part in parts(&body, boundary.trim_matches('"')) {
+            for part in multipart(&body, boundary.trim_matches('"')) {
                 match part.name.as_str() {
                     "model" => upload.model = Some(String::from_utf8_lossy(&part.data).into()),
                     "response_format" => {
@@ -223,59 +206,4 @@ fn reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
-}
-
-struct Part {
-    name: String,
-    file_name: Option<String>,
-    content_type: Option<String>,
-    data: Vec<u8>,
-}
-
-/// The parts of a `multipart/form-data` body, with each part's own headers.
-fn parts(body: &[u8], boundary: &str) -> Vec<Part> {
-    let sep = format!("--{boundary}");
-    let at: Vec<usize> = body
-        .windows(sep.len())
-        .enumerate()
-        .filter(|(_, w)| *w == sep.as_bytes())
-        .map(|(i, _)| i)
-        .collect();
-    let mut out = Vec::new();
-    for pair in at.windows(2) {
-        let chunk = &body[pair[0] + sep.len()..pair[1]];
-        let Some(split) = chunk.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&chunk[..split]).to_string();
-        let mut data = chunk[split + 4..].to_vec();
-        if data.ends_with(b"\r\n") {
-            data.truncate(data.len() - 2);
-        }
-        let line = |name: &str| {
-            head.split("\r\n").find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
-        };
-        let disposition = line("content-disposition").unwrap_or_default();
-        let attr = |name: &str| {
-            disposition.split(';').find_map(|p| {
-                p.trim()
-                    .strip_prefix(&format!("{name}="))
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-        };
-        if let Some(name) = attr("name") {
-            out.push(Part {
-                name,
-                file_name: attr("filename"),
-                content_type: line("content-type"),
-                data,
-            });
-        }
-    }
-    out
 }

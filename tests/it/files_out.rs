@@ -135,6 +135,22 @@ async fn get_refuses_a_fifo_without_waiting_on_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn get_refuses_a_hard_link_and_an_empty_file() {
+    let (tg, _env, d, wt) = with_session("").await;
+    // A second name for a file outside the worktree (as a job could make of a file it cannot read).
+    let outside = wt.parent().unwrap().join("secret");
+    std::fs::write(&outside, "not for the phone").unwrap();
+    std::fs::hard_link(&outside, wt.join("notes.txt")).unwrap();
+    let text = refused(&tg, "notes.txt", "INVALID_PATH").await;
+    assert!(text.contains("hard link"), "{text}");
+    std::fs::write(wt.join("empty.txt"), "").unwrap();
+    let text = refused(&tg, "empty.txt", "INVALID_PATH").await;
+    assert!(text.contains("empty"), "{text}");
+    assert!(tg.document_bytes(USER).is_empty(), "nothing was sent");
+    drop(d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn get_refuses_a_file_larger_than_the_cap() {
     let (tg, _env, d, wt) = with_session("[files]\nmax_bytes = 1000\n").await;
     std::fs::write(wt.join("big.log"), vec![b'x'; 2048]).unwrap();

@@ -13,6 +13,7 @@ mod dashboard;
 mod doctor;
 mod egress_relay;
 mod fake_github;
+mod fake_http;
 mod fake_model;
 mod fake_openai;
 mod fake_telegram;

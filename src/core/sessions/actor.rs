@@ -312,8 +312,14 @@ impl SessionActor {
         permit: OwnedSemaphorePermit,
     ) {
         st.waiting_for_slot = false;
-        // Its agent ran into a usage limit while it waited for the slot, or a push is at the head now
-        // (the job that waited was canceled): the slot and permit go back.
+        // A push started meanwhile (the job that waited was canceled and a push came to the head), its
+        // agent ran into a usage limit while it waited for the slot, or a push is at the head now: the slot
+        // and permit go back.
+        if st.running.is_some() {
+            st.pending_breaker = None;
+            drop(permit);
+            return;
+        }
         let push_next = st
             .queue
             .front()

@@ -1,4 +1,4 @@
-//! Files out of a session's worktree (`/get`, `get_file`): a path inside the worktree only, read under the
+//! Files out of a session's worktree (`/get`): a path inside the worktree only, read under the
 //! safe file rules (no link followed anywhere on the way, only a regular file, never a blocking open) and
 //! at most `files.max_bytes`.
 
@@ -143,12 +143,32 @@ fn file_name(rel: &str) -> String {
 fn check(wt: &Path, rel: &Path, max: u64) -> Result<(std::fs::File, u64), CoreError> {
     // The size is checked here rather than by `open_file`, so that the answer can name it.
     let file = safe_fs::open_file(wt, rel, u64::MAX).map_err(|e| refused(rel, &e))?;
-    let size = file
+    let meta = file
         .metadata()
-        .map_err(|e| CoreError::internal(format!("{}: {e}", rel.display())))?
-        .len();
+        .map_err(|e| CoreError::internal(format!("{}: {e}", rel.display())))?;
+    // A file with a second name may be a link a job made to a file it could not read itself: never sent.
+    if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+        return Err(CoreError::new(
+            ErrorCode::InvalidPath,
+            format!(
+                "{} has {} names (a hard link): not sent",
+                rel.display(),
+                std::os::unix::fs::MetadataExt::nlink(&meta)
+            ),
+            "copy the file to a new name in the worktree and ask for that",
+        ));
+    }
+    let size = meta.len();
     if size > max {
         return Err(too_large(rel, size, max));
+    }
+    // Telegram takes no empty document: said now rather than lost at the upload.
+    if size == 0 {
+        return Err(CoreError::new(
+            ErrorCode::InvalidPath,
+            format!("{} is empty: there is nothing to send", rel.display()),
+            "ask for a file with content",
+        ));
     }
     Ok((file, size))
 }

@@ -35,12 +35,17 @@ pub struct Saved {
     pub bytes: u64,
 }
 
-/// A name safe to save under: the last part of `wanted` only (`/` and `\` separate parts), control
-/// characters and `..` removed, no leading dot or space, at most [`MAX_NAME_BYTES`] bytes with the
+/// A name safe to save under: the last part of `wanted` only (`/` and `\` separate parts), control and
+/// invisible characters and `..` removed, no leading dot or space, at most [`MAX_NAME_BYTES`] bytes with the
 /// extension kept; `file` when nothing is left.
 pub fn safe_name(wanted: &str) -> String {
     let last = wanted.rsplit(['/', '\\']).next().unwrap_or("");
-    let mut name: String = last.chars().filter(|c| !c.is_control()).collect();
+    // Control characters, and the invisible ones that would make a name read otherwise (a right-to-left
+    // override turning `fdp.exe` around).
+    let mut name: String = last
+        .chars()
+        .filter(|c| !c.is_control() && !crate::text::hidden_char(*c))
+        .collect();
     while name.contains("..") {
         name = name.replace("..", ".");
     }

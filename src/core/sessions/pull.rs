@@ -114,6 +114,11 @@ impl Sessions<'_> {
             "Opened from TeleVibeCode session {} (project {}): branch `{}` into `{}`.\n",
             s.id, s.project_id, s.branch, s.base_branch
         );
+        // The agents' instructions only: a push job's is the command the daemon ran.
+        let jobs: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| j.kind != crate::domain::JobKind::Push)
+            .collect();
         if !jobs.is_empty() {
             out.push_str("\nInstructions, oldest first:\n");
             for j in jobs.iter().rev().take(20) {

@@ -119,6 +119,18 @@ impl Actor for PushRunner {
         }
         Ok(())
     }
+
+    /// A runner stopped before its push began (its session stopped it, or closed) never pushes.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RunnerMsg>,
+        st: &mut PushState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = st
+            .phase
+            .compare_exchange(PREPARING, REPORTED, Ordering::SeqCst, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 impl PushState {
@@ -225,6 +237,12 @@ impl Work {
             }
             Err(e) => return self.failed(&format!("cannot ask to push: {}", e.message)),
         };
+        // A job ended meanwhile by a path that does not stop this task (a forced close, the hang check, a
+        // restart of its session) is not pushed for.
+        if !matches!(self.core.store().job(&self.job.id).await, Ok(Some(j)) if !j.status.is_final())
+        {
+            return self.failed("the job ended before its push began");
+        }
         // From here the push runs to its end; a stop that came first wins.
         if self
             .phase

@@ -76,12 +76,46 @@ fn media(m: &Message) -> Option<Media> {
                 .collect(),
         ));
     }
-    m.document.as_ref().map(|d| Media::Document {
-        file: RemoteFile {
-            file_id: d.file_id.clone(),
-            size: d.file_size,
-        },
-        name: d.file_name.clone(),
+    // Audio files, videos and animations are files like any document (a name of their own when they
+    // come without one).
+    let mid = m.message_id;
+    let file = |file_id: &str, size: Option<u64>, name: Option<&String>, default: String| {
+        Media::Document {
+            file: RemoteFile {
+                file_id: file_id.to_string(),
+                size,
+            },
+            name: Some(name.cloned().unwrap_or(default)),
+        }
+    };
+    if let Some(d) = &m.document {
+        return Some(Media::Document {
+            file: RemoteFile {
+                file_id: d.file_id.clone(),
+                size: d.file_size,
+            },
+            name: d.file_name.clone(),
+        });
+    }
+    if let Some(a) = &m.audio {
+        let default = format!("audio-{mid}.mp3");
+        return Some(file(&a.file_id, a.file_size, a.file_name.as_ref(), default));
+    }
+    if let Some(v) = &m.video {
+        let default = format!("video-{mid}.mp4");
+        return Some(file(&v.file_id, v.file_size, v.file_name.as_ref(), default));
+    }
+    if let Some(v) = &m.animation {
+        let default = format!("animation-{mid}.mp4");
+        return Some(file(&v.file_id, v.file_size, v.file_name.as_ref(), default));
+    }
+    m.video_note.as_ref().map(|v| {
+        file(
+            &v.file_id,
+            v.file_size,
+            None,
+            format!("video-note-{mid}.mp4"),
+        )
     })
 }
 

@@ -36,7 +36,8 @@ impl Front {
         let f = self.core.sessions().worktree_file(&session, path).await?;
         let caption = format!(
             "📄 {} · Session {} ({})",
-            code(&f.path),
+            // A caption holds at most 1024 characters: a long path is shown cut (the document keeps its name).
+            code(&crate::text::cut(&f.path, 300)),
             escape(&f.session_id),
             escape(&crate::core::sessions::human_size(f.size))
         );

@@ -114,9 +114,12 @@ impl SessionActor {
         myself: &ActorRef<SessionMsg>,
         st: &mut SessionActorState,
     ) {
+        // A push needs no run slot: one that came to the head while the job before it waited for a slot
+        // (and was canceled) does not wait for that slot either.
+        let push_next = st.queue.front().is_some_and(|j| j.kind == JobKind::Push);
         // In read-only mode jobs cannot be recorded, so none starts (spec: "Jobs cannot be created").
         if st.running.is_some()
-            || st.waiting_for_slot
+            || (st.waiting_for_slot && !push_next)
             || st.session.worktree_missing
             || self.core.store().is_read_only()
             || !matches!(st.session.state, SessionState::Idle | SessionState::Running)
@@ -132,7 +135,10 @@ impl SessionActor {
             return;
         }
         // A push runs no agent: no usage limit, breaker or run slot holds it.
-        if st.queue.front().is_some_and(|j| j.kind == JobKind::Push) {
+        if push_next {
+            // The agent's breaker permit taken for a job that waited for a slot goes back (neutral); the
+            // slot, when it comes while the push runs, goes back too (`slot_granted`).
+            st.pending_breaker = None;
             return self.start_push(myself, st).await;
         }
         // The next job waits for its agent's usage limit: the queue holds until the reset.
