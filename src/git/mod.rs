@@ -76,7 +76,7 @@ mod push;
 mod repo;
 
 use cli::*;
-pub use push::{PushPlan, Pushed, REMOTE, redact};
+pub use push::{PushPlan, Pushed, REMOTE, redact, runs_elsewhere};
 use repo::*;
 pub use repo::{validate_revision, worktree_git_dirs};
 

@@ -51,6 +51,36 @@ pub struct PushPlan {
     pub remote_head: Option<String>,
     /// Commits the remote has on none of its branches (as far as this repository knows them).
     pub commits: u64,
+    /// The files those commits touch (at most [`MAX_PLAN_FILES`], sorted), so the person sees what goes.
+    pub files: Vec<String>,
+    /// How many files they touch in all.
+    pub files_total: usize,
+}
+
+/// The most files of a push named in its approval request.
+pub const MAX_PLAN_FILES: usize = 30;
+
+/// Paths whose change runs code elsewhere once pushed: a forge's CI, git hooks managers.
+const RUNS_ELSEWHERE: &[&str] = &[
+    ".github/",
+    ".gitlab-ci.yml",
+    ".gitlab/",
+    ".circleci/",
+    ".buildkite/",
+    ".travis.yml",
+    "azure-pipelines.yml",
+    "Jenkinsfile",
+    ".husky/",
+    ".pre-commit-config.yaml",
+    ".woodpecker",
+    ".drone.yml",
+];
+
+/// Whether a changed path is one that runs code elsewhere once pushed (CI, hooks).
+pub fn runs_elsewhere(path: &str) -> bool {
+    RUNS_ELSEWHERE
+        .iter()
+        .any(|p| path == p.trim_end_matches('/') || path.starts_with(p))
 }
 
 impl PushPlan {
@@ -233,12 +263,49 @@ pub(super) fn push_plan_sync(repo_path: &Path, branch: &str) -> Result<PushPlan,
         .trim()
         .parse()
         .unwrap_or(0);
+    // The files the new commits touch (of the newest 1000 commits, names only, bounded output).
+    let mut names = hardened_git();
+    names
+        .arg("--git-dir")
+        .arg(repo_path.join(".git"))
+        .args([
+            "log",
+            "--max-count=1000",
+            "--no-renames",
+            "--name-only",
+            "--format=",
+            "-z",
+            "--ignore-missing",
+            &head,
+            "--not",
+        ])
+        .args(tips.iter().take(MAX_REMOTE_TIPS).map(|(id, _)| *id));
+    // A history too large to list (a first push of a big project) is pushed all the same, unlisted.
+    let names = run_checked_capped(names, "log --name-only", 4 << 20).unwrap_or_default();
+    let mut files: Vec<String> = names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            String::from_utf8_lossy(n)
+                .trim_start_matches('\n')
+                .to_string()
+        })
+        .filter(|n| !n.is_empty())
+        .collect();
+    files.sort();
+    files.dedup();
+    let files_total = files.len();
+    // Those that run code elsewhere come first, so a cut list never hides them.
+    files.sort_by_key(|f| !runs_elsewhere(f));
+    files.truncate(MAX_PLAN_FILES);
     Ok(PushPlan {
         url,
         branch: branch.to_string(),
         head,
         remote_head,
         commits,
+        files,
+        files_total,
     })
 }
 
@@ -373,6 +440,8 @@ mod tests {
             head: "abcdef0123456789abcdef0123456789abcdef01".into(),
             remote_head: None,
             commits: 1,
+            files: Vec::new(),
+            files_total: 0,
         };
         assert_eq!(plan.range(), "0000000..abcdef0");
         let moved = PushPlan {

@@ -215,6 +215,8 @@ async fn a_push_approved_on_the_phone_reaches_the_origin_and_is_told() {
         "{}",
         msg.visible
     );
+    // The person sees what the commit changes: the job's file.
+    assert!(msg.visible.contains("📁 commit-0.txt"), "{}", msg.visible);
     let shown = buttons(&msg);
     assert_eq!(
         shown.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),

@@ -319,6 +319,10 @@ fn request(plan: &PushPlan) -> serde_json::Value {
         "commits": plan.commits,
         "new_branch": plan.remote_head.is_none(),
         "commit": plan.head,
+        "files": plan.files,
+        "files_total": plan.files_total,
+        // What the commits change that runs code elsewhere once pushed (a forge's CI, hooks managers).
+        "runs_elsewhere": plan.files.iter().filter(|f| crate::git::runs_elsewhere(f)).collect::<Vec<_>>(),
     })
 }
 

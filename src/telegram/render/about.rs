@@ -127,14 +127,51 @@ pub(super) fn push_html(input: &serde_json::Value) -> String {
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0);
     let new_branch = input.get("new_branch").and_then(serde_json::Value::as_bool) == Some(true);
-    format!(
+    let mut out = format!(
         "⬆️ Pushes {} to {}: {} ({commits} commit{}{})\n",
         field("branch"),
         field("remote"),
         field("range"),
         if commits == 1 { "" } else { "s" },
         if new_branch { ", new branch" } else { "" },
-    )
+    );
+    let list = |k: &str| -> Vec<String> {
+        input
+            .get(k)
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .map(|f| code(&cut(&compact(f), ABOUT_WIDTH)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let elsewhere = list("runs_elsewhere");
+    if !elsewhere.is_empty() {
+        out.push_str(&format!(
+            "⚠️ changes what runs elsewhere once pushed (CI, hooks): {}\n",
+            elsewhere.join(", ")
+        ));
+    }
+    let files = list("files");
+    if !files.is_empty() {
+        let total = input
+            .get("files_total")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(files.len() as u64);
+        let more = total.saturating_sub(files.len() as u64);
+        out.push_str(&format!(
+            "📁 {}{}\n",
+            files.join(", "),
+            if more > 0 {
+                format!(" +{more}")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -145,6 +182,27 @@ mod tests {
     fn about(command: &str, max_parts: usize) -> String {
         let d = describe("Bash", &serde_json::json!({ "command": command }), None);
         about_html(&d, Some(command), max_parts)
+    }
+
+    #[test]
+    fn a_push_names_its_files_and_warns_of_ci() {
+        let input = serde_json::json!({"remote": "origin (/srv/o.git)", "branch": "tv/x",
+            "range": "0000000..abc1234", "commits": 1, "new_branch": true,
+            "files": [".github/workflows/ci.yml", "src/a.rs"], "files_total": 3,
+            "runs_elsewhere": [".github/workflows/ci.yml"]});
+        let html = push_html(&input);
+        assert!(
+            html.contains("⚠️ changes what runs elsewhere once pushed (CI, hooks): <code>.github/workflows/ci.yml</code>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("📁 <code>.github/workflows/ci.yml</code>, <code>src/a.rs</code> +1"),
+            "{html}"
+        );
+        assert!(
+            crate::git::runs_elsewhere(".gitlab-ci.yml")
+                && !crate::git::runs_elsewhere("src/.github")
+        );
     }
 
     #[test]
