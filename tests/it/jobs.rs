@@ -15,14 +15,19 @@ const FAKE_AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-a
 pub(crate) async fn session(env: &Env, mcp: &Mcp) -> PathBuf {
     make_repo(&env.root().join("repos/app"));
     env.hand_over();
+    let s = open_app_session(mcp).await;
+    PathBuf::from(s["worktree_path"].as_str().unwrap())
+}
+
+/// Registers the repository already at `repos/app` and opens session S1: the session as `create_session`
+/// answers it.
+pub(crate) async fn open_app_session(mcp: &Mcp) -> Value {
     mcp.call("register_project", json!({"path": "app"}))
         .await
         .unwrap();
-    let s = mcp
-        .call("create_session", json!({"project_id": "app"}))
+    mcp.call("create_session", json!({"project_id": "app"}))
         .await
-        .unwrap();
-    PathBuf::from(s["worktree_path"].as_str().unwrap())
+        .unwrap()
 }
 
 pub(crate) async fn run(mcp: &Mcp, session: &str, instruction: &str) -> String {

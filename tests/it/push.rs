@@ -56,13 +56,7 @@ async fn pushing(env: Env, home: Option<&Path>, origin: Option<&str>) -> Pushing
         }
     });
     let mcp = Mcp::connect(&env).await;
-    mcp.call("register_project", json!({"path": "app"}))
-        .await
-        .unwrap();
-    let s = mcp
-        .call("create_session", json!({"project_id": "app"}))
-        .await
-        .unwrap();
+    let s = crate::jobs::open_app_session(&mcp).await;
     let p = Pushing {
         worktree: PathBuf::from(s["worktree_path"].as_str().unwrap()),
         branch: s["branch"].as_str().unwrap().to_string(),
