@@ -16,6 +16,11 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The nodes sharing the store: which leads, last heartbeats, running jobs (one node on SQLite).
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
     /// Circuit breaker states; `reset <name>` closes one (audited).
     Breakers {
         #[arg(long, global = true)]
@@ -101,6 +106,7 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
     };
     let (tool, args, json_out) = match &command {
         AdminCommand::Tree { json } => ("get_supervision_tree", json!({}), *json),
+        AdminCommand::Nodes { json } => ("list_nodes", json!({}), *json),
         AdminCommand::Breakers {
             json,
             command: None,
@@ -155,6 +161,7 @@ pub async fn run(config: &Config, command: AdminCommand) -> ExitCode {
                         return ExitCode::from(1);
                     }
                 },
+                AdminCommand::Nodes { .. } => print!("{}", render_nodes(&body)),
                 AdminCommand::Jobs { .. } => print!("{}", render_jobs(&body["jobs"])),
                 AdminCommand::Job { .. } => print!("{}", render_jobs(&json!([body]))),
                 AdminCommand::Sessions { .. } => print!("{}", render_sessions(&body["sessions"])),
@@ -220,6 +227,41 @@ pub fn render_tree(tree: &TreeNode) -> String {
         out.push_str(&format!(
             "{name}{:pad$}{status:<12}{restarts:>8}  {uptime}\n",
             ""
+        ));
+    }
+    out
+}
+
+/// `admin nodes` as a table: one row per node, the leader marked.
+fn render_nodes(body: &Value) -> String {
+    let mut out = format!(
+        "store: {}   this node: {}   leader: {}\n{:<20}{:<10}{:<7}{:>10}  {:>8}  {:>8}  {}\n",
+        body["store"].as_str().unwrap_or("?"),
+        body["this_node"].as_str().unwrap_or("?"),
+        body["leader"].as_str().unwrap_or("none"),
+        "NODE",
+        "ROLE",
+        "STATE",
+        "HEARTBEAT",
+        "RUNNING",
+        "SESSIONS",
+        "ROOT"
+    );
+    for n in body["nodes"].as_array().into_iter().flatten() {
+        let age = n["heartbeat_age_secs"].as_f64().unwrap_or(0.0);
+        out.push_str(&format!(
+            "{:<20}{:<10}{:<7}{:>10}  {:>8}  {:>8}  {}\n",
+            n["node_id"].as_str().unwrap_or("?"),
+            if n["leader"].as_bool().unwrap_or(false) {
+                "leader"
+            } else {
+                "follower"
+            },
+            n["state"].as_str().unwrap_or("?"),
+            format!("{} ago", human_duration(age as u64)),
+            n["running_jobs"].as_i64().unwrap_or(0),
+            n["open_sessions"].as_i64().unwrap_or(0),
+            n["root"].as_str().unwrap_or(""),
         ));
     }
     out

@@ -79,7 +79,10 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     let socket = ChildSpec::new("socket", move || {
         (crate::mcp::socket::SocketActor { core: c.clone() }, ())
     });
-    let mut children = vec![store, breakers, http, janitor, backup, sessions, scheduler];
+    let mut children = vec![store, breakers, http, janitor];
+    // What one node at a time runs: on a store several nodes share, the `cluster` actor starts them when
+    // it holds the leader's lock (and stops them when it loses it).
+    let mut leader = vec![backup, scheduler];
     // Telegram's actors exist only with a bot token.
     if let Some(token) = &core.config().telegram_token {
         let link = crate::telegram::Link::new(crate::telegram::client::TelegramClient::new(
@@ -93,7 +96,7 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
             crate::telegram::TelegramProbe::new(&core.config().telegram.api_url, token),
         )));
         let (c, l) = (core.clone(), link.clone());
-        children.push(ChildSpec::new("notifier", move || {
+        leader.push(ChildSpec::new("notifier", move || {
             (
                 crate::telegram::notifier::Notifier {
                     core: c.clone(),
@@ -103,7 +106,7 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
             )
         }));
         let c = core.clone();
-        children.push(ChildSpec::new("telegram", move || {
+        leader.push(ChildSpec::new("telegram", move || {
             (
                 crate::telegram::poller::Poller {
                     core: c.clone(),
@@ -112,6 +115,36 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
                 (),
             )
         }));
+    }
+    if core.cluster().shared() {
+        children.push(sessions);
+        let c = core.clone();
+        children.push(
+            ChildSpec::new("cluster", move || {
+                (
+                    crate::core::cluster::actor::ClusterActor {
+                        core: c.clone(),
+                        leader_children: leader.clone(),
+                    },
+                    (),
+                )
+            })
+            .with_below(Arc::new(|cell| {
+                Box::pin(async move {
+                    let r: ractor::ActorRef<crate::core::cluster::actor::ClusterMsg> = cell.into();
+                    ractor::call_t!(r, crate::core::cluster::actor::ClusterMsg::Below, 1000)
+                        .unwrap_or_default()
+                })
+            })),
+        );
+    } else {
+        core.metrics().cluster_leader.set(1);
+        core.metrics().cluster_nodes.set(1);
+        // One node: the tree as it always was (backup before sessions, the scheduler after them).
+        let mut rest = leader.into_iter();
+        children.extend(rest.next());
+        children.push(sessions);
+        children.extend(rest);
     }
     children.push(socket);
     children

@@ -10,7 +10,7 @@ use crate::git::GitError;
 use crate::store::StoreError;
 
 /// The error codes of the product's interface (MCP `isError` bodies, Telegram replies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ProjectNotFound,
@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// Beyond the product's list: "approve for this session" asked of a request that is approved one at a
     /// time (a push).
     ApprovalOnceOnly,
+    /// Beyond the product's list: the node asked for, or the node hosting the session, is not up (several
+    /// nodes on one PostgreSQL store), or the work can only be done on that node.
+    NodeUnavailable,
 }
 
 impl fmt::Display for ErrorCode {
@@ -60,7 +63,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// A refused or failed core call.
-#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct CoreError {
     pub code: ErrorCode,

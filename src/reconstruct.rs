@@ -339,6 +339,7 @@ async fn rebuild(
             remote_url: info.remote_url,
             created_at: chrono::Utc::now(),
             trusted: false,
+            node: None,
         };
         store
             .insert_project(&project)
@@ -371,6 +372,7 @@ async fn rebuild(
                 branch_created: false,
                 workspace_dir,
                 agent: crate::agents::DEFAULT_AGENT.to_string(),
+                node: None,
             };
             let session = store
                 .insert_session(f.seq, &new)

@@ -10,6 +10,7 @@ mod m20261207_000005_agents;
 mod m20261207_000006_usage_limits;
 mod m20261207_000008_schedules;
 mod m20261207_000009_job_kinds;
+mod m20261207_000010_cluster;
 
 /// The ordered list of migrations applied at start, before any actor runs.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000006_usage_limits::Migration),
             Box::new(m20261207_000008_schedules::Migration),
             Box::new(m20261207_000009_job_kinds::Migration),
+            Box::new(m20261207_000010_cluster::Migration),
         ]
     }
 }

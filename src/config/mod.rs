@@ -11,6 +11,7 @@ use crate::domain::breaker::{BreakerName, BreakerSettings};
 pub use agent::valid_host_pattern;
 
 mod agent;
+mod cluster;
 mod phone;
 mod raw;
 mod root;
@@ -18,6 +19,7 @@ mod sections;
 mod settings;
 mod source;
 
+pub use cluster::{ClusterSettings, RawCluster};
 pub use phone::{FilesSettings, GithubSettings, RawFiles, RawGithub, RawVoice, VoiceSettings};
 pub use raw::*;
 pub use settings::*;
@@ -81,6 +83,7 @@ pub struct Config {
     pub voice: VoiceSettings,
     pub files: FilesSettings,
     pub github: GithubSettings,
+    pub cluster: ClusterSettings,
 }
 
 fn absolute(p: &Path) -> PathBuf {

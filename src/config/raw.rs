@@ -61,6 +61,9 @@ pub struct RawConfig {
     /// `[github]`: pull requests opened by `/pr`.
     #[serde(default)]
     pub github: super::phone::RawGithub,
+    /// `[cluster]`: this node, among the nodes sharing a PostgreSQL store.
+    #[serde(default)]
+    pub cluster: super::cluster::RawCluster,
     pub debug: RawDebug,
 }
 
@@ -468,6 +471,7 @@ impl Default for RawConfig {
             voice: Default::default(),
             files: Default::default(),
             github: Default::default(),
+            cluster: Default::default(),
             debug: RawDebug {
                 test_hooks: false,
                 backup_clock_offset_secs: 0,

@@ -42,7 +42,9 @@ impl Config {
         let voice = super::phone::voice(&raw.voice)?;
         let files = super::phone::files(&raw.files)?;
         let github = super::phone::github(&raw.github)?;
+        let cluster = super::cluster::cluster(&raw.cluster)?;
         Ok(Config {
+            cluster,
             voice,
             files,
             github,

@@ -345,6 +345,11 @@ impl Events<'_> {
         self.core.events_state.outbox_seq.subscribe()
     }
 
+    /// Another node wrote outbox rows (its wake-up, or the sweep): the notifier reads them.
+    pub fn outbox_written_elsewhere(&self) {
+        self.outbox_written();
+    }
+
     fn outbox_written(&self) {
         self.core
             .events_state
@@ -412,6 +417,10 @@ impl Events<'_> {
             tracing::warn!(target: "televibe.events", event_type = kind, error = %e, "event not recorded");
         }
         self.outbox_written();
+        // The leader's notifier sends it: on another node, it is told.
+        if written.is_ok() && !self.core.cluster().is_leader() {
+            self.core.cluster().wake("outbox").await;
+        }
         written.map(|_| ()).map_err(CoreError::from)
     }
 }

@@ -22,6 +22,7 @@ use crate::supervisor::{SupervisorMsg, TreeNode};
 use crate::telemetry::Metrics;
 
 pub mod approvals;
+pub mod cluster;
 pub mod events;
 mod fronts;
 mod health;
@@ -54,6 +55,7 @@ pub struct Core {
     approvals_state: approvals::State,
     events_state: events::State,
     schedules_state: schedules::State,
+    cluster_state: cluster::State,
     /// Cancelled when shutdown begins: readiness turns not-ready and the fronts stop taking work.
     shutdown: tokio_util::sync::CancellationToken,
     root: OnceLock<ActorRef<SupervisorMsg>>,
@@ -75,6 +77,7 @@ impl Core {
             approvals_state: Default::default(),
             events_state: Default::default(),
             schedules_state: Default::default(),
+            cluster_state: Default::default(),
             git: Git::new(breakers.clone(), config.git_timeout),
             audit: Audit::new(layout.audit_log()),
             layout,

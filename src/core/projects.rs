@@ -159,6 +159,7 @@ impl Projects<'_> {
             remote_url: info.remote_url,
             created_at: chrono::Utc::now(),
             trusted,
+            node: self.core.cluster().path_project_node(),
         };
         self.core.store().insert_project(&project).await?;
         self.core.metrics().project_known(&project.id);

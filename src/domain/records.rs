@@ -32,6 +32,10 @@ pub struct Project {
     pub created_at: DateTime<Utc>,
     /// The agent may load this repository's own settings (hooks, MCP servers), still sandboxed.
     pub trusted: bool,
+    /// The node that has the repository, for a project registered by path on a store several nodes
+    /// share; `None` on one node, and for a project cloned from a URL (every node has its own clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A session: one worktree on one branch.
@@ -60,6 +64,9 @@ pub struct Session {
     /// UTC`). Not stored: the jobs' `not_before` and the agents' known limits say it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// The node hosting the session (its worktree, its jobs), on a store several nodes share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The agent whose conversation has the `conversation_id` column.
@@ -76,6 +83,8 @@ pub struct NewSession {
     pub workspace_dir: std::path::PathBuf,
     /// The session's default agent.
     pub agent: String,
+    /// The node hosting it (`None` on one node).
+    pub node: Option<String>,
 }
 
 impl Session {
@@ -189,6 +198,7 @@ string_enum! {
         OrchestratorRestart = "orchestrator_restart",
         ApprovalTimeout = "approval_timeout",
         Internal = "internal",
+        NodeLost = "node_lost",
     }
 }
 

@@ -44,6 +44,9 @@ pub struct CreateSessionParams {
     pub base: Option<String>,
     /// The agent the session's instructions run with (`claude`, `codex`); default: `agent.default`.
     pub agent: Option<String>,
+    /// The node to host the session (several nodes on one PostgreSQL store); default: the node with the
+    /// fewest running jobs (a project registered by path: the node that has it).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -134,12 +137,13 @@ impl ControlServer {
         Ok(respond(
             self.core
                 .sessions()
-                .create_session(
+                .create_session_on(
                     &caller(&peer),
                     &p.project_id,
                     p.branch.as_deref(),
                     p.base.as_deref(),
                     p.agent.as_deref(),
+                    p.node.as_deref(),
                 )
                 .await,
         ))

@@ -12,7 +12,7 @@ use rmcp::{
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::errors::{ErrorCode, ToolError, ok_json};
+use super::errors::{ErrorCode, ToolError, ok_json, respond};
 use crate::core::Core;
 use crate::supervisor::SupervisorMsg;
 
@@ -111,6 +111,15 @@ impl ControlServer {
             )
             .into_result(),
         })
+    }
+
+    #[tool(
+        description = "The nodes sharing the store (several machines on PostgreSQL): the leader, each node's last heartbeat, running jobs and open sessions. On SQLite: this one node."
+    )]
+    async fn list_nodes(&self) -> Result<CallToolResult, McpError> {
+        Ok(respond(
+            self.core.cluster().nodes().await.map_err(ToolError::from),
+        ))
     }
 
     #[tool(

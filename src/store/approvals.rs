@@ -173,8 +173,10 @@ impl Store {
     pub async fn expire_pending_approvals(
         &self,
         at: DateTime<Utc>,
+        which: impl Fn(&Approval) -> bool,
     ) -> Result<Vec<Approval>, StoreError> {
-        let pending = self.pending_approvals().await?;
+        let mut pending = self.pending_approvals().await?;
+        pending.retain(|a| which(a));
         for a in &pending {
             let id = a.id.clone();
             self.write(|db| async move {

@@ -14,6 +14,7 @@ pub mod project {
         pub remote_url: Option<String>,
         pub created_at: DateTimeUtc,
         pub trusted: bool,
+        pub node: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -45,6 +46,7 @@ pub mod session {
         pub created_at: DateTimeUtc,
         pub last_activity_at: DateTimeUtc,
         pub closed_at: Option<DateTimeUtc>,
+        pub node: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

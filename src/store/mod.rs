@@ -19,8 +19,11 @@ mod approvals;
 mod entities;
 mod jobs;
 pub use jobs::Requeue;
+mod nodes;
 mod projects;
 mod records;
+pub use nodes::{CallRow, Dial, LeaderLock, Listener, NodeRow};
+mod postgres;
 mod schedules;
 mod sqlite;
 
@@ -189,6 +192,16 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the store is PostgreSQL (several nodes may share it).
+    pub fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == sea_orm::DbBackend::Postgres
+    }
+
+    /// The PostgreSQL URL and password, for connections of the cluster's own.
+    pub(crate) fn postgres_url(&self) -> Option<(String, Option<String>)> {
+        None
     }
 
     /// The engine's full integrity check; any finding is corruption.

@@ -20,6 +20,7 @@ impl From<project::Model> for Project {
             remote_url: m.remote_url,
             created_at: m.created_at,
             trusted: m.trusted,
+            node: m.node,
         }
     }
 }
@@ -50,6 +51,7 @@ impl From<session::Model> for Session {
             created_at: m.created_at,
             last_activity_at: m.last_activity_at,
             closed_at: m.closed_at,
+            node: m.node,
         }
     }
 }
@@ -89,6 +91,7 @@ impl Store {
             remote_url: Set(p.remote_url.clone()),
             created_at: Set(p.created_at),
             trusted: Set(p.trusted),
+            node: Set(p.node.clone()),
         };
         self.write(|db| async move { am.insert(&db).await.map(|_| ()) })
             .await
@@ -191,6 +194,7 @@ impl Store {
             created_at: Set(now),
             last_activity_at: Set(now),
             closed_at: Set(None),
+            node: Set(new.node.clone()),
         };
         let model = self.write(|db| async move { am.insert(&db).await }).await?;
         Ok(model.into())

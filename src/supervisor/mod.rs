@@ -117,6 +117,9 @@ pub enum SupervisorMsg {
     Shutdown(RpcReplyPort<()>),
     /// Stop these children now, for good (the fronts, first in a shutdown), then answer.
     StopChildren(Vec<String>, RpcReplyPort<()>),
+    /// Stop these children and forget them (a follower giving up the leader's children): the same names
+    /// may be started again later with `StartChild`.
+    RemoveChildren(Vec<String>, RpcReplyPort<()>),
     /// Test hook: the supervisor itself panics (escalation drills).
     InjectedPanic,
 }
@@ -296,6 +299,11 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::StopChildren(names, reply) => {
                 stop_children(state, &names).await;
+                _ = reply.send(());
+            }
+            SupervisorMsg::RemoveChildren(names, reply) => {
+                stop_children(state, &names).await;
+                state.children.retain(|c| !names.contains(&c.spec.name));
                 _ = reply.send(());
             }
         }

@@ -1088,6 +1088,7 @@ mod tests {
             remote_url: None,
             created_at: now,
             trusted: false,
+            node: None,
         };
         assert_eq!(
             project_line(&p),
@@ -1109,6 +1110,7 @@ mod tests {
             last_activity_at: now,
             closed_at: None,
             waiting: None,
+            node: None,
         };
         assert_eq!(
             session_line(&s, true),

@@ -142,6 +142,8 @@ pub struct Metrics {
     pub actor_restarts_total: Family<ActorLabel, Counter>,
     pub health_check: Family<CheckLabel, Gauge>,
     pub database_read_only: Gauge,
+    pub cluster_leader: Gauge,
+    pub cluster_nodes: Gauge,
     /// 1 for the cause of read-only mode (`READ_ONLY_REASONS`), 0 for the others.
     pub database_read_only_reason: Family<ReasonLabel, Gauge>,
     pub start_time_seconds: Gauge,
@@ -189,6 +191,8 @@ impl Metrics {
             actor_restarts_total: Family::default(),
             health_check: Family::default(),
             database_read_only: Gauge::default(),
+            cluster_leader: Gauge::default(),
+            cluster_nodes: Gauge::default(),
             database_read_only_reason: Family::default(),
             start_time_seconds: Gauge::default(),
             backup_last_success_timestamp: Gauge::default(),

@@ -114,6 +114,16 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "SQL statements the daemon ran on its state database",
     ),
     (
+        "televibe_cluster_leader",
+        "gauge",
+        "1 while this node is the leader (it runs the Telegram front, the notifier, backups and schedules); always 1 on one node",
+    ),
+    (
+        "televibe_cluster_nodes",
+        "gauge",
+        "Nodes sharing the store that are up (a heartbeat within cluster.node_timeout_secs); 1 on one node",
+    ),
+    (
         "televibe_database_read_only",
         "gauge",
         "1 while the store refuses writes after a write failure",
@@ -262,6 +272,8 @@ impl Metrics {
             "televibe_db_statements",
             self.db_statements_total.clone(),
         );
+        register(r, "televibe_cluster_leader", self.cluster_leader.clone());
+        register(r, "televibe_cluster_nodes", self.cluster_nodes.clone());
         register(
             r,
             "televibe_database_read_only",

@@ -92,6 +92,9 @@ impl Approvals<'_> {
         let waiter = self.waiters().map.remove(id);
         if let Some((_, tx)) = waiter {
             let _ = tx.send((choice, by.to_string()));
+        } else {
+            // The job asking may run on another node: its node wakes the call.
+            self.core.cluster().wake(&format!("decided:{id}")).await;
         }
         self.emit_decided(&a).await;
         tracing::info!(target: "televibe.approvals", approval_id = %a.id, job_id = %a.job_id, decision = choice.as_str(), by, "Approval decided");
@@ -159,11 +162,44 @@ impl Approvals<'_> {
     }
 
     /// At boot no waiting call survives: pending approvals expire and their buttons are retired.
+    /// Wakes the calls of this node whose approval another node decided (`only`: that one approval; `None`:
+    /// every waiting one, the sweep after a missed wake-up).
+    pub async fn wake_decided_elsewhere(&self, only: Option<&str>) {
+        let ids: Vec<String> = {
+            let w = self.waiters();
+            w.map
+                .keys()
+                .filter(|id| only.is_none_or(|o| o == id.as_str()))
+                .cloned()
+                .collect()
+        };
+        for id in ids {
+            let Ok(Some(a)) = self.core.store().approval(&id).await else {
+                continue;
+            };
+            let choice = match a.decision.as_deref() {
+                Some("approve_once") => Choice::ApproveOnce,
+                Some("approve_session") => Choice::ApproveSession,
+                Some("deny") => Choice::Deny,
+                Some("deny_stop") => Choice::DenyStop,
+                _ => continue,
+            };
+            if let Some((_, tx)) = self.waiters().map.remove(&id) {
+                tracing::info!(target: "televibe.approvals", approval_id = %id, decision = choice.as_str(), "Approval decided on another node");
+                let _ = tx.send((choice, a.decided_by.clone().unwrap_or_default()));
+            }
+        }
+    }
+
     pub async fn expire_orphaned_approvals(&self) {
+        // Only this node's: another node's jobs are still asking.
+        let hosted = self.core.sessions().hosted_here().await;
         match self
             .core
             .store()
-            .expire_pending_approvals(chrono::Utc::now())
+            .expire_pending_approvals(chrono::Utc::now(), |a| {
+                hosted.as_ref().is_none_or(|h| h.contains(&a.session_id))
+            })
             .await
         {
             Ok(expired) => {

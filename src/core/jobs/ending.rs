@@ -236,7 +236,15 @@ impl Jobs<'_> {
     /// The jobs are written off, so the groups get SIGKILL at once rather than a grace period each.
     /// Writes are best effort: a read-only store must not keep the daemon from starting.
     pub async fn recover_jobs(&self) -> Result<(), CoreError> {
+        let hosted = self.core.sessions().hosted_here().await;
         for job in self.core.store().unfinished_running_jobs().await? {
+            // Another node's running jobs are its own (or, gone silent, the leader's to end).
+            if hosted
+                .as_ref()
+                .is_some_and(|h| !h.contains(&job.session_id))
+            {
+                continue;
+            }
             if let Some(pgid) = job.recorded_group()
                 && super::process::group_alive(pgid)
             {
@@ -287,6 +295,73 @@ impl Jobs<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The running jobs of a node gone silent (the leader's watch): each is queued once more, as after a
+    /// restart (it runs when its node is back, resuming its conversation), or, cut before or not to be
+    /// run again, fails `node_lost`.
+    pub async fn node_lost(&self, node: &str, timeout: std::time::Duration) {
+        let jobs = match self.core.store().running_jobs_on_node(node).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(target: "televibe.jobs", node_id = node, error = %e, "jobs of a lost node not read");
+                return;
+            }
+        };
+        for job in jobs {
+            let agent_ended = job.exit_code.is_some() || job.signal.is_some();
+            if self.core.config().jobs.retry_interrupted && job.interruptions == 0 && !agent_ended {
+                let session = self
+                    .core
+                    .store()
+                    .session(&job.session_id)
+                    .await
+                    .ok()
+                    .flatten();
+                if let Ok(true) = self
+                    .core
+                    .store()
+                    .requeue_job(&job.id, None, crate::store::Requeue::Interrupted)
+                    .await
+                {
+                    tracing::warn!(target: "televibe.jobs", job_id = %job.id, node_id = node, "Job of a lost node queued again: it runs when the node is back");
+                    if let Some(session) = &session {
+                        self.core
+                            .events()
+                            .emit(
+                                Scope::job(&job, session),
+                                Event::JobRequeued {
+                                    reason: crate::core::events::REQUEUED_RESTART.into(),
+                                    not_before: None,
+                                },
+                            )
+                            .await;
+                    }
+                    continue;
+                }
+            }
+            let reason = format!(
+                "its node {node} stopped answering (no heartbeat for {} s){}",
+                timeout.as_secs(),
+                if job.interruptions > 0 {
+                    ", a second time (it runs again only once)"
+                } else {
+                    ""
+                }
+            );
+            match self
+                .end_job(&job, Ending::failed(ErrorType::NodeLost, &reason))
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(target: "televibe.jobs", job_id = %job.id, node_id = node, "Job failed: node_lost")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(target: "televibe.jobs", job_id = %job.id, error = %e, "job of a lost node not ended")
+                }
+            }
+        }
     }
 
     /// A job a daemon restart cut goes back to the head of its session's queue (`jobs.retry_interrupted`):

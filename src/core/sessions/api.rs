@@ -83,6 +83,19 @@ impl Sessions<'_> {
         base: Option<&str>,
         agent: Option<&str>,
     ) -> Result<Session, CoreError> {
+        self.create_session_on(by, project_id, branch, base, agent, None)
+            .await
+    }
+
+    /// Creates a session on this node (its worktree here, its actor here).
+    pub(crate) async fn create_session_here(
+        &self,
+        by: &str,
+        project_id: &str,
+        branch: Option<&str>,
+        base: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<Session, CoreError> {
         let config = self.core.config();
         let agent = crate::agents::configured_driver(
             agent
@@ -163,6 +176,11 @@ impl Sessions<'_> {
             branch_created,
             workspace_dir,
             agent: agent.to_string(),
+            node: self
+                .core
+                .cluster()
+                .shared()
+                .then(|| self.core.cluster().node_id().to_string()),
         };
         let session = match self.core.store().insert_session(seq, &new).await {
             Ok(s) => s,
@@ -295,6 +313,9 @@ impl Sessions<'_> {
         force: bool,
         delete_branch: bool,
     ) -> Result<Closed, CoreError> {
+        if let Some(closed) = self.close_elsewhere(by, id, force, delete_branch).await? {
+            return Ok(closed);
+        }
         let (_, handle) = self.open_session_actor(id).await?;
         let req = CloseRequest {
             by: by.to_string(),

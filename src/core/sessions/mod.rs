@@ -8,6 +8,7 @@ mod api;
 mod files;
 mod handle;
 mod inbox;
+mod nodes;
 mod pull;
 pub mod push;
 mod upkeep;
@@ -152,7 +153,12 @@ pub fn initial_sessions(core: Arc<Core>) -> InitialChildren {
             core.sessions().reconcile_sessions().await?;
             let open = core.store().sessions(None, false).await?;
             core.sessions().refresh_session_metrics().await;
-            Ok(open.iter().map(|s| session_child(&core, &s.id)).collect())
+            // One actor per open session this node hosts.
+            Ok(open
+                .iter()
+                .filter(|s| core.cluster().hosts(s))
+                .map(|s| session_child(&core, &s.id))
+                .collect())
         })
     })
 }

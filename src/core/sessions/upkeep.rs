@@ -13,6 +13,13 @@ impl Sessions<'_> {
     /// Prunes stale worktree entries, marks sessions whose worktree is gone, finishes interrupted closes.
     pub async fn reconcile_sessions(&self) -> Result<(), CoreError> {
         for project in self.core.store().projects().await? {
+            if project
+                .node
+                .as_deref()
+                .is_some_and(|n| n != self.core.cluster().node_id())
+            {
+                continue;
+            }
             match self.core.git().prune(Path::new(&project.repo_path)).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(target: "televibe.sessions", project_id = %project.id, pruned = n, "Pruned stale worktree entries")
@@ -30,6 +37,10 @@ impl Sessions<'_> {
             }
         };
         for s in self.core.store().sessions(None, false).await? {
+            // Another node's sessions are that node's to reconcile.
+            if !self.core.cluster().hosts(&s) {
+                continue;
+            }
             let exists = worktree_present(Path::new(&s.worktree_path));
             match s.state {
                 // A close interrupted after its worktree was removed: finish it.

@@ -169,6 +169,9 @@ impl Sessions<'_> {
         // The session's actor keeps the queue; one that is restarting loads it from the store.
         if let Some(handle) = self.handle(&session.id) {
             handle.enqueued(job.clone());
+        } else if let Some(node) = self.core.cluster().elsewhere(session) {
+            // Its node takes it up from the store.
+            self.core.cluster().wake(&format!("enqueued:{node}")).await;
         }
         Queued { job, position }
     }
@@ -219,6 +222,9 @@ impl Sessions<'_> {
         if job.status.is_final() {
             return Ok(job);
         }
+        if let Some(job) = self.stop_elsewhere(by, &job, false).await? {
+            return Ok(job);
+        }
         let handle = self.handle(&job.session_id).ok_or_else(|| {
             CoreError::internal(format!(
                 "session {} is restarting; retry in a moment",
@@ -233,6 +239,9 @@ impl Sessions<'_> {
     pub async fn kill_job(&self, by: &str, id: &str) -> Result<Job, CoreError> {
         let job = self.core.jobs().get_job(id).await?;
         if job.status.is_final() {
+            return Ok(job);
+        }
+        if let Some(job) = self.stop_elsewhere(by, &job, true).await? {
             return Ok(job);
         }
         self.core

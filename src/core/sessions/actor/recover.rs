@@ -165,7 +165,7 @@ impl SessionActor {
         let reason = format!("its session {} lost its worktree and was closed", old.id);
         core.schedules().session_closed(by, &old, &reason).await;
         let new = core
-            .sessions().create_session(by, &old.project_id, Some(&old.branch), Some(&old.base_branch), Some(&agent))
+            .sessions().create_session_here(by, &old.project_id, Some(&old.branch), Some(&old.base_branch), Some(&agent))
             .await
             .map_err(|mut e| {
                 e.message = format!(

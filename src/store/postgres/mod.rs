@@ -1,0 +1,3 @@
+//! The PostgreSQL engine behind the store.
+
+pub mod cluster;
