@@ -156,6 +156,20 @@ impl<'a> Cluster<'a> {
         s.node.as_deref().filter(|n| *n != self.node_id())
     }
 
+    /// Refuses work on a session's files that only its node can do (they are on its disk).
+    pub fn on_this_node(&self, s: &Session, what: &str) -> Result<(), CoreError> {
+        match self.elsewhere(s) {
+            None => Ok(()),
+            Some(node) => Err(unavailable(
+                format!(
+                    "session {} runs on node {node}: {what} only works there",
+                    s.id
+                ),
+                "use that node's own MCP socket (televibe mcp on it), or a session hosted here",
+            )),
+        }
+    }
+
     /// Every node with its heartbeat and load (one, on SQLite).
     pub async fn nodes(&self) -> Result<Nodes, CoreError> {
         let me = self.node_id().to_string();

@@ -329,6 +329,10 @@ impl Sessions<'_> {
 
     /// Brings back the worktree of an open session whose worktree is missing, through its actor.
     pub async fn recover_session(&self, by: &str, id: &str) -> Result<Recovered, CoreError> {
+        let s = self.get_session(id).await?;
+        self.core
+            .cluster()
+            .on_this_node(&s, "recovering the worktree")?;
         let (_, handle) = self.open_session_actor(id).await?;
         // Prune, add, and in the worst case close and create: each may take up to git.timeout_secs.
         let limit = (6 * self.core.config().git_timeout.as_millis() + 30_000) as u64;
@@ -337,6 +341,7 @@ impl Sessions<'_> {
 
     /// The session's changes against its base branch (uncommitted ones included) and its new files.
     pub async fn session_diff(&self, s: &crate::domain::Session) -> Result<String, CoreError> {
+        self.core.cluster().on_this_node(s, "the diff")?;
         let wt = std::path::Path::new(&s.worktree_path);
         if !wt.is_dir() {
             return Err(CoreError::new(

@@ -34,6 +34,9 @@ impl Sessions<'_> {
         path: &str,
     ) -> Result<WorktreeFile, CoreError> {
         let (s, rel) = self.file_of(session_id, path).await?;
+        self.core
+            .cluster()
+            .on_this_node(&s, "sending a worktree file")?;
         let max = self.core.config().files.max_bytes;
         let wt = PathBuf::from(&s.worktree_path);
         let shown = rel.display().to_string();
@@ -58,6 +61,9 @@ impl Sessions<'_> {
         path: &str,
     ) -> Result<(String, Vec<u8>), CoreError> {
         let (s, rel) = self.file_of(session_id, path).await?;
+        self.core
+            .cluster()
+            .on_this_node(&s, "sending a worktree file")?;
         let max = self.core.config().files.max_bytes;
         let wt = PathBuf::from(&s.worktree_path);
         let name = file_name(&rel.display().to_string());

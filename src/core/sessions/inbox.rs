@@ -105,6 +105,9 @@ impl Sessions<'_> {
                 "open a new one with /new, then send the file again",
             ));
         }
+        self.core
+            .cluster()
+            .on_this_node(&session, "saving a file into its worktree")?;
         if session.worktree_missing || !Path::new(&session.worktree_path).is_dir() {
             return Err(CoreError::new(
                 ErrorCode::GitError,

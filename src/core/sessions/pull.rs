@@ -38,6 +38,9 @@ impl Sessions<'_> {
         title: Option<&str>,
     ) -> Result<PullRequestOpened, CoreError> {
         let s = self.get_session(session_id).await?;
+        self.core
+            .cluster()
+            .on_this_node(&s, "opening a pull request")?;
         let settings = &self.core.config().github;
         let Some(token) = settings.token.as_deref() else {
             return Err(forge_error(
