@@ -64,6 +64,10 @@ pub struct Session {
     /// UTC`). Not stored: the jobs' `not_before` and the agents' known limits say it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Why the session cannot work now: its node is gone (no heartbeat for `cluster.node_timeout_secs`).
+    /// Not stored: the nodes' heartbeats say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
     /// The node hosting the session (its worktree, its jobs), on a store several nodes share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,

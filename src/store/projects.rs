@@ -48,6 +48,7 @@ impl From<session::Model> for Session {
             conversation_id: m.conversation_id,
             agent: m.agent,
             waiting: None,
+            unavailable: None,
             created_at: m.created_at,
             last_activity_at: m.last_activity_at,
             closed_at: m.closed_at,

@@ -1110,6 +1110,7 @@ mod tests {
             last_activity_at: now,
             closed_at: None,
             waiting: None,
+            unavailable: None,
             node: None,
         };
         assert_eq!(

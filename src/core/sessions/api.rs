@@ -29,6 +29,9 @@ impl Sessions<'_> {
             .await?;
         for s in &mut sessions {
             s.waiting = self.usage_waiting(s).await;
+            if s.state.is_open() {
+                s.unavailable = self.core.cluster().unavailable_reason(s).await;
+            }
         }
         Ok(sessions)
     }
@@ -42,6 +45,9 @@ impl Sessions<'_> {
             .await?
             .ok_or_else(|| session_not_found(id))?;
         s.waiting = self.usage_waiting(&s).await;
+        if s.state.is_open() {
+            s.unavailable = self.core.cluster().unavailable_reason(&s).await;
+        }
         Ok(s)
     }
 

@@ -14,7 +14,7 @@ pub fn project_line(p: &Project) -> String {
 
 pub fn session_line(s: &Session, active: bool) -> String {
     format!(
-        "{}<b>{}</b> {} {} · {} · {}{}{}",
+        "{}<b>{}</b> {} {} · {} · {}{}{}{}{}",
         if active { "▶️ " } else { "• " },
         escape(&s.id),
         escape(&s.project_id),
@@ -29,7 +29,15 @@ pub fn session_line(s: &Session, active: bool) -> String {
             " · ⚠️ worktree missing"
         } else {
             ""
-        }
+        },
+        s.node
+            .as_deref()
+            .map(|n| format!(" · on {}", escape(n)))
+            .unwrap_or_default(),
+        s.unavailable
+            .as_deref()
+            .map(|u| format!(" · ⛔ {}", escape(u)))
+            .unwrap_or_default()
     )
 }
 
