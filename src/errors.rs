@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// Beyond the product's list: "approve for this session" asked of a request that is approved one at a
     /// time (a push).
     ApprovalOnceOnly,
+    /// Beyond the product's list: `register_project {url}` names a directory of `<root>/repos`, or a
+    /// project id, that something else holds already.
+    ProjectExists,
 }
 
 impl fmt::Display for ErrorCode {

@@ -75,7 +75,11 @@ impl Core {
             approvals_state: Default::default(),
             events_state: Default::default(),
             schedules_state: Default::default(),
-            git: Git::new(breakers.clone(), config.git_timeout),
+            git: Git::new(
+                breakers.clone(),
+                config.git_timeout,
+                config.git_remote_timeout,
+            ),
             audit: Audit::new(layout.audit_log()),
             layout,
             config,
