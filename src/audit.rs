@@ -25,6 +25,13 @@ pub enum Audited {
         path: String,
         default_branch: String,
         trusted: bool,
+        /// The URL the repository was cloned from (`register_project {url}`), credentials taken out.
+        url: Option<String>,
+    },
+    /// A node cloned a URL project it hosts a session of and had no clone of (`ensure_clone`).
+    ProjectCloned {
+        url: String,
+        path: String,
     },
     /// A registered project was registered again with `trust`.
     ProjectTrusted {
@@ -144,6 +151,7 @@ impl Audited {
         match self {
             Audited::ProjectRegistered { .. } => "project.registered",
             Audited::ProjectTrusted { .. } => "project.trusted",
+            Audited::ProjectCloned { .. } => "project.cloned",
             Audited::SessionCreated { .. } => "session.created",
             Audited::SessionClosed { .. } | Audited::SessionReplaced { .. } => "session.closed",
             Audited::SessionRecovered { .. } => "session.recovered",
@@ -178,7 +186,17 @@ impl Audited {
                 path,
                 default_branch,
                 trusted,
+                url: None,
             } => json!({"path": path, "default_branch": default_branch, "trusted": trusted}),
+            Audited::ProjectRegistered {
+                path,
+                default_branch,
+                trusted,
+                url: Some(url),
+            } => {
+                json!({"path": path, "default_branch": default_branch, "trusted": trusted, "url": url})
+            }
+            Audited::ProjectCloned { url, path } => json!({"url": url, "path": path}),
             Audited::ProjectTrusted { path } => json!({ "path": path }),
             Audited::SessionCreated {
                 branch,

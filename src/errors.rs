@@ -53,6 +53,9 @@ pub enum ErrorCode {
     /// Beyond the product's list: the node asked for, or the node hosting the session, is not up (several
     /// nodes on one PostgreSQL store), or the work can only be done on that node.
     NodeUnavailable,
+    /// Beyond the product's list: `register_project {url}` names a directory of `<root>/repos`, or a
+    /// project id, that something else holds already.
+    ProjectExists,
 }
 
 impl fmt::Display for ErrorCode {

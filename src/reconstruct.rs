@@ -276,7 +276,7 @@ async fn rebuild(
     report: &mut Report,
 ) -> Result<(), String> {
     let breakers = Arc::new(Breakers::new(&config.breakers, metrics));
-    let git = Git::new(breakers, config.git_timeout);
+    let git = Git::new(breakers, config.git_timeout, config.git_remote_timeout);
     let workspaces = layout.workspaces();
     let workspaces_canonical = workspaces.canonicalize().unwrap_or(workspaces.clone());
     let prefix = &config.sessions.branch_prefix;

@@ -78,6 +78,8 @@ pub struct Config {
     pub debug: DebugSettings,
     /// `git.timeout_secs`: the longest a git operation may take.
     pub git_timeout: Duration,
+    /// `git.remote_timeout_secs`: the longest one git command talking to a remote (push, clone) may take.
+    pub git_remote_timeout: Duration,
     /// `projects.trusted`: projects whose own settings (hooks, MCP servers) the agent may load.
     pub trusted_projects: Vec<String>,
     pub voice: VoiceSettings,

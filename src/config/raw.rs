@@ -314,6 +314,9 @@ pub struct RawSessions {
 pub struct RawGit {
     /// A git operation running longer than this counts as a failure of the git_operations breaker.
     pub timeout_secs: u64,
+    /// One git command talking to a remote (push, ls-remote, the clone of `register_project {url}`) is
+    /// killed past this; it is the remote's trouble, not counted by the breaker.
+    pub remote_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -454,7 +457,10 @@ impl Default for RawConfig {
                 disk_usage_interval_secs: 300,
                 worktree_check_secs: 30,
             },
-            git: RawGit { timeout_secs: 60 },
+            git: RawGit {
+                timeout_secs: 60,
+                remote_timeout_secs: 600,
+            },
             supervision: RawSupervision {
                 max_restarts: 10,
                 window_secs: 60,

@@ -36,7 +36,7 @@ impl Config {
         let (logging, log_filter) = logging(&raw.logging)?;
         let allowed_roots = projects(&raw.projects)?;
         let sessions = sessions(&raw.sessions)?;
-        let git_timeout = git(&raw.git)?;
+        let (git_timeout, git_remote_timeout) = git(&raw.git)?;
         let supervision = supervision(&raw.supervision)?;
         let store = store(&raw.store)?;
         let voice = super::phone::voice(&raw.voice)?;
@@ -60,6 +60,7 @@ impl Config {
             http,
             store,
             git_timeout,
+            git_remote_timeout,
             root,
             root_is_fallback,
             http_listen,
@@ -408,12 +409,18 @@ fn sessions(ss: &RawSessions) -> Result<SessionSettings, ConfigError> {
     })
 }
 
-/// `[git]`: the longest a git operation may take.
-fn git(g: &RawGit) -> Result<Duration, ConfigError> {
+/// `[git]`: the longest a git operation may take, and one command talking to a remote.
+fn git(g: &RawGit) -> Result<(Duration, Duration), ConfigError> {
     if g.timeout_secs == 0 {
         return Err(invalid("git.timeout_secs", "must be at least 1"));
     }
-    Ok(Duration::from_secs(g.timeout_secs))
+    if g.remote_timeout_secs == 0 {
+        return Err(invalid("git.remote_timeout_secs", "must be at least 1"));
+    }
+    Ok((
+        Duration::from_secs(g.timeout_secs),
+        Duration::from_secs(g.remote_timeout_secs),
+    ))
 }
 
 /// `[supervision]`: the supervisors' restart policy.

@@ -78,7 +78,11 @@ impl Core {
             events_state: Default::default(),
             schedules_state: Default::default(),
             cluster_state: Default::default(),
-            git: Git::new(breakers.clone(), config.git_timeout),
+            git: Git::new(
+                breakers.clone(),
+                config.git_timeout,
+                config.git_remote_timeout,
+            ),
             audit: Audit::new(layout.audit_log()),
             layout,
             config,

@@ -29,6 +29,7 @@ macro_rules! string_enum {
 
 pub mod breaker;
 mod records;
+mod remote;
 
 /// The spec's degraded-mode message.
 pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes disabled.";
@@ -36,6 +37,10 @@ pub const READ_ONLY_MESSAGE: &str = "⚠️ System in read-only mode. Writes dis
 pub use records::{
     Approval, ApprovalState, AuditRecord, CLAUDE, ErrorType, Job, JobKind, JobOutcome, JobStatus,
     NewSession, OutboxEvent, Project, ScheduledInstruction, Session, SessionState,
+};
+pub use remote::{
+    CLONE_URL_FORMS, InvalidUrl, check_clone_dir_name, check_clone_url, clone_name, looks_like_url,
+    redact_credentials,
 };
 
 use std::fmt;

@@ -28,6 +28,8 @@ pub struct Project {
     pub name: String,
     pub repo_path: String,
     pub default_branch: String,
+    /// Shown with any credentials in it taken out; the row keeps the address as given.
+    #[serde(serialize_with = "super::remote::serialize_redacted")]
     pub remote_url: Option<String>,
     pub created_at: DateTime<Utc>,
     /// The agent may load this repository's own settings (hooks, MCP servers), still sandboxed.

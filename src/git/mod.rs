@@ -69,21 +69,30 @@ pub struct WorktreeInfo {
 pub struct Git {
     breakers: Arc<Breakers>,
     timeout: Duration,
+    /// `git.remote_timeout_secs`: the longest one command talking to a remote (push, clone) may take.
+    remote_timeout: Duration,
 }
 
 mod cli;
+mod clone;
 mod push;
 mod repo;
 
+pub use crate::domain::redact_credentials as redact;
 use cli::*;
-pub use push::{PushPlan, Pushed, REMOTE, redact, runs_elsewhere};
+pub use clone::Cloned;
+pub use push::{PushPlan, Pushed, REMOTE, runs_elsewhere};
 use repo::*;
 pub use repo::{validate_revision, worktree_git_dirs};
 
 impl Git {
-    pub fn new(breakers: Arc<Breakers>, timeout: Duration) -> Git {
+    pub fn new(breakers: Arc<Breakers>, timeout: Duration, remote_timeout: Duration) -> Git {
         set_timeout(timeout);
-        Git { breakers, timeout }
+        Git {
+            breakers,
+            timeout,
+            remote_timeout,
+        }
     }
 
     async fn guarded<T, F>(&self, op: F) -> Result<T, GitError>
@@ -331,7 +340,11 @@ mod tests {
             metrics.clone(),
         ));
         (
-            Git::new(breakers.clone(), Duration::from_secs(60)),
+            Git::new(
+                breakers.clone(),
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+            ),
             metrics,
             breakers,
         )

@@ -13,6 +13,7 @@
 use std::process::{Command, Stdio};
 
 use super::*;
+use crate::domain::redact_credentials as redact;
 
 /// The remote a session's branch is pushed to.
 pub const REMOTE: &str = "origin";
@@ -106,18 +107,20 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(7)]
 }
 
-/// How long one command that talks to the remote may take (a large push on a slow line takes minutes).
-const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-/// How long a whole plan or push may take: its remote command, and the local reads around it.
-const REMOTE_BUDGET: std::time::Duration = std::time::Duration::from_secs(660);
+/// How long a whole plan, push or clone may take beyond its one remote command (`git.remote_timeout_secs`):
+/// the local reads around it.
+const LOCAL_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Git {
     /// What pushing `branch` of `repo` to `origin` would do: the branch's commit, the remote's, how many
     /// commits. Reads the remote with the daemon's credentials.
     pub async fn push_plan(&self, repo: &Path, branch: &str) -> Result<PushPlan, GitError> {
         let (repo, branch) = (repo.to_path_buf(), branch.to_string());
-        self.guarded_for(REMOTE_BUDGET, move || push_plan_sync(&repo, &branch))
-            .await
+        let limit = self.remote_timeout;
+        self.guarded_for(limit + LOCAL_SLACK, move || {
+            push_plan_sync(&repo, &branch, limit)
+        })
+        .await
     }
 
     /// Pushes commit `head` to `refs/heads/<branch>` of `origin` (no force: the remote takes only what
@@ -129,8 +132,11 @@ impl Git {
         head: &str,
     ) -> Result<Pushed, GitError> {
         let (repo, branch, head) = (repo.to_path_buf(), branch.to_string(), head.to_string());
-        self.guarded_for(REMOTE_BUDGET, move || push_sync(&repo, &branch, &head))
-            .await
+        let limit = self.remote_timeout;
+        self.guarded_for(limit + LOCAL_SLACK, move || {
+            push_sync(&repo, &branch, &head, limit)
+        })
+        .await
     }
 }
 
@@ -165,10 +171,10 @@ fn branch_head(repo_path: &Path, branch: &str) -> Result<String, GitError> {
 
 /// The remote's push address as the daemon's git resolves it (its `insteadOf` rules too), credentials
 /// taken out; an error when there is no `origin`.
-fn remote_url(repo_path: &Path) -> Result<String, GitError> {
+fn remote_url(repo_path: &Path, limit: Duration) -> Result<String, GitError> {
     let mut get = remote_git(repo_path);
     get.args(["remote", "get-url", "--push", REMOTE]);
-    let (ok, out, err) = run_remote(get, "remote get-url")?;
+    let (ok, out, err) = run_remote(get, "remote get-url", REMOTE, limit)?;
     if !ok {
         return Err(GitError::Remote(format!(
             "the project's repository has no usable remote {REMOTE} (git remote add {REMOTE} <url> in {}): {}",
@@ -179,10 +185,17 @@ fn remote_url(repo_path: &Path) -> Result<String, GitError> {
     Ok(redact(out.trim()))
 }
 
-/// Git for the commands that talk to the remote: the daemon's environment (credentials), without the
-/// daemon's own variables (its secrets among them) and without anything that would point git elsewhere;
-/// hooks and submodule recursion off, never a prompt.
+/// Git for the commands that talk to the remote, in the project's repository (see [`remote_command`]).
 fn remote_git(repo_path: &Path) -> Command {
+    let mut cmd = remote_command();
+    cmd.arg("--git-dir").arg(repo_path.join(".git"));
+    cmd
+}
+
+/// Git for the commands that talk to a remote (push, ls-remote, clone): the daemon's environment
+/// (credentials), without the daemon's own variables (its secrets among them) and without anything that
+/// would point git elsewhere; hooks and submodule recursion off, never a prompt.
+pub(super) fn remote_command() -> Command {
     let mut cmd = Command::new("git");
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy();
@@ -196,8 +209,6 @@ fn remote_git(repo_path: &Path) -> Command {
     }
     cmd.env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
-        .arg("--git-dir")
-        .arg(repo_path.join(".git"))
         .args([
             "-c",
             "core.hooksPath=/dev/null",
@@ -211,13 +222,19 @@ fn remote_git(repo_path: &Path) -> Command {
     cmd
 }
 
-/// Runs a command that talks to the remote: its output, or what it said when it failed.
-fn run_remote(cmd: Command, what: &str) -> Result<(bool, String, String), GitError> {
+/// Runs a command that talks to the remote `who` for at most `limit` (killed past it): its output, or
+/// what it said when it failed.
+pub(super) fn run_remote(
+    cmd: Command,
+    what: &str,
+    who: &str,
+    limit: Duration,
+) -> Result<(bool, String, String), GitError> {
     // A remote that does not answer is the remote's trouble, not the repository's: not counted by the
     // breaker (`GitError::Remote`), so a dead origin cannot keep local git work from running.
-    let out = crate::safe_fs::run_capped(cmd, MAX_OUTPUT, REMOTE_TIMEOUT).map_err(|e| match e {
+    let out = crate::safe_fs::run_capped(cmd, MAX_OUTPUT, limit).map_err(|e| match e {
         crate::safe_fs::CapError::Timeout(t) => GitError::Remote(format!(
-            "{REMOTE} did not answer git {what} within {} s",
+            "{who} did not answer git {what} within {} s",
             t.as_secs()
         )),
         e => failed(format!("git {what}: {e}")),
@@ -229,12 +246,16 @@ fn run_remote(cmd: Command, what: &str) -> Result<(bool, String, String), GitErr
     ))
 }
 
-pub(super) fn push_plan_sync(repo_path: &Path, branch: &str) -> Result<PushPlan, GitError> {
+pub(super) fn push_plan_sync(
+    repo_path: &Path,
+    branch: &str,
+    limit: Duration,
+) -> Result<PushPlan, GitError> {
     let head = branch_head(repo_path, branch)?;
-    let url = remote_url(repo_path)?;
+    let url = remote_url(repo_path, limit)?;
     let mut ls = remote_git(repo_path);
     ls.args(["ls-remote", "--heads", REMOTE]);
-    let (ok, out, err) = run_remote(ls, "ls-remote")?;
+    let (ok, out, err) = run_remote(ls, "ls-remote", REMOTE, limit)?;
     if !ok {
         return Err(GitError::Remote(format!(
             "{REMOTE} cannot be read: {}",
@@ -309,7 +330,12 @@ pub(super) fn push_plan_sync(repo_path: &Path, branch: &str) -> Result<PushPlan,
     })
 }
 
-pub(super) fn push_sync(repo_path: &Path, branch: &str, head: &str) -> Result<Pushed, GitError> {
+pub(super) fn push_sync(
+    repo_path: &Path,
+    branch: &str,
+    head: &str,
+    limit: Duration,
+) -> Result<Pushed, GitError> {
     if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(failed(format!("{head:?} is not a commit id")));
     }
@@ -325,7 +351,7 @@ pub(super) fn push_sync(repo_path: &Path, branch: &str, head: &str) -> Result<Pu
         REMOTE,
         &format!("{head}:{full}"),
     ]);
-    let (ok, out, err) = run_remote(push, "push")?;
+    let (ok, out, err) = run_remote(push, "push", REMOTE, limit)?;
     // `<flag>\t<from>:<to>\t<summary>` for the one reference pushed.
     let line = out.lines().find_map(|l| {
         let mut f = l.splitn(3, '\t');
@@ -351,7 +377,7 @@ pub(super) fn push_sync(repo_path: &Path, branch: &str, head: &str) -> Result<Pu
 
 /// What the remote (or git on the way to it) said: the reference's summary, then its `remote:`, `error:`
 /// and `fatal:` lines (git's hints left out), bounded, with credentials taken out of any URL.
-fn words(summary: Option<&str>, stderr: &str) -> String {
+pub(super) fn words(summary: Option<&str>, stderr: &str) -> String {
     let lines: Vec<&str> = summary
         .into_iter()
         .chain(stderr.lines().map(str::trim_end).filter(|l| {
@@ -376,49 +402,9 @@ fn words(summary: Option<&str>, stderr: &str) -> String {
     }
 }
 
-/// `scheme://user:secret@host/…` → `scheme://***@host/…`, wherever it appears in `text`.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
-            .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(user_end) => {
-                out.push_str("***");
-                out.push_str(&tail[user_end..end]);
-            }
-            None => out.push_str(&tail[..end]),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_in_addresses_are_taken_out() {
-        assert_eq!(
-            redact("fatal: unable to access 'https://bob:ghp_secret@example.com/a.git/': 403"),
-            "fatal: unable to access 'https://***@example.com/a.git/': 403"
-        );
-        assert_eq!(
-            redact("https://example.com/a.git"),
-            "https://example.com/a.git"
-        );
-        assert_eq!(redact("git@example.com:a.git"), "git@example.com:a.git");
-        assert_eq!(
-            redact("ssh://git@h/x and http://t@h"),
-            "ssh://***@h/x and http://***@h"
-        );
-    }
 
     #[test]
     fn the_remote_words_leave_hints_out_and_stay_bounded() {

@@ -17,9 +17,13 @@ pub struct ProjectParams {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RegisterParams {
-    /// Path of the repository: absolute, or relative to `<root>/repos`.
-    pub path: String,
-    /// Display name; the project id is its slug (default: the directory name).
+    /// Path of a repository already on disk: absolute, or relative to `<root>/repos`. Give path or url.
+    pub path: Option<String>,
+    /// URL of a repository to clone into `<root>/repos/<id>`: `https://…`, `ssh://…`, `git@host:path`,
+    /// `file:///…` or an absolute path. Give path or url.
+    pub url: Option<String>,
+    /// Display name; the project id is its slug (default: the directory name, or the URL's last
+    /// component without `.git`). With url, the clone's directory is named by the id.
     pub name: Option<String>,
     /// Let the agent load the repository's own settings (`.claude/` hooks, `.mcp.json` servers),
     /// still inside the sandbox. Default false. Setting it on a registered project marks it trusted.
@@ -85,7 +89,7 @@ impl ControlServer {
     }
 
     #[tool(
-        description = "Register a git repository as a project. The path must be inside <root>/repos (or an allowed root); registering a path twice returns the existing project."
+        description = "Register a git repository as a project: by path (inside <root>/repos or an allowed root) or by url (cloned with the daemon's git credentials into <root>/repos/<id>, id = slug of name or of the URL's last component). Registering the same path, or the same url under the same id, twice returns the existing project."
     )]
     async fn register_project(
         &self,
@@ -95,9 +99,10 @@ impl ControlServer {
         Ok(respond(
             self.core
                 .projects()
-                .register_project(
+                .register_path_or_url(
                     &caller(&peer),
-                    &p.path,
+                    p.path.as_deref(),
+                    p.url.as_deref(),
                     p.name.as_deref(),
                     p.trusted.unwrap_or(false),
                 )

@@ -19,7 +19,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("projects", "List projects"),
     (
         "register",
-        "Register a repository: /register <path> [trusted]",
+        "Register a repository: /register <path|url> [trusted]",
     ),
     ("scan", "Register every repository in repos/"),
     ("new", "Open a session: /new <project> [branch]"),
@@ -66,7 +66,7 @@ impl Front {
         let body = render::lines_or(
             &list,
             render::project_line,
-            "No projects yet: /register &lt;path&gt; or /scan",
+            "No projects yet: /register &lt;path|url&gt; or /scan",
         );
         self.reply(chat_id, format!("<b>Projects</b>\n{body}"))
             .await;
@@ -79,16 +79,29 @@ impl Front {
         actor: &str,
         path: &str,
     ) -> Result<(), CoreError> {
-        // `/register <path> trusted` lets the agent load the repository's own settings.
+        // `/register <path|url> trusted` lets the agent load the repository's own settings.
         let (path, trusted) = match path.trim().rsplit_once(char::is_whitespace) {
             Some((p, "trusted")) => (p.trim(), true),
             _ => (path.trim(), false),
         };
-        let r = self
-            .core
-            .projects()
-            .register_project(actor, path, None, trusted)
-            .await?;
+        let projects = self.core.projects();
+        let r = if crate::domain::looks_like_url(path) {
+            self.reply(
+                chat_id,
+                format!(
+                    "⏳ Cloning {}…",
+                    code(&crate::domain::redact_credentials(path))
+                ),
+            )
+            .await;
+            projects
+                .register_project_url(actor, path, None, trusted)
+                .await?
+        } else {
+            projects
+                .register_project(actor, path, None, trusted)
+                .await?
+        };
         let verb = if r.already_registered {
             "Already registered"
         } else {

@@ -20,7 +20,7 @@ use crate::domain::SessionId;
 use crate::errors::{CoreError, ErrorCode};
 
 const HELP: &str = "<b>TeleVibeCode</b>\n\
-/projects · /register &lt;path&gt; · /scan\n\
+/projects · /register &lt;path|url&gt; · /scan\n\
 /new &lt;project&gt; [branch] · /sessions · /use S3 · /close S3 [force]\n\
 /run [S3] &lt;text&gt; — or just write: plain text runs in the active session, a reply runs in that message's session\n\
 /claude &lt;text&gt; · /codex &lt;text&gt; — one instruction with that agent · /agent &lt;name&gt; — the active session's agent\n\

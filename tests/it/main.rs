@@ -25,6 +25,7 @@ mod logs;
 mod mcp_bridge;
 mod phone_media;
 mod probes;
+mod projects_by_url;
 mod pull_requests;
 mod push;
 mod recovery;

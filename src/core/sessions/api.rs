@@ -111,6 +111,12 @@ impl Sessions<'_> {
             &config.agent.names(),
         )?
         .name();
+        // A project registered by URL is worked on in this node's clone, cloned first if missing (outside
+        // the creation lock: a clone may take minutes).
+        let repo = {
+            let project = self.core.projects().get_project(project_id).await?;
+            self.core.projects().ensure_clone(&project).await?
+        };
         let _serial = self.state().create.lock().await;
         let project = self.core.projects().get_project(project_id).await?;
         if self.core.store().is_read_only() {
@@ -173,7 +179,7 @@ impl Sessions<'_> {
             .to_string();
         let dest = workspace_dir.join(format!("S{seq}"));
         let branch_created = self
-            .create_worktree_with_retry(Path::new(&project.repo_path), &branch, &base, &dest)
+            .create_worktree_with_retry(&repo, &branch, &base, &dest)
             .await?;
         let new = NewSession {
             project_id: project.id.clone(),
@@ -192,17 +198,9 @@ impl Sessions<'_> {
             Ok(s) => s,
             Err(e) => {
                 // Undo the git side so a refusal changes nothing.
-                let _ = self
-                    .core
-                    .git()
-                    .remove_worktree(Path::new(&project.repo_path), &dest, true)
-                    .await;
+                let _ = self.core.git().remove_worktree(&repo, &dest, true).await;
                 if branch_created {
-                    let _ = self
-                        .core
-                        .git()
-                        .delete_branch(Path::new(&project.repo_path), &branch)
-                        .await;
+                    let _ = self.core.git().delete_branch(&repo, &branch).await;
                 }
                 return Err(e.into());
             }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 impl Sessions<'_> {
     /// Prunes stale worktree entries, marks sessions whose worktree is gone, finishes interrupted closes.
     pub async fn reconcile_sessions(&self) -> Result<(), CoreError> {
-        for project in self.core.store().projects().await? {
+        for project in self.core.projects().list_projects().await? {
             if project
                 .node
                 .as_deref()
