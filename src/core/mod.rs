@@ -132,6 +132,11 @@ impl Core {
         self.started
     }
 
+    /// The cluster service: this node, its role, the other nodes (see `core/cluster/`).
+    pub fn cluster(&self) -> cluster::Cluster<'_> {
+        cluster::Cluster { core: self }
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }

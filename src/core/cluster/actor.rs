@@ -212,6 +212,7 @@ impl Actor for ClusterActor {
                         let _ = self.core.store().prune_calls().await;
                     }
                 }
+                cluster.count_nodes().await;
                 cluster.sweep().await;
             }
             ClusterMsg::Below(reply) => {
