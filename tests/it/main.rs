@@ -1,4 +1,5 @@
-//! Integration tests: the real `televibe` binary on a temp root, real SQLite, real sockets, real MCP clients.
+//! Integration tests: the real `televibe` binary on a temp root, real SQLite (or a real PostgreSQL cluster
+//! with `TELEVIBE_TEST_STORE=postgres`, see `pg`), real sockets, real MCP clients.
 
 mod alerts;
 mod approvals;
@@ -23,6 +24,7 @@ mod harness;
 mod jobs;
 mod logs;
 mod mcp_bridge;
+mod pg;
 mod phone_media;
 mod probes;
 mod pull_requests;
@@ -33,6 +35,7 @@ mod retention;
 mod schedules;
 mod service_unit;
 mod sessions;
+mod store_postgres;
 mod supervision;
 mod telegram;
 mod telegram_attention;
