@@ -52,6 +52,10 @@ pub enum BackupCommand {
 }
 
 pub async fn run(config: &Config, command: BackupCommand) -> ExitCode {
+    if config.store.url.is_some() {
+        eprintln!("televibe backup: {}", store::OPERATOR_BACKUPS);
+        return ExitCode::from(1);
+    }
     let result = match command {
         BackupCommand::Now { json } => now(config, json).await,
         BackupCommand::List { json } => list(config, json).await,

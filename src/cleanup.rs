@@ -45,14 +45,14 @@ pub async fn run(config: &Config, apply: bool, json: bool) -> ExitCode {
         &mut items,
     );
     old_backups(&layout.backups(), config.backup.retention_days, &mut items);
-    let (repos, closed) = match from_store(&layout).await {
+    let (repos, closed) = match from_store(config, &layout).await {
         Ok(found) => found,
         Err(e) => {
             // Logs and backups can still go; repositories and sessions are known only from the database.
             errors += 1;
             eprintln!(
                 "cannot read {} ({e}): no worktree removed or pruned; see `televibe doctor`",
-                layout.state_db().display()
+                config.store.location(layout.state_db()).shown()
             );
             (Vec::new(), Vec::new())
         }
@@ -213,8 +213,12 @@ fn old_backups(dir: &Path, days: u32, items: &mut Vec<Item>) {
 }
 
 /// The registered repositories, and worktrees of sessions closed over a week ago still on disk.
-async fn from_store(layout: &Layout) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
-    let store = Store::open_read_only(&layout.state_db(), Arc::new(Metrics::new()))
+async fn from_store(
+    config: &Config,
+    layout: &Layout,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let location = config.store.location(layout.state_db());
+    let store = Store::open_read_only_at(&location, Arc::new(Metrics::new()))
         .await
         .map_err(|e| e.to_string())?;
     let repos = store

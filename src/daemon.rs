@@ -162,7 +162,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     })?;
     // A missing state.db on a root that held one is a loss to repair, not a first start: an empty database
     // would forget every project, session and job.
-    let earlier = crate::store::file::earlier_state(&layout);
+    let earlier = match config.store.url {
+        None => crate::store::file::earlier_state(&layout),
+        // The state is the server's: no file under the root to miss.
+        Some(_) => Vec::new(),
+    };
     if !earlier.is_empty() {
         return Err(ServeError::Boot(format!(
             "{} is missing but this root held state before ({}); refusing to start on an empty database. \
@@ -253,8 +257,9 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
         }
     }
     let metrics = Arc::new(Metrics::new());
-    let store = Store::open(
-        &layout.state_db(),
+    let location = config.store.location(layout.state_db());
+    let store = Store::open_at(
+        &location,
         StoreOptions {
             busy_timeout: config.store.busy_timeout,
             ..Default::default()
@@ -262,7 +267,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
         metrics.clone(),
     )
     .await?;
-    tracing::info!(target: "televibe.store", path = %layout.state_db().display(), "State database open, integrity ok, migrations applied");
+    tracing::info!(target: "televibe.store", engine = store.engine().as_str(), path = %location.shown(), "State database open, integrity ok, migrations applied");
     let core = Core::new(config.clone(), store, metrics.clone());
     match core.cgroups() {
         Ok(g) if config.jobs.memory_max > 0 && !g.memory => {

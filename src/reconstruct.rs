@@ -172,6 +172,12 @@ pub async fn run(config: &Config, force: bool, json_out: bool) -> ExitCode {
             config.socket_path.display()
         ));
     }
+    if config.store.url.is_some() {
+        return fail(
+            "reconstruct rebuilds SQLite's state.db; this daemon's store is PostgreSQL (store.url): restore \
+             the database from the operator's own dump of it instead",
+        );
+    }
     let layout = Layout::new(&config.root);
     if let Err(e) = layout.create() {
         return fail(&e.to_string());

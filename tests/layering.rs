@@ -454,6 +454,76 @@ fn sqlite_is_named_behind_the_store_seam_only() {
     assert!(missing.is_empty(), "not in src/store/sqlite/: {missing:?}");
 }
 
+/// What only the PostgreSQL engine of the store may say: its dialect, driver, catalogs, sequences, locks
+/// and tools.
+const POSTGRES_ONLY: &[&str] = &[
+    "DbBackend::Postgres",
+    "sqlx::postgres",
+    "pg_advisory",
+    "pg_get_serial_sequence",
+    "pg_sequence_last_value",
+    "pg_extension",
+    "bt_index_check",
+    "information_schema",
+    "nextval",
+    "setval",
+    "default_transaction_read_only",
+    "SQLSTATE",
+];
+
+/// Words of PostgreSQL's and the only places outside the engine's folder that may name them: the store's seam
+/// picks the engine (`postgres::`) and tells the operator which tools back a PostgreSQL store up; its
+/// notifications and queue reads (`LISTEN`, `NOTIFY`, `SKIP LOCKED`) stay inside the engine. (`is_postgres`
+/// and `store.url`'s `postgres://` scheme are the engine's name, not its dialect.)
+const POSTGRES_NAMED: &[(&str, &[&str])] = &[
+    ("postgres::", &["store/"]),
+    ("pg_dump", &["store/"]),
+    ("pg_restore", &["store/"]),
+    ("SKIP LOCKED", &[]),
+    ("LISTEN ", &[]),
+    ("NOTIFY ", &[]),
+];
+
+#[test]
+fn postgresql_is_named_behind_the_store_seam_only() {
+    let mut wrong = Vec::new();
+    for s in sources() {
+        if s.rel.starts_with("store/postgres/") {
+            continue;
+        }
+        for needle in POSTGRES_ONLY {
+            if s.code.contains(needle) {
+                wrong.push(format!(
+                    "{} names PostgreSQL's {needle:?}: put it behind the store (src/store/postgres/)",
+                    s.rel
+                ));
+            }
+        }
+        for (needle, allowed) in POSTGRES_NAMED {
+            if s.code.contains(needle) && !allowed.iter().any(|a| s.rel.starts_with(a)) {
+                wrong.push(format!(
+                    "{} names PostgreSQL's {needle:?}: put it behind the store (src/store/postgres/)",
+                    s.rel
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let engine: String = sources()
+        .into_iter()
+        .filter(|s| s.rel.starts_with("store/postgres/"))
+        .map(|s| s.code)
+        .collect();
+    let missing: Vec<_> = POSTGRES_ONLY
+        .iter()
+        .filter(|n| !engine.contains(**n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in src/store/postgres/: {missing:?}"
+    );
+}
+
 #[test]
 fn the_agents_seam_names_no_core_and_no_agent_outside_its_folder() {
     let mut wrong = Vec::new();

@@ -13,10 +13,9 @@ impl MigrationName for Migration {
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        crate::run(
+            manager,
+            r#"
 CREATE TABLE session_grants (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id  TEXT NOT NULL REFERENCES sessions(id),
@@ -27,16 +26,13 @@ CREATE TABLE session_grants (
     UNIQUE (session_id, tool_name, pattern)
 );
 "#,
-            )
-            .await?;
+        )
+        .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE session_grants;")
-            .await?;
+        crate::run(manager, "DROP TABLE session_grants;").await?;
         Ok(())
     }
 }

@@ -13,20 +13,16 @@ impl MigrationName for Migration {
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "ALTER TABLE projects ADD COLUMN trusted BOOLEAN NOT NULL DEFAULT 0;",
-            )
-            .await?;
+        crate::run(
+            manager,
+            "ALTER TABLE projects ADD COLUMN trusted BOOLEAN NOT NULL DEFAULT 0;",
+        )
+        .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("ALTER TABLE projects DROP COLUMN trusted;")
-            .await?;
+        crate::run(manager, "ALTER TABLE projects DROP COLUMN trusted;").await?;
         Ok(())
     }
 }

@@ -14,9 +14,7 @@ impl MigrationName for Migration {
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
+        crate::run(manager,
                 "CREATE INDEX jobs_session_seq ON jobs(session_id, seq);
                  CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
                  CREATE INDEX events_job ON events(job_id, id) WHERE job_id IS NOT NULL;
@@ -27,13 +25,12 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "DROP INDEX jobs_session_seq; DROP INDEX jobs_finished; DROP INDEX events_job;
+        crate::run(
+            manager,
+            "DROP INDEX jobs_session_seq; DROP INDEX jobs_finished; DROP INDEX events_job;
                  DROP INDEX events_delivered;",
-            )
-            .await?;
+        )
+        .await?;
         Ok(())
     }
 }

@@ -14,25 +14,23 @@ impl MigrationName for Migration {
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
         for sql in [
             "ALTER TABLE sessions ADD COLUMN agent TEXT NOT NULL DEFAULT 'claude';",
             "ALTER TABLE sessions ADD COLUMN conversations TEXT NOT NULL DEFAULT '{}';",
             "ALTER TABLE jobs ADD COLUMN agent TEXT NOT NULL DEFAULT 'claude';",
         ] {
-            db.execute_unprepared(sql).await?;
+            crate::run(manager, sql).await?;
         }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
         for sql in [
             "ALTER TABLE jobs DROP COLUMN agent;",
             "ALTER TABLE sessions DROP COLUMN conversations;",
             "ALTER TABLE sessions DROP COLUMN agent;",
         ] {
-            db.execute_unprepared(sql).await?;
+            crate::run(manager, sql).await?;
         }
         Ok(())
     }

@@ -15,25 +15,23 @@ impl MigrationName for Migration {
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
         for sql in [
             "ALTER TABLE jobs ADD COLUMN not_before TEXT;",
             "ALTER TABLE jobs ADD COLUMN limit_waits INTEGER NOT NULL DEFAULT 0;",
             "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;",
         ] {
-            db.execute_unprepared(sql).await?;
+            crate::run(manager, sql).await?;
         }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
         for sql in [
             "ALTER TABLE jobs DROP COLUMN interruptions;",
             "ALTER TABLE jobs DROP COLUMN limit_waits;",
             "ALTER TABLE jobs DROP COLUMN not_before;",
         ] {
-            db.execute_unprepared(sql).await?;
+            crate::run(manager, sql).await?;
         }
         Ok(())
     }

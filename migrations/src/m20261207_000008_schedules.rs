@@ -14,10 +14,9 @@ impl MigrationName for Migration {
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+        crate::run(
+            manager,
+            r#"
 CREATE TABLE schedules (
     id              TEXT PRIMARY KEY NOT NULL,
     seq             INTEGER NOT NULL UNIQUE,
@@ -37,16 +36,13 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_session ON schedules(session_id) WHERE removed_at IS NULL;
 "#,
-            )
-            .await?;
+        )
+        .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE schedules;")
-            .await?;
+        crate::run(manager, "DROP TABLE schedules;").await?;
         Ok(())
     }
 }

@@ -15,21 +15,17 @@ impl MigrationName for Migration {
 #[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent' \
+        crate::run(
+            manager,
+            "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent' \
                  CHECK (kind IN ('agent','push'));",
-            )
-            .await?;
+        )
+        .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("ALTER TABLE jobs DROP COLUMN kind;")
-            .await?;
+        crate::run(manager, "ALTER TABLE jobs DROP COLUMN kind;").await?;
         Ok(())
     }
 }

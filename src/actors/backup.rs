@@ -63,6 +63,13 @@ impl Actor for BackupActor {
         _: (),
     ) -> Result<BackupState, ActorProcessingErr> {
         let schedule = self.core.config().backup.schedule.clone();
+        if self.core.store().is_postgres() {
+            tracing::info!(target: "televibe.backup", reason = crate::store::OPERATOR_BACKUPS, "Scheduled backups skipped");
+            return Ok(BackupState {
+                schedule,
+                next: None,
+            });
+        }
         let newest = crate::backup::list_local(&self.core.layout().backups())
             .last()
             .map(|b| b.time);
@@ -111,6 +118,10 @@ impl Actor for BackupActor {
 /// One run with the daemon's store, breakers and metrics; logs the outcome and tells the admin chat
 /// (a `backup.failed` outbox event) when the backup or its upload failed.
 pub async fn run_and_report(core: &Core, now: DateTime<Utc>) -> Result<Outcome, String> {
+    if core.store().is_postgres() {
+        // Nothing failed: there is nothing of the daemon's to copy.
+        return Err(crate::store::OPERATOR_BACKUPS.to_string());
+    }
     let runner = Runner {
         store: core.store(),
         layout: core.layout(),

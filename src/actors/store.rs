@@ -1,4 +1,4 @@
-//! The `store` actor: periodic `PRAGMA integrity_check`, and probe writes while the store is read-only.
+//! The `store` actor: the engine's periodic integrity check, and probe writes while the store is read-only.
 
 use std::sync::Arc;
 
@@ -6,7 +6,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::core::Core;
 use crate::core::events::{Event, Scope};
-use crate::store::StoreError;
 use crate::supervisor::ChildMessage;
 
 pub struct StoreActor {
@@ -62,12 +61,9 @@ impl StoreActor {
     async fn integrity_check(&self) {
         match self.core.store().integrity_check().await {
             Ok(()) => tracing::debug!(target: "televibe.store", "integrity check ok"),
-            Err(e @ StoreError::Corrupt { .. }) => {
+            Err(e) if e.damage().is_some() => {
                 // Told before the store turns read-only, while the outbox row can still be written.
-                let detail = match &e {
-                    StoreError::Corrupt { detail, .. } => detail.clone(),
-                    _ => String::new(),
-                };
+                let detail = e.damage().unwrap_or_default().to_string();
                 self.core
                     .events()
                     .emit(Scope::daemon(), Event::DatabaseCorrupted { detail })

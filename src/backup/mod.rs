@@ -71,6 +71,9 @@ impl Runner<'_> {
     /// One backup: the local file (verified before it gets its name), then the upload when configured.
     /// Metrics count the outcome; the caller logs and reports it.
     pub async fn run(&self, now: DateTime<Utc>) -> Result<Outcome, String> {
+        if self.store.is_postgres() {
+            return Err(crate::store::OPERATOR_BACKUPS.to_string());
+        }
         let started = Instant::now();
         let result = self.local(now).await;
         let duration = started.elapsed().as_secs_f64();

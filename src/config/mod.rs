@@ -18,12 +18,14 @@ mod root;
 mod sections;
 mod settings;
 mod source;
+mod store;
 
 pub use cluster::{ClusterSettings, RawCluster};
 pub use phone::{FilesSettings, GithubSettings, RawFiles, RawGithub, RawVoice, VoiceSettings};
 pub use raw::*;
 pub use settings::*;
 pub use source::{ConfigSource, MASK, secret_looking};
+pub use store::RawStore;
 
 /// The longest root for which a job's approval socket path (`jobs::sandbox::approval_dir`) fits in a Unix socket address (107 bytes):
 /// `<root>/run/<12 hex>/approval/sock` adds 31; 44 leaves room.
@@ -291,6 +293,72 @@ mod tests {
         ] {
             assert_eq!(from_toml(toml).unwrap_err().to_string(), text, "{toml}");
         }
+    }
+
+    #[test]
+    fn the_store_url_is_empty_or_a_postgresql_url() {
+        for (url, ok) in [
+            ("mysql://tv@db/tv", false),
+            ("/var/lib/state.db", false),
+            ("postgres://tv@/tv", false),
+            ("postgres://db:5432/tv", true),
+            ("postgresql://tv@db:5432/tv", true),
+            ("", true),
+        ] {
+            match from_toml(&format!("[store]\nurl = \"{url}\"\n")) {
+                Ok(c) => assert!(ok && c.store.url.is_some() != url.is_empty(), "{url}"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok && e.contains("store.url"), "{url}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_store_password_never_rides_in_the_url_and_never_shows() {
+        for url in [
+            "postgres://tv:hunter2@db:5432/tv",
+            "postgresql://tv:@db/tv",
+            "postgres://tv@db/tv?sslmode=require&password=hunter2",
+        ] {
+            let e = from_toml(&format!("[store]\nurl = \"{url}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("store.url"), "{e}");
+            assert!(e.contains("TELEVIBE_STORE__PASSWORD"), "{e}");
+            assert!(e.contains("store.password_file"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let c = from_toml("[store]\nurl = \"postgres://tv@db:5432/tv\"\npassword = \"hunter2\"\n")
+            .unwrap();
+        assert_eq!(c.store.url.as_deref(), Some("postgres://tv@db:5432/tv"));
+        assert_eq!(c.store.password.as_deref(), Some("hunter2"));
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // The URL shows its host and database (its user information is masked as any URL's is).
+        assert!(shown.contains("@db:5432/tv\""), "{shown}");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        // The file's first line is the password; both ways at once is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        let c = from_toml(&format!(
+            "[store]\nurl = \"postgres://tv@db/tv\"\npassword_file = \"{}\"\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(c.store.password.as_deref(), Some("s3cret"));
+        let e = from_toml(&format!(
+            "[store]\nurl = \"postgres://tv@db/tv\"\npassword = \"x\"\npassword_file = \"{}\"\n",
+            file.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("store.password_file"), "{e}");
+        // Without a URL the store is SQLite's file and no password is read.
+        let c = from_toml("").unwrap();
+        assert_eq!((c.store.url, c.store.password), (None, None));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::store::RawStore;
+
 /// Credential places hidden by default (`agent.sandbox_hide`): the agent keeps the network, so what
 /// it can read it can send away. `~/` is both the agent's and the daemon's home.
 pub const DEFAULT_HIDDEN: &[&str] = &[
@@ -330,18 +332,6 @@ pub struct RawSupervision {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStore {
-    pub busy_timeout_ms: u64,
-    pub integrity_check_interval_secs: u64,
-    pub read_only_probe_secs: u64,
-    /// Delivered outbox rows older than this many days are deleted by the janitor.
-    pub events_retention_days: u32,
-    /// Finished jobs older than this many days are deleted with their events and approvals.
-    pub jobs_retention_days: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDebug {
     /// Enables the `debug_panic_actor` admin tool used by failure drills. Keep off in production.
     pub test_hooks: bool,
@@ -468,6 +458,9 @@ impl Default for RawConfig {
                 backoff_max_ms: 30_000,
             },
             store: RawStore {
+                url: String::new(),
+                password: String::new(),
+                password_file: String::new(),
                 busy_timeout_ms: 5000,
                 integrity_check_interval_secs: 21_600,
                 read_only_probe_secs: 30,

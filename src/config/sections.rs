@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use super::raw::{
     RawApprovals, RawBackup, RawBreaker, RawBreakers, RawConfig, RawDebug, RawGit, RawHttp,
-    RawJobs, RawLogging, RawProjects, RawSessions, RawSocket, RawStore, RawSupervision,
-    RawTelegram,
+    RawJobs, RawLogging, RawProjects, RawSessions, RawSocket, RawSupervision, RawTelegram,
 };
 use super::settings::{
     ApprovalSettings, BackupSettings, DebugSettings, HttpSettings, JobSettings, LoggingSettings,
-    RestartPolicy, SessionSettings, StoreSettings, TelegramSettings,
+    RestartPolicy, SessionSettings, TelegramSettings,
 };
 use super::source::read_token;
 use super::{Config, ConfigError, MAX_ROOT_LEN, absolute, agent, invalid, root};
@@ -38,7 +37,7 @@ impl Config {
         let sessions = sessions(&raw.sessions)?;
         let (git_timeout, git_remote_timeout) = git(&raw.git)?;
         let supervision = supervision(&raw.supervision)?;
-        let store = store(&raw.store)?;
+        let store = super::store::store(&raw.store)?;
         let voice = super::phone::voice(&raw.voice)?;
         let files = super::phone::files(&raw.files)?;
         let github = super::phone::github(&raw.github)?;
@@ -439,32 +438,6 @@ fn supervision(s: &RawSupervision) -> Result<RestartPolicy, ConfigError> {
         window: Duration::from_secs(s.window_secs),
         backoff_initial: Duration::from_millis(s.backoff_initial_ms),
         backoff_max: Duration::from_millis(s.backoff_max_ms),
-    })
-}
-
-/// `[store]`: the busy timeout, the check intervals and the retentions.
-fn store(st: &RawStore) -> Result<StoreSettings, ConfigError> {
-    if st.busy_timeout_ms == 0 {
-        return Err(invalid("store.busy_timeout_ms", "must be at least 1"));
-    }
-    if st.integrity_check_interval_secs == 0 || st.read_only_probe_secs == 0 {
-        return Err(invalid(
-            "store.integrity_check_interval_secs",
-            "store intervals must be at least 1 second",
-        ));
-    }
-    if st.events_retention_days == 0 || st.jobs_retention_days == 0 {
-        return Err(invalid(
-            "store.jobs_retention_days",
-            "retention must be at least 1 day (store.events_retention_days, store.jobs_retention_days)",
-        ));
-    }
-    Ok(StoreSettings {
-        busy_timeout: Duration::from_millis(st.busy_timeout_ms),
-        integrity_check_interval: Duration::from_secs(st.integrity_check_interval_secs),
-        read_only_probe: Duration::from_secs(st.read_only_probe_secs),
-        events_retention_days: st.events_retention_days,
-        jobs_retention_days: st.jobs_retention_days,
     })
 }
 

@@ -144,13 +144,38 @@ pub struct HttpSettings {
 }
 
 /// `[store]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreSettings {
+    /// `None`: SQLite at `<root>/orchestrator/state.db`; otherwise a PostgreSQL URL without a password.
+    pub url: Option<String>,
+    /// The PostgreSQL password (`TELEVIBE_STORE__PASSWORD` or the first line of `store.password_file`).
+    pub password: Option<String>,
     pub busy_timeout: Duration,
     pub integrity_check_interval: Duration,
     pub read_only_probe: Duration,
     pub events_retention_days: u32,
     pub jobs_retention_days: u32,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| super::MASK))
+            .field("busy_timeout", &self.busy_timeout)
+            .field("integrity_check_interval", &self.integrity_check_interval)
+            .field("read_only_probe", &self.read_only_probe)
+            .field("events_retention_days", &self.events_retention_days)
+            .field("jobs_retention_days", &self.jobs_retention_days)
+            .finish()
+    }
+}
+
+impl StoreSettings {
+    /// Where the store lives: `store.url` (PostgreSQL) or the SQLite file `state_db`.
+    pub fn location(&self, state_db: std::path::PathBuf) -> crate::store::StoreLocation {
+        crate::store::StoreLocation::new(self.url.as_deref(), self.password.as_deref(), state_db)
+    }
 }
 
 /// `[debug]`: test hooks, inert unless `test_hooks` is on.

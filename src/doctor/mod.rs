@@ -73,7 +73,7 @@ pub async fn run(config: &Config, json: bool) -> ExitCode {
     checks::telegram(config, &mut r).await;
     let health = check_daemon(config, &mut r).await;
     checks::cgroups(config, health.as_ref(), &mut r);
-    check_store(&layout, &mut r).await;
+    check_store(config, &layout, &mut r).await;
     let backup_age_secs = check_backups(config, &layout, &mut r, chrono::Utc::now());
     // The exit code is the worst finding: 0 all ok, 1 warnings, 2 failures.
     let code = if r.failures > 0 {
@@ -153,7 +153,54 @@ async fn check_daemon(config: &Config, r: &mut Report) -> Option<serde_json::Val
     health
 }
 
-async fn check_store(layout: &Layout, r: &mut Report) {
+async fn check_store(config: &Config, layout: &Layout, r: &mut Report) {
+    let store = match config.store.url {
+        Some(_) => open_server_store(config, layout, r).await,
+        None => open_store_file(layout, r).await,
+    };
+    if let Some(store) = store {
+        check_contents(&store, layout, r).await;
+        store.close().await;
+    }
+}
+
+/// The PostgreSQL store, read-only, when it answers and its check passes.
+async fn open_server_store(config: &Config, layout: &Layout, r: &mut Report) -> Option<Store> {
+    let db = layout.state_db();
+    let location = config.store.location(db);
+    let store = match Store::open_read_only_at(&location, Arc::new(Metrics::new())).await {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail(
+                "database",
+                &format!("cannot reach the database: {e}"),
+                "check that the server runs and accepts this user (store.url, TELEVIBE_STORE__PASSWORD or store.password_file)",
+            );
+            return None;
+        }
+    };
+    match store.integrity_check().await {
+        Ok(()) => {
+            r.ok(
+                "database",
+                &format!("database {} check ok (every table read)", location.shown()),
+            );
+            Some(store)
+        }
+        Err(e) => {
+            r.fail(
+                "database",
+                &e.to_string(),
+                "restore the database from the operator's own dump of it",
+            );
+            store.close().await;
+            None
+        }
+    }
+}
+
+/// SQLite's state file, read-only, when it is there and its integrity check passes.
+async fn open_store_file(layout: &Layout, r: &mut Report) -> Option<Store> {
     let db = layout.state_db();
     let earlier = crate::store::file::earlier_state(layout);
     if !earlier.is_empty() {
@@ -166,7 +213,7 @@ async fn check_store(layout: &Layout, r: &mut Report) {
             ),
             "televibe backup restore latest (or televibe reconstruct to rebuild projects and sessions from the disk)",
         );
-        return;
+        return None;
     }
     if !db.exists() {
         r.warn(
@@ -177,7 +224,7 @@ async fn check_store(layout: &Layout, r: &mut Report) {
             ),
             "televibe serve (or televibe backup restore latest if it was lost)",
         );
-        return;
+        return None;
     }
     let store = match Store::open_read_only(&db, Arc::new(Metrics::new())).await {
         Ok(s) => s,
@@ -187,7 +234,7 @@ async fn check_store(layout: &Layout, r: &mut Report) {
                 &format!("cannot open the database: {e}"),
                 "systemctl stop televibe && televibe backup restore latest (or televibe reconstruct)",
             );
-            return;
+            return None;
         }
     };
     match store.integrity_check().await {
@@ -198,10 +245,16 @@ async fn check_store(layout: &Layout, r: &mut Report) {
                 &e.to_string(),
                 "systemctl stop televibe && televibe backup restore latest && systemctl start televibe",
             );
-            return;
+            store.close().await;
+            return None;
         }
     }
-    checks::stuck_jobs(&store, r).await;
+    Some(store)
+}
+
+/// What the database says against the disk: stuck jobs, sessions without a worktree, stale worktrees.
+async fn check_contents(store: &Store, layout: &Layout, r: &mut Report) {
+    checks::stuck_jobs(store, r).await;
     let sessions = match store.sessions(None, false).await {
         Ok(s) => s,
         Err(e) => {
@@ -253,7 +306,6 @@ async fn check_store(layout: &Layout, r: &mut Report) {
             unknown.len()
         ),
     );
-    store.close().await;
 }
 
 /// The newest backup in `dir`, by the timestamp in its name (file times change when copies are made).
@@ -292,6 +344,10 @@ fn check_backups(
     r: &mut Report,
     now: DateTime<Utc>,
 ) -> Option<u64> {
+    if config.store.url.is_some() {
+        r.ok("backup", crate::store::OPERATOR_BACKUPS);
+        return None;
+    }
     let dir = layout.backups();
     let schedule = &config.backup.schedule;
     let period = schedule_period(schedule, now);

@@ -117,9 +117,7 @@ impl ControlServer {
         description = "The nodes sharing the store (several machines on PostgreSQL): the leader, each node's last heartbeat, running jobs and open sessions. On SQLite: this one node."
     )]
     async fn list_nodes(&self) -> Result<CallToolResult, McpError> {
-        Ok(respond(
-            self.core.cluster().nodes().await.map_err(ToolError::from),
-        ))
+        Ok(respond(self.core.cluster().nodes().await))
     }
 
     #[tool(

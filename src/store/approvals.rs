@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-    Statement,
 };
 
 use super::entities::approval;
@@ -137,9 +136,10 @@ impl Store {
             by.to_string(),
         );
         self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                super::BACKEND,
-                "INSERT OR IGNORE INTO session_grants (session_id, tool_name, pattern, granted_by, created_at) VALUES (?, ?, ?, ?, ?)",
+            db.execute_raw(super::statement(
+                db.get_database_backend(),
+                "INSERT INTO session_grants (session_id, tool_name, pattern, granted_by, created_at) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
                 [s.into(), t.into(), p.into(), b.into(), Utc::now().into()],
             ))
             .await
@@ -152,8 +152,8 @@ impl Store {
     pub async fn grants(&self, session_id: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = self
             .reader()
-            .query_all_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            .query_all_raw(super::statement(
+                self.backend(),
                 "SELECT tool_name, pattern FROM session_grants WHERE session_id = ?",
                 [session_id.into()],
             ))
@@ -210,8 +210,8 @@ impl Store {
         };
         let id = job_id.to_string();
         self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            db.execute_raw(super::statement(
+                db.get_database_backend(),
                 "UPDATE jobs SET status = ? WHERE id = ? AND status = ?",
                 [to.into(), id.into(), from.into()],
             ))

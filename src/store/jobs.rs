@@ -3,7 +3,8 @@
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, TransactionTrait,
 };
 
 use super::entities::job;
@@ -75,16 +76,18 @@ pub enum Requeue {
 }
 
 /// The statement that queues a job in an open session (no row when it is closing or closed); its FIFO
-/// position comes from a sequence taken in the same statement.
+/// position comes from a sequence taken in the same statement (on PostgreSQL under the jobs' lock,
+/// [`super::Numbers::Jobs`], taken first in the same transaction).
 pub(super) fn insert_job_statement(
+    backend: DbBackend,
     id: String,
     session_id: String,
     instruction: String,
     agent: String,
     kind: JobKind,
 ) -> Statement {
-    Statement::from_sql_and_values(
-        super::BACKEND,
+    super::statement(
+        backend,
         "INSERT INTO jobs (id, seq, session_id, instruction, agent, kind, status, queued_at) \
          SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), id, ?, ?, ?, 'queued', ? \
          FROM sessions WHERE id = ? AND state NOT IN ('closing', 'closed')",
@@ -131,15 +134,22 @@ impl Store {
         let job_id = id.clone();
         let inserted = self
             .write(|db| async move {
-                db.execute_raw(insert_job_statement(
+                let stmt = insert_job_statement(
+                    db.get_database_backend(),
                     id,
                     session_id,
                     instruction,
                     agent,
                     kind,
-                ))
-                .await
-                .map(|r| r.rows_affected())
+                );
+                if !super::serialized(&db) {
+                    return db.execute_raw(stmt).await.map(|r| r.rows_affected());
+                }
+                let tx = db.begin().await?;
+                super::serialize(&tx, super::Numbers::Jobs).await?;
+                let n = tx.execute_raw(stmt).await?.rows_affected();
+                tx.commit().await?;
+                Ok(n)
             })
             .await?;
         if inserted == 0 {
@@ -226,8 +236,8 @@ impl Store {
     pub async fn sessions_with_waiting_jobs(&self) -> Result<Vec<String>, StoreError> {
         let rows = self
             .reader()
-            .query_all_raw(sea_orm::Statement::from_string(
-                super::BACKEND,
+            .query_all_raw(Statement::from_string(
+                self.backend(),
                 "SELECT DISTINCT session_id FROM jobs WHERE status IN ('queued', 'waiting_approval') \
                  ORDER BY session_id",
             ))
@@ -454,8 +464,8 @@ impl Store {
         };
         let sid = session_id.to_string();
         self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            db.execute_raw(super::statement(
+                db.get_database_backend(),
                 sql,
                 [value.into(), Utc::now().into(), sid.into()],
             ))
@@ -469,8 +479,8 @@ impl Store {
     pub async fn set_session_agent(&self, session_id: &str, agent: &str) -> Result<(), StoreError> {
         let (sid, agent) = (session_id.to_string(), agent.to_string());
         self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            db.execute_raw(super::statement(
+                db.get_database_backend(),
                 "UPDATE sessions SET agent = ? WHERE id = ?",
                 [agent.into(), sid.into()],
             ))

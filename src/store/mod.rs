@@ -1,23 +1,26 @@
 //! The store: the one interface the services speak to (typed reads and writes of every record), integrity
-//! check at open, migrations, and the write gate. The engine (SQLite today) sits behind it in `sqlite/`.
+//! check at open, migrations, and the write gate. The engine sits behind it: SQLite (the default, a file
+//! under the root) in `sqlite/`, PostgreSQL (`store.url`) in `postgres/`.
 //!
-//! Only this module imports sea-orm. A write that fails because of the disk or the file (full, I/O error,
-//! read-only file, corruption) flips the store into read-only mode: reads keep working, writes answer
-//! `READ_ONLY` until a probe write succeeds again.
+//! Only this module imports sea-orm. A write that fails because of the disk, the file or the server (full,
+//! I/O error, read-only file, a lost connection, corruption) flips the store into read-only mode: reads keep
+//! working, writes answer `READ_ONLY` until a probe write succeeds again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use crate::telemetry::Metrics;
 
 mod approvals;
+mod engine;
 mod entities;
 mod jobs;
+mod kv;
+mod open;
 pub use jobs::Requeue;
 mod nodes;
 mod projects;
@@ -28,10 +31,11 @@ mod schedules;
 mod sqlite;
 
 pub use crate::domain::READ_ONLY_MESSAGE;
+pub use engine::{Engine, StoreLocation, TABLES};
+pub(crate) use engine::{Numbers, serialize, serialized, statement};
+pub use postgres::OPERATOR_BACKUPS;
 pub use schedules::{NewSchedule, ScheduleRun, ScheduleRunOutcome};
-use sqlite::BACKEND;
 pub use sqlite::cause::ReadOnlyCause;
-use sqlite::cause::looks_corrupt;
 pub use sqlite::{backup, file};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +54,25 @@ pub enum StoreError {
         backups: String,
         detail: String,
     },
+    #[error(
+        "state database {url} failed its check ({detail}). The daemon refuses to start on it: restore the \
+         database from your own backups of the server (pg_restore of a dump), then start the daemon again"
+    )]
+    Unsound { url: String, detail: String },
     #[error("cannot open state database {path}: {detail}")]
     Open { path: String, detail: String },
     #[error("database error: {0}")]
     Db(#[from] DbErr),
 }
 
-/// Whether a database error means the file or disk can no longer take writes.
-fn is_storage_failure(err: &DbErr) -> bool {
-    ReadOnlyCause::of_error(&err.to_string()).is_some()
+impl StoreError {
+    /// What the engine's check found, when this error is a failed check (the database is damaged).
+    pub fn damage(&self) -> Option<&str> {
+        match self {
+            StoreError::Corrupt { detail, .. } | StoreError::Unsound { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
 }
 
 /// The read-only reason of a database that failed its integrity check.
@@ -68,7 +82,7 @@ pub const CORRUPT: &str = "integrity check failed";
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
-    path: PathBuf,
+    location: StoreLocation,
     read_only: Arc<AtomicBool>,
     read_only_reason: Arc<Mutex<Option<String>>>,
     /// What made it read-only (`televibe_database_read_only_reason`); `None` while writable or opened
@@ -96,141 +110,120 @@ impl Default for StoreOptions {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database, checks its integrity and applies pending migrations.
-    pub async fn open(
-        path: &Path,
-        opts: StoreOptions,
-        metrics: Arc<Metrics>,
-    ) -> Result<Store, StoreError> {
-        let shown = path.display().to_string();
-        let backups = path
-            .parent()
-            .map(|p| p.join("backups").display().to_string())
-            .unwrap_or_default();
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: shown.clone(),
-            backups: backups.clone(),
-            detail,
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
-                path: shown.clone(),
-                detail: e.to_string(),
-            })?;
-        }
-        let mut db = sqlite::connect(path, opts.max_connections, opts.busy_timeout)
-            .await
-            .map_err(|e| {
-                let detail = e.to_string();
-                if looks_corrupt(&detail) {
-                    corrupt(detail)
-                } else {
-                    StoreError::Open {
-                        path: shown.clone(),
-                        detail,
-                    }
-                }
-            })?;
-        let statements = metrics.db_statements_total.clone();
-        db.set_metric_callback(move |_| {
-            statements.inc();
-        });
-        let store = Store {
-            db,
-            path: path.to_path_buf(),
-            read_only: Arc::new(AtomicBool::new(false)),
-            read_only_reason: Arc::new(Mutex::new(None)),
-            read_only_cause: Arc::new(Mutex::new(None)),
-            corrupt: Arc::new(AtomicBool::new(false)),
-            metrics,
-        };
-        match store.quick_check().await {
-            Ok(()) => {}
-            Err(StoreError::Db(e)) => return Err(corrupt(e.to_string())),
-            Err(e) => return Err(e),
-        }
-        Migrator::up(&store.db, None).await.map_err(|e| {
-            let detail = e.to_string();
-            if looks_corrupt(&detail) {
-                corrupt(detail)
-            } else {
-                StoreError::Open {
-                    path: shown.clone(),
-                    detail: format!("migrations failed: {detail}"),
-                }
-            }
-        })?;
-        store.metrics.set_health("database", true);
-        Ok(store)
-    }
-
-    /// Opens an existing database read-only, without migrations (offline tools such as `doctor`).
-    pub async fn open_read_only(path: &Path, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
-        let shown = path.display().to_string();
-        if !path.is_file() {
-            return Err(StoreError::Open {
-                path: shown,
-                detail: "no such file".into(),
-            });
-        }
-        let db = sqlite::connect_read_only(path)
-            .await
-            .map_err(|e| StoreError::Open {
-                path: shown,
-                detail: e.to_string(),
-            })?;
-        Ok(Store {
-            db,
-            path: path.to_path_buf(),
-            read_only: Arc::new(AtomicBool::new(true)),
-            read_only_reason: Arc::new(Mutex::new(Some("opened read-only".into()))),
-            read_only_cause: Arc::new(Mutex::new(None)),
-            corrupt: Arc::new(AtomicBool::new(false)),
-            metrics,
-        })
-    }
-
+    /// The SQLite file's path (empty on PostgreSQL: see [`Store::location`]).
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.location {
+            StoreLocation::Sqlite(p) => p,
+            StoreLocation::Postgres { .. } => Path::new(""),
+        }
     }
 
-    /// Whether the store is PostgreSQL (several nodes may share it).
+    /// Where the store lives (the password, if any, is in it: show [`StoreLocation::shown`] only).
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// The engine that holds the store.
+    pub fn engine(&self) -> Engine {
+        Engine::of(self.db.get_database_backend())
+    }
+
     pub fn is_postgres(&self) -> bool {
-        self.db.get_database_backend() == sea_orm::DbBackend::Postgres
+        self.engine() == Engine::Postgres
     }
 
-    /// The PostgreSQL URL and password, for connections of the cluster's own.
+    /// The PostgreSQL connect URL with its password, for a dedicated connection of the daemon's own (a
+    /// listener, say); `None` on SQLite. Never log it.
+    pub fn connect_url(&self) -> Option<String> {
+        match &self.location {
+            StoreLocation::Postgres { url, password } => {
+                Some(postgres::url_with_password(url, password.as_deref()))
+            }
+            StoreLocation::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQL dialect of the connection.
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The PostgreSQL URL and password apart, for connections of the cluster's own (never logged).
     pub(crate) fn postgres_url(&self) -> Option<(String, Option<String>)> {
-        None
+        match &self.location {
+            StoreLocation::Postgres { url, password } => Some((url.clone(), password.clone())),
+            StoreLocation::Sqlite(_) => None,
+        }
     }
 
     /// The engine's full integrity check; any finding is corruption.
     pub async fn integrity_check(&self) -> Result<(), StoreError> {
-        self.check(sqlite::Check::Full).await
+        self.check(true).await
     }
 
-    /// The engine's quick check: every page, b-tree and record is read and checked as the full check
-    /// does, only the cross-check of index entries against their tables is left out, which makes it about
-    /// three times faster on a large database. The daemon runs it at boot (the full check follows in the
-    /// background, see `actors::store`).
+    /// The engine's quick check. SQLite: every page, b-tree and record is read and checked as the full
+    /// check does, only the cross-check of index entries against their tables is left out, which makes it
+    /// about three times faster on a large database. PostgreSQL: every table present and readable. The
+    /// daemon runs it at boot (the full check follows in the background, see `actors::store`).
     pub async fn quick_check(&self) -> Result<(), StoreError> {
-        self.check(sqlite::Check::Quick).await
+        self.check(false).await
     }
 
-    async fn check(&self, how: sqlite::Check) -> Result<(), StoreError> {
-        let lines = sqlite::check(&self.db, how).await?;
+    async fn check(&self, full: bool) -> Result<(), StoreError> {
+        let lines = match self.engine() {
+            Engine::Sqlite => {
+                let how = if full {
+                    sqlite::Check::Full
+                } else {
+                    sqlite::Check::Quick
+                };
+                sqlite::check(&self.db, how).await?
+            }
+            Engine::Postgres => {
+                let how = if full {
+                    postgres::Check::Full
+                } else {
+                    postgres::Check::Quick
+                };
+                postgres::check(&self.db, how, TABLES).await?
+            }
+        };
         if lines.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt {
-                path: self.path.display().to_string(),
-                backups: self
-                    .path
+            return Ok(());
+        }
+        Err(match &self.location {
+            StoreLocation::Sqlite(path) => StoreError::Corrupt {
+                path: path.display().to_string(),
+                backups: path
                     .parent()
                     .map(|p| p.join("backups").display().to_string())
                     .unwrap_or_default(),
                 detail: lines.join("; "),
-            })
+            },
+            StoreLocation::Postgres { url, .. } => StoreError::Unsound {
+                url: url.clone(),
+                detail: lines.join("; "),
+            },
+        })
+    }
+
+    /// Whether an error says the database is damaged.
+    fn looks_corrupt(&self, e: &DbErr) -> bool {
+        match self.engine() {
+            Engine::Sqlite => sqlite::cause::looks_corrupt(&e.to_string()),
+            Engine::Postgres => postgres::cause::looks_corrupt(e),
+        }
+    }
+
+    /// The reason and cause of a failed write, when it means the database cannot take writes.
+    fn storage_failure(&self, e: &DbErr) -> Option<(String, ReadOnlyCause)> {
+        match self.engine() {
+            Engine::Sqlite => {
+                let reason = e.to_string();
+                ReadOnlyCause::of_error(&reason).map(|c| (reason, c))
+            }
+            Engine::Postgres => postgres::cause::of_error(e)
+                .map(|c| (self.location.scrub(postgres::cause::describe(e)), c)),
         }
     }
 
@@ -239,15 +232,27 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         if let Err(e) = self
             .db
-            .query_one_raw(Statement::from_string(BACKEND, "SELECT 1"))
+            .query_one_raw(Statement::from_string(self.backend(), "SELECT 1"))
             .await
         {
-            if looks_corrupt(&e.to_string()) {
+            if self.looks_corrupt(&e) {
                 self.enter_corrupt();
             }
-            return Err(e.into());
+            return Err(self.db_error(e));
         }
         Ok(())
+    }
+
+    /// A database error as the store reports it (never with the password).
+    fn db_error(&self, e: DbErr) -> StoreError {
+        match &self.location {
+            StoreLocation::Postgres {
+                password: Some(p), ..
+            } if !p.is_empty() && e.to_string().contains(p.as_str()) => {
+                StoreError::Db(DbErr::Custom(self.location.scrub(e.to_string())))
+            }
+            _ => StoreError::Db(e),
+        }
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -288,7 +293,7 @@ impl Store {
     /// probe write lifts it. `televibe_health_check{check="database"}` goes to 0 here, and only here.
     pub fn enter_corrupt(&self) -> bool {
         let first = !self.corrupt.swap(true, Ordering::SeqCst);
-        if !self.enter_read_only(CORRUPT) {
+        if !self.enter_read_only_as(CORRUPT, Some(ReadOnlyCause::Integrity)) {
             *self
                 .read_only_reason
                 .lock()
@@ -301,19 +306,26 @@ impl Store {
     }
 
     /// Flips the store into read-only mode (idempotent); returns true when this call flipped it. The
-    /// cause (`televibe_database_read_only_reason`) is read from `reason`, SQLite's error text.
+    /// cause (`televibe_database_read_only_reason`) is read from `reason`, the engine's error text.
     pub fn enter_read_only(&self, reason: &str) -> bool {
+        let cause = if reason == CORRUPT {
+            Some(ReadOnlyCause::Integrity)
+        } else {
+            match self.engine() {
+                Engine::Sqlite => ReadOnlyCause::of_error(reason),
+                Engine::Postgres => postgres::cause::of_text(reason),
+            }
+        };
+        self.enter_read_only_as(reason, cause)
+    }
+
+    fn enter_read_only_as(&self, reason: &str, cause: Option<ReadOnlyCause>) -> bool {
         let flipped = !self.read_only.swap(true, Ordering::SeqCst);
         if flipped {
             *self
                 .read_only_reason
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
-            let cause = if reason == CORRUPT {
-                Some(ReadOnlyCause::Integrity)
-            } else {
-                ReadOnlyCause::of_error(reason)
-            };
             self.set_cause(cause);
             self.metrics.database_read_only.set(1);
             let cause = cause.map_or("other", ReadOnlyCause::as_str);
@@ -347,16 +359,17 @@ impl Store {
         }
         match f(self.db.clone()).await {
             Ok(v) => Ok(v),
-            Err(e) if is_storage_failure(&e) => {
-                let reason = e.to_string();
-                if looks_corrupt(&reason) {
-                    self.enter_corrupt();
-                } else {
-                    self.enter_read_only(&reason);
+            Err(e) => match self.storage_failure(&e) {
+                Some((reason, cause)) => {
+                    if cause == ReadOnlyCause::Integrity {
+                        self.enter_corrupt();
+                    } else {
+                        self.enter_read_only_as(&reason, Some(cause));
+                    }
+                    Err(StoreError::ReadOnly { reason })
                 }
-                Err(StoreError::ReadOnly { reason })
-            }
-            Err(e) => Err(StoreError::Db(e)),
+                None => Err(self.db_error(e)),
+            },
         }
     }
 
@@ -374,8 +387,8 @@ impl Store {
             });
         }
         let now = chrono::Utc::now().to_rfc3339();
-        let stmt = Statement::from_sql_and_values(
-            BACKEND,
+        let stmt = statement(
+            self.backend(),
             "INSERT INTO kv(key, value, updated_at) VALUES ('store.probe', ?, ?) \
              ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             [now.clone().into(), now.into()],
@@ -386,76 +399,20 @@ impl Store {
                 Ok(())
             }
             Err(e) => {
-                if is_storage_failure(&e) {
-                    self.enter_read_only(&e.to_string());
+                if let Some((reason, cause)) = self.storage_failure(&e) {
+                    self.enter_read_only_as(&reason, Some(cause));
                 }
-                Err(StoreError::Db(e))
+                Err(self.db_error(e))
             }
         }
     }
 
-    /// Reads a value of the key-value table.
-    pub async fn kv_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                BACKEND,
-                "SELECT value FROM kv WHERE key = ?",
-                [key.into()],
-            ))
-            .await?;
-        Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()))
-    }
-
-    /// Writes a value of the key-value table through the gate.
-    pub async fn kv_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let (key, value) = (key.to_string(), value.to_string());
-        self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                BACKEND,
-                "INSERT INTO kv(key, value, updated_at) VALUES (?, ?, ?) \
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                [key.into(), value.into(), chrono::Utc::now().to_rfc3339().into()],
-            ))
-            .await
-            .map(|_| ())
-        })
-        .await
-    }
-
-    /// Deletes a value of the key-value table (absent already: nothing to do).
-    pub async fn kv_delete(&self, key: &str) -> Result<(), StoreError> {
-        let key = key.to_string();
-        self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                BACKEND,
-                "DELETE FROM kv WHERE key = ?",
-                [key.into()],
-            ))
-            .await
-            .map(|_| ())
-        })
-        .await
-    }
-
-    /// Rows of the key-value table whose key starts with `prefix` (tests: bounded growth).
-    pub async fn kv_count(&self, prefix: &str) -> Result<i64, StoreError> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                BACKEND,
-                "SELECT COUNT(*) FROM kv WHERE substr(key, 1, length(?)) = ?",
-                [prefix.into(), prefix.into()],
-            ))
-            .await?;
-        Ok(row
-            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
-            .unwrap_or(0))
-    }
-
     /// Names of the tables, for checks that the schema came from the migrations.
     pub async fn table_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlite::table_names(&self.db).await?)
+        Ok(match self.engine() {
+            Engine::Sqlite => sqlite::table_names(&self.db).await?,
+            Engine::Postgres => postgres::table_names(&self.db).await?,
+        })
     }
 
     /// Runs one statement on one pooled connection (test drills: `PRAGMA query_only = 1`).
@@ -472,6 +429,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlite::BACKEND;
 
     async fn open(dir: &Path, conns: u32) -> Result<Store, StoreError> {
         Store::open(

@@ -4,6 +4,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
 };
 
 use super::entities::{project, session};
@@ -163,16 +164,58 @@ impl Store {
         Ok(q.count(self.reader()).await?)
     }
 
-    /// The number the next session would get: one above every number ever used.
+    /// The number the next session gets: one above every number ever used. SQLite: read from the
+    /// counter (the caller serialises creations). PostgreSQL: reserved from the `sessions.seq` sequence
+    /// (a write), so two daemons on one database never get the same number.
     pub async fn next_session_seq(&self) -> Result<i64, StoreError> {
-        Ok(super::sqlite::next_session_seq(self.reader()).await?)
+        match self.engine() {
+            super::Engine::Sqlite => Ok(super::sqlite::next_session_seq(self.reader()).await?),
+            super::Engine::Postgres => {
+                self.write(|db| async move {
+                    let tx = db.begin().await?;
+                    super::serialize(&tx, super::Numbers::Sessions).await?;
+                    let seq = super::postgres::next_session_seq(&tx).await?;
+                    tx.commit().await?;
+                    Ok(seq)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Gives back a number [`Store::next_session_seq`] reserved for a creation that was refused, when no
+    /// later number was taken since (PostgreSQL; SQLite reserves nothing).
+    pub async fn release_session_seq(&self, seq: i64) -> Result<(), StoreError> {
+        if !self.is_postgres() {
+            return Ok(());
+        }
+        self.write(|db| async move {
+            let tx = db.begin().await?;
+            super::serialize(&tx, super::Numbers::Sessions).await?;
+            super::postgres::release_session_seq(&tx, seq).await?;
+            tx.commit().await
+        })
+        .await
     }
 
     /// Raises the sessions' counter to at least `seq`, so the next session gets a number above it (state
     /// reconstruction: numbers of sessions whose rows are lost stay used).
     pub async fn raise_session_counter(&self, seq: i64) -> Result<(), StoreError> {
-        self.write(|db| async move { super::sqlite::raise_session_counter(&db, seq).await })
-            .await
+        match self.engine() {
+            super::Engine::Sqlite => {
+                self.write(|db| async move { super::sqlite::raise_session_counter(&db, seq).await })
+                    .await
+            }
+            super::Engine::Postgres => {
+                self.write(|db| async move {
+                    let tx = db.begin().await?;
+                    super::serialize(&tx, super::Numbers::Sessions).await?;
+                    super::postgres::raise_session_counter(&tx, seq).await?;
+                    tx.commit().await
+                })
+                .await
+            }
+        }
     }
 
     /// Inserts session `S<seq>` (the caller serialises creations and picked an unused `seq`).
@@ -198,6 +241,11 @@ impl Store {
             node: Set(new.node.clone()),
         };
         let model = self.write(|db| async move { am.insert(&db).await }).await?;
+        if self.is_postgres() {
+            // A number above the one reserved (a directory left by a crash was skipped) or given by
+            // reconstruction: the sequence moves past it (SQLite's counter does so by itself).
+            self.raise_session_counter(seq).await?;
+        }
         Ok(model.into())
     }
 

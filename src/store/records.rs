@@ -2,7 +2,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement, TransactionTrait,
+    QuerySelect, Set, TransactionTrait,
 };
 
 use super::entities::{audit, event};
@@ -53,8 +53,8 @@ impl Store {
     ) -> Result<u64, StoreError> {
         in_batches(5000, || {
             self.write(|db| async move {
-                db.execute_raw(Statement::from_sql_and_values(
-                    super::BACKEND,
+                db.execute_raw(super::statement(
+                    db.get_database_backend(),
                     "DELETE FROM events WHERE id IN (SELECT id FROM events \
                      WHERE delivered_at IS NOT NULL AND delivered_at < ? LIMIT 5000)",
                     [cutoff.into()],
@@ -85,9 +85,9 @@ impl Store {
                 )
                 .await?;
                 tx.execute_unprepared("DELETE FROM prune_jobs").await?;
-                tx.execute_raw(Statement::from_sql_and_values(
-                    super::BACKEND,
-                    format!("INSERT INTO prune_jobs {OLD}"),
+                tx.execute_raw(super::statement(
+                    tx.get_database_backend(),
+                    &format!("INSERT INTO prune_jobs {OLD}"),
                     [cutoff.into()],
                 ))
                 .await?;
@@ -121,8 +121,8 @@ impl Store {
     ) -> Result<Vec<(String, Option<String>, Option<String>)>, StoreError> {
         let rows = self
             .reader()
-            .query_all_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            .query_all_raw(super::statement(
+                self.backend(),
                 "SELECT actor, project_id, session_id FROM audit WHERE event = ? ORDER BY id",
                 [event_name.into()],
             ))
@@ -158,8 +158,18 @@ impl Store {
             delivered_at: Set(None),
             ..Default::default()
         };
-        self.write(|db| async move { am.insert(&db).await.map(|m| m.id) })
-            .await
+        self.write(|db| async move {
+            if !super::serialized(&db) {
+                return am.insert(&db).await.map(|m| m.id);
+            }
+            // Ids commit in their order: the notifier reads the outbox with `id > last`.
+            let tx = db.begin().await?;
+            super::serialize(&tx, super::Numbers::Events).await?;
+            let id = am.insert(&tx).await?.id;
+            tx.commit().await?;
+            Ok(id)
+        })
+        .await
     }
 
     /// Undelivered outbox rows after `after_id`, oldest first.
@@ -205,8 +215,8 @@ impl Store {
     pub async fn reader_count_events(&self, event_type: &str) -> Result<u64, StoreError> {
         let row = self
             .reader()
-            .query_one_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            .query_one_raw(super::statement(
+                self.backend(),
                 "SELECT COUNT(*) FROM events WHERE event_type = ?",
                 [event_type.into()],
             ))
@@ -223,8 +233,8 @@ impl Store {
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
         let rows = self
             .reader()
-            .query_all_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            .query_all_raw(super::statement(
+                self.backend(),
                 "SELECT event_type, payload FROM events WHERE job_id = ? ORDER BY id",
                 [job_id.into()],
             ))
@@ -261,8 +271,8 @@ impl Store {
     pub async fn active_jobs_of_session(&self, session_id: &str) -> Result<u64, StoreError> {
         let row = self
             .reader()
-            .query_one_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            .query_one_raw(super::statement(
+                self.backend(),
                 "SELECT COUNT(*) FROM jobs WHERE session_id = ? AND status IN ('running', 'waiting_approval')",
                 [session_id.into()],
             ))

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 
 use super::entities::schedule;
@@ -78,9 +78,8 @@ impl Store {
         let new = new.clone();
         let id = self
             .write(|db| async move {
-                let row = db
-                    .query_one_raw(Statement::from_sql_and_values(
-                        super::BACKEND,
+                let stmt = super::statement(
+                        db.get_database_backend(),
                         "INSERT INTO schedules (id, seq, session_id, cron, instruction, agent, created_by, \
                          created_at, next_run_at) \
                          SELECT 'SC' || n.seq, n.seq, s.id, ?, ?, ?, ?, ?, ? \
@@ -95,8 +94,15 @@ impl Store {
                             new.next_run_at.into(),
                             new.session_id.into(),
                         ],
-                    ))
-                    .await?;
+                    );
+                if !super::serialized(&db) {
+                    let row = db.query_one_raw(stmt).await?;
+                    return Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()));
+                }
+                let tx = db.begin().await?;
+                super::serialize(&tx, super::Numbers::Schedules).await?;
+                let row = tx.query_one_raw(stmt).await?;
+                tx.commit().await?;
                 Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()))
             })
             .await?;
@@ -139,8 +145,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let (id, by, reason) = (id.to_string(), by.to_string(), reason.to_string());
         self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            db.execute_raw(super::statement(
+                db.get_database_backend(),
                 "UPDATE schedules SET removed_at = ?, removed_by = ?, removed_reason = ? \
                  WHERE id = ? AND removed_at IS NULL",
                 [Utc::now().into(), by.into(), reason.into(), id.into()],
@@ -161,8 +167,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.write(|db| async move {
-            db.execute_raw(Statement::from_sql_and_values(
-                super::BACKEND,
+            db.execute_raw(super::statement(
+                db.get_database_backend(),
                 "UPDATE schedules SET next_run_at = ? WHERE id = ? AND runs = ? AND removed_at IS NULL",
                 [next.into(), id.into(), runs.into()],
             ))
@@ -181,8 +187,8 @@ impl Store {
             .write(|db| async move {
                 let tx = db.begin().await?;
                 let moved = tx
-                    .execute_raw(Statement::from_sql_and_values(
-                        super::BACKEND,
+                    .execute_raw(super::statement(
+                        tx.get_database_backend(),
                         "UPDATE schedules SET runs = runs + 1, last_run_at = ?, last_job_id = ?, \
                          next_run_at = ? WHERE id = ? AND runs = ? AND removed_at IS NULL",
                         [
@@ -199,8 +205,10 @@ impl Store {
                     tx.rollback().await?;
                     return Ok(Some(false));
                 }
+                super::serialize(&tx, super::Numbers::Jobs).await?;
                 let inserted = tx
                     .execute_raw(insert_job_statement(
+                        tx.get_database_backend(),
                         run.job_id,
                         run.session_id,
                         run.instruction,

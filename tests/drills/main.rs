@@ -10,6 +10,8 @@ mod fake_model;
 mod fake_telegram;
 #[path = "../it/harness.rs"]
 mod harness;
+#[path = "../it/pg.rs"]
+mod pg;
 
 mod agent;
 mod common;

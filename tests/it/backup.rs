@@ -45,6 +45,11 @@ async fn job_ids(db: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_taken_while_jobs_write_restores_every_committed_row() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let env = Env::new(&format!(
         "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n"
     ));
@@ -182,6 +187,11 @@ async fn backup_taken_while_jobs_write_restores_every_committed_row() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupted_database_is_restored_with_the_command_the_refusal_names() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let env = Env::new("");
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
@@ -315,6 +325,11 @@ impl Drop for Moto {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_ahead_log_left_behind_is_set_aside_not_replayed_onto_the_restore() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     // The daemon dies with writes still in its write-ahead log; the operator moves only state.db away
     // (as the spec's runbook reads) and restores. The old log must not be replayed onto the copy.
     let env = Env::new("");
@@ -381,6 +396,11 @@ fn aws_env(cmd: &mut Command, endpoint: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let mut moto = Moto::start();
     let http = reqwest::Client::new();
     let made = http
@@ -474,6 +494,11 @@ async fn uploads_reach_s3_and_a_missing_server_costs_only_the_upload() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduled_backup_runs_and_is_listed() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let env = Env::new("[backup]\nschedule = \"* * * * *\"\n");
     // Shift the scheduler's clock to second 50 of a minute, so the next scheduled minute is 10 s away.
     let offset = (110 - i64::from(chrono::Utc::now().second())) % 60;
@@ -503,6 +528,9 @@ async fn scheduled_backup_runs_and_is_listed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn periodic_integrity_failure_drops_the_health_gauge_and_tells_the_admin_chat() {
+    if !crate::pg::sqlite_only("it damages the live state.db file (SQLite's integrity_check)") {
+        return;
+    }
     let env = Env::new("[store]\nintegrity_check_interval_secs = 1\n");
     let d = env.start();
     assert_eq!(
@@ -565,6 +593,11 @@ async fn backed_up_root() -> Env {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_killed_at_any_step_never_leaves_the_next_start_on_an_empty_database() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let env = backed_up_root().await;
     let db = env.orchestrator().join("state.db");
     // (step, whether every build reaches it). The companions are removed only when the checkpoint left some.
@@ -630,6 +663,11 @@ async fn a_restore_killed_at_any_step_never_leaves_the_next_start_on_an_empty_da
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_database_on_a_used_root_is_refused_with_the_way_back() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let env = backed_up_root().await;
     let orchestrator = env.orchestrator();
     std::fs::rename(
@@ -666,6 +704,11 @@ async fn a_missing_database_on_a_used_root_is_refused_with_the_way_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_is_restored_from_the_remote_alone() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let remote = tempfile::tempdir().unwrap();
     let env = Env::new(&format!(
         "[backup]\nremote = \"file://{}\"\n",
@@ -715,6 +758,11 @@ async fn a_backup_is_restored_from_the_remote_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_of_an_older_schema_is_restored_and_migrated_at_start() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     use migrations::MigratorTrait;
     use migrations::sea_orm::ConnectionTrait;
     let env = Env::new("");
@@ -772,6 +820,11 @@ async fn a_backup_of_an_older_schema_is_restored_and_migrated_at_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_running_when_the_backup_was_taken_is_not_run_again_after_a_restore() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own (pg_dump)",
+    ) {
+        return;
+    }
     let env = Env::new(&format!(
         "[agent]\ncommand = \"{FAKE_AGENT}\"\n[jobs]\nkill_grace_secs = 1\n"
     ));

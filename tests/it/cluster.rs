@@ -115,7 +115,10 @@ async fn two_nodes_one_leader_placement_approval_and_failover() {
     );
     let tree = String::from_utf8_lossy(&env_b.run(&["admin", "tree"]).stdout).to_string();
     assert!(tree.contains("node:b (follower)"), "{tree}");
-    assert!(!tree.contains("telegram"), "a follower runs no Telegram front: {tree}");
+    assert!(
+        !tree.contains("telegram"),
+        "a follower runs no Telegram front: {tree}"
+    );
 
     // A project registered by path on b lives there; a session from the phone (the leader's front) is
     // placed on b.
@@ -127,8 +130,13 @@ async fn two_nodes_one_leader_placement_approval_and_failover() {
         .unwrap();
     tg.say(USER, "/start", "TeleVibeCode", Duration::from_secs(20))
         .await;
-    tg.say(USER, "/new app", "Session <b>S1</b>", Duration::from_secs(60))
-        .await;
+    tg.say(
+        USER,
+        "/new app",
+        "Session <b>S1</b>",
+        Duration::from_secs(60),
+    )
+    .await;
     let mcp_a = Mcp::connect(&env_a).await;
     let s1 = mcp_a
         .call("get_session", json!({"session_id": "S1"}))
@@ -161,7 +169,10 @@ async fn two_nodes_one_leader_placement_approval_and_failover() {
         trackers_done(&tg, "write hello") == 1
     })
     .await;
-    assert_eq!(std::fs::read_to_string(wt.join("hello.txt")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(wt.join("hello.txt")).unwrap(),
+        "hello\n"
+    );
     let jobs = mcp_a
         .call("list_jobs", json!({"session_id": "S1"}))
         .await
@@ -178,19 +189,29 @@ async fn two_nodes_one_leader_placement_approval_and_failover() {
     a.wait_exit(Duration::from_secs(10));
     until(Duration::from_secs(30), "node b leads", || leads(&b)).await;
     let took = killed.elapsed();
-    eprintln!("failover: node b leads {:.2} s after the leader was killed", took.as_secs_f64());
+    eprintln!(
+        "failover: node b leads {:.2} s after the leader was killed",
+        took.as_secs_f64()
+    );
     assert!(took <= Duration::from_secs(10), "failover took {took:?}");
     tg.say(USER, "/start", "TeleVibeCode", Duration::from_secs(20))
         .await;
-    until(Duration::from_secs(120), "the queued instruction done", || {
-        trackers_done(&tg, "STATUS after the kill") == 1
-    })
+    until(
+        Duration::from_secs(120),
+        "the queued instruction done",
+        || trackers_done(&tg, "STATUS after the kill") == 1,
+    )
     .await;
     // Messages go out in order: once a later reply arrived, a repeat would have too.
-    tg.say(USER, "/sessions", "S1", Duration::from_secs(20)).await;
+    tg.say(USER, "/sessions", "S1", Duration::from_secs(20))
+        .await;
     assert_eq!(helps(&tg), before + 1, "/start answered once");
     assert_eq!(trackers_done(&tg, "STATUS after the kill"), 1, "done once");
-    assert_eq!(trackers_done(&tg, "write hello"), 1, "the earlier result not sent again");
+    assert_eq!(
+        trackers_done(&tg, "write hello"),
+        1,
+        "the earlier result not sent again"
+    );
     let done = mcp_b
         .call("list_jobs", json!({"session_id": "S1"}))
         .await
@@ -257,7 +278,11 @@ async fn a_silent_node_has_its_running_job_queued_again_and_runs_it_when_back() 
             "NODE_UNAVAILABLE",
         )
         .await;
-    assert!(refused.message.contains("registered by path on node b"), "{}", refused.message);
+    assert!(
+        refused.message.contains("registered by path on node b"),
+        "{}",
+        refused.message
+    );
     let s = mcp_a
         .call("create_session", json!({"project_id": "app", "node": "b"}))
         .await
@@ -298,7 +323,10 @@ async fn a_silent_node_has_its_running_job_queued_again_and_runs_it_when_back() 
         .await
         .unwrap();
     assert!(
-        gone["unavailable"].as_str().unwrap_or("").contains("node b is gone"),
+        gone["unavailable"]
+            .as_str()
+            .unwrap_or("")
+            .contains("node b is gone"),
         "{gone}"
     );
     assert_eq!(a.metric("televibe_cluster_nodes "), Some(1.0));

@@ -13,6 +13,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// The user the daemon and its clients run as (`None`: the test's own).
     pub user: Option<(u32, u32)>,
+    /// The PostgreSQL cluster the store lives in (`TELEVIBE_TEST_STORE=postgres`); `None`: SQLite's file.
+    pub pg: Option<crate::pg::PgCluster>,
 }
 
 /// Who runs the daemon in a security test. Every attack runs once per entry: as root (the daemon's jobs
@@ -45,6 +47,15 @@ impl Env {
     /// Like `new`, under `parent` (containment tests keep their root out of `/tmp`, which every sandbox
     /// replaces, so that what they find hidden was hidden on purpose).
     pub fn new_in(parent: &Path, extra: &str) -> Env {
+        Env::create(parent, extra, crate::pg::on_postgres())
+    }
+
+    /// Like `new`, with the store on a PostgreSQL cluster of its own whatever `TELEVIBE_TEST_STORE` says.
+    pub fn new_postgres(extra: &str) -> Env {
+        Env::create(Path::new("/tmp"), extra, true)
+    }
+
+    fn create(parent: &Path, extra: &str, postgres: bool) -> Env {
         std::fs::create_dir_all(parent).unwrap();
         let dir = tempfile::Builder::new()
             .prefix("tv")
@@ -54,7 +65,12 @@ impl Env {
         // to walk down to their worktree, as they can to `/projects`.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        let env = Env { dir, user: None };
+        let pg = postgres.then(crate::pg::PgCluster::start);
+        let env = Env {
+            dir,
+            user: None,
+            pg,
+        };
         env.write_config(extra);
         env
     }
@@ -84,28 +100,45 @@ impl Env {
         } else {
             (extra, "[debug]\ntest_hooks = true\n")
         };
+        // The PostgreSQL store, inside the test's own [store] section when it has one.
+        let (extra, store) = match &self.pg {
+            None => (extra, String::new()),
+            Some(pg) if extra.contains("[store]\n") => (
+                extra.replace("[store]\n", &format!("[store]\nurl = \"{}\"\n", pg.url())),
+                String::new(),
+            ),
+            Some(pg) => (extra, format!("[store]\nurl = \"{}\"\n", pg.url())),
+        };
         let text = format!(
-            "root = \"{}\"\n{}\n{http}{debug}{logging}",
+            "root = \"{}\"\n{}\n{http}{debug}{logging}{store}",
             self.root().display(),
             extra
         );
         std::fs::write(self.config(), text).unwrap();
     }
 
+    /// Where the daemon's store lives: `state.db` under the root, or the Env's PostgreSQL database.
+    pub fn store_location(&self) -> televibe::store::StoreLocation {
+        match &self.pg {
+            Some(pg) => televibe::store::StoreLocation::Postgres {
+                url: pg.url(),
+                password: None,
+            },
+            None => televibe::store::StoreLocation::Sqlite(self.orchestrator().join("state.db")),
+        }
+    }
+
     /// The daemon's database, read-only (safe beside a running daemon).
     pub async fn store_read_only(&self) -> televibe::store::Store {
-        televibe::store::Store::open_read_only(
-            &self.orchestrator().join("state.db"),
-            Default::default(),
-        )
-        .await
-        .unwrap()
+        televibe::store::Store::open_read_only_at(&self.store_location(), Default::default())
+            .await
+            .unwrap()
     }
 
     /// The daemon's database opened for writing, as a second process would (tests plant rows with it).
     pub async fn store(&self) -> televibe::store::Store {
-        televibe::store::Store::open(
-            &self.orchestrator().join("state.db"),
+        televibe::store::Store::open_at(
+            &self.store_location(),
             Default::default(),
             Default::default(),
         )

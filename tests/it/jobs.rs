@@ -98,7 +98,12 @@ fn real_claude_env(file: &str) -> (PathBuf, Env, PathBuf, String) {
     (claude, env, home, target)
 }
 
-fn real_claude_config(claude: &Path, model: &FakeModel, home: &Path, jobs: &str) -> String {
+pub(crate) fn real_claude_config(
+    claude: &Path,
+    model: &FakeModel,
+    home: &Path,
+    jobs: &str,
+) -> String {
     format!(
         "[agent]\ncommand = \"{}\"\nextra_args = [\"--permission-mode\", \"acceptEdits\"]\n\
          env = {{ ANTHROPIC_BASE_URL = \"{}\", ANTHROPIC_API_KEY = \"sk-test\", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\", HOME = \"{}\" }}\n\

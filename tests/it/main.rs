@@ -1,10 +1,12 @@
-//! Integration tests: the real `televibe` binary on a temp root, real SQLite, real sockets, real MCP clients.
+//! Integration tests: the real `televibe` binary on a temp root, real SQLite (or a real PostgreSQL cluster
+//! with `TELEVIBE_TEST_STORE=postgres`, see `pg`), real sockets, real MCP clients.
 
 mod alerts;
 mod approvals;
 mod approvals_read_only;
 mod backup;
 mod cgroups;
+mod cluster;
 mod codex;
 mod codex_cli;
 mod config_cli;
@@ -23,6 +25,7 @@ mod harness;
 mod jobs;
 mod logs;
 mod mcp_bridge;
+mod pg;
 mod phone_media;
 mod probes;
 mod projects_by_url;
@@ -34,6 +37,7 @@ mod retention;
 mod schedules;
 mod service_unit;
 mod sessions;
+mod store_postgres;
 mod supervision;
 mod telegram;
 mod telegram_attention;

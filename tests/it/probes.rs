@@ -166,6 +166,9 @@ fn json_log_lines_have_the_spec_fields() {
 
 #[test]
 fn garbage_state_db_is_refused_with_restore_steps() {
+    if !crate::pg::sqlite_only("it writes garbage into the state.db file") {
+        return;
+    }
     let env = Env::new("");
     std::fs::create_dir_all(env.orchestrator()).unwrap();
     std::fs::write(env.orchestrator().join("state.db"), vec![0x42u8; 16384]).unwrap();
@@ -191,6 +194,9 @@ fn garbage_state_db_is_refused_with_restore_steps() {
 
 #[test]
 fn damaged_pages_are_refused_at_start() {
+    if !crate::pg::sqlite_only("it damages the state.db file's pages") {
+        return;
+    }
     let env = Env::new("");
     let d = env.start();
     assert!(d.stop().success());
@@ -212,6 +218,9 @@ fn damaged_pages_are_refused_at_start() {
 /// so, and once space is back a probe write lifts the mode.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_turns_the_store_read_only_until_space_returns() {
+    if !crate::pg::sqlite_only("it fills the disk under the state.db file") {
+        return;
+    }
     use serde_json::json;
     let mnt = tempfile::Builder::new()
         .prefix("tvdisk")

@@ -33,6 +33,10 @@ async fn create(mcp: &Mcp, project: &str, branch: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconstruct_rebuilds_projects_and_sessions_from_git() {
+    if !crate::pg::sqlite_only("reconstruct rebuilds SQLite's state.db (it refuses on PostgreSQL)")
+    {
+        return;
+    }
     let extra_dir = tempfile::Builder::new()
         .prefix("tv-extra")
         .tempdir_in("/tmp")
@@ -381,6 +385,11 @@ fn write_backup(dir: &Path, at: chrono::DateTime<chrono::Utc>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_reports_the_age_of_the_newest_backup() {
+    if !crate::pg::sqlite_only(
+        "backups copy SQLite's state.db; a PostgreSQL store's backups are the operator's own",
+    ) {
+        return;
+    }
     let env = Env::new("[backup]\nschedule = \"0 */6 * * *\"\n");
     // A first start lays out the root; the daemon is stopped again, so its own backups (a missed run at
     // start) cannot race the files this test writes.

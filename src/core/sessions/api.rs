@@ -145,66 +145,75 @@ impl Sessions<'_> {
             )));
         }
         let workspace_dir = self.core.layout().workspaces().join(&project.id);
-        let mut seq = self.core.store().next_session_seq().await?;
-        while workspace_dir.join(format!("S{seq}")).exists() {
-            // A directory left by a crash keeps its number; doctor reports it.
-            seq += 1;
-        }
-        // No branch given: the session gets its own; a given branch is taken as typed (empty is refused).
-        let branch = match branch {
-            Some(b) => b.to_string(),
-            None => format!("{}S{seq}", limits.branch_prefix),
-        };
-        crate::domain::validate_branch(&branch)
-            .map_err(|e| CoreError::from(GitError::InvalidBranch(e.0)))?;
-        if let Some(other) = self
-            .core
-            .store()
-            .open_session_on_branch(&project.id, &branch)
-            .await?
-        {
-            return Err(CoreError::new(
-                ErrorCode::BranchConflict,
-                format!(
-                    "session {} already works on branch {branch} of {}",
-                    other.id, project.id
-                ),
-                format!("use session {} or pick another branch", other.id),
-            ));
-        }
-        let base = base
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .unwrap_or(&project.default_branch)
-            .to_string();
-        let dest = workspace_dir.join(format!("S{seq}"));
-        let branch_created = self
-            .create_worktree_with_retry(&repo, &branch, &base, &dest)
-            .await?;
-        let new = NewSession {
-            project_id: project.id.clone(),
-            branch: branch.clone(),
-            base_branch: base,
-            branch_created,
-            workspace_dir,
-            agent: agent.to_string(),
-            node: self
-                .core
-                .cluster()
-                .shared()
-                .then(|| self.core.cluster().node_id().to_string()),
-        };
-        let session = match self.core.store().insert_session(seq, &new).await {
-            Ok(s) => s,
-            Err(e) => {
-                // Undo the git side so a refusal changes nothing.
-                let _ = self.core.git().remove_worktree(&repo, &dest, true).await;
-                if branch_created {
-                    let _ = self.core.git().delete_branch(&repo, &branch).await;
-                }
-                return Err(e.into());
+        let reserved = self.core.store().next_session_seq().await?;
+        let made = async {
+            let mut seq = reserved;
+            while workspace_dir.join(format!("S{seq}")).exists() {
+                // A directory left by a crash keeps its number; doctor reports it.
+                seq += 1;
             }
-        };
+            // No branch given: the session gets its own; a given branch is taken as typed (empty is refused).
+            let branch = match branch {
+                Some(b) => b.to_string(),
+                None => format!("{}S{seq}", limits.branch_prefix),
+            };
+            crate::domain::validate_branch(&branch)
+                .map_err(|e| CoreError::from(GitError::InvalidBranch(e.0)))?;
+            if let Some(other) = self
+                .core
+                .store()
+                .open_session_on_branch(&project.id, &branch)
+                .await?
+            {
+                return Err(CoreError::new(
+                    ErrorCode::BranchConflict,
+                    format!(
+                        "session {} already works on branch {branch} of {}",
+                        other.id, project.id
+                    ),
+                    format!("use session {} or pick another branch", other.id),
+                ));
+            }
+            let base = base
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .unwrap_or(&project.default_branch)
+                .to_string();
+            let dest = workspace_dir.join(format!("S{seq}"));
+            let branch_created = self
+                .create_worktree_with_retry(&repo, &branch, &base, &dest)
+                .await?;
+            let new = NewSession {
+                project_id: project.id.clone(),
+                branch: branch.clone(),
+                base_branch: base,
+                branch_created,
+                workspace_dir,
+                agent: agent.to_string(),
+                node: self
+                    .core
+                    .cluster()
+                    .shared()
+                    .then(|| self.core.cluster().node_id().to_string()),
+            };
+            let session = match self.core.store().insert_session(seq, &new).await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Undo the git side so a refusal changes nothing.
+                    let _ = self.core.git().remove_worktree(&repo, &dest, true).await;
+                    if branch_created {
+                        let _ = self.core.git().delete_branch(&repo, &branch).await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            Ok::<_, CoreError>((session, branch_created))
+        }
+        .await;
+        if made.is_err() {
+            let _ = self.core.store().release_session_seq(reserved).await;
+        }
+        let (session, branch_created) = made?;
         self.core
             .metrics()
             .sessions_total
