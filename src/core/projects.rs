@@ -204,7 +204,7 @@ impl Projects<'_> {
             remote_url: info.remote_url,
             created_at: chrono::Utc::now(),
             trusted,
-            node: self.core.cluster().path_project_node(),
+            node: self.core.cluster().own_node(),
         };
         self.core.store().insert_project(&project).await?;
         self.registered(by, &project, None).await;

@@ -87,8 +87,9 @@ impl<'a> Cluster<'a> {
         self.core.metrics().cluster_leader.set(i64::from(leader));
     }
 
-    /// The node recorded on a project registered by path here (it alone has the repository).
-    pub fn path_project_node(&self) -> Option<String> {
+    /// This node's name as rows it hosts record it (a session, a project registered by path: only it has
+    /// the repository); `None` on one node.
+    pub fn own_node(&self) -> Option<String> {
         self.shared().then(|| self.node_id().to_string())
     }
 

@@ -190,11 +190,7 @@ impl Sessions<'_> {
                 branch_created,
                 workspace_dir,
                 agent: agent.to_string(),
-                node: self
-                    .core
-                    .cluster()
-                    .shared()
-                    .then(|| self.core.cluster().node_id().to_string()),
+                node: self.core.cluster().own_node(),
             };
             let session = match self.core.store().insert_session(seq, &new).await {
                 Ok(s) => s,
