@@ -44,7 +44,12 @@ impl ServeError {
 }
 
 /// The root's children in start order (they stop in reverse).
-pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
+/// `boot_lock`: on a shared store, the leader's lock when this node took it before the tree started (then the
+/// leader's children start with the tree, in their usual places, as on one node).
+pub fn root_children(
+    core: &Arc<Core>,
+    boot_lock: Option<crate::store::LeaderLock>,
+) -> Vec<ChildSpec> {
     let c = core.clone();
     let store = ChildSpec::new("store", move || (StoreActor { core: c.clone() }, ()));
     let c = core.clone();
@@ -117,26 +122,38 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
         }));
     }
     if core.cluster().shared() {
-        children.push(sessions);
+        let leads = boot_lock.is_some();
+        let held = Arc::new(std::sync::Mutex::new(boot_lock));
         let c = core.clone();
-        children.push(
-            ChildSpec::new("cluster", move || {
-                (
-                    crate::core::cluster::actor::ClusterActor {
-                        core: c.clone(),
-                        leader_children: leader.clone(),
-                    },
-                    (),
-                )
+        let names = leader.clone();
+        let cluster = ChildSpec::new("cluster", move || {
+            (
+                crate::core::cluster::actor::ClusterActor {
+                    core: c.clone(),
+                    leader_children: names.clone(),
+                    // Only the first start finds the lock taken at boot.
+                    boot_lock: held.clone(),
+                },
+                (),
+            )
+        })
+        .with_below(Arc::new(|cell| {
+            Box::pin(async move {
+                let r: ractor::ActorRef<crate::core::cluster::actor::ClusterMsg> = cell.into();
+                ractor::call_t!(r, crate::core::cluster::actor::ClusterMsg::Below, 1000)
+                    .unwrap_or_default()
             })
-            .with_below(Arc::new(|cell| {
-                Box::pin(async move {
-                    let r: ractor::ActorRef<crate::core::cluster::actor::ClusterMsg> = cell.into();
-                    ractor::call_t!(r, crate::core::cluster::actor::ClusterMsg::Below, 1000)
-                        .unwrap_or_default()
-                })
-            })),
-        );
+        }));
+        if leads {
+            let mut rest = leader.into_iter();
+            children.extend(rest.next());
+            children.push(sessions);
+            children.push(cluster);
+            children.extend(rest);
+        } else {
+            children.push(sessions);
+            children.push(cluster);
+        }
     } else {
         core.metrics().cluster_leader.set(1);
         core.metrics().cluster_nodes.set(1);
@@ -148,6 +165,22 @@ pub fn root_children(core: &Arc<Core>) -> Vec<ChildSpec> {
     }
     children.push(socket);
     children
+}
+
+/// On a shared store, the leader's lock tried once before the tree starts: a node that leads from the start
+/// runs the leader's children in the tree's usual order (the scheduler's first pass before the socket is
+/// bound, as on one node).
+async fn boot_lock(core: &Core) -> Option<crate::store::LeaderLock> {
+    let dial = core.store().dial()?;
+    let mut lock = crate::store::LeaderLock::new();
+    match lock.try_take(&dial).await {
+        Ok(true) => Some(lock),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(target: "televibe.cluster", error = %e, "leader's lock not tried at start");
+            None
+        }
+    }
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (Ok) or a fatal condition (Err).
@@ -286,6 +319,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
             listener, core, job_id,
         ))
     });
+    let boot_lock = boot_lock(&core).await;
     let (exhausted_tx, mut exhausted_rx) = mpsc::unbounded_channel();
     let (root, root_handle) = Actor::spawn(
         None,
@@ -293,7 +327,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
         SupervisorArgs {
             name: "root".into(),
             policy: config.supervision,
-            children: root_children(&core),
+            children: root_children(&core, boot_lock),
             metrics: Some(metrics),
             exhausted: Some(exhausted_tx),
             initial: None,

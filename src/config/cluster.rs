@@ -8,16 +8,26 @@ use serde::{Deserialize, Serialize};
 use super::{ConfigError, invalid};
 
 /// `[cluster]` as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCluster {
     /// This node's name, unique among the nodes of one store; empty: the host name.
     pub node_id: String,
     /// A node silent (no heartbeat) for this long is gone: its running jobs fail `node_lost` (run once
-    /// more when it returns, as after a restart) and its sessions show as unavailable. 0: the default, 30.
+    /// more when it returns, as after a restart) and its sessions show as unavailable.
     pub node_timeout_secs: u64,
-    /// How often a node writes its heartbeat and a follower tries to become the leader. 0: the default, 2.
+    /// How often a node writes its heartbeat and a follower tries to become the leader.
     pub heartbeat_secs: u64,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            node_id: String::new(),
+            node_timeout_secs: 30,
+            heartbeat_secs: 2,
+        }
+    }
 }
 
 /// `[cluster]`, validated.
@@ -69,16 +79,14 @@ pub fn cluster(raw: &RawCluster) -> Result<ClusterSettings, ConfigError> {
             format!("{node_id:?}: at most 63 letters, digits, '-', '_' or '.'"),
         ));
     }
-    let heartbeat = Duration::from_secs(if raw.heartbeat_secs == 0 {
-        2
-    } else {
-        raw.heartbeat_secs
-    });
-    let node_timeout = Duration::from_secs(if raw.node_timeout_secs == 0 {
-        30
-    } else {
-        raw.node_timeout_secs
-    });
+    if raw.heartbeat_secs == 0 || raw.heartbeat_secs > 60 {
+        return Err(invalid(
+            "cluster.heartbeat_secs",
+            format!("{}: between 1 and 60", raw.heartbeat_secs),
+        ));
+    }
+    let heartbeat = Duration::from_secs(raw.heartbeat_secs);
+    let node_timeout = Duration::from_secs(raw.node_timeout_secs);
     if node_timeout < heartbeat * 3 {
         return Err(invalid(
             "cluster.node_timeout_secs",
@@ -115,6 +123,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("cluster.node_id")
+        );
+        let zero = RawCluster {
+            heartbeat_secs: 0,
+            ..Default::default()
+        };
+        assert!(
+            cluster(&zero)
+                .unwrap_err()
+                .to_string()
+                .contains("cluster.heartbeat_secs")
         );
         let tight = RawCluster {
             node_timeout_secs: 4,

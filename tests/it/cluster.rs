@@ -358,3 +358,52 @@ async fn a_silent_node_has_its_running_job_queued_again_and_runs_it_when_back() 
     assert!(back.get("unavailable").is_none(), "{back}");
     drop((a, b, mcp_a));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_taken_for_gone_stops_rather_than_run_its_jobs_twice() {
+    let pg = Postgres::start();
+    let env_for = |node: &str| {
+        Env::new(&format!(
+            "[store]\nurl = \"{}\"\n[cluster]\nnode_id = \"{node}\"\nheartbeat_secs = 1\nnode_timeout_secs = 3\n",
+            pg.url()
+        ))
+    };
+    let (env_a, env_b) = (env_for("a"), env_for("b"));
+    let a = env_a.start();
+    until(Duration::from_secs(20), "node a leads", || leads(&a)).await;
+    let mut b = env_b.start();
+    until(Duration::from_secs(20), "node b up", || {
+        nodes(&env_a)["nodes"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    // Paused (a long stop, a cut network): no heartbeat, so the leader takes it for gone.
+    b.signal(libc::SIGSTOP);
+    until(Duration::from_secs(30), "b marked lost", || {
+        nodes(&env_a)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node_id"] == "b" && n["state"] == "lost")
+    })
+    .await;
+    b.signal(libc::SIGCONT);
+    let status = b.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(4), "{}", b.stderr_text());
+    assert!(
+        b.stderr_text().contains("taken for gone"),
+        "{}",
+        b.stderr_text()
+    );
+    // Started again, it is a node like any other.
+    let b = env_b.start();
+    until(Duration::from_secs(20), "b up again", || {
+        nodes(&env_a)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "up")
+    })
+    .await;
+    assert!(leads(&a) && !leads(&b));
+    drop((a, b));
+}

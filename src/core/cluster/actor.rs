@@ -13,10 +13,16 @@ use crate::core::Core;
 use crate::store::{LeaderLock, Listener};
 use crate::supervisor::{ChildMessage, ChildSpec, SupervisorMsg, TreeNode};
 
+/// The exit code of a node that found it had been taken for gone (README, "Exit codes").
+pub const FENCED_EXIT: i32 = 4;
+
 pub struct ClusterActor {
     pub core: Arc<Core>,
     /// The children only the leader runs, started in this order when it takes the lock.
     pub leader_children: Vec<ChildSpec>,
+    /// The leader's lock when the daemon took it before the tree started (its children started with the
+    /// tree); taken by the first start.
+    pub boot_lock: Arc<std::sync::Mutex<Option<LeaderLock>>>,
 }
 
 pub enum ClusterMsg {
@@ -141,13 +147,30 @@ impl Actor for ClusterActor {
                 env!("CARGO_PKG_VERSION"),
             )
             .await?;
-        tracing::info!(target: "televibe.cluster", node_id = cluster.node_id(), "Node registered: a follower until it holds the leader's lock");
+        let lock = self
+            .boot_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match &lock {
+            Some(_) => {
+                cluster.set_leader(true);
+                self.core
+                    .store()
+                    .kv_set(super::LEADER_KEY, cluster.node_id())
+                    .await?;
+                tracing::warn!(target: "televibe.cluster", node_id = cluster.node_id(), "This node is the leader (from the start): it runs the Telegram front, the notifier, backups and schedules");
+            }
+            None => {
+                tracing::info!(target: "televibe.cluster", node_id = cluster.node_id(), "Node registered: a follower until it holds the leader's lock")
+            }
+        }
         let listener = AbortOnDropHandle::new(tokio::spawn(listen(self.core.clone())));
         // The first try comes at once (the tree is up a moment later); then one per heartbeat.
         myself.send_after(Duration::from_millis(200), || ClusterMsg::Tick);
         myself.send_interval(self.core.config().cluster.heartbeat, || ClusterMsg::Tick);
         Ok(ClusterState {
-            lock: LeaderLock::new(),
+            lock: lock.unwrap_or_default(),
             _listener: listener,
             ticks: 0,
         })
@@ -175,7 +198,11 @@ impl Actor for ClusterActor {
                 let cluster = self.core.cluster();
                 match self.core.store().node_heartbeat(cluster.node_id()).await {
                     Ok(true) => {
-                        tracing::error!(target: "televibe.cluster", node_id = cluster.node_id(), "This node had been taken for gone (no heartbeat for cluster.node_timeout_secs): its running jobs were ended node_lost elsewhere");
+                        // Its running jobs were queued again for when it is back: going on would run them
+                        // twice. It stops at once (its agents die with it) and comes back as a new start.
+                        tracing::error!(target: "televibe.cluster", node_id = cluster.node_id(), exit_code = FENCED_EXIT, "This node had been taken for gone (no heartbeat for cluster.node_timeout_secs) and its running jobs queued again: stopping so that they cannot run twice");
+                        crate::sdnotify::notify("STOPPING=1");
+                        std::process::exit(FENCED_EXIT);
                     }
                     Ok(false) => {}
                     Err(e) => {
