@@ -68,6 +68,15 @@ fn nodes(env: &Env) -> Value {
     json(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// Whether `admin nodes` (asked on `env`'s node) shows `node` in `state`.
+fn node_is(env: &Env, node: &str, state: &str) -> bool {
+    nodes(env)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["node_id"] == node && n["state"] == state)
+}
+
 fn helps(tg: &FakeTelegram) -> usize {
     tg.messages(USER)
         .iter()
@@ -307,12 +316,8 @@ async fn a_silent_node_has_its_running_job_queued_again_and_runs_it_when_back() 
     let mut b = b;
     b.wait_exit(Duration::from_secs(10));
     // No heartbeat for node_timeout_secs: b is lost, its running job queued again once.
-    until_async(Duration::from_secs(30), "b marked lost", || async {
-        nodes(&env_a)["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["node_id"] == "b" && n["state"] == "lost")
+    until(Duration::from_secs(30), "b marked lost", || {
+        node_is(&env_a, "b", "lost")
     })
     .await;
     let j = mcp_a.call("get_job", json!({"job_id": job})).await.unwrap();
@@ -379,11 +384,7 @@ async fn a_node_taken_for_gone_stops_rather_than_run_its_jobs_twice() {
     // Paused (a long stop, a cut network): no heartbeat, so the leader takes it for gone.
     b.signal(libc::SIGSTOP);
     until(Duration::from_secs(30), "b marked lost", || {
-        nodes(&env_a)["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["node_id"] == "b" && n["state"] == "lost")
+        node_is(&env_a, "b", "lost")
     })
     .await;
     b.signal(libc::SIGCONT);

@@ -479,6 +479,15 @@ fn pinned(p: PathBuf, what: &str, version: &str, version_of: fn(&str) -> Option<
     p
 }
 
+/// The audit records the daemon wrote to `logs/audit.log`, oldest first.
+pub fn audit_events(env: &Env) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(env.orchestrator().join("logs/audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(json)
+        .collect()
+}
+
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }

@@ -31,14 +31,6 @@ fn repos_names(env: &Env) -> Vec<String> {
     names
 }
 
-fn audit_events(env: &Env) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(env.orchestrator().join("logs/audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(json)
-        .collect()
-}
-
 async fn project_count(mcp: &Mcp) -> usize {
     mcp.call("list_projects", json!({})).await.unwrap()["projects"]
         .as_array()

@@ -8,14 +8,6 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn audit_events(env: &Env) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(env.orchestrator().join("logs/audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(json)
-        .collect()
-}
-
 fn remove_db(env: &Env) {
     for f in ["state.db", "state.db-wal", "state.db-shm"] {
         let _ = std::fs::remove_file(env.orchestrator().join(f));

@@ -11,14 +11,6 @@ fn worktrees(repo: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-fn audit_events(env: &Env) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(env.orchestrator().join("logs/audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .map(json)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_on_worktrees_lifecycle() {
     let env = Env::new("");
