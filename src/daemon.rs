@@ -31,6 +31,9 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     BudgetExhausted(String),
+    /// Several machines: this node was taken for gone, or another took its name (exit 4).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl ServeError {
@@ -38,6 +41,7 @@ impl ServeError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ServeError::BudgetExhausted(_) => 3,
+            ServeError::Fenced(_) => crate::core::cluster::actor::FENCED_EXIT as u8,
             _ => 1,
         }
     }
@@ -170,15 +174,22 @@ pub fn root_children(
 /// On a shared store, the leader's lock tried once before the tree starts: a node that leads from the start
 /// runs the leader's children in the tree's usual order (the scheduler's first pass before the socket is
 /// bound, as on one node).
-async fn boot_lock(core: &Core) -> Option<crate::store::LeaderLock> {
-    let dial = core.store().dial()?;
+/// A node whose name another running node has is refused here (exit 1).
+async fn boot_lock(core: &Core) -> Result<Option<crate::store::LeaderLock>, ServeError> {
+    let Some(dial) = core.store().dial() else {
+        return Ok(None);
+    };
+    core.cluster()
+        .register()
+        .await
+        .map_err(|e| ServeError::Boot(format!("{}: {}", e.message, e.suggestion)))?;
     let mut lock = crate::store::LeaderLock::new();
     match lock.try_take(&dial).await {
-        Ok(true) => Some(lock),
-        Ok(false) => None,
+        Ok(true) => Ok(Some(lock)),
+        Ok(false) => Ok(None),
         Err(e) => {
             tracing::warn!(target: "televibe.cluster", error = %e, "leader's lock not tried at start");
-            None
+            Ok(None)
         }
     }
 }
@@ -319,7 +330,7 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
             listener, core, job_id,
         ))
     });
-    let boot_lock = boot_lock(&core).await;
+    let boot_lock = boot_lock(&core).await?;
     let (exhausted_tx, mut exhausted_rx) = mpsc::unbounded_channel();
     let (root, root_handle) = Actor::spawn(
         None,
@@ -344,11 +355,13 @@ async fn run(config: Arc<Config>, layout: Layout) -> Result<(), ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Boot(e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Boot(e.to_string()))?;
     let mut root_handle = root_handle;
+    let cluster = core.cluster();
     let outcome = tokio::select! {
         _ = term.recv() => Ok("SIGTERM"),
         _ = int.recv() => Ok("SIGINT"),
         why = exhausted_rx.recv() => Err(ServeError::BudgetExhausted(why.unwrap_or_else(|| "root supervisor gave up".into()))),
         _ = &mut root_handle => Err(ServeError::BudgetExhausted("root supervisor stopped unexpectedly".into())),
+        why = cluster.fenced() => Err(ServeError::Fenced(why)),
     };
     if let Some(w) = watchdog {
         w.abort();

@@ -30,6 +30,7 @@ impl MigrationTrait for Migration {
             format!(
                 "CREATE TABLE nodes (
                     id            TEXT PRIMARY KEY NOT NULL,
+                    instance      TEXT NOT NULL,
                     root          TEXT NOT NULL,
                     version       TEXT NOT NULL,
                     started_at    {time} NOT NULL,
@@ -46,6 +47,7 @@ impl MigrationTrait for Migration {
                     args        TEXT NOT NULL,
                     answer      TEXT,
                     created_at  {time} NOT NULL,
+                    deadline    {time} NOT NULL,
                     claimed_at  {time},
                     done_at     {time}
                 );"

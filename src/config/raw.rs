@@ -21,6 +21,7 @@ pub const DEFAULT_HIDDEN: &[&str] = &[
     "~/.kube",
     "~/.docker",
     "~/.netrc",
+    "~/.pgpass",
     "~/.git-credentials",
     "~/.npmrc",
     "~/.pypirc",

@@ -150,6 +150,8 @@ pub struct StoreSettings {
     pub url: Option<String>,
     /// The PostgreSQL password (`TELEVIBE_STORE__PASSWORD` or the first line of `store.password_file`).
     pub password: Option<String>,
+    /// `store.password_file`, hidden from every job like the bot token's file.
+    pub password_file: Option<std::path::PathBuf>,
     pub busy_timeout: Duration,
     pub integrity_check_interval: Duration,
     pub read_only_probe: Duration,

@@ -141,6 +141,8 @@ pub(super) fn store(st: &RawStore) -> Result<StoreSettings, ConfigError> {
     Ok(StoreSettings {
         url,
         password,
+        password_file: (!st.password_file.trim().is_empty())
+            .then(|| std::path::PathBuf::from(st.password_file.trim())),
         busy_timeout: Duration::from_millis(st.busy_timeout_ms),
         integrity_check_interval: Duration::from_secs(st.integrity_check_interval_secs),
         read_only_probe: Duration::from_secs(st.read_only_probe_secs),

@@ -15,9 +15,11 @@ pub(super) const MASK: &str = "********";
 pub const TABLES: &[&str] = &[
     "approvals",
     "audit",
+    "calls",
     "events",
     "jobs",
     "kv",
+    "nodes",
     "projects",
     "schedules",
     "session_grants",

@@ -35,24 +35,30 @@ impl Store {
         }
     }
 
+    /// Registers this node; `Some(age)`: another running node (a fresh heartbeat `age` seconds old) has the
+    /// same name.
     pub async fn register_node(
         &self,
         id: &str,
+        instance: &str,
         root: &str,
         version: &str,
-    ) -> Result<(), StoreError> {
+        timeout: Duration,
+    ) -> Result<Option<f64>, StoreError> {
         self.shared()?;
-        let (id, root, version) = (id.to_string(), root.to_string(), version.to_string());
-        self.write(|db| async move { pg::register(&db, &id, &root, &version).await })
-            .await
+        Ok(pg::register(self.reader(), id, instance, root, version, timeout).await?)
     }
 
-    /// This node's heartbeat; answers whether it had been marked lost.
-    pub async fn node_heartbeat(&self, id: &str) -> Result<bool, StoreError> {
+    /// This node's heartbeat, past the write gate (a store read-only after a blip must not make the node
+    /// look gone): false when its row takes it no more (marked lost, or another instance has the name).
+    pub async fn node_heartbeat(&self, id: &str, instance: &str) -> Result<bool, StoreError> {
         self.shared()?;
-        let id = id.to_string();
-        self.write(|db| async move { pg::heartbeat(&db, &id).await })
-            .await
+        Ok(pg::heartbeat(self.reader(), id, instance).await?)
+    }
+
+    pub async fn lost_nodes(&self) -> Result<Vec<String>, StoreError> {
+        self.shared()?;
+        Ok(pg::lost_nodes(self.reader()).await?)
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
@@ -86,6 +92,7 @@ impl Store {
         from: &str,
         kind: &str,
         args: &str,
+        limit: Duration,
     ) -> Result<(), StoreError> {
         self.shared()?;
         let (id, node, from, kind, args) = (
@@ -95,8 +102,10 @@ impl Store {
             kind.to_string(),
             args.to_string(),
         );
-        self.write(|db| async move { pg::insert_call(&db, &id, &node, &from, &kind, &args).await })
-            .await
+        self.write(|db| async move {
+            pg::insert_call(&db, &id, &node, &from, &kind, &args, limit).await
+        })
+        .await
     }
 
     pub async fn claim_calls(&self, node: &str) -> Result<Vec<CallRow>, StoreError> {

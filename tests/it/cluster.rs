@@ -369,7 +369,7 @@ async fn a_node_taken_for_gone_stops_rather_than_run_its_jobs_twice() {
     let pg = Postgres::start();
     let env_for = |node: &str| {
         Env::new(&format!(
-            "[store]\nurl = \"{}\"\n[cluster]\nnode_id = \"{node}\"\nheartbeat_secs = 1\nnode_timeout_secs = 3\n",
+            "[store]\nurl = \"{}\"\n[cluster]\nnode_id = \"{node}\"\nheartbeat_secs = 1\nnode_timeout_secs = 3",
             pg.url()
         ))
     };
@@ -406,5 +406,12 @@ async fn a_node_taken_for_gone_stops_rather_than_run_its_jobs_twice() {
     })
     .await;
     assert!(leads(&a) && !leads(&b));
+    // Another machine or root under a running node's name is refused at start, changing nothing.
+    let twin = env_for("a");
+    let out = twin.run(&["serve"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("taken by another running node"), "{err}");
+    assert!(leads(&a) && node_is(&env_b, "a", "up"));
     drop((a, b));
 }

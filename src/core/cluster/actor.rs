@@ -44,6 +44,8 @@ pub struct ClusterState {
     /// The listener task (aborted with the state).
     _listener: AbortOnDropHandle<()>,
     ticks: u64,
+    /// Since when this node leads.
+    led_since: Option<std::time::Instant>,
 }
 
 impl ClusterActor {
@@ -139,14 +141,7 @@ impl Actor for ClusterActor {
     ) -> Result<ClusterState, ActorProcessingErr> {
         let cluster = self.core.cluster();
         cluster.set_leader(false);
-        self.core
-            .store()
-            .register_node(
-                cluster.node_id(),
-                &self.core.config().root.display().to_string(),
-                env!("CARGO_PKG_VERSION"),
-            )
-            .await?;
+        cluster.register().await?;
         let lock = self
             .boot_lock
             .lock()
@@ -170,6 +165,7 @@ impl Actor for ClusterActor {
         myself.send_after(Duration::from_millis(200), || ClusterMsg::Tick);
         myself.send_interval(self.core.config().cluster.heartbeat, || ClusterMsg::Tick);
         Ok(ClusterState {
+            led_since: lock.as_ref().map(|_| std::time::Instant::now()),
             lock: lock.unwrap_or_default(),
             _listener: listener,
             ticks: 0,
@@ -196,15 +192,21 @@ impl Actor for ClusterActor {
             ClusterMsg::Tick => {
                 st.ticks += 1;
                 let cluster = self.core.cluster();
-                match self.core.store().node_heartbeat(cluster.node_id()).await {
-                    Ok(true) => {
+                match self
+                    .core
+                    .store()
+                    .node_heartbeat(cluster.node_id(), &cluster.instance())
+                    .await
+                {
+                    Ok(false) => {
                         // Its running jobs were queued again for when it is back: going on would run them
                         // twice. It stops at once (its agents die with it) and comes back as a new start.
-                        tracing::error!(target: "televibe.cluster", node_id = cluster.node_id(), exit_code = FENCED_EXIT, "This node had been taken for gone (no heartbeat for cluster.node_timeout_secs) and its running jobs queued again: stopping so that they cannot run twice");
-                        crate::sdnotify::notify("STOPPING=1");
-                        std::process::exit(FENCED_EXIT);
+                        tracing::error!(target: "televibe.cluster", node_id = cluster.node_id(), exit_code = FENCED_EXIT, "This node had been taken for gone (no heartbeat for cluster.node_timeout_secs; its running jobs were queued again), or another node took its name: stopping so that no job runs twice");
+                        cluster
+                            .fence("this node was taken for gone, or another node took its name");
+                        return Ok(());
                     }
-                    Ok(false) => {}
+                    Ok(true) => {}
                     Err(e) => {
                         tracing::warn!(target: "televibe.cluster", error = %e, "heartbeat not written")
                     }
@@ -222,18 +224,28 @@ impl Actor for ClusterActor {
                 }
                 if st.lock.held() {
                     if !st.lock.still_held().await {
+                        st.led_since = None;
                         self.step_down("the lock's connection was lost").await;
                     }
                 } else if let Some(dial) = self.core.store().dial() {
                     match st.lock.try_take(&dial).await {
-                        Ok(true) => self.step_up(st).await,
+                        Ok(true) => {
+                            st.led_since = Some(std::time::Instant::now());
+                            self.step_up(st).await
+                        }
                         Ok(false) => {}
                         Err(e) => {
                             tracing::warn!(target: "televibe.cluster", error = %e, "leader's lock not tried")
                         }
                     }
                 }
-                if cluster.is_leader() {
+                // A new leader gives the others a full timeout to be heard from before taking any for gone
+                // (their heartbeats may have waited on the database, as its own did).
+                if cluster.is_leader()
+                    && st
+                        .led_since
+                        .is_some_and(|t| t.elapsed() >= self.core.config().cluster.node_timeout)
+                {
                     cluster.watch_nodes().await;
                     if st.ticks % 1800 == 1 {
                         let _ = self.core.store().prune_calls().await;

@@ -49,11 +49,11 @@ impl Call {
     }
 
     /// How long the asker waits: a session's creation and closing run git, each step up to its timeout.
-    fn limit(&self, git: Duration) -> Duration {
+    fn limit(&self, git: Duration, remote: Duration) -> Duration {
         match self {
-            Call::CreateSession { .. } | Call::CloseSession { .. } => {
-                git * 4 + Duration::from_secs(30)
-            }
+            // A session of a project cloned by URL may first need its clone on that node.
+            Call::CreateSession { .. } => remote + git * 4 + Duration::from_secs(30),
+            Call::CloseSession { .. } => git * 4 + Duration::from_secs(30),
             _ => Duration::from_secs(60),
         }
     }
@@ -72,11 +72,12 @@ impl<'a> Cluster<'a> {
         let args = serde_json::to_string(&call).map_err(|e| CoreError::internal(e.to_string()))?;
         let (tx, mut rx) = oneshot::channel();
         self.state().asked.lock().unwrap().insert(id.clone(), tx);
-        let limit = call.limit(self.core.config().git_timeout);
+        let config = self.core.config();
+        let limit = call.limit(config.git_timeout, config.git_remote_timeout);
         let asked = self
             .core
             .store()
-            .insert_call(&id, node, self.node_id(), call.kind(), &args)
+            .insert_call(&id, node, self.node_id(), call.kind(), &args, limit)
             .await;
         let answer = async {
             asked?;

@@ -22,6 +22,8 @@ pub use calls::Call;
 #[derive(Default)]
 pub struct State {
     leader: AtomicBool,
+    /// Set when this node must stop: it was taken for gone, or another node took its name.
+    fence: tokio::sync::watch::Sender<Option<String>>,
     /// Calls this node asked of others, waiting for their answer (woken by `done:<id>`).
     asked: Mutex<HashMap<String, oneshot::Sender<()>>>,
 }
@@ -326,7 +328,64 @@ impl<'a> Cluster<'a> {
         };
         for node in lost {
             tracing::error!(target: "televibe.cluster", node_id = %node, timeout_secs = timeout.as_secs(), "Node lost: no heartbeat; its running jobs end node_lost");
+        }
+        // Every lost node's running jobs, at every tick: a pass cut short (a failed read, a leader that died
+        // after marking) is finished by the next one; a finished pass finds nothing.
+        for node in self.core.store().lost_nodes().await.unwrap_or_default() {
             self.core.jobs().node_lost(&node, timeout).await;
+        }
+    }
+
+    /// This node must stop (exit code 4): the daemon's main loop ends at once, its agents with it.
+    pub fn fence(&self, why: &str) {
+        self.state().fence.send_replace(Some(why.to_string()));
+    }
+
+    /// Resolves with the reason once this node is fenced off.
+    pub async fn fenced(&self) -> String {
+        let mut rx = self.state().fence.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Who this node is beyond its name: the machine and the root. A restart is the same instance; another
+    /// machine (or root) with the same `cluster.node_id` is not.
+    pub fn instance(&self) -> String {
+        let machine = std::fs::read_to_string("/etc/machine-id")
+            .map(|m| m.trim().to_string())
+            .unwrap_or_default();
+        format!("{machine}:{}", self.core.config().root.display())
+    }
+
+    /// Registers this node; refused while another running node has its name.
+    pub async fn register(&self) -> Result<(), CoreError> {
+        let config = self.core.config();
+        match self
+            .core
+            .store()
+            .register_node(
+                self.node_id(),
+                &self.instance(),
+                &config.root.display().to_string(),
+                env!("CARGO_PKG_VERSION"),
+                config.cluster.node_timeout,
+            )
+            .await?
+        {
+            None => Ok(()),
+            Some(age) => Err(unavailable(
+                format!(
+                    "node name {:?} is taken by another running node (another machine or root; its last heartbeat {age:.0} s ago)",
+                    self.node_id()
+                ),
+                "give every node its own cluster.node_id (default: the host name), or stop the other one",
+            )),
         }
     }
 

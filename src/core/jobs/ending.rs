@@ -310,35 +310,40 @@ impl Jobs<'_> {
         };
         for job in jobs {
             let agent_ended = job.exit_code.is_some() || job.signal.is_some();
-            if self.core.config().jobs.retry_interrupted && job.interruptions == 0 && !agent_ended {
-                let session = self
-                    .core
-                    .store()
-                    .session(&job.session_id)
-                    .await
-                    .ok()
-                    .flatten();
-                if let Ok(true) = self
+            let session = self
+                .core
+                .store()
+                .session(&job.session_id)
+                .await
+                .ok()
+                .flatten();
+            let open = session.as_ref().is_some_and(|s| {
+                s.state.is_open() && s.state != crate::domain::SessionState::Closing
+            });
+            if self.core.config().jobs.retry_interrupted
+                && job.interruptions == 0
+                && !agent_ended
+                && open
+                && let Ok(true) = self
                     .core
                     .store()
                     .requeue_job(&job.id, None, crate::store::Requeue::Interrupted)
                     .await
-                {
-                    tracing::warn!(target: "televibe.jobs", job_id = %job.id, node_id = node, "Job of a lost node queued again: it runs when the node is back");
-                    if let Some(session) = &session {
-                        self.core
-                            .events()
-                            .emit(
-                                Scope::job(&job, session),
-                                Event::JobRequeued {
-                                    reason: crate::core::events::REQUEUED_RESTART.into(),
-                                    not_before: None,
-                                },
-                            )
-                            .await;
-                    }
-                    continue;
+            {
+                tracing::warn!(target: "televibe.jobs", job_id = %job.id, node_id = node, "Job of a lost node queued again: it runs when the node is back");
+                if let Some(session) = &session {
+                    self.core
+                        .events()
+                        .emit(
+                            Scope::job(&job, session),
+                            Event::JobRequeued {
+                                reason: crate::core::events::REQUEUED_RESTART.into(),
+                                not_before: None,
+                            },
+                        )
+                        .await;
                 }
+                continue;
             }
             let reason = format!(
                 "its node {node} stopped answering (no heartbeat for {} s){}",
@@ -464,8 +469,9 @@ impl Jobs<'_> {
         }
         tracing::warn!(target: "televibe.jobs", sessions = ?new, "{CLAUDE_UNAVAILABLE}");
         for id in new {
+            // This node's breaker speaks for this node's sessions only.
             let scope = match self.core.store().session(&id).await {
-                Ok(Some(s)) => Scope::session(&s),
+                Ok(Some(s)) if self.core.cluster().hosts(&s) => Scope::session(&s),
                 _ => continue,
             };
             self.core

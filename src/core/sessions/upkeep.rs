@@ -190,7 +190,8 @@ impl Sessions<'_> {
         let Ok(open) = self.core.store().sessions(None, false).await else {
             return;
         };
-        for s in open {
+        // Another node's worktrees are on its disk: it measures them.
+        for s in open.into_iter().filter(|s| self.core.cluster().hosts(s)) {
             let path = PathBuf::from(&s.worktree_path);
             let bytes = tokio::task::spawn_blocking(move || disk_usage(&path))
                 .await

@@ -36,7 +36,13 @@ impl Dial {
         if let Some(p) = &self.password {
             o = o.password(p);
         }
-        Ok(o.application_name("televibe-cluster"))
+        // The server notices a client machine that died (no FIN, no RST) within about 11 s, and frees the
+        // lock it held, instead of after the system's default of two hours.
+        Ok(o.application_name("televibe-cluster").options([
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+        ]))
     }
 }
 
@@ -178,36 +184,51 @@ pub struct NodeRow {
     pub lost_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Registers this node (again): its row with a fresh start and heartbeat, no longer lost.
+/// Registers this node (again): its row with a fresh start and heartbeat, no longer lost. `instance` names
+/// the machine and root (a restart is the same instance); another instance's row with a heartbeat younger
+/// than `timeout` that is not marked lost is another running node with the same name: refused, its
+/// heartbeat's age answered.
 pub async fn register(
     db: &DatabaseConnection,
     id: &str,
+    instance: &str,
     root: &str,
     version: &str,
-) -> Result<(), DbErr> {
-    db.execute_raw(stmt(
-        "INSERT INTO nodes (id, root, version, started_at, heartbeat_at, lost_at) \
-         VALUES ($1, $2, $3, now(), now(), NULL) \
-         ON CONFLICT (id) DO UPDATE SET root = excluded.root, version = excluded.version, \
-         started_at = now(), heartbeat_at = now(), lost_at = NULL",
-        vec![id.into(), root.into(), version.into()],
-    ))
-    .await
-    .map(|_| ())
-}
-
-/// This node's heartbeat; answers whether it had been marked lost (it is back now).
-pub async fn heartbeat(db: &DatabaseConnection, id: &str) -> Result<bool, DbErr> {
-    let row = db
+    timeout: Duration,
+) -> Result<Option<f64>, DbErr> {
+    let taken = db
         .query_one_raw(stmt(
-            "UPDATE nodes SET heartbeat_at = now(), lost_at = NULL \
-             WHERE id = $1 RETURNING (SELECT lost_at IS NOT NULL FROM nodes WHERE id = $1)",
-            vec![id.into()],
+            "SELECT EXTRACT(EPOCH FROM (now() - heartbeat_at))::float8 FROM nodes \
+             WHERE id = $1 AND instance <> $2 AND lost_at IS NULL \
+             AND heartbeat_at > now() - make_interval(secs => $3)",
+            vec![id.into(), instance.into(), timeout.as_secs_f64().into()],
         ))
         .await?;
-    Ok(row
-        .and_then(|r| r.try_get_by_index::<Option<bool>>(0).ok().flatten())
-        .unwrap_or(false))
+    if let Some(row) = taken {
+        return Ok(Some(row.try_get_by_index::<f64>(0)?));
+    }
+    db.execute_raw(stmt(
+        "INSERT INTO nodes (id, instance, root, version, started_at, heartbeat_at, lost_at) \
+         VALUES ($1, $2, $3, $4, now(), now(), NULL) \
+         ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, root = excluded.root, \
+         version = excluded.version, started_at = now(), heartbeat_at = now(), lost_at = NULL",
+        vec![id.into(), instance.into(), root.into(), version.into()],
+    ))
+    .await
+    .map(|_| None)
+}
+
+/// This node's heartbeat: false when its row no longer takes it (marked lost meanwhile, or taken by
+/// another instance of the same name): the node has been fenced off.
+pub async fn heartbeat(db: &DatabaseConnection, id: &str, instance: &str) -> Result<bool, DbErr> {
+    let done = db
+        .execute_raw(stmt(
+            "UPDATE nodes SET heartbeat_at = now() \
+             WHERE id = $1 AND instance = $2 AND lost_at IS NULL",
+            vec![id.into(), instance.into()],
+        ))
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Every node, by id.
@@ -232,6 +253,20 @@ pub async fn nodes(db: &DatabaseConnection) -> Result<Vec<NodeRow>, DbErr> {
             })
         })
         .collect()
+}
+
+/// The nodes marked lost.
+pub async fn lost_nodes(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT id FROM nodes WHERE lost_at IS NOT NULL ORDER BY id",
+            vec![],
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+        .collect())
 }
 
 /// Marks lost every node silent for longer than `timeout` and not marked yet; answers their ids.
@@ -285,27 +320,31 @@ pub async fn insert_call(
     from: &str,
     kind: &str,
     args: &str,
+    limit: Duration,
 ) -> Result<(), DbErr> {
     db.execute_raw(stmt(
-        "INSERT INTO calls (id, node, from_node, kind, args, created_at) VALUES ($1, $2, $3, $4, $5, now())",
+        "INSERT INTO calls (id, node, from_node, kind, args, created_at, deadline) \
+         VALUES ($1, $2, $3, $4, $5, now(), now() + make_interval(secs => $6))",
         vec![
             id.into(),
             node.into(),
             from.into(),
             kind.into(),
             args.into(),
+            limit.as_secs_f64().into(),
         ],
     ))
     .await?;
     notify(db, &format!("call:{node}")).await
 }
 
-/// Takes the calls waiting for `node` that no other worker of it took (`FOR UPDATE SKIP LOCKED`).
+/// Takes the calls waiting for `node` that no other worker of it took (`FOR UPDATE SKIP LOCKED`) and whose
+/// asker still waits (a call past its deadline was answered "did not answer" and is never carried out).
 pub async fn claim_calls(db: &DatabaseConnection, node: &str) -> Result<Vec<CallRow>, DbErr> {
     let rows = db
         .query_all_raw(stmt(
             "UPDATE calls SET claimed_at = now() WHERE id IN ( \
-               SELECT id FROM calls WHERE node = $1 AND claimed_at IS NULL \
+               SELECT id FROM calls WHERE node = $1 AND claimed_at IS NULL AND deadline > now() \
                ORDER BY created_at FOR UPDATE SKIP LOCKED) \
              RETURNING id, kind, args",
             vec![node.into()],

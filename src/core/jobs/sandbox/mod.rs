@@ -174,6 +174,7 @@ pub fn plan_for(
             .filter_map(|f| std::path::absolute(f).ok()),
     );
     hidden_files.extend(config.telegram.token_file.clone());
+    hidden_files.extend(config.store.password_file.clone());
     // Every agent's own state and login (`~/.claude`, `~/.codex`, or where their variables point), in
     // every home the job might look in, whatever `agent.sandbox_hide` says: a job gets its session's
     // copy only.
