@@ -86,6 +86,33 @@ impl Projects<'_> {
             .collect()
     }
 
+    /// A repository cloned from this machine's disk (`file://…` or an absolute path) must live where a
+    /// project may be registered by path: in `<root>/repos` or a `projects.allowed_roots` entry. Cloning it
+    /// from elsewhere would hand any repository the daemon can read to the agents.
+    fn local_source_allowed(&self, url: &str) -> Result<(), CoreError> {
+        let local = match url.strip_prefix("file://") {
+            Some(rest) => rest,
+            None if url.starts_with('/') => url,
+            None => return Ok(()),
+        };
+        let canonical = Path::new(local)
+            .canonicalize()
+            .map_err(|e| invalid_path(format!("{local}: {e}")))?;
+        if self
+            .allowed_project_roots()
+            .iter()
+            .any(|root| canonical.starts_with(root) && canonical != *root)
+        {
+            Ok(())
+        } else {
+            Err(invalid_path(format!(
+                "{} is outside the allowed roots: a repository on this machine is cloned only from \
+                 <root>/repos or a projects.allowed_roots entry",
+                canonical.display()
+            )))
+        }
+    }
+
     /// Resolves what a user typed to a canonical directory inside an allowed root.
     pub fn resolve_project_path(&self, typed: &str) -> Result<PathBuf, CoreError> {
         let typed = typed.trim();
@@ -227,6 +254,7 @@ impl Projects<'_> {
     ) -> Result<Registration, CoreError> {
         let url = url.trim();
         check_clone_url(url).map_err(|e| invalid_url(e.0))?;
+        self.local_source_allowed(url)?;
         let shown = redact_credentials(url);
         let display_name = match name.map(str::trim).filter(|n| !n.is_empty()) {
             Some(n) => n.to_string(),

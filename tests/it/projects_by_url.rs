@@ -9,6 +9,18 @@ use serde_json::json;
 
 use crate::harness::*;
 
+/// The folder the test's upstream repositories live in, made an allowed root of `env` (a repository on
+/// the daemon's own disk is cloned only from an allowed root); `extra` is the rest of the test's config.
+fn upstream(env: &Env, extra: &str) -> PathBuf {
+    let dir = env.dir.path().join("upstream");
+    std::fs::create_dir_all(&dir).unwrap();
+    env.write_config(&format!(
+        "{extra}\n[projects]\nallowed_roots = [\"{}\"]\n",
+        dir.display()
+    ));
+    dir
+}
+
 /// A bare repository `<dir>/lib.git` whose `main` has one commit (README.md).
 fn bare_repo(dir: &Path) -> PathBuf {
     let work = dir.join("lib-work");
@@ -41,7 +53,7 @@ async fn project_count(mcp: &Mcp) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_project_cloned_from_a_url_hosts_sessions_and_registers_once() {
     let env = Env::new("");
-    let bare = bare_repo(env.dir.path());
+    let bare = bare_repo(&upstream(&env, ""));
     let url = format!("file://{}", bare.display());
     let d = env.start();
     let mcp = Mcp::connect(&env).await;
@@ -119,11 +131,33 @@ async fn a_project_cloned_from_a_url_hosts_sessions_and_registers_once() {
             .await;
     }
     assert!(!Path::new("/tmp/televibe-pwned").exists());
-    let missing = format!("file://{}", env.dir.path().join("nope.git").display());
+    // A directory of an allowed root that is no repository: git refuses it.
+    let empty = env.dir.path().join("upstream/empty.git");
+    std::fs::create_dir_all(&empty).unwrap();
     let e = mcp
-        .refused("register_project", json!({"url": missing}), "GIT_ERROR")
+        .refused(
+            "register_project",
+            json!({"url": format!("file://{}", empty.display())}),
+            "GIT_ERROR",
+        )
         .await;
     assert!(e.message.contains("git clone file://"), "{}", e.message);
+    // A repository on this machine outside the allowed roots, or one that is not there, is refused before
+    // git runs.
+    let elsewhere = env.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let outside = bare_repo(&elsewhere);
+    for url in [
+        format!("file://{}", outside.display()),
+        outside.display().to_string(),
+        format!(
+            "file://{}",
+            env.dir.path().join("upstream/nope.git").display()
+        ),
+    ] {
+        mcp.refused("register_project", json!({"url": url}), "INVALID_PATH")
+            .await;
+    }
     // Credentials of a URL are never told back.
     let e = mcp
         .refused(
@@ -176,7 +210,7 @@ async fn a_project_cloned_from_a_url_hosts_sessions_and_registers_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_without_the_clone_clones_it_for_a_session() {
     let env = Env::new("");
-    let bare = bare_repo(env.dir.path());
+    let bare = bare_repo(&upstream(&env, ""));
     let url = format!("file://{}", bare.display());
     let _d = env.start();
     let mcp = Mcp::connect(&env).await;
@@ -249,8 +283,7 @@ async fn the_phone_registers_a_url_and_opens_a_session_on_it() {
     use crate::telegram::{say, start, telegram_config, texts};
     let tg = FakeTelegram::start().await;
     let env = Env::new("");
-    env.write_config(&telegram_config(&tg, ""));
-    let bare = bare_repo(env.dir.path());
+    let bare = bare_repo(&upstream(&env, &telegram_config(&tg, "")));
     let _d = start(&env);
     let url = format!("file://{}", bare.display());
     say(&tg, &format!("/register {url}"), "Registered").await;
