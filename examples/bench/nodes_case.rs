@@ -256,11 +256,12 @@ async fn throughput(bin: &Path, pg: Option<&PgCluster>, nodes: usize) -> Figure 
             sessions.len()
         ),
         format!(
-            "{:.1} jobs/s · {:.0} events/s ({jobs} jobs, {done} done, {events} events in {:.2} s; \
-             {} sessions open; CPU {}{server_show}; RSS {rss_show})",
+            "{:.1} jobs/s · {:.0} events/s ({jobs} jobs, {done} done, {events} events in {:.2} s, \
+             queued one after another in {:.2} s; {} sessions open; CPU {}{server_show}; RSS {rss_show})",
             jobs as f64 / wall,
             events as f64 / wall,
             wall,
+            queued.as_secs_f64(),
             sessions.len(),
             per_node(&cpu),
         ),
