@@ -1,5 +1,6 @@
 //! Cases through the MCP socket: agent spawn latency, MCP round trips, create_session on a large
-//! repository, idle cost with 50 sessions, a large store, and hung-job detection.
+//! repository, idle cost with 50 sessions, a large store (on SQLite and on PostgreSQL), and hung-job
+//! detection.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,6 +10,7 @@ use serde_json::json;
 
 use crate::agent::now_ns;
 use crate::daemon::{Setup, cpu_of, make_repo};
+use crate::pg::PgCluster;
 use crate::report::{Figure, Samples, mb, ms};
 use crate::tg_cases::{bench_agent, marks};
 
@@ -248,27 +250,49 @@ pub async fn idle(bin: &Path) -> Vec<Figure> {
 
 /// 100,000 finished jobs and 1,000,000 delivered events: start → ready, kill -9 → ready, list_jobs pages.
 pub async fn large_store(bin: &Path) -> Vec<Figure> {
-    let s = Setup::new(bin, "");
+    large_store_on(bin, None).await
+}
+
+/// The same on PostgreSQL: a server of its own, with PostgreSQL's default durability.
+pub async fn large_store_pg(bin: &Path) -> Vec<Figure> {
+    let pg = PgCluster::start_with(true);
+    large_store_on(bin, Some(&pg)).await
+}
+
+async fn large_store_on(bin: &Path, pg: Option<&PgCluster>) -> Vec<Figure> {
+    let store = pg.map(|pg| pg.url());
+    let extra = store
+        .as_ref()
+        .map(|url| format!("[store]\nurl = \"{url}\"\n"))
+        .unwrap_or_default();
+    let s = Setup::new(bin, &extra);
     make_repo(&s.root().join("repos/app"), 0);
+    // On PostgreSQL the first start makes the schema, which the rows below go into.
     let mut d = s.start(None);
     let mcp = s.session().await;
     mcp.close().await;
     d.stop();
-    fill(&s.root().join("orchestrator/state.db")).await;
-    let size = std::fs::metadata(s.root().join("orchestrator/state.db"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let db = s.root().join("orchestrator/state.db");
+    let (size, engine) = match &store {
+        None => {
+            fill(&db).await;
+            (std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0), "")
+        }
+        Some(url) => (fill_pg(url).await, ", PostgreSQL"),
+    };
     let mut d = s.spawn(None);
     let cold = d.wait_ready(Duration::from_secs(120)).unwrap();
     d.kill9();
     let restarted = Instant::now();
     let mut d = s.spawn(None);
     let after_kill = d.wait_ready(Duration::from_secs(120)).unwrap();
-    // The backup missed while it was stopped runs at start, and the full integrity check a minute after:
-    // both are let finish, so they do not weigh on the figures below (they are start-up work, not load).
+    // The backup missed while it was stopped runs at start (SQLite: PostgreSQL's backups are the
+    // operator's), and the full integrity check a minute after: both are let finish, so they do not weigh
+    // on the figures below (they are start-up work, not load).
     let backups = s.root().join("orchestrator/backups");
     let end = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < end
+    while store.is_none()
+        && Instant::now() < end
         && !std::fs::read_dir(&backups)
             .map(|d| {
                 d.flatten()
@@ -310,21 +334,21 @@ pub async fn large_store(bin: &Path) -> Vec<Figure> {
     let secs = |d: Duration| ms(d.as_secs_f64() * 1000.0);
     vec![
         Figure::new(
-            "start → ready, 100k jobs and 1M events",
+            &format!("start → ready, 100k jobs and 1M events{engine}"),
             format!("{} (database {})", secs(cold), mb(size)),
             "-".into(),
         )
         .target("≤ 1 s", cold <= Duration::from_secs(1))
         .data(json!({"ms": cold.as_secs_f64() * 1000.0, "db_bytes": size})),
         Figure::new(
-            "kill -9 → ready, same database",
+            &format!("kill -9 → ready, same database{engine}"),
             secs(after_kill),
             "-".into(),
         )
         .target("≤ 1 s", after_kill <= Duration::from_secs(1))
         .data(json!({"ms": after_kill.as_secs_f64() * 1000.0})),
         Figure::new(
-            "`list_jobs` page of 50 (300 pages from the newest)",
+            &format!("`list_jobs` page of 50 (300 pages from the newest){engine}"),
             pages.show(),
             format!("one session, status done: {}", by_session.show()),
         )
@@ -366,6 +390,35 @@ async fn fill(db: &Path) {
         conn.execute_raw(stmt).await.unwrap();
     }
     conn.close().await.unwrap();
+}
+
+/// The same rows into a stopped daemon's PostgreSQL database, in one transaction, then `VACUUM ANALYZE`
+/// as autovacuum would have done on a database that grew to this size; answers the database's size.
+async fn fill_pg(url: &str) -> u64 {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let conn = Database::connect(url).await.unwrap();
+    let tx = conn.begin().await.unwrap();
+    for sql in [
+        "INSERT INTO jobs (id, seq, session_id, instruction, status, queued_at, started_at, finished_at, \
+                           num_turns, result_text) \
+         SELECT lpad(to_hex(x), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(x), 12, '0'), x + 1000, 'S1', \
+                'benchmark history ' || x, 'done', now(), now(), now(), 1, 'ok' \
+         FROM generate_series(1, 100000) AS x",
+        "INSERT INTO events (event_type, project_id, session_id, job_id, payload, created_at, delivered_at) \
+         SELECT 'job.tool_started', 'app', 'S1', \
+                lpad(to_hex(x / 10 + 1), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(x / 10 + 1), 12, '0'), \
+                '{\"tool\":\"Bash\",\"target\":\"ls\",\"tool_use_id\":\"t' || x || '\"}', now(), now() \
+         FROM generate_series(1, 1000000) AS x",
+    ] {
+        tx.execute_unprepared(sql).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    conn.execute_unprepared("VACUUM ANALYZE jobs, events")
+        .await
+        .unwrap();
+    let size = crate::nodes_case::count(&conn, "SELECT pg_database_size(current_database())").await;
+    conn.close().await.unwrap();
+    size as u64
 }
 
 /// A job that goes quiet (no output, no CPU): how long after `jobs.hang_timeout_secs` it is failed `hung`.

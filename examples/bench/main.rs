@@ -7,8 +7,10 @@
 //! same with the real Codex CLI beside the bare `codex app-server`), `line` (agent stdout
 //! line to Telegram call), `spawn` (run_instruction to agent spawned), `mcp` (MCP round trip),
 //! `worktree` (create_session on 10k files), `idle` (RSS and CPU with 50 sessions), `store` (start and
-//! kill -9 to ready with 100k jobs and 1M events, list_jobs pages), `hang` (hung-job detection
-//! overshoot), `load` (50 jobs streaming 20k lines each).
+//! kill -9 to ready with 100k jobs and 1M events, list_jobs pages), `store_pg` (the same on PostgreSQL),
+//! `nodes` (quick jobs and outbox events per second on one node with SQLite, one with PostgreSQL, and two
+//! nodes sharing one PostgreSQL), `hang` (hung-job detection overshoot), `load` (50 jobs streaming 20k
+//! lines each).
 
 #[path = "../../tests/it/fake_model.rs"]
 #[allow(dead_code)]
@@ -19,11 +21,15 @@ mod fake_openai;
 #[path = "../../tests/it/fake_telegram.rs"]
 #[allow(dead_code)]
 mod fake_telegram;
+#[path = "../../tests/it/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 
 mod agent;
 mod codex_case;
 mod core_cases;
 mod daemon;
+mod nodes_case;
 mod report;
 mod tg_cases;
 
@@ -31,7 +37,7 @@ use std::path::PathBuf;
 
 use report::Figure;
 
-const CASES: [&str; 11] = [
+const CASES: [&str; 13] = [
     "reply",
     "say_hi",
     "codex_say_hi",
@@ -41,6 +47,8 @@ const CASES: [&str; 11] = [
     "worktree",
     "idle",
     "store",
+    "store_pg",
+    "nodes",
     "hang",
     "load",
 ];
@@ -86,6 +94,8 @@ fn main() {
                 "worktree" => core_cases::create_session(&bin).await,
                 "idle" => core_cases::idle(&bin).await,
                 "store" => core_cases::large_store(&bin).await,
+                "store_pg" => core_cases::large_store_pg(&bin).await,
+                "nodes" => nodes_case::nodes(&bin).await,
                 "hang" => core_cases::hang_overshoot(&bin).await,
                 _ => unreachable!("checked above"),
             }

@@ -1,6 +1,8 @@
 //! A throwaway PostgreSQL cluster for the tests: `initdb` into a temp dir (trust, no sync, user `televibe`),
 //! the server on a free loopback port with its socket in the same dir, stopped (`pg_ctl -m immediate`) and
-//! removed when dropped. As root (initdb refuses root), the cluster runs as the `postgres` user.
+//! removed when dropped. As root (initdb refuses root), the cluster runs as the `postgres` user. The tests'
+//! server skips fsync and waits for no commit ([`PgCluster::start`]); the benchmark's keeps PostgreSQL's
+//! defaults ([`PgCluster::start_with`]).
 //!
 //! `TELEVIBE_TEST_STORE=postgres` gives every `Env` a cluster of its own and points `store.url` at it, so
 //! the same tests run on both engines; [`sqlite_only`] marks the few that are about SQLite's file.
@@ -72,11 +74,19 @@ pub struct PgCluster {
     bin: PathBuf,
     port: u16,
     runs_as_postgres: bool,
+    /// PostgreSQL's own durability settings (fsync, full page writes, commits waiting for the WAL on disk).
+    durable: bool,
 }
 
 impl PgCluster {
-    /// A new cluster, started.
+    /// A new cluster, started, that skips fsync and does not wait for commits to reach the disk.
     pub fn start() -> PgCluster {
+        PgCluster::start_with(false)
+    }
+
+    /// A new cluster, started; `durable`: with PostgreSQL's default durability, what a server in use runs
+    /// (fsync, full page writes, a commit answered once its WAL is on disk).
+    pub fn start_with(durable: bool) -> PgCluster {
         let dir = tempfile::Builder::new().prefix("tvpg").tempdir().unwrap();
         let owner = postgres_user();
         if let Some((uid, gid)) = owner {
@@ -86,6 +96,7 @@ impl PgCluster {
             bin: bin_dir(),
             port: free_port(),
             runs_as_postgres: owner.is_some(),
+            durable,
             dir,
         };
         let data = cluster.data();
@@ -129,9 +140,13 @@ impl PgCluster {
 
     /// Starts the server on the cluster's port (again, after [`PgCluster::stop`]).
     pub fn start_server(&self) {
+        let fast = if self.durable {
+            ""
+        } else {
+            " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        };
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
-             -c full_page_writes=off -c synchronous_commit=off",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}{fast}",
             self.port,
             self.dir.path().display()
         );
