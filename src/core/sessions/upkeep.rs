@@ -122,6 +122,11 @@ impl Sessions<'_> {
         let Ok(open) = self.core.store().sessions(None, false).await else {
             return;
         };
+        // Each node counts the sessions it hosts: summed over the nodes, no session is counted twice.
+        let open: Vec<_> = open
+            .into_iter()
+            .filter(|s| self.core.cluster().hosts(s))
+            .collect();
         let mut counts: std::collections::HashMap<(String, String), i64> = Default::default();
         for s in &open {
             *counts
