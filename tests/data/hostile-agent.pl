@@ -84,6 +84,9 @@ sub write_file {
 sub attempt_read {
   read_file('read-db', "$ENV{TV_ROOT}/orchestrator/state.db");
   read_file('read-config', $ENV{TV_CONFIG});
+  # The store's password: its file, and PostgreSQL's own password file in the home.
+  read_file('read-store-password', $ENV{TV_PASSWORD_FILE}) if $ENV{TV_PASSWORD_FILE};
+  read_file('read-pgpass', "$ENV{HOME}/.pgpass") if $ENV{TV_PASSWORD_FILE};
   # The daemon's environment, wherever it is: any process running `televibe serve`.
   my $found = 0;
   for my $dir (glob('/proc/[0-9]*')) {

@@ -243,6 +243,35 @@ async fn a_sandboxed_agent_cannot_read_the_daemon_state() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_sandboxed_agent_cannot_read_the_store_password() {
+    // Readable by anyone, outside the root and /etc/televibe: only the sandbox's hiding keeps them away.
+    let h = hostile_with(DaemonUser::Own, |vars, home| {
+        let secrets = home.parent().unwrap().join("secrets");
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::create_dir_all(home).unwrap();
+        let file = secrets.join("pg");
+        for f in [file.clone(), home.join(".pgpass")] {
+            std::fs::write(&f, "db-secret-7\n").unwrap();
+            std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+        }
+        format!(
+            "[agent]\ncommand = \"{HOSTILE}\"\nsandbox = \"bwrap\"\n\
+             env = {{ {vars}, TV_PASSWORD_FILE = \"{}\", HOME = \"{}\" }}\n\
+             [store]\npassword_file = \"{}\"\n",
+            file.display(),
+            home.display(),
+            file.display()
+        )
+    })
+    .await;
+    let attempts = h.attempt("read").await;
+    for name in ["read-store-password", "read-pgpass"] {
+        assert_blocked(&attempts, name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_sandboxed_agent_cannot_reach_the_users_sockets_under_run() {
     // A service of the operator's on a Unix socket under /run (a session bus, a key agent, a container
     // engine); a read-only mount would not stop connect(2).
